@@ -1,0 +1,4 @@
+#!/bin/sh
+echo "$GREETING, $1!"
+cat /app/build-info.txt
+echo "running as $(id -un) in $(pwd)"

@@ -1,0 +1,764 @@
+// Typed instructions -> LLB and the image config, one dispatch function per instruction, as BuildKit's
+// dockerfile2llb: only the stages the target reaches are resolved and converted; each stage's state is an
+// op digest plus the environment, working directory and user that RUN steps see.
+import path from 'node:path';
+import type { ChownOpt, CopyAction, Digest, ExecOp, FileAction, FileOp, NetworkMode, Op, OpMetadata, Platform } from '../../solver/llb/ops.js';
+import { DefinitionBuilder, type Definition } from '../../solver/llb/definition.js';
+import { BuilderError } from '../../src/util/errors.js';
+import { DockerfileError, withLocation } from './errors.js';
+import { EnvList, ShellLex, type EnvGetter } from './shell.js';
+import { parseInstruction, parseInstructions, type ArgDef, type ArgInstruction, type Instruction, type InstructionLocation, type Stage, type CopyInstruction, type AddInstruction, type RunInstruction } from './instructions.js';
+import { parseDockerfile, parseHeredoc } from './parser.js';
+import { cloneImage, emptyImage, DEFAULT_PATH, type ImageConfigFile, type StageImage } from './image.js';
+import { formatPlatform, parsePlatform } from './platform.js';
+import { formatGoDuration, goList, goQuoteList } from './gofmt.js';
+
+export interface ImageMetaResolver {
+  /** ref as written in FROM (after ARG expansion); returns the normalized ref pinned by digest and its config. */
+  resolveImageConfig(ref: string, platform: Platform): Promise<{ ref: string; config: ImageConfigFile }>;
+}
+
+export interface ConvertOptions {
+  /** Dockerfile content. */
+  dockerfile: string;
+  /** For messages and op locations; default 'Dockerfile'. */
+  filename?: string;
+  /** Stage name; default the last stage. */
+  target?: string;
+  buildArgs?: Record<string, string>;
+  targetPlatform: Platform;
+  buildPlatform: Platform;
+  resolver: ImageMetaResolver;
+  /** .dockerignore patterns, given to the context LocalSource. */
+  contextExcludes?: string[];
+  labels?: Record<string, string>;
+  /** Sets metadata.ignoreCache on RUN/COPY/ADD/WORKDIR ops. */
+  noCache?: boolean;
+}
+
+export interface ConvertResult {
+  /** Root: the target stage's final state. */
+  definition: Definition;
+  /** OCI image config of the target: config fields and history (no rootfs). */
+  image: StageImage;
+}
+
+const SCRATCH = 'scratch';
+const HISTORY_COMMENT = 'buildkit.dockerfile.v0';
+const DEFAULT_SHELL = ['/bin/sh', '-c'];
+
+/** What a RUN step sees and the filesystem it runs on. */
+interface LLBState {
+  digest: Digest;
+  env: EnvList;
+  dir: string;
+  user: string;
+}
+
+/** A stage (or an image named only by COPY --from) on its way to LLB. */
+interface DispatchState {
+  stage?: Stage;
+  baseName: string;
+  /** `AS` name, lower-cased; '' if none. */
+  name: string;
+  /** Name in progress output: the `AS` name or `stage-N`; '' when the Dockerfile has a single stage. */
+  stageName: string;
+  location: InstructionLocation;
+  platform?: Platform;
+  base?: DispatchState;
+  deps: Set<DispatchState>;
+  /** COPY --from sources of this stage's instructions. */
+  sources: Map<Instruction, DispatchState>;
+  instructions: Instruction[];
+  /** An image named by COPY --from only. */
+  unregistered: boolean;
+  resolved?: { ref: string; config: StageImage; scratch: boolean };
+  dispatched: boolean;
+  state?: LLBState;
+  image?: StageImage;
+  buildArgs: ArgDef[];
+  cmdTotal: number;
+  cmdIndex: number;
+  onBuildDone: boolean;
+  /** A CMD was set in this stage (a later ENTRYPOINT then keeps it). */
+  cmdSet?: boolean;
+}
+
+class Converter {
+  private readonly file: string;
+  private readonly builder = new DefinitionBuilder();
+  private readonly states: DispatchState[] = [];
+  private readonly byName = new Map<string, DispatchState>();
+  private lex!: ShellLex;
+  private globalArgs = EnvList.empty();
+  private contextDigest?: Digest;
+  private scratchDigest?: Digest;
+
+  constructor(private readonly opts: ConvertOptions) {
+    this.file = opts.filename ?? 'Dockerfile';
+  }
+
+  async convert(): Promise<ConvertResult> {
+    if (this.opts.dockerfile.length === 0) throw new DockerfileError('the Dockerfile cannot be empty');
+    const parsed = parseInstructions(this.opts.dockerfile, this.file);
+    if (parsed.stages.length === 0) throw new DockerfileError('dockerfile contains no stages to build');
+    this.lex = new ShellLex(parsed.escapeToken);
+    const targetName = this.opts.target || parsed.stages[parsed.stages.length - 1].from.name;
+    this.globalArgs = this.metaArgs(parsed.metaArgs, targetName);
+
+    parsed.stages.forEach((stage, i) => this.addStage(stage, i));
+    const target = this.resolveTarget();
+    for (const d of [...this.states]) this.findSources(d, d.instructions);
+    if (this.states.length === 1) this.states[0].stageName = '';
+    checkCycles(this.states);
+
+    const reachable = await this.resolveReachable(target);
+    for (const d of this.states) {
+      if (reachable.has(d) && !d.dispatched) this.dispatchStage(d);
+    }
+    return { definition: this.builder.build(target.state!.digest), image: this.finalImage(target) };
+  }
+
+  // ------------------------------------------------------------------ stages
+
+  /** BUILDPLATFORM, TARGETARCH, ... then the ARGs before the first FROM, with --build-arg values. */
+  private metaArgs(argCmds: ArgInstruction[], target: string): EnvList {
+    const bp = this.opts.buildPlatform;
+    const tp = this.opts.targetPlatform;
+    const buildArgs = this.opts.buildArgs ?? {};
+    const defaults: [string, string][] = [
+      ['BUILDPLATFORM', formatPlatform(bp)], ['BUILDOS', bp.os], ['BUILDOSVERSION', ''], ['BUILDARCH', bp.architecture],
+      ['BUILDVARIANT', bp.variant ?? ''], ['TARGETPLATFORM', formatPlatform(tp)], ['TARGETOS', tp.os],
+      ['TARGETOSVERSION', ''], ['TARGETARCH', tp.architecture], ['TARGETVARIANT', tp.variant ?? ''],
+      ['TARGETSTAGE', target || 'default'],
+    ];
+    let env = EnvList.empty();
+    for (const [k, v] of defaults) env = env.set(k, buildArgs[k] ?? v);
+    for (const cmd of argCmds) {
+      for (const arg of cmd.args) {
+        let value = buildArgs[arg.key];
+        if (value === undefined && arg.value !== undefined) value = this.expand(arg.value, env, cmd.location);
+        if (value !== undefined) env = env.set(arg.key, value);
+      }
+    }
+    return env;
+  }
+
+  private addStage(stage: Stage, index: number): void {
+    const from = stage.from;
+    const baseName = this.expand(from.baseName, this.globalArgs, from.location);
+    if (baseName === '') throw new DockerfileError(`base name (${from.baseName}) should not be blank`, from.location);
+    let platform: Platform | undefined;
+    if (from.platform) {
+      const spec = this.expand(from.platform, this.globalArgs, from.location);
+      if (spec === '') throw new DockerfileError(`empty platform value from expression ${from.platform}`, from.location);
+      platform = parsePlatform(spec);
+      if (!platform) throw new DockerfileError(`failed to parse platform ${from.platform}: "${spec}": unknown operating system or architecture`, from.location);
+    }
+    const base = this.byName.get(baseName);
+    const counted = stage.instructions.filter((i) => ['add', 'copy', 'run', 'workdir'].includes(i.kind)).length;
+    const d = this.newState({
+      stage, baseName, name: from.name, stageName: from.name || `stage-${index}`, location: from.location,
+      platform, base, instructions: stage.instructions, unregistered: false,
+      cmdTotal: counted + (baseName !== SCRATCH && !base ? 1 : 0),
+    });
+    if (from.name) this.byName.set(from.name, d);
+  }
+
+  private newState(init: Pick<DispatchState, 'baseName' | 'name' | 'stageName' | 'location' | 'instructions' | 'unregistered' | 'cmdTotal'> & Partial<DispatchState>): DispatchState {
+    const d: DispatchState = {
+      deps: new Set(), sources: new Map(), dispatched: false, buildArgs: [], cmdIndex: 0, onBuildDone: false, ...init,
+    };
+    this.states.push(d);
+    return d;
+  }
+
+  private resolveTarget(): DispatchState {
+    if (!this.opts.target) return this.states[this.states.length - 1];
+    const target = this.byName.get(this.opts.target.toLowerCase());
+    if (!target) throw new DockerfileError(`target stage "${this.opts.target}" could not be found`, undefined, undefined, 'TARGET_NOT_FOUND');
+    return target;
+  }
+
+  /** Links COPY --from to the stage (by name or index) or image it names. */
+  private findSources(d: DispatchState, instructions: Instruction[]): boolean {
+    let added = false;
+    for (const inst of instructions) {
+      if (inst.kind !== 'copy' || !inst.from) continue;
+      if (this.expand(inst.from, EnvList.empty(), inst.location) !== inst.from) {
+        throw new DockerfileError('variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround', inst.location);
+      }
+      let src: DispatchState | undefined;
+      if (/^-?\d+$/.test(inst.from)) {
+        src = this.states[Number(inst.from)];
+        if (!src || Number(inst.from) < 0) throw new DockerfileError(`invalid stage index ${inst.from}`, inst.location);
+      } else {
+        src = this.byName.get(inst.from.toLowerCase()) ?? this.newState({
+          baseName: inst.from, name: '', stageName: '', location: inst.location, instructions: [], unregistered: true, cmdTotal: 0,
+        });
+      }
+      d.sources.set(inst, src);
+      d.deps.add(src);
+      added = true;
+    }
+    return added;
+  }
+
+  /** Resolves base images of reachable stages (only those), then ONBUILD triggers, which may add stages. */
+  private async resolveReachable(target: DispatchState): Promise<Set<DispatchState>> {
+    for (;;) {
+      const reachable = reachableFrom(target);
+      await Promise.all([...reachable].filter((d) => !d.base && !d.resolved).map((d) => this.resolveBase(d)));
+      let added = false;
+      for (const d of reachable) if (this.initOnBuild(d)) added = true;
+      if (!added) return reachable;
+    }
+  }
+
+  private async resolveBase(d: DispatchState): Promise<void> {
+    if (d.baseName === SCRATCH) {
+      d.resolved = { ref: SCRATCH, config: emptyImage(this.opts.targetPlatform), scratch: true };
+      d.platform = this.opts.targetPlatform;
+      return;
+    }
+    const platform = d.platform ?? this.opts.targetPlatform;
+    let result: { ref: string; config: ImageConfigFile };
+    try {
+      result = await this.opts.resolver.resolveImageConfig(d.baseName, platform);
+    } catch (e) {
+      if (e instanceof BuilderError) throw new DockerfileError(`${d.baseName}: ${e.message}`, d.location, { cause: e }, e.code);
+      throw e;
+    }
+    const config = cloneImage(result.config);
+    delete config.created;
+    // An image without layers (every history entry empty) is scratch.
+    const scratch = !!config.rootfs && config.rootfs.diff_ids.length === 0 && (config.history ?? []).every((h) => h.empty_layer);
+    d.resolved = { ref: result.ref, config, scratch };
+    d.platform = platform;
+    if (d.unregistered) {
+      d.state = { digest: this.imageSource(d), env: EnvList.empty(), dir: '/', user: '' };
+      d.dispatched = true;
+    }
+  }
+
+  /** Prepends the base's ONBUILD triggers to a stage; true when they add COPY --from dependencies. */
+  private initOnBuild(d: DispatchState): boolean {
+    if (d.onBuildDone || d.unregistered) return false;
+    d.onBuildDone = true;
+    const triggers = d.base
+      ? d.base.instructions.flatMap((i) => (i.kind === 'onbuild' ? [i.expression] : []))
+      : d.resolved?.config.config.OnBuild ?? [];
+    // Triggers run once, in the stage that builds on the image; they are not passed on.
+    if (d.resolved) delete d.resolved.config.config.OnBuild;
+    if (triggers.length === 0) return false;
+    const commands = triggers.map((trigger) => {
+      try {
+        const { nodes } = parseDockerfile(trigger, this.file);
+        if (nodes.length !== 1) throw new DockerfileError('onbuild trigger should be a single expression', d.location);
+        const inst = parseInstruction(nodes[0], d.location);
+        if (inst.kind === 'from') throw new DockerfileError(`FROM isn't allowed as an ONBUILD trigger`, d.location);
+        return inst;
+      } catch (e) {
+        throw e instanceof DockerfileError ? new DockerfileError(e.message, d.location, { cause: e }) : e;
+      }
+    });
+    d.instructions = [...commands, ...d.instructions];
+    d.cmdTotal += commands.length;
+    return this.findSources(d, commands);
+  }
+
+  // ------------------------------------------------------------------ dispatch
+
+  private dispatchStage(d: DispatchState): void {
+    d.dispatched = true;
+    let image: StageImage;
+    let state: LLBState;
+    if (d.base) {
+      const base = d.base;
+      image = cloneImage(base.image!);
+      delete image.config.OnBuild;
+      state = { ...base.state! };
+      d.platform = base.platform;
+      d.buildArgs = [...base.buildArgs];
+    } else {
+      const resolved = d.resolved!;
+      image = cloneImage(resolved.config);
+      state = { digest: resolved.scratch ? this.scratch() : this.imageSource(d), env: EnvList.empty(), dir: '/', user: '' };
+    }
+    image.config.Env ??= [];
+    if (!image.config.Env.some((e) => e.startsWith('PATH='))) image.config.Env.push(`PATH=${DEFAULT_PATH}`);
+    for (const e of image.config.Env) {
+      const eq = e.indexOf('=');
+      state.env = eq < 0 ? state.env.set(e, '') : state.env.set(e.slice(0, eq), e.slice(eq + 1));
+    }
+    if (image.config.WorkingDir) state.dir = normalizeWorkdir(image.config.WorkingDir, image.config.WorkingDir);
+    if (image.config.User) state.user = image.config.User;
+    d.image = image;
+    d.state = state;
+    for (const inst of d.instructions) {
+      try {
+        this.dispatch(d, inst);
+      } catch (e) {
+        throw withLocation(e, inst.location);
+      }
+    }
+  }
+
+  private dispatch(d: DispatchState, inst: Instruction): void {
+    const image = d.image!;
+    const x = (word: string) => this.expand(word, d.state!.env, inst.location);
+    switch (inst.kind) {
+      case 'env': {
+        const parts: string[] = [];
+        for (const p of inst.pairs) {
+          const key = x(p.key);
+          const value = x(p.value);
+          d.state!.env = d.state!.env.set(key, value);
+          image.config.Env = addEnv(image.config.Env ?? [], key, value);
+          parts.push(`${key}=${value}`);
+        }
+        return this.history(d, `ENV ${parts.join(' ')}`, false);
+      }
+      case 'label': {
+        image.config.Labels ??= {};
+        const parts: string[] = [];
+        for (const p of inst.pairs) {
+          const key = x(p.key);
+          const value = x(p.value);
+          image.config.Labels[key] = value;
+          parts.push(`${key}=${value}`);
+        }
+        return this.history(d, `LABEL ${parts.join(' ')}`, false);
+      }
+      case 'arg':
+        return this.dispatchArg(d, inst);
+      case 'run':
+        return this.dispatchRun(d, inst);
+      case 'copy':
+      case 'add':
+        return this.dispatchCopy(d, inst);
+      case 'workdir':
+        return this.dispatchWorkdir(d, x(inst.path), inst);
+      case 'user': {
+        const user = x(inst.user);
+        d.state!.user = user;
+        image.config.User = user;
+        return this.history(d, `USER ${user}`, false);
+      }
+      case 'volume': {
+        const volumes = inst.volumes.map(x);
+        if (volumes.includes('')) throw new DockerfileError('VOLUME specified can not be an empty string');
+        image.config.Volumes ??= {};
+        for (const v of volumes) image.config.Volumes[v] = {};
+        return this.history(d, `VOLUME ${goList(volumes)}`, false);
+      }
+      case 'expose': {
+        const ports = inst.ports.flatMap((p) => this.lex.processWords(p, d.state!.env)).flatMap(parsePort);
+        image.config.ExposedPorts ??= {};
+        for (const p of ports) image.config.ExposedPorts[p] = {};
+        return this.history(d, `EXPOSE ${goList(ports)}`, false);
+      }
+      case 'cmd':
+      case 'entrypoint': {
+        const args = inst.prependShell ? withShell(image, inst.cmdLine) : inst.cmdLine;
+        if (inst.kind === 'cmd') {
+          image.config.Cmd = args;
+          image.config.ArgsEscaped = true;
+          d.cmdSet = true;
+        } else {
+          image.config.Entrypoint = args;
+          // ENTRYPOINT resets a CMD inherited from the base, not one set in this stage.
+          if (!d.cmdSet) delete image.config.Cmd;
+        }
+        return this.history(d, `${inst.kind.toUpperCase()} ${goQuoteList(args)}`, false);
+      }
+      case 'shell':
+        image.config.Shell = inst.shell;
+        return this.history(d, `SHELL ${goList(inst.shell)}`, false);
+      case 'stopsignal': {
+        const signal = x(inst.signal);
+        if (!isSignal(signal)) throw new DockerfileError(`Invalid signal: ${signal}`);
+        image.config.StopSignal = signal;
+        return this.history(d, `STOPSIGNAL ${signal}`, false);
+      }
+      case 'maintainer':
+        image.author = inst.maintainer;
+        return this.history(d, `MAINTAINER ${inst.maintainer}`, false);
+      case 'healthcheck': {
+        const h = inst.health;
+        image.config.Healthcheck = {
+          Test: h.test, Interval: h.interval, Timeout: h.timeout, StartPeriod: h.startPeriod, StartInterval: h.startInterval, Retries: h.retries,
+        };
+        const dur = (n?: number) => formatGoDuration(n ?? 0);
+        return this.history(d, `HEALTHCHECK {Test:${goList(h.test)} Interval:${dur(h.interval)} Timeout:${dur(h.timeout)} StartPeriod:${dur(h.startPeriod)} StartInterval:${dur(h.startInterval)} Retries:${h.retries ?? 0}}`, false);
+      }
+      case 'onbuild':
+        image.config.OnBuild = [...(image.config.OnBuild ?? []), inst.expression];
+        return;
+    }
+  }
+
+  /** ARG: the --build-arg value, else the default, else the global value; visible to later RUNs as env. */
+  private dispatchArg(d: DispatchState, inst: ArgInstruction): void {
+    const buildArgs = this.opts.buildArgs ?? {};
+    const parts: string[] = [];
+    for (const arg of inst.args) {
+      let value: string | undefined;
+      if (arg.key in buildArgs) value = buildArgs[arg.key];
+      else if (arg.value !== undefined) value = this.expand(arg.value, d.state!.env, inst.location);
+      else value = this.globalArgs.get(arg.key);
+      if (value !== undefined) d.state!.env = d.state!.env.set(arg.key, value);
+      d.buildArgs.push({ key: arg.key, value });
+      parts.push(value === undefined ? arg.key : `${arg.key}=${value}`);
+    }
+    this.history(d, `ARG ${parts.join(' ')}`, false);
+  }
+
+  private dispatchRun(d: DispatchState, inst: RunInstruction): void {
+    const state = d.state!;
+    if (inst.mounts.length > 0) throw new DockerfileError('RUN --mount is not supported yet', undefined, undefined, 'UNSUPPORTED');
+    if (inst.security && inst.security !== 'sandbox') throw new DockerfileError(`RUN --security=${inst.security} is not supported`, undefined, undefined, 'UNSUPPORTED');
+    const network = runNetwork(inst.network);
+    let args = inst.cmdLine;
+    let name = inst.code;
+    if (inst.files.length > 0) {
+      if (args.length !== 1 || !inst.prependShell) throw new DockerfileError(`parsing produced an invalid run command: ${goList(args)}`);
+      if (parseHeredoc(args[0])) {
+        const doc = inst.files[0];
+        const data = doc.chomp ? doc.content.replace(/^\t+/gm, '') : doc.content;
+        if (data.startsWith('#!')) throw new DockerfileError('RUN with a heredoc script starting with #! is not supported yet', undefined, undefined, 'UNSUPPORTED');
+        // A lone heredoc is run by the shell as the command itself.
+        args = [data];
+        const lines = doc.content.trim().split(/\r?\n/);
+        name += ` (${lines[0]}${lines.length > 1 ? '...' : ''})`;
+      } else {
+        args = [args[0] + inst.files.map((f) => `\n${f.content}${f.name}`).join('')];
+      }
+    }
+    if (inst.prependShell) args = withShell(d.image!, args);
+    const op: ExecOp = {
+      kind: 'exec',
+      inputs: [{ digest: state.digest }],
+      meta: { args, env: state.env.toArray(), cwd: state.dir, user: state.user, network },
+      mounts: [{ input: 0, dest: '/' }],
+      platform: d.platform!,
+    };
+    const rawLex = new ShellLex(this.lex.escapeToken, { rawQuotes: true, skipUnsetEnv: true });
+    const description = this.prefix(d, uppercaseCmd(processCmdEnv(rawLex, name, state.env)));
+    state.digest = this.add(op, d, inst.location, description, true);
+    this.history(d, `RUN ${runCommandString(args, d.buildArgs, state.env)} # buildkit`, true);
+  }
+
+  private dispatchCopy(d: DispatchState, inst: CopyInstruction | AddInstruction): void {
+    const state = d.state!;
+    const x = (word: string) => this.expand(word, state.env, inst.location);
+    const sources = inst.sources.map(x);
+    const destPath = x(inst.dest);
+    const chown = x(inst.chown);
+    const chmod = x(inst.chmod);
+    const dest = pathRelativeToWorkingDir(state.dir, destPath);
+    const mode = parseChmod(chmod);
+    if (inst.kind === 'add' && inst.checksum) throw new DockerfileError('checksum can\'t be specified for local sources; ADD from URLs is not supported yet', undefined, undefined, 'UNSUPPORTED');
+    const from = inst.kind === 'copy' ? d.sources.get(inst) : undefined;
+    if (from && !from.dispatched) {
+      throw new DockerfileError(`cannot copy from stage "${(inst as CopyInstruction).from}", it needs to be defined before current stage "${d.stageName || d.name}"`);
+    }
+    if (inst.kind === 'copy' && inst.parents) throw new DockerfileError('COPY --parents is not supported yet', undefined, undefined, 'UNSUPPORTED');
+
+    // Files from the context belong to root, as BuildKit's context transfer resets owners to 0:0.
+    const owner: ChownOpt | undefined = chown ? parseChown(chown) : from ? undefined : { user: 0, group: 0 };
+    const link = inst.link && !chmod;
+    // inputs[0] is the stage itself unless --link copies onto scratch.
+    const inputs: Digest[] = link ? [] : [state.digest];
+    const inputIndex = (digest: Digest) => {
+      const i = inputs.indexOf(digest);
+      return i >= 0 ? i : inputs.push(digest) - 1;
+    };
+    const several = sources.length + inst.inlineSources.length > 1;
+    const copy = (sourceInput: number, src: string): CopyAction => ({
+      action: 'copy', sourceInput, src, dest,
+      ...(owner ? { owner } : {}),
+      ...(mode !== undefined ? { mode } : {}),
+      followSymlinks: true, dirCopyContents: true,
+      ...(several ? { destIsDir: true } : {}),
+      createDestPath: true, allowWildcard: true,
+      // BuildKit allows empty wildcards here but then fails computing the cache key: same result.
+      allowEmptyWildcard: false,
+      ...(inst.excludes.length > 0 ? { excludePatterns: inst.excludes.map(x) } : {}),
+    });
+
+    const actions: FileAction[] = [];
+    const parts = [inst.kind === 'add' ? 'ADD' : 'COPY'];
+    if (chown) parts.push(`--chown=${chown}`);
+    if (chmod) parts.push(`--chmod=${chmod}`);
+    for (const src of sources) {
+      parts.push(src);
+      if (/^https?:\/\//.test(src)) {
+        if (inst.kind === 'copy') throw new DockerfileError('source can\'t be a URL for COPY');
+        throw new DockerfileError(`ADD from a URL is not supported yet: ${src}`, undefined, undefined, 'UNSUPPORTED');
+      }
+      const sourceDigest = from ? from.state!.digest : this.context();
+      actions.push(copy(inputIndex(sourceDigest), src.startsWith('/') ? src : path.posix.join('/', src)));
+    }
+    for (const inline of inst.inlineSources) {
+      parts.push(`<<${inline.path}`);
+      const rawLex = new ShellLex('\\', { skipProcessQuotes: true });
+      const data = inline.expand ? this.expandWith(rawLex, inline.data, state.env, inst.location) : inline.data;
+      const file: FileOp = {
+        kind: 'file', inputs: [], base: -1,
+        actions: [{ action: 'mkfile', path: path.posix.join('/', inline.path), data: Buffer.from(data).toString('base64'), mode: 0o644 }],
+      };
+      const digest = this.builder.add(file, { description: '[internal] preparing inline document', stage: this.stageLabel(d) });
+      actions.push(copy(inputIndex(digest), path.posix.join('/', inline.path)));
+    }
+    parts.push(destPath);
+
+    const name = uppercaseCmd(processCmdEnv(this.lex, inst.code, state.env));
+    const description = this.prefix(d, name);
+    const op: FileOp = { kind: 'file', inputs: inputs.map((digest) => ({ digest })), base: link ? -1 : 0, actions };
+    let digest = this.add(op, d, inst.location, description, true);
+    if (link) {
+      // COPY --link: the copied files are a layer of their own, stacked on the stage.
+      const linkName = description.slice(0, description.length - name.length) + `LINK ${name}`;
+      digest = this.add({ kind: 'merge', inputs: [{ digest: state.digest }, { digest }] }, d, inst.location, linkName, true);
+    }
+    state.digest = digest;
+    this.history(d, `${parts.join(' ')} # buildkit`, true);
+  }
+
+  private dispatchWorkdir(d: DispatchState, wdArg: string, inst: Instruction): void {
+    const image = d.image!;
+    const state = d.state!;
+    const wd = normalizeWorkdir(image.config.WorkingDir ?? '', wdArg);
+    image.config.WorkingDir = wd;
+    state.dir = wd;
+    let withLayer = false;
+    if (wd !== '/') {
+      const op: FileOp = {
+        kind: 'file', inputs: [{ digest: state.digest }], base: 0,
+        actions: [{ action: 'mkdir', path: wd, mode: 0o755, makeParents: true, ...(image.config.User ? { owner: parseChown(image.config.User) } : {}) }],
+      };
+      const description = this.prefix(d, uppercaseCmd(processCmdEnv(this.lex, inst.code, state.env)));
+      state.digest = this.add(op, d, inst.location, description, true);
+      withLayer = true;
+    }
+    this.history(d, `WORKDIR ${wd}`, withLayer);
+  }
+
+  // ------------------------------------------------------------------ helpers
+
+  private finalImage(target: DispatchState): StageImage {
+    const image = cloneImage(target.image!);
+    if (this.opts.labels && Object.keys(this.opts.labels).length > 0) {
+      image.config.Labels = { ...(image.config.Labels ?? {}), ...this.opts.labels };
+    }
+    const tp = this.opts.targetPlatform;
+    const sameOsArch = image.os === tp.os && image.architecture === tp.architecture;
+    image.os = tp.os;
+    image.architecture = tp.architecture;
+    if (tp.variant || !sameOsArch) {
+      if (tp.variant) image.variant = tp.variant;
+      else delete image.variant;
+    }
+    delete image.rootfs;
+    return image;
+  }
+
+  private history(d: DispatchState, createdBy: string, withLayer: boolean): void {
+    const image = d.image!;
+    image.history = [...(image.history ?? []), { created_by: createdBy, comment: HISTORY_COMMENT, ...(withLayer ? {} : { empty_layer: true }) }];
+  }
+
+  /** `[stage-1 2/5] ` before a step's name, as BuildKit numbers the steps of each stage. */
+  private prefix(d: DispatchState, name: string): string {
+    if (d.cmdTotal === 0) return name;
+    d.cmdIndex++;
+    const width = Math.floor(1 + Math.log10(d.cmdTotal));
+    return `[${d.stageName ? `${d.stageName} ` : ''}${String(d.cmdIndex).padStart(width)}/${d.cmdTotal}] ${name}`;
+  }
+
+  private stageLabel(d: DispatchState): string | undefined {
+    return d.name || d.stageName || undefined;
+  }
+
+  private add(op: Op, d: DispatchState, location: InstructionLocation, description: string, cacheable: boolean): Digest {
+    const meta: OpMetadata = { description, location: { ...location }, stage: this.stageLabel(d) };
+    if (cacheable && this.opts.noCache) meta.ignoreCache = true;
+    return this.builder.add(op, meta);
+  }
+
+  private imageSource(d: DispatchState): Digest {
+    const ref = d.resolved!.ref;
+    const op: Op = { kind: 'source', source: { type: 'image', ref, platform: d.platform! } };
+    return this.add(op, d, d.location, this.prefix(d, `FROM ${ref}`), false);
+  }
+
+  private scratch(): Digest {
+    this.scratchDigest ??= this.builder.add({ kind: 'source', source: { type: 'scratch' } }, { description: 'FROM scratch' });
+    return this.scratchDigest;
+  }
+
+  private context(): Digest {
+    const excludes = this.opts.contextExcludes ?? [];
+    this.contextDigest ??= this.builder.add(
+      { kind: 'source', source: { type: 'local', name: 'context', ...(excludes.length > 0 ? { excludePatterns: excludes } : {}) } },
+      { description: '[internal] load build context' },
+    );
+    return this.contextDigest;
+  }
+
+  private expand(word: string, env: EnvGetter, location: InstructionLocation): string {
+    return this.expandWith(this.lex, word, env, location);
+  }
+
+  private expandWith(lex: ShellLex, word: string, env: EnvGetter, location: InstructionLocation): string {
+    try {
+      return lex.processWord(word, env);
+    } catch (e) {
+      throw withLocation(e, location);
+    }
+  }
+}
+
+export function dockerfileToLLB(opts: ConvertOptions): Promise<ConvertResult> {
+  return new Converter(opts).convert();
+}
+
+function reachableFrom(target: DispatchState): Set<DispatchState> {
+  const out = new Set<DispatchState>();
+  const visit = (d: DispatchState) => {
+    if (out.has(d)) return;
+    out.add(d);
+    if (d.base) visit(d.base);
+    for (const dep of d.deps) visit(dep);
+  };
+  visit(target);
+  return out;
+}
+
+function checkCycles(states: DispatchState[]): void {
+  const done = new Set<DispatchState>();
+  const visit = (d: DispatchState, onPath: Set<DispatchState>) => {
+    if (onPath.has(d)) throw new DockerfileError(`circular dependency detected on stage: ${d.stageName || d.name}`, d.location);
+    if (done.has(d)) return;
+    onPath.add(d);
+    for (const dep of d.deps) visit(dep, onPath);
+    onPath.delete(d);
+    done.add(d);
+  };
+  for (const d of states) visit(d, new Set());
+}
+
+/** Sets an image Env entry in place, or appends it. */
+function addEnv(env: string[], key: string, value: string): string[] {
+  const i = env.findIndex((e) => (e.includes('=') ? e.slice(0, e.indexOf('=')) : e) === key);
+  const out = [...env];
+  if (i >= 0) out[i] = `${key}=${value}`;
+  else out.push(`${key}=${value}`);
+  return out;
+}
+
+function withShell(image: StageImage, args: string[]): string[] {
+  const shell = image.config.Shell?.length ? image.config.Shell : DEFAULT_SHELL;
+  return [...shell, args.join(' ')];
+}
+
+/** Joins a relative path to the parent; absolute paths are kept as written (BuildKit's NormalizePath). */
+function normalizePath(parent: string, p: string, keepSlash: boolean): string {
+  const abs = (s: string) => s.startsWith('/');
+  let dir = parent || '/';
+  if (!abs(dir)) dir = path.posix.join('/', dir);
+  let out = p === '' ? dir : p;
+  if (!abs(out)) out = path.posix.join(dir, out);
+  if (keepSlash) {
+    if (p.endsWith('/') && !out.endsWith('/')) out += '/';
+    else if (p.endsWith('/.')) out = `${out === '/' ? '' : out}/.`;
+  }
+  return out;
+}
+
+function normalizeWorkdir(current: string, wd: string): string {
+  return normalizePath(current, wd, false);
+}
+
+function pathRelativeToWorkingDir(dir: string, p: string): string {
+  if (p.startsWith('/')) return normalizePath('/', p, true);
+  // "" and "." mean the working directory itself, as a directory.
+  return normalizePath(dir, p === '.' || p === '' ? './' : p, true);
+}
+
+/** `user[:group]` with numeric parts as ids. */
+function parseChown(spec: string): ChownOpt {
+  const [user, group] = spec.split(':', 2);
+  const id = (s: string) => (/^\d+$/.test(s) ? Number(s) : s);
+  return { ...(user ? { user: id(user) } : {}), ...(group !== undefined && group !== '' ? { group: id(group) } : {}) };
+}
+
+function parseChmod(chmod: string): number | undefined {
+  if (chmod === '') return undefined;
+  const bad = `invalid chmod parameter: '${chmod}'. it should be octal string and between 0 and 07777`;
+  if (/^\d+$/.test(chmod)) {
+    if (!/^[0-7]+$/.test(chmod) || parseInt(chmod, 8) > 0o7777) throw new DockerfileError(bad);
+    return parseInt(chmod, 8);
+  }
+  throw new DockerfileError(`symbolic --chmod modes are not supported yet: '${chmod}' (use octal, like 0755)`, undefined, undefined, 'UNSUPPORTED');
+}
+
+function runNetwork(flag: string): NetworkMode {
+  // BuildKit's default is its sandbox network; this builder's RUN steps use the host network.
+  if (flag === '' || flag === 'default' || flag === 'host') return 'host';
+  if (flag === 'none') return 'none';
+  throw new DockerfileError(`unsupported network mode "${flag}"`);
+}
+
+function uppercaseCmd(s: string): string {
+  const sp = s.indexOf(' ');
+  return sp < 0 ? s.toUpperCase() : s.slice(0, sp).toUpperCase() + s.slice(sp);
+}
+
+function processCmdEnv(lex: ShellLex, cmd: string, env: EnvGetter): string {
+  try {
+    return lex.processWord(cmd, env);
+  } catch {
+    return cmd;
+  }
+}
+
+/** RUN's history text: build args in use are shown before the command as `|N K=V ...`. */
+function runCommandString(args: string[], buildArgs: ArgDef[], env: EnvGetter): string {
+  const entries = new Map<string, string>();
+  for (const arg of buildArgs) entries.set(arg.key, `${arg.key}=${env.get(arg.key) ?? arg.value ?? ''}`);
+  const prefix = entries.size > 0 ? [`|${entries.size}`, ...entries.values()] : [];
+  return [...prefix, ...args].join(' ');
+}
+
+/** `[ip:][host:]port[-end][/proto]` -> `port/proto` entries. */
+function parsePort(raw: string): string[] {
+  const parts = raw.split(':');
+  const container = parts[parts.length - 1];
+  const [port, proto = 'tcp'] = container.split('/', 2);
+  if (port === '') throw new DockerfileError(`invalid port: "${raw}": no port specified: ${container}<empty>`);
+  const p = proto.toLowerCase() || 'tcp';
+  if (!['tcp', 'udp', 'sctp'].includes(p)) throw new DockerfileError(`invalid port: "${raw}": invalid proto: ${proto}`);
+  const [start, end = start] = port.split('-', 2);
+  const num = (s: string) => {
+    if (!/^\d+$/.test(s) || Number(s) > 65535) throw new DockerfileError(`invalid containerPort: ${port}`);
+    return Number(s);
+  };
+  const a = num(start);
+  const b = num(end);
+  if (b < a) throw new DockerfileError(`invalid containerPort: ${port}`);
+  return Array.from({ length: b - a + 1 }, (_, i) => `${a + i}/${p}`);
+}
+
+const SIGNALS = new Set([
+  'ABRT', 'ALRM', 'BUS', 'CHLD', 'CLD', 'CONT', 'FPE', 'HUP', 'ILL', 'INT', 'IO', 'IOT', 'KILL', 'PIPE', 'POLL', 'PROF', 'PWR',
+  'QUIT', 'SEGV', 'STKFLT', 'STOP', 'SYS', 'TERM', 'TRAP', 'TSTP', 'TTIN', 'TTOU', 'URG', 'USR1', 'USR2', 'VTALRM', 'WINCH', 'XCPU', 'XFSZ',
+]);
+
+/** A signal name (`SIGTERM`, `TERM`, `RTMIN+3`) or number, as Docker's ParseSignal accepts. */
+function isSignal(s: string): boolean {
+  if (/^\d+$/.test(s)) return Number(s) > 0 && Number(s) <= 64;
+  const name = s.toUpperCase().replace(/^SIG/, '');
+  return SIGNALS.has(name) || /^RTMIN(\+\d+)?$|^RTMAX(-\d+)?$/.test(name);
+}

@@ -1,0 +1,475 @@
+// Word expansion as BuildKit's shell lexer does it: quotes, escapes, `$VAR`, `${VAR}` and the `${VAR:-x}`,
+// `:+`, `?`, `#`, `%`, `/` modifiers, and splitting into words after expansion. Not a shell: no command
+// substitution, globbing or arithmetic. Behaviour is pinned by BuildKit's envVarTest and wordsTest vectors.
+import { ShellExpansionError } from './errors.js';
+
+/** Variables visible to the lexer. */
+export interface EnvGetter {
+  get(key: string): string | undefined;
+  keys(): string[];
+}
+
+/**
+ * An ordered environment where setting a key again moves it to the end, like BuildKit's llb.EnvList:
+ * the order is what a RUN step's environment shows.
+ */
+export class EnvList implements EnvGetter {
+  private constructor(private readonly entries: readonly (readonly [string, string])[]) {}
+
+  static empty(): EnvList {
+    return new EnvList([]);
+  }
+
+  /** From `KEY=VALUE` strings (a value-less `KEY` means empty). */
+  static fromArray(env: readonly string[]): EnvList {
+    let list = EnvList.empty();
+    for (const e of env) {
+      const eq = e.indexOf('=');
+      list = eq < 0 ? list.set(e, '') : list.set(e.slice(0, eq), e.slice(eq + 1));
+    }
+    return list;
+  }
+
+  set(key: string, value: string): EnvList {
+    return new EnvList([...this.entries.filter(([k]) => k !== key), [key, value]]);
+  }
+
+  get(key: string): string | undefined {
+    return this.entries.find(([k]) => k === key)?.[1];
+  }
+
+  keys(): string[] {
+    return this.entries.map(([k]) => k);
+  }
+
+  toArray(): string[] {
+    return this.entries.map(([k, v]) => `${k}=${v}`);
+  }
+}
+
+export interface ProcessWordResult {
+  result: string;
+  words: string[];
+  /** Variables the word referenced that were set / not set. */
+  matched: Set<string>;
+  unmatched: Set<string>;
+}
+
+const EOF = '';
+const SPACE = /^[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]$/;
+const LETTER = /^\p{L}$/u;
+const DIGIT = /^\p{Nd}$/u;
+
+const isSpace = (ch: string) => SPACE.test(ch);
+const isSpecialParam = (ch: string) => '@*#?-$!0'.includes(ch) && ch !== EOF;
+
+/** Characters by code point, with one-character lookahead. */
+class Scanner {
+  private readonly chars: string[];
+  private pos = 0;
+  constructor(text: string) {
+    this.chars = [...text];
+  }
+  peek(): string {
+    return this.pos < this.chars.length ? this.chars[this.pos] : EOF;
+  }
+  next(): string {
+    return this.pos < this.chars.length ? this.chars[this.pos++] : EOF;
+  }
+}
+
+/** Collects words: unquoted whitespace separates them, quoted or escaped characters never do. */
+class Words {
+  private buf = '';
+  private readonly words: string[] = [];
+  private inWord = false;
+
+  addChar(ch: string): void {
+    if (isSpace(ch)) {
+      if (this.inWord && this.buf.length > 0) {
+        this.words.push(this.buf);
+        this.buf = '';
+        this.inWord = false;
+      }
+    } else {
+      this.addRaw(ch);
+    }
+  }
+  addString(s: string): void {
+    for (const ch of s) this.addChar(ch);
+  }
+  addRaw(s: string): void {
+    this.buf += s;
+    this.inWord = true;
+  }
+  get(): string[] {
+    if (this.buf.length > 0) {
+      this.words.push(this.buf);
+      this.buf = '';
+      this.inWord = false;
+    }
+    return this.words;
+  }
+}
+
+export interface ShellLexOptions {
+  /** Keep quote characters in the result. */
+  rawQuotes?: boolean;
+  /** Keep escape characters in the result. */
+  rawEscapes?: boolean;
+  /** Treat quotes as ordinary characters. */
+  skipProcessQuotes?: boolean;
+  /** Leave references to unset variables as written. */
+  skipUnsetEnv?: boolean;
+}
+
+export class ShellLex {
+  constructor(readonly escapeToken: string = '\\', readonly options: ShellLexOptions = {}) {}
+
+  /** Expands `word` into one string (whitespace kept). */
+  processWord(word: string, env: EnvGetter): string {
+    return this.process(word, env).result;
+  }
+
+  /** Expands `word` and splits it into words. */
+  processWords(word: string, env: EnvGetter): string[] {
+    return this.process(word, env).words;
+  }
+
+  processWordWithMatches(word: string, env: EnvGetter): ProcessWordResult {
+    return this.process(word, env);
+  }
+
+  private process(word: string, env: EnvGetter): ProcessWordResult {
+    const run = new LexRun(this.escapeToken, this.options, env, word);
+    try {
+      const { result, words } = run.processStopOn(EOF, !!this.options.rawEscapes);
+      return { result, words, matched: run.matched, unmatched: run.unmatched };
+    } catch (e) {
+      if (e instanceof ShellExpansionError) throw new ShellExpansionError(`failed to process ${goQuote(word)}: ${e.message}`);
+      throw e;
+    }
+  }
+}
+
+/** Minimal Go `%q` of a string, enough for messages. */
+function goQuote(s: string): string {
+  return JSON.stringify(s);
+}
+
+/** The state of expanding one word. */
+class LexRun {
+  readonly matched = new Set<string>();
+  readonly unmatched = new Set<string>();
+  private readonly scanner: Scanner;
+  private rawEscapes: boolean;
+
+  constructor(
+    private readonly escapeToken: string,
+    private readonly opts: ShellLexOptions,
+    private readonly env: EnvGetter,
+    word: string,
+  ) {
+    this.scanner = new Scanner(word);
+    this.rawEscapes = !!opts.rawEscapes;
+  }
+
+  processStopOn(stopChar: string, rawEscapes: boolean): { result: string; words: string[] } {
+    const saved = this.rawEscapes;
+    this.rawEscapes = rawEscapes;
+    try {
+      return this.stopOn(stopChar);
+    } finally {
+      this.rawEscapes = saved;
+    }
+  }
+
+  private special(ch: string): (() => string) | undefined {
+    if (ch === '$') return () => this.processDollar();
+    if (ch === '<') return () => this.processPossibleHeredoc();
+    if (!this.opts.skipProcessQuotes) {
+      if (ch === "'") return () => this.processSingleQuote();
+      if (ch === '"') return () => this.processDoubleQuote();
+    }
+    return undefined;
+  }
+
+  private stopOn(stopChar: string): { result: string; words: string[] } {
+    const sc = this.scanner;
+    const words = new Words();
+    let result = '';
+    while (sc.peek() !== EOF) {
+      let ch = sc.peek();
+      if (stopChar !== EOF && ch === stopChar) {
+        sc.next();
+        return { result, words: words.get() };
+      }
+      const fn = this.special(ch);
+      if (fn) {
+        const tmp = fn();
+        result += tmp;
+        if (ch === '$') words.addString(tmp);
+        else words.addRaw(tmp);
+        continue;
+      }
+      ch = sc.next();
+      if (ch === this.escapeToken) {
+        if (this.rawEscapes) {
+          words.addRaw(ch);
+          result += ch;
+        }
+        // The escape token escapes the next character; at the end of the word it vanishes.
+        ch = sc.next();
+        if (ch === EOF) break;
+        words.addRaw(ch);
+      } else {
+        words.addChar(ch);
+      }
+      result += ch;
+    }
+    if (stopChar !== EOF) throw new ShellExpansionError(`unexpected end of statement while looking for matching ${stopChar}`);
+    return { result, words: words.get() };
+  }
+
+  private processSingleQuote(): string {
+    // Everything up to the next ' is literal; a ' cannot be escaped inside.
+    const sc = this.scanner;
+    let result = '';
+    const open = sc.next();
+    if (this.opts.rawQuotes) result += open;
+    for (;;) {
+      const ch = sc.next();
+      if (ch === EOF) throw new ShellExpansionError('unexpected end of statement while looking for matching single-quote');
+      if (ch === "'") {
+        if (this.opts.rawQuotes) result += ch;
+        return result;
+      }
+      result += ch;
+    }
+  }
+
+  private processDoubleQuote(): string {
+    // Literal except `$` expansions; the escape token only escapes `"`, `$` and itself.
+    const sc = this.scanner;
+    let result = '';
+    const open = sc.next();
+    if (this.opts.rawQuotes) result += open;
+    for (;;) {
+      const peek = sc.peek();
+      if (peek === EOF) throw new ShellExpansionError('unexpected end of statement while looking for matching double-quote');
+      if (peek === '"') {
+        const ch = sc.next();
+        if (this.opts.rawQuotes) result += ch;
+        return result;
+      }
+      if (peek === '$') {
+        result += this.processDollar();
+        continue;
+      }
+      let ch = sc.next();
+      if (ch === this.escapeToken) {
+        if (this.rawEscapes) result += ch;
+        const after = sc.peek();
+        if (after === EOF) continue;
+        if (after === '"' || after === '$' || after === this.escapeToken) ch = sc.next();
+      }
+      result += ch;
+    }
+  }
+
+  private processDollar(): string {
+    const sc = this.scanner;
+    sc.next();
+    if (sc.peek() !== '{') {
+      const name = this.processName();
+      if (name === '') return '$';
+      const value = this.getEnv(name);
+      if (value === undefined && this.opts.skipUnsetEnv) return `$${name}`;
+      return value ?? '';
+    }
+    sc.next();
+    const first = sc.peek();
+    if (first === EOF) throw new ShellExpansionError("syntax error: missing '}'");
+    if (first === '{' || first === '}' || first === ':') throw new ShellExpansionError('syntax error: bad substitution');
+    const name = this.processName();
+    let ch = sc.next();
+    let chs = ch;
+    switch (ch) {
+      case '}': {
+        const value = this.getEnv(name);
+        if (value === undefined && this.opts.skipUnsetEnv) return `\${${name}}`;
+        return value ?? '';
+      }
+      case ':':
+      case '+':
+      case '-':
+      case '?':
+      case '#':
+      case '%': {
+        const nullIsUnset = ch === ':';
+        if (nullIsUnset) {
+          ch = sc.next();
+          chs += ch;
+        }
+        return this.modifier(name, ch, chs, nullIsUnset);
+      }
+      case '/':
+        return this.substitute(name);
+      case EOF:
+        throw new ShellExpansionError("syntax error: missing '}'");
+      default:
+        throw new ShellExpansionError(`unsupported modifier (${chs}) in substitution`);
+    }
+  }
+
+  private modifier(name: string, ch: string, chs: string, nullIsUnset: boolean): string {
+    const raw = ch === '#' || ch === '%';
+    if (nullIsUnset && raw) throw new ShellExpansionError(`unsupported modifier (${chs}) in substitution`);
+    let word = this.stopOnOrMissing('}', raw, "syntax error: missing '}'");
+    const value = this.getEnv(name);
+    const set = value !== undefined;
+    if (this.opts.skipUnsetEnv && !set) return `\${${name}${chs}${word}}`;
+    const empty = !set || (nullIsUnset && value === '');
+    switch (ch) {
+      case '-':
+        return empty ? word : value!;
+      case '+':
+        return empty ? '' : word;
+      case '?':
+        if (!set) throw new ShellExpansionError(`${name}: ${word || 'is not allowed to be unset'}`);
+        if (nullIsUnset && value === '') throw new ShellExpansionError(`${name}: ${word || 'is not allowed to be empty'}`);
+        return value!;
+      case '%':
+      case '#': {
+        // One `%`/`#` removes the shortest match, two the longest.
+        const greedy = word.startsWith(ch);
+        if (greedy) word = word.slice(1);
+        return ch === '%' ? trimSuffix(word, value ?? '', greedy) : trimPrefix(word, value ?? '', greedy);
+      }
+      default:
+        throw new ShellExpansionError(`unsupported modifier (${chs}) in substitution`);
+    }
+  }
+
+  private substitute(name: string): string {
+    const sc = this.scanner;
+    const replaceAll = sc.peek() === '/';
+    if (replaceAll) sc.next();
+    const pattern = this.stopOnOrMissing('/', true, "syntax error: missing '/' in ${}");
+    const replacement = this.stopOnOrMissing('}', true, "syntax error: missing '}'");
+    const value = this.getEnv(name);
+    if (value === undefined && this.opts.skipUnsetEnv) return `\${${name}/${pattern}/${replacement}}`;
+    const re = shellPatternToRegex(pattern, true, false);
+    const v = value ?? '';
+    if (replaceAll) return v.replace(new RegExp(re.source, 'gu'), () => replacement);
+    const m = re.exec(v);
+    return m ? v.slice(0, m.index) + replacement + v.slice(m.index + m[0].length) : v;
+  }
+
+  private stopOnOrMissing(stop: string, rawEscapes: boolean, missing: string): string {
+    try {
+      return this.processStopOn(stop, rawEscapes).result;
+    } catch (e) {
+      if (this.scanner.peek() === EOF) throw new ShellExpansionError(missing);
+      throw e;
+    }
+  }
+
+  private processName(): string {
+    // A name is letters, digits and `_`; a leading digit reads all digits (`$10`); a special parameter
+    // (`$@`, `$#`, ...) is one character.
+    const sc = this.scanner;
+    let name = '';
+    while (sc.peek() !== EOF) {
+      const ch = sc.peek();
+      if (name === '' && DIGIT.test(ch)) {
+        while (sc.peek() !== EOF && DIGIT.test(sc.peek())) name += sc.next();
+        return name;
+      }
+      if (name === '' && isSpecialParam(ch)) return sc.next();
+      if (!LETTER.test(ch) && !DIGIT.test(ch) && ch !== '_') break;
+      name += sc.next();
+    }
+    return name;
+  }
+
+  private processPossibleHeredoc(): string {
+    // `<<` and the blanks after it stay glued to the following word, so `<< EOF` is one word.
+    const sc = this.scanner;
+    sc.next();
+    if (sc.peek() !== '<') return '<';
+    sc.next();
+    let space = '';
+    while (sc.peek() === '\t' || sc.peek() === '\r' || sc.peek() === ' ') space += sc.next();
+    return `<<${space}`;
+  }
+
+  private getEnv(name: string): string | undefined {
+    const v = this.env.get(name);
+    (v === undefined ? this.unmatched : this.matched).add(name);
+    return v;
+  }
+}
+
+/**
+ * A shell pattern (`*`, `?`, backslash escapes; no brackets) as a regular expression. `greedy` makes `*`
+ * match the longest string, `anchored` matches only at the start.
+ */
+export function shellPatternToRegex(pattern: string, greedy: boolean, anchored: boolean): RegExp {
+  const chars = [...pattern];
+  let out = anchored ? '^' : '';
+  for (let i = 0; i < chars.length; i++) {
+    let tok = chars[i];
+    if (tok === '*') {
+      out += greedy ? '.*' : '.*?';
+      continue;
+    }
+    if (tok === '?') {
+      out += '.';
+      continue;
+    }
+    if (tok === '\\') {
+      // `\}` and `\/` inside ${} are escapes of the substitution syntax, not of the pattern.
+      const next = chars[i + 1];
+      if (next === '}' || next === '/') continue;
+      out += '\\';
+      tok = chars[++i] ?? EOF;
+      if (tok !== '*' && tok !== '?' && tok !== '\\') {
+        throw new ShellExpansionError(`invalid pattern (${pattern}) in substitution: invalid escape '\\${tok}'`);
+      }
+    } else if ('[]{}.+()|^$'.includes(tok)) {
+      out += '\\';
+    }
+    out += tok;
+  }
+  return new RegExp(out, 'u');
+}
+
+function trimPrefix(pattern: string, value: string, greedy: boolean): string {
+  const m = shellPatternToRegex(pattern, greedy, true).exec(value);
+  return m ? value.slice(m[0].length) : value;
+}
+
+/** Reverses a pattern keeping escapes in front of what they escape: `a\*c` -> `c\*a`. */
+function reversePattern(pattern: string): string {
+  const chars = [...pattern];
+  const out: string[] = new Array(chars.length);
+  const last = chars.length - 1;
+  for (let i = 0; i <= last; ) {
+    if (chars[i] === '\\' && i !== last) {
+      out[last - i - 1] = chars[i];
+      out[last - i] = chars[i + 1];
+      i += 2;
+    } else {
+      out[last - i] = chars[i];
+      i++;
+    }
+  }
+  return out.join('');
+}
+
+function trimSuffix(pattern: string, value: string, greedy: boolean): string {
+  // A regex finds leftmost matches only, so match the reversed pattern against the reversed value.
+  const reversed = [...value].reverse().join('');
+  return [...trimPrefix(reversePattern(pattern), reversed, greedy)].reverse().join('');
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what builder and its tests need on Debian 12, idempotently: Debian packages (OCI runtimes,
+# QEMU user emulation, a registry, independent image readers), npm packages (which also build the native
+# addon and compile the TypeScript), and the busybox test image made from Debian's packages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_root() {
+  if [ "$(id -u)" != 0 ]; then echo "setup: run as root (it installs Debian packages and runs containers)" >&2; exit 1; fi
+}
+
+PACKAGES=(runc crun skopeo umoci docker-registry busybox-static qemu-user-static binfmt-support attr xz-utils bzip2 gzip tar)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  need_root
+  echo "setup: installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# npm ci also runs the package's install (native addon) and prepare (tsc) scripts.
+stamp=node_modules/.setup-stamp
+if [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ] || [ ! -f src/native/build/Release/fsx.node ]; then
+  npm ci --no-audit --no-fund --loglevel=error
+  touch "$stamp"
+else
+  npm run --silent build
+fi
+
+bash testdata/make-busybox.sh

@@ -1,0 +1,2 @@
+export * from './llb/index.js';
+export * from './solver.js';

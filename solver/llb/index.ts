@@ -1,0 +1,3 @@
+export * from './ops.js';
+export * from './digest.js';
+export * from './definition.js';

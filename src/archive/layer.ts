@@ -1,0 +1,310 @@
+// Layers between their two forms: a snapshot directory in overlayfs's format (whiteouts are char devices
+// 0/0, opaque directories carry trusted.overlay.opaque=y) and an OCI layer tar (`.wh.NAME` and
+// `.wh..wh..opq` entries), plus the compressed blobs in the content store.
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { createHash } from 'node:crypto';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createGunzip, createGzip } from 'node:zlib';
+import type { Digest } from '../../solver/llb/ops.js';
+import type { ContentStore } from '../content/store.js';
+import { getXattr, listXattrs, mknod, setXattr, S_IFBLK, S_IFCHR, S_IFIFO } from '../native/fsx.js';
+import { UserError } from '../util/errors.js';
+import { resolveInRoot } from './rootpath.js';
+import { readTar, TarWriter, type TarHeader } from './tar.js';
+
+export const MEDIA_TYPE_LAYER_GZIP = 'application/vnd.oci.image.layer.v1.tar+gzip';
+
+export interface LayerBlob {
+  /** Digest of the gzip blob. */
+  digest: Digest;
+  size: number;
+  /** sha256 of the uncompressed tar. */
+  diffID: Digest;
+  mediaType: string;
+  /** The layer has no entries (the tar is just its end marker). */
+  empty: boolean;
+}
+
+export interface LayerTarOptions {
+  /** Unix seconds: later mtimes are clamped to it (SOURCE_DATE_EPOCH). */
+  sourceDateEpoch?: number;
+}
+
+export class UnsupportedMediaTypeError extends UserError {
+  constructor(readonly mediaType: string) {
+    super('UNSUPPORTED_MEDIA_TYPE', mediaType.endsWith('+zstd')
+      ? `zstd-compressed layers are not supported (${mediaType}); use gzip layers`
+      : `unsupported layer media type ${mediaType}`);
+  }
+}
+
+export class UnsafeLayerPathError extends UserError {
+  constructor(name: string) { super('UNSAFE_LAYER_PATH', `layer entry ${JSON.stringify(name)} points outside the layer`); }
+}
+
+const WHITEOUT_PREFIX = '.wh.';
+const OPAQUE_MARKER = '.wh..wh..opq';
+const OVERLAY_XATTR = 'trusted.overlay.';
+const OPAQUE_XATTR = 'trusted.overlay.opaque';
+
+// ------------------------------------------------------------------ directory -> tar
+
+/**
+ * Writes the OCI layer tar of an overlay upperdir (or any layer directory) to `out`, which is left open.
+ * Entries come parents first, siblings sorted bytewise by their tar names; ownership is numeric only.
+ * Returns the number of entries.
+ */
+export async function writeLayerTar(dir: string, out: NodeJS.WritableStream, opts: LayerTarOptions = {}): Promise<number> {
+  const w = new TarWriter(out);
+  const links = new Map<string, string>();
+  const clamp = (t: number) => (opts.sourceDateEpoch !== undefined ? Math.min(t, opts.sourceDateEpoch) : t);
+  let count = 0;
+
+  const walk = async (abs: string, rel: string): Promise<void> => {
+    const names = await fsp.readdir(abs);
+    const children = await Promise.all(names.map(async (name) => {
+      const st = await fsp.lstat(path.join(abs, name), { bigint: true });
+      const whiteout = st.isCharacterDevice() && st.rdev === 0n;
+      return { name, st, whiteout, tarName: rel + (whiteout ? WHITEOUT_PREFIX + name : name) };
+    }));
+    children.sort((a, b) => Buffer.compare(Buffer.from(a.tarName), Buffer.from(b.tarName)));
+    for (const { name, st, whiteout, tarName } of children) {
+      const p = path.join(abs, name);
+      const mtime = clamp(Number(st.mtimeNs / 1_000_000_000n));
+      if (whiteout) {
+        // Checked before hardlinks: overlayfs shares one whiteout inode among many names.
+        await w.add({ name: tarName, type: 'file', mode: 0, uid: 0, gid: 0, size: 0, mtime });
+        count++;
+        continue;
+      }
+      if (st.isSocket()) continue; // tar cannot hold sockets; they are runtime artifacts
+      const base = { mode: Number(st.mode) & 0o7777, uid: Number(st.uid), gid: Number(st.gid), mtime, xattrs: readXattrs(p) };
+      const key = `${st.dev}:${st.ino}`;
+      const first = !st.isDirectory() && st.nlink > 1n ? links.get(key) : undefined;
+      if (first !== undefined) {
+        await w.add({ ...base, name: tarName, type: 'link', size: 0, linkname: first });
+      } else if (st.isDirectory()) {
+        await w.add({ ...base, name: `${tarName}/`, type: 'dir', size: 0 });
+        count++;
+        if (getXattr(p, OPAQUE_XATTR)?.toString() === 'y') {
+          await w.add({ name: `${tarName}/${OPAQUE_MARKER}`, type: 'file', mode: 0, uid: 0, gid: 0, size: 0, mtime });
+          count++;
+        }
+        await walk(p, `${tarName}/`);
+        continue;
+      } else if (st.isFile()) {
+        await w.add({ ...base, name: tarName, type: 'file', size: Number(st.size) }, fs.createReadStream(p));
+      } else if (st.isSymbolicLink()) {
+        await w.add({ ...base, name: tarName, type: 'symlink', size: 0, linkname: await fsp.readlink(p) });
+      } else if (st.isCharacterDevice() || st.isBlockDevice()) {
+        await w.add({ ...base, name: tarName, type: st.isCharacterDevice() ? 'char' : 'block', size: 0, ...devNumbers(st.rdev) });
+      } else if (st.isFIFO()) {
+        await w.add({ ...base, name: tarName, type: 'fifo', size: 0 });
+      }
+      if (st.nlink > 1n && !links.has(key)) links.set(key, tarName);
+      count++;
+    }
+  };
+
+  await walk(dir, '');
+  await w.finish();
+  return count;
+}
+
+function readXattrs(p: string): Map<string, Buffer> | undefined {
+  const names = listXattrs(p).filter((n) => !n.startsWith(OVERLAY_XATTR));
+  if (names.length === 0) return undefined;
+  const out = new Map<string, Buffer>();
+  for (const n of names) {
+    const v = getXattr(p, n);
+    if (v !== null) out.set(n, v);
+  }
+  return out;
+}
+
+/** Linux's dev_t encoding (glibc gnu_dev_major/minor). */
+function devNumbers(rdev: bigint): { devmajor: number; devminor: number } {
+  return {
+    devmajor: Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn)),
+    devminor: Number((rdev & 0xffn) | ((rdev >> 12n) & ~0xffn)),
+  };
+}
+
+// ------------------------------------------------------------------ tar -> directory
+
+/**
+ * Extracts an uncompressed OCI layer tar into an empty snapshot directory in overlay format, so it can
+ * be a lowerdir. Reads `input` to its end.
+ */
+export async function applyLayerTar(input: NodeJS.ReadableStream, dir: string): Promise<void> {
+  // Directories this extraction made (or checked) as real directories: their children need no resolving.
+  const realDirs = new Set<string>(['']);
+  const dirTimes = new Map<string, number>();
+
+  const parentOf = async (rel: string): Promise<string> => {
+    const parentRel = path.posix.dirname(rel) === '.' ? '' : path.posix.dirname(rel);
+    if (realDirs.has(parentRel)) return path.join(dir, parentRel);
+    // Unknown parent (implicit, or through a symlink of this layer): resolve it as a chroot would.
+    const parent = await resolveInRoot(dir, parentRel);
+    await fsp.mkdir(parent, { recursive: true, mode: 0o755 });
+    if (parent === path.join(dir, parentRel)) realDirs.add(parentRel);
+    return parent;
+  };
+
+  for await (const { header, body } of readTar(input)) {
+    const rel = layerRelPath(header.name);
+    if (rel === '') {
+      await applyMetadata(dir, header);
+      dirTimes.set(dir, header.mtime);
+      continue;
+    }
+    const parent = await parentOf(rel);
+    const base = path.posix.basename(rel);
+    if (base === OPAQUE_MARKER) {
+      setXattr(parent, OPAQUE_XATTR, Buffer.from('y'));
+      continue;
+    }
+    if (base.startsWith(WHITEOUT_PREFIX)) {
+      const name = base.slice(WHITEOUT_PREFIX.length);
+      if (name === '' || name === '.' || name === '..') throw new UnsafeLayerPathError(header.name);
+      // A whiteout hides lower layers only: an entry of this same layer stays.
+      if (!(await lstatOrNull(path.join(parent, name)))) mknod(path.join(parent, name), S_IFCHR, 0, 0);
+      continue;
+    }
+    const target = path.join(parent, base);
+    const existing = await lstatOrNull(target);
+    if (existing && !(existing.isDirectory() && header.type === 'dir')) {
+      await fsp.rm(target, { recursive: true, force: true });
+      for (const d of realDirs) if (d === rel || d.startsWith(`${rel}/`)) realDirs.delete(d);
+    }
+    switch (header.type) {
+      case 'dir':
+        if (!existing?.isDirectory()) await fsp.mkdir(target, { mode: 0o700 });
+        if (target === path.join(dir, rel)) realDirs.add(rel);
+        break;
+      case 'file':
+        await writeBody(target, body);
+        break;
+      case 'link': {
+        const linkRel = layerRelPath(header.linkname ?? '');
+        if (linkRel === '') throw new UnsafeLayerPathError(header.linkname ?? '');
+        await fsp.link(await resolveInRoot(dir, linkRel, false), target);
+        continue; // the link shares its target's inode and metadata
+      }
+      case 'symlink':
+        await fsp.symlink(header.linkname ?? '', target);
+        break;
+      case 'char':
+      case 'block':
+      case 'fifo': {
+        const kind = header.type === 'char' ? S_IFCHR : header.type === 'block' ? S_IFBLK : S_IFIFO;
+        mknod(target, kind | 0o600, header.devmajor ?? 0, header.devminor ?? 0);
+        break;
+      }
+    }
+    await applyMetadata(target, header);
+    if (header.type === 'dir') dirTimes.set(target, header.mtime);
+    else await fsp.lutimes(target, header.mtime, header.mtime);
+  }
+  // Directory mtimes last: creating their entries changed them.
+  for (const [p, t] of dirTimes) await fsp.lutimes(p, t, t);
+}
+
+/** Owner, then mode (chown clears setuid/setgid), then xattrs (chown clears security.capability). */
+async function applyMetadata(target: string, h: TarHeader): Promise<void> {
+  await fsp.lchown(target, h.uid, h.gid);
+  if (h.type !== 'symlink') await fsp.chmod(target, h.mode);
+  for (const [name, value] of h.xattrs ?? []) {
+    // Overlay's own attributes would let a layer forge redirects; opacity comes from .wh..wh..opq.
+    if (!name.startsWith(OVERLAY_XATTR)) setXattr(target, name, value);
+  }
+}
+
+async function writeBody(target: string, body: AsyncIterable<Buffer>): Promise<void> {
+  const h = await fsp.open(target, 'wx', 0o600);
+  try {
+    for await (const chunk of body) {
+      let off = 0;
+      while (off < chunk.length) off += (await h.write(chunk, off, chunk.length - off)).bytesWritten;
+    }
+  } finally {
+    await h.close();
+  }
+}
+
+/** The entry's path relative to the layer root ('' for the root itself); rejects `..` escapes. */
+function layerRelPath(name: string): string {
+  const parts: string[] = [];
+  for (const part of name.split('/')) {
+    if (part === '' || part === '.') continue;
+    if (part !== '..') parts.push(part);
+    else if (parts.pop() === undefined) throw new UnsafeLayerPathError(name);
+  }
+  return parts.join('/');
+}
+
+async function lstatOrNull(p: string): Promise<fs.Stats | null> {
+  try {
+    return await fsp.lstat(p);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw e;
+  }
+}
+
+// ------------------------------------------------------------------ blobs
+
+/** Tars, hashes (diff id) and gzips a layer directory into the store in one pass. */
+export async function createLayerBlob(store: ContentStore, dir: string, opts: LayerTarOptions = {}): Promise<LayerBlob> {
+  const hash = createHash('sha256');
+  const tarOut = new Transform({ transform(chunk: Buffer, _enc, cb) { hash.update(chunk); cb(null, chunk); } });
+  const writer = await store.openWriter();
+  // Default level and Node's fixed gzip header (no name, mtime 0): equal trees give equal blobs.
+  const piped = pipeline(tarOut, createGzip(), writer);
+  try {
+    const entries = await writeLayerTar(dir, tarOut, opts);
+    tarOut.end();
+    await piped;
+    const { digest, size } = await writer.commit();
+    return { digest, size, diffID: `sha256:${hash.digest('hex')}`, mediaType: MEDIA_TYPE_LAYER_GZIP, empty: entries === 0 };
+  } catch (e) {
+    tarOut.destroy();
+    await piped.catch(() => undefined);
+    await writer.abort();
+    throw e;
+  }
+}
+
+const GZIP_TYPES = new Set([
+  MEDIA_TYPE_LAYER_GZIP,
+  'application/vnd.oci.image.layer.nondistributable.v1.tar+gzip',
+  'application/vnd.docker.image.rootfs.diff.tar.gzip',
+  'application/vnd.docker.image.rootfs.foreign.diff.tar.gzip',
+]);
+const PLAIN_TYPES = new Set([
+  'application/vnd.oci.image.layer.v1.tar',
+  'application/vnd.oci.image.layer.nondistributable.v1.tar',
+  'application/vnd.docker.image.rootfs.diff.tar',
+]);
+
+/** Extracts a layer blob from the store into an empty directory; returns the diff id it hashed. */
+export async function applyLayerBlob(store: ContentStore, blob: { digest: Digest; mediaType: string }, dir: string): Promise<{ diffID: Digest }> {
+  const gzip = GZIP_TYPES.has(blob.mediaType);
+  if (!gzip && !PLAIN_TYPES.has(blob.mediaType)) throw new UnsupportedMediaTypeError(blob.mediaType);
+  const hash = createHash('sha256');
+  const tarIn = new Transform({ transform(chunk: Buffer, _enc, cb) { hash.update(chunk); cb(null, chunk); } });
+  const source = store.createReadStream(blob.digest);
+  const piped = gzip ? pipeline(source, createGunzip(), tarIn) : pipeline(source, tarIn);
+  try {
+    await applyLayerTar(tarIn, dir);
+    await piped;
+  } catch (e) {
+    tarIn.destroy();
+    await piped.catch(() => undefined);
+    throw e;
+  }
+  return { diffID: `sha256:${hash.digest('hex')}` };
+}

@@ -1,0 +1,352 @@
+// A small tar codec for layers: USTAR headers with PAX records for what USTAR cannot hold (long or
+// non-ASCII names, large ids and sizes, xattrs). Written here rather than with tar-stream because PAX
+// values must be raw bytes: tar-stream decodes and encodes them as UTF-8, which corrupts binary xattrs
+// such as security.capability.
+import type { Readable } from 'node:stream';
+import { UserError } from '../util/errors.js';
+
+export type EntryType = 'file' | 'link' | 'symlink' | 'char' | 'block' | 'dir' | 'fifo';
+
+export interface TarHeader {
+  /** Slash path; directories end with `/`. */
+  name: string;
+  type: EntryType;
+  /** Permission bits including setuid/setgid/sticky. */
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  /** Unix seconds. */
+  mtime: number;
+  linkname?: string;
+  devmajor?: number;
+  devminor?: number;
+  xattrs?: Map<string, Buffer>;
+}
+
+export class TarFormatError extends UserError {
+  constructor(message: string) { super('TAR_FORMAT', `invalid tar: ${message}`); }
+}
+
+const BLOCK = 512;
+const TYPEFLAGS: Record<EntryType, string> = { file: '0', link: '1', symlink: '2', char: '3', block: '4', dir: '5', fifo: '6' };
+const XATTR_PREFIX = 'SCHILY.xattr.';
+
+// ------------------------------------------------------------------ writing
+
+/** Writes tar entries to a stream, respecting backpressure. */
+export class TarWriter {
+  constructor(private readonly out: NodeJS.WritableStream) {}
+
+  /** Adds an entry; `content` must deliver exactly `header.size` bytes for files. */
+  async add(header: TarHeader, content?: AsyncIterable<Buffer>): Promise<void> {
+    await this.write(encodeHeader(header));
+    if (header.type !== 'file' || header.size === 0) return;
+    let written = 0;
+    for await (const chunk of content ?? []) {
+      if (written + chunk.length > header.size) throw new TarFormatError(`${header.name} grew while being archived`);
+      written += chunk.length;
+      await this.write(chunk);
+    }
+    if (written !== header.size) throw new TarFormatError(`${header.name} shrank while being archived`);
+    const pad = padding(header.size);
+    if (pad) await this.write(Buffer.alloc(pad));
+  }
+
+  /** The end-of-archive marker: two zero blocks. */
+  async finish(): Promise<void> {
+    await this.write(Buffer.alloc(BLOCK * 2));
+  }
+
+  private write(buf: Buffer): Promise<void> {
+    return new Promise((resolve, reject) => {
+      if (this.out.write(buf)) return resolve();
+      const onDrain = () => { cleanup(); resolve(); };
+      const onError = (e: Error) => { cleanup(); reject(e); };
+      const cleanup = () => { this.out.removeListener('drain', onDrain); this.out.removeListener('error', onError); };
+      this.out.once('drain', onDrain);
+      this.out.once('error', onError);
+    });
+  }
+}
+
+const padding = (size: number) => (BLOCK - (size % BLOCK)) % BLOCK;
+
+/** The header block(s) of an entry: a PAX extended header first when USTAR cannot hold everything. */
+export function encodeHeader(h: TarHeader): Buffer {
+  const pax: [string, Buffer][] = [];
+  const split = splitUstarName(h.name);
+  if (!split) pax.push(['path', Buffer.from(h.name)]);
+  const linkname = h.linkname ?? '';
+  if (!fitsAscii(linkname, 100)) pax.push(['linkpath', Buffer.from(linkname)]);
+  for (const [key, value, width] of [['uid', h.uid, 8], ['gid', h.gid, 8], ['size', h.size, 12]] as const) {
+    if (value >= 8 ** (width - 1)) pax.push([key, Buffer.from(String(value))]);
+  }
+  for (const [name, value] of [...(h.xattrs ?? [])].sort(([a], [b]) => Buffer.compare(Buffer.from(a), Buffer.from(b)))) {
+    pax.push([XATTR_PREFIX + name, value]);
+  }
+  const main = ustarBlock({
+    ...h,
+    prefix: split?.prefix ?? '',
+    shortName: split?.name ?? asciiTail(h.name, 100),
+    linkname: fitsAscii(linkname, 100) ? linkname : asciiTail(linkname, 100),
+  });
+  if (pax.length === 0) return main;
+  pax.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  const body = Buffer.concat(pax.map(([k, v]) => paxRecord(k, v)));
+  const base = h.name.replace(/\/$/, '').split('/').pop() ?? '';
+  const paxHeader = ustarBlock({
+    name: '', type: 'file', mode: 0o644, uid: 0, gid: 0, size: body.length, mtime: 0,
+    prefix: '', shortName: asciiTail(`PaxHeaders.0/${base}`, 100), linkname: '', typeflag: 'x',
+  });
+  return Buffer.concat([paxHeader, body, Buffer.alloc(padding(body.length)), main]);
+}
+
+function paxRecord(key: string, value: Buffer): Buffer {
+  const rest = Buffer.concat([Buffer.from(` ${key}=`), value, Buffer.from('\n')]);
+  // The length prefix counts itself.
+  let len = rest.length + 1;
+  while (String(len).length + rest.length > len) len++;
+  return Buffer.concat([Buffer.from(String(len)), rest]);
+}
+
+const isAscii = (s: string) => /^[\x01-\x7f]*$/.test(s);
+const fitsAscii = (s: string, n: number) => isAscii(s) && s.length <= n;
+
+/** A stand-in for the USTAR name field when the real name travels in a PAX record. */
+function asciiTail(s: string, n: number): string {
+  return s.replace(/[^\x01-\x7f]/g, '_').slice(-n);
+}
+
+/** USTAR's name (100 bytes) and prefix (155 bytes) split at a slash, or null when it cannot fit. */
+function splitUstarName(name: string): { prefix: string; name: string } | null {
+  if (!isAscii(name)) return null;
+  if (name.length <= 100) return { prefix: '', name };
+  for (let i = name.length - 1; i > 0; i--) {
+    if (name[i] !== '/') continue;
+    const prefix = name.slice(0, i);
+    const rest = name.slice(i + 1);
+    if (rest.length > 100 || rest.length === 0) return null;
+    if (prefix.length <= 155) return { prefix, name: rest };
+  }
+  return null;
+}
+
+interface BlockFields extends TarHeader {
+  prefix: string;
+  shortName: string;
+  typeflag?: string;
+}
+
+function ustarBlock(f: BlockFields): Buffer {
+  const b = Buffer.alloc(BLOCK);
+  b.write(f.shortName, 0, 100, 'ascii');
+  octal(b, 100, 8, f.mode & 0o7777);
+  octal(b, 108, 8, f.uid < 8 ** 7 ? f.uid : 0);
+  octal(b, 116, 8, f.gid < 8 ** 7 ? f.gid : 0);
+  octal(b, 124, 12, f.size < 8 ** 11 && f.type === 'file' ? f.size : 0);
+  octal(b, 136, 12, Math.max(0, Math.min(Math.floor(f.mtime), 8 ** 11 - 1)));
+  b.write(f.typeflag ?? TYPEFLAGS[f.type], 156, 1, 'ascii');
+  b.write(f.linkname ?? '', 157, 100, 'ascii');
+  b.write('ustar\x0000', 257, 8, 'ascii');
+  octal(b, 329, 8, f.devmajor ?? 0);
+  octal(b, 337, 8, f.devminor ?? 0);
+  b.write(f.prefix, 345, 155, 'ascii');
+  b.fill(0x20, 148, 156);
+  let sum = 0;
+  for (const byte of b) sum += byte;
+  b.write(`${sum.toString(8).padStart(6, '0')}\x00 `, 148, 8, 'ascii');
+  return b;
+}
+
+/** Zero-padded octal, NUL-terminated, as Go's archive/tar writes numeric fields. */
+function octal(b: Buffer, off: number, len: number, value: number): void {
+  b.write(`${value.toString(8).padStart(len - 1, '0')}\x00`, off, len, 'ascii');
+}
+
+// ------------------------------------------------------------------ reading
+
+export interface TarEntry {
+  header: TarHeader;
+  /** The entry's content; must be consumed (or left, and it is skipped) before the next entry. */
+  body: AsyncIterable<Buffer>;
+}
+
+/**
+ * Reads a tar stream entry by entry (USTAR, PAX and GNU long names). After the end-of-archive marker
+ * the rest of the input is drained, so whoever hashes the input sees all of it.
+ */
+export async function* readTar(input: NodeJS.ReadableStream | Readable): AsyncGenerator<TarEntry> {
+  const r = new ByteReader((input as AsyncIterable<Buffer>)[Symbol.asyncIterator]());
+  let globalPax = new Map<string, Buffer>();
+  let pax: Map<string, Buffer> | null = null;
+  let longName: string | null = null;
+  let longLink: string | null = null;
+  for (;;) {
+    const block = await r.read(BLOCK);
+    if (!block) throw new TarFormatError('unexpected end of archive');
+    if (block.every((x) => x === 0)) break;
+    verifyChecksum(block);
+    const flag = String.fromCharCode(block[156]);
+    const size = parseNumber(block, 124, 12);
+    if (flag === 'x' || flag === 'g' || flag === 'L' || flag === 'K') {
+      if (size > 16 << 20) throw new TarFormatError('extended header too large');
+      const data = await r.read(size);
+      if (!data) throw new TarFormatError('unexpected end of archive');
+      await r.skip(padding(size));
+      if (flag === 'x') pax = parsePax(data);
+      else if (flag === 'g') globalPax = new Map([...globalPax, ...parsePax(data)]);
+      else if (flag === 'L') longName = cString(data);
+      else longLink = cString(data);
+      continue;
+    }
+    const records = new Map([...globalPax, ...(pax ?? [])]);
+    const header = decodeHeader(block, flag, records, longName, longLink);
+    pax = null; longName = null; longLink = null;
+    // What the consumer leaves of the body is skipped, however far it read.
+    const left = { n: header.type === 'file' ? header.size : 0 };
+    const dataSize = left.n;
+    const body: AsyncIterable<Buffer> = {
+      async *[Symbol.asyncIterator]() {
+        while (left.n > 0) {
+          const chunk = await r.chunk(left.n);
+          left.n -= chunk.length;
+          yield chunk;
+        }
+      },
+    };
+    yield { header, body };
+    await r.skip(left.n);
+    await r.skip(padding(dataSize));
+  }
+  await r.drain();
+}
+
+function decodeHeader(b: Buffer, flag: string, pax: Map<string, Buffer>, longName: string | null, longLink: string | null): TarHeader {
+  const magic = b.toString('latin1', 257, 263);
+  let name = cString(b.subarray(0, 100));
+  if (magic === 'ustar\x00') {
+    const prefix = cString(b.subarray(345, 500));
+    if (prefix) name = `${prefix}/${name}`;
+  }
+  name = pax.has('path') ? pax.get('path')!.toString() : longName ?? name;
+  const linkname = pax.has('linkpath') ? pax.get('linkpath')!.toString() : longLink ?? cString(b.subarray(157, 257));
+  const num = (key: string, off: number, len: number) => {
+    const v = pax.get(key);
+    return v !== undefined ? Number(v.toString()) : parseNumber(b, off, len);
+  };
+  const xattrs = new Map<string, Buffer>();
+  for (const [k, v] of pax) if (k.startsWith(XATTR_PREFIX)) xattrs.set(k.slice(XATTR_PREFIX.length), v);
+  let type: EntryType;
+  switch (flag) {
+    case '0': case '\x00': case '7': type = name.endsWith('/') ? 'dir' : 'file'; break;
+    case '1': type = 'link'; break;
+    case '2': type = 'symlink'; break;
+    case '3': type = 'char'; break;
+    case '4': type = 'block'; break;
+    case '5': type = 'dir'; break;
+    case '6': type = 'fifo'; break;
+    default: throw new TarFormatError(`unsupported entry type ${JSON.stringify(flag)} for ${name}`);
+  }
+  const size = num('size', 124, 12);
+  if (!Number.isSafeInteger(size) || size < 0) throw new TarFormatError(`bad size for ${name}`);
+  return {
+    name,
+    type,
+    mode: parseNumber(b, 100, 8) & 0o7777,
+    uid: num('uid', 108, 8),
+    gid: num('gid', 116, 8),
+    size,
+    mtime: Math.floor(pax.has('mtime') ? Number(pax.get('mtime')!.toString()) : parseNumber(b, 136, 12)),
+    linkname,
+    devmajor: parseNumber(b, 329, 8),
+    devminor: parseNumber(b, 337, 8),
+    xattrs,
+  };
+}
+
+function verifyChecksum(b: Buffer): void {
+  const stored = parseNumber(b, 148, 8);
+  let unsigned = 0;
+  let signed = 0;
+  for (let i = 0; i < BLOCK; i++) {
+    const byte = i >= 148 && i < 156 ? 0x20 : b[i];
+    unsigned += byte;
+    signed += byte > 127 ? byte - 256 : byte;
+  }
+  if (stored !== unsigned && stored !== signed) throw new TarFormatError('header checksum mismatch');
+}
+
+/** Octal, or base-256 when the high bit of the first byte is set (GNU extension for large values). */
+function parseNumber(b: Buffer, off: number, len: number): number {
+  if (b[off] & 0x80) {
+    let v = b[off] & 0x7f;
+    for (let i = 1; i < len; i++) v = v * 256 + b[off + i];
+    return v;
+  }
+  const s = b.toString('latin1', off, off + len).replace(/\0.*$/s, '').trim();
+  return s === '' ? 0 : parseInt(s, 8);
+}
+
+function cString(b: Buffer): string {
+  const end = b.indexOf(0);
+  return b.subarray(0, end === -1 ? b.length : end).toString();
+}
+
+function parsePax(data: Buffer): Map<string, Buffer> {
+  const out = new Map<string, Buffer>();
+  let off = 0;
+  while (off < data.length) {
+    const sp = data.indexOf(0x20, off);
+    if (sp === -1) break;
+    const len = parseInt(data.toString('latin1', off, sp), 10);
+    if (!(len > 0) || off + len > data.length) throw new TarFormatError('bad PAX record');
+    const rec = data.subarray(sp + 1, off + len - 1);
+    const eq = rec.indexOf(0x3d);
+    if (eq === -1) throw new TarFormatError('bad PAX record');
+    out.set(rec.subarray(0, eq).toString(), Buffer.from(rec.subarray(eq + 1)));
+    off += len;
+  }
+  return out;
+}
+
+/** Exact-size reads over an async iterator of chunks. */
+class ByteReader {
+  private buf: Buffer = Buffer.alloc(0);
+  private done = false;
+
+  constructor(private readonly it: AsyncIterator<Buffer>) {}
+
+  private async fill(): Promise<boolean> {
+    if (this.done) return false;
+    const next = await this.it.next();
+    if (next.done) { this.done = true; return false; }
+    const chunk = Buffer.isBuffer(next.value) ? next.value : Buffer.from(next.value);
+    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
+    return true;
+  }
+
+  async read(n: number): Promise<Buffer | null> {
+    while (this.buf.length < n) if (!(await this.fill())) return null;
+    const out = this.buf.subarray(0, n);
+    this.buf = this.buf.subarray(n);
+    return out;
+  }
+
+  /** Up to `max` bytes (at least one). */
+  async chunk(max: number): Promise<Buffer> {
+    if (this.buf.length === 0 && !(await this.fill())) throw new TarFormatError('unexpected end of archive');
+    const out = this.buf.subarray(0, Math.min(max, this.buf.length));
+    this.buf = this.buf.subarray(out.length);
+    return out;
+  }
+
+  async skip(n: number): Promise<void> {
+    while (n > 0) n -= (await this.chunk(n)).length;
+  }
+
+  async drain(): Promise<void> {
+    this.buf = Buffer.alloc(0);
+    while (await this.fill()) this.buf = Buffer.alloc(0);
+  }
+}

@@ -1,0 +1,107 @@
+#!/usr/bin/env node
+// `builder` command line: a thin layer over the public API, with buildx's flag names.
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { build, BuildError, defaultRoot } from '../client/build.js';
+import { PlainProgress, quietProgress, type ProgressMode } from '../progress/printer.js';
+import { UserError } from '../util/errors.js';
+
+function parseKeyValues(list: string[] | undefined, flag: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const item of list ?? []) {
+    const eq = item.indexOf('=');
+    if (eq <= 0) {
+      // buildx: `--build-arg NAME` takes the value from the environment when set.
+      if (flag === 'build-arg' && eq < 0 && process.env[item] !== undefined) { out[item] = process.env[item]!; continue; }
+      if (flag === 'build-arg' && eq < 0) continue;
+      throw new UserError('INVALID_FLAG', `invalid --${flag} "${item}": expected KEY=VALUE`);
+    }
+    out[item.slice(0, eq)] = item.slice(eq + 1);
+  }
+  return out;
+}
+
+async function runBuild(argv: Record<string, unknown>): Promise<void> {
+  const mode = (argv.progress as ProgressMode) ?? 'auto';
+  const progress = mode === 'quiet' ? quietProgress() : new PlainProgress(process.stderr, mode);
+  const controller = new AbortController();
+  const onSignal = (sig: NodeJS.Signals) => {
+    process.stderr.write(`\nreceived ${sig}, canceling build\n`);
+    controller.abort();
+    process.exitCode = sig === 'SIGINT' ? 130 : 143;
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  const result = await build({
+    context: argv.context as string,
+    file: argv.file as string | undefined,
+    tags: argv.tag as string[] | undefined,
+    buildArgs: parseKeyValues(argv['build-arg'] as string[] | undefined, 'build-arg'),
+    labels: parseKeyValues(argv.label as string[] | undefined, 'label'),
+    target: argv.target as string | undefined,
+    platform: argv.platform as string | undefined,
+    outputs: argv.output as string[] | undefined,
+    root: argv.root as string,
+    ociRuntime: argv['oci-runtime'] as string | undefined,
+    insecureRegistries: argv['insecure-registry'] as string[] | undefined,
+    noCache: argv['no-cache'] as boolean | undefined,
+    maxParallelism: argv['max-parallelism'] as number | undefined,
+    progress,
+    signal: controller.signal,
+  });
+  if (!argv.output || (argv.output as string[]).length === 0) {
+    process.stderr.write('WARNING: No output specified; the build result is only kept in the state directory. Use --output type=oci,dest=FILE, type=docker,dest=FILE or type=local,dest=DIR.\n');
+  }
+  if (mode === 'quiet' && result.configDigest) process.stdout.write(result.configDigest + '\n');
+  else if (result.configDigest) process.stderr.write(`image config ${result.configDigest}, manifest ${result.manifestDigest}\n`);
+}
+
+async function main(): Promise<void> {
+  await yargs(hideBin(process.argv))
+    .scriptName('builder')
+    .usage('$0 <command> [options]')
+    .option('root', { type: 'string', default: defaultRoot(), describe: 'State directory (env BUILDER_ROOT)', global: true })
+    .command(
+      'build <context>',
+      'Start a build',
+      (y) => y
+        .positional('context', { type: 'string', describe: 'Build context directory' })
+        .option('file', { alias: 'f', type: 'string', describe: 'Name of the Dockerfile (default: "PATH/Dockerfile")' })
+        .option('tag', { alias: 't', type: 'string', array: true, describe: 'Name and optionally a tag ("name:tag")' })
+        .option('build-arg', { type: 'string', array: true, describe: 'Set build-time variables' })
+        .option('label', { type: 'string', array: true, describe: 'Set metadata for an image' })
+        .option('target', { type: 'string', describe: 'Set the target build stage to build' })
+        .option('platform', { type: 'string', describe: 'Set target platform for build' })
+        .option('output', { alias: 'o', type: 'string', array: true, describe: 'Output destination (format: "type=local,dest=path")' })
+        .option('progress', { type: 'string', choices: ['auto', 'plain', 'tty', 'quiet', 'rawjson'], default: 'auto', describe: 'Set type of progress output' })
+        .option('no-cache', { type: 'boolean', describe: 'Do not use cache when building the image' })
+        .option('max-parallelism', { type: 'number', describe: 'Most ops run at once (default: one per core, at least 2)' })
+        .option('oci-runtime', { type: 'string', describe: 'OCI runtime for RUN: runc (default), crun, or a path' })
+        .option('insecure-registry', { type: 'string', array: true, describe: 'Registry host reached over plain HTTP' }),
+      (argv) => runBuild(argv as Record<string, unknown>),
+    )
+    .demandCommand(1, 'Specify a command, e.g. builder build .')
+    .strict()
+    .fail((msg, err) => {
+      if (err) throw err;
+      throw new UserError('USAGE', msg);
+    })
+    .help()
+    .parseAsync();
+}
+
+main().catch((e: unknown) => {
+  if (e instanceof BuildError && e.outputTail.length) {
+    process.stderr.write('------\n' + e.outputTail.map((l) => ` > ${l}`).join('\n') + '\n------\n');
+  }
+  if (e instanceof UserError) {
+    process.stderr.write(`ERROR: ${e.message}\n`);
+    process.exit(1);
+  }
+  if ((e as { code?: string })?.code === 'CANCELED' || (e as Error)?.name === 'AbortError') {
+    process.stderr.write('ERROR: build canceled\n');
+    process.exit(process.exitCode || 130);
+  }
+  process.stderr.write(`internal error: ${(e as Error)?.stack ?? String(e)}\n`);
+  process.exit(2);
+});

@@ -1,0 +1,120 @@
+// From a solved result to an output: layer blobs for the result's snapshots (compressed once and remembered
+// per snapshot), an image config and manifest, then the exporter the output names.
+import type { Digest, Platform } from '../../solver/llb/ops.js';
+import type { Worker, WorkerRef, SnapshotInfo } from '../worker/worker.js';
+import type { ImageConfigFile, HistoryEntry } from '../image/types.js';
+import { createLayerBlob } from '../archive/layer.js';
+import { writeImage, type LayerDesc } from '../exporter/image.js';
+import { exportOCITar } from '../exporter/oci.js';
+import { exportDockerTar } from '../exporter/docker.js';
+import { exportLocalDir } from '../exporter/local.js';
+import { parseReference } from '../registry/reference.js';
+import type { ProgressWriter } from '../progress/printer.js';
+import type { OutputSpec } from './outputs.js';
+import { UserError } from '../util/errors.js';
+
+export interface ExportResult {
+  type: string;
+  dest?: string;
+  manifestDigest?: Digest;
+  configDigest?: Digest;
+}
+
+export class UnsupportedOutputError extends UserError {
+  constructor(message: string) { super('UNSUPPORTED_OUTPUT', message); }
+}
+
+/** Compressed blobs for each layer of a result, creating those not made before. */
+export async function layerBlobs(worker: Worker, ref: WorkerRef): Promise<LayerDesc[]> {
+  const out: LayerDesc[] = [];
+  for (const id of ref.layers) {
+    const info = ((await worker.snapshots.info(id)) ?? {}) as SnapshotInfo;
+    if (info.blob && info.diffID && (await worker.store.has(info.blob.digest))) {
+      out.push({ ...info.blob, diffID: info.diffID });
+      continue;
+    }
+    const blob = await createLayerBlob(worker.store, worker.snapshots.fsPath(id));
+    const updated: SnapshotInfo = { ...info, diffID: blob.diffID, blob: { digest: blob.digest, size: blob.size, mediaType: blob.mediaType } };
+    await worker.snapshots.setInfo(id, updated);
+    out.push({ digest: blob.digest, size: blob.size, mediaType: blob.mediaType, diffID: blob.diffID });
+  }
+  return out;
+}
+
+/**
+ * Fills in what the frontend cannot know: rootfs from the actual layers, platform, and a history aligned
+ * with the layers (one non-empty entry per layer, as BuildKit's exporter normalizes it).
+ */
+export function finalizeConfig(image: ImageConfigFile, layers: LayerDesc[], platform: Platform): ImageConfigFile {
+  const created = new Date().toISOString();
+  const history: HistoryEntry[] = (image.history ?? []).map((h: HistoryEntry) => ({ ...h }));
+  let nonEmpty = history.filter((h) => !h.empty_layer).length;
+  // More layers than history entries: describe the extra (oldest) ones, as BuildKit does.
+  while (nonEmpty < layers.length) {
+    history.unshift({ created, created_by: '', comment: 'loaded layer' });
+    nonEmpty++;
+  }
+  // Fewer layers than entries claiming one: the surplus entries become empty, newest first.
+  for (let i = history.length - 1; i >= 0 && nonEmpty > layers.length; i--) {
+    if (!history[i].empty_layer) { history[i].empty_layer = true; nonEmpty--; }
+  }
+  for (const h of history) if (!h.created) h.created = created;
+  return {
+    ...image,
+    architecture: platform.architecture,
+    os: platform.os,
+    ...(platform.variant ? { variant: platform.variant } : {}),
+    created: image.created ?? created,
+    rootfs: { type: 'layers', diff_ids: layers.map((l) => l.diffID) },
+    history,
+  };
+}
+
+function imageNames(output: OutputSpec, tags: string[]): string[] {
+  return (output.names ?? tags).map((n) => parseReference(n).toString());
+}
+
+export async function exportImage(
+  worker: Worker,
+  ref: WorkerRef,
+  image: ImageConfigFile,
+  output: OutputSpec,
+  opts: { tags: string[]; platform: Platform; progress: ProgressWriter },
+): Promise<ExportResult> {
+  const vertex = `export:${output.type}:${output.dest ?? ''}`;
+  const progress = opts.progress;
+  if (output.type === 'local') {
+    progress.start({ id: vertex, name: 'exporting to client directory' });
+    const mounted = await worker.snapshots.mount(ref.layers);
+    try {
+      await exportLocalDir(mounted.target, output.dest!);
+    } finally {
+      await mounted.unmount();
+    }
+    progress.done(vertex);
+    return { type: 'local', dest: output.dest };
+  }
+  if (output.type !== 'oci' && output.type !== 'docker') {
+    throw new UnsupportedOutputError(`output type "${output.type}" is not supported yet (use oci, docker or local)`);
+  }
+  if (!output.dest) {
+    throw new UnsupportedOutputError(`type=${output.type} needs dest=FILE (loading into a docker daemon is not supported yet)`);
+  }
+  progress.start({ id: vertex, name: output.type === 'oci' ? 'exporting to oci image format' : 'exporting to docker image format' });
+  const layers = await layerBlobs(worker, ref);
+  const config = finalizeConfig(image, layers, opts.platform);
+  const written = await writeImage(worker.store, { config, layers });
+  const names = imageNames(output, opts.tags);
+  if (output.type === 'oci') {
+    await exportOCITar(worker.store, [{ manifest: written.manifest, platform: opts.platform }], { dest: output.dest, names });
+  } else {
+    await exportDockerTar(worker.store, { manifest: written.manifest }, { dest: output.dest, names });
+  }
+  progress.done(vertex);
+  return {
+    type: output.type,
+    dest: output.dest,
+    manifestDigest: written.manifest.digest as Digest,
+    configDigest: written.config.digest as Digest,
+  };
+}

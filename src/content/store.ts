@@ -1,0 +1,193 @@
+// Content-addressed blob store: `<root>/blobs/sha256/<hex>`. A blob is hashed while it streams to a temp
+// file in `<root>/blobs/tmp/`, synced, verified, then renamed into place, so a path under sha256/ always
+// holds complete content matching its name.
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { createHash, randomBytes, type Hash } from 'node:crypto';
+import { Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { Digest } from '../../solver/llb/ops.js';
+import { BuilderError, UserError } from '../util/errors.js';
+
+export interface Expected {
+  digest?: Digest;
+  size?: number;
+}
+
+export interface BlobInfo {
+  digest: Digest;
+  size: number;
+}
+
+/** Content did not hash or measure to what its descriptor promised (a corrupt download, a tampered blob). */
+export class DigestMismatchError extends UserError {
+  constructor(message: string) { super('DIGEST_MISMATCH', message); }
+}
+
+export class InvalidDigestError extends BuilderError {
+  constructor(d: string) { super('INVALID_DIGEST', `invalid digest ${JSON.stringify(d)}`); }
+}
+
+export class BlobNotFoundError extends BuilderError {
+  constructor(d: Digest) { super('BLOB_NOT_FOUND', `content ${d} not found`); }
+}
+
+const DIGEST_RE = /^sha256:[0-9a-f]{64}$/;
+
+/**
+ * A sink for one blob. Write (or pipe) into it, then `commit()` to verify and publish it; `abort()` drops
+ * the temp file. Nothing becomes visible under the blob's name unless `commit` succeeds.
+ */
+export class BlobWriter extends Writable {
+  private readonly hash: Hash = createHash('sha256');
+  private size = 0;
+  private handle: fsp.FileHandle | null = null;
+  private committed = false;
+
+  constructor(private readonly store: ContentStore, private readonly tmp: string) {
+    // Not auto-destroyed on finish: commit() still needs the temp file after the stream ends.
+    super({ autoDestroy: false });
+  }
+
+  override _construct(cb: (err?: Error | null) => void): void {
+    fsp.open(this.tmp, 'wx').then((h) => { this.handle = h; cb(); }, cb);
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    this.hash.update(chunk);
+    this.size += chunk.length;
+    writeAll(this.handle!, chunk).then(() => cb(), cb);
+  }
+
+  override _final(cb: (err?: Error | null) => void): void {
+    const h = this.handle!;
+    this.handle = null;
+    h.sync().then(() => h.close()).then(() => cb(), (e: Error) => { h.close().catch(() => undefined); cb(e); });
+  }
+
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    const h = this.handle;
+    this.handle = null;
+    (h ? h.close().catch(() => undefined) : Promise.resolve()).then(() => cb(err));
+  }
+
+  /** Ends the stream if needed, verifies against `expected` and moves the blob into place. */
+  async commit(expected?: Expected): Promise<BlobInfo> {
+    try {
+      if (!this.writableEnded) this.end();
+      await new Promise<void>((resolve, reject) => {
+        if (this.writableFinished) return resolve();
+        this.once('finish', resolve);
+        this.once('error', reject);
+      });
+      const digest = `sha256:${this.hash.digest('hex')}` as Digest;
+      if (expected?.digest !== undefined && expected.digest !== digest) {
+        throw new DigestMismatchError(`unexpected commit digest ${digest}, expected ${expected.digest}: failed precondition`);
+      }
+      if (expected?.size !== undefined && expected.size !== this.size) {
+        throw new DigestMismatchError(`unexpected commit size ${this.size}, expected ${expected.size}: failed precondition`);
+      }
+      const final = this.store.blobPath(digest);
+      await fsp.rename(this.tmp, final);
+      this.committed = true;
+      await syncDir(path.dirname(final));
+      return { digest, size: this.size };
+    } finally {
+      if (!this.committed) await this.abort();
+    }
+  }
+
+  async abort(): Promise<void> {
+    if (!this.destroyed) {
+      const closed = new Promise<void>((resolve) => this.once('close', () => resolve()));
+      this.destroy();
+      await closed;
+    }
+    await fsp.rm(this.tmp, { force: true });
+  }
+}
+
+export class ContentStore {
+  private ready: Promise<void> | null = null;
+
+  constructor(readonly root: string) {}
+
+  blobPath(d: Digest): string {
+    if (!DIGEST_RE.test(d)) throw new InvalidDigestError(d);
+    return path.join(this.root, 'blobs', 'sha256', d.slice('sha256:'.length));
+  }
+
+  async has(d: Digest): Promise<boolean> {
+    return (await this.stat(d)) !== null;
+  }
+
+  async stat(d: Digest): Promise<{ size: number } | null> {
+    try {
+      const st = await fsp.stat(this.blobPath(d));
+      return { size: st.size };
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw e;
+    }
+  }
+
+  async readBuffer(d: Digest): Promise<Buffer> {
+    try {
+      return await fsp.readFile(this.blobPath(d));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new BlobNotFoundError(d);
+      throw e;
+    }
+  }
+
+  createReadStream(d: Digest): fs.ReadStream {
+    return fs.createReadStream(this.blobPath(d));
+  }
+
+  /** A writer for a new blob; see BlobWriter. */
+  async openWriter(): Promise<BlobWriter> {
+    await this.ensureDirs();
+    const tmp = path.join(this.root, 'blobs', 'tmp', `${process.pid}-${randomBytes(8).toString('hex')}`);
+    return new BlobWriter(this, tmp);
+  }
+
+  /** Stores `data`, verifying it against `expected`; on mismatch nothing is stored. */
+  async write(data: AsyncIterable<Uint8Array> | Uint8Array, expected?: Expected): Promise<BlobInfo> {
+    if (expected?.digest !== undefined && !DIGEST_RE.test(expected.digest)) throw new InvalidDigestError(expected.digest);
+    const w = await this.openWriter();
+    try {
+      if (data instanceof Uint8Array) {
+        await new Promise<void>((resolve, reject) => w.end(data, () => resolve()).once('error', reject));
+      } else {
+        await pipeline(data, w, { end: false });
+      }
+    } catch (e) {
+      await w.abort();
+      throw e;
+    }
+    return w.commit(expected);
+  }
+
+  private ensureDirs(): Promise<void> {
+    this.ready ??= Promise.all([
+      fsp.mkdir(path.join(this.root, 'blobs', 'sha256'), { recursive: true }),
+      fsp.mkdir(path.join(this.root, 'blobs', 'tmp'), { recursive: true }),
+    ]).then(() => undefined);
+    return this.ready;
+  }
+}
+
+async function writeAll(h: fsp.FileHandle, buf: Buffer): Promise<void> {
+  let off = 0;
+  while (off < buf.length) {
+    const { bytesWritten } = await h.write(buf, off, buf.length - off);
+    off += bytesWritten;
+  }
+}
+
+/** Makes a rename durable: the directory entry is flushed too. */
+async function syncDir(dir: string): Promise<void> {
+  const h = await fsp.open(dir, 'r');
+  try { await h.sync(); } finally { await h.close(); }
+}

@@ -1,0 +1,138 @@
+// The OCI runtime spec (config.json) of a RUN step: containerd's default Linux spec as BuildKit adjusts it
+// (executor/oci/spec*.go): no /run tmpfs, read-only bind mounts of generated /etc/hosts and
+// /etc/resolv.conf, a read-only cgroup mount, new privileges allowed, hostname `buildkitsandbox`.
+import type { ExecMeta } from '../../solver/llb/ops.js';
+import type { ResolvedUser } from '../worker/users.js';
+import { DEFAULT_NOFILE } from './limits.js';
+
+export const DEFAULT_HOSTNAME = 'buildkitsandbox';
+
+/** What BuildKit's exec op adds when the image config sets no PATH. */
+export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+/** Docker's (and containerd's) default capability set. */
+export const DEFAULT_CAPABILITIES = [
+  'CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_FSETID', 'CAP_FOWNER', 'CAP_MKNOD', 'CAP_NET_RAW', 'CAP_SETGID',
+  'CAP_SETUID', 'CAP_SETFCAP', 'CAP_SETPCAP', 'CAP_NET_BIND_SERVICE', 'CAP_SYS_CHROOT', 'CAP_KILL',
+  'CAP_AUDIT_WRITE',
+];
+
+// containerd's defaults: kernel interfaces that leak host information or allow host changes.
+const MASKED_PATHS = [
+  '/proc/acpi', '/proc/asound', '/proc/kcore', '/proc/keys', '/proc/latency_stats', '/proc/timer_list',
+  '/proc/timer_stats', '/proc/sched_debug', '/proc/scsi', '/sys/firmware', '/sys/devices/virtual/powercap',
+];
+const READONLY_PATHS = ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'];
+
+export interface SpecOptions {
+  /** Host path of the container's root filesystem. */
+  rootfs: string;
+  meta: ExecMeta;
+  /** `meta.user` resolved against the rootfs. */
+  user: ResolvedUser;
+  /** Host paths of the files bind-mounted read-only at /etc/hosts and /etc/resolv.conf. */
+  hostsPath: string;
+  resolvConfPath: string;
+  /** RLIMIT_NOFILE (soft and hard); Docker's 1048576 by default. */
+  nofile?: number;
+  /** cgroup the runtime creates for the container and removes on delete. */
+  cgroupsPath?: string;
+}
+
+export interface OciMount {
+  destination: string;
+  type: string;
+  source: string;
+  options: string[];
+}
+
+/** Environment of the process: `meta.env` plus the default PATH when none is set; HOME is left to the runtime. */
+export function processEnv(env: string[]): string[] {
+  return env.some((e) => e.startsWith('PATH=')) ? [...env] : [...env, `PATH=${DEFAULT_PATH}`];
+}
+
+export function defaultMounts(hostsPath: string, resolvConfPath: string): OciMount[] {
+  const roBind = (source: string, destination: string): OciMount =>
+    ({ destination, type: 'bind', source, options: ['nosuid', 'noexec', 'nodev', 'rbind', 'ro'] });
+  return [
+    { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
+    { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
+    {
+      destination: '/dev/pts', type: 'devpts', source: 'devpts',
+      options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620', 'gid=5'],
+    },
+    { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
+    { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
+    { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
+    roBind(resolvConfPath, '/etc/resolv.conf'),
+    roBind(hostsPath, '/etc/hosts'),
+    { destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup', options: ['ro', 'nosuid', 'noexec', 'nodev'] },
+  ];
+}
+
+/** The part of the OCI runtime spec this executor writes. */
+export interface OciSpec {
+  ociVersion: string;
+  process: {
+    terminal: boolean;
+    user: { uid: number; gid: number; additionalGids: number[] };
+    args: string[];
+    env: string[];
+    cwd: string;
+    capabilities: { bounding: string[]; effective: string[]; permitted: string[] };
+    rlimits: { type: string; hard: number; soft: number }[];
+    noNewPrivileges: boolean;
+  };
+  root: { path: string; readonly: boolean };
+  hostname: string;
+  mounts: OciMount[];
+  linux: {
+    cgroupsPath?: string;
+    resources: { devices: { allow: boolean; access: string }[] };
+    namespaces: { type: string }[];
+    maskedPaths: string[];
+    readonlyPaths: string[];
+  };
+}
+
+export function generateSpec(opts: SpecOptions): OciSpec {
+  const { meta, user } = opts;
+  const nofile = opts.nofile ?? DEFAULT_NOFILE;
+  // The primary group is a supplementary one too, as containerd (since its CVE-2023-25173 fix) and
+  // BuildKit set it.
+  const additionalGids = user.additionalGids.includes(user.gid)
+    ? user.additionalGids
+    : [user.gid, ...user.additionalGids];
+  const namespaces = [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }];
+  // 'none' gets a fresh network namespace, in which the runtime brings up only the loopback interface.
+  // 'sandbox' (a CNI network in BuildKit) has no provider here, so it shares the host's like 'host'.
+  if (meta.network === 'none') namespaces.push({ type: 'network' });
+  return {
+    ociVersion: '1.0.2',
+    process: {
+      terminal: false,
+      user: { uid: user.uid, gid: user.gid, additionalGids },
+      args: meta.args,
+      env: processEnv(meta.env),
+      cwd: meta.cwd || '/',
+      capabilities: {
+        bounding: DEFAULT_CAPABILITIES,
+        effective: DEFAULT_CAPABILITIES,
+        permitted: DEFAULT_CAPABILITIES,
+      },
+      rlimits: [{ type: 'RLIMIT_NOFILE', hard: nofile, soft: nofile }],
+      noNewPrivileges: false,
+    },
+    root: { path: opts.rootfs, readonly: false },
+    hostname: DEFAULT_HOSTNAME,
+    mounts: defaultMounts(opts.hostsPath, opts.resolvConfPath),
+    linux: {
+      ...(opts.cgroupsPath ? { cgroupsPath: opts.cgroupsPath } : {}),
+      // Deny all device access; the runtime then allows its default devices (null, zero, tty, ...).
+      resources: { devices: [{ allow: false, access: 'rwm' }] },
+      namespaces,
+      maskedPaths: MASKED_PATHS,
+      readonlyPaths: READONLY_PATHS,
+    },
+  };
+}

@@ -1,0 +1,70 @@
+// The local exporter: the final filesystem copied into a client directory, as `--output type=local` does.
+// Modes, symlinks, hard links within the tree, mtimes and xattrs are kept; owners and device nodes only
+// when running as root (an unprivileged client gets its own files, as with buildx).
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { S_IFBLK, S_IFCHR, S_IFIFO, getXattr, listXattrs, mknod, setXattr } from '../native/fsx.js';
+
+const isRoot = process.getuid?.() === 0;
+
+export async function exportLocalDir(sourceDir: string, dest: string): Promise<void> {
+  await fsp.mkdir(dest, { recursive: true });
+  const links = new Map<string, string>();
+  await copyEntry(sourceDir, dest, await fsp.lstat(sourceDir), links);
+}
+
+/** Linux's dev_t encoding (glibc's gnu_dev_major/minor). */
+function devNumbers(rdev: number): { major: number; minor: number } {
+  return { major: Math.floor(rdev / 256) & 0xfff, minor: (rdev & 0xff) | (Math.floor(rdev / 4096) & 0xfff00) };
+}
+
+async function copyEntry(src: string, dst: string, st: fs.Stats, links: Map<string, string>): Promise<void> {
+  if (st.isDirectory()) {
+    // An existing destination directory is merged into; anything else in the way is replaced.
+    const existing = await fsp.lstat(dst).catch(() => null);
+    if (existing && !existing.isDirectory()) await fsp.rm(dst, { recursive: true, force: true });
+    if (!existing?.isDirectory()) await fsp.mkdir(dst);
+    for (const name of await fsp.readdir(src)) {
+      const child = path.join(src, name);
+      await copyEntry(child, path.join(dst, name), await fsp.lstat(child), links);
+    }
+    await applyMetadata(src, dst, st);
+    return;
+  }
+  await fsp.rm(dst, { recursive: true, force: true });
+  const inode = `${st.dev}:${st.ino}`;
+  const linked = st.nlink > 1 ? links.get(inode) : undefined;
+  if (linked) {
+    await fsp.link(linked, dst);
+    return;
+  }
+  if (st.isFile()) {
+    await fsp.copyFile(src, dst);
+  } else if (st.isSymbolicLink()) {
+    await fsp.symlink(await fsp.readlink(src), dst);
+  } else if (st.isFIFO()) {
+    mknod(dst, S_IFIFO | (st.mode & 0o7777), 0, 0);
+  } else if ((st.isCharacterDevice() || st.isBlockDevice()) && isRoot) {
+    const { major, minor } = devNumbers(st.rdev);
+    mknod(dst, (st.isCharacterDevice() ? S_IFCHR : S_IFBLK) | (st.mode & 0o7777), major, minor);
+  } else {
+    // Sockets have no content, and devices cannot be made without root.
+    return;
+  }
+  if (st.nlink > 1) links.set(inode, dst);
+  await applyMetadata(src, dst, st);
+}
+
+/** Owner first: chown clears setuid/setgid bits, so the mode must come after it. */
+async function applyMetadata(src: string, dst: string, st: fs.Stats): Promise<void> {
+  if (isRoot) await fsp.lchown(dst, st.uid, st.gid);
+  if (!st.isSymbolicLink()) await fsp.chmod(dst, st.mode & 0o7777);
+  for (const name of listXattrs(src)) {
+    // Only root may set trusted.* and security.*; an unprivileged copy keeps what it can.
+    if (!isRoot && !name.startsWith('user.')) continue;
+    const value = getXattr(src, name);
+    if (value) setXattr(dst, name, value);
+  }
+  await fsp.lutimes(dst, st.atime, st.mtime);
+}

@@ -1,0 +1,7 @@
+// Public API for embedding the builder as a build backend.
+export { build, BuildError, defaultRoot, type BuildOptions, type BuildResult } from './client/build.js';
+export { parseOutput, type OutputSpec } from './client/outputs.js';
+export { parsePlatform, formatPlatform, hostPlatform } from './client/platform.js';
+export { PlainProgress, quietProgress, type ProgressWriter, type ProgressMode } from './progress/printer.js';
+export { UserError, BuilderError } from './util/errors.js';
+export type { Definition } from '../solver/llb/definition.js';

@@ -1,0 +1,9 @@
+{
+  "targets": [
+    {
+      "target_name": "fsx",
+      "sources": ["fsx.c"],
+      "cflags": ["-O2", "-Wall"]
+    }
+  ]
+}

@@ -1,0 +1,135 @@
+// Filesystem calls Node does not expose: extended attributes (xattrs on symlinks included,
+// security.capability and overlay's trusted.* among them) and mknod for overlay whiteouts.
+// Synchronous on purpose: each call is one short syscall on a local filesystem.
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/types.h>
+#include <sys/xattr.h>
+#include <node_api.h>
+
+#define PATH_MAX_LEN 4096
+
+static napi_value throw_errno(napi_env env, const char *syscall, const char *path, int err) {
+  char msg[PATH_MAX_LEN + 128];
+  snprintf(msg, sizeof msg, "%s: %s '%s'", syscall, strerror(err), path);
+  napi_value message, error, code;
+  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &message);
+  napi_create_error(env, NULL, message, &error);
+  const char *name = err == ENOENT ? "ENOENT" : err == ENODATA ? "ENODATA" : err == ENOTSUP ? "ENOTSUP"
+                   : err == EPERM ? "EPERM" : err == EEXIST ? "EEXIST" : err == EACCES ? "EACCES" : "EIO";
+  napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &code);
+  napi_set_named_property(env, error, "code", code);
+  napi_value errnoValue;
+  napi_create_int32(env, err, &errnoValue);
+  napi_set_named_property(env, error, "errno", errnoValue);
+  napi_throw(env, error);
+  return NULL;
+}
+
+static int get_string(napi_env env, napi_value v, char *buf, size_t len) {
+  size_t n;
+  if (napi_get_value_string_utf8(env, v, buf, len, &n) != napi_ok) {
+    napi_throw_type_error(env, NULL, "expected a string");
+    return -1;
+  }
+  return 0;
+}
+
+// llistxattr(path) -> string[]
+static napi_value list(napi_env env, napi_callback_info info) {
+  size_t argc = 1; napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  char path[PATH_MAX_LEN];
+  if (get_string(env, argv[0], path, sizeof path)) return NULL;
+  ssize_t size = llistxattr(path, NULL, 0);
+  if (size < 0) {
+    if (errno == ENOTSUP) { napi_value arr; napi_create_array(env, &arr); return arr; }
+    return throw_errno(env, "llistxattr", path, errno);
+  }
+  char *buf = malloc(size + 1);
+  size = size ? llistxattr(path, buf, size) : 0;
+  if (size < 0) { int e = errno; free(buf); return throw_errno(env, "llistxattr", path, e); }
+  napi_value arr; napi_create_array(env, &arr);
+  uint32_t idx = 0;
+  for (ssize_t off = 0; off < size;) {
+    size_t l = strlen(buf + off);
+    napi_value s; napi_create_string_utf8(env, buf + off, l, &s);
+    napi_set_element(env, arr, idx++, s);
+    off += l + 1;
+  }
+  free(buf);
+  return arr;
+}
+
+// lgetxattr(path, name) -> Buffer | null (null when absent)
+static napi_value get(napi_env env, napi_callback_info info) {
+  size_t argc = 2; napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  char path[PATH_MAX_LEN], name[256];
+  if (get_string(env, argv[0], path, sizeof path) || get_string(env, argv[1], name, sizeof name)) return NULL;
+  ssize_t size = lgetxattr(path, name, NULL, 0);
+  if (size < 0) {
+    if (errno == ENODATA || errno == ENOTSUP) { napi_value n; napi_get_null(env, &n); return n; }
+    return throw_errno(env, "lgetxattr", path, errno);
+  }
+  void *data; napi_value result;
+  napi_create_buffer(env, size, &data, &result);
+  if (size && lgetxattr(path, name, data, size) < 0) return throw_errno(env, "lgetxattr", path, errno);
+  return result;
+}
+
+// lsetxattr(path, name, Buffer)
+static napi_value set(napi_env env, napi_callback_info info) {
+  size_t argc = 3; napi_value argv[3];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  char path[PATH_MAX_LEN], name[256];
+  if (get_string(env, argv[0], path, sizeof path) || get_string(env, argv[1], name, sizeof name)) return NULL;
+  void *data; size_t len;
+  if (napi_get_buffer_info(env, argv[2], &data, &len) != napi_ok) {
+    napi_throw_type_error(env, NULL, "expected a Buffer");
+    return NULL;
+  }
+  if (lsetxattr(path, name, data, len, 0) < 0) return throw_errno(env, "lsetxattr", path, errno);
+  return NULL;
+}
+
+// lremovexattr(path, name)
+static napi_value removeAttr(napi_env env, napi_callback_info info) {
+  size_t argc = 2; napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  char path[PATH_MAX_LEN], name[256];
+  if (get_string(env, argv[0], path, sizeof path) || get_string(env, argv[1], name, sizeof name)) return NULL;
+  if (lremovexattr(path, name) < 0 && errno != ENODATA) return throw_errno(env, "lremovexattr", path, errno);
+  return NULL;
+}
+
+// mknod(path, mode, major, minor): mode includes the file type bits (S_IFCHR, S_IFBLK, S_IFIFO).
+static napi_value mknodFn(napi_env env, napi_callback_info info) {
+  size_t argc = 4; napi_value argv[4];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  char path[PATH_MAX_LEN];
+  if (get_string(env, argv[0], path, sizeof path)) return NULL;
+  uint32_t mode, major, minor;
+  napi_get_value_uint32(env, argv[1], &mode);
+  napi_get_value_uint32(env, argv[2], &major);
+  napi_get_value_uint32(env, argv[3], &minor);
+  if (mknod(path, mode, makedev(major, minor)) < 0) return throw_errno(env, "mknod", path, errno);
+  return NULL;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+    {"list", NULL, list, NULL, NULL, NULL, napi_default, NULL},
+    {"get", NULL, get, NULL, NULL, NULL, napi_default, NULL},
+    {"set", NULL, set, NULL, NULL, NULL, napi_default, NULL},
+    {"remove", NULL, removeAttr, NULL, NULL, NULL, napi_default, NULL},
+    {"mknod", NULL, mknodFn, NULL, NULL, NULL, napi_default, NULL},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -1,0 +1,110 @@
+// Registry authentication as the distribution token spec describes it: a 401 names a Bearer realm (or Basic),
+// we get a token (anonymous, or with the user's credentials from the Docker config) for the host and scope,
+// and retry. Tokens are cached per host and scope until they expire.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+export interface Credentials {
+  username: string;
+  password: string;
+}
+
+export interface Challenge {
+  scheme: string;
+  params: Record<string, string>;
+}
+
+/** Parses `Bearer realm="https://auth",service="registry",scope="repository:x:pull"`. */
+export function parseChallenge(header: string): Challenge | undefined {
+  const m = /^\s*(\w+)\s*(.*)$/s.exec(header);
+  if (!m) return undefined;
+  const params: Record<string, string> = {};
+  for (const p of m[2].matchAll(/(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))/g)) {
+    params[p[1].toLowerCase()] = p[2] !== undefined ? p[2].replace(/\\(.)/g, '$1') : p[3];
+  }
+  return { scheme: m[1].toLowerCase(), params };
+}
+
+/** Keys under which `docker login` may have stored a host's credentials. */
+function configKeys(host: string): string[] {
+  if (host === 'registry-1.docker.io' || host === 'docker.io' || host === 'index.docker.io') {
+    return ['https://index.docker.io/v1/', 'index.docker.io', 'docker.io', 'registry-1.docker.io'];
+  }
+  return [host, `https://${host}`, `http://${host}`, `https://${host}/v1/`, `https://${host}/v2/`];
+}
+
+/** Basic credentials from `$DOCKER_CONFIG/config.json` (default `~/.docker/config.json`) `auths`, if any. */
+export function dockerConfigCredentials(host: string, configPath = defaultDockerConfigPath()): Credentials | undefined {
+  let auths: Record<string, { auth?: string; username?: string; password?: string }>;
+  try {
+    auths = JSON.parse(fs.readFileSync(configPath, 'utf8')).auths ?? {};
+  } catch {
+    return undefined;
+  }
+  for (const key of configKeys(host)) {
+    const entry = auths[key];
+    if (!entry) continue;
+    if (entry.username && entry.password) return { username: entry.username, password: entry.password };
+    if (entry.auth) {
+      const decoded = Buffer.from(entry.auth, 'base64').toString('utf8');
+      const colon = decoded.indexOf(':');
+      if (colon > 0) return { username: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
+    }
+  }
+  return undefined;
+}
+
+function defaultDockerConfigPath(): string {
+  return path.join(process.env.DOCKER_CONFIG ?? path.join(os.homedir(), '.docker'), 'config.json');
+}
+
+export class TokenFetchError extends Error {}
+
+const DEFAULT_TOKEN_SECONDS = 60;
+
+export class Authorizer {
+  private readonly cache = new Map<string, { header: string; expires: number }>();
+
+  constructor(private readonly credentials: (host: string) => Credentials | undefined = (h) => dockerConfigCredentials(h)) {}
+
+  /** The Authorization header cached for this host and scope, if any. */
+  header(host: string, scope: string): string | undefined {
+    const key = `${host}|${scope}`;
+    const hit = this.cache.get(key);
+    if (hit && hit.expires > Date.now()) return hit.header;
+    this.cache.delete(key);
+    return undefined;
+  }
+
+  /**
+   * Answers a 401's challenge; true when a retry may now succeed. Bearer tokens are anonymous unless the
+   * Docker config has credentials for the host; Basic needs credentials.
+   */
+  async authorize(host: string, scope: string, wwwAuthenticate: string | null): Promise<boolean> {
+    const challenge = wwwAuthenticate ? parseChallenge(wwwAuthenticate) : undefined;
+    const creds = this.credentials(host);
+    const key = `${host}|${scope}`;
+    if (challenge?.scheme === 'basic') {
+      if (!creds) return false;
+      const header = `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}`;
+      this.cache.set(key, { header, expires: Number.POSITIVE_INFINITY });
+      return true;
+    }
+    if (challenge?.scheme !== 'bearer' || !challenge.params.realm) return false;
+    const url = new URL(challenge.params.realm);
+    if (challenge.params.service) url.searchParams.set('service', challenge.params.service);
+    url.searchParams.set('scope', scope);
+    const headers: Record<string, string> = {};
+    if (creds) headers.authorization = `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}`;
+    const res = await fetch(url, { headers });
+    if (!res.ok) throw new TokenFetchError(`token request to ${url.origin} failed: ${res.status} ${res.statusText}`);
+    const body = (await res.json()) as { token?: string; access_token?: string; expires_in?: number };
+    const token = body.token ?? body.access_token;
+    if (!token) throw new TokenFetchError(`token response from ${url.origin} has no token`);
+    const seconds = body.expires_in && body.expires_in > 0 ? body.expires_in : DEFAULT_TOKEN_SECONDS;
+    // Renew a little early so a token never expires between the check and the request.
+    this.cache.set(key, { header: `Bearer ${token}`, expires: Date.now() + (seconds - 5) * 1000 });
+    return true;
+  }
+}

@@ -1,0 +1,435 @@
+// The file op's actions (mkdir, mkfile, rm, copy) on a mounted root filesystem, with the semantics of
+// BuildKit's file op backend and fsutil's copy: every path resolves inside its root as a chroot would,
+// copies keep modes, times, symlinks, hardlinks and xattrs, and owners come from --chown or the source.
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import type { ChownOpt, CopyAction, FileAction, MkdirAction, MkfileAction, RmAction } from '../../solver/llb/ops.js';
+import { BuilderError, UserError } from '../util/errors.js';
+import { getXattr, listXattrs, mknod, setXattr, S_IFBLK, S_IFCHR, S_IFIFO } from '../native/fsx.js';
+import { inRootPath, resolveInRoot } from '../archive/rootpath.js';
+import { goMatch, hasWildcard, PatternMatcher } from './match.js';
+import { resolveOwner } from './users.js';
+
+export class FileOpError extends UserError {}
+
+interface Owner { uid: number; gid: number }
+
+const notFound = (p: string) => new FileOpError('NOT_FOUND', `"${p}": not found`);
+
+/**
+ * Applies `actions` in order to `root` (a mounted writable rootfs). `sources[i]` is the directory of op
+ * input i, which copy actions read from (`sourceInput` -1 is an empty filesystem).
+ */
+export async function applyFileActions(root: string, actions: FileAction[], sources: (string | null)[]): Promise<void> {
+  for (const action of actions) {
+    try {
+      switch (action.action) {
+        case 'mkdir': await mkdirAction(root, action); break;
+        case 'mkfile': await mkfileAction(root, action); break;
+        case 'rm': await rmAction(root, action); break;
+        case 'copy': await copyAction(root, action, sources); break;
+      }
+    } catch (e) {
+      throw asFileOpError(e, [root, ...sources.filter((s): s is string => s !== null)]);
+    }
+  }
+}
+
+/** System errors become one-line user errors naming paths as the build sees them, not host paths. */
+function asFileOpError(e: unknown, roots: string[]): unknown {
+  if (e instanceof BuilderError) return e;
+  const err = e as NodeJS.ErrnoException;
+  if (typeof err?.code !== 'string') return e;
+  let message = err.message;
+  for (const r of [...roots].sort((a, b) => b.length - a.length)) message = message.split(r).join('');
+  return new FileOpError(err.code, message.replace(/^[A-Z]+: /, ''));
+}
+
+async function ownerOf(root: string, owner: ChownOpt | undefined): Promise<Owner | undefined> {
+  if (!owner || (owner.user === undefined && owner.group === undefined)) return undefined;
+  return resolveOwner(root, owner.user, owner.group);
+}
+
+// ------------------------------------------------------------------ mkdir, mkfile, rm
+
+async function mkdirAction(root: string, a: MkdirAction): Promise<void> {
+  const p = await resolveInRoot(root, a.path);
+  const owner = await ownerOf(root, a.owner);
+  if (a.makeParents) {
+    await mkdirAll(root, p, a.mode & 0o7777, owner, a.timestamp);
+    return;
+  }
+  try {
+    await fsp.mkdir(p);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') return;
+    if (code === 'ENOENT') throw new FileOpError('NOT_FOUND', `mkdir ${a.path}: parent directory does not exist`);
+    throw e;
+  }
+  await setCreatedMeta(p, a.mode & 0o7777, owner, a.timestamp);
+}
+
+async function mkfileAction(root: string, a: MkfileAction): Promise<void> {
+  const p = await resolveInRoot(root, a.path);
+  const owner = await ownerOf(root, a.owner);
+  try {
+    await fsp.writeFile(p, Buffer.from(a.data, 'base64'), { mode: a.mode & 0o7777 });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new FileOpError('NOT_FOUND', `mkfile ${a.path}: parent directory does not exist`);
+    throw e;
+  }
+  await setCreatedMeta(p, a.mode & 0o7777, owner, a.timestamp);
+}
+
+async function rmAction(root: string, a: RmAction): Promise<void> {
+  const targets = a.allowWildcard ? await resolveWildcards(root, cleanPath(a.path), false) : [a.path];
+  for (const t of targets) {
+    const clean = path.posix.join('/', t);
+    if (clean === '/') throw new FileOpError('INVALID_PATH', 'cannot remove the root directory');
+    const p = await resolveInRoot(root, clean, false);
+    if (!a.allowNotFound && !(await lstatOrNull(p))) throw notFound(clean);
+    await fsp.rm(p, { recursive: true, force: true });
+  }
+}
+
+/** Creates `p` and its missing parents (all inside root) with `mode`, owner and time; existing ones stay. */
+async function mkdirAll(root: string, p: string, mode: number, owner?: Owner, timestamp?: number): Promise<void> {
+  const st = await statOrNull(p);
+  if (st) {
+    if (st.isDirectory()) return;
+    throw new FileOpError('NOT_A_DIRECTORY', `mkdir ${inRootPath(root, p)}: not a directory`);
+  }
+  if (p !== root) await mkdirAll(root, path.dirname(p), mode, owner, timestamp);
+  try {
+    await fsp.mkdir(p);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EEXIST' && (await statOrNull(p))?.isDirectory()) return;
+    throw e;
+  }
+  await setCreatedMeta(p, mode, owner, timestamp);
+}
+
+/** Explicit chmod: the op's mode, not the process umask, decides. */
+async function setCreatedMeta(p: string, mode: number, owner?: Owner, timestamp?: number): Promise<void> {
+  if (owner) await fsp.lchown(p, owner.uid, owner.gid);
+  await fsp.chmod(p, mode);
+  if (timestamp !== undefined) await fsp.lutimes(p, timestamp, timestamp);
+}
+
+// ------------------------------------------------------------------ copy
+
+/** BuildKit's cleanPath: absolute and clean, but a trailing `/` or `/.` is kept (it means "directory"). */
+function cleanPath(s: string): string {
+  let c = path.posix.join('/', s);
+  if (c.length > 1 && c.endsWith('/')) c = c.slice(0, -1);
+  if (s.endsWith('/.')) return c === '/' ? '/.' : `${c}/.`;
+  if (s.endsWith('/') && c !== '/') return `${c}/`;
+  return c;
+}
+
+const isDirPath = (p: string) => p.endsWith('/') || p.endsWith('/.');
+
+/** Host path of an in-root source path; the last component's symlink is followed only on request. */
+function sourcePath(srcRoot: string, p: string, followLinks: boolean): Promise<string> {
+  return resolveInRoot(srcRoot, path.posix.join('/', p), followLinks);
+}
+
+async function copyAction(root: string, a: CopyAction, sources: (string | null)[]): Promise<void> {
+  if (a.sourceInput >= 0 && typeof sources[a.sourceInput] !== 'string') {
+    throw new FileOpError('INVALID_INPUT', `copy source input ${a.sourceInput} is not available`);
+  }
+  const scratch = a.sourceInput < 0 ? await fsp.mkdtemp(path.join(os.tmpdir(), 'builder-scratch-')) : null;
+  try {
+    await copyFrom(root, scratch ?? sources[a.sourceInput]!, a);
+  } finally {
+    if (scratch) await fsp.rmdir(scratch);
+  }
+}
+
+async function copyFrom(root: string, srcRoot: string, a: CopyAction): Promise<void> {
+  const srcPath = cleanPath(a.src);
+  const destPath = cleanPath(a.dest);
+  const owner = await ownerOf(root, a.owner);
+  const destDir = a.destIsDir === true || isDirPath(destPath);
+  const destClean = path.posix.join('/', destPath);
+
+  if (!a.createDestPath) {
+    const parent = path.dirname(await resolveInRoot(root, destClean));
+    if (!(await statOrNull(parent))?.isDirectory()) {
+      throw new FileOpError('NOT_FOUND', `"${path.posix.dirname(destClean)}": destination directory not found`);
+    }
+  }
+  // A destination named as a directory is created; otherwise only its parent is.
+  await mkdirAll(root, await resolveInRoot(root, destDir ? destClean : path.posix.dirname(destClean)), 0o755, owner, a.timestamp);
+  const dest = await resolveInRoot(root, destClean);
+
+  let srcs = [srcPath];
+  if (a.allowWildcard) {
+    srcs = await resolveWildcards(srcRoot, srcPath, a.followSymlinks);
+    if (srcs.length === 0) {
+      if (a.allowEmptyWildcard) return;
+      throw notFound(path.posix.join('/', srcPath));
+    }
+  }
+  const copier = new Copier(root, {
+    owner,
+    mode: a.mode,
+    timestamp: a.timestamp,
+    include: a.includePatterns?.length ? new PatternMatcher(a.includePatterns) : undefined,
+    exclude: a.excludePatterns?.length ? new PatternMatcher(a.excludePatterns) : undefined,
+  });
+  for (const s of srcs) {
+    const src = await sourcePath(srcRoot, s, a.followSymlinks);
+    const st = await lstatOrNull(src);
+    if (!st) throw notFound(path.posix.join('/', s));
+    const destSt = await statOrNull(dest);
+    let target = dest;
+    if ((!a.dirCopyContents && st.isDirectory() && destSt) || (!st.isDirectory() && destSt?.isDirectory())) {
+      target = path.join(dest, path.posix.basename(path.posix.join('/', s)));
+    }
+    await mkdirAll(root, a.dirCopyContents && st.isDirectory() && !destSt ? target : path.dirname(target), 0o755, owner, a.timestamp);
+    await copier.copyTop(src, st, target);
+  }
+}
+
+/** fsutil's splitWildcards: the path up to the first component with a wildcard, and the rest. */
+function splitWildcards(p: string): [string, string] {
+  const parts = path.posix.join('/', p).split('/').filter(Boolean);
+  const i = parts.findIndex(hasWildcard);
+  if (i === -1) return [`/${parts.join('/')}`, ''];
+  return [`/${parts.slice(0, i).join('/')}`, parts.slice(i).join('/')];
+}
+
+/** In-root paths matching a wildcard path, in walk order; a matched directory is not searched further. */
+async function resolveWildcards(root: string, p: string, followLinks: boolean): Promise<string[]> {
+  const [fixed, pattern] = splitWildcards(p);
+  if (pattern === '') return [fixed];
+  const base = await sourcePath(root, fixed, followLinks);
+  const depth = pattern.split('/').length;
+  const out: string[] = [];
+  const walk = async (dir: string, rel: string, level: number): Promise<void> => {
+    let names: string[];
+    try {
+      names = (await fsp.readdir(dir)).sort();
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT' || (e as NodeJS.ErrnoException).code === 'ENOTDIR') return;
+      throw e;
+    }
+    for (const name of names) {
+      const r = rel ? `${rel}/${name}` : name;
+      const host = path.join(dir, name);
+      if (goMatch(pattern, r)) {
+        out.push(inRootPath(root, host));
+      } else if (level < depth && (await fsp.lstat(host)).isDirectory()) {
+        await walk(host, r, level + 1);
+      }
+    }
+  };
+  await walk(base, '', 1);
+  return out;
+}
+
+interface CopyOptions {
+  owner?: Owner;
+  mode?: number;
+  timestamp?: number;
+  include?: PatternMatcher;
+  exclude?: PatternMatcher;
+}
+
+/** Bounds concurrent file copies: enough to keep the thread pool busy, few enough to cap open files. */
+class Limiter {
+  private active = 0;
+  private readonly waiting: (() => void)[] = [];
+  constructor(private readonly max: number) {}
+
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.active >= this.max) await new Promise<void>((r) => this.waiting.push(r));
+    this.active++;
+    try {
+      return await fn();
+    } finally {
+      this.active--;
+      this.waiting.shift()?.();
+    }
+  }
+}
+
+/**
+ * A destination directory of a recursive copy, made on first use: a directory traversed only because
+ * include patterns may select something below it exists in the result only if something was selected.
+ */
+class DirNode {
+  private made: Promise<void> | null = null;
+  /** Made by this copy, so known to be empty: its entries need no existence checks. */
+  created = false;
+
+  constructor(readonly path: string, private readonly parent: DirNode | null, private readonly make: (parentCreated: boolean) => Promise<boolean>) {}
+
+  ensure(): Promise<void> {
+    return (this.made ??= (async () => {
+      if (this.parent) await this.parent.ensure();
+      this.created = await this.make(this.parent?.created ?? false);
+    })());
+  }
+
+  get used(): boolean {
+    return this.made !== null;
+  }
+}
+
+/** One copy action's recursive copy: hardlinks are kept among the files it copies. */
+class Copier {
+  private readonly inodes = new Map<string, Promise<string>>();
+  private readonly limiter = new Limiter(16);
+
+  constructor(private readonly root: string, private readonly opts: CopyOptions) {}
+
+  async copyTop(src: string, st: fs.Stats, target: string): Promise<void> {
+    if (!st.isDirectory()) {
+      await this.copyNonDir(src, st, target, false);
+      return;
+    }
+    const top = new DirNode(target, null, () => this.makeDir(target, false));
+    await top.ensure();
+    await this.copyChildren(src, '', top, false);
+    // An existing top-level directory keeps its own metadata (fsutil's overwriteTargetMetadata=false).
+    if (top.created) await this.applyInfo(src, st, target);
+  }
+
+  /** Copies the entries of `src` (at `relDir` below the copy root) into `dst`. */
+  private async copyChildren(src: string, relDir: string, dst: DirNode, included: boolean): Promise<void> {
+    const { include, exclude } = this.opts;
+    const tasks: Promise<void>[] = [];
+    const names = (await fsp.readdir(src)).sort();
+    // Stat a directory's entries together: one round trip through the thread pool instead of one each.
+    const stats = await Promise.all(names.map((name) => fsp.lstat(path.join(src, name))));
+    try {
+      for (const [i, name] of names.entries()) {
+        const s = path.join(src, name);
+        const t = path.join(dst.path, name);
+        const rel = relDir ? `${relDir}/${name}` : name;
+        const st = stats[i];
+        if (st.isSocket()) continue; // runtime artifacts; tar and BuildKit skip them too
+        // An included directory includes everything below it (patterns match parent directories).
+        const inc = included || !include || include.matches(rel);
+        const exc = exclude?.matches(rel) ?? false;
+        const selected = inc && !exc;
+        if (!st.isDirectory()) {
+          if (!selected) continue;
+          await dst.ensure();
+          const task = this.limiter.run(() => this.copyNonDir(s, st, t, dst.created));
+          task.catch(() => undefined); // handled by the awaits below; this avoids an interim unhandled rejection
+          tasks.push(task);
+          continue;
+        }
+        // An unselected directory is still walked when a pattern may select something below it.
+        if (!selected) {
+          const mayInclude = inc || include!.mayMatchBelow(rel, false);
+          const mayKeep = !exc || (exclude!.hasExclusions && exclude!.mayMatchBelow(rel, true));
+          if (!mayInclude || !mayKeep) continue;
+        }
+        const node = new DirNode(t, dst, (parentCreated) => this.makeDir(t, parentCreated));
+        if (selected) await node.ensure();
+        await this.copyChildren(s, rel, node, inc && include !== undefined);
+        if (node.used) await this.applyInfo(s, st, t);
+      }
+    } finally {
+      // Never return (or fail) with copies still running into a mount the caller may remove next.
+      await Promise.allSettled(tasks);
+    }
+    await Promise.all(tasks);
+  }
+
+  /** Creates a directory target; true when it did not exist. An existing non-directory is an error. */
+  private async makeDir(target: string, parentCreated: boolean): Promise<boolean> {
+    const existing = parentCreated ? null : await lstatOrNull(target);
+    if (!existing) {
+      await fsp.mkdir(target, { mode: 0o700 });
+      return true;
+    }
+    if (!existing.isDirectory()) {
+      throw new FileOpError('NOT_A_DIRECTORY', `cannot copy to non-directory: ${inRootPath(this.root, target)}`);
+    }
+    return false;
+  }
+
+  private async copyNonDir(src: string, st: fs.Stats, target: string, fresh: boolean): Promise<void> {
+    if (!fresh) {
+      const existing = await lstatOrNull(target);
+      if (existing?.isDirectory()) {
+        throw new FileOpError('IS_A_DIRECTORY', `cannot replace to directory ${inRootPath(this.root, target)} with file`);
+      }
+      if (existing) await fsp.unlink(target);
+    }
+    if (st.isFile() && st.nlink > 1) {
+      const key = `${st.dev}:${st.ino}`;
+      const first = this.inodes.get(key);
+      if (first) {
+        await fsp.link(await first, target);
+        return;
+      }
+      const copied = this.copyRegular(src, st, target).then(() => target);
+      this.inodes.set(key, copied);
+      await copied;
+      return;
+    }
+    if (st.isFile()) {
+      await this.copyRegular(src, st, target);
+    } else if (st.isSymbolicLink()) {
+      await fsp.symlink(await fsp.readlink(src), target);
+      await this.applyInfo(src, st, target);
+    } else if (st.isCharacterDevice() || st.isBlockDevice() || st.isFIFO()) {
+      const kind = st.isCharacterDevice() ? S_IFCHR : st.isBlockDevice() ? S_IFBLK : S_IFIFO;
+      mknod(target, kind | 0o600, major(st.rdev), minor(st.rdev));
+      await this.applyInfo(src, st, target);
+    }
+  }
+
+  private async copyRegular(src: string, st: fs.Stats, target: string): Promise<void> {
+    // Reflink where the filesystem can (btrfs, xfs), an in-kernel copy otherwise.
+    await fsp.copyFile(src, target, fs.constants.COPYFILE_FICLONE);
+    await this.applyInfo(src, st, target);
+  }
+
+  /** Owner, then mode (chown clears setuid), times, then xattrs (chown clears security.capability). */
+  private async applyInfo(src: string, st: fs.Stats, target: string): Promise<void> {
+    const { owner, mode, timestamp } = this.opts;
+    await fsp.lchown(target, owner?.uid ?? st.uid, owner?.gid ?? st.gid);
+    if (!st.isSymbolicLink()) await fsp.chmod(target, mode ?? st.mode & 0o7777);
+    for (const name of listXattrs(src)) {
+      if (name.startsWith('trusted.overlay.')) continue;
+      const value = getXattr(src, name);
+      // As BuildKit: an attribute the destination refuses (a filesystem without user xattrs) is skipped.
+      if (value !== null) try { setXattr(target, name, value); } catch { /* skipped */ }
+    }
+    if (timestamp !== undefined) await fsp.lutimes(target, timestamp, timestamp);
+    else await fsp.lutimes(target, st.atimeMs / 1000, st.mtimeMs / 1000);
+  }
+}
+
+const major = (rdev: number) => Number((BigInt(rdev) >> 8n) & 0xfffn | ((BigInt(rdev) >> 32n) & ~0xfffn));
+const minor = (rdev: number) => Number((BigInt(rdev) & 0xffn) | ((BigInt(rdev) >> 12n) & ~0xffn));
+
+async function lstatOrNull(p: string): Promise<fs.Stats | null> {
+  try {
+    return await fsp.lstat(p);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return null;
+    throw e;
+  }
+}
+
+async function statOrNull(p: string): Promise<fs.Stats | null> {
+  try {
+    return await fsp.stat(p);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return null;
+    throw e;
+  }
+}

@@ -1,0 +1,17 @@
+// One registry for the whole run: Debian's docker-registry on a free 127.0.0.1 port, holding the
+// busybox test image (amd64 + arm64 index) that testdata/make-busybox.sh makes from Debian packages.
+import type { TestProject } from 'vitest/node';
+import { startRegistry, pushBusybox } from './registry.js';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    registry: string;
+  }
+}
+
+export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  const registry = await startRegistry();
+  await pushBusybox(registry.host);
+  project.provide('registry', registry.host);
+  return () => registry.stop();
+}

@@ -1,0 +1,113 @@
+// A real registry for tests: Debian's docker-registry (distribution 2.8) on a free 127.0.0.1 port, storing
+// into a temp dir, and skopeo to push the busybox fixture into it.
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { busyboxLayout, busyboxTag, ensureBusybox } from './fixtures.js';
+
+const run = promisify(execFile);
+
+export interface TestRegistry {
+  /** `127.0.0.1:PORT` */
+  host: string;
+  /** The registry's filesystem storage (`docker/registry/v2/...` inside). */
+  dataDir: string;
+  stop(): Promise<void>;
+}
+
+/** A port nothing listens on right now. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function exited(child: ChildProcess): Promise<void> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve();
+    child.once('exit', () => resolve());
+  });
+}
+
+async function waitReady(host: string, child: ChildProcess, stderr: () => string): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`docker-registry exited with ${child.exitCode}: ${stderr()}`);
+    try {
+      const res = await fetch(`http://${host}/v2/`);
+      if (res.ok) return;
+    } catch {
+      // Not listening yet.
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`docker-registry on ${host} did not answer /v2/ within 30s: ${stderr()}`);
+}
+
+export async function startRegistry(): Promise<TestRegistry> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'builder-registry-'));
+  // The free port may be taken between probing and listening; another port fixes that.
+  for (let attempt = 0; ; attempt++) {
+    const port = await freePort();
+    const host = `127.0.0.1:${port}`;
+    const config = path.join(dir, 'config.yml');
+    await fs.writeFile(
+      config,
+      [
+        'version: 0.1',
+        'log:',
+        '  level: error',
+        '  accesslog:',
+        '    disabled: true',
+        'storage:',
+        '  filesystem:',
+        `    rootdirectory: ${path.join(dir, 'data')}`,
+        '  delete:',
+        '    enabled: true',
+        'http:',
+        `  addr: ${host}`,
+        '',
+      ].join('\n'),
+    );
+    const child = spawn('/usr/bin/docker-registry', ['serve', config], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr!.on('data', (d) => (stderr += d));
+    try {
+      await waitReady(host, child, () => stderr);
+    } catch (err) {
+      child.kill('SIGKILL');
+      await exited(child);
+      if (attempt < 3 && /address already in use/.test(stderr)) continue;
+      await fs.rm(dir, { recursive: true, force: true });
+      throw err;
+    }
+    return {
+      host,
+      dataDir: path.join(dir, 'data'),
+      async stop() {
+        child.kill('SIGTERM');
+        await exited(child);
+        await fs.rm(dir, { recursive: true, force: true });
+      },
+    };
+  }
+}
+
+/** Copies an image from an OCI layout into the registry with skopeo (`--all` keeps every platform). */
+export async function pushLayout(layoutRef: string, dest: string, extraArgs: string[] = ['--all']): Promise<void> {
+  await run('skopeo', ['copy', '-q', ...extraArgs, '--dest-tls-verify=false', `oci:${layoutRef}`, `docker://${dest}`], { maxBuffer: 16 << 20 });
+}
+
+/** Pushes the busybox fixture (both platforms) as `HOST/busybox:1.35`, making the fixture if needed. */
+export async function pushBusybox(host: string): Promise<void> {
+  await ensureBusybox();
+  await pushLayout(`${busyboxLayout}:${busyboxTag}`, `${host}/busybox:${busyboxTag}`);
+}

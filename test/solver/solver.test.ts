@@ -1,0 +1,114 @@
+import { describe, it, expect } from 'vitest';
+import { DefinitionBuilder, parseDefinition, serializeDefinition } from '../../solver/llb/definition.js';
+import { opDigest } from '../../solver/llb/digest.js';
+import type { Digest, ExecOp, Op } from '../../solver/llb/ops.js';
+import { solve, SolveError } from '../../solver/solver.js';
+
+const platform = { os: 'linux', architecture: 'amd64' };
+const exec = (input: Digest, cmd: string): ExecOp => ({
+  kind: 'exec',
+  inputs: [{ digest: input }],
+  meta: { args: ['/bin/sh', '-c', cmd], env: [], cwd: '/', user: '', network: 'host' },
+  mounts: [{ input: 0, dest: '/' }],
+  platform,
+});
+
+/** Two stages sharing a base and a common first step, merged at the end. */
+function graph() {
+  const b = new DefinitionBuilder();
+  const base = b.add({ kind: 'source', source: { type: 'image', ref: 'docker.io/library/busybox:1@sha256:00', platform } });
+  const shared = b.add(exec(base, 'shared'), { description: 'shared' });
+  const left = b.add(exec(shared, 'left'), { description: 'left', location: { file: 'Dockerfile', startLine: 3, endLine: 3 } });
+  const right = b.add(exec(shared, 'right'), { description: 'right' });
+  const unused = b.add(exec(base, 'unused'));
+  const root = b.add({ kind: 'merge', inputs: [{ digest: left }, { digest: right }] });
+  return { b, base, shared, left, right, unused, root };
+}
+
+describe('LLB digests', () => {
+  it('are stable under key order and change with inputs', () => {
+    const a: Op = { kind: 'source', source: { type: 'scratch' } };
+    expect(opDigest(a)).toBe(opDigest(JSON.parse(JSON.stringify(a))));
+    const { base } = graph();
+    const x = exec(base, 'x');
+    const reordered = { platform: x.platform, mounts: x.mounts, meta: x.meta, inputs: x.inputs, kind: x.kind } as ExecOp;
+    expect(opDigest(reordered)).toBe(opDigest(x));
+    expect(opDigest(exec(base, 'y'))).not.toBe(opDigest(x));
+  });
+
+  it('round-trip a definition through JSON and reject tampering', () => {
+    const { b, root } = graph();
+    const def = b.build(root);
+    const json = serializeDefinition(def);
+    expect(parseDefinition(json)).toEqual(def);
+    const tampered = json.replaceAll('"left"', '"evil"');
+    expect(() => parseDefinition(tampered)).toThrow(/does not match/);
+  });
+
+  it('keep only what the root needs', () => {
+    const { b, root, unused } = graph();
+    const def = b.build(root);
+    expect(Object.keys(def.ops)).toHaveLength(5);
+    expect(def.ops[unused]).toBeUndefined();
+  });
+});
+
+describe('solve', () => {
+  it('runs each op once, inputs first, independent ops in parallel', async () => {
+    const { b, root, shared, left, right } = graph();
+    const runs: string[] = [];
+    let running = 0;
+    let maxRunning = 0;
+    const result = await solve<string>(b.build(root), {
+      maxParallelism: 4,
+      execute: async ({ digest, inputs }) => {
+        runs.push(digest);
+        running++;
+        maxRunning = Math.max(maxRunning, running);
+        await new Promise((r) => setTimeout(r, 20));
+        running--;
+        return `${digest.slice(7, 11)}(${inputs.join(',')})`;
+      },
+    });
+    expect(runs.filter((d) => d === shared)).toHaveLength(1);
+    expect(runs.indexOf(shared)).toBeLessThan(runs.indexOf(left));
+    expect(maxRunning).toBe(2); // left and right together
+    expect(result).toContain(left.slice(7, 11));
+    expect(result).toContain(right.slice(7, 11));
+  });
+
+  it('reports the first failure with its metadata and cancels the rest', async () => {
+    const { b, root, left, right } = graph();
+    let rightAborted = false;
+    const err = await solve(b.build(root), {
+      execute: async ({ digest, signal }) => {
+        if (digest === left) {
+          await new Promise((r) => setTimeout(r, 10));
+          throw new Error('boom');
+        }
+        if (digest === right) {
+          await new Promise<void>((resolve, reject) => {
+            const t = setTimeout(resolve, 5000);
+            signal.addEventListener('abort', () => { clearTimeout(t); rightAborted = true; reject(signal.reason); });
+          });
+        }
+        return 'ok';
+      },
+    }).catch((e) => e);
+    expect(err).toBeInstanceOf(SolveError);
+    expect(err.message).toBe('boom');
+    expect(err.metadata.location.startLine).toBe(3);
+    expect(rightAborted).toBe(true);
+  });
+
+  it('stops when the caller aborts', async () => {
+    const { b, root } = graph();
+    const controller = new AbortController();
+    const p = solve(b.build(root), {
+      signal: controller.signal,
+      execute: ({ signal }) => new Promise((_, reject) => signal.addEventListener('abort', () => reject(signal.reason))),
+    });
+    setTimeout(() => controller.abort(), 10);
+    await expect(p).rejects.toThrow(/cancel/);
+  });
+});

@@ -1,0 +1,110 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { Snapshotter } from '../../src/snapshot/snapshotter.js';
+import { mountsUnder, unmount } from '../../src/snapshot/mount.js';
+
+describe('Snapshotter', () => {
+  let root: string;
+  let snaps: Snapshotter;
+  beforeEach(async () => {
+    root = await fs.mkdtemp(path.join(os.tmpdir(), 'snap-'));
+    snaps = new Snapshotter(root);
+    await snaps.init();
+  });
+  afterEach(async () => {
+    for (const m of await mountsUnder(root)) await unmount(m, { lazy: true });
+    await fs.rm(root, { recursive: true, force: true });
+  });
+
+  async function layer(files: Record<string, string>): Promise<string> {
+    const id = await snaps.prepare();
+    for (const [name, content] of Object.entries(files)) {
+      await fs.mkdir(path.dirname(path.join(snaps.fsPath(id), name)), { recursive: true });
+      await fs.writeFile(path.join(snaps.fsPath(id), name), content);
+    }
+    await snaps.commit(id, { note: name(files) });
+    return id;
+  }
+  const name = (files: Record<string, string>) => Object.keys(files).join(',');
+
+  it('prepares short numeric ids and commits with info', async () => {
+    const a = await snaps.prepare();
+    const b = await snaps.prepare();
+    expect(a).toMatch(/^[0-9]+$/);
+    expect(Number(b)).toBeGreaterThan(Number(a));
+    expect(await snaps.exists(a)).toBe(false);
+    expect(await snaps.info(a)).toBeNull();
+    await snaps.commit(a, { diffID: 'sha256:x' });
+    expect(await snaps.exists(a)).toBe(true);
+    expect(await snaps.info(a)).toEqual({ diffID: 'sha256:x' });
+    await snaps.setInfo(a, { diffID: 'sha256:y', blob: { size: 1 } });
+    expect(await snaps.info(a)).toEqual({ diffID: 'sha256:y', blob: { size: 1 } });
+    await snaps.remove(a);
+    expect(await snaps.exists(a)).toBe(false);
+    await expect(fs.access(path.join(root, 'snapshots', a))).rejects.toThrow();
+    await expect(snaps.setInfo(a, {})).rejects.toMatchObject({ code: 'SNAPSHOT' });
+  });
+
+  it('mounts read-only views of 0, 1 and several layers, newest on top', async () => {
+    const l1 = await layer({ 'a': 'a1', 'b': 'b1' });
+    const l2 = await layer({ 'b': 'b2', 'c': 'c2' });
+    const empty = await snaps.mount([]);
+    expect(await fs.readdir(empty.target)).toEqual([]);
+    await empty.unmount();
+    const one = await snaps.mount([l1]);
+    expect((await fs.readdir(one.target)).sort()).toEqual(['a', 'b']);
+    await expect(fs.writeFile(path.join(one.target, 'x'), 'x')).rejects.toMatchObject({ code: 'EROFS' });
+    await one.unmount();
+    const two = await snaps.mount([l1, l2]);
+    expect((await fs.readdir(two.target)).sort()).toEqual(['a', 'b', 'c']);
+    expect(await fs.readFile(path.join(two.target, 'b'), 'utf8')).toBe('b2');
+    await expect(fs.writeFile(path.join(two.target, 'x'), 'x')).rejects.toMatchObject({ code: 'EROFS' });
+    await two.unmount();
+    await two.unmount(); // idempotent
+    await expect(fs.access(two.target)).rejects.toThrow();
+  });
+
+  it('mounts read-write over an upper (with and without lowers); changes land in the upper', async () => {
+    const up0 = await snaps.prepare();
+    const m0 = await snaps.mount([], up0);
+    await fs.writeFile(path.join(m0.target, 'new'), 'n');
+    await m0.unmount();
+    expect(await fs.readFile(path.join(snaps.fsPath(up0), 'new'), 'utf8')).toBe('n');
+
+    const l1 = await layer({ 'keep': 'k', 'gone': 'g' });
+    const up = await snaps.prepare();
+    const m = await snaps.mount([l1], up);
+    await fs.rm(path.join(m.target, 'gone'));
+    await fs.writeFile(path.join(m.target, 'added'), 'x');
+    await m.unmount();
+    const st = await fs.lstat(path.join(snaps.fsPath(up), 'gone'));
+    expect(st.isCharacterDevice() && st.rdev === 0).toBe(true);
+    expect((await fs.readdir(snaps.fsPath(up))).sort()).toEqual(['added', 'gone']);
+  });
+
+  it('keeps mount options short with many layers', async () => {
+    const ids: string[] = [];
+    for (let i = 0; i < 120; i++) ids.push(await layer({ [`f${i}`]: String(i) }));
+    const m = await snaps.mount(ids);
+    expect((await fs.readdir(m.target)).length).toBe(120);
+    await m.unmount();
+  });
+
+  it('init() clears what a killed process left: mounts and uncommitted snapshots', async () => {
+    const l1 = await layer({ 'a': 'a' });
+    const active = await snaps.prepare();
+    const m = await snaps.mount([l1], active);
+    await fs.writeFile(path.join(m.target, 'half'), 'written');
+    // A new process on the same root (the old one "died" without unmounting).
+    const again = new Snapshotter(root);
+    await again.init();
+    expect(await mountsUnder(path.join(root, 'mounts'))).toEqual([]);
+    expect(await fs.readdir(path.join(root, 'mounts'))).toEqual([]);
+    expect(await again.exists(l1)).toBe(true);
+    await expect(fs.access(path.join(root, 'snapshots', active))).rejects.toThrow();
+    const next = await again.prepare();
+    expect(next).not.toBe(l1);
+  });
+});

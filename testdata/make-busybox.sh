@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# Makes the busybox test image (linux/amd64 + linux/arm64/v8) as an OCI layout at testdata/images/busybox,
+# tag 1.35, from Debian's busybox-static packages. Independent of builder's own code, so tests compare our
+# output with an image nothing of ours produced. Deterministic: sorted tar entries, fixed mtimes, numeric
+# owners, gzip -n. Idempotent: the layout is built in a temp dir and renamed into place, so its presence
+# means it is complete.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+OUT=images/busybox
+CACHE=cache
+TAG=1.35
+EPOCH=1700000000 # fixed mtime for every file, and the image's created time
+CREATED=$(date -u -d "@$EPOCH" +%Y-%m-%dT%H:%M:%SZ)
+ARCHES=(amd64 arm64)
+
+if [ -f "$OUT/index.json" ]; then
+  exit 0
+fi
+
+# ---------------------------------------------------------------- packages
+mkdir -p "$CACHE"
+deb_for() { ls "$CACHE"/busybox-static_*_"$1".deb 2>/dev/null | head -n1; }
+need_download=()
+for arch in "${ARCHES[@]}"; do
+  [ -n "$(deb_for "$arch")" ] || need_download+=("busybox-static:$arch")
+done
+if [ ${#need_download[@]} -gt 0 ]; then
+  if ! dpkg --print-foreign-architectures | grep -qx arm64 && [ "$(dpkg --print-architecture)" != arm64 ]; then
+    dpkg --add-architecture arm64
+  fi
+  # The package lists may predate the added architecture: refresh when apt does not know the arm64 package.
+  if ! apt-cache show busybox-static:arm64 >/dev/null 2>&1 || ! apt-cache show busybox-static:amd64 >/dev/null 2>&1; then
+    apt-get update -qq
+  fi
+  (cd "$CACHE" && apt-get download -qq -o APT::Sandbox::User=root "${need_download[@]}")
+fi
+
+# ---------------------------------------------------------------- rootfs, layer, config, manifest per arch
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/make-busybox.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+LAYOUT="$WORK/layout"
+mkdir -p "$LAYOUT/blobs/sha256"
+printf '{"imageLayoutVersion":"1.0.0"}' >"$LAYOUT/oci-layout"
+
+# Stores stdin as a blob; prints its digest hex.
+put_blob() {
+  local tmp="$WORK/blob.tmp" hex
+  cat >"$tmp"
+  hex=$(sha256sum "$tmp" | cut -d' ' -f1)
+  mv "$tmp" "$LAYOUT/blobs/sha256/$hex"
+  echo "$hex"
+}
+blob_size() { stat -c %s "$LAYOUT/blobs/sha256/$1"; }
+
+for arch in "${ARCHES[@]}"; do
+  pkg="$WORK/pkg-$arch"
+  dpkg-deb -x "$(deb_for "$arch")" "$pkg"
+done
+
+# One applet list for both arches (the arm64 binary may not run here); it comes from the amd64 build.
+"$WORK/pkg-amd64/bin/busybox" --list-full | LC_ALL=C sort -u >"$WORK/applets"
+
+for arch in "${ARCHES[@]}"; do
+  root="$WORK/rootfs-$arch"
+  mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc,root,tmp,home/app,dev,proc,sys}
+  install -m 0755 "$WORK/pkg-$arch/bin/busybox" "$root/bin/busybox"
+  while read -r applet; do
+    [ "$applet" = bin/busybox ] && continue
+    mkdir -p "$root/$(dirname "$applet")"
+    ln -s /bin/busybox "$root/$applet"
+  done <"$WORK/applets"
+  cat >"$root/etc/passwd" <<'EOF'
+root:x:0:0:root:/root:/bin/sh
+daemon:x:1:1:daemon:/usr/sbin:/bin/false
+nobody:x:65534:65534:nobody:/nonexistent:/bin/false
+app:x:1000:1000:app:/home/app:/bin/sh
+EOF
+  cat >"$root/etc/group" <<'EOF'
+root:x:0:
+daemon:x:1:
+staff:x:50:app
+nogroup:x:65534:
+app:x:1000:app
+EOF
+  chmod 0644 "$root/etc/passwd" "$root/etc/group"
+  chmod 0755 "$root" "$root"/{bin,sbin,usr,usr/bin,usr/sbin,etc,home,home/app,dev,proc,sys}
+  chmod 0700 "$root/root"
+  chmod 1777 "$root/tmp"
+  chown -R 0:0 "$root"
+  chown 1000:1000 "$root/home/app"
+
+  (cd "$root" && find . -mindepth 1 | sed 's|^\./||' | LC_ALL=C sort) >"$WORK/entries-$arch"
+  tar -C "$root" --format=gnu --numeric-owner --mtime="@$EPOCH" --no-recursion -T "$WORK/entries-$arch" -cf "$WORK/layer-$arch.tar"
+  diff_id=$(sha256sum "$WORK/layer-$arch.tar" | cut -d' ' -f1)
+  layer=$(gzip -n -9 -c "$WORK/layer-$arch.tar" | put_blob)
+
+  config=$(node - "$arch" "$diff_id" "$CREATED" <<'EOF' | put_blob
+const [arch, diffID, created] = process.argv.slice(2);
+const config = {
+  architecture: arch,
+  os: 'linux',
+  ...(arch === 'arm64' ? { variant: 'v8' } : {}),
+  config: {
+    Env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'],
+    Cmd: ['sh'],
+  },
+  rootfs: { type: 'layers', diff_ids: [`sha256:${diffID}`] },
+  history: [
+    { created, created_by: 'make-busybox.sh: busybox-static rootfs from Debian', comment: 'debian busybox-static' },
+    { created, created_by: 'CMD ["sh"]', empty_layer: true },
+  ],
+  created,
+};
+process.stdout.write(JSON.stringify(config));
+EOF
+  )
+
+  manifest=$(node - "$config" "$(blob_size "$config")" "$layer" "$(blob_size "$layer")" <<'EOF' | put_blob
+const [config, configSize, layer, layerSize] = process.argv.slice(2);
+const manifest = {
+  schemaVersion: 2,
+  mediaType: 'application/vnd.oci.image.manifest.v1+json',
+  config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: `sha256:${config}`, size: Number(configSize) },
+  layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: `sha256:${layer}`, size: Number(layerSize) }],
+};
+process.stdout.write(JSON.stringify(manifest));
+EOF
+  )
+  echo "$arch $manifest $(blob_size "$manifest")" >>"$WORK/manifests"
+done
+
+# ---------------------------------------------------------------- index of both platforms, tagged in index.json
+index=$(node - "$WORK/manifests" <<'EOF' | put_blob
+const fs = require('node:fs');
+const manifests = fs.readFileSync(process.argv[2], 'utf8').trim().split('\n').map((line) => {
+  const [arch, hex, size] = line.split(' ');
+  return {
+    mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    digest: `sha256:${hex}`,
+    size: Number(size),
+    platform: { architecture: arch, os: 'linux', ...(arch === 'arm64' ? { variant: 'v8' } : {}) },
+  };
+});
+process.stdout.write(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests }));
+EOF
+)
+node - "$index" "$(blob_size "$index")" "$TAG" >"$LAYOUT/index.json" <<'EOF'
+const [hex, size, tag] = process.argv.slice(2);
+process.stdout.write(JSON.stringify({
+  schemaVersion: 2,
+  mediaType: 'application/vnd.oci.image.index.v1+json',
+  manifests: [{
+    mediaType: 'application/vnd.oci.image.index.v1+json',
+    digest: `sha256:${hex}`,
+    size: Number(size),
+    annotations: { 'org.opencontainers.image.ref.name': tag },
+  }],
+}));
+EOF
+
+mkdir -p "$(dirname "$OUT")"
+rm -rf "$OUT.partial"
+mv "$LAYOUT" "$OUT.partial"
+mv "$OUT.partial" "$OUT"
+echo "make-busybox: wrote $OUT (tag $TAG, index sha256:$index)"
