@@ -1,55 +1,11 @@
 // The OCI image config the frontend produces for the target stage (config fields and history; the
 // exporter adds rootfs and timestamps). Field names are those of the JSON document.
-import type { Digest, Platform } from '../../solver/llb/ops.js';
+import type { Platform } from '../../solver/llb/ops.js';
 
-/** Durations in nanoseconds. */
-export interface HealthcheckConfig {
-  Test?: string[];
-  Interval?: number;
-  Timeout?: number;
-  StartPeriod?: number;
-  StartInterval?: number;
-  Retries?: number;
-}
-
-export interface ImageConfig {
-  User?: string;
-  Env?: string[];
-  Entrypoint?: string[] | null;
-  Cmd?: string[] | null;
-  WorkingDir?: string;
-  Labels?: Record<string, string>;
-  ExposedPorts?: Record<string, object>;
-  Volumes?: Record<string, object>;
-  StopSignal?: string;
-  Shell?: string[];
-  OnBuild?: string[] | null;
-  Healthcheck?: HealthcheckConfig;
-  /** Docker's marker that a shell-form CMD is already one string (BuildKit sets it). */
-  ArgsEscaped?: boolean;
-}
-
-export interface HistoryEntry {
-  created?: string;
-  created_by?: string;
-  author?: string;
-  comment?: string;
-  empty_layer?: boolean;
-}
-
-export interface ImageConfigFile {
-  created?: string;
-  author?: string;
-  architecture: string;
-  os: string;
-  variant?: string;
-  'os.version'?: string;
-  'os.features'?: string[];
-  /** May be missing in a base image's config; always present in what the frontend produces. */
-  config?: ImageConfig;
-  rootfs?: { type: 'layers'; diff_ids: Digest[] };
-  history?: HistoryEntry[];
-}
+// The image-spec types are shared with the exporters: the config is the frontend's second output,
+// beside the LLB. Type-only, so the frontend does not load any worker code.
+import type { ImageConfig, ImageConfigFile } from '../../src/image/types.js';
+export type { ImageConfig, ImageConfigFile, HistoryEntry, HealthConfig } from '../../src/image/types.js';
 
 /** An image config as the frontend builds it: `config` always present. */
 export type StageImage = ImageConfigFile & { config: ImageConfig };

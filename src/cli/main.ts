@@ -21,6 +21,13 @@ function parseKeyValues(list: string[] | undefined, flag: string): Record<string
   return out;
 }
 
+/** Repeatable flags: yargs gives a string for one use and an array for several. Declaring them `array`
+ * would make `--output x CONTEXT` swallow the context, unlike buildx. */
+function list(v: unknown): string[] | undefined {
+  if (v === undefined) return undefined;
+  return (Array.isArray(v) ? v : [v]).map(String);
+}
+
 async function runBuild(argv: Record<string, unknown>): Promise<void> {
   const mode = (argv.progress as ProgressMode) ?? 'auto';
   const progress = mode === 'quiet' ? quietProgress() : new PlainProgress(process.stderr, mode);
@@ -35,21 +42,21 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
   const result = await build({
     context: argv.context as string,
     file: argv.file as string | undefined,
-    tags: argv.tag as string[] | undefined,
-    buildArgs: parseKeyValues(argv['build-arg'] as string[] | undefined, 'build-arg'),
-    labels: parseKeyValues(argv.label as string[] | undefined, 'label'),
+    tags: list(argv.tag),
+    buildArgs: parseKeyValues(list(argv['build-arg']), 'build-arg'),
+    labels: parseKeyValues(list(argv.label), 'label'),
     target: argv.target as string | undefined,
     platform: argv.platform as string | undefined,
-    outputs: argv.output as string[] | undefined,
+    outputs: list(argv.output),
     root: argv.root as string,
     ociRuntime: argv['oci-runtime'] as string | undefined,
-    insecureRegistries: argv['insecure-registry'] as string[] | undefined,
+    insecureRegistries: list(argv['insecure-registry']),
     noCache: argv['no-cache'] as boolean | undefined,
     maxParallelism: argv['max-parallelism'] as number | undefined,
     progress,
     signal: controller.signal,
   });
-  if (!argv.output || (argv.output as string[]).length === 0) {
+  if (!argv.output || list(argv.output)!.length === 0) {
     process.stderr.write('WARNING: No output specified; the build result is only kept in the state directory. Use --output type=oci,dest=FILE, type=docker,dest=FILE or type=local,dest=DIR.\n');
   }
   if (mode === 'quiet' && result.configDigest) process.stdout.write(result.configDigest + '\n');
@@ -67,17 +74,17 @@ async function main(): Promise<void> {
       (y) => y
         .positional('context', { type: 'string', describe: 'Build context directory' })
         .option('file', { alias: 'f', type: 'string', describe: 'Name of the Dockerfile (default: "PATH/Dockerfile")' })
-        .option('tag', { alias: 't', type: 'string', array: true, describe: 'Name and optionally a tag ("name:tag")' })
-        .option('build-arg', { type: 'string', array: true, describe: 'Set build-time variables' })
-        .option('label', { type: 'string', array: true, describe: 'Set metadata for an image' })
+        .option('tag', { alias: 't', type: 'string', describe: 'Name and optionally a tag ("name:tag")' })
+        .option('build-arg', { type: 'string', describe: 'Set build-time variables' })
+        .option('label', { type: 'string', describe: 'Set metadata for an image' })
         .option('target', { type: 'string', describe: 'Set the target build stage to build' })
         .option('platform', { type: 'string', describe: 'Set target platform for build' })
-        .option('output', { alias: 'o', type: 'string', array: true, describe: 'Output destination (format: "type=local,dest=path")' })
+        .option('output', { alias: 'o', type: 'string', describe: 'Output destination (format: "type=local,dest=path")' })
         .option('progress', { type: 'string', choices: ['auto', 'plain', 'tty', 'quiet', 'rawjson'], default: 'auto', describe: 'Set type of progress output' })
         .option('no-cache', { type: 'boolean', describe: 'Do not use cache when building the image' })
         .option('max-parallelism', { type: 'number', describe: 'Most ops run at once (default: one per core, at least 2)' })
         .option('oci-runtime', { type: 'string', describe: 'OCI runtime for RUN: runc (default), crun, or a path' })
-        .option('insecure-registry', { type: 'string', array: true, describe: 'Registry host reached over plain HTTP' }),
+        .option('insecure-registry', { type: 'string', describe: 'Registry host reached over plain HTTP' }),
       (argv) => runBuild(argv as Record<string, unknown>),
     )
     .demandCommand(1, 'Specify a command, e.g. builder build .')
