@@ -28,7 +28,7 @@ log:
 YAML
 docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
 registry_pid=$!
-for _ in $(seq 50); do curl -fsS "http://127.0.0.1:$port/v2/" >/dev/null 2>&1 && break; sleep 0.1; done
+node -e 'const u=process.argv[1];(async()=>{for(let i=0;i<100;i++){try{if((await fetch(u)).ok)return}catch{}await new Promise(r=>setTimeout(r,100))}console.error("registry did not start");process.exit(1)})()' "http://127.0.0.1:$port/v2/"
 skopeo copy --quiet --all --dest-tls-verify=false oci:testdata/images/busybox:1.35 "docker://127.0.0.1:$port/busybox:1.35"
 
 echo "== builder build examples/hello"
