@@ -9,9 +9,14 @@ bash scripts/setup.sh
 work=$(mktemp -d /tmp/builder-example.XXXXXX)
 registry_pid=
 cleanup() {
-  [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null && wait "$registry_pid" 2>/dev/null
+  local rc=$?
+  if [ -n "$registry_pid" ]; then
+    kill "$registry_pid" 2>/dev/null || true
+    wait "$registry_pid" 2>/dev/null || true
+  fi
   runc delete -f builder-hello >/dev/null 2>&1 || true
   rm -rf "$work"
+  exit "$rc"
 }
 trap cleanup EXIT
 
