@@ -83,6 +83,8 @@ export interface ExecMeta {
   network: NetworkMode;
   /** Extra /etc/hosts entries `host:ip`. */
   extraHosts?: string[];
+  /** `insecure`: all capabilities, no seccomp filter, no masked paths (`RUN --security=insecure`). */
+  security?: 'sandbox' | 'insecure';
 }
 
 export interface ExecOp {
