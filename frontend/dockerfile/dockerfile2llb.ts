@@ -2,7 +2,7 @@
 // dockerfile2llb: only the stages the target reaches are resolved and converted; each stage's state is an
 // op digest plus the environment, working directory and user that RUN steps see.
 import path from 'node:path';
-import type { ChownOpt, CopyAction, Digest, ExecOp, FileAction, FileOp, NetworkMode, Op, OpMetadata, Platform } from '../../solver/llb/ops.js';
+import type { ChownOpt, CopyAction, Digest, ExecMeta, ExecMount, ExecOp, FileAction, FileOp, NetworkMode, Op, OpMetadata, Platform } from '../../solver/llb/ops.js';
 import { DefinitionBuilder, type Definition } from '../../solver/llb/definition.js';
 import { BuilderError } from '../../src/util/errors.js';
 import { DockerfileError, withLocation } from './errors.js';
@@ -12,6 +12,7 @@ import { parseDockerfile, parseHeredoc } from './parser.js';
 import { cloneImage, emptyImage, DEFAULT_PATH, type ImageConfigFile, type StageImage } from './image.js';
 import { formatPlatform, parsePlatform } from './platform.js';
 import { formatGoDuration, goList, goQuoteList } from './gofmt.js';
+import { mountFrom, parseMount, type MountSpec } from './runmount.js';
 
 export interface ImageMetaResolver {
   /** ref as written in FROM (after ARG expansion); returns the normalized ref pinned by digest and its config. */
@@ -69,6 +70,8 @@ interface DispatchState {
   deps: Set<DispatchState>;
   /** COPY --from sources of this stage's instructions. */
   sources: Map<Instruction, DispatchState>;
+  /** RUN --mount from= sources, by the name as written. */
+  mountSources: Map<string, DispatchState>;
   instructions: Instruction[];
   /** An image named by COPY --from only. */
   unregistered: boolean;
@@ -167,7 +170,7 @@ class Converter {
 
   private newState(init: Pick<DispatchState, 'baseName' | 'name' | 'stageName' | 'location' | 'instructions' | 'unregistered' | 'cmdTotal'> & Partial<DispatchState>): DispatchState {
     const d: DispatchState = {
-      deps: new Set(), sources: new Map(), dispatched: false, buildArgs: [], cmdIndex: 0, onBuildDone: false, ...init,
+      deps: new Set(), sources: new Map(), mountSources: new Map(), dispatched: false, buildArgs: [], cmdIndex: 0, onBuildDone: false, ...init,
     };
     this.states.push(d);
     return d;
@@ -184,24 +187,38 @@ class Converter {
   private findSources(d: DispatchState, instructions: Instruction[]): boolean {
     let added = false;
     for (const inst of instructions) {
+      if (inst.kind === 'run') {
+        for (const raw of inst.mounts) {
+          const from = mountFrom(raw);
+          if (!from || d.mountSources.has(from)) continue;
+          const src = this.sourceState(from, inst.location);
+          d.mountSources.set(from, src);
+          d.deps.add(src);
+          added = true;
+        }
+      }
       if (inst.kind !== 'copy' || !inst.from) continue;
-      if (this.expand(inst.from, EnvList.empty(), inst.location) !== inst.from) {
-        throw new DockerfileError('variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround', inst.location);
-      }
-      let src: DispatchState | undefined;
-      if (/^-?\d+$/.test(inst.from)) {
-        src = this.states[Number(inst.from)];
-        if (!src || Number(inst.from) < 0) throw new DockerfileError(`invalid stage index ${inst.from}`, inst.location);
-      } else {
-        src = this.byName.get(inst.from.toLowerCase()) ?? this.newState({
-          baseName: inst.from, name: '', stageName: '', location: inst.location, instructions: [], unregistered: true, cmdTotal: 0,
-        });
-      }
+      const src = this.sourceState(inst.from, inst.location);
       d.sources.set(inst, src);
       d.deps.add(src);
       added = true;
     }
     return added;
+  }
+
+  /** The stage (by name or index) or image (a new unregistered state) that `--from` names. */
+  private sourceState(from: string, location: InstructionLocation): DispatchState {
+    if (this.expand(from, EnvList.empty(), location) !== from) {
+      throw new DockerfileError('variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround', location);
+    }
+    if (/^-?\d+$/.test(from)) {
+      const src = this.states[Number(from)];
+      if (!src || Number(from) < 0) throw new DockerfileError(`invalid stage index ${from}`, location);
+      return src;
+    }
+    return this.byName.get(from.toLowerCase()) ?? this.newState({
+      baseName: from, name: '', stageName: '', location, instructions: [], unregistered: true, cmdTotal: 0,
+    });
   }
 
   /** Resolves base images of reachable stages (only those), then ONBUILD triggers, which may add stages. */
@@ -416,9 +433,9 @@ class Converter {
 
   private dispatchRun(d: DispatchState, inst: RunInstruction): void {
     const state = d.state!;
-    if (inst.mounts.length > 0) throw new DockerfileError('RUN --mount is not supported yet', undefined, undefined, 'UNSUPPORTED');
-    if (inst.security && inst.security !== 'sandbox') throw new DockerfileError(`RUN --security=${inst.security} is not supported`, undefined, undefined, 'UNSUPPORTED');
+    const security = runSecurity(inst.security);
     const network = runNetwork(inst.network);
+    const { inputs, mounts, secretEnv, env } = this.runMounts(d, inst);
     let args = inst.cmdLine;
     let name = inst.code;
     if (inst.files.length > 0) {
@@ -438,15 +455,93 @@ class Converter {
     if (inst.prependShell) args = withShell(d.image!, args);
     const op: ExecOp = {
       kind: 'exec',
-      inputs: [{ digest: state.digest }],
-      meta: { args, env: state.env.toArray(), cwd: state.dir, user: state.user, network },
-      mounts: [{ input: 0, dest: '/' }],
+      inputs,
+      meta: {
+        args, env, cwd: state.dir, user: state.user, network,
+        ...(secretEnv.length ? { secretEnv } : {}), ...(security ? { security } : {}),
+      },
+      mounts,
       platform: d.platform!,
     };
     const rawLex = new ShellLex(this.lex.escapeToken, { rawQuotes: true, skipUnsetEnv: true });
     const description = this.prefix(d, uppercaseCmd(processCmdEnv(rawLex, name, state.env)));
     state.digest = this.add(op, d, inst.location, description, true);
     this.history(d, `RUN ${runCommandString(args, d.buildArgs, state.env)} # buildkit`, true);
+  }
+
+  /** The exec op's inputs and mounts for `RUN --mount` flags (BuildKit's dispatchRunMounts). */
+  private runMounts(d: DispatchState, inst: RunInstruction) {
+    const state = d.state!;
+    const inputs: { digest: Digest }[] = [{ digest: state.digest }];
+    const mounts: ExecMount[] = [{ input: 0, dest: '/' }];
+    const secretEnv: NonNullable<ExecMeta['secretEnv']> = [];
+    let env = state.env.toArray();
+    let sshCount = 0;
+    const inputOf = (digest: Digest) => {
+      const i = inputs.findIndex((x) => x.digest === digest);
+      return i >= 0 ? i : inputs.push({ digest }) - 1;
+    };
+    for (const raw of inst.mounts) {
+      let spec: MountSpec;
+      try {
+        spec = parseMount(raw, (w) => this.expand(w, state.env, inst.location));
+      } catch (e) {
+        throw withLocation(e, inst.location);
+      }
+      const fail = (msg: string) => new DockerfileError(msg, inst.location);
+      const targetOf = (t: string) => {
+        const abs = t.startsWith('/') ? path.posix.normalize(t) : path.posix.join('/', state.dir, t);
+        if (abs === '/') throw fail(`invalid mount target "${t}"`);
+        return abs.length > 1 ? abs.replace(/\/+$/, '') : abs;
+      };
+      const ids = (m: MountSpec, mode: number) => ({ mode: m.mode ?? mode, uid: m.uid ?? 0, gid: m.gid ?? 0 });
+      switch (spec.type) {
+        case 'secret': {
+          const id = spec.id || spec.source || path.posix.basename(spec.target);
+          if (spec.env !== undefined) secretEnv.push({ name: spec.env, id, optional: !spec.required });
+          if (spec.target || spec.env === undefined) {
+            const target = targetOf(spec.target || `/run/secrets/${path.posix.basename(id)}`);
+            mounts.push({ input: -1, dest: target, type: 'secret', readonly: true, secret: { id, optional: !spec.required, ...ids(spec, 0o400) } });
+          }
+          break;
+        }
+        case 'ssh': {
+          const id = spec.id || 'default';
+          let target = spec.target;
+          if (!target) {
+            target = `/run/buildkit/ssh_agent.${sshCount}`;
+            if (sshCount === 0) env = [...env.filter((e) => !e.startsWith('SSH_AUTH_SOCK=')), `SSH_AUTH_SOCK=${target}`];
+          }
+          sshCount++;
+          mounts.push({ input: -1, dest: targetOf(target), type: 'ssh', readonly: true, ssh: { id, optional: !spec.required, ...ids(spec, 0o600) } });
+          break;
+        }
+        case 'tmpfs':
+          if (!spec.target) throw fail('mount target is required');
+          mounts.push({ input: -1, dest: targetOf(spec.target), type: 'tmpfs', tmpfs: spec.size !== undefined ? { size: spec.size } : {} });
+          break;
+        case 'bind':
+        case 'cache': {
+          if (!spec.target) throw fail('mount target is required');
+          const target = targetOf(spec.target);
+          const from = spec.from ? d.mountSources.get(spec.from) : undefined;
+          if (from && !from.dispatched) {
+            throw fail(`cannot mount from stage "${spec.from}", it needs to be defined before current stage "${d.stageName || d.name}"`);
+          }
+          const selector = path.posix.join('/', spec.source);
+          if (spec.type === 'bind') {
+            const digest = from ? from.state!.digest : this.context();
+            mounts.push({ input: inputOf(digest), dest: target, selector, readonly: spec.readonly });
+          } else {
+            const cache = { id: spec.id || spec.target, sharing: spec.sharing!, ...(spec.mode !== undefined ? { mode: spec.mode } : {}),
+              ...(spec.uid !== undefined ? { uid: spec.uid } : {}), ...(spec.gid !== undefined ? { gid: spec.gid } : {}) };
+            mounts.push({ input: from ? inputOf(from.state!.digest) : -1, dest: target, ...(from ? { selector } : {}), readonly: spec.readonly, type: 'cache', cache });
+          }
+          break;
+        }
+      }
+    }
+    return { inputs, mounts, secretEnv, env };
   }
 
   private dispatchCopy(d: DispatchState, inst: CopyInstruction | AddInstruction): void {
@@ -705,10 +800,18 @@ function parseChmod(chmod: string): number | undefined {
 }
 
 function runNetwork(flag: string): NetworkMode {
-  // BuildKit's default is its sandbox network; this builder's RUN steps use the host network.
-  if (flag === '' || flag === 'default' || flag === 'host') return 'host';
+  // BuildKit's default is its sandbox network (here it shares the host's, see the executor); an explicit
+  // `host` needs the network.host entitlement.
+  if (flag === '' || flag === 'default' || flag === 'sandbox') return 'sandbox';
+  if (flag === 'host') return 'host';
   if (flag === 'none') return 'none';
   throw new DockerfileError(`unsupported network mode "${flag}"`);
+}
+
+function runSecurity(flag: string): 'insecure' | undefined {
+  if (flag === '' || flag === 'sandbox') return undefined;
+  if (flag === 'insecure') return 'insecure';
+  throw new DockerfileError(`unsupported security mode "${flag}"`);
 }
 
 function uppercaseCmd(s: string): string {

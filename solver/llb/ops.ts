@@ -71,6 +71,23 @@ export interface ExecMount {
   /** Path inside the input to mount (default `/`). */
   selector?: string;
   readonly?: boolean;
+  /** What is mounted; absent means a bind mount of the input (writes to a read-write one are discarded). */
+  type?: 'bind' | 'cache' | 'tmpfs' | 'secret' | 'ssh';
+  /** A persistent directory shared by id across builds; its contents are in no cache key. The input, if
+   * any, seeds it when it is first created. */
+  cache?: { id: string; sharing: 'shared' | 'private' | 'locked'; mode?: number; uid?: number; gid?: number };
+  tmpfs?: { size?: number };
+  /** Provided by the client at run time; only the id is part of the LLB. */
+  secret?: SecretRef;
+  ssh?: SecretRef;
+}
+
+export interface SecretRef {
+  id: string;
+  optional: boolean;
+  mode: number;
+  uid: number;
+  gid: number;
 }
 
 export interface ExecMeta {
@@ -83,6 +100,8 @@ export interface ExecMeta {
   network: NetworkMode;
   /** Extra /etc/hosts entries `host:ip`. */
   extraHosts?: string[];
+  /** Secrets exposed as environment variables (`RUN --mount=type=secret,env=NAME`); values come at run time. */
+  secretEnv?: { name: string; id: string; optional: boolean }[];
   /** `insecure`: all capabilities, no seccomp filter, no masked paths (`RUN --security=insecure`). */
   security?: 'sandbox' | 'insecure';
 }

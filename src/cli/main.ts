@@ -51,6 +51,9 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
     root: argv.root as string,
     ociRuntime: argv['oci-runtime'] as string | undefined,
     insecureRegistries: list(argv['insecure-registry']),
+    secrets: list(argv.secret),
+    ssh: list(argv.ssh),
+    allow: list(argv.allow),
     noCache: argv['no-cache'] as boolean | undefined,
     maxParallelism: argv['max-parallelism'] as number | undefined,
     progress,
@@ -84,7 +87,10 @@ async function main(): Promise<void> {
         .option('no-cache', { type: 'boolean', describe: 'Do not use cache when building the image' })
         .option('max-parallelism', { type: 'number', describe: 'Most ops run at once (default: one per core, at least 2)' })
         .option('oci-runtime', { type: 'string', describe: 'OCI runtime for RUN: runc (default), crun, or a path' })
-        .option('insecure-registry', { type: 'string', describe: 'Registry host reached over plain HTTP' }),
+        .option('insecure-registry', { type: 'string', describe: 'Registry host reached over plain HTTP' })
+        .option('secret', { type: 'string', describe: 'Secret to expose to the build (format: "id=mysecret[,src=/local/secret]" or "id=mysecret,env=VAR")' })
+        .option('ssh', { type: 'string', describe: 'SSH agent socket to expose to the build (format: "default|<id>[=<socket>]")' })
+        .option('allow', { type: 'string', describe: 'Allow extra privileged entitlement (e.g., "network.host", "security.insecure")' }),
       (argv) => runBuild(argv as Record<string, unknown>),
     )
     .demandCommand(1, 'Specify a command, e.g. builder build .')

@@ -13,6 +13,7 @@ import { parseOutput, type OutputSpec } from './outputs.js';
 import { exportImage, type ExportResult } from './export.js';
 import { parsePlatform, hostPlatform } from './platform.js';
 import { StateLock } from './lock.js';
+import { checkEntitlements, loadSession, parseEntitlements, parseSecretSpec, parseSshSpec, type SecretSpec, type SshSpec } from './session.js';
 
 export interface BuildOptions {
   /** The build context directory. */
@@ -36,6 +37,12 @@ export interface BuildOptions {
   maxParallelism?: number;
   progress?: ProgressWriter;
   signal?: AbortSignal;
+  /** `--secret` specs: values for `RUN --mount=type=secret`. */
+  secrets?: (string | SecretSpec)[];
+  /** `--ssh` specs: agents for `RUN --mount=type=ssh`. */
+  ssh?: (string | SshSpec)[];
+  /** `--allow` entitlements: `network.host`, `security.insecure`. */
+  allow?: string[];
 }
 
 export interface BuildResult {
@@ -68,6 +75,12 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const filename = path.basename(dockerfilePath);
   const outputs = (opts.outputs ?? []).map((o) => (typeof o === 'string' ? parseOutput(o) : o));
   const targetPlatform = opts.platform ? parsePlatform(opts.platform) : hostPlatform();
+
+  const allowed = parseEntitlements(opts.allow ?? []);
+  const session = await loadSession(
+    (opts.secrets ?? []).map((x) => (typeof x === 'string' ? parseSecretSpec(x) : x)),
+    (opts.ssh ?? []).map((x) => (typeof x === 'string' ? parseSshSpec(x) : x)),
+  );
 
   const ctxStat = await fs.stat(contextDir).catch(() => null);
   if (!ctxStat?.isDirectory()) throw new BuildError(`unable to prepare context: path "${opts.context}" not found`);
@@ -108,6 +121,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         dockerfile, filename, target: opts.target, buildArgs: opts.buildArgs, labels: opts.labels,
         targetPlatform, buildPlatform: hostPlatform(), resolver, contextExcludes, noCache: opts.noCache,
       });
+      checkEntitlements(converted.definition, allowed);
     } catch (e) {
       throw toBuildError(e, filename);
     }
@@ -116,7 +130,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     const ref = await solve<WorkerRef>(converted.definition, {
       maxParallelism: opts.maxParallelism,
       signal: opts.signal,
-      execute: worker.opExecutor({ context: { dir: contextDir } }, (digest, stream, chunk) => progress.log(digest, stream, chunk)),
+      execute: worker.opExecutor({ context: { dir: contextDir } }, (digest, stream, chunk) => progress.log(digest, stream, chunk), session),
       onEvent: (ev) => {
         if (ev.type === 'start') progress.start({ id: ev.digest, name: vertexName(ev.metadata, names, ev.digest) });
         else if (ev.type === 'done') progress.done(ev.digest);

@@ -65,6 +65,10 @@ export interface SpecOptions {
   nofile?: number;
   /** cgroup the runtime creates for the container and removes on delete. */
   cgroupsPath?: string;
+  /** `RUN --mount` mounts, after the default ones. */
+  extraMounts?: OciMount[];
+  /** More `KEY=VALUE` entries for the process only (secrets exposed as env), not part of `meta`. */
+  extraEnv?: string[];
 }
 
 export interface OciMount {
@@ -144,7 +148,7 @@ export function generateSpec(opts: SpecOptions): OciSpec {
       terminal: false,
       user: { uid: user.uid, gid: user.gid, additionalGids },
       args: meta.args,
-      env: processEnv(meta.env),
+      env: [...processEnv(meta.env), ...(opts.extraEnv ?? [])],
       cwd: meta.cwd || '/',
       capabilities: {
         bounding: caps,
@@ -156,7 +160,7 @@ export function generateSpec(opts: SpecOptions): OciSpec {
     },
     root: { path: opts.rootfs, readonly: false },
     hostname: DEFAULT_HOSTNAME,
-    mounts: defaultMounts(opts.hostsPath, opts.resolvConfPath),
+    mounts: [...defaultMounts(opts.hostsPath, opts.resolvConfPath), ...(opts.extraMounts ?? [])],
     linux: {
       ...(opts.cgroupsPath ? { cgroupsPath: opts.cgroupsPath } : {}),
       // Deny all device access; the runtime then allows its default devices (null, zero, tty, ...).

@@ -10,6 +10,7 @@ import { ContentStore } from '../content/store.js';
 import { Snapshotter, type Mounted } from '../snapshot/snapshotter.js';
 import { applyLayerBlob } from '../archive/layer.js';
 import { applyFileActions } from './fileop.js';
+import { prepareMounts, type BuildSession } from './mounts.js';
 import { OciRuntimeExecutor } from '../executor/runc.js';
 import { RegistryClient, type ResolvedImage } from '../registry/client.js';
 import { parseReference } from '../registry/reference.js';
@@ -81,11 +82,11 @@ export class Worker {
   }
 
   /** The op executor the solver calls; `locals` names the client's directories (context, ...). */
-  opExecutor(locals: Record<string, LocalDir>, onLog?: LogSink): OpExecutor<WorkerRef> {
-    return (ctx) => this.execute(ctx, locals, onLog);
+  opExecutor(locals: Record<string, LocalDir>, onLog?: LogSink, session: BuildSession = {}): OpExecutor<WorkerRef> {
+    return (ctx) => this.execute(ctx, locals, onLog, session);
   }
 
-  private async execute(ctx: OpContext<WorkerRef>, locals: Record<string, LocalDir>, onLog?: LogSink): Promise<WorkerRef> {
+  private async execute(ctx: OpContext<WorkerRef>, locals: Record<string, LocalDir>, onLog: LogSink | undefined, session: BuildSession): Promise<WorkerRef> {
     const op: Op = ctx.op;
     switch (op.kind) {
       case 'source':
@@ -99,7 +100,7 @@ export class Worker {
         }
         break;
       case 'exec':
-        return this.exec(op, ctx, onLog);
+        return this.exec(op, ctx, session, onLog);
       case 'file':
         return this.file(op, ctx.inputs);
       case 'merge':
@@ -175,24 +176,30 @@ export class Worker {
     return { layers: [id] };
   }
 
-  private async exec(op: ExecOp, ctx: OpContext<WorkerRef>, onLog?: LogSink): Promise<WorkerRef> {
+  private async exec(op: ExecOp, ctx: OpContext<WorkerRef>, session: BuildSession, onLog?: LogSink): Promise<WorkerRef> {
     const rootMount = op.mounts.find((m) => m.dest === '/');
     if (!rootMount) throw new Error('exec op without a root mount');
-    if (op.mounts.length > 1) throw new UserError('UNSUPPORTED', 'RUN mounts other than the root filesystem are not supported yet');
     const base = rootMount.input >= 0 ? ctx.inputs[rootMount.input] : { layers: [] };
     const upper = await this.snapshots.prepare();
     try {
-      const mounted = await this.snapshots.mount(base.layers, upper);
+      const extra = await prepareMounts(op, { root: this.opts.root, snapshots: this.snapshots, session, inputs: ctx.inputs });
       let exitCode: number;
       try {
-        ({ exitCode } = await this.executor.run({
-          rootfs: mounted.target,
-          meta: op.meta,
-          signal: ctx.signal,
-          onOutput: (stream: 'stdout' | 'stderr', chunk: Buffer) => onLog?.(ctx.digest, stream, chunk),
-        }));
+        const mounted = await this.snapshots.mount(base.layers, upper);
+        try {
+          ({ exitCode } = await this.executor.run({
+            rootfs: mounted.target,
+            meta: op.meta,
+            mounts: extra.mounts,
+            env: extra.env,
+            signal: ctx.signal,
+            onOutput: (stream: 'stdout' | 'stderr', chunk: Buffer) => onLog?.(ctx.digest, stream, chunk),
+          }));
+        } finally {
+          await mounted.unmount();
+        }
       } finally {
-        await mounted.unmount();
+        await extra.release();
       }
       if (exitCode !== 0) throw new ExecError(op.meta.args, exitCode, true);
       await this.snapshots.commit(upper, {});

@@ -99,7 +99,7 @@ describe('dockerfileToLLB: a single stage', () => {
     expect(run1.meta).toEqual({
       args: ['/bin/sh', '-c', 'echo $GREETING > out.txt'],
       env: ['PATH=/usr/bin:/bin', 'APP=/app', 'GREETING=hello world'],
-      cwd: '/app', user: '', network: 'host',
+      cwd: '/app', user: '', network: 'sandbox',
     });
     expect(run1.mounts).toEqual([{ input: 0, dest: '/' }]);
     expect(run1.platform).toEqual(amd64);
