@@ -5,3 +5,4 @@ export { parsePlatform, formatPlatform, hostPlatform } from './client/platform.j
 export { PlainProgress, quietProgress, type ProgressWriter, type ProgressMode } from './progress/printer.js';
 export { UserError, BuilderError } from './util/errors.js';
 export type { Definition } from '../solver/llb/definition.js';
+export { installEmulators, type InstalledEmulator } from './executor/emulation.js';

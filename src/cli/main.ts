@@ -5,6 +5,7 @@ import { hideBin } from 'yargs/helpers';
 import { build, BuildError, defaultRoot } from '../client/build.js';
 import { PlainProgress, quietProgress, type ProgressMode } from '../progress/printer.js';
 import { UserError } from '../util/errors.js';
+import { installEmulators } from '../index.js';
 
 function parseKeyValues(list: string[] | undefined, flag: string): Record<string, string> {
   const out: Record<string, string> = {};
@@ -92,6 +93,16 @@ async function main(): Promise<void> {
         .option('ssh', { type: 'string', describe: 'SSH agent socket to expose to the build (format: "default|<id>[=<socket>]")' })
         .option('allow', { type: 'string', describe: 'Allow extra privileged entitlement (e.g., "network.host", "security.insecure")' }),
       (argv) => runBuild(argv as Record<string, unknown>),
+    )
+    .command(
+      'install-emulators',
+      'Register the installed QEMU emulators in binfmt_misc (fix-binary), to RUN for other platforms (root)',
+      (y) => y,
+      async () => {
+        for (const r of await installEmulators()) {
+          process.stdout.write(`${r.name}: ${r.status}${r.message ? ` (${r.message})` : ''}\n`);
+        }
+      },
     )
     .demandCommand(1, 'Specify a command, e.g. builder build .')
     .strict()

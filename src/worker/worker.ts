@@ -12,6 +12,7 @@ import { applyLayerBlob } from '../archive/layer.js';
 import { applyFileActions } from './fileop.js';
 import { prepareMounts, type BuildSession } from './mounts.js';
 import { OciRuntimeExecutor } from '../executor/runc.js';
+import { ensureEmulator } from '../executor/emulation.js';
 import { RegistryClient, type ResolvedImage } from '../registry/client.js';
 import { parseReference } from '../registry/reference.js';
 import type { Descriptor } from '../image/types.js';
@@ -180,6 +181,8 @@ export class Worker {
     const rootMount = op.mounts.find((m) => m.dest === '/');
     if (!rootMount) throw new Error('exec op without a root mount');
     const base = rootMount.input >= 0 ? ctx.inputs[rootMount.input] : { layers: [] };
+    // Before anything is made: a missing emulator must leave nothing behind.
+    await ensureEmulator(op.platform);
     const upper = await this.snapshots.prepare();
     try {
       const extra = await prepareMounts(op, { root: this.opts.root, snapshots: this.snapshots, session, inputs: ctx.inputs });
