@@ -12,6 +12,7 @@ import { parseDockerfile, parseHeredoc } from './parser.js';
 import { cloneImage, emptyImage, DEFAULT_PATH, type ImageConfigFile, type StageImage } from './image.js';
 import { formatPlatform, parsePlatform } from './platform.js';
 import { formatGoDuration, goList, goQuoteList } from './gofmt.js';
+import { parseSymbolicMode } from '../../solver/llb/chmod.js';
 
 export interface ImageMetaResolver {
   /** ref as written in FROM (after ARG expansion); returns the normalized ref pinned by digest and its config. */
@@ -451,19 +452,31 @@ class Converter {
 
   private dispatchCopy(d: DispatchState, inst: CopyInstruction | AddInstruction): void {
     const state = d.state!;
+    const isAdd = inst.kind === 'add';
     const x = (word: string) => this.expand(word, state.env, inst.location);
     const sources = inst.sources.map(x);
     const destPath = x(inst.dest);
     const chown = x(inst.chown);
     const chmod = x(inst.chmod);
+    const parents = inst.kind === 'copy' && inst.parents;
     const dest = pathRelativeToWorkingDir(state.dir, destPath);
-    const mode = parseChmod(chmod);
-    if (inst.kind === 'add' && inst.checksum) throw new DockerfileError('checksum can\'t be specified for local sources; ADD from URLs is not supported yet', undefined, undefined, 'UNSUPPORTED');
+    const chmodOpt = parseChmod(chmod);
     const from = inst.kind === 'copy' ? d.sources.get(inst) : undefined;
     if (from && !from.dispatched) {
       throw new DockerfileError(`cannot copy from stage "${(inst as CopyInstruction).from}", it needs to be defined before current stage "${d.stageName || d.name}"`);
     }
-    if (inst.kind === 'copy' && inst.parents) throw new DockerfileError('COPY --parents is not supported yet', undefined, undefined, 'UNSUPPORTED');
+    const checksum = isAdd ? x(inst.checksum) : '';
+    if (checksum) {
+      if (sources.length !== 1) throw new DockerfileError('checksum can\'t be specified for multiple sources');
+      if (!isHTTPSource(sources[0]) && !isGitSource(sources[0])) throw new DockerfileError('checksum requires HTTP(S) or Git sources');
+      if (!/^sha256:[a-f0-9]{64}$/.test(checksum)) {
+        throw new DockerfileError(/^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/.test(checksum)
+          ? `unsupported checksum ${checksum}: expected sha256:<64 hex digits>` : 'invalid checksum digest format');
+      }
+    }
+    if (isAdd && inst.keepGitDir) {
+      throw new DockerfileError('ADD --keep-git-dir is not supported yet: it applies to git sources, which this builder does not fetch', undefined, undefined, 'UNSUPPORTED');
+    }
 
     // Files from the context belong to root, as BuildKit's context transfer resets owners to 0:0.
     const owner: ChownOpt | undefined = chown ? parseChown(chown) : from ? undefined : { user: 0, group: 0 };
@@ -475,30 +488,66 @@ class Converter {
       return i >= 0 ? i : inputs.push(digest) - 1;
     };
     const several = sources.length + inst.inlineSources.length > 1;
-    const copy = (sourceInput: number, src: string): CopyAction => ({
+    const excludes = inst.excludes.map(x);
+    const base = (sourceInput: number, src: string): CopyAction => ({
       action: 'copy', sourceInput, src, dest,
-      ...(owner ? { owner } : {}),
-      ...(mode !== undefined ? { mode } : {}),
-      followSymlinks: true, dirCopyContents: true,
+      ...chmodOpt,
+      followSymlinks: false, dirCopyContents: false,
       ...(several ? { destIsDir: true } : {}),
-      createDestPath: true, allowWildcard: true,
-      // BuildKit allows empty wildcards here but then fails computing the cache key: same result.
-      allowEmptyWildcard: false,
-      ...(inst.excludes.length > 0 ? { excludePatterns: inst.excludes.map(x) } : {}),
+      createDestPath: true, allowWildcard: false, allowEmptyWildcard: false,
+      ...(excludes.length > 0 ? { excludePatterns: excludes } : {}),
     });
 
     const actions: FileAction[] = [];
-    const parts = [inst.kind === 'add' ? 'ADD' : 'COPY'];
+    const parts = [isAdd ? 'ADD' : 'COPY'];
+    if (parents) parts.push('--parents');
     if (chown) parts.push(`--chown=${chown}`);
     if (chmod) parts.push(`--chmod=${chmod}`);
-    for (const src of sources) {
+    const name = uppercaseCmd(processCmdEnv(this.lex, inst.code, state.env));
+    const description = this.prefix(d, name);
+    for (let src of sources) {
       parts.push(src);
-      if (/^https?:\/\//.test(src)) {
-        if (inst.kind === 'copy') throw new DockerfileError('source can\'t be a URL for COPY');
-        throw new DockerfileError(`ADD from a URL is not supported yet: ${src}`, undefined, undefined, 'UNSUPPORTED');
+      if (isGitSource(src)) {
+        if (!isAdd) throw new DockerfileError('source can\'t be a git ref for COPY');
+        throw new DockerfileError(`ADD from a git repository is not supported yet: ${src}`, undefined, undefined, 'UNSUPPORTED');
+      }
+      if (isHTTPSource(src)) {
+        if (!isAdd) throw new DockerfileError('source can\'t be a URL for COPY');
+        // Remote files are not unpacked unless --unpack says so; the file's name is the URL path's last part.
+        let filename = '__unnamed__';
+        try {
+          const b = path.posix.basename(new URL(src).pathname);
+          if (b !== '' && b !== '.' && b !== '/') filename = decodeURIComponent(b);
+        } catch { /* keep the default name */ }
+        const http: Op = { kind: 'source', source: { type: 'http', url: src, filename, ...(checksum ? { checksum } : {}) } };
+        const digest = this.add(http, d, inst.location, description, false);
+        actions.push({
+          ...base(inputIndex(digest), `/${filename}`),
+          ...(chown ? { owner } : {}),
+          ...(inst.kind === 'add' && inst.unpack ? { attemptUnpack: true } : {}),
+        });
+        continue;
       }
       const sourceDigest = from ? from.state!.digest : this.context();
-      actions.push(copy(inputIndex(sourceDigest), src.startsWith('/') ? src : path.posix.join('/', src)));
+      let include: string[] | undefined;
+      let required: string[] | undefined;
+      if (parents) {
+        // `--parents` keeps the path below an optional `/./` pivot: copy the pivot with the path as a pattern.
+        const pivot = src.indexOf('/./');
+        const pattern = pivot < 0 ? src : src.slice(pivot + 3);
+        src = pivot < 0 ? '/' : src.slice(0, pivot);
+        const clean = path.posix.join('/', pattern);
+        include = [clean.slice(1)];
+        if (!hasWildcards(src) && !hasWildcards(pattern)) required = [path.posix.join('/', src, pattern)];
+      }
+      actions.push({
+        ...base(inputIndex(sourceDigest), path.posix.join('/', src)),
+        ...(owner ? { owner } : {}),
+        followSymlinks: true, dirCopyContents: true, allowWildcard: true,
+        ...(include ? { includePatterns: include } : {}),
+        ...(required ? { requiredPaths: required } : {}),
+        ...(isAdd && inst.unpack !== false ? { attemptUnpack: true } : {}),
+      });
     }
     for (const inline of inst.inlineSources) {
       parts.push(`<<${inline.path}`);
@@ -509,12 +558,10 @@ class Converter {
         actions: [{ action: 'mkfile', path: path.posix.join('/', inline.path), data: Buffer.from(data).toString('base64'), mode: 0o644 }],
       };
       const digest = this.builder.add(file, { description: '[internal] preparing inline document', stage: this.stageLabel(d) });
-      actions.push(copy(inputIndex(digest), path.posix.join('/', inline.path)));
+      actions.push({ ...base(inputIndex(digest), path.posix.join('/', inline.path)), ...(owner ? { owner } : {}) });
     }
     parts.push(destPath);
 
-    const name = uppercaseCmd(processCmdEnv(this.lex, inst.code, state.env));
-    const description = this.prefix(d, name);
     const op: FileOp = { kind: 'file', inputs: inputs.map((digest) => ({ digest })), base: link ? -1 : 0, actions };
     let digest = this.add(op, d, inst.location, description, true);
     if (link) {
@@ -694,14 +741,39 @@ function parseChown(spec: string): ChownOpt {
   return { ...(user ? { user: id(user) } : {}), ...(group !== undefined && group !== '' ? { group: id(group) } : {}) };
 }
 
-function parseChmod(chmod: string): number | undefined {
-  if (chmod === '') return undefined;
-  const bad = `invalid chmod parameter: '${chmod}'. it should be octal string and between 0 and 07777`;
-  if (/^\d+$/.test(chmod)) {
-    if (!/^[0-7]+$/.test(chmod) || parseInt(chmod, 8) > 0o7777) throw new DockerfileError(bad);
-    return parseInt(chmod, 8);
+/** `--chmod`: octal bits, or a symbolic mode the worker applies to each entry's own mode. */
+function parseChmod(chmod: string): { mode: number } | { modeStr: string } | Record<string, never> {
+  if (chmod === '') return {};
+  if (/^[0-7]+$/.test(chmod) && parseInt(chmod, 8) <= 0o7777) return { mode: parseInt(chmod, 8) };
+  try {
+    parseSymbolicMode(chmod);
+  } catch (e) {
+    throw new DockerfileError((e as Error).message);
   }
-  throw new DockerfileError(`symbolic --chmod modes are not supported yet: '${chmod}' (use octal, like 0755)`, undefined, undefined, 'UNSUPPORTED');
+  return { modeStr: chmod };
+}
+
+function hasWildcards(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    if (s[i] === '\\') i++;
+    else if (s[i] === '*' || s[i] === '?' || s[i] === '[') return true;
+  }
+  return false;
+}
+
+/** A git remote as BuildKit's ParseGitRef recognizes it (`github.com/...` without a scheme stays local). */
+function isGitSource(src: string): boolean {
+  if (/^(git|ssh):\/\//.test(src) || /^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:/.test(src)) return true;
+  if (!/^https?:\/\//.test(src)) return false;
+  try {
+    return new URL(src.split('#')[0]).pathname.endsWith('.git');
+  } catch {
+    return false;
+  }
+}
+
+function isHTTPSource(src: string): boolean {
+  return /^https?:\/\//.test(src) && !isGitSource(src);
 }
 
 function runNetwork(flag: string): NetworkMode {

@@ -54,9 +54,18 @@ export interface ScratchSource {
   type: 'scratch';
 }
 
+/** A file downloaded over HTTP(S) (ADD <url>): the output holds it alone, as `/<filename>`, mode 0600. */
+export interface HttpSource {
+  type: 'http';
+  url: string;
+  filename: string;
+  /** `sha256:...` the content must have (`ADD --checksum`). */
+  checksum?: string;
+}
+
 export interface SourceOp {
   kind: 'source';
-  source: ImageSource | LocalSource | ScratchSource;
+  source: ImageSource | LocalSource | ScratchSource | HttpSource;
 }
 
 // ---------------------------------------------------------------- exec
@@ -139,6 +148,13 @@ export interface CopyAction {
   owner?: ChownOpt;
   /** Octal permission bits applied to every copied file and directory. */
   mode?: number;
+  /** A symbolic chmod (`u+x,go-w`) applied to each copied entry's own mode; instead of `mode`. */
+  modeStr?: string;
+  /** A source file that is a tar archive (plain, gzip, bzip2, xz; detected by content) is extracted
+   * into `dest` instead of copied (ADD). */
+  attemptUnpack?: boolean;
+  /** Paths (in the source) that must exist even though the copy selects by include patterns (COPY --parents). */
+  requiredPaths?: string[];
   followSymlinks: boolean;
   /** Copy the contents of a source directory, not the directory itself (Dockerfile COPY semantics). */
   dirCopyContents: boolean;

@@ -4,12 +4,13 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { OpContext, OpExecutor } from '../../solver/solver.js';
-import type { CopyAction, Digest, ExecOp, FileOp, ImageSource, LocalSource, MergeOp, Op } from '../../solver/llb/ops.js';
+import type { CopyAction, Digest, ExecOp, FileOp, HttpSource, ImageSource, LocalSource, MergeOp, Op } from '../../solver/llb/ops.js';
 import { sha256 } from '../../solver/llb/digest.js';
 import { ContentStore } from '../content/store.js';
 import { Snapshotter, type Mounted } from '../snapshot/snapshotter.js';
 import { applyLayerBlob } from '../archive/layer.js';
 import { applyFileActions } from './fileop.js';
+import { fetchHttpSource } from './http.js';
 import { OciRuntimeExecutor } from '../executor/runc.js';
 import { RegistryClient, type ResolvedImage } from '../registry/client.js';
 import { parseReference } from '../registry/reference.js';
@@ -96,6 +97,8 @@ export class Worker {
             return this.pullImage(op.source, ctx.signal);
           case 'local':
             return this.snapshotLocal(op.source, locals);
+          case 'http':
+            return this.httpSource(op.source, ctx.signal);
         }
         break;
       case 'exec':
@@ -167,6 +170,18 @@ export class Worker {
         includePatterns: source.includePatterns, excludePatterns: source.excludePatterns,
       };
       await applyFileActions(this.snapshots.fsPath(id), [copy], [local.dir]);
+      await this.snapshots.commit(id, {});
+    } catch (e) {
+      await this.snapshots.remove(id).catch(() => undefined);
+      throw e;
+    }
+    return { layers: [id] };
+  }
+
+  private async httpSource(source: HttpSource, signal: AbortSignal): Promise<WorkerRef> {
+    const id = await this.snapshots.prepare();
+    try {
+      await fetchHttpSource(source, this.snapshots.fsPath(id), signal);
       await this.snapshots.commit(id, {});
     } catch (e) {
       await this.snapshots.remove(id).catch(() => undefined);
