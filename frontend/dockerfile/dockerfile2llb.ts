@@ -13,6 +13,7 @@ import { cloneImage, emptyImage, DEFAULT_PATH, type ImageConfigFile, type StageI
 import { formatPlatform, parsePlatform } from './platform.js';
 import { formatGoDuration, goList, goQuoteList } from './gofmt.js';
 import { parseSymbolicMode } from '../../solver/llb/chmod.js';
+import { withSuggestion } from './suggest.js';
 
 export interface ImageMetaResolver {
   /** ref as written in FROM (after ARG expansion); returns the normalized ref pinned by digest and its config. */
@@ -46,6 +47,8 @@ export interface ConvertResult {
 
 const SCRATCH = 'scratch';
 const HISTORY_COMMENT = 'buildkit.dockerfile.v0';
+const COMMON_IMAGES = ['alpine', 'busybox', 'centos', 'debian', 'golang', 'ubuntu', 'fedora'];
+const PROXY_ARGS = ['http_proxy', 'https_proxy', 'ftp_proxy', 'no_proxy', 'all_proxy'];
 const DEFAULT_SHELL = ['/bin/sh', '-c'];
 
 /** What a RUN step sees and the filesystem it runs on. */
@@ -156,7 +159,9 @@ class Converter {
       platform = parsePlatform(spec);
       if (!platform) throw new DockerfileError(`failed to parse platform ${from.platform}: "${spec}": unknown operating system or architecture`, from.location);
     }
-    const base = this.byName.get(baseName);
+    // A stage by name, or by the index of an earlier stage (as COPY --from takes it; BuildKit itself
+    // would look for an image named like the number).
+    const base = this.byName.get(baseName.toLowerCase()) ?? (/^\d+$/.test(baseName) && Number(baseName) < index ? this.states[Number(baseName)] : undefined);
     const counted = stage.instructions.filter((i) => ['add', 'copy', 'run', 'workdir'].includes(i.kind)).length;
     const d = this.newState({
       stage, baseName, name: from.name, stageName: from.name || `stage-${index}`, location: from.location,
@@ -177,7 +182,10 @@ class Converter {
   private resolveTarget(): DispatchState {
     if (!this.opts.target) return this.states[this.states.length - 1];
     const target = this.byName.get(this.opts.target.toLowerCase());
-    if (!target) throw new DockerfileError(`target stage "${this.opts.target}" could not be found`, undefined, undefined, 'TARGET_NOT_FOUND');
+    if (!target) {
+      const names = this.states.map((d) => d.name).filter(Boolean);
+      throw new DockerfileError(withSuggestion(`target stage "${this.opts.target}" could not be found`, this.opts.target, names, true), undefined, undefined, 'TARGET_NOT_FOUND');
+    }
     return target;
   }
 
@@ -227,7 +235,11 @@ class Converter {
     try {
       result = await this.opts.resolver.resolveImageConfig(d.baseName, platform);
     } catch (e) {
-      if (e instanceof BuilderError) throw new DockerfileError(`${d.baseName}: ${e.message}`, d.location, { cause: e }, e.code);
+      if (e instanceof BuilderError) {
+        // A mistyped stage or common image name gets a hint (BuildKit's commonImageNames).
+        const options = [...this.states.map((s) => s.name).filter(Boolean), ...COMMON_IMAGES.flatMap((n) => [n, `${n}:latest`])];
+        throw new DockerfileError(withSuggestion(`${d.baseName}: ${e.message}`, d.baseName, options, true), d.location, { cause: e }, e.code);
+      }
       throw e;
     }
     const config = cloneImage(result.config);
@@ -387,9 +399,9 @@ class Converter {
         return this.history(d, `MAINTAINER ${inst.maintainer}`, false);
       case 'healthcheck': {
         const h = inst.health;
-        image.config.Healthcheck = {
-          Test: h.test, Interval: h.interval, Timeout: h.timeout, StartPeriod: h.startPeriod, StartInterval: h.startInterval, Retries: h.retries,
-        };
+        // Zero durations and retries are left out, as Go's omitempty does.
+        const fields = { Interval: h.interval, Timeout: h.timeout, StartPeriod: h.startPeriod, StartInterval: h.startInterval, Retries: h.retries };
+        image.config.Healthcheck = { Test: h.test, ...Object.fromEntries(Object.entries(fields).filter(([, v]) => v)) };
         const dur = (n?: number) => formatGoDuration(n ?? 0);
         return this.history(d, `HEALTHCHECK {Test:${goList(h.test)} Interval:${dur(h.interval)} Timeout:${dur(h.timeout)} StartPeriod:${dur(h.startPeriod)} StartInterval:${dur(h.startInterval)} Retries:${h.retries ?? 0}}`, false);
       }
@@ -440,7 +452,7 @@ class Converter {
     const op: ExecOp = {
       kind: 'exec',
       inputs: [{ digest: state.digest }],
-      meta: { args, env: state.env.toArray(), cwd: state.dir, user: state.user, network },
+      meta: { args, env: state.env.toArray(), cwd: state.dir, user: state.user, network, ...this.proxyEnv() },
       mounts: [{ input: 0, dest: '/' }],
       platform: d.platform!,
     };
@@ -448,6 +460,18 @@ class Converter {
     const description = this.prefix(d, uppercaseCmd(processCmdEnv(rawLex, name, state.env)));
     state.digest = this.add(op, d, inst.location, description, true);
     this.history(d, `RUN ${runCommandString(args, d.buildArgs, state.env)} # buildkit`, true);
+  }
+
+  /** The predefined proxy args (HTTP_PROXY, ...; any case) given as --build-arg, for RUN's environment only. */
+  private proxyEnv(): { proxyEnv?: string[] } {
+    const buildArgs = this.opts.buildArgs ?? {};
+    const values = new Map<string, string>();
+    for (const k of Object.keys(buildArgs).sort()) {
+      const name = PROXY_ARGS.find((p) => p === k.toLowerCase());
+      if (name) values.set(name, buildArgs[k]);
+    }
+    const env = PROXY_ARGS.flatMap((p) => (values.get(p) ? [`${p.toUpperCase()}=${values.get(p)}`, `${p}=${values.get(p)}`] : []));
+    return env.length > 0 ? { proxyEnv: env } : {};
   }
 
   private dispatchCopy(d: DispatchState, inst: CopyInstruction | AddInstruction): void {

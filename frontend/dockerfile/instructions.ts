@@ -4,6 +4,7 @@
 import { DockerfileError } from './errors.js';
 import { parseDockerfile, parseHeredoc, type Heredoc, type Node } from './parser.js';
 import { parseGoDuration } from './gofmt.js';
+import { withSuggestion } from './suggest.js';
 
 export interface InstructionLocation {
   file: string;
@@ -153,7 +154,7 @@ class Flags {
       const value = eq < 0 ? undefined : a.slice(eq + 1);
       const name = flagName.slice(2);
       const kind = this.defs.get(name);
-      if (!kind) throw new InstructionError(`unknown flag: ${flagName}`);
+      if (!kind) throw new InstructionError(withSuggestion(`unknown flag: ${flagName}`, name, [...this.defs.keys()], true));
       if (this.values.has(name) && kind !== 'strings') throw new InstructionError(`duplicate flag specified: ${flagName}`);
       if (kind === 'bool') {
         if (value === '') throw new InstructionError(`missing a value on flag: ${flagName}`);
@@ -183,6 +184,9 @@ class Flags {
     return this.values.has(name) ? this.bool(name) : undefined;
   }
 }
+
+const INSTRUCTIONS = ['ADD', 'ARG', 'CMD', 'COPY', 'ENTRYPOINT', 'ENV', 'EXPOSE', 'FROM', 'HEALTHCHECK', 'LABEL', 'MAINTAINER',
+  'ONBUILD', 'RUN', 'SHELL', 'STOPSIGNAL', 'USER', 'VOLUME', 'WORKDIR'];
 
 const STAGE_NAME = /^[a-z][a-z0-9-_.]*$/;
 
@@ -327,7 +331,7 @@ export function parseInstruction(node: Node, location: InstructionLocation): Fro
     case 'healthcheck':
       return { kind: 'healthcheck', ...base, health: healthConfig(node, args, flags) };
     default:
-      throw new InstructionError(`unknown instruction: ${keyword}`);
+      throw new InstructionError(withSuggestion(`unknown instruction: ${keyword}`, keyword, INSTRUCTIONS, false));
   }
 }
 

@@ -92,6 +92,9 @@ export interface ExecMeta {
   network: NetworkMode;
   /** Extra /etc/hosts entries `host:ip`. */
   extraHosts?: string[];
+  /** `HTTP_PROXY=...` entries from the predefined proxy build args, added to the process environment
+   * after `env`. BuildKit keeps them out of the cache key (a proxy does not change what a step does). */
+  proxyEnv?: string[];
 }
 
 export interface ExecOp {

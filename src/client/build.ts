@@ -13,6 +13,7 @@ import { parseOutput, type OutputSpec } from './outputs.js';
 import { exportImage, type ExportResult } from './export.js';
 import { parsePlatform, hostPlatform } from './platform.js';
 import { StateLock } from './lock.js';
+import { readDockerignore } from './dockerignore.js';
 
 export interface BuildOptions {
   /** The build context directory. */
@@ -174,15 +175,4 @@ function toBuildError(e: unknown, filename: string, progress?: ProgressWriter): 
     return new BuildError(loc ? `${loc.file || filename}:${loc.startLine}: ${e.message}` : e.message, [], { cause: e });
   }
   return e as Error;
-}
-
-/** `.dockerignore` patterns: `<Dockerfile>.dockerignore` beside the Dockerfile wins over the context's. */
-async function readDockerignore(contextDir: string, dockerfilePath: string): Promise<string[]> {
-  for (const candidate of [`${dockerfilePath}.dockerignore`, path.join(contextDir, '.dockerignore')]) {
-    const text = await fs.readFile(candidate, 'utf8').catch(() => null);
-    if (text !== null) {
-      return text.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
-    }
-  }
-  return [];
 }

@@ -202,7 +202,7 @@ export class Worker {
       try {
         ({ exitCode } = await this.executor.run({
           rootfs: mounted.target,
-          meta: op.meta,
+          meta: op.meta.proxyEnv ? { ...op.meta, env: [...op.meta.env, ...op.meta.proxyEnv] } : op.meta,
           signal: ctx.signal,
           onOutput: (stream: 'stdout' | 'stderr', chunk: Buffer) => onLog?.(ctx.digest, stream, chunk),
         }));
