@@ -1,7 +1,7 @@
 // AST nodes -> typed instructions, grouped into stages (a FROM and what follows it); ARGs before the
 // first FROM are the global (meta) args. Flags are checked here as BuildKit's BFlags does; word expansion
 // happens later, at dispatch, where the environment is known.
-import { DockerfileError } from './errors.js';
+import { DockerfileError, withLocation } from './errors.js';
 import { parseDockerfile, parseHeredoc, type Heredoc, type Node } from './parser.js';
 import { parseGoDuration } from './gofmt.js';
 import { withSuggestion } from './suggest.js';
@@ -219,6 +219,15 @@ export function parseInstructions(text: string, file = 'Dockerfile'): ParsedDock
 
 /** One instruction from its AST node (exported for ONBUILD triggers, parsed when a stage uses them). */
 export function parseInstruction(node: Node, location: InstructionLocation): FromInstruction | Instruction {
+  try {
+    return parseNode(node, location);
+  } catch (e) {
+    if (e instanceof InstructionError) throw new DockerfileError(e.message, location);
+    throw withLocation(e, location);
+  }
+}
+
+function parseNode(node: Node, location: InstructionLocation): FromInstruction | Instruction {
   const keyword = node.keyword;
   const base = { keyword, code: node.original.trim(), location };
   const args = node.child ? [node.child.keyword, ...node.child.args] : node.args;
