@@ -7,13 +7,15 @@ import { DefinitionBuilder, type Definition } from '../../solver/llb/definition.
 import { BuilderError } from '../../src/util/errors.js';
 import { DockerfileError, withLocation } from './errors.js';
 import { EnvList, ShellLex, type EnvGetter } from './shell.js';
-import { parseInstruction, parseInstructions, type ArgDef, type ArgInstruction, type Instruction, type InstructionLocation, type Stage, type CopyInstruction, type AddInstruction, type RunInstruction } from './instructions.js';
+import { parseInstruction, parseInstructions, type FromInstruction, type ParsedDockerfile, type ArgDef, type ArgInstruction, type Instruction, type InstructionLocation, type Stage, type CopyInstruction, type AddInstruction, type RunInstruction } from './instructions.js';
 import { parseDockerfile, parseHeredoc } from './parser.js';
 import { cloneImage, emptyImage, DEFAULT_PATH, type ImageConfigFile, type StageImage } from './image.js';
 import { formatPlatform, parsePlatform } from './platform.js';
 import { formatGoDuration, goList, goQuoteList } from './gofmt.js';
 import { parseSymbolicMode } from '../../solver/llb/chmod.js';
-import { withSuggestion } from './suggest.js';
+import { suggest, withSuggestion } from './suggest.js';
+import { Linter, emptyCheckConfig, looksLikeSecret, parseCheckOptions, type LintWarning } from './linter.js';
+import { PatternMatcher } from '../../src/worker/match.js';
 
 export interface ImageMetaResolver {
   /** ref as written in FROM (after ARG expansion); returns the normalized ref pinned by digest and its config. */
@@ -36,6 +38,8 @@ export interface ConvertOptions {
   labels?: Record<string, string>;
   /** Sets metadata.ignoreCache on RUN/COPY/ADD/WORKDIR ops. */
   noCache?: boolean;
+  /** Convert every stage, not only those the target reaches (`--check` lints them all). */
+  allStages?: boolean;
 }
 
 export interface ConvertResult {
@@ -43,6 +47,8 @@ export interface ConvertResult {
   definition: Definition;
   /** OCI image config of the target: config fields and history (no rootfs). */
   image: StageImage;
+  /** Build check warnings (BuildKit's lint rules), in the order found. */
+  warnings: LintWarning[];
 }
 
 const SCRATCH = 'scratch';
@@ -86,6 +92,10 @@ interface DispatchState {
   onBuildDone: boolean;
   /** A CMD was set in this stage (a later ENTRYPOINT then keeps it). */
   cmdSet?: boolean;
+  /** Where CMD, ENTRYPOINT and HEALTHCHECK were last set in this stage (MultipleInstructionsDisallowed). */
+  usedOnce?: Map<string, Instruction>;
+  /** A WORKDIR was set in this stage (WorkdirRelativePath looks at the first only). */
+  workdirSet?: boolean;
 }
 
 class Converter {
@@ -96,6 +106,10 @@ class Converter {
   private lex!: ShellLex;
   private globalArgs = EnvList.empty();
   private contextDigest?: Digest;
+  private linter = new Linter();
+  /** The instruction being dispatched: variables its words use but nobody set are UndefinedVar. */
+  private lintTarget?: { d: DispatchState; inst: Instruction };
+  private declaredMetaArgs = new Set<string>();
   private scratchDigest?: Digest;
 
   constructor(private readonly opts: ConvertOptions) {
@@ -107,8 +121,11 @@ class Converter {
     const parsed = parseInstructions(this.opts.dockerfile, this.file);
     if (parsed.stages.length === 0) throw new DockerfileError('dockerfile contains no stages to build');
     this.lex = new ShellLex(parsed.escapeToken);
+    if (parsed.directives.check !== undefined) this.linter = new Linter(parsed.directives.check ? parseCheckOptions(parsed.directives.check) : emptyCheckConfig());
     const targetName = this.opts.target || parsed.stages[parsed.stages.length - 1].from.name;
     this.globalArgs = this.metaArgs(parsed.metaArgs, targetName);
+    for (const cmd of parsed.metaArgs) for (const a of cmd.args) this.declaredMetaArgs.add(a.key);
+    this.lintParsed(parsed);
 
     parsed.stages.forEach((stage, i) => this.addStage(stage, i));
     const target = this.resolveTarget();
@@ -117,10 +134,83 @@ class Converter {
     checkCycles(this.states);
 
     const reachable = await this.resolveReachable(target);
+    if (this.opts.allStages) {
+      for (const d of this.states) if (!reachable.has(d)) for (const r of await this.resolveReachable(d)) reachable.add(r);
+    }
     for (const d of this.states) {
       if (reachable.has(d) && !d.dispatched) this.dispatchStage(d);
     }
-    return { definition: this.builder.build(target.state!.digest), image: this.finalImage(target) };
+    const lintError = this.linter.error();
+    if (lintError) throw lintError;
+    return { definition: this.builder.build(target.state!.digest), image: this.finalImage(target), warnings: this.linter.warnings };
+  }
+
+  // ------------------------------------------------------------------ checks on the whole file
+
+  private lintParsed(parsed: ParsedDockerfile): void {
+    const lint = this.linter;
+    for (const w of parsed.warnings) lint.run('NoEmptyContinuation', { file: this.file, startLine: w.line, endLine: w.line }, undefined);
+    const all = parsed.stages.flatMap((st) => [st.from, ...st.instructions]);
+    // Instruction casing: the majority of self-consistent keywords decides.
+    const consistent = all.filter((i) => i.keyword === i.keyword.toLowerCase() || i.keyword === i.keyword.toUpperCase());
+    const lower = consistent.filter((i) => i.keyword === i.keyword.toLowerCase()).length;
+    const majorityLower = lower > consistent.length - lower;
+    const names = new Set<string>();
+    for (const st of parsed.stages) {
+      const from = st.from;
+      if (from.rawName && from.rawName !== from.rawName.toLowerCase()) lint.run('StageNameCasing', from.location, from.comments, from.rawName);
+      if (from.asKeyword) {
+        const kw = from.keyword;
+        const mismatch = kw === kw.toLowerCase() ? from.asKeyword !== from.asKeyword.toLowerCase()
+          : kw === kw.toUpperCase() ? from.asKeyword !== from.asKeyword.toUpperCase() : false;
+        if (mismatch) lint.run('FromAsCasing', from.location, from.comments, kw, from.asKeyword);
+      }
+      if (from.name) {
+        this.lintDescription('FROM', [from.name], from);
+        if (from.name === 'scratch' || from.name === 'context') lint.run('ReservedStageName', from.location, from.comments, from.name);
+        if (names.has(from.name)) lint.run('DuplicateStageName', from.location, from.comments, from.name);
+        names.add(from.name);
+      }
+      for (const inst of st.instructions) {
+        if (inst.kind === 'maintainer') lint.run('MaintainerDeprecated', inst.location, inst.comments);
+        if (inst.kind === 'arg') this.lintDescription('ARG', inst.args.map((a) => a.key), inst);
+      }
+    }
+    for (const inst of parsed.metaArgs) this.lintDescription('ARG', inst.args.map((a) => a.key), inst);
+    for (const inst of all) {
+      const k = inst.keyword;
+      const casing = majorityLower && k.toLowerCase() !== k ? 'lowercase' : !majorityLower && k.toUpperCase() !== k ? 'uppercase' : '';
+      if (casing) lint.run('ConsistentInstructionCasing', inst.location, inst.comments, k, casing);
+    }
+    // Base names with only the ARG defaults (no --build-arg) must still be image references.
+    let defaults: EnvList;
+    try {
+      defaults = new Converter({ ...this.opts, buildArgs: {} }).withLex(this.lex).metaArgs(parsed.metaArgs, '');
+    } catch {
+      return;
+    }
+    for (const st of parsed.stages) {
+      let name: string;
+      try {
+        name = this.lex.processWord(st.from.baseName, defaults);
+      } catch {
+        continue;
+      }
+      if (!isImageReference(name)) lint.run('InvalidDefaultArgInFrom', st.from.location, st.from.comments, st.from.baseName);
+    }
+  }
+
+  private withLex(lex: ShellLex): this {
+    this.lex = lex;
+    return this;
+  }
+
+  /** InvalidDefinitionDescription (experimental): a comment right above names what it describes. */
+  private lintDescription(instruction: string, keys: string[], inst: { location: InstructionLocation; comments: string[] }): void {
+    if (inst.comments.length === 0 || keys.length === 0) return;
+    const first = inst.comments[inst.comments.length - 1].split(' ')[0];
+    if (keys.includes(first)) return;
+    this.linter.run('InvalidDefinitionDescription', inst.location, inst.comments, instruction, keys.length > 1 ? '<arg_key>' : keys[0]);
   }
 
   // ------------------------------------------------------------------ stages
@@ -151,10 +241,21 @@ class Converter {
   private addStage(stage: Stage, index: number): void {
     const from = stage.from;
     const baseName = this.expand(from.baseName, this.globalArgs, from.location);
+    this.lintFromArgs(from.baseName, from);
     if (baseName === '') throw new DockerfileError(`base name (${from.baseName}) should not be blank`, from.location);
     let platform: Platform | undefined;
     if (from.platform) {
       const spec = this.expand(from.platform, this.globalArgs, from.location);
+      const m = this.lintFromArgs(from.platform, from);
+      if (m && m.matched.size === 1 && m.unmatched.size === 0 && m.matched.has('TARGETPLATFORM') && m.result === this.globalArgs.get('TARGETPLATFORM')) {
+        this.linter.run('RedundantTargetPlatform', from.location, from.comments, from.platform);
+      }
+      if (m && m.matched.size === 0 && m.unmatched.size === 0) {
+        const p = parsePlatform(m.result);
+        if (p && !from.name.includes(p.os) && !from.name.includes(p.architecture)) {
+          this.linter.run('FromPlatformFlagConstDisallowed', from.location, from.comments, m.result);
+        }
+      }
       if (spec === '') throw new DockerfileError(`empty platform value from expression ${from.platform}`, from.location);
       platform = parsePlatform(spec);
       if (!platform) throw new DockerfileError(`failed to parse platform ${from.platform}: "${spec}": unknown operating system or architecture`, from.location);
@@ -169,6 +270,22 @@ class Converter {
       cmdTotal: counted + (baseName !== SCRATCH && !base ? 1 : 0),
     });
     if (from.name) this.byName.set(from.name, d);
+  }
+
+  /** UndefinedArgInFrom: FROM words may use only declared global ARGs (and the automatic ones). */
+  private lintFromArgs(word: string, from: FromInstruction) {
+    let m;
+    try {
+      m = this.lex.processWordWithMatches(word, this.globalArgs);
+    } catch {
+      return undefined;
+    }
+    const keys = [...new Set([...this.declaredMetaArgs, ...this.globalArgs.keys()])];
+    for (const arg of m.unmatched) {
+      if (keys.includes(arg)) continue;
+      this.linter.run('UndefinedArgInFrom', from.location, from.comments, arg, suggest(arg, keys, true));
+    }
+    return m;
   }
 
   private newState(init: Pick<DispatchState, 'baseName' | 'name' | 'stageName' | 'location' | 'instructions' | 'unregistered' | 'cmdTotal'> & Partial<DispatchState>): DispatchState {
@@ -308,11 +425,15 @@ class Converter {
     if (image.config.User) state.user = image.config.User;
     d.image = image;
     d.state = state;
+    d.usedOnce = new Map();
     for (const inst of d.instructions) {
+      this.lintTarget = { d, inst };
       try {
         this.dispatch(d, inst);
       } catch (e) {
         throw withLocation(e, inst.location);
+      } finally {
+        this.lintTarget = undefined;
       }
     }
   }
@@ -322,10 +443,14 @@ class Converter {
     const x = (word: string) => this.expand(word, d.state!.env, inst.location);
     switch (inst.kind) {
       case 'env': {
+        // Every word sees the environment from before the instruction: `ENV A=1 B=$A` takes the old A.
+        const before = d.state!.env;
         const parts: string[] = [];
         for (const p of inst.pairs) {
-          const key = x(p.key);
-          const value = x(p.value);
+          if (p.noDelim) this.linter.run('LegacyKeyValueFormat', inst.location, inst.comments, inst.keyword);
+          const key = this.expand(p.key, before, inst.location);
+          const value = this.expand(p.value, before, inst.location);
+          if (looksLikeSecret(key)) this.linter.run('SecretsUsedInArgOrEnv', inst.location, inst.comments, 'ENV', key);
           d.state!.env = d.state!.env.set(key, value);
           image.config.Env = addEnv(image.config.Env ?? [], key, value);
           parts.push(`${key}=${value}`);
@@ -336,6 +461,7 @@ class Converter {
         image.config.Labels ??= {};
         const parts: string[] = [];
         for (const p of inst.pairs) {
+          if (p.noDelim) this.linter.run('LegacyKeyValueFormat', inst.location, inst.comments, inst.keyword);
           const key = x(p.key);
           const value = x(p.value);
           image.config.Labels[key] = value;
@@ -350,8 +476,12 @@ class Converter {
       case 'copy':
       case 'add':
         return this.dispatchCopy(d, inst);
-      case 'workdir':
-        return this.dispatchWorkdir(d, x(inst.path), inst);
+      case 'workdir': {
+        const wd = x(inst.path);
+        if (!d.workdirSet && !wd.startsWith('/')) this.linter.run('WorkdirRelativePath', inst.location, inst.comments, wd);
+        d.workdirSet = true;
+        return this.dispatchWorkdir(d, wd, inst);
+      }
       case 'user': {
         const user = x(inst.user);
         d.state!.user = user;
@@ -366,13 +496,23 @@ class Converter {
         return this.history(d, `VOLUME ${goList(volumes)}`, false);
       }
       case 'expose': {
-        const ports = inst.ports.flatMap((p) => this.lex.processWords(p, d.state!.env)).flatMap(parsePort);
+        for (const p of inst.ports) x(p); // for UndefinedVar
+        const raw = inst.ports.flatMap((p) => this.lex.processWords(p, d.state!.env));
+        for (const r of raw) {
+          const parts = r.split(':');
+          const proto = parts[parts.length - 1].split('/')[1] ?? '';
+          if (proto !== proto.toLowerCase()) this.linter.run('ExposeProtoCasing', inst.location, inst.comments, r);
+          if (parts.length > 1) this.linter.run('ExposeInvalidFormat', inst.location, inst.comments, r);
+        }
+        const ports = raw.flatMap(parsePort);
         image.config.ExposedPorts ??= {};
         for (const p of ports) image.config.ExposedPorts[p] = {};
         return this.history(d, `EXPOSE ${goList(ports)}`, false);
       }
       case 'cmd':
       case 'entrypoint': {
+        this.lintUsedOnce(d, inst);
+        if (inst.prependShell && !image.config.Shell?.length) this.linter.run('JSONArgsRecommended', inst.location, inst.comments, inst.keyword);
         const args = inst.prependShell ? withShell(image, inst.cmdLine) : inst.cmdLine;
         if (inst.kind === 'cmd') {
           image.config.Cmd = args;
@@ -398,6 +538,7 @@ class Converter {
         image.author = inst.maintainer;
         return this.history(d, `MAINTAINER ${inst.maintainer}`, false);
       case 'healthcheck': {
+        this.lintUsedOnce(d, inst);
         const h = inst.health;
         // Zero durations and retries are left out, as Go's omitempty does.
         const fields = { Interval: h.interval, Timeout: h.timeout, StartPeriod: h.startPeriod, StartInterval: h.startInterval, Retries: h.retries };
@@ -411,11 +552,19 @@ class Converter {
     }
   }
 
+  /** MultipleInstructionsDisallowed: reported where the earlier, ignored, one is. */
+  private lintUsedOnce(d: DispatchState, inst: Instruction): void {
+    const prev = d.usedOnce?.get(inst.kind);
+    if (prev) this.linter.run('MultipleInstructionsDisallowed', prev.location, prev.comments, inst.keyword);
+    d.usedOnce?.set(inst.kind, inst);
+  }
+
   /** ARG: the --build-arg value, else the default, else the global value; visible to later RUNs as env. */
   private dispatchArg(d: DispatchState, inst: ArgInstruction): void {
     const buildArgs = this.opts.buildArgs ?? {};
     const parts: string[] = [];
     for (const arg of inst.args) {
+      if (looksLikeSecret(arg.key)) this.linter.run('SecretsUsedInArgOrEnv', inst.location, inst.comments, 'ARG', arg.key);
       let value: string | undefined;
       if (arg.key in buildArgs) value = buildArgs[arg.key];
       else if (arg.value !== undefined) value = this.expand(arg.value, d.state!.env, inst.location);
@@ -460,6 +609,26 @@ class Converter {
     const description = this.prefix(d, uppercaseCmd(processCmdEnv(rawLex, name, state.env)));
     state.digest = this.add(op, d, inst.location, description, true);
     this.history(d, `RUN ${runCommandString(args, d.buildArgs, state.env)} # buildkit`, true);
+  }
+
+  /** CopyIgnoredFile: a context source the .dockerignore excludes (only without `!` exceptions, as BuildKit). */
+  private lintIgnored(src: string, inst: CopyInstruction | AddInstruction): void {
+    const patterns = this.opts.contextExcludes ?? [];
+    if (patterns.length === 0) return;
+    const matcher = new PatternMatcher(patterns);
+    if (matcher.hasExclusions) return;
+    let clean = path.posix.normalize(src.replace(/\/+$/, '') || '/');
+    if (clean.length > 1) clean = clean.replace(/^\/+/, '');
+    if (clean === '.' || clean === '/') {
+      if (!patterns.some((p) => ['*', '**', '**/*'].includes(p))) return;
+    }
+    let ignored = false;
+    try {
+      ignored = matcher.matches(clean);
+    } catch {
+      return;
+    }
+    if (ignored) this.linter.run('CopyIgnoredFile', inst.location, inst.comments, inst.kind === 'add' ? 'Add' : 'Copy', clean);
   }
 
   /** The predefined proxy args (HTTP_PROXY, ...; any case) given as --build-arg, for RUN's environment only. */
@@ -552,6 +721,7 @@ class Converter {
         });
         continue;
       }
+      if (!from) this.lintIgnored(src, inst);
       const sourceDigest = from ? from.state!.digest : this.context();
       let include: string[] | undefined;
       let required: string[] | undefined;
@@ -683,11 +853,22 @@ class Converter {
   }
 
   private expandWith(lex: ShellLex, word: string, env: EnvGetter, location: InstructionLocation): string {
+    let m;
     try {
-      return lex.processWord(word, env);
+      m = lex.processWordWithMatches(word, env);
     } catch (e) {
       throw withLocation(e, location);
     }
+    const target = this.lintTarget;
+    if (target && m.unmatched.size > 0) {
+      const buildArgs = new Set(target.d.buildArgs.map((a) => a.key));
+      const options = target.d.state?.env.keys() ?? [];
+      for (const name of m.unmatched) {
+        if (buildArgs.has(name)) continue;
+        this.linter.run('UndefinedVar', target.inst.location, target.inst.comments, name, suggest(name, options, true));
+      }
+    }
+    return m.result;
   }
 }
 
@@ -857,4 +1038,13 @@ function isSignal(s: string): boolean {
   if (/^\d+$/.test(s)) return Number(s) > 0 && Number(s) <= 64;
   const name = s.toUpperCase().replace(/^SIG/, '');
   return SIGNALS.has(name) || /^RTMIN(\+\d+)?$|^RTMAX(-\d+)?$/.test(name);
+}
+
+/** Whether a FROM name is an image reference Docker accepts (distribution's reference grammar, roughly). */
+function isImageReference(name: string): boolean {
+  if (name === '' || name === SCRATCH) return name === SCRATCH;
+  const component = '[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*';
+  const domain = '(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?/|localhost(?::[0-9]+)?/|\\[[0-9a-fA-F:]+\\](?::[0-9]+)?/)';
+  const re = new RegExp(`^(?:${domain})?${component}(?:/${component})*(?::[\\w][\\w.-]{0,127})?(?:@[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[0-9a-fA-F]{32,})?$`);
+  return re.test(name);
 }

@@ -50,6 +50,8 @@ export interface ParseResult {
   nodes: Node[];
   escapeToken: string;
   warnings: ParseWarning[];
+  /** Parser directives by lower-cased name (`syntax`, `escape`, `check`). */
+  directives: Record<string, string>;
 }
 
 const WHITESPACE = /[\t\v\f\r ]+/;
@@ -77,6 +79,7 @@ class Directives {
   private continuation = Directives.continuationRegex('\\');
   private done = false;
   private readonly seen = new Set<string>();
+  readonly values: Record<string, string> = {};
 
   private static continuationRegex(token: string): RegExp {
     const e = `\\${token}`;
@@ -99,6 +102,7 @@ class Directives {
     }
     if (this.seen.has(key)) throw new LineError(`only one ${key} parser directive can be used`);
     this.seen.add(key);
+    this.values[key] = m[2];
     if (key === 'escape') {
       if (m[2] !== '`' && m[2] !== '\\') throw new LineError(`invalid escape token '${m[2]}' does not match \` or \\`);
       this.escapeToken = m[2];
@@ -211,7 +215,7 @@ export function parseDockerfile(text: string, file = 'Dockerfile'): ParseResult 
     comments = [];
   }
   if (nodes.length === 0) fail(new LineError('file with no instructions'), Math.max(currentLine, 1));
-  return { nodes, escapeToken: d.escapeToken, warnings };
+  return { nodes, escapeToken: d.escapeToken, warnings, directives: d.values };
 }
 
 function canContainHeredoc(node: Node): boolean {

@@ -321,3 +321,48 @@ describe('errors that help', () => {
     }
   });
 });
+
+describe('build checks on the command line', () => {
+  let root: string;
+  beforeAll(async () => {
+    root = await tempDir('builder-root-check-');
+  });
+  const dockerfile = () => `FROM ${base} as base\nMAINTAINER me\n\nFROM base\nENV foo bar\nCMD echo hi\n`;
+
+  it('--check reports every warning with its rule, URL, description and lines; exit code 1', async () => {
+    const ctx = await makeContext({ Dockerfile: dockerfile() });
+    const res = await runCli(['build', '--root', root, '--check', ctx]);
+    expect(res.code, res.stderr).toBe(1);
+    const out = res.stdout.split('\n');
+    expect(out[0]).toBe('Check complete, 4 warnings have been found!');
+    expect(out.filter((l) => l.startsWith('WARNING: '))).toEqual([
+      'WARNING: FromAsCasing - https://docs.docker.com/go/dockerfile/rule/from-as-casing/',
+      'WARNING: MaintainerDeprecated - https://docs.docker.com/go/dockerfile/rule/maintainer-deprecated/',
+      'WARNING: LegacyKeyValueFormat - https://docs.docker.com/go/dockerfile/rule/legacy-key-value-format/',
+      'WARNING: JSONArgsRecommended - https://docs.docker.com/go/dockerfile/rule/json-args-recommended/',
+    ]);
+    expect(res.stdout).toContain('JSON arguments recommended for ENTRYPOINT/CMD to prevent unintended behavior related to OS signals\nDockerfile:6\n--------------------\n   4 |     FROM base\n   5 |     ENV foo bar\n   6 | >>> CMD echo hi\n');
+  });
+
+  it('a clean Dockerfile passes --check', async () => {
+    const res = await runCli(['build', '--root', root, '--check', await makeContext({ Dockerfile: `FROM ${base}\nCMD ["true"]\n` })]);
+    expect(res.code, res.stderr).toBe(0);
+    expect(res.stdout).toBe('Check complete, no warnings found.\n');
+  });
+
+  it('a normal build prints the warnings and succeeds; check=error=true fails it', async () => {
+    const ok = await runCli(['build', '--root', root, await makeContext({ Dockerfile: dockerfile() })]);
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(ok.stderr).toContain(' 4 warnings found:\n - FromAsCasing: \'as\' and \'FROM\' keywords\' casing do not match (line 1)\n');
+    const failed = await runCli(['build', '--root', root, await makeContext({ Dockerfile: `# check=error=true\n${dockerfile()}` })]);
+    expect(failed.code).toBe(1);
+    expect(lastLine(failed.stderr)).toBe('ERROR: lint violation found for rules: FromAsCasing, MaintainerDeprecated, LegacyKeyValueFormat, JSONArgsRecommended');
+  });
+
+  it('an error shows the Dockerfile lines at fault above the one-line message', async () => {
+    const res = await runCli(['build', '--root', root, await makeContext({ Dockerfile: 'FROM scratch\nENV A=1\nRUNN x\nENV B=2\n' })]);
+    expect(res.code).toBe(1);
+    expect(res.stderr).toContain('Dockerfile:3\n--------------------\n   1 |     FROM scratch\n   2 |     ENV A=1\n   3 | >>> RUNN x\n   4 |     ENV B=2\n');
+    expect(lastLine(res.stderr)).toBe('ERROR: Dockerfile:3: unknown instruction: RUNN (did you mean RUN?)');
+  });
+});
