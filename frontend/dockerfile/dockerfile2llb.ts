@@ -583,14 +583,21 @@ class Converter {
     const network = runNetwork(inst.network);
     let args = inst.cmdLine;
     let name = inst.code;
+    let script: Digest | undefined;
     if (inst.files.length > 0) {
       if (args.length !== 1 || !inst.prependShell) throw new DockerfileError(`parsing produced an invalid run command: ${goList(args)}`);
       if (parseHeredoc(args[0])) {
         const doc = inst.files[0];
         const data = doc.chomp ? doc.content.replace(/^\t+/gm, '') : doc.content;
-        if (data.startsWith('#!')) throw new DockerfileError('RUN with a heredoc script starting with #! is not supported yet', undefined, undefined, 'UNSUPPORTED');
-        // A lone heredoc is run by the shell as the command itself.
-        args = [data];
+        if (data.startsWith('#!')) {
+          // A script with its own interpreter: a file mounted read-only at /dev/pipes/ and run from there.
+          const file: FileOp = { kind: 'file', inputs: [], base: -1, actions: [{ action: 'mkfile', path: `/${doc.name}`, data: Buffer.from(data).toString('base64'), mode: 0o755 }] };
+          script = this.builder.add(file, { description: '[internal] preparing inline document', stage: this.stageLabel(d) });
+          args = [path.posix.join('/dev/pipes/', doc.name)];
+        } else {
+          // A lone heredoc is run by the shell as the command itself.
+          args = [data];
+        }
         const lines = doc.content.trim().split(/\r?\n/);
         name += ` (${lines[0]}${lines.length > 1 ? '...' : ''})`;
       } else {
@@ -600,9 +607,9 @@ class Converter {
     if (inst.prependShell) args = withShell(d.image!, args);
     const op: ExecOp = {
       kind: 'exec',
-      inputs: [{ digest: state.digest }],
+      inputs: [{ digest: state.digest }, ...(script ? [{ digest: script }] : [])],
       meta: { args, env: state.env.toArray(), cwd: state.dir, user: state.user, network, ...this.proxyEnv() },
-      mounts: [{ input: 0, dest: '/' }],
+      mounts: [{ input: 0, dest: '/' }, ...(script ? [{ input: 1, dest: '/dev/pipes/', selector: '/', readonly: true }] : [])],
       platform: d.platform!,
     };
     const rawLex = new ShellLex(this.lex.escapeToken, { rawQuotes: true, skipUnsetEnv: true });

@@ -15,7 +15,7 @@ import { AbortError, InvalidContainerIdError, RuntimeNotFoundError } from './err
 import { hostsFile, resolvConf } from './etcfiles.js';
 import { nofileLimit } from './limits.js';
 import { findRuntime, hybridCgroupsWrapper, RuntimeCli } from './runtime.js';
-import { generateSpec } from './spec.js';
+import { generateSpec, type BindMount } from './spec.js';
 import { mountStubsCleaner } from './stubs.js';
 
 export interface OciRuntimeExecutorOptions {
@@ -33,6 +33,8 @@ export interface RunOptions {
   onOutput?: (stream: 'stdout' | 'stderr', chunk: Buffer) => void;
   /** Container id; random when omitted. */
   id?: string;
+  /** Host directories to bind-mount (besides the root filesystem). */
+  binds?: BindMount[];
 }
 
 const VALID_ID = /^[A-Za-z0-9_+\-.]+$/;
@@ -93,7 +95,7 @@ export class OciRuntimeExecutor {
       await makeWorkdir(rootfs, meta.cwd || '/', user.uid, user.gid);
       const spec = generateSpec({
         rootfs, meta, user, hostsPath, resolvConfPath, nofile: await nofileLimit(),
-        cgroupsPath: `/builder/${id}`,
+        cgroupsPath: `/builder/${id}`, binds: opts.binds,
       });
       await fs.writeFile(path.join(bundle, 'config.json'), JSON.stringify(spec));
       const removeStubs = await mountStubsCleaner(rootfs, ['/etc/resolv.conf', '/etc/hosts']);

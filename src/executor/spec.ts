@@ -37,6 +37,14 @@ export interface SpecOptions {
   nofile?: number;
   /** cgroup the runtime creates for the container and removes on delete. */
   cgroupsPath?: string;
+  /** Host directories bind-mounted into the container (an exec op's mounts besides the root). */
+  binds?: BindMount[];
+}
+
+export interface BindMount {
+  source: string;
+  destination: string;
+  readonly: boolean;
 }
 
 export interface OciMount {
@@ -125,7 +133,10 @@ export function generateSpec(opts: SpecOptions): OciSpec {
     },
     root: { path: opts.rootfs, readonly: false },
     hostname: DEFAULT_HOSTNAME,
-    mounts: defaultMounts(opts.hostsPath, opts.resolvConfPath),
+    mounts: [
+      ...defaultMounts(opts.hostsPath, opts.resolvConfPath),
+      ...(opts.binds ?? []).map((b): OciMount => ({ destination: b.destination, type: 'bind', source: b.source, options: ['rbind', ...(b.readonly ? ['ro'] : [])] })),
+    ],
     linux: {
       ...(opts.cgroupsPath ? { cgroupsPath: opts.cgroupsPath } : {}),
       // Deny all device access; the runtime then allows its default devices (null, zero, tty, ...).

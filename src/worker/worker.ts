@@ -193,20 +193,31 @@ export class Worker {
   private async exec(op: ExecOp, ctx: OpContext<WorkerRef>, onLog?: LogSink): Promise<WorkerRef> {
     const rootMount = op.mounts.find((m) => m.dest === '/');
     if (!rootMount) throw new Error('exec op without a root mount');
-    if (op.mounts.length > 1) throw new UserError('UNSUPPORTED', 'RUN mounts other than the root filesystem are not supported yet');
+    const extra = op.mounts.filter((m) => m !== rootMount);
+    // Read-only views of inputs (a RUN heredoc script at /dev/pipes/); writable mounts need more work.
+    if (extra.some((m) => m.input < 0 || !m.readonly)) throw new UserError('UNSUPPORTED', 'RUN mounts other than the root filesystem are not supported yet');
     const base = rootMount.input >= 0 ? ctx.inputs[rootMount.input] : { layers: [] };
     const upper = await this.snapshots.prepare();
     try {
       const mounted = await this.snapshots.mount(base.layers, upper);
+      const views: Mounted[] = [];
       let exitCode: number;
       try {
+        const binds = [];
+        for (const m of extra) {
+          const view = await this.snapshots.mount(ctx.inputs[m.input].layers);
+          views.push(view);
+          binds.push({ source: path.join(view.target, path.posix.join('/', m.selector ?? '/')), destination: m.dest, readonly: true });
+        }
         ({ exitCode } = await this.executor.run({
+          binds,
           rootfs: mounted.target,
           meta: op.meta.proxyEnv ? { ...op.meta, env: [...op.meta.env, ...op.meta.proxyEnv] } : op.meta,
           signal: ctx.signal,
           onOutput: (stream: 'stdout' | 'stderr', chunk: Buffer) => onLog?.(ctx.digest, stream, chunk),
         }));
       } finally {
+        await unmountAll(views);
         await mounted.unmount();
       }
       if (exitCode !== 0) throw new ExecError(op.meta.args, exitCode, true);

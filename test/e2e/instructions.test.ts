@@ -91,6 +91,10 @@ env | grep -i _proxy | sort > /proxy.txt
 EOF
 SHELL ["/bin/sh", "-ec"]
 RUN echo shell > /shell.txt
+RUN <<EOT
+#!/bin/sh
+echo "shebang $0" > /shebang.txt
+EOT
 HEALTHCHECK --interval=30s --timeout=5s --start-period=1m30s --retries=3 CMD wget -q -O- http://localhost/ || exit 1
 STOPSIGNAL SIGUSR1
 VOLUME /data
@@ -188,6 +192,7 @@ describe('every instruction, end to end', () => {
       'RUN |2 TARGETARCH=amd64 VERSION=1.0 /bin/sh -c echo "$TARGETARCH $VERSION" > /args.txt\nenv | grep -i _proxy | sort > /proxy.txt\n # buildkit',
       'SHELL [/bin/sh -ec]',
       'RUN |2 TARGETARCH=amd64 VERSION=1.0 /bin/sh -ec echo shell > /shell.txt # buildkit',
+      'RUN |2 TARGETARCH=amd64 VERSION=1.0 /bin/sh -ec /dev/pipes/EOT # buildkit',
       'HEALTHCHECK {Test:[CMD-SHELL wget -q -O- http://localhost/ || exit 1] Interval:30s Timeout:5s StartPeriod:1m30s StartInterval:0s Retries:3}',
       'STOPSIGNAL SIGUSR1',
       'VOLUME [/data]',
@@ -239,6 +244,9 @@ describe('every instruction, end to end', () => {
       .toEqual(['HTTP_PROXY=http://proxy.invalid:3128', 'NO_PROXY=localhost', 'http_proxy=http://proxy.invalid:3128', 'no_proxy=localhost']);
     expect(await read('onbuild.txt')).toBe('onbuild\n');
     expect(await read('shell.txt')).toBe('shell\n');
+    // A heredoc with #! runs as a script mounted at /dev/pipes/, which stays out of the image.
+    expect(await read('shebang.txt')).toBe('shebang /dev/pipes/EOT\n');
+    expect(await exists('dev/pipes')).toBe(false);
     // The proxy never reaches the image.
     expect(config.config.Env.some((e: string) => /proxy/i.test(e))).toBe(false);
   });
