@@ -49,6 +49,8 @@ export interface ConvertResult {
   image: StageImage;
   /** Build check warnings (BuildKit's lint rules), in the order found. */
   warnings: LintWarning[];
+  /** The `# syntax=` directive, when given: accepted, but this built-in frontend converts (no remote frontends). */
+  syntax?: string;
 }
 
 const SCRATCH = 'scratch';
@@ -110,6 +112,7 @@ class Converter {
   /** The instruction being dispatched: variables its words use but nobody set are UndefinedVar. */
   private lintTarget?: { d: DispatchState; inst: Instruction };
   private declaredMetaArgs = new Set<string>();
+  private syntax?: string;
   private scratchDigest?: Digest;
 
   constructor(private readonly opts: ConvertOptions) {
@@ -126,6 +129,7 @@ class Converter {
     this.globalArgs = this.metaArgs(parsed.metaArgs, targetName);
     for (const cmd of parsed.metaArgs) for (const a of cmd.args) this.declaredMetaArgs.add(a.key);
     this.lintParsed(parsed);
+    this.syntax = parsed.directives.syntax;
 
     parsed.stages.forEach((stage, i) => this.addStage(stage, i));
     const target = this.resolveTarget();
@@ -142,7 +146,8 @@ class Converter {
     }
     const lintError = this.linter.error();
     if (lintError) throw lintError;
-    return { definition: this.builder.build(target.state!.digest), image: this.finalImage(target), warnings: this.linter.warnings };
+    return { definition: this.builder.build(target.state!.digest), image: this.finalImage(target), warnings: this.linter.warnings,
+      ...(this.syntax ? { syntax: this.syntax } : {}) };
   }
 
   // ------------------------------------------------------------------ checks on the whole file

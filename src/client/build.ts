@@ -123,6 +123,12 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     } catch (e) {
       throw withDetails(toBuildError(e, filename), e, filename, dockerfile);
     }
+    if (converted.syntax) {
+      // Shown, as BuildKit shows the frontend image it resolves; this builder always uses its own frontend.
+      const id = 'internal:syntax';
+      progress.start({ id, name: `[internal] syntax ${converted.syntax}: using the built-in Dockerfile frontend` });
+      progress.done(id);
+    }
     if (opts.check) {
       return { exports: [], warnings: converted.warnings, checkReport: checkReport(converted.warnings, filename, dockerfile) };
     }

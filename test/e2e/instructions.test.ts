@@ -55,7 +55,8 @@ async function unpack(tarFile: string, tag: string): Promise<string> {
   return path.join(dir, 'bundle', 'rootfs');
 }
 
-const dockerfile = (url: string) => `ARG BASE
+const dockerfile = (url: string) => `# syntax=docker/dockerfile:1
+ARG BASE
 FROM \${BASE} AS base
 ONBUILD RUN echo onbuild > /onbuild.txt
 ONBUILD ENV FROM_ONBUILD=1
@@ -137,8 +138,9 @@ describe('every instruction, end to end', () => {
   });
   afterAll(async () => server?.close());
 
-  it('builds', () => {
+  it('builds, showing the syntax directive it accepts', () => {
     expect(result.code, result.stderr).toBe(0);
+    expect(result.stderr).toContain('[internal] syntax docker/dockerfile:1: using the built-in Dockerfile frontend');
   });
 
   it('writes the config fields as BuildKit does', () => {
