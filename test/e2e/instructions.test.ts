@@ -78,6 +78,7 @@ ADD gz.tgz bz.tar.bz2 xz.txz /multi/
 ADD notar.gz /files/
 ADD --unpack=false plain.tar /nounpack/
 ADD --checksum=${REMOTE_SUM} ${url}/remote.txt /remote/
+ADD --link --exclude=*.txt t/ /addlink/
 COPY --chown=1:1 --chmod=0640 f.txt /owned.txt
 COPY --chmod=u+x,g-r,o= f.txt /sym.txt
 COPY --parents src/./a/b/c.txt src/d/e.txt /parents/
@@ -185,6 +186,7 @@ describe('every instruction, end to end', () => {
       'ADD notar.gz /files/ # buildkit',
       'ADD plain.tar /nounpack/ # buildkit',
       `ADD ${url}/remote.txt /remote/ # buildkit`,
+      'ADD t/ /addlink/ # buildkit',
       'COPY --chown=1:1 --chmod=0640 f.txt /owned.txt # buildkit',
       'COPY --chmod=u+x,g-r,o= f.txt /sym.txt # buildkit',
       'COPY --parents src/./a/b/c.txt src/d/e.txt /parents/ # buildkit',
@@ -217,6 +219,9 @@ describe('every instruction, end to end', () => {
     expect(await exists('files/notar.gz')).toBe(true);
     expect(await exists('nounpack/plain.tar')).toBe(true);
     expect(await exists('nounpack/one.txt')).toBe(false);
+    // --link and --exclude: a layer of its own, top-level *.txt left out.
+    expect(await read('addlink/sub/two.txt')).toBe('two\n');
+    expect(await exists('addlink/one.txt')).toBe(false);
   });
 
   it('ADD <url> downloads the file, checks --checksum, mode 0600 and Last-Modified as mtime', async () => {
