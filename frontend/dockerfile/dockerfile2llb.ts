@@ -683,8 +683,8 @@ class Converter {
       throw new DockerfileError('ADD --keep-git-dir is not supported yet: it applies to git sources, which this builder does not fetch', undefined, undefined, 'UNSUPPORTED');
     }
 
-    // Files from the context belong to root, as BuildKit's context transfer resets owners to 0:0.
-    const owner: ChownOpt | undefined = chown ? parseChown(chown) : from ? undefined : { user: 0, group: 0 };
+    // Without --chown, files keep their owners: root for the context (the local source makes them so).
+    const owner: ChownOpt | undefined = chown ? parseChown(chown) : undefined;
     const link = inst.link && !chmod;
     // inputs[0] is the stage itself unless --link copies onto scratch.
     const inputs: Digest[] = link ? [] : [state.digest];
@@ -728,7 +728,7 @@ class Converter {
         const digest = this.add(http, d, inst.location, description, false);
         actions.push({
           ...base(inputIndex(digest), `/${filename}`),
-          ...(chown ? { owner } : {}),
+          ...(owner ? { owner } : {}),
           ...(inst.kind === 'add' && inst.unpack ? { attemptUnpack: true } : {}),
         });
         continue;

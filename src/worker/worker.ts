@@ -165,7 +165,8 @@ export class Worker {
     const id = await this.snapshots.prepare();
     try {
       const copy: CopyAction = {
-        action: 'copy', sourceInput: 0, src: '/', dest: '/', followSymlinks: false, dirCopyContents: true,
+        // Owned by root as BuildKit's context transfer leaves them; archives inside keep their own owners.
+        action: 'copy', sourceInput: 0, src: '/', dest: '/', owner: { user: 0, group: 0 }, followSymlinks: false, dirCopyContents: true,
         createDestPath: true, allowWildcard: false, allowEmptyWildcard: false,
         includePatterns: source.includePatterns, excludePatterns: source.excludePatterns,
       };

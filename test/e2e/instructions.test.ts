@@ -381,3 +381,19 @@ describe('build checks on the command line', () => {
     expect(lastLine(res.stderr)).toBe('ERROR: Dockerfile:3: unknown instruction: RUNN (did you mean RUN?)');
   });
 });
+
+describe('ownership of context files and archives', () => {
+  it('context files are root\'s; ADD keeps an archive\'s owners unless --chown', async () => {
+    const root = await tempDir('builder-root-own-');
+    const ctx = await makeContext({ Dockerfile: 'FROM scratch\nCOPY f.txt /f.txt\nADD a.tar /x/\nADD --chown=1:2 a.tar /y/\n', 'f.txt': 'f\n', 't/one.txt': 'one\n' });
+    await exec('tar', ['--owner=5', '--group=6', '-cf', path.join(ctx, 'a.tar'), '-C', path.join(ctx, 't'), 'one.txt']);
+    await fs.chown(path.join(ctx, 'f.txt'), 1234, 1234);
+    const dest = await tempDir('builder-own-out-');
+    const res = await runCli(['build', '--root', root, '-o', dest, ctx]);
+    expect(res.code, res.stderr).toBe(0);
+    const owner = async (p: string) => { const st = await fs.lstat(path.join(dest, p)); return [st.uid, st.gid]; };
+    expect(await owner('f.txt')).toEqual([0, 0]);
+    expect(await owner('x/one.txt')).toEqual([5, 6]);
+    expect(await owner('y/one.txt')).toEqual([1, 2]);
+  });
+});

@@ -91,9 +91,10 @@ describe('dockerfileToLLB: a single stage', () => {
     const copies = copyOp.actions as CopyAction[];
     expect(copies.map((c) => [c.src, c.dest, c.sourceInput])).toEqual([['/a.txt', '/app/', 1], ['/b.txt', '/app/', 1]]);
     expect(copies[0]).toMatchObject({
-      owner: { user: 0, group: 0 }, followSymlinks: true, dirCopyContents: true, destIsDir: true,
-      createDestPath: true, allowWildcard: true, allowEmptyWildcard: false,
+      followSymlinks: true, dirCopyContents: true, destIsDir: true, createDestPath: true, allowWildcard: true, allowEmptyWildcard: false,
     });
+    // Without --chown the files keep their owners: the local source makes context files root's.
+    expect(copies[0].owner).toBeUndefined();
 
     const run1 = ops[3] as ExecOp;
     expect(run1.meta).toEqual({
