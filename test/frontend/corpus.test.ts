@@ -1,7 +1,7 @@
 // A corpus of real-world-style Dockerfiles (testdata/dockerfiles: apt, npm, go, python, java, rust, php,
 // ruby, .NET, multi-stage, heredocs, ONBUILD, escape directive, ...) parses and converts to LLB with a
 // fixed image resolver (no network), and its LLB is stable: the op digests are snapshots, so a change
-// to how any instruction converts shows up here (update with `npx vitest run -u` when intended).
+// to how any instruction converts (or is checked) shows up here (update with `npx vitest run -u` when intended).
 import { describe, it, expect } from 'vitest';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -35,13 +35,14 @@ describe('Dockerfile corpus', () => {
 
   for (const file of files) {
     it(`${file} converts to stable LLB`, async () => {
-      const { definition, image } = await dockerfileToLLB({
+      const { definition, image, warnings } = await dockerfileToLLB({
         dockerfile: fs.readFileSync(path.join(dir, file), 'utf8'), filename: file,
-        targetPlatform: amd64, buildPlatform: amd64, resolver,
+        targetPlatform: amd64, buildPlatform: amd64, resolver, allStages: true,
       });
       // Each op by its description (or kind), in a stable order, with its digest.
       const ops = Object.entries(definition.ops).map(([digest, op]) => `${definition.metadata[digest as keyof typeof definition.metadata]?.description ?? op.kind} ${digest}`).sort();
-      expect({ root: definition.root, ops, history: image.history?.map((h) => h.created_by) }).toMatchSnapshot();
+      const checks = warnings.map((w) => `${w.location?.startLine}: ${w.rule}: ${w.message}`);
+      expect({ root: definition.root, ops, history: image.history?.map((h) => h.created_by), checks }).toMatchSnapshot();
     });
   }
 });
