@@ -286,6 +286,16 @@ describe('.dockerignore', () => {
     expect(await listing(ctx)).toEqual(['  spaced.txt', '.dockerignore', 'build/keep.me', 'cache/a/c.txt', 'keep.txt']);
   });
 
+  it('re-includes an exception inside an excluded directory at any depth (**)', async () => {
+    // As today's BuildKit (fsutil's filter walks into an excluded directory when an exception with a
+    // wildcard may match below it); docker 20.10's older BuildKit drops a/b/node_modules/keep.js.
+    const ctx = await makeContext({
+      'a/b/node_modules/other.js': 'o\n', 'a/b/node_modules/keep.js': 'k\n', 'node_modules/root.js': 'r\n', 'node_modules/keep.js': 'k\n',
+      'a/src.js': 's\n', Dockerfile: 'FROM scratch\nCOPY . /\n', '.dockerignore': '**/node_modules\n!**/node_modules/keep.js\nDockerfile\n',
+    });
+    expect(await listing(ctx)).toEqual(['.dockerignore', 'a/b/node_modules/keep.js', 'a/src.js', 'node_modules/keep.js']);
+  });
+
   it('prefers <Dockerfile>.dockerignore beside a named Dockerfile', async () => {
     const ctx = await makeContext({
       ...files,
