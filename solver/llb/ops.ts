@@ -54,9 +54,18 @@ export interface ScratchSource {
   type: 'scratch';
 }
 
+/** A file downloaded over HTTP(S) (ADD <url>): the output holds it alone, as `/<filename>`, mode 0600. */
+export interface HttpSource {
+  type: 'http';
+  url: string;
+  filename: string;
+  /** `sha256:...` the content must have (`ADD --checksum`). */
+  checksum?: string;
+}
+
 export interface SourceOp {
   kind: 'source';
-  source: ImageSource | LocalSource | ScratchSource;
+  source: ImageSource | LocalSource | ScratchSource | HttpSource;
 }
 
 // ---------------------------------------------------------------- exec
@@ -104,6 +113,9 @@ export interface ExecMeta {
   secretEnv?: { name: string; id: string; optional: boolean }[];
   /** `insecure`: all capabilities, no seccomp filter, no masked paths (`RUN --security=insecure`). */
   security?: 'sandbox' | 'insecure';
+  /** `HTTP_PROXY=...` entries from the predefined proxy build args, added to the process environment
+   * after `env`. BuildKit keeps them out of the cache key (a proxy does not change what a step does). */
+  proxyEnv?: string[];
 }
 
 export interface ExecOp {
@@ -160,6 +172,13 @@ export interface CopyAction {
   owner?: ChownOpt;
   /** Octal permission bits applied to every copied file and directory. */
   mode?: number;
+  /** A symbolic chmod (`u+x,go-w`) applied to each copied entry's own mode; instead of `mode`. */
+  modeStr?: string;
+  /** A source file that is a tar archive (plain, gzip, bzip2, xz; detected by content) is extracted
+   * into `dest` instead of copied (ADD). */
+  attemptUnpack?: boolean;
+  /** Paths (in the source) that must exist even though the copy selects by include patterns (COPY --parents). */
+  requiredPaths?: string[];
   followSymlinks: boolean;
   /** Copy the contents of a source directory, not the directory itself (Dockerfile COPY semantics). */
   dirCopyContents: boolean;

@@ -3,6 +3,7 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { build, BuildError, defaultRoot } from '../client/build.js';
+import { warningSummary } from '../client/checks.js';
 import { PlainProgress, quietProgress, type ProgressMode } from '../progress/printer.js';
 import { UserError } from '../util/errors.js';
 import { installEmulators } from '../index.js';
@@ -59,7 +60,16 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
     maxParallelism: argv['max-parallelism'] as number | undefined,
     progress,
     signal: controller.signal,
+    check: argv.check as boolean | undefined,
   });
+  if (result.checkReport) {
+    process.stdout.write(result.checkReport.join('\n') + '\n');
+    // As buildx: a check that found something fails, so CI can gate on it.
+    if (result.warnings.length > 0) process.exitCode = 1;
+    return;
+  }
+  const summary = warningSummary(result.warnings);
+  if (summary.length > 0) process.stderr.write(summary.join('\n') + '\n');
   if (!argv.output || list(argv.output)!.length === 0) {
     process.stderr.write('WARNING: No output specified; the build result is only kept in the state directory. Use --output type=oci,dest=FILE, type=docker,dest=FILE or type=local,dest=DIR.\n');
   }
@@ -88,6 +98,7 @@ async function main(): Promise<void> {
         .option('no-cache', { type: 'boolean', describe: 'Do not use cache when building the image' })
         .option('max-parallelism', { type: 'number', describe: 'Most ops run at once (default: one per core, at least 2)' })
         .option('oci-runtime', { type: 'string', describe: 'OCI runtime for RUN: runc (default), crun, or a path' })
+        .option('check', { type: 'boolean', describe: 'Run the build checks (lint rules) on every stage instead of building' })
         .option('insecure-registry', { type: 'string', describe: 'Registry host reached over plain HTTP' })
         .option('secret', { type: 'string', describe: 'Secret to expose to the build (format: "id=mysecret[,src=/local/secret]" or "id=mysecret,env=VAR")' })
         .option('ssh', { type: 'string', describe: 'SSH agent socket to expose to the build (format: "default|<id>[=<socket>]")' })
@@ -115,6 +126,7 @@ async function main(): Promise<void> {
 }
 
 main().catch((e: unknown) => {
+  if (e instanceof BuildError && e.details.length) process.stderr.write(e.details.join('\n') + '\n');
   if (e instanceof BuildError && e.outputTail.length) {
     process.stderr.write('------\n' + e.outputTail.map((l) => ` > ${l}`).join('\n') + '\n------\n');
   }

@@ -14,6 +14,9 @@ import { exportImage, type ExportResult } from './export.js';
 import { parsePlatform, hostPlatform } from './platform.js';
 import { StateLock } from './lock.js';
 import { checkEntitlements, loadSession, parseEntitlements, parseSecretSpec, parseSshSpec, type SecretSpec, type SshSpec } from './session.js';
+import { readDockerignore } from './dockerignore.js';
+import { checkReport, sourceExcerpt, warningSummary } from './checks.js';
+import type { LintWarning } from '../../frontend/dockerfile/linter.js';
 
 export interface BuildOptions {
   /** The build context directory. */
@@ -43,6 +46,8 @@ export interface BuildOptions {
   ssh?: (string | SshSpec)[];
   /** `--allow` entitlements: `network.host`, `security.insecure`. */
   allow?: string[];
+  /** Only run the build checks over every stage (`--check`): nothing is built or exported. */
+  check?: boolean;
 }
 
 export interface BuildResult {
@@ -51,10 +56,17 @@ export interface BuildResult {
   /** Digest of the image config (the "image ID" Docker shows). */
   configDigest?: Digest;
   exports: ExportResult[];
+  /** Build check warnings (BuildKit's lint rules); a build prints them, they do not fail it. */
+  warnings: LintWarning[];
+  /** With `check`: the report to print (rules, descriptions, Dockerfile excerpts). */
+  checkReport?: string[];
 }
 
 /** A failed build, with a one-line message naming the Dockerfile line: `Dockerfile:7: COPY failed: ...`. */
 export class BuildError extends UserError {
+  /** Lines to show before the error: the Dockerfile around the line at fault, check warnings. */
+  details: string[] = [];
+
   constructor(message: string, readonly outputTail: string[] = [], options?: { cause?: unknown }) {
     super('BUILD_FAILED', message, options);
   }
@@ -119,11 +131,20 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     try {
       converted = await dockerfileToLLB({
         dockerfile, filename, target: opts.target, buildArgs: opts.buildArgs, labels: opts.labels,
-        targetPlatform, buildPlatform: hostPlatform(), resolver, contextExcludes, noCache: opts.noCache,
+        targetPlatform, buildPlatform: hostPlatform(), resolver, contextExcludes, noCache: opts.noCache, allStages: opts.check,
       });
       checkEntitlements(converted.definition, allowed);
     } catch (e) {
-      throw toBuildError(e, filename);
+      throw withDetails(toBuildError(e, filename), e, filename, dockerfile);
+    }
+    if (converted.syntax) {
+      // Shown, as BuildKit shows the frontend image it resolves; this builder always uses its own frontend.
+      const id = 'internal:syntax';
+      progress.start({ id, name: `[internal] syntax ${converted.syntax}: using the built-in Dockerfile frontend` });
+      progress.done(id);
+    }
+    if (opts.check) {
+      return { exports: [], warnings: converted.warnings, checkReport: checkReport(converted.warnings, filename, dockerfile) };
     }
 
     const names = new Map<Digest, string>();
@@ -138,7 +159,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         else progress.canceled(ev.digest);
       },
     }).catch((e) => {
-      throw toBuildError(e, filename, progress);
+      throw withDetails(toBuildError(e, filename, progress), e, filename, dockerfile);
     });
 
     const exports: ExportResult[] = [];
@@ -146,7 +167,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       exports.push(await exportImage(worker, ref, converted.image, output, { tags: opts.tags ?? [], platform: targetPlatform, progress }));
     }
     const image = exports.find((e) => e.manifestDigest);
-    return { manifestDigest: image?.manifestDigest, configDigest: image?.configDigest, exports };
+    return { manifestDigest: image?.manifestDigest, configDigest: image?.configDigest, exports, warnings: converted.warnings };
   } finally {
     await lock.release();
   }
@@ -165,6 +186,16 @@ function errorMessage(e: unknown): string {
 /** The instruction keyword of an op, from its description `[stage 2/3] RUN make`. */
 function instructionOf(meta: OpMetadata): string | undefined {
   return /\]\s+([A-Z]+)\b/.exec(meta.description ?? '')?.[1];
+}
+
+/** Adds what BuildKit shows above an error: the failed check warnings, the Dockerfile lines at fault. */
+function withDetails(err: Error, cause: unknown, filename: string, dockerfile: string): Error {
+  if (!(err instanceof BuildError)) return err;
+  const warnings = (cause as { warnings?: LintWarning[] }).warnings;
+  if (warnings) err.details.push(...warningSummary(warnings));
+  const loc = cause instanceof SolveError ? cause.metadata.location : (cause as { location?: { file?: string; startLine: number; endLine?: number } }).location;
+  if (loc && (!loc.file || loc.file === filename)) err.details.push(...sourceExcerpt(filename, dockerfile, loc.startLine, loc.endLine ?? loc.startLine));
+  return err;
 }
 
 /** Renders any failure of the frontend or the solve as a one-line BuildError. */
@@ -188,15 +219,4 @@ function toBuildError(e: unknown, filename: string, progress?: ProgressWriter): 
     return new BuildError(loc ? `${loc.file || filename}:${loc.startLine}: ${e.message}` : e.message, [], { cause: e });
   }
   return e as Error;
-}
-
-/** `.dockerignore` patterns: `<Dockerfile>.dockerignore` beside the Dockerfile wins over the context's. */
-async function readDockerignore(contextDir: string, dockerfilePath: string): Promise<string[]> {
-  for (const candidate of [`${dockerfilePath}.dockerignore`, path.join(contextDir, '.dockerignore')]) {
-    const text = await fs.readFile(candidate, 'utf8').catch(() => null);
-    if (text !== null) {
-      return text.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
-    }
-  }
-  return [];
 }

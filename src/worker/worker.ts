@@ -4,13 +4,14 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { OpContext, OpExecutor } from '../../solver/solver.js';
-import type { CopyAction, Digest, ExecOp, FileOp, ImageSource, LocalSource, MergeOp, Op } from '../../solver/llb/ops.js';
+import type { CopyAction, Digest, ExecOp, FileOp, HttpSource, ImageSource, LocalSource, MergeOp, Op } from '../../solver/llb/ops.js';
 import { sha256 } from '../../solver/llb/digest.js';
 import { ContentStore } from '../content/store.js';
 import { Snapshotter, type Mounted } from '../snapshot/snapshotter.js';
 import { applyLayerBlob } from '../archive/layer.js';
 import { applyFileActions } from './fileop.js';
 import { prepareMounts, type BuildSession } from './mounts.js';
+import { fetchHttpSource } from './http.js';
 import { OciRuntimeExecutor } from '../executor/runc.js';
 import { ensureEmulator } from '../executor/emulation.js';
 import { RegistryClient, type ResolvedImage } from '../registry/client.js';
@@ -98,6 +99,8 @@ export class Worker {
             return this.pullImage(op.source, ctx.signal);
           case 'local':
             return this.snapshotLocal(op.source, locals);
+          case 'http':
+            return this.httpSource(op.source, ctx.signal);
         }
         break;
       case 'exec':
@@ -164,11 +167,24 @@ export class Worker {
     const id = await this.snapshots.prepare();
     try {
       const copy: CopyAction = {
-        action: 'copy', sourceInput: 0, src: '/', dest: '/', followSymlinks: false, dirCopyContents: true,
+        // Owned by root as BuildKit's context transfer leaves them; archives inside keep their own owners.
+        action: 'copy', sourceInput: 0, src: '/', dest: '/', owner: { user: 0, group: 0 }, followSymlinks: false, dirCopyContents: true,
         createDestPath: true, allowWildcard: false, allowEmptyWildcard: false,
         includePatterns: source.includePatterns, excludePatterns: source.excludePatterns,
       };
       await applyFileActions(this.snapshots.fsPath(id), [copy], [local.dir]);
+      await this.snapshots.commit(id, {});
+    } catch (e) {
+      await this.snapshots.remove(id).catch(() => undefined);
+      throw e;
+    }
+    return { layers: [id] };
+  }
+
+  private async httpSource(source: HttpSource, signal: AbortSignal): Promise<WorkerRef> {
+    const id = await this.snapshots.prepare();
+    try {
+      await fetchHttpSource(source, this.snapshots.fsPath(id), signal);
       await this.snapshots.commit(id, {});
     } catch (e) {
       await this.snapshots.remove(id).catch(() => undefined);
@@ -194,7 +210,7 @@ export class Worker {
             rootfs: mounted.target,
             meta: op.meta,
             mounts: extra.mounts,
-            env: extra.env,
+            env: [...(op.meta.proxyEnv ?? []), ...extra.env],
             signal: ctx.signal,
             onOutput: (stream: 'stdout' | 'stderr', chunk: Buffer) => onLog?.(ctx.digest, stream, chunk),
           }));
