@@ -58,6 +58,26 @@ describe('RUN --mount=type=cache', () => {
   });
 });
 
+describe('RUN --mount=type=cache sharing', () => {
+  it('locked: two stages using one cache id at the same time take turns', async () => {
+    const root = await tempDir('builder-root-');
+    const id = `locked-${Date.now()}`;
+    const step = (n: string) => `RUN --mount=type=cache,id=${id},target=/c,sharing=locked ` +
+      `echo ${n}-start >> /c/log && sleep 1 && echo ${n}-end >> /c/log && cp /c/log /log-${n}\n`;
+    const { res, dest } = await buildLocal(root, {
+      Dockerfile: `FROM ${base} AS a\n${step('a')}FROM ${base} AS b\n${step('b')}` +
+        `FROM ${base}\nCOPY --from=a /log-a /\nCOPY --from=b /log-b /\n`,
+    });
+    expect(res.code, res.stderr).toBe(0);
+    const last = [await read(dest, 'log-a'), await read(dest, 'log-b')].sort((x, y) => x.length - y.length)[1];
+    const lines = last.trim().split('\n');
+    expect(lines).toHaveLength(4);
+    // Each start is directly followed by its own end: never interleaved.
+    expect(lines[1]).toBe(lines[0].replace('start', 'end'));
+    expect(lines[3]).toBe(lines[2].replace('start', 'end'));
+  });
+});
+
 describe('RUN --mount=type=bind and tmpfs', () => {
   let root: string;
   beforeAll(async () => { root = await tempDir('builder-root-'); });
@@ -162,6 +182,27 @@ describe('RUN --mount=type=ssh', () => {
     } finally {
       server.close();
     }
+  });
+});
+
+describe('RUN --mount=type=ssh, not forwarded', () => {
+  it('required: a one-line error saying how to forward it; optional: the RUN goes on without it', async () => {
+    const root = await tempDir('builder-root-');
+    const req = await buildLocal(root, { Dockerfile: `FROM ${base}\nRUN --mount=type=ssh,required true\n` });
+    expect(req.res.code).toBe(1);
+    expect(lastLine(req.res.stderr)).toBe('ERROR: Dockerfile:2: RUN failed: no SSH agent "default" forwarded (provide it with --ssh default=$SSH_AUTH_SOCK)');
+    const opt = await buildLocal(root, { Dockerfile: `FROM ${base}\nRUN --mount=type=ssh test ! -e /run/buildkit/ssh_agent.0 && echo none > /r\n` });
+    expect(opt.res.code, opt.res.stderr).toBe(0);
+    expect(await read(opt.dest, 'r')).toBe('none\n');
+  });
+});
+
+describe('RUN --mount=type=bind from an image', () => {
+  it('binds a directory of an image that is not a stage', async () => {
+    const root = await tempDir('builder-root-');
+    const { res, dest } = await buildLocal(root, { Dockerfile: `FROM ${base}\nRUN --mount=from=${base},source=/etc,target=/img-etc cat /img-etc/group | head -1 > /g\n` });
+    expect(res.code, res.stderr).toBe(0);
+    expect(await read(dest, 'g')).toMatch(/^root:x:0:/);
   });
 });
 
