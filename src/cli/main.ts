@@ -77,6 +77,10 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
   else if (result.configDigest) process.stderr.write(`image config ${result.configDigest}, manifest ${result.manifestDigest}\n`);
 }
 
+// A reader that went away (a closed pipe) must not kill the build halfway: cancellation and cleanup
+// still have to run, so write errors on our own output are ignored.
+for (const stream of [process.stdout, process.stderr]) stream.on('error', () => undefined);
+
 async function main(): Promise<void> {
   await yargs(hideBin(process.argv))
     .scriptName('builder')
