@@ -18,7 +18,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   need_root
   echo "setup: installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
+  apt-get update -qq || true # a mirror in mid-sync fails part of it; the install below says what is missing
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 

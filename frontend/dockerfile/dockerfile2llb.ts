@@ -41,6 +41,8 @@ export interface ConvertOptions {
   noCache?: boolean;
   /** Convert every stage, not only those the target reaches (`--check` lints them all). */
   allStages?: boolean;
+  /** Part of a multi-platform build: step names start with the stage's platform, as in BuildKit. */
+  platformPrefix?: boolean;
 }
 
 export interface ConvertResult {
@@ -922,10 +924,11 @@ class Converter {
 
   /** `[stage-1 2/5] ` before a step's name, as BuildKit numbers the steps of each stage. */
   private prefix(d: DispatchState, name: string): string {
-    if (d.cmdTotal === 0) return name;
+    const platform = this.opts.platformPrefix && d.platform ? `${formatPlatform(d.platform)} ` : '';
+    if (d.cmdTotal === 0) return platform ? `[${platform.trim()}] ${name}` : name;
     d.cmdIndex++;
     const width = Math.floor(1 + Math.log10(d.cmdTotal));
-    return `[${d.stageName ? `${d.stageName} ` : ''}${String(d.cmdIndex).padStart(width)}/${d.cmdTotal}] ${name}`;
+    return `[${platform}${d.stageName ? `${d.stageName} ` : ''}${String(d.cmdIndex).padStart(width)}/${d.cmdTotal}] ${name}`;
   }
 
   private stageLabel(d: DispatchState): string | undefined {

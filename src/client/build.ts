@@ -4,14 +4,15 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import os from 'node:os';
 import { dockerfileToLLB, type ImageMetaResolver } from '../../frontend/index.js';
-import { solve, SolveError, CanceledError } from '../../solver/solver.js';
+import { solveRoots, SolveError, CanceledError } from '../../solver/solver.js';
+import { mergeDefinitions } from '../../solver/llb/definition.js';
 import type { Digest, OpMetadata, Platform } from '../../solver/llb/ops.js';
 import { Worker, ExecError, type WorkerRef } from '../worker/worker.js';
 import { PlainProgress, type ProgressWriter } from '../progress/printer.js';
 import { UserError, BuilderError } from '../util/errors.js';
 import { parseOutput, type OutputSpec } from './outputs.js';
 import { exportImage, type ExportResult } from './export.js';
-import { parsePlatform, hostPlatform } from './platform.js';
+import { parsePlatforms, hostPlatform } from './platform.js';
 import { StateLock } from './lock.js';
 import { checkEntitlements, loadSession, parseEntitlements, parseSecretSpec, parseSshSpec, type SecretSpec, type SshSpec } from './session.js';
 import { readDockerignore } from './dockerignore.js';
@@ -27,7 +28,7 @@ export interface BuildOptions {
   buildArgs?: Record<string, string>;
   labels?: Record<string, string>;
   target?: string;
-  /** `os/arch[/variant]`; default the host's. */
+  /** `os/arch[/variant]`, or several separated by commas (one image index); default the host's. */
   platform?: string;
   /** `--output` specs (strings as on the command line, or parsed). */
   outputs?: (string | OutputSpec)[];
@@ -86,7 +87,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const dockerfilePath = path.resolve(opts.file ?? path.join(contextDir, 'Dockerfile'));
   const filename = path.basename(dockerfilePath);
   const outputs = (opts.outputs ?? []).map((o) => (typeof o === 'string' ? parseOutput(o) : o));
-  const targetPlatform = opts.platform ? parsePlatform(opts.platform) : hostPlatform();
+  const platforms = opts.platform ? parsePlatforms(opts.platform) : [hostPlatform()];
 
   const allowed = parseEntitlements(opts.allow ?? []);
   const session = await loadSession(
@@ -127,16 +128,20 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       },
     };
 
-    let converted;
+    // One conversion per target platform; their graphs are solved together, sharing what they have in common
+    // (a stage pinned to $BUILDPLATFORM runs once for all of them).
+    let perPlatform;
     try {
-      converted = await dockerfileToLLB({
+      perPlatform = await Promise.all(platforms.map((targetPlatform) => dockerfileToLLB({
         dockerfile, filename, target: opts.target, buildArgs: opts.buildArgs, labels: opts.labels,
         targetPlatform, buildPlatform: hostPlatform(), resolver, contextExcludes, noCache: opts.noCache, allStages: opts.check,
-      });
-      checkEntitlements(converted.definition, allowed);
+        platformPrefix: platforms.length > 1,
+      })));
+      for (const c of perPlatform) checkEntitlements(c.definition, allowed);
     } catch (e) {
       throw withDetails(toBuildError(e, filename), e, filename, dockerfile);
     }
+    const converted = perPlatform[0];
     if (converted.syntax) {
       // Shown, as BuildKit shows the frontend image it resolves; this builder always uses its own frontend.
       const id = 'internal:syntax';
@@ -148,7 +153,8 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     }
 
     const names = new Map<Digest, string>();
-    const ref = await solve<WorkerRef>(converted.definition, {
+    const definition = mergeDefinitions(perPlatform.map((c) => c.definition));
+    const refs = await solveRoots<WorkerRef>(definition, perPlatform.map((c) => c.definition.root), {
       maxParallelism: opts.maxParallelism,
       signal: opts.signal,
       execute: worker.opExecutor({ context: { dir: contextDir } }, (digest, stream, chunk) => progress.log(digest, stream, chunk), session),
@@ -164,7 +170,8 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
 
     const exports: ExportResult[] = [];
     for (const output of outputs) {
-      exports.push(await exportImage(worker, ref, converted.image, output, { tags: opts.tags ?? [], platform: targetPlatform, progress }));
+      const results = perPlatform.map((c, i) => ({ ref: refs[i], image: c.image, platform: platforms[i] }));
+      exports.push(await exportImage(worker, results, output, { tags: opts.tags ?? [], progress }));
     }
     const image = exports.find((e) => e.manifestDigest);
     return { manifestDigest: image?.manifestDigest, configDigest: image?.configDigest, exports, warnings: converted.warnings };

@@ -2,7 +2,8 @@
 // per snapshot), an image config and manifest, then the exporter the output names.
 import type { Digest, Platform } from '../../solver/llb/ops.js';
 import type { Worker, WorkerRef, SnapshotInfo } from '../worker/worker.js';
-import type { ImageConfigFile, HistoryEntry } from '../image/types.js';
+import path from 'node:path';
+import type { ImageConfigFile, HistoryEntry, Descriptor } from '../image/types.js';
 import { createLayerBlob } from '../archive/layer.js';
 import { writeImage, type LayerDesc } from '../exporter/image.js';
 import { exportOCITar } from '../exporter/oci.js';
@@ -59,8 +60,9 @@ export function finalizeConfig(image: ImageConfigFile, layers: LayerDesc[], plat
     if (!history[i].empty_layer) { history[i].empty_layer = true; nonEmpty--; }
   }
   for (const h of history) if (!h.created) h.created = created;
+  const { variant: _baseVariant, ...rest } = image;
   return {
-    ...image,
+    ...rest,
     architecture: platform.architecture,
     os: platform.os,
     ...(platform.variant ? { variant: platform.variant } : {}),
@@ -74,22 +76,33 @@ function imageNames(output: OutputSpec, tags: string[]): string[] {
   return (output.names ?? tags).map((n) => parseReference(n).toString());
 }
 
+/** One platform's result: its snapshot chain, the image config the frontend made, its platform. */
+export interface PlatformResult {
+  ref: WorkerRef;
+  image: ImageConfigFile;
+  platform: Platform;
+}
+
 export async function exportImage(
   worker: Worker,
-  ref: WorkerRef,
-  image: ImageConfigFile,
+  results: PlatformResult[],
   output: OutputSpec,
-  opts: { tags: string[]; platform: Platform; progress: ProgressWriter },
+  opts: { tags: string[]; progress: ProgressWriter },
 ): Promise<ExportResult> {
   const vertex = `export:${output.type}:${output.dest ?? ''}`;
   const progress = opts.progress;
+  const multi = results.length > 1;
   if (output.type === 'local') {
     progress.start({ id: vertex, name: 'exporting to client directory' });
-    const mounted = await worker.snapshots.mount(ref.layers);
-    try {
-      await exportLocalDir(mounted.target, output.dest!);
-    } finally {
-      await mounted.unmount();
+    // Several platforms: one subdirectory each (`linux_arm64`), as buildx writes them.
+    for (const r of results) {
+      const dest = multi ? path.join(output.dest!, platformDirName(r.platform)) : output.dest!;
+      const mounted = await worker.snapshots.mount(r.ref.layers);
+      try {
+        await exportLocalDir(mounted.target, dest);
+      } finally {
+        await mounted.unmount();
+      }
     }
     progress.done(vertex);
     return { type: 'local', dest: output.dest };
@@ -100,21 +113,35 @@ export async function exportImage(
   if (!output.dest) {
     throw new UnsupportedOutputError(`type=${output.type} needs dest=FILE (loading into a docker daemon is not supported yet)`);
   }
+  if (output.type === 'docker' && multi) {
+    throw new UnsupportedOutputError('docker exporter does not currently support exporting manifest lists: use --output type=oci for several platforms');
+  }
   progress.start({ id: vertex, name: output.type === 'oci' ? 'exporting to oci image format' : 'exporting to docker image format' });
-  const layers = await layerBlobs(worker, ref);
-  const config = finalizeConfig(image, layers, opts.platform);
-  const written = await writeImage(worker.store, { config, layers });
+  const images: { manifest: Descriptor; config: Descriptor; platform: Platform }[] = [];
+  for (const r of results) {
+    const layers = await layerBlobs(worker, r.ref);
+    const config = finalizeConfig(r.image, layers, r.platform);
+    const written = await writeImage(worker.store, { config, layers });
+    images.push({ manifest: written.manifest, config: written.config, platform: r.platform });
+  }
   const names = imageNames(output, opts.tags);
+  let root: Descriptor;
   if (output.type === 'oci') {
-    await exportOCITar(worker.store, [{ manifest: written.manifest, platform: opts.platform }], { dest: output.dest, names });
+    root = await exportOCITar(worker.store, images, { dest: output.dest, names });
   } else {
-    await exportDockerTar(worker.store, { manifest: written.manifest }, { dest: output.dest, names });
+    await exportDockerTar(worker.store, { manifest: images[0].manifest }, { dest: output.dest, names });
+    root = images[0].manifest;
   }
   progress.done(vertex);
   return {
     type: output.type,
     dest: output.dest,
-    manifestDigest: written.manifest.digest as Digest,
-    configDigest: written.config.digest as Digest,
+    manifestDigest: root.digest as Digest,
+    ...(multi ? {} : { configDigest: images[0].config.digest as Digest }),
   };
+}
+
+/** `linux/arm/v7` -> `linux_arm_v7`. */
+function platformDirName(p: Platform): string {
+  return [p.os, p.architecture, p.variant].filter(Boolean).join('_');
 }

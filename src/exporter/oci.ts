@@ -17,11 +17,12 @@ export async function exportOCITar(
   store: ContentStore,
   images: { manifest: Descriptor; platform?: Platform }[],
   opts: TarExportOptions,
-): Promise<void> {
+): Promise<Descriptor> {
   const root = images.length === 1 ? images[0].manifest : await writeIndex(store, images);
   const blobs = await reachableBlobs(store, [root]);
   const index = layoutIndex(root, opts.names.map(parseReference));
   await writeLayoutTar(store, { blobs, index }, opts.dest);
+  return root;
 }
 
 /** The multi-platform index, stored like any other blob so it is exported as one. */

@@ -18,7 +18,7 @@ describe('a build for linux/arm64 on this host', () => {
     expect(res.code, res.stderr).toBe(0);
     const config = JSON.parse((await exec('skopeo', ['inspect', '--config', `oci-archive:${out}/img.tar`])).stdout);
     expect(config.architecture).toBe('arm64');
-    expect(config.variant).toBe('v8');
+    expect(config.variant).toBeUndefined(); // arm64/v8 is plain arm64, as BuildKit writes it
     await fs.mkdir(path.join(out, 'layout'));
     await exec('tar', ['-xf', `${out}/img.tar`, '-C', path.join(out, 'layout')]);
     await exec('umoci', ['unpack', '--image', `${path.join(out, 'layout')}:1`, path.join(out, 'bundle')]);
