@@ -8,3 +8,9 @@ export { PlainProgress, quietProgress, type ProgressWriter, type ProgressMode } 
 export { UserError, BuilderError } from './util/errors.js';
 export type { Definition } from '../solver/llb/definition.js';
 export { installEmulators, type InstalledEmulator } from './executor/emulation.js';
+export { solve, type SolveOptions } from './client/solve.js';
+export { progressStream, EventProgress, replay, teeProgress, type ProgressEvent } from './progress/events.js';
+export { serve, type ServeOptions, type Server } from './server/server.js';
+export { remoteBuild, type RemoteBuildRequest } from './server/client.js';
+export { DefinitionBuilder, serializeDefinition, parseDefinition } from '../solver/llb/definition.js';
+export type * from '../solver/llb/ops.js';

@@ -7,6 +7,8 @@ import { warningSummary } from '../client/checks.js';
 import { PlainProgress, quietProgress, type ProgressMode } from '../progress/printer.js';
 import { UserError } from '../util/errors.js';
 import { installEmulators } from '../index.js';
+import { serve } from '../server/server.js';
+import { remoteBuild } from '../server/client.js';
 
 function parseKeyValues(list: string[] | undefined, flag: string): Record<string, string> {
   const out: Record<string, string> = {};
@@ -41,7 +43,24 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
-  const result = await build({
+  const builderAddr = (argv.builder as string | undefined) ?? process.env.BUILDER_HOST;
+  const result = builderAddr ? await remoteBuild({
+    addr: builderAddr,
+    token: process.env.BUILDER_TOKEN,
+    context: argv.context as string,
+    file: argv.file as string | undefined,
+    tags: list(argv.tag),
+    buildArgs: parseKeyValues(list(argv['build-arg']), 'build-arg'),
+    labels: parseKeyValues(list(argv.label), 'label'),
+    target: argv.target as string | undefined,
+    platform: argv.platform as string | undefined,
+    outputs: list(argv.output),
+    noCache: argv['no-cache'] as boolean | undefined,
+    allow: list(argv.allow),
+    secrets: list(argv.secret),
+    progress,
+    signal: controller.signal,
+  }) : await build({
     context: argv.context as string,
     file: argv.file as string | undefined,
     tags: list(argv.tag),
@@ -106,8 +125,29 @@ async function main(): Promise<void> {
         .option('insecure-registry', { type: 'string', describe: 'Registry host reached over plain HTTP' })
         .option('secret', { type: 'string', describe: 'Secret to expose to the build (format: "id=mysecret[,src=/local/secret]" or "id=mysecret,env=VAR")' })
         .option('ssh', { type: 'string', describe: 'SSH agent socket to expose to the build (format: "default|<id>[=<socket>]")' })
+        .option('builder', { type: 'string', describe: 'Build on a "builder serve" server: unix:///path or tcp://host:port (env BUILDER_HOST; token in BUILDER_TOKEN)' })
         .option('allow', { type: 'string', describe: 'Allow extra privileged entitlement (e.g., "network.host", "security.insecure")' }),
       (argv) => runBuild(argv as Record<string, unknown>),
+    )
+    .command(
+      'serve',
+      'Run the build engine as a server that "builder build --builder ADDR" uses',
+      (y) => y
+        .option('addr', { type: 'string', default: 'unix:///run/builder/builder.sock', describe: 'Listen address: unix:///path or tcp://127.0.0.1:PORT' })
+        .option('token', { type: 'string', describe: 'Token clients must send (required for tcp://; env BUILDER_TOKEN)' }),
+      async (argv) => {
+        const server = await serve({
+          addr: argv.addr as string, token: (argv.token as string | undefined) ?? process.env.BUILDER_TOKEN, root: argv.root as string,
+          log: (line) => process.stderr.write(`${line}\n`),
+        });
+        const shown = server.address.kind === 'unix' ? `unix://${server.address.path}` : `tcp://${server.address.host}:${server.address.port}`;
+        process.stderr.write(`builder serving on ${shown}\n`);
+        await new Promise<void>((resolve) => {
+          const stop = () => { void server.close().then(resolve); };
+          process.once('SIGINT', stop);
+          process.once('SIGTERM', stop);
+        });
+      },
     )
     .command(
       'install-emulators',

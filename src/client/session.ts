@@ -14,6 +14,8 @@ export interface SecretSpec {
   src?: string;
   /** Environment variable holding the value. */
   env?: string;
+  /** The value itself (an embedder or a remote client that already has it). */
+  value?: Buffer;
 }
 
 export interface SshSpec {
@@ -77,7 +79,9 @@ export async function loadSession(secrets: SecretSpec[], ssh: SshSpec[]): Promis
   const session: BuildSession = { secrets: new Map(), ssh: new Map() };
   for (const s of secrets) {
     let value: Buffer;
-    if (s.src) {
+    if (s.value) {
+      value = s.value;
+    } else if (s.src) {
       value = await fs.readFile(s.src).catch(() => {
         throw new UserError('SECRET_NOT_FOUND', `secret ${s.id}: cannot read ${s.src}: no such file`);
       });
