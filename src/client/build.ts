@@ -14,16 +14,19 @@ import { parseOutput, type OutputSpec } from './outputs.js';
 import { exportImage, type ExportResult } from './export.js';
 import { parsePlatforms, hostPlatform } from './platform.js';
 import { StateLock } from './lock.js';
+import { unpackContext } from './context.js';
 import { checkEntitlements, loadSession, parseEntitlements, parseSecretSpec, parseSshSpec, type SecretSpec, type SshSpec } from './session.js';
 import { readDockerignore } from './dockerignore.js';
 import { checkReport, sourceExcerpt, warningSummary } from './checks.js';
 import type { LintWarning } from '../../frontend/dockerfile/linter.js';
 
 export interface BuildOptions {
-  /** The build context directory. */
-  context: string;
-  /** Path of the Dockerfile; default `<context>/Dockerfile`. */
+  /** The build context: a directory, or a tar stream of one. */
+  context: string | NodeJS.ReadableStream;
+  /** Path of the Dockerfile; default `<context>/Dockerfile`. With `dockerfile`, only its name is used. */
   file?: string;
+  /** The Dockerfile's text, instead of reading `file`. */
+  dockerfile?: string;
   tags?: string[];
   buildArgs?: Record<string, string>;
   labels?: Record<string, string>;
@@ -81,6 +84,18 @@ export function defaultRoot(): string {
 }
 
 export async function build(opts: BuildOptions): Promise<BuildResult> {
+  if (typeof opts.context === 'string') return buildDir({ ...opts, context: opts.context });
+  const unpacked = await unpackContext(opts.context).catch((e: Error) => {
+    throw new BuildError(`unable to prepare context: not a readable tar stream: ${e.message}`);
+  });
+  try {
+    return await buildDir({ ...opts, context: unpacked.dir });
+  } finally {
+    await unpacked.remove();
+  }
+}
+
+async function buildDir(opts: BuildOptions & { context: string }): Promise<BuildResult> {
   const root = path.resolve(opts.root ?? defaultRoot());
   const progress = opts.progress ?? new PlainProgress(process.stderr);
   const contextDir = path.resolve(opts.context);
@@ -106,7 +121,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
 
     const loadId = 'internal:dockerfile';
     progress.start({ id: loadId, name: `[internal] load build definition from ${filename}` });
-    const dockerfile = await fs.readFile(dockerfilePath, 'utf8').catch(() => {
+    const dockerfile = opts.dockerfile ?? await fs.readFile(dockerfilePath, 'utf8').catch(() => {
       progress.error(loadId, 'not found');
       throw new BuildError(`failed to read dockerfile: open ${dockerfilePath}: no such file or directory`);
     });

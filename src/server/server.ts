@@ -4,11 +4,10 @@
 // through the state lock, so many clients can be connected at once.
 import fs from 'node:fs/promises';
 import http from 'node:http';
-import os from 'node:os';
 import path from 'node:path';
-import { spawn } from 'node:child_process';
 import { timingSafeEqual } from 'node:crypto';
 import { build, BuildError } from '../client/build.js';
+import { unpackContext } from '../client/context.js';
 import { EventProgress, type ProgressEvent } from '../progress/events.js';
 import { BuilderError, UserError } from '../util/errors.js';
 import { OPTIONS_HEADER, parseAddress, type Address, type RemoteBuildOptions, type WireError } from './protocol.js';
@@ -91,16 +90,17 @@ async function handle(req: http.IncomingMessage, res: http.ServerResponse, opts:
     return sendError(res, 400, { code: 'BAD_REQUEST', message: (e as Error).message });
   }
 
-  const context = await fs.mkdtemp(path.join(os.tmpdir(), 'builder-serve-ctx-'));
   const controller = new AbortController();
   // The client went away before the build ended: cancel it.
   res.on('close', () => { if (!res.writableFinished) controller.abort(); });
+  let unpacked;
   try {
-    try {
-      await extractTar(req, context);
-    } catch (e) {
-      return sendError(res, 400, { code: 'BAD_CONTEXT', message: `the request body is not a readable tar of the context: ${(e as Error).message}` });
-    }
+    unpacked = await unpackContext(req);
+  } catch (e) {
+    return sendError(res, 400, { code: 'BAD_CONTEXT', message: `the request body is not a readable tar of the context: ${(e as Error).message}` });
+  }
+  const context = unpacked.dir;
+  try {
     res.writeHead(200, { 'content-type': 'application/x-ndjson' });
     const send = (obj: object) => { if (!res.destroyed) res.write(JSON.stringify(obj) + '\n'); };
     const progress = new EventProgress((e: ProgressEvent) => send({ progress: e }));
@@ -120,7 +120,7 @@ async function handle(req: http.IncomingMessage, res: http.ServerResponse, opts:
     }
     res.end();
   } finally {
-    await fs.rm(context, { recursive: true, force: true });
+    await unpacked.remove();
   }
 }
 
@@ -153,19 +153,6 @@ function parseOptions(header: string | string[] | undefined): RemoteBuildOptions
 function safeRelative(p: string): string {
   const clean = path.posix.normalize(`/${p}`).slice(1);
   return clean || 'Dockerfile';
-}
-
-/** GNU tar refuses `..` members and strips leading slashes, so the context stays inside `dir`. */
-function extractTar(input: NodeJS.ReadableStream, dir: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const tar = spawn('tar', ['-x', '-f', '-', '-C', dir, '--no-same-owner', '--no-overwrite-dir'], { stdio: ['pipe', 'ignore', 'pipe'] });
-    let stderr = '';
-    tar.stderr.on('data', (d) => (stderr += d));
-    tar.on('error', reject);
-    tar.on('close', (code) => (code === 0 ? resolve() : reject(new Error(stderr.trim().split('\n').pop() || `tar exited with ${code}`))));
-    input.pipe(tar.stdin);
-    tar.stdin.on('error', () => undefined);
-  });
 }
 
 function wireError(e: unknown): WireError {
