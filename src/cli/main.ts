@@ -44,9 +44,8 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   const builderAddr = (argv.builder as string | undefined) ?? process.env.BUILDER_HOST;
-  const result = builderAddr ? await remoteBuild({
-    addr: builderAddr,
-    token: process.env.BUILDER_TOKEN,
+  // What a local and a remote build take alike.
+  const common = {
     context: argv.context as string,
     file: argv.file as string | undefined,
     tags: list(argv.tag),
@@ -60,25 +59,18 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
     secrets: list(argv.secret),
     progress,
     signal: controller.signal,
+  };
+  const result = builderAddr ? await remoteBuild({
+    ...common,
+    addr: builderAddr,
+    token: process.env.BUILDER_TOKEN,
   }) : await build({
-    context: argv.context as string,
-    file: argv.file as string | undefined,
-    tags: list(argv.tag),
-    buildArgs: parseKeyValues(list(argv['build-arg']), 'build-arg'),
-    labels: parseKeyValues(list(argv.label), 'label'),
-    target: argv.target as string | undefined,
-    platform: argv.platform as string | undefined,
-    outputs: list(argv.output),
+    ...common,
     root: argv.root as string,
     ociRuntime: argv['oci-runtime'] as string | undefined,
     insecureRegistries: list(argv['insecure-registry']),
-    secrets: list(argv.secret),
     ssh: list(argv.ssh),
-    allow: list(argv.allow),
-    noCache: argv['no-cache'] as boolean | undefined,
     maxParallelism: argv['max-parallelism'] as number | undefined,
-    progress,
-    signal: controller.signal,
     check: argv.check as boolean | undefined,
   });
   if (result.checkReport) {

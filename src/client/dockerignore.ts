@@ -5,6 +5,7 @@
 // the local source's job in the worker.
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { cleanPattern } from '../worker/match.js';
 
 /** The ignore file that applies to a build, or undefined when there is none. */
 export async function findDockerignore(contextDir: string, dockerfilePath: string): Promise<string | undefined> {
@@ -25,7 +26,7 @@ export function parseDockerignore(text: string): string[] {
     const invert = pattern.startsWith('!');
     if (invert) pattern = pattern.slice(1).trim();
     if (pattern.length > 0) {
-      pattern = cleanPath(pattern);
+      pattern = cleanPattern(pattern);
       if (pattern.length > 1 && pattern.startsWith('/')) pattern = pattern.slice(1);
     }
     out.push(invert ? `!${pattern}` : pattern);
@@ -39,19 +40,3 @@ export async function readDockerignore(contextDir: string, dockerfilePath: strin
   return file ? parseDockerignore(await fs.readFile(file, 'utf8')) : [];
 }
 
-/** Go's filepath.Clean for slash paths. */
-function cleanPath(p: string): string {
-  const abs = p.startsWith('/');
-  const out: string[] = [];
-  for (const part of p.split('/')) {
-    if (part === '' || part === '.') continue;
-    if (part === '..') {
-      if (out.length > 0 && out[out.length - 1] !== '..') out.pop();
-      else if (!abs) out.push('..');
-      continue;
-    }
-    out.push(part);
-  }
-  const s = out.join('/');
-  return abs ? `/${s}` : s || '.';
-}
