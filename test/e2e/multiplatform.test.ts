@@ -72,6 +72,24 @@ describe('builder build --platform linux/amd64,linux/arm64,linux/arm/v7', () => 
     });
   }
 
+  it('each platform runs under docker run --platform (where a docker daemon runs)', async () => {
+    const hasDaemon = await exec('docker', ['info']).then(() => true, () => false);
+    if (!hasDaemon) return; // No daemon on this machine: the skopeo/umoci checks above stand.
+    for (const x of platforms) {
+      const args = ['--override-os', 'linux', '--override-arch', x.arch, ...(x.variant ? ['--override-variant', x.variant] : [])];
+      const tag = `builder-multi-test:${x.arch}${x.variant ?? ''}`;
+      const tar = path.join(out, `${x.arch}${x.variant ?? ''}.docker.tar`);
+      await exec('skopeo', [...args, 'copy', '--quiet', `oci-archive:${out}/img.tar`, `docker-archive:${tar}:${tag}`]);
+      await exec('docker', ['load', '-i', tar]);
+      try {
+        const ran = await exec('docker', ['run', '--rm', '--network', 'none', '--platform', x.p, tag, 'cat', '/arch']);
+        expect(ran.stdout).toBe(`${x.line}\n`);
+      } finally {
+        await exec('docker', ['rmi', '-f', tag]).catch(() => undefined);
+      }
+    }
+  });
+
   it('type=local writes one directory per platform; type=docker refuses several platforms', async () => {
     const root = await tempDir('builder-root-');
     const ctx = await makeContext({ Dockerfile: `FROM ${base}\nRUN uname -m > /m\n` });
