@@ -66,6 +66,8 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
 async function main(): Promise<void> {
   await yargs(hideBin(process.argv))
     .scriptName('builder')
+    // `--no-cache` is a flag of its own (as in buildx), not the negation of a `--cache`.
+    .parserConfiguration({ 'boolean-negation': false })
     .usage('$0 <command> [options]')
     .option('root', { type: 'string', default: defaultRoot(), describe: 'State directory (env BUILDER_ROOT)', global: true })
     .command(

@@ -13,6 +13,7 @@ import { parseOutput, type OutputSpec } from './outputs.js';
 import { exportImage, type ExportResult } from './export.js';
 import { parsePlatform, hostPlatform } from './platform.js';
 import { StateLock } from './lock.js';
+import { BuildCache } from '../cache/solvecache.js';
 
 export interface BuildOptions {
   /** The build context directory. */
@@ -113,19 +114,28 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     }
 
     const names = new Map<Digest, string>();
+    const locals = { context: { dir: contextDir } };
+    const cache = new BuildCache({
+      root, worker, locals, buildArgs: Object.keys(opts.buildArgs ?? {}),
+      scope: `${dockerfilePath}\0${opts.target ?? ''}\0${opts.platform ?? ''}`,
+    });
+    await cache.records.cleanup();
     const ref = await solve<WorkerRef>(converted.definition, {
       maxParallelism: opts.maxParallelism,
       signal: opts.signal,
-      execute: worker.opExecutor({ context: { dir: contextDir } }, (digest, stream, chunk) => progress.log(digest, stream, chunk)),
+      cache,
+      execute: worker.opExecutor(locals, (digest, stream, chunk) => progress.log(digest, stream, chunk)),
       onEvent: (ev) => {
-        if (ev.type === 'start') progress.start({ id: ev.digest, name: vertexName(ev.metadata, names, ev.digest) });
+        if (ev.type === 'start') {
+          progress.start({ id: ev.digest, name: vertexName(ev.metadata, names, ev.digest), cacheKey: ev.cacheKey, cacheMiss: ev.cacheMiss });
+        } else if (ev.type === 'cached') progress.done(ev.digest, { cached: true });
         else if (ev.type === 'done') progress.done(ev.digest);
         else if (ev.type === 'error') progress.error(ev.digest, errorMessage(ev.error));
         else progress.canceled(ev.digest);
       },
     }).catch((e) => {
       throw toBuildError(e, filename, progress);
-    });
+    }).finally(() => cache.finish().catch(() => undefined));
 
     const exports: ExportResult[] = [];
     for (const output of outputs) {
