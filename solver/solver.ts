@@ -133,6 +133,21 @@ export async function solve<R>(def: Definition, opts: SolveOptions<R>): Promise<
     opts.onEvent?.({ type: 'cached', digest, metadata, cacheKey: key });
   };
 
+  /** Ops with a cache-ignoring op below them (`--no-cache-filter`): those must run, so they run first. */
+  const forcedMemo = new Map<Digest, boolean>();
+  const forced = (digest: Digest): boolean => {
+    let f = forcedMemo.get(digest);
+    if (f === undefined) {
+      f = opInputs(getOp(digest)).some((i) => {
+        const op = getOp(i.digest);
+        const ignores = !!def.metadata[i.digest]?.ignoreCache && op.kind !== 'source';
+        return ignores || forced(i.digest);
+      });
+      forcedMemo.set(digest, f);
+    }
+    return f;
+  };
+
   const run = (digest: Digest): Promise<R> => {
     let p = results.get(digest);
     if (p) return p;
@@ -141,6 +156,9 @@ export async function solve<R>(def: Definition, opts: SolveOptions<R>): Promise<
     p = (async () => {
       let key: Digest | undefined;
       let cacheMiss: string | undefined;
+      let ran: Promise<R[]> | undefined;
+      if (cache && forced(digest)) ran = Promise.all(opInputs(op).map((i) => run(i.digest)));
+      if (ran) await ran;
       if (cache) {
         // A key that cannot be computed (a COPY source that is missing, ...) means no caching: running the
         // op reports the real error with its location.
@@ -159,7 +177,7 @@ export async function solve<R>(def: Definition, opts: SolveOptions<R>): Promise<
         }
         cacheMiss = found.reason;
       }
-      const inputs = await Promise.all(opInputs(op).map((i) => run(i.digest)));
+      const inputs = await (ran ?? Promise.all(opInputs(op).map((i) => run(i.digest))));
       return queue.add(
         async () => {
           abort.signal.throwIfAborted();

@@ -4,7 +4,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { CacheLookup, KeyContext, SolveCache } from '../../solver/solver.js';
-import type { Digest, OpMetadata } from '../../solver/llb/ops.js';
+import type { Digest, Op, OpMetadata } from '../../solver/llb/ops.js';
 import { sha256 } from '../../solver/llb/digest.js';
 import type { Worker, WorkerRef, LocalDir } from '../worker/worker.js';
 import { ContextChecksummer } from '../worker/contenthash.js';
@@ -29,6 +29,7 @@ export interface BuildCacheOptions {
   scope: string;
   /** Build arg names given on the command line, to word env changes as build arg changes. */
   buildArgs?: string[];
+  noCacheFilter?: string[];
 }
 
 const MAX_PATHS = 3;
@@ -66,7 +67,7 @@ export class BuildCache implements SolveCache<WorkerRef> {
     return key;
   }
 
-  async load(key: Digest, ctx: { digest: Digest; metadata: OpMetadata; ignoreCache: boolean }): Promise<CacheLookup<WorkerRef>> {
+  async load(key: Digest, ctx: { digest: Digest; op: Op; metadata: OpMetadata; ignoreCache: boolean }): Promise<CacheLookup<WorkerRef>> {
     if (!ctx.ignoreCache) {
       const rec = await this.records.get(key);
       if (rec) {
@@ -117,8 +118,12 @@ export class BuildCache implements SolveCache<WorkerRef> {
   }
 
   /** One line on why a step that hit (or ran) in the previous build of this Dockerfile misses now. */
-  private async explain(key: Digest, ctx: { digest: Digest; metadata: OpMetadata; ignoreCache: boolean }): Promise<string | undefined> {
-    if (ctx.ignoreCache) return '--no-cache';
+  private async explain(key: Digest, ctx: { digest: Digest; op: Op; metadata: OpMetadata; ignoreCache: boolean }): Promise<string | undefined> {
+    if (ctx.ignoreCache) {
+      if (ctx.op.kind === 'source') return '--pull';
+      const stage = ctx.metadata.stage;
+      return stage && this.opts.noCacheFilter?.includes(stage) ? `--no-cache-filter ${stage}` : '--no-cache';
+    }
     const id = stepId(ctx.metadata);
     if (!id) return undefined;
     const prev = (await this.loadHistory()).steps[id];

@@ -52,6 +52,8 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
     ociRuntime: argv['oci-runtime'] as string | undefined,
     insecureRegistries: list(argv['insecure-registry']),
     noCache: argv['no-cache'] as boolean | undefined,
+    noCacheFilter: list(argv['no-cache-filter'])?.flatMap((v) => v.split(',')).filter(Boolean),
+    pull: argv.pull as boolean | undefined,
     maxParallelism: argv['max-parallelism'] as number | undefined,
     progress,
     signal: controller.signal,
@@ -84,6 +86,8 @@ async function main(): Promise<void> {
         .option('output', { alias: 'o', type: 'string', describe: 'Output destination (format: "type=local,dest=path")' })
         .option('progress', { type: 'string', choices: ['auto', 'plain', 'tty', 'quiet', 'rawjson'], default: 'auto', describe: 'Set type of progress output' })
         .option('no-cache', { type: 'boolean', describe: 'Do not use cache when building the image' })
+        .option('no-cache-filter', { type: 'string', describe: 'Do not cache specified stages' })
+        .option('pull', { type: 'boolean', describe: 'Always attempt to pull all referenced images' })
         .option('max-parallelism', { type: 'number', describe: 'Most ops run at once (default: one per core, at least 2)' })
         .option('oci-runtime', { type: 'string', describe: 'OCI runtime for RUN: runc (default), crun, or a path' })
         .option('insecure-registry', { type: 'string', describe: 'Registry host reached over plain HTTP' }),

@@ -14,6 +14,7 @@ import { exportImage, type ExportResult } from './export.js';
 import { parsePlatform, hostPlatform } from './platform.js';
 import { StateLock } from './lock.js';
 import { BuildCache } from '../cache/solvecache.js';
+import { applyCacheFilters } from '../cache/filters.js';
 
 export interface BuildOptions {
   /** The build context directory. */
@@ -34,6 +35,10 @@ export interface BuildOptions {
   ociRuntime?: string;
   insecureRegistries?: string[];
   noCache?: boolean;
+  /** Stages whose steps ignore the cache (`--no-cache-filter`). */
+  noCacheFilter?: string[];
+  /** Re-resolve and re-check base images instead of reusing a cached FROM (`--pull`). */
+  pull?: boolean;
   maxParallelism?: number;
   progress?: ProgressWriter;
   signal?: AbortSignal;
@@ -113,10 +118,11 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       throw toBuildError(e, filename);
     }
 
+    applyCacheFilters(converted.definition, { noCacheFilter: opts.noCacheFilter, pull: opts.pull });
     const names = new Map<Digest, string>();
     const locals = { context: { dir: contextDir } };
     const cache = new BuildCache({
-      root, worker, locals, buildArgs: Object.keys(opts.buildArgs ?? {}),
+      root, worker, locals, buildArgs: Object.keys(opts.buildArgs ?? {}), noCacheFilter: opts.noCacheFilter,
       scope: `${dockerfilePath}\0${opts.target ?? ''}\0${opts.platform ?? ''}`,
     });
     await cache.records.cleanup();

@@ -122,6 +122,21 @@ describe('build cache (end to end)', () => {
     expect(Object.values(n.misses)).toContain('--no-cache');
   });
 
+  it('--no-cache-filter re-runs only that stage; --pull keeps an unchanged image\'s dependants cached', async () => {
+    const warm = await build(['--build-arg', 'FOO=4']);
+    expect(steps(warm).ran).toEqual([]);
+    const r = await build(['--build-arg', 'FOO=4', '--no-cache-filter', 'b']);
+    expect(r.code, r.stderr).toBe(0);
+    const s = steps(r);
+    expect(s.ran).toEqual(['COPY other.txt /o', 'RUN cat /o > /o2']);
+    expect(s.misses['COPY other.txt /o']).toBe('--no-cache-filter b');
+    const p = await build(['--build-arg', 'FOO=4', '--pull']);
+    expect(p.code, p.stderr).toBe(0);
+    expect(steps(p).ran).toEqual([]);
+    // The tag was resolved at the registry again (it always is: a moved tag is never missed).
+    expect(events(p).some((e) => e.event === 'completed' && events(p).some((s) => s.vertex === e.vertex && s.name?.startsWith('[internal] load metadata')))).toBe(true);
+  });
+
   it('explains a new base image digest', async () => {
     const moving = `${registry}/cache-moving:1`;
     await exec('skopeo', ['copy', '-q', '--all', '--src-tls-verify=false', '--dest-tls-verify=false', `docker://${base}`, `docker://${moving}`]);
