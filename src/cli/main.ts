@@ -65,6 +65,33 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
   else if (result.configDigest) process.stderr.write(`image config ${result.configDigest}, manifest ${result.manifestDigest}\n`);
 }
 
+async function runDu(argv: Record<string, unknown>): Promise<void> {
+  const { diskUsage } = await import('../client/prune.js');
+  const { formatSize } = await import('../cache/gc.js');
+  const usage = await diskUsage({ root: argv.root as string });
+  const rows = [['TYPE', 'COUNT', 'SIZE', 'RECLAIMABLE'], ...usage.kinds.map((k) => [k.kind, String(k.count), formatSize(k.size), formatSize(k.reclaimable)])];
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  for (const r of rows) process.stdout.write(r.map((c, i) => c.padEnd(widths[i] + 3)).join('').trimEnd() + '\n');
+  process.stdout.write(`Reclaimable:\t${formatSize(usage.reclaimable)}\nTotal:\t\t${formatSize(usage.total)}\n`);
+}
+
+async function runPrune(argv: Record<string, unknown>): Promise<void> {
+  const { prune } = await import('../client/prune.js');
+  const { formatSize, parseSize, parseDuration } = await import('../cache/gc.js');
+  let olderThanMs: number | undefined;
+  for (const f of list(argv.filter) ?? []) {
+    const m = /^until=(.+)$/.exec(f);
+    if (!m) throw new UserError('INVALID_FLAG', `invalid --filter "${f}": only until=DURATION is supported`);
+    try { olderThanMs = parseDuration(m[1]); } catch (e) { throw new UserError('INVALID_FLAG', `invalid --filter "${f}": ${(e as Error).message}`); }
+  }
+  let keepStorage: number | undefined;
+  if (argv['keep-storage'] !== undefined) {
+    try { keepStorage = parseSize(String(argv['keep-storage'])); } catch (e) { throw new UserError('INVALID_FLAG', `invalid --keep-storage: ${(e as Error).message}`); }
+  }
+  const r = await prune({ root: argv.root as string, all: argv.all as boolean | undefined, keepStorage, olderThanMs });
+  process.stdout.write(`Total:\t${formatSize(r.freed)}\n`);
+}
+
 async function main(): Promise<void> {
   await yargs(hideBin(process.argv))
     .scriptName('builder')
@@ -92,6 +119,17 @@ async function main(): Promise<void> {
         .option('oci-runtime', { type: 'string', describe: 'OCI runtime for RUN: runc (default), crun, or a path' })
         .option('insecure-registry', { type: 'string', describe: 'Registry host reached over plain HTTP' }),
       (argv) => runBuild(argv as Record<string, unknown>),
+    )
+    .command('du', 'Disk usage of the state directory', (y) => y, (argv) => runDu(argv as Record<string, unknown>))
+    .command(
+      'prune',
+      'Remove build cache',
+      (y) => y
+        .option('all', { alias: 'a', type: 'boolean', describe: 'Include base image layers, not only build cache' })
+        .option('keep-storage', { type: 'string', describe: 'Amount of disk space to keep for cache (e.g. 5GB)' })
+        .option('filter', { type: 'string', describe: 'Provide filter values (until=24h)' })
+        .option('force', { alias: 'f', type: 'boolean', describe: 'Do not prompt for confirmation (never prompts)' }),
+      (argv) => runPrune(argv as Record<string, unknown>),
     )
     .demandCommand(1, 'Specify a command, e.g. builder build .')
     .strict()

@@ -15,6 +15,8 @@ import { parsePlatform, hostPlatform } from './platform.js';
 import { StateLock } from './lock.js';
 import { BuildCache } from '../cache/solvecache.js';
 import { applyCacheFilters } from '../cache/filters.js';
+import { parseSize } from '../cache/gc.js';
+import { autoGC } from './prune.js';
 
 export interface BuildOptions {
   /** The build context directory. */
@@ -39,6 +41,9 @@ export interface BuildOptions {
   noCacheFilter?: string[];
   /** Re-resolve and re-check base images instead of reusing a cached FROM (`--pull`). */
   pull?: boolean;
+  /** After the build, evict least recently used cache while the state exceeds this many bytes
+   * (default: env BUILDER_GC_KEEP_STORAGE, e.g. `20GB`; unset means no automatic GC). */
+  gcKeepStorage?: number;
   maxParallelism?: number;
   progress?: ProgressWriter;
   signal?: AbortSignal;
@@ -147,6 +152,8 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     for (const output of outputs) {
       exports.push(await exportImage(worker, ref, converted.image, output, { tags: opts.tags ?? [], platform: targetPlatform, progress }));
     }
+    const gcLimit = opts.gcKeepStorage ?? (process.env.BUILDER_GC_KEEP_STORAGE ? parseSize(process.env.BUILDER_GC_KEEP_STORAGE) : undefined);
+    if (gcLimit !== undefined) await autoGC(root, gcLimit);
     const image = exports.find((e) => e.manifestDigest);
     return { manifestDigest: image?.manifestDigest, configDigest: image?.configDigest, exports };
   } finally {
