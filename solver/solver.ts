@@ -12,7 +12,9 @@ export interface OpContext<R> {
   digest: Digest;
   op: Op;
   metadata: OpMetadata;
+  /** Input results; an input the executor said it does not need (`needsInput`) is undefined. */
   inputs: R[];
+  inputOps: Op[];
   signal: AbortSignal;
 }
 
@@ -51,6 +53,8 @@ export interface SolveOptions<R> {
   signal?: AbortSignal;
   onEvent?: (event: SolveEvent) => void;
   cache?: SolveCache<R>;
+  /** False when the executor reads an input some other way (a COPY straight from the context directory). */
+  needsInput?: (op: Op, index: number, inputOp: Op) => boolean;
 }
 
 /** An op failed: carries the op's metadata (description and source location) for the error message. */
@@ -148,6 +152,10 @@ export async function solve<R>(def: Definition, opts: SolveOptions<R>): Promise<
     return f;
   };
 
+  const runInputs = (op: Op): Promise<R[]> =>
+    Promise.all(opInputs(op).map((i, idx) =>
+      opts.needsInput && !opts.needsInput(op, idx, getOp(i.digest)) ? (undefined as R) : run(i.digest)));
+
   const run = (digest: Digest): Promise<R> => {
     let p = results.get(digest);
     if (p) return p;
@@ -157,7 +165,7 @@ export async function solve<R>(def: Definition, opts: SolveOptions<R>): Promise<
       let key: Digest | undefined;
       let cacheMiss: string | undefined;
       let ran: Promise<R[]> | undefined;
-      if (cache && forced(digest)) ran = Promise.all(opInputs(op).map((i) => run(i.digest)));
+      if (cache && forced(digest)) ran = runInputs(op);
       if (ran) await ran;
       if (cache) {
         // A key that cannot be computed (a COPY source that is missing, ...) means no caching: running the
@@ -177,7 +185,7 @@ export async function solve<R>(def: Definition, opts: SolveOptions<R>): Promise<
         }
         cacheMiss = found.reason;
       }
-      const inputs = await (ran ?? Promise.all(opInputs(op).map((i) => run(i.digest))));
+      const inputs = await (ran ?? runInputs(op));
       return queue.add(
         async () => {
           abort.signal.throwIfAborted();
@@ -185,7 +193,8 @@ export async function solve<R>(def: Definition, opts: SolveOptions<R>): Promise<
           reported.add(digest);
           opts.onEvent?.({ type: 'start', digest, metadata, cacheKey: key, cacheMiss });
           try {
-            const result = await opts.execute({ digest, op, metadata, inputs, signal: abort.signal });
+            const inputOps = opInputs(op).map((i) => getOp(i.digest));
+            const result = await opts.execute({ digest, op, metadata, inputs, inputOps, signal: abort.signal });
             if (cache && key) await cache.save(key, result, { digest, op, metadata });
             opts.onEvent?.({ type: 'done', digest, metadata, durationMs: performance.now() - started });
             return result;

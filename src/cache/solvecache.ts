@@ -15,8 +15,6 @@ import { writeFileAtomic } from '../util/fs.js';
 interface StepHistory {
   key: Digest;
   inputs: KeyInputs;
-  /** Copy steps: content digest per selected context file. */
-  files?: Record<string, Digest>;
 }
 
 interface History { steps: Record<string, StepHistory> }
@@ -94,9 +92,12 @@ export class BuildCache implements SolveCache<WorkerRef> {
       if (!id) continue;
       const old = prev.steps[id];
       if (old?.key === c.key) continue;
-      const entry: StepHistory = { key: c.key, inputs: c.inputs };
-      if (c.inputs.copies?.length) entry.files = await this.copyFiles(c.inputs).catch(() => undefined);
-      steps[id] = entry;
+      steps[id] = { key: c.key, inputs: c.inputs };
+      // Copy steps: content digest per selected file, kept apart so a no-op build never reads them.
+      if (c.inputs.copies?.length) {
+        const files = await this.copyFiles(c.inputs).catch(() => undefined);
+        if (files) await writeFileAtomic(this.filesFile(c.key), JSON.stringify(files));
+      }
       changed = true;
     }
     if (changed) await writeFileAtomic(this.historyFile, JSON.stringify({ steps }));
@@ -110,6 +111,10 @@ export class BuildCache implements SolveCache<WorkerRef> {
       break;
     }
     return out;
+  }
+
+  private filesFile(key: Digest): string {
+    return path.join(path.dirname(this.historyFile), 'files', key.slice(7));
   }
 
   private loadHistory(): Promise<History> {
@@ -140,9 +145,10 @@ export class BuildCache implements SolveCache<WorkerRef> {
       for (let i = 0; i < cur.copies.length; i++) {
         const c = cur.copies[i];
         if (prevCopies[i]?.digest === c.digest) continue;
-        const files = prev.files ? await this.copyFiles({ ...cur, copies: [c] }) : {};
-        const diff = diffFiles(prev.files ?? {}, files, c.paths);
-        return `${instruction(ctx.metadata)} ${c.src.replace(/^\/(?=.)/, '')}: ${diff.length ? `changed ${listPaths(diff)}` : 'selected files changed'}`;
+        const prevFiles = await fs.readFile(this.filesFile(prev.key), 'utf8').then((t) => JSON.parse(t) as Record<string, Digest>, () => null);
+        const files = prevFiles ? await this.copyFiles({ ...cur, copies: [c] }) : {};
+        const diff = diffFiles(prevFiles ?? {}, files, c.paths);
+        return `${instruction(ctx.metadata)} ${c.src === '/' ? '.' : c.src.replace(/^\//, '')}: ${diff.length ? `changed ${listPaths(diff)}` : 'selected files changed'}`;
       }
     }
     if (cur.kind === 'exec') {

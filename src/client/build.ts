@@ -135,6 +135,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       maxParallelism: opts.maxParallelism,
       signal: opts.signal,
       cache,
+      needsInput: (op, i, inputOp) => worker.needsInput(op, i, inputOp),
       execute: worker.opExecutor(locals, (digest, stream, chunk) => progress.log(digest, stream, chunk)),
       onEvent: (ev) => {
         if (ev.type === 'start') {

@@ -32,8 +32,10 @@ const WHOLE = Symbol('whole');
 
 export class ContextChecksummer {
   private tree: Promise<Map<string, Node>> | null = null;
-  private readonly digests = new Map<string, Promise<Digest>>();
+  private readonly digests = new Map<string, Digest>();
+  private readonly hashing = new Map<string, Promise<void>>();
   private index: Map<string, IndexEntry> | null = null;
+  private indexLoad: Promise<Map<string, IndexEntry>> | null = null;
   private dirty = false;
   private readonly exclude?: PatternMatcher;
   /** Paths whose content changed since the index was written (for cache-miss explanations). */
@@ -124,89 +126,120 @@ export class ContextChecksummer {
   }
 
   private loadTree(): Promise<Map<string, Node>> {
-    this.tree ??= this.walk();
+    this.tree ??= Promise.resolve().then(() => this.walk());
     return this.tree;
   }
 
-  private async walk(): Promise<Map<string, Node>> {
+  /**
+   * Synchronous on purpose: tens of thousands of lstat calls through promises cost several times more
+   * than the calls themselves, and nothing else runs while the keys are computed.
+   */
+  private walk(): Map<string, Node> {
     const tree = new Map<string, Node>();
-    const limit = new Limiter(64);
-    const visit = async (rel: string, st: fs.Stats): Promise<void> => {
+    const visit = (rel: string, st: fs.Stats): void => {
       const node = toNode(st);
       tree.set(rel, node);
       if (node.type !== 'dir') return;
       const host = rel ? path.join(this.dir, rel) : this.dir;
-      const names = (await limit.run(() => fsp.readdir(host))).sort();
       const kept: string[] = [];
-      await Promise.all(names.map(async (name) => {
+      for (const name of fs.readdirSync(host).sort()) {
         const r = rel ? `${rel}/${name}` : name;
-        const cst = await limit.run(() => fsp.lstat(path.join(host, name)));
+        const cst = fs.lstatSync(path.join(host, name));
         if (this.exclude?.matches(r)) {
           // An excluded directory is still searched when a `!` exception may re-include something below.
-          if (!(cst.isDirectory() && this.exclude.hasExclusions && this.exclude.mayMatchBelow(r, true))) return;
+          if (!(cst.isDirectory() && this.exclude.hasExclusions && this.exclude.mayMatchBelow(r, true))) continue;
         }
         kept.push(name);
-        await visit(r, cst);
-      }));
-      node.children = kept.sort();
+        visit(r, cst);
+      }
+      node.children = kept;
     };
-    await visit('', await fsp.lstat(this.dir));
+    visit('', fs.lstatSync(this.dir));
     return tree;
   }
 
-  private digestOf(rel: string): Promise<Digest> {
-    let p = this.digests.get(rel);
-    if (!p) {
-      p = this.computeDigest(rel);
-      this.digests.set(rel, p);
-    }
-    return p;
+  private async digestOf(rel: string): Promise<Digest> {
+    const tree = await this.loadTree();
+    const index = await this.loadIndex();
+    await this.hashMissing(tree, index, rel);
+    return this.digestSync(tree, index, rel);
   }
 
-  private async computeDigest(rel: string): Promise<Digest> {
-    const tree = await this.loadTree();
+  /** Reads the files under `rel` whose metadata the index does not vouch for. */
+  private async hashMissing(tree: Map<string, Node>, index: Map<string, IndexEntry>, rel: string): Promise<void> {
+    const todo: [string, Node][] = [];
+    const visit = (r: string) => {
+      const node = tree.get(r);
+      if (!node) return;
+      if (node.type === 'dir') {
+        for (const c of node.children ?? []) visit(r ? `${r}/${c}` : c);
+      } else if (node.type === 'file') {
+        const known = index.get(r);
+        if (!(known && known.size === node.size && known.mtimeMs === node.mtimeMs && known.ctimeMs === node.ctimeMs && known.ino === node.ino)) {
+          todo.push([r, node]);
+        }
+      }
+    };
+    visit(rel);
+    await Promise.all(todo.map(async ([r, node]) => {
+      let p = this.hashing.get(r);
+      if (!p) {
+        p = hashLimit.run(() => hashFile(path.join(this.dir, r))).then((digest) => {
+          const known = index.get(r);
+          if (known && known.digest !== digest) this.changed.add(r);
+          index.set(r, { size: node.size, mtimeMs: node.mtimeMs, ctimeMs: node.ctimeMs, ino: node.ino, digest });
+          this.dirty = true;
+        });
+        this.hashing.set(r, p);
+      }
+      await p;
+    }));
+  }
+
+  private digestSync(tree: Map<string, Node>, index: Map<string, IndexEntry>, rel: string): Digest {
+    const memo = this.digests.get(rel);
+    if (memo) return memo;
     const node = tree.get(rel);
     if (!node) throw new Error(`${rel}: not found`);
     const header = `${node.type} ${(node.mode & 0o7777).toString(8)} ${node.uid}:${node.gid}`;
+    let d: Digest;
     switch (node.type) {
       case 'dir': {
-        const kids = await Promise.all((node.children ?? []).map(async (c) => `${c}\0${await this.digestOf(rel ? `${rel}/${c}` : c)}`));
-        return sha256(`${header}\n${kids.join('\n')}`);
+        const kids = (node.children ?? []).map((c) => `${c}\0${this.digestSync(tree, index, rel ? `${rel}/${c}` : c)}`);
+        d = sha256(`${header}\n${kids.join('\n')}`);
+        break;
       }
       case 'symlink':
-        return sha256(`${header}\n${await fsp.readlink(path.join(this.dir, rel))}`);
-      case 'file':
-        return sha256(`${header}\n${await this.contentDigest(rel, node)}`);
-      default:
-        return sha256(`${header}\n${node.mode >>> 12}`);
-    }
-  }
-
-  private async contentDigest(rel: string, node: Node): Promise<Digest> {
-    const index = await this.loadIndex();
-    const known = index.get(rel);
-    if (known && known.size === node.size && known.mtimeMs === node.mtimeMs && known.ctimeMs === node.ctimeMs && known.ino === node.ino) {
-      return known.digest;
-    }
-    const digest = await hashLimit.run(() => hashFile(path.join(this.dir, rel)));
-    if (known && known.digest !== digest) this.changed.add(rel);
-    index.set(rel, { size: node.size, mtimeMs: node.mtimeMs, ctimeMs: node.ctimeMs, ino: node.ino, digest });
-    this.dirty = true;
-    return digest;
-  }
-
-  private async loadIndex(): Promise<Map<string, IndexEntry>> {
-    if (this.index) return this.index;
-    let entries: Record<string, IndexEntry> = {};
-    if (this.indexFile) {
-      try {
-        entries = JSON.parse(await fsp.readFile(this.indexFile, 'utf8')) as Record<string, IndexEntry>;
-      } catch {
-        entries = {};
+        d = sha256(`${header}\n${fs.readlinkSync(path.join(this.dir, rel))}`);
+        break;
+      case 'file': {
+        const known = index.get(rel);
+        if (!known) throw new Error(`${rel}: not hashed`);
+        d = sha256(`${header}\n${known.digest}`);
+        break;
       }
+      default:
+        d = sha256(`${header}\n${node.mode >>> 12}`);
     }
-    this.index ??= new Map(Object.entries(entries));
-    return this.index;
+    this.digests.set(rel, d);
+    return d;
+  }
+
+  /** Loaded once, however many files ask at the same time. */
+  private loadIndex(): Promise<Map<string, IndexEntry>> {
+    this.indexLoad ??= (async () => {
+      let entries: Record<string, IndexEntry> = {};
+      if (this.indexFile) {
+        try {
+          entries = JSON.parse(await fsp.readFile(this.indexFile, 'utf8')) as Record<string, IndexEntry>;
+        } catch {
+          entries = {};
+        }
+      }
+      this.index = new Map(Object.entries(entries));
+      return this.index;
+    })();
+    return this.indexLoad;
   }
 }
 
