@@ -151,4 +151,27 @@ describe('build cache (end to end)', () => {
     expect(from?.cacheMiss).toMatch(/^base image digest changed/);
     expect(steps(r).misses['RUN echo hi > /hi']).toMatch(/^parent step missed: .*FROM/);
   });
+
+  it('honours .dockerignore in COPY and in its cache key', async () => {
+    const c = await makeContext({
+      'Dockerfile': `FROM ${base}\nCOPY . /all/\nCOPY src/ /src/\nRUN ls -a /all /src > /listing\n`,
+      '.dockerignore': 'ignored.txt\nsrc/*.log\n',
+      'ignored.txt': 'i1\n', 'keep.txt': 'k\n', 'src/a.txt': 'a\n', 'src/x.log': 'log\n',
+    });
+    const dest = await tempDir('builder-cache-ignore-');
+    const b = () => runCli(['build', '--root', root, '--progress', 'rawjson', '--output', `type=local,dest=${dest}`, c]);
+    const first = await b();
+    expect(first.code, first.stderr).toBe(0);
+    const all = (await fs.readdir(path.join(dest, 'all'))).sort();
+    expect(all).toContain('keep.txt');
+    expect(all).not.toContain('ignored.txt');
+    expect(await fs.readdir(path.join(dest, 'all', 'src'))).toEqual(['a.txt']);
+    expect(await fs.readdir(path.join(dest, 'src'))).toEqual(['a.txt']);
+    // Ignored files are not part of any key.
+    await fs.writeFile(path.join(c, 'ignored.txt'), 'i2\n');
+    await fs.writeFile(path.join(c, 'src/x.log'), 'log2\n');
+    const second = await b();
+    expect(second.code, second.stderr).toBe(0);
+    expect(steps(second).ran).toEqual([]);
+  });
 });
