@@ -1,6 +1,8 @@
 // The solver runs a Definition: each op once (memoized by digest), an op as soon as its inputs are done,
 // up to `maxParallelism` at a time, only what the root needs. The first failure aborts everything still
 // running (through the AbortSignal handed to each op) and is the error the solve reports.
+// With a cache, each op's cache key (what went in, by content) is computed before anything runs, from its
+// inputs' keys only; a hit skips the op and, since its inputs are not needed, everything below it.
 import os from 'node:os';
 import PQueue from 'p-queue';
 import type { Definition } from './llb/definition.js';
@@ -10,15 +12,37 @@ export interface OpContext<R> {
   digest: Digest;
   op: Op;
   metadata: OpMetadata;
+  /** Input results; an input the executor said it does not need (`needsInput`) is undefined. */
   inputs: R[];
+  inputOps: Op[];
   signal: AbortSignal;
 }
 
 /** Executes one op given its inputs' results; supplied by the worker. */
 export type OpExecutor<R> = (ctx: OpContext<R>) => Promise<R>;
 
+/** What a cache-key function sees: the op and lazy access to its inputs' keys and ops. */
+export interface KeyContext {
+  digest: Digest;
+  op: Op;
+  metadata: OpMetadata;
+  /** Input i's cache key; computed on first use (a key may not need every input's key). */
+  inputKey(i: number): Promise<Digest>;
+  inputOp(i: number): Op;
+}
+
+export type CacheLookup<R> = { hit: true; result: R } | { hit: false; reason?: string };
+
+/** Cross-solve reuse of results by cache key; supplied by the client (persistent cache + worker). */
+export interface SolveCache<R> {
+  key(ctx: KeyContext): Promise<Digest>;
+  load(key: Digest, ctx: { digest: Digest; op: Op; metadata: OpMetadata; ignoreCache: boolean }): Promise<CacheLookup<R>>;
+  save(key: Digest, result: R, ctx: { digest: Digest; op: Op; metadata: OpMetadata }): Promise<void>;
+}
+
 export type SolveEvent =
-  | { type: 'start'; digest: Digest; metadata: OpMetadata }
+  | { type: 'start'; digest: Digest; metadata: OpMetadata; cacheKey?: Digest; cacheMiss?: string }
+  | { type: 'cached'; digest: Digest; metadata: OpMetadata; cacheKey: Digest }
   | { type: 'done'; digest: Digest; metadata: OpMetadata; durationMs: number }
   | { type: 'error'; digest: Digest; metadata: OpMetadata; durationMs: number; error: unknown }
   | { type: 'canceled'; digest: Digest; metadata: OpMetadata; durationMs: number };
@@ -28,6 +52,9 @@ export interface SolveOptions<R> {
   maxParallelism?: number;
   signal?: AbortSignal;
   onEvent?: (event: SolveEvent) => void;
+  cache?: SolveCache<R>;
+  /** False when the executor reads an input some other way (a COPY straight from the context directory). */
+  needsInput?: (op: Op, index: number, inputOp: Op) => boolean;
 }
 
 /** An op failed: carries the op's metadata (description and source location) for the error message. */
@@ -67,24 +94,116 @@ export async function solveRoots<R>(def: Definition, roots: Digest[], opts: Solv
   opts.signal?.addEventListener('abort', onOuterAbort, { once: true });
 
   const results = new Map<Digest, Promise<R>>();
+  const keys = new Map<Digest, Promise<Digest>>();
+  const reported = new Set<Digest>();
   const all: Promise<unknown>[] = [];
   let firstError: SolveError | undefined;
+  const cache = opts.cache;
+  const getOp = (digest: Digest): Op => {
+    const op = def.ops[digest];
+    if (!op) throw new Error(`solver: op ${digest} is not in the definition`);
+    return op;
+  };
+
+  const keyOf = (digest: Digest): Promise<Digest> => {
+    let k = keys.get(digest);
+    if (k) return k;
+    const op = getOp(digest);
+    const inputs = opInputs(op);
+    k = cache!.key({
+      digest, op, metadata: def.metadata[digest] ?? {},
+      inputKey: (i) => keyOf(inputs[i].digest),
+      inputOp: (i) => getOp(inputs[i].digest),
+    });
+    keys.set(digest, k);
+    return k;
+  };
+
+  /**
+   * Inputs of a cache hit are not needed; those that also hit are reported as cached (as BuildKit shows),
+   * inputs first, so progress reads in build order.
+   */
+  const reportCachedInputs = async (op: Op): Promise<void> => {
+    await Promise.all(opInputs(op).map(async (input) => {
+      if (reported.has(input.digest) || results.has(input.digest)) return;
+      reported.add(input.digest);
+      const inputOp = getOp(input.digest);
+      const metadata = def.metadata[input.digest] ?? {};
+      const key = await keyOf(input.digest);
+      const found = await cache!.load(key, { digest: input.digest, op: inputOp, metadata, ignoreCache: !!metadata.ignoreCache });
+      if (!found.hit) return;
+      await reportCachedInputs(inputOp);
+      emitCached(input.digest, metadata, key);
+    }));
+  };
+
+  const emitted = new Set<Digest>();
+  const emitCached = (digest: Digest, metadata: OpMetadata, key: Digest) => {
+    if (emitted.has(digest)) return;
+    emitted.add(digest);
+    opts.onEvent?.({ type: 'start', digest, metadata, cacheKey: key });
+    opts.onEvent?.({ type: 'cached', digest, metadata, cacheKey: key });
+  };
+
+  /** Ops with a cache-ignoring op below them (`--no-cache-filter`): those must run, so they run first. */
+  const forcedMemo = new Map<Digest, boolean>();
+  const forced = (digest: Digest): boolean => {
+    let f = forcedMemo.get(digest);
+    if (f === undefined) {
+      f = opInputs(getOp(digest)).some((i) => {
+        const op = getOp(i.digest);
+        const ignores = !!def.metadata[i.digest]?.ignoreCache && op.kind !== 'source';
+        return ignores || forced(i.digest);
+      });
+      forcedMemo.set(digest, f);
+    }
+    return f;
+  };
+
+  const runInputs = (op: Op): Promise<R[]> =>
+    Promise.all(opInputs(op).map((i, idx) =>
+      opts.needsInput && !opts.needsInput(op, idx, getOp(i.digest)) ? (undefined as R) : run(i.digest)));
 
   const run = (digest: Digest): Promise<R> => {
     let p = results.get(digest);
     if (p) return p;
-    const op = def.ops[digest];
-    if (!op) throw new Error(`solver: op ${digest} is not in the definition`);
+    const op = getOp(digest);
     const metadata = def.metadata[digest] ?? {};
     p = (async () => {
-      const inputs = await Promise.all(opInputs(op).map((i) => run(i.digest)));
+      let key: Digest | undefined;
+      let cacheMiss: string | undefined;
+      let ran: Promise<R[]> | undefined;
+      if (cache && forced(digest)) ran = runInputs(op);
+      if (ran) await ran;
+      if (cache) {
+        // A key that cannot be computed (a COPY source that is missing, ...) means no caching: running the
+        // op reports the real error with its location.
+        key = await keyOf(digest).catch(() => undefined);
+        abort.signal.throwIfAborted();
+        const found: CacheLookup<R> = key
+          ? await cache.load(key, { digest, op, metadata, ignoreCache: !!metadata.ignoreCache })
+          : { hit: false };
+        if (found.hit) {
+          reported.add(digest);
+          opts.onEvent?.({ type: 'start', digest, metadata, cacheKey: key });
+          opts.onEvent?.({ type: 'cached', digest, metadata, cacheKey: key! });
+          const r = reportCachedInputs(op).catch(() => undefined);
+          all.push(r);
+          return found.result;
+        }
+        cacheMiss = found.reason;
+      }
+      const inputs = await (ran ?? runInputs(op));
       return queue.add(
         async () => {
           abort.signal.throwIfAborted();
           const started = performance.now();
-          opts.onEvent?.({ type: 'start', digest, metadata });
+          reported.add(digest);
+          opts.onEvent?.({ type: 'start', digest, metadata, cacheKey: key, cacheMiss });
           try {
-            const result = await opts.execute({ digest, op, metadata, inputs, signal: abort.signal });
+            const inputOps = opInputs(op).map((i) => getOp(i.digest));
+            const result = await opts.execute({ digest, op, metadata, inputs, inputOps, signal: abort.signal });
+            if (cache && key) await cache.save(key, result, { digest, op, metadata });
             opts.onEvent?.({ type: 'done', digest, metadata, durationMs: performance.now() - started });
             return result;
           } catch (error) {

@@ -70,6 +70,8 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
     ociRuntime: argv['oci-runtime'] as string | undefined,
     insecureRegistries: list(argv['insecure-registry']),
     ssh: list(argv.ssh),
+    noCacheFilter: list(argv['no-cache-filter'])?.flatMap((v) => v.split(',')).filter(Boolean),
+    pull: argv.pull as boolean | undefined,
     maxParallelism: argv['max-parallelism'] as number | undefined,
     check: argv.check as boolean | undefined,
   });
@@ -91,10 +93,38 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
 // A reader that went away (a closed pipe) must not kill the build halfway: cancellation and cleanup
 // still have to run, so write errors on our own output are ignored.
 for (const stream of [process.stdout, process.stderr]) stream.on('error', () => undefined);
+async function runDu(argv: Record<string, unknown>): Promise<void> {
+  const { diskUsage } = await import('../client/prune.js');
+  const { formatSize } = await import('../cache/gc.js');
+  const usage = await diskUsage({ root: argv.root as string });
+  const rows = [['TYPE', 'COUNT', 'SIZE', 'RECLAIMABLE'], ...usage.kinds.map((k) => [k.kind, String(k.count), formatSize(k.size), formatSize(k.reclaimable)])];
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  for (const r of rows) process.stdout.write(r.map((c, i) => c.padEnd(widths[i] + 3)).join('').trimEnd() + '\n');
+  process.stdout.write(`Reclaimable:\t${formatSize(usage.reclaimable)}\nTotal:\t\t${formatSize(usage.total)}\n`);
+}
+
+async function runPrune(argv: Record<string, unknown>): Promise<void> {
+  const { prune } = await import('../client/prune.js');
+  const { formatSize, parseSize, parseDuration } = await import('../cache/gc.js');
+  let olderThanMs: number | undefined;
+  for (const f of list(argv.filter) ?? []) {
+    const m = /^until=(.+)$/.exec(f);
+    if (!m) throw new UserError('INVALID_FLAG', `invalid --filter "${f}": only until=DURATION is supported`);
+    try { olderThanMs = parseDuration(m[1]); } catch (e) { throw new UserError('INVALID_FLAG', `invalid --filter "${f}": ${(e as Error).message}`); }
+  }
+  let keepStorage: number | undefined;
+  if (argv['keep-storage'] !== undefined) {
+    try { keepStorage = parseSize(String(argv['keep-storage'])); } catch (e) { throw new UserError('INVALID_FLAG', `invalid --keep-storage: ${(e as Error).message}`); }
+  }
+  const r = await prune({ root: argv.root as string, all: argv.all as boolean | undefined, keepStorage, olderThanMs });
+  process.stdout.write(`Total:\t${formatSize(r.freed)}\n`);
+}
 
 async function main(): Promise<void> {
   await yargs(hideBin(process.argv))
     .scriptName('builder')
+    // `--no-cache` is a flag of its own (as in buildx), not the negation of a `--cache`.
+    .parserConfiguration({ 'boolean-negation': false })
     .usage('$0 <command> [options]')
     .option('root', { type: 'string', default: defaultRoot(), describe: 'State directory (env BUILDER_ROOT)', global: true })
     .command(
@@ -111,6 +141,8 @@ async function main(): Promise<void> {
         .option('output', { alias: 'o', type: 'string', describe: 'Output destination (format: "type=local,dest=path")' })
         .option('progress', { type: 'string', choices: ['auto', 'plain', 'tty', 'quiet', 'rawjson'], default: 'auto', describe: 'Set type of progress output' })
         .option('no-cache', { type: 'boolean', describe: 'Do not use cache when building the image' })
+        .option('no-cache-filter', { type: 'string', describe: 'Do not cache specified stages' })
+        .option('pull', { type: 'boolean', describe: 'Always attempt to pull all referenced images' })
         .option('max-parallelism', { type: 'number', describe: 'Most ops run at once (default: one per core, at least 2)' })
         .option('oci-runtime', { type: 'string', describe: 'OCI runtime for RUN: runc (default), crun, or a path' })
         .option('check', { type: 'boolean', describe: 'Run the build checks (lint rules) on every stage instead of building' })
@@ -150,6 +182,17 @@ async function main(): Promise<void> {
           process.stdout.write(`${r.name}: ${r.status}${r.message ? ` (${r.message})` : ''}\n`);
         }
       },
+    )
+    .command('du', 'Disk usage of the state directory', (y) => y, (argv) => runDu(argv as Record<string, unknown>))
+    .command(
+      'prune',
+      'Remove build cache',
+      (y) => y
+        .option('all', { alias: 'a', type: 'boolean', describe: 'Include base image layers, not only build cache' })
+        .option('keep-storage', { type: 'string', describe: 'Amount of disk space to keep for cache (e.g. 5GB)' })
+        .option('filter', { type: 'string', describe: 'Provide filter values (until=24h)' })
+        .option('force', { alias: 'f', type: 'boolean', describe: 'Do not prompt for confirmation (never prompts)' }),
+      (argv) => runPrune(argv as Record<string, unknown>),
     )
     .demandCommand(1, 'Specify a command, e.g. builder build .')
     .strict()

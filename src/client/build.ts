@@ -19,6 +19,10 @@ import { checkEntitlements, loadSession, parseEntitlements, parseSecretSpec, par
 import { readDockerignore } from './dockerignore.js';
 import { checkReport, sourceExcerpt, warningSummary } from './checks.js';
 import type { LintWarning } from '../../frontend/dockerfile/linter.js';
+import { BuildCache } from '../cache/solvecache.js';
+import { applyCacheFilters } from '../cache/filters.js';
+import { parseSize } from '../cache/gc.js';
+import { autoGC } from './prune.js';
 
 export interface BuildOptions {
   /** The build context: a directory, or a tar stream of one. */
@@ -41,6 +45,13 @@ export interface BuildOptions {
   ociRuntime?: string;
   insecureRegistries?: string[];
   noCache?: boolean;
+  /** Stages whose steps ignore the cache (`--no-cache-filter`). */
+  noCacheFilter?: string[];
+  /** Re-resolve and re-check base images instead of reusing a cached FROM (`--pull`). */
+  pull?: boolean;
+  /** After the build, evict least recently used cache while the state exceeds this many bytes
+   * (default: env BUILDER_GC_KEEP_STORAGE, e.g. `20GB`; unset means no automatic GC). */
+  gcKeepStorage?: number;
   maxParallelism?: number;
   progress?: ProgressWriter;
   signal?: AbortSignal;
@@ -169,25 +180,38 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
 
     const names = new Map<Digest, string>();
     const definition = mergeDefinitions(perPlatform.map((c) => c.definition));
+    applyCacheFilters(definition, { noCacheFilter: opts.noCacheFilter, pull: opts.pull });
+    const locals = { context: { dir: contextDir } };
+    const cache = new BuildCache({
+      root, worker, locals, buildArgs: Object.keys(opts.buildArgs ?? {}), noCacheFilter: opts.noCacheFilter,
+      scope: `${dockerfilePath}\0${opts.target ?? ''}\0${opts.platform ?? ''}`,
+    });
+    await cache.records.cleanup();
     const refs = await solveRoots<WorkerRef>(definition, perPlatform.map((c) => c.definition.root), {
       maxParallelism: opts.maxParallelism,
       signal: opts.signal,
-      execute: worker.opExecutor({ context: { dir: contextDir } }, (digest, stream, chunk) => progress.log(digest, stream, chunk), session),
+      cache,
+      needsInput: (op, i, inputOp) => worker.needsInput(op, i, inputOp),
+      execute: worker.opExecutor(locals, (digest, stream, chunk) => progress.log(digest, stream, chunk), session),
       onEvent: (ev) => {
-        if (ev.type === 'start') progress.start({ id: ev.digest, name: vertexName(ev.metadata, names, ev.digest) });
+        if (ev.type === 'start') {
+          progress.start({ id: ev.digest, name: vertexName(ev.metadata, names, ev.digest), cacheKey: ev.cacheKey, cacheMiss: ev.cacheMiss });
+        } else if (ev.type === 'cached') progress.done(ev.digest, { cached: true });
         else if (ev.type === 'done') progress.done(ev.digest);
         else if (ev.type === 'error') progress.error(ev.digest, errorMessage(ev.error));
         else progress.canceled(ev.digest);
       },
     }).catch((e) => {
       throw withDetails(toBuildError(e, filename, progress), e, filename, dockerfile);
-    });
+    }).finally(() => cache.finish().catch(() => undefined));
 
     const exports: ExportResult[] = [];
     for (const output of outputs) {
       const results = perPlatform.map((c, i) => ({ ref: refs[i], image: c.image, platform: platforms[i] }));
       exports.push(await exportImage(worker, results, output, { tags: opts.tags ?? [], progress }));
     }
+    const gcLimit = opts.gcKeepStorage ?? (process.env.BUILDER_GC_KEEP_STORAGE ? parseSize(process.env.BUILDER_GC_KEEP_STORAGE) : undefined);
+    if (gcLimit !== undefined) await autoGC(root, gcLimit);
     const image = exports.find((e) => e.manifestDigest);
     return { manifestDigest: image?.manifestDigest, configDigest: image?.configDigest, exports, warnings: converted.warnings };
   } finally {

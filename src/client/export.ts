@@ -42,12 +42,22 @@ export async function layerBlobs(worker: Worker, ref: WorkerRef): Promise<LayerD
   return out;
 }
 
+/** When the newest layer was made (its snapshot's commit): cached rebuilds keep the same image times. */
+async function newestLayerTime(worker: Worker, ref: WorkerRef): Promise<string | undefined> {
+  let newest: string | undefined;
+  for (const id of ref.layers) {
+    const created = ((await worker.snapshots.info(id)) as { created?: string } | null)?.created;
+    if (created && (!newest || created > newest)) newest = created;
+  }
+  return newest;
+}
+
 /**
  * Fills in what the frontend cannot know: rootfs from the actual layers, platform, and a history aligned
  * with the layers (one non-empty entry per layer, as BuildKit's exporter normalizes it).
  */
-export function finalizeConfig(image: ImageConfigFile, layers: LayerDesc[], platform: Platform): ImageConfigFile {
-  const created = new Date().toISOString();
+export function finalizeConfig(image: ImageConfigFile, layers: LayerDesc[], platform: Platform, createdAt?: string): ImageConfigFile {
+  const created = createdAt ?? new Date().toISOString();
   const history: HistoryEntry[] = (image.history ?? []).map((h: HistoryEntry) => ({ ...h }));
   let nonEmpty = history.filter((h) => !h.empty_layer).length;
   // More layers than history entries: describe the extra (oldest) ones, as BuildKit does.
@@ -120,7 +130,7 @@ export async function exportImage(
   const images: { manifest: Descriptor; config: Descriptor; platform: Platform }[] = [];
   for (const r of results) {
     const layers = await layerBlobs(worker, r.ref);
-    const config = finalizeConfig(r.image, layers, r.platform);
+    const config = finalizeConfig(r.image, layers, r.platform, await newestLayerTime(worker, r.ref));
     const written = await writeImage(worker.store, { config, layers });
     images.push({ manifest: written.manifest, config: written.config, platform: r.platform });
   }

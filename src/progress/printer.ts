@@ -8,6 +8,10 @@ export type ProgressMode = 'auto' | 'plain' | 'tty' | 'quiet' | 'rawjson';
 export interface Vertex {
   id: string;
   name: string;
+  /** The op's cache key, when the solver computed one. */
+  cacheKey?: string;
+  /** Why a step that hit the cache in the previous build of this Dockerfile misses now. */
+  cacheMiss?: string;
 }
 
 export interface ProgressWriter {
@@ -51,7 +55,11 @@ export class PlainProgress implements ProgressWriter {
     this.vertices.set(v.id, state);
     this.write('');
     this.write(`#${state.n} ${v.name}`);
-    this.json({ vertex: v.id, name: v.name, started: new Date().toISOString() });
+    if (v.cacheMiss) this.write(`#${state.n} cache miss: ${v.cacheMiss}`);
+    this.json({
+      event: 'started', vertex: v.id, name: v.name, started: new Date().toISOString(),
+      ...(v.cacheKey ? { cacheKey: v.cacheKey } : {}), ...(v.cacheMiss ? { cacheMiss: v.cacheMiss } : {}),
+    });
   }
 
   log(id: string, stream: 'stdout' | 'stderr', chunk: Buffer): void {
@@ -68,7 +76,7 @@ export class PlainProgress implements ProgressWriter {
     if (v.lines.length > TAIL_KEEP) v.lines.shift();
     const t = ((performance.now() - v.started) / 1000).toFixed(3);
     this.write(`#${v.n} ${t} ${line}`);
-    this.json({ vertex: id, stream, data: line });
+    this.json({ event: 'log', vertex: id, stream, data: line });
   }
 
   private flush(id: string, v: VertexState): void {
@@ -84,7 +92,7 @@ export class PlainProgress implements ProgressWriter {
     this.flush(id, v);
     if (opts?.cached) this.write(`#${v.n} CACHED`);
     else this.write(`#${v.n} DONE ${((performance.now() - v.started) / 1000).toFixed(1)}s`);
-    this.json({ vertex: id, completed: new Date().toISOString(), cached: !!opts?.cached });
+    this.json({ event: opts?.cached ? 'cached' : 'completed', vertex: id, completed: new Date().toISOString(), cached: !!opts?.cached });
   }
 
   error(id: string, message: string): void {
@@ -92,7 +100,7 @@ export class PlainProgress implements ProgressWriter {
     if (!v) return;
     this.flush(id, v);
     this.write(`#${v.n} ERROR: ${message}`);
-    this.json({ vertex: id, error: message });
+    this.json({ event: 'error', vertex: id, error: message });
   }
 
   canceled(id: string): void {
@@ -100,7 +108,7 @@ export class PlainProgress implements ProgressWriter {
     if (!v) return;
     this.flush(id, v);
     this.write(`#${v.n} CANCELED`);
-    this.json({ vertex: id, canceled: true });
+    this.json({ event: 'canceled', vertex: id, canceled: true });
   }
 
   tail(id: string, lines: number): string[] {

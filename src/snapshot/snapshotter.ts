@@ -82,7 +82,8 @@ export class Snapshotter {
     // The workdir only matters while mounted; an empty one keeps committed layers lean.
     await fs.rm(path.join(this.dir, id, 'work'), { recursive: true, force: true });
     await fs.mkdir(path.join(this.dir, id, 'work'), { mode: 0o700 });
-    await writeFileAtomic(path.join(this.dir, id, MARKER), JSON.stringify(info));
+    // The commit time becomes the layer's history time, so a cached rebuild reproduces the image digest.
+    await writeFileAtomic(path.join(this.dir, id, MARKER), JSON.stringify({ created: new Date().toISOString(), ...info }));
   }
 
   /** What `commit`/`setInfo` recorded, or null when the snapshot is not committed. */

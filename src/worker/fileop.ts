@@ -24,14 +24,20 @@ const notFound = (p: string) => new FileOpError('NOT_FOUND', `"${p}": not found`
  * Applies `actions` in order to `root` (a mounted writable rootfs). `sources[i]` is the directory of op
  * input i, which copy actions read from (`sourceInput` -1 is an empty filesystem).
  */
-export async function applyFileActions(root: string, actions: FileAction[], sources: (string | null)[]): Promise<void> {
+/**
+ * `rootOwned`: source inputs whose files count as root's (a build context read in place: BuildKit's context
+ * transfer gives every file 0:0), unless the copy sets an owner; archives extracted from them keep theirs.
+ */
+export async function applyFileActions(
+  root: string, actions: FileAction[], sources: (string | null)[], opts: { rootOwned?: Set<number> } = {},
+): Promise<void> {
   for (const action of actions) {
     try {
       switch (action.action) {
         case 'mkdir': await mkdirAction(root, action); break;
         case 'mkfile': await mkfileAction(root, action); break;
         case 'rm': await rmAction(root, action); break;
-        case 'copy': await copyAction(root, action, sources); break;
+        case 'copy': await copyAction(root, action, sources, opts.rootOwned?.has(action.sourceInput) ?? false); break;
       }
     } catch (e) {
       throw asFileOpError(e, [root, ...sources.filter((s): s is string => s !== null)]);
@@ -139,19 +145,19 @@ function sourcePath(srcRoot: string, p: string, followLinks: boolean): Promise<s
   return resolveInRoot(srcRoot, path.posix.join('/', p), followLinks);
 }
 
-async function copyAction(root: string, a: CopyAction, sources: (string | null)[]): Promise<void> {
+async function copyAction(root: string, a: CopyAction, sources: (string | null)[], rootOwned: boolean): Promise<void> {
   if (a.sourceInput >= 0 && typeof sources[a.sourceInput] !== 'string') {
     throw new FileOpError('INVALID_INPUT', `copy source input ${a.sourceInput} is not available`);
   }
   const scratch = a.sourceInput < 0 ? await fsp.mkdtemp(path.join(os.tmpdir(), 'builder-scratch-')) : null;
   try {
-    await copyFrom(root, scratch ?? sources[a.sourceInput]!, a);
+    await copyFrom(root, scratch ?? sources[a.sourceInput]!, a, rootOwned);
   } finally {
     if (scratch) await fsp.rmdir(scratch);
   }
 }
 
-async function copyFrom(root: string, srcRoot: string, a: CopyAction): Promise<void> {
+async function copyFrom(root: string, srcRoot: string, a: CopyAction, rootOwned = false): Promise<void> {
   const srcPath = cleanPath(a.src);
   const destPath = cleanPath(a.dest);
   const owner = await ownerOf(root, a.owner);
@@ -186,7 +192,7 @@ async function copyFrom(root: string, srcRoot: string, a: CopyAction): Promise<v
     throw new FileOpError('INVALID_MODE', (e as Error).message);
   }
   const copier = new Copier(root, {
-    owner,
+    owner: owner ?? (rootOwned ? { uid: 0, gid: 0 } : undefined),
     mode: a.mode,
     modeSet,
     timestamp: a.timestamp,

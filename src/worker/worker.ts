@@ -83,6 +83,14 @@ export class Worker {
     return p;
   }
 
+  /**
+   * Whether executing `op` needs input `index` as a snapshot. A COPY from the context reads the context
+   * directory directly (see directLocalCopy) instead of a snapshot of all of it.
+   */
+  needsInput(op: Op, index: number, inputOp: Op): boolean {
+    return !(op.kind === 'file' && directLocalCopy(op, index, inputOp));
+  }
+
   /** The op executor the solver calls; `locals` names the client's directories (context, ...). */
   opExecutor(locals: Record<string, LocalDir>, onLog?: LogSink, session: BuildSession = {}): OpExecutor<WorkerRef> {
     return (ctx) => this.execute(ctx, locals, onLog, session);
@@ -106,7 +114,7 @@ export class Worker {
       case 'exec':
         return this.exec(op, ctx, session, onLog);
       case 'file':
-        return this.file(op, ctx.inputs);
+        return this.file(op, ctx.inputs, ctx.inputOps, locals);
       case 'merge':
         return this.merge(op, ctx.inputs);
     }
@@ -229,7 +237,7 @@ export class Worker {
     return { layers: [...base.layers, upper] };
   }
 
-  private async file(op: FileOp, inputs: WorkerRef[]): Promise<WorkerRef> {
+  private async file(op: FileOp, inputs: WorkerRef[], inputOps: Op[], locals: Record<string, LocalDir>): Promise<WorkerRef> {
     const base = op.base >= 0 ? inputs[op.base] : { layers: [] };
     const upper = await this.snapshots.prepare();
     const mounts: Mounted[] = [];
@@ -241,16 +249,30 @@ export class Worker {
         target = m.target;
       }
       const sources: (string | null)[] = [];
+      let actions = op.actions;
+      const rootOwned = new Set<number>();
       for (let i = 0; i < inputs.length; i++) {
         if (i === op.base || !op.actions.some((a) => a.action === 'copy' && a.sourceInput === i)) {
           sources.push(i === op.base ? target : null);
+          continue;
+        }
+        const direct = directLocalCopy(op, i, inputOps[i]);
+        if (direct) {
+          const local = locals[direct.name];
+          if (!local) throw new UserError('NO_LOCAL', `local source "${direct.name}" was not provided`);
+          sources.push(local.dir);
+          rootOwned.add(i);
+          if (direct.excludePatterns) {
+            const excludePatterns = direct.excludePatterns;
+            actions = actions.map((a) => (a.action === 'copy' && a.sourceInput === i ? { ...a, excludePatterns } : a));
+          }
           continue;
         }
         const m = await this.snapshots.mount(inputs[i].layers);
         mounts.push(m);
         sources.push(m.target);
       }
-      await applyFileActions(target, op.actions, sources);
+      await applyFileActions(target, actions, sources, { rootOwned });
     } catch (e) {
       await unmountAll(mounts);
       await this.snapshots.remove(upper).catch(() => undefined);
@@ -266,6 +288,21 @@ export class Worker {
     for (const input of inputs) for (const id of input.layers) if (!layers.includes(id)) layers.push(id);
     return { layers };
   }
+}
+
+/**
+ * The local source a file op's input `index` can be copied from directly (no snapshot of the whole
+ * context): when the source selects with excludes only, and every copy reading it either has no
+ * .dockerignore to honour or copies the whole context (where those excludes apply to the copy as is).
+ */
+function directLocalCopy(op: FileOp, index: number, inputOp: Op | undefined): LocalSource | null {
+  if (!inputOp || index === op.base || inputOp.kind !== 'source' || inputOp.source.type !== 'local') return null;
+  const src = inputOp.source;
+  if (src.includePatterns?.length || src.followPaths?.length) return null;
+  if (!src.excludePatterns?.length) return src;
+  const whole = op.actions.every((a) => a.action !== 'copy' || a.sourceInput !== index ||
+    (path.posix.join('/', a.src) === '/' && !a.includePatterns?.length && !a.excludePatterns?.length));
+  return whole ? src : null;
 }
 
 async function unmountAll(mounts: Mounted[]): Promise<void> {

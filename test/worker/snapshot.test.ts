@@ -38,7 +38,7 @@ describe('Snapshotter', () => {
     expect(await snaps.info(a)).toBeNull();
     await snaps.commit(a, { diffID: 'sha256:x' });
     expect(await snaps.exists(a)).toBe(true);
-    expect(await snaps.info(a)).toEqual({ diffID: 'sha256:x' });
+    expect(await snaps.info(a)).toEqual({ diffID: 'sha256:x', created: expect.any(String) });
     await snaps.setInfo(a, { diffID: 'sha256:y', blob: { size: 1 } });
     expect(await snaps.info(a)).toEqual({ diffID: 'sha256:y', blob: { size: 1 } });
     await snaps.remove(a);

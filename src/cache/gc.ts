@@ -1,0 +1,227 @@
+// Disk usage and garbage collection of the state directory. GC walks from the roots (cache records and
+// pulled-layer records) to the snapshots they name, never the other way round: what no root reaches is
+// removed, records first so no record ever names a missing snapshot. Eviction is least recently used
+// first (a record's mtime is its last use). Layer blobs go with the last snapshot that remembered them;
+// other content (image manifests and configs, which an image store may hold) is left alone.
+// Callers hold the state directory's lock.
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { Digest } from '../../solver/llb/ops.js';
+import { Snapshotter } from '../snapshot/snapshotter.js';
+import { ContentStore } from '../content/store.js';
+import { writeFileAtomic } from '../util/fs.js';
+import { CacheRecords } from './records.js';
+
+export interface PruneOptions {
+  /** Remove everything, pulled base layers included. */
+  all?: boolean;
+  /** Evict least recently used entries until the state is at most this many bytes. */
+  keepStorage?: number;
+  /** Only entries not used for this long (ms). */
+  olderThanMs?: number;
+}
+
+export interface Usage {
+  kinds: { kind: string; count: number; size: number; reclaimable: number }[];
+  total: number;
+  reclaimable: number;
+}
+
+interface Root {
+  kind: 'cache' | 'layer';
+  file: string;
+  lastUsed: number;
+  layers: string[];
+}
+
+interface SnapshotMeta { size: number; blob?: Digest }
+
+export class GarbageCollector {
+  readonly snapshots: Snapshotter;
+  readonly store: ContentStore;
+  private readonly records: CacheRecords;
+  private readonly sizesFile: string;
+  private sizes: Record<string, SnapshotMeta> | null = null;
+
+  constructor(private readonly root: string) {
+    this.snapshots = new Snapshotter(root);
+    this.store = new ContentStore(path.join(root, 'content'));
+    this.records = new CacheRecords(root, this.snapshots);
+    this.sizesFile = path.join(root, 'cache', 'sizes.json');
+  }
+
+  /** Usage by kind; nothing is in use between builds (callers hold the lock), so all of it is reclaimable. */
+  async usage(): Promise<Usage> {
+    const roots = await this.roots();
+    const meta = await this.snapshotMeta();
+    const layerSnaps = reachable(roots.filter((r) => r.kind === 'layer'));
+    const all = Object.keys(meta);
+    const sum = (ids: Iterable<string>) => [...ids].reduce((n, id) => n + (meta[id]?.size ?? 0), 0);
+    const built = all.filter((id) => !layerSnaps.has(id));
+    const base = all.filter((id) => layerSnaps.has(id));
+    const builtSize = sum(built);
+    const baseSize = sum(base);
+    let blobs = 0;
+    for (const id of all) if (meta[id].blob) blobs += (await this.store.stat(meta[id].blob!))?.size ?? 0;
+    const kinds = [
+      { kind: 'build cache', count: built.length, size: builtSize, reclaimable: builtSize },
+      { kind: 'base image layers', count: base.length, size: baseSize, reclaimable: baseSize },
+      { kind: 'layer blobs', count: all.filter((id) => meta[id].blob).length, size: blobs, reclaimable: blobs },
+    ];
+    const total = builtSize + baseSize + blobs;
+    return { kinds, total, reclaimable: total };
+  }
+
+  /** Removes entries as asked, then everything no remaining root reaches; returns the bytes freed. */
+  async prune(opts: PruneOptions): Promise<{ freed: number; removed: number }> {
+    const now = Date.now();
+    let roots = await this.roots();
+    const meta = await this.snapshotMeta();
+    const before = await this.totalSize(meta);
+    const eligible = (r: Root) =>
+      (opts.all || r.kind === 'cache') && (opts.olderThanMs === undefined || now - r.lastUsed >= opts.olderThanMs);
+    let removed = 0;
+    const drop = async (r: Root) => {
+      await fs.rm(r.file, { force: true });
+      roots = roots.filter((x) => x !== r);
+      removed++;
+    };
+    if (opts.keepStorage !== undefined) {
+      // Least recently used first; cache records before base layers (those are cheap to pull again only
+      // when the registry is reachable).
+      const order = roots.filter((r) => (r.kind === 'cache' || opts.all) && eligible(r))
+        .sort((a, b) => (a.kind === b.kind ? a.lastUsed - b.lastUsed : a.kind === 'cache' ? -1 : 1));
+      for (const r of order) {
+        if (sizeOf(reachable(roots), meta) <= opts.keepStorage) break;
+        await drop(r);
+      }
+    } else {
+      for (const r of [...roots]) if (eligible(r)) await drop(r);
+    }
+    await this.sweep(reachable(roots), meta);
+    const after = await this.totalSize(meta);
+    return { freed: Math.max(0, before - after), removed };
+  }
+
+  /** Deletes snapshots no root reaches, and the layer blobs only they remembered. */
+  private async sweep(keep: Set<string>, meta: Record<string, SnapshotMeta>): Promise<void> {
+    const keptBlobs = new Set([...keep].map((id) => meta[id]?.blob).filter(Boolean));
+    for (const id of Object.keys(meta)) {
+      if (keep.has(id)) continue;
+      const blob = meta[id].blob;
+      await this.snapshots.remove(id);
+      delete meta[id];
+      if (blob && !keptBlobs.has(blob)) await fs.rm(this.store.blobPath(blob), { force: true });
+    }
+    await this.saveSizes(meta);
+  }
+
+  private async totalSize(meta: Record<string, SnapshotMeta>): Promise<number> {
+    let n = sizeOf(new Set(Object.keys(meta)), meta);
+    for (const m of Object.values(meta)) if (m.blob) n += (await this.store.stat(m.blob))?.size ?? 0;
+    return n;
+  }
+
+  private async roots(): Promise<Root[]> {
+    const out: Root[] = [];
+    for (const r of await this.records.list()) {
+      out.push({ kind: 'cache', file: path.join(this.records.dir, r.key.replace('sha256:', '')), lastUsed: r.lastUsed, layers: r.layers });
+    }
+    const layersDir = path.join(this.root, 'layers');
+    for (const name of await fs.readdir(layersDir).catch(() => [] as string[])) {
+      const file = path.join(layersDir, name);
+      try {
+        const [text, st] = await Promise.all([fs.readFile(file, 'utf8'), fs.stat(file)]);
+        const rec = JSON.parse(text) as { snapshot: string; parent?: string[] };
+        out.push({ kind: 'layer', file, lastUsed: st.mtimeMs, layers: [...(rec.parent ?? []), rec.snapshot] });
+      } catch {
+        // a temp file or a record removed meanwhile
+      }
+    }
+    return out;
+  }
+
+  /** Size (and remembered blob) per committed snapshot; sizes are measured once and kept in sizes.json. */
+  async snapshotMeta(): Promise<Record<string, SnapshotMeta>> {
+    if (!this.sizes) {
+      this.sizes = await fs.readFile(this.sizesFile, 'utf8').then((t) => JSON.parse(t) as Record<string, SnapshotMeta>, () => ({}));
+    }
+    const dir = path.join(this.root, 'snapshots');
+    const out: Record<string, SnapshotMeta> = {};
+    let changed = false;
+    for (const id of await fs.readdir(dir).catch(() => [] as string[])) {
+      if (!(await this.snapshots.exists(id))) continue;
+      const info = ((await this.snapshots.info(id)) ?? {}) as { blob?: { digest: Digest } };
+      const known = this.sizes[id];
+      const size = known?.size ?? (await diskUsage(this.snapshots.fsPath(id)));
+      if (!known) changed = true;
+      out[id] = { size, ...(info.blob ? { blob: info.blob.digest } : {}) };
+    }
+    if (changed || Object.keys(out).length !== Object.keys(this.sizes).length) await this.saveSizes(out);
+    return out;
+  }
+
+  private async saveSizes(meta: Record<string, SnapshotMeta>): Promise<void> {
+    this.sizes = { ...meta };
+    await writeFileAtomic(this.sizesFile, JSON.stringify(meta));
+  }
+}
+
+function reachable(roots: Root[]): Set<string> {
+  const out = new Set<string>();
+  for (const r of roots) for (const id of r.layers) out.add(id);
+  return out;
+}
+
+function sizeOf(ids: Set<string>, meta: Record<string, SnapshotMeta>): number {
+  let n = 0;
+  for (const id of ids) n += meta[id]?.size ?? 0;
+  return n;
+}
+
+/** Bytes a directory tree occupies on disk (allocated blocks), not following symlinks. */
+async function diskUsage(dir: string): Promise<number> {
+  let total = 0;
+  const walk = async (d: string): Promise<void> => {
+    const entries = await fs.readdir(d, { withFileTypes: true }).catch(() => []);
+    await Promise.all(entries.map(async (e) => {
+      const p = path.join(d, e.name);
+      const st = await fs.lstat(p).catch(() => null);
+      if (!st) return;
+      total += st.blocks * 512;
+      if (e.isDirectory()) await walk(p);
+    }));
+  };
+  await walk(dir);
+  return total;
+}
+
+/** `10GB`, `512MB`, `1.5g`, `1024` (bytes), as buildx's --keep-storage. */
+export function parseSize(s: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$/i.exec(s);
+  if (!m) throw new Error(`invalid size ${JSON.stringify(s)}`);
+  const unit = (m[2] ?? '').toLowerCase().replace(/i?b$/, '');
+  const mult = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }[unit] ?? 1;
+  return Math.round(Number(m[1]) * mult);
+}
+
+/** Go-style durations as buildx's `until=`: `24h`, `90m`, `1h30m`, `10s`. */
+export function parseDuration(s: string): number {
+  const re = /(\d+(?:\.\d+)?)(ms|h|m|s)/g;
+  let total = 0;
+  let consumed = 0;
+  for (const m of s.matchAll(re)) {
+    total += Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'];
+    consumed += m[0].length;
+  }
+  if (consumed !== s.length || consumed === 0) throw new Error(`invalid duration ${JSON.stringify(s)}`);
+  return total;
+}
+
+export function formatSize(n: number): string {
+  const units = ['B', 'kB', 'MB', 'GB', 'TB'];
+  let i = 0;
+  let v = n;
+  while (v >= 1000 && i < units.length - 1) { v /= 1000; i++; }
+  return `${i === 0 ? v : v.toFixed(2)}${units[i]}`;
+}

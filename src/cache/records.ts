@@ -1,0 +1,73 @@
+// Persistent cache records under `<root>/cache/records/`: cache key -> result (a chain of committed
+// snapshot ids). A record is written (temp + rename) only after every snapshot it names is committed, and
+// a lookup checks they still exist, so a killed build or a pruned snapshot never yields a broken hit.
+// A record's mtime is its last use (for least-recently-used GC).
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { Digest } from '../../solver/llb/ops.js';
+import type { Snapshotter } from '../snapshot/snapshotter.js';
+import { writeFileAtomic } from '../util/fs.js';
+
+export interface CacheRecord {
+  key: Digest;
+  layers: string[];
+  /** When the result was made (ISO time). */
+  created: string;
+}
+
+export class CacheRecords {
+  readonly dir: string;
+
+  constructor(root: string, private readonly snapshots: Snapshotter) {
+    this.dir = path.join(root, 'cache', 'records');
+  }
+
+  private file(key: Digest): string {
+    return path.join(this.dir, key.replace('sha256:', ''));
+  }
+
+  async get(key: Digest): Promise<CacheRecord | null> {
+    let rec: CacheRecord;
+    try {
+      rec = JSON.parse(await fs.readFile(this.file(key), 'utf8')) as CacheRecord;
+    } catch {
+      return null;
+    }
+    for (const id of rec.layers) if (!(await this.snapshots.exists(id))) return null;
+    const now = new Date();
+    await fs.utimes(this.file(key), now, now).catch(() => undefined);
+    return rec;
+  }
+
+  async put(key: Digest, layers: string[]): Promise<void> {
+    const rec: CacheRecord = { key, layers, created: new Date().toISOString() };
+    await writeFileAtomic(this.file(key), JSON.stringify(rec));
+  }
+
+  async remove(key: Digest): Promise<void> {
+    await fs.rm(this.file(key), { force: true });
+  }
+
+  /** All records with their last-use time; unreadable ones (never complete: writes are atomic) are skipped. */
+  async list(): Promise<(CacheRecord & { lastUsed: number })[]> {
+    const names = await fs.readdir(this.dir).catch(() => [] as string[]);
+    const out: (CacheRecord & { lastUsed: number })[] = [];
+    for (const name of names) {
+      const file = path.join(this.dir, name);
+      if (name.includes('.tmp-')) continue;
+      try {
+        const [text, st] = await Promise.all([fs.readFile(file, 'utf8'), fs.stat(file)]);
+        out.push({ ...(JSON.parse(text) as CacheRecord), lastUsed: st.mtimeMs });
+      } catch {
+        // removed meanwhile
+      }
+    }
+    return out;
+  }
+
+  /** Temp files of writes a killed build never finished. */
+  async cleanup(): Promise<void> {
+    const names = await fs.readdir(this.dir).catch(() => [] as string[]);
+    await Promise.all(names.filter((n) => n.includes('.tmp-')).map((n) => fs.rm(path.join(this.dir, n), { force: true })));
+  }
+}

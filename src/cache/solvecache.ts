@@ -1,0 +1,206 @@
+// The solver's cache for one build: keys from the worker's key function (content checksums of the
+// context), results from the persistent records, and per-step history of the previous build of the same
+// Dockerfile/target so a step that hit then and misses now can say why in one line.
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { CacheLookup, KeyContext, SolveCache } from '../../solver/solver.js';
+import type { Digest, Op, OpMetadata } from '../../solver/llb/ops.js';
+import { sha256 } from '../../solver/llb/digest.js';
+import type { Worker, WorkerRef, LocalDir } from '../worker/worker.js';
+import { ContextChecksummer } from '../worker/contenthash.js';
+import { opCacheKey, type KeyInputs } from '../worker/cachekey.js';
+import { CacheRecords } from './records.js';
+import { writeFileAtomic } from '../util/fs.js';
+
+interface StepHistory {
+  key: Digest;
+  inputs: KeyInputs;
+}
+
+interface History { steps: Record<string, StepHistory> }
+
+export interface BuildCacheOptions {
+  root: string;
+  worker: Worker;
+  locals: Record<string, LocalDir>;
+  /** Names the previous build whose steps explain misses (Dockerfile path and target). */
+  scope: string;
+  /** Build arg names given on the command line, to word env changes as build arg changes. */
+  buildArgs?: string[];
+  noCacheFilter?: string[];
+}
+
+const MAX_PATHS = 3;
+
+export class BuildCache implements SolveCache<WorkerRef> {
+  readonly records: CacheRecords;
+  private readonly sums = new Map<string, ContextChecksummer>();
+  private readonly computed = new Map<Digest, { key: Digest; inputs: KeyInputs; metadata: OpMetadata; hit: boolean }>();
+  private readonly keyOwner = new Map<Digest, Digest>();
+  private history: Promise<History> | null = null;
+  private readonly historyFile: string;
+
+  constructor(private readonly opts: BuildCacheOptions) {
+    this.records = new CacheRecords(opts.root, opts.worker.snapshots);
+    this.historyFile = path.join(opts.root, 'cache', 'history', sha256(opts.scope).slice(7));
+  }
+
+  private checksummer(name: string, excludes: string[] | undefined): ContextChecksummer {
+    const id = `${name}\0${JSON.stringify(excludes ?? [])}`;
+    let s = this.sums.get(id);
+    if (!s) {
+      const local = this.opts.locals[name];
+      if (!local) throw new Error(`local source "${name}" was not provided`);
+      const indexFile = path.join(this.opts.root, 'cache', 'contexts', sha256(`${path.resolve(local.dir)}\0${id}`).slice(7));
+      s = new ContextChecksummer(local.dir, excludes, indexFile);
+      this.sums.set(id, s);
+    }
+    return s;
+  }
+
+  async key(ctx: KeyContext): Promise<Digest> {
+    const { key, inputs } = await opCacheKey(ctx, (n, e) => this.checksummer(n, e));
+    this.computed.set(ctx.digest, { key, inputs, metadata: ctx.metadata, hit: false });
+    this.keyOwner.set(key, ctx.digest);
+    return key;
+  }
+
+  async load(key: Digest, ctx: { digest: Digest; op: Op; metadata: OpMetadata; ignoreCache: boolean }): Promise<CacheLookup<WorkerRef>> {
+    if (!ctx.ignoreCache) {
+      const rec = await this.records.get(key);
+      if (rec) {
+        const c = this.computed.get(ctx.digest);
+        if (c) c.hit = true;
+        return { hit: true, result: { layers: rec.layers } };
+      }
+    }
+    return { hit: false, reason: await this.explain(key, ctx).catch(() => undefined) };
+  }
+
+  async save(key: Digest, result: WorkerRef): Promise<void> {
+    await this.records.put(key, result.layers);
+  }
+
+  /** Persists the context indexes and this build's step history. Call after the solve. */
+  async finish(): Promise<void> {
+    await Promise.all([...this.sums.values()].map((s) => s.flush()));
+    const prev = await this.loadHistory();
+    const steps: Record<string, StepHistory> = { ...prev.steps };
+    let changed = false;
+    for (const c of this.computed.values()) {
+      const id = stepId(c.metadata);
+      if (!id) continue;
+      const old = prev.steps[id];
+      if (old?.key === c.key) continue;
+      steps[id] = { key: c.key, inputs: c.inputs };
+      // Copy steps: content digest per selected file, kept apart so a no-op build never reads them.
+      if (c.inputs.copies?.length) {
+        const files = await this.copyFiles(c.inputs).catch(() => undefined);
+        if (files) await writeFileAtomic(this.filesFile(c.key), JSON.stringify(files));
+      }
+      changed = true;
+    }
+    if (changed) await writeFileAtomic(this.historyFile, JSON.stringify({ steps }));
+  }
+
+  private async copyFiles(inputs: KeyInputs): Promise<Record<string, Digest>> {
+    // The context checksummer is the default one (named "context", excludes from the local source).
+    const out: Record<string, Digest> = {};
+    for (const s of this.sums.values()) {
+      for (const copy of inputs.copies ?? []) Object.assign(out, await s.fileDigests(copy.paths));
+      break;
+    }
+    return out;
+  }
+
+  private filesFile(key: Digest): string {
+    return path.join(path.dirname(this.historyFile), 'files', key.slice(7));
+  }
+
+  private loadHistory(): Promise<History> {
+    this.history ??= fs.readFile(this.historyFile, 'utf8').then((t) => JSON.parse(t) as History, () => ({ steps: {} }));
+    return this.history;
+  }
+
+  /** One line on why a step that hit (or ran) in the previous build of this Dockerfile misses now. */
+  private async explain(key: Digest, ctx: { digest: Digest; op: Op; metadata: OpMetadata; ignoreCache: boolean }): Promise<string | undefined> {
+    if (ctx.ignoreCache) {
+      if (ctx.op.kind === 'source') return '--pull';
+      const stage = ctx.metadata.stage;
+      return stage && this.opts.noCacheFilter?.includes(stage) ? `--no-cache-filter ${stage}` : '--no-cache';
+    }
+    const id = stepId(ctx.metadata);
+    if (!id) return undefined;
+    const prev = (await this.loadHistory()).steps[id];
+    const cur = this.computed.get(ctx.digest)?.inputs;
+    if (!prev || !cur) return undefined;
+    if (prev.key === key) return 'cache record was removed (pruned)';
+    if (cur.kind === 'image' && prev.inputs.image !== cur.image) return `base image digest changed (${cur.image})`;
+    if (cur.kind === 'local') {
+      const changed = [...this.sums.values()].flatMap((s) => [...s.changed]).sort();
+      return changed.length ? `context changed: ${listPaths(changed)}` : 'context changed';
+    }
+    if (cur.copies?.length) {
+      const prevCopies = prev.inputs.copies ?? [];
+      for (let i = 0; i < cur.copies.length; i++) {
+        const c = cur.copies[i];
+        if (prevCopies[i]?.digest === c.digest) continue;
+        const prevFiles = await fs.readFile(this.filesFile(prev.key), 'utf8').then((t) => JSON.parse(t) as Record<string, Digest>, () => null);
+        const files = prevFiles ? await this.copyFiles({ ...cur, copies: [c] }) : {};
+        const diff = diffFiles(prevFiles ?? {}, files, c.paths);
+        return `${instruction(ctx.metadata)} ${c.src === '/' ? '.' : c.src.replace(/^\//, '')}: ${diff.length ? `changed ${listPaths(diff)}` : 'selected files changed'}`;
+      }
+    }
+    if (cur.kind === 'exec') {
+      const changedEnv = diffEnv(prev.inputs.env ?? [], cur.env ?? []);
+      if (changedEnv.length) {
+        const name = changedEnv[0];
+        return `${this.opts.buildArgs?.includes(name) ? 'build arg' : 'env'} ${name} changed`;
+      }
+      if (JSON.stringify(prev.inputs.args) !== JSON.stringify(cur.args)) return 'command changed';
+    }
+    const parents = cur.inputs;
+    for (let i = 0; i < parents.length; i++) {
+      const p = parents[i];
+      if (p && p !== prev.inputs.inputs[i]) {
+        const owner = this.keyOwner.get(p);
+        const name = owner ? this.computed.get(owner)?.metadata.description : undefined;
+        return name ? `parent step missed: ${name}` : 'parent step missed';
+      }
+    }
+    return 'step definition changed';
+  }
+}
+
+function listPaths(paths: string[]): string {
+  return paths.slice(0, MAX_PATHS).join(', ') + (paths.length > MAX_PATHS ? `, and ${paths.length - MAX_PATHS} more` : '');
+}
+
+/**
+ * A step's identity across builds of the same Dockerfile: its stage, line and instruction, so an edited
+ * command or a new build arg value is the same step with a reason; ops without a line by description.
+ */
+function stepId(meta: OpMetadata): string | undefined {
+  if (meta.location) return `${meta.stage ?? ''}\0${meta.location.file}:${meta.location.startLine}\0${instruction(meta)}`;
+  return meta.description;
+}
+
+function instruction(meta: OpMetadata): string {
+  return /\]\s+([A-Z]+)\b/.exec(meta.description ?? '')?.[1] ?? 'COPY';
+}
+
+function diffFiles(prev: Record<string, Digest>, cur: Record<string, Digest>, roots: string[]): string[] {
+  const under = (p: string) => roots.some((r) => r === '' || p === r || p.startsWith(`${r}/`));
+  const out = new Set<string>();
+  for (const [p, d] of Object.entries(cur)) if (prev[p] !== d) out.add(p);
+  for (const p of Object.keys(prev)) if (under(p) && !(p in cur)) out.add(p);
+  return [...out].sort();
+}
+
+function diffEnv(prev: string[], cur: string[]): string[] {
+  const toMap = (l: string[]) => new Map(l.map((e) => { const i = e.indexOf('='); return [i < 0 ? e : e.slice(0, i), i < 0 ? '' : e.slice(i + 1)]; }));
+  const a = toMap(prev);
+  const b = toMap(cur);
+  const names = new Set([...a.keys(), ...b.keys()]);
+  return [...names].filter((n) => a.get(n) !== b.get(n)).sort();
+}

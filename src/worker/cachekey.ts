@@ -1,0 +1,91 @@
+// Cache keys: what went into an op, by content, so equal inputs give equal keys on any machine. Images by
+// their pinned digest, the context by the checksum of exactly what each COPY selects, exec and file ops by
+// their definition with input digests replaced by the inputs' cache keys.
+import { randomUUID } from 'node:crypto';
+import type { KeyContext } from '../../solver/solver.js';
+import type { Digest, Op } from '../../solver/llb/ops.js';
+import { canonicalJSON, sha256 } from '../../solver/llb/digest.js';
+import type { ContextChecksummer } from './contenthash.js';
+
+/** Bump when the meaning of a key changes, so old records are never reused. */
+const KEY_VERSION = 'builder.cache.v1';
+
+export type ChecksummerFor = (localName: string, excludes: string[] | undefined) => ContextChecksummer;
+
+/** What a key was computed from, kept beside the record to explain a later miss. */
+export interface KeyInputs {
+  kind: string;
+  /** Cache keys of the inputs that entered the key (undefined where a content selection was used). */
+  inputs: (Digest | null)[];
+  /** exec: environment and command. */
+  env?: string[];
+  args?: string[];
+  /** image source: the pinned reference. */
+  image?: string;
+  /** Copy sources from the context: source path -> content digest of the selection. */
+  copies?: { src: string; digest: Digest; paths: string[] }[];
+}
+
+export async function opCacheKey(ctx: KeyContext, checksummer: ChecksummerFor): Promise<{ key: Digest; inputs: KeyInputs }> {
+  const op: Op = ctx.op;
+  const hash = (v: unknown) => sha256(canonicalJSON([KEY_VERSION, v]));
+  switch (op.kind) {
+    case 'source': {
+      const s = op.source;
+      if (s.type === 'scratch') return { key: hash({ scratch: true }), inputs: { kind: 'scratch', inputs: [] } };
+      if (s.type === 'image') {
+        // The pinned digest names the content; the registry host does not.
+        const at = s.ref.lastIndexOf('@');
+        const id = at >= 0 ? s.ref.slice(at + 1) : s.ref;
+        return { key: hash({ image: id, platform: s.platform }), inputs: { kind: 'image', inputs: [], image: s.ref } };
+      }
+      if (s.type === 'http') {
+        // Pinned by --checksum, the content is known; otherwise it can change at any time, so the download
+        // (and what depends on it) is never taken from the cache.
+        const id = s.checksum ? { checksum: s.checksum } : { unpinned: randomUUID() };
+        return { key: hash({ http: s.url, filename: s.filename, ...id }), inputs: { kind: 'http', inputs: [] } };
+      }
+      const sum = checksummer(s.name, s.excludePatterns);
+      const d = await sum.rootDigest();
+      return { key: hash({ local: d, include: s.includePatterns ?? [] }), inputs: { kind: 'local', inputs: [] } };
+    }
+    case 'exec': {
+      const inputs = await Promise.all(op.inputs.map((_, i) => ctx.inputKey(i)));
+      return {
+        // A proxy changes where traffic goes, not what a step does: BuildKit keeps it out of the key too.
+        key: hash({ exec: { meta: { ...op.meta, proxyEnv: undefined }, mounts: op.mounts, platform: op.platform }, inputs }),
+        inputs: { kind: 'exec', inputs, env: op.meta.env, args: op.meta.args },
+      };
+    }
+    case 'file': {
+      const inputs: (Digest | null)[] = [];
+      const copies: NonNullable<KeyInputs['copies']> = [];
+      const parts: unknown[] = [];
+      for (let i = 0; i < op.inputs.length; i++) {
+        const inputOp = ctx.inputOp(i);
+        if (i !== op.base && inputOp.kind === 'source' && inputOp.source.type === 'local') {
+          // Only what the copies select from the context matters, not the rest of it.
+          const sum = checksummer(inputOp.source.name, inputOp.source.excludePatterns);
+          const sel: Digest[] = [];
+          for (const a of op.actions) {
+            if (a.action !== 'copy' || a.sourceInput !== i) continue;
+            const s = await sum.selectionDigest(a);
+            sel.push(s.digest);
+            copies.push({ src: a.src, digest: s.digest, paths: s.paths });
+          }
+          parts.push({ local: sel, include: inputOp.source.includePatterns ?? [] });
+          inputs.push(null);
+        } else {
+          const k = await ctx.inputKey(i);
+          parts.push(k);
+          inputs.push(k);
+        }
+      }
+      return { key: hash({ file: { base: op.base, actions: op.actions }, inputs: parts }), inputs: { kind: 'file', inputs, copies } };
+    }
+    case 'merge': {
+      const inputs = await Promise.all(op.inputs.map((_, i) => ctx.inputKey(i)));
+      return { key: hash({ merge: inputs }), inputs: { kind: 'merge', inputs } };
+    }
+  }
+}

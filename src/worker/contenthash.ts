@@ -1,0 +1,280 @@
+// Content checksums of what a local source (the build context) and each COPY from it select, as BuildKit's
+// contenthash: every path has a record (type, mode, uid/gid, content digest or link target) and a
+// directory's digest folds in its children's names and digests. Nothing host-specific (path of the
+// context, inode, times) enters a digest. A persistent metadata index (path, size, mtime, ctime, inode ->
+// content digest) lets a rebuild stat files instead of reading them.
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { createHash } from 'node:crypto';
+import type { CopyAction, Digest } from '../../solver/llb/ops.js';
+import { sha256 } from '../../solver/llb/digest.js';
+import { writeFileAtomic } from '../util/fs.js';
+import { goMatch, hasWildcard, PatternMatcher } from './match.js';
+
+interface Node {
+  type: 'file' | 'dir' | 'symlink' | 'other';
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  mtimeMs: number;
+  ctimeMs: number;
+  ino: number;
+  /** Sorted child names (directories). */
+  children?: string[];
+}
+
+interface IndexEntry { size: number; mtimeMs: number; ctimeMs: number; ino: number; digest: Digest }
+
+/** The copy reads through a symlink or selects something the tree cannot describe: checksum everything. */
+const WHOLE = Symbol('whole');
+
+export class ContextChecksummer {
+  private tree: Promise<Map<string, Node>> | null = null;
+  private readonly digests = new Map<string, Digest>();
+  private readonly hashing = new Map<string, Promise<void>>();
+  private index: Map<string, IndexEntry> | null = null;
+  private indexLoad: Promise<Map<string, IndexEntry>> | null = null;
+  private dirty = false;
+  private readonly exclude?: PatternMatcher;
+  /** Paths whose content changed since the index was written (for cache-miss explanations). */
+  readonly changed = new Set<string>();
+
+  constructor(readonly dir: string, excludePatterns: string[] | undefined, private readonly indexFile?: string) {
+    if (excludePatterns?.length) this.exclude = new PatternMatcher(excludePatterns);
+  }
+
+  /** Digest of the whole (filtered) context. */
+  async rootDigest(): Promise<Digest> {
+    return this.digestOf('');
+  }
+
+  /**
+   * Digest of what a copy action selects from the context: the matched paths' names and subtree digests.
+   * Throws when a non-wildcard source is missing (the copy itself will report it).
+   */
+  async selectionDigest(a: CopyAction): Promise<{ digest: Digest; paths: string[] }> {
+    const tree = await this.loadTree();
+    const roots = this.select(tree, a);
+    if (roots === WHOLE) return { digest: await this.digestOf(''), paths: [''] };
+    const parts: string[] = [];
+    for (const r of roots) {
+      const node = tree.get(r);
+      if (!node) throw new Error(`${r}: not found`);
+      if (node.type === 'symlink' && a.followSymlinks) return { digest: await this.digestOf(''), paths: [''] };
+      parts.push(`${r}\0${await this.digestOf(r)}`);
+    }
+    return { digest: sha256(parts.join('\n')), paths: roots };
+  }
+
+  /** Per-file content digests under `roots` (for explaining which files changed). */
+  async fileDigests(roots: string[]): Promise<Record<string, Digest>> {
+    const tree = await this.loadTree();
+    const out: Record<string, Digest> = {};
+    const visit = async (rel: string) => {
+      const node = tree.get(rel);
+      if (!node) return;
+      if (node.type === 'dir') {
+        for (const c of node.children ?? []) await visit(rel ? `${rel}/${c}` : c);
+      } else {
+        out[rel] = await this.digestOf(rel);
+      }
+    };
+    for (const r of roots) await visit(r);
+    return out;
+  }
+
+  /** Writes the metadata index if it changed. */
+  async flush(): Promise<void> {
+    if (!this.indexFile || !this.dirty || !this.index) return;
+    const obj: Record<string, IndexEntry> = {};
+    for (const [k, v] of this.index) obj[k] = v;
+    await writeFileAtomic(this.indexFile, JSON.stringify(obj));
+    this.dirty = false;
+  }
+
+  private select(tree: Map<string, Node>, a: CopyAction): string[] | typeof WHOLE {
+    let src = path.posix.join('/', a.src).replace(/\/\.?$/, '');
+    src = src.replace(/^\/+/, '').replace(/\/+$/, '');
+    if (src === '.') src = '';
+    const parts = src ? src.split('/') : [];
+    const wild = a.allowWildcard ? parts.findIndex(hasWildcard) : -1;
+    const fixed = wild === -1 ? parts : parts.slice(0, wild);
+    // A symlink on the way to the source is resolved by the copy, not by this tree.
+    for (let i = 1; i <= fixed.length; i++) {
+      const node = tree.get(fixed.slice(0, i).join('/'));
+      if (node?.type === 'symlink' && (i < fixed.length || wild !== -1)) return WHOLE;
+    }
+    if (wild === -1) return [src];
+    const base = fixed.join('/');
+    const pattern = parts.slice(wild).join('/');
+    const depth = pattern.split('/').length;
+    const out: string[] = [];
+    const walk = (rel: string, sub: string, level: number) => {
+      const node = tree.get(rel);
+      if (!node || node.type !== 'dir') return;
+      for (const name of node.children ?? []) {
+        const r = sub ? `${sub}/${name}` : name;
+        const full = rel ? `${rel}/${name}` : name;
+        if (goMatch(pattern, r)) out.push(full);
+        else if (level < depth && tree.get(full)?.type === 'dir') walk(full, r, level + 1);
+      }
+    };
+    walk(base, '', 1);
+    return out;
+  }
+
+  private loadTree(): Promise<Map<string, Node>> {
+    this.tree ??= Promise.resolve().then(() => this.walk());
+    return this.tree;
+  }
+
+  /**
+   * Synchronous on purpose: tens of thousands of lstat calls through promises cost several times more
+   * than the calls themselves, and nothing else runs while the keys are computed.
+   */
+  private walk(): Map<string, Node> {
+    const tree = new Map<string, Node>();
+    const visit = (rel: string, st: fs.Stats): void => {
+      const node = toNode(st);
+      tree.set(rel, node);
+      if (node.type !== 'dir') return;
+      const host = rel ? path.join(this.dir, rel) : this.dir;
+      const kept: string[] = [];
+      for (const name of fs.readdirSync(host).sort()) {
+        const r = rel ? `${rel}/${name}` : name;
+        const cst = fs.lstatSync(path.join(host, name));
+        if (this.exclude?.matches(r)) {
+          // An excluded directory is still searched when a `!` exception may re-include something below.
+          if (!(cst.isDirectory() && this.exclude.hasExclusions && this.exclude.mayMatchBelow(r, true))) continue;
+        }
+        kept.push(name);
+        visit(r, cst);
+      }
+      node.children = kept;
+    };
+    visit('', fs.lstatSync(this.dir));
+    return tree;
+  }
+
+  private async digestOf(rel: string): Promise<Digest> {
+    const tree = await this.loadTree();
+    const index = await this.loadIndex();
+    await this.hashMissing(tree, index, rel);
+    return this.digestSync(tree, index, rel);
+  }
+
+  /** Reads the files under `rel` whose metadata the index does not vouch for. */
+  private async hashMissing(tree: Map<string, Node>, index: Map<string, IndexEntry>, rel: string): Promise<void> {
+    const todo: [string, Node][] = [];
+    const visit = (r: string) => {
+      const node = tree.get(r);
+      if (!node) return;
+      if (node.type === 'dir') {
+        for (const c of node.children ?? []) visit(r ? `${r}/${c}` : c);
+      } else if (node.type === 'file') {
+        const known = index.get(r);
+        if (!(known && known.size === node.size && known.mtimeMs === node.mtimeMs && known.ctimeMs === node.ctimeMs && known.ino === node.ino)) {
+          todo.push([r, node]);
+        }
+      }
+    };
+    visit(rel);
+    await Promise.all(todo.map(async ([r, node]) => {
+      let p = this.hashing.get(r);
+      if (!p) {
+        p = hashLimit.run(() => hashFile(path.join(this.dir, r))).then((digest) => {
+          const known = index.get(r);
+          if (known && known.digest !== digest) this.changed.add(r);
+          index.set(r, { size: node.size, mtimeMs: node.mtimeMs, ctimeMs: node.ctimeMs, ino: node.ino, digest });
+          this.dirty = true;
+        });
+        this.hashing.set(r, p);
+      }
+      await p;
+    }));
+  }
+
+  private digestSync(tree: Map<string, Node>, index: Map<string, IndexEntry>, rel: string): Digest {
+    const memo = this.digests.get(rel);
+    if (memo) return memo;
+    const node = tree.get(rel);
+    if (!node) throw new Error(`${rel}: not found`);
+    const header = `${node.type} ${(node.mode & 0o7777).toString(8)} ${node.uid}:${node.gid}`;
+    let d: Digest;
+    switch (node.type) {
+      case 'dir': {
+        const kids = (node.children ?? []).map((c) => `${c}\0${this.digestSync(tree, index, rel ? `${rel}/${c}` : c)}`);
+        d = sha256(`${header}\n${kids.join('\n')}`);
+        break;
+      }
+      case 'symlink':
+        d = sha256(`${header}\n${fs.readlinkSync(path.join(this.dir, rel))}`);
+        break;
+      case 'file': {
+        const known = index.get(rel);
+        if (!known) throw new Error(`${rel}: not hashed`);
+        d = sha256(`${header}\n${known.digest}`);
+        break;
+      }
+      default:
+        d = sha256(`${header}\n${node.mode >>> 12}`);
+    }
+    this.digests.set(rel, d);
+    return d;
+  }
+
+  /** Loaded once, however many files ask at the same time. */
+  private loadIndex(): Promise<Map<string, IndexEntry>> {
+    this.indexLoad ??= (async () => {
+      let entries: Record<string, IndexEntry> = {};
+      if (this.indexFile) {
+        try {
+          entries = JSON.parse(await fsp.readFile(this.indexFile, 'utf8')) as Record<string, IndexEntry>;
+        } catch {
+          entries = {};
+        }
+      }
+      this.index = new Map(Object.entries(entries));
+      return this.index;
+    })();
+    return this.indexLoad;
+  }
+}
+
+function toNode(st: fs.Stats): Node {
+  const type = st.isDirectory() ? 'dir' : st.isFile() ? 'file' : st.isSymbolicLink() ? 'symlink' : 'other';
+  return { type, mode: st.mode, uid: st.uid, gid: st.gid, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, ino: st.ino };
+}
+
+async function hashFile(file: string): Promise<Digest> {
+  const h = createHash('sha256');
+  const st = await fsp.stat(file);
+  if (st.size <= 1 << 20) {
+    h.update(await fsp.readFile(file));
+  } else {
+    for await (const chunk of fs.createReadStream(file, { highWaterMark: 1 << 20 })) h.update(chunk as Buffer);
+  }
+  return `sha256:${h.digest('hex')}`;
+}
+
+/** Bounds concurrent file system calls: enough to keep the thread pool busy, few enough to cap open files. */
+class Limiter {
+  private active = 0;
+  private readonly waiting: (() => void)[] = [];
+  constructor(private readonly max: number) {}
+
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.active >= this.max) await new Promise<void>((r) => this.waiting.push(r));
+    this.active++;
+    try {
+      return await fn();
+    } finally {
+      this.active--;
+      this.waiting.shift()?.();
+    }
+  }
+}
+
+const hashLimit = new Limiter(8);
