@@ -5,6 +5,8 @@ import { hideBin } from 'yargs/helpers';
 import { build, BuildError, defaultRoot } from '../client/build.js';
 import { PlainProgress, quietProgress, type ProgressMode } from '../progress/printer.js';
 import { UserError } from '../util/errors.js';
+import { writeBuildFiles } from '../client/metadata.js';
+import { imageCommands } from './images.js';
 
 function parseKeyValues(list: string[] | undefined, flag: string): Record<string, string> {
   const out: Record<string, string> = {};
@@ -51,13 +53,17 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
     root: argv.root as string,
     ociRuntime: argv['oci-runtime'] as string | undefined,
     insecureRegistries: list(argv['insecure-registry']),
+    push: argv.push as boolean | undefined,
+    load: argv.load as boolean | undefined,
+    annotations: parseKeyValues(list(argv.annotation), 'annotation'),
     noCache: argv['no-cache'] as boolean | undefined,
     maxParallelism: argv['max-parallelism'] as number | undefined,
     progress,
     signal: controller.signal,
   });
-  if (!argv.output || list(argv.output)!.length === 0) {
-    process.stderr.write('WARNING: No output specified; the build result is only kept in the state directory. Use --output type=oci,dest=FILE, type=docker,dest=FILE or type=local,dest=DIR.\n');
+  await writeBuildFiles(result, { iidfile: argv.iidfile as string | undefined, metadataFile: argv['metadata-file'] as string | undefined });
+  if (result.exports.length === 0) {
+    process.stderr.write('WARNING: No output specified; the build result is only kept in the build cache. Use -t NAME to keep the image, --push, or --output type=oci,dest=FILE, type=docker,dest=FILE or type=local,dest=DIR.\n');
   }
   if (mode === 'quiet' && result.configDigest) process.stdout.write(result.configDigest + '\n');
   else if (result.configDigest) process.stderr.write(`image config ${result.configDigest}, manifest ${result.manifestDigest}\n`);
@@ -84,9 +90,15 @@ async function main(): Promise<void> {
         .option('no-cache', { type: 'boolean', describe: 'Do not use cache when building the image' })
         .option('max-parallelism', { type: 'number', describe: 'Most ops run at once (default: one per core, at least 2)' })
         .option('oci-runtime', { type: 'string', describe: 'OCI runtime for RUN: runc (default), crun, or a path' })
-        .option('insecure-registry', { type: 'string', describe: 'Registry host reached over plain HTTP' }),
+        .option('insecure-registry', { type: 'string', describe: 'Registry host reached over plain HTTP' })
+        .option('push', { type: 'boolean', describe: 'Shorthand for "--output=type=registry"' })
+        .option('load', { type: 'boolean', describe: 'Shorthand for "--output=type=docker"' })
+        .option('annotation', { type: 'string', describe: 'Add annotation to the image' })
+        .option('iidfile', { type: 'string', describe: 'Write the image ID to a file' })
+        .option('metadata-file', { type: 'string', describe: 'Write build result metadata to a file' }),
       (argv) => runBuild(argv as Record<string, unknown>),
     )
+    .command(imageCommands)
     .demandCommand(1, 'Specify a command, e.g. builder build .')
     .strict()
     .fail((msg, err) => {

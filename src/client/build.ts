@@ -9,7 +9,7 @@ import type { Digest, OpMetadata, Platform } from '../../solver/llb/ops.js';
 import { Worker, ExecError, type WorkerRef } from '../worker/worker.js';
 import { PlainProgress, type ProgressWriter } from '../progress/printer.js';
 import { UserError, BuilderError } from '../util/errors.js';
-import { parseOutput, type OutputSpec } from './outputs.js';
+import { parseOutput, parseSourceDateEpoch, resolveOutputs, type OutputSpec } from './outputs.js';
 import { exportImage, type ExportResult } from './export.js';
 import { parsePlatform, hostPlatform } from './platform.js';
 import { StateLock } from './lock.js';
@@ -32,6 +32,12 @@ export interface BuildOptions {
   /** OCI runtime binary: `runc` (default), `crun`, or a path. */
   ociRuntime?: string;
   insecureRegistries?: string[];
+  /** `--push`: shorthand for `--output type=image,push=true` (with the tags). */
+  push?: boolean;
+  /** `--load`: shorthand for `--output type=docker` (into the docker daemon). */
+  load?: boolean;
+  /** `--annotation`: manifest annotations for every image output. */
+  annotations?: Record<string, string>;
   noCache?: boolean;
   maxParallelism?: number;
   progress?: ProgressWriter;
@@ -66,7 +72,8 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const contextDir = path.resolve(opts.context);
   const dockerfilePath = path.resolve(opts.file ?? path.join(contextDir, 'Dockerfile'));
   const filename = path.basename(dockerfilePath);
-  const outputs = (opts.outputs ?? []).map((o) => (typeof o === 'string' ? parseOutput(o) : o));
+  const outputs = resolveOutputs((opts.outputs ?? []).map((o) => (typeof o === 'string' ? parseOutput(o) : o)), opts);
+  const sourceDateEpoch = parseSourceDateEpoch(opts.buildArgs?.SOURCE_DATE_EPOCH ?? process.env.SOURCE_DATE_EPOCH);
   const targetPlatform = opts.platform ? parsePlatform(opts.platform) : hostPlatform();
 
   const ctxStat = await fs.stat(contextDir).catch(() => null);
@@ -129,7 +136,10 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
 
     const exports: ExportResult[] = [];
     for (const output of outputs) {
-      exports.push(await exportImage(worker, ref, converted.image, output, { tags: opts.tags ?? [], platform: targetPlatform, progress }));
+      exports.push(await exportImage(worker, ref, converted.image, output, {
+        tags: opts.tags ?? [], platform: targetPlatform, progress, sourceDateEpoch,
+        annotations: opts.annotations, insecureRegistries: opts.insecureRegistries,
+      }));
     }
     const image = exports.find((e) => e.manifestDigest);
     return { manifestDigest: image?.manifestDigest, configDigest: image?.configDigest, exports };

@@ -4,7 +4,7 @@ import type { Platform } from '../../solver/llb/ops.js';
 import type { ContentStore } from '../content/store.js';
 import { MediaType, type Descriptor, type Index } from '../image/types.js';
 import { parseReference } from '../registry/reference.js';
-import { layoutIndex, reachableBlobs, writeLayoutTar } from './layout.js';
+import { layoutIndex, reachableBlobs, writeLayoutDir, writeLayoutTar } from './layout.js';
 
 export interface TarExportOptions {
   /** A file path, or `-` for standard output. */
@@ -22,6 +22,17 @@ export async function exportOCITar(
   const blobs = await reachableBlobs(store, [root]);
   const index = layoutIndex(root, opts.names.map(parseReference));
   await writeLayoutTar(store, { blobs, index }, opts.dest);
+}
+
+/** The same layout as a directory (`tar=false`), as umoci and skopeo's `oci:` transport read it. */
+export async function exportOCIDir(
+  store: ContentStore,
+  images: { manifest: Descriptor; platform?: Platform }[],
+  opts: TarExportOptions,
+): Promise<void> {
+  const root = images.length === 1 ? images[0].manifest : await writeIndex(store, images);
+  const blobs = await reachableBlobs(store, [root]);
+  await writeLayoutDir(store, { blobs, index: layoutIndex(root, opts.names.map(parseReference)) }, opts.dest);
 }
 
 /** The multi-platform index, stored like any other blob so it is exported as one. */

@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { lookupCredentials } from './credentials.js';
 
 export interface Credentials {
   username: string;
@@ -66,7 +67,7 @@ const DEFAULT_TOKEN_SECONDS = 60;
 export class Authorizer {
   private readonly cache = new Map<string, { header: string; expires: number }>();
 
-  constructor(private readonly credentials: (host: string) => Credentials | undefined = (h) => dockerConfigCredentials(h)) {}
+  constructor(private readonly credentials: (host: string) => Credentials | undefined = (h) => lookupCredentials(h)) {}
 
   /** The Authorization header cached for this host and scope, if any. */
   header(host: string, scope: string): string | undefined {
@@ -94,7 +95,8 @@ export class Authorizer {
     if (challenge?.scheme !== 'bearer' || !challenge.params.realm) return false;
     const url = new URL(challenge.params.realm);
     if (challenge.params.service) url.searchParams.set('service', challenge.params.service);
-    url.searchParams.set('scope', scope);
+    // One scope parameter per repository, as distribution's token clients send them.
+    for (const sc of scope.split(' ').filter(Boolean)) url.searchParams.append('scope', sc);
     const headers: Record<string, string> = {};
     if (creds) headers.authorization = `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}`;
     const res = await fetch(url, { headers });

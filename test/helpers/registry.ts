@@ -43,7 +43,7 @@ async function waitReady(host: string, child: ChildProcess, stderr: () => string
     if (child.exitCode !== null) throw new Error(`docker-registry exited with ${child.exitCode}: ${stderr()}`);
     try {
       const res = await fetch(`http://${host}/v2/`);
-      if (res.ok) return;
+      if (res.ok || res.status === 401) return;
     } catch {
       // Not listening yet.
     }
@@ -52,8 +52,23 @@ async function waitReady(host: string, child: ChildProcess, stderr: () => string
   throw new Error(`docker-registry on ${host} did not answer /v2/ within 30s: ${stderr()}`);
 }
 
-export async function startRegistry(): Promise<TestRegistry> {
+export interface RegistryOptions {
+  /** Basic auth: an htpasswd file (bcrypt, made with Apache's htpasswd) with this user. */
+  htpasswd?: { username: string; password: string };
+  /** Bearer auth: a token server's realm and the PEM certificate whose key signs its tokens. */
+  token?: { realm: string; service: string; issuer: string; certFile: string };
+}
+
+export async function startRegistry(opts: RegistryOptions = {}): Promise<TestRegistry> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'builder-registry-'));
+  const auth: string[] = [];
+  if (opts.htpasswd) {
+    await run('htpasswd', ['-Bbc', path.join(dir, 'htpasswd'), opts.htpasswd.username, opts.htpasswd.password]);
+    auth.push('auth:', '  htpasswd:', '    realm: test-registry', `    path: ${path.join(dir, 'htpasswd')}`);
+  } else if (opts.token) {
+    auth.push('auth:', '  token:', `    realm: ${opts.token.realm}`, `    service: ${opts.token.service}`,
+      `    issuer: ${opts.token.issuer}`, `    rootcertbundle: ${opts.token.certFile}`);
+  }
   // The free port may be taken between probing and listening; another port fixes that.
   for (let attempt = 0; ; attempt++) {
     const port = await freePort();
@@ -74,6 +89,7 @@ export async function startRegistry(): Promise<TestRegistry> {
         '    enabled: true',
         'http:',
         `  addr: ${host}`,
+        ...auth,
         '',
       ].join('\n'),
     );
