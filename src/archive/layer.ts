@@ -97,7 +97,14 @@ export async function writeLayerTar(dir: string, out: NodeJS.WritableStream, opt
         await walk(p, `${tarName}/`);
         continue;
       } else if (st.isFile()) {
-        await w.add({ ...base, name: tarName, type: 'file', size: Number(st.size) }, fs.createReadStream(p));
+        // The descriptor is closed here, not whenever the stream gets to it: a mount being archived
+        // must not be busy when the caller unmounts it.
+        const h = await fsp.open(p, 'r');
+        try {
+          await w.add({ ...base, name: tarName, type: 'file', size: Number(st.size) }, h.createReadStream({ autoClose: false }));
+        } finally {
+          await h.close();
+        }
       } else if (st.isSymbolicLink()) {
         await w.add({ ...base, name: tarName, type: 'symlink', size: 0, linkname: await fsp.readlink(p) });
       } else if (st.isCharacterDevice() || st.isBlockDevice()) {

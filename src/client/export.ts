@@ -80,7 +80,8 @@ export async function layerBlobs(worker: Worker, ref: WorkerRef, variant: LayerV
  * with the layers (one non-empty entry per layer, as BuildKit's exporter normalizes it).
  */
 export function finalizeConfig(image: ImageConfigFile, layers: LayerDesc[], platform: Platform, sourceDateEpoch?: number): ImageConfigFile {
-  const epoch = sourceDateEpoch !== undefined ? new Date(sourceDateEpoch * 1000).toISOString() : undefined;
+  // RFC 3339 without fractional seconds, as Go prints a whole-second time (BuildKit's output).
+  const epoch = sourceDateEpoch !== undefined ? new Date(sourceDateEpoch * 1000).toISOString().replace('.000Z', 'Z') : undefined;
   const created = epoch ?? new Date().toISOString();
   const history: HistoryEntry[] = (image.history ?? []).map((h: HistoryEntry) => ({ ...h }));
   let nonEmpty = history.filter((h) => !h.empty_layer).length;

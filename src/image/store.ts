@@ -71,9 +71,12 @@ export class ImageStore {
    * descriptors, all read from the content store. Undefined when the name is not stored.
    */
   async resolve(ref: Reference, platform: Platform): Promise<LocalImage | undefined> {
-    if (ref.digest) return undefined;
-    const stored = await this.get(ref.toString());
-    if (!stored) return undefined;
+    // A pinned reference (the frontend pins what it resolved) matches the stored name with that digest.
+    const stored = (await this.list()).find((i) => {
+      const r = parseReference(i.name);
+      return r.name === ref.name && (ref.tag === undefined || r.tag === ref.tag) && (ref.digest === undefined || i.target.digest === ref.digest);
+    });
+    if (!stored || (ref.tag === undefined && ref.digest === undefined)) return undefined;
     let desc = stored.target;
     if (isIndexType(desc.mediaType)) {
       const idx = JSON.parse((await this.content.readBuffer(desc.digest)).toString('utf8')) as Index;
