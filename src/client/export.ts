@@ -200,7 +200,9 @@ export async function exportImage(
       const pushId = `push:${names.join(',')}`;
       progress.start({ id: pushId, name: `pushing ${names.join(', ')}` });
       try {
-        await pushImage(client, worker.store, written.manifest, names.map(parseReference));
+        // Base layers pushed to the registry they came from are mounted, not uploaded again.
+        const mountFrom = (await worker.resolvedImages()).map((i) => i.ref);
+        await pushImage(client, worker.store, written.manifest, names.map(parseReference), { mountFrom });
       } catch (e) {
         progress.error(pushId, (e as Error).message);
         throw e;

@@ -85,6 +85,12 @@ export class Worker {
     return p;
   }
 
+  /** The images this worker resolved: where a push may mount their blobs from. */
+  async resolvedImages(): Promise<ResolvedImage[]> {
+    const settled = await Promise.allSettled(this.resolving.values());
+    return settled.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+  }
+
   /** The op executor the solver calls; `locals` names the client's directories (context, ...). */
   opExecutor(locals: Record<string, LocalDir>, onLog?: LogSink): OpExecutor<WorkerRef> {
     return (ctx) => this.execute(ctx, locals, onLog);
