@@ -35,18 +35,18 @@ function splitCSV(s: string): string[] {
 }
 
 /** Options common to the image-producing exporters (BuildKit's image, oci and docker exporters). */
-const IMAGE_OPTIONS = ['name', 'compression', 'compression-level', 'force-compression', 'oci-mediatypes', 'rewrite-timestamp', 'annotation.*', 'annotation-manifest.*', 'annotation-index.*'];
+const IMAGE_OPTIONS = ['name', 'compression', 'compression-level', 'force-compression', 'oci-mediatypes', 'rewrite-timestamp', 'annotation.*', 'annotation-manifest.*'];
 /** Options each type accepts, as BuildKit names them. */
 export const OUTPUT_OPTIONS: Record<OutputType, string[]> = {
-  image: [...IMAGE_OPTIONS, 'push', 'unpack', 'store', 'registry.insecure', 'insecure'],
+  image: [...IMAGE_OPTIONS, 'push', 'store', 'registry.insecure', 'insecure'],
   registry: [...IMAGE_OPTIONS, 'push', 'registry.insecure', 'insecure'],
   oci: [...IMAGE_OPTIONS, 'dest', 'tar'],
-  docker: [...IMAGE_OPTIONS, 'dest', 'tar', 'context'],
+  docker: [...IMAGE_OPTIONS, 'dest'],
   local: ['dest'],
   tar: ['dest'],
 };
 
-const BOOLEAN_OPTIONS = ['push', 'unpack', 'store', 'registry.insecure', 'insecure', 'force-compression', 'oci-mediatypes', 'rewrite-timestamp', 'tar'];
+const BOOLEAN_OPTIONS = ['push', 'store', 'registry.insecure', 'insecure', 'force-compression', 'oci-mediatypes', 'rewrite-timestamp', 'tar'];
 
 function checkOption(spec: string, type: OutputType, key: string, value: string): void {
   const valid = OUTPUT_OPTIONS[type];
