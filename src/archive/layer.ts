@@ -330,14 +330,32 @@ const PLAIN_TYPES = new Set([
   'application/vnd.docker.image.rootfs.diff.tar',
 ]);
 
+const ZSTD_TYPES = new Set([
+  'application/vnd.oci.image.layer.v1.tar+zstd',
+  'application/vnd.oci.image.layer.nondistributable.v1.tar+zstd',
+  'application/vnd.docker.image.rootfs.diff.tar.zstd',
+]);
+
+/** `zstd -d` as a duplex stream (Node 20's zlib has no zstd). */
+function zstdDecompressor(): NodeJS.ReadWriteStream {
+  const child = spawn('zstd', ['-q', '-d', '-c'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const out = Duplex.from({ writable: child.stdin, readable: child.stdout });
+  child.on('error', (e) => out.destroy(new CompressionError(`zstd layers need the zstd program: ${e.message}`)));
+  child.on('exit', (code) => { if (code) out.destroy(new CompressionError(`zstd -d exited with ${code}: ${stderr.trim()}`)); });
+  return out;
+}
+
 /** Extracts a layer blob from the store into an empty directory; returns the diff id it hashed. */
 export async function applyLayerBlob(store: ContentStore, blob: { digest: Digest; mediaType: string }, dir: string): Promise<{ diffID: Digest }> {
   const gzip = GZIP_TYPES.has(blob.mediaType);
-  if (!gzip && !PLAIN_TYPES.has(blob.mediaType)) throw new UnsupportedMediaTypeError(blob.mediaType);
+  const zstd = ZSTD_TYPES.has(blob.mediaType);
+  if (!gzip && !zstd && !PLAIN_TYPES.has(blob.mediaType)) throw new UnsupportedMediaTypeError(blob.mediaType);
   const hash = createHash('sha256');
   const tarIn = new Transform({ transform(chunk: Buffer, _enc, cb) { hash.update(chunk); cb(null, chunk); } });
   const source = store.createReadStream(blob.digest);
-  const piped = gzip ? pipeline(source, createGunzip(), tarIn) : pipeline(source, tarIn);
+  const piped = gzip ? pipeline(source, createGunzip(), tarIn) : zstd ? pipeline(source, zstdDecompressor(), tarIn) : pipeline(source, tarIn);
   try {
     await applyLayerTar(tarIn, dir);
     await piped;

@@ -1,9 +1,6 @@
 // Registry authentication as the distribution token spec describes it: a 401 names a Bearer realm (or Basic),
 // we get a token (anonymous, or with the user's credentials from the Docker config) for the host and scope,
-// and retry. Tokens are cached per host and scope until they expire.
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
+// and retry. Tokens are cached per host and scope until they expire. Credentials come from ./credentials.ts.
 import { lookupCredentials } from './credentials.js';
 
 export interface Credentials {
@@ -25,39 +22,6 @@ export function parseChallenge(header: string): Challenge | undefined {
     params[p[1].toLowerCase()] = p[2] !== undefined ? p[2].replace(/\\(.)/g, '$1') : p[3];
   }
   return { scheme: m[1].toLowerCase(), params };
-}
-
-/** Keys under which `docker login` may have stored a host's credentials. */
-function configKeys(host: string): string[] {
-  if (host === 'registry-1.docker.io' || host === 'docker.io' || host === 'index.docker.io') {
-    return ['https://index.docker.io/v1/', 'index.docker.io', 'docker.io', 'registry-1.docker.io'];
-  }
-  return [host, `https://${host}`, `http://${host}`, `https://${host}/v1/`, `https://${host}/v2/`];
-}
-
-/** Basic credentials from `$DOCKER_CONFIG/config.json` (default `~/.docker/config.json`) `auths`, if any. */
-export function dockerConfigCredentials(host: string, configPath = defaultDockerConfigPath()): Credentials | undefined {
-  let auths: Record<string, { auth?: string; username?: string; password?: string }>;
-  try {
-    auths = JSON.parse(fs.readFileSync(configPath, 'utf8')).auths ?? {};
-  } catch {
-    return undefined;
-  }
-  for (const key of configKeys(host)) {
-    const entry = auths[key];
-    if (!entry) continue;
-    if (entry.username && entry.password) return { username: entry.username, password: entry.password };
-    if (entry.auth) {
-      const decoded = Buffer.from(entry.auth, 'base64').toString('utf8');
-      const colon = decoded.indexOf(':');
-      if (colon > 0) return { username: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
-    }
-  }
-  return undefined;
-}
-
-function defaultDockerConfigPath(): string {
-  return path.join(process.env.DOCKER_CONFIG ?? path.join(os.homedir(), '.docker'), 'config.json');
 }
 
 export class TokenFetchError extends Error {}
