@@ -104,7 +104,8 @@ export function finalizeConfig(image: ImageConfigFile, layers: LayerDesc[], plat
     architecture: platform.architecture,
     os: platform.os,
     ...(platform.variant ? { variant: platform.variant } : {}),
-    created: epoch ?? image.created ?? created,
+    // As BuildKit: an explicit earlier creation time stays, anything later is clamped to the epoch.
+    created: epoch && !(image.created && Date.parse(image.created) < Date.parse(epoch)) ? epoch : image.created ?? created,
     rootfs: { type: 'layers', diff_ids: layers.map((l) => l.diffID) },
     history,
   };
