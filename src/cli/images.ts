@@ -1,7 +1,9 @@
 // Commands around images rather than builds: the local image store (`images`, `rmi`), registry
 // credentials (`login`, `logout`) and `imagetools` (inspect a remote image, join images into an index).
 import type { CommandModule, Argv } from 'yargs';
+import fs from 'node:fs/promises';
 import path from 'node:path';
+import { StateLock } from '../client/lock.js';
 import { ContentStore } from '../content/store.js';
 import { ImageStore } from '../image/store.js';
 import { RegistryClient } from '../registry/client.js';
@@ -46,9 +48,16 @@ const commands: CommandModule<object, Record<string, unknown>>[] = [
     describe: 'Remove images from the local image store',
     handler: async (argv) => {
       const { images } = stores(argv.root as string);
-      for (const name of list(argv.image)) {
-        const removed = await images.remove(name);
-        process.stdout.write(`Untagged: ${parseReference(removed.name).familiarName}:${parseReference(removed.name).tag}\n`);
+      // The store is read-modify-write: not while a build records an image.
+      await fs.mkdir(argv.root as string, { recursive: true });
+      const lock = await StateLock.acquire(argv.root as string);
+      try {
+        for (const name of list(argv.image)) {
+          const removed = parseReference((await images.remove(name)).name);
+          process.stdout.write(`Untagged: ${removed.familiarName}:${removed.tag}\n`);
+        }
+      } finally {
+        await lock.release();
       }
     },
   },

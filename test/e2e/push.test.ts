@@ -77,6 +77,20 @@ describe('push to a registry', () => {
     expect(raw.annotations).toEqual({ 'org.opencontainers.image.title': 'demo' });
   });
 
+  it('imagetools inspect shows an index\'s platforms and a manifest\'s layers; --raw the JSON', async () => {
+    const idx = await runCli(['imagetools', 'inspect', base]);
+    expect(idx.code, idx.stderr).toBe(0);
+    expect(idx.stdout).toMatch(/MediaType: application\/vnd\.oci\.image\.index\.v1\+json/);
+    expect(idx.stdout).toContain('Platform:    linux/amd64');
+    expect(idx.stdout).toContain('Platform:    linux/arm64');
+    const raw = await runCli(['imagetools', 'inspect', '--raw', base]);
+    const skopeoRaw = (await exec('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${base}`])).stdout;
+    expect(JSON.parse(raw.stdout)).toEqual(JSON.parse(skopeoRaw));
+    const missing = await runCli(['imagetools', 'inspect', `${registry}/nothing/here:1`]);
+    expect(missing.code).toBe(1);
+    expect(lastLine(missing.stderr)).toBe(`ERROR: ${registry}/nothing/here:1: not found`);
+  });
+
   describe('with basic auth', () => {
     let reg: TestRegistry;
     let dockerConfig: string;
