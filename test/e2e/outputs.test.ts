@@ -129,11 +129,16 @@ describe('local image store', () => {
     expect(images.code, images.stderr).toBe(0);
     expect(images.stdout).toMatch(/local-only\/base\s+1\s+sha256:[0-9a-f]{64}/);
 
-    const child = await makeContext({ Dockerfile: 'FROM local-only/base:1\nRUN cat /base.txt > /child.txt\n' });
+    const child = await makeContext({ Dockerfile: 'FROM local-only/base:1\nRUN cat /base.txt > /child.txt\nCOPY --from=local-only/base:1 /base.txt /copied.txt\n' });
     const out = await tempDir('builder-out-');
     const c = await runCli(['build', '--root', root, '--progress', 'plain', '--output', `type=local,dest=${out}`, child]);
     expect(c.code, c.stderr).toBe(0);
     expect(await fs.readFile(path.join(out, 'child.txt'), 'utf8')).toBe('base\n');
+    expect(await fs.readFile(path.join(out, 'copied.txt'), 'utf8')).toBe('base\n');
+    // type=image without push keeps the image under its name= too.
+    const named = await runCli(['build', '--root', root, '--progress', 'plain', '--output', 'type=image,name=local-only/child:2,push=false', child]);
+    expect(named.code, named.stderr).toBe(0);
+    expect((await runCli(['images', '--root', root])).stdout).toMatch(/local-only\/child\s+2\s/);
 
     const rmi = await runCli(['rmi', '--root', root, 'local-only/base:1']);
     expect(rmi.code, rmi.stderr).toBe(0);
