@@ -5,10 +5,9 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import fs from 'node:fs/promises';
-import net from 'node:net';
 import path from 'node:path';
 import { lastLine, makeContext, runCli, tempDir } from '../helpers/cli.js';
-import { startRegistry, type TestRegistry } from '../helpers/registry.js';
+import { cuttingProxy, startRegistry, type TestRegistry } from '../helpers/registry.js';
 
 const exec = promisify(execFile);
 const registry = inject('registry');
@@ -137,29 +136,8 @@ describe('push to a registry', () => {
 
   it('retries an upload whose connection is cut in the middle', async () => {
     const reg = await startRegistry();
-    // A proxy that forwards to the registry but cuts the first connection carrying a large request body.
-    let cut = 0;
-    const proxy = net.createServer((client) => {
-      const upstream = net.connect(Number(reg.host.split(':')[1]), '127.0.0.1');
-      let seen = 0;
-      client.on('data', (d) => {
-        seen += d.length;
-        if (cut === 0 && seen > 200_000) {
-          cut++;
-          client.destroy();
-          upstream.destroy();
-          return;
-        }
-        upstream.write(d);
-      });
-      upstream.on('data', (d) => client.write(d));
-      client.on('error', () => upstream.destroy());
-      upstream.on('error', () => client.destroy());
-      client.on('close', () => upstream.destroy());
-      upstream.on('close', () => client.destroy());
-    });
-    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', () => r()));
-    const host = `127.0.0.1:${(proxy.address() as net.AddressInfo).port}`;
+    const proxy = await cuttingProxy(reg.host, 200_000, 1);
+    const host = proxy.host;
     try {
       const big = await makeContext({ Dockerfile: 'FROM scratch\nCOPY big.bin /big.bin\n' });
       // Incompressible, so the layer blob is large enough to be cut.
@@ -168,11 +146,11 @@ describe('push to a registry', () => {
       const r = await runCli(['build', '--root', root, '--progress', 'plain',
         '--output', `type=image,name=${host}/cut/app:1,push=true`, big]);
       expect(r.code, r.stderr).toBe(0);
-      expect(cut).toBe(1);
+      expect(proxy.cuts()).toBe(1);
       const rootfs = await pullAndUnpack(`${reg.host}/cut/app:1`);
       expect((await fs.stat(path.join(rootfs, 'big.bin'))).size).toBe(1 << 20);
     } finally {
-      proxy.close();
+      await proxy.close();
       await reg.stop();
     }
   });

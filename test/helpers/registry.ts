@@ -127,3 +127,54 @@ export async function pushBusybox(host: string): Promise<void> {
   await ensureBusybox();
   await pushLayout(`${busyboxLayout}:${busyboxTag}`, `${host}/busybox:${busyboxTag}`);
 }
+
+export interface CuttingProxy {
+  /** `127.0.0.1:PORT`, to use as the registry host. */
+  host: string;
+  /** Connections cut so far. */
+  cuts(): number;
+  /** How many more connections to cut (Infinity: all). */
+  setRemaining(n: number): void;
+  close(): Promise<void>;
+}
+
+/**
+ * A TCP proxy to `target` that cuts a connection once the client has sent more than `afterBytes` on it
+ * (in the middle of an upload), for the next `remaining` such connections.
+ */
+export async function cuttingProxy(target: string, afterBytes: number, remaining = 1): Promise<CuttingProxy> {
+  let cuts = 0;
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(Number(target.split(':')[1]), '127.0.0.1');
+    sockets.add(client);
+    sockets.add(upstream);
+    let seen = 0;
+    client.on('data', (d) => {
+      seen += d.length;
+      if (remaining > 0 && seen > afterBytes) {
+        remaining--;
+        cuts++;
+        client.destroy();
+        upstream.destroy();
+        return;
+      }
+      upstream.write(d);
+    });
+    upstream.on('data', (d) => client.write(d));
+    for (const [a, b] of [[client, upstream], [upstream, client]]) {
+      a.on('error', () => b.destroy());
+      a.on('close', () => { b.destroy(); sockets.delete(a); });
+    }
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  return {
+    host: `127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+    cuts: () => cuts,
+    setRemaining: (n) => { remaining = n; },
+    close: () => {
+      for (const s of sockets) s.destroy();
+      return new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}

@@ -17,7 +17,7 @@ import { RegistryClient } from '../../src/registry/client.js';
 import { pushImage } from '../../src/registry/push.js';
 import { imagetoolsCreate, imagetoolsInspect } from '../../src/registry/imagetools.js';
 import { parseReference } from '../../src/registry/reference.js';
-import { freePort, startRegistry, type TestRegistry } from '../helpers/registry.js';
+import { cuttingProxy, freePort, startRegistry, type TestRegistry } from '../helpers/registry.js';
 
 const exec = promisify(execFile);
 const registry = inject('registry');
@@ -74,6 +74,23 @@ describe('pushImage', () => {
     await pushImage(client, store, manifest, [b], { mountFrom: [a], onBlob });
     expect(events.sort()).toEqual(['config:mounted', 'layer:mounted']);
     expect((await skopeoLayer(b.toString())).equals(layer)).toBe(true);
+  });
+
+  it('fails on one line when every upload is cut, and a rerun completes the push', async () => {
+    const proxy = await cuttingProxy(registry, 100_000, Infinity);
+    try {
+      const { manifest, layer } = await makeImage(store);
+      const ref = parseReference(`${proxy.host}/faults/app:1`);
+      const err = await pushImage(new RegistryClient({ retries: 1 }), store, manifest, [ref]).then(() => null, (e: Error & { code?: string }) => e);
+      expect(err?.code).toBe('REGISTRY_UNREACHABLE');
+      expect(err?.message).toMatch(new RegExp(`^${proxy.host}/faults/app:1: cannot reach registry ${proxy.host}: [^\\n]+$`));
+      expect(proxy.cuts()).toBeGreaterThan(1);
+      proxy.setRemaining(0);
+      await pushImage(new RegistryClient({ retries: 1 }), store, manifest, [ref]);
+      expect((await skopeoLayer(`${registry}/faults/app:1`)).equals(layer)).toBe(true);
+    } finally {
+      await proxy.close();
+    }
   });
 
   it('joins per-platform images into one index with imagetools create, and inspects it', async () => {
