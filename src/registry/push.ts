@@ -45,9 +45,15 @@ export async function pushImage(
     for (const r of group) {
       const bytes = await store.readBuffer(root.digest);
       const tag = r.tag ?? r.digest ?? root.digest;
-      await client.send(r, 'PUT', `${client.repositoryURL(r)}manifests/${tag}`, {
+      const res = await client.send(r, 'PUT', `${client.repositoryURL(r)}manifests/${tag}`, {
         access: 'push', headers: { 'content-type': root.mediaType }, body: bytes, what: `manifests/${tag}`,
       });
+      await res.body?.cancel();
+      // The registry names what it stored; anything else means it rewrote our manifest.
+      const stored = res.headers.get('docker-content-digest');
+      if (stored && stored !== root.digest) {
+        throw new RegistryResponseError(r.toString(), `registry stored manifest ${stored}, expected ${root.digest}`);
+      }
     }
     done.push(repo);
   }
@@ -76,15 +82,17 @@ async function pushTree(client: RegistryClient, store: ContentStore, root: Descr
   // The root is tagged by the caller; the children are put by digest.
   for (const m of manifests) {
     if (m.digest === root.digest) continue;
-    await client.send(repo, 'PUT', `${client.repositoryURL(repo)}manifests/${m.digest}`, {
+    const res = await client.send(repo, 'PUT', `${client.repositoryURL(repo)}manifests/${m.digest}`, {
       access: 'push', headers: { 'content-type': m.mediaType }, body: await store.readBuffer(m.digest), what: `manifests/${m.digest}`,
     });
+    await res.body?.cancel();
   }
 }
 
 async function pushBlob(client: RegistryClient, store: ContentStore, repo: Reference, desc: Descriptor, opts: PushOptions): Promise<void> {
   const base = client.repositoryURL(repo);
   const head = await client.send(repo, 'HEAD', `${base}blobs/${desc.digest}`, { access: 'push', okStatus: [404], what: `blobs/${desc.digest}` });
+  await head.body?.cancel();
   if (head.status === 200) {
     opts.onBlob?.(desc, 'exists');
     return;
