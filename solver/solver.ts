@@ -52,6 +52,14 @@ export function defaultParallelism(): number {
 }
 
 export async function solve<R>(def: Definition, opts: SolveOptions<R>): Promise<R> {
+  return (await solveRoots(def, [def.root], opts))[0];
+}
+
+/**
+ * Solves several results of one definition together (one per target platform, say): an op they share
+ * runs once, and the first failure stops them all.
+ */
+export async function solveRoots<R>(def: Definition, roots: Digest[], opts: SolveOptions<R>): Promise<R[]> {
   const queue = new PQueue({ concurrency: opts.maxParallelism ?? defaultParallelism() });
   const abort = new AbortController();
   const onOuterAbort = () => abort.abort(new CanceledError());
@@ -104,7 +112,7 @@ export async function solve<R>(def: Definition, opts: SolveOptions<R>): Promise<
   };
 
   try {
-    return await run(def.root);
+    return await Promise.all(roots.map((r) => run(r)));
   } catch (error) {
     // Wait for everything already started to stop, so no container or mount outlives the solve.
     let settledCount = 0;

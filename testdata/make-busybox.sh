@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Makes the busybox test image (linux/amd64 + linux/arm64/v8) as an OCI layout at testdata/images/busybox,
+# Makes the busybox test image (linux/amd64 + linux/arm64/v8 + linux/arm/v7) as an OCI layout at testdata/images/busybox,
 # tag 1.35, from Debian's busybox-static packages. Independent of builder's own code, so tests compare our
 # output with an image nothing of ours produced. Deterministic: sorted tar entries, fixed mtimes, numeric
 # owners, gzip -n. Idempotent: the layout is built in a temp dir and renamed into place, so its presence
@@ -12,9 +12,10 @@ CACHE=cache
 TAG=1.35
 EPOCH=1700000000 # fixed mtime for every file, and the image's created time
 CREATED=$(date -u -d "@$EPOCH" +%Y-%m-%dT%H:%M:%SZ)
-ARCHES=(amd64 arm64)
+ARCHES=(amd64 arm64 armhf) # Debian architectures; armhf is OCI arm/v7
+FIXTURE_VERSION=2 # bump when the image changes, so older layouts are rebuilt
 
-if [ -f "$OUT/index.json" ]; then
+if [ -f "$OUT/index.json" ] && [ "$(cat "$OUT/fixture-version" 2>/dev/null)" = "$FIXTURE_VERSION" ]; then
   exit 0
 fi
 
@@ -26,13 +27,19 @@ for arch in "${ARCHES[@]}"; do
   [ -n "$(deb_for "$arch")" ] || need_download+=("busybox-static:$arch")
 done
 if [ ${#need_download[@]} -gt 0 ]; then
-  if ! dpkg --print-foreign-architectures | grep -qx arm64 && [ "$(dpkg --print-architecture)" != arm64 ]; then
-    dpkg --add-architecture arm64
-  fi
-  # The package lists may predate the added architecture: refresh when apt does not know the arm64 package.
-  if ! apt-cache show busybox-static:arm64 >/dev/null 2>&1 || ! apt-cache show busybox-static:amd64 >/dev/null 2>&1; then
-    apt-get update -qq
-  fi
+  for arch in "${ARCHES[@]}"; do
+    if ! dpkg --print-foreign-architectures | grep -qx "$arch" && [ "$(dpkg --print-architecture)" != "$arch" ]; then
+      dpkg --add-architecture "$arch"
+    fi
+  done
+  # The package lists may predate an added architecture: refresh when apt does not know one of the packages.
+  for arch in "${ARCHES[@]}"; do
+    # A partly failed update (a mirror in mid-sync) still refreshes what we need; check below instead.
+    if ! apt-cache show "busybox-static:$arch" >/dev/null 2>&1; then apt-get update -qq || true; break; fi
+  done
+  for arch in "${ARCHES[@]}"; do
+    apt-cache show "busybox-static:$arch" >/dev/null 2>&1 || { echo "make-busybox: apt does not know busybox-static:$arch" >&2; exit 1; }
+  done
   (cd "$CACHE" && apt-get download -qq -o APT::Sandbox::User=root "${need_download[@]}")
 fi
 
@@ -96,11 +103,12 @@ EOF
   layer=$(gzip -n -9 -c "$WORK/layer-$arch.tar" | put_blob)
 
   config=$(node - "$arch" "$diff_id" "$CREATED" <<'EOF' | put_blob
-const [arch, diffID, created] = process.argv.slice(2);
+const [debArch, diffID, created] = process.argv.slice(2);
+const { arch, variant } = { armhf: { arch: 'arm', variant: 'v7' }, arm64: { arch: 'arm64', variant: 'v8' } }[debArch] ?? { arch: debArch };
 const config = {
   architecture: arch,
   os: 'linux',
-  ...(arch === 'arm64' ? { variant: 'v8' } : {}),
+  ...(variant ? { variant } : {}),
   config: {
     Env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'],
     Cmd: ['sh'],
@@ -134,12 +142,13 @@ done
 index=$(node - "$WORK/manifests" <<'EOF' | put_blob
 const fs = require('node:fs');
 const manifests = fs.readFileSync(process.argv[2], 'utf8').trim().split('\n').map((line) => {
-  const [arch, hex, size] = line.split(' ');
+  const [debArch, hex, size] = line.split(' ');
+  const { arch, variant } = { armhf: { arch: 'arm', variant: 'v7' }, arm64: { arch: 'arm64', variant: 'v8' } }[debArch] ?? { arch: debArch };
   return {
     mediaType: 'application/vnd.oci.image.manifest.v1+json',
     digest: `sha256:${hex}`,
     size: Number(size),
-    platform: { architecture: arch, os: 'linux', ...(arch === 'arm64' ? { variant: 'v8' } : {}) },
+    platform: { architecture: arch, os: 'linux', ...(variant ? { variant } : {}) },
   };
 });
 process.stdout.write(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests }));
@@ -159,8 +168,9 @@ process.stdout.write(JSON.stringify({
 }));
 EOF
 
+echo "$FIXTURE_VERSION" >"$LAYOUT/fixture-version"
 mkdir -p "$(dirname "$OUT")"
-rm -rf "$OUT.partial"
+rm -rf "$OUT" "$OUT.partial"
 mv "$LAYOUT" "$OUT.partial"
 mv "$OUT.partial" "$OUT"
 echo "make-busybox: wrote $OUT (tag $TAG, index sha256:$index)"

@@ -2,16 +2,21 @@
 // dockerfile2llb: only the stages the target reaches are resolved and converted; each stage's state is an
 // op digest plus the environment, working directory and user that RUN steps see.
 import path from 'node:path';
-import type { ChownOpt, CopyAction, Digest, ExecOp, FileAction, FileOp, NetworkMode, Op, OpMetadata, Platform } from '../../solver/llb/ops.js';
+import type { ChownOpt, CopyAction, Digest, ExecMeta, ExecMount, ExecOp, FileAction, FileOp, NetworkMode, Op, OpMetadata, Platform } from '../../solver/llb/ops.js';
 import { DefinitionBuilder, type Definition } from '../../solver/llb/definition.js';
 import { BuilderError } from '../../src/util/errors.js';
 import { DockerfileError, withLocation } from './errors.js';
 import { EnvList, ShellLex, type EnvGetter } from './shell.js';
-import { parseInstruction, parseInstructions, type ArgDef, type ArgInstruction, type Instruction, type InstructionLocation, type Stage, type CopyInstruction, type AddInstruction, type RunInstruction } from './instructions.js';
+import { parseInstruction, parseInstructions, type FromInstruction, type ParsedDockerfile, type ArgDef, type ArgInstruction, type Instruction, type InstructionLocation, type Stage, type CopyInstruction, type AddInstruction, type RunInstruction } from './instructions.js';
 import { parseDockerfile, parseHeredoc } from './parser.js';
 import { cloneImage, emptyImage, DEFAULT_PATH, type ImageConfigFile, type StageImage } from './image.js';
 import { formatPlatform, parsePlatform } from './platform.js';
 import { formatGoDuration, goList, goQuoteList } from './gofmt.js';
+import { mountFrom, parseMount, type MountSpec } from './runmount.js';
+import { parseSymbolicMode } from '../../solver/llb/chmod.js';
+import { suggest, withSuggestion } from './suggest.js';
+import { Linter, emptyCheckConfig, looksLikeSecret, parseCheckOptions, type LintWarning } from './linter.js';
+import { PatternMatcher } from '../../src/worker/match.js';
 
 export interface ImageMetaResolver {
   /** ref as written in FROM (after ARG expansion); returns the normalized ref pinned by digest and its config. */
@@ -34,6 +39,10 @@ export interface ConvertOptions {
   labels?: Record<string, string>;
   /** Sets metadata.ignoreCache on RUN/COPY/ADD/WORKDIR ops. */
   noCache?: boolean;
+  /** Convert every stage, not only those the target reaches (`--check` lints them all). */
+  allStages?: boolean;
+  /** Part of a multi-platform build: step names start with the stage's platform, as in BuildKit. */
+  platformPrefix?: boolean;
 }
 
 export interface ConvertResult {
@@ -41,10 +50,16 @@ export interface ConvertResult {
   definition: Definition;
   /** OCI image config of the target: config fields and history (no rootfs). */
   image: StageImage;
+  /** Build check warnings (BuildKit's lint rules), in the order found. */
+  warnings: LintWarning[];
+  /** The `# syntax=` directive, when given: accepted, but this built-in frontend converts (no remote frontends). */
+  syntax?: string;
 }
 
 const SCRATCH = 'scratch';
 const HISTORY_COMMENT = 'buildkit.dockerfile.v0';
+const COMMON_IMAGES = ['alpine', 'busybox', 'centos', 'debian', 'golang', 'ubuntu', 'fedora'];
+const PROXY_ARGS = ['http_proxy', 'https_proxy', 'ftp_proxy', 'no_proxy', 'all_proxy'];
 const DEFAULT_SHELL = ['/bin/sh', '-c'];
 
 /** What a RUN step sees and the filesystem it runs on. */
@@ -69,6 +84,8 @@ interface DispatchState {
   deps: Set<DispatchState>;
   /** COPY --from sources of this stage's instructions. */
   sources: Map<Instruction, DispatchState>;
+  /** RUN --mount from= sources, by the name as written. */
+  mountSources: Map<string, DispatchState>;
   instructions: Instruction[];
   /** An image named by COPY --from only. */
   unregistered: boolean;
@@ -82,6 +99,10 @@ interface DispatchState {
   onBuildDone: boolean;
   /** A CMD was set in this stage (a later ENTRYPOINT then keeps it). */
   cmdSet?: boolean;
+  /** Where CMD, ENTRYPOINT and HEALTHCHECK were last set in this stage (MultipleInstructionsDisallowed). */
+  usedOnce?: Map<string, Instruction>;
+  /** A WORKDIR was set in this stage (WorkdirRelativePath looks at the first only). */
+  workdirSet?: boolean;
 }
 
 class Converter {
@@ -92,6 +113,11 @@ class Converter {
   private lex!: ShellLex;
   private globalArgs = EnvList.empty();
   private contextDigest?: Digest;
+  private linter = new Linter();
+  /** The instruction being dispatched: variables its words use but nobody set are UndefinedVar. */
+  private lintTarget?: { d: DispatchState; inst: Instruction };
+  private declaredMetaArgs = new Set<string>();
+  private syntax?: string;
   private scratchDigest?: Digest;
 
   constructor(private readonly opts: ConvertOptions) {
@@ -103,8 +129,12 @@ class Converter {
     const parsed = parseInstructions(this.opts.dockerfile, this.file);
     if (parsed.stages.length === 0) throw new DockerfileError('dockerfile contains no stages to build');
     this.lex = new ShellLex(parsed.escapeToken);
+    if (parsed.directives.check !== undefined) this.linter = new Linter(parsed.directives.check ? parseCheckOptions(parsed.directives.check) : emptyCheckConfig());
     const targetName = this.opts.target || parsed.stages[parsed.stages.length - 1].from.name;
     this.globalArgs = this.metaArgs(parsed.metaArgs, targetName);
+    for (const cmd of parsed.metaArgs) for (const a of cmd.args) this.declaredMetaArgs.add(a.key);
+    this.lintParsed(parsed);
+    this.syntax = parsed.directives.syntax;
 
     parsed.stages.forEach((stage, i) => this.addStage(stage, i));
     const target = this.resolveTarget();
@@ -113,10 +143,84 @@ class Converter {
     checkCycles(this.states);
 
     const reachable = await this.resolveReachable(target);
+    if (this.opts.allStages) {
+      for (const d of this.states) if (!reachable.has(d)) for (const r of await this.resolveReachable(d)) reachable.add(r);
+    }
     for (const d of this.states) {
       if (reachable.has(d) && !d.dispatched) this.dispatchStage(d);
     }
-    return { definition: this.builder.build(target.state!.digest), image: this.finalImage(target) };
+    const lintError = this.linter.error();
+    if (lintError) throw lintError;
+    return { definition: this.builder.build(target.state!.digest), image: this.finalImage(target), warnings: this.linter.warnings,
+      ...(this.syntax ? { syntax: this.syntax } : {}) };
+  }
+
+  // ------------------------------------------------------------------ checks on the whole file
+
+  private lintParsed(parsed: ParsedDockerfile): void {
+    const lint = this.linter;
+    for (const w of parsed.warnings) lint.run('NoEmptyContinuation', { file: this.file, startLine: w.line, endLine: w.line }, undefined);
+    const all = parsed.stages.flatMap((st) => [st.from, ...st.instructions]);
+    // Instruction casing: the majority of self-consistent keywords decides.
+    const consistent = all.filter((i) => i.keyword === i.keyword.toLowerCase() || i.keyword === i.keyword.toUpperCase());
+    const lower = consistent.filter((i) => i.keyword === i.keyword.toLowerCase()).length;
+    const majorityLower = lower > consistent.length - lower;
+    const names = new Set<string>();
+    for (const st of parsed.stages) {
+      const from = st.from;
+      if (from.rawName && from.rawName !== from.rawName.toLowerCase()) lint.run('StageNameCasing', from.location, from.comments, from.rawName);
+      if (from.asKeyword) {
+        const kw = from.keyword;
+        const mismatch = kw === kw.toLowerCase() ? from.asKeyword !== from.asKeyword.toLowerCase()
+          : kw === kw.toUpperCase() ? from.asKeyword !== from.asKeyword.toUpperCase() : false;
+        if (mismatch) lint.run('FromAsCasing', from.location, from.comments, kw, from.asKeyword);
+      }
+      if (from.name) {
+        this.lintDescription('FROM', [from.name], from);
+        if (from.name === 'scratch' || from.name === 'context') lint.run('ReservedStageName', from.location, from.comments, from.name);
+        if (names.has(from.name)) lint.run('DuplicateStageName', from.location, from.comments, from.name);
+        names.add(from.name);
+      }
+      for (const inst of st.instructions) {
+        if (inst.kind === 'maintainer') lint.run('MaintainerDeprecated', inst.location, inst.comments);
+        if (inst.kind === 'arg') this.lintDescription('ARG', inst.args.map((a) => a.key), inst);
+      }
+    }
+    for (const inst of parsed.metaArgs) this.lintDescription('ARG', inst.args.map((a) => a.key), inst);
+    for (const inst of all) {
+      const k = inst.keyword;
+      const casing = majorityLower && k.toLowerCase() !== k ? 'lowercase' : !majorityLower && k.toUpperCase() !== k ? 'uppercase' : '';
+      if (casing) lint.run('ConsistentInstructionCasing', inst.location, inst.comments, k, casing);
+    }
+    // Base names with only the ARG defaults (no --build-arg) must still be image references.
+    let defaults: EnvList;
+    try {
+      defaults = new Converter({ ...this.opts, buildArgs: {} }).withLex(this.lex).metaArgs(parsed.metaArgs, '');
+    } catch {
+      return;
+    }
+    for (const st of parsed.stages) {
+      let name: string;
+      try {
+        name = this.lex.processWord(st.from.baseName, defaults);
+      } catch {
+        continue;
+      }
+      if (!isImageReference(name)) lint.run('InvalidDefaultArgInFrom', st.from.location, st.from.comments, st.from.baseName);
+    }
+  }
+
+  private withLex(lex: ShellLex): this {
+    this.lex = lex;
+    return this;
+  }
+
+  /** InvalidDefinitionDescription (experimental): a comment right above names what it describes. */
+  private lintDescription(instruction: string, keys: string[], inst: { location: InstructionLocation; comments: string[] }): void {
+    if (inst.comments.length === 0 || keys.length === 0) return;
+    const first = inst.comments[inst.comments.length - 1].split(' ')[0];
+    if (keys.includes(first)) return;
+    this.linter.run('InvalidDefinitionDescription', inst.location, inst.comments, instruction, keys.length > 1 ? '<arg_key>' : keys[0]);
   }
 
   // ------------------------------------------------------------------ stages
@@ -147,15 +251,28 @@ class Converter {
   private addStage(stage: Stage, index: number): void {
     const from = stage.from;
     const baseName = this.expand(from.baseName, this.globalArgs, from.location);
+    this.lintFromArgs(from.baseName, from);
     if (baseName === '') throw new DockerfileError(`base name (${from.baseName}) should not be blank`, from.location);
     let platform: Platform | undefined;
     if (from.platform) {
       const spec = this.expand(from.platform, this.globalArgs, from.location);
+      const m = this.lintFromArgs(from.platform, from);
+      if (m && m.matched.size === 1 && m.unmatched.size === 0 && m.matched.has('TARGETPLATFORM') && m.result === this.globalArgs.get('TARGETPLATFORM')) {
+        this.linter.run('RedundantTargetPlatform', from.location, from.comments, from.platform);
+      }
+      if (m && m.matched.size === 0 && m.unmatched.size === 0) {
+        const p = parsePlatform(m.result);
+        if (p && !from.name.includes(p.os) && !from.name.includes(p.architecture)) {
+          this.linter.run('FromPlatformFlagConstDisallowed', from.location, from.comments, m.result);
+        }
+      }
       if (spec === '') throw new DockerfileError(`empty platform value from expression ${from.platform}`, from.location);
       platform = parsePlatform(spec);
       if (!platform) throw new DockerfileError(`failed to parse platform ${from.platform}: "${spec}": unknown operating system or architecture`, from.location);
     }
-    const base = this.byName.get(baseName);
+    // A stage by name, or by the index of an earlier stage (as COPY --from takes it; BuildKit itself
+    // would look for an image named like the number).
+    const base = this.byName.get(baseName.toLowerCase()) ?? (/^\d+$/.test(baseName) && Number(baseName) < index ? this.states[Number(baseName)] : undefined);
     const counted = stage.instructions.filter((i) => ['add', 'copy', 'run', 'workdir'].includes(i.kind)).length;
     const d = this.newState({
       stage, baseName, name: from.name, stageName: from.name || `stage-${index}`, location: from.location,
@@ -165,9 +282,25 @@ class Converter {
     if (from.name) this.byName.set(from.name, d);
   }
 
+  /** UndefinedArgInFrom: FROM words may use only declared global ARGs (and the automatic ones). */
+  private lintFromArgs(word: string, from: FromInstruction) {
+    let m;
+    try {
+      m = this.lex.processWordWithMatches(word, this.globalArgs);
+    } catch {
+      return undefined;
+    }
+    const keys = [...new Set([...this.declaredMetaArgs, ...this.globalArgs.keys()])];
+    for (const arg of m.unmatched) {
+      if (keys.includes(arg)) continue;
+      this.linter.run('UndefinedArgInFrom', from.location, from.comments, arg, suggest(arg, keys, true));
+    }
+    return m;
+  }
+
   private newState(init: Pick<DispatchState, 'baseName' | 'name' | 'stageName' | 'location' | 'instructions' | 'unregistered' | 'cmdTotal'> & Partial<DispatchState>): DispatchState {
     const d: DispatchState = {
-      deps: new Set(), sources: new Map(), dispatched: false, buildArgs: [], cmdIndex: 0, onBuildDone: false, ...init,
+      deps: new Set(), sources: new Map(), mountSources: new Map(), dispatched: false, buildArgs: [], cmdIndex: 0, onBuildDone: false, ...init,
     };
     this.states.push(d);
     return d;
@@ -176,7 +309,10 @@ class Converter {
   private resolveTarget(): DispatchState {
     if (!this.opts.target) return this.states[this.states.length - 1];
     const target = this.byName.get(this.opts.target.toLowerCase());
-    if (!target) throw new DockerfileError(`target stage "${this.opts.target}" could not be found`, undefined, undefined, 'TARGET_NOT_FOUND');
+    if (!target) {
+      const names = this.states.map((d) => d.name).filter(Boolean);
+      throw new DockerfileError(withSuggestion(`target stage "${this.opts.target}" could not be found`, this.opts.target, names, true), undefined, undefined, 'TARGET_NOT_FOUND');
+    }
     return target;
   }
 
@@ -184,24 +320,38 @@ class Converter {
   private findSources(d: DispatchState, instructions: Instruction[]): boolean {
     let added = false;
     for (const inst of instructions) {
+      if (inst.kind === 'run') {
+        for (const raw of inst.mounts) {
+          const from = mountFrom(raw);
+          if (!from || d.mountSources.has(from)) continue;
+          const src = this.sourceState(from, inst.location);
+          d.mountSources.set(from, src);
+          d.deps.add(src);
+          added = true;
+        }
+      }
       if (inst.kind !== 'copy' || !inst.from) continue;
-      if (this.expand(inst.from, EnvList.empty(), inst.location) !== inst.from) {
-        throw new DockerfileError('variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround', inst.location);
-      }
-      let src: DispatchState | undefined;
-      if (/^-?\d+$/.test(inst.from)) {
-        src = this.states[Number(inst.from)];
-        if (!src || Number(inst.from) < 0) throw new DockerfileError(`invalid stage index ${inst.from}`, inst.location);
-      } else {
-        src = this.byName.get(inst.from.toLowerCase()) ?? this.newState({
-          baseName: inst.from, name: '', stageName: '', location: inst.location, instructions: [], unregistered: true, cmdTotal: 0,
-        });
-      }
+      const src = this.sourceState(inst.from, inst.location);
       d.sources.set(inst, src);
       d.deps.add(src);
       added = true;
     }
     return added;
+  }
+
+  /** The stage (by name or index) or image (a new unregistered state) that `--from` names. */
+  private sourceState(from: string, location: InstructionLocation): DispatchState {
+    if (this.expand(from, EnvList.empty(), location) !== from) {
+      throw new DockerfileError('variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround', location);
+    }
+    if (/^-?\d+$/.test(from)) {
+      const src = this.states[Number(from)];
+      if (!src || Number(from) < 0) throw new DockerfileError(`invalid stage index ${from}`, location);
+      return src;
+    }
+    return this.byName.get(from.toLowerCase()) ?? this.newState({
+      baseName: from, name: '', stageName: '', location, instructions: [], unregistered: true, cmdTotal: 0,
+    });
   }
 
   /** Resolves base images of reachable stages (only those), then ONBUILD triggers, which may add stages. */
@@ -226,7 +376,11 @@ class Converter {
     try {
       result = await this.opts.resolver.resolveImageConfig(d.baseName, platform);
     } catch (e) {
-      if (e instanceof BuilderError) throw new DockerfileError(`${d.baseName}: ${e.message}`, d.location, { cause: e }, e.code);
+      if (e instanceof BuilderError) {
+        // A mistyped stage or common image name gets a hint (BuildKit's commonImageNames).
+        const options = [...this.states.map((s) => s.name).filter(Boolean), ...COMMON_IMAGES.flatMap((n) => [n, `${n}:latest`])];
+        throw new DockerfileError(withSuggestion(`${d.baseName}: ${e.message}`, d.baseName, options, true), d.location, { cause: e }, e.code);
+      }
       throw e;
     }
     const config = cloneImage(result.config);
@@ -295,11 +449,15 @@ class Converter {
     if (image.config.User) state.user = image.config.User;
     d.image = image;
     d.state = state;
+    d.usedOnce = new Map();
     for (const inst of d.instructions) {
+      this.lintTarget = { d, inst };
       try {
         this.dispatch(d, inst);
       } catch (e) {
         throw withLocation(e, inst.location);
+      } finally {
+        this.lintTarget = undefined;
       }
     }
   }
@@ -309,10 +467,14 @@ class Converter {
     const x = (word: string) => this.expand(word, d.state!.env, inst.location);
     switch (inst.kind) {
       case 'env': {
+        // Every word sees the environment from before the instruction: `ENV A=1 B=$A` takes the old A.
+        const before = d.state!.env;
         const parts: string[] = [];
         for (const p of inst.pairs) {
-          const key = x(p.key);
-          const value = x(p.value);
+          if (p.noDelim) this.linter.run('LegacyKeyValueFormat', inst.location, inst.comments, inst.keyword);
+          const key = this.expand(p.key, before, inst.location);
+          const value = this.expand(p.value, before, inst.location);
+          if (looksLikeSecret(key)) this.linter.run('SecretsUsedInArgOrEnv', inst.location, inst.comments, 'ENV', key);
           d.state!.env = d.state!.env.set(key, value);
           image.config.Env = addEnv(image.config.Env ?? [], key, value);
           parts.push(`${key}=${value}`);
@@ -323,6 +485,7 @@ class Converter {
         image.config.Labels ??= {};
         const parts: string[] = [];
         for (const p of inst.pairs) {
+          if (p.noDelim) this.linter.run('LegacyKeyValueFormat', inst.location, inst.comments, inst.keyword);
           const key = x(p.key);
           const value = x(p.value);
           image.config.Labels[key] = value;
@@ -337,8 +500,12 @@ class Converter {
       case 'copy':
       case 'add':
         return this.dispatchCopy(d, inst);
-      case 'workdir':
-        return this.dispatchWorkdir(d, x(inst.path), inst);
+      case 'workdir': {
+        const wd = x(inst.path);
+        if (!d.workdirSet && !wd.startsWith('/')) this.linter.run('WorkdirRelativePath', inst.location, inst.comments, wd);
+        d.workdirSet = true;
+        return this.dispatchWorkdir(d, wd, inst);
+      }
       case 'user': {
         const user = x(inst.user);
         d.state!.user = user;
@@ -353,13 +520,23 @@ class Converter {
         return this.history(d, `VOLUME ${goList(volumes)}`, false);
       }
       case 'expose': {
-        const ports = inst.ports.flatMap((p) => this.lex.processWords(p, d.state!.env)).flatMap(parsePort);
+        for (const p of inst.ports) x(p); // for UndefinedVar
+        const raw = inst.ports.flatMap((p) => this.lex.processWords(p, d.state!.env));
+        for (const r of raw) {
+          const parts = r.split(':');
+          const proto = parts[parts.length - 1].split('/')[1] ?? '';
+          if (proto !== proto.toLowerCase()) this.linter.run('ExposeProtoCasing', inst.location, inst.comments, r);
+          if (parts.length > 1) this.linter.run('ExposeInvalidFormat', inst.location, inst.comments, r);
+        }
+        const ports = raw.flatMap(parsePort);
         image.config.ExposedPorts ??= {};
         for (const p of ports) image.config.ExposedPorts[p] = {};
         return this.history(d, `EXPOSE ${goList(ports)}`, false);
       }
       case 'cmd':
       case 'entrypoint': {
+        this.lintUsedOnce(d, inst);
+        if (inst.prependShell && !image.config.Shell?.length) this.linter.run('JSONArgsRecommended', inst.location, inst.comments, inst.keyword);
         const args = inst.prependShell ? withShell(image, inst.cmdLine) : inst.cmdLine;
         if (inst.kind === 'cmd') {
           image.config.Cmd = args;
@@ -385,10 +562,11 @@ class Converter {
         image.author = inst.maintainer;
         return this.history(d, `MAINTAINER ${inst.maintainer}`, false);
       case 'healthcheck': {
+        this.lintUsedOnce(d, inst);
         const h = inst.health;
-        image.config.Healthcheck = {
-          Test: h.test, Interval: h.interval, Timeout: h.timeout, StartPeriod: h.startPeriod, StartInterval: h.startInterval, Retries: h.retries,
-        };
+        // Zero durations and retries are left out, as Go's omitempty does.
+        const fields = { Interval: h.interval, Timeout: h.timeout, StartPeriod: h.startPeriod, StartInterval: h.startInterval, Retries: h.retries };
+        image.config.Healthcheck = { Test: h.test, ...Object.fromEntries(Object.entries(fields).filter(([, v]) => v)) };
         const dur = (n?: number) => formatGoDuration(n ?? 0);
         return this.history(d, `HEALTHCHECK {Test:${goList(h.test)} Interval:${dur(h.interval)} Timeout:${dur(h.timeout)} StartPeriod:${dur(h.startPeriod)} StartInterval:${dur(h.startInterval)} Retries:${h.retries ?? 0}}`, false);
       }
@@ -398,11 +576,19 @@ class Converter {
     }
   }
 
+  /** MultipleInstructionsDisallowed: reported where the earlier, ignored, one is. */
+  private lintUsedOnce(d: DispatchState, inst: Instruction): void {
+    const prev = d.usedOnce?.get(inst.kind);
+    if (prev) this.linter.run('MultipleInstructionsDisallowed', prev.location, prev.comments, inst.keyword);
+    d.usedOnce?.set(inst.kind, inst);
+  }
+
   /** ARG: the --build-arg value, else the default, else the global value; visible to later RUNs as env. */
   private dispatchArg(d: DispatchState, inst: ArgInstruction): void {
     const buildArgs = this.opts.buildArgs ?? {};
     const parts: string[] = [];
     for (const arg of inst.args) {
+      if (looksLikeSecret(arg.key)) this.linter.run('SecretsUsedInArgOrEnv', inst.location, inst.comments, 'ARG', arg.key);
       let value: string | undefined;
       if (arg.key in buildArgs) value = buildArgs[arg.key];
       else if (arg.value !== undefined) value = this.expand(arg.value, d.state!.env, inst.location);
@@ -416,19 +602,26 @@ class Converter {
 
   private dispatchRun(d: DispatchState, inst: RunInstruction): void {
     const state = d.state!;
-    if (inst.mounts.length > 0) throw new DockerfileError('RUN --mount is not supported yet', undefined, undefined, 'UNSUPPORTED');
-    if (inst.security && inst.security !== 'sandbox') throw new DockerfileError(`RUN --security=${inst.security} is not supported`, undefined, undefined, 'UNSUPPORTED');
+    const security = runSecurity(inst.security);
     const network = runNetwork(inst.network);
+    const { inputs, mounts, secretEnv, env } = this.runMounts(d, inst);
     let args = inst.cmdLine;
     let name = inst.code;
+    let script: Digest | undefined;
     if (inst.files.length > 0) {
       if (args.length !== 1 || !inst.prependShell) throw new DockerfileError(`parsing produced an invalid run command: ${goList(args)}`);
       if (parseHeredoc(args[0])) {
         const doc = inst.files[0];
         const data = doc.chomp ? doc.content.replace(/^\t+/gm, '') : doc.content;
-        if (data.startsWith('#!')) throw new DockerfileError('RUN with a heredoc script starting with #! is not supported yet', undefined, undefined, 'UNSUPPORTED');
-        // A lone heredoc is run by the shell as the command itself.
-        args = [data];
+        if (data.startsWith('#!')) {
+          // A script with its own interpreter: a file mounted read-only at /dev/pipes/ and run from there.
+          const file: FileOp = { kind: 'file', inputs: [], base: -1, actions: [{ action: 'mkfile', path: `/${doc.name}`, data: Buffer.from(data).toString('base64'), mode: 0o755 }] };
+          script = this.builder.add(file, { description: '[internal] preparing inline document', stage: this.stageLabel(d) });
+          args = [path.posix.join('/dev/pipes/', doc.name)];
+        } else {
+          // A lone heredoc is run by the shell as the command itself.
+          args = [data];
+        }
         const lines = doc.content.trim().split(/\r?\n/);
         name += ` (${lines[0]}${lines.length > 1 ? '...' : ''})`;
       } else {
@@ -436,11 +629,17 @@ class Converter {
       }
     }
     if (inst.prependShell) args = withShell(d.image!, args);
+    if (script) {
+      mounts.push({ input: inputs.push({ digest: script }) - 1, dest: '/dev/pipes/', selector: '/', readonly: true });
+    }
     const op: ExecOp = {
       kind: 'exec',
-      inputs: [{ digest: state.digest }],
-      meta: { args, env: state.env.toArray(), cwd: state.dir, user: state.user, network },
-      mounts: [{ input: 0, dest: '/' }],
+      inputs,
+      meta: {
+        args, env, cwd: state.dir, user: state.user, network, ...this.proxyEnv(),
+        ...(secretEnv.length ? { secretEnv } : {}), ...(security ? { security } : {}),
+      },
+      mounts,
       platform: d.platform!,
     };
     const rawLex = new ShellLex(this.lex.escapeToken, { rawQuotes: true, skipUnsetEnv: true });
@@ -449,24 +648,143 @@ class Converter {
     this.history(d, `RUN ${runCommandString(args, d.buildArgs, state.env)} # buildkit`, true);
   }
 
+  /** The exec op's inputs and mounts for `RUN --mount` flags (BuildKit's dispatchRunMounts). */
+  private runMounts(d: DispatchState, inst: RunInstruction) {
+    const state = d.state!;
+    const inputs: { digest: Digest }[] = [{ digest: state.digest }];
+    const mounts: ExecMount[] = [{ input: 0, dest: '/' }];
+    const secretEnv: NonNullable<ExecMeta['secretEnv']> = [];
+    let env = state.env.toArray();
+    let sshCount = 0;
+    const inputOf = (digest: Digest) => {
+      const i = inputs.findIndex((x) => x.digest === digest);
+      return i >= 0 ? i : inputs.push({ digest }) - 1;
+    };
+    for (const raw of inst.mounts) {
+      let spec: MountSpec;
+      try {
+        spec = parseMount(raw, (w) => this.expand(w, state.env, inst.location));
+      } catch (e) {
+        throw withLocation(e, inst.location);
+      }
+      const fail = (msg: string) => new DockerfileError(msg, inst.location);
+      const targetOf = (t: string) => {
+        const abs = t.startsWith('/') ? path.posix.normalize(t) : path.posix.join('/', state.dir, t);
+        if (abs === '/') throw fail(`invalid mount target "${t}"`);
+        return abs.length > 1 ? abs.replace(/\/+$/, '') : abs;
+      };
+      const ids = (m: MountSpec, mode: number) => ({ mode: m.mode ?? mode, uid: m.uid ?? 0, gid: m.gid ?? 0 });
+      switch (spec.type) {
+        case 'secret': {
+          const id = spec.id || spec.source || path.posix.basename(spec.target);
+          if (spec.env !== undefined) secretEnv.push({ name: spec.env, id, optional: !spec.required });
+          if (spec.target || spec.env === undefined) {
+            const target = targetOf(spec.target || `/run/secrets/${path.posix.basename(id)}`);
+            mounts.push({ input: -1, dest: target, type: 'secret', readonly: true, secret: { id, optional: !spec.required, ...ids(spec, 0o400) } });
+          }
+          break;
+        }
+        case 'ssh': {
+          const id = spec.id || 'default';
+          let target = spec.target;
+          if (!target) {
+            target = `/run/buildkit/ssh_agent.${sshCount}`;
+            if (sshCount === 0) env = [...env.filter((e) => !e.startsWith('SSH_AUTH_SOCK=')), `SSH_AUTH_SOCK=${target}`];
+          }
+          sshCount++;
+          mounts.push({ input: -1, dest: targetOf(target), type: 'ssh', readonly: true, ssh: { id, optional: !spec.required, ...ids(spec, 0o600) } });
+          break;
+        }
+        case 'tmpfs':
+          if (!spec.target) throw fail('mount target is required');
+          mounts.push({ input: -1, dest: targetOf(spec.target), type: 'tmpfs', tmpfs: spec.size !== undefined ? { size: spec.size } : {} });
+          break;
+        case 'bind':
+        case 'cache': {
+          if (!spec.target) throw fail('mount target is required');
+          const target = targetOf(spec.target);
+          const from = spec.from ? d.mountSources.get(spec.from) : undefined;
+          if (from && !from.dispatched) {
+            throw fail(`cannot mount from stage "${spec.from}", it needs to be defined before current stage "${d.stageName || d.name}"`);
+          }
+          const selector = path.posix.join('/', spec.source);
+          if (spec.type === 'bind') {
+            const digest = from ? from.state!.digest : this.context();
+            mounts.push({ input: inputOf(digest), dest: target, selector, readonly: spec.readonly });
+          } else {
+            const cache = { id: spec.id || spec.target, sharing: spec.sharing!, ...(spec.mode !== undefined ? { mode: spec.mode } : {}),
+              ...(spec.uid !== undefined ? { uid: spec.uid } : {}), ...(spec.gid !== undefined ? { gid: spec.gid } : {}) };
+            mounts.push({ input: from ? inputOf(from.state!.digest) : -1, dest: target, ...(from ? { selector } : {}), readonly: spec.readonly, type: 'cache', cache });
+          }
+          break;
+        }
+      }
+    }
+    return { inputs, mounts, secretEnv, env };
+  }
+
+  /** CopyIgnoredFile: a context source the .dockerignore excludes (only without `!` exceptions, as BuildKit). */
+  private lintIgnored(src: string, inst: CopyInstruction | AddInstruction): void {
+    const patterns = this.opts.contextExcludes ?? [];
+    if (patterns.length === 0) return;
+    const matcher = new PatternMatcher(patterns);
+    if (matcher.hasExclusions) return;
+    let clean = path.posix.normalize(src.replace(/\/+$/, '') || '/');
+    if (clean.length > 1) clean = clean.replace(/^\/+/, '');
+    if (clean === '.' || clean === '/') {
+      if (!patterns.some((p) => ['*', '**', '**/*'].includes(p))) return;
+    }
+    let ignored = false;
+    try {
+      ignored = matcher.matches(clean);
+    } catch {
+      return;
+    }
+    if (ignored) this.linter.run('CopyIgnoredFile', inst.location, inst.comments, inst.kind === 'add' ? 'Add' : 'Copy', clean);
+  }
+
+  /** The predefined proxy args (HTTP_PROXY, ...; any case) given as --build-arg, for RUN's environment only. */
+  private proxyEnv(): { proxyEnv?: string[] } {
+    const buildArgs = this.opts.buildArgs ?? {};
+    const values = new Map<string, string>();
+    for (const k of Object.keys(buildArgs).sort()) {
+      const name = PROXY_ARGS.find((p) => p === k.toLowerCase());
+      if (name) values.set(name, buildArgs[k]);
+    }
+    const env = PROXY_ARGS.flatMap((p) => (values.get(p) ? [`${p.toUpperCase()}=${values.get(p)}`, `${p}=${values.get(p)}`] : []));
+    return env.length > 0 ? { proxyEnv: env } : {};
+  }
+
   private dispatchCopy(d: DispatchState, inst: CopyInstruction | AddInstruction): void {
     const state = d.state!;
+    const isAdd = inst.kind === 'add';
     const x = (word: string) => this.expand(word, state.env, inst.location);
     const sources = inst.sources.map(x);
     const destPath = x(inst.dest);
     const chown = x(inst.chown);
     const chmod = x(inst.chmod);
+    const parents = inst.kind === 'copy' && inst.parents;
     const dest = pathRelativeToWorkingDir(state.dir, destPath);
-    const mode = parseChmod(chmod);
-    if (inst.kind === 'add' && inst.checksum) throw new DockerfileError('checksum can\'t be specified for local sources; ADD from URLs is not supported yet', undefined, undefined, 'UNSUPPORTED');
+    const chmodOpt = parseChmod(chmod);
     const from = inst.kind === 'copy' ? d.sources.get(inst) : undefined;
     if (from && !from.dispatched) {
       throw new DockerfileError(`cannot copy from stage "${(inst as CopyInstruction).from}", it needs to be defined before current stage "${d.stageName || d.name}"`);
     }
-    if (inst.kind === 'copy' && inst.parents) throw new DockerfileError('COPY --parents is not supported yet', undefined, undefined, 'UNSUPPORTED');
+    const checksum = isAdd ? x(inst.checksum) : '';
+    if (checksum) {
+      if (sources.length !== 1) throw new DockerfileError('checksum can\'t be specified for multiple sources');
+      if (!isHTTPSource(sources[0]) && !isGitSource(sources[0])) throw new DockerfileError('checksum requires HTTP(S) or Git sources');
+      if (!/^sha256:[a-f0-9]{64}$/.test(checksum)) {
+        throw new DockerfileError(/^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/.test(checksum)
+          ? `unsupported checksum ${checksum}: expected sha256:<64 hex digits>` : 'invalid checksum digest format');
+      }
+    }
+    if (isAdd && inst.keepGitDir) {
+      throw new DockerfileError('ADD --keep-git-dir is not supported yet: it applies to git sources, which this builder does not fetch', undefined, undefined, 'UNSUPPORTED');
+    }
 
-    // Files from the context belong to root, as BuildKit's context transfer resets owners to 0:0.
-    const owner: ChownOpt | undefined = chown ? parseChown(chown) : from ? undefined : { user: 0, group: 0 };
+    // Without --chown, files keep their owners: root for the context (the local source makes them so).
+    const owner: ChownOpt | undefined = chown ? parseChown(chown) : undefined;
     const link = inst.link && !chmod;
     // inputs[0] is the stage itself unless --link copies onto scratch.
     const inputs: Digest[] = link ? [] : [state.digest];
@@ -475,30 +793,67 @@ class Converter {
       return i >= 0 ? i : inputs.push(digest) - 1;
     };
     const several = sources.length + inst.inlineSources.length > 1;
-    const copy = (sourceInput: number, src: string): CopyAction => ({
+    const excludes = inst.excludes.map(x);
+    const base = (sourceInput: number, src: string): CopyAction => ({
       action: 'copy', sourceInput, src, dest,
-      ...(owner ? { owner } : {}),
-      ...(mode !== undefined ? { mode } : {}),
-      followSymlinks: true, dirCopyContents: true,
+      ...chmodOpt,
+      followSymlinks: false, dirCopyContents: false,
       ...(several ? { destIsDir: true } : {}),
-      createDestPath: true, allowWildcard: true,
-      // BuildKit allows empty wildcards here but then fails computing the cache key: same result.
-      allowEmptyWildcard: false,
-      ...(inst.excludes.length > 0 ? { excludePatterns: inst.excludes.map(x) } : {}),
+      createDestPath: true, allowWildcard: false, allowEmptyWildcard: false,
+      ...(excludes.length > 0 ? { excludePatterns: excludes } : {}),
     });
 
     const actions: FileAction[] = [];
-    const parts = [inst.kind === 'add' ? 'ADD' : 'COPY'];
+    const parts = [isAdd ? 'ADD' : 'COPY'];
+    if (parents) parts.push('--parents');
     if (chown) parts.push(`--chown=${chown}`);
     if (chmod) parts.push(`--chmod=${chmod}`);
-    for (const src of sources) {
+    const name = uppercaseCmd(processCmdEnv(this.lex, inst.code, state.env));
+    const description = this.prefix(d, name);
+    for (let src of sources) {
       parts.push(src);
-      if (/^https?:\/\//.test(src)) {
-        if (inst.kind === 'copy') throw new DockerfileError('source can\'t be a URL for COPY');
-        throw new DockerfileError(`ADD from a URL is not supported yet: ${src}`, undefined, undefined, 'UNSUPPORTED');
+      if (isGitSource(src)) {
+        if (!isAdd) throw new DockerfileError('source can\'t be a git ref for COPY');
+        throw new DockerfileError(`ADD from a git repository is not supported yet: ${src}`, undefined, undefined, 'UNSUPPORTED');
       }
+      if (isHTTPSource(src)) {
+        if (!isAdd) throw new DockerfileError('source can\'t be a URL for COPY');
+        // Remote files are not unpacked unless --unpack says so; the file's name is the URL path's last part.
+        let filename = '__unnamed__';
+        try {
+          const b = path.posix.basename(new URL(src).pathname);
+          if (b !== '' && b !== '.' && b !== '/') filename = decodeURIComponent(b);
+        } catch { /* keep the default name */ }
+        const http: Op = { kind: 'source', source: { type: 'http', url: src, filename, ...(checksum ? { checksum } : {}) } };
+        const digest = this.add(http, d, inst.location, description, false);
+        actions.push({
+          ...base(inputIndex(digest), `/${filename}`),
+          ...(owner ? { owner } : {}),
+          ...(inst.kind === 'add' && inst.unpack ? { attemptUnpack: true } : {}),
+        });
+        continue;
+      }
+      if (!from) this.lintIgnored(src, inst);
       const sourceDigest = from ? from.state!.digest : this.context();
-      actions.push(copy(inputIndex(sourceDigest), src.startsWith('/') ? src : path.posix.join('/', src)));
+      let include: string[] | undefined;
+      let required: string[] | undefined;
+      if (parents) {
+        // `--parents` keeps the path below an optional `/./` pivot: copy the pivot with the path as a pattern.
+        const pivot = src.indexOf('/./');
+        const pattern = pivot < 0 ? src : src.slice(pivot + 3);
+        src = pivot < 0 ? '/' : src.slice(0, pivot);
+        const clean = path.posix.join('/', pattern);
+        include = [clean.slice(1)];
+        if (!hasWildcards(src) && !hasWildcards(pattern)) required = [path.posix.join('/', src, pattern)];
+      }
+      actions.push({
+        ...base(inputIndex(sourceDigest), path.posix.join('/', src)),
+        ...(owner ? { owner } : {}),
+        followSymlinks: true, dirCopyContents: true, allowWildcard: true,
+        ...(include ? { includePatterns: include } : {}),
+        ...(required ? { requiredPaths: required } : {}),
+        ...(isAdd && inst.unpack !== false ? { attemptUnpack: true } : {}),
+      });
     }
     for (const inline of inst.inlineSources) {
       parts.push(`<<${inline.path}`);
@@ -509,12 +864,10 @@ class Converter {
         actions: [{ action: 'mkfile', path: path.posix.join('/', inline.path), data: Buffer.from(data).toString('base64'), mode: 0o644 }],
       };
       const digest = this.builder.add(file, { description: '[internal] preparing inline document', stage: this.stageLabel(d) });
-      actions.push(copy(inputIndex(digest), path.posix.join('/', inline.path)));
+      actions.push({ ...base(inputIndex(digest), path.posix.join('/', inline.path)), ...(owner ? { owner } : {}) });
     }
     parts.push(destPath);
 
-    const name = uppercaseCmd(processCmdEnv(this.lex, inst.code, state.env));
-    const description = this.prefix(d, name);
     const op: FileOp = { kind: 'file', inputs: inputs.map((digest) => ({ digest })), base: link ? -1 : 0, actions };
     let digest = this.add(op, d, inst.location, description, true);
     if (link) {
@@ -571,10 +924,11 @@ class Converter {
 
   /** `[stage-1 2/5] ` before a step's name, as BuildKit numbers the steps of each stage. */
   private prefix(d: DispatchState, name: string): string {
-    if (d.cmdTotal === 0) return name;
+    const platform = this.opts.platformPrefix && d.platform ? `${formatPlatform(d.platform)} ` : '';
+    if (d.cmdTotal === 0) return platform ? `[${platform.trim()}] ${name}` : name;
     d.cmdIndex++;
     const width = Math.floor(1 + Math.log10(d.cmdTotal));
-    return `[${d.stageName ? `${d.stageName} ` : ''}${String(d.cmdIndex).padStart(width)}/${d.cmdTotal}] ${name}`;
+    return `[${platform}${d.stageName ? `${d.stageName} ` : ''}${String(d.cmdIndex).padStart(width)}/${d.cmdTotal}] ${name}`;
   }
 
   private stageLabel(d: DispatchState): string | undefined {
@@ -612,11 +966,22 @@ class Converter {
   }
 
   private expandWith(lex: ShellLex, word: string, env: EnvGetter, location: InstructionLocation): string {
+    let m;
     try {
-      return lex.processWord(word, env);
+      m = lex.processWordWithMatches(word, env);
     } catch (e) {
       throw withLocation(e, location);
     }
+    const target = this.lintTarget;
+    if (target && m.unmatched.size > 0) {
+      const buildArgs = new Set(target.d.buildArgs.map((a) => a.key));
+      const options = target.d.state?.env.keys() ?? [];
+      for (const name of m.unmatched) {
+        if (buildArgs.has(name)) continue;
+        this.linter.run('UndefinedVar', target.inst.location, target.inst.comments, name, suggest(name, options, true));
+      }
+    }
+    return m.result;
   }
 }
 
@@ -694,21 +1059,54 @@ function parseChown(spec: string): ChownOpt {
   return { ...(user ? { user: id(user) } : {}), ...(group !== undefined && group !== '' ? { group: id(group) } : {}) };
 }
 
-function parseChmod(chmod: string): number | undefined {
-  if (chmod === '') return undefined;
-  const bad = `invalid chmod parameter: '${chmod}'. it should be octal string and between 0 and 07777`;
-  if (/^\d+$/.test(chmod)) {
-    if (!/^[0-7]+$/.test(chmod) || parseInt(chmod, 8) > 0o7777) throw new DockerfileError(bad);
-    return parseInt(chmod, 8);
+/** `--chmod`: octal bits, or a symbolic mode the worker applies to each entry's own mode. */
+function parseChmod(chmod: string): { mode: number } | { modeStr: string } | Record<string, never> {
+  if (chmod === '') return {};
+  if (/^[0-7]+$/.test(chmod) && parseInt(chmod, 8) <= 0o7777) return { mode: parseInt(chmod, 8) };
+  try {
+    parseSymbolicMode(chmod);
+  } catch (e) {
+    throw new DockerfileError((e as Error).message);
   }
-  throw new DockerfileError(`symbolic --chmod modes are not supported yet: '${chmod}' (use octal, like 0755)`, undefined, undefined, 'UNSUPPORTED');
+  return { modeStr: chmod };
+}
+
+function hasWildcards(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    if (s[i] === '\\') i++;
+    else if (s[i] === '*' || s[i] === '?' || s[i] === '[') return true;
+  }
+  return false;
+}
+
+/** A git remote as BuildKit's ParseGitRef recognizes it (`github.com/...` without a scheme stays local). */
+function isGitSource(src: string): boolean {
+  if (/^(git|ssh):\/\//.test(src) || /^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:/.test(src)) return true;
+  if (!/^https?:\/\//.test(src)) return false;
+  try {
+    return new URL(src.split('#')[0]).pathname.endsWith('.git');
+  } catch {
+    return false;
+  }
+}
+
+function isHTTPSource(src: string): boolean {
+  return /^https?:\/\//.test(src) && !isGitSource(src);
 }
 
 function runNetwork(flag: string): NetworkMode {
-  // BuildKit's default is its sandbox network; this builder's RUN steps use the host network.
-  if (flag === '' || flag === 'default' || flag === 'host') return 'host';
+  // BuildKit's default is its sandbox network (here it shares the host's, see the executor); an explicit
+  // `host` needs the network.host entitlement.
+  if (flag === '' || flag === 'default' || flag === 'sandbox') return 'sandbox';
+  if (flag === 'host') return 'host';
   if (flag === 'none') return 'none';
   throw new DockerfileError(`unsupported network mode "${flag}"`);
+}
+
+function runSecurity(flag: string): 'insecure' | undefined {
+  if (flag === '' || flag === 'sandbox') return undefined;
+  if (flag === 'insecure') return 'insecure';
+  throw new DockerfileError(`unsupported security mode "${flag}"`);
 }
 
 function uppercaseCmd(s: string): string {
@@ -761,4 +1159,13 @@ function isSignal(s: string): boolean {
   if (/^\d+$/.test(s)) return Number(s) > 0 && Number(s) <= 64;
   const name = s.toUpperCase().replace(/^SIG/, '');
   return SIGNALS.has(name) || /^RTMIN(\+\d+)?$|^RTMAX(-\d+)?$/.test(name);
+}
+
+/** Whether a FROM name is an image reference Docker accepts (distribution's reference grammar, roughly). */
+function isImageReference(name: string): boolean {
+  if (name === '' || name === SCRATCH) return name === SCRATCH;
+  const component = '[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*';
+  const domain = '(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?/|localhost(?::[0-9]+)?/|\\[[0-9a-fA-F:]+\\](?::[0-9]+)?/)';
+  const re = new RegExp(`^(?:${domain})?${component}(?:/${component})*(?::[\\w][\\w.-]{0,127})?(?:@[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[0-9a-fA-F]{32,})?$`);
+  return re.test(name);
 }

@@ -1,9 +1,10 @@
 // AST nodes -> typed instructions, grouped into stages (a FROM and what follows it); ARGs before the
 // first FROM are the global (meta) args. Flags are checked here as BuildKit's BFlags does; word expansion
 // happens later, at dispatch, where the environment is known.
-import { DockerfileError } from './errors.js';
-import { parseDockerfile, parseHeredoc, type Heredoc, type Node } from './parser.js';
+import { DockerfileError, withLocation } from './errors.js';
+import { parseDockerfile, parseHeredoc, type Heredoc, type Node, type ParseWarning } from './parser.js';
 import { parseGoDuration } from './gofmt.js';
+import { withSuggestion } from './suggest.js';
 
 export interface InstructionLocation {
   file: string;
@@ -17,6 +18,8 @@ interface Base {
   /** The instruction's source, continuations joined and trimmed (BuildKit's `String()`). */
   code: string;
   location: InstructionLocation;
+  /** Comment lines right above the instruction (a `# check=...` there configures the checks for it). */
+  comments: string[];
 }
 
 export interface KeyValue {
@@ -44,6 +47,9 @@ export interface FromInstruction extends Base {
   baseName: string;
   /** `AS name`, lower-cased; '' when unnamed. */
   name: string;
+  /** The name and the `AS` keyword as written, for the casing checks. */
+  rawName: string;
+  asKeyword: string;
   platform: string;
 }
 
@@ -124,6 +130,9 @@ export interface ParsedDockerfile {
   stages: Stage[];
   metaArgs: ArgInstruction[];
   escapeToken: string;
+  directives: Record<string, string>;
+  /** The parser's warnings (empty continuation lines). */
+  warnings: ParseWarning[];
 }
 
 /** Thrown while building one instruction; the caller adds its location. */
@@ -153,7 +162,7 @@ class Flags {
       const value = eq < 0 ? undefined : a.slice(eq + 1);
       const name = flagName.slice(2);
       const kind = this.defs.get(name);
-      if (!kind) throw new InstructionError(`unknown flag: ${flagName}`);
+      if (!kind) throw new InstructionError(withSuggestion(`unknown flag: ${flagName}`, name, [...this.defs.keys()], true));
       if (this.values.has(name) && kind !== 'strings') throw new InstructionError(`duplicate flag specified: ${flagName}`);
       if (kind === 'bool') {
         if (value === '') throw new InstructionError(`missing a value on flag: ${flagName}`);
@@ -184,11 +193,14 @@ class Flags {
   }
 }
 
+const INSTRUCTIONS = ['ADD', 'ARG', 'CMD', 'COPY', 'ENTRYPOINT', 'ENV', 'EXPOSE', 'FROM', 'HEALTHCHECK', 'LABEL', 'MAINTAINER',
+  'ONBUILD', 'RUN', 'SHELL', 'STOPSIGNAL', 'USER', 'VOLUME', 'WORKDIR'];
+
 const STAGE_NAME = /^[a-z][a-z0-9-_.]*$/;
 
 /** Parses Dockerfile text into stages; throws DockerfileError with the line of the first problem. */
 export function parseInstructions(text: string, file = 'Dockerfile'): ParsedDockerfile {
-  const { nodes, escapeToken } = parseDockerfile(text, file);
+  const { nodes, escapeToken, directives, warnings } = parseDockerfile(text, file);
   const stages: Stage[] = [];
   const metaArgs: ArgInstruction[] = [];
   for (const node of nodes) {
@@ -210,13 +222,22 @@ export function parseInstructions(text: string, file = 'Dockerfile'): ParsedDock
       stages[stages.length - 1].instructions.push(parsed);
     }
   }
-  return { stages, metaArgs, escapeToken };
+  return { stages, metaArgs, escapeToken, directives, warnings };
 }
 
 /** One instruction from its AST node (exported for ONBUILD triggers, parsed when a stage uses them). */
 export function parseInstruction(node: Node, location: InstructionLocation): FromInstruction | Instruction {
+  try {
+    return parseNode(node, location);
+  } catch (e) {
+    if (e instanceof InstructionError) throw new DockerfileError(e.message, location);
+    throw withLocation(e, location);
+  }
+}
+
+function parseNode(node: Node, location: InstructionLocation): FromInstruction | Instruction {
   const keyword = node.keyword;
-  const base = { keyword, code: node.original.trim(), location };
+  const base = { keyword, code: node.original.trim(), location, comments: node.comments };
   const args = node.child ? [node.child.keyword, ...node.child.args] : node.args;
   const flags = new Flags(node.flags);
   switch (keyword.toLowerCase()) {
@@ -231,7 +252,10 @@ export function parseInstruction(node: Node, location: InstructionLocation): Fro
       } else if (args.length !== 1) {
         throw new InstructionError('FROM requires either one or three arguments');
       }
-      return { kind: 'from', ...base, baseName: args[0], name, platform: flags.string('platform') };
+      return {
+        kind: 'from', ...base, baseName: args[0], name, rawName: args.length === 3 ? args[2] : '', asKeyword: args.length === 3 ? args[1] : '',
+        platform: flags.string('platform'),
+      };
     }
     case 'run': {
       flags.define('mount', 'strings').define('network', 'string').define('security', 'string').parse();
@@ -327,7 +351,7 @@ export function parseInstruction(node: Node, location: InstructionLocation): Fro
     case 'healthcheck':
       return { kind: 'healthcheck', ...base, health: healthConfig(node, args, flags) };
     default:
-      throw new InstructionError(`unknown instruction: ${keyword}`);
+      throw new InstructionError(withSuggestion(`unknown instruction: ${keyword}`, keyword, INSTRUCTIONS, false));
   }
 }
 

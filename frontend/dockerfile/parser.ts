@@ -6,7 +6,7 @@
 // The `dockerfile-ast` package is not used for this: it joins continuation lines differently from
 // BuildKit (a line ending in an escaped escape token `\\` still continues; ` \` lines lose their blank),
 // and those differences change what a build runs.
-import { DockerfileError } from './errors.js';
+import { DockerfileError, ShellExpansionError, withLocation } from './errors.js';
 import { ShellLex, EnvList } from './shell.js';
 import { goQuote, goQuoteList } from './gofmt.js';
 
@@ -50,6 +50,8 @@ export interface ParseResult {
   nodes: Node[];
   escapeToken: string;
   warnings: ParseWarning[];
+  /** Parser directives by lower-cased name (`syntax`, `escape`, `check`). */
+  directives: Record<string, string>;
 }
 
 const WHITESPACE = /[\t\v\f\r ]+/;
@@ -77,6 +79,7 @@ class Directives {
   private continuation = Directives.continuationRegex('\\');
   private done = false;
   private readonly seen = new Set<string>();
+  readonly values: Record<string, string> = {};
 
   private static continuationRegex(token: string): RegExp {
     const e = `\\${token}`;
@@ -99,6 +102,7 @@ class Directives {
     }
     if (this.seen.has(key)) throw new LineError(`only one ${key} parser directive can be used`);
     this.seen.add(key);
+    this.values[key] = m[2];
     if (key === 'escape') {
       if (m[2] !== '`' && m[2] !== '\\') throw new LineError(`invalid escape token '${m[2]}' does not match \` or \\`);
       this.escapeToken = m[2];
@@ -129,7 +133,7 @@ export function parseDockerfile(text: string, file = 'Dockerfile'): ParseResult 
   let i = 0;
   const fail = (e: unknown, start: number, end = start): never => {
     if (e instanceof LineError) throw new DockerfileError(e.message, { file, startLine: start, endLine: end }, undefined, 'DOCKERFILE_SYNTAX');
-    throw e;
+    throw withLocation(e, { file, startLine: start, endLine: end });
   };
   // Strips the line ending (and leading blanks on first lines), notes directives, blanks out comments.
   const processLine = (raw: string, stripLeft: boolean): { line: string; directive: boolean } => {
@@ -211,7 +215,7 @@ export function parseDockerfile(text: string, file = 'Dockerfile'): ParseResult 
     comments = [];
   }
   if (nodes.length === 0) fail(new LineError('file with no instructions'), Math.max(currentLine, 1));
-  return { nodes, escapeToken: d.escapeToken, warnings };
+  return { nodes, escapeToken: d.escapeToken, warnings, directives: d.values };
 }
 
 function canContainHeredoc(node: Node): boolean {
@@ -451,10 +455,18 @@ export function parseHeredoc(word: string): Heredoc | undefined {
   if (!m || m[3] === '') return undefined;
   const rest = m[3];
   const env = EnvList.empty();
-  const words = new ShellLex('\\', { skipUnsetEnv: true }).processWords(rest, env);
-  if (words.length !== 1) return undefined;
-  const raw = new ShellLex('\\', { skipUnsetEnv: true, rawQuotes: true }).processWords(rest, env);
-  if (raw.length !== words.length) throw new LineError(`internal lexing of heredoc produced inconsistent results: ${rest}`);
+  let words: string[];
+  let raw: string[];
+  try {
+    words = new ShellLex('\\', { skipUnsetEnv: true }).processWords(rest, env);
+    if (words.length !== 1) return undefined;
+    raw = new ShellLex('\\', { skipUnsetEnv: true, rawQuotes: true }).processWords(rest, env);
+  } catch (e) {
+    // A terminator that does not lex (`<<"EOT`): the caller adds the line.
+    if (e instanceof ShellExpansionError) throw new DockerfileError(e.message, undefined, undefined, 'DOCKERFILE_SYNTAX');
+    throw e;
+  }
+  if (raw.length !== words.length) throw new DockerfileError(`internal lexing of heredoc produced inconsistent results: ${rest}`, undefined, undefined, 'DOCKERFILE_SYNTAX');
   // Any quoting of the terminator turns expansion of the content off.
   const quotes = (s: string) => (s.match(/['"]/g) ?? []).length;
   return {

@@ -46,6 +46,17 @@ export class DefinitionBuilder {
   }
 }
 
+/** One definition holding several (ops are shared by digest); `root` is the first one's. */
+export function mergeDefinitions(defs: Definition[]): Definition {
+  const ops: Record<Digest, Op> = {};
+  const metadata: Record<Digest, OpMetadata> = {};
+  for (const d of defs) {
+    Object.assign(ops, d.ops);
+    for (const [k, m] of Object.entries(d.metadata) as [Digest, OpMetadata][]) metadata[k] ??= m;
+  }
+  return { ops, metadata, root: defs[0].root };
+}
+
 export function serializeDefinition(def: Definition): string {
   return canonicalJSON(def);
 }

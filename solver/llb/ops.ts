@@ -54,9 +54,18 @@ export interface ScratchSource {
   type: 'scratch';
 }
 
+/** A file downloaded over HTTP(S) (ADD <url>): the output holds it alone, as `/<filename>`, mode 0600. */
+export interface HttpSource {
+  type: 'http';
+  url: string;
+  filename: string;
+  /** `sha256:...` the content must have (`ADD --checksum`). */
+  checksum?: string;
+}
+
 export interface SourceOp {
   kind: 'source';
-  source: ImageSource | LocalSource | ScratchSource;
+  source: ImageSource | LocalSource | ScratchSource | HttpSource;
 }
 
 // ---------------------------------------------------------------- exec
@@ -71,6 +80,23 @@ export interface ExecMount {
   /** Path inside the input to mount (default `/`). */
   selector?: string;
   readonly?: boolean;
+  /** What is mounted; absent means a bind mount of the input (writes to a read-write one are discarded). */
+  type?: 'bind' | 'cache' | 'tmpfs' | 'secret' | 'ssh';
+  /** A persistent directory shared by id across builds; its contents are in no cache key. The input, if
+   * any, seeds it when it is first created. */
+  cache?: { id: string; sharing: 'shared' | 'private' | 'locked'; mode?: number; uid?: number; gid?: number };
+  tmpfs?: { size?: number };
+  /** Provided by the client at run time; only the id is part of the LLB. */
+  secret?: SecretRef;
+  ssh?: SecretRef;
+}
+
+export interface SecretRef {
+  id: string;
+  optional: boolean;
+  mode: number;
+  uid: number;
+  gid: number;
 }
 
 export interface ExecMeta {
@@ -83,6 +109,13 @@ export interface ExecMeta {
   network: NetworkMode;
   /** Extra /etc/hosts entries `host:ip`. */
   extraHosts?: string[];
+  /** Secrets exposed as environment variables (`RUN --mount=type=secret,env=NAME`); values come at run time. */
+  secretEnv?: { name: string; id: string; optional: boolean }[];
+  /** `insecure`: all capabilities, no seccomp filter, no masked paths (`RUN --security=insecure`). */
+  security?: 'sandbox' | 'insecure';
+  /** `HTTP_PROXY=...` entries from the predefined proxy build args, added to the process environment
+   * after `env`. BuildKit keeps them out of the cache key (a proxy does not change what a step does). */
+  proxyEnv?: string[];
 }
 
 export interface ExecOp {
@@ -139,6 +172,13 @@ export interface CopyAction {
   owner?: ChownOpt;
   /** Octal permission bits applied to every copied file and directory. */
   mode?: number;
+  /** A symbolic chmod (`u+x,go-w`) applied to each copied entry's own mode; instead of `mode`. */
+  modeStr?: string;
+  /** A source file that is a tar archive (plain, gzip, bzip2, xz; detected by content) is extracted
+   * into `dest` instead of copied (ADD). */
+  attemptUnpack?: boolean;
+  /** Paths (in the source) that must exist even though the copy selects by include patterns (COPY --parents). */
+  requiredPaths?: string[];
   followSymlinks: boolean;
   /** Copy the contents of a source directory, not the directory itself (Dockerfile COPY semantics). */
   dirCopyContents: boolean;

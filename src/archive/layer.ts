@@ -46,6 +46,12 @@ export class UnsafeLayerPathError extends UserError {
   constructor(name: string) { super('UNSAFE_LAYER_PATH', `layer entry ${JSON.stringify(name)} points outside the layer`); }
 }
 
+export class HardlinkTargetError extends UserError {
+  constructor(name: string, linkname: string) {
+    super('HARDLINK_TARGET_NOT_FOUND', `layer entry ${JSON.stringify(name)} is a hard link to ${JSON.stringify(linkname)}, which is not found in the layer`);
+  }
+}
+
 const WHITEOUT_PREFIX = '.wh.';
 const OPAQUE_MARKER = '.wh..wh..opq';
 const OVERLAY_XATTR = 'trusted.overlay.';
@@ -165,7 +171,7 @@ export async function applyLayerTar(input: NodeJS.ReadableStream, dir: string): 
   for await (const { header, body } of readTar(input)) {
     const rel = layerRelPath(header.name);
     if (rel === '') {
-      await applyMetadata(dir, header);
+      applyMetadata(dir, header);
       dirTimes.set(dir, header.mtime);
       continue;
     }
@@ -179,18 +185,18 @@ export async function applyLayerTar(input: NodeJS.ReadableStream, dir: string): 
       const name = base.slice(WHITEOUT_PREFIX.length);
       if (name === '' || name === '.' || name === '..') throw new UnsafeLayerPathError(header.name);
       // A whiteout hides lower layers only: an entry of this same layer stays.
-      if (!(await lstatOrNull(path.join(parent, name)))) mknod(path.join(parent, name), S_IFCHR, 0, 0);
+      if (!lstatOrNull(path.join(parent, name))) mknod(path.join(parent, name), S_IFCHR, 0, 0);
       continue;
     }
     const target = path.join(parent, base);
-    const existing = await lstatOrNull(target);
+    const existing = lstatOrNull(target);
     if (existing && !(existing.isDirectory() && header.type === 'dir')) {
-      await fsp.rm(target, { recursive: true, force: true });
+      fs.rmSync(target, { recursive: true, force: true });
       for (const d of realDirs) if (d === rel || d.startsWith(`${rel}/`)) realDirs.delete(d);
     }
     switch (header.type) {
       case 'dir':
-        if (!existing?.isDirectory()) await fsp.mkdir(target, { mode: 0o700 });
+        if (!existing?.isDirectory()) fs.mkdirSync(target, { mode: 0o700 });
         if (target === path.join(dir, rel)) realDirs.add(rel);
         break;
       case 'file':
@@ -199,11 +205,13 @@ export async function applyLayerTar(input: NodeJS.ReadableStream, dir: string): 
       case 'link': {
         const linkRel = layerRelPath(header.linkname ?? '');
         if (linkRel === '') throw new UnsafeLayerPathError(header.linkname ?? '');
-        await fsp.link(await resolveInRoot(dir, linkRel, false), target);
+        const source = await resolveInRoot(dir, linkRel, false);
+        if (!lstatOrNull(source)) throw new HardlinkTargetError(header.name, header.linkname ?? '');
+        fs.linkSync(source, target);
         continue; // the link shares its target's inode and metadata
       }
       case 'symlink':
-        await fsp.symlink(header.linkname ?? '', target);
+        fs.symlinkSync(header.linkname ?? '', target);
         break;
       case 'char':
       case 'block':
@@ -213,18 +221,18 @@ export async function applyLayerTar(input: NodeJS.ReadableStream, dir: string): 
         break;
       }
     }
-    await applyMetadata(target, header);
+    applyMetadata(target, header);
     if (header.type === 'dir') dirTimes.set(target, header.mtime);
-    else await fsp.lutimes(target, header.mtime, header.mtime);
+    else fs.lutimesSync(target, header.mtime, header.mtime);
   }
   // Directory mtimes last: creating their entries changed them.
-  for (const [p, t] of dirTimes) await fsp.lutimes(p, t, t);
+  for (const [p, t] of dirTimes) fs.lutimesSync(p, t, t);
 }
 
 /** Owner, then mode (chown clears setuid/setgid), then xattrs (chown clears security.capability). */
-async function applyMetadata(target: string, h: TarHeader): Promise<void> {
-  await fsp.lchown(target, h.uid, h.gid);
-  if (h.type !== 'symlink') await fsp.chmod(target, h.mode);
+function applyMetadata(target: string, h: TarHeader): void {
+  fs.lchownSync(target, h.uid, h.gid);
+  if (h.type !== 'symlink') fs.chmodSync(target, h.mode);
   for (const [name, value] of h.xattrs ?? []) {
     // Overlay's own attributes would let a layer forge redirects; opacity comes from .wh..wh..opq.
     if (!name.startsWith(OVERLAY_XATTR)) setXattr(target, name, value);
@@ -232,14 +240,14 @@ async function applyMetadata(target: string, h: TarHeader): Promise<void> {
 }
 
 async function writeBody(target: string, body: AsyncIterable<Buffer>): Promise<void> {
-  const h = await fsp.open(target, 'wx', 0o600);
+  const fd = fs.openSync(target, 'wx', 0o600);
   try {
     for await (const chunk of body) {
       let off = 0;
-      while (off < chunk.length) off += (await h.write(chunk, off, chunk.length - off)).bytesWritten;
+      while (off < chunk.length) off += fs.writeSync(fd, chunk, off, chunk.length - off);
     }
   } finally {
-    await h.close();
+    fs.closeSync(fd);
   }
 }
 
@@ -254,9 +262,9 @@ function layerRelPath(name: string): string {
   return parts.join('/');
 }
 
-async function lstatOrNull(p: string): Promise<fs.Stats | null> {
+function lstatOrNull(p: string): fs.Stats | null {
   try {
-    return await fsp.lstat(p);
+    return fs.lstatSync(p);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw e;

@@ -3,8 +3,12 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { build, BuildError, defaultRoot } from '../client/build.js';
+import { warningSummary } from '../client/checks.js';
 import { PlainProgress, quietProgress, type ProgressMode } from '../progress/printer.js';
 import { UserError } from '../util/errors.js';
+import { installEmulators } from '../index.js';
+import { serve } from '../server/server.js';
+import { remoteBuild } from '../server/client.js';
 import { writeBuildFiles } from '../client/metadata.js';
 import { imageCommands } from './images.js';
 
@@ -41,7 +45,9 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
-  const result = await build({
+  const builderAddr = (argv.builder as string | undefined) ?? process.env.BUILDER_HOST;
+  // What a local and a remote build take alike.
+  const common = {
     context: argv.context as string,
     file: argv.file as string | undefined,
     tags: list(argv.tag),
@@ -50,17 +56,36 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
     target: argv.target as string | undefined,
     platform: argv.platform as string | undefined,
     outputs: list(argv.output),
+    noCache: argv['no-cache'] as boolean | undefined,
+    allow: list(argv.allow),
+    secrets: list(argv.secret),
+    progress,
+    signal: controller.signal,
+  };
+  const result = builderAddr ? await remoteBuild({
+    ...common,
+    addr: builderAddr,
+    token: process.env.BUILDER_TOKEN,
+  }) : await build({
+    ...common,
     root: argv.root as string,
     ociRuntime: argv['oci-runtime'] as string | undefined,
     insecureRegistries: list(argv['insecure-registry']),
+    ssh: list(argv.ssh),
     push: argv.push as boolean | undefined,
     load: argv.load as boolean | undefined,
     annotations: parseKeyValues(list(argv.annotation), 'annotation'),
-    noCache: argv['no-cache'] as boolean | undefined,
     maxParallelism: argv['max-parallelism'] as number | undefined,
-    progress,
-    signal: controller.signal,
+    check: argv.check as boolean | undefined,
   });
+  if (result.checkReport) {
+    process.stdout.write(result.checkReport.join('\n') + '\n');
+    // As buildx: a check that found something fails, so CI can gate on it.
+    if (result.warnings.length > 0) process.exitCode = 1;
+    return;
+  }
+  const summary = warningSummary(result.warnings);
+  if (summary.length > 0) process.stderr.write(summary.join('\n') + '\n');
   await writeBuildFiles(result, { iidfile: argv.iidfile as string | undefined, metadataFile: argv['metadata-file'] as string | undefined });
   if (result.exports.length === 0) {
     process.stderr.write('WARNING: No output specified; the build result is only kept in the build cache. Use -t NAME to keep the image, --push, or --output type=oci,dest=FILE, type=docker,dest=FILE or type=local,dest=DIR.\n');
@@ -68,6 +93,10 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
   if (mode === 'quiet' && result.configDigest) process.stdout.write(result.configDigest + '\n');
   else if (result.configDigest) process.stderr.write(`image config ${result.configDigest}, manifest ${result.manifestDigest}\n`);
 }
+
+// A reader that went away (a closed pipe) must not kill the build halfway: cancellation and cleanup
+// still have to run, so write errors on our own output are ignored.
+for (const stream of [process.stdout, process.stderr]) stream.on('error', () => undefined);
 
 async function main(): Promise<void> {
   await yargs(hideBin(process.argv))
@@ -90,7 +119,12 @@ async function main(): Promise<void> {
         .option('no-cache', { type: 'boolean', describe: 'Do not use cache when building the image' })
         .option('max-parallelism', { type: 'number', describe: 'Most ops run at once (default: one per core, at least 2)' })
         .option('oci-runtime', { type: 'string', describe: 'OCI runtime for RUN: runc (default), crun, or a path' })
+        .option('check', { type: 'boolean', describe: 'Run the build checks (lint rules) on every stage instead of building' })
         .option('insecure-registry', { type: 'string', describe: 'Registry host reached over plain HTTP' })
+        .option('secret', { type: 'string', describe: 'Secret to expose to the build (format: "id=mysecret[,src=/local/secret]" or "id=mysecret,env=VAR")' })
+        .option('ssh', { type: 'string', describe: 'SSH agent socket to expose to the build (format: "default|<id>[=<socket>]")' })
+        .option('builder', { type: 'string', describe: 'Build on a "builder serve" server: unix:///path or tcp://host:port (env BUILDER_HOST; token in BUILDER_TOKEN)' })
+        .option('allow', { type: 'string', describe: 'Allow extra privileged entitlement (e.g., "network.host", "security.insecure")' })
         .option('push', { type: 'boolean', describe: 'Shorthand for "--output=type=registry"' })
         .option('load', { type: 'boolean', describe: 'Shorthand for "--output=type=docker"' })
         .option('annotation', { type: 'string', describe: 'Add annotation to the image' })
@@ -99,6 +133,36 @@ async function main(): Promise<void> {
       (argv) => runBuild(argv as Record<string, unknown>),
     )
     .command(imageCommands)
+    .command(
+      'serve',
+      'Run the build engine as a server that "builder build --builder ADDR" uses',
+      (y) => y
+        .option('addr', { type: 'string', default: 'unix:///run/builder/builder.sock', describe: 'Listen address: unix:///path or tcp://127.0.0.1:PORT' })
+        .option('token', { type: 'string', describe: 'Token clients must send (required for tcp://; env BUILDER_TOKEN)' }),
+      async (argv) => {
+        const server = await serve({
+          addr: argv.addr as string, token: (argv.token as string | undefined) ?? process.env.BUILDER_TOKEN, root: argv.root as string,
+          log: (line) => process.stderr.write(`${line}\n`),
+        });
+        const shown = server.address.kind === 'unix' ? `unix://${server.address.path}` : `tcp://${server.address.host}:${server.address.port}`;
+        process.stderr.write(`builder serving on ${shown}\n`);
+        await new Promise<void>((resolve) => {
+          const stop = () => { void server.close().then(resolve); };
+          process.once('SIGINT', stop);
+          process.once('SIGTERM', stop);
+        });
+      },
+    )
+    .command(
+      'install-emulators',
+      'Register the installed QEMU emulators in binfmt_misc (fix-binary), to RUN for other platforms (root)',
+      (y) => y,
+      async () => {
+        for (const r of await installEmulators()) {
+          process.stdout.write(`${r.name}: ${r.status}${r.message ? ` (${r.message})` : ''}\n`);
+        }
+      },
+    )
     .demandCommand(1, 'Specify a command, e.g. builder build .')
     .strict()
     .fail((msg, err) => {
@@ -110,6 +174,7 @@ async function main(): Promise<void> {
 }
 
 main().catch((e: unknown) => {
+  if (e instanceof BuildError && e.details.length) process.stderr.write(e.details.join('\n') + '\n');
   if (e instanceof BuildError && e.outputTail.length) {
     process.stderr.write('------\n' + e.outputTail.map((l) => ` > ${l}`).join('\n') + '\n------\n');
   }

@@ -4,26 +4,34 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import os from 'node:os';
 import { dockerfileToLLB, type ImageMetaResolver } from '../../frontend/index.js';
-import { solve, SolveError, CanceledError } from '../../solver/solver.js';
+import { solveRoots, SolveError, CanceledError } from '../../solver/solver.js';
+import { mergeDefinitions } from '../../solver/llb/definition.js';
 import type { Digest, OpMetadata, Platform } from '../../solver/llb/ops.js';
 import { Worker, ExecError, type WorkerRef } from '../worker/worker.js';
 import { PlainProgress, type ProgressWriter } from '../progress/printer.js';
 import { UserError, BuilderError } from '../util/errors.js';
 import { parseOutput, parseSourceDateEpoch, resolveOutputs, type OutputSpec } from './outputs.js';
 import { exportImage, type ExportResult } from './export.js';
-import { parsePlatform, hostPlatform } from './platform.js';
+import { parsePlatforms, hostPlatform } from './platform.js';
 import { StateLock } from './lock.js';
+import { unpackContext } from './context.js';
+import { checkEntitlements, loadSession, parseEntitlements, parseSecretSpec, parseSshSpec, type SecretSpec, type SshSpec } from './session.js';
+import { readDockerignore } from './dockerignore.js';
+import { checkReport, sourceExcerpt, warningSummary } from './checks.js';
+import type { LintWarning } from '../../frontend/dockerfile/linter.js';
 
 export interface BuildOptions {
-  /** The build context directory. */
-  context: string;
-  /** Path of the Dockerfile; default `<context>/Dockerfile`. */
+  /** The build context: a directory, or a tar stream of one. */
+  context: string | NodeJS.ReadableStream;
+  /** Path of the Dockerfile; default `<context>/Dockerfile`. With `dockerfile`, only its name is used. */
   file?: string;
+  /** The Dockerfile's text, instead of reading `file`. */
+  dockerfile?: string;
   tags?: string[];
   buildArgs?: Record<string, string>;
   labels?: Record<string, string>;
   target?: string;
-  /** `os/arch[/variant]`; default the host's. */
+  /** `os/arch[/variant]`, or several separated by commas (one image index); default the host's. */
   platform?: string;
   /** `--output` specs (strings as on the command line, or parsed). */
   outputs?: (string | OutputSpec)[];
@@ -42,6 +50,14 @@ export interface BuildOptions {
   maxParallelism?: number;
   progress?: ProgressWriter;
   signal?: AbortSignal;
+  /** `--secret` specs: values for `RUN --mount=type=secret`. */
+  secrets?: (string | SecretSpec)[];
+  /** `--ssh` specs: agents for `RUN --mount=type=ssh`. */
+  ssh?: (string | SshSpec)[];
+  /** `--allow` entitlements: `network.host`, `security.insecure`. */
+  allow?: string[];
+  /** Only run the build checks over every stage (`--check`): nothing is built or exported. */
+  check?: boolean;
 }
 
 export interface BuildResult {
@@ -50,10 +66,17 @@ export interface BuildResult {
   /** Digest of the image config (the "image ID" Docker shows). */
   configDigest?: Digest;
   exports: ExportResult[];
+  /** Build check warnings (BuildKit's lint rules); a build prints them, they do not fail it. */
+  warnings: LintWarning[];
+  /** With `check`: the report to print (rules, descriptions, Dockerfile excerpts). */
+  checkReport?: string[];
 }
 
 /** A failed build, with a one-line message naming the Dockerfile line: `Dockerfile:7: COPY failed: ...`. */
 export class BuildError extends UserError {
+  /** Lines to show before the error: the Dockerfile around the line at fault, check warnings. */
+  details: string[] = [];
+
   constructor(message: string, readonly outputTail: string[] = [], options?: { cause?: unknown }) {
     super('BUILD_FAILED', message, options);
   }
@@ -67,6 +90,18 @@ export function defaultRoot(): string {
 }
 
 export async function build(opts: BuildOptions): Promise<BuildResult> {
+  if (typeof opts.context === 'string') return buildDir({ ...opts, context: opts.context });
+  const unpacked = await unpackContext(opts.context).catch((e: Error) => {
+    throw new BuildError(`unable to prepare context: not a readable tar stream: ${e.message}`);
+  });
+  try {
+    return await buildDir({ ...opts, context: unpacked.dir });
+  } finally {
+    await unpacked.remove();
+  }
+}
+
+async function buildDir(opts: BuildOptions & { context: string }): Promise<BuildResult> {
   const root = path.resolve(opts.root ?? defaultRoot());
   const progress = opts.progress ?? new PlainProgress(process.stderr);
   const contextDir = path.resolve(opts.context);
@@ -74,7 +109,13 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const filename = path.basename(dockerfilePath);
   const outputs = resolveOutputs((opts.outputs ?? []).map((o) => (typeof o === 'string' ? parseOutput(o) : o)), opts);
   const sourceDateEpoch = parseSourceDateEpoch(opts.buildArgs?.SOURCE_DATE_EPOCH ?? process.env.SOURCE_DATE_EPOCH);
-  const targetPlatform = opts.platform ? parsePlatform(opts.platform) : hostPlatform();
+  const platforms = opts.platform ? parsePlatforms(opts.platform) : [hostPlatform()];
+
+  const allowed = parseEntitlements(opts.allow ?? []);
+  const session = await loadSession(
+    (opts.secrets ?? []).map((x) => (typeof x === 'string' ? parseSecretSpec(x) : x)),
+    (opts.ssh ?? []).map((x) => (typeof x === 'string' ? parseSshSpec(x) : x)),
+  );
 
   const ctxStat = await fs.stat(contextDir).catch(() => null);
   if (!ctxStat?.isDirectory()) throw new BuildError(`unable to prepare context: path "${opts.context}" not found`);
@@ -87,7 +128,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
 
     const loadId = 'internal:dockerfile';
     progress.start({ id: loadId, name: `[internal] load build definition from ${filename}` });
-    const dockerfile = await fs.readFile(dockerfilePath, 'utf8').catch(() => {
+    const dockerfile = opts.dockerfile ?? await fs.readFile(dockerfilePath, 'utf8').catch(() => {
       progress.error(loadId, 'not found');
       throw new BuildError(`failed to read dockerfile: open ${dockerfilePath}: no such file or directory`);
     });
@@ -109,21 +150,36 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       },
     };
 
-    let converted;
+    // One conversion per target platform; their graphs are solved together, sharing what they have in common
+    // (a stage pinned to $BUILDPLATFORM runs once for all of them).
+    let perPlatform;
     try {
-      converted = await dockerfileToLLB({
+      perPlatform = await Promise.all(platforms.map((targetPlatform) => dockerfileToLLB({
         dockerfile, filename, target: opts.target, buildArgs: opts.buildArgs, labels: opts.labels,
-        targetPlatform, buildPlatform: hostPlatform(), resolver, contextExcludes, noCache: opts.noCache,
-      });
+        targetPlatform, buildPlatform: hostPlatform(), resolver, contextExcludes, noCache: opts.noCache, allStages: opts.check,
+        platformPrefix: platforms.length > 1,
+      })));
+      for (const c of perPlatform) checkEntitlements(c.definition, allowed);
     } catch (e) {
-      throw toBuildError(e, filename);
+      throw withDetails(toBuildError(e, filename), e, filename, dockerfile);
+    }
+    const converted = perPlatform[0];
+    if (converted.syntax) {
+      // Shown, as BuildKit shows the frontend image it resolves; this builder always uses its own frontend.
+      const id = 'internal:syntax';
+      progress.start({ id, name: `[internal] syntax ${converted.syntax}: using the built-in Dockerfile frontend` });
+      progress.done(id);
+    }
+    if (opts.check) {
+      return { exports: [], warnings: converted.warnings, checkReport: checkReport(converted.warnings, filename, dockerfile) };
     }
 
     const names = new Map<Digest, string>();
-    const ref = await solve<WorkerRef>(converted.definition, {
+    const definition = mergeDefinitions(perPlatform.map((c) => c.definition));
+    const refs = await solveRoots<WorkerRef>(definition, perPlatform.map((c) => c.definition.root), {
       maxParallelism: opts.maxParallelism,
       signal: opts.signal,
-      execute: worker.opExecutor({ context: { dir: contextDir } }, (digest, stream, chunk) => progress.log(digest, stream, chunk)),
+      execute: worker.opExecutor({ context: { dir: contextDir } }, (digest, stream, chunk) => progress.log(digest, stream, chunk), session),
       onEvent: (ev) => {
         if (ev.type === 'start') progress.start({ id: ev.digest, name: vertexName(ev.metadata, names, ev.digest) });
         else if (ev.type === 'done') progress.done(ev.digest);
@@ -131,18 +187,18 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         else progress.canceled(ev.digest);
       },
     }).catch((e) => {
-      throw toBuildError(e, filename, progress);
+      throw withDetails(toBuildError(e, filename, progress), e, filename, dockerfile);
     });
 
     const exports: ExportResult[] = [];
     for (const output of outputs) {
-      exports.push(await exportImage(worker, ref, converted.image, output, {
-        tags: opts.tags ?? [], platform: targetPlatform, progress, sourceDateEpoch,
-        annotations: opts.annotations, insecureRegistries: opts.insecureRegistries,
+      const results = perPlatform.map((c, i) => ({ ref: refs[i], image: c.image, platform: platforms[i] }));
+      exports.push(await exportImage(worker, results, output, {
+        tags: opts.tags ?? [], progress, sourceDateEpoch, annotations: opts.annotations, insecureRegistries: opts.insecureRegistries,
       }));
     }
     const image = exports.find((e) => e.manifestDigest);
-    return { manifestDigest: image?.manifestDigest, configDigest: image?.configDigest, exports };
+    return { manifestDigest: image?.manifestDigest, configDigest: image?.configDigest, exports, warnings: converted.warnings };
   } finally {
     await lock.release();
   }
@@ -161,6 +217,16 @@ function errorMessage(e: unknown): string {
 /** The instruction keyword of an op, from its description `[stage 2/3] RUN make`. */
 function instructionOf(meta: OpMetadata): string | undefined {
   return /\]\s+([A-Z]+)\b/.exec(meta.description ?? '')?.[1];
+}
+
+/** Adds what BuildKit shows above an error: the failed check warnings, the Dockerfile lines at fault. */
+function withDetails(err: Error, cause: unknown, filename: string, dockerfile: string): Error {
+  if (!(err instanceof BuildError)) return err;
+  const warnings = (cause as { warnings?: LintWarning[] }).warnings;
+  if (warnings) err.details.push(...warningSummary(warnings));
+  const loc = cause instanceof SolveError ? cause.metadata.location : (cause as { location?: { file?: string; startLine: number; endLine?: number } }).location;
+  if (loc && (!loc.file || loc.file === filename)) err.details.push(...sourceExcerpt(filename, dockerfile, loc.startLine, loc.endLine ?? loc.startLine));
+  return err;
 }
 
 /** Renders any failure of the frontend or the solve as a one-line BuildError. */
@@ -184,15 +250,4 @@ function toBuildError(e: unknown, filename: string, progress?: ProgressWriter): 
     return new BuildError(loc ? `${loc.file || filename}:${loc.startLine}: ${e.message}` : e.message, [], { cause: e });
   }
   return e as Error;
-}
-
-/** `.dockerignore` patterns: `<Dockerfile>.dockerignore` beside the Dockerfile wins over the context's. */
-async function readDockerignore(contextDir: string, dockerfilePath: string): Promise<string[]> {
-  for (const candidate of [`${dockerfilePath}.dockerignore`, path.join(contextDir, '.dockerignore')]) {
-    const text = await fs.readFile(candidate, 'utf8').catch(() => null);
-    if (text !== null) {
-      return text.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
-    }
-  }
-  return [];
 }

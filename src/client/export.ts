@@ -9,7 +9,7 @@ import type { Worker, WorkerRef, SnapshotInfo } from '../worker/worker.js';
 import type { ImageConfigFile, HistoryEntry, Descriptor } from '../image/types.js';
 import { createLayerBlob, writeLayerTar, type Compression } from '../archive/layer.js';
 import { writeImage, type LayerDesc } from '../exporter/image.js';
-import { exportOCITar, exportOCIDir } from '../exporter/oci.js';
+import { exportLayoutDir, exportLayoutTar, writeImageIndex } from '../exporter/oci.js';
 import { exportDockerTar } from '../exporter/docker.js';
 import { exportLocalDir } from '../exporter/local.js';
 import { parseReference } from '../registry/reference.js';
@@ -99,8 +99,9 @@ export function finalizeConfig(image: ImageConfigFile, layers: LayerDesc[], plat
     // SOURCE_DATE_EPOCH: nothing may claim to be newer than it (BuildKit clamps base history the same way).
     else if (epoch && Date.parse(h.created) > Date.parse(epoch)) h.created = epoch;
   }
+  const { variant: _baseVariant, ...rest } = image;
   return {
-    ...image,
+    ...rest,
     architecture: platform.architecture,
     os: platform.os,
     ...(platform.variant ? { variant: platform.variant } : {}),
@@ -117,7 +118,6 @@ function imageNames(output: OutputSpec, tags: string[]): string[] {
 
 export interface ExportOptions {
   tags: string[];
-  platform: Platform;
   progress: ProgressWriter;
   /** SOURCE_DATE_EPOCH, Unix seconds. */
   sourceDateEpoch?: number;
@@ -126,23 +126,35 @@ export interface ExportOptions {
   insecureRegistries?: string[];
 }
 
+/** One platform's result: its snapshot chain, the image config the frontend made, its platform. */
+export interface PlatformResult {
+  ref: WorkerRef;
+  image: ImageConfigFile;
+  platform: Platform;
+}
+
 export async function exportImage(
   worker: Worker,
-  ref: WorkerRef,
-  image: ImageConfigFile,
+  results: PlatformResult[],
   output: OutputSpec,
   opts: ExportOptions,
 ): Promise<ExportResult> {
   const vertex = `export:${output.type}:${output.dest ?? ''}`;
   const progress = opts.progress;
+  const multi = results.length > 1;
   if (output.type === 'local' || output.type === 'tar') {
     progress.start({ id: vertex, name: output.type === 'local' ? 'exporting to client directory' : 'exporting to client tarball' });
-    const mounted = await worker.snapshots.mount(ref.layers);
-    try {
-      if (output.type === 'local') await exportLocalDir(mounted.target, output.dest!);
-      else await exportFilesystemTar(mounted.target, output.dest!);
-    } finally {
-      await mounted.unmount();
+    if (output.type === 'tar' && multi) throw new UnsupportedOutputError('type=tar takes one platform; use type=local or type=oci for several');
+    // Several platforms: one subdirectory each (`linux_arm64`), as buildx writes them.
+    for (const r of results) {
+      const dest = multi ? path.join(output.dest!, platformDirName(r.platform)) : output.dest!;
+      const mounted = await worker.snapshots.mount(r.ref.layers);
+      try {
+        if (output.type === 'local') await exportLocalDir(mounted.target, dest);
+        else await exportFilesystemTar(mounted.target, dest);
+      } finally {
+        await mounted.unmount();
+      }
     }
     progress.done(vertex);
     return { type: output.type, dest: output.dest };
@@ -163,37 +175,37 @@ export async function exportImage(
   if (Object.keys(annotations).length && !oci) {
     throw new UnsupportedOutputError(`annotations need OCI media types: add oci-mediatypes=true to type=${output.type}`);
   }
+  if (output.type === 'docker' && multi) {
+    throw new UnsupportedOutputError('docker exporter does not currently support exporting manifest lists: use --output type=oci for several platforms');
+  }
   const names = imageNames(output, opts.tags);
   const push = output.type === 'registry' || boolAttr(output, 'push');
   if (push && names.length === 0) throw new UnsupportedOutputError(`type=${output.type} with push needs a name (name=REF or -t REF)`);
 
   progress.start({ id: vertex, name: `exporting to ${output.type === 'oci' ? 'oci image format' : output.type === 'docker' ? 'docker image format' : 'image'}` });
-  const layers = await layerBlobs(worker, ref, {
-    compression,
-    level: output.attrs['compression-level'] !== undefined ? Number(output.attrs['compression-level']) : undefined,
-    sourceDateEpoch: rewrite ? opts.sourceDateEpoch : undefined,
-    force: boolAttr(output, 'force-compression'),
-  });
-  const config = finalizeConfig(image, layers, opts.platform, opts.sourceDateEpoch);
-  const written = await writeImage(worker.store, { config, layers }, { oci, annotations });
-  const result: ExportResult = {
-    type: output.type,
-    dest: output.dest,
-    manifestDigest: written.manifest.digest as Digest,
-    configDigest: written.config.digest as Digest,
-    descriptor: written.manifest,
-    names,
-  };
+  const images: { manifest: Descriptor; config: Descriptor; platform: Platform }[] = [];
+  for (const r of results) {
+    const layers = await layerBlobs(worker, r.ref, {
+      compression,
+      level: output.attrs['compression-level'] !== undefined ? Number(output.attrs['compression-level']) : undefined,
+      sourceDateEpoch: rewrite ? opts.sourceDateEpoch : undefined,
+      force: boolAttr(output, 'force-compression'),
+    });
+    const config = finalizeConfig(r.image, layers, r.platform, opts.sourceDateEpoch);
+    const written = await writeImage(worker.store, { config, layers }, { oci, annotations });
+    images.push({ manifest: written.manifest, config: written.config, platform: r.platform });
+  }
+  // One platform: the manifest itself; several: an index (a Docker manifest list with Docker types).
+  const root = multi ? await writeImageIndex(worker.store, images) : images[0].manifest;
 
   if (output.type === 'oci') {
-    const target = [{ manifest: written.manifest, platform: opts.platform }];
-    if (boolAttr(output, 'tar', true)) await exportOCITar(worker.store, target, { dest: output.dest!, names });
-    else await exportOCIDir(worker.store, target, { dest: output.dest!, names });
+    if (boolAttr(output, 'tar', true)) await exportLayoutTar(worker.store, root, { dest: output.dest!, names });
+    else await exportLayoutDir(worker.store, root, { dest: output.dest!, names });
   } else if (output.type === 'docker') {
-    if (output.dest) await exportDockerTar(worker.store, { manifest: written.manifest }, { dest: output.dest, names });
-    else await loadIntoDocker(worker, written.manifest, names);
+    if (output.dest) await exportDockerTar(worker.store, { manifest: root }, { dest: output.dest, names });
+    else await loadIntoDocker(worker, root, names);
   } else {
-    if (names.length && boolAttr(output, 'store', true)) await worker.images.put(names, written.manifest);
+    if (names.length && boolAttr(output, 'store', true)) await worker.images.put(names, root);
     if (push) {
       const insecure = [...(opts.insecureRegistries ?? [])];
       if (boolAttr(output, 'registry.insecure') || boolAttr(output, 'insecure')) insecure.push(...names.map((n) => parseReference(n).domain));
@@ -203,7 +215,7 @@ export async function exportImage(
       try {
         // Base layers pushed to the registry they came from are mounted, not uploaded again.
         const mountFrom = (await worker.resolvedImages()).map((i) => i.ref);
-        await pushImage(client, worker.store, written.manifest, names.map(parseReference), { mountFrom });
+        await pushImage(client, worker.store, root, names.map(parseReference), { mountFrom });
       } catch (e) {
         progress.error(pushId, (e as Error).message);
         throw e;
@@ -212,7 +224,14 @@ export async function exportImage(
     }
   }
   progress.done(vertex);
-  return result;
+  return {
+    type: output.type,
+    dest: output.dest,
+    manifestDigest: root.digest as Digest,
+    ...(multi ? {} : { configDigest: images[0].config.digest as Digest }),
+    descriptor: root,
+    names,
+  };
 }
 
 /** A tar of the final filesystem (`type=tar`, `-o -`), numeric owners and sorted entries like a layer. */
@@ -252,4 +271,9 @@ async function loadIntoDocker(worker: Worker, manifest: Descriptor, names: strin
   } finally {
     await fsp.rm(tmp, { force: true });
   }
+}
+
+/** `linux/arm/v7` -> `linux_arm_v7`. */
+function platformDirName(p: Platform): string {
+  return [p.os, p.architecture, p.variant].filter(Boolean).join('_');
 }

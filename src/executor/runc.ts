@@ -15,8 +15,9 @@ import { AbortError, InvalidContainerIdError, RuntimeNotFoundError } from './err
 import { hostsFile, resolvConf } from './etcfiles.js';
 import { nofileLimit } from './limits.js';
 import { findRuntime, hybridCgroupsWrapper, RuntimeCli } from './runtime.js';
-import { generateSpec } from './spec.js';
+import { generateSpec, type OciMount } from './spec.js';
 import { mountStubsCleaner } from './stubs.js';
+import { mountsUnder, unmount } from '../snapshot/mount.js';
 
 export interface OciRuntimeExecutorOptions {
   /** `runc` (default), `crun`, or a path to a runc-compatible binary. */
@@ -33,6 +34,10 @@ export interface RunOptions {
   onOutput?: (stream: 'stdout' | 'stderr', chunk: Buffer) => void;
   /** Container id; random when omitted. */
   id?: string;
+  /** Extra mounts (`RUN --mount`); their targets are created as needed and removed after if left empty. */
+  mounts?: OciMount[];
+  /** Extra environment for the process only, e.g. secrets; never part of the op. */
+  env?: string[];
 }
 
 const VALID_ID = /^[A-Za-z0-9_+\-.]+$/;
@@ -66,6 +71,8 @@ export class OciRuntimeExecutor {
    */
   static async cleanup(cli: RuntimeCli, stateDir: string): Promise<void> {
     for (const id of await cli.list()) await cli.delete(id);
+    // A crashed run may have left its private tmpfs (secrets) mounted.
+    for (const m of await mountsUnder(stateDir)) if (m !== stateDir) await unmount(m, { lazy: true });
     for (const entry of await fs.readdir(stateDir, { withFileTypes: true })) {
       const p = path.join(stateDir, entry.name);
       if (entry.isDirectory() && !entry.name.endsWith('-state')) await fs.rm(p, { recursive: true, force: true });
@@ -93,10 +100,10 @@ export class OciRuntimeExecutor {
       await makeWorkdir(rootfs, meta.cwd || '/', user.uid, user.gid);
       const spec = generateSpec({
         rootfs, meta, user, hostsPath, resolvConfPath, nofile: await nofileLimit(),
-        cgroupsPath: `/builder/${id}`,
+        cgroupsPath: `/builder/${id}`, extraMounts: opts.mounts, extraEnv: opts.env,
       });
       await fs.writeFile(path.join(bundle, 'config.json'), JSON.stringify(spec));
-      const removeStubs = await mountStubsCleaner(rootfs, ['/etc/resolv.conf', '/etc/hosts']);
+      const removeStubs = await mountStubsCleaner(rootfs, ['/etc/resolv.conf', '/etc/hosts', ...(opts.mounts ?? []).map((m) => m.destination)]);
       let result;
       try {
         result = await this.runContainer(cli, bundle, id, opts);

@@ -1,9 +1,11 @@
 // The OCI runtime spec (config.json) of a RUN step: containerd's default Linux spec as BuildKit adjusts it
 // (executor/oci/spec*.go): no /run tmpfs, read-only bind mounts of generated /etc/hosts and
 // /etc/resolv.conf, a read-only cgroup mount, new privileges allowed, hostname `buildkitsandbox`.
+import { readFileSync } from 'node:fs';
 import type { ExecMeta } from '../../solver/llb/ops.js';
 import type { ResolvedUser } from '../worker/users.js';
 import { DEFAULT_NOFILE } from './limits.js';
+import { defaultSeccompProfile, type LinuxSeccomp } from './seccomp.js';
 
 export const DEFAULT_HOSTNAME = 'buildkitsandbox';
 
@@ -24,6 +26,32 @@ const MASKED_PATHS = [
 ];
 const READONLY_PATHS = ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'];
 
+/** Every capability, in bit order. */
+const ALL_CAPABILITIES = [
+  'CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_DAC_READ_SEARCH', 'CAP_FOWNER', 'CAP_FSETID', 'CAP_KILL', 'CAP_SETGID',
+  'CAP_SETUID', 'CAP_SETPCAP', 'CAP_LINUX_IMMUTABLE', 'CAP_NET_BIND_SERVICE', 'CAP_NET_BROADCAST', 'CAP_NET_ADMIN',
+  'CAP_NET_RAW', 'CAP_IPC_LOCK', 'CAP_IPC_OWNER', 'CAP_SYS_MODULE', 'CAP_SYS_RAWIO', 'CAP_SYS_CHROOT',
+  'CAP_SYS_PTRACE', 'CAP_SYS_PACCT', 'CAP_SYS_ADMIN', 'CAP_SYS_BOOT', 'CAP_SYS_NICE', 'CAP_SYS_RESOURCE',
+  'CAP_SYS_TIME', 'CAP_SYS_TTY_CONFIG', 'CAP_MKNOD', 'CAP_LEASE', 'CAP_AUDIT_WRITE', 'CAP_AUDIT_CONTROL',
+  'CAP_SETFCAP', 'CAP_MAC_OVERRIDE', 'CAP_MAC_ADMIN', 'CAP_SYSLOG', 'CAP_WAKE_ALARM', 'CAP_BLOCK_SUSPEND',
+  'CAP_AUDIT_READ', 'CAP_PERFMON', 'CAP_BPF', 'CAP_CHECKPOINT_RESTORE',
+];
+
+let hostCaps: string[] | undefined;
+
+/**
+ * What `--security=insecure` grants (Docker's --privileged): every capability this process may pass on,
+ * i.e. its bounding set; asking the runtime for more fails.
+ */
+export function privilegedCapabilities(): string[] {
+  if (!hostCaps) {
+    const m = /^CapBnd:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'));
+    const bits = m ? BigInt('0x' + m[1]) : 0n;
+    hostCaps = ALL_CAPABILITIES.filter((_, i) => (bits >> BigInt(i)) & 1n);
+  }
+  return hostCaps;
+}
+
 export interface SpecOptions {
   /** Host path of the container's root filesystem. */
   rootfs: string;
@@ -37,6 +65,10 @@ export interface SpecOptions {
   nofile?: number;
   /** cgroup the runtime creates for the container and removes on delete. */
   cgroupsPath?: string;
+  /** `RUN --mount` mounts, after the default ones. */
+  extraMounts?: OciMount[];
+  /** More `KEY=VALUE` entries for the process only (secrets exposed as env), not part of `meta`. */
+  extraEnv?: string[];
 }
 
 export interface OciMount {
@@ -92,6 +124,7 @@ export interface OciSpec {
     namespaces: { type: string }[];
     maskedPaths: string[];
     readonlyPaths: string[];
+    seccomp?: LinuxSeccomp;
   };
 }
 
@@ -107,32 +140,35 @@ export function generateSpec(opts: SpecOptions): OciSpec {
   // 'none' gets a fresh network namespace, in which the runtime brings up only the loopback interface.
   // 'sandbox' (a CNI network in BuildKit) has no provider here, so it shares the host's like 'host'.
   if (meta.network === 'none') namespaces.push({ type: 'network' });
+  const insecure = meta.security === 'insecure';
+  const caps = insecure ? privilegedCapabilities() : DEFAULT_CAPABILITIES;
   return {
     ociVersion: '1.0.2',
     process: {
       terminal: false,
       user: { uid: user.uid, gid: user.gid, additionalGids },
       args: meta.args,
-      env: processEnv(meta.env),
+      env: [...processEnv(meta.env), ...(opts.extraEnv ?? [])],
       cwd: meta.cwd || '/',
       capabilities: {
-        bounding: DEFAULT_CAPABILITIES,
-        effective: DEFAULT_CAPABILITIES,
-        permitted: DEFAULT_CAPABILITIES,
+        bounding: caps,
+        effective: caps,
+        permitted: caps,
       },
       rlimits: [{ type: 'RLIMIT_NOFILE', hard: nofile, soft: nofile }],
       noNewPrivileges: false,
     },
     root: { path: opts.rootfs, readonly: false },
     hostname: DEFAULT_HOSTNAME,
-    mounts: defaultMounts(opts.hostsPath, opts.resolvConfPath),
+    mounts: [...defaultMounts(opts.hostsPath, opts.resolvConfPath), ...(opts.extraMounts ?? [])],
     linux: {
       ...(opts.cgroupsPath ? { cgroupsPath: opts.cgroupsPath } : {}),
       // Deny all device access; the runtime then allows its default devices (null, zero, tty, ...).
-      resources: { devices: [{ allow: false, access: 'rwm' }] },
+      resources: { devices: [{ allow: insecure, access: 'rwm' }] },
       namespaces,
-      maskedPaths: MASKED_PATHS,
-      readonlyPaths: READONLY_PATHS,
+      maskedPaths: insecure ? [] : MASKED_PATHS,
+      readonlyPaths: insecure ? [] : READONLY_PATHS,
+      ...(insecure ? {} : { seccomp: defaultSeccompProfile(caps) }),
     },
   };
 }

@@ -290,10 +290,20 @@ function backoff(attempt: number): Promise<void> {
   return new Promise((r) => setTimeout(r, 100 * 2 ** attempt));
 }
 
-/** The first entry for the platform, comparing normalized platforms (`arm64` equals `arm64/v8`). */
-function choosePlatform(manifests: Descriptor[], platform: Platform): Descriptor | undefined {
+/**
+ * The entry for the platform, comparing normalized platforms (`arm64` equals `arm64/v8`); failing an exact
+ * match, an older variant the platform also runs (arm/v7 takes arm/v6, then arm/v5), as containerd's matcher.
+ */
+export function choosePlatform(manifests: Descriptor[], platform: Platform): Descriptor | undefined {
   const want = normalizePlatform(platform);
-  return manifests.find((d) => d.platform && (isManifestType(d.mediaType) || isIndexType(d.mediaType)) && platformsEqual(d.platform, want));
+  const candidates = [want];
+  const armVersion = want.architecture === 'arm' ? /^v(\d+)$/.exec(want.variant ?? '')?.[1] : undefined;
+  if (armVersion) for (let v = Number(armVersion) - 1; v >= 5; v--) candidates.push({ ...want, variant: `v${v}` });
+  for (const c of candidates) {
+    const found = manifests.find((d) => d.platform && (isManifestType(d.mediaType) || isIndexType(d.mediaType)) && platformsEqual(d.platform, c));
+    if (found) return found;
+  }
+  return undefined;
 }
 
 function parseJSON(ref: Reference, bytes: Buffer, what: string): unknown {

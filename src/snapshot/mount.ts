@@ -47,3 +47,8 @@ export async function mountsUnder(dir: string): Promise<string[]> {
 function unescapeMountPath(s: string): string {
   return s.replace(/\\([0-7]{3})/g, (_m, oct: string) => String.fromCharCode(parseInt(oct, 8)));
 }
+
+/** A tmpfs at `target` (for files that must never reach the disk, such as secrets). */
+export function mountTmpfs(target: string, options: string): Promise<void> {
+  return run('mount', ['-t', 'tmpfs', '-o', options, 'tmpfs', target]);
+}

@@ -11,6 +11,8 @@ import { getXattr, listXattrs, mknod, setXattr, S_IFBLK, S_IFCHR, S_IFIFO } from
 import { inRootPath, resolveInRoot } from '../archive/rootpath.js';
 import { goMatch, hasWildcard, PatternMatcher } from './match.js';
 import { resolveOwner } from './users.js';
+import { isArchive, unpackArchive } from './unpack.js';
+import { applySymbolicMode, parseSymbolicMode, type ModeSet } from '../../solver/llb/chmod.js';
 
 export class FileOpError extends UserError {}
 
@@ -174,9 +176,19 @@ async function copyFrom(root: string, srcRoot: string, a: CopyAction): Promise<v
       throw notFound(path.posix.join('/', srcPath));
     }
   }
+  for (const required of a.requiredPaths ?? []) {
+    if (!(await lstatOrNull(await sourcePath(srcRoot, required, a.followSymlinks)))) throw notFound(path.posix.join('/', required));
+  }
+  let modeSet: ModeSet | undefined;
+  try {
+    modeSet = a.modeStr ? parseSymbolicMode(a.modeStr) : undefined;
+  } catch (e) {
+    throw new FileOpError('INVALID_MODE', (e as Error).message);
+  }
   const copier = new Copier(root, {
     owner,
     mode: a.mode,
+    modeSet,
     timestamp: a.timestamp,
     include: a.includePatterns?.length ? new PatternMatcher(a.includePatterns) : undefined,
     exclude: a.excludePatterns?.length ? new PatternMatcher(a.excludePatterns) : undefined,
@@ -185,6 +197,12 @@ async function copyFrom(root: string, srcRoot: string, a: CopyAction): Promise<v
     const src = await sourcePath(srcRoot, s, a.followSymlinks);
     const st = await lstatOrNull(src);
     if (!st) throw notFound(path.posix.join('/', s));
+    if (a.attemptUnpack && st.isFile() && (await isArchive(src))) {
+      // ADD of a local archive: extracted into the destination, which is a directory.
+      await mkdirAll(root, dest, 0o755, owner, a.timestamp);
+      await unpackArchive(src, dest, { owner });
+      continue;
+    }
     const destSt = await statOrNull(dest);
     let target = dest;
     if ((!a.dirCopyContents && st.isDirectory() && destSt) || (!st.isDirectory() && destSt?.isDirectory())) {
@@ -235,6 +253,7 @@ async function resolveWildcards(root: string, p: string, followLinks: boolean): 
 interface CopyOptions {
   owner?: Owner;
   mode?: number;
+  modeSet?: ModeSet;
   timestamp?: number;
   include?: PatternMatcher;
   exclude?: PatternMatcher;
@@ -397,9 +416,11 @@ class Copier {
 
   /** Owner, then mode (chown clears setuid), times, then xattrs (chown clears security.capability). */
   private async applyInfo(src: string, st: fs.Stats, target: string): Promise<void> {
-    const { owner, mode, timestamp } = this.opts;
+    const { owner, mode, modeSet, timestamp } = this.opts;
     await fsp.lchown(target, owner?.uid ?? st.uid, owner?.gid ?? st.gid);
-    if (!st.isSymbolicLink()) await fsp.chmod(target, mode ?? st.mode & 0o7777);
+    if (!st.isSymbolicLink()) {
+      await fsp.chmod(target, modeSet ? applySymbolicMode(modeSet, st.mode, st.isDirectory()) : mode ?? st.mode & 0o7777);
+    }
     for (const name of listXattrs(src)) {
       if (name.startsWith('trusted.overlay.')) continue;
       const value = getXattr(src, name);

@@ -120,9 +120,8 @@ export class PatternMatcher {
     for (const p of this.patterns) {
       if (p.exclusion !== matched) continue;
       let m = p.re.test(file);
-      if (!m && parentDirs.length > 0 && p.dirs.length <= parentDirs.length) {
-        m = p.re.test(parentDirs.slice(0, p.dirs.length).join('/'));
-      }
+      // Or a parent directory matches (moby's MatchesOrParentMatches: every prefix, as `**` spans any depth).
+      for (let i = 1; !m && i <= parentDirs.length; i++) m = p.re.test(parentDirs.slice(0, i).join('/'));
       if (m) matched = !p.exclusion;
     }
     return matched;

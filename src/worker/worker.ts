@@ -4,13 +4,16 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { OpContext, OpExecutor } from '../../solver/solver.js';
-import type { CopyAction, Digest, ExecOp, FileOp, ImageSource, LocalSource, MergeOp, Op } from '../../solver/llb/ops.js';
+import type { CopyAction, Digest, ExecOp, FileOp, HttpSource, ImageSource, LocalSource, MergeOp, Op } from '../../solver/llb/ops.js';
 import { sha256 } from '../../solver/llb/digest.js';
 import { ContentStore } from '../content/store.js';
 import { Snapshotter, type Mounted } from '../snapshot/snapshotter.js';
 import { applyLayerBlob } from '../archive/layer.js';
 import { applyFileActions } from './fileop.js';
+import { prepareMounts, type BuildSession } from './mounts.js';
+import { fetchHttpSource } from './http.js';
 import { OciRuntimeExecutor } from '../executor/runc.js';
+import { ensureEmulator } from '../executor/emulation.js';
 import { RegistryClient, type ResolvedImage } from '../registry/client.js';
 import { ImageStore } from '../image/store.js';
 import { parseReference } from '../registry/reference.js';
@@ -92,11 +95,11 @@ export class Worker {
   }
 
   /** The op executor the solver calls; `locals` names the client's directories (context, ...). */
-  opExecutor(locals: Record<string, LocalDir>, onLog?: LogSink): OpExecutor<WorkerRef> {
-    return (ctx) => this.execute(ctx, locals, onLog);
+  opExecutor(locals: Record<string, LocalDir>, onLog?: LogSink, session: BuildSession = {}): OpExecutor<WorkerRef> {
+    return (ctx) => this.execute(ctx, locals, onLog, session);
   }
 
-  private async execute(ctx: OpContext<WorkerRef>, locals: Record<string, LocalDir>, onLog?: LogSink): Promise<WorkerRef> {
+  private async execute(ctx: OpContext<WorkerRef>, locals: Record<string, LocalDir>, onLog: LogSink | undefined, session: BuildSession): Promise<WorkerRef> {
     const op: Op = ctx.op;
     switch (op.kind) {
       case 'source':
@@ -107,10 +110,12 @@ export class Worker {
             return this.pullImage(op.source, ctx.signal);
           case 'local':
             return this.snapshotLocal(op.source, locals);
+          case 'http':
+            return this.httpSource(op.source, ctx.signal);
         }
         break;
       case 'exec':
-        return this.exec(op, ctx, onLog);
+        return this.exec(op, ctx, session, onLog);
       case 'file':
         return this.file(op, ctx.inputs);
       case 'merge':
@@ -173,7 +178,8 @@ export class Worker {
     const id = await this.snapshots.prepare();
     try {
       const copy: CopyAction = {
-        action: 'copy', sourceInput: 0, src: '/', dest: '/', followSymlinks: false, dirCopyContents: true,
+        // Owned by root as BuildKit's context transfer leaves them; archives inside keep their own owners.
+        action: 'copy', sourceInput: 0, src: '/', dest: '/', owner: { user: 0, group: 0 }, followSymlinks: false, dirCopyContents: true,
         createDestPath: true, allowWildcard: false, allowEmptyWildcard: false,
         includePatterns: source.includePatterns, excludePatterns: source.excludePatterns,
       };
@@ -186,24 +192,44 @@ export class Worker {
     return { layers: [id] };
   }
 
-  private async exec(op: ExecOp, ctx: OpContext<WorkerRef>, onLog?: LogSink): Promise<WorkerRef> {
+  private async httpSource(source: HttpSource, signal: AbortSignal): Promise<WorkerRef> {
+    const id = await this.snapshots.prepare();
+    try {
+      await fetchHttpSource(source, this.snapshots.fsPath(id), signal);
+      await this.snapshots.commit(id, {});
+    } catch (e) {
+      await this.snapshots.remove(id).catch(() => undefined);
+      throw e;
+    }
+    return { layers: [id] };
+  }
+
+  private async exec(op: ExecOp, ctx: OpContext<WorkerRef>, session: BuildSession, onLog?: LogSink): Promise<WorkerRef> {
     const rootMount = op.mounts.find((m) => m.dest === '/');
     if (!rootMount) throw new Error('exec op without a root mount');
-    if (op.mounts.length > 1) throw new UserError('UNSUPPORTED', 'RUN mounts other than the root filesystem are not supported yet');
     const base = rootMount.input >= 0 ? ctx.inputs[rootMount.input] : { layers: [] };
+    // Before anything is made: a missing emulator must leave nothing behind.
+    await ensureEmulator(op.platform);
     const upper = await this.snapshots.prepare();
     try {
-      const mounted = await this.snapshots.mount(base.layers, upper);
+      const extra = await prepareMounts(op, { root: this.opts.root, snapshots: this.snapshots, session, inputs: ctx.inputs });
       let exitCode: number;
       try {
-        ({ exitCode } = await this.executor.run({
-          rootfs: mounted.target,
-          meta: op.meta,
-          signal: ctx.signal,
-          onOutput: (stream: 'stdout' | 'stderr', chunk: Buffer) => onLog?.(ctx.digest, stream, chunk),
-        }));
+        const mounted = await this.snapshots.mount(base.layers, upper);
+        try {
+          ({ exitCode } = await this.executor.run({
+            rootfs: mounted.target,
+            meta: op.meta,
+            mounts: extra.mounts,
+            env: [...(op.meta.proxyEnv ?? []), ...extra.env],
+            signal: ctx.signal,
+            onOutput: (stream: 'stdout' | 'stderr', chunk: Buffer) => onLog?.(ctx.digest, stream, chunk),
+          }));
+        } finally {
+          await mounted.unmount();
+        }
       } finally {
-        await mounted.unmount();
+        await extra.release();
       }
       if (exitCode !== 0) throw new ExecError(op.meta.args, exitCode, true);
       await this.snapshots.commit(upper, {});

@@ -126,6 +126,29 @@ describe('OciRuntimeExecutor with runc', () => {
     expect(r.stdout).toMatch(/CapInh:\s+0000000000000000/);
   });
 
+  it('filters syscalls like Docker: no new namespaces for root without CAP_SYS_ADMIN', async () => {
+    const r = await run(await executor(), meta(
+      'grep Seccomp: /proc/self/status; unshare -U true && echo user-ns || echo no-user-ns; ' +
+      'unshare -m true && echo mount-ns || echo no-mount-ns; ls / > /dev/null && echo ok'));
+    expect(r.stdout).toMatch(/^Seccomp:\s+2$/m);
+    expect(r.stdout).toContain('no-user-ns');
+    expect(r.stdout).toContain('no-mount-ns');
+    expect(r.stdout).toContain('ok');
+    expect(r.stderr).toMatch(/unshare.*Operation not permitted/);
+  });
+
+  it('security insecure: every capability, no syscall filter, no masked paths', async () => {
+    const r = await run(await executor(), meta(
+      'grep -E "^(Seccomp|CapEff):" /proc/self/status; mkdir -p /mnt && mount -t tmpfs none /mnt && echo mounted; ' +
+      'unshare -U true && echo user-ns; cat /proc/kcore > /dev/null 2>&1; head -c 4 /proc/kcore | wc -c',
+      { security: 'insecure' }));
+    expect(r.stdout, r.stderr).toMatch(/^Seccomp:\s+0$/m);
+    const hostBounding = /^CapBnd:\s+(\S+)$/m.exec(await fs.readFile('/proc/self/status', 'utf8'))![1];
+    expect(r.stdout).toMatch(new RegExp(`^CapEff:\\s+${hostBounding}$`, 'm'));
+    expect(r.stdout).toContain('mounted');
+    expect(r.stdout).toContain('user-ns');
+  });
+
   it('writes land in the rootfs; runtime stubs of /etc/hosts and /etc/resolv.conf do not', async () => {
     const r = await run(await executor(), meta('echo data > /out.txt; cat /etc/hosts; test -s /etc/resolv.conf && echo resolv'));
     expect(r.exitCode).toBe(0);

@@ -1,5 +1,7 @@
 // BuildKit's own conformance vectors, read in place: parser test files (expected parse, and inputs that
-// must be rejected) and the shell lexer's word expansion and word splitting tables.
+// must be rejected) and the shell lexer's word expansion and word splitting tables. Every case is counted:
+// the last test of each group checks that as many cases passed as the files hold, so a vector that is
+// skipped (or a file that grows) fails the suite instead of going unnoticed.
 import { describe, it, expect } from 'vitest';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -9,9 +11,12 @@ import { DockerfileError } from '../../frontend/dockerfile/errors.js';
 
 const root = path.resolve(__dirname, '../../../shared/conformance/buildkit');
 const casesIn = (dir: string) => fs.readdirSync(path.join(root, dir)).sort();
+const readLines = (file: string) => fs.readFileSync(path.join(root, file), 'utf8').replace(/\n$/, '').split('\n');
 
 describe('parser conformance (BuildKit testfiles)', () => {
-  for (const name of casesIn('parser/testfiles')) {
+  const names = casesIn('parser/testfiles');
+  let passed = 0;
+  for (const name of names) {
     it(name, () => {
       const dir = path.join(root, 'parser/testfiles', name);
       const text = fs.readFileSync(path.join(dir, 'Dockerfile'), 'utf8');
@@ -19,57 +24,99 @@ describe('parser conformance (BuildKit testfiles)', () => {
       const { nodes } = parseDockerfile(text);
       const dump = nodes.map((n) => `(${dumpNode(n)})\n`).join('');
       expect(dump).toBe(expected);
+      passed++;
     });
   }
+  it('every case passed', () => {
+    // Every directory is a case with both files: none can be silently left out.
+    const complete = names.filter((n) => ['Dockerfile', 'result'].every((f) => fs.existsSync(path.join(root, 'parser/testfiles', n, f))));
+    expect(complete).toEqual(names);
+    expect(names.length).toBeGreaterThanOrEqual(30);
+    expect(passed).toBe(names.length);
+  });
 });
 
 describe('parser rejects (BuildKit testfiles-negative)', () => {
-  for (const name of casesIn('parser/testfiles-negative')) {
+  const names = casesIn('parser/testfiles-negative');
+  let passed = 0;
+  for (const name of names) {
     it(name, () => {
       const text = fs.readFileSync(path.join(root, 'parser/testfiles-negative', name, 'Dockerfile'), 'utf8');
-      expect(() => parseDockerfile(text)).toThrow(DockerfileError);
+      let err: unknown;
+      try {
+        parseDockerfile(text);
+      } catch (e) {
+        err = e;
+      }
+      // Rejected by the parser, with a message and the line it points at.
+      expect(err).toBeInstanceOf(DockerfileError);
+      expect((err as DockerfileError).message).toMatch(/\S/);
+      expect((err as DockerfileError).location?.startLine).toBeGreaterThan(0);
+      passed++;
     });
   }
+  it('every case was rejected', () => {
+    expect(names.length).toBeGreaterThanOrEqual(4);
+    expect(passed).toBe(names.length);
+  });
 });
 
 describe('shell lexer: envVarTest', () => {
+  // BuildKit's lex_test.go: comments start in column 0, blank lines are skipped after trimming, every
+  // other line is PLATFORM|SOURCE|EXPECTED with the parts trimmed.
   const env = EnvList.fromArray(['PWD=/home', 'SHELL=bash', 'KOREAN=한국어', 'NULL=']);
   const lex = new ShellLex('\\');
-  const lines = fs.readFileSync(path.join(root, 'shell/envVarTest'), 'utf8').split('\n');
-  const vectors = lines
-    .map((line, i) => ({ line, n: i + 1 }))
-    .filter(({ line }) => !line.startsWith('#') && line.trim() !== '')
-    .map(({ line, n }) => {
-      const [platform, source, expected] = line.trim().split('|').map((s) => s.trim());
-      return { platform, source, expected, n };
-    })
-    .filter((v) => v.platform === 'A' || v.platform === 'U');
+  const lines = readLines('shell/envVarTest');
+  const caseLines = lines.map((line, i) => ({ line, n: i + 1 })).filter(({ line }) => !line.startsWith('#') && line.trim() !== '');
+  const vectors = caseLines.map(({ line, n }) => {
+    const parts = line.trim().split('|');
+    const [platform, source, expected] = parts.map((s) => s.trim());
+    return { platform, source, expected, n, parts: parts.length };
+  });
+  const run = vectors.filter((v) => v.platform === 'A' || v.platform === 'U');
+  let passed = 0;
 
-  it('has vectors', () => expect(vectors.length).toBeGreaterThan(200));
-  for (const v of vectors) {
+  it('every line is a well-formed case', () => {
+    for (const v of vectors) {
+      expect(v.parts, `line ${v.n}`).toBe(3);
+      expect(['A', 'U', 'W'], `line ${v.n}`).toContain(v.platform);
+    }
+  });
+  for (const v of run) {
     it(`line ${v.n}: ${v.source}`, () => {
       if (v.expected === 'error') expect(() => lex.processWord(v.source, env)).toThrow();
       else expect(lex.processWord(v.source, env)).toBe(v.expected);
+      passed++;
     });
   }
+  it('every A and U case passed', () => {
+    // Counted independently of the filter above: all case lines but the Windows-only ones.
+    const windows = caseLines.filter(({ line }) => /^\s*W\s*\|/.test(line)).length;
+    expect(run.length).toBe(caseLines.length - windows);
+    expect(run.length).toBeGreaterThanOrEqual(228);
+    expect(passed).toBe(run.length);
+  });
 });
 
 describe('shell lexer: wordsTest', () => {
-  const lines = fs.readFileSync(path.join(root, 'shell/wordsTest'), 'utf8').split('\n');
+  // Trailing spaces are significant here: lines are not trimmed (BuildKit's TestShellParser4Words).
+  const lines = readLines('shell/wordsTest');
   let envs: string[] = [];
+  let envLines = 0;
   const vectors: { source: string; expected: string[]; env: EnvList; n: number }[] = [];
   lines.forEach((line, i) => {
     if (line.startsWith('#') || line === '') return;
     if (line.startsWith('ENV ')) {
       envs = [...envs, line.slice(3).replace(/^ +/, '')];
+      envLines++;
       return;
     }
     const parts = line.split('|');
-    expect(parts).toHaveLength(2);
+    if (parts.length !== 2) throw new Error(`wordsTest line ${i + 1}: expected INPUT | WORDS`);
     vectors.push({ source: parts[0].trim(), expected: parts[1].replace(/^ +/, '').split(','), env: EnvList.fromArray(envs), n: i + 1 });
   });
+  let passed = 0;
 
-  it('has vectors', () => expect(vectors.length).toBeGreaterThan(20));
   for (const v of vectors) {
     it(`line ${v.n}: ${v.source}`, () => {
       let words: string[];
@@ -79,6 +126,13 @@ describe('shell lexer: wordsTest', () => {
         words = ['error'];
       }
       expect(words).toEqual(v.expected);
+      passed++;
     });
   }
+  it('every case passed', () => {
+    const cases = lines.filter((l) => l !== '' && !l.startsWith('#')).length - envLines;
+    expect(vectors.length).toBe(cases);
+    expect(vectors.length).toBeGreaterThanOrEqual(24);
+    expect(passed).toBe(vectors.length);
+  });
 });

@@ -91,15 +91,16 @@ describe('dockerfileToLLB: a single stage', () => {
     const copies = copyOp.actions as CopyAction[];
     expect(copies.map((c) => [c.src, c.dest, c.sourceInput])).toEqual([['/a.txt', '/app/', 1], ['/b.txt', '/app/', 1]]);
     expect(copies[0]).toMatchObject({
-      owner: { user: 0, group: 0 }, followSymlinks: true, dirCopyContents: true, destIsDir: true,
-      createDestPath: true, allowWildcard: true, allowEmptyWildcard: false,
+      followSymlinks: true, dirCopyContents: true, destIsDir: true, createDestPath: true, allowWildcard: true, allowEmptyWildcard: false,
     });
+    // Without --chown the files keep their owners: the local source makes context files root's.
+    expect(copies[0].owner).toBeUndefined();
 
     const run1 = ops[3] as ExecOp;
     expect(run1.meta).toEqual({
       args: ['/bin/sh', '-c', 'echo $GREETING > out.txt'],
       env: ['PATH=/usr/bin:/bin', 'APP=/app', 'GREETING=hello world'],
-      cwd: '/app', user: '', network: 'host',
+      cwd: '/app', user: '', network: 'sandbox',
     });
     expect(run1.mounts).toEqual([{ input: 0, dest: '/' }]);
     expect(run1.platform).toEqual(amd64);
@@ -304,13 +305,13 @@ describe('dockerfileToLLB: config instructions', () => {
 describe('dockerfileToLLB: errors name the line', () => {
   it('unknown instruction', async () => {
     const e = await rejects('FROM busybox\nFOO bar\n');
-    expect(e.message).toBe('unknown instruction: FOO');
+    expect(e.message).toBe('unknown instruction: FOO (did you mean FROM?)');
     expect(e.location).toEqual({ file: 'Dockerfile', startLine: 2, endLine: 2 });
   });
 
   it('unknown flag, with the file name given', async () => {
     const e = await rejects('FROM busybox\n\nCOPY --foo=1 a b\n', { filename: 'app.Dockerfile' });
-    expect(e.message).toBe('unknown flag: --foo');
+    expect(e.message).toBe('unknown flag: --foo (did you mean from?)');
     expect(e.location).toMatchObject({ file: 'app.Dockerfile', startLine: 3 });
   });
 
@@ -322,7 +323,7 @@ describe('dockerfileToLLB: errors name the line', () => {
 
   it('unknown target', async () => {
     const e = await rejects('FROM busybox AS a\n', { target: 'x' });
-    expect(e.message).toBe('target stage "x" could not be found');
+    expect(e.message).toBe('target stage "x" could not be found (did you mean a?)');
   });
 
   it('COPY --from a later stage', async () => {

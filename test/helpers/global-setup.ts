@@ -2,6 +2,7 @@
 // busybox test image (amd64 + arm64 index) that testdata/make-busybox.sh makes from Debian packages.
 import type { TestProject } from 'vitest/node';
 import { startRegistry, pushBusybox } from './registry.js';
+import { installEmulators } from '../../src/executor/emulation.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -10,6 +11,8 @@ declare module 'vitest' {
 }
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  // RUN steps for other platforms need QEMU registered with the fix-binary flag (tests run as root).
+  await installEmulators();
   const registry = await startRegistry();
   await pushBusybox(registry.host);
   project.provide('registry', registry.host);

@@ -1,0 +1,49 @@
+// How build check warnings and Dockerfile errors are shown, as buildx shows them: a one-line summary per
+// warning after a build, the detailed report of `--check` (rule, URL, description, the lines concerned),
+// and the excerpt of the Dockerfile around a line (BuildKit's errdefs.Source.Print).
+import type { LintWarning } from '../../frontend/dockerfile/linter.js';
+
+/** The Dockerfile lines around `start..end` (1-based), the concerned ones marked `>>>`. */
+export function sourceExcerpt(filename: string, text: string, start: number, end = start): string[] {
+  const lines = text.split('\n');
+  if (start < 1 || start > lines.length) return [];
+  end = Math.min(end, lines.length);
+  const [markStart, markEnd] = [start, end];
+  const pad = end === start ? 4 : 2;
+  for (let p = 0; p < pad;) {
+    if (start > 1) { start--; p++; }
+    if (end !== lines.length) { end++; p++; }
+    p++;
+  }
+  const out = [`${filename}:${markStart}`, '-'.repeat(20)];
+  for (let i = start; i <= end; i++) {
+    const marked = i >= markStart && i <= markEnd;
+    out.push(` ${String(i).padStart(3)} | ${marked ? '>>>' : '   '} ${lines[i - 1]}`);
+  }
+  out.push('-'.repeat(20));
+  return out;
+}
+
+/** Lines a normal build prints after it finished: `N warnings found:` and one line per warning. */
+export function warningSummary(warnings: LintWarning[]): string[] {
+  if (warnings.length === 0) return [];
+  const n = warnings.length;
+  return [
+    ` ${n} warning${n === 1 ? '' : 's'} found:`,
+    ...warnings.map((w) => ` - ${w.rule}: ${w.message}${w.location ? ` (line ${w.location.startLine})` : ''}`),
+  ];
+}
+
+/** The report of `build --check`. */
+export function checkReport(warnings: LintWarning[], filename: string, text: string): string[] {
+  if (warnings.length === 0) return ['Check complete, no warnings found.'];
+  const n = warnings.length;
+  const out = [`Check complete, ${n} warning${n === 1 ? ' has' : 's have'} been found!`];
+  for (const w of warnings) {
+    out.push('', `WARNING: ${w.rule} - ${w.url}`, w.description);
+    if (w.location) {
+      out.push(...sourceExcerpt(filename, text, w.location.startLine, w.location.endLine));
+    }
+  }
+  return out;
+}

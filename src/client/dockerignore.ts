@@ -1,0 +1,42 @@
+// `.dockerignore`: which context files the build never sees. As buildx reads it: `<Dockerfile>.dockerignore`
+// beside the Dockerfile wins over the context's `.dockerignore`; lines are parsed like moby's
+// ignorefile.ReadAll (a UTF-8 BOM dropped, `#` comments only at the start of a line, patterns trimmed and
+// cleaned, a leading `/` removed, `!` exceptions kept). Matching (`**`, exceptions, parent directories) is
+// the local source's job in the worker.
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { cleanPattern } from '../worker/match.js';
+
+/** The ignore file that applies to a build, or undefined when there is none. */
+export async function findDockerignore(contextDir: string, dockerfilePath: string): Promise<string | undefined> {
+  for (const candidate of [`${dockerfilePath}.dockerignore`, path.join(contextDir, '.dockerignore')]) {
+    const st = await fs.stat(candidate).catch(() => null);
+    if (st?.isFile()) return candidate;
+  }
+  return undefined;
+}
+
+export function parseDockerignore(text: string): string[] {
+  const out: string[] = [];
+  const lines = text.replace(/^\uFEFF/, '').split(/\r?\n/);
+  for (const line of lines) {
+    if (line.startsWith('#')) continue;
+    let pattern = line.trim();
+    if (pattern === '') continue;
+    const invert = pattern.startsWith('!');
+    if (invert) pattern = pattern.slice(1).trim();
+    if (pattern.length > 0) {
+      pattern = cleanPattern(pattern);
+      if (pattern.length > 1 && pattern.startsWith('/')) pattern = pattern.slice(1);
+    }
+    out.push(invert ? `!${pattern}` : pattern);
+  }
+  return out;
+}
+
+/** The patterns of the ignore file that applies, [] without one. */
+export async function readDockerignore(contextDir: string, dockerfilePath: string): Promise<string[]> {
+  const file = await findDockerignore(contextDir, dockerfilePath);
+  return file ? parseDockerignore(await fs.readFile(file, 'utf8')) : [];
+}
+

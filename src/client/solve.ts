@@ -1,0 +1,60 @@
+// `solve()`: runs an LLB definition that another frontend made (not a Dockerfile) on this engine, with the
+// same worker, state directory and exporters as `build()`.
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { solve as solveGraph } from '../../solver/solver.js';
+import type { Definition } from '../../solver/llb/definition.js';
+import type { ImageConfigFile } from '../image/types.js';
+import { Worker, type WorkerRef } from '../worker/worker.js';
+import { PlainProgress, type ProgressWriter } from '../progress/printer.js';
+import { exportImage, type ExportResult } from './export.js';
+import { parseOutput } from './outputs.js';
+import { parsePlatform, hostPlatform } from './platform.js';
+import { StateLock } from './lock.js';
+import { defaultRoot } from './build.js';
+
+export interface SolveOptions {
+  definition: Definition;
+  /** Directories for the definition's local sources, by name (a Dockerfile build calls its context `context`). */
+  locals?: Record<string, string>;
+  /** The image config of the result (config fields and history); default an empty one. */
+  image?: ImageConfigFile;
+  platform?: string;
+  outputs?: string[];
+  tags?: string[];
+  root?: string;
+  ociRuntime?: string;
+  progress?: ProgressWriter;
+  signal?: AbortSignal;
+}
+
+export async function solve(opts: SolveOptions): Promise<{ exports: ExportResult[]; manifestDigest?: string }> {
+  const root = path.resolve(opts.root ?? defaultRoot());
+  const progress = opts.progress ?? new PlainProgress(process.stderr);
+  const platform = opts.platform ? parsePlatform(opts.platform) : hostPlatform();
+  await fs.mkdir(root, { recursive: true });
+  const lock = await StateLock.acquire(root);
+  try {
+    const worker = new Worker({ root, runtime: opts.ociRuntime });
+    await worker.init();
+    const locals = Object.fromEntries(Object.entries(opts.locals ?? {}).map(([k, dir]) => [k, { dir: path.resolve(dir) }]));
+    const ref = await solveGraph<WorkerRef>(opts.definition, {
+      signal: opts.signal,
+      execute: worker.opExecutor(locals, (digest, stream, chunk) => progress.log(digest, stream, chunk)),
+      onEvent: (ev) => {
+        if (ev.type === 'start') progress.start({ id: ev.digest, name: ev.metadata.description ?? ev.digest });
+        else if (ev.type === 'done') progress.done(ev.digest);
+        else if (ev.type === 'error') progress.error(ev.digest, (ev.error as Error)?.message ?? String(ev.error));
+        else progress.canceled(ev.digest);
+      },
+    });
+    const image: ImageConfigFile = opts.image ?? { architecture: platform.architecture, os: platform.os, config: {} };
+    const exports: ExportResult[] = [];
+    for (const o of opts.outputs ?? []) {
+      exports.push(await exportImage(worker, [{ ref, image, platform }], parseOutput(o), { tags: opts.tags ?? [], progress }));
+    }
+    return { exports, manifestDigest: exports.find((e) => e.manifestDigest)?.manifestDigest };
+  } finally {
+    await lock.release();
+  }
+}

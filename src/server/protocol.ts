@@ -1,0 +1,52 @@
+// The wire protocol of `builder serve`: HTTP/1.1 on a unix socket or loopback TCP.
+//
+//   POST /v1/build   X-Builder-Options: base64(JSON RemoteBuildOptions)   body: the context as a tar stream
+//     -> 200, application/x-ndjson: {"progress": ProgressEvent} lines, then {"result": ...} or {"error": ...}
+//   GET /v1/health   -> {"ok": true}
+//
+// TCP needs `Authorization: Bearer <token>`. A request the server cannot take gets a 4xx with
+// {"error": {"code", "message"}} and the server goes on serving.
+import { UserError } from '../util/errors.js';
+
+/** What a remote build takes: the serializable part of BuildOptions. Paths in outputs are the server's. */
+export interface RemoteBuildOptions {
+  /** The Dockerfile's path inside the context; default `Dockerfile`. */
+  file?: string;
+  tags?: string[];
+  buildArgs?: Record<string, string>;
+  labels?: Record<string, string>;
+  target?: string;
+  platform?: string;
+  outputs?: string[];
+  noCache?: boolean;
+  allow?: string[];
+  /** Secret values travel with the request (base64), never to disk on the server. */
+  secrets?: { id: string; value: string }[];
+}
+
+export interface WireError {
+  code: string;
+  message: string;
+  details?: string[];
+  outputTail?: string[];
+}
+
+export const OPTIONS_HEADER = 'x-builder-options';
+
+export type Address = { kind: 'unix'; path: string } | { kind: 'tcp'; host: string; port: number };
+
+export class AddressError extends UserError {
+  constructor(message: string) { super('INVALID_ADDRESS', message); }
+}
+
+/** `unix:///run/builder.sock` or `tcp://127.0.0.1:1234`. */
+export function parseAddress(addr: string): Address {
+  if (addr.startsWith('unix://')) {
+    const p = addr.slice('unix://'.length);
+    if (!p.startsWith('/')) throw new AddressError(`invalid address "${addr}": a unix socket path must be absolute (unix:///path)`);
+    return { kind: 'unix', path: p };
+  }
+  const m = /^tcp:\/\/(\[[^\]]+\]|[^:/]+):(\d+)$/.exec(addr);
+  if (m) return { kind: 'tcp', host: m[1].replace(/^\[|\]$/g, ''), port: Number(m[2]) };
+  throw new AddressError(`invalid address "${addr}": expected unix:///path or tcp://host:port`);
+}

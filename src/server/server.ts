@@ -1,0 +1,167 @@
+// `builder serve`: the same engine behind a socket, for teams and tools that share one builder and its
+// cache. Each request streams its context in as a tar and gets its progress back as it happens; a client
+// that goes away cancels its build (containers killed, mounts undone). Builds on one --root take turns
+// through the state lock, so many clients can be connected at once.
+import fs from 'node:fs/promises';
+import http from 'node:http';
+import path from 'node:path';
+import { timingSafeEqual } from 'node:crypto';
+import { build, BuildError } from '../client/build.js';
+import { unpackContext } from '../client/context.js';
+import { EventProgress, type ProgressEvent } from '../progress/events.js';
+import { BuilderError, UserError } from '../util/errors.js';
+import { OPTIONS_HEADER, parseAddress, type Address, type RemoteBuildOptions, type WireError } from './protocol.js';
+
+export interface ServeOptions {
+  addr: string;
+  /** Required for TCP: clients send it as `Authorization: Bearer <token>`. */
+  token?: string;
+  root: string;
+  ociRuntime?: string;
+  insecureRegistries?: string[];
+  /** Where to report requests and failures; default nowhere. */
+  log?: (line: string) => void;
+}
+
+export interface Server {
+  address: Address;
+  close(): Promise<void>;
+}
+
+export async function serve(opts: ServeOptions): Promise<Server> {
+  const address = parseAddress(opts.addr);
+  if (address.kind === 'tcp' && !opts.token) {
+    throw new UserError('TOKEN_REQUIRED', 'a tcp:// address needs a token (--token or BUILDER_TOKEN): anyone who can connect could run builds');
+  }
+  const log = opts.log ?? (() => undefined);
+  const server = http.createServer((req, res) => {
+    handle(req, res, opts, address).catch((e) => {
+      log(`request failed: ${(e as Error).message}`);
+      if (!res.headersSent) sendError(res, 500, { code: 'INTERNAL', message: (e as Error).message });
+      else res.end();
+    });
+  });
+  if (address.kind === 'unix') {
+    // A socket left by a server that died is stale; one still answering belongs to a live server.
+    if (await fs.stat(address.path).then((s) => s.isSocket(), () => false)) {
+      const live = await new Promise<boolean>((resolve) => {
+        const probe = http.get({ socketPath: address.path, path: '/v1/health' }, () => resolve(true)).on('error', () => resolve(false));
+        probe.setTimeout(1000, () => probe.destroy());
+      });
+      if (live) throw new UserError('ADDRESS_IN_USE', `another builder is serving on ${opts.addr}`);
+      await fs.rm(address.path, { force: true });
+    }
+    await fs.mkdir(path.dirname(address.path), { recursive: true });
+    await new Promise<void>((resolve, reject) => server.once('error', reject).listen(address.path, () => resolve()));
+    await fs.chmod(address.path, 0o660);
+  } else {
+    await new Promise<void>((resolve, reject) => server.once('error', reject).listen(address.port, address.host, () => resolve()));
+    const actual = server.address();
+    if (actual && typeof actual === 'object') address.port = actual.port;
+  }
+  return {
+    address,
+    close: () => new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      server.closeAllConnections();
+    }),
+  };
+}
+
+async function handle(req: http.IncomingMessage, res: http.ServerResponse, opts: ServeOptions, address: Address): Promise<void> {
+  if (address.kind === 'tcp' && !authorized(req, opts.token!)) {
+    req.resume();
+    return sendError(res, 401, { code: 'UNAUTHORIZED', message: 'missing or wrong token' });
+  }
+  const url = new URL(req.url ?? '/', 'http://builder');
+  if (req.method === 'GET' && url.pathname === '/v1/health') {
+    res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}\n');
+    return;
+  }
+  if (req.method !== 'POST' || url.pathname !== '/v1/build') {
+    req.resume();
+    return sendError(res, 404, { code: 'NOT_FOUND', message: `no such endpoint: ${req.method} ${url.pathname}` });
+  }
+  let options: RemoteBuildOptions;
+  try {
+    options = parseOptions(req.headers[OPTIONS_HEADER]);
+  } catch (e) {
+    req.resume();
+    return sendError(res, 400, { code: 'BAD_REQUEST', message: (e as Error).message });
+  }
+
+  const controller = new AbortController();
+  // The client went away before the build ended: cancel it.
+  res.on('close', () => { if (!res.writableFinished) controller.abort(); });
+  let unpacked;
+  try {
+    unpacked = await unpackContext(req);
+  } catch (e) {
+    return sendError(res, 400, { code: 'BAD_CONTEXT', message: `the request body is not a readable tar of the context: ${(e as Error).message}` });
+  }
+  const context = unpacked.dir;
+  try {
+    res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+    const send = (obj: object) => { if (!res.destroyed) res.write(JSON.stringify(obj) + '\n'); };
+    const progress = new EventProgress((e: ProgressEvent) => send({ progress: e }));
+    try {
+      const result = await build({
+        context,
+        file: path.join(context, safeRelative(options.file ?? 'Dockerfile')),
+        tags: options.tags, buildArgs: options.buildArgs, labels: options.labels, target: options.target,
+        platform: options.platform, outputs: options.outputs, noCache: options.noCache, allow: options.allow,
+        secrets: (options.secrets ?? []).map((x) => ({ id: x.id, value: Buffer.from(x.value, 'base64') })),
+        root: opts.root, ociRuntime: opts.ociRuntime, insecureRegistries: opts.insecureRegistries,
+        progress, signal: controller.signal,
+      });
+      send({ result });
+    } catch (e) {
+      send({ error: wireError(e) });
+    }
+    res.end();
+  } finally {
+    await unpacked.remove();
+  }
+}
+
+function authorized(req: http.IncomingMessage, token: string): boolean {
+  const got = Buffer.from(/^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1] ?? '');
+  const want = Buffer.from(token);
+  return got.length === want.length && timingSafeEqual(got, want);
+}
+
+function parseOptions(header: string | string[] | undefined): RemoteBuildOptions {
+  if (typeof header !== 'string') throw new Error(`missing ${OPTIONS_HEADER} header`);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(Buffer.from(header, 'base64').toString('utf8'));
+  } catch {
+    throw new Error(`${OPTIONS_HEADER} is not base64-encoded JSON`);
+  }
+  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) throw new Error(`${OPTIONS_HEADER} must be a JSON object`);
+  const o = parsed as Record<string, unknown>;
+  const strings = (k: string) => {
+    if (o[k] !== undefined && (!Array.isArray(o[k]) || !(o[k] as unknown[]).every((x) => typeof x === 'string'))) throw new Error(`option ${k} must be a list of strings`);
+  };
+  const str = (k: string) => { if (o[k] !== undefined && typeof o[k] !== 'string') throw new Error(`option ${k} must be a string`); };
+  strings('tags'); strings('outputs'); strings('allow');
+  str('file'); str('target'); str('platform');
+  return o as RemoteBuildOptions;
+}
+
+/** The Dockerfile path must stay inside the context. */
+function safeRelative(p: string): string {
+  const clean = path.posix.normalize(`/${p}`).slice(1);
+  return clean || 'Dockerfile';
+}
+
+function wireError(e: unknown): WireError {
+  if (e instanceof BuildError) return { code: e.code, message: e.message, details: e.details, outputTail: e.outputTail };
+  if (e instanceof UserError || e instanceof BuilderError) return { code: e.code, message: e.message };
+  if ((e as { code?: string })?.code === 'CANCELED') return { code: 'CANCELED', message: 'build canceled' };
+  return { code: 'INTERNAL', message: (e as Error)?.message ?? String(e) };
+}
+
+function sendError(res: http.ServerResponse, status: number, error: WireError): void {
+  res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify({ error }) + '\n');
+}

@@ -1,0 +1,7 @@
+# escape=`
+FROM busybox
+RUN echo one `
+    && echo two
+COPY a.txt `
+     /dest/
+ENV GREETING="hello `$USER"
