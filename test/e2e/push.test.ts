@@ -76,6 +76,19 @@ describe('push to a registry', () => {
     expect(raw.annotations).toEqual({ 'org.opencontainers.image.title': 'demo' });
   });
 
+  it('pushes several platforms as one manifest list, each platform\'s image under it', async () => {
+    const root = await tempDir('builder-root-');
+    const copyOnly = await makeContext({ Dockerfile: `FROM ${base}\nCOPY hello.txt /hello.txt\n`, 'hello.txt': 'hello\n' });
+    const r = await runCli(['build', '--root', root, '--progress', 'plain', '--platform', 'linux/amd64,linux/arm64',
+      '-t', `${registry}/pushed/multi:1`, '--push', copyOnly]);
+    expect(r.code, r.stderr).toBe(0);
+    const raw = await skopeoInspect(`${registry}/pushed/multi:1`, ['--raw']);
+    expect(raw.mediaType).toBe('application/vnd.docker.distribution.manifest.list.v2+json');
+    expect(raw.manifests.map((m: any) => `${m.platform.os}/${m.platform.architecture}`)).toEqual(['linux/amd64', 'linux/arm64']);
+    const arm = await skopeoInspect(`${registry}/pushed/multi:1`, ['--override-arch', 'arm64', '--config']);
+    expect(arm.architecture).toBe('arm64');
+  });
+
   it('imagetools inspect shows an index\'s platforms and a manifest\'s layers; --raw the JSON', async () => {
     const idx = await runCli(['imagetools', 'inspect', base]);
     expect(idx.code, idx.stderr).toBe(0);
