@@ -295,7 +295,9 @@ export class CompressionError extends UserError {
 function compressor(c: Compression, level: number | undefined): NodeJS.ReadWriteStream {
   if (c === 'gzip') return createGzip(level !== undefined ? { level } : {});
   if (c === 'uncompressed') return new Transform({ transform(chunk, _e, cb) { cb(null, chunk); } });
-  const child = spawn('zstd', ['-q', '-c', `-${level ?? 3}`, '--no-progress'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const lvl = Math.max(1, level ?? 3);
+  // Levels above 19 need --ultra; BuildKit allows up to 22.
+  const child = spawn('zstd', ['-q', '-c', ...(lvl > 19 ? ['--ultra'] : []), `-${lvl}`, '--no-progress'], { stdio: ['pipe', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d) => (stderr += d));
   const out = Duplex.from({ writable: child.stdin, readable: child.stdout });

@@ -161,6 +161,7 @@ export async function exportImage(
   }
 
   const compression = (output.attrs.compression ?? 'gzip') as Compression;
+  const level = output.attrs['compression-level'] !== undefined ? Number(output.attrs['compression-level']) : undefined;
   const rewrite = boolAttr(output, 'rewrite-timestamp');
   if (rewrite && opts.sourceDateEpoch === undefined) {
     throw new UnsupportedOutputError('rewrite-timestamp=true needs SOURCE_DATE_EPOCH (environment or --build-arg)');
@@ -187,7 +188,7 @@ export async function exportImage(
   for (const r of results) {
     const layers = await layerBlobs(worker, r.ref, {
       compression,
-      level: output.attrs['compression-level'] !== undefined ? Number(output.attrs['compression-level']) : undefined,
+      level,
       sourceDateEpoch: rewrite ? opts.sourceDateEpoch : undefined,
       force: boolAttr(output, 'force-compression'),
     });

@@ -91,6 +91,14 @@ export function parseOutput(spec: string): OutputSpec {
   if (!KNOWN.includes(type)) throw new InvalidOutputError(`invalid output "${spec}": unknown type "${attrs.type}" (valid: ${KNOWN.join(', ')})`);
   const { type: _t, ...given } = attrs;
   for (const [k, v] of Object.entries(given)) checkOption(spec, type, k, v);
+  if (given['compression-level'] !== undefined) {
+    // Checked before the build runs: gzip takes 0-9, zstd 1-22 (as BuildKit).
+    const compression = given.compression ?? 'gzip';
+    const max = compression === 'gzip' ? 9 : compression === 'zstd' ? 22 : 0;
+    if (Number(given['compression-level']) > max) {
+      throw new InvalidOutputError(`invalid output "${spec}": compression-level=${given['compression-level']} is out of range for compression=${compression} (0-${max})`);
+    }
+  }
   const { dest, name, ...rest } = given;
   const out: OutputSpec = { type, dest, attrs: rest };
   if (name) out.names = name.split(',').map((n) => n.trim()).filter(Boolean);

@@ -115,6 +115,9 @@ describe('outputs', () => {
     const o = await build(['--output', 'type=oci,dest=x.tar,colour=blue']);
     expect(o.code).toBe(1);
     expect(lastLine(o.stderr)).toMatch(/^ERROR: invalid output "type=oci,dest=x.tar,colour=blue": unknown option "colour" for type=oci \(valid: name, compression, .*dest, tar\)$/);
+    const l = await build(['--output', 'type=oci,dest=x.tar,compression-level=12']);
+    expect(l.code).toBe(1);
+    expect(lastLine(l.stderr)).toBe('ERROR: invalid output "type=oci,dest=x.tar,compression-level=12": compression-level=12 is out of range for compression=gzip (0-9)');
     const c = await build(['--output', 'type=oci,dest=x.tar,compression=lz4']);
     expect(lastLine(c.stderr)).toBe('ERROR: invalid output "type=oci,dest=x.tar,compression=lz4": unknown compression "lz4" (valid: gzip, zstd, uncompressed)');
   });
