@@ -62,8 +62,13 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
     progress,
     signal: controller.signal,
   };
+  if (builderAddr && (argv.load || argv.annotation)) {
+    throw new UserError('USAGE', `--${argv.load ? 'load' : 'annotation'} is not supported with --builder yet`);
+  }
   const result = builderAddr ? await remoteBuild({
     ...common,
+    // The server pushes: --push travels as the output it stands for.
+    outputs: argv.push ? [...(common.outputs ?? []), 'type=image,push=true'] : common.outputs,
     addr: builderAddr,
     token: process.env.BUILDER_TOKEN,
   }) : await build({
