@@ -204,7 +204,7 @@ export class RegistryClient {
           ...(body && !(body instanceof Uint8Array) ? { duplex: 'half' } : {}),
         } as RequestInit);
       } catch (err) {
-        if (attempt < attempts) { await backoff(attempt); continue; }
+        if (attempt < attempts && transient(err)) { await backoff(attempt); continue; }
         throw new RegistryUnreachableError(ref.toString(), host, err);
       }
       if (res.status === 401 && !authorized) {
@@ -283,6 +283,15 @@ export interface SendOptions {
   okStatus?: number[];
   /** How the request is named in errors. */
   what?: string;
+}
+
+/** A network failure worth retrying: not an unknown host or a port fetch refuses to use. */
+function transient(err: unknown): boolean {
+  for (let e: unknown = err; e instanceof Error; e = e.cause) {
+    const code = (e as { code?: string }).code;
+    if (code === 'ENOTFOUND' || /bad port/.test(e.message)) return false;
+  }
+  return true;
 }
 
 /** 200 ms, 400 ms, 800 ms...: a registry restarting or a dropped connection gets a moment. */
