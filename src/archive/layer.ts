@@ -5,7 +5,8 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
-import { Transform } from 'node:stream';
+import { spawn } from 'node:child_process';
+import { Duplex, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip, createGzip } from 'node:zlib';
 import type { Digest } from '../../solver/llb/ops.js';
@@ -102,7 +103,14 @@ export async function writeLayerTar(dir: string, out: NodeJS.WritableStream, opt
         await walk(p, `${tarName}/`);
         continue;
       } else if (st.isFile()) {
-        await w.add({ ...base, name: tarName, type: 'file', size: Number(st.size) }, fs.createReadStream(p));
+        // The descriptor is closed here, not whenever the stream gets to it: a mount being archived
+        // must not be busy when the caller unmounts it.
+        const h = await fsp.open(p, 'r');
+        try {
+          await w.add({ ...base, name: tarName, type: 'file', size: Number(st.size) }, h.createReadStream({ autoClose: false }));
+        } finally {
+          await h.close();
+        }
       } else if (st.isSymbolicLink()) {
         await w.add({ ...base, name: tarName, type: 'symlink', size: 0, linkname: await fsp.readlink(p) });
       } else if (st.isCharacterDevice() || st.isBlockDevice()) {
@@ -265,19 +273,53 @@ function lstatOrNull(p: string): fs.Stats | null {
 
 // ------------------------------------------------------------------ blobs
 
-/** Tars, hashes (diff id) and gzips a layer directory into the store in one pass. */
-export async function createLayerBlob(store: ContentStore, dir: string, opts: LayerTarOptions = {}): Promise<LayerBlob> {
+export type Compression = 'gzip' | 'zstd' | 'uncompressed';
+
+export interface LayerBlobOptions extends LayerTarOptions {
+  compression?: Compression;
+  /** gzip 0-9 (default 6, zlib's), zstd 1-19 (default 3). */
+  level?: number;
+}
+
+const MEDIA_TYPES: Record<Compression, string> = {
+  gzip: MEDIA_TYPE_LAYER_GZIP,
+  zstd: 'application/vnd.oci.image.layer.v1.tar+zstd',
+  uncompressed: 'application/vnd.oci.image.layer.v1.tar',
+};
+
+export class CompressionError extends UserError {
+  constructor(message: string) { super('COMPRESSION', message); }
+}
+
+/** The compressor as a duplex stream. zstd is Debian's `zstd` program: Node 20's zlib has no zstd. */
+function compressor(c: Compression, level: number | undefined): NodeJS.ReadWriteStream {
+  if (c === 'gzip') return createGzip(level !== undefined ? { level } : {});
+  if (c === 'uncompressed') return new Transform({ transform(chunk, _e, cb) { cb(null, chunk); } });
+  const lvl = Math.max(1, level ?? 3);
+  // Levels above 19 need --ultra; BuildKit allows up to 22.
+  const child = spawn('zstd', ['-q', '-c', ...(lvl > 19 ? ['--ultra'] : []), `-${lvl}`, '--no-progress'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const out = Duplex.from({ writable: child.stdin, readable: child.stdout });
+  child.on('error', (e) => out.destroy(new CompressionError(`compression=zstd needs the zstd program: ${e.message}`)));
+  child.on('exit', (code) => { if (code) out.destroy(new CompressionError(`zstd exited with ${code}: ${stderr.trim()}`)); });
+  return out;
+}
+
+/** Tars, hashes (diff id) and compresses a layer directory into the store in one pass. */
+export async function createLayerBlob(store: ContentStore, dir: string, opts: LayerBlobOptions = {}): Promise<LayerBlob> {
+  const compression = opts.compression ?? 'gzip';
   const hash = createHash('sha256');
   const tarOut = new Transform({ transform(chunk: Buffer, _enc, cb) { hash.update(chunk); cb(null, chunk); } });
   const writer = await store.openWriter();
-  // Default level and Node's fixed gzip header (no name, mtime 0): equal trees give equal blobs.
-  const piped = pipeline(tarOut, createGzip(), writer);
+  // Fixed level and Node's fixed gzip header (no name, mtime 0): equal trees give equal blobs.
+  const piped = pipeline(tarOut, compressor(compression, opts.level), writer);
   try {
     const entries = await writeLayerTar(dir, tarOut, opts);
     tarOut.end();
     await piped;
     const { digest, size } = await writer.commit();
-    return { digest, size, diffID: `sha256:${hash.digest('hex')}`, mediaType: MEDIA_TYPE_LAYER_GZIP, empty: entries === 0 };
+    return { digest, size, diffID: `sha256:${hash.digest('hex')}`, mediaType: MEDIA_TYPES[compression], empty: entries === 0 };
   } catch (e) {
     tarOut.destroy();
     await piped.catch(() => undefined);
@@ -298,14 +340,32 @@ const PLAIN_TYPES = new Set([
   'application/vnd.docker.image.rootfs.diff.tar',
 ]);
 
+const ZSTD_TYPES = new Set([
+  'application/vnd.oci.image.layer.v1.tar+zstd',
+  'application/vnd.oci.image.layer.nondistributable.v1.tar+zstd',
+  'application/vnd.docker.image.rootfs.diff.tar.zstd',
+]);
+
+/** `zstd -d` as a duplex stream (Node 20's zlib has no zstd). */
+function zstdDecompressor(): NodeJS.ReadWriteStream {
+  const child = spawn('zstd', ['-q', '-d', '-c'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const out = Duplex.from({ writable: child.stdin, readable: child.stdout });
+  child.on('error', (e) => out.destroy(new CompressionError(`zstd layers need the zstd program: ${e.message}`)));
+  child.on('exit', (code) => { if (code) out.destroy(new CompressionError(`zstd -d exited with ${code}: ${stderr.trim()}`)); });
+  return out;
+}
+
 /** Extracts a layer blob from the store into an empty directory; returns the diff id it hashed. */
 export async function applyLayerBlob(store: ContentStore, blob: { digest: Digest; mediaType: string }, dir: string): Promise<{ diffID: Digest }> {
   const gzip = GZIP_TYPES.has(blob.mediaType);
-  if (!gzip && !PLAIN_TYPES.has(blob.mediaType)) throw new UnsupportedMediaTypeError(blob.mediaType);
+  const zstd = ZSTD_TYPES.has(blob.mediaType);
+  if (!gzip && !zstd && !PLAIN_TYPES.has(blob.mediaType)) throw new UnsupportedMediaTypeError(blob.mediaType);
   const hash = createHash('sha256');
   const tarIn = new Transform({ transform(chunk: Buffer, _enc, cb) { hash.update(chunk); cb(null, chunk); } });
   const source = store.createReadStream(blob.digest);
-  const piped = gzip ? pipeline(source, createGunzip(), tarIn) : pipeline(source, tarIn);
+  const piped = gzip ? pipeline(source, createGunzip(), tarIn) : zstd ? pipeline(source, zstdDecompressor(), tarIn) : pipeline(source, tarIn);
   try {
     await applyLayerTar(tarIn, dir);
     await piped;

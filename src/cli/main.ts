@@ -9,6 +9,8 @@ import { UserError } from '../util/errors.js';
 import { installEmulators } from '../index.js';
 import { serve } from '../server/server.js';
 import { remoteBuild } from '../server/client.js';
+import { writeBuildFiles } from '../client/metadata.js';
+import { imageCommands } from './images.js';
 
 function parseKeyValues(list: string[] | undefined, flag: string): Record<string, string> {
   const out: Record<string, string> = {};
@@ -60,8 +62,13 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
     progress,
     signal: controller.signal,
   };
+  if (builderAddr && (argv.load || argv.annotation)) {
+    throw new UserError('USAGE', `--${argv.load ? 'load' : 'annotation'} is not supported with --builder yet`);
+  }
   const result = builderAddr ? await remoteBuild({
     ...common,
+    // The server pushes: --push travels as the output it stands for.
+    outputs: argv.push ? [...(common.outputs ?? []), 'type=image,push=true'] : common.outputs,
     addr: builderAddr,
     token: process.env.BUILDER_TOKEN,
   }) : await build({
@@ -72,6 +79,9 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
     ssh: list(argv.ssh),
     noCacheFilter: list(argv['no-cache-filter'])?.flatMap((v) => v.split(',')).filter(Boolean),
     pull: argv.pull as boolean | undefined,
+    push: argv.push as boolean | undefined,
+    load: argv.load as boolean | undefined,
+    annotations: parseKeyValues(list(argv.annotation), 'annotation'),
     maxParallelism: argv['max-parallelism'] as number | undefined,
     check: argv.check as boolean | undefined,
   });
@@ -83,8 +93,9 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
   }
   const summary = warningSummary(result.warnings);
   if (summary.length > 0) process.stderr.write(summary.join('\n') + '\n');
-  if (!argv.output || list(argv.output)!.length === 0) {
-    process.stderr.write('WARNING: No output specified; the build result is only kept in the state directory. Use --output type=oci,dest=FILE, type=docker,dest=FILE or type=local,dest=DIR.\n');
+  await writeBuildFiles(result, { iidfile: argv.iidfile as string | undefined, metadataFile: argv['metadata-file'] as string | undefined });
+  if (result.exports.length === 0) {
+    process.stderr.write('WARNING: No output specified; the build result is only kept in the build cache. Use -t NAME to keep the image, --push, or --output type=oci,dest=FILE, type=docker,dest=FILE or type=local,dest=DIR.\n');
   }
   if (mode === 'quiet' && result.configDigest) process.stdout.write(result.configDigest + '\n');
   else if (result.configDigest) process.stderr.write(`image config ${result.configDigest}, manifest ${result.manifestDigest}\n`);
@@ -150,9 +161,15 @@ async function main(): Promise<void> {
         .option('secret', { type: 'string', describe: 'Secret to expose to the build (format: "id=mysecret[,src=/local/secret]" or "id=mysecret,env=VAR")' })
         .option('ssh', { type: 'string', describe: 'SSH agent socket to expose to the build (format: "default|<id>[=<socket>]")' })
         .option('builder', { type: 'string', describe: 'Build on a "builder serve" server: unix:///path or tcp://host:port (env BUILDER_HOST; token in BUILDER_TOKEN)' })
-        .option('allow', { type: 'string', describe: 'Allow extra privileged entitlement (e.g., "network.host", "security.insecure")' }),
+        .option('allow', { type: 'string', describe: 'Allow extra privileged entitlement (e.g., "network.host", "security.insecure")' })
+        .option('push', { type: 'boolean', describe: 'Shorthand for "--output=type=registry"' })
+        .option('load', { type: 'boolean', describe: 'Shorthand for "--output=type=docker"' })
+        .option('annotation', { type: 'string', describe: 'Add annotation to the image' })
+        .option('iidfile', { type: 'string', describe: 'Write the image ID to a file' })
+        .option('metadata-file', { type: 'string', describe: 'Write build result metadata to a file' }),
       (argv) => runBuild(argv as Record<string, unknown>),
     )
+    .command(imageCommands)
     .command(
       'serve',
       'Run the build engine as a server that "builder build --builder ADDR" uses',

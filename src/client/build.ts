@@ -10,7 +10,7 @@ import type { Digest, OpMetadata, Platform } from '../../solver/llb/ops.js';
 import { Worker, ExecError, type WorkerRef } from '../worker/worker.js';
 import { PlainProgress, type ProgressWriter } from '../progress/printer.js';
 import { UserError, BuilderError } from '../util/errors.js';
-import { parseOutput, type OutputSpec } from './outputs.js';
+import { parseOutput, parseSourceDateEpoch, resolveOutputs, type OutputSpec } from './outputs.js';
 import { exportImage, type ExportResult } from './export.js';
 import { parsePlatforms, hostPlatform } from './platform.js';
 import { StateLock } from './lock.js';
@@ -44,6 +44,12 @@ export interface BuildOptions {
   /** OCI runtime binary: `runc` (default), `crun`, or a path. */
   ociRuntime?: string;
   insecureRegistries?: string[];
+  /** `--push`: shorthand for `--output type=image,push=true` (with the tags). */
+  push?: boolean;
+  /** `--load`: shorthand for `--output type=docker` (into the docker daemon). */
+  load?: boolean;
+  /** `--annotation`: manifest annotations for every image output. */
+  annotations?: Record<string, string>;
   noCache?: boolean;
   /** Stages whose steps ignore the cache (`--no-cache-filter`). */
   noCacheFilter?: string[];
@@ -112,7 +118,8 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
   const contextDir = path.resolve(opts.context);
   const dockerfilePath = path.resolve(opts.file ?? path.join(contextDir, 'Dockerfile'));
   const filename = path.basename(dockerfilePath);
-  const outputs = (opts.outputs ?? []).map((o) => (typeof o === 'string' ? parseOutput(o) : o));
+  const outputs = resolveOutputs((opts.outputs ?? []).map((o) => (typeof o === 'string' ? parseOutput(o) : o)), opts);
+  const sourceDateEpoch = parseSourceDateEpoch(opts.buildArgs?.SOURCE_DATE_EPOCH ?? process.env.SOURCE_DATE_EPOCH);
   const platforms = opts.platform ? parsePlatforms(opts.platform) : [hostPlatform()];
 
   const allowed = parseEntitlements(opts.allow ?? []);
@@ -208,7 +215,9 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
     const exports: ExportResult[] = [];
     for (const output of outputs) {
       const results = perPlatform.map((c, i) => ({ ref: refs[i], image: c.image, platform: platforms[i] }));
-      exports.push(await exportImage(worker, results, output, { tags: opts.tags ?? [], progress }));
+      exports.push(await exportImage(worker, results, output, {
+        tags: opts.tags ?? [], progress, sourceDateEpoch, annotations: opts.annotations, insecureRegistries: opts.insecureRegistries,
+      }));
     }
     const gcLimit = opts.gcKeepStorage ?? (process.env.BUILDER_GC_KEEP_STORAGE ? parseSize(process.env.BUILDER_GC_KEEP_STORAGE) : undefined);
     if (gcLimit !== undefined) await autoGC(root, gcLimit);

@@ -1,17 +1,22 @@
-// From a solved result to an output: layer blobs for the result's snapshots (compressed once and remembered
-// per snapshot), an image config and manifest, then the exporter the output names.
+// From a solved result to an output: layer blobs for the result's snapshots (compressed once per variant and
+// remembered per snapshot), an image config and manifest, then the exporter the output names.
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { spawn } from 'node:child_process';
 import type { Digest, Platform } from '../../solver/llb/ops.js';
 import type { Worker, WorkerRef, SnapshotInfo } from '../worker/worker.js';
-import path from 'node:path';
 import type { ImageConfigFile, HistoryEntry, Descriptor } from '../image/types.js';
-import { createLayerBlob } from '../archive/layer.js';
+import { createLayerBlob, writeLayerTar, type Compression } from '../archive/layer.js';
 import { writeImage, type LayerDesc } from '../exporter/image.js';
-import { exportOCITar } from '../exporter/oci.js';
+import { exportLayoutDir, exportLayoutTar, writeImageIndex } from '../exporter/oci.js';
 import { exportDockerTar } from '../exporter/docker.js';
 import { exportLocalDir } from '../exporter/local.js';
 import { parseReference } from '../registry/reference.js';
+import { RegistryClient } from '../registry/client.js';
+import { pushImage } from '../registry/push.js';
 import type { ProgressWriter } from '../progress/printer.js';
-import type { OutputSpec } from './outputs.js';
+import { boolAttr, type OutputSpec } from './outputs.js';
 import { UserError } from '../util/errors.js';
 
 export interface ExportResult {
@@ -19,25 +24,53 @@ export interface ExportResult {
   dest?: string;
   manifestDigest?: Digest;
   configDigest?: Digest;
+  /** The manifest's descriptor (buildx's containerimage.descriptor). */
+  descriptor?: Descriptor;
+  /** Full image names it was exported under. */
+  names?: string[];
 }
 
 export class UnsupportedOutputError extends UserError {
   constructor(message: string) { super('UNSUPPORTED_OUTPUT', message); }
 }
 
+export interface LayerVariant {
+  compression?: Compression;
+  level?: number;
+  /** Clamp file mtimes to this (rewrite-timestamp with SOURCE_DATE_EPOCH). */
+  sourceDateEpoch?: number;
+  /** Recompress layers that already have a blob in another compression. */
+  force?: boolean;
+}
+
+type BlobRecord = { digest: Digest; size: number; mediaType: string; diffID: Digest };
+/** What the exporter adds to a snapshot's record: blobs per variant, and whether it made the layer's blob. */
+type ExportInfo = SnapshotInfo & { built?: boolean; variants?: Record<string, BlobRecord> };
+
 /** Compressed blobs for each layer of a result, creating those not made before. */
-export async function layerBlobs(worker: Worker, ref: WorkerRef): Promise<LayerDesc[]> {
+export async function layerBlobs(worker: Worker, ref: WorkerRef, variant: LayerVariant = {}): Promise<LayerDesc[]> {
+  const compression = variant.compression ?? 'gzip';
+  const key = `${compression}:${variant.level ?? ''}:${variant.sourceDateEpoch ?? ''}`;
+  const isDefault = key === 'gzip::';
   const out: LayerDesc[] = [];
   for (const id of ref.layers) {
-    const info = ((await worker.snapshots.info(id)) ?? {}) as SnapshotInfo;
-    if (info.blob && info.diffID && (await worker.store.has(info.blob.digest))) {
-      out.push({ ...info.blob, diffID: info.diffID });
+    const info = ((await worker.snapshots.info(id)) ?? {}) as ExportInfo;
+    const pulled = info.blob && !info.built;
+    // A pulled layer keeps its blob (its digest is what the base image says) unless recompression is forced.
+    const reuse = info.blob && info.diffID && (isDefault || (pulled && (!variant.force || info.blob.mediaType.endsWith(compression === 'uncompressed' ? '.tar' : compression))))
+      ? { ...info.blob, diffID: info.diffID }
+      : info.variants?.[key];
+    if (reuse && (await worker.store.has(reuse.digest))) {
+      out.push(reuse);
       continue;
     }
-    const blob = await createLayerBlob(worker.store, worker.snapshots.fsPath(id));
-    const updated: SnapshotInfo = { ...info, diffID: blob.diffID, blob: { digest: blob.digest, size: blob.size, mediaType: blob.mediaType } };
+    const blob = await createLayerBlob(worker.store, worker.snapshots.fsPath(id), variant);
+    const rec: BlobRecord = { digest: blob.digest, size: blob.size, mediaType: blob.mediaType, diffID: blob.diffID };
+    const updated: ExportInfo = isDefault
+      ? { ...info, built: true, diffID: blob.diffID, blob: { digest: blob.digest, size: blob.size, mediaType: blob.mediaType } }
+      : { ...info, variants: { ...(info.variants ?? {}), [key]: rec } };
     await worker.snapshots.setInfo(id, updated);
-    out.push({ digest: blob.digest, size: blob.size, mediaType: blob.mediaType, diffID: blob.diffID });
+    out.push(rec);
   }
   return out;
 }
@@ -56,8 +89,13 @@ async function newestLayerTime(worker: Worker, ref: WorkerRef): Promise<string |
  * Fills in what the frontend cannot know: rootfs from the actual layers, platform, and a history aligned
  * with the layers (one non-empty entry per layer, as BuildKit's exporter normalizes it).
  */
-export function finalizeConfig(image: ImageConfigFile, layers: LayerDesc[], platform: Platform, createdAt?: string): ImageConfigFile {
-  const created = createdAt ?? new Date().toISOString();
+export function finalizeConfig(
+  image: ImageConfigFile, layers: LayerDesc[], platform: Platform, sourceDateEpoch?: number, createdAt?: string,
+): ImageConfigFile {
+  // RFC 3339 without fractional seconds, as Go prints a whole-second time (BuildKit's output).
+  const epoch = sourceDateEpoch !== undefined ? new Date(sourceDateEpoch * 1000).toISOString().replace('.000Z', 'Z') : undefined;
+  // Without SOURCE_DATE_EPOCH: the time the newest layer was made, so a fully cached rebuild gives the same image.
+  const created = epoch ?? createdAt ?? new Date().toISOString();
   const history: HistoryEntry[] = (image.history ?? []).map((h: HistoryEntry) => ({ ...h }));
   let nonEmpty = history.filter((h) => !h.empty_layer).length;
   // More layers than history entries: describe the extra (oldest) ones, as BuildKit does.
@@ -69,14 +107,19 @@ export function finalizeConfig(image: ImageConfigFile, layers: LayerDesc[], plat
   for (let i = history.length - 1; i >= 0 && nonEmpty > layers.length; i--) {
     if (!history[i].empty_layer) { history[i].empty_layer = true; nonEmpty--; }
   }
-  for (const h of history) if (!h.created) h.created = created;
+  for (const h of history) {
+    if (!h.created) h.created = created;
+    // SOURCE_DATE_EPOCH: nothing may claim to be newer than it (BuildKit clamps base history the same way).
+    else if (epoch && Date.parse(h.created) > Date.parse(epoch)) h.created = epoch;
+  }
   const { variant: _baseVariant, ...rest } = image;
   return {
     ...rest,
     architecture: platform.architecture,
     os: platform.os,
     ...(platform.variant ? { variant: platform.variant } : {}),
-    created: image.created ?? created,
+    // As BuildKit: an explicit earlier creation time stays, anything later is clamped to the epoch.
+    created: epoch && !(image.created && Date.parse(image.created) < Date.parse(epoch)) ? epoch : image.created ?? created,
     rootfs: { type: 'layers', diff_ids: layers.map((l) => l.diffID) },
     history,
   };
@@ -84,6 +127,16 @@ export function finalizeConfig(image: ImageConfigFile, layers: LayerDesc[], plat
 
 function imageNames(output: OutputSpec, tags: string[]): string[] {
   return (output.names ?? tags).map((n) => parseReference(n).toString());
+}
+
+export interface ExportOptions {
+  tags: string[];
+  progress: ProgressWriter;
+  /** SOURCE_DATE_EPOCH, Unix seconds. */
+  sourceDateEpoch?: number;
+  /** `--annotation` values (manifest annotations). */
+  annotations?: Record<string, string>;
+  insecureRegistries?: string[];
 }
 
 /** One platform's result: its snapshot chain, the image config the frontend made, its platform. */
@@ -97,50 +150,92 @@ export async function exportImage(
   worker: Worker,
   results: PlatformResult[],
   output: OutputSpec,
-  opts: { tags: string[]; progress: ProgressWriter },
+  opts: ExportOptions,
 ): Promise<ExportResult> {
   const vertex = `export:${output.type}:${output.dest ?? ''}`;
   const progress = opts.progress;
   const multi = results.length > 1;
-  if (output.type === 'local') {
-    progress.start({ id: vertex, name: 'exporting to client directory' });
+  if (output.type === 'local' || output.type === 'tar') {
+    progress.start({ id: vertex, name: output.type === 'local' ? 'exporting to client directory' : 'exporting to client tarball' });
+    if (output.type === 'tar' && multi) throw new UnsupportedOutputError('type=tar takes one platform; use type=local or type=oci for several');
     // Several platforms: one subdirectory each (`linux_arm64`), as buildx writes them.
     for (const r of results) {
       const dest = multi ? path.join(output.dest!, platformDirName(r.platform)) : output.dest!;
       const mounted = await worker.snapshots.mount(r.ref.layers);
       try {
-        await exportLocalDir(mounted.target, dest);
+        if (output.type === 'local') await exportLocalDir(mounted.target, dest);
+        else await exportFilesystemTar(mounted.target, dest);
       } finally {
         await mounted.unmount();
       }
     }
     progress.done(vertex);
-    return { type: 'local', dest: output.dest };
+    return { type: output.type, dest: output.dest };
   }
-  if (output.type !== 'oci' && output.type !== 'docker') {
-    throw new UnsupportedOutputError(`output type "${output.type}" is not supported yet (use oci, docker or local)`);
+
+  const compression = (output.attrs.compression ?? 'gzip') as Compression;
+  const level = output.attrs['compression-level'] !== undefined ? Number(output.attrs['compression-level']) : undefined;
+  const rewrite = boolAttr(output, 'rewrite-timestamp');
+  if (rewrite && opts.sourceDateEpoch === undefined) {
+    throw new UnsupportedOutputError('rewrite-timestamp=true needs SOURCE_DATE_EPOCH (environment or --build-arg)');
   }
-  if (!output.dest) {
-    throw new UnsupportedOutputError(`type=${output.type} needs dest=FILE (loading into a docker daemon is not supported yet)`);
+  // zstd layers have no Docker media type that every runtime reads: BuildKit switches to OCI types too.
+  const oci = boolAttr(output, 'oci-mediatypes', output.type === 'oci') || compression === 'zstd';
+  const annotations: Record<string, string> = { ...(opts.annotations ?? {}) };
+  for (const [k, v] of Object.entries(output.attrs)) {
+    const m = /^annotation(?:-manifest)?\.(.+)$/.exec(k);
+    if (m) annotations[m[1]] = v;
+  }
+  if (Object.keys(annotations).length && !oci) {
+    throw new UnsupportedOutputError(`annotations need OCI media types: add oci-mediatypes=true to type=${output.type}`);
   }
   if (output.type === 'docker' && multi) {
     throw new UnsupportedOutputError('docker exporter does not currently support exporting manifest lists: use --output type=oci for several platforms');
   }
-  progress.start({ id: vertex, name: output.type === 'oci' ? 'exporting to oci image format' : 'exporting to docker image format' });
+  const names = imageNames(output, opts.tags);
+  const push = output.type === 'registry' || boolAttr(output, 'push');
+  if (push && names.length === 0) throw new UnsupportedOutputError(`type=${output.type} with push needs a name (name=REF or -t REF)`);
+
+  progress.start({ id: vertex, name: `exporting to ${output.type === 'oci' ? 'oci image format' : output.type === 'docker' ? 'docker image format' : 'image'}` });
   const images: { manifest: Descriptor; config: Descriptor; platform: Platform }[] = [];
   for (const r of results) {
-    const layers = await layerBlobs(worker, r.ref);
-    const config = finalizeConfig(r.image, layers, r.platform, await newestLayerTime(worker, r.ref));
-    const written = await writeImage(worker.store, { config, layers });
+    const layers = await layerBlobs(worker, r.ref, {
+      compression,
+      level,
+      sourceDateEpoch: rewrite ? opts.sourceDateEpoch : undefined,
+      force: boolAttr(output, 'force-compression'),
+    });
+    const config = finalizeConfig(r.image, layers, r.platform, opts.sourceDateEpoch, await newestLayerTime(worker, r.ref));
+    const written = await writeImage(worker.store, { config, layers }, { oci, annotations });
     images.push({ manifest: written.manifest, config: written.config, platform: r.platform });
   }
-  const names = imageNames(output, opts.tags);
-  let root: Descriptor;
+  // One platform: the manifest itself; several: an index (a Docker manifest list with Docker types).
+  const root = multi ? await writeImageIndex(worker.store, images) : images[0].manifest;
+
   if (output.type === 'oci') {
-    root = await exportOCITar(worker.store, images, { dest: output.dest, names });
+    if (boolAttr(output, 'tar', true)) await exportLayoutTar(worker.store, root, { dest: output.dest!, names });
+    else await exportLayoutDir(worker.store, root, { dest: output.dest!, names });
+  } else if (output.type === 'docker') {
+    if (output.dest) await exportDockerTar(worker.store, { manifest: root }, { dest: output.dest, names });
+    else await loadIntoDocker(worker, root, names);
   } else {
-    await exportDockerTar(worker.store, { manifest: images[0].manifest }, { dest: output.dest, names });
-    root = images[0].manifest;
+    if (names.length && boolAttr(output, 'store', true)) await worker.images.put(names, root);
+    if (push) {
+      const insecure = [...(opts.insecureRegistries ?? [])];
+      if (boolAttr(output, 'registry.insecure') || boolAttr(output, 'insecure')) insecure.push(...names.map((n) => parseReference(n).domain));
+      const client = insecure.length ? new RegistryClient({ insecureRegistries: insecure }) : worker.registry;
+      const pushId = `push:${names.join(',')}`;
+      progress.start({ id: pushId, name: `pushing ${names.join(', ')}` });
+      try {
+        // Base layers pushed to the registry they came from are mounted, not uploaded again.
+        const mountFrom = (await worker.resolvedImages()).map((i) => i.ref);
+        await pushImage(client, worker.store, root, names.map(parseReference), { mountFrom });
+      } catch (e) {
+        progress.error(pushId, (e as Error).message);
+        throw e;
+      }
+      progress.done(pushId);
+    }
   }
   progress.done(vertex);
   return {
@@ -148,7 +243,48 @@ export async function exportImage(
     dest: output.dest,
     manifestDigest: root.digest as Digest,
     ...(multi ? {} : { configDigest: images[0].config.digest as Digest }),
+    descriptor: root,
+    names,
   };
+}
+
+/** A tar of the final filesystem (`type=tar`, `-o -`), numeric owners and sorted entries like a layer. */
+async function exportFilesystemTar(dir: string, dest: string): Promise<void> {
+  if (dest === '-') {
+    await writeLayerTar(dir, process.stdout);
+    return;
+  }
+  const tmp = path.join(path.dirname(path.resolve(dest)), `.${path.basename(dest)}.${process.pid}.tmp`);
+  const out = fs.createWriteStream(tmp, { mode: 0o644 });
+  try {
+    await writeLayerTar(dir, out);
+    out.end();
+    await new Promise<void>((resolve, reject) => out.once('close', resolve).once('error', reject));
+    await fsp.rename(tmp, dest);
+  } catch (e) {
+    out.destroy();
+    await fsp.rm(tmp, { force: true });
+    throw e;
+  }
+}
+
+/** `--load`: the docker tarball streamed into `docker load`; a missing daemon is a user error. */
+async function loadIntoDocker(worker: Worker, manifest: Descriptor, names: string[]): Promise<void> {
+  const tmp = path.join(worker.opts.root, `load-${process.pid}-${Date.now()}.tar`);
+  try {
+    await exportDockerTar(worker.store, { manifest }, { dest: tmp, names });
+    const docker = process.env.BUILDER_DOCKER ?? 'docker';
+    const child = spawn(docker, ['load', '-i', tmp], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const code = await new Promise<number>((resolve) => {
+      child.once('error', (e) => { stderr = e.message; resolve(-1); });
+      child.once('close', (c) => resolve(c ?? -1));
+    });
+    if (code !== 0) throw new UnsupportedOutputError(`loading into docker failed (is a docker daemon running?): ${stderr.trim().split('\n').pop()}`);
+  } finally {
+    await fsp.rm(tmp, { force: true });
+  }
 }
 
 /** `linux/arm/v7` -> `linux_arm_v7`. */

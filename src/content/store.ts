@@ -141,8 +141,9 @@ export class ContentStore {
     }
   }
 
-  createReadStream(d: Digest): fs.ReadStream {
-    return fs.createReadStream(this.blobPath(d));
+  /** The blob's bytes, or the inclusive range `start..end` of them. */
+  createReadStream(d: Digest, range?: { start: number; end: number }): fs.ReadStream {
+    return fs.createReadStream(this.blobPath(d), range);
   }
 
   /** A writer for a new blob; see BlobWriter. */

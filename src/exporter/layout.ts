@@ -75,6 +75,31 @@ export async function writeLayoutTar(
   }
 }
 
+/**
+ * Writes a layout directory: blobs first (each copied to a temp name and renamed), then oci-layout and
+ * index.json, replaced atomically, so the index never names a missing blob. Blobs already there stay.
+ */
+export async function writeLayoutDir(store: ContentStore, contents: { blobs: Descriptor[]; index: Index }, dest: string): Promise<void> {
+  const blobDir = path.join(dest, 'blobs', 'sha256');
+  await fsp.mkdir(blobDir, { recursive: true });
+  for (const blob of contents.blobs) {
+    const target = path.join(dest, blobName(blob));
+    if (await fsp.stat(target).then((s) => s.size === blob.size, () => false)) continue;
+    if (!(await store.has(blob.digest))) throw new BlobNotFoundError(blob.digest);
+    const tmp = `${target}.${randomBytes(6).toString('hex')}.tmp`;
+    await fsp.copyFile(store.blobPath(blob.digest), tmp);
+    await fsp.chmod(tmp, 0o644);
+    await fsp.rename(tmp, target);
+  }
+  const put = async (name: string, data: string) => {
+    const tmp = path.join(dest, `.${name}.${randomBytes(6).toString('hex')}.tmp`);
+    await fsp.writeFile(tmp, data, { mode: 0o644 });
+    await fsp.rename(tmp, path.join(dest, name));
+  };
+  await put('oci-layout', JSON.stringify({ imageLayoutVersion: '1.0.0' }));
+  await put('index.json', JSON.stringify(contents.index));
+}
+
 async function fillArchive(
   pack: tar.Pack,
   store: ContentStore,

@@ -4,7 +4,7 @@ import type { Platform } from '../../solver/llb/ops.js';
 import type { ContentStore } from '../content/store.js';
 import { MediaType, type Descriptor, type Index } from '../image/types.js';
 import { parseReference } from '../registry/reference.js';
-import { layoutIndex, reachableBlobs, writeLayoutTar } from './layout.js';
+import { layoutIndex, reachableBlobs, writeLayoutDir, writeLayoutTar } from './layout.js';
 
 export interface TarExportOptions {
   /** A file path, or `-` for standard output. */
@@ -18,18 +18,31 @@ export async function exportOCITar(
   images: { manifest: Descriptor; platform?: Platform }[],
   opts: TarExportOptions,
 ): Promise<Descriptor> {
-  const root = images.length === 1 ? images[0].manifest : await writeIndex(store, images);
+  const root = images.length === 1 ? images[0].manifest : await writeImageIndex(store, images);
   const blobs = await reachableBlobs(store, [root]);
   const index = layoutIndex(root, opts.names.map(parseReference));
   await writeLayoutTar(store, { blobs, index }, opts.dest);
   return root;
 }
 
-/** The multi-platform index, stored like any other blob so it is exported as one. */
-async function writeIndex(store: ContentStore, images: { manifest: Descriptor; platform?: Platform }[]): Promise<Descriptor> {
+/** The layout tarball of an image already in the store (a manifest or an index). */
+export async function exportLayoutTar(store: ContentStore, root: Descriptor, opts: TarExportOptions): Promise<void> {
+  const blobs = await reachableBlobs(store, [root]);
+  await writeLayoutTar(store, { blobs, index: layoutIndex(root, opts.names.map(parseReference)) }, opts.dest);
+}
+
+/** The same layout as a directory (`tar=false`), as umoci and skopeo's `oci:` transport read it. */
+export async function exportLayoutDir(store: ContentStore, root: Descriptor, opts: TarExportOptions): Promise<void> {
+  const blobs = await reachableBlobs(store, [root]);
+  await writeLayoutDir(store, { blobs, index: layoutIndex(root, opts.names.map(parseReference)) }, opts.dest);
+}
+
+/** The multi-platform index (a Docker manifest list for Docker manifests), stored like any other blob. */
+export async function writeImageIndex(store: ContentStore, images: { manifest: Descriptor; platform?: Platform }[]): Promise<Descriptor> {
+  const mediaType = images.every((i) => i.manifest.mediaType === MediaType.dockerManifest) ? MediaType.dockerManifestList : MediaType.ociIndex;
   const index: Index = {
     schemaVersion: 2,
-    mediaType: MediaType.ociIndex,
+    mediaType,
     manifests: images.map(({ manifest, platform }) => ({
       mediaType: manifest.mediaType,
       digest: manifest.digest,
@@ -38,5 +51,5 @@ async function writeIndex(store: ContentStore, images: { manifest: Descriptor; p
     })),
   };
   const written = await store.write(Buffer.from(JSON.stringify(index)));
-  return { mediaType: MediaType.ociIndex, digest: written.digest, size: written.size };
+  return { mediaType, digest: written.digest, size: written.size };
 }

@@ -1,9 +1,7 @@
 // Registry authentication as the distribution token spec describes it: a 401 names a Bearer realm (or Basic),
 // we get a token (anonymous, or with the user's credentials from the Docker config) for the host and scope,
-// and retry. Tokens are cached per host and scope until they expire.
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
+// and retry. Tokens are cached per host and scope until they expire. Credentials come from ./credentials.ts.
+import { lookupCredentials } from './credentials.js';
 
 export interface Credentials {
   username: string;
@@ -26,39 +24,6 @@ export function parseChallenge(header: string): Challenge | undefined {
   return { scheme: m[1].toLowerCase(), params };
 }
 
-/** Keys under which `docker login` may have stored a host's credentials. */
-function configKeys(host: string): string[] {
-  if (host === 'registry-1.docker.io' || host === 'docker.io' || host === 'index.docker.io') {
-    return ['https://index.docker.io/v1/', 'index.docker.io', 'docker.io', 'registry-1.docker.io'];
-  }
-  return [host, `https://${host}`, `http://${host}`, `https://${host}/v1/`, `https://${host}/v2/`];
-}
-
-/** Basic credentials from `$DOCKER_CONFIG/config.json` (default `~/.docker/config.json`) `auths`, if any. */
-export function dockerConfigCredentials(host: string, configPath = defaultDockerConfigPath()): Credentials | undefined {
-  let auths: Record<string, { auth?: string; username?: string; password?: string }>;
-  try {
-    auths = JSON.parse(fs.readFileSync(configPath, 'utf8')).auths ?? {};
-  } catch {
-    return undefined;
-  }
-  for (const key of configKeys(host)) {
-    const entry = auths[key];
-    if (!entry) continue;
-    if (entry.username && entry.password) return { username: entry.username, password: entry.password };
-    if (entry.auth) {
-      const decoded = Buffer.from(entry.auth, 'base64').toString('utf8');
-      const colon = decoded.indexOf(':');
-      if (colon > 0) return { username: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
-    }
-  }
-  return undefined;
-}
-
-function defaultDockerConfigPath(): string {
-  return path.join(process.env.DOCKER_CONFIG ?? path.join(os.homedir(), '.docker'), 'config.json');
-}
-
 export class TokenFetchError extends Error {}
 
 const DEFAULT_TOKEN_SECONDS = 60;
@@ -66,7 +31,7 @@ const DEFAULT_TOKEN_SECONDS = 60;
 export class Authorizer {
   private readonly cache = new Map<string, { header: string; expires: number }>();
 
-  constructor(private readonly credentials: (host: string) => Credentials | undefined = (h) => dockerConfigCredentials(h)) {}
+  constructor(private readonly credentials: (host: string) => Credentials | undefined = (h) => lookupCredentials(h)) {}
 
   /** The Authorization header cached for this host and scope, if any. */
   header(host: string, scope: string): string | undefined {
@@ -94,7 +59,8 @@ export class Authorizer {
     if (challenge?.scheme !== 'bearer' || !challenge.params.realm) return false;
     const url = new URL(challenge.params.realm);
     if (challenge.params.service) url.searchParams.set('service', challenge.params.service);
-    url.searchParams.set('scope', scope);
+    // One scope parameter per repository, as distribution's token clients send them.
+    for (const sc of scope.split(' ').filter(Boolean)) url.searchParams.append('scope', sc);
     const headers: Record<string, string> = {};
     if (creds) headers.authorization = `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}`;
     const res = await fetch(url, { headers });

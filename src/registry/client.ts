@@ -16,12 +16,13 @@ import {
   type Index,
   type Manifest,
 } from '../image/types.js';
-import { Authorizer, TokenFetchError } from './auth.js';
+import { Authorizer, TokenFetchError, type Credentials } from './auth.js';
 import {
   ImageNotFoundError,
   NoMatchingPlatformError,
   RegistryResponseError,
   RegistryUnreachableError,
+  LoginError,
   UnauthorizedError,
 } from './errors.js';
 import type { Reference } from './reference.js';
@@ -29,6 +30,10 @@ import type { Reference } from './reference.js';
 export interface RegistryClientOptions {
   /** Hosts (`host:port` as in references) reached over plain HTTP. */
   insecureRegistries?: string[];
+  /** Retries after a network failure, 5xx or 429 (default 4). */
+  retries?: number;
+  /** Where credentials come from (default: the Docker config file and its helpers). */
+  credentials?: (host: string) => Credentials | undefined;
 }
 
 export interface ResolvedImage {
@@ -58,12 +63,15 @@ function isLoopback(host: string): boolean {
 
 export class RegistryClient {
   private readonly insecure: Set<string>;
-  private readonly auth = new Authorizer();
+  private readonly auth: Authorizer;
+  private readonly retries: number;
   /** Concurrent pulls of images sharing a layer download it once. */
   private readonly inflight = new WeakMap<ContentStore, Map<string, Promise<void>>>();
 
   constructor(opts: RegistryClientOptions = {}) {
     this.insecure = new Set(opts.insecureRegistries ?? []);
+    this.auth = new Authorizer(opts.credentials);
+    this.retries = opts.retries ?? 4;
   }
 
   async resolve(ref: Reference, platform: Platform): Promise<ResolvedImage> {
@@ -99,6 +107,18 @@ export class RegistryClient {
       configDescriptor: manifest.config,
       layers: manifest.layers,
     };
+  }
+
+  /** The manifest or index a reference names, as the registry serves it (verified when pinned). */
+  async getManifest(ref: Reference, reference?: string): Promise<{ digest: Digest; bytes: Buffer; mediaType: string; json: Manifest | Index }> {
+    const r = reference ?? ref.digest ?? ref.tag ?? 'latest';
+    const m = await this.fetchManifest(ref, r, r.startsWith('sha256:') ? (r as Digest) : undefined);
+    return { digest: m.digest as Digest, bytes: m.bytes, mediaType: m.mediaType, json: m.json };
+  }
+
+  /** A small blob (a config) into memory, verified. */
+  getBlob(ref: Reference, desc: Descriptor): Promise<Buffer> {
+    return this.fetchDocument(ref, `blobs/${desc.digest}`, '*/*', desc.digest, desc.size);
   }
 
   /** Streams a blob into the store, verified against the descriptor; nothing to do if it is there. */
@@ -159,38 +179,124 @@ export class RegistryClient {
   }
 
   /** One API request, authorized (answering a 401 challenge once), with errors mapped to user errors. */
-  private async request(ref: Reference, method: string, path: string, headers: Record<string, string>): Promise<Response> {
+  private request(ref: Reference, method: string, path: string, headers: Record<string, string>): Promise<Response> {
+    return this.send(ref, method, this.baseURL(ref) + path, { headers, access: 'pull', what: path });
+  }
+
+  /**
+   * A request to a repository URL (relative paths join the repository's base URL; upload locations may be
+   * absolute). Network failures, 5xx and 429 are retried with backoff when the body can be made again;
+   * a 401 is answered once with credentials for the scope.
+   */
+  async send(ref: Reference, method: string, url: string, opts: SendOptions): Promise<Response> {
     const host = ref.registryHost;
-    const scope = `repository:${ref.path}:pull`;
-    const url = this.baseURL(ref) + path;
-    const send = async (): Promise<Response> => {
+    const scope = [`repository:${ref.path}:${opts.access === 'push' ? 'pull,push' : 'pull'}`, ...(opts.extraScopes ?? [])].join(' ');
+    const attempts = opts.body && typeof opts.body !== 'function' && !(opts.body instanceof Uint8Array) ? 1 : this.retries + 1;
+    let authorized = false;
+    for (let attempt = 1; ; attempt++) {
       const authorization = this.auth.header(host, scope);
+      const headers: Record<string, string> = { ...(opts.headers ?? {}), ...(authorization ? { authorization } : {}) };
+      const body = typeof opts.body === 'function' ? opts.body() : opts.body;
+      let res: Response;
       try {
-        return await fetch(url, { method, headers: authorization ? { ...headers, authorization } : headers });
+        res = await fetch(url, {
+          method, headers, body: body as BodyInit | undefined, redirect: 'follow',
+          ...(body && !(body instanceof Uint8Array) ? { duplex: 'half' } : {}),
+        } as RequestInit);
       } catch (err) {
+        if (attempt < attempts && transient(err)) { await backoff(attempt); continue; }
         throw new RegistryUnreachableError(ref.toString(), host, err);
+      }
+      if (res.status === 401 && !authorized) {
+        const challenge = res.headers.get('www-authenticate');
+        await res.body?.cancel();
+        let retry: boolean;
+        try {
+          retry = await this.auth.authorize(host, scope, challenge);
+        } catch (err) {
+          if (err instanceof TokenFetchError) throw new UnauthorizedError(ref.toString(), host, opts.access, err.message);
+          throw new RegistryUnreachableError(ref.toString(), host, err);
+        }
+        if (!retry) throw new UnauthorizedError(ref.toString(), host, opts.access, '401 Unauthorized: authentication required');
+        authorized = true;
+        attempt--; // answering the challenge is not a failed attempt
+        continue;
+      }
+      if ((res.status >= 500 || res.status === 429) && attempt < attempts) {
+        await res.body?.cancel();
+        await backoff(attempt);
+        continue;
+      }
+      if (res.ok || opts.okStatus?.includes(res.status)) return res;
+      const detail = await errorDetail(res);
+      const what = opts.what ?? url;
+      if (res.status === 404 && !opts.access.startsWith('push')) {
+        throw new ImageNotFoundError(what.startsWith('blobs/') ? `${ref.name}@${what.slice(6)}` : ref.toString());
+      }
+      if (res.status === 401 || res.status === 403) throw new UnauthorizedError(ref.toString(), host, opts.access, detail);
+      throw new RegistryResponseError(ref.toString(), `${method} ${what}: ${detail}`);
+    }
+  }
+
+  /** Checks that the registry accepts our credentials (`GET /v2/`, as `docker login` does). */
+  async ping(host: string): Promise<void> {
+    const scheme = isLoopback(host) || this.insecure.has(host) ? 'http' : 'https';
+    const url = `${scheme}://${host}/v2/`;
+    const get = async () => {
+      const authorization = this.auth.header(host, '');
+      try {
+        return await fetch(url, { headers: authorization ? { authorization } : {} });
+      } catch (err) {
+        throw new RegistryUnreachableError(host, host, err);
       }
     };
-    let res = await send();
+    let res = await get();
     if (res.status === 401) {
-      const challenge = res.headers.get('www-authenticate');
       await res.body?.cancel();
-      let retry: boolean;
+      let ok: boolean;
       try {
-        retry = await this.auth.authorize(host, scope, challenge);
+        ok = await this.auth.authorize(host, '', res.headers.get('www-authenticate'));
       } catch (err) {
-        if (err instanceof TokenFetchError) throw new UnauthorizedError(ref.toString(), err.message);
-        throw new RegistryUnreachableError(ref.toString(), host, err);
+        throw new LoginError(host, err instanceof Error ? err.message : String(err));
       }
-      if (!retry) throw new UnauthorizedError(ref.toString(), 'authentication required');
-      res = await send();
+      if (!ok) throw new LoginError(host, '401 Unauthorized');
+      res = await get();
     }
-    if (res.ok) return res;
-    const detail = await errorDetail(res);
-    if (res.status === 404) throw new ImageNotFoundError(path.startsWith('blobs/') ? `${ref.name}@${path.slice(6)}` : ref.toString());
-    if (res.status === 401 || res.status === 403) throw new UnauthorizedError(ref.toString(), detail);
-    throw new RegistryResponseError(ref.toString(), `${method} ${path}: ${detail}`);
+    if (!res.ok) throw new LoginError(host, await errorDetail(res));
+    await res.body?.cancel();
   }
+
+  /** The repository's base URL, `http(s)://host/v2/path/`. */
+  repositoryURL(ref: Reference): string {
+    return this.baseURL(ref);
+  }
+}
+
+export interface SendOptions {
+  headers?: Record<string, string>;
+  /** A buffer, or a function making the body anew for each attempt (streams cannot be replayed). */
+  body?: Uint8Array | (() => Uint8Array | ReadableStream | AsyncIterable<Uint8Array>) | ReadableStream;
+  access: 'pull' | 'push';
+  /** More token scopes (a cross-repository mount needs pull on the source). */
+  extraScopes?: string[];
+  /** Statuses that are answers, not errors (HEAD's 404). */
+  okStatus?: number[];
+  /** How the request is named in errors. */
+  what?: string;
+}
+
+/** A network failure worth retrying: not an unknown host or a port fetch refuses to use. */
+function transient(err: unknown): boolean {
+  for (let e: unknown = err; e instanceof Error; e = e.cause) {
+    const code = (e as { code?: string }).code;
+    if (code === 'ENOTFOUND' || /bad port/.test(e.message)) return false;
+  }
+  return true;
+}
+
+/** 200 ms, 400 ms, 800 ms...: a registry restarting or a dropped connection gets a moment. */
+function backoff(attempt: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, 100 * 2 ** attempt));
 }
 
 /**

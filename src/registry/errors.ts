@@ -15,8 +15,16 @@ export class NoMatchingPlatformError extends UserError {
 }
 
 export class UnauthorizedError extends UserError {
-  constructor(ref: string, detail: string) {
-    super('UNAUTHORIZED', `${ref}: pull access denied, repository does not exist or may require authorization: ${detail}`);
+  constructor(ref: string, readonly host: string, access: 'pull' | 'push', detail: string) {
+    super('UNAUTHORIZED', access === 'push'
+      ? `${ref}: push access denied by registry ${host}: ${detail}`
+      : `${ref}: pull access denied by registry ${host}, repository does not exist or may require authorization: ${detail}`);
+  }
+}
+
+export class LoginError extends UserError {
+  constructor(readonly host: string, detail: string) {
+    super('LOGIN_FAILED', `login to registry ${host} failed: ${detail}`);
   }
 }
 

@@ -15,6 +15,7 @@ import { fetchHttpSource } from './http.js';
 import { OciRuntimeExecutor } from '../executor/runc.js';
 import { ensureEmulator } from '../executor/emulation.js';
 import { RegistryClient, type ResolvedImage } from '../registry/client.js';
+import { ImageStore } from '../image/store.js';
 import { parseReference } from '../registry/reference.js';
 import type { Descriptor } from '../image/types.js';
 import { UserError } from '../util/errors.js';
@@ -55,6 +56,8 @@ export class Worker {
   readonly snapshots: Snapshotter;
   readonly registry: RegistryClient;
   readonly executor: OciRuntimeExecutor;
+  /** Images kept under names in the state directory (`-t` without `--output`); FROM finds them first. */
+  readonly images: ImageStore;
   /** In-process dedup of image resolution and layer extraction shared by concurrent ops. */
   private readonly resolving = new Map<string, Promise<ResolvedImage>>();
   private readonly extracting = new Map<string, Promise<string>>();
@@ -63,6 +66,7 @@ export class Worker {
     this.store = new ContentStore(path.join(opts.root, 'content'));
     this.snapshots = new Snapshotter(opts.root);
     this.registry = new RegistryClient({ insecureRegistries: opts.insecureRegistries });
+    this.images = new ImageStore(opts.root, this.store);
     this.executor = new OciRuntimeExecutor({ runtime: opts.runtime, stateDir: path.join(opts.root, 'executor') });
   }
 
@@ -77,7 +81,8 @@ export class Worker {
     const key = `${ref}|${platform.os}/${platform.architecture}/${platform.variant ?? ''}`;
     const cached = this.resolving.get(key);
     if (cached) return cached;
-    const p = this.registry.resolve(parseReference(ref), platform);
+    const parsed = parseReference(ref);
+    const p = this.images.resolve(parsed, platform).then((local) => local ?? this.registry.resolve(parsed, platform));
     p.catch(() => this.resolving.delete(key));
     this.resolving.set(key, p);
     return p;
@@ -89,6 +94,12 @@ export class Worker {
    */
   needsInput(op: Op, index: number, inputOp: Op): boolean {
     return !(op.kind === 'file' && directLocalCopy(op, index, inputOp));
+  }
+
+  /** The images this worker resolved: where a push may mount their blobs from. */
+  async resolvedImages(): Promise<ResolvedImage[]> {
+    const settled = await Promise.allSettled(this.resolving.values());
+    return settled.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
   }
 
   /** The op executor the solver calls; `locals` names the client's directories (context, ...). */

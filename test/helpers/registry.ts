@@ -43,7 +43,7 @@ async function waitReady(host: string, child: ChildProcess, stderr: () => string
     if (child.exitCode !== null) throw new Error(`docker-registry exited with ${child.exitCode}: ${stderr()}`);
     try {
       const res = await fetch(`http://${host}/v2/`);
-      if (res.ok) return;
+      if (res.ok || res.status === 401) return;
     } catch {
       // Not listening yet.
     }
@@ -52,8 +52,23 @@ async function waitReady(host: string, child: ChildProcess, stderr: () => string
   throw new Error(`docker-registry on ${host} did not answer /v2/ within 30s: ${stderr()}`);
 }
 
-export async function startRegistry(): Promise<TestRegistry> {
+export interface RegistryOptions {
+  /** Basic auth: an htpasswd file (bcrypt, made with Apache's htpasswd) with this user. */
+  htpasswd?: { username: string; password: string };
+  /** Bearer auth: a token server's realm and the PEM certificate whose key signs its tokens. */
+  token?: { realm: string; service: string; issuer: string; certFile: string };
+}
+
+export async function startRegistry(opts: RegistryOptions = {}): Promise<TestRegistry> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'builder-registry-'));
+  const auth: string[] = [];
+  if (opts.htpasswd) {
+    await run('htpasswd', ['-Bbc', path.join(dir, 'htpasswd'), opts.htpasswd.username, opts.htpasswd.password]);
+    auth.push('auth:', '  htpasswd:', '    realm: test-registry', `    path: ${path.join(dir, 'htpasswd')}`);
+  } else if (opts.token) {
+    auth.push('auth:', '  token:', `    realm: ${opts.token.realm}`, `    service: ${opts.token.service}`,
+      `    issuer: ${opts.token.issuer}`, `    rootcertbundle: ${opts.token.certFile}`);
+  }
   // The free port may be taken between probing and listening; another port fixes that.
   for (let attempt = 0; ; attempt++) {
     const port = await freePort();
@@ -74,6 +89,7 @@ export async function startRegistry(): Promise<TestRegistry> {
         '    enabled: true',
         'http:',
         `  addr: ${host}`,
+        ...auth,
         '',
       ].join('\n'),
     );
@@ -110,4 +126,55 @@ export async function pushLayout(layoutRef: string, dest: string, extraArgs: str
 export async function pushBusybox(host: string): Promise<void> {
   await ensureBusybox();
   await pushLayout(`${busyboxLayout}:${busyboxTag}`, `${host}/busybox:${busyboxTag}`);
+}
+
+export interface CuttingProxy {
+  /** `127.0.0.1:PORT`, to use as the registry host. */
+  host: string;
+  /** Connections cut so far. */
+  cuts(): number;
+  /** How many more connections to cut (Infinity: all). */
+  setRemaining(n: number): void;
+  close(): Promise<void>;
+}
+
+/**
+ * A TCP proxy to `target` that cuts a connection once the client has sent more than `afterBytes` on it
+ * (in the middle of an upload), for the next `remaining` such connections.
+ */
+export async function cuttingProxy(target: string, afterBytes: number, remaining = 1): Promise<CuttingProxy> {
+  let cuts = 0;
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(Number(target.split(':')[1]), '127.0.0.1');
+    sockets.add(client);
+    sockets.add(upstream);
+    let seen = 0;
+    client.on('data', (d) => {
+      seen += d.length;
+      if (remaining > 0 && seen > afterBytes) {
+        remaining--;
+        cuts++;
+        client.destroy();
+        upstream.destroy();
+        return;
+      }
+      upstream.write(d);
+    });
+    upstream.on('data', (d) => client.write(d));
+    for (const [a, b] of [[client, upstream], [upstream, client]]) {
+      a.on('error', () => b.destroy());
+      a.on('close', () => { b.destroy(); sockets.delete(a); });
+    }
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  return {
+    host: `127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+    cuts: () => cuts,
+    setRemaining: (n) => { remaining = n; },
+    close: () => {
+      for (const s of sockets) s.destroy();
+      return new Promise<void>((r) => server.close(() => r()));
+    },
+  };
 }

@@ -214,8 +214,19 @@ describe('layer archives', () => {
     await fs.mkdir(dst2);
     expect((await applyLayerBlob(store, { digest: raw.digest, mediaType: 'application/vnd.oci.image.layer.v1.tar' }, dst2)).diffID).toBe(blob.diffID);
 
-    await expect(applyLayerBlob(store, { digest: blob.digest, mediaType: 'application/vnd.oci.image.layer.v1.tar+zstd' }, dst2))
+    await expect(applyLayerBlob(store, { digest: blob.digest, mediaType: 'application/vnd.oci.image.layer.v1.tar+bzip2' }, dst2))
       .rejects.toBeInstanceOf(UnsupportedMediaTypeError);
+
+    // zstd (through the zstd program) and uncompressed blobs of the same tree have the same diff id.
+    const z = await createLayerBlob(store, src, { sourceDateEpoch: 1_000_000_000, compression: 'zstd' });
+    expect(z.mediaType).toBe('application/vnd.oci.image.layer.v1.tar+zstd');
+    expect(z.diffID).toBe(blob.diffID);
+    expect(execFileSync('zstd', ['-dc'], { input: await store.readBuffer(z.digest) }).equals(tar)).toBe(true);
+    const dst3 = path.join(tmp, 'dst3');
+    await fs.mkdir(dst3);
+    expect((await applyLayerBlob(store, z, dst3)).diffID).toBe(blob.diffID);
+    const u = await createLayerBlob(store, src, { sourceDateEpoch: 1_000_000_000, compression: 'uncompressed' });
+    expect(u.digest).toBe(blob.diffID);
   });
 
   it('marks an empty layer', async () => {
