@@ -35,7 +35,9 @@ export async function opCacheKey(ctx: KeyContext, checksummer: ChecksummerFor): 
       if (s.type === 'image') {
         // The pinned digest names the content; the registry host does not.
         const at = s.ref.lastIndexOf('@');
-        const id = at >= 0 ? s.ref.slice(at + 1) : s.ref;
+        // A tag alone names no content (it can move): such an op, and all that depends on it, is not cached.
+        if (at < 0) throw new Error(`image ${s.ref} is not pinned by digest`);
+        const id = s.ref.slice(at + 1);
         return { key: hash({ image: id, platform: s.platform }), inputs: { kind: 'image', inputs: [], image: s.ref } };
       }
       const sum = checksummer(s.name, s.excludePatterns);
