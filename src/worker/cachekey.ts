@@ -40,6 +40,8 @@ export async function opCacheKey(ctx: KeyContext, checksummer: ChecksummerFor): 
         const id = s.ref.slice(at + 1);
         return { key: hash({ image: id, platform: s.platform }), inputs: { kind: 'image', inputs: [], image: s.ref } };
       }
+      // A source kind without a content key here (a new one) is never cached, rather than cached wrongly.
+      if ((s as { type: string }).type !== 'local') throw new Error(`no cache key for ${(s as { type: string }).type} sources`);
       const sum = checksummer(s.name, s.excludePatterns);
       const d = await sum.rootDigest();
       return { key: hash({ local: d, include: s.includePatterns ?? [] }), inputs: { kind: 'local', inputs: [] } };
@@ -82,4 +84,5 @@ export async function opCacheKey(ctx: KeyContext, checksummer: ChecksummerFor): 
       return { key: hash({ merge: inputs }), inputs: { kind: 'merge', inputs } };
     }
   }
+  throw new Error(`no cache key for ${(op as { kind: string }).kind} ops`);
 }
