@@ -98,9 +98,16 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     progress.done(loadId);
     const contextExcludes = await readDockerignore(contextDir, dockerfilePath);
 
+    const metaShown = new Set<string>();
     const resolver: ImageMetaResolver = {
       resolveImageConfig: async (ref: string, platform: Platform) => {
         const id = `internal:meta:${ref}:${platform.architecture}`;
+        // One progress step per image, however many stages use it (the worker memoizes the resolve).
+        if (metaShown.has(id)) {
+          const image = await worker.resolveImage(ref, platform);
+          return { ref: image.ref.toString(), config: image.config };
+        }
+        metaShown.add(id);
         progress.start({ id, name: `[internal] load metadata for ${ref}` });
         try {
           const image = await worker.resolveImage(ref, platform);
