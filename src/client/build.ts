@@ -12,7 +12,8 @@ import { UserError, BuilderError } from '../util/errors.js';
 import { parseOutput, type OutputSpec } from './outputs.js';
 import { exportImage, type ExportResult } from './export.js';
 import { parsePlatform, hostPlatform } from './platform.js';
-import { StateLock } from './lock.js';
+import { BuildSession } from './lock.js';
+import { CacheRecords } from '../cache/records.js';
 import { BuildCache } from '../cache/solvecache.js';
 import { applyCacheFilters } from '../cache/filters.js';
 import { parseSize } from '../cache/gc.js';
@@ -84,10 +85,13 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   if (!ctxStat?.isDirectory()) throw new BuildError(`unable to prepare context: path "${opts.context}" not found`);
 
   await fs.mkdir(root, { recursive: true });
-  const lock = await StateLock.acquire(root);
+  const worker = new Worker({ root, runtime: opts.ociRuntime, insecureRegistries: opts.insecureRegistries });
+  // Builds run side by side; what killed builds left is cleared only by a build that is alone.
+  const session = await BuildSession.start(root, async (alone) => {
+    await worker.init({ recover: alone });
+    if (alone) await new CacheRecords(root, worker.snapshots).cleanup();
+  }, opts.signal);
   try {
-    const worker = new Worker({ root, runtime: opts.ociRuntime, insecureRegistries: opts.insecureRegistries });
-    await worker.init();
 
     const loadId = 'internal:dockerfile';
     progress.start({ id: loadId, name: `[internal] load build definition from ${filename}` });
@@ -137,7 +141,6 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       root, worker, locals, buildArgs: Object.keys(opts.buildArgs ?? {}), noCacheFilter: opts.noCacheFilter,
       scope: `${dockerfilePath}\0${opts.target ?? ''}\0${opts.platform ?? ''}`,
     });
-    await cache.records.cleanup();
     const ref = await solve<WorkerRef>(converted.definition, {
       maxParallelism: opts.maxParallelism,
       signal: opts.signal,
@@ -161,11 +164,11 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       exports.push(await exportImage(worker, ref, converted.image, output, { tags: opts.tags ?? [], platform: targetPlatform, progress }));
     }
     const gcLimit = opts.gcKeepStorage ?? (process.env.BUILDER_GC_KEEP_STORAGE ? parseSize(process.env.BUILDER_GC_KEEP_STORAGE) : undefined);
-    if (gcLimit !== undefined) await autoGC(root, gcLimit);
+    if (gcLimit !== undefined) await session.ifAlone(root, () => autoGC(root, gcLimit));
     const image = exports.find((e) => e.manifestDigest);
     return { manifestDigest: image?.manifestDigest, configDigest: image?.configDigest, exports };
   } finally {
-    await lock.release();
+    await session.end();
   }
 }
 
