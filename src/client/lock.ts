@@ -4,6 +4,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { writeFileAtomic } from '../util/fs.js';
 
 export class StateLock {
   private constructor(private readonly file: string) {}
@@ -60,7 +61,7 @@ export class BuildSession {
     const gate = await StateLock.acquire(root, signal);
     const file = path.join(dir, String(process.pid));
     try {
-      await fs.writeFile(file, String(process.pid));
+      await writeFileAtomic(file, await processStamp(process.pid));
       const alone = (await liveOthers(dir)).length === 0;
       await recover(alone);
       return new BuildSession(file, dir, alone);
@@ -107,8 +108,19 @@ async function liveOthers(dir: string): Promise<number[]> {
   for (const name of await fs.readdir(dir).catch(() => [] as string[])) {
     const pid = Number(name);
     if (!Number.isInteger(pid) || pid === process.pid) continue;
-    if (isAlive(pid)) out.push(pid);
+    const recorded = await fs.readFile(path.join(dir, name), 'utf8').catch(() => null);
+    if (recorded === null) continue;
+    // The same pid with another start time is an unrelated process that reused a dead build's pid.
+    if (isAlive(pid) && (await processStamp(pid)) === recorded) out.push(pid);
     else await fs.rm(path.join(dir, name), { force: true });
   }
   return out;
+}
+
+/** `pid starttime` (from /proc, in clock ticks since boot): names one process, even after pid reuse. */
+async function processStamp(pid: number): Promise<string> {
+  const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  // The command name (field 2) may hold spaces and parentheses; fields after its closing one are plain.
+  const start = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? '';
+  return `${pid} ${start}`;
 }
