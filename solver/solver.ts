@@ -185,10 +185,9 @@ export async function solveRoots<R>(def: Definition, roots: Digest[], opts: Solv
           : { hit: false };
         if (found.hit) {
           reported.add(digest);
-          opts.onEvent?.({ type: 'start', digest, metadata, cacheKey: key });
-          opts.onEvent?.({ type: 'cached', digest, metadata, cacheKey: key! });
-          const r = reportCachedInputs(op).catch(() => undefined);
-          all.push(r);
+          // Lookups only (no execution), so progress lists the cached steps in build order.
+          await reportCachedInputs(op).catch(() => undefined);
+          emitCached(digest, metadata, key!);
           return found.result;
         }
         cacheMiss = found.reason;

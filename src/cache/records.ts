@@ -65,9 +65,13 @@ export class CacheRecords {
     return out;
   }
 
-  /** Temp files of writes a killed build never finished. */
+  /** Temp files of writes a killed build never finished, here and in the other cache directories. */
   async cleanup(): Promise<void> {
-    const names = await fs.readdir(this.dir).catch(() => [] as string[]);
-    await Promise.all(names.filter((n) => n.includes('.tmp-')).map((n) => fs.rm(path.join(this.dir, n), { force: true })));
+    const cacheDir = path.dirname(this.dir);
+    const dirs = [cacheDir, this.dir, ...['history', 'history/files', 'contexts'].map((d) => path.join(cacheDir, d))];
+    await Promise.all(dirs.map(async (dir) => {
+      const names = await fs.readdir(dir).catch(() => [] as string[]);
+      await Promise.all(names.filter((n) => n.includes('.tmp-')).map((n) => fs.rm(path.join(dir, n), { force: true })));
+    }));
   }
 }

@@ -5,6 +5,7 @@ import { hideBin } from 'yargs/helpers';
 import { build, BuildError, defaultRoot } from '../client/build.js';
 import { warningSummary } from '../client/checks.js';
 import { PlainProgress, quietProgress, type ProgressMode } from '../progress/printer.js';
+import { TtyProgress } from '../progress/tty.js';
 import { UserError } from '../util/errors.js';
 import { installEmulators } from '../index.js';
 import { serve } from '../server/server.js';
@@ -35,8 +36,10 @@ function list(v: unknown): string[] | undefined {
 }
 
 async function runBuild(argv: Record<string, unknown>): Promise<void> {
-  const mode = (argv.progress as ProgressMode) ?? 'auto';
-  const progress = mode === 'quiet' ? quietProgress() : new PlainProgress(process.stderr, mode);
+  let mode = (argv.progress as ProgressMode) ?? 'auto';
+  // As buildx: `auto` is the live view on a terminal, plain lines otherwise.
+  if (mode === 'auto') mode = process.stderr.isTTY ? 'tty' : 'plain';
+  const progress = mode === 'quiet' ? quietProgress() : mode === 'tty' ? new TtyProgress(process.stderr) : new PlainProgress(process.stderr, mode);
   const controller = new AbortController();
   const onSignal = (sig: NodeJS.Signals) => {
     process.stderr.write(`\nreceived ${sig}, canceling build\n`);

@@ -13,7 +13,8 @@ import { UserError, BuilderError } from '../util/errors.js';
 import { parseOutput, parseSourceDateEpoch, resolveOutputs, type OutputSpec } from './outputs.js';
 import { exportImage, type ExportResult } from './export.js';
 import { parsePlatforms, hostPlatform } from './platform.js';
-import { StateLock } from './lock.js';
+import { BuildSession } from './lock.js';
+import { CacheRecords } from '../cache/records.js';
 import { unpackContext } from './context.js';
 import { checkEntitlements, loadSession, parseEntitlements, parseSecretSpec, parseSshSpec, type SecretSpec, type SshSpec } from './session.js';
 import { readDockerignore } from './dockerignore.js';
@@ -123,7 +124,7 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
   const platforms = opts.platform ? parsePlatforms(opts.platform) : [hostPlatform()];
 
   const allowed = parseEntitlements(opts.allow ?? []);
-  const session = await loadSession(
+  const clientSession = await loadSession(
     (opts.secrets ?? []).map((x) => (typeof x === 'string' ? parseSecretSpec(x) : x)),
     (opts.ssh ?? []).map((x) => (typeof x === 'string' ? parseSshSpec(x) : x)),
   );
@@ -132,10 +133,13 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
   if (!ctxStat?.isDirectory()) throw new BuildError(`unable to prepare context: path "${opts.context}" not found`);
 
   await fs.mkdir(root, { recursive: true });
-  const lock = await StateLock.acquire(root);
+  const worker = new Worker({ root, runtime: opts.ociRuntime, insecureRegistries: opts.insecureRegistries });
+  // Builds run side by side; what killed builds left is cleared only by a build that is alone.
+  const session = await BuildSession.start(root, async (alone) => {
+    await worker.init({ recover: alone });
+    if (alone) await new CacheRecords(root, worker.snapshots).cleanup();
+  }, opts.signal);
   try {
-    const worker = new Worker({ root, runtime: opts.ociRuntime, insecureRegistries: opts.insecureRegistries });
-    await worker.init();
 
     const loadId = 'internal:dockerfile';
     progress.start({ id: loadId, name: `[internal] load build definition from ${filename}` });
@@ -146,9 +150,16 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
     progress.done(loadId);
     const contextExcludes = await readDockerignore(contextDir, dockerfilePath);
 
+    const metaShown = new Set<string>();
     const resolver: ImageMetaResolver = {
       resolveImageConfig: async (ref: string, platform: Platform) => {
         const id = `internal:meta:${ref}:${platform.architecture}`;
+        // One progress step per image, however many stages use it (the worker memoizes the resolve).
+        if (metaShown.has(id)) {
+          const image = await worker.resolveImage(ref, platform);
+          return { ref: image.ref.toString(), config: image.config };
+        }
+        metaShown.add(id);
         progress.start({ id, name: `[internal] load metadata for ${ref}` });
         try {
           const image = await worker.resolveImage(ref, platform);
@@ -193,13 +204,12 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
       root, worker, locals, buildArgs: Object.keys(opts.buildArgs ?? {}), noCacheFilter: opts.noCacheFilter,
       scope: `${dockerfilePath}\0${opts.target ?? ''}\0${opts.platform ?? ''}`,
     });
-    await cache.records.cleanup();
     const refs = await solveRoots<WorkerRef>(definition, perPlatform.map((c) => c.definition.root), {
       maxParallelism: opts.maxParallelism,
       signal: opts.signal,
       cache,
       needsInput: (op, i, inputOp) => worker.needsInput(op, i, inputOp),
-      execute: worker.opExecutor(locals, (digest, stream, chunk) => progress.log(digest, stream, chunk), session),
+      execute: worker.opExecutor(locals, (digest, stream, chunk) => progress.log(digest, stream, chunk), clientSession),
       onEvent: (ev) => {
         if (ev.type === 'start') {
           progress.start({ id: ev.digest, name: vertexName(ev.metadata, names, ev.digest), cacheKey: ev.cacheKey, cacheMiss: ev.cacheMiss });
@@ -220,11 +230,11 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
       }));
     }
     const gcLimit = opts.gcKeepStorage ?? (process.env.BUILDER_GC_KEEP_STORAGE ? parseSize(process.env.BUILDER_GC_KEEP_STORAGE) : undefined);
-    if (gcLimit !== undefined) await autoGC(root, gcLimit);
+    if (gcLimit !== undefined) await session.ifAlone(root, () => autoGC(root, gcLimit));
     const image = exports.find((e) => e.manifestDigest);
     return { manifestDigest: image?.manifestDigest, configDigest: image?.configDigest, exports, warnings: converted.warnings };
   } finally {
-    await lock.release();
+    await session.end();
   }
 }
 

@@ -1,8 +1,10 @@
-// One build at a time per state directory: start-up recovery (removing what a killed build left) must not
-// touch a running build's snapshots. A lock left by a dead process is taken over.
+// Locking of the state directory. The exclusive lock (`lock`) is short: a build holds it while it starts
+// (and recovers, when alone), prune and GC while they run. Builds themselves run side by side, each
+// registered in `locks/` (see BuildSession). A lock left by a dead process is taken over.
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { writeFileAtomic } from '../util/fs.js';
 
 export class StateLock {
   private constructor(private readonly file: string) {}
@@ -40,4 +42,85 @@ function isAlive(pid: number): boolean {
   } catch (e) {
     return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
+}
+
+/**
+ * Builds share the state directory: each registers itself (`locks/<pid>`) for its whole run, and takes
+ * the exclusive lock only for its start. A build that finds no other live build recovers what killed
+ * ones left (their mounts, containers, uncommitted snapshots, temp files); otherwise it leaves that to a
+ * later lone build, since those could be another build's work in progress. Prune and GC need no live
+ * build besides the caller, and keep the exclusive lock while they run so none starts.
+ */
+export class BuildSession {
+  private constructor(private readonly file: string, private readonly dir: string, readonly alone: boolean) {}
+
+  /** Registers a build; `recover` runs under the exclusive lock, told whether this build is alone. */
+  static async start(root: string, recover: (alone: boolean) => Promise<void>, signal?: AbortSignal): Promise<BuildSession> {
+    const dir = path.join(root, 'locks');
+    await fs.mkdir(dir, { recursive: true });
+    const gate = await StateLock.acquire(root, signal);
+    const file = path.join(dir, String(process.pid));
+    try {
+      await writeFileAtomic(file, await processStamp(process.pid));
+      const alone = (await liveOthers(dir)).length === 0;
+      await recover(alone);
+      return new BuildSession(file, dir, alone);
+    } catch (e) {
+      await fs.rm(file, { force: true });
+      throw e;
+    } finally {
+      await gate.release();
+    }
+  }
+
+  /** Runs `fn` under the exclusive lock if no other build is live now; false when it was skipped. */
+  async ifAlone(root: string, fn: () => Promise<void>): Promise<boolean> {
+    const gate = await StateLock.acquire(root);
+    try {
+      if ((await liveOthers(this.dir)).length > 0) return false;
+      await fn();
+      return true;
+    } finally {
+      await gate.release();
+    }
+  }
+
+  async end(): Promise<void> {
+    await fs.rm(this.file, { force: true });
+  }
+}
+
+/** Holds the exclusive lock until no build is live (for prune and du), then runs `fn`. */
+export async function withStateExclusive<T>(root: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+  const dir = path.join(root, 'locks');
+  const gate = await StateLock.acquire(root, signal);
+  try {
+    while ((await liveOthers(dir)).length > 0) await sleep(200, undefined, { signal });
+    return await fn();
+  } finally {
+    await gate.release();
+  }
+}
+
+/** Pids of other live builds; entries of dead ones are removed. */
+async function liveOthers(dir: string): Promise<number[]> {
+  const out: number[] = [];
+  for (const name of await fs.readdir(dir).catch(() => [] as string[])) {
+    const pid = Number(name);
+    if (!Number.isInteger(pid) || pid === process.pid) continue;
+    const recorded = await fs.readFile(path.join(dir, name), 'utf8').catch(() => null);
+    if (recorded === null) continue;
+    // The same pid with another start time is an unrelated process that reused a dead build's pid.
+    if (isAlive(pid) && (await processStamp(pid)) === recorded) out.push(pid);
+    else await fs.rm(path.join(dir, name), { force: true });
+  }
+  return out;
+}
+
+/** `pid starttime` (from /proc, in clock ticks since boot): names one process, even after pid reuse. */
+async function processStamp(pid: number): Promise<string> {
+  const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  // The command name (field 2) may hold spaces and parentheses; fields after its closing one are plain.
+  const start = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? '';
+  return `${pid} ${start}`;
 }

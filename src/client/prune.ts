@@ -3,7 +3,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { GarbageCollector, type PruneOptions, type Usage } from '../cache/gc.js';
-import { StateLock } from './lock.js';
+import { withStateExclusive } from './lock.js';
 import { defaultRoot } from './build.js';
 
 export type { PruneOptions, Usage };
@@ -11,29 +11,21 @@ export type { PruneOptions, Usage };
 export async function diskUsage(opts: { root?: string } = {}): Promise<Usage> {
   const root = path.resolve(opts.root ?? defaultRoot());
   await fs.mkdir(root, { recursive: true });
-  const lock = await StateLock.acquire(root);
-  try {
-    return await new GarbageCollector(root).usage();
-  } finally {
-    await lock.release();
-  }
+  return withStateExclusive(root, () => new GarbageCollector(root).usage());
 }
 
 export async function prune(opts: PruneOptions & { root?: string }): Promise<{ freed: number; removed: number }> {
   const root = path.resolve(opts.root ?? defaultRoot());
   await fs.mkdir(root, { recursive: true });
-  const lock = await StateLock.acquire(root);
-  try {
+  return withStateExclusive(root, async () => {
     const gc = new GarbageCollector(root);
     // The snapshotter's recovery first, so leftovers of a killed build are not counted or kept.
     await gc.snapshots.init();
-    return await gc.prune(opts);
-  } finally {
-    await lock.release();
-  }
+    return gc.prune(opts);
+  });
 }
 
-/** After a build, holding the lock: evicts least recently used cache when the state exceeds `limit`. */
+/** After a build, holding the exclusive lock with no other build running: evicts least recently used cache when the state exceeds `limit`. */
 export async function autoGC(root: string, limit: number): Promise<void> {
   const gc = new GarbageCollector(root);
   const meta = await gc.snapshotMeta();

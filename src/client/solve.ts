@@ -10,7 +10,7 @@ import { PlainProgress, type ProgressWriter } from '../progress/printer.js';
 import { exportImage, type ExportResult } from './export.js';
 import { parseOutput } from './outputs.js';
 import { parsePlatform, hostPlatform } from './platform.js';
-import { StateLock } from './lock.js';
+import { BuildSession } from './lock.js';
 import { defaultRoot } from './build.js';
 
 export interface SolveOptions {
@@ -33,10 +33,10 @@ export async function solve(opts: SolveOptions): Promise<{ exports: ExportResult
   const progress = opts.progress ?? new PlainProgress(process.stderr);
   const platform = opts.platform ? parsePlatform(opts.platform) : hostPlatform();
   await fs.mkdir(root, { recursive: true });
-  const lock = await StateLock.acquire(root);
+  const worker = new Worker({ root, runtime: opts.ociRuntime });
+  // As build(): runs beside other builds; leftovers of killed builds are cleared only when alone.
+  const session = await BuildSession.start(root, (alone) => worker.init({ recover: alone }), opts.signal);
   try {
-    const worker = new Worker({ root, runtime: opts.ociRuntime });
-    await worker.init();
     const locals = Object.fromEntries(Object.entries(opts.locals ?? {}).map(([k, dir]) => [k, { dir: path.resolve(dir) }]));
     const ref = await solveGraph<WorkerRef>(opts.definition, {
       signal: opts.signal,
@@ -55,6 +55,6 @@ export async function solve(opts: SolveOptions): Promise<{ exports: ExportResult
     }
     return { exports, manifestDigest: exports.find((e) => e.manifestDigest)?.manifestDigest };
   } finally {
-    await lock.release();
+    await session.end();
   }
 }

@@ -60,9 +60,16 @@ export class OciRuntimeExecutor {
   }
 
   /** Creates the state directory and removes what a crashed earlier process left behind. */
-  async init(): Promise<void> {
+  async init(opts: { recover?: boolean } = {}): Promise<void> {
     await fs.mkdir(this.stateDir, { recursive: true, mode: 0o711 });
-    await OciRuntimeExecutor.cleanup(await this.resolve(), this.stateDir);
+    const cli = await this.resolve();
+    // Other builds are running: their containers and bundles are not leftovers.
+    if (opts.recover === false) return;
+    // Nothing left behind (no bundle, no runtime state): skip spawning `runc list` on every build.
+    const entries = await fs.readdir(this.stateDir);
+    const state = await fs.readdir(this.runtimeRoot).catch(() => [] as string[]);
+    if (state.length === 0 && entries.every((e) => e.endsWith('-state'))) return;
+    await OciRuntimeExecutor.cleanup(cli, this.stateDir);
   }
 
   /**

@@ -35,12 +35,17 @@ export class Snapshotter {
 
   /**
    * Creates the directories and clears what a killed process left: its mounts (unmounted), its mount
-   * points, and snapshots it never committed. Call once, holding the state directory's lock.
+   * points, and snapshots it never committed. Call once, holding the state directory's lock; with
+   * `recover: false` (other builds are running) nothing is removed.
    */
-  async init(): Promise<void> {
+  async init(opts: { recover?: boolean } = {}): Promise<void> {
     await fs.mkdir(this.dir, { recursive: true });
     await fs.mkdir(this.mountsDir, { recursive: true });
     await fs.mkdir(this.emptyDir, { recursive: true });
+    if (opts.recover === false) {
+      await this.scanIds();
+      return;
+    }
     for (const m of [...(await mountsUnder(this.mountsDir)), ...(await mountsUnder(this.dir))]) {
       await unmount(m).catch(() => unmount(m, { lazy: true }));
     }

@@ -36,7 +36,9 @@ export async function opCacheKey(ctx: KeyContext, checksummer: ChecksummerFor): 
       if (s.type === 'image') {
         // The pinned digest names the content; the registry host does not.
         const at = s.ref.lastIndexOf('@');
-        const id = at >= 0 ? s.ref.slice(at + 1) : s.ref;
+        // A tag alone names no content (it can move): such an op, and all that depends on it, is not cached.
+        if (at < 0) throw new Error(`image ${s.ref} is not pinned by digest`);
+        const id = s.ref.slice(at + 1);
         return { key: hash({ image: id, platform: s.platform }), inputs: { kind: 'image', inputs: [], image: s.ref } };
       }
       if (s.type === 'http') {
@@ -45,6 +47,8 @@ export async function opCacheKey(ctx: KeyContext, checksummer: ChecksummerFor): 
         const id = s.checksum ? { checksum: s.checksum } : { unpinned: randomUUID() };
         return { key: hash({ http: s.url, filename: s.filename, ...id }), inputs: { kind: 'http', inputs: [] } };
       }
+      // A source kind without a content key here (a new one) is never cached, rather than cached wrongly.
+      if ((s as { type: string }).type !== 'local') throw new Error(`no cache key for ${(s as { type: string }).type} sources`);
       const sum = checksummer(s.name, s.excludePatterns);
       const d = await sum.rootDigest();
       return { key: hash({ local: d, include: s.includePatterns ?? [] }), inputs: { kind: 'local', inputs: [] } };
@@ -88,4 +92,5 @@ export async function opCacheKey(ctx: KeyContext, checksummer: ChecksummerFor): 
       return { key: hash({ merge: inputs }), inputs: { kind: 'merge', inputs } };
     }
   }
+  throw new Error(`no cache key for ${(op as { kind: string }).kind} ops`);
 }

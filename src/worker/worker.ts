@@ -70,10 +70,12 @@ export class Worker {
     this.executor = new OciRuntimeExecutor({ runtime: opts.runtime, stateDir: path.join(opts.root, 'executor') });
   }
 
-  async init(): Promise<void> {
+  /** `recover: false` when other builds share the state directory: their work in progress is left alone. */
+  async init(opts: { recover?: boolean } = {}): Promise<void> {
+    const recover = opts.recover ?? true;
     await fs.mkdir(path.join(this.opts.root, 'layers'), { recursive: true });
-    await this.snapshots.init();
-    await this.executor.init();
+    await this.snapshots.init({ recover });
+    await this.executor.init({ recover });
   }
 
   /** Resolves an image reference for a platform; memoized for the worker's lifetime. */

@@ -86,4 +86,29 @@ describe('build cache safety (end to end)', () => {
     expect(ranSteps(a1)).toEqual([]);
     expect(ranSteps(a2)).toEqual([]);
   });
+
+  it('a build started while another runs leaves its container and snapshots alone; a lone build recovers', async () => {
+    const root = await tempDir('builder-side-root-');
+    const slow = await makeContext({ 'Dockerfile': `FROM ${base}\nRUN echo started && sleep 3 && echo slow > /slow\n` });
+    const quick = await makeContext({ 'Dockerfile': `FROM ${base}\nRUN echo quick > /quick\n` });
+    // Warm the base image so both builds reach their RUN quickly.
+    expect((await runCli(['build', '--root', root, quick])).code).toBe(0);
+    const child = spawn(process.execPath, [cliPath, 'build', '--root', root, '--progress', 'rawjson', slow], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    await new Promise<void>((resolve, reject) => {
+      child.stderr.on('data', (d) => { err += d; if (err.includes('"data":"started"')) resolve(); });
+      void exited.then(() => reject(new Error(`slow build ended early: ${err}`)));
+    });
+    // What a killed build would have left: an uncommitted snapshot.
+    await fs.mkdir(path.join(root, 'snapshots', '999999', 'fs'), { recursive: true });
+    const side = await runCli(['build', '--root', root, '--no-cache', quick]);
+    expect(side.code, side.stderr).toBe(0);
+    expect(await exited, err).toBe(0);
+    await fs.access(path.join(root, 'snapshots', '999999'));
+    const alone = await runCli(['build', '--root', root, quick]);
+    expect(alone.code, alone.stderr).toBe(0);
+    await expect(fs.access(path.join(root, 'snapshots', '999999'))).rejects.toThrow();
+    await checkRecords(root);
+  });
 });

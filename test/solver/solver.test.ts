@@ -2,7 +2,7 @@ import { describe, it, expect } from 'vitest';
 import { DefinitionBuilder, parseDefinition, serializeDefinition } from '../../solver/llb/definition.js';
 import { opDigest } from '../../solver/llb/digest.js';
 import type { Digest, ExecOp, Op } from '../../solver/llb/ops.js';
-import { solve, SolveError } from '../../solver/solver.js';
+import { solve, SolveError, type SolveCache } from '../../solver/solver.js';
 
 const platform = { os: 'linux', architecture: 'amd64' };
 const exec = (input: Digest, cmd: string): ExecOp => ({
@@ -110,5 +110,74 @@ describe('solve', () => {
     });
     setTimeout(() => controller.abort(), 10);
     await expect(p).rejects.toThrow(/cancel/);
+  });
+});
+
+describe('solver with a cache', () => {
+  /** A cache keyed like the worker's: a hash of the op's digest; `stored` holds results by key. */
+  function memoryCache(stored: Map<string, string>) {
+    const loads: string[] = [];
+    const cache: SolveCache<string> = {
+      key: async ({ digest }) => `sha256:k${digest.slice(7, 15)}` as Digest,
+      load: async (key, { ignoreCache }) => {
+        loads.push(key);
+        const r = stored.get(key);
+        return r !== undefined && !ignoreCache ? { hit: true, result: r } : { hit: false, reason: ignoreCache ? 'ignored' : undefined };
+      },
+      save: async (key, result) => { stored.set(key, result); },
+    };
+    return { cache, loads };
+  }
+
+  it('a hit skips the op and everything below it; cached inputs are reported inputs first', async () => {
+    const { b, root, left, shared, base } = graph();
+    const def = b.build(root);
+    const stored = new Map<string, string>();
+    const first = memoryCache(stored);
+    const ran: Digest[] = [];
+    await solve(def, { cache: first.cache, execute: async ({ digest }) => { ran.push(digest); return digest; } });
+    expect(ran).toHaveLength(5);
+
+    const second: Digest[] = [];
+    const events: string[] = [];
+    const names: Record<string, string> = { [base]: 'base', [shared]: 'shared', [left]: 'left', [root]: 'root' };
+    const result = await solve(def, {
+      cache: memoryCache(stored).cache,
+      execute: async ({ digest }) => { second.push(digest); return digest; },
+      onEvent: (e) => { if (e.type === 'cached') events.push(names[e.digest] ?? 'right'); },
+    });
+    expect(result).toBe(root);
+    expect(second).toEqual([]);
+    expect(events[events.length - 1], events.join()).toBe('root');
+    expect(events.indexOf('base'), events.join()).toBeLessThan(events.indexOf('shared'));
+    expect(events.indexOf('shared')).toBeLessThan(events.indexOf('left'));
+  });
+
+  it('an ignore-cache op runs even when a dependant hits, and reports why its dependants may still hit', async () => {
+    const { b, root, left } = graph();
+    const def = b.build(root);
+    const stored = new Map<string, string>();
+    await solve(def, { cache: memoryCache(stored).cache, execute: async ({ digest }) => digest });
+    def.metadata[left] = { ...def.metadata[left], ignoreCache: true };
+    const ran: Digest[] = [];
+    const misses: (string | undefined)[] = [];
+    await solve(def, {
+      cache: memoryCache(stored).cache,
+      execute: async ({ digest }) => { ran.push(digest); return digest; },
+      onEvent: (e) => { if (e.type === 'start' && e.digest === left) misses.push(e.cacheMiss); },
+    });
+    expect(ran).toEqual([left]);
+    expect(misses).toEqual(['ignored']);
+  });
+
+  it('needsInput leaves an input unexecuted', async () => {
+    const { b, root, right } = graph();
+    const def = b.build(root);
+    const ran: Digest[] = [];
+    await solve(def, {
+      needsInput: (op, i) => !(op.kind === 'merge' && i === 1),
+      execute: async ({ digest, inputs }) => { ran.push(digest); return digest + inputs.length; },
+    });
+    expect(ran).not.toContain(right);
   });
 });

@@ -1,0 +1,99 @@
+import { describe, it, expect, beforeEach } from 'vitest';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import os from 'node:os';
+import type { CopyAction } from '../../solver/llb/ops.js';
+import { ContextChecksummer } from '../../src/worker/contenthash.js';
+
+const copy = (src: string, extra: Partial<CopyAction> = {}): CopyAction => ({
+  action: 'copy', sourceInput: 1, src, dest: '/dst/', followSymlinks: false, dirCopyContents: true,
+  createDestPath: true, allowWildcard: true, allowEmptyWildcard: false, ...extra,
+});
+
+let dir: string;
+let state: string;
+const write = async (rel: string, data: string) => {
+  await fs.mkdir(path.dirname(path.join(dir, rel)), { recursive: true });
+  await fs.writeFile(path.join(dir, rel), data);
+};
+/** A fresh checksummer per "build", sharing the persistent index, as the client does. */
+const sum = (excludes?: string[]) => new ContextChecksummer(dir, excludes, path.join(state, 'index'));
+const sel = async (src: string, excludes?: string[], extra?: Partial<CopyAction>) => {
+  const s = sum(excludes);
+  const d = (await s.selectionDigest(copy(src, extra))).digest;
+  await s.flush();
+  return d;
+};
+
+beforeEach(async () => {
+  dir = await fs.mkdtemp(path.join(os.tmpdir(), 'builder-ch-'));
+  state = await fs.mkdtemp(path.join(os.tmpdir(), 'builder-ch-state-'));
+  await write('src/a.txt', 'a');
+  await write('src/sub/b.txt', 'b');
+  await write('other.txt', 'o');
+  await write('x.go', 'x');
+  await write('y.go', 'y');
+});
+
+describe('context checksums', () => {
+  it('depend only on what a copy selects', async () => {
+    const before = await sel('src/');
+    await write('other.txt', 'changed');
+    expect(await sel('src/')).toBe(before);
+    await write('src/sub/b.txt', 'changed');
+    expect(await sel('src/')).not.toBe(before);
+  });
+
+  it('follow content, mode, names and symlink targets, not times or the context path', async () => {
+    const before = await sel('src');
+    const later = new Date(Date.now() + 100_000);
+    await fs.utimes(path.join(dir, 'src/a.txt'), later, later);
+    expect(await sel('src')).toBe(before);
+    await fs.chmod(path.join(dir, 'src/a.txt'), 0o600);
+    const chmodded = await sel('src');
+    expect(chmodded).not.toBe(before);
+    await fs.rename(path.join(dir, 'src/a.txt'), path.join(dir, 'src/c.txt'));
+    expect(await sel('src')).not.toBe(chmodded);
+    await fs.symlink('c.txt', path.join(dir, 'src/link'));
+    const linked = await sel('src');
+    await fs.rm(path.join(dir, 'src/link'));
+    await fs.symlink('sub', path.join(dir, 'src/link'));
+    expect(await sel('src')).not.toBe(linked);
+    // The same tree elsewhere has the same checksum.
+    const copyDir = await fs.mkdtemp(path.join(os.tmpdir(), 'builder-ch-copy-'));
+    await fs.cp(dir, copyDir, { recursive: true, preserveTimestamps: false, verbatimSymlinks: true });
+    const elsewhere = new ContextChecksummer(copyDir, undefined);
+    expect((await elsewhere.selectionDigest(copy('src'))).digest).toBe(await sel('src'));
+  });
+
+  it('select wildcards and honour excludes', async () => {
+    const go = await sel('*.go');
+    await write('other.txt', 'changed');
+    expect(await sel('*.go')).toBe(go);
+    await write('z.go', 'z');
+    expect(await sel('*.go')).not.toBe(go);
+    const all = await sel('/', ['other.txt']);
+    await write('other.txt', 'again');
+    expect(await sel('/', ['other.txt'])).toBe(all);
+  });
+
+  it('reads a file again only when its metadata changed (persistent index)', async () => {
+    await sel('/');
+    const st1 = await fs.stat(path.join(state, 'index'));
+    await sel('/');
+    // Nothing new was hashed, so the index was not rewritten.
+    expect((await fs.stat(path.join(state, 'index'))).mtimeMs).toBe(st1.mtimeMs);
+    await write('x.go', 'x2');
+    const s = sum();
+    await s.selectionDigest(copy('/'));
+    expect([...s.changed]).toEqual(['x.go']);
+  });
+
+  it('a missing source fails (the copy reports it); a symlinked path checksums the whole context', async () => {
+    await expect(sum().selectionDigest(copy('nope.txt', { allowWildcard: false }))).rejects.toThrow();
+    await fs.symlink('src', path.join(dir, 'alias'));
+    const s = sum();
+    const r = await s.selectionDigest(copy('alias/a.txt'));
+    expect(r.paths).toEqual(['']);
+  });
+});
