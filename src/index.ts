@@ -18,3 +18,4 @@ export { RegistryClient, type RegistryClientOptions } from './registry/client.js
 export { pushImage, type PushOptions } from './registry/push.js';
 export { parseReference, type Reference } from './registry/reference.js';
 export { ImageStore, type StoredImage } from './image/store.js';
+export { prune, diskUsage, type PruneOptions, type Usage } from './client/prune.js';

@@ -63,12 +63,15 @@ export class GarbageCollector {
     const baseSize = sum(base);
     let blobs = 0;
     for (const id of all) if (meta[id].blob) blobs += (await this.store.stat(meta[id].blob!))?.size ?? 0;
+    const mounts = await this.cacheMounts();
+    const mountSize = mounts.reduce((n, m) => n + m.size, 0);
     const kinds = [
       { kind: 'build cache', count: built.length, size: builtSize, reclaimable: builtSize },
+      { kind: 'cache mounts', count: mounts.length, size: mountSize, reclaimable: mountSize },
       { kind: 'base image layers', count: base.length, size: baseSize, reclaimable: baseSize },
       { kind: 'layer blobs', count: all.filter((id) => meta[id].blob).length, size: blobs, reclaimable: blobs },
     ];
-    const total = builtSize + baseSize + blobs;
+    const total = builtSize + baseSize + blobs + mountSize;
     return { kinds, total, reclaimable: total };
   }
 
@@ -100,7 +103,31 @@ export class GarbageCollector {
     }
     await this.sweep(reachable(roots), meta);
     const after = await this.totalSize(meta);
-    return { freed: Math.max(0, before - after), removed };
+    // RUN cache mounts are build cache too (BuildKit prunes them with the rest); a size limit keeps them.
+    let mountsFreed = 0;
+    if (opts.keepStorage === undefined) {
+      for (const m of await this.cacheMounts()) {
+        if (opts.olderThanMs !== undefined && now - m.lastUsed < opts.olderThanMs) continue;
+        await fs.rm(m.dir, { recursive: true, force: true });
+        mountsFreed += m.size;
+        removed++;
+      }
+    }
+    return { freed: Math.max(0, before - after) + mountsFreed, removed };
+  }
+
+  /** `<root>/cache-mounts/*`: their sizes, and when a RUN last used each (the directory's mtime). */
+  private async cacheMounts(): Promise<{ dir: string; size: number; lastUsed: number }[]> {
+    const base = path.join(this.root, 'cache-mounts');
+    const names = await fs.readdir(base).catch(() => [] as string[]);
+    const out: { dir: string; size: number; lastUsed: number }[] = [];
+    for (const name of names) {
+      const dir = path.join(base, name);
+      const st = await fs.lstat(dir).catch(() => null);
+      if (!st?.isDirectory()) continue;
+      out.push({ dir, size: await treeSize(dir), lastUsed: st.mtimeMs });
+    }
+    return out;
   }
 
   /** Deletes snapshots no root reaches, and the layer blobs only they remembered. */
@@ -224,4 +251,14 @@ export function formatSize(n: number): string {
   let v = n;
   while (v >= 1000 && i < units.length - 1) { v /= 1000; i++; }
   return `${i === 0 ? v : v.toFixed(2)}${units[i]}`;
+}
+
+async function treeSize(dir: string): Promise<number> {
+  let n = 0;
+  for (const e of await fs.readdir(dir, { withFileTypes: true, recursive: true }).catch(() => [])) {
+    if (!e.isFile()) continue;
+    const st = await fs.lstat(path.join(e.parentPath ?? (e as unknown as { path: string }).path, e.name)).catch(() => null);
+    n += st?.size ?? 0;
+  }
+  return n;
 }

@@ -179,6 +179,9 @@ async function cacheMount(m: ExecMount, ctx: MountContext, cleanups: (() => Prom
   cacheInUse.set(key, (cacheInUse.get(key) ?? 0) + 1);
   cleanups.push(async () => { cacheInUse.set(key, (cacheInUse.get(key) ?? 1) - 1); });
   if (!(await fs.stat(dir).catch(() => null))) await createCacheDir(dir, m, ctx);
+  // Its mtime says when a RUN last used it, for `builder prune --filter until=`.
+  const now = new Date();
+  await fs.utimes(dir, now, now).catch(() => undefined);
   return { destination: m.dest, type: 'bind', source: dir, options: ['rbind', m.readonly ? 'ro' : 'rw'] };
 }
 

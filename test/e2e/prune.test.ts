@@ -62,6 +62,24 @@ describe('builder du / prune (end to end)', () => {
     expect((await build()).code).toBe(0);
   });
 
+  it('RUN cache mounts are counted by du and removed by prune, honouring until=', async () => {
+    const root = await tempDir('builder-prune-root-');
+    const out = await tempDir('builder-prune-out-');
+    const run = (cmd: string) => makeContext({ Dockerfile: `FROM ${base}\nRUN --mount=type=cache,target=/c ${cmd}\n` })
+      .then((ctx) => runCli(['build', '--root', root, '--output', `type=local,dest=${out}`, ctx]));
+    expect((await run('head -c 50000 /dev/zero > /c/data && ls /c > /seen')).code).toBe(0);
+    const [, count, size] = sizeOf((await runCli(['du', '--root', root])).stdout, 'cache mounts');
+    expect(count).toBe('1');
+    expect(bytes(size)).toBeGreaterThanOrEqual(50_000);
+    expect((await runCli(['prune', '--root', root, '--filter', 'until=1h'])).code).toBe(0);
+    expect(sizeOf((await runCli(['du', '--root', root])).stdout, 'cache mounts')[1]).toBe('1');
+    expect((await runCli(['prune', '--root', root])).code).toBe(0);
+    expect(sizeOf((await runCli(['du', '--root', root])).stdout, 'cache mounts')[1]).toBe('0');
+    // The next RUN starts with an empty cache directory.
+    expect((await run('ls /c > /seen-after')).code).toBe(0);
+    expect(await fs.readFile(path.join(out, 'seen-after'), 'utf8')).toBe('');
+  });
+
   it('rejects a bad filter with a one-line error', async () => {
     const r = await runCli(['prune', '--root', await tempDir('builder-prune-bad-'), '--filter', 'type=regular']);
     expect(r.code).toBe(1);
