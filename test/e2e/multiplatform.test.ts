@@ -90,6 +90,36 @@ describe('builder build --platform linux/amd64,linux/arm64,linux/arm/v7', () => 
     }
   });
 
+  it('cross-compilation: the $BUILDPLATFORM stage runs once for two targets (rawjson events)', async () => {
+    const root = await tempDir('builder-root-');
+    const ctx = await makeContext({ Dockerfile: dockerfile });
+    const res = await runCli(['build', '--root', root, '--progress', 'rawjson', '--platform', 'linux/arm64,linux/arm/v7', ctx]);
+    expect(res.code, res.stderr).toBe(0);
+    const events = res.stderr.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+    const started = events.filter((e) => e.event === 'started');
+    expect(started.filter((e) => / tool 2\/2\] RUN /.test(e.name)).map((e) => e.name)).toEqual([expect.stringMatching(/^\[linux\/amd64 tool/)]);
+    // Each target runs its own RUN under emulation.
+    expect(started.filter((e) => /stage-1 3\/3\] RUN /.test(e.name))).toHaveLength(2);
+  });
+
+  it('--push sends one index to the registry; skopeo copies each platform from it', async () => {
+    const root = await tempDir('builder-root-');
+    const ctx = await makeContext({ Dockerfile: dockerfile });
+    const ref = `${registry}/multi/pushed:1`;
+    const pushed = await runCli(['build', '--root', root, '--platform', platforms.map((x) => x.p).join(','), '-t', ref, '--push', ctx]);
+    expect(pushed.code, pushed.stderr).toBe(0);
+    const remote = JSON.parse((await exec('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${ref}`])).stdout);
+    expect(remote.manifests.map((m: any) => [m.platform.architecture, m.platform.variant])).toEqual(platforms.map((x) => [x.arch, x.variant]));
+    for (const x of platforms) {
+      const dir = path.join(out, `pulled-${x.arch}${x.variant ?? ''}`);
+      await fs.mkdir(dir, { recursive: true });
+      const args = ['--override-os', 'linux', '--override-arch', x.arch, ...(x.variant ? ['--override-variant', x.variant] : [])];
+      await exec('skopeo', [...args, 'copy', '--quiet', '--src-tls-verify=false', `docker://${ref}`, `oci:${dir}/layout:img`]);
+      await exec('umoci', ['unpack', '--image', `${dir}/layout:img`, `${dir}/bundle`]);
+      expect(await fs.readFile(path.join(dir, 'bundle/rootfs/arch'), 'utf8')).toBe(`${x.line}\n`);
+    }
+  });
+
   it('type=local writes one directory per platform; type=docker refuses several platforms', async () => {
     const root = await tempDir('builder-root-');
     const ctx = await makeContext({ Dockerfile: `FROM ${base}\nRUN uname -m > /m\n` });
