@@ -26,7 +26,7 @@ const REPO = path.resolve(HERE, '..');
 
 const { values: opt } = parseArgs({
   options: {
-    reps: { type: 'string', default: '3' },
+    reps: { type: 'string' },
     scenarios: { type: 'string', default: 'B1,B3,B5,B6,B7' },
     builders: { type: 'string', default: 'builder,buildkit,buildah' },
     'builder-output': { type: 'string', default: 'oci' },
@@ -41,16 +41,18 @@ if (opt.help) {
   console.log(fs.readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 10).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
   process.exit(0);
 }
-const reps = Math.max(1, Number(opt.reps) || 1);
+// Default repetitions keep a full run near 15 minutes on 2 cores: 3 for the light scenarios, 2 for the
+// ones moving hundreds of MB. --reps N sets all.
+const repsFor = (sc) => Math.max(1, Number(opt.reps) || sc.reps || 3);
 const say = (s) => process.stderr.write(`bench: ${s}\n`);
 
 const PLATFORMS = ['linux/amd64', 'linux/arm64'];
 const SCENARIOS = {
   B1: { title: 'two CPU-bound stages gathered into one', ctx: data.b1Context, phases: ['cold', 'warm'] },
-  B3: { title: '20,000 files / 320 MB context: COPY . /app, then RUN', ctx: data.b3Context, phases: ['cold', 'warm', 'edit'], edit: data.b3Edit },
+  B3: { title: '20,000 files / 320 MB context: COPY . /app, then RUN', ctx: data.b3Context, phases: ['cold', 'warm', 'edit'], edit: data.b3Edit, reps: 2 },
   B5: { title: `two platforms (${PLATFORMS.join(', ')}) with RUN under QEMU emulation`, ctx: data.b5Context, phases: ['cold'], platforms: PLATFORMS, feature: 'multi-platform builds', prepare: ensureBinfmt },
   B6: { title: 'multi-stage build of a small Node-style program (deps, bundle, test, runtime stages)', ctx: data.b6Context, phases: ['cold', 'warm', 'edit'], edit: data.b6Edit },
-  B7: { title: 'pull, then push to an empty registry, of a 500 MB, 10-layer image', transfer: true, phases: ['pull', 'push'] },
+  B7: { title: 'pull, then push to an empty registry, of a 500 MB, 10-layer image', transfer: true, phases: ['pull', 'push'], reps: 2 },
 };
 const PHASE_FEATURE = { push: 'push to a registry' };
 
@@ -88,6 +90,11 @@ async function main() {
   }
   if (!builders.some((b) => b.name === 'builder') && wanted.has('builder')) throw new Error(`builder: ${missing.builder}`);
 
+  // What dockerd does with nobody of ours using it (other users of a shared daemon, housekeeping).
+  const bk = builders.find((b) => b.name === 'buildkit');
+  const background = bk ? await daemonBackground(bk.daemonPid) : undefined;
+  const loadStart = os.loadavg()[0];
+
   const registry = await startRegistry(path.join(work, 'registry'));
   const results = [];
   const notes = {};
@@ -117,6 +124,7 @@ async function main() {
       if (Date.now() - t0 > 1000) say(`${id}: inputs ready in ${((Date.now() - t0) / 1000).toFixed(1)}s`);
       const runners = builders.filter((b) => (sc.transfer ? true : !b.pullPushOnly));
       const blocked = new Map(); // builder -> Set of phases that failed (not retried)
+      const reps = repsFor(sc);
       for (let rep = 0; rep < reps; rep++) {
         // Alternate: each repetition starts with the next builder.
         const order = runners.map((_, i) => runners[(i + rep) % runners.length]);
@@ -126,6 +134,12 @@ async function main() {
           if (sc.phases.every((p) => bl.has(p))) continue;
           await b.fresh();
           const log = path.join(logs, `${id}-${b.name}.log`);
+          const timed = async (cmds) => {
+            const from = fs.existsSync(log) ? fs.statSync(log).size : 0;
+            const m = await measure(cmds, { log, daemonPid: b.daemonPid });
+            if (b.name === 'builder') m.exportSeconds = exportSeconds(fs.readFileSync(log, 'utf8').slice(from));
+            return m;
+          };
           const record = (phase, m) => {
             const feature = sc.feature ?? PHASE_FEATURE[phase];
             const status = m.ok ? 'ok' : b.name === 'builder' && feature ? 'unsupported' : 'failed';
@@ -139,7 +153,7 @@ async function main() {
           };
           if (sc.transfer) {
             if (!bl.has('pull')) {
-              const pulled = record('pull', await measure(b.pull(bigRef, pullCtx), { log, daemonPid: b.daemonPid }));
+              const pulled = record('pull', await timed(b.pull(bigRef, pullCtx)));
               if (!pulled) { bl.add('push'); continue; }
             }
             if (!bl.has('push')) {
@@ -147,7 +161,7 @@ async function main() {
               try {
                 const p = b.push(bigRef, `${dest.host}/bench/big:${data.B7_TAG}`, pullCtx);
                 await p.setup?.();
-                record('push', await measure(p.cmds, { log, daemonPid: b.daemonPid }));
+                record('push', await timed(p.cmds));
               } finally {
                 await dest.stop();
                 removeTree(path.join(work, `registry-push-${rep}-${b.name}`));
@@ -160,7 +174,7 @@ async function main() {
             if (phase === 'edit') sc.edit(ctx, true);
             let ok;
             try {
-              ok = record(phase, await measure(b.build(spec), { log, daemonPid: b.daemonPid }));
+              ok = record(phase, await timed(b.build(spec)));
             } finally {
               if (phase === 'edit') sc.edit(ctx, false);
             }
@@ -176,8 +190,10 @@ async function main() {
   }
 
   const machine = await machineInfo(versions);
+  machine.loadStart = loadStart.toFixed(2);
+  machine.daemonBackground = background;
   const run = {
-    started, finished: new Date(), reps, builderOutput: opt['builder-output'], scenarios: scenarioIds.map((id) => ({ id, ...SCENARIOS[id] })),
+    started, finished: new Date(), reps: Object.fromEntries(scenarioIds.map((id) => [id, repsFor(SCENARIOS[id])])), builderOutput: opt['builder-output'], scenarios: scenarioIds.map((id) => ({ id, ...SCENARIOS[id] })),
     results, notes, missing, machine, note: opt.note,
   };
   process.stdout.write(renderTerminal(run));
@@ -188,6 +204,25 @@ async function main() {
     fs.renameSync(tmp, opt.results);
     say(`wrote ${path.relative(process.cwd(), opt.results) || opt.results}`);
   }
+}
+
+/** The seconds of builder's "exporting to ..." step in its plain progress output, summed. */
+function exportSeconds(text) {
+  let total = 0;
+  let found = false;
+  for (const m of text.matchAll(/^#(\d+) exporting to [^\n]*\n(?:[^\n]*\n)*?#\1 DONE ([\d.]+)s/gm)) { total += Number(m[2]); found = true; }
+  return found ? total : undefined;
+}
+
+/** dockerd's CPU use over 3 s while this run does not use it, as a share of one core. */
+async function daemonBackground(pid) {
+  const { scan, tree, sum } = await import('./lib/proc.mjs');
+  const a = scan();
+  const t0 = performance.now();
+  await new Promise((r) => setTimeout(r, 3000));
+  const b = scan();
+  const cpu = sum(b, tree(b, [pid]), 'cpu') - sum(a, tree(a, [pid]), 'cpu');
+  return Math.max(0, cpu / ((performance.now() - t0) / 1000));
 }
 
 main().catch((e) => {

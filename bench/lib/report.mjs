@@ -23,7 +23,7 @@ export async function machineInfo(versions) {
     memory: `${(os.totalmem() / 2 ** 30).toFixed(1)} GiB`,
     kernel: `${os.type()} ${os.release()}`,
     os: fs.existsSync('/etc/debian_version') ? `Debian ${fs.readFileSync('/etc/debian_version', 'utf8').trim()}` : os.platform(),
-    load: os.loadavg().map((l) => l.toFixed(2)).join(' '),
+    load: os.loadavg()[0].toFixed(2),
     versions: {
       node: process.version,
       ...versions,
@@ -60,6 +60,7 @@ function cells(run) {
       wall: med('wall'), cpu: med('cpu'), rss: med('rss'),
       clientCpu: med('clientCpu'), daemonCpu: med('daemonCpu'), clientRss: med('clientRss'), daemonRss: med('daemonRss'), daemonIdleRss: med('daemonIdleRss'),
       walls: ok.map((r) => r.wall),
+      exportSeconds: median(ok.map((r) => r.exportSeconds).filter((x) => x !== undefined)),
     });
   }
   return agg;
@@ -96,7 +97,7 @@ export function renderTerminal(run) {
   const line = (cols) => cols.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd();
   const out = [
     '',
-    `median of ${run.reps} run(s): wall time, CPU seconds (c: user+sys, including dockerd's for BuildKit), peak RSS (M: MiB)`,
+    `medians (repetitions: ${Object.entries(run.reps).map(([k, v]) => `${k} ${v}`).join(', ')}): wall time, CPU seconds (c: user+sys, including dockerd's for BuildKit), peak RSS (M: MiB)`,
     line(head),
     line(widths.map((w) => '-'.repeat(w))),
     ...body.map(line),
@@ -126,23 +127,25 @@ export function renderMarkdown(run) {
   md.push('# Benchmark results', '');
   md.push('Written by `npm run bench` (bench/run.mjs); rerun it to replace this file. See [bench/README.md](README.md) for the scenarios and how each number is measured.', '');
   if (run.note) md.push(`> ${run.note}`, '');
-  md.push(`Run: ${run.started.toISOString().replace(/\.\d+Z$/, 'Z')} to ${run.finished.toISOString().replace(/\.\d+Z$/, 'Z')}, ${run.reps} repetition(s) per builder, alternating builders; builder's output: ${run.builderOutput === 'oci' ? 'an OCI tarball (`--output type=oci,dest=...`)' : 'none (state directory only)'}.`, '');
+  md.push(`Run: ${run.started.toISOString().replace(/\.\d+Z$/, 'Z')} to ${run.finished.toISOString().replace(/\.\d+Z$/, 'Z')}, repetitions per builder: ${Object.entries(run.reps).map(([k, v]) => `${k} ${v}`).join(', ')}, alternating builders; builder's output: ${run.builderOutput === 'oci' ? 'an OCI tarball (`--output type=oci,dest=...`)' : 'none (state directory only)'}.`, '');
   md.push('## Machine', '');
   md.push('| | |', '| --- | --- |');
-  md.push(`| CPU | ${m.cpu}, ${m.cores} cores |`, `| memory | ${m.memory} |`, `| kernel | ${m.kernel} (${m.os}) |`, `| load average at the end | ${m.load} |`);
+  md.push(`| CPU | ${m.cpu}, ${m.cores} cores |`, `| memory | ${m.memory} |`, `| kernel | ${m.kernel} (${m.os}) |`, `| load average (1 min) at the start, at the end | ${m.loadStart}, ${m.load} |`);
+  if (m.daemonBackground !== undefined) md.push(`| dockerd's own CPU use before the run (other users, housekeeping) | ${(m.daemonBackground * 100).toFixed(1)}% of a core |`);
   for (const [k, v] of Object.entries(m.versions)) if (v) md.push(`| ${k} | ${String(v).replace(/\|/g, '\\|')} |`);
   md.push('');
   md.push('## Medians', '');
   md.push('Each cell: wall time / CPU time (user+sys) / peak RSS; medians over the successful repetitions. For BuildKit, CPU and RSS include the docker daemon (dockerd and its children), where BuildKit does the work. Ratios are builder ÷ peer: below 1 means builder is faster or cheaper.', '');
-  md.push(`| scenario | ${names.map((n) => LABEL[n]).join(' | ')} | ${peers.map((p) => `builder ÷ ${LABEL[p]} (wall, CPU)`).join(' | ')} |`);
-  md.push(`| --- | ${names.map(() => '---').join(' | ')} | ${peers.map(() => '---').join(' | ')} |`);
+  const mdRow = (cols) => `| ${cols.join(' | ')} |`;
+  md.push(mdRow(['scenario', ...names.map((n) => LABEL[n]), ...peers.map((p) => `builder ÷ ${LABEL[p]} (wall, CPU)`)]));
+  md.push(mdRow(['---', ...names.map(() => '---'), ...peers.map(() => '---')]));
   const mdCell = (c) => {
     if (!c) return '-';
     if (c.status !== 'ok') return `*${c.status}*`;
     return `${c.wall.toFixed(2)} s / ${c.cpu.toFixed(2)} s / ${Math.round(c.rss / MB)} MiB${c.failed ? ` (${c.failed} failed)` : ''}`;
   };
   for (const r of list) {
-    md.push(`| ${r.scenario} ${r.phase} | ${names.map((n) => mdCell(r.cells[n])).join(' | ')} | ${peers.map((p) => `${ratio(r.cells.builder, r.cells[p])}, ${ratioCpu(r.cells.builder, r.cells[p])}`).join(' | ')} |`);
+    md.push(mdRow([`${r.scenario} ${r.phase}`, ...names.map((n) => mdCell(r.cells[n])), ...peers.map((p) => `${ratio(r.cells.builder, r.cells[p])}, ${ratioCpu(r.cells.builder, r.cells[p])}`)]));
   }
   md.push('');
   md.push('Scenarios:', '');
@@ -153,6 +156,14 @@ export function renderMarkdown(run) {
     md.push('## Not measured', '');
     for (const w of why) md.push(`- ${w.replace(/\|/g, '\\|')}`);
     for (const [b, reason] of Object.entries(run.missing)) md.push(`- ${LABEL[b] ?? b} not used: ${reason}`);
+    md.push('');
+  }
+  const exp = list.filter((r) => r.cells.builder?.exportSeconds !== undefined);
+  if (exp.length) {
+    md.push('## builder: time in the export step', '');
+    md.push('Part of builder\'s wall time spent writing its output (gzip of every layer, OCI tarball), from its progress output. BuildKit (into dockerd\'s image store) and Buildah (into containers-storage) keep layers uncompressed and compress on push.', '');
+    md.push('| scenario | wall | export step |', '| --- | --- | --- |');
+    for (const r of exp) md.push(`| ${r.scenario} ${r.phase} | ${r.cells.builder.wall.toFixed(2)} s | ${r.cells.builder.exportSeconds.toFixed(2)} s |`);
     md.push('');
   }
   if (peers.includes('buildkit')) {
