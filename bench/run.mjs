@@ -5,6 +5,7 @@
 //
 //   npm run bench [-- --reps N] [--scenarios B1,B3,B5,B6,B7] [--builders builder,buildkit,buildah]
 //                 [--builder-output oci|none] [--install-peers] [--results FILE|-] [--cache DIR]
+//                 [--note TEXT] [--timeout SECONDS-PER-STEP]
 //
 // Needs root (builds run containers). Inputs are generated once into --cache (default
 // $TMPDIR/builder-bench-cache); everything else lives in a temp dir removed at the end.
@@ -16,7 +17,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as data from './lib/data.mjs';
 import { builder, buildkit, buildah, skopeo, removeTree } from './lib/builders.mjs';
-import { measure } from './lib/measure.mjs';
+import { measure, killAll } from './lib/measure.mjs';
 import { startRegistry, pushLayout } from './lib/registry.mjs';
 import { installPeers, ensureBinfmt } from './lib/peers.mjs';
 import { machineInfo, renderTerminal, renderMarkdown } from './lib/report.mjs';
@@ -34,6 +35,7 @@ const { values: opt } = parseArgs({
     results: { type: 'string', default: path.join(HERE, 'RESULTS.md') },
     cache: { type: 'string', default: path.join(os.tmpdir(), 'builder-bench-cache') },
     note: { type: 'string', default: '' },
+    timeout: { type: 'string', default: '900' },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
@@ -55,6 +57,16 @@ const SCENARIOS = {
   B7: { title: 'pull, then push to an empty registry, of a 500 MB, 10-layer image', transfer: true, phases: ['pull', 'push'], reps: 2 },
 };
 const PHASE_FEATURE = { push: 'push to a registry' };
+
+let interrupted = false;
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.on(sig, () => {
+    if (interrupted) process.exit(130);
+    interrupted = true;
+    say(`${sig}: stopping the running build and cleaning up (again to quit at once)`);
+    killAll();
+  });
+}
 
 async function main() {
   if (process.getuid?.() !== 0) throw new Error('run as root: builds run containers');
@@ -129,6 +141,7 @@ async function main() {
         // Alternate: each repetition starts with the next builder.
         const order = runners.map((_, i) => runners[(i + rep) % runners.length]);
         for (const b of order) {
+          if (interrupted) throw new Error('interrupted');
           const bl = blocked.get(b.name) ?? new Set();
           blocked.set(b.name, bl);
           if (sc.phases.every((p) => bl.has(p))) continue;
@@ -136,7 +149,8 @@ async function main() {
           const log = path.join(logs, `${id}-${b.name}.log`);
           const timed = async (cmds) => {
             const from = fs.existsSync(log) ? fs.statSync(log).size : 0;
-            const m = await measure(cmds, { log, daemonPid: b.daemonPid });
+            const m = await measure(cmds, { log, daemonPid: b.daemonPid, timeoutSec: Number(opt.timeout) || 900 });
+            if (interrupted) throw new Error('interrupted');
             if (b.name === 'builder') m.exportSeconds = exportSeconds(fs.readFileSync(log, 'utf8').slice(from));
             return m;
           };

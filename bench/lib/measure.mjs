@@ -10,10 +10,20 @@ import { scan, tree, sum } from './proc.mjs';
 
 const SAMPLE_MS = 100;
 let seq = 0;
+const running = new Set();
+
+/** Kills every command still running (their whole process groups): on Ctrl-C, or a step over its time. */
+export function killAll() {
+  for (const child of running) killGroup(child);
+}
+
+function killGroup(child) {
+  try { process.kill(-child.pid, 'SIGKILL'); } catch { /* gone */ }
+}
 
 /**
  * @param {{argv: string[], env?: Record<string,string>}[]} cmds commands started together
- * @param {{log: string, daemonPid?: number, cwd?: string}} opts
+ * @param {{log: string, daemonPid?: number, cwd?: string, timeoutSec?: number}} opts
  */
 export async function measure(cmds, opts) {
   const logFd = fs.openSync(opts.log, 'a');
@@ -29,7 +39,14 @@ export async function measure(cmds, opts) {
     stdio: ['ignore', logFd, logFd],
     env: { ...process.env, ...(c.env ?? {}) },
     cwd: opts.cwd,
+    detached: true, // its own process group, so a timeout or Ctrl-C can end the whole tree
   }));
+  for (const ch of children) running.add(ch);
+  let timedOut = false;
+  const deadline = setTimeout(() => {
+    timedOut = true;
+    for (const ch of children) killGroup(ch);
+  }, (opts.timeoutSec ?? 900) * 1000);
   const exits = children.map((ch) => new Promise((resolve) => {
     ch.once('error', (e) => resolve({ code: 127, error: e }));
     ch.once('exit', (code, signal) => resolve({ code: code ?? 128, signal }));
@@ -51,6 +68,8 @@ export async function measure(cmds, opts) {
   const results = await Promise.all(exits);
   const wall = (performance.now() - t0) / 1000;
   clearInterval(timer);
+  clearTimeout(deadline);
+  for (const ch of children) running.delete(ch);
 
   const after = scan();
   const daemonCpu = daemonRoots.length ? Math.max(0, sum(after, tree(after, daemonRoots), 'cpu') - daemonCpu0) : 0;
@@ -81,7 +100,7 @@ export async function measure(cmds, opts) {
     clientRss: clientPeak,
     daemonRss: daemonPeak,
     daemonIdleRss,
-    error: failed ? lastError(opts.log) : undefined,
+    error: timedOut ? `timed out after ${opts.timeoutSec ?? 900}s` : failed ? lastError(opts.log) : undefined,
   };
 }
 
