@@ -125,6 +125,7 @@ async function main() {
       }
       const t0 = Date.now();
       const ctx = sc.transfer ? null : sc.ctx(opt.cache);
+      sc.edit?.(ctx, false); // undo an edit a killed run left behind
       let pullCtx = null;
       let bigRef = null;
       if (sc.transfer) {
