@@ -146,8 +146,15 @@ async function main() {
           const bl = blocked.get(b.name) ?? new Set();
           blocked.set(b.name, bl);
           if (sc.phases.every((p) => bl.has(p))) continue;
-          await b.fresh();
           const log = path.join(logs, `${id}-${b.name}.log`);
+          try {
+            await b.fresh();
+          } catch (e) {
+            say(`${id} ${b.name}: could not empty its state, not run: ${String(e.stderr || e.message).trim().split('\n')[0]}`);
+            results.push({ scenario: id, phase: sc.phases[0], builder: b.name, rep, status: 'failed', ok: false, error: `emptying its state failed: ${e.message}` });
+            for (const p of sc.phases) bl.add(p);
+            continue;
+          }
           const timed = async (cmds) => {
             const from = fs.existsSync(log) ? fs.statSync(log).size : 0;
             const m = await measure(cmds, { log, daemonPid: b.daemonPid, timeoutSec: Number(opt.timeout) || 900 });
