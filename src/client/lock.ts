@@ -52,19 +52,21 @@ function isAlive(pid: number): boolean {
  * build besides the caller, and keep the exclusive lock while they run so none starts.
  */
 export class BuildSession {
-  private constructor(private readonly file: string, private readonly dir: string, readonly alone: boolean) {}
+  private constructor(private readonly file: string, private readonly dir: string, readonly alone: boolean, private readonly name: string) {}
 
   /** Registers a build; `recover` runs under the exclusive lock, told whether this build is alone. */
   static async start(root: string, recover: (alone: boolean) => Promise<void>, signal?: AbortSignal): Promise<BuildSession> {
     const dir = path.join(root, 'locks');
     await fs.mkdir(dir, { recursive: true });
     const gate = await StateLock.acquire(root, signal);
-    const file = path.join(dir, String(process.pid));
+    // One entry per build, not per process: a server or an embedder runs several builds in one process.
+    const name = `${process.pid}-${++sessionCounter}`;
+    const file = path.join(dir, name);
     try {
       await writeFileAtomic(file, await processStamp(process.pid));
-      const alone = (await liveOthers(dir)).length === 0;
+      const alone = (await liveOthers(dir, name)).length === 0;
       await recover(alone);
-      return new BuildSession(file, dir, alone);
+      return new BuildSession(file, dir, alone, name);
     } catch (e) {
       await fs.rm(file, { force: true });
       throw e;
@@ -77,7 +79,7 @@ export class BuildSession {
   async ifAlone(root: string, fn: () => Promise<void>): Promise<boolean> {
     const gate = await StateLock.acquire(root);
     try {
-      if ((await liveOthers(this.dir)).length > 0) return false;
+      if ((await liveOthers(this.dir, this.name)).length > 0) return false;
       await fn();
       return true;
     } finally {
@@ -102,16 +104,21 @@ export async function withStateExclusive<T>(root: string, fn: () => Promise<T>, 
   }
 }
 
-/** Pids of other live builds; entries of dead ones are removed. */
-async function liveOthers(dir: string): Promise<number[]> {
-  const out: number[] = [];
+let sessionCounter = 0;
+
+/** Entries (`<pid>-<n>`) of other live builds, `self` excepted; entries of dead ones are removed. */
+async function liveOthers(dir: string, self?: string): Promise<string[]> {
+  const out: string[] = [];
   for (const name of await fs.readdir(dir).catch(() => [] as string[])) {
-    const pid = Number(name);
-    if (!Number.isInteger(pid) || pid === process.pid) continue;
+    if (name === self || name.startsWith('.') || name.includes('.tmp-')) continue;
+    const pid = Number(name.split('-')[0]);
+    if (!Number.isInteger(pid)) continue;
+    // Another build of this very process is live as long as its entry is there.
+    if (pid === process.pid) { out.push(name); continue; }
     const recorded = await fs.readFile(path.join(dir, name), 'utf8').catch(() => null);
     if (recorded === null) continue;
     // The same pid with another start time is an unrelated process that reused a dead build's pid.
-    if (isAlive(pid) && (await processStamp(pid)) === recorded) out.push(pid);
+    if (isAlive(pid) && (await processStamp(pid)) === recorded) out.push(name);
     else await fs.rm(path.join(dir, name), { force: true });
   }
   return out;
