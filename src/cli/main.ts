@@ -7,9 +7,7 @@ import { warningSummary } from '../client/checks.js';
 import { PlainProgress, quietProgress, type ProgressMode } from '../progress/printer.js';
 import { TtyProgress } from '../progress/tty.js';
 import { UserError } from '../util/errors.js';
-import { installEmulators } from '../index.js';
-import { serve } from '../server/server.js';
-import { remoteBuild } from '../server/client.js';
+// Commands other than a local build load their modules when run: CLI start is part of every build's time.
 import { writeBuildFiles } from '../client/metadata.js';
 import { imageCommands } from './images.js';
 
@@ -68,7 +66,7 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
   if (builderAddr && (argv.load || argv.annotation)) {
     throw new UserError('USAGE', `--${argv.load ? 'load' : 'annotation'} is not supported with --builder yet`);
   }
-  const result = builderAddr ? await remoteBuild({
+  const result = builderAddr ? await (await import('../server/client.js')).remoteBuild({
     ...common,
     // The server pushes: --push travels as the output it stands for.
     outputs: argv.push ? [...(common.outputs ?? []), 'type=image,push=true'] : common.outputs,
@@ -180,6 +178,7 @@ async function main(): Promise<void> {
         .option('addr', { type: 'string', default: 'unix:///run/builder/builder.sock', describe: 'Listen address: unix:///path or tcp://127.0.0.1:PORT' })
         .option('token', { type: 'string', describe: 'Token clients must send (required for tcp://; env BUILDER_TOKEN)' }),
       async (argv) => {
+        const { serve } = await import('../server/server.js');
         const server = await serve({
           addr: argv.addr as string, token: (argv.token as string | undefined) ?? process.env.BUILDER_TOKEN, root: argv.root as string,
           log: (line) => process.stderr.write(`${line}\n`),
@@ -198,6 +197,7 @@ async function main(): Promise<void> {
       'Register the installed QEMU emulators in binfmt_misc (fix-binary), to RUN for other platforms (root)',
       (y) => y,
       async () => {
+        const { installEmulators } = await import('../executor/emulation.js');
         for (const r of await installEmulators()) {
           process.stdout.write(`${r.name}: ${r.status}${r.message ? ` (${r.message})` : ''}\n`);
         }
