@@ -3,12 +3,13 @@
 // rewritten atomically; the blobs it names are in `<root>/content`.
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { Digest, Platform } from '../../solver/llb/ops.js';
+import type { Platform } from '../../solver/llb/ops.js';
 import type { ContentStore } from '../content/store.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { UserError } from '../util/errors.js';
 import { parseReference, type Reference } from '../registry/reference.js';
 import { isIndexType, normalizePlatform, platformString, platformsEqual, type Descriptor, type ImageConfigFile, type Index, type Manifest } from './types.js';
+import type { ResolvedImage } from '../registry/client.js';
 
 export interface StoredImage {
   /** Full normalized name with tag. */
@@ -101,16 +102,8 @@ export class ImageStore {
   }
 }
 
-export interface LocalImage {
-  ref: Reference;
-  manifestDigest: Digest;
-  manifest: Manifest;
-  manifestBytes: Buffer;
-  config: ImageConfigFile;
-  configBytes: Buffer;
-  configDescriptor: Descriptor;
-  layers: Descriptor[];
-}
+/** What the store resolves: the same shape the registry client resolves, so the worker takes either. */
+export type LocalImage = ResolvedImage;
 
 function normalizeName(name: string): string {
   return parseReference(name).toString();

@@ -11,6 +11,7 @@ import type { CopyAction, Digest } from '../../solver/llb/ops.js';
 import { sha256 } from '../../solver/llb/digest.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { goMatch, hasWildcard, PatternMatcher } from './match.js';
+import { Limiter } from '../util/limiter.js';
 
 interface Node {
   type: 'file' | 'dir' | 'symlink' | 'other';
@@ -257,24 +258,6 @@ async function hashFile(file: string): Promise<Digest> {
     for await (const chunk of fs.createReadStream(file, { highWaterMark: 1 << 20 })) h.update(chunk as Buffer);
   }
   return `sha256:${h.digest('hex')}`;
-}
-
-/** Bounds concurrent file system calls: enough to keep the thread pool busy, few enough to cap open files. */
-class Limiter {
-  private active = 0;
-  private readonly waiting: (() => void)[] = [];
-  constructor(private readonly max: number) {}
-
-  async run<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.active >= this.max) await new Promise<void>((r) => this.waiting.push(r));
-    this.active++;
-    try {
-      return await fn();
-    } finally {
-      this.active--;
-      this.waiting.shift()?.();
-    }
-  }
 }
 
 const hashLimit = new Limiter(8);

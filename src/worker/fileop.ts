@@ -13,6 +13,7 @@ import { goMatch, hasWildcard, PatternMatcher } from './match.js';
 import { resolveOwner } from './users.js';
 import { isArchive, unpackArchive } from './unpack.js';
 import { applySymbolicMode, parseSymbolicMode, type ModeSet } from '../../solver/llb/chmod.js';
+import { Limiter } from '../util/limiter.js';
 
 export class FileOpError extends UserError {}
 
@@ -263,24 +264,6 @@ interface CopyOptions {
   timestamp?: number;
   include?: PatternMatcher;
   exclude?: PatternMatcher;
-}
-
-/** Bounds concurrent file copies: enough to keep the thread pool busy, few enough to cap open files. */
-class Limiter {
-  private active = 0;
-  private readonly waiting: (() => void)[] = [];
-  constructor(private readonly max: number) {}
-
-  async run<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.active >= this.max) await new Promise<void>((r) => this.waiting.push(r));
-    this.active++;
-    try {
-      return await fn();
-    } finally {
-      this.active--;
-      this.waiting.shift()?.();
-    }
-  }
 }
 
 /**
