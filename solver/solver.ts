@@ -16,6 +16,11 @@ export interface OpContext<R> {
   inputs: R[];
   inputOps: Op[];
   signal: AbortSignal;
+  /**
+   * The result of an earlier version of this op (the same step in the previous build), when the cache
+   * knows one: an executor may build on it to do less work. The result must not depend on it.
+   */
+  previous?: R;
 }
 
 /** Executes one op given its inputs' results; supplied by the worker. */
@@ -31,7 +36,7 @@ export interface KeyContext {
   inputOp(i: number): Op;
 }
 
-export type CacheLookup<R> = { hit: true; result: R } | { hit: false; reason?: string };
+export type CacheLookup<R> = { hit: true; result: R } | { hit: false; reason?: string; previous?: R };
 
 /** Cross-solve reuse of results by cache key; supplied by the client (persistent cache + worker). */
 export interface SolveCache<R> {
@@ -172,6 +177,7 @@ export async function solveRoots<R>(def: Definition, roots: Digest[], opts: Solv
     p = (async () => {
       let key: Digest | undefined;
       let cacheMiss: string | undefined;
+      let previous: R | undefined;
       let ran: Promise<R[]> | undefined;
       if (cache && forced(digest)) ran = runInputs(op);
       if (ran) await ran;
@@ -191,6 +197,7 @@ export async function solveRoots<R>(def: Definition, roots: Digest[], opts: Solv
           return found.result;
         }
         cacheMiss = found.reason;
+        previous = found.previous;
       }
       const inputs = await (ran ?? runInputs(op));
       return queue.add(
@@ -201,7 +208,7 @@ export async function solveRoots<R>(def: Definition, roots: Digest[], opts: Solv
           opts.onEvent?.({ type: 'start', digest, metadata, cacheKey: key, cacheMiss });
           try {
             const inputOps = opInputs(op).map((i) => getOp(i.digest));
-            const result = await opts.execute({ digest, op, metadata, inputs, inputOps, signal: abort.signal });
+            const result = await opts.execute({ digest, op, metadata, inputs, inputOps, signal: abort.signal, previous });
             if (cache && key) await cache.save(key, result, { digest, op, metadata });
             opts.onEvent?.({ type: 'done', digest, metadata, durationMs: performance.now() - started });
             return result;

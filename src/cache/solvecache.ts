@@ -74,7 +74,17 @@ export class BuildCache implements SolveCache<WorkerRef> {
         return { hit: true, result: { layers: rec.layers } };
       }
     }
-    return { hit: false, reason: await this.explain(key, ctx).catch(() => undefined) };
+    const reason = await this.explain(key, ctx).catch(() => undefined);
+    const previous = ctx.op.kind === 'file' && !ctx.ignoreCache ? await this.previousResult(ctx.metadata).catch(() => undefined) : undefined;
+    return { hit: false, reason, ...(previous ? { previous } : {}) };
+  }
+
+  /** The result this step had in the previous build of the same Dockerfile, if its record still exists. */
+  private async previousResult(metadata: OpMetadata): Promise<WorkerRef | undefined> {
+    const id = stepId(metadata);
+    const prev = id ? (await this.loadHistory()).steps[id] : undefined;
+    const rec = prev ? await this.records.get(prev.key) : null;
+    return rec ? { layers: rec.layers } : undefined;
   }
 
   async save(key: Digest, result: WorkerRef): Promise<void> {

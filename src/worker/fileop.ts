@@ -21,6 +21,19 @@ interface Owner { uid: number; gid: number }
 
 const notFound = (p: string) => new FileOpError('NOT_FOUND', `"${p}": not found`);
 
+export interface ApplyOptions {
+  rootOwned?: Set<number>;
+  /** Where `--chown` names resolve (/etc/passwd, /etc/group) when `root` is not the whole filesystem. */
+  ownerRoot?: string;
+  /**
+   * `root` already holds an earlier result of the same copy (hard links to a committed snapshot): files that
+   * did not change since `unchangedBefore` (ms; by ctime, which no tool can set back) and whose size, time,
+   * mode and owner already match are kept, anything else is replaced (never modified in place: the inode is
+   * shared), and entries the source no longer has are removed.
+   */
+  refresh?: { unchangedBefore: number };
+}
+
 /**
  * Applies `actions` in order to `root` (a mounted writable rootfs). `sources[i]` is the directory of op
  * input i, which copy actions read from (`sourceInput` -1 is an empty filesystem).
@@ -30,7 +43,7 @@ const notFound = (p: string) => new FileOpError('NOT_FOUND', `"${p}": not found`
  * transfer gives every file 0:0), unless the copy sets an owner; archives extracted from them keep theirs.
  */
 export async function applyFileActions(
-  root: string, actions: FileAction[], sources: (string | null)[], opts: { rootOwned?: Set<number> } = {},
+  root: string, actions: FileAction[], sources: (string | null)[], opts: ApplyOptions = {},
 ): Promise<void> {
   for (const action of actions) {
     try {
@@ -38,7 +51,7 @@ export async function applyFileActions(
         case 'mkdir': await mkdirAction(root, action); break;
         case 'mkfile': await mkfileAction(root, action); break;
         case 'rm': await rmAction(root, action); break;
-        case 'copy': await copyAction(root, action, sources, opts.rootOwned?.has(action.sourceInput) ?? false); break;
+        case 'copy': await copyAction(root, action, sources, opts.rootOwned?.has(action.sourceInput) ?? false, opts); break;
       }
     } catch (e) {
       throw asFileOpError(e, [root, ...sources.filter((s): s is string => s !== null)]);
@@ -146,22 +159,22 @@ function sourcePath(srcRoot: string, p: string, followLinks: boolean): Promise<s
   return resolveInRoot(srcRoot, path.posix.join('/', p), followLinks);
 }
 
-async function copyAction(root: string, a: CopyAction, sources: (string | null)[], rootOwned: boolean): Promise<void> {
+async function copyAction(root: string, a: CopyAction, sources: (string | null)[], rootOwned: boolean, opts: ApplyOptions): Promise<void> {
   if (a.sourceInput >= 0 && typeof sources[a.sourceInput] !== 'string') {
     throw new FileOpError('INVALID_INPUT', `copy source input ${a.sourceInput} is not available`);
   }
   const scratch = a.sourceInput < 0 ? await fsp.mkdtemp(path.join(os.tmpdir(), 'builder-scratch-')) : null;
   try {
-    await copyFrom(root, scratch ?? sources[a.sourceInput]!, a, rootOwned);
+    await copyFrom(root, scratch ?? sources[a.sourceInput]!, a, rootOwned, opts);
   } finally {
     if (scratch) await fsp.rmdir(scratch);
   }
 }
 
-async function copyFrom(root: string, srcRoot: string, a: CopyAction, rootOwned = false): Promise<void> {
+async function copyFrom(root: string, srcRoot: string, a: CopyAction, rootOwned = false, opts: ApplyOptions = {}): Promise<void> {
   const srcPath = cleanPath(a.src);
   const destPath = cleanPath(a.dest);
-  const owner = await ownerOf(root, a.owner);
+  const owner = await ownerOf(opts.ownerRoot ?? root, a.owner);
   const destDir = a.destIsDir === true || isDirPath(destPath);
   const destClean = path.posix.join('/', destPath);
 
@@ -199,6 +212,7 @@ async function copyFrom(root: string, srcRoot: string, a: CopyAction, rootOwned 
     timestamp: a.timestamp,
     include: a.includePatterns?.length ? new PatternMatcher(a.includePatterns) : undefined,
     exclude: a.excludePatterns?.length ? new PatternMatcher(a.excludePatterns) : undefined,
+    refresh: opts.refresh,
   });
   for (const s of srcs) {
     const src = await sourcePath(srcRoot, s, a.followSymlinks);
@@ -217,6 +231,12 @@ async function copyFrom(root: string, srcRoot: string, a: CopyAction, rootOwned 
     }
     await mkdirAll(root, a.dirCopyContents && st.isDirectory() && !destSt ? target : path.dirname(target), 0o755, owner, a.timestamp);
     await copier.copyTop(src, st, target);
+    // A fresh copy adds entries to the directory it copies into, which sets its time to now; a refreshed
+    // one may add none, so it sets the time itself.
+    if (opts.refresh) {
+      const now = Date.now() / 1000;
+      await fsp.lutimes(st.isDirectory() ? target : path.dirname(target), now, now);
+    }
   }
 }
 
@@ -264,6 +284,7 @@ interface CopyOptions {
   timestamp?: number;
   include?: PatternMatcher;
   exclude?: PatternMatcher;
+  refresh?: ApplyOptions['refresh'];
 }
 
 /**
@@ -312,6 +333,7 @@ class Copier {
   private async copyChildren(src: string, relDir: string, dst: DirNode, included: boolean): Promise<void> {
     const { include, exclude } = this.opts;
     const tasks: Promise<void>[] = [];
+    const kept = this.opts.refresh ? new Set<string>() : null;
     const names = (await fsp.readdir(src)).sort();
     // Stat a directory's entries together: one round trip through the thread pool instead of one each.
     const stats = await Promise.all(names.map((name) => fsp.lstat(path.join(src, name))));
@@ -328,6 +350,9 @@ class Copier {
         const selected = inc && !exc;
         if (!st.isDirectory()) {
           if (!selected) continue;
+          kept?.add(name);
+          // Refreshing: most files are unchanged, and a synchronous check is far cheaper than a task.
+          if (kept && !dst.created && this.keepSync(s, st, t)) continue;
           await dst.ensure();
           const task = this.limiter.run(() => this.copyNonDir(s, st, t, dst.created));
           task.catch(() => undefined); // handled by the awaits below; this avoids an interim unhandled rejection
@@ -343,7 +368,16 @@ class Copier {
         const node = new DirNode(t, dst, (parentCreated) => this.makeDir(t, parentCreated));
         if (selected) await node.ensure();
         await this.copyChildren(s, rel, node, inc && include !== undefined);
-        if (node.used) await this.applyInfo(s, st, t);
+        if (node.used) {
+          kept?.add(name);
+          await this.applyInfo(s, st, t);
+        }
+      }
+      // Refreshing an earlier copy: what the source no longer has (or no longer selects) goes.
+      if (kept && dst.used && !dst.created) {
+        for (const name of await fsp.readdir(dst.path)) {
+          if (!kept.has(name)) await fsp.rm(path.join(dst.path, name), { recursive: true, force: true });
+        }
       }
     } finally {
       // Never return (or fail) with copies still running into a mount the caller may remove next.
@@ -360,6 +394,11 @@ class Copier {
       return true;
     }
     if (!existing.isDirectory()) {
+      if (this.opts.refresh) {
+        await fsp.unlink(target);
+        await fsp.mkdir(target, { mode: 0o700 });
+        return true;
+      }
       throw new FileOpError('NOT_A_DIRECTORY', `cannot copy to non-directory: ${inRootPath(this.root, target)}`);
     }
     return false;
@@ -368,10 +407,15 @@ class Copier {
   private async copyNonDir(src: string, st: fs.Stats, target: string, fresh: boolean): Promise<void> {
     if (!fresh) {
       const existing = await lstatOrNull(target);
-      if (existing?.isDirectory()) {
+      if (existing && this.opts.refresh) {
+        if (this.unchanged(src, st, existing) && (await this.sameLinks(st, target, existing))) return;
+        if (existing.isDirectory()) await fsp.rm(target, { recursive: true });
+        else await fsp.unlink(target);
+      } else if (existing?.isDirectory()) {
         throw new FileOpError('IS_A_DIRECTORY', `cannot replace to directory ${inRootPath(this.root, target)} with file`);
+      } else if (existing) {
+        await fsp.unlink(target);
       }
-      if (existing) await fsp.unlink(target);
     }
     if (st.isFile() && st.nlink > 1) {
       const key = `${st.dev}:${st.ino}`;
@@ -395,6 +439,50 @@ class Copier {
       mknod(target, kind | 0o600, major(st.rdev), minor(st.rdev));
       await this.applyInfo(src, st, target);
     }
+  }
+
+  /** Refreshing: `existing` (an earlier copy of `src`) is what copying `src` now would make. */
+  private unchanged(src: string, st: fs.Stats, existing: fs.Stats): boolean {
+    const { owner, mode, modeSet, timestamp, refresh } = this.opts;
+    if (!refresh || !st.isFile() || !existing.isFile()) return false;
+    if (st.ctimeMs >= refresh.unchangedBefore || st.size !== existing.size) return false;
+    const mtime = timestamp !== undefined ? timestamp * 1000 : st.mtimeMs;
+    if (Math.abs(existing.mtimeMs - mtime) >= 1) return false;
+    const wantMode = modeSet ? applySymbolicMode(modeSet, st.mode, false) : mode ?? st.mode & 0o7777;
+    if ((existing.mode & 0o7777) !== wantMode) return false;
+    if (existing.uid !== (owner?.uid ?? st.uid) || existing.gid !== (owner?.gid ?? st.gid)) return false;
+    return listXattrs(src).length === 0;
+  }
+
+  /** Refreshing: the synchronous form of copyNonDir's check that `target` can stay as it is. */
+  private keepSync(src: string, st: fs.Stats, target: string): boolean {
+    let existing: fs.Stats;
+    try {
+      existing = fs.lstatSync(target);
+    } catch {
+      return false;
+    }
+    if (!this.unchanged(src, st, existing)) return false;
+    if (st.nlink <= 1) return true;
+    const key = `${st.dev}:${st.ino}`;
+    if (this.inodes.has(key)) return false; // the async path compares with the first name's inode
+    this.inodes.set(key, Promise.resolve(target));
+    return true;
+  }
+
+  /**
+   * Refreshing a file the source hard-links elsewhere: kept only if it is still linked to what this copy
+   * made (or kept) for the first of those names, as a fresh copy would link it.
+   */
+  private async sameLinks(st: fs.Stats, target: string, existing: fs.Stats): Promise<boolean> {
+    if (st.nlink <= 1) return true;
+    const key = `${st.dev}:${st.ino}`;
+    const first = this.inodes.get(key);
+    if (!first) {
+      this.inodes.set(key, Promise.resolve(target));
+      return true;
+    }
+    return (await fsp.lstat(await first)).ino === existing.ino;
   }
 
   private async copyRegular(src: string, st: fs.Stats, target: string): Promise<void> {

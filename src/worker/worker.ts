@@ -2,6 +2,7 @@
 // local sources a snapshot of the selected context files, exec and file ops a new snapshot on top of their
 // input (the overlay upperdir). A result is the chain of snapshot ids, bottom to top.
 import fs from 'node:fs/promises';
+import fsSync from 'node:fs';
 import path from 'node:path';
 import type { OpContext, OpExecutor } from '../../solver/solver.js';
 import type { CopyAction, Digest, ExecOp, FileOp, HttpSource, ImageSource, LocalSource, MergeOp, Op } from '../../solver/llb/ops.js';
@@ -10,6 +11,7 @@ import { ContentStore } from '../content/store.js';
 import { Snapshotter, type Mounted } from '../snapshot/snapshotter.js';
 import { applyLayerBlob } from '../archive/layer.js';
 import { applyFileActions } from './fileop.js';
+import { getXattr, listXattrs, setXattr } from '../native/fsx.js';
 import { prepareMounts, type BuildSession } from './mounts.js';
 import { fetchHttpSource } from './http.js';
 import { OciRuntimeExecutor } from '../executor/runc.js';
@@ -127,7 +129,7 @@ export class Worker {
       case 'exec':
         return this.exec(op, ctx, session, onLog);
       case 'file':
-        return this.file(op, ctx.inputs, ctx.inputOps, locals);
+        return this.file(op, ctx.inputs, ctx.inputOps, locals, ctx.previous);
       case 'merge':
         return this.merge(op, ctx.inputs);
     }
@@ -250,8 +252,14 @@ export class Worker {
     return { layers: [...base.layers, upper] };
   }
 
-  private async file(op: FileOp, inputs: WorkerRef[], inputOps: Op[], locals: Record<string, LocalDir>): Promise<WorkerRef> {
+  private async file(op: FileOp, inputs: WorkerRef[], inputOps: Op[], locals: Record<string, LocalDir>, previous?: WorkerRef): Promise<WorkerRef> {
     const base = op.base >= 0 ? inputs[op.base] : { layers: [] };
+    if (previous) {
+      const refreshed = await this.refreshCopy(op, base, inputOps, locals, previous);
+      if (refreshed) return refreshed;
+    }
+    const started = Date.now();
+    const copy = await singleLocalCopy(op, inputOps, locals);
     const upper = await this.snapshots.prepare();
     const mounts: Mounted[] = [];
     try {
@@ -292,8 +300,52 @@ export class Worker {
       throw e;
     }
     await unmountAll(mounts);
-    await this.snapshots.commit(upper, {});
+    const info: FileSnapshotInfo = { started, ...(copy ? { copy: copy.identity } : {}) };
+    await this.snapshots.commit(upper, info);
     return { layers: [...base.layers, upper] };
+  }
+
+  /**
+   * A COPY from the context redone after an edit, built from the previous build's result of the same step
+   * instead of from nothing: its files are hard-linked into a new snapshot (committed snapshots never
+   * change, so sharing inodes is safe) and the copy then rewrites only what differs from the context and
+   * removes what is gone. Creating inodes is what a big COPY spends its time on; links are cheap.
+   * Only when the result is certain to equal a fresh copy: one copy action from the context, the same
+   * context directory, source and destination as before, the same layers below, and a destination that
+   * the layers below do not have (or have as an empty directory, through no symlink). Null otherwise.
+   */
+  private async refreshCopy(op: FileOp, base: WorkerRef, inputOps: Op[], locals: Record<string, LocalDir>, previous: WorkerRef): Promise<WorkerRef | null> {
+    const copy = await singleLocalCopy(op, inputOps, locals);
+    const prevTop = previous.layers.at(-1);
+    if (!copy || !prevTop || previous.layers.length !== base.layers.length + 1 || base.layers.some((id, i) => previous.layers[i] !== id)) return null;
+    const prevInfo = await this.snapshots.info<FileSnapshotInfo>(prevTop).catch(() => null);
+    if (prevInfo?.copy !== copy.identity || prevInfo.started === undefined) return null;
+    const started = Date.now();
+    const lower = await this.snapshots.mount(base.layers);
+    let upper: string | null = null;
+    try {
+      if ((await destBelow(lower.target, copy.action.dest)) === 'unusable') return null;
+      upper = await this.snapshots.prepare();
+      if (!cloneTree(this.snapshots.fsPath(prevTop), this.snapshots.fsPath(upper))) {
+        await this.snapshots.remove(upper);
+        return null;
+      }
+      await applyFileActions(this.snapshots.fsPath(upper), [copy.action], copy.sources, {
+        rootOwned: new Set([copy.action.sourceInput]),
+        ownerRoot: lower.target,
+        // Two seconds of slack: a file's ctime can trail the clock that stamped `started`.
+        refresh: { unchangedBefore: prevInfo.started - 2000 },
+      });
+      const info: FileSnapshotInfo = { started, copy: copy.identity };
+      await this.snapshots.commit(upper, info);
+      return { layers: [...base.layers, upper] };
+    } catch {
+      // The ordinary copy redoes the work and reports any error as it always does.
+      if (upper) await this.snapshots.remove(upper).catch(() => undefined);
+      return null;
+    } finally {
+      await lower.unmount();
+    }
   }
 
   private merge(_op: MergeOp, inputs: WorkerRef[]): WorkerRef {
@@ -301,6 +353,94 @@ export class Worker {
     for (const input of inputs) for (const id of input.layers) if (!layers.includes(id)) layers.push(id);
     return { layers };
   }
+}
+
+/** What a file op's snapshot records: when its copy started and what it copied (for refreshCopy). */
+interface FileSnapshotInfo {
+  started?: number;
+  copy?: string;
+}
+
+/** A file op that is one copy straight from a context directory, with what identifies it across builds. */
+async function singleLocalCopy(op: FileOp, inputOps: Op[], locals: Record<string, LocalDir>): Promise<{ action: CopyAction; sources: (string | null)[]; identity: string } | null> {
+  if (op.actions.length !== 1) return null;
+  const a = op.actions[0];
+  if (a.action !== 'copy' || a.attemptUnpack || a.sourceInput < 0) return null;
+  const src = directLocalCopy(op, a.sourceInput, inputOps[a.sourceInput]);
+  const local = src ? locals[src.name] : undefined;
+  if (!src || !local) return null;
+  const action: CopyAction = src.excludePatterns ? { ...a, excludePatterns: src.excludePatterns } : a;
+  const sources: (string | null)[] = inputOps.map(() => null);
+  sources[a.sourceInput] = local.dir;
+  const dir = await fs.realpath(local.dir).catch(() => path.resolve(local.dir));
+  return { action, sources, identity: JSON.stringify([dir, a.src, a.dest, a.dirCopyContents ?? false, a.destIsDir ?? false, a.followSymlinks ?? false]) };
+}
+
+/**
+ * Whether a copy's destination is new to the layers below (`absent`), an empty directory there (`empty`),
+ * or anything else (`unusable`: then only a copy through the mounted stack resolves it right).
+ */
+async function destBelow(root: string, dest: string): Promise<'absent' | 'empty' | 'unusable'> {
+  const clean = path.posix.join('/', dest);
+  if (clean === '/') return 'unusable';
+  const parts = clean.split('/').filter(Boolean);
+  let p = root;
+  for (const [i, part] of parts.entries()) {
+    p = path.join(p, part);
+    let st: import('node:fs').Stats;
+    try {
+      st = await fs.lstat(p);
+    } catch (e) {
+      return (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'absent' : 'unusable';
+    }
+    if (!st.isDirectory()) return 'unusable';
+    if (i === parts.length - 1) return (await fs.readdir(p)).length === 0 ? 'empty' : 'unusable';
+  }
+  return 'unusable';
+}
+
+/**
+ * Rebuilds a committed snapshot's tree in an empty snapshot: directories made with the same metadata,
+ * everything else hard-linked. False when the tree has overlay whiteouts or opaque directories (a copy
+ * over lower layers, which refreshCopy does not take on).
+ */
+function cloneTree(from: string, to: string): boolean {
+  const dirs: [string, import('node:fs').Stats][] = [];
+  const walk = (src: string, dst: string): boolean => {
+    for (const e of fsSync.readdirSync(src, { withFileTypes: true })) {
+      const s = path.join(src, e.name);
+      const d = path.join(dst, e.name);
+      if (e.isDirectory()) {
+        const st = fsSync.lstatSync(s);
+        fsSync.mkdirSync(d);
+        if (!copyDirMeta(s, d, st)) return false;
+        dirs.push([d, st]);
+        if (!walk(s, d)) return false;
+      } else {
+        if (e.isCharacterDevice() && fsSync.lstatSync(s).rdev === 0) return false;
+        fsSync.linkSync(s, d);
+      }
+    }
+    return true;
+  };
+  const rootSt = fsSync.lstatSync(from);
+  if (!copyDirMeta(from, to, rootSt) || !walk(from, to)) return false;
+  dirs.push([to, rootSt]);
+  // Times last: making the children changed them.
+  for (const [d, st] of dirs) fsSync.utimesSync(d, st.atime, st.mtime);
+  return true;
+}
+
+function copyDirMeta(src: string, dst: string, st: import('node:fs').Stats): boolean {
+  fsSync.lchownSync(dst, st.uid, st.gid);
+  fsSync.chmodSync(dst, st.mode & 0o7777);
+  for (const name of listXattrs(src)) {
+    if (name === 'trusted.overlay.opaque') return false;
+    if (name.startsWith('trusted.overlay.')) continue; // overlay's bookkeeping (origin, impure)
+    const v = getXattr(src, name);
+    if (v !== null) setXattr(dst, name, v);
+  }
+  return true;
 }
 
 /**
