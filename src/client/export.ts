@@ -18,6 +18,8 @@ import { pushImage } from '../registry/push.js';
 import type { ProgressWriter } from '../progress/printer.js';
 import { boolAttr, type OutputSpec } from './outputs.js';
 import { UserError } from '../util/errors.js';
+import { sha256 } from '../../solver/llb/digest.js';
+import { ArchiveOutputs } from '../exporter/uptodate.js';
 
 export interface ExportResult {
   type: string;
@@ -212,12 +214,21 @@ export async function exportImage(
   // One platform: the manifest itself; several: an index (a Docker manifest list with Docker types).
   const root = multi ? await writeImageIndex(worker.store, images) : images[0].manifest;
 
-  if (output.type === 'oci') {
-    if (boolAttr(output, 'tar', true)) await exportLayoutTar(worker.store, root, { dest: output.dest!, names });
-    else await exportLayoutDir(worker.store, root, { dest: output.dest!, names });
+  if (output.type === 'oci' && !boolAttr(output, 'tar', true)) {
+    await exportLayoutDir(worker.store, root, { dest: output.dest!, names });
+  } else if (output.type === 'oci' || (output.type === 'docker' && output.dest)) {
+    const dest = output.dest!;
+    const outputs = new ArchiveOutputs(worker.opts.root);
+    const fingerprint = sha256(JSON.stringify([output.type, root.digest, names]));
+    if (await outputs.upToDate(dest, fingerprint)) {
+      progress.log(vertex, 'stderr', Buffer.from(`${dest} already holds this image\n`));
+    } else {
+      if (output.type === 'oci') await exportLayoutTar(worker.store, root, { dest, names });
+      else await exportDockerTar(worker.store, { manifest: root }, { dest, names });
+      await outputs.record(dest, fingerprint);
+    }
   } else if (output.type === 'docker') {
-    if (output.dest) await exportDockerTar(worker.store, { manifest: root }, { dest: output.dest, names });
-    else await loadIntoDocker(worker, root, names);
+    await loadIntoDocker(worker, root, names);
   } else {
     if (names.length && boolAttr(output, 'store', true)) await worker.images.put(names, root);
     if (push) {

@@ -1,24 +1,21 @@
 // OCI image layout tarballs (oci-layout, index.json, blobs/sha256/...), the container for both the OCI and
-// the docker exporter. Blobs stream from the content store; a file destination is written to a temp file
-// and renamed, so a reader never sees half an archive.
+// the docker exporter. Blobs go from the content store into the archive file inside the kernel; a file
+// destination is written to a temp file and renamed, so a reader never sees half an archive.
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { pipeline } from 'node:stream/promises';
-import tar from 'tar-stream';
 import { BlobNotFoundError, type ContentStore } from '../content/store.js';
 import { Annotation, MediaType, isIndexType, isManifestType, type Descriptor, type Index, type Manifest } from '../image/types.js';
 import type { Reference } from '../registry/reference.js';
+import { encodeHeader } from '../archive/tar.js';
+import { copyRange } from '../native/fsx.js';
 
 export interface ArchiveFile {
   name: string;
   data: Buffer;
 }
-
-/** Fixed metadata for every entry: equal images give equal archives. */
-const MTIME = new Date(0);
 
 /** `blobs/sha256/<hex>`, the path of a blob inside a layout. */
 export const blobName = (d: Descriptor): string => `blobs/${d.digest.replace(':', '/')}`;
@@ -61,17 +58,82 @@ export async function writeLayoutTar(
   contents: { blobs: Descriptor[]; index: Index; extraFiles?: ArchiveFile[] },
   dest: string,
 ): Promise<void> {
-  const pack = tar.pack();
-  const tmp = dest === '-' ? null : path.join(path.dirname(dest), `.${path.basename(dest)}.${randomBytes(6).toString('hex')}.tmp`);
-  const sink = tmp ? pipeline(pack, fs.createWriteStream(tmp, { mode: 0o644 })) : pipeline(pack, process.stdout, { end: false });
+  for (const blob of contents.blobs) if (!(await store.has(blob.digest))) throw new BlobNotFoundError(blob.digest);
+  if (dest === '-') {
+    await writeArchiveToStream(store, contents, process.stdout);
+    return;
+  }
+  const tmp = path.join(path.dirname(dest), `.${path.basename(dest)}.${randomBytes(6).toString('hex')}.tmp`);
+  const fd = fs.openSync(tmp, 'w', 0o644);
   try {
-    await Promise.all([sink, fillArchive(pack, store, contents)]);
-    if (tmp) await fsp.rename(tmp, dest);
+    const write = (buf: Buffer) => {
+      for (let off = 0; off < buf.length;) off += fs.writeSync(fd, buf, off);
+    };
+    for (const part of archiveParts(contents)) {
+      if (Buffer.isBuffer(part)) {
+        write(part);
+        continue;
+      }
+      // Blob bodies are copied inside the kernel, in chunks so the event loop gets a turn between them.
+      const input = fs.openSync(store.blobPath(part.digest), 'r');
+      try {
+        for (let left = part.size; left > 0;) {
+          const n = copyRange(input, fd, Math.min(left, COPY_CHUNK));
+          if (n === 0) throw new BlobNotFoundError(part.digest);
+          left -= n;
+          await new Promise((r) => setImmediate(r));
+        }
+      } finally {
+        fs.closeSync(input);
+      }
+    }
+    fs.closeSync(fd);
+    await fsp.rename(tmp, dest);
   } catch (err) {
-    pack.destroy();
-    await sink.catch(() => undefined);
-    if (tmp) await fsp.rm(tmp, { force: true });
+    try { fs.closeSync(fd); } catch { /* closed already */ }
+    await fsp.rm(tmp, { force: true });
     throw err;
+  }
+}
+
+const COPY_CHUNK = 16 << 20;
+
+/**
+ * The archive in order: header blocks and small files as buffers, blob bodies as descriptors (to be
+ * copied, then padded by the next buffer). Every entry has fixed metadata: equal images give equal archives.
+ */
+function* archiveParts(contents: { blobs: Descriptor[]; index: Index; extraFiles?: ArchiveFile[] }): Generator<Buffer | Descriptor> {
+  const file = (name: string, data: Buffer) => Buffer.concat([entryHeader(name, 'file', data.length), data, pad(data.length)]);
+  yield file('oci-layout', Buffer.from(JSON.stringify({ imageLayoutVersion: '1.0.0' })));
+  yield entryHeader('blobs/', 'dir', 0);
+  yield entryHeader('blobs/sha256/', 'dir', 0);
+  let prevSize = 0;
+  for (const blob of contents.blobs) {
+    yield Buffer.concat([pad(prevSize), entryHeader(blobName(blob), 'file', blob.size)]);
+    yield blob;
+    prevSize = blob.size;
+  }
+  yield Buffer.concat([pad(prevSize), file('index.json', Buffer.from(JSON.stringify(contents.index)))]);
+  for (const f of contents.extraFiles ?? []) yield file(f.name, f.data);
+  yield Buffer.alloc(1024); // end of archive: two zero blocks
+}
+
+function entryHeader(name: string, type: 'file' | 'dir', size: number): Buffer {
+  return encodeHeader({ name, type, size, mode: type === 'dir' ? 0o755 : 0o444, uid: 0, gid: 0, mtime: 0 });
+}
+
+const pad = (size: number) => Buffer.alloc((512 - (size % 512)) % 512);
+
+/** The same archive onto a stream (standard output), respecting its backpressure. */
+async function writeArchiveToStream(
+  store: ContentStore, contents: { blobs: Descriptor[]; index: Index; extraFiles?: ArchiveFile[] }, out: NodeJS.WritableStream,
+): Promise<void> {
+  const write = async (buf: Buffer) => {
+    if (!out.write(buf)) await once(out as unknown as NodeJS.EventEmitter, 'drain');
+  };
+  for (const part of archiveParts(contents)) {
+    if (Buffer.isBuffer(part)) await write(part);
+    else for await (const chunk of store.createReadStream(part.digest)) await write(chunk as Buffer);
   }
 }
 
@@ -98,39 +160,4 @@ export async function writeLayoutDir(store: ContentStore, contents: { blobs: Des
   };
   await put('oci-layout', JSON.stringify({ imageLayoutVersion: '1.0.0' }));
   await put('index.json', JSON.stringify(contents.index));
-}
-
-async function fillArchive(
-  pack: tar.Pack,
-  store: ContentStore,
-  contents: { blobs: Descriptor[]; index: Index; extraFiles?: ArchiveFile[] },
-): Promise<void> {
-  const file = (name: string, data: Buffer): Promise<void> =>
-    new Promise((resolve, reject) => pack.entry({ name, mode: 0o444, mtime: MTIME }, data, (err) => (err ? reject(err) : resolve())));
-  const dir = (name: string): Promise<void> =>
-    new Promise((resolve, reject) => pack.entry({ name, type: 'directory', mode: 0o755, mtime: MTIME }, (err) => (err ? reject(err) : resolve())));
-
-  await file('oci-layout', Buffer.from(JSON.stringify({ imageLayoutVersion: '1.0.0' })));
-  await dir('blobs/');
-  await dir('blobs/sha256/');
-  for (const blob of contents.blobs) {
-    const stat = await store.stat(blob.digest);
-    if (!stat) throw new BlobNotFoundError(blob.digest);
-    const done = new Promise<void>((resolve, reject) => {
-      const entry = pack.entry({ name: blobName(blob), size: stat.size, mode: 0o444, mtime: MTIME }, (err) => (err ? reject(err) : resolve()));
-      copyInto(store.createReadStream(blob.digest), entry).catch(reject);
-    });
-    await done;
-  }
-  await file('index.json', Buffer.from(JSON.stringify(contents.index)));
-  for (const f of contents.extraFiles ?? []) await file(f.name, f.data);
-  pack.finalize();
-}
-
-/** Copies a file stream into a tar entry, respecting its backpressure. */
-async function copyInto(src: fs.ReadStream, entry: NodeJS.WritableStream): Promise<void> {
-  for await (const chunk of src) {
-    if (!entry.write(chunk as Buffer)) await once(entry as unknown as NodeJS.EventEmitter, 'drain');
-  }
-  entry.end();
 }

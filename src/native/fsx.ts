@@ -1,4 +1,4 @@
-// Typed access to the native addon in fsx.c (xattrs and mknod, which Node's fs lacks).
+// Typed access to the native addon in fsx.c (xattrs, mknod and in-kernel copies, which Node's fs lacks).
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
@@ -10,6 +10,7 @@ interface FsxBinding {
   set(path: string, name: string, value: Buffer): void;
   remove(path: string, name: string): void;
   mknod(path: string, mode: number, major: number, minor: number): void;
+  copyRange(inFd: number, outFd: number, length: number): number;
 }
 
 function locateAddon(): string {
@@ -39,3 +40,9 @@ export const S_IFIFO = 0o010000;
 /** mknod(2); `mode` carries the file type bits. */
 export const mknod = (p: string, mode: number, major: number, minor: number): void =>
   binding.mknod(p, mode, major, minor);
+
+/**
+ * Copies up to `length` bytes from `inFd`'s position to `outFd`'s inside the kernel (both positions
+ * advance); returns the bytes copied, fewer only at the end of the input.
+ */
+export const copyRange = (inFd: number, outFd: number, length: number): number => binding.copyRange(inFd, outFd, length);

@@ -31,6 +31,29 @@ describe('outputs', () => {
   const build = (args: string[], env?: Record<string, string>) =>
     runCli(['build', '--root', root, '--progress', 'plain', '--build-arg', `BASE=${base}`, ...args, ctx], { env });
 
+  it('leaves an OCI tarball that already holds the image as it is, and rewrites one that changed', async () => {
+    const out = await tempDir('builder-out-');
+    const dest = `${out}/img.tar`;
+    const first = await build(['--output', `type=oci,dest=${dest}`]);
+    expect(first.code, first.stderr).toBe(0);
+    const before = await fs.stat(dest);
+    const again = await build(['--output', `type=oci,dest=${dest}`]);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stderr).toContain('already holds this image');
+    const after = await fs.stat(dest);
+    expect([after.ino, after.mtimeMs]).toEqual([before.ino, before.mtimeMs]);
+    // Other names: another archive (index.json names them).
+    const named = await build(['--output', `type=oci,dest=${dest},name=example.com/other:1`]);
+    expect(named.stderr).not.toContain('already holds this image');
+    expect((await exec('tar', ['-xOf', dest, 'index.json'])).stdout).toContain('example.com/other:1');
+    // A destination changed by someone else is written again, whole.
+    await fs.appendFile(dest, 'junk');
+    const fixed = await build(['--output', `type=oci,dest=${dest},name=example.com/other:1`]);
+    expect(fixed.stderr).not.toContain('already holds this image');
+    await exec('skopeo', ['inspect', '--raw', `oci-archive:${dest}`]);
+    expect((await fs.stat(dest)).size % 512).toBe(0);
+  });
+
   it('gives the same digest in two fresh state directories with SOURCE_DATE_EPOCH and rewrite-timestamp', async () => {
     const out = await tempDir('builder-out-');
     const digests: string[] = [];
