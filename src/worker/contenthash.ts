@@ -202,28 +202,37 @@ export class ContextChecksummer {
     if (memo) return memo;
     const node = tree.get(rel);
     if (!node) throw new Error(`${rel}: not found`);
-    const header = `${node.type} ${(node.mode & 0o7777).toString(8)} ${node.uid}:${node.gid}`;
     let d: Digest;
-    switch (node.type) {
-      case 'dir': {
-        const kids = (node.children ?? []).map((c) => `${c}\0${this.digestSync(tree, index, rel ? `${rel}/${c}` : c)}`);
-        d = sha256(`${header}\n${kids.join('\n')}`);
-        break;
-      }
-      case 'symlink':
-        d = sha256(`${header}\n${fs.readlinkSync(path.join(this.dir, rel))}`);
-        break;
-      case 'file': {
-        const known = index.get(rel);
-        if (!known) throw new Error(`${rel}: not hashed`);
-        d = sha256(`${header}\n${known.digest}`);
-        break;
-      }
-      default:
-        d = sha256(`${header}\n${node.mode >>> 12}`);
+    if (node.type === 'dir') {
+      // A child that is not a directory enters as its record, not as a digest of it: one hash per
+      // directory instead of one per file (tens of thousands of them in a big context).
+      const kids = (node.children ?? []).map((c) => {
+        const r = rel ? `${rel}/${c}` : c;
+        const child = tree.get(r)!;
+        return `${c}\0${child.type === 'dir' ? this.digestSync(tree, index, r) : this.leafRecord(child, index, r)}`;
+      });
+      d = sha256(`${recordHeader(node)}\n${kids.join('\n')}`);
+    } else {
+      d = sha256(this.leafRecord(node, index, rel));
     }
     this.digests.set(rel, d);
     return d;
+  }
+
+  /** What identifies a file, symlink or other non-directory: its header and content, link target or kind. */
+  private leafRecord(node: Node, index: Map<string, IndexEntry>, rel: string): string {
+    const header = recordHeader(node);
+    switch (node.type) {
+      case 'symlink':
+        return `${header}\n${fs.readlinkSync(path.join(this.dir, rel))}`;
+      case 'file': {
+        const known = index.get(rel);
+        if (!known) throw new Error(`${rel}: not hashed`);
+        return `${header}\n${known.digest}`;
+      }
+      default:
+        return `${header}\n${node.mode >>> 12}`;
+    }
   }
 
   /** Loaded once, however many files ask at the same time. */
@@ -243,6 +252,8 @@ export class ContextChecksummer {
     return this.indexLoad;
   }
 }
+
+const recordHeader = (node: Node) => `${node.type} ${(node.mode & 0o7777).toString(8)} ${node.uid}:${node.gid}`;
 
 function toNode(st: fs.Stats): Node {
   const type = st.isDirectory() ? 'dir' : st.isFile() ? 'file' : st.isSymbolicLink() ? 'symlink' : 'other';
