@@ -11,6 +11,7 @@ import { ContextChecksummer } from '../worker/contenthash.js';
 import { opCacheKey, type KeyInputs } from '../worker/cachekey.js';
 import { CacheRecords } from './records.js';
 import { writeFileAtomic } from '../util/fs.js';
+import type { RemoteCacheImporter } from './remotecache/source.js';
 
 interface StepHistory {
   key: Digest;
@@ -28,6 +29,8 @@ export interface BuildCacheOptions {
   /** Build arg names given on the command line, to word env changes as build arg changes. */
   buildArgs?: string[];
   noCacheFilter?: string[];
+  /** Records imported with --cache-from, consulted after the local records; hits are lazy results. */
+  remote?: RemoteCacheImporter;
 }
 
 const MAX_PATHS = 3;
@@ -38,6 +41,8 @@ export class BuildCache implements SolveCache<WorkerRef> {
   private readonly computed = new Map<Digest, { key: Digest; inputs: KeyInputs; metadata: OpMetadata; hit: boolean }>();
   private readonly keyOwner = new Map<Digest, Digest>();
   private history: Promise<History> | null = null;
+  /** Every op's result this build, run or reused, by op digest: what --cache-to exports. */
+  readonly results = new Map<Digest, { key: Digest; ref: WorkerRef }>();
   private readonly historyFile: string;
 
   constructor(private readonly opts: BuildCacheOptions) {
@@ -71,13 +76,24 @@ export class BuildCache implements SolveCache<WorkerRef> {
       if (rec) {
         const c = this.computed.get(ctx.digest);
         if (c) c.hit = true;
-        return { hit: true, result: { layers: rec.layers } };
+        const result: WorkerRef = { layers: rec.layers };
+        this.results.set(ctx.digest, { key, ref: result });
+        return { hit: true, result };
+      }
+      const remote = await this.opts.remote?.lookup(key);
+      if (remote) {
+        const c = this.computed.get(ctx.digest);
+        if (c) c.hit = true;
+        const result: WorkerRef = { layers: [], remote };
+        this.results.set(ctx.digest, { key, ref: result });
+        return { hit: true, result };
       }
     }
     return { hit: false, reason: await this.explain(key, ctx).catch(() => undefined) };
   }
 
-  async save(key: Digest, result: WorkerRef): Promise<void> {
+  async save(key: Digest, result: WorkerRef, ctx: { digest: Digest }): Promise<void> {
+    this.results.set(ctx.digest, { key, ref: result });
     await this.records.put(key, result.layers);
   }
 

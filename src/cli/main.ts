@@ -63,8 +63,9 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
     progress,
     signal: controller.signal,
   };
-  if (builderAddr && (argv.load || argv.annotation)) {
-    throw new UserError('USAGE', `--${argv.load ? 'load' : 'annotation'} is not supported with --builder yet`);
+  const unsupportedRemote = ['load', 'annotation', 'cache-to', 'cache-from'].find((f) => argv[f] !== undefined && argv[f] !== false);
+  if (builderAddr && unsupportedRemote) {
+    throw new UserError('USAGE', `--${unsupportedRemote} is not supported with --builder yet`);
   }
   const result = builderAddr ? await (await import('../server/client.js')).remoteBuild({
     ...common,
@@ -85,6 +86,8 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
     annotations: parseKeyValues(list(argv.annotation), 'annotation'),
     maxParallelism: argv['max-parallelism'] as number | undefined,
     check: argv.check as boolean | undefined,
+    cacheTo: list(argv['cache-to']),
+    cacheFrom: list(argv['cache-from']),
   });
   if (result.checkReport) {
     process.stdout.write(result.checkReport.join('\n') + '\n');
@@ -154,6 +157,8 @@ async function main(): Promise<void> {
         .option('progress', { type: 'string', choices: ['auto', 'plain', 'tty', 'quiet', 'rawjson'], default: 'auto', describe: 'Set type of progress output' })
         .option('no-cache', { type: 'boolean', describe: 'Do not use cache when building the image' })
         .option('no-cache-filter', { type: 'string', describe: 'Do not cache specified stages' })
+        .option('cache-to', { type: 'string', describe: 'Cache export destinations (e.g., "type=local,dest=path/to/dir[,mode=max]", "type=registry,ref=REF", "type=inline")' })
+        .option('cache-from', { type: 'string', describe: 'External cache sources (e.g., "type=local,src=path/to/dir", "type=registry,ref=REF", or just REF)' })
         .option('pull', { type: 'boolean', describe: 'Always attempt to pull all referenced images' })
         .option('max-parallelism', { type: 'number', describe: 'Most ops run at once (default: one per core, at least 2)' })
         .option('oci-runtime', { type: 'string', describe: 'OCI runtime for RUN: runc (default), crun, or a path' })
