@@ -131,6 +131,12 @@ async function runPrune(argv: Record<string, unknown>): Promise<void> {
   if (argv['keep-storage'] !== undefined) {
     try { keepStorage = parseSize(String(argv['keep-storage'])); } catch (e) { throw new UserError('INVALID_FLAG', `invalid --keep-storage: ${(e as Error).message}`); }
   }
+  if (argv['cache-dir'] !== undefined) {
+    const { pruneCacheDir } = await import('../client/prune.js');
+    const c = await pruneCacheDir(String(argv['cache-dir']), { keepStorage, olderThanMs });
+    process.stdout.write(`Records:\t${c.records} kept, ${c.removed} removed\nTotal:\t${formatSize(c.freed)}\n`);
+    return;
+  }
   const r = await prune({ root: argv.root as string, all: argv.all as boolean | undefined, keepStorage, olderThanMs });
   process.stdout.write(`Total:\t${formatSize(r.freed)}\n`);
 }
@@ -216,6 +222,7 @@ async function main(): Promise<void> {
         .option('all', { alias: 'a', type: 'boolean', describe: 'Include base image layers, not only build cache' })
         .option('keep-storage', { type: 'string', describe: 'Amount of disk space to keep for cache (e.g. 5GB)' })
         .option('filter', { type: 'string', describe: 'Provide filter values (until=24h)' })
+        .option('cache-dir', { type: 'string', describe: 'Prune this cache directory (a --cache-to type=local destination) instead of the state directory' })
         .option('force', { alias: 'f', type: 'boolean', describe: 'Do not prompt for confirmation (never prompts)' }),
       (argv) => runPrune(argv as Record<string, unknown>),
     )

@@ -146,6 +146,7 @@ export interface LocalPruneOptions {
 
 /** Prunes a cache directory: records by age or size, then every blob no record (or the index) names. */
 export async function pruneLocalCache(dir: string, opts: LocalPruneOptions): Promise<{ records: number; removed: number; freed: number }> {
+  if (!(await fsp.stat(path.join(dir, 'index.json')).catch(() => null))) throw new InvalidCacheError(`${dir}: not a cache directory (no index.json)`);
   const lock = await DirLock.acquire(dir);
   try {
     let records = await readLocalCache(dir);
@@ -230,7 +231,9 @@ class DirLock {
         if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
       }
       const owner = Number(await fsp.readFile(file, 'utf8').catch(() => ''));
-      if (!owner || !alive(owner)) {
+      // No pid yet: a writer between creating and filling the file, unless it has been so for long.
+      const old = !owner && Date.now() - ((await fsp.stat(file).catch(() => null))?.mtimeMs ?? 0) > 2000;
+      if (old || (owner && !alive(owner))) {
         const stale = `${file}.stale-${process.pid}`;
         await fsp.rename(file, stale).then(() => fsp.rm(stale, { force: true }), () => undefined);
         continue;
