@@ -139,6 +139,15 @@ describe('remote cache (--cache-to / --cache-from)', () => {
     const fromMax = await build(await tempDir('builder-rc-b-'), ['--target', 'dep', '--cache-from', `type=local,src=${max}`]);
     expect(fromMax.code, fromMax.stderr).toBe(0);
     expect(ran(fromMax)).toEqual([]);
+
+    // Pruning a cache directory down to nothing leaves only the (empty) cache's config and manifest.
+    const pruned = await runCli(['prune', '--cache-dir', max, '--keep-storage', '0']);
+    expect(pruned.code, pruned.stderr).toBe(0);
+    expect(pruned.stdout).toMatch(/Records:\t0 kept, [1-9]\d* removed/);
+    expect(await fs.readdir(path.join(max, 'blobs', 'sha256'))).toHaveLength(2);
+    const after = await build(await tempDir('builder-rc-b-'), ['--target', 'dep', '--cache-from', `type=local,src=${max}`]);
+    expect(after.code, after.stderr).toBe(0);
+    expect(ran(after)).toEqual(['COPY dep.txt /dep.txt', 'RUN cat /dep.txt > /dep.out']);
   });
 
   it('a missing or corrupt blob in a cache dir makes its records misses, with a warning; the image is whole', async () => {
