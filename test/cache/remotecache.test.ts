@@ -72,14 +72,13 @@ describe('local cache directory', () => {
     const old = await blob(store, 'old'.repeat(100));
     const mid = await blob(store, 'mid'.repeat(100));
     const fresh = await blob(store, 'new'.repeat(100));
-    await writeLocalCache(store, dir, [{ key: key('old'), layers: [base, old] }], { provide });
-    await new Promise((r) => setTimeout(r, 60));
-    await writeLocalCache(store, dir, [{ key: key('mid'), layers: [base, mid] }], { provide });
-    await new Promise((r) => setTimeout(r, 60));
-    await writeLocalCache(store, dir, [{ key: key('new'), layers: [base, fresh] }], { provide });
+    const day = (n: number) => new Date(Date.UTC(2026, 0, n));
+    await writeLocalCache(store, dir, [{ key: key('old'), layers: [base, old] }], { provide, now: day(1) });
+    await writeLocalCache(store, dir, [{ key: key('mid'), layers: [base, mid] }], { provide, now: day(5) });
+    await writeLocalCache(store, dir, [{ key: key('new'), layers: [base, fresh] }], { provide, now: day(6) });
     const has = (d: Digest) => fs.stat(path.join(dir, 'blobs', 'sha256', d.slice(7))).then(() => true, () => false);
 
-    const byAge = await pruneLocalCache(dir, { olderThanMs: 90 });
+    const byAge = await pruneLocalCache(dir, { olderThanMs: 3 * 86_400_000, now: day(7) });
     expect(byAge.removed).toBe(1);
     expect((await readLocalCache(dir)).map((r) => r.key).sort()).toEqual([key('mid'), key('new')].sort());
     expect(await has(old.blob.digest)).toBe(false);

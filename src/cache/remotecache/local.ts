@@ -82,6 +82,8 @@ export interface LocalExportOptions {
   provide(layer: CacheLayer): Promise<void>;
   /** Keep records in the directory that this export does not name (default true). */
   merge?: boolean;
+  /** The export time recorded (default now). */
+  now?: Date;
 }
 
 /** Writes records into a cache directory, merged with those there; returns the counts of blobs written and kept. */
@@ -91,7 +93,7 @@ export async function writeLocalCache(
   await fsp.mkdir(path.join(dir, 'blobs', 'sha256'), { recursive: true });
   const lock = await DirLock.acquire(dir);
   try {
-    const now = new Date().toISOString();
+    const now = (opts.now ?? new Date()).toISOString();
     const merged = new Map<string, ResolvedRecord>();
     if (opts.merge ?? true) {
       // What others wrote stays, unless unreadable (then this export starts the directory afresh).
@@ -142,6 +144,8 @@ export interface LocalPruneOptions {
   olderThanMs?: number;
   /** Drop the least recently exported records until the blobs take at most this many bytes. */
   keepStorage?: number;
+  /** What `olderThanMs` counts from (default now). */
+  now?: Date;
 }
 
 /** Prunes a cache directory: records by age or size, then every blob no record (or the index) names. */
@@ -150,7 +154,7 @@ export async function pruneLocalCache(dir: string, opts: LocalPruneOptions): Pro
   const lock = await DirLock.acquire(dir);
   try {
     let records = await readLocalCache(dir);
-    const now = Date.now();
+    const now = (opts.now ?? new Date()).getTime();
     const before = records.length;
     if (opts.olderThanMs !== undefined) {
       records = records.filter((r) => !r.exported || now - Date.parse(r.exported) < opts.olderThanMs!);
