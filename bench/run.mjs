@@ -214,8 +214,8 @@ async function main() {
               for (const step of plan.needs && have.has(plan.needs) ? [] : plan.setup ?? []) {
                 if (step.fresh) await b.fresh();
                 const m = await measure(step.cmds, { log, daemonPid: b.daemonPid, timeoutSec: Number(opt.timeout) || 900 });
-                if (!m.ok) say(`${id} ${phase} ${b.name}: setup failed: ${m.error}`);
-                else for (const w of step.writes ?? []) have.add(w);
+                if (!m.ok) { say(`${id} ${phase} ${b.name}: setup failed: ${m.error}`); break; }
+                for (const w of step.writes ?? []) have.add(w);
               }
               if (plan.fresh) await b.fresh();
               if (plan.edit) sc.edit(ctx, true);

@@ -26,7 +26,8 @@ export function cachePhase(b, phase, { dir, ref, build }) {
   }
   if (b.name === 'buildkit' && phase === 'from-registry') {
     return {
-      setup: [{ fresh: true, cmds: [...build(['--build-arg', 'BUILDKIT_INLINE_CACHE=1'], ref), b.pushCmd(ref)], writes: ['registry'] }],
+      // Steps run one after another (the commands of one step run at once).
+      setup: [{ fresh: true, cmds: build(['--build-arg', 'BUILDKIT_INLINE_CACHE=1'], ref) }, { cmds: [b.pushCmd(ref)], writes: ['registry'] }],
       needs: 'registry',
       fresh: true,
       cmds: build(['--cache-from', ref]),
