@@ -100,6 +100,11 @@ export class BuildCache implements SolveCache<WorkerRef> {
   /** Persists the context indexes and this build's step history. Call after the solve. */
   async finish(): Promise<void> {
     await Promise.all([...this.sums.values()].map((s) => s.flush()));
+    // Imported results this build had to extract are local now: later builds here hit without the import.
+    for (const { key, ref } of this.results.values()) {
+      const local = await this.opts.worker.extracted(ref)?.catch(() => undefined);
+      if (local) await this.records.put(key, local.layers);
+    }
     const prev = await this.loadHistory();
     const steps: Record<string, StepHistory> = { ...prev.steps };
     let changed = false;

@@ -149,6 +149,11 @@ export class Worker {
     return p;
   }
 
+  /** The snapshots a remote ref was extracted into, if something needed it extracted (never extracts). */
+  extracted(ref: WorkerRef): Promise<WorkerRef> | undefined {
+    return ref.remote ? this.materializing.get(ref) : undefined;
+  }
+
   /** A remote layer's blob in the content store (fetched when missing). */
   async ensureBlob(layer: RemoteLayer): Promise<void> {
     if (!(await this.store.has(layer.blob.digest))) await layer.fetch(this.store);

@@ -102,6 +102,10 @@ describe('remote cache (--cache-to / --cache-from)', () => {
     expect(ran(third)).toEqual(['COPY app.txt /app.txt', 'RUN cat /app.txt /dep.out > /all']);
     const rootfs = await unpack(`${out}/${name}-3.tar`);
     expect(await fs.readFile(path.join(rootfs, 'all'), 'utf8')).toBe('app2\ndep1\n');
+    // What the import had to extract is recorded locally: the same state needs no --cache-from again.
+    const fourth = await build(c, []);
+    expect(fourth.code, fourth.stderr).toBe(0);
+    expect(ran(fourth)).toEqual([]);
   }
 
   it('local: a CI runner with an empty state dir runs nothing and makes the same image; an edit runs only its dependants', async () => {
