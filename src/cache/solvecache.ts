@@ -43,6 +43,7 @@ export class BuildCache implements SolveCache<WorkerRef> {
   private history: Promise<History> | null = null;
   /** Every op's result this build, run or reused, by op digest: what --cache-to exports. */
   readonly results = new Map<Digest, { key: Digest; ref: WorkerRef }>();
+  private readonly remoteHits = new Map<Digest, Promise<WorkerRef | null>>();
   private readonly historyFile: string;
 
   constructor(private readonly opts: BuildCacheOptions) {
@@ -80,13 +81,20 @@ export class BuildCache implements SolveCache<WorkerRef> {
         this.results.set(ctx.digest, { key, ref: result });
         return { hit: true, result };
       }
-      const remote = await this.opts.remote?.lookup(key);
-      if (remote) {
-        const c = this.computed.get(ctx.digest);
-        if (c) c.hit = true;
-        const result: WorkerRef = { layers: [], remote };
-        this.results.set(ctx.digest, { key, ref: result });
-        return { hit: true, result };
+      if (this.opts.remote) {
+        // One ref per key, however often it is looked up: it is extracted at most once.
+        let p = this.remoteHits.get(key);
+        if (!p) {
+          p = this.opts.remote.lookup(key).then((remote) => (remote ? { layers: [], remote } : null));
+          this.remoteHits.set(key, p);
+        }
+        const result = await p;
+        if (result) {
+          const c = this.computed.get(ctx.digest);
+          if (c) c.hit = true;
+          this.results.set(ctx.digest, { key, ref: result });
+          return { hit: true, result };
+        }
       }
     }
     return { hit: false, reason: await this.explain(key, ctx).catch(() => undefined) };
