@@ -6,6 +6,7 @@ import path from 'node:path';
 import { spawn } from 'node:child_process';
 import type { Digest, Platform } from '../../solver/llb/ops.js';
 import type { Worker, WorkerRef, SnapshotInfo } from '../worker/worker.js';
+import { INLINE_CACHE_FIELD } from '../cache/remotecache/format.js';
 import type { ImageConfigFile, HistoryEntry, Descriptor } from '../image/types.js';
 import { createLayerBlob, writeLayerTar, type Compression } from '../archive/layer.js';
 import { writeImage, type LayerDesc } from '../exporter/image.js';
@@ -18,7 +19,6 @@ import { pushImage } from '../registry/push.js';
 import type { ProgressWriter } from '../progress/printer.js';
 import { boolAttr, type OutputSpec } from './outputs.js';
 import { UserError } from '../util/errors.js';
-import { INLINE_CACHE_FIELD } from '../cache/remotecache/format.js';
 
 export interface ExportResult {
   type: string;
