@@ -44,6 +44,10 @@ function ran(r: CliResult): string[] {
   return evs.filter((e) => e.event === 'completed' && names.has(e.vertex)).map((e) => names.get(e.vertex)!).sort();
 }
 
+function logs(r: CliResult): string[] {
+  return events(r).filter((e) => e.event === 'log').map((e) => e.data!);
+}
+
 function warnings(r: CliResult): string[] {
   return events(r).filter((e) => e.event === 'log' && e.data?.startsWith('WARNING:')).map((e) => e.data!);
 }
@@ -87,10 +91,12 @@ describe('remote cache (--cache-to / --cache-from)', () => {
     await fs.rm(a, { recursive: true, force: true });
 
     const b = await tempDir('builder-rc-b-');
-    const second = await build(b, ['--cache-from', from], `${out}/${name}-2.tar`);
+    // As CI does: import and export the same cache. Nothing new: no blob is written or uploaded again.
+    const second = await build(b, ['--cache-from', from, '--cache-to', to], `${out}/${name}-2.tar`);
     expect(second.code, second.stderr).toBe(0);
     expect(ran(second)).toEqual([]);
     expect(warnings(second)).toEqual([]);
+    expect(logs(second).join('\n')).toMatch(/^5 records, 0 blobs (written|uploaded), 6 already there$/m);
     expect(await manifestDigest(`${out}/${name}-2.tar`)).toBe(await manifestDigest(`${out}/${name}-1.tar`));
     // Lazy: nothing was extracted (the exporter used the blobs as they are).
     expect(await countSnapshots(b)).toBe(0);

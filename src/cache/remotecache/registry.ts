@@ -71,7 +71,8 @@ export async function writeRegistryCache(
   let present = 0;
   await pushImage(client, store, root, [ref], {
     mountFrom: opts.mountFrom,
-    onBlob: (_d, how) => { if (how === 'uploaded') uploaded++; else present++; },
+    // Layer blobs only: the config is new whenever a record's export time is.
+    onBlob: (d, how) => { if (!byDigest.has(d.digest)) return; if (how === 'uploaded') uploaded++; else present++; },
     provide: async (d) => {
       const l = byDigest.get(d.digest);
       if (l && !(await store.has(d.digest))) await opts.provide(l);
