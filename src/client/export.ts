@@ -105,14 +105,7 @@ export async function layerTimes(worker: Worker, ref: WorkerRef): Promise<(strin
 /** When the newest layer was made (its snapshot's commit): cached rebuilds keep the same image times. */
 async function newestLayerTime(worker: Worker, ref: WorkerRef): Promise<string | undefined> {
   let newest: string | undefined;
-  if (ref.remote) {
-    for (const created of await layerTimes(worker, ref)) if (created && (!newest || created > newest)) newest = created;
-    return newest;
-  }
-  for (const id of ref.layers) {
-    const created = ((await worker.snapshots.info(id)) as { created?: string } | null)?.created;
-    if (created && (!newest || created > newest)) newest = created;
-  }
+  for (const created of await layerTimes(worker, ref)) if (created && (!newest || created > newest)) newest = created;
   return newest;
 }
 
