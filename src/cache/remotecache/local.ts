@@ -113,10 +113,19 @@ export async function writeLocalCache(
       written++;
     }
     // Records kept from before must still have their blobs (a pruned or damaged directory): drop the others.
+    const ours = new Set(records.map((r) => r.key));
+    const stated = new Map<string, Promise<boolean>>();
+    const there = (l: CacheLayer) => {
+      let p = stated.get(l.blob.digest);
+      if (!p) {
+        p = fsp.stat(blobPath(dir, l.blob.digest)).then((s) => s.size === l.blob.size, () => false);
+        stated.set(l.blob.digest, p);
+      }
+      return p;
+    };
     for (const [key, r] of merged) {
-      if (records.some((x) => x.key === key)) continue;
-      const whole = await Promise.all(r.layers.map((l) => fsp.stat(blobPath(dir, l.blob.digest)).then((s) => s.size === l.blob.size, () => false)));
-      if (whole.includes(false)) merged.delete(key);
+      if (ours.has(key as Digest)) continue;
+      if ((await Promise.all(r.layers.map(there))).includes(false)) merged.delete(key);
     }
     await writeIndex(dir, [...merged.values()]);
     return { written, present, records: merged.size };
