@@ -3,7 +3,7 @@
 // it) and with the peers that are installed (BuildKit in dockerd, Buildah; skopeo as B7's transfer
 // baseline), alternating builders within each repetition, and reports medians and ratios.
 //
-//   npm run bench [-- --reps N] [--scenarios B1,B3,B5,B6,B7] [--builders builder,buildkit,buildah]
+//   npm run bench [-- --reps N] [--scenarios B1,B3,B5,B6,B7,C1,C3] [--builders builder,buildkit,buildah]
 //                 [--builder-output oci|none] [--install-peers] [--results FILE|-] [--cache DIR]
 //                 [--note TEXT] [--timeout SECONDS-PER-STEP]
 //
@@ -21,6 +21,7 @@ import { measure, killAll } from './lib/measure.mjs';
 import { startRegistry, pushLayout } from './lib/registry.mjs';
 import { installPeers, ensureBinfmt } from './lib/peers.mjs';
 import { machineInfo, renderTerminal, renderMarkdown } from './lib/report.mjs';
+import { cachePhase, cacheNames, cacheExportSeconds } from './lib/cache.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '..');
@@ -28,7 +29,7 @@ const REPO = path.resolve(HERE, '..');
 const { values: opt } = parseArgs({
   options: {
     reps: { type: 'string' },
-    scenarios: { type: 'string', default: 'B1,B3,B5,B6,B7' },
+    scenarios: { type: 'string', default: 'B1,B3,B5,B6,B7,C1,C3' },
     builders: { type: 'string', default: 'builder,buildkit,buildah' },
     'builder-output': { type: 'string', default: 'oci' },
     'install-peers': { type: 'boolean', default: false },
@@ -55,6 +56,8 @@ const SCENARIOS = {
   B5: { title: `two platforms (${PLATFORMS.join(', ')}) with RUN under QEMU emulation`, ctx: data.b5Context, phases: ['cold'], platforms: PLATFORMS, feature: 'multi-platform builds', prepare: ensureBinfmt },
   B6: { title: 'multi-stage build of a small Node-style program (deps, bundle, test, runtime stages)', ctx: data.b6Context, phases: ['cold', 'warm', 'edit'], edit: data.b6Edit },
   B7: { title: 'pull, then push to an empty registry, of a 500 MB, 10-layer image', transfer: true, phases: ['pull', 'push'], reps: 2 },
+  C1: { title: 'B1 on an empty state with its exported cache', ctx: data.b1Context, cache: true, phases: ['from-local', 'from-registry'] },
+  C3: { title: 'B3 with --cache-to mode=max (first export, export after a one-file edit), then on an empty state with its cache', ctx: data.b3Context, edit: data.b3Edit, cache: true, phases: ['export', 'export-edit', 'from-local', 'from-registry'], reps: 2 },
 };
 const PHASE_FEATURE = { push: 'push to a registry' };
 
@@ -159,7 +162,11 @@ async function main() {
             const from = fs.existsSync(log) ? fs.statSync(log).size : 0;
             const m = await measure(cmds, { log, daemonPid: b.daemonPid, timeoutSec: Number(opt.timeout) || 900 });
             if (interrupted) throw new Error('interrupted');
-            if (b.name === 'builder') m.exportSeconds = exportSeconds(fs.readFileSync(log, 'utf8').slice(from));
+            if (b.name === 'builder') {
+              const text = fs.readFileSync(log, 'utf8').slice(from);
+              m.exportSeconds = exportSeconds(text);
+              m.cacheExportSeconds = cacheExportSeconds(text);
+            }
             return m;
           };
           const record = (phase, m) => {
@@ -192,6 +199,35 @@ async function main() {
             continue;
           }
           const spec = { ctx, platforms: sc.platforms, args: { BASE: base }, tag: `bench/${id.toLowerCase()}` };
+          if (sc.cache) {
+            const names = cacheNames(work, registry.host, id, b.name, rep);
+            const build = (extra, tag) => b.build({ ...spec, extra, ...(tag ? { tag } : {}) });
+            const have = new Set();
+            for (const phase of sc.phases) {
+              const plan = cachePhase(b, phase, { ...names, build });
+              if (plan.unsupported) {
+                results.push({ scenario: id, phase, builder: b.name, rep, status: 'unsupported', feature: plan.unsupported, ok: false, error: plan.unsupported });
+                bl.add(phase);
+                continue;
+              }
+              if (bl.has(phase)) continue;
+              for (const step of plan.needs && have.has(plan.needs) ? [] : plan.setup ?? []) {
+                if (step.fresh) await b.fresh();
+                const m = await measure(step.cmds, { log, daemonPid: b.daemonPid, timeoutSec: Number(opt.timeout) || 900 });
+                if (!m.ok) { say(`${id} ${phase} ${b.name}: setup failed: ${m.error}`); break; }
+                for (const w of step.writes ?? []) have.add(w);
+              }
+              if (plan.fresh) await b.fresh();
+              if (plan.edit) sc.edit(ctx, true);
+              try {
+                if (!record(phase, await timed(plan.cmds))) break;
+              } finally {
+                if (plan.edit) sc.edit(ctx, false);
+              }
+              for (const w of plan.writes ?? []) have.add(w);
+            }
+            continue;
+          }
           for (const phase of sc.phases) {
             if (phase === 'edit') sc.edit(ctx, true);
             let ok;

@@ -53,10 +53,10 @@ export function builder({ work, cli, output }) {
       root = path.join(dir, `root-${++n}`);
       fs.mkdirSync(root, { recursive: true });
     },
-    build({ ctx, platforms, args, tag }) {
+    build({ ctx, platforms, args, tag, extra }) {
       const out = output === 'oci' ? ['--output', `type=oci,dest=${path.join(dir, 'image.tar')}`] : [];
       return [cmd(['build', '--progress', 'plain', ...(platforms ? ['--platform', platforms.join(',')] : []),
-        ...buildArgs(args), '-t', tag, ...out, ctx])];
+        ...buildArgs(args), '-t', tag, ...out, ...(extra ?? []), ctx])];
     },
     pull(ref, ctx) {
       return [cmd(['build', '--progress', 'plain', '--build-arg', `IMAGE=${ref}`, ctx])];
@@ -96,14 +96,19 @@ export function buildkit({ work }) {
       // All of BuildKit's cache, including base images it pulled for builds.
       await run(DOCKER, ['builder', 'prune', '-af'], { env: { ...process.env, ...env } });
     },
-    build({ ctx, platforms, args, tag }) {
+    build({ ctx, platforms, args, tag, extra }) {
       // docker 20.10's `docker build` takes one platform; two builds at once is how it builds two
       // (buildx would solve both in one request, in parallel too).
       return (platforms ?? [undefined]).map((p) => {
         const t = p ? `${tag}-${p.replace(/\//g, '-')}` : tag;
         images.add(t);
-        return docker(['build', '--network', 'host', '--progress', 'plain', ...(p ? ['--platform', p] : []), ...buildArgs(args), '-t', t, ctx]);
+        return docker(['build', '--network', 'host', '--progress', 'plain', ...(p ? ['--platform', p] : []), ...buildArgs(args), '-t', t, ...(extra ?? []), ctx]);
       });
+    },
+    /** Pushes an image it built (the cache scenarios' inline cache). */
+    pushCmd(ref) {
+      images.add(ref);
+      return docker(['push', ref]);
     },
     pull(ref) {
       images.add(ref);

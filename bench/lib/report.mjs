@@ -61,6 +61,7 @@ function cells(run) {
       clientCpu: med('clientCpu'), daemonCpu: med('daemonCpu'), clientRss: med('clientRss'), daemonRss: med('daemonRss'), daemonIdleRss: med('daemonIdleRss'),
       walls: ok.map((r) => r.wall),
       exportSeconds: median(ok.map((r) => r.exportSeconds).filter((x) => x !== undefined)),
+      cacheExportSeconds: median(ok.map((r) => r.cacheExportSeconds).filter((x) => x !== undefined)),
     });
   }
   return agg;
@@ -104,6 +105,8 @@ export function renderTerminal(run) {
   ];
   const why = unsupportedNotes(run);
   if (why.length) out.push('', ...why.map((w) => `  ${w}`));
+  const cacheExp = list.filter((r) => r.cells.builder?.cacheExportSeconds !== undefined);
+  if (cacheExp.length) out.push('', 'builder cache export step:', ...cacheExp.map((r) => `  ${r.scenario} ${r.phase}: ${r.cells.builder.cacheExportSeconds.toFixed(2)}s of ${r.cells.builder.wall.toFixed(2)}s`));
   return out.join('\n') + '\n';
 }
 
@@ -164,6 +167,14 @@ export function renderMarkdown(run) {
     md.push('Part of builder\'s wall time spent writing its output (gzip of every layer, OCI tarball), from its progress output. BuildKit (into dockerd\'s image store) and Buildah (into containers-storage) keep layers uncompressed and compress on push.', '');
     md.push('| scenario | wall | export step |', '| --- | --- | --- |');
     for (const r of exp) md.push(`| ${r.scenario} ${r.phase} | ${r.cells.builder.wall.toFixed(2)} s | ${r.cells.builder.exportSeconds.toFixed(2)} s |`);
+    md.push('');
+  }
+  const cacheExp = list.filter((r) => r.cells.builder?.cacheExportSeconds !== undefined);
+  if (cacheExp.length) {
+    md.push('## builder: time in the cache export step', '');
+    md.push('Part of builder\'s wall time spent in `--cache-to` ("exporting cache to ..."), from its progress output: compressing layers not compressed before and writing blobs the destination lacks.', '');
+    md.push('| scenario | wall | cache export step |', '| --- | --- | --- |');
+    for (const r of cacheExp) md.push(`| ${r.scenario} ${r.phase} | ${r.cells.builder.wall.toFixed(2)} s | ${r.cells.builder.cacheExportSeconds.toFixed(2)} s |`);
     md.push('');
   }
   if (peers.includes('buildkit')) {

@@ -11,6 +11,7 @@ import { ContextChecksummer } from '../worker/contenthash.js';
 import { opCacheKey, type KeyInputs } from '../worker/cachekey.js';
 import { CacheRecords } from './records.js';
 import { writeFileAtomic } from '../util/fs.js';
+import type { RemoteCacheImporter } from './remotecache/source.js';
 
 interface StepHistory {
   key: Digest;
@@ -28,6 +29,8 @@ export interface BuildCacheOptions {
   /** Build arg names given on the command line, to word env changes as build arg changes. */
   buildArgs?: string[];
   noCacheFilter?: string[];
+  /** Records imported with --cache-from, consulted after the local records; hits are lazy results. */
+  remote?: RemoteCacheImporter;
 }
 
 const MAX_PATHS = 3;
@@ -38,6 +41,9 @@ export class BuildCache implements SolveCache<WorkerRef> {
   private readonly computed = new Map<Digest, { key: Digest; inputs: KeyInputs; metadata: OpMetadata; hit: boolean }>();
   private readonly keyOwner = new Map<Digest, Digest>();
   private history: Promise<History> | null = null;
+  /** Every op's result this build, run or reused, by op digest: what --cache-to exports. */
+  readonly results = new Map<Digest, { key: Digest; ref: WorkerRef }>();
+  private readonly remoteHits = new Map<Digest, Promise<WorkerRef | null>>();
   private readonly historyFile: string;
 
   constructor(private readonly opts: BuildCacheOptions) {
@@ -71,7 +77,24 @@ export class BuildCache implements SolveCache<WorkerRef> {
       if (rec) {
         const c = this.computed.get(ctx.digest);
         if (c) c.hit = true;
-        return { hit: true, result: { layers: rec.layers } };
+        const result: WorkerRef = { layers: rec.layers };
+        this.results.set(ctx.digest, { key, ref: result });
+        return { hit: true, result };
+      }
+      if (this.opts.remote) {
+        // One ref per key, however often it is looked up: it is extracted at most once.
+        let p = this.remoteHits.get(key);
+        if (!p) {
+          p = this.opts.remote.lookup(key).then((remote) => (remote ? { layers: [], remote } : null));
+          this.remoteHits.set(key, p);
+        }
+        const result = await p;
+        if (result) {
+          const c = this.computed.get(ctx.digest);
+          if (c) c.hit = true;
+          this.results.set(ctx.digest, { key, ref: result });
+          return { hit: true, result };
+        }
       }
     }
     const reason = await this.explain(key, ctx).catch(() => undefined);
@@ -87,13 +110,19 @@ export class BuildCache implements SolveCache<WorkerRef> {
     return rec ? { layers: rec.layers } : undefined;
   }
 
-  async save(key: Digest, result: WorkerRef): Promise<void> {
+  async save(key: Digest, result: WorkerRef, ctx: { digest: Digest }): Promise<void> {
+    this.results.set(ctx.digest, { key, ref: result });
     await this.records.put(key, result.layers);
   }
 
   /** Persists the context indexes and this build's step history. Call after the solve. */
   async finish(): Promise<void> {
     await Promise.all([...this.sums.values()].map((s) => s.flush()));
+    // Imported results this build had to extract are local now: later builds here hit without the import.
+    for (const { key, ref } of this.results.values()) {
+      const local = await this.opts.worker.extracted(ref)?.catch(() => undefined);
+      if (local) await this.records.put(key, local.layers);
+    }
     const prev = await this.loadHistory();
     const steps: Record<string, StepHistory> = { ...prev.steps };
     let changed = false;

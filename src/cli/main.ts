@@ -63,8 +63,9 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
     progress,
     signal: controller.signal,
   };
-  if (builderAddr && (argv.load || argv.annotation)) {
-    throw new UserError('USAGE', `--${argv.load ? 'load' : 'annotation'} is not supported with --builder yet`);
+  const unsupportedRemote = ['load', 'annotation', 'cache-to', 'cache-from'].find((f) => argv[f] !== undefined && argv[f] !== false);
+  if (builderAddr && unsupportedRemote) {
+    throw new UserError('USAGE', `--${unsupportedRemote} is not supported with --builder yet`);
   }
   const result = builderAddr ? await (await import('../server/client.js')).remoteBuild({
     ...common,
@@ -85,6 +86,8 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
     annotations: parseKeyValues(list(argv.annotation), 'annotation'),
     maxParallelism: argv['max-parallelism'] as number | undefined,
     check: argv.check as boolean | undefined,
+    cacheTo: list(argv['cache-to']),
+    cacheFrom: list(argv['cache-from']),
   });
   if (result.checkReport) {
     process.stdout.write(result.checkReport.join('\n') + '\n');
@@ -128,6 +131,12 @@ async function runPrune(argv: Record<string, unknown>): Promise<void> {
   if (argv['keep-storage'] !== undefined) {
     try { keepStorage = parseSize(String(argv['keep-storage'])); } catch (e) { throw new UserError('INVALID_FLAG', `invalid --keep-storage: ${(e as Error).message}`); }
   }
+  if (argv['cache-dir'] !== undefined) {
+    const { pruneCacheDir } = await import('../client/prune.js');
+    const c = await pruneCacheDir(String(argv['cache-dir']), { keepStorage, olderThanMs });
+    process.stdout.write(`Records:\t${c.records} kept, ${c.removed} removed\nTotal:\t${formatSize(c.freed)}\n`);
+    return;
+  }
   const r = await prune({ root: argv.root as string, all: argv.all as boolean | undefined, keepStorage, olderThanMs });
   process.stdout.write(`Total:\t${formatSize(r.freed)}\n`);
 }
@@ -154,6 +163,8 @@ async function main(): Promise<void> {
         .option('progress', { type: 'string', choices: ['auto', 'plain', 'tty', 'quiet', 'rawjson'], default: 'auto', describe: 'Set type of progress output' })
         .option('no-cache', { type: 'boolean', describe: 'Do not use cache when building the image' })
         .option('no-cache-filter', { type: 'string', describe: 'Do not cache specified stages' })
+        .option('cache-to', { type: 'string', describe: 'Cache export destinations (e.g., "type=local,dest=path/to/dir[,mode=max]", "type=registry,ref=REF", "type=inline")' })
+        .option('cache-from', { type: 'string', describe: 'External cache sources (e.g., "type=local,src=path/to/dir", "type=registry,ref=REF", or just REF)' })
         .option('pull', { type: 'boolean', describe: 'Always attempt to pull all referenced images' })
         .option('max-parallelism', { type: 'number', describe: 'Most ops run at once (default: one per core, at least 2)' })
         .option('oci-runtime', { type: 'string', describe: 'OCI runtime for RUN: runc (default), crun, or a path' })
@@ -211,6 +222,7 @@ async function main(): Promise<void> {
         .option('all', { alias: 'a', type: 'boolean', describe: 'Include base image layers, not only build cache' })
         .option('keep-storage', { type: 'string', describe: 'Amount of disk space to keep for cache (e.g. 5GB)' })
         .option('filter', { type: 'string', describe: 'Provide filter values (until=24h)' })
+        .option('cache-dir', { type: 'string', describe: 'Prune this cache directory (a --cache-to type=local destination) instead of the state directory' })
         .option('force', { alias: 'f', type: 'boolean', describe: 'Do not prompt for confirmation (never prompts)' }),
       (argv) => runPrune(argv as Record<string, unknown>),
     )

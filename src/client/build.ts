@@ -24,6 +24,8 @@ import { BuildCache } from '../cache/solvecache.js';
 import { applyCacheFilters } from '../cache/filters.js';
 import { parseSize } from '../cache/gc.js';
 import { autoGC } from './prune.js';
+import { exportCache, importCaches, inlineCacheFor, parseCacheFrom, parseCacheTo, type BuildResults, type CacheFromSpec, type CacheToSpec } from './remotecache.js';
+import type { LayerDesc } from '../exporter/image.js';
 
 export interface BuildOptions {
   /** The build context: a directory, or a tar stream of one. */
@@ -70,6 +72,10 @@ export interface BuildOptions {
   allow?: string[];
   /** Only run the build checks over every stage (`--check`): nothing is built or exported. */
   check?: boolean;
+  /** `--cache-to` specs: `type=local,dest=DIR[,mode=max]`, `type=registry,ref=REF`, `type=inline`. */
+  cacheTo?: (string | CacheToSpec)[];
+  /** `--cache-from` specs: `type=local,src=DIR`, `type=registry,ref=REF` (or just `REF`). */
+  cacheFrom?: (string | CacheFromSpec)[];
 }
 
 export interface BuildResult {
@@ -122,6 +128,8 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
   const outputs = resolveOutputs((opts.outputs ?? []).map((o) => (typeof o === 'string' ? parseOutput(o) : o)), opts);
   const sourceDateEpoch = parseSourceDateEpoch(opts.buildArgs?.SOURCE_DATE_EPOCH ?? process.env.SOURCE_DATE_EPOCH);
   const platforms = opts.platform ? parsePlatforms(opts.platform) : [hostPlatform()];
+  const cacheTo = (opts.cacheTo ?? []).map((c) => (typeof c === 'string' ? parseCacheTo(c) : c));
+  const cacheFrom = (opts.cacheFrom ?? []).map((c) => (typeof c === 'string' ? parseCacheFrom(c) : c));
 
   const allowed = parseEntitlements(opts.allow ?? []);
   const clientSession = await loadSession(
@@ -200,11 +208,13 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
     const definition = mergeDefinitions(perPlatform.map((c) => c.definition));
     applyCacheFilters(definition, { noCacheFilter: opts.noCacheFilter, pull: opts.pull });
     const locals = { context: { dir: contextDir } };
+    const remote = await importCaches(worker, cacheFrom, { platforms, progress });
     const cache = new BuildCache({
       root, worker, locals, buildArgs: Object.keys(opts.buildArgs ?? {}), noCacheFilter: opts.noCacheFilter,
-      scope: `${dockerfilePath}\0${opts.target ?? ''}\0${opts.platform ?? ''}`,
+      scope: `${dockerfilePath}\0${opts.target ?? ''}\0${opts.platform ?? ''}`, remote,
     });
-    const refs = await solveRoots<WorkerRef>(definition, perPlatform.map((c) => c.definition.root), {
+    const roots = perPlatform.map((c) => c.definition.root);
+    const refs = await solveRoots<WorkerRef>(definition, roots, {
       maxParallelism: opts.maxParallelism,
       signal: opts.signal,
       cache,
@@ -222,13 +232,17 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
       throw withDetails(toBuildError(e, filename, progress), e, filename, dockerfile);
     }).finally(() => cache.finish().catch(() => undefined));
 
+    const built: BuildResults = { definition, roots, results: cache.results };
+    const inline = cacheTo.some((c) => c.type === 'inline');
     const exports: ExportResult[] = [];
     for (const output of outputs) {
       const results = perPlatform.map((c, i) => ({ ref: refs[i], image: c.image, platform: platforms[i] }));
       exports.push(await exportImage(worker, results, output, {
         tags: opts.tags ?? [], progress, sourceDateEpoch, annotations: opts.annotations, insecureRegistries: opts.insecureRegistries,
+        ...(inline ? { inlineCache: (i: number, layers: LayerDesc[]) => inlineCacheFor(worker, built, i, layers) } : {}),
       }));
     }
+    for (const spec of cacheTo) await exportCache(worker, spec, built, { progress });
     const gcLimit = opts.gcKeepStorage ?? (process.env.BUILDER_GC_KEEP_STORAGE ? parseSize(process.env.BUILDER_GC_KEEP_STORAGE) : undefined);
     if (gcLimit !== undefined) await session.ifAlone(root, () => autoGC(root, gcLimit));
     const image = exports.find((e) => e.manifestDigest);

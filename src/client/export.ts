@@ -6,6 +6,7 @@ import path from 'node:path';
 import { spawn } from 'node:child_process';
 import type { Digest, Platform } from '../../solver/llb/ops.js';
 import type { Worker, WorkerRef, SnapshotInfo } from '../worker/worker.js';
+import { INLINE_CACHE_FIELD } from '../cache/remotecache/format.js';
 import type { ImageConfigFile, HistoryEntry, Descriptor } from '../image/types.js';
 import { createLayerBlob, writeLayerTar, type Compression } from '../archive/layer.js';
 import { writeImage, type LayerDesc } from '../exporter/image.js';
@@ -77,13 +78,36 @@ export async function layerBlobs(worker: Worker, ref: WorkerRef, variant: LayerV
   return out;
 }
 
+/**
+ * Blobs for a result: a chain imported from a remote cache keeps its blobs as they are (fetched into the
+ * store if missing; the same digests give the first build's image digest) unless the variant asks for
+ * rewritten timestamps or forced recompression, which needs the layers extracted; everything else goes
+ * through layerBlobs.
+ */
+export async function resultBlobs(worker: Worker, ref: WorkerRef, variant: LayerVariant = {}): Promise<LayerDesc[]> {
+  if (ref.remote) {
+    const compression = variant.compression ?? 'gzip';
+    const keep = variant.sourceDateEpoch === undefined &&
+      (!variant.force || ref.remote.every((l) => l.blob.mediaType.endsWith(compression === 'uncompressed' ? '.tar' : compression)));
+    if (keep) {
+      await Promise.all(ref.remote.map((l) => worker.ensureBlob(l)));
+      return ref.remote.map((l) => ({ digest: l.blob.digest, size: l.blob.size, mediaType: l.blob.mediaType, diffID: l.diffID }));
+    }
+    ref = await worker.materialize(ref);
+  }
+  return layerBlobs(worker, ref, variant);
+}
+
+/** When each layer of a result was made (its snapshot's commit, or what a remote cache recorded). */
+export async function layerTimes(worker: Worker, ref: WorkerRef): Promise<(string | undefined)[]> {
+  if (ref.remote) return ref.remote.map((l) => l.created);
+  return Promise.all(ref.layers.map(async (id) => ((await worker.snapshots.info(id)) as { created?: string } | null)?.created));
+}
+
 /** When the newest layer was made (its snapshot's commit): cached rebuilds keep the same image times. */
 async function newestLayerTime(worker: Worker, ref: WorkerRef): Promise<string | undefined> {
   let newest: string | undefined;
-  for (const id of ref.layers) {
-    const created = ((await worker.snapshots.info(id)) as { created?: string } | null)?.created;
-    if (created && (!newest || created > newest)) newest = created;
-  }
+  for (const created of await layerTimes(worker, ref)) if (created && (!newest || created > newest)) newest = created;
   return newest;
 }
 
@@ -139,6 +163,8 @@ export interface ExportOptions {
   /** `--annotation` values (manifest annotations). */
   annotations?: Record<string, string>;
   insecureRegistries?: string[];
+  /** `--cache-to type=inline`: cache metadata for result `index`, given the layers its image uses. */
+  inlineCache?: (index: number, layers: LayerDesc[]) => Promise<object | undefined>;
 }
 
 /** One platform's result: its snapshot chain, the image config the frontend made, its platform. */
@@ -163,7 +189,7 @@ export async function exportImage(
     // Several platforms: one subdirectory each (`linux_arm64`), as buildx writes them.
     for (const r of results) {
       const dest = multi ? path.join(output.dest!, platformDirName(r.platform)) : output.dest!;
-      const mounted = await worker.snapshots.mount(r.ref.layers);
+      const mounted = await worker.snapshots.mount((await worker.materialize(r.ref)).layers);
       try {
         if (output.type === 'local') await exportLocalDir(mounted.target, dest);
         else await exportFilesystemTar(mounted.target, dest);
@@ -200,14 +226,16 @@ export async function exportImage(
 
   progress.start({ id: vertex, name: `exporting to ${output.type === 'oci' ? 'oci image format' : output.type === 'docker' ? 'docker image format' : 'image'}` });
   const images: { manifest: Descriptor; config: Descriptor; platform: Platform }[] = [];
-  for (const r of results) {
-    const layers = await layerBlobs(worker, r.ref, {
+  for (const [index, r] of results.entries()) {
+    const layers = await resultBlobs(worker, r.ref, {
       compression,
       level,
       sourceDateEpoch: rewrite ? opts.sourceDateEpoch : undefined,
       force: boolAttr(output, 'force-compression'),
     });
     const config = finalizeConfig(r.image, layers, r.platform, opts.sourceDateEpoch, await newestLayerTime(worker, r.ref));
+    const inline = await opts.inlineCache?.(index, layers);
+    if (inline) (config as unknown as Record<string, unknown>)[INLINE_CACHE_FIELD] = inline;
     const written = await writeImage(worker.store, { config, layers }, { oci, annotations });
     images.push({ manifest: written.manifest, config: written.config, platform: r.platform });
   }

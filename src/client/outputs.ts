@@ -18,7 +18,7 @@ export class InvalidOutputError extends UserError {
 const KNOWN: OutputType[] = ['oci', 'docker', 'local', 'image', 'registry', 'tar'];
 
 /** Splits a CSV line, honouring double quotes like Go's encoding/csv (buildx parses outputs with it). */
-function splitCSV(s: string): string[] {
+export function splitCSV(s: string, what = 'output'): string[] {
   const fields: string[] = [];
   let cur = '';
   let quoted = false;
@@ -29,7 +29,7 @@ function splitCSV(s: string): string[] {
     } else if (c === '"') quoted = true;
     else if (c === ',') { fields.push(cur); cur = ''; } else cur += c;
   }
-  if (quoted) throw new InvalidOutputError(`invalid output "${s}": unterminated quote`);
+  if (quoted) throw new InvalidOutputError(`invalid ${what} "${s}": unterminated quote`);
   fields.push(cur);
   return fields;
 }

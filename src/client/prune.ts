@@ -5,6 +5,7 @@ import path from 'node:path';
 import { GarbageCollector, type PruneOptions, type Usage } from '../cache/gc.js';
 import { withStateExclusive } from './lock.js';
 import { defaultRoot } from './build.js';
+import { pruneLocalCache, type LocalPruneOptions } from '../cache/remotecache/local.js';
 
 export type { PruneOptions, Usage };
 
@@ -32,4 +33,12 @@ export async function autoGC(root: string, limit: number): Promise<void> {
   let total = 0;
   for (const m of Object.values(meta)) total += m.size;
   if (total > limit) await gc.prune({ keepStorage: limit });
+}
+
+/**
+ * Prunes a cache directory (a `--cache-to type=local` destination): records last exported longer ago than
+ * `olderThanMs`, then the oldest until the blobs fit in `keepStorage`; blobs no record names are removed.
+ */
+export async function pruneCacheDir(dir: string, opts: LocalPruneOptions): Promise<{ records: number; removed: number; freed: number }> {
+  return pruneLocalCache(path.resolve(dir), opts);
 }

@@ -18,6 +18,8 @@ export interface PushOptions {
   /** Repositories (`host/path`) that may hold the blobs already: tried as cross-repository mounts. */
   mountFrom?: Reference[];
   onBlob?: (desc: Descriptor, how: 'exists' | 'mounted' | 'uploaded') => void;
+  /** Called before a blob the registry lacks is uploaded: brings it into the store if it is not there. */
+  provide?: (desc: Descriptor) => Promise<void>;
 }
 
 const DEFAULT_CHUNK = 32 << 20;
@@ -111,6 +113,7 @@ async function pushBlob(client: RegistryClient, store: ContentStore, repo: Refer
     location = uploadLocation(repo, base, res);
     break;
   }
+  await opts.provide?.(desc);
   // A dropped connection or a 5xx during the upload restarts it in a new session: a half-written upload
   // cannot be trusted, and the registry discards abandoned sessions itself.
   for (let attempt = 1; ; attempt++) {

@@ -26,6 +26,22 @@ import { writeFileAtomic } from '../util/fs.js';
 export interface WorkerRef {
   /** Committed snapshot ids, bottom to top. */
   layers: string[];
+  /**
+   * A result imported from a remote cache and not extracted yet: its whole chain, bottom to top (then
+   * `layers` is empty). `Worker.materialize` extracts it when an op needs it as input; an exporter can
+   * use the blobs as they are.
+   */
+  remote?: RemoteLayer[];
+}
+
+/** A layer known by its blob only (from a remote cache). */
+export interface RemoteLayer {
+  blob: Descriptor;
+  diffID: Digest;
+  /** When the layer was first made (ISO time), kept so image times reproduce. */
+  created?: string;
+  /** Brings the blob into the content store, verified by digest. */
+  fetch(store: ContentStore): Promise<void>;
 }
 
 /** What a committed snapshot records about itself (in the snapshotter's committed.json). */
@@ -63,6 +79,7 @@ export class Worker {
   /** In-process dedup of image resolution and layer extraction shared by concurrent ops. */
   private readonly resolving = new Map<string, Promise<ResolvedImage>>();
   private readonly extracting = new Map<string, Promise<string>>();
+  private readonly materializing = new WeakMap<WorkerRef, Promise<WorkerRef>>();
 
   constructor(readonly opts: WorkerOptions) {
     this.store = new ContentStore(path.join(opts.root, 'content'));
@@ -111,7 +128,42 @@ export class Worker {
     return (ctx) => this.execute(ctx, locals, onLog, session);
   }
 
+  /**
+   * The ref with its layers as snapshots: a remote chain's blobs are fetched (only those not in the store)
+   * and extracted once per chain id, through the same path as pulled image layers.
+   */
+  materialize(ref: WorkerRef): Promise<WorkerRef> {
+    const remote = ref.remote;
+    if (!remote) return Promise.resolve(ref);
+    let p = this.materializing.get(ref);
+    if (p) return p;
+    p = (async () => {
+      const layers: string[] = [];
+      let chainID: Digest | undefined;
+      for (const l of remote) {
+        chainID = chainID ? sha256(`${chainID} ${l.diffID}`) : l.diffID;
+        layers.push(await this.extractLayer(chainID, layers.slice(), l.blob, l.diffID, () => this.ensureBlob(l), l.created));
+      }
+      return { layers };
+    })();
+    p.catch(() => this.materializing.delete(ref));
+    this.materializing.set(ref, p);
+    return p;
+  }
+
+  /** The snapshots a remote ref was extracted into, if something needed it extracted (never extracts). */
+  extracted(ref: WorkerRef): Promise<WorkerRef> | undefined {
+    return ref.remote ? this.materializing.get(ref) : undefined;
+  }
+
+  /** A remote layer's blob in the content store (fetched when missing). */
+  async ensureBlob(layer: RemoteLayer): Promise<void> {
+    if (!(await this.store.has(layer.blob.digest))) await layer.fetch(this.store);
+  }
+
   private async execute(ctx: OpContext<WorkerRef>, locals: Record<string, LocalDir>, onLog: LogSink | undefined, session: BuildSession): Promise<WorkerRef> {
+    // Inputs imported from a remote cache become snapshots only now, when an op that runs needs them.
+    if (ctx.inputs.some((r) => r?.remote)) ctx = { ...ctx, inputs: await Promise.all(ctx.inputs.map((r) => (r ? this.materialize(r) : r))) };
     const op: Op = ctx.op;
     switch (op.kind) {
       case 'source':
@@ -151,26 +203,26 @@ export class Worker {
       signal.throwIfAborted();
       chainID = chainID ? sha256(`${chainID} ${diffIDs[i]}`) : (diffIDs[i] as Digest);
       const parent = layers.slice();
-      const id = await this.extractLayer(chainID, parent, image.layers[i], diffIDs[i] as Digest, fetched[i]);
+      const id = await this.extractLayer(chainID, parent, image.layers[i], diffIDs[i] as Digest, () => fetched[i]);
       layers.push(id);
     }
     return { layers };
   }
 
   /** The snapshot for a layer chain, extracting it once per state directory (recorded by chain id). */
-  private extractLayer(chainID: Digest, parent: string[], desc: Descriptor, diffID: Digest, fetched: Promise<void>): Promise<string> {
+  private extractLayer(chainID: Digest, parent: string[], desc: Descriptor, diffID: Digest, fetch: () => Promise<void>, created?: string): Promise<string> {
     let p = this.extracting.get(chainID);
     if (p) return p;
     p = (async () => {
       const recordPath = path.join(this.opts.root, 'layers', chainID.replace('sha256:', ''));
       const existing = await readJSON<{ snapshot: string }>(recordPath);
       if (existing && (await this.snapshots.exists(existing.snapshot))) return existing.snapshot;
-      await fetched;
+      await fetch();
       const id = await this.snapshots.prepare();
       try {
         const { diffID: actual } = await applyLayerBlob(this.store, desc as { digest: Digest; mediaType: string }, this.snapshots.fsPath(id));
         if (actual !== diffID) throw new UserError('DIFFID_MISMATCH', `layer ${desc.digest}: diff id ${actual} does not match config ${diffID}`);
-        const info: SnapshotInfo = { diffID, blob: { digest: desc.digest as Digest, size: desc.size, mediaType: desc.mediaType } };
+        const info: SnapshotInfo & { created?: string } = { diffID, blob: { digest: desc.digest as Digest, size: desc.size, mediaType: desc.mediaType }, ...(created ? { created } : {}) };
         await this.snapshots.commit(id, info);
       } catch (e) {
         await this.snapshots.remove(id).catch(() => undefined);
