@@ -8,11 +8,11 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Digest } from '../../../solver/llb/ops.js';
 import type { ContentStore } from '../../content/store.js';
 import { MediaType, type Descriptor, type Index, type Manifest } from '../../image/types.js';
 import { sha256 } from '../../../solver/llb/digest.js';
+import { PidLock } from '../../util/pidlock.js';
 import {
   CACHE_CONFIG_MEDIA_TYPE, InvalidCacheError, buildCacheConfig, cacheManifest, parseCacheConfig, resolveRecords,
   type CacheLayer, type ResolvedRecord,
@@ -91,7 +91,7 @@ export async function writeLocalCache(
   store: ContentStore, dir: string, records: ResolvedRecord[], opts: LocalExportOptions,
 ): Promise<{ written: number; present: number; records: number }> {
   await fsp.mkdir(path.join(dir, 'blobs', 'sha256'), { recursive: true });
-  const lock = await DirLock.acquire(dir);
+  const lock = await PidLock.acquire(path.join(dir, '.lock'));
   try {
     const now = (opts.now ?? new Date()).toISOString();
     const merged = new Map<string, ResolvedRecord>();
@@ -160,7 +160,7 @@ export interface LocalPruneOptions {
 /** Prunes a cache directory: records by age or size, then every blob no record (or the index) names. */
 export async function pruneLocalCache(dir: string, opts: LocalPruneOptions): Promise<{ records: number; removed: number; freed: number }> {
   if (!(await fsp.stat(path.join(dir, 'index.json')).catch(() => null))) throw new InvalidCacheError(`${dir}: not a cache directory (no index.json)`);
-  const lock = await DirLock.acquire(dir);
+  const lock = await PidLock.acquire(path.join(dir, '.lock'));
   try {
     let records = await readLocalCache(dir);
     const now = (opts.now ?? new Date()).getTime();
@@ -230,41 +230,3 @@ async function copyAtomic(src: string, target: string): Promise<void> {
   }
 }
 
-/** `DIR/.lock` holding the writer's pid; a lock whose owner died is taken over. */
-class DirLock {
-  private constructor(private readonly file: string) {}
-
-  static async acquire(dir: string): Promise<DirLock> {
-    const file = path.join(dir, '.lock');
-    for (;;) {
-      try {
-        await fsp.writeFile(file, String(process.pid), { flag: 'wx' });
-        return new DirLock(file);
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      }
-      const owner = Number(await fsp.readFile(file, 'utf8').catch(() => ''));
-      // No pid yet: a writer between creating and filling the file, unless it has been so for long.
-      const old = !owner && Date.now() - ((await fsp.stat(file).catch(() => null))?.mtimeMs ?? 0) > 2000;
-      if (old || (owner && !alive(owner))) {
-        const stale = `${file}.stale-${process.pid}`;
-        await fsp.rename(file, stale).then(() => fsp.rm(stale, { force: true }), () => undefined);
-        continue;
-      }
-      await sleep(100);
-    }
-  }
-
-  async release(): Promise<void> {
-    await fsp.rm(this.file, { force: true });
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
