@@ -15,6 +15,7 @@ import { getXattr, listXattrs, mknod, setXattr, S_IFBLK, S_IFCHR, S_IFIFO } from
 import { UserError } from '../util/errors.js';
 import { resolveInRoot } from './rootpath.js';
 import { readTar, TarWriter, type TarHeader } from './tar.js';
+import { MemberSource, SegmentedGzipWriter, type LayerEntrySink } from './segmented.js';
 
 export const MEDIA_TYPE_LAYER_GZIP = 'application/vnd.oci.image.layer.v1.tar+gzip';
 
@@ -66,6 +67,25 @@ const OPAQUE_XATTR = 'trusted.overlay.opaque';
  */
 export async function writeLayerTar(dir: string, out: NodeJS.WritableStream, opts: LayerTarOptions = {}): Promise<number> {
   const w = new TarWriter(out);
+  const count = await walkLayer(dir, {
+    async add(header, file) {
+      if (file === undefined) return w.add(header);
+      // The descriptor is closed here, not whenever the stream gets to it: a mount being archived
+      // must not be busy when the caller unmounts it.
+      const h = await fsp.open(file, 'r');
+      try {
+        await w.add(header, h.createReadStream({ autoClose: false }));
+      } finally {
+        await h.close();
+      }
+    },
+  }, opts);
+  await w.finish();
+  return count;
+}
+
+/** The layer's entries in tar order, handed to `sink` (which reads regular files from the given path). */
+async function walkLayer(dir: string, sink: LayerEntrySink, opts: LayerTarOptions): Promise<number> {
   const links = new Map<string, string>();
   const clamp = (t: number) => (opts.sourceDateEpoch !== undefined ? Math.min(t, opts.sourceDateEpoch) : t);
   let count = 0;
@@ -83,7 +103,7 @@ export async function writeLayerTar(dir: string, out: NodeJS.WritableStream, opt
       const mtime = clamp(Number(st.mtimeNs / 1_000_000_000n));
       if (whiteout) {
         // Checked before hardlinks: overlayfs shares one whiteout inode among many names.
-        await w.add({ name: tarName, type: 'file', mode: 0, uid: 0, gid: 0, size: 0, mtime });
+        await sink.add({ name: tarName, type: 'file', mode: 0, uid: 0, gid: 0, size: 0, mtime });
         count++;
         continue;
       }
@@ -92,31 +112,24 @@ export async function writeLayerTar(dir: string, out: NodeJS.WritableStream, opt
       const key = `${st.dev}:${st.ino}`;
       const first = !st.isDirectory() && st.nlink > 1n ? links.get(key) : undefined;
       if (first !== undefined) {
-        await w.add({ ...base, name: tarName, type: 'link', size: 0, linkname: first });
+        await sink.add({ ...base, name: tarName, type: 'link', size: 0, linkname: first });
       } else if (st.isDirectory()) {
-        await w.add({ ...base, name: `${tarName}/`, type: 'dir', size: 0 });
+        await sink.add({ ...base, name: `${tarName}/`, type: 'dir', size: 0 });
         count++;
         if (getXattr(p, OPAQUE_XATTR)?.toString() === 'y') {
-          await w.add({ name: `${tarName}/${OPAQUE_MARKER}`, type: 'file', mode: 0, uid: 0, gid: 0, size: 0, mtime });
+          await sink.add({ name: `${tarName}/${OPAQUE_MARKER}`, type: 'file', mode: 0, uid: 0, gid: 0, size: 0, mtime });
           count++;
         }
         await walk(p, `${tarName}/`);
         continue;
       } else if (st.isFile()) {
-        // The descriptor is closed here, not whenever the stream gets to it: a mount being archived
-        // must not be busy when the caller unmounts it.
-        const h = await fsp.open(p, 'r');
-        try {
-          await w.add({ ...base, name: tarName, type: 'file', size: Number(st.size) }, h.createReadStream({ autoClose: false }));
-        } finally {
-          await h.close();
-        }
+        await sink.add({ ...base, name: tarName, type: 'file', size: Number(st.size) }, p);
       } else if (st.isSymbolicLink()) {
-        await w.add({ ...base, name: tarName, type: 'symlink', size: 0, linkname: await fsp.readlink(p) });
+        await sink.add({ ...base, name: tarName, type: 'symlink', size: 0, linkname: await fsp.readlink(p) });
       } else if (st.isCharacterDevice() || st.isBlockDevice()) {
-        await w.add({ ...base, name: tarName, type: st.isCharacterDevice() ? 'char' : 'block', size: 0, ...devNumbers(st.rdev) });
+        await sink.add({ ...base, name: tarName, type: st.isCharacterDevice() ? 'char' : 'block', size: 0, ...devNumbers(st.rdev) });
       } else if (st.isFIFO()) {
-        await w.add({ ...base, name: tarName, type: 'fifo', size: 0 });
+        await sink.add({ ...base, name: tarName, type: 'fifo', size: 0 });
       }
       if (st.nlink > 1n && !links.has(key)) links.set(key, tarName);
       count++;
@@ -124,7 +137,6 @@ export async function writeLayerTar(dir: string, out: NodeJS.WritableStream, opt
   };
 
   await walk(dir, '');
-  await w.finish();
   return count;
 }
 
@@ -279,6 +291,10 @@ export interface LayerBlobOptions extends LayerTarOptions {
   compression?: Compression;
   /** gzip 0-9 (default 6, zlib's), zstd 1-19 (default 3). */
   level?: number;
+  /** gzip: earlier blobs whose members (by uncompressed sha256) may be copied instead of compressed. */
+  reuseFrom?: Digest[];
+  /** gzip: how many members the blob got and how many were copied. */
+  onStats?: (s: { members: number; reused: number }) => void;
 }
 
 const MEDIA_TYPES: Record<Compression, string> = {
@@ -309,10 +325,11 @@ function compressor(c: Compression, level: number | undefined): NodeJS.ReadWrite
 /** Tars, hashes (diff id) and compresses a layer directory into the store in one pass. */
 export async function createLayerBlob(store: ContentStore, dir: string, opts: LayerBlobOptions = {}): Promise<LayerBlob> {
   const compression = opts.compression ?? 'gzip';
+  if (compression === 'gzip') return createSegmentedGzipBlob(store, dir, opts);
   const hash = createHash('sha256');
   const tarOut = new Transform({ transform(chunk: Buffer, _enc, cb) { hash.update(chunk); cb(null, chunk); } });
   const writer = await store.openWriter();
-  // Fixed level and Node's fixed gzip header (no name, mtime 0): equal trees give equal blobs.
+  // A fixed level: equal trees give equal blobs.
   const piped = pipeline(tarOut, compressor(compression, opts.level), writer);
   try {
     const entries = await writeLayerTar(dir, tarOut, opts);
@@ -325,6 +342,30 @@ export async function createLayerBlob(store: ContentStore, dir: string, opts: La
     await piped.catch(() => undefined);
     await writer.abort();
     throw e;
+  }
+}
+
+/** gzip as independent members of segments (src/archive/segmented.ts), copying those `reuseFrom` has. */
+async function createSegmentedGzipBlob(store: ContentStore, dir: string, opts: LayerBlobOptions): Promise<LayerBlob> {
+  // zlib's default level is 6; the level is spelled out so the index records what made the members.
+  const level = opts.level === undefined || opts.level < 0 ? 6 : opts.level;
+  const reuse = opts.reuseFrom?.length ? await MemberSource.load(store, opts.reuseFrom, level) : undefined;
+  const writer = await store.openWriter();
+  const seg = new SegmentedGzipWriter(writer, level, reuse);
+  try {
+    const entries = await walkLayer(dir, seg, opts);
+    const { diffID, index, reused } = await seg.finish();
+    const { digest, size } = await writer.commit();
+    // After its blob: an index only ever names a blob that exists.
+    await store.writeMemberIndex(digest, index);
+    opts.onStats?.({ members: index.members.length, reused });
+    return { digest, size, diffID, mediaType: MEDIA_TYPE_LAYER_GZIP, empty: entries === 0 };
+  } catch (e) {
+    await seg.abandon();
+    await writer.abort();
+    throw e;
+  } finally {
+    await reuse?.close();
   }
 }
 
