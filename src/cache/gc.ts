@@ -1,8 +1,8 @@
 // Disk usage and garbage collection of the state directory. GC walks from the roots (cache records and
 // pulled-layer records) to the snapshots they name, never the other way round: what no root reaches is
 // removed, records first so no record ever names a missing snapshot. Eviction is least recently used
-// first (a record's mtime is its last use). Layer blobs go with the last snapshot that remembered them;
-// other content (image manifests and configs, which an image store may hold) is left alone.
+// first (a record's mtime is its last use). Layer blobs (and their member indexes) go with the last
+// snapshot that remembered them; other content (image manifests and configs, which an image store may hold) is left alone.
 // Callers hold the state directory's lock.
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -138,9 +138,16 @@ export class GarbageCollector {
       const blob = meta[id].blob;
       await this.snapshots.remove(id);
       delete meta[id];
-      if (blob && !keptBlobs.has(blob)) await fs.rm(this.store.blobPath(blob), { force: true });
+      if (blob && !keptBlobs.has(blob)) await this.store.remove(blob);
     }
     await this.saveSizes(meta);
+    // Step hints (src/client/export.ts) whose blob is gone point at nothing useful.
+    const stepsDir = path.join(this.root, 'cache', 'layer-steps');
+    for (const name of await fs.readdir(stepsDir).catch(() => [] as string[])) {
+      const file = path.join(stepsDir, name);
+      const blob = await fs.readFile(file, 'utf8').then((t) => (JSON.parse(t) as { blob?: Digest }).blob, () => undefined);
+      if (!blob || !(await this.store.has(blob).catch(() => false))) await fs.rm(file, { force: true });
+    }
   }
 
   private async totalSize(meta: Record<string, SnapshotMeta>): Promise<number> {

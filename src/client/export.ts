@@ -18,6 +18,8 @@ import { pushImage } from '../registry/push.js';
 import type { ProgressWriter } from '../progress/printer.js';
 import { boolAttr, type OutputSpec } from './outputs.js';
 import { UserError } from '../util/errors.js';
+import { writeFileAtomic } from '../util/fs.js';
+import { sha256 } from '../../solver/llb/digest.js';
 
 export interface ExportResult {
   type: string;
@@ -64,7 +66,11 @@ export async function layerBlobs(worker: Worker, ref: WorkerRef, variant: LayerV
       out.push(reuse);
       continue;
     }
-    const blob = await createLayerBlob(worker.store, worker.snapshots.fsPath(id), variant);
+    // The blob this step made last time: its members for unchanged parts of the tree are copied.
+    const stepFile = compression === 'gzip' && info.step ? path.join(worker.opts.root, LAYER_STEPS_DIR, sha256(`${info.step} ${key}`).slice(7)) : undefined;
+    const previous = stepFile ? await readStepBlob(stepFile) : undefined;
+    const blob = await createLayerBlob(worker.store, worker.snapshots.fsPath(id), { ...variant, reuseFrom: previous ? [previous] : undefined });
+    if (stepFile) await writeFileAtomic(stepFile, JSON.stringify({ blob: blob.digest }));
     const rec: BlobRecord = { digest: blob.digest, size: blob.size, mediaType: blob.mediaType, diffID: blob.diffID };
     const updated: ExportInfo = isDefault
       ? { ...info, built: true, diffID: blob.diffID, blob: { digest: blob.digest, size: blob.size, mediaType: blob.mediaType } }
@@ -73,6 +79,18 @@ export async function layerBlobs(worker: Worker, ref: WorkerRef, variant: LayerV
     out.push(rec);
   }
   return out;
+}
+
+/** `<root>/cache/layer-steps/<hash of step and variant>`: `{ blob }`, the step's last blob (a hint only). */
+export const LAYER_STEPS_DIR = path.join('cache', 'layer-steps');
+
+async function readStepBlob(file: string): Promise<Digest | undefined> {
+  try {
+    const rec = JSON.parse(await fsp.readFile(file, 'utf8')) as { blob?: string };
+    return typeof rec.blob === 'string' && /^sha256:[0-9a-f]{64}$/.test(rec.blob) ? (rec.blob as Digest) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** When the newest layer was made (its snapshot's commit): cached rebuilds keep the same image times. */

@@ -4,7 +4,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { OpContext, OpExecutor } from '../../solver/solver.js';
-import type { CopyAction, Digest, ExecOp, FileOp, HttpSource, ImageSource, LocalSource, MergeOp, Op } from '../../solver/llb/ops.js';
+import type { CopyAction, Digest, ExecOp, FileOp, HttpSource, ImageSource, LocalSource, MergeOp, Op, OpMetadata } from '../../solver/llb/ops.js';
 import { sha256 } from '../../solver/llb/digest.js';
 import { ContentStore } from '../content/store.js';
 import { Snapshotter, type Mounted } from '../snapshot/snapshotter.js';
@@ -31,6 +31,20 @@ export interface SnapshotInfo {
   diffID?: Digest;
   /** The compressed blob of this layer, when known (pulled, or exported before). */
   blob?: { digest: Digest; size: number; mediaType: string };
+  /**
+   * Which build step made this layer (see stepIdentity): the exporter compresses a new layer of a step
+   * reusing what it can of that step's previous blob.
+   */
+  step?: string;
+}
+
+/**
+ * A build step's identity across builds, whatever its inputs: the instruction as the frontend described
+ * it (stage, position, text, source lines) and the platform. Two steps sharing one is harmless.
+ */
+export function stepIdentity(metadata: OpMetadata, platform?: { os: string; architecture: string; variant?: string }): string | undefined {
+  if (!metadata.description && !metadata.location) return undefined;
+  return sha256(JSON.stringify([metadata.description ?? '', metadata.stage ?? '', metadata.location ?? null, platform ?? null]));
 }
 
 export interface LocalDir {
@@ -127,7 +141,7 @@ export class Worker {
       case 'exec':
         return this.exec(op, ctx, session, onLog);
       case 'file':
-        return this.file(op, ctx.inputs, ctx.inputOps, locals);
+        return this.file(op, ctx.inputs, ctx.inputOps, locals, stepIdentity(ctx.metadata));
       case 'merge':
         return this.merge(op, ctx.inputs);
     }
@@ -242,7 +256,8 @@ export class Worker {
         await extra.release();
       }
       if (exitCode !== 0) throw new ExecError(op.meta.args, exitCode, true);
-      await this.snapshots.commit(upper, {});
+      const info: SnapshotInfo = { step: stepIdentity(ctx.metadata, op.platform) };
+      await this.snapshots.commit(upper, info);
     } catch (e) {
       await this.snapshots.remove(upper).catch(() => undefined);
       throw e;
@@ -250,7 +265,7 @@ export class Worker {
     return { layers: [...base.layers, upper] };
   }
 
-  private async file(op: FileOp, inputs: WorkerRef[], inputOps: Op[], locals: Record<string, LocalDir>): Promise<WorkerRef> {
+  private async file(op: FileOp, inputs: WorkerRef[], inputOps: Op[], locals: Record<string, LocalDir>, step: string | undefined): Promise<WorkerRef> {
     const base = op.base >= 0 ? inputs[op.base] : { layers: [] };
     const upper = await this.snapshots.prepare();
     const mounts: Mounted[] = [];
@@ -292,7 +307,8 @@ export class Worker {
       throw e;
     }
     await unmountAll(mounts);
-    await this.snapshots.commit(upper, {});
+    const info: SnapshotInfo = { step };
+    await this.snapshots.commit(upper, info);
     return { layers: [...base.layers, upper] };
   }
 
