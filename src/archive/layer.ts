@@ -90,13 +90,14 @@ async function walkLayer(dir: string, sink: LayerEntrySink, opts: LayerTarOption
   const clamp = (t: number) => (opts.sourceDateEpoch !== undefined ? Math.min(t, opts.sourceDateEpoch) : t);
   let count = 0;
 
+  // Synchronous metadata calls: a local tree's lstats take microseconds, far less than a trip through
+  // the threadpool (which the compressions keep busy).
   const walk = async (abs: string, rel: string): Promise<void> => {
-    const names = await fsp.readdir(abs);
-    const children = await Promise.all(names.map(async (name) => {
-      const st = await fsp.lstat(path.join(abs, name), { bigint: true });
+    const children = fs.readdirSync(abs).map((name) => {
+      const st = fs.lstatSync(path.join(abs, name), { bigint: true });
       const whiteout = st.isCharacterDevice() && st.rdev === 0n;
       return { name, st, whiteout, tarName: rel + (whiteout ? WHITEOUT_PREFIX + name : name) };
-    }));
+    });
     children.sort((a, b) => Buffer.compare(Buffer.from(a.tarName), Buffer.from(b.tarName)));
     for (const { name, st, whiteout, tarName } of children) {
       const p = path.join(abs, name);
@@ -125,7 +126,7 @@ async function walkLayer(dir: string, sink: LayerEntrySink, opts: LayerTarOption
       } else if (st.isFile()) {
         await sink.add({ ...base, name: tarName, type: 'file', size: Number(st.size) }, p);
       } else if (st.isSymbolicLink()) {
-        await sink.add({ ...base, name: tarName, type: 'symlink', size: 0, linkname: await fsp.readlink(p) });
+        await sink.add({ ...base, name: tarName, type: 'symlink', size: 0, linkname: fs.readlinkSync(p) });
       } else if (st.isCharacterDevice() || st.isBlockDevice()) {
         await sink.add({ ...base, name: tarName, type: st.isCharacterDevice() ? 'char' : 'block', size: 0, ...devNumbers(st.rdev) });
       } else if (st.isFIFO()) {

@@ -97,12 +97,17 @@ function nameHash(name: string): number {
   return h;
 }
 
-type Member = { sha256: string; size: number; data: Buffer; reused: boolean };
+type Member = { sha256: string; size: number; data: Buffer; reused: boolean; segment: Buffer };
+
+/** Segment buffers: the largest segment is 8 MiB of entries plus one entry of up to 4 MiB and its header. */
+const SEGMENT_CAPACITY = SEGMENT_MAX + SEGMENT_SPLIT + (64 << 10);
 
 /** Receives a layer's entries, cuts the tar into segments, and writes their gzip members to `out` in order. */
 export class SegmentedGzipWriter implements LayerEntrySink {
-  private parts: Buffer[] = [];
+  private buf: Buffer;
   private len = 0;
+  /** Segment buffers whose members are written, ready for the next segments. */
+  private readonly free: Buffer[] = [];
   private readonly diff = createHash('sha256');
   private readonly queue: Promise<Member>[] = [];
   private readonly members: MemberRecord[] = [];
@@ -112,57 +117,65 @@ export class SegmentedGzipWriter implements LayerEntrySink {
   private readonly depth = Math.max(2, availableParallelism());
   private readonly scratch = Buffer.allocUnsafe(1);
 
-  constructor(private readonly out: BlobWriter, private readonly level: number, private readonly reuse?: MemberSource) {}
+  constructor(private readonly out: BlobWriter, private readonly level: number, private readonly reuse?: MemberSource) {
+    this.buf = Buffer.allocUnsafe(SEGMENT_CAPACITY);
+  }
 
   async add(header: TarHeader, file?: string): Promise<void> {
     const size = header.type === 'file' ? header.size : 0;
     const head = encodeHeader(header);
-    if (size === 0) {
-      this.append(head);
-    } else if (size <= SEGMENT_SPLIT) {
-      const body = Buffer.allocUnsafe(size + padding(size));
+    if (size > SEGMENT_SPLIT) {
+      await this.addLarge(head, header.name, size, file!);
+      return;
+    }
+    // Files are read straight into the segment: no buffer per file, no copy.
+    this.reserve(head.length + size + padding(size));
+    this.len += head.copy(this.buf, this.len);
+    if (size > 0) {
       const fd = fs.openSync(file!, 'r');
       try {
-        readExact(fd, body, 0, size, 0, header.name);
+        readExact(fd, this.buf, this.len, size, 0, header.name);
         this.checkEnd(fd, size, header.name);
       } finally {
         fs.closeSync(fd);
       }
-      body.fill(0, size);
-      this.append(head);
-      this.append(body);
-    } else {
-      await this.cut();
-      this.append(head);
-      const h = await fsp.open(file!, 'r');
-      try {
-        for (let off = 0; off < size;) {
-          const n = Math.min(SEGMENT_SPLIT, size - off);
-          const chunk = Buffer.allocUnsafe(n);
-          let got = 0;
-          while (got < n) {
-            const { bytesRead } = await h.read(chunk, got, n - got, off + got);
-            if (bytesRead === 0) throw new TarFormatError(`${header.name} shrank while being archived`);
-            got += bytesRead;
-          }
-          this.append(chunk);
-          off += n;
-          if (off < size) await this.cut();
-        }
-        this.checkEnd(h.fd, size, header.name);
-      } finally {
-        await h.close();
-      }
-      this.append(Buffer.alloc(padding(size)));
-      await this.cut();
-      return;
+      this.len += size;
+      this.zeros(padding(size));
     }
     if (this.len >= SEGMENT_MAX || (this.len >= SEGMENT_MIN && (nameHash(header.name) & 15) === 0)) await this.cut();
   }
 
+  /** A file larger than SEGMENT_SPLIT: segments of its own, cut every SEGMENT_SPLIT bytes of its data. */
+  private async addLarge(head: Buffer, name: string, size: number, file: string): Promise<void> {
+    await this.cut();
+    this.reserve(head.length);
+    this.len += head.copy(this.buf, this.len);
+    const h = await fsp.open(file, 'r');
+    try {
+      for (let off = 0; off < size;) {
+        const n = Math.min(SEGMENT_SPLIT, size - off);
+        this.reserve(n + padding(size));
+        for (let got = 0; got < n;) {
+          const { bytesRead } = await h.read(this.buf, this.len + got, n - got, off + got);
+          if (bytesRead === 0) throw new TarFormatError(`${name} shrank while being archived`);
+          got += bytesRead;
+        }
+        this.len += n;
+        off += n;
+        if (off < size) await this.cut();
+      }
+      this.checkEnd(h.fd, size, name);
+    } finally {
+      await h.close();
+    }
+    this.zeros(padding(size));
+    await this.cut();
+  }
+
   /** The end-of-archive marker, the last members, and the index. */
   async finish(): Promise<SegmentedResult> {
-    this.append(Buffer.alloc(BLOCK * 2));
+    this.reserve(BLOCK * 2);
+    this.zeros(BLOCK * 2);
     await this.cut();
     while (this.queue.length) await this.writeNext();
     return {
@@ -181,17 +194,24 @@ export class SegmentedGzipWriter implements LayerEntrySink {
     if (fs.readSync(fd, this.scratch, 0, 1, size) > 0) throw new TarFormatError(`${name} grew while being archived`);
   }
 
-  private append(buf: Buffer): void {
-    if (buf.length === 0) return;
-    this.parts.push(buf);
-    this.len += buf.length;
-    this.diff.update(buf);
+  /** Room for `n` more bytes in the segment (a bigger buffer only for outsized headers). */
+  private reserve(n: number): void {
+    if (this.len + n <= this.buf.length) return;
+    const bigger = Buffer.allocUnsafe(this.len + n);
+    this.buf.copy(bigger, 0, 0, this.len);
+    this.buf = bigger;
+  }
+
+  private zeros(n: number): void {
+    this.buf.fill(0, this.len, this.len + n);
+    this.len += n;
   }
 
   private async cut(): Promise<void> {
     if (this.len === 0) return;
-    const segment = this.parts.length === 1 ? this.parts[0] : Buffer.concat(this.parts, this.len);
-    this.parts = [];
+    const segment = this.buf.subarray(0, this.len);
+    this.diff.update(segment);
+    this.buf = this.free.pop() ?? Buffer.allocUnsafe(SEGMENT_CAPACITY);
     this.len = 0;
     const job = this.member(segment);
     job.catch(() => undefined); // observed when written, or by abandon()
@@ -203,13 +223,15 @@ export class SegmentedGzipWriter implements LayerEntrySink {
     // WebCrypto's digest runs on the threadpool too, beside the compressions.
     const sha256 = Buffer.from(await webcrypto.subtle.digest('SHA-256', segment)).toString('hex');
     const copied = this.reuse ? await this.reuse.read(sha256, segment) : null;
-    if (copied) return { sha256, size: segment.length, data: copied, reused: true };
-    return { sha256, size: segment.length, data: await gzipAsync(segment, { level: this.level, chunkSize: GZIP_CHUNK }), reused: false };
+    const data = copied ?? (await gzipAsync(segment, { level: this.level, chunkSize: GZIP_CHUNK }));
+    return { sha256, size: segment.length, data, reused: copied !== null, segment };
   }
 
   private async writeNext(): Promise<void> {
     const m = await this.queue[0];
     this.queue.shift();
+    // Nothing reads the segment any more: its buffer takes a later one.
+    if (m.segment.buffer.byteLength === SEGMENT_CAPACITY) this.free.push(Buffer.from(m.segment.buffer, m.segment.byteOffset, SEGMENT_CAPACITY));
     this.members.push({ sha256: m.sha256, size: m.size, offset: this.offset, csize: m.data.length });
     this.offset += m.data.length;
     if (m.reused) this.reused++;
