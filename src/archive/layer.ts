@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { Duplex, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGunzip, createGzip } from 'node:zlib';
+import { createGunzip } from 'node:zlib';
 import type { Digest } from '../../solver/llb/ops.js';
 import type { ContentStore } from '../content/store.js';
 import { getXattr, listXattrs, mknod, setXattr, S_IFBLK, S_IFCHR, S_IFIFO } from '../native/fsx.js';
@@ -308,9 +308,8 @@ export class CompressionError extends UserError {
   constructor(message: string) { super('COMPRESSION', message); }
 }
 
-/** The compressor as a duplex stream. zstd is Debian's `zstd` program: Node 20's zlib has no zstd. */
-function compressor(c: Compression, level: number | undefined): NodeJS.ReadWriteStream {
-  if (c === 'gzip') return createGzip(level !== undefined ? { level } : {});
+/** The compressor as a duplex stream (gzip: see segmented.ts). zstd is Debian's `zstd` program: Node 20's zlib has no zstd. */
+function compressor(c: Exclude<Compression, 'gzip'>, level: number | undefined): NodeJS.ReadWriteStream {
   if (c === 'uncompressed') return new Transform({ transform(chunk, _e, cb) { cb(null, chunk); } });
   const lvl = Math.max(1, level ?? 3);
   // Levels above 19 need --ultra; BuildKit allows up to 22.
