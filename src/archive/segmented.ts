@@ -68,7 +68,7 @@ export class MemberSource {
     const handle = await h;
     if (!handle) return null;
     const buf = Buffer.allocUnsafe(hit.member.csize);
-    const { bytesRead } = await handle.read(buf, 0, buf.length, hit.member.offset);
+    const bytesRead = await handle.read(buf, 0, buf.length, hit.member.offset).then((r) => r.bytesRead, () => -1);
     // The trailer (CRC-32 and length of the data) guards against an index that does not fit its blob.
     if (bytesRead !== buf.length || buf.length < 18 || buf[0] !== 0x1f || buf[1] !== 0x8b ||
       buf.readUInt32LE(buf.length - 8) !== crc32(segment) || buf.readUInt32LE(buf.length - 4) !== segment.length % 2 ** 32) {
