@@ -14,7 +14,7 @@ import type { ContentStore } from '../content/store.js';
 import { getXattr, listXattrs, mknod, setXattr, S_IFBLK, S_IFCHR, S_IFIFO } from '../native/fsx.js';
 import { UserError } from '../util/errors.js';
 import { resolveInRoot } from './rootpath.js';
-import { readTar, TarWriter, type TarHeader } from './tar.js';
+import { encodeHeader, readTar, TarFormatError, type TarHeader } from './tar.js';
 import { MemberSource, SegmentedGzipWriter, type LayerEntrySink } from './segmented.js';
 
 export const MEDIA_TYPE_LAYER_GZIP = 'application/vnd.oci.image.layer.v1.tar+gzip';
@@ -66,22 +66,78 @@ const OPAQUE_XATTR = 'trusted.overlay.opaque';
  * Returns the number of entries.
  */
 export async function writeLayerTar(dir: string, out: NodeJS.WritableStream, opts: LayerTarOptions = {}): Promise<number> {
-  const w = new TarWriter(out);
-  const count = await walkLayer(dir, {
-    async add(header, file) {
-      if (file === undefined) return w.add(header);
-      // The descriptor is closed here, not whenever the stream gets to it: a mount being archived
-      // must not be busy when the caller unmounts it.
-      const h = await fsp.open(file, 'r');
-      try {
-        await w.add(header, h.createReadStream({ autoClose: false }));
-      } finally {
-        await h.close();
-      }
-    },
-  }, opts);
-  await w.finish();
+  const sink = new BufferedTarSink(out);
+  const count = await walkLayer(dir, sink, opts);
+  await sink.finish();
   return count;
+}
+
+const TAR_CHUNK = 1 << 20;
+const TAR_BLOCK = 512;
+
+/**
+ * Entries packed into 1 MiB writes, file data read straight into them: far fewer stream hops than a
+ * read stream per file. Each descriptor is closed before the next entry, so a mount being archived is
+ * not busy when the caller unmounts it.
+ */
+class BufferedTarSink implements LayerEntrySink {
+  private buf = Buffer.allocUnsafe(TAR_CHUNK);
+  private len = 0;
+  private readonly scratch = Buffer.allocUnsafe(1);
+
+  constructor(private readonly out: NodeJS.WritableStream) {}
+
+  async add(header: TarHeader, file?: string): Promise<void> {
+    await this.put(encodeHeader(header));
+    const size = header.type === 'file' ? header.size : 0;
+    if (size === 0) return;
+    const fd = fs.openSync(file!, 'r');
+    try {
+      for (let off = 0; off < size;) {
+        if (this.len === this.buf.length) await this.flush();
+        const n = fs.readSync(fd, this.buf, this.len, Math.min(size - off, this.buf.length - this.len), off);
+        if (n === 0) throw new TarFormatError(`${header.name} shrank while being archived`);
+        this.len += n;
+        off += n;
+      }
+      if (fs.readSync(fd, this.scratch, 0, 1, size) > 0) throw new TarFormatError(`${header.name} grew while being archived`);
+    } finally {
+      fs.closeSync(fd);
+    }
+    await this.put(Buffer.alloc((TAR_BLOCK - (size % TAR_BLOCK)) % TAR_BLOCK));
+  }
+
+  /** The end-of-archive marker (two zero blocks), and what is left in the buffer. */
+  async finish(): Promise<void> {
+    await this.put(Buffer.alloc(TAR_BLOCK * 2));
+    await this.flush();
+  }
+
+  private async put(b: Buffer): Promise<void> {
+    if (this.len + b.length > this.buf.length) {
+      await this.flush();
+      if (b.length > this.buf.length) return this.write(b);
+    }
+    this.len += b.copy(this.buf, this.len);
+  }
+
+  private async flush(): Promise<void> {
+    if (this.len === 0) return;
+    // The stream keeps the chunk until it is consumed: the next entries go to a new buffer.
+    const chunk = this.buf.subarray(0, this.len);
+    this.buf = Buffer.allocUnsafe(TAR_CHUNK);
+    this.len = 0;
+    await this.write(chunk);
+  }
+
+  private write(chunk: Buffer): Promise<void> {
+    return new Promise((resolve, reject) => {
+      if (this.out.write(chunk)) return resolve();
+      const done = (e?: Error) => { this.out.off('drain', done); this.out.off('error', done); e ? reject(e) : resolve(); };
+      this.out.once('drain', done);
+      this.out.once('error', done);
+    });
+  }
 }
 
 /** The layer's entries in tar order, handed to `sink` (which reads regular files from the given path). */

@@ -7,11 +7,12 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { PassThrough } from 'node:stream';
 import { gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Digest } from '../../solver/llb/ops.js';
 import { ContentStore } from '../../src/content/store.js';
-import { applyLayerBlob, createLayerBlob, type LayerBlob } from '../../src/archive/layer.js';
+import { applyLayerBlob, createLayerBlob, writeLayerTar, type LayerBlob } from '../../src/archive/layer.js';
 import { SEGMENT_MIN, SEGMENT_SPLIT } from '../../src/archive/segmented.js';
 import { writeImage } from '../../src/exporter/image.js';
 import { exportLayoutDir } from '../../src/exporter/oci.js';
@@ -93,6 +94,12 @@ describe('segmented gzip layer blobs', () => {
     }
     expect(offset).toBe(blob.length);
     expect(sha(Buffer.concat(tar))).toBe(first.diffID);
+    // The plain tar writer (uncompressed and zstd layers, type=tar) gives the same tar.
+    const plain = new PassThrough();
+    const chunks: Buffer[] = [];
+    plain.on('data', (c: Buffer) => chunks.push(c));
+    await writeLayerTar(tree, plain);
+    expect(sha(Buffer.concat(chunks))).toBe(first.diffID);
     // Small-file segments hold at least 1 MiB; the big file's data is cut every 4 MiB.
     expect(index.members.slice(0, 2).every((m) => m.size >= SEGMENT_MIN)).toBe(true);
     expect(index.members.some((m) => m.size === SEGMENT_SPLIT)).toBe(true);
