@@ -2,7 +2,8 @@
 // pulled-layer records) to the snapshots they name, never the other way round: what no root reaches is
 // removed, records first so no record ever names a missing snapshot. Eviction is least recently used
 // first (a record's mtime is its last use). Layer blobs (and their member indexes) go with the last
-// snapshot that remembered them; other content (image manifests and configs, which an image store may hold) is left alone.
+// snapshot that remembered them; other content (image manifests and configs, which an image store may
+// hold) is left alone.
 // Callers hold the state directory's lock.
 import fs from 'node:fs/promises';
 import path from 'node:path';
