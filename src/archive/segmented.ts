@@ -3,8 +3,8 @@
 // layer costs about what changed:
 // - the tar stream is cut into segments at entry boundaries chosen by content: after an entry once the
 //   segment holds >= 1 MiB and a hash of the entry's name has its low 4 bits zero, or once it holds 8 MiB;
-//   a file larger than 4 MiB gets segments of its own, cut every 4 MiB of its data. One changed file so
-//   changes only its own segment (or, when its size crosses a threshold, a few neighbours);
+//   a file larger than 4 MiB gets segments of its own, cut every 4 MiB of its data. A changed file thus
+//   changes only its own segment (or, when its size moves a cut, the few up to the next common cut);
 // - each segment is compressed on libuv's threadpool, several at once, members written in order;
 // - a member index (uncompressed sha256 and length, compressed offset and length) is kept per blob, and a
 //   segment whose sha256 matches a member of a candidate blob (made with the same level and zlib) is copied
