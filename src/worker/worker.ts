@@ -39,12 +39,14 @@ export interface SnapshotInfo {
 }
 
 /**
- * A build step's identity across builds, whatever its inputs: the instruction as the frontend described
- * it (stage, position, text, source lines) and the platform. Two steps sharing one is harmless.
+ * A build step's identity across builds, whatever its inputs: the instruction as the frontend described it
+ * and its stage and platform, without its position (`[build 2/5]` -> `[build]`) or source lines, so that
+ * inserting a line into the Dockerfile keeps the steps after it. Two steps sharing one is harmless.
  */
 export function stepIdentity(metadata: OpMetadata, platform?: { os: string; architecture: string; variant?: string }): string | undefined {
-  if (!metadata.description && !metadata.location) return undefined;
-  return sha256(JSON.stringify([metadata.description ?? '', metadata.stage ?? '', metadata.location ?? null, platform ?? null]));
+  if (!metadata.description) return undefined;
+  const text = metadata.description.replace(/^(\[[^\]]*?)\s*\d+\/\d+\]/, '$1]');
+  return sha256(JSON.stringify([text, metadata.stage ?? '', platform ?? null]));
 }
 
 export interface LocalDir {

@@ -57,8 +57,10 @@ describe('layer blob reuse across builds', () => {
       return Promise.all((await fs.readdir(dir)).map(async (f) => JSON.parse(await fs.readFile(path.join(dir, f), 'utf8')).blob as string));
     };
     const hints1 = await hints();
-    // Same size, other content: only this file's segment differs.
+    // Same size, other content: only this file's segment differs. A line inserted above the COPY moves
+    // it (`[2/3]` becomes `[3/4]`), and it is still the same step.
     await fs.writeFile(path.join(ctx, 'd3/f7.txt'), 'z'.repeat(16384));
+    await fs.writeFile(path.join(ctx, 'Dockerfile'), dockerfile.replace('COPY', 'ENV X=1\nCOPY'));
     const second = await build(2);
     expect(second.code, second.stderr).toBe(0);
 
@@ -76,7 +78,8 @@ describe('layer blob reuse across builds', () => {
     const [index1, index2] = [await memberIndex(root, copy1), await memberIndex(root, copy2)];
     expect(index2.members.length).toBeGreaterThanOrEqual(4);
     const old = new Set(index1.members.map((m) => m.sha256));
-    // Changed: the edited file's segment, and the first one, whose `app/` entry has the time of the copy.
+    // Changed: the edited file's segment, and the first one (the `app/` entry has the time of the copy, and
+    // app/Dockerfile changed).
     const blob2 = await fs.readFile(path.join(root, 'content/blobs/sha256', copy2.slice(7)));
     const changed = index2.members.filter((m) => !old.has(m.sha256));
     expect(changed.length).toBeGreaterThanOrEqual(1);
