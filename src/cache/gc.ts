@@ -142,12 +142,15 @@ export class GarbageCollector {
       if (blob && !keptBlobs.has(blob)) await this.store.remove(blob);
     }
     await this.saveSizes(meta);
-    // Step hints (src/client/export.ts) whose blob is gone point at nothing useful.
+    // Step hints (src/client/export.ts) keep the blobs that still exist; with none left they go.
     const stepsDir = path.join(this.root, 'cache', 'layer-steps');
     for (const name of await fs.readdir(stepsDir).catch(() => [] as string[])) {
       const file = path.join(stepsDir, name);
-      const blob = await fs.readFile(file, 'utf8').then((t) => (JSON.parse(t) as { blob?: Digest }).blob, () => undefined);
-      if (!blob || !(await this.store.has(blob).catch(() => false))) await fs.rm(file, { force: true });
+      const blobs = await fs.readFile(file, 'utf8').then((t) => (JSON.parse(t) as { blobs?: Digest[] }).blobs).catch(() => undefined);
+      const left: Digest[] = [];
+      for (const b of Array.isArray(blobs) ? blobs : []) if (await this.store.has(b).catch(() => false)) left.push(b);
+      if (left.length === 0) await fs.rm(file, { force: true });
+      else if (left.length !== blobs!.length) await writeFileAtomic(file, JSON.stringify({ blobs: left }));
     }
   }
 

@@ -66,11 +66,14 @@ export async function layerBlobs(worker: Worker, ref: WorkerRef, variant: LayerV
       out.push(reuse);
       continue;
     }
-    // The blob this step made last time: its members for unchanged parts of the tree are copied.
+    // The blobs this step made last: their members for unchanged parts of the tree are copied.
     const stepFile = compression === 'gzip' && info.step ? path.join(worker.opts.root, LAYER_STEPS_DIR, sha256(`${info.step} ${key}`).slice(7)) : undefined;
-    const previous = stepFile ? await readStepBlob(stepFile) : undefined;
-    const blob = await createLayerBlob(worker.store, worker.snapshots.fsPath(id), { ...variant, reuseFrom: previous ? [previous] : undefined });
-    if (stepFile) await writeFileAtomic(stepFile, JSON.stringify({ blob: blob.digest }));
+    const previous = stepFile ? await readStepBlobs(stepFile) : [];
+    const blob = await createLayerBlob(worker.store, worker.snapshots.fsPath(id), { ...variant, reuseFrom: previous });
+    if (stepFile) {
+      const blobs = [blob.digest, ...previous.filter((d) => d !== blob.digest)].slice(0, STEP_BLOBS);
+      await writeFileAtomic(stepFile, JSON.stringify({ blobs }));
+    }
     const rec: BlobRecord = { digest: blob.digest, size: blob.size, mediaType: blob.mediaType, diffID: blob.diffID };
     const updated: ExportInfo = isDefault
       ? { ...info, built: true, diffID: blob.diffID, blob: { digest: blob.digest, size: blob.size, mediaType: blob.mediaType } }
@@ -81,15 +84,20 @@ export async function layerBlobs(worker: Worker, ref: WorkerRef, variant: LayerV
   return out;
 }
 
-/** `<root>/cache/layer-steps/<hash of step and variant>`: `{ blob }`, the step's last blob (a hint only). */
+/**
+ * `<root>/cache/layer-steps/<hash of step and variant>`: `{ blobs }`, the step's last blobs, newest first
+ * (a hint only). A few rather than one: builds of two branches or projects that share a step alternate.
+ */
 export const LAYER_STEPS_DIR = path.join('cache', 'layer-steps');
+const STEP_BLOBS = 3;
 
-async function readStepBlob(file: string): Promise<Digest | undefined> {
+async function readStepBlobs(file: string): Promise<Digest[]> {
   try {
-    const rec = JSON.parse(await fsp.readFile(file, 'utf8')) as { blob?: string };
-    return typeof rec.blob === 'string' && /^sha256:[0-9a-f]{64}$/.test(rec.blob) ? (rec.blob as Digest) : undefined;
+    const rec = JSON.parse(await fsp.readFile(file, 'utf8')) as { blobs?: unknown };
+    if (!Array.isArray(rec.blobs)) return [];
+    return rec.blobs.filter((d): d is Digest => typeof d === 'string' && /^sha256:[0-9a-f]{64}$/.test(d)).slice(0, STEP_BLOBS);
   } catch {
-    return undefined;
+    return [];
   }
 }
 
