@@ -8,13 +8,14 @@ import { createHash } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { Duplex, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGunzip, createGzip } from 'node:zlib';
+import { createGunzip } from 'node:zlib';
 import type { Digest } from '../../solver/llb/ops.js';
 import type { ContentStore } from '../content/store.js';
 import { getXattr, listXattrs, mknod, setXattr, S_IFBLK, S_IFCHR, S_IFIFO } from '../native/fsx.js';
 import { UserError } from '../util/errors.js';
 import { resolveInRoot } from './rootpath.js';
-import { readTar, TarWriter, type TarHeader } from './tar.js';
+import { encodeHeader, readTar, TarFormatError, type TarHeader } from './tar.js';
+import { MemberSource, SegmentedGzipWriter, type LayerEntrySink } from './segmented.js';
 
 export const MEDIA_TYPE_LAYER_GZIP = 'application/vnd.oci.image.layer.v1.tar+gzip';
 
@@ -65,25 +66,101 @@ const OPAQUE_XATTR = 'trusted.overlay.opaque';
  * Returns the number of entries.
  */
 export async function writeLayerTar(dir: string, out: NodeJS.WritableStream, opts: LayerTarOptions = {}): Promise<number> {
-  const w = new TarWriter(out);
+  const sink = new BufferedTarSink(out);
+  const count = await walkLayer(dir, sink, opts);
+  await sink.finish();
+  return count;
+}
+
+const TAR_CHUNK = 1 << 20;
+const TAR_BLOCK = 512;
+
+/**
+ * Entries packed into 1 MiB writes, file data read straight into them: far fewer stream hops than a
+ * read stream per file. Each descriptor is closed before the next entry, so a mount being archived is
+ * not busy when the caller unmounts it.
+ */
+class BufferedTarSink implements LayerEntrySink {
+  private buf = Buffer.allocUnsafe(TAR_CHUNK);
+  private len = 0;
+  private readonly scratch = Buffer.allocUnsafe(1);
+
+  constructor(private readonly out: NodeJS.WritableStream) {}
+
+  async add(header: TarHeader, file?: string): Promise<void> {
+    await this.put(encodeHeader(header));
+    const size = header.type === 'file' ? header.size : 0;
+    if (size === 0) return;
+    const fd = fs.openSync(file!, 'r');
+    try {
+      for (let off = 0; off < size;) {
+        if (this.len === this.buf.length) await this.flush();
+        const n = fs.readSync(fd, this.buf, this.len, Math.min(size - off, this.buf.length - this.len), off);
+        if (n === 0) throw new TarFormatError(`${header.name} shrank while being archived`);
+        this.len += n;
+        off += n;
+      }
+      if (fs.readSync(fd, this.scratch, 0, 1, size) > 0) throw new TarFormatError(`${header.name} grew while being archived`);
+    } finally {
+      fs.closeSync(fd);
+    }
+    await this.put(Buffer.alloc((TAR_BLOCK - (size % TAR_BLOCK)) % TAR_BLOCK));
+  }
+
+  /** The end-of-archive marker (two zero blocks), and what is left in the buffer. */
+  async finish(): Promise<void> {
+    await this.put(Buffer.alloc(TAR_BLOCK * 2));
+    await this.flush();
+  }
+
+  private async put(b: Buffer): Promise<void> {
+    if (this.len + b.length > this.buf.length) {
+      await this.flush();
+      if (b.length > this.buf.length) return this.write(b);
+    }
+    this.len += b.copy(this.buf, this.len);
+  }
+
+  private async flush(): Promise<void> {
+    if (this.len === 0) return;
+    // The stream keeps the chunk until it is consumed: the next entries go to a new buffer.
+    const chunk = this.buf.subarray(0, this.len);
+    this.buf = Buffer.allocUnsafe(TAR_CHUNK);
+    this.len = 0;
+    await this.write(chunk);
+  }
+
+  private write(chunk: Buffer): Promise<void> {
+    return new Promise((resolve, reject) => {
+      if (this.out.write(chunk)) return resolve();
+      const done = (e?: Error) => { this.out.off('drain', done); this.out.off('error', done); e ? reject(e) : resolve(); };
+      this.out.once('drain', done);
+      this.out.once('error', done);
+    });
+  }
+}
+
+/** The layer's entries in tar order, handed to `sink` (which reads regular files from the given path). */
+async function walkLayer(dir: string, sink: LayerEntrySink, opts: LayerTarOptions): Promise<number> {
   const links = new Map<string, string>();
   const clamp = (t: number) => (opts.sourceDateEpoch !== undefined ? Math.min(t, opts.sourceDateEpoch) : t);
   let count = 0;
 
+  // Synchronous metadata calls: a local tree's lstats take microseconds, far less than a trip through
+  // the threadpool (which the compressions keep busy).
   const walk = async (abs: string, rel: string): Promise<void> => {
-    const names = await fsp.readdir(abs);
-    const children = await Promise.all(names.map(async (name) => {
-      const st = await fsp.lstat(path.join(abs, name), { bigint: true });
+    const children = fs.readdirSync(abs).map((name) => {
+      const st = fs.lstatSync(path.join(abs, name), { bigint: true });
       const whiteout = st.isCharacterDevice() && st.rdev === 0n;
       return { name, st, whiteout, tarName: rel + (whiteout ? WHITEOUT_PREFIX + name : name) };
-    }));
+    });
     children.sort((a, b) => Buffer.compare(Buffer.from(a.tarName), Buffer.from(b.tarName)));
     for (const { name, st, whiteout, tarName } of children) {
       const p = path.join(abs, name);
       const mtime = clamp(Number(st.mtimeNs / 1_000_000_000n));
       if (whiteout) {
         // Checked before hardlinks: overlayfs shares one whiteout inode among many names.
-        await w.add({ name: tarName, type: 'file', mode: 0, uid: 0, gid: 0, size: 0, mtime });
+        await sink.add({ name: tarName, type: 'file', mode: 0, uid: 0, gid: 0, size: 0, mtime });
         count++;
         continue;
       }
@@ -92,31 +169,24 @@ export async function writeLayerTar(dir: string, out: NodeJS.WritableStream, opt
       const key = `${st.dev}:${st.ino}`;
       const first = !st.isDirectory() && st.nlink > 1n ? links.get(key) : undefined;
       if (first !== undefined) {
-        await w.add({ ...base, name: tarName, type: 'link', size: 0, linkname: first });
+        await sink.add({ ...base, name: tarName, type: 'link', size: 0, linkname: first });
       } else if (st.isDirectory()) {
-        await w.add({ ...base, name: `${tarName}/`, type: 'dir', size: 0 });
+        await sink.add({ ...base, name: `${tarName}/`, type: 'dir', size: 0 });
         count++;
         if (getXattr(p, OPAQUE_XATTR)?.toString() === 'y') {
-          await w.add({ name: `${tarName}/${OPAQUE_MARKER}`, type: 'file', mode: 0, uid: 0, gid: 0, size: 0, mtime });
+          await sink.add({ name: `${tarName}/${OPAQUE_MARKER}`, type: 'file', mode: 0, uid: 0, gid: 0, size: 0, mtime });
           count++;
         }
         await walk(p, `${tarName}/`);
         continue;
       } else if (st.isFile()) {
-        // The descriptor is closed here, not whenever the stream gets to it: a mount being archived
-        // must not be busy when the caller unmounts it.
-        const h = await fsp.open(p, 'r');
-        try {
-          await w.add({ ...base, name: tarName, type: 'file', size: Number(st.size) }, h.createReadStream({ autoClose: false }));
-        } finally {
-          await h.close();
-        }
+        await sink.add({ ...base, name: tarName, type: 'file', size: Number(st.size) }, p);
       } else if (st.isSymbolicLink()) {
-        await w.add({ ...base, name: tarName, type: 'symlink', size: 0, linkname: await fsp.readlink(p) });
+        await sink.add({ ...base, name: tarName, type: 'symlink', size: 0, linkname: fs.readlinkSync(p) });
       } else if (st.isCharacterDevice() || st.isBlockDevice()) {
-        await w.add({ ...base, name: tarName, type: st.isCharacterDevice() ? 'char' : 'block', size: 0, ...devNumbers(st.rdev) });
+        await sink.add({ ...base, name: tarName, type: st.isCharacterDevice() ? 'char' : 'block', size: 0, ...devNumbers(st.rdev) });
       } else if (st.isFIFO()) {
-        await w.add({ ...base, name: tarName, type: 'fifo', size: 0 });
+        await sink.add({ ...base, name: tarName, type: 'fifo', size: 0 });
       }
       if (st.nlink > 1n && !links.has(key)) links.set(key, tarName);
       count++;
@@ -124,7 +194,6 @@ export async function writeLayerTar(dir: string, out: NodeJS.WritableStream, opt
   };
 
   await walk(dir, '');
-  await w.finish();
   return count;
 }
 
@@ -279,6 +348,10 @@ export interface LayerBlobOptions extends LayerTarOptions {
   compression?: Compression;
   /** gzip 0-9 (default 6, zlib's), zstd 1-19 (default 3). */
   level?: number;
+  /** gzip: earlier blobs whose members (by uncompressed sha256) may be copied instead of compressed. */
+  reuseFrom?: Digest[];
+  /** gzip: how many members the blob got and how many were copied. */
+  onStats?: (s: { members: number; reused: number }) => void;
 }
 
 const MEDIA_TYPES: Record<Compression, string> = {
@@ -291,9 +364,8 @@ export class CompressionError extends UserError {
   constructor(message: string) { super('COMPRESSION', message); }
 }
 
-/** The compressor as a duplex stream. zstd is Debian's `zstd` program: Node 20's zlib has no zstd. */
-function compressor(c: Compression, level: number | undefined): NodeJS.ReadWriteStream {
-  if (c === 'gzip') return createGzip(level !== undefined ? { level } : {});
+/** The compressor as a duplex stream (gzip: see segmented.ts). zstd is Debian's `zstd` program: Node 20's zlib has no zstd. */
+function compressor(c: Exclude<Compression, 'gzip'>, level: number | undefined): NodeJS.ReadWriteStream {
   if (c === 'uncompressed') return new Transform({ transform(chunk, _e, cb) { cb(null, chunk); } });
   const lvl = Math.max(1, level ?? 3);
   // Levels above 19 need --ultra; BuildKit allows up to 22.
@@ -309,10 +381,11 @@ function compressor(c: Compression, level: number | undefined): NodeJS.ReadWrite
 /** Tars, hashes (diff id) and compresses a layer directory into the store in one pass. */
 export async function createLayerBlob(store: ContentStore, dir: string, opts: LayerBlobOptions = {}): Promise<LayerBlob> {
   const compression = opts.compression ?? 'gzip';
+  if (compression === 'gzip') return createSegmentedGzipBlob(store, dir, opts);
   const hash = createHash('sha256');
   const tarOut = new Transform({ transform(chunk: Buffer, _enc, cb) { hash.update(chunk); cb(null, chunk); } });
   const writer = await store.openWriter();
-  // Fixed level and Node's fixed gzip header (no name, mtime 0): equal trees give equal blobs.
+  // A fixed level: equal trees give equal blobs.
   const piped = pipeline(tarOut, compressor(compression, opts.level), writer);
   try {
     const entries = await writeLayerTar(dir, tarOut, opts);
@@ -325,6 +398,30 @@ export async function createLayerBlob(store: ContentStore, dir: string, opts: La
     await piped.catch(() => undefined);
     await writer.abort();
     throw e;
+  }
+}
+
+/** gzip as independent members of segments (src/archive/segmented.ts), copying those `reuseFrom` has. */
+async function createSegmentedGzipBlob(store: ContentStore, dir: string, opts: LayerBlobOptions): Promise<LayerBlob> {
+  // zlib's default level is 6; the level is spelled out so the index records what made the members.
+  const level = opts.level === undefined || opts.level < 0 ? 6 : opts.level;
+  const reuse = opts.reuseFrom?.length ? await MemberSource.load(store, opts.reuseFrom, level) : undefined;
+  const writer = await store.openWriter();
+  const seg = new SegmentedGzipWriter(writer, level, reuse);
+  try {
+    const entries = await walkLayer(dir, seg, opts);
+    const { diffID, index, reused } = await seg.finish();
+    const { digest, size } = await writer.commit();
+    // After its blob: an index only ever names a blob that exists.
+    await store.writeMemberIndex(digest, index);
+    opts.onStats?.({ members: index.members.length, reused });
+    return { digest, size, diffID, mediaType: MEDIA_TYPE_LAYER_GZIP, empty: entries === 0 };
+  } catch (e) {
+    await seg.abandon();
+    await writer.abort();
+    throw e;
+  } finally {
+    await reuse?.close();
   }
 }
 

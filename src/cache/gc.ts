@@ -1,8 +1,9 @@
 // Disk usage and garbage collection of the state directory. GC walks from the roots (cache records and
 // pulled-layer records) to the snapshots they name, never the other way round: what no root reaches is
 // removed, records first so no record ever names a missing snapshot. Eviction is least recently used
-// first (a record's mtime is its last use). Layer blobs go with the last snapshot that remembered them;
-// other content (image manifests and configs, which an image store may hold) is left alone.
+// first (a record's mtime is its last use). Layer blobs (and their member indexes) go with the last
+// snapshot that remembered them; other content (image manifests and configs, which an image store may
+// hold) is left alone.
 // Callers hold the state directory's lock.
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -138,9 +139,19 @@ export class GarbageCollector {
       const blob = meta[id].blob;
       await this.snapshots.remove(id);
       delete meta[id];
-      if (blob && !keptBlobs.has(blob)) await fs.rm(this.store.blobPath(blob), { force: true });
+      if (blob && !keptBlobs.has(blob)) await this.store.remove(blob);
     }
     await this.saveSizes(meta);
+    // Step hints (src/client/export.ts) keep the blobs that still exist; with none left they go.
+    const stepsDir = path.join(this.root, 'cache', 'layer-steps');
+    for (const name of await fs.readdir(stepsDir).catch(() => [] as string[])) {
+      const file = path.join(stepsDir, name);
+      const blobs = await fs.readFile(file, 'utf8').then((t) => (JSON.parse(t) as { blobs?: Digest[] }).blobs).catch(() => undefined);
+      const left: Digest[] = [];
+      for (const b of Array.isArray(blobs) ? blobs : []) if (await this.store.has(b).catch(() => false)) left.push(b);
+      if (left.length === 0) await fs.rm(file, { force: true });
+      else if (left.length !== blobs!.length) await writeFileAtomic(file, JSON.stringify({ blobs: left }));
+    }
   }
 
   private async totalSize(meta: Record<string, SnapshotMeta>): Promise<number> {

@@ -19,6 +19,7 @@ import { pushImage } from '../registry/push.js';
 import type { ProgressWriter } from '../progress/printer.js';
 import { boolAttr, type OutputSpec } from './outputs.js';
 import { UserError } from '../util/errors.js';
+import { writeFileAtomic } from '../util/fs.js';
 import { sha256 } from '../../solver/llb/digest.js';
 import { ArchiveOutputs } from '../exporter/uptodate.js';
 
@@ -67,7 +68,14 @@ export async function layerBlobs(worker: Worker, ref: WorkerRef, variant: LayerV
       out.push(reuse);
       continue;
     }
-    const blob = await createLayerBlob(worker.store, worker.snapshots.fsPath(id), variant);
+    // The blobs this step made last: their members for unchanged parts of the tree are copied.
+    const stepFile = compression === 'gzip' && info.step ? path.join(worker.opts.root, LAYER_STEPS_DIR, sha256(`${info.step} ${key}`).slice(7)) : undefined;
+    const previous = stepFile ? await readStepBlobs(stepFile) : [];
+    const blob = await createLayerBlob(worker.store, worker.snapshots.fsPath(id), { ...variant, reuseFrom: previous });
+    if (stepFile) {
+      const blobs = [blob.digest, ...previous.filter((d) => d !== blob.digest)].slice(0, STEP_BLOBS);
+      await writeFileAtomic(stepFile, JSON.stringify({ blobs }));
+    }
     const rec: BlobRecord = { digest: blob.digest, size: blob.size, mediaType: blob.mediaType, diffID: blob.diffID };
     const updated: ExportInfo = isDefault
       ? { ...info, built: true, diffID: blob.diffID, blob: { digest: blob.digest, size: blob.size, mediaType: blob.mediaType } }
@@ -102,6 +110,23 @@ export async function resultBlobs(worker: Worker, ref: WorkerRef, variant: Layer
 export async function layerTimes(worker: Worker, ref: WorkerRef): Promise<(string | undefined)[]> {
   if (ref.remote) return ref.remote.map((l) => l.created);
   return Promise.all(ref.layers.map(async (id) => ((await worker.snapshots.info(id)) as { created?: string } | null)?.created));
+}
+
+/**
+ * `<root>/cache/layer-steps/<hash of step and variant>`: `{ blobs }`, the step's last blobs, newest first
+ * (a hint only). A few rather than one: builds of two branches or projects that share a step alternate.
+ */
+export const LAYER_STEPS_DIR = path.join('cache', 'layer-steps');
+const STEP_BLOBS = 3;
+
+async function readStepBlobs(file: string): Promise<Digest[]> {
+  try {
+    const rec = JSON.parse(await fsp.readFile(file, 'utf8')) as { blobs?: unknown };
+    if (!Array.isArray(rec.blobs)) return [];
+    return rec.blobs.filter((d): d is Digest => typeof d === 'string' && /^sha256:[0-9a-f]{64}$/.test(d)).slice(0, STEP_BLOBS);
+  } catch {
+    return [];
+  }
 }
 
 /** When the newest layer was made (its snapshot's commit): cached rebuilds keep the same image times. */

@@ -1,6 +1,7 @@
 // Content-addressed blob store: `<root>/blobs/sha256/<hex>`. A blob is hashed while it streams to a temp
 // file in `<root>/blobs/tmp/`, synced, verified, then renamed into place, so a path under sha256/ always
-// holds complete content matching its name.
+// holds complete content matching its name. A gzip layer blob made here may have a member index beside it,
+// `<root>/members/<hex>.json` (see src/archive/segmented.ts), written after its blob and removed before it.
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
@@ -9,6 +10,7 @@ import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Digest } from '../../solver/llb/ops.js';
 import { BuilderError, UserError } from '../util/errors.js';
+import { writeFileAtomic } from '../util/fs.js';
 
 export interface Expected {
   digest?: Digest;
@@ -31,6 +33,22 @@ export class InvalidDigestError extends BuilderError {
 
 export class BlobNotFoundError extends BuilderError {
   constructor(d: Digest) { super('BLOB_NOT_FOUND', `content ${d} not found`); }
+}
+
+/** One gzip member of a blob: sha256 and length of its uncompressed data, where it lies in the blob. */
+export interface MemberRecord {
+  sha256: string;
+  size: number;
+  offset: number;
+  csize: number;
+}
+
+/** The members of a segmented gzip blob, and what made them (members are reusable only under the same). */
+export interface MemberIndex {
+  version: 1;
+  level: number;
+  zlib: string;
+  members: MemberRecord[];
 }
 
 const DIGEST_RE = /^sha256:[0-9a-f]{64}$/;
@@ -139,6 +157,32 @@ export class ContentStore {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new BlobNotFoundError(d);
       throw e;
     }
+  }
+
+  /** Removes a blob and its member index (index first: an index never names a missing blob). */
+  async remove(d: Digest): Promise<void> {
+    await fsp.rm(this.memberIndexPath(d), { force: true });
+    await fsp.rm(this.blobPath(d), { force: true });
+  }
+
+  memberIndexPath(d: Digest): string {
+    return path.join(this.root, 'members', `${this.blobPath(d).slice(-64)}.json`);
+  }
+
+  /** The blob's member index, or null when there is none (or it is unreadable, or its blob is gone). */
+  async readMemberIndex(d: Digest): Promise<MemberIndex | null> {
+    try {
+      const index = JSON.parse(await fsp.readFile(this.memberIndexPath(d), 'utf8')) as MemberIndex;
+      if (index.version !== 1 || !Array.isArray(index.members) || !(await this.has(d))) return null;
+      return index;
+    } catch {
+      return null;
+    }
+  }
+
+  /** Records a committed blob's member index. */
+  async writeMemberIndex(d: Digest, index: MemberIndex): Promise<void> {
+    await writeFileAtomic(this.memberIndexPath(d), JSON.stringify(index));
   }
 
   /** The blob's bytes, or the inclusive range `start..end` of them. */

@@ -5,7 +5,7 @@ import fs from 'node:fs/promises';
 import fsSync from 'node:fs';
 import path from 'node:path';
 import type { OpContext, OpExecutor } from '../../solver/solver.js';
-import type { CopyAction, Digest, ExecOp, FileOp, HttpSource, ImageSource, LocalSource, MergeOp, Op } from '../../solver/llb/ops.js';
+import type { CopyAction, Digest, ExecOp, FileOp, HttpSource, ImageSource, LocalSource, MergeOp, Op, OpMetadata } from '../../solver/llb/ops.js';
 import { sha256 } from '../../solver/llb/digest.js';
 import { ContentStore } from '../content/store.js';
 import { Snapshotter, type Mounted } from '../snapshot/snapshotter.js';
@@ -49,6 +49,22 @@ export interface SnapshotInfo {
   diffID?: Digest;
   /** The compressed blob of this layer, when known (pulled, or exported before). */
   blob?: { digest: Digest; size: number; mediaType: string };
+  /**
+   * Which build step made this layer (see stepIdentity): the exporter compresses a new layer of a step
+   * reusing what it can of that step's previous blob.
+   */
+  step?: string;
+}
+
+/**
+ * A build step's identity across builds, whatever its inputs: the instruction as the frontend described it
+ * and its stage and platform, without its position (`[build 2/5]` -> `[build]`) or source lines, so that
+ * inserting a line into the Dockerfile keeps the steps after it. Two steps sharing one is harmless.
+ */
+export function stepIdentity(metadata: OpMetadata, platform?: { os: string; architecture: string; variant?: string }): string | undefined {
+  if (!metadata.description) return undefined;
+  const text = metadata.description.replace(/^(\[[^\]]*?)\s*\d+\/\d+\]/, '$1]');
+  return sha256(JSON.stringify([text, metadata.stage ?? '', platform ?? null]));
 }
 
 export interface LocalDir {
@@ -181,7 +197,7 @@ export class Worker {
       case 'exec':
         return this.exec(op, ctx, session, onLog);
       case 'file':
-        return this.file(op, ctx.inputs, ctx.inputOps, locals, ctx.previous);
+        return this.file(op, ctx.inputs, ctx.inputOps, locals, stepIdentity(ctx.metadata), ctx.previous);
       case 'merge':
         return this.merge(op, ctx.inputs);
     }
@@ -296,7 +312,8 @@ export class Worker {
         await extra.release();
       }
       if (exitCode !== 0) throw new ExecError(op.meta.args, exitCode, true);
-      await this.snapshots.commit(upper, {});
+      const info: SnapshotInfo = { step: stepIdentity(ctx.metadata, op.platform) };
+      await this.snapshots.commit(upper, info);
     } catch (e) {
       await this.snapshots.remove(upper).catch(() => undefined);
       throw e;
@@ -304,10 +321,10 @@ export class Worker {
     return { layers: [...base.layers, upper] };
   }
 
-  private async file(op: FileOp, inputs: WorkerRef[], inputOps: Op[], locals: Record<string, LocalDir>, previous?: WorkerRef): Promise<WorkerRef> {
+  private async file(op: FileOp, inputs: WorkerRef[], inputOps: Op[], locals: Record<string, LocalDir>, step: string | undefined, previous?: WorkerRef): Promise<WorkerRef> {
     const base = op.base >= 0 ? inputs[op.base] : { layers: [] };
     if (previous) {
-      const refreshed = await this.refreshCopy(op, base, inputOps, locals, previous);
+      const refreshed = await this.refreshCopy(op, base, inputOps, locals, previous, step);
       if (refreshed) return refreshed;
     }
     const started = Date.now();
@@ -352,7 +369,7 @@ export class Worker {
       throw e;
     }
     await unmountAll(mounts);
-    const info: FileSnapshotInfo = { started, ...(copy ? { copy: copy.identity } : {}) };
+    const info: FileSnapshotInfo = { step, started, ...(copy ? { copy: copy.identity } : {}) };
     await this.snapshots.commit(upper, info);
     return { layers: [...base.layers, upper] };
   }
@@ -366,7 +383,7 @@ export class Worker {
    * context directory, source and destination as before, the same layers below, and a destination that
    * the layers below do not have (or have as an empty directory, through no symlink). Null otherwise.
    */
-  private async refreshCopy(op: FileOp, base: WorkerRef, inputOps: Op[], locals: Record<string, LocalDir>, previous: WorkerRef): Promise<WorkerRef | null> {
+  private async refreshCopy(op: FileOp, base: WorkerRef, inputOps: Op[], locals: Record<string, LocalDir>, previous: WorkerRef, step: string | undefined): Promise<WorkerRef | null> {
     const copy = await singleLocalCopy(op, inputOps, locals);
     const prevTop = previous.layers.at(-1);
     if (!copy || !prevTop || previous.layers.length !== base.layers.length + 1 || base.layers.some((id, i) => previous.layers[i] !== id)) return null;
@@ -388,7 +405,7 @@ export class Worker {
         // Two seconds of slack: a file's ctime can trail the clock that stamped `started`.
         refresh: { unchangedBefore: prevInfo.started - 2000 },
       });
-      const info: FileSnapshotInfo = { started, copy: copy.identity };
+      const info: FileSnapshotInfo = { step, started, copy: copy.identity };
       await this.snapshots.commit(upper, info);
       return { layers: [...base.layers, upper] };
     } catch {
@@ -408,7 +425,7 @@ export class Worker {
 }
 
 /** What a file op's snapshot records: when its copy started and what it copied (for refreshCopy). */
-interface FileSnapshotInfo {
+interface FileSnapshotInfo extends SnapshotInfo {
   started?: number;
   copy?: string;
 }
