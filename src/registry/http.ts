@@ -48,8 +48,10 @@ export class HttpResponse {
   get statusText(): string { return this.msg.statusMessage ?? ''; }
   get ok(): boolean { return this.status >= 200 && this.status < 300; }
 
-  /** The body as chunks, to stream somewhere. */
-  get body(): AsyncIterable<Uint8Array> { return this.msg; }
+  /** The body as chunks, to stream somewhere; `body.cancel()` drops it, as with fetch (see discard()). */
+  get body(): AsyncIterable<Uint8Array> & { cancel(): Promise<void> } {
+    return { [Symbol.asyncIterator]: () => this.msg[Symbol.asyncIterator](), cancel: () => this.discard() };
+  }
 
   async buffer(): Promise<Buffer> {
     const chunks: Buffer[] = [];
