@@ -22,7 +22,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# npm ci also runs the package's install (native addon) and prepare (tsc) scripts.
+# npm ci also runs the package's install (native addon) and prepare (tsc, then the CLI bundle) scripts.
 stamp=node_modules/.setup-stamp
 if [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ] || [ ! -f src/native/build/Release/fsx.node ]; then
   npm ci --no-audit --no-fund --loglevel=error

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 // `builder` command line: a thin layer over the public API, with buildx's flag names.
+import fs from 'node:fs';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { build, BuildError, defaultRoot } from '../client/build.js';
@@ -141,9 +142,20 @@ async function runPrune(argv: Record<string, unknown>): Promise<void> {
   process.stdout.write(`Total:\t${formatSize(r.freed)}\n`);
 }
 
+/** The package's version. yargs would look for package.json above its own file, which the bundled CLI
+ * (scripts/build-cli.mjs) is not beside; this file is dist/src/cli/main.js either way. */
+function packageVersion(): string {
+  try {
+    return (JSON.parse(fs.readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version?: string }).version ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
 async function main(): Promise<void> {
   await yargs(hideBin(process.argv))
     .scriptName('builder')
+    .version(packageVersion())
     // `--no-cache` is a flag of its own (as in buildx), not the negation of a `--cache`.
     .parserConfiguration({ 'boolean-negation': false })
     .usage('$0 <command> [options]')

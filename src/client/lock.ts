@@ -33,7 +33,8 @@ export class BuildSession {
     const name = `${process.pid}-${++sessionCounter}`;
     const file = path.join(dir, name);
     try {
-      await writeFileAtomic(file, await processStamp(process.pid));
+      // Not synced: after a crash of the machine every registered process is gone anyway.
+      await writeFileAtomic(file, await processStamp(process.pid), { sync: false });
       const alone = (await liveOthers(dir, name)).length === 0;
       await recover(alone);
       return new BuildSession(file, dir, alone, name);

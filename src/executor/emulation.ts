@@ -8,7 +8,8 @@ import { promisify } from 'node:util';
 import type { Platform } from '../../solver/llb/ops.js';
 import { UserError } from '../util/errors.js';
 
-const run = promisify(execFile);
+// Made when first used: child_process is not loaded by a build that runs no container (see scripts/build-cli.mjs).
+const run = (file: string, args: string[]) => promisify(execFile)(file, args);
 
 export const BINFMT_DIR = '/proc/sys/fs/binfmt_misc';
 /** Debian's binfmt-support formats (qemu-user-static installs one per emulator). */

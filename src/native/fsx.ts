@@ -14,7 +14,8 @@ interface FsxBinding {
 }
 
 function locateAddon(): string {
-  // Compiled JS lives in dist/src/native; the addon is built in src/native/build by `npm ci`.
+  // Compiled JS lives in dist/src/native (the bundled CLI in dist/src/cli, as deep); the addon is built in
+  // src/native/build by `npm ci`.
   const here = path.dirname(fileURLToPath(import.meta.url));
   const candidates = [
     path.join(here, 'build/Release/fsx.node'),

@@ -2,6 +2,7 @@
 // we get a token (anonymous, or with the user's credentials from the Docker config) for the host and scope,
 // and retry. Tokens are cached per host and scope until they expire. Credentials come from ./credentials.ts.
 import { lookupCredentials } from './credentials.js';
+import { httpRequest } from './http.js';
 
 export interface Credentials {
   username: string;
@@ -63,7 +64,7 @@ export class Authorizer {
     for (const sc of scope.split(' ').filter(Boolean)) url.searchParams.append('scope', sc);
     const headers: Record<string, string> = {};
     if (creds) headers.authorization = `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}`;
-    const res = await fetch(url, { headers });
+    const res = await httpRequest(url, { method: 'GET', headers });
     if (!res.ok) throw new TokenFetchError(`token request to ${url.origin} failed: ${res.status} ${res.statusText}`);
     const body = (await res.json()) as { token?: string; access_token?: string; expires_in?: number };
     const token = body.token ?? body.access_token;

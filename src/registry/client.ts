@@ -1,6 +1,8 @@
 // Pulls from registries over the OCI distribution API: resolve a reference to the manifest and config for
 // a platform, and stream blobs into the content store, verifying every digest. Requests go through
 // `request()`, which handles scheme, auth and network errors, so push can be added beside pull.
+// Manifests and configs are kept in the content store by digest: resolving a tag that still names the same
+// image is one HEAD request (as containerd's resolver), the rest is read locally.
 import { sha256 } from '../../solver/llb/digest.js';
 import type { Digest, Platform } from '../../solver/llb/ops.js';
 import { DigestMismatchError, type ContentStore } from '../content/store.js';
@@ -17,6 +19,7 @@ import {
   type Manifest,
 } from '../image/types.js';
 import { Authorizer, TokenFetchError, type Credentials } from './auth.js';
+import { httpRequest, type HttpResponse, type RequestBody } from './http.js';
 import {
   ImageNotFoundError,
   NoMatchingPlatformError,
@@ -34,6 +37,9 @@ export interface RegistryClientOptions {
   retries?: number;
   /** Where credentials come from (default: the Docker config file and its helpers). */
   credentials?: (host: string) => Credentials | undefined;
+  /** Where manifests and configs are kept by digest, so a tag whose digest did not change is not fetched
+   * again (without it, every resolve fetches them). */
+  cache?: ContentStore;
 }
 
 export interface ResolvedImage {
@@ -54,6 +60,7 @@ const MANIFEST_ACCEPT = [MediaType.ociIndex, MediaType.dockerManifestList, Media
 const MAX_DOCUMENT_BYTES = 4 << 20;
 /** An index may point at another index; a bound keeps a malicious registry from looping us. */
 const MAX_INDEX_DEPTH = 4;
+const DIGEST_RE = /^sha256:[0-9a-f]{64}$/;
 
 /** Docker's convention: loopback registries are plain HTTP without being listed as insecure. */
 function isLoopback(host: string): boolean {
@@ -65,6 +72,7 @@ export class RegistryClient {
   private readonly insecure: Set<string>;
   private readonly auth: Authorizer;
   private readonly retries: number;
+  private readonly cache?: ContentStore;
   /** Concurrent pulls of images sharing a layer download it once. */
   private readonly inflight = new WeakMap<ContentStore, Map<string, Promise<void>>>();
 
@@ -72,10 +80,11 @@ export class RegistryClient {
     this.insecure = new Set(opts.insecureRegistries ?? []);
     this.auth = new Authorizer(opts.credentials);
     this.retries = opts.retries ?? 4;
+    this.cache = opts.cache;
   }
 
   async resolve(ref: Reference, platform: Platform): Promise<ResolvedImage> {
-    const top = await this.fetchManifest(ref, ref.digest ?? ref.tag ?? 'latest', ref.digest);
+    const top = ref.digest ? await this.fetchManifest(ref, ref.digest, ref.digest) : await this.manifestByTag(ref, ref.tag ?? 'latest');
     const pinned = ref.withDigest(top.digest);
     let doc = top;
     for (let depth = 0; isIndexType(doc.mediaType); depth++) {
@@ -91,7 +100,8 @@ export class RegistryClient {
     if (!manifest.config?.digest || !Array.isArray(manifest.layers)) {
       throw new RegistryResponseError(ref.toString(), `malformed manifest ${doc.digest}`);
     }
-    const configBytes = await this.fetchDocument(ref, `blobs/${manifest.config.digest}`, '*/*', manifest.config.digest, manifest.config.size);
+    const configBytes = await this.cached(manifest.config.digest, manifest.config.size,
+      () => this.fetchDocument(ref, `blobs/${manifest.config.digest}`, '*/*', manifest.config.digest, manifest.config.size));
     const config = parseJSON(ref, configBytes, `config ${manifest.config.digest}`) as ImageConfigFile;
     // A single-platform image must itself be for the platform (containerd checks the config the same way).
     if (top === doc && config.os && config.architecture && !platformsEqual(config, platform)) {
@@ -136,9 +146,8 @@ export class RegistryClient {
   private async downloadBlob(ref: Reference, desc: Descriptor, store: ContentStore): Promise<void> {
     if (await store.has(desc.digest)) return;
     const res = await this.request(ref, 'GET', `blobs/${desc.digest}`, {});
-    if (!res.body) throw new RegistryResponseError(ref.toString(), `empty response for blob ${desc.digest}`);
     try {
-      await store.write(res.body as unknown as AsyncIterable<Uint8Array>, { digest: desc.digest, size: desc.size });
+      await store.write(res.body, { digest: desc.digest, size: desc.size });
     } catch (err) {
       // Name the image: the store only knows the blob.
       if (err instanceof DigestMismatchError) throw new DigestMismatchError(`${ref.name}@${desc.digest}: ${err.message}`);
@@ -146,22 +155,55 @@ export class RegistryClient {
     }
   }
 
+  /**
+   * The manifest a tag names now. With a cache, a HEAD asks for its digest (one round trip, no body) and
+   * a manifest already held is read locally; a registry that sends no digest gets the GET.
+   */
+  private async manifestByTag(ref: Reference, tag: string) {
+    if (this.cache) {
+      const res = await this.request(ref, 'HEAD', `manifests/${tag}`, { accept: MANIFEST_ACCEPT });
+      await res.discard();
+      const digest = res.headers.get('docker-content-digest');
+      if (digest && DIGEST_RE.test(digest)) return this.fetchManifest(ref, digest, digest as Digest);
+    }
+    return this.fetchManifest(ref, tag);
+  }
+
   /** A manifest by tag or digest; verified when `expected` is given, typed by its mediaType (or its shape). */
   private async fetchManifest(ref: Reference, reference: string, expected?: Digest, expectedSize?: number) {
-    const bytes = await this.fetchDocument(ref, `manifests/${reference}`, MANIFEST_ACCEPT, expected, expectedSize);
+    const get = () => this.fetchDocument(ref, `manifests/${reference}`, MANIFEST_ACCEPT, expected, expectedSize);
+    const bytes = expected ? await this.cached(expected, expectedSize, get) : await get();
     const json = parseJSON(ref, bytes, `manifest ${reference}`) as (Manifest | Index) & { mediaType?: string };
     const mediaType = json.mediaType ?? ('manifests' in json ? MediaType.ociIndex : MediaType.ociManifest);
+    if (!expected) await this.remember(bytes);
     return { digest: sha256(bytes), bytes, json, mediaType };
+  }
+
+  /** A document by digest: from the cache when held there (the store checked it when it was written). */
+  private async cached(digest: Digest, size: number | undefined, get: () => Promise<Buffer>): Promise<Buffer> {
+    const local = this.cache && (await this.cache.stat(digest));
+    if (local && (size === undefined || local.size === size) && local.size <= MAX_DOCUMENT_BYTES) {
+      const bytes = await this.cache!.readBuffer(digest).catch(() => null);
+      if (bytes) return bytes;
+    }
+    const bytes = await get();
+    await this.remember(bytes);
+    return bytes;
+  }
+
+  /** Keeps a fetched document by digest; a cache that cannot be written only costs a fetch next time. */
+  private async remember(bytes: Buffer): Promise<void> {
+    await this.cache?.write(bytes).catch(() => undefined);
   }
 
   private async fetchDocument(ref: Reference, path: string, accept: string, expected?: Digest, expectedSize?: number): Promise<Buffer> {
     const res = await this.request(ref, 'GET', path, { accept });
     const length = Number(res.headers.get('content-length') ?? 0);
     if (length > MAX_DOCUMENT_BYTES) {
-      await res.body?.cancel();
+      await res.discard();
       throw new RegistryResponseError(ref.toString(), `${path} is too large (${length} bytes)`);
     }
-    const bytes = Buffer.from(await res.arrayBuffer());
+    const bytes = await res.buffer();
     if (expected) {
       const actual = sha256(bytes);
       if (actual !== expected) throw new DigestMismatchError(`${ref.name} ${path}: unexpected digest ${actual}, expected ${expected}`);
@@ -179,7 +221,7 @@ export class RegistryClient {
   }
 
   /** One API request, authorized (answering a 401 challenge once), with errors mapped to user errors. */
-  private request(ref: Reference, method: string, path: string, headers: Record<string, string>): Promise<Response> {
+  private request(ref: Reference, method: string, path: string, headers: Record<string, string>): Promise<HttpResponse> {
     return this.send(ref, method, this.baseURL(ref) + path, { headers, access: 'pull', what: path });
   }
 
@@ -188,7 +230,7 @@ export class RegistryClient {
    * absolute). Network failures, 5xx and 429 are retried with backoff when the body can be made again;
    * a 401 is answered once with credentials for the scope.
    */
-  async send(ref: Reference, method: string, url: string, opts: SendOptions): Promise<Response> {
+  async send(ref: Reference, method: string, url: string, opts: SendOptions): Promise<HttpResponse> {
     const host = ref.registryHost;
     const scope = [`repository:${ref.path}:${opts.access === 'push' ? 'pull,push' : 'pull'}`, ...(opts.extraScopes ?? [])].join(' ');
     const attempts = opts.body && typeof opts.body !== 'function' && !(opts.body instanceof Uint8Array) ? 1 : this.retries + 1;
@@ -196,20 +238,16 @@ export class RegistryClient {
     for (let attempt = 1; ; attempt++) {
       const authorization = this.auth.header(host, scope);
       const headers: Record<string, string> = { ...(opts.headers ?? {}), ...(authorization ? { authorization } : {}) };
-      const body = typeof opts.body === 'function' ? opts.body() : opts.body;
-      let res: Response;
+      let res: HttpResponse;
       try {
-        res = await fetch(url, {
-          method, headers, body: body as BodyInit | undefined, redirect: 'follow',
-          ...(body && !(body instanceof Uint8Array) ? { duplex: 'half' } : {}),
-        } as RequestInit);
+        res = await httpRequest(url, { method, headers, body: opts.body });
       } catch (err) {
         if (attempt < attempts && transient(err)) { await backoff(attempt); continue; }
         throw new RegistryUnreachableError(ref.toString(), host, err);
       }
       if (res.status === 401 && !authorized) {
         const challenge = res.headers.get('www-authenticate');
-        await res.body?.cancel();
+        await res.discard();
         let retry: boolean;
         try {
           retry = await this.auth.authorize(host, scope, challenge);
@@ -223,7 +261,7 @@ export class RegistryClient {
         continue;
       }
       if ((res.status >= 500 || res.status === 429) && attempt < attempts) {
-        await res.body?.cancel();
+        await res.discard();
         await backoff(attempt);
         continue;
       }
@@ -245,14 +283,14 @@ export class RegistryClient {
     const get = async () => {
       const authorization = this.auth.header(host, '');
       try {
-        return await fetch(url, { headers: authorization ? { authorization } : {} });
+        return await httpRequest(url, { method: 'GET', headers: authorization ? { authorization } : {} });
       } catch (err) {
         throw new RegistryUnreachableError(host, host, err);
       }
     };
     let res = await get();
     if (res.status === 401) {
-      await res.body?.cancel();
+      await res.discard();
       let ok: boolean;
       try {
         ok = await this.auth.authorize(host, '', res.headers.get('www-authenticate'));
@@ -263,7 +301,7 @@ export class RegistryClient {
       res = await get();
     }
     if (!res.ok) throw new LoginError(host, await errorDetail(res));
-    await res.body?.cancel();
+    await res.discard();
   }
 
   /** The repository's base URL, `http(s)://host/v2/path/`. */
@@ -275,7 +313,7 @@ export class RegistryClient {
 export interface SendOptions {
   headers?: Record<string, string>;
   /** A buffer, or a function making the body anew for each attempt (streams cannot be replayed). */
-  body?: Uint8Array | (() => Uint8Array | ReadableStream | AsyncIterable<Uint8Array>) | ReadableStream;
+  body?: RequestBody | (() => RequestBody);
   access: 'pull' | 'push';
   /** More token scopes (a cross-repository mount needs pull on the source). */
   extraScopes?: string[];
@@ -285,11 +323,11 @@ export interface SendOptions {
   what?: string;
 }
 
-/** A network failure worth retrying: not an unknown host or a port fetch refuses to use. */
+/** A network failure worth retrying: not an unknown host or a URL that cannot be requested. */
 function transient(err: unknown): boolean {
   for (let e: unknown = err; e instanceof Error; e = e.cause) {
     const code = (e as { code?: string }).code;
-    if (code === 'ENOTFOUND' || /bad port/.test(e.message)) return false;
+    if (code === 'ENOTFOUND' || e instanceof TypeError) return false;
   }
   return true;
 }
@@ -324,7 +362,7 @@ function parseJSON(ref: Reference, bytes: Buffer, what: string): unknown {
 }
 
 /** `404 Not Found: manifest unknown`, from the registry's `{errors: [{code, message}]}` when it sends one. */
-async function errorDetail(res: Response): Promise<string> {
+async function errorDetail(res: HttpResponse): Promise<string> {
   let text = '';
   try {
     text = await res.text();

@@ -7,6 +7,7 @@ import type { Digest } from '../../solver/llb/ops.js';
 import type { ContentStore } from '../content/store.js';
 import { isIndexType, isManifestType, type Descriptor, type Index, type Manifest } from '../image/types.js';
 import type { RegistryClient } from './client.js';
+import type { HttpResponse } from './http.js';
 import { RegistryResponseError } from './errors.js';
 import type { Reference } from './reference.js';
 
@@ -50,7 +51,7 @@ export async function pushImage(
       const res = await client.send(r, 'PUT', `${client.repositoryURL(r)}manifests/${tag}`, {
         access: 'push', headers: { 'content-type': root.mediaType }, body: bytes, what: `manifests/${tag}`,
       });
-      await res.body?.cancel();
+      await res.discard();
       // The registry names what it stored; anything else means it rewrote our manifest.
       const stored = res.headers.get('docker-content-digest');
       if (stored && stored !== root.digest) {
@@ -87,14 +88,14 @@ async function pushTree(client: RegistryClient, store: ContentStore, root: Descr
     const res = await client.send(repo, 'PUT', `${client.repositoryURL(repo)}manifests/${m.digest}`, {
       access: 'push', headers: { 'content-type': m.mediaType }, body: await store.readBuffer(m.digest), what: `manifests/${m.digest}`,
     });
-    await res.body?.cancel();
+    await res.discard();
   }
 }
 
 async function pushBlob(client: RegistryClient, store: ContentStore, repo: Reference, desc: Descriptor, opts: PushOptions): Promise<void> {
   const base = client.repositoryURL(repo);
   const head = await client.send(repo, 'HEAD', `${base}blobs/${desc.digest}`, { access: 'push', okStatus: [404], what: `blobs/${desc.digest}` });
-  await head.body?.cancel();
+  await head.discard();
   if (head.status === 200) {
     opts.onBlob?.(desc, 'exists');
     return;
@@ -104,7 +105,7 @@ async function pushBlob(client: RegistryClient, store: ContentStore, repo: Refer
     const res = await client.send(repo, 'POST', `${base}blobs/uploads/?mount=${desc.digest}&from=${encodeURIComponent(from.path)}`, {
       access: 'push', extraScopes: [`repository:${from.path}:pull`], what: 'blob mount',
     });
-    await res.body?.cancel();
+    await res.discard();
     if (res.status === 201) {
       opts.onBlob?.(desc, 'mounted');
       return;
@@ -137,11 +138,11 @@ function retriable(err: unknown): boolean {
 
 async function startUpload(client: RegistryClient, repo: Reference, base: string): Promise<string> {
   const res = await client.send(repo, 'POST', `${base}blobs/uploads/`, { access: 'push', what: 'blob upload' });
-  await res.body?.cancel();
+  await res.discard();
   return uploadLocation(repo, base, res);
 }
 
-function uploadLocation(repo: Reference, base: string, res: Response): string {
+function uploadLocation(repo: Reference, base: string, res: HttpResponse): string {
   const loc = res.headers.get('location');
   if (!loc) throw new RegistryResponseError(repo.toString(), 'upload response has no Location');
   return new URL(loc, base).toString();
@@ -159,9 +160,9 @@ async function upload(client: RegistryClient, store: ContentStore, repo: Referen
     const res = await client.send(repo, 'PUT', withDigest(location, desc.digest), {
       access: 'push', what,
       headers: { 'content-type': 'application/octet-stream', 'content-length': String(desc.size) },
-      body: () => store.createReadStream(desc.digest) as unknown as AsyncIterable<Uint8Array>,
+      body: () => store.createReadStream(desc.digest),
     });
-    await res.body?.cancel();
+    await res.discard();
     return;
   }
   let url = location;
@@ -170,11 +171,11 @@ async function upload(client: RegistryClient, store: ContentStore, repo: Referen
     const res = await client.send(repo, 'PATCH', url, {
       access: 'push', what,
       headers: { 'content-type': 'application/octet-stream', 'content-range': `${offset}-${end}`, 'content-length': String(end - offset + 1) },
-      body: () => store.createReadStream(desc.digest, { start: offset, end }) as unknown as AsyncIterable<Uint8Array>,
+      body: () => store.createReadStream(desc.digest, { start: offset, end }),
     });
-    await res.body?.cancel();
+    await res.discard();
     url = uploadLocation(repo, url, res);
   }
   const res = await client.send(repo, 'PUT', withDigest(url, desc.digest), { access: 'push', what, headers: { 'content-length': '0' } });
-  await res.body?.cancel();
+  await res.discard();
 }

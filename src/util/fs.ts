@@ -3,14 +3,17 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 
-/** Writes `data` to `file` so that readers see either the old content or the whole new one. */
-export async function writeFileAtomic(file: string, data: string | Uint8Array): Promise<void> {
+/**
+ * Writes `data` to `file` so that readers see either the old content or the whole new one. `sync: false`
+ * skips the fsync for what a crash of the machine may lose (markers and hints that are checked on use).
+ */
+export async function writeFileAtomic(file: string, data: string | Uint8Array, opts: { sync?: boolean } = {}): Promise<void> {
   await fs.mkdir(path.dirname(file), { recursive: true });
   const tmp = `${file}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
   const handle = await fs.open(tmp, 'w');
   try {
     await handle.writeFile(data);
-    await handle.sync();
+    if (opts.sync !== false) await handle.sync();
   } finally {
     await handle.close();
   }

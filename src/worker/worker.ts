@@ -100,7 +100,7 @@ export class Worker {
   constructor(readonly opts: WorkerOptions) {
     this.store = new ContentStore(path.join(opts.root, 'content'));
     this.snapshots = new Snapshotter(opts.root);
-    this.registry = new RegistryClient({ insecureRegistries: opts.insecureRegistries });
+    this.registry = new RegistryClient({ insecureRegistries: opts.insecureRegistries, cache: this.store });
     this.images = new ImageStore(opts.root, this.store);
     this.executor = new OciRuntimeExecutor({ runtime: opts.runtime, stateDir: path.join(opts.root, 'executor') });
   }

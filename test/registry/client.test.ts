@@ -239,3 +239,78 @@ describe('RegistryClient bearer token auth', () => {
     expect(tokenRequests[0].get('scope')).toBe('repository:busybox:pull');
   });
 });
+
+describe('RegistryClient with a manifest cache', () => {
+  // A front for the real registry that records each request and can hide HEAD's digest header.
+  let server: http.Server;
+  let front: string;
+  let hideDigest = false;
+  const requests: string[] = [];
+  let tmp: string;
+
+  beforeAll(async () => {
+    const upstream = inject('registry');
+    server = http.createServer((req, res) => {
+      requests.push(`${req.method} ${req.url}`);
+      const proxied = http.request(`http://${upstream}${req.url}`, { method: req.method, headers: { accept: req.headers.accept ?? '*/*' } }, (up) => {
+        const headers = { ...up.headers };
+        if (hideDigest && req.method === 'HEAD') delete headers['docker-content-digest'];
+        res.writeHead(up.statusCode!, headers);
+        up.pipe(res);
+      });
+      proxied.end();
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    front = `127.0.0.1:${(server.address() as { port: number }).port}`;
+    tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'registry-cache-'));
+  });
+  afterAll(async () => {
+    await new Promise((resolve) => server.close(resolve));
+    await fs.rm(tmp, { recursive: true, force: true });
+  });
+
+  it('re-resolves a tag with one HEAD and reads what it already holds from the store', async () => {
+    const store = new ContentStore(path.join(tmp, 'a'));
+    const ref = parseReference(`${front}/busybox:${busyboxTag}`);
+    requests.length = 0;
+    const first = await new RegistryClient({ cache: store }).resolve(ref, amd64);
+    expect(requests.map((r) => r.split(' ')[0])).toEqual(['HEAD', 'GET', 'GET', 'GET']);
+    requests.length = 0;
+    const again = await new RegistryClient({ cache: store }).resolve(ref, amd64);
+    expect(requests).toEqual([`HEAD /v2/busybox/manifests/${busyboxTag}`]);
+    expect(again.ref.toString()).toBe(first.ref.toString());
+    expect(again.manifestBytes.equals(first.manifestBytes)).toBe(true);
+    expect(again.configBytes.equals(first.configBytes)).toBe(true);
+    // Another platform of the same index: only its manifest and config are fetched.
+    requests.length = 0;
+    await new RegistryClient({ cache: store }).resolve(ref, arm64);
+    expect(requests.map((r) => r.split(' ')[0])).toEqual(['HEAD', 'GET', 'GET']);
+  });
+
+  it('follows a tag that moved to another image', async () => {
+    const store = new ContentStore(path.join(tmp, 'b'));
+    const host = inject('registry');
+    await pushLayout(`${busyboxLayout}:${busyboxTag}`, `${host}/moving:1`, ['--override-arch', 'arm64', '--override-variant', 'v8']);
+    const ref = parseReference(`${front}/moving:1`);
+    const before = await new RegistryClient({ cache: store }).resolve(ref, arm64);
+    await pushLayout(`${busyboxLayout}:${busyboxTag}`, `${host}/moving:1`, ['--override-arch', 'amd64']);
+    const after = await new RegistryClient({ cache: store }).resolve(ref, amd64);
+    expect(after.ref.digest).not.toBe(before.ref.digest);
+    expect(after.config.architecture).toBe('amd64');
+  });
+
+  it('gets the manifest when HEAD names no digest', async () => {
+    const store = new ContentStore(path.join(tmp, 'c'));
+    const ref = parseReference(`${front}/busybox:${busyboxTag}`);
+    await new RegistryClient({ cache: store }).resolve(ref, amd64);
+    hideDigest = true;
+    try {
+      requests.length = 0;
+      const img = await new RegistryClient({ cache: store }).resolve(ref, amd64);
+      expect(requests).toEqual([`HEAD /v2/busybox/manifests/${busyboxTag}`, `GET /v2/busybox/manifests/${busyboxTag}`]);
+      expect(img.config.architecture).toBe('amd64');
+    } finally {
+      hideDigest = false;
+    }
+  });
+});

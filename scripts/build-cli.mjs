@@ -1,0 +1,79 @@
+// Bundles the CLI so `builder` starts by compiling one file instead of resolving and loading a few hundred
+// modules: the CLI's start is part of every build's wall time. Run after tsc (npm run build).
+//   dist/src/cli/builder.cjs  the CLI (src/cli/main.ts) and its dependencies, as one CommonJS script
+//   dist/src/cli/main.js      the bin: src/cli/launcher.ts, which runs builder.cjs with V8's code cache
+// replacing tsc's dist/src/cli/main.js; the library (dist/src/index.js and the rest of dist/) stays as tsc
+// wrote it.
+import { build } from 'esbuild';
+import fs from 'node:fs';
+import { builtinModules } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const out = path.join(root, 'dist/src/cli');
+const common = { bundle: true, platform: 'node', target: 'node20', legalComments: 'none', logLevel: 'warning', write: false };
+
+// CommonJS, because only a classic script can be compiled with a code cache (vm.Script) on Node 20.
+const cli = await build({
+  ...common,
+  entryPoints: [path.join(root, 'src/cli/main.ts')],
+  outfile: path.join(out, 'builder.cjs'),
+  format: 'cjs',
+  // The native addon is found at run time (src/native/fsx.ts), relative to the module's URL.
+  external: ['*.node'],
+  define: { 'import.meta.url': '__builderModuleURL' },
+  // Strict, as the ES modules it is made from (the banner comes before esbuild's own "use strict").
+  banner: { js: '"use strict";\nvar __builderModuleURL = require("node:url").pathToFileURL(__filename).href;' },
+});
+const launcher = await build({
+  ...common,
+  entryPoints: [path.join(root, 'src/cli/launcher.ts')],
+  outfile: path.join(out, 'main.js'),
+  format: 'esm',
+});
+
+// The launcher wraps the bundle in a function: a `#!` line would not parse there.
+let bundle = cli.outputFiles[0].text.replace(/^#!.*\n/, '');
+// esbuild's __toESM wraps a required module in a new object with a getter per export, at every import
+// site: 90 imports of Node's own modules cost ~5 ms at each start. Those are complete when require()
+// returns, so one wrapper per module serves every site (importers only read it). Dependencies' CommonJS
+// modules keep esbuild's helper: in a require cycle their exports may still grow.
+const builtin = new Set(builtinModules.flatMap((m) => [m, `node:${m}`]));
+bundle = bundle.replace(/__toESM\(require\("([^"]+)"\)(?:, 1)?\)/g, (call, name) => (builtin.has(name) ? `__toESMBuiltin(require("${name}"))` : call));
+// A function declaration, hoisted: the bundle's top level calls it before reaching it.
+bundle += `
+function __toESMBuiltin(mod) {
+  const seen = (__toESMBuiltin.seen ??= new Map());
+  let wrapped = seen.get(mod);
+  // Node's modules have no __esModule: "default" is module.exports, whatever the importer's mode.
+  if (!wrapped) seen.set(mod, (wrapped = __toESM(mod, 1)));
+  return wrapped;
+}
+`;
+// Node's modules that a build needs only to run a container or pack a layer are loaded at their first
+// use, not at every start (a few ms of compiling Node's own code each).
+const LAZY = new Set(['node:child_process', 'node:zlib']);
+bundle = bundle.replace(/= require\("([^"]+)"\);/g, (call, name) => (LAZY.has(name) ? `= __lazyBuiltin("${name}");` : call));
+// node:assert (~4 ms to load) is required only by yargs, for two invariant checks it runs while parsing.
+bundle = bundle.replace(/= require\("(?:node:)?assert"\);/g, '= __yargsAssert;');
+// Before the code that uses them (a var is undefined until its line has run).
+const urlLine = bundle.indexOf('\n', bundle.indexOf('var __builderModuleURL')) + 1;
+bundle = bundle.slice(0, urlLine) + `function __lazyBuiltin(name) {
+  let mod;
+  return new Proxy({}, { get: (_, key) => (mod ??= require(name))[key] });
+}
+var __yargsAssert = {
+  notStrictEqual(actual, expected, message) {
+    if (Object.is(actual, expected)) throw new Error(message ?? \`Expected "actual" to be strictly unequal to: \${String(expected)}\`);
+  },
+  strictEqual(actual, expected, message) {
+    if (!Object.is(actual, expected)) throw new Error(message ?? \`Expected values to be strictly equal: \${String(actual)} !== \${String(expected)}\`);
+  },
+};
+` + bundle.slice(urlLine);
+fs.writeFileSync(path.join(out, 'builder.cjs'), bundle);
+for (const f of fs.readdirSync(out)) if (/^builder\.cjs\..*\.cache$/.test(f)) fs.rmSync(path.join(out, f), { force: true });
+fs.rmSync(path.join(out, 'main.js.map'), { force: true });
+fs.writeFileSync(path.join(out, 'main.js'), launcher.outputFiles[0].text, { mode: 0o755 });
+fs.chmodSync(path.join(out, 'main.js'), 0o755);

@@ -1,0 +1,30 @@
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { createHash } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ContentStore } from '../../src/content/store.js';
+import type { Digest } from '../../solver/llb/ops.js';
+
+describe('ContentStore', () => {
+  let tmp: string;
+  beforeAll(async () => { tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'builder-store-')); });
+  afterAll(async () => { await fs.rm(tmp, { recursive: true, force: true }); });
+
+  it('does not rewrite bytes it already holds, and still refuses bytes that are not what was expected', async () => {
+    const store = new ContentStore(tmp);
+    const data = Buffer.from('{"schemaVersion":2}');
+    const digest: Digest = `sha256:${createHash('sha256').update(data).digest('hex')}`;
+    expect(await store.write(data)).toEqual({ digest, size: data.length });
+    const first = await fs.stat(store.blobPath(digest));
+    await new Promise((r) => setTimeout(r, 20));
+    expect(await store.write(data, { digest: digest })).toEqual({ digest, size: data.length });
+    const second = await fs.stat(store.blobPath(digest));
+    expect(second.ino).toBe(first.ino);
+    expect(second.mtimeMs).toBe(first.mtimeMs);
+    const wrong: Digest = `sha256:${'0'.repeat(64)}`;
+    await expect(store.write(data, { digest: wrong })).rejects.toMatchObject({ code: 'DIGEST_MISMATCH' });
+    await expect(store.write(data, { size: 1 })).rejects.toMatchObject({ code: 'DIGEST_MISMATCH' });
+    expect(await store.has(wrong)).toBe(false);
+  });
+});
