@@ -129,13 +129,16 @@ export class SegmentedGzipWriter implements LayerEntrySink {
       return;
     }
     // Files are read straight into the segment: no buffer per file, no copy.
-    this.reserve(head.length + size + padding(size));
+    // One byte of room past the data: a read that fills it means the file grew.
+    this.reserve(head.length + size + padding(size) + 1);
     this.len += head.copy(this.buf, this.len);
     if (size > 0) {
       const fd = fs.openSync(file!, 'r');
       try {
-        readExact(fd, this.buf, this.len, size, 0, header.name);
-        this.checkEnd(fd, size, header.name);
+        if (readUpTo(fd, this.buf, this.len, size + 1) !== size) {
+          this.checkEnd(fd, size, header.name);
+          readExact(fd, this.buf, this.len, size, 0, header.name);
+        }
       } finally {
         fs.closeSync(fd);
       }
@@ -246,6 +249,13 @@ export class SegmentedGzipWriter implements LayerEntrySink {
 }
 
 const padding = (size: number) => (BLOCK - (size % BLOCK)) % BLOCK;
+
+/** Reads from the start of the file until `n` bytes or its end; returns how many came. */
+function readUpTo(fd: number, buf: Buffer, off: number, n: number): number {
+  let got = 0;
+  for (let r = -1; got < n && r !== 0; got += r) r = fs.readSync(fd, buf, off + got, n - got, got);
+  return got;
+}
 
 function readExact(fd: number, buf: Buffer, off: number, n: number, pos: number, name: string): void {
   let got = 0;

@@ -154,7 +154,7 @@ function ustarBlock(f: BlockFields): Buffer {
   b.write(f.prefix, 345, 155, 'ascii');
   b.fill(0x20, 148, 156);
   let sum = 0;
-  for (const byte of b) sum += byte;
+  for (let i = 0; i < BLOCK; i++) sum += b[i];
   b.write(`${sum.toString(8).padStart(6, '0')}\x00 `, 148, 8, 'ascii');
   return b;
 }

@@ -142,9 +142,9 @@ export class BuildCache implements SolveCache<WorkerRef> {
     if (changed) await writeFileAtomic(this.historyFile, JSON.stringify({ steps }));
   }
 
-  private async copyFiles(inputs: KeyInputs): Promise<Record<string, Digest>> {
+  private async copyFiles(inputs: KeyInputs): Promise<Record<string, string>> {
     // The context checksummer is the default one (named "context", excludes from the local source).
-    const out: Record<string, Digest> = {};
+    const out: Record<string, string> = {};
     for (const s of this.sums.values()) {
       for (const copy of inputs.copies ?? []) Object.assign(out, await s.fileDigests(copy.paths));
       break;
@@ -184,7 +184,7 @@ export class BuildCache implements SolveCache<WorkerRef> {
       for (let i = 0; i < cur.copies.length; i++) {
         const c = cur.copies[i];
         if (prevCopies[i]?.digest === c.digest) continue;
-        const prevFiles = await fs.readFile(this.filesFile(prev.key), 'utf8').then((t) => JSON.parse(t) as Record<string, Digest>, () => null);
+        const prevFiles = await fs.readFile(this.filesFile(prev.key), 'utf8').then((t) => JSON.parse(t) as Record<string, string>, () => null);
         const files = prevFiles ? await this.copyFiles({ ...cur, copies: [c] }) : {};
         const diff = diffFiles(prevFiles ?? {}, files, c.paths);
         return `${instruction(ctx.metadata)} ${c.src === '/' ? '.' : c.src.replace(/^\//, '')}: ${diff.length ? `changed ${listPaths(diff)}` : 'selected files changed'}`;
@@ -228,7 +228,7 @@ function instruction(meta: OpMetadata): string {
   return /\]\s+([A-Z]+)\b/.exec(meta.description ?? '')?.[1] ?? 'COPY';
 }
 
-function diffFiles(prev: Record<string, Digest>, cur: Record<string, Digest>, roots: string[]): string[] {
+function diffFiles(prev: Record<string, string>, cur: Record<string, string>, roots: string[]): string[] {
   const under = (p: string) => roots.some((r) => r === '' || p === r || p.startsWith(`${r}/`));
   const out = new Set<string>();
   for (const [p, d] of Object.entries(cur)) if (prev[p] !== d) out.add(p);

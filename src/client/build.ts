@@ -4,14 +4,14 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import os from 'node:os';
 import { dockerfileToLLB, type ImageMetaResolver } from '../../frontend/index.js';
-import { solveRoots, SolveError, CanceledError } from '../../solver/solver.js';
-import { mergeDefinitions } from '../../solver/llb/definition.js';
-import type { Digest, OpMetadata, Platform } from '../../solver/llb/ops.js';
+import { solveRoots, SolveError, CanceledError, type OpExecutor } from '../../solver/solver.js';
+import { mergeDefinitions, type Definition } from '../../solver/llb/definition.js';
+import type { Digest, Op, OpMetadata, Platform } from '../../solver/llb/ops.js';
 import { Worker, ExecError, type WorkerRef } from '../worker/worker.js';
 import { PlainProgress, type ProgressWriter } from '../progress/printer.js';
 import { UserError, BuilderError } from '../util/errors.js';
 import { parseOutput, parseSourceDateEpoch, resolveOutputs, type OutputSpec } from './outputs.js';
-import { exportImage, type ExportResult } from './export.js';
+import { exportImage, imageLayerVariant, prepareLayerBlob, settleLayerBlobs, type ExportResult } from './export.js';
 import { parsePlatforms, hostPlatform } from './platform.js';
 import { BuildSession } from './lock.js';
 import { CacheRecords } from '../cache/records.js';
@@ -219,7 +219,8 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
       signal: opts.signal,
       cache,
       needsInput: (op, i, inputOp) => worker.needsInput(op, i, inputOp),
-      execute: worker.opExecutor(locals, (digest, stream, chunk) => progress.log(digest, stream, chunk), clientSession),
+      execute: compressEarly(worker.opExecutor(locals, (digest, stream, chunk) => progress.log(digest, stream, chunk), clientSession),
+        worker, definition, roots, outputs, sourceDateEpoch),
       onEvent: (ev) => {
         if (ev.type === 'start') {
           progress.start({ id: ev.digest, name: vertexName(ev.metadata, names, ev.digest), cacheKey: ev.cacheKey, cacheMiss: ev.cacheMiss });
@@ -248,8 +249,40 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
     const image = exports.find((e) => e.manifestDigest);
     return { manifestDigest: image?.manifestDigest, configDigest: image?.configDigest, exports, warnings: converted.warnings };
   } finally {
+    await settleLayerBlobs(worker).catch(() => undefined);
     await session.end();
   }
+}
+
+/**
+ * With an image output, a layer of the exported image is compressed as soon as its step is done, while the
+ * steps after it run (a big COPY's layer while the RUN over it runs), not when the export gets to it.
+ * Only the ops whose result is a layer of a root's chain: an intermediate stage's layers are never exported.
+ */
+function compressEarly(
+  execute: OpExecutor<WorkerRef>, worker: Worker, definition: Definition, roots: Digest[], outputs: OutputSpec[], sourceDateEpoch?: number,
+): OpExecutor<WorkerRef> {
+  const image = outputs.find((o) => o.type === 'oci' || o.type === 'docker' || o.type === 'image' || o.type === 'registry');
+  if (!image) return execute;
+  const variant = imageLayerVariant(image, sourceDateEpoch);
+  const chain = new Set<Digest>();
+  for (const root of roots) {
+    let digest: Digest | undefined = root;
+    while (digest && !chain.has(digest)) {
+      const op: Op | undefined = definition.ops[digest];
+      if (!op || (op.kind !== 'exec' && op.kind !== 'file')) break;
+      chain.add(digest);
+      const below: { digest: Digest } | undefined = op.kind === 'file'
+        ? op.inputs[op.base]
+        : op.inputs[op.mounts.find((m) => m.dest === '/')?.input ?? -1];
+      digest = below?.digest;
+    }
+  }
+  return async (ctx) => {
+    const result = await execute(ctx);
+    if (chain.has(ctx.digest)) prepareLayerBlob(worker, result, variant);
+    return result;
+  };
 }
 
 function vertexName(meta: OpMetadata, names: Map<Digest, string>, digest: Digest): string {

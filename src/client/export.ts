@@ -53,37 +53,71 @@ type ExportInfo = SnapshotInfo & { built?: boolean; variants?: Record<string, Bl
 
 /** Compressed blobs for each layer of a result, creating those not made before. */
 export async function layerBlobs(worker: Worker, ref: WorkerRef, variant: LayerVariant = {}): Promise<LayerDesc[]> {
-  const compression = variant.compression ?? 'gzip';
-  const key = `${compression}:${variant.level ?? ''}:${variant.sourceDateEpoch ?? ''}`;
-  const isDefault = key === 'gzip::';
   const out: LayerDesc[] = [];
-  for (const id of ref.layers) {
-    const info = ((await worker.snapshots.info(id)) ?? {}) as ExportInfo;
-    const pulled = info.blob && !info.built;
-    // A pulled layer keeps its blob (its digest is what the base image says) unless recompression is forced.
-    const reuse = info.blob && info.diffID && (isDefault || (pulled && (!variant.force || info.blob.mediaType.endsWith(compression === 'uncompressed' ? '.tar' : compression))))
-      ? { ...info.blob, diffID: info.diffID }
-      : info.variants?.[key];
-    if (reuse && (await worker.store.has(reuse.digest))) {
-      out.push(reuse);
-      continue;
-    }
-    // The blobs this step made last: their members for unchanged parts of the tree are copied.
-    const stepFile = compression === 'gzip' && info.step ? path.join(worker.opts.root, LAYER_STEPS_DIR, sha256(`${info.step} ${key}`).slice(7)) : undefined;
-    const previous = stepFile ? await readStepBlobs(stepFile) : [];
-    const blob = await createLayerBlob(worker.store, worker.snapshots.fsPath(id), { ...variant, reuseFrom: previous });
-    if (stepFile) {
-      const blobs = [blob.digest, ...previous.filter((d) => d !== blob.digest)].slice(0, STEP_BLOBS);
-      await writeFileAtomic(stepFile, JSON.stringify({ blobs }));
-    }
-    const rec: BlobRecord = { digest: blob.digest, size: blob.size, mediaType: blob.mediaType, diffID: blob.diffID };
-    const updated: ExportInfo = isDefault
-      ? { ...info, built: true, diffID: blob.diffID, blob: { digest: blob.digest, size: blob.size, mediaType: blob.mediaType } }
-      : { ...info, variants: { ...(info.variants ?? {}), [key]: rec } };
-    await worker.snapshots.setInfo(id, updated);
-    out.push(rec);
-  }
+  for (const id of ref.layers) out.push(await layerBlob(worker, id, variant));
   return out;
+}
+
+/** Blobs being made in this process, by snapshot and variant: an early start (prepareLayerBlob) is joined. */
+const making = new WeakMap<Worker, Map<string, Promise<LayerDesc>>>();
+
+/**
+ * Starts making the blob of a result's top layer while the build goes on (a layer of the exported image, made
+ * as soon as its step is done rather than when the export asks). Errors are left to the export to meet again.
+ */
+export function prepareLayerBlob(worker: Worker, ref: WorkerRef, variant: LayerVariant = {}): void {
+  const id = ref.layers.at(-1);
+  if (id !== undefined && !ref.remote) layerBlob(worker, id, variant).catch(() => undefined);
+}
+
+/** Waits for the blobs started early; call before the build lets go of the state directory. */
+export async function settleLayerBlobs(worker: Worker): Promise<void> {
+  await Promise.allSettled([...(making.get(worker)?.values() ?? [])]);
+}
+
+function layerBlob(worker: Worker, id: string, variant: LayerVariant): Promise<LayerDesc> {
+  const key = `${id}|${variantKey(variant)}|${variant.force ? 'force' : ''}`;
+  let inFlight = making.get(worker);
+  if (!inFlight) making.set(worker, (inFlight = new Map()));
+  let p = inFlight.get(key);
+  if (!p) {
+    p = makeLayerBlob(worker, id, variant);
+    inFlight.set(key, p);
+    // Once settled, the snapshot's record remembers the blob; a failure may be retried.
+    p.then(() => inFlight!.delete(key), () => inFlight!.delete(key));
+  }
+  return p;
+}
+
+const variantKey = (variant: LayerVariant) => `${variant.compression ?? 'gzip'}:${variant.level ?? ''}:${variant.sourceDateEpoch ?? ''}`;
+
+async function makeLayerBlob(worker: Worker, id: string, variant: LayerVariant): Promise<LayerDesc> {
+  const compression = variant.compression ?? 'gzip';
+  const key = variantKey(variant);
+  const isDefault = key === 'gzip::';
+  const info = ((await worker.snapshots.info(id)) ?? {}) as ExportInfo;
+  const pulled = info.blob && !info.built;
+  // A pulled layer keeps its blob (its digest is what the base image says) unless recompression is forced.
+  const reuse = info.blob && info.diffID && (isDefault || (pulled && (!variant.force || info.blob.mediaType.endsWith(compression === 'uncompressed' ? '.tar' : compression))))
+    ? { ...info.blob, diffID: info.diffID }
+    : info.variants?.[key];
+  if (reuse && (await worker.store.has(reuse.digest))) {
+    return reuse;
+  }
+  // The blobs this step made last: their members for unchanged parts of the tree are copied.
+  const stepFile = compression === 'gzip' && info.step ? path.join(worker.opts.root, LAYER_STEPS_DIR, sha256(`${info.step} ${key}`).slice(7)) : undefined;
+  const previous = stepFile ? await readStepBlobs(stepFile) : [];
+  const blob = await createLayerBlob(worker.store, worker.snapshots.fsPath(id), { ...variant, reuseFrom: previous });
+  if (stepFile) {
+    const blobs = [blob.digest, ...previous.filter((d) => d !== blob.digest)].slice(0, STEP_BLOBS);
+    await writeFileAtomic(stepFile, JSON.stringify({ blobs }));
+  }
+  const rec: BlobRecord = { digest: blob.digest, size: blob.size, mediaType: blob.mediaType, diffID: blob.diffID };
+  const updated: ExportInfo = isDefault
+    ? { ...info, built: true, diffID: blob.diffID, blob: { digest: blob.digest, size: blob.size, mediaType: blob.mediaType } }
+    : { ...info, variants: { ...(info.variants ?? {}), [key]: rec } };
+  await worker.snapshots.setInfo(id, updated);
+  return rec;
 }
 
 /**
@@ -199,6 +233,16 @@ export interface PlatformResult {
   platform: Platform;
 }
 
+/** The layer blobs an image output (oci, docker, image, registry) asks for. */
+export function imageLayerVariant(output: OutputSpec, sourceDateEpoch?: number): LayerVariant {
+  return {
+    compression: (output.attrs.compression ?? 'gzip') as Compression,
+    level: output.attrs['compression-level'] !== undefined ? Number(output.attrs['compression-level']) : undefined,
+    sourceDateEpoch: boolAttr(output, 'rewrite-timestamp') ? sourceDateEpoch : undefined,
+    force: boolAttr(output, 'force-compression'),
+  };
+}
+
 export async function exportImage(
   worker: Worker,
   results: PlatformResult[],
@@ -226,8 +270,8 @@ export async function exportImage(
     return { type: output.type, dest: output.dest };
   }
 
-  const compression = (output.attrs.compression ?? 'gzip') as Compression;
-  const level = output.attrs['compression-level'] !== undefined ? Number(output.attrs['compression-level']) : undefined;
+  const variant = imageLayerVariant(output, opts.sourceDateEpoch);
+  const compression = variant.compression!;
   const rewrite = boolAttr(output, 'rewrite-timestamp');
   if (rewrite && opts.sourceDateEpoch === undefined) {
     throw new UnsupportedOutputError('rewrite-timestamp=true needs SOURCE_DATE_EPOCH (environment or --build-arg)');
@@ -252,12 +296,7 @@ export async function exportImage(
   progress.start({ id: vertex, name: `exporting to ${output.type === 'oci' ? 'oci image format' : output.type === 'docker' ? 'docker image format' : 'image'}` });
   const images: { manifest: Descriptor; config: Descriptor; platform: Platform }[] = [];
   for (const [index, r] of results.entries()) {
-    const layers = await resultBlobs(worker, r.ref, {
-      compression,
-      level,
-      sourceDateEpoch: rewrite ? opts.sourceDateEpoch : undefined,
-      force: boolAttr(output, 'force-compression'),
-    });
+    const layers = await resultBlobs(worker, r.ref, variant);
     const config = finalizeConfig(r.image, layers, r.platform, opts.sourceDateEpoch, await newestLayerTime(worker, r.ref));
     const inline = await opts.inlineCache?.(index, layers);
     if (inline) (config as unknown as Record<string, unknown>)[INLINE_CACHE_FIELD] = inline;

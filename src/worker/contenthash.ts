@@ -69,20 +69,27 @@ export class ContextChecksummer {
     return { digest: sha256(parts.join('\n')), paths: roots };
   }
 
-  /** Per-file content digests under `roots` (for explaining which files changed). */
-  async fileDigests(roots: string[]): Promise<Record<string, Digest>> {
+  /**
+   * What identifies each file under `roots` (for explaining which files changed): its record (type, mode,
+   * owner and content digest or link target), unhashed, since only equality matters.
+   */
+  async fileDigests(roots: string[]): Promise<Record<string, string>> {
     const tree = await this.loadTree();
-    const out: Record<string, Digest> = {};
-    const visit = async (rel: string) => {
+    const index = await this.loadIndex();
+    const out: Record<string, string> = {};
+    const visit = (rel: string) => {
       const node = tree.get(rel);
       if (!node) return;
       if (node.type === 'dir') {
-        for (const c of node.children ?? []) await visit(rel ? `${rel}/${c}` : c);
+        for (const c of node.children ?? []) visit(rel ? `${rel}/${c}` : c);
       } else {
-        out[rel] = await this.digestOf(rel);
+        out[rel] = this.leafRecord(node, index, rel);
       }
     };
-    for (const r of roots) await visit(r);
+    for (const r of roots) {
+      if (tree.has(r)) await this.hashMissing(tree, index, r);
+      visit(r);
+    }
     return out;
   }
 
