@@ -35,7 +35,9 @@ export function builder({ work, cli, output }) {
   const dir = path.join(work, 'builder');
   let root;
   let n = 0;
-  const cmd = (argv) => ({ argv: [process.execPath, cli, '--root', root, ...argv] });
+  // The state directory is read when the command starts, not when it is made: a plan made before fresh()
+  // must run in the fresh state.
+  const cmd = (argv) => ({ get argv() { return [process.execPath, cli, '--root', root, ...argv]; } });
   return {
     name: 'builder',
     async probe() {
@@ -131,7 +133,7 @@ export function buildah({ work }) {
   let store;
   let n = 0;
   const jobs = String(os.cpus().length);
-  const cmd = (argv) => ({ argv: ['buildah', ...store, ...argv] });
+  const cmd = (argv) => ({ get argv() { return ['buildah', ...store, ...argv]; } });
   const drop = () => {
     if (!store) return;
     try { execFileSync('buildah', [...store, 'rm', '-a'], { stdio: 'ignore' }); } catch { /* nothing to remove */ }

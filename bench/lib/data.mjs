@@ -57,6 +57,20 @@ CMD ["cat", "/out/a.txt", "/out/b.txt"]
   });
 }
 
+// B1's yardstick: one of its two stages alone (and the gathering stage), for "cold within 15% of one stage".
+export function b1SoloContext(cache) {
+  return once(path.join(cache, 'b1-solo'), 'v1', (dir) => {
+    const loop = (mul) => `awk 'BEGIN{s=0; for(i=0;i<6000000;i++){s=(s*${mul}+i)%1000003}; print s}'`;
+    fs.writeFileSync(path.join(dir, 'Dockerfile'), `${BASE_ARG}FROM \${BASE} AS a
+RUN ${loop(31)} > /a.txt
+
+FROM \${BASE}
+COPY --from=a /a.txt /out/a.txt
+CMD ["cat", "/out/a.txt"]
+`);
+  });
+}
+
 // ---------------------------------------------------------------- B3: 20,000 files, 320 MB context
 export const B3_FILES = 20000;
 export const B3_EDIT = 'src/d137/f0042.txt';
