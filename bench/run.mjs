@@ -29,7 +29,7 @@ const REPO = path.resolve(HERE, '..');
 const { values: opt } = parseArgs({
   options: {
     reps: { type: 'string' },
-    scenarios: { type: 'string', default: 'B1,B1s,B3,B5,B6,B7,C1,C3' },
+    scenarios: { type: 'string', default: 'B1,B1S,B3,B5,B6,B7,C1,C3' },
     builders: { type: 'string', default: 'builder,buildkit,buildah' },
     'builder-output': { type: 'string', default: 'oci' },
     'install-peers': { type: 'boolean', default: false },
@@ -52,7 +52,7 @@ const say = (s) => process.stderr.write(`bench: ${s}\n`);
 const PLATFORMS = ['linux/amd64', 'linux/arm64'];
 const SCENARIOS = {
   B1: { title: 'two CPU-bound stages gathered into one', ctx: data.b1Context, phases: ['cold', 'warm'] },
-  B1s: { title: 'one of B1\'s stages alone (the yardstick for B1 cold)', ctx: data.b1SoloContext, phases: ['cold'] },
+  B1S: { title: 'one of B1\'s stages alone (the yardstick for B1 cold)', ctx: data.b1SoloContext, phases: ['cold'] },
   B3: { title: '20,000 files / 320 MB context: COPY . /app, then RUN', ctx: data.b3Context, phases: ['cold', 'warm', 'edit'], edit: data.b3Edit, reps: 2 },
   B5: { title: `two platforms (${PLATFORMS.join(', ')}) with RUN under QEMU emulation`, ctx: data.b5Context, phases: ['cold'], platforms: PLATFORMS, feature: 'multi-platform builds', prepare: ensureBinfmt },
   B6: { title: 'multi-stage build of a small Node-style program (deps, bundle, test, runtime stages)', ctx: data.b6Context, phases: ['cold', 'warm', 'edit'], edit: data.b6Edit },
