@@ -41,6 +41,7 @@ export class BuildCache implements SolveCache<WorkerRef> {
   private readonly computed = new Map<Digest, { key: Digest; inputs: KeyInputs; metadata: OpMetadata; hit: boolean }>();
   private readonly keyOwner = new Map<Digest, Digest>();
   private history: Promise<History> | null = null;
+  private readonly copyFileRecords = new Map<string, Promise<Record<string, string>>>();
   /** Every op's result this build, run or reused, by op digest: what --cache-to exports. */
   readonly results = new Map<Digest, { key: Digest; ref: WorkerRef }>();
   private readonly remoteHits = new Map<Digest, Promise<WorkerRef | null>>();
@@ -142,14 +143,23 @@ export class BuildCache implements SolveCache<WorkerRef> {
     if (changed) await writeFileAtomic(this.historyFile, JSON.stringify({ steps }));
   }
 
-  private async copyFiles(inputs: KeyInputs): Promise<Record<string, string>> {
-    // The context checksummer is the default one (named "context", excludes from the local source).
-    const out: Record<string, string> = {};
-    for (const s of this.sums.values()) {
-      for (const copy of inputs.copies ?? []) Object.assign(out, await s.fileDigests(copy.paths));
-      break;
+  /** Per-file records of what copies select; a miss's explanation and the history ask for the same ones. */
+  private copyFiles(inputs: KeyInputs): Promise<Record<string, string>> {
+    const id = JSON.stringify((inputs.copies ?? []).map((c) => c.paths));
+    let p = this.copyFileRecords.get(id);
+    if (!p) {
+      p = (async () => {
+        // The context checksummer is the default one (named "context", excludes from the local source).
+        const out: Record<string, string> = {};
+        for (const s of this.sums.values()) {
+          for (const copy of inputs.copies ?? []) Object.assign(out, await s.fileDigests(copy.paths));
+          break;
+        }
+        return out;
+      })();
+      this.copyFileRecords.set(id, p);
     }
-    return out;
+    return p;
   }
 
   private filesFile(key: Digest): string {

@@ -323,12 +323,12 @@ export class Worker {
 
   private async file(op: FileOp, inputs: WorkerRef[], inputOps: Op[], locals: Record<string, LocalDir>, step: string | undefined, previous?: WorkerRef): Promise<WorkerRef> {
     const base = op.base >= 0 ? inputs[op.base] : { layers: [] };
-    if (previous) {
-      const refreshed = await this.refreshCopy(op, base, inputOps, locals, previous, step);
+    const copy = await singleLocalCopy(op, inputOps, locals);
+    if (previous && copy) {
+      const refreshed = await this.refreshCopy(copy, base, previous, step);
       if (refreshed) return refreshed;
     }
     const started = Date.now();
-    const copy = await singleLocalCopy(op, inputOps, locals);
     const upper = await this.snapshots.prepare();
     const mounts: Mounted[] = [];
     try {
@@ -383,10 +383,9 @@ export class Worker {
    * context directory, source and destination as before, the same layers below, and a destination that
    * the layers below do not have (or have as an empty directory, through no symlink). Null otherwise.
    */
-  private async refreshCopy(op: FileOp, base: WorkerRef, inputOps: Op[], locals: Record<string, LocalDir>, previous: WorkerRef, step: string | undefined): Promise<WorkerRef | null> {
-    const copy = await singleLocalCopy(op, inputOps, locals);
+  private async refreshCopy(copy: LocalCopy, base: WorkerRef, previous: WorkerRef, step: string | undefined): Promise<WorkerRef | null> {
     const prevTop = previous.layers.at(-1);
-    if (!copy || !prevTop || previous.layers.length !== base.layers.length + 1 || base.layers.some((id, i) => previous.layers[i] !== id)) return null;
+    if (!prevTop || previous.layers.length !== base.layers.length + 1 || base.layers.some((id, i) => previous.layers[i] !== id)) return null;
     const prevInfo = await this.snapshots.info<FileSnapshotInfo>(prevTop).catch(() => null);
     if (prevInfo?.copy !== copy.identity || prevInfo.started === undefined) return null;
     const started = Date.now();
@@ -431,7 +430,9 @@ interface FileSnapshotInfo extends SnapshotInfo {
 }
 
 /** A file op that is one copy straight from a context directory, with what identifies it across builds. */
-async function singleLocalCopy(op: FileOp, inputOps: Op[], locals: Record<string, LocalDir>): Promise<{ action: CopyAction; sources: (string | null)[]; identity: string } | null> {
+interface LocalCopy { action: CopyAction; sources: (string | null)[]; identity: string }
+
+async function singleLocalCopy(op: FileOp, inputOps: Op[], locals: Record<string, LocalDir>): Promise<LocalCopy | null> {
   if (op.actions.length !== 1) return null;
   const a = op.actions[0];
   if (a.action !== 'copy' || a.attemptUnpack || a.sourceInput < 0) return null;
