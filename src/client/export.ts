@@ -89,6 +89,9 @@ function layerBlob(worker: Worker, id: string, variant: LayerVariant): Promise<L
   return p;
 }
 
+/** Whether a layer media type already has the compression a variant asks for. */
+const isCompressedAs = (mediaType: string, compression: Compression) => mediaType.endsWith(compression === 'uncompressed' ? '.tar' : compression);
+
 const variantKey = (variant: LayerVariant) => `${variant.compression ?? 'gzip'}:${variant.level ?? ''}:${variant.sourceDateEpoch ?? ''}`;
 
 async function makeLayerBlob(worker: Worker, id: string, variant: LayerVariant): Promise<LayerDesc> {
@@ -98,7 +101,7 @@ async function makeLayerBlob(worker: Worker, id: string, variant: LayerVariant):
   const info = ((await worker.snapshots.info(id)) ?? {}) as ExportInfo;
   const pulled = info.blob && !info.built;
   // A pulled layer keeps its blob (its digest is what the base image says) unless recompression is forced.
-  const reuse = info.blob && info.diffID && (isDefault || (pulled && (!variant.force || info.blob.mediaType.endsWith(compression === 'uncompressed' ? '.tar' : compression))))
+  const reuse = info.blob && info.diffID && (isDefault || (pulled && (!variant.force || isCompressedAs(info.blob.mediaType, compression))))
     ? { ...info.blob, diffID: info.diffID }
     : info.variants?.[key];
   if (reuse && (await worker.store.has(reuse.digest))) {
@@ -130,7 +133,7 @@ export async function resultBlobs(worker: Worker, ref: WorkerRef, variant: Layer
   if (ref.remote) {
     const compression = variant.compression ?? 'gzip';
     const keep = variant.sourceDateEpoch === undefined &&
-      (!variant.force || ref.remote.every((l) => l.blob.mediaType.endsWith(compression === 'uncompressed' ? '.tar' : compression)));
+      (!variant.force || ref.remote.every((l) => isCompressedAs(l.blob.mediaType, compression)));
     if (keep) {
       await Promise.all(ref.remote.map((l) => worker.ensureBlob(l)));
       return ref.remote.map((l) => ({ digest: l.blob.digest, size: l.blob.size, mediaType: l.blob.mediaType, diffID: l.diffID }));

@@ -10,6 +10,7 @@ import { BlobNotFoundError, type ContentStore } from '../content/store.js';
 import { Annotation, MediaType, isIndexType, isManifestType, type Descriptor, type Index, type Manifest } from '../image/types.js';
 import type { Reference } from '../registry/reference.js';
 import { encodeHeader } from '../archive/tar.js';
+import { copyFileAtomic } from '../util/fs.js';
 import { copyRange } from '../native/fsx.js';
 
 export interface ArchiveFile {
@@ -148,10 +149,7 @@ export async function writeLayoutDir(store: ContentStore, contents: { blobs: Des
     const target = path.join(dest, blobName(blob));
     if (await fsp.stat(target).then((s) => s.size === blob.size, () => false)) continue;
     if (!(await store.has(blob.digest))) throw new BlobNotFoundError(blob.digest);
-    const tmp = `${target}.${randomBytes(6).toString('hex')}.tmp`;
-    await fsp.copyFile(store.blobPath(blob.digest), tmp);
-    await fsp.chmod(tmp, 0o644);
-    await fsp.rename(tmp, target);
+    await copyFileAtomic(store.blobPath(blob.digest), target);
   }
   const put = async (name: string, data: string) => {
     const tmp = path.join(dest, `.${name}.${randomBytes(6).toString('hex')}.tmp`);

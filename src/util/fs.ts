@@ -24,3 +24,16 @@ export async function writeFileAtomic(file: string, data: string | Uint8Array, o
     throw e;
   }
 }
+
+/** Copies `src` to `target` (mode 0644) so that readers never see a partial file. */
+export async function copyFileAtomic(src: string, target: string): Promise<void> {
+  const tmp = `${target}.${randomBytes(6).toString('hex')}.tmp`;
+  try {
+    await fs.copyFile(src, tmp);
+    await fs.chmod(tmp, 0o644);
+    await fs.rename(tmp, target);
+  } catch (e) {
+    await fs.rm(tmp, { force: true });
+    throw e;
+  }
+}

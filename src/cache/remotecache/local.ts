@@ -6,13 +6,14 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
 import type { Digest } from '../../../solver/llb/ops.js';
 import type { ContentStore } from '../../content/store.js';
 import { MediaType, type Descriptor, type Index, type Manifest } from '../../image/types.js';
 import { sha256 } from '../../../solver/llb/digest.js';
 import { PidLock } from '../../util/pidlock.js';
+import { copyFileAtomic, writeFileAtomic } from '../../util/fs.js';
 import {
   CACHE_CONFIG_MEDIA_TYPE, InvalidCacheError, buildCacheConfig, cacheManifest, parseCacheConfig, resolveRecords,
   type CacheLayer, type ResolvedRecord,
@@ -109,7 +110,7 @@ export async function writeLocalCache(
       const target = blobPath(dir, l.blob.digest);
       if (await fsp.stat(target).then((s) => s.size === l.blob.size, () => false)) { present++; continue; }
       if (!(await store.has(l.blob.digest))) await opts.provide(l);
-      await copyAtomic(store.blobPath(l.blob.digest), target);
+      await copyFileAtomic(store.blobPath(l.blob.digest), target);
       written++;
     }
     // Records kept from before must still have their blobs (a pruned or damaged directory): drop the others.
@@ -144,8 +145,8 @@ async function writeIndex(dir: string, records: ResolvedRecord[]): Promise<void>
   await writeBlob(dir, configDesc.digest, configBytes);
   await writeBlob(dir, manifestDesc.digest, manifestBytes);
   const index: Index = { schemaVersion: 2, mediaType: MediaType.ociIndex, manifests: [{ ...manifestDesc, annotations: { [REF_NAME]: TAG } }] };
-  await writeFileRenamed(path.join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
-  await writeFileRenamed(path.join(dir, 'index.json'), JSON.stringify(index));
+  await writeFileAtomic(path.join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
+  await writeFileAtomic(path.join(dir, 'index.json'), JSON.stringify(index));
 }
 
 export interface LocalPruneOptions {
@@ -204,29 +205,8 @@ export async function pruneLocalCache(dir: string, opts: LocalPruneOptions): Pro
 async function writeBlob(dir: string, digest: Digest, data: Buffer): Promise<void> {
   const target = blobPath(dir, digest);
   if (await fsp.stat(target).then((s) => s.size === data.length, () => false)) return;
-  await writeFileRenamed(target, data);
+  await writeFileAtomic(target, data);
 }
 
-async function writeFileRenamed(file: string, data: string | Buffer): Promise<void> {
-  const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
-  try {
-    await fsp.writeFile(tmp, data, { mode: 0o644 });
-    await fsp.rename(tmp, file);
-  } catch (e) {
-    await fsp.rm(tmp, { force: true });
-    throw e;
-  }
-}
 
-async function copyAtomic(src: string, target: string): Promise<void> {
-  const tmp = `${target}.${randomBytes(6).toString('hex')}.tmp`;
-  try {
-    await fsp.copyFile(src, tmp);
-    await fsp.chmod(tmp, 0o644);
-    await fsp.rename(tmp, target);
-  } catch (e) {
-    await fsp.rm(tmp, { force: true });
-    throw e;
-  }
-}
 
