@@ -24,7 +24,9 @@ fi
 
 # npm ci also runs the package's install (native addon) and prepare (tsc, then the CLI bundle) scripts.
 stamp=node_modules/.setup-stamp
-if [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ] || [ ! -f src/native/build/Release/fsx.node ]; then
+# The native addon is rebuilt (by npm ci) when its source changed since it was built.
+if [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ] || [ ! -f src/native/build/Release/fsx.node ] \
+   || [ src/native/fsx.c -nt src/native/build/Release/fsx.node ]; then
   npm ci --no-audit --no-fund --loglevel=error
   touch "$stamp"
 else
