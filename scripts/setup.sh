@@ -26,7 +26,7 @@ fi
 stamp=node_modules/.setup-stamp
 # The native addon is rebuilt (by npm ci) when its source changed since it was built.
 if [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ] || [ ! -f src/native/build/Release/fsx.node ] \
-   || [ src/native/fsx.c -nt src/native/build/Release/fsx.node ]; then
+   || [ -n "$(find src/native -maxdepth 1 -newer src/native/build/Release/fsx.node \( -name '*.c' -o -name '*.h' -o -name '*.gyp' \))" ]; then
   npm ci --no-audit --no-fund --loglevel=error
   touch "$stamp"
 else

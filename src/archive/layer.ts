@@ -152,9 +152,10 @@ async function walkLayer(dir: string, sink: LayerEntrySink, opts: LayerTarOption
     const children = fs.readdirSync(abs).map((name) => {
       const st = fs.lstatSync(path.join(abs, name), { bigint: true });
       const whiteout = st.isCharacterDevice() && st.rdev === 0n;
-      return { name, st, whiteout, tarName: rel + (whiteout ? WHITEOUT_PREFIX + name : name) };
+      const tarName = rel + (whiteout ? WHITEOUT_PREFIX + name : name);
+      return { name, st, whiteout, tarName, order: Buffer.from(tarName) };
     });
-    children.sort((a, b) => Buffer.compare(Buffer.from(a.tarName), Buffer.from(b.tarName)));
+    children.sort((a, b) => Buffer.compare(a.order, b.order));
     for (const { name, st, whiteout, tarName } of children) {
       const p = path.join(abs, name);
       const mtime = clamp(Number(st.mtimeNs / 1_000_000_000n));

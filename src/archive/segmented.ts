@@ -5,20 +5,20 @@
 //   segment holds >= 1 MiB and a hash of the entry's name has its low 4 bits zero, or once it holds 8 MiB;
 //   a file larger than 4 MiB gets segments of its own, cut every 4 MiB of its data. A changed file thus
 //   changes only its own segment (or, when its size moves a cut, the few up to the next common cut);
-// - each segment is compressed on libuv's threadpool, several at once, members written in order;
+// - each segment is filled with its files' data, hashed and compressed on libuv's threadpool, several at
+//   once, members written in order (the main thread only walks the tree and writes the tar headers);
 // - a member index (uncompressed sha256 and length, compressed offset and length) is kept per blob, and a
 //   segment whose sha256 matches a member of a candidate blob (made with the same level and zlib) is copied
 //   from that blob instead of compressed again.
 // The blob's bytes depend only on the tar bytes, the level and zlib's version: with or without reuse, the
 // same tree gives the same blob.
-import fs from 'node:fs';
 import fsp from 'node:fs/promises';
-import { createHash, webcrypto } from 'node:crypto';
 import { availableParallelism } from 'node:os';
-import { promisify } from 'node:util';
+import { getSystemErrorName, promisify } from 'node:util';
 import { crc32, gzip } from 'node:zlib';
 import type { Digest } from '../../solver/llb/ops.js';
 import type { BlobWriter, ContentStore, MemberIndex, MemberRecord } from '../content/store.js';
+import { fillSegment, RunningSha256, type SegmentFillError, type SegmentSpan } from '../native/fsx.js';
 import { encodeHeader, TarFormatError, type TarHeader } from './tar.js';
 
 const gzipAsync = promisify(gzip) as (buf: Buffer, opts: { level: number; chunkSize: number }) => Promise<Buffer>;
@@ -56,10 +56,14 @@ export class MemberSource {
 
   get size(): number { return this.byHash.size; }
 
-  /** The compressed member for this segment, or null (no match, blob gone, or the member does not check out). */
+  /**
+   * The compressed member for this segment (of this sha256), or null (no match, blob gone, or the member
+   * does not check out).
+   */
   async read(sha256: string, segment: Buffer): Promise<Buffer | null> {
+    const size = segment.length;
     const hit = this.byHash.get(sha256);
-    if (!hit || hit.member.size !== segment.length) return null;
+    if (!hit || hit.member.size !== size) return null;
     let h = this.handles.get(hit.digest);
     if (!h) {
       h = fsp.open(this.store.blobPath(hit.digest), 'r').catch(() => null);
@@ -69,9 +73,10 @@ export class MemberSource {
     if (!handle) return null;
     const buf = Buffer.allocUnsafe(hit.member.csize);
     const bytesRead = await handle.read(buf, 0, buf.length, hit.member.offset).then((r) => r.bytesRead, () => -1);
-    // The trailer (CRC-32 and length of the data) guards against an index that does not fit its blob.
+    // The trailer (CRC-32 and length of the data) guards against an index that does not fit its blob. The
+    // index's CRC was taken from the same data as its sha256; older indexes lack it.
     if (bytesRead !== buf.length || buf.length < 18 || buf[0] !== 0x1f || buf[1] !== 0x8b ||
-      buf.readUInt32LE(buf.length - 8) !== crc32(segment) || buf.readUInt32LE(buf.length - 4) !== segment.length % 2 ** 32) {
+      buf.readUInt32LE(buf.length - 8) !== (hit.member.crc ?? crc32(segment)) || buf.readUInt32LE(buf.length - 4) !== size % 2 ** 32) {
       return null;
     }
     return buf;
@@ -97,25 +102,32 @@ function nameHash(name: string): number {
   return h;
 }
 
-type Member = { sha256: string; size: number; data: Buffer; reused: boolean; segment: Buffer };
+type Member = { sha256: string; size: number; data: Buffer; reused: boolean; segment: Buffer; hashed: Promise<void> };
 
 /** Segment buffers: the largest segment is 8 MiB of entries plus one entry of up to 4 MiB and its header. */
 const SEGMENT_CAPACITY = SEGMENT_MAX + SEGMENT_SPLIT + (64 << 10);
 
-/** Receives a layer's entries, cuts the tar into segments, and writes their gzip members to `out` in order. */
+/**
+ * Receives a layer's entries, cuts the tar into segments, and writes their gzip members to `out` in order.
+ * The main thread only lays out headers and where each file's data goes; reading the files into the
+ * segment and hashing it (its own sha256 and CRC-32, and the running diff id) run on the threadpool,
+ * several segments at once, beside their compression.
+ */
 export class SegmentedGzipWriter implements LayerEntrySink {
   private buf: Buffer;
   private len = 0;
+  /** Where the current segment's file data comes from, and the tar names of those files. */
+  private spans: SegmentSpan[] = [];
+  private names: string[] = [];
   /** Segment buffers whose members are written, ready for the next segments. */
   private readonly free: Buffer[] = [];
-  private readonly diff = createHash('sha256');
+  private readonly diff = new RunningSha256();
   private readonly queue: Promise<Member>[] = [];
   private readonly members: MemberRecord[] = [];
   private offset = 0;
   private reused = 0;
-  /** Segments in flight beyond the one being written: enough to keep every core compressing. */
-  private readonly depth = Math.max(2, availableParallelism());
-  private readonly scratch = Buffer.allocUnsafe(1);
+  /** Segments in flight beyond the one being written: enough to keep every core reading or compressing. */
+  private readonly depth = Math.max(3, availableParallelism() + 1);
 
   constructor(private readonly out: BlobWriter, private readonly level: number, private readonly reuse?: MemberSource) {
     this.buf = Buffer.allocUnsafe(SEGMENT_CAPACITY);
@@ -128,20 +140,12 @@ export class SegmentedGzipWriter implements LayerEntrySink {
       await this.addLarge(head, header.name, size, file!);
       return;
     }
-    // Files are read straight into the segment: no buffer per file, no copy.
-    // One byte of room past the data: a read that fills it means the file grew.
-    this.reserve(head.length + size + padding(size) + 1);
+    this.reserve(head.length + size + padding(size));
     this.len += head.copy(this.buf, this.len);
     if (size > 0) {
-      const fd = fs.openSync(file!, 'r');
-      try {
-        if (readUpTo(fd, this.buf, this.len, size + 1) !== size) {
-          this.checkEnd(fd, size, header.name);
-          readExact(fd, this.buf, this.len, size, 0, header.name);
-        }
-      } finally {
-        fs.closeSync(fd);
-      }
+      // Read later, straight into the segment, when the segment is complete.
+      this.spans.push({ path: file!, bufOffset: this.len, fileOffset: 0, length: size, end: true });
+      this.names.push(header.name);
       this.len += size;
       this.zeros(padding(size));
     }
@@ -153,23 +157,14 @@ export class SegmentedGzipWriter implements LayerEntrySink {
     await this.cut();
     this.reserve(head.length);
     this.len += head.copy(this.buf, this.len);
-    const h = await fsp.open(file, 'r');
-    try {
-      for (let off = 0; off < size;) {
-        const n = Math.min(SEGMENT_SPLIT, size - off);
-        this.reserve(n + padding(size));
-        for (let got = 0; got < n;) {
-          const { bytesRead } = await h.read(this.buf, this.len + got, n - got, off + got);
-          if (bytesRead === 0) throw new TarFormatError(`${name} shrank while being archived`);
-          got += bytesRead;
-        }
-        this.len += n;
-        off += n;
-        if (off < size) await this.cut();
-      }
-      this.checkEnd(h.fd, size, name);
-    } finally {
-      await h.close();
+    for (let off = 0; off < size;) {
+      const n = Math.min(SEGMENT_SPLIT, size - off);
+      this.reserve(n + padding(size));
+      this.spans.push({ path: file, bufOffset: this.len, fileOffset: off, length: n, end: off + n === size });
+      this.names.push(name);
+      this.len += n;
+      off += n;
+      if (off < size) await this.cut();
     }
     this.zeros(padding(size));
     await this.cut();
@@ -182,19 +177,18 @@ export class SegmentedGzipWriter implements LayerEntrySink {
     await this.cut();
     while (this.queue.length) await this.writeNext();
     return {
-      diffID: `sha256:${this.diff.digest('hex')}`,
+      diffID: `sha256:${(await this.diff.digest()).toString('hex')}`,
       index: { version: 1, level: this.level, zlib: process.versions.zlib, members: this.members },
       reused: this.reused,
     };
   }
 
-  /** Waits for what is in flight (after a failure, so nothing runs on unobserved). */
+  /** Waits for what is in flight (after a failure, so nothing runs on unobserved, or into a freed buffer). */
   async abandon(): Promise<void> {
-    await Promise.allSettled(this.queue.splice(0));
-  }
-
-  private checkEnd(fd: number, size: number, name: string): void {
-    if (fs.readSync(fd, this.scratch, 0, 1, size) > 0) throw new TarFormatError(`${name} grew while being archived`);
+    const members = this.queue.splice(0);
+    await Promise.allSettled(members);
+    await Promise.allSettled(members.map((m) => m.then((x) => x.hashed)));
+    await this.diff.digest().catch(() => undefined);
   }
 
   /** Room for `n` more bytes in the segment (a bigger buffer only for outsized headers). */
@@ -213,29 +207,35 @@ export class SegmentedGzipWriter implements LayerEntrySink {
   private async cut(): Promise<void> {
     if (this.len === 0) return;
     const segment = this.buf.subarray(0, this.len);
-    this.diff.update(segment);
+    const { spans, names } = this;
     this.buf = this.free.pop() ?? Buffer.allocUnsafe(SEGMENT_CAPACITY);
     this.len = 0;
-    const job = this.member(segment);
+    this.spans = [];
+    this.names = [];
+    const filled = fillSegment(segment, spans, true).catch((e: SegmentFillError) => { throw fillError(e, spans, names); });
+    const hashed = this.diff.update(segment, filled);
+    const job = this.member(segment, filled, hashed);
     job.catch(() => undefined); // observed when written, or by abandon()
+    hashed.catch(() => undefined);
     this.queue.push(job);
     while (this.queue.length > this.depth) await this.writeNext();
   }
 
-  private async member(segment: Buffer): Promise<Member> {
-    // WebCrypto's digest runs on the threadpool too, beside the compressions.
-    const sha256 = Buffer.from(await webcrypto.subtle.digest('SHA-256', segment)).toString('hex');
+  private async member(segment: Buffer, filled: Promise<{ sha256?: Buffer }>, hashed: Promise<void>): Promise<Member> {
+    const sha256 = (await filled).sha256!.toString('hex');
     const copied = this.reuse ? await this.reuse.read(sha256, segment) : null;
     const data = copied ?? (await gzipAsync(segment, { level: this.level, chunkSize: GZIP_CHUNK }));
-    return { sha256, size: segment.length, data, reused: copied !== null, segment };
+    return { sha256, size: segment.length, data, reused: copied !== null, segment, hashed };
   }
 
   private async writeNext(): Promise<void> {
     const m = await this.queue[0];
     this.queue.shift();
-    // Nothing reads the segment any more: its buffer takes a later one.
+    // Nothing reads the segment any more once the diff id has taken it in: its buffer takes a later one.
+    await m.hashed;
     if (m.segment.buffer.byteLength === SEGMENT_CAPACITY) this.free.push(Buffer.from(m.segment.buffer, m.segment.byteOffset, SEGMENT_CAPACITY));
-    this.members.push({ sha256: m.sha256, size: m.size, offset: this.offset, csize: m.data.length });
+    // A gzip member ends with the CRC-32 of its data and the data's length.
+    this.members.push({ sha256: m.sha256, size: m.size, offset: this.offset, csize: m.data.length, crc: m.data.readUInt32LE(m.data.length - 8) });
     this.offset += m.data.length;
     if (m.reused) this.reused++;
     if (!this.out.write(m.data)) {
@@ -248,20 +248,14 @@ export class SegmentedGzipWriter implements LayerEntrySink {
   }
 }
 
+/** The error a failed fill stands for: a file that changed size while archived, or the failed call's. */
+function fillError(e: SegmentFillError, spans: SegmentSpan[], names: string[]): Error {
+  const name = names[e.item] ?? '?';
+  if (e.syscall === 'shrank' || e.syscall === 'grew') return new TarFormatError(`${name} ${e.syscall} while being archived`);
+  if (e.syscall === 'sha256' || spans[e.item] === undefined) return e;
+  const code = getSystemErrorName(-e.errno);
+  const path = spans[e.item].path;
+  return Object.assign(new Error(`${code}: ${e.message.replace(/^\w+: /, '')}, ${e.syscall} '${path}'`), { code, errno: -e.errno, syscall: e.syscall, path });
+}
+
 const padding = (size: number) => (BLOCK - (size % BLOCK)) % BLOCK;
-
-/** Reads from the start of the file until `n` bytes or its end; returns how many came. */
-function readUpTo(fd: number, buf: Buffer, off: number, n: number): number {
-  let got = 0;
-  for (let r = -1; got < n && r !== 0; got += r) r = fs.readSync(fd, buf, off + got, n - got, got);
-  return got;
-}
-
-function readExact(fd: number, buf: Buffer, off: number, n: number, pos: number, name: string): void {
-  let got = 0;
-  while (got < n) {
-    const r = fs.readSync(fd, buf, off + got, n - got, pos + got);
-    if (r === 0) throw new TarFormatError(`${name} shrank while being archived`);
-    got += r;
-  }
-}

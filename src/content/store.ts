@@ -5,12 +5,13 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { createHash, randomBytes, type Hash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Digest } from '../../solver/llb/ops.js';
 import { BuilderError, UserError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';
+import { RunningSha256 } from '../native/fsx.js';
 
 export interface Expected {
   digest?: Digest;
@@ -41,6 +42,8 @@ export interface MemberRecord {
   size: number;
   offset: number;
   csize: number;
+  /** CRC-32 of the uncompressed segment, as in the member's trailer (absent in indexes made before it). */
+  crc?: number;
 }
 
 /** The members of a segmented gzip blob, and what made them (members are reusable only under the same). */
@@ -58,7 +61,8 @@ const DIGEST_RE = /^sha256:[0-9a-f]{64}$/;
  * the temp file. Nothing becomes visible under the blob's name unless `commit` succeeds.
  */
 export class BlobWriter extends Writable {
-  private readonly hash: Hash = createHash('sha256');
+  // Hashed on the threadpool, beside the write: a layer's megabytes keep the main thread busy otherwise.
+  private readonly hash = new RunningSha256();
   private size = 0;
   private handle: fsp.FileHandle | null = null;
   private committed = false;
@@ -73,9 +77,8 @@ export class BlobWriter extends Writable {
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
-    this.hash.update(chunk);
     this.size += chunk.length;
-    writeAll(this.handle!, chunk).then(() => cb(), cb);
+    Promise.all([this.hash.update(chunk), writeAll(this.handle!, chunk)]).then(() => cb(), cb);
   }
 
   override _final(cb: (err?: Error | null) => void): void {
@@ -99,7 +102,7 @@ export class BlobWriter extends Writable {
         this.once('finish', resolve);
         this.once('error', reject);
       });
-      const digest = `sha256:${this.hash.digest('hex')}` as Digest;
+      const digest = `sha256:${(await this.hash.digest()).toString('hex')}` as Digest;
       if (expected?.digest !== undefined && expected.digest !== digest) {
         throw new DigestMismatchError(`unexpected commit digest ${digest}, expected ${expected.digest}: failed precondition`);
       }

@@ -1,8 +1,12 @@
 // Filesystem calls Node does not expose: extended attributes (xattrs on symlinks included,
 // security.capability and overlay's trusted.* among them), mknod for overlay whiteouts, and an in-kernel
-// copy between open files (copy_file_range, sendfile as fallback) for writing archives of stored blobs.
+// copy between open files (copy_file_range, sendfile as fallback) for writing archives of stored blobs, and
+// an atomic swap of two paths (renameat2 RENAME_EXCHANGE).
+// (segment.c adds the async segment reading and hashing of layer archives.)
 // Synchronous on purpose: each call is one short syscall on a local filesystem (copies go in chunks).
+#define _GNU_SOURCE // copy_file_range, renameat2
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -10,8 +14,11 @@
 #include <sys/types.h>
 #include <sys/xattr.h>
 #include <sys/sendfile.h>
+#include <fcntl.h>
 #include <unistd.h>
 #include <node_api.h>
+
+#include "segment.h"
 
 #define PATH_MAX_LEN 4096
 
@@ -22,7 +29,8 @@ static napi_value throw_errno(napi_env env, const char *syscall, const char *pat
   napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &message);
   napi_create_error(env, NULL, message, &error);
   const char *name = err == ENOENT ? "ENOENT" : err == ENODATA ? "ENODATA" : err == ENOTSUP ? "ENOTSUP"
-                   : err == EPERM ? "EPERM" : err == EEXIST ? "EEXIST" : err == EACCES ? "EACCES" : "EIO";
+                   : err == EPERM ? "EPERM" : err == EEXIST ? "EEXIST" : err == EACCES ? "EACCES"
+                   : err == EINVAL ? "EINVAL" : err == ENOSYS ? "ENOSYS" : err == EXDEV ? "EXDEV" : "EIO";
   napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &code);
   napi_set_named_property(env, error, "code", code);
   napi_value errnoValue;
@@ -150,6 +158,17 @@ static napi_value copyRange(napi_env env, napi_callback_info info) {
   return result;
 }
 
+// exchange(a, b): swaps two paths atomically (renameat2 RENAME_EXCHANGE). Throws with code ENOENT when
+// either is missing, EINVAL/ENOSYS/ENOTSUP where the filesystem or kernel cannot.
+static napi_value exchange(napi_env env, napi_callback_info info) {
+  size_t argc = 2; napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  char a[PATH_MAX_LEN], b[PATH_MAX_LEN];
+  if (get_string(env, argv[0], a, sizeof a) || get_string(env, argv[1], b, sizeof b)) return NULL;
+  if (renameat2(AT_FDCWD, a, AT_FDCWD, b, RENAME_EXCHANGE) != 0) return throw_errno(env, "renameat2", b, errno);
+  return NULL;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"list", NULL, list, NULL, NULL, NULL, napi_default, NULL},
@@ -158,8 +177,10 @@ static napi_value init(napi_env env, napi_value exports) {
     {"remove", NULL, removeAttr, NULL, NULL, NULL, napi_default, NULL},
     {"mknod", NULL, mknodFn, NULL, NULL, NULL, napi_default, NULL},
     {"copyRange", NULL, copyRange, NULL, NULL, NULL, napi_default, NULL},
+    {"exchange", NULL, exchange, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  segment_init(env, exports);
   return exports;
 }
 

@@ -1,4 +1,5 @@
-// Typed access to the native addon in fsx.c (xattrs, mknod and in-kernel copies, which Node's fs lacks).
+// Typed access to the native addon in fsx.c (xattrs, mknod and in-kernel copies, which Node's fs lacks) and
+// segment.c (layer segments read and hashed on the threadpool).
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
@@ -11,7 +12,15 @@ interface FsxBinding {
   remove(path: string, name: string): void;
   mknod(path: string, mode: number, major: number, minor: number): void;
   copyRange(inFd: number, outFd: number, length: number): number;
+  exchange(a: string, b: string): void;
+  fillSegment(buf: Buffer, paths: string[], spans: Float64Array, hash: boolean): Promise<{ sha256?: Buffer }>;
+  sha256Create(): RunningHashHandle;
+  sha256Update(h: RunningHashHandle, data: Buffer): Promise<void>;
+  sha256Digest(h: RunningHashHandle): Buffer;
 }
+
+declare const runningHash: unique symbol;
+type RunningHashHandle = { [runningHash]: true };
 
 function locateAddon(): string {
   // Compiled JS lives in dist/src/native (the bundled CLI in dist/src/cli, as deep); the addon is built in
@@ -47,3 +56,57 @@ export const mknod = (p: string, mode: number, major: number, minor: number): vo
  * advance); returns the bytes copied, fewer only at the end of the input.
  */
 export const copyRange = (inFd: number, outFd: number, length: number): number => binding.copyRange(inFd, outFd, length);
+
+/**
+ * Swaps two paths atomically (renameat2 RENAME_EXCHANGE). Throws (code ENOENT, EINVAL, ENOSYS, ...) when a
+ * path is missing or the filesystem cannot.
+ */
+export const exchange = (a: string, b: string): void => binding.exchange(a, b);
+
+/** A file span to read into a segment buffer: `length` bytes from `fileOffset` to `bufOffset`. */
+export interface SegmentSpan {
+  path: string;
+  bufOffset: number;
+  fileOffset: number;
+  length: number;
+  /** The span ends the file: a byte past it means the file grew. */
+  end: boolean;
+}
+
+/** Why fillSegment failed: a call's errno, or a file that no longer has the size it was listed with. */
+export interface SegmentFillError extends Error {
+  syscall: 'open' | 'read' | 'shrank' | 'grew' | 'sha256';
+  errno: number;
+  /** Index of the span it failed on. */
+  item: number;
+}
+
+/**
+ * Reads the spans into `buf` on the threadpool, then (with `hash`) returns the sha256 of the whole of
+ * `buf`. `buf` must not be touched until the promise settles.
+ */
+export function fillSegment(buf: Buffer, spans: SegmentSpan[], hash: boolean): Promise<{ sha256?: Buffer }> {
+  const nums = new Float64Array(spans.length * 4);
+  spans.forEach((s, i) => nums.set([s.bufOffset, s.fileOffset, s.length, s.end ? 1 : 0], i * 4));
+  return binding.fillSegment(buf, spans.map((s) => s.path), nums, hash);
+}
+
+/** A sha256 fed on the threadpool, one update at a time, in the order they are chained. */
+export class RunningSha256 {
+  private readonly handle = binding.sha256Create();
+  private tail: Promise<void> = Promise.resolve();
+
+  /** Queues `data` after what is queued; `data` must not change until the returned promise settles. */
+  update(data: Buffer, after: Promise<unknown> = Promise.resolve()): Promise<void> {
+    const next = Promise.all([this.tail, after]).then(() => binding.sha256Update(this.handle, data));
+    // A failed step fails every later one (and digest()).
+    this.tail = next;
+    return next;
+  }
+
+  /** The digest of everything queued, once it is hashed. */
+  async digest(): Promise<Buffer> {
+    await this.tail;
+    return binding.sha256Digest(this.handle);
+  }
+}

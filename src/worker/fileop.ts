@@ -334,9 +334,10 @@ class Copier {
     const { include, exclude } = this.opts;
     const tasks: Promise<void>[] = [];
     const kept = this.opts.refresh ? new Set<string>() : null;
-    const names = (await fsp.readdir(src)).sort();
-    // Stat a directory's entries together: one round trip through the thread pool instead of one each.
-    const stats = await Promise.all(names.map((name) => fsp.lstat(path.join(src, name))));
+    // Synchronous metadata calls: a local lstat takes microseconds, less than a trip through the threadpool
+    // (which the copies keep busy).
+    const names = fs.readdirSync(src).sort();
+    const stats = names.map((name) => fs.lstatSync(path.join(src, name)));
     try {
       for (const [i, name] of names.entries()) {
         const s = path.join(src, name);

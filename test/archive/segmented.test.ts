@@ -13,7 +13,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Digest } from '../../solver/llb/ops.js';
 import { ContentStore } from '../../src/content/store.js';
 import { applyLayerBlob, createLayerBlob, writeLayerTar, type LayerBlob } from '../../src/archive/layer.js';
-import { SEGMENT_MIN, SEGMENT_SPLIT } from '../../src/archive/segmented.js';
+import { SEGMENT_MIN, SEGMENT_SPLIT, SegmentedGzipWriter } from '../../src/archive/segmented.js';
+import { TarFormatError } from '../../src/archive/tar.js';
 import { writeImage } from '../../src/exporter/image.js';
 import { exportLayoutDir } from '../../src/exporter/oci.js';
 
@@ -178,6 +179,43 @@ describe('segmented gzip layer blobs', () => {
     const level1 = await createLayerBlob(other, tree, { level: 1, reuseFrom: [first.digest], onStats: (s) => (stats = s) });
     expect(stats.reused).toBe(0);
     await sh('gzip', ['-t', other.blobPath(level1.digest)]);
+  });
+
+  it('reuses the members of an index recorded before it held CRCs', async () => {
+    const other = new ContentStore(path.join(tmp, 'content-old-index'));
+    const base = await createLayerBlob(other, tree);
+    const index = (await other.readMemberIndex(base.digest))!;
+    expect(index.members.every((m) => typeof m.crc === 'number')).toBe(true);
+    await other.writeMemberIndex(base.digest, { ...index, members: index.members.map(({ crc: _crc, ...m }) => m) });
+    let stats = { members: 0, reused: 0 };
+    const again = await createLayerBlob(other, tree, { reuseFrom: [base.digest], onStats: (s) => (stats = s) });
+    expect(again.digest).toBe(first.digest);
+    expect(stats.reused).toBe(stats.members);
+  });
+
+  it('fails naming the entry when a file changes size or goes away while archived', async () => {
+    const other = new ContentStore(path.join(tmp, 'content-changing'));
+    const file = path.join(tmp, 'fifty');
+    await fs.writeFile(file, 'x'.repeat(50));
+    const archive = async (size: number, from: string) => {
+      const writer = await other.openWriter();
+      const seg = new SegmentedGzipWriter(writer, 6);
+      try {
+        await seg.add({ name: 'app/data', type: 'file', mode: 0o644, uid: 0, gid: 0, size, mtime: 0 }, from);
+        await seg.finish();
+      } catch (e) {
+        await seg.abandon();
+        throw e;
+      } finally {
+        await writer.abort();
+      }
+    };
+    await expect(archive(80, file)).rejects.toThrow(new TarFormatError('app/data shrank while being archived'));
+    await expect(archive(20, file)).rejects.toThrow(new TarFormatError('app/data grew while being archived'));
+    await expect(archive(SEGMENT_SPLIT + 10, file)).rejects.toThrow(/shrank/);
+    await expect(archive(50, path.join(tmp, 'missing'))).rejects.toMatchObject({ code: 'ENOENT', syscall: 'open', path: path.join(tmp, 'missing') });
+    // Nothing half-written stays behind.
+    expect(await fs.readdir(path.join(tmp, 'content-changing', 'blobs', 'tmp')).catch(() => [])).toEqual([]);
   });
 
   it('removes the index with its blob', async () => {

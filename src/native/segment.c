@@ -1,0 +1,275 @@
+// Layer segments off the main thread (see src/archive/segmented.ts): filling a segment buffer with the
+// data of the files it holds, and the sha256 of segments and of the whole tar (the diff id), as async
+// work on libuv's threadpool. The main thread only walks the tree and writes tar headers.
+// OpenSSL is Node's own: its symbols resolve from the node process when the addon loads.
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <node_api.h>
+#include <openssl/evp.h>
+
+#include "segment.h"
+
+// ------------------------------------------------------------------ fillSegment
+
+enum { FILL_CHECK_END = 1 };
+
+typedef struct {
+  char *path;
+  uint64_t buf_offset, file_offset, length;
+  uint32_t flags;
+} fill_item;
+
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  napi_ref buffer_ref;
+  uint8_t *buf;
+  size_t buf_len;
+  fill_item *items;
+  size_t count;
+  int hash;
+  // results
+  unsigned char sha256[32];
+  int err;              // errno of a failed call, or 0
+  const char *syscall;  // that call, or a TarFormatError kind: "shrank" / "grew"
+  size_t failed;        // index of the item it failed on
+} fill_job;
+
+static int fill_one(fill_job *job, fill_item *it) {
+  int fd = open(it->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) { job->err = errno; job->syscall = "open"; return -1; }
+  uint64_t got = 0;
+  while (got < it->length) {
+    ssize_t n = pread(fd, job->buf + it->buf_offset + got, (size_t)(it->length - got), (off_t)(it->file_offset + got));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      job->err = errno; job->syscall = "read"; close(fd); return -1;
+    }
+    if (n == 0) { job->syscall = "shrank"; close(fd); return -1; }
+    got += (uint64_t)n;
+  }
+  if (it->flags & FILL_CHECK_END) {
+    unsigned char extra;
+    ssize_t n;
+    do n = pread(fd, &extra, 1, (off_t)(it->file_offset + it->length)); while (n < 0 && errno == EINTR);
+    if (n > 0) { job->syscall = "grew"; close(fd); return -1; }
+  }
+  close(fd);
+  return 0;
+}
+
+static void fill_execute(napi_env env, void *data) {
+  (void)env;
+  fill_job *job = data;
+  for (size_t i = 0; i < job->count; i++) {
+    if (fill_one(job, &job->items[i]) != 0) { job->failed = i; return; }
+  }
+  if (job->hash) {
+    unsigned int len = 0;
+    if (!EVP_Digest(job->buf, job->buf_len, job->sha256, &len, EVP_sha256(), NULL)) { job->err = EIO; job->syscall = "sha256"; return; }
+  }
+}
+
+static void fill_complete(napi_env env, napi_status status, void *data) {
+  fill_job *job = data;
+  napi_value result;
+  if (status != napi_ok) {
+    napi_value msg;
+    napi_create_string_utf8(env, "segment fill cancelled", NAPI_AUTO_LENGTH, &msg);
+    napi_create_error(env, NULL, msg, &result);
+    napi_reject_deferred(env, job->deferred, result);
+  } else if (job->syscall) {
+    // Rejected with what JS needs to raise its own errors: the call, errno and the item's index.
+    napi_value msg, v;
+    char text[128];
+    snprintf(text, sizeof text, "%s: %s", job->syscall, job->err ? strerror(job->err) : "size changed");
+    napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &msg);
+    napi_create_error(env, NULL, msg, &result);
+    napi_create_string_utf8(env, job->syscall, NAPI_AUTO_LENGTH, &v);
+    napi_set_named_property(env, result, "syscall", v);
+    napi_create_int32(env, job->err, &v);
+    napi_set_named_property(env, result, "errno", v);
+    napi_create_int64(env, (int64_t)job->failed, &v);
+    napi_set_named_property(env, result, "item", v);
+    napi_reject_deferred(env, job->deferred, result);
+  } else {
+    napi_create_object(env, &result);
+    if (job->hash) {
+      void *out; napi_value buf;
+      napi_create_buffer_copy(env, 32, job->sha256, &out, &buf);
+      napi_set_named_property(env, result, "sha256", buf);
+    }
+    napi_resolve_deferred(env, job->deferred, result);
+  }
+  napi_delete_reference(env, job->buffer_ref);
+  napi_delete_async_work(env, job->work);
+  for (size_t i = 0; i < job->count; i++) free(job->items[i].path);
+  free(job->items);
+  free(job);
+}
+
+// fillSegment(buffer, paths: string[], spans: Float64Array (bufOffset, fileOffset, length, flags) per path,
+//             hash: boolean) -> Promise<{ sha256?: Buffer }>
+// Reads each span of each file into the buffer, checks that a whole file ends where it should, then
+// (if asked) hashes the whole buffer. The buffer must not be touched until the promise settles.
+static napi_value fillSegment(napi_env env, napi_callback_info info) {
+  size_t argc = 4; napi_value argv[4];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  fill_job *job = calloc(1, sizeof *job);
+  if (!job) { napi_throw_error(env, NULL, "out of memory"); return NULL; }
+  void *buf; size_t buf_len;
+  uint32_t count;
+  void *spans; size_t span_count; napi_typedarray_type type;
+  bool hash;
+  if (napi_get_buffer_info(env, argv[0], &buf, &buf_len) != napi_ok || napi_get_array_length(env, argv[1], &count) != napi_ok ||
+      napi_get_typedarray_info(env, argv[2], &type, &span_count, &spans, NULL, NULL) != napi_ok || type != napi_float64_array ||
+      span_count < (size_t)count * 4 || napi_get_value_bool(env, argv[3], &hash) != napi_ok) {
+    free(job);
+    napi_throw_type_error(env, NULL, "fillSegment(buffer, paths, spans, hash)");
+    return NULL;
+  }
+  job->buf = buf; job->buf_len = buf_len; job->count = count; job->hash = hash;
+  job->items = calloc(count ? count : 1, sizeof *job->items);
+  const double *s = spans;
+  for (uint32_t i = 0; i < count; i++) {
+    napi_value p; size_t n;
+    napi_get_element(env, argv[1], i, &p);
+    fill_item *it = &job->items[i];
+    if (napi_get_value_string_utf8(env, p, NULL, 0, &n) != napi_ok) { n = 0; }
+    it->path = malloc(n + 1);
+    napi_get_value_string_utf8(env, p, it->path, n + 1, &n);
+    it->buf_offset = (uint64_t)s[i * 4]; it->file_offset = (uint64_t)s[i * 4 + 1];
+    it->length = (uint64_t)s[i * 4 + 2]; it->flags = (uint32_t)s[i * 4 + 3];
+    if (it->buf_offset + it->length > buf_len) {
+      for (uint32_t j = 0; j <= i; j++) free(job->items[j].path);
+      free(job->items); free(job);
+      napi_throw_range_error(env, NULL, "fillSegment: span outside the buffer");
+      return NULL;
+    }
+  }
+  napi_value promise, name;
+  napi_create_promise(env, &job->deferred, &promise);
+  napi_create_reference(env, argv[0], 1, &job->buffer_ref);
+  napi_create_string_utf8(env, "fillSegment", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, fill_execute, fill_complete, job, &job->work);
+  napi_queue_async_work(env, job->work);
+  return promise;
+}
+
+// ------------------------------------------------------------------ running sha256
+
+// A sha256 whose updates run on the threadpool. The caller orders them: one update in flight at a time.
+typedef struct {
+  EVP_MD_CTX *ctx;
+  int busy;
+} running_hash;
+
+static void hash_finalize(napi_env env, void *data, void *hint) {
+  (void)env; (void)hint;
+  running_hash *h = data;
+  EVP_MD_CTX_free(h->ctx);
+  free(h);
+}
+
+// sha256Create() -> handle
+static napi_value sha256Create(napi_env env, napi_callback_info info) {
+  (void)info;
+  running_hash *h = calloc(1, sizeof *h);
+  if (!h || !(h->ctx = EVP_MD_CTX_new()) || !EVP_DigestInit_ex(h->ctx, EVP_sha256(), NULL)) {
+    if (h) { EVP_MD_CTX_free(h->ctx); free(h); }
+    napi_throw_error(env, NULL, "sha256: cannot initialise");
+    return NULL;
+  }
+  napi_value handle;
+  napi_create_external(env, h, hash_finalize, NULL, &handle);
+  return handle;
+}
+
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  napi_ref buffer_ref;
+  running_hash *hash;
+  const uint8_t *data;
+  size_t len;
+  int ok;
+} update_job;
+
+static void update_execute(napi_env env, void *data) {
+  (void)env;
+  update_job *job = data;
+  job->ok = EVP_DigestUpdate(job->hash->ctx, job->data, job->len);
+}
+
+static void update_complete(napi_env env, napi_status status, void *data) {
+  update_job *job = data;
+  job->hash->busy = 0;
+  napi_value undefined;
+  napi_get_undefined(env, &undefined);
+  if (status == napi_ok && job->ok) {
+    napi_resolve_deferred(env, job->deferred, undefined);
+  } else {
+    napi_value msg, err;
+    napi_create_string_utf8(env, "sha256: update failed", NAPI_AUTO_LENGTH, &msg);
+    napi_create_error(env, NULL, msg, &err);
+    napi_reject_deferred(env, job->deferred, err);
+  }
+  napi_delete_reference(env, job->buffer_ref);
+  napi_delete_async_work(env, job->work);
+  free(job);
+}
+
+// sha256Update(handle, buffer) -> Promise<void>; the buffer must not change until it settles.
+static napi_value sha256Update(napi_env env, napi_callback_info info) {
+  size_t argc = 2; napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  running_hash *h; void *data; size_t len;
+  if (napi_get_value_external(env, argv[0], (void **)&h) != napi_ok || napi_get_buffer_info(env, argv[1], &data, &len) != napi_ok) {
+    napi_throw_type_error(env, NULL, "sha256Update(handle, buffer)");
+    return NULL;
+  }
+  if (h->busy) { napi_throw_error(env, NULL, "sha256Update: an update is running, or the hash is spent"); return NULL; }
+  update_job *job = calloc(1, sizeof *job);
+  if (!job) { napi_throw_error(env, NULL, "out of memory"); return NULL; }
+  h->busy = 1;
+  job->hash = h; job->data = data; job->len = len;
+  napi_value promise, name;
+  napi_create_promise(env, &job->deferred, &promise);
+  napi_create_reference(env, argv[1], 1, &job->buffer_ref);
+  napi_create_string_utf8(env, "sha256Update", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, update_execute, update_complete, job, &job->work);
+  napi_queue_async_work(env, job->work);
+  return promise;
+}
+
+// sha256Digest(handle) -> Buffer (32 bytes); the handle is spent.
+static napi_value sha256Digest(napi_env env, napi_callback_info info) {
+  size_t argc = 1; napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  running_hash *h;
+  if (napi_get_value_external(env, argv[0], (void **)&h) != napi_ok || h->busy) {
+    napi_throw_type_error(env, NULL, "sha256Digest(handle) with no update running");
+    return NULL;
+  }
+  unsigned char md[32]; unsigned int len = 0;
+  h->busy = 2; // spent: later updates are refused
+  if (!EVP_DigestFinal_ex(h->ctx, md, &len)) { napi_throw_error(env, NULL, "sha256: final failed"); return NULL; }
+  void *out; napi_value buf;
+  napi_create_buffer_copy(env, 32, md, &out, &buf);
+  return buf;
+}
+
+void segment_init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+    {"fillSegment", NULL, fillSegment, NULL, NULL, NULL, napi_default, NULL},
+    {"sha256Create", NULL, sha256Create, NULL, NULL, NULL, napi_default, NULL},
+    {"sha256Update", NULL, sha256Update, NULL, NULL, NULL, napi_default, NULL},
+    {"sha256Digest", NULL, sha256Digest, NULL, NULL, NULL, napi_default, NULL},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+}
