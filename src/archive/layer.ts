@@ -352,7 +352,8 @@ export interface LayerBlobOptions extends LayerTarOptions {
   /** gzip: earlier blobs whose members (by uncompressed sha256) may be copied instead of compressed. */
   reuseFrom?: Digest[];
   /** gzip: how many members the blob got and how many were copied. */
-  onStats?: (s: { members: number; reused: number }) => void;
+  /** Members made, members copied from earlier blobs, and segments known by fingerprint (not hashed). */
+  onStats?: (s: { members: number; reused: number; known: number }) => void;
 }
 
 const MEDIA_TYPES: Record<Compression, string> = {
@@ -411,11 +412,11 @@ async function createSegmentedGzipBlob(store: ContentStore, dir: string, opts: L
   const seg = new SegmentedGzipWriter(writer, level, reuse);
   try {
     const entries = await walkLayer(dir, seg, opts);
-    const { diffID, index, reused } = await seg.finish();
+    const { diffID, index, reused, known } = await seg.finish();
     const { digest, size } = await writer.commit();
     // After its blob: an index only ever names a blob that exists.
     await store.writeMemberIndex(digest, index);
-    opts.onStats?.({ members: index.members.length, reused });
+    opts.onStats?.({ members: index.members.length, reused, known });
     return { digest, size, diffID, mediaType: MEDIA_TYPE_LAYER_GZIP, empty: entries === 0 };
   } catch (e) {
     await seg.abandon();

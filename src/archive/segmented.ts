@@ -7,9 +7,11 @@
 //   changes only its own segment (or, when its size moves a cut, the few up to the next common cut);
 // - each segment is filled with its files' data, hashed and compressed on libuv's threadpool, several at
 //   once, members written in order (the main thread only walks the tree and writes the tar headers);
-// - a member index (uncompressed sha256 and length, compressed offset and length) is kept per blob, and a
-//   segment whose sha256 matches a member of a candidate blob (made with the same level and zlib) is copied
-//   from that blob instead of compressed again.
+// - a member index (uncompressed sha256, length, CRC-32 and fingerprint, compressed offset and length) is
+//   kept per blob, and a segment whose sha256 matches a member of a candidate blob (made with the same level
+//   and zlib) is copied from that blob instead of compressed again. A segment whose fingerprint (the inodes
+//   it reads: see fillSegment) matches a member's is not even hashed: an edited tree made of hard links to
+//   the previous one hashes only what changed (and its diff id, which covers every byte).
 // The blob's bytes depend only on the tar bytes, the level and zlib's version: with or without reuse, the
 // same tree gives the same blob.
 import fsp from 'node:fs/promises';
@@ -39,6 +41,8 @@ export interface LayerEntrySink {
 /** Members of earlier blobs that a new blob may copy instead of compressing, by uncompressed sha256. */
 export class MemberSource {
   private readonly byHash = new Map<string, { digest: Digest; member: MemberRecord }>();
+  /** Uncompressed sha256 by fingerprint: segments known without hashing them. */
+  private readonly byFingerprint = new Map<string, string>();
   private readonly handles = new Map<Digest, Promise<fsp.FileHandle | null>>();
 
   private constructor(private readonly store: ContentStore) {}
@@ -49,12 +53,21 @@ export class MemberSource {
     for (const digest of candidates) {
       const index = await store.readMemberIndex(digest);
       if (!index || index.level !== level || index.zlib !== process.versions.zlib) continue;
-      for (const member of index.members) if (!src.byHash.has(member.sha256)) src.byHash.set(member.sha256, { digest, member });
+      for (const member of index.members) {
+        if (!src.byHash.has(member.sha256)) src.byHash.set(member.sha256, { digest, member });
+        if (member.fp !== undefined) src.byFingerprint.set(member.fp, member.sha256);
+      }
     }
     return src;
   }
 
   get size(): number { return this.byHash.size; }
+
+  /** Whether segments can be looked up by fingerprint (their own hashing is then skipped on a match). */
+  get fingerprinted(): boolean { return this.byFingerprint.size > 0; }
+
+  /** The sha256 of a segment with this fingerprint, if one was seen. */
+  sha256Of(fingerprint: string): string | undefined { return this.byFingerprint.get(fingerprint); }
 
   /**
    * The compressed member for this segment (of this sha256), or null (no match, blob gone, or the member
@@ -93,6 +106,8 @@ export interface SegmentedResult {
   index: MemberIndex;
   /** Members copied from earlier blobs. */
   reused: number;
+  /** Segments whose sha256 came from a fingerprint match instead of hashing. */
+  known: number;
 }
 
 /** FNV-1a of the name's UTF-8 bytes: a cheap, stable choice of cut points. */
@@ -102,7 +117,7 @@ function nameHash(name: string): number {
   return h;
 }
 
-type Member = { sha256: string; size: number; data: Buffer; reused: boolean; segment: Buffer; hashed: Promise<void> };
+type Member = { sha256: string; fp?: string; size: number; data: Buffer; reused: boolean; segment: Buffer; hashed: Promise<void> };
 
 /** Segment buffers: the largest segment is 8 MiB of entries plus one entry of up to 4 MiB and its header. */
 const SEGMENT_CAPACITY = SEGMENT_MAX + SEGMENT_SPLIT + (64 << 10);
@@ -126,6 +141,7 @@ export class SegmentedGzipWriter implements LayerEntrySink {
   private readonly members: MemberRecord[] = [];
   private offset = 0;
   private reused = 0;
+  private known = 0;
   /** Segments in flight beyond the one being written: enough to keep every core reading or compressing. */
   private readonly depth = Math.max(3, availableParallelism() + 1);
 
@@ -180,6 +196,7 @@ export class SegmentedGzipWriter implements LayerEntrySink {
       diffID: `sha256:${(await this.diff.digest()).toString('hex')}`,
       index: { version: 1, level: this.level, zlib: process.versions.zlib, members: this.members },
       reused: this.reused,
+      known: this.known,
     };
   }
 
@@ -212,7 +229,9 @@ export class SegmentedGzipWriter implements LayerEntrySink {
     this.len = 0;
     this.spans = [];
     this.names = [];
-    const filled = fillSegment(segment, spans, true).catch((e: SegmentFillError) => { throw fillError(e, spans, names); });
+    // With fingerprints to match, a segment is hashed only when its fingerprint is new.
+    const hash = !this.reuse?.fingerprinted;
+    const filled = fillSegment(segment, spans, { hash, fingerprint: true }).catch((e: SegmentFillError) => { throw fillError(e, spans, names); });
     const hashed = this.diff.update(segment, filled);
     const job = this.member(segment, filled, hashed);
     job.catch(() => undefined); // observed when written, or by abandon()
@@ -221,11 +240,15 @@ export class SegmentedGzipWriter implements LayerEntrySink {
     while (this.queue.length > this.depth) await this.writeNext();
   }
 
-  private async member(segment: Buffer, filled: Promise<{ sha256?: Buffer }>, hashed: Promise<void>): Promise<Member> {
-    const sha256 = (await filled).sha256!.toString('hex');
+  private async member(segment: Buffer, filled: Promise<{ sha256?: Buffer; fingerprint?: Buffer }>, hashed: Promise<void>): Promise<Member> {
+    const { sha256: digest, fingerprint } = await filled;
+    const fp = fingerprint?.toString('hex');
+    const known = digest === undefined && fp !== undefined ? this.reuse?.sha256Of(fp) : undefined;
+    if (known !== undefined) this.known++;
+    const sha256 = digest?.toString('hex') ?? known ?? (await fillSegment(segment, [], { hash: true })).sha256!.toString('hex');
     const copied = this.reuse ? await this.reuse.read(sha256, segment) : null;
     const data = copied ?? (await gzipAsync(segment, { level: this.level, chunkSize: GZIP_CHUNK }));
-    return { sha256, size: segment.length, data, reused: copied !== null, segment, hashed };
+    return { sha256, fp, size: segment.length, data, reused: copied !== null, segment, hashed };
   }
 
   private async writeNext(): Promise<void> {
@@ -235,7 +258,7 @@ export class SegmentedGzipWriter implements LayerEntrySink {
     await m.hashed;
     if (m.segment.buffer.byteLength === SEGMENT_CAPACITY) this.free.push(Buffer.from(m.segment.buffer, m.segment.byteOffset, SEGMENT_CAPACITY));
     // A gzip member ends with the CRC-32 of its data and the data's length.
-    this.members.push({ sha256: m.sha256, size: m.size, offset: this.offset, csize: m.data.length, crc: m.data.readUInt32LE(m.data.length - 8) });
+    this.members.push({ sha256: m.sha256, size: m.size, offset: this.offset, csize: m.data.length, crc: m.data.readUInt32LE(m.data.length - 8), fp: m.fp });
     this.offset += m.data.length;
     if (m.reused) this.reused++;
     if (!this.out.write(m.data)) {

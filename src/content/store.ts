@@ -44,6 +44,8 @@ export interface MemberRecord {
   csize: number;
   /** CRC-32 of the uncompressed segment, as in the member's trailer (absent in indexes made before it). */
   crc?: number;
+  /** The segment's fingerprint (see fillSegment in src/native/fsx.ts), where the filesystem allowed one. */
+  fp?: string;
 }
 
 /** The members of a segmented gzip blob, and what made them (members are reusable only under the same). */

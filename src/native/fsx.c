@@ -2,7 +2,8 @@
 // security.capability and overlay's trusted.* among them), mknod for overlay whiteouts, and an in-kernel
 // copy between open files (copy_file_range, sendfile as fallback) for writing archives of stored blobs, and
 // an atomic swap of two paths (renameat2 RENAME_EXCHANGE).
-// (segment.c adds the async segment reading and hashing of layer archives.)
+// (segment.c adds the async segment reading and hashing of layer archives, clone.c the async clone of a
+// snapshot tree.)
 // Synchronous on purpose: each call is one short syscall on a local filesystem (copies go in chunks).
 #define _GNU_SOURCE // copy_file_range, renameat2
 #include <errno.h>
@@ -18,6 +19,7 @@
 #include <unistd.h>
 #include <node_api.h>
 
+#include "clone.h"
 #include "segment.h"
 
 #define PATH_MAX_LEN 4096
@@ -181,6 +183,7 @@ static napi_value init(napi_env env, napi_value exports) {
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   segment_init(env, exports);
+  clone_init(env, exports);
   return exports;
 }
 

@@ -1,5 +1,6 @@
 // Typed access to the native addon in fsx.c (xattrs, mknod and in-kernel copies, which Node's fs lacks) and
-// segment.c (layer segments read and hashed on the threadpool).
+// segment.c (layer segments read and hashed on the threadpool) and clone.c (a snapshot tree hard-linked on
+// the threadpool).
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
@@ -13,7 +14,8 @@ interface FsxBinding {
   mknod(path: string, mode: number, major: number, minor: number): void;
   copyRange(inFd: number, outFd: number, length: number): number;
   exchange(a: string, b: string): void;
-  fillSegment(buf: Buffer, paths: string[], spans: Float64Array, hash: boolean): Promise<{ sha256?: Buffer }>;
+  cloneTree(from: string, to: string): Promise<boolean>;
+  fillSegment(buf: Buffer, paths: string[], spans: Float64Array, hash: boolean, fingerprint: boolean): Promise<{ sha256?: Buffer; fingerprint?: Buffer }>;
   sha256Create(): RunningHashHandle;
   sha256Update(h: RunningHashHandle, data: Buffer): Promise<void>;
   sha256Digest(h: RunningHashHandle): Buffer;
@@ -63,6 +65,13 @@ export const copyRange = (inFd: number, outFd: number, length: number): number =
  */
 export const exchange = (a: string, b: string): void => binding.exchange(a, b);
 
+/**
+ * Rebuilds the tree `from` in the existing empty directory `to` on the threadpool: directories made with
+ * the same owner, mode, extended attributes (not overlay's) and times, everything else hard-linked.
+ * False when the tree has an overlay whiteout or opaque directory (`to` is then left part-made).
+ */
+export const cloneTree = (from: string, to: string): Promise<boolean> => binding.cloneTree(from, to);
+
 /** A file span to read into a segment buffer: `length` bytes from `fileOffset` to `bufOffset`. */
 export interface SegmentSpan {
   path: string;
@@ -82,13 +91,16 @@ export interface SegmentFillError extends Error {
 }
 
 /**
- * Reads the spans into `buf` on the threadpool, then (with `hash`) returns the sha256 of the whole of
- * `buf`. `buf` must not be touched until the promise settles.
+ * Reads the spans (in buffer order) into `buf` on the threadpool, then returns, as asked, the sha256 of
+ * the whole of `buf` and its fingerprint: a sha256 of the bytes between the spans and of each span's
+ * inode (device, number, birth time, size, mtime) and place in it, which stands for the bytes of files
+ * never written again (a committed snapshot's). No fingerprint where the filesystem keeps no birth time.
+ * `buf` must not be touched until the promise settles.
  */
-export function fillSegment(buf: Buffer, spans: SegmentSpan[], hash: boolean): Promise<{ sha256?: Buffer }> {
+export function fillSegment(buf: Buffer, spans: SegmentSpan[], opts: { hash: boolean; fingerprint?: boolean }): Promise<{ sha256?: Buffer; fingerprint?: Buffer }> {
   const nums = new Float64Array(spans.length * 4);
   spans.forEach((s, i) => nums.set([s.bufOffset, s.fileOffset, s.length, s.end ? 1 : 0], i * 4));
-  return binding.fillSegment(buf, spans.map((s) => s.path), nums, hash);
+  return binding.fillSegment(buf, spans.map((s) => s.path), nums, opts.hash, opts.fingerprint ?? false);
 }
 
 /** A sha256 fed on the threadpool, one update at a time, in the order they are chained. */

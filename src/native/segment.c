@@ -2,12 +2,14 @@
 // data of the files it holds, and the sha256 of segments and of the whole tar (the diff id), as async
 // work on libuv's threadpool. The main thread only walks the tree and writes tar headers.
 // OpenSSL is Node's own: its symbols resolve from the node process when the addon loads.
+#define _GNU_SOURCE // statx
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <node_api.h>
 #include <openssl/evp.h>
@@ -33,16 +35,43 @@ typedef struct {
   fill_item *items;
   size_t count;
   int hash;
+  int fingerprint;
   // results
   unsigned char sha256[32];
+  EVP_MD_CTX *fp;         // the fingerprint being taken (NULL: not asked for, or not possible here)
+  uint64_t fp_pos;        // how far into the buffer the fingerprint has taken the bytes between spans
+  unsigned char fp_digest[32];
   int err;              // errno of a failed call, or 0
   const char *syscall;  // that call, or a TarFormatError kind: "shrank" / "grew"
   size_t failed;        // index of the item it failed on
 } fill_job;
 
+// The fingerprint of a segment stands for its bytes without reading the files: the bytes between the
+// file spans (tar headers, padding) and, for each span, the identity of the inode it reads (device, inode
+// number and birth time: one incarnation of one inode), its size and mtime, and the span's place in it.
+// A snapshot's files are never written after it is committed, so an equal fingerprint means equal bytes.
+// Without a birth time (a filesystem that keeps none) there is no fingerprint.
+static void fingerprint_span(fill_job *job, fill_item *it, int fd) {
+  if (!job->fp) return;
+  struct statx stx;
+  if (statx(fd, "", AT_EMPTY_PATH, STATX_BASIC_STATS | STATX_BTIME, &stx) != 0 || !(stx.stx_mask & STATX_BTIME)) {
+    EVP_MD_CTX_free(job->fp);
+    job->fp = NULL;
+    return;
+  }
+  EVP_DigestUpdate(job->fp, job->buf + job->fp_pos, it->buf_offset - job->fp_pos);
+  uint64_t id[11] = {
+    stx.stx_dev_major, stx.stx_dev_minor, stx.stx_ino, (uint64_t)stx.stx_btime.tv_sec, stx.stx_btime.tv_nsec,
+    (uint64_t)stx.stx_mtime.tv_sec, stx.stx_mtime.tv_nsec, stx.stx_size, it->file_offset, it->length, it->flags,
+  };
+  EVP_DigestUpdate(job->fp, id, sizeof id);
+  job->fp_pos = it->buf_offset + it->length;
+}
+
 static int fill_one(fill_job *job, fill_item *it) {
   int fd = open(it->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0) { job->err = errno; job->syscall = "open"; return -1; }
+  fingerprint_span(job, it, fd);
   uint64_t got = 0;
   while (got < it->length) {
     ssize_t n = pread(fd, job->buf + it->buf_offset + got, (size_t)(it->length - got), (off_t)(it->file_offset + got));
@@ -66,8 +95,17 @@ static int fill_one(fill_job *job, fill_item *it) {
 static void fill_execute(napi_env env, void *data) {
   (void)env;
   fill_job *job = data;
+  if (job->fingerprint && (job->fp = EVP_MD_CTX_new()) && !EVP_DigestInit_ex(job->fp, EVP_sha256(), NULL)) {
+    EVP_MD_CTX_free(job->fp);
+    job->fp = NULL;
+  }
   for (size_t i = 0; i < job->count; i++) {
     if (fill_one(job, &job->items[i]) != 0) { job->failed = i; return; }
+  }
+  if (job->fp) {
+    unsigned int len = 0;
+    EVP_DigestUpdate(job->fp, job->buf + job->fp_pos, job->buf_len - job->fp_pos);
+    if (!EVP_DigestFinal_ex(job->fp, job->fp_digest, &len)) { EVP_MD_CTX_free(job->fp); job->fp = NULL; }
   }
   if (job->hash) {
     unsigned int len = 0;
@@ -104,38 +142,47 @@ static void fill_complete(napi_env env, napi_status status, void *data) {
       napi_create_buffer_copy(env, 32, job->sha256, &out, &buf);
       napi_set_named_property(env, result, "sha256", buf);
     }
+    if (job->fp) {
+      void *out; napi_value buf;
+      napi_create_buffer_copy(env, 32, job->fp_digest, &out, &buf);
+      napi_set_named_property(env, result, "fingerprint", buf);
+    }
     napi_resolve_deferred(env, job->deferred, result);
   }
   napi_delete_reference(env, job->buffer_ref);
   napi_delete_async_work(env, job->work);
+  EVP_MD_CTX_free(job->fp);
   for (size_t i = 0; i < job->count; i++) free(job->items[i].path);
   free(job->items);
   free(job);
 }
 
 // fillSegment(buffer, paths: string[], spans: Float64Array (bufOffset, fileOffset, length, flags) per path,
-//             hash: boolean) -> Promise<{ sha256?: Buffer }>
-// Reads each span of each file into the buffer, checks that a whole file ends where it should, then
-// (if asked) hashes the whole buffer. The buffer must not be touched until the promise settles.
+//             hash: boolean, fingerprint: boolean) -> Promise<{ sha256?: Buffer, fingerprint?: Buffer }>
+// Reads each span of each file into the buffer (spans in buffer order), checks that a whole file ends
+// where it should, then (if asked) hashes the whole buffer, and takes the fingerprint. The buffer must
+// not be touched until the promise settles.
 static napi_value fillSegment(napi_env env, napi_callback_info info) {
-  size_t argc = 4; napi_value argv[4];
+  size_t argc = 5; napi_value argv[5];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   fill_job *job = calloc(1, sizeof *job);
   if (!job) { napi_throw_error(env, NULL, "out of memory"); return NULL; }
   void *buf; size_t buf_len;
   uint32_t count;
   void *spans; size_t span_count; napi_typedarray_type type;
-  bool hash;
+  bool hash, fingerprint;
   if (napi_get_buffer_info(env, argv[0], &buf, &buf_len) != napi_ok || napi_get_array_length(env, argv[1], &count) != napi_ok ||
       napi_get_typedarray_info(env, argv[2], &type, &span_count, &spans, NULL, NULL) != napi_ok || type != napi_float64_array ||
-      span_count < (size_t)count * 4 || napi_get_value_bool(env, argv[3], &hash) != napi_ok) {
+      span_count < (size_t)count * 4 || napi_get_value_bool(env, argv[3], &hash) != napi_ok ||
+      napi_get_value_bool(env, argv[4], &fingerprint) != napi_ok) {
     free(job);
-    napi_throw_type_error(env, NULL, "fillSegment(buffer, paths, spans, hash)");
+    napi_throw_type_error(env, NULL, "fillSegment(buffer, paths, spans, hash, fingerprint)");
     return NULL;
   }
-  job->buf = buf; job->buf_len = buf_len; job->count = count; job->hash = hash;
+  job->buf = buf; job->buf_len = buf_len; job->count = count; job->hash = hash; job->fingerprint = fingerprint;
   job->items = calloc(count ? count : 1, sizeof *job->items);
   const double *s = spans;
+  uint64_t prev_end = 0;
   for (uint32_t i = 0; i < count; i++) {
     napi_value p; size_t n;
     napi_get_element(env, argv[1], i, &p);
@@ -145,12 +192,13 @@ static napi_value fillSegment(napi_env env, napi_callback_info info) {
     napi_get_value_string_utf8(env, p, it->path, n + 1, &n);
     it->buf_offset = (uint64_t)s[i * 4]; it->file_offset = (uint64_t)s[i * 4 + 1];
     it->length = (uint64_t)s[i * 4 + 2]; it->flags = (uint32_t)s[i * 4 + 3];
-    if (it->buf_offset + it->length > buf_len) {
+    if (it->buf_offset + it->length > buf_len || it->buf_offset < prev_end) {
       for (uint32_t j = 0; j <= i; j++) free(job->items[j].path);
       free(job->items); free(job);
-      napi_throw_range_error(env, NULL, "fillSegment: span outside the buffer");
+      napi_throw_range_error(env, NULL, "fillSegment: a span outside the buffer, or before the one it follows");
       return NULL;
     }
+    prev_end = it->buf_offset + it->length;
   }
   napi_value promise, name;
   napi_create_promise(env, &job->deferred, &promise);

@@ -11,7 +11,7 @@ import { ContentStore } from '../content/store.js';
 import { Snapshotter, type Mounted } from '../snapshot/snapshotter.js';
 import { applyLayerBlob } from '../archive/layer.js';
 import { applyFileActions } from './fileop.js';
-import { getXattr, listXattrs, setXattr } from '../native/fsx.js';
+import { cloneTree, getXattr, listXattrs, setXattr } from '../native/fsx.js';
 import { prepareMounts, type BuildSession } from './mounts.js';
 import { fetchHttpSource } from './http.js';
 import { OciRuntimeExecutor } from '../executor/runc.js';
@@ -391,24 +391,29 @@ export class Worker {
     const started = Date.now();
     const lower = await this.snapshots.mount(base.layers);
     let upper: string | null = null;
+    let cloned: Promise<void> | undefined;
     try {
       if ((await destBelow(lower.target, copy.action.dest)) === 'unusable') return null;
       upper = await this.snapshots.prepare();
-      if (!cloneTree(this.snapshots.fsPath(prevTop), this.snapshots.fsPath(upper))) {
-        await this.snapshots.remove(upper);
-        return null;
-      }
+      const previousFs = this.snapshots.fsPath(prevTop);
+      const clone = startClone(previousFs, this.snapshots.fsPath(upper), copy.action.dest);
+      const { destReady } = clone;
+      cloned = clone.cloned;
+      cloned.catch(() => undefined); // met by the copy, which waits for it even when it fails first
+      // The copy resolves its destination first: unless the clone made the way there, it waits for all of it.
+      if (!destReady) await cloned;
       await applyFileActions(this.snapshots.fsPath(upper), [copy.action], copy.sources, {
         rootOwned: new Set([copy.action.sourceInput]),
         ownerRoot: lower.target,
         // Two seconds of slack: a file's ctime can trail the clock that stamped `started`.
-        refresh: { unchangedBefore: prevInfo.started - 2000 },
+        refresh: { unchangedBefore: prevInfo.started - 2000, previous: previousFs, cloned },
       });
       const info: FileSnapshotInfo = { step, started, copy: copy.identity };
       await this.snapshots.commit(upper, info);
       return { layers: [...base.layers, upper] };
     } catch {
       // The ordinary copy redoes the work and reports any error as it always does.
+      await cloned?.catch(() => undefined);
       if (upper) await this.snapshots.remove(upper).catch(() => undefined);
       return null;
     } finally {
@@ -469,36 +474,44 @@ async function destBelow(root: string, dest: string): Promise<'absent' | 'empty'
   return 'unusable';
 }
 
+/** The clone refused the tree: it holds overlay whiteouts or opaque directories. */
+class NotClonableError extends Error {}
+
 /**
- * Rebuilds a committed snapshot's tree in an empty snapshot: directories made with the same metadata,
- * everything else hard-linked. False when the tree has overlay whiteouts or opaque directories (a copy
- * over lower layers, which refreshCopy does not take on).
+ * Starts rebuilding a committed snapshot's tree in an empty snapshot: directories made with the same
+ * metadata, everything else hard-linked (native cloneTree, on the threadpool). When the snapshot holds just
+ * the directories down to `dest` and what is below it, those directories are made before it returns
+ * (`destReady`), so a copy can resolve its destination at once; the rest is done when `cloned` settles.
+ * `cloned` rejects when the tree has overlay whiteouts or opaque directories (a copy over lower layers,
+ * which refreshCopy does not take on).
  */
-function cloneTree(from: string, to: string): boolean {
-  const dirs: [string, import('node:fs').Stats][] = [];
-  const walk = (src: string, dst: string): boolean => {
-    for (const e of fsSync.readdirSync(src, { withFileTypes: true })) {
-      const s = path.join(src, e.name);
-      const d = path.join(dst, e.name);
-      if (e.isDirectory()) {
-        const st = fsSync.lstatSync(s);
-        fsSync.mkdirSync(d);
-        if (!copyDirMeta(s, d, st)) return false;
-        dirs.push([d, st]);
-        if (!walk(s, d)) return false;
-      } else {
-        if (e.isCharacterDevice() && fsSync.lstatSync(s).rdev === 0) return false;
-        fsSync.linkSync(s, d);
-      }
-    }
-    return true;
-  };
+function startClone(from: string, to: string, dest: string): { cloned: Promise<void>; destReady: boolean } {
+  const parts = path.posix.join('/', dest).split('/').filter(Boolean);
+  // The directories from the root down to `dest`, when the snapshot holds nothing else beside them.
+  const chain: string[] = [];
+  let rel = '';
+  for (const part of parts) {
+    const names = fsSync.readdirSync(path.join(from, rel));
+    const next = rel ? `${rel}/${part}` : part;
+    if (names.length !== 1 || names[0] !== part || !fsSync.lstatSync(path.join(from, next)).isDirectory()) break;
+    chain.push(next);
+    rel = next;
+  }
   const rootSt = fsSync.lstatSync(from);
-  if (!copyDirMeta(from, to, rootSt) || !walk(from, to)) return false;
-  dirs.push([to, rootSt]);
-  // Times last: making the children changed them.
-  for (const [d, st] of dirs) fsSync.utimesSync(d, st.atime, st.mtime);
-  return true;
+  const stats = chain.map((c) => fsSync.lstatSync(path.join(from, c)));
+  const refused = () => ({ cloned: Promise.reject(new NotClonableError()), destReady: true });
+  if (!copyDirMeta(from, to, rootSt)) return refused();
+  for (const [i, c] of chain.entries()) {
+    fsSync.mkdirSync(path.join(to, c));
+    if (!copyDirMeta(path.join(from, c), path.join(to, c), stats[i])) return refused();
+  }
+  const cloned = cloneTree(path.join(from, rel), path.join(to, rel)).then((ok) => {
+    if (!ok) throw new NotClonableError();
+    // Times last, deepest first: making the children changed them (cloneTree set `rel`'s own).
+    for (let i = chain.length - 2; i >= 0; i--) fsSync.utimesSync(path.join(to, chain[i]), stats[i].atime, stats[i].mtime);
+    if (rel) fsSync.utimesSync(to, rootSt.atime, rootSt.mtime);
+  });
+  return { cloned, destReady: chain.length === parts.length };
 }
 
 function copyDirMeta(src: string, dst: string, st: import('node:fs').Stats): boolean {

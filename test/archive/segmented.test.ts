@@ -142,7 +142,7 @@ describe('segmented gzip layer blobs', () => {
     const other = new ContentStore(path.join(tmp, 'content-other'));
     const fresh = await createLayerBlob(other, tree);
     expect(fresh.digest).toBe(first.digest);
-    let stats = { members: 0, reused: 0 };
+    let stats = { members: 0, reused: 0, known: 0 };
     const reused = await createLayerBlob(store, tree, { reuseFrom: [first.digest], onStats: (s) => (stats = s) });
     expect(reused.digest).toBe(first.digest);
     expect(stats.reused).toBe(stats.members);
@@ -154,7 +154,7 @@ describe('segmented gzip layer blobs', () => {
     // A different size too: the cut points around it still fall where they did.
     await fs.writeFile(path.join(edited, 'd12/f20.txt'), text('changed', 5000));
     await settleTimes(edited);
-    let stats = { members: 0, reused: 0 };
+    let stats = { members: 0, reused: 0, known: 0 };
     const blob = await createLayerBlob(store, edited, { reuseFrom: [first.digest], onStats: (s) => (stats = s) });
     expect(blob.digest).not.toBe(first.digest);
     expect(stats.members).toBeGreaterThanOrEqual(5);
@@ -172,7 +172,7 @@ describe('segmented gzip layer blobs', () => {
     // Offsets shifted by one member: every lookup lands on the wrong bytes.
     const shifted = index.members.map((m, i) => ({ ...m, offset: index.members[(i + 1) % index.members.length].offset, csize: index.members[(i + 1) % index.members.length].csize }));
     await other.writeMemberIndex(base.digest, { ...index, members: shifted });
-    let stats = { members: 0, reused: 0 };
+    let stats = { members: 0, reused: 0, known: 0 };
     const again = await createLayerBlob(other, tree, { reuseFrom: [base.digest, 'sha256:' + '0'.repeat(64) as Digest], onStats: (s) => (stats = s) });
     expect(again.digest).toBe(first.digest);
     expect(stats.reused).toBe(0);
@@ -181,13 +181,41 @@ describe('segmented gzip layer blobs', () => {
     await sh('gzip', ['-t', other.blobPath(level1.digest)]);
   });
 
+  it('does not hash the segments of a hard-linked tree it has fingerprints for, and still gives a fresh blob', async () => {
+    // As a refreshed COPY: the previous snapshot's files hard-linked, one file written anew.
+    const other = new ContentStore(path.join(tmp, 'content-linked'));
+    const base = await createLayerBlob(other, tree);
+    expect((await other.readMemberIndex(base.digest))!.members.every((m) => typeof m.fp === 'string')).toBe(true);
+    const linked = path.join(tmp, 'linked');
+    await fs.cp(tree, linked, { recursive: true, verbatimSymlinks: true });
+    for (const p of await fs.readdir(tree, { recursive: true })) {
+      const from = path.join(tree, p);
+      if (!(await fs.lstat(from)).isFile()) continue;
+      await fs.rm(path.join(linked, p));
+      await fs.link(from, path.join(linked, p));
+    }
+    // The same size and mtime as before, other bytes, in a new inode: its segment must be hashed.
+    const edited = path.join(linked, 'd12/f20.txt');
+    const size = (await fs.stat(edited)).size;
+    await fs.rm(edited);
+    await fs.writeFile(edited, text('same size, other bytes', size));
+    await settleTimes(linked);
+    let stats = { members: 0, reused: 0, known: 0 };
+    const blob = await createLayerBlob(other, linked, { reuseFrom: [base.digest], onStats: (x) => (stats = x) });
+    expect(stats.known).toBe(stats.members - 1); // all but the edited file's segment
+    expect(stats.reused).toBe(stats.members - 1);
+    const fresh = await createLayerBlob(new ContentStore(path.join(tmp, 'content-linked-fresh')), linked);
+    expect(blob).toEqual(fresh);
+    expect(blob.digest).not.toBe(base.digest);
+  });
+
   it('reuses the members of an index recorded before it held CRCs', async () => {
     const other = new ContentStore(path.join(tmp, 'content-old-index'));
     const base = await createLayerBlob(other, tree);
     const index = (await other.readMemberIndex(base.digest))!;
     expect(index.members.every((m) => typeof m.crc === 'number')).toBe(true);
     await other.writeMemberIndex(base.digest, { ...index, members: index.members.map(({ crc: _crc, ...m }) => m) });
-    let stats = { members: 0, reused: 0 };
+    let stats = { members: 0, reused: 0, known: 0 };
     const again = await createLayerBlob(other, tree, { reuseFrom: [base.digest], onStats: (s) => (stats = s) });
     expect(again.digest).toBe(first.digest);
     expect(stats.reused).toBe(stats.members);
