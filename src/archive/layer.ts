@@ -11,7 +11,7 @@ import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import type { Digest } from '../../solver/llb/ops.js';
 import type { ContentStore } from '../content/store.js';
-import { getXattr, listXattrs, mknod, setXattr, S_IFBLK, S_IFCHR, S_IFIFO } from '../native/fsx.js';
+import { getXattr, listXattrs, mknod, scanDir, Scan, setXattr, S_IFBLK, S_IFCHR, S_IFIFO } from '../native/fsx.js';
 import { UserError } from '../util/errors.js';
 import { resolveInRoot } from './rootpath.js';
 import { encodeHeader, readTar, TarFormatError, type TarHeader } from './tar.js';
@@ -57,6 +57,7 @@ const WHITEOUT_PREFIX = '.wh.';
 const OPAQUE_MARKER = '.wh..wh..opq';
 const OVERLAY_XATTR = 'trusted.overlay.';
 const OPAQUE_XATTR = 'trusted.overlay.opaque';
+const { S_IFMT, S_IFDIR, S_IFREG, S_IFLNK, S_IFSOCK } = fs.constants;
 
 // ------------------------------------------------------------------ directory -> tar
 
@@ -146,50 +147,57 @@ async function walkLayer(dir: string, sink: LayerEntrySink, opts: LayerTarOption
   const clamp = (t: number) => (opts.sourceDateEpoch !== undefined ? Math.min(t, opts.sourceDateEpoch) : t);
   let count = 0;
 
-  // Synchronous metadata calls: a local tree's lstats take microseconds, far less than a trip through
-  // the threadpool (which the compressions keep busy).
+  // One native call per directory for its entries' lstat and xattr presence: synchronous (a local tree's
+  // metadata takes microseconds, far less than a trip through the threadpool, which the compressions keep
+  // busy), and no Stats objects.
   const walk = async (abs: string, rel: string): Promise<void> => {
-    const children = fs.readdirSync(abs).map((name) => {
-      const st = fs.lstatSync(path.join(abs, name), { bigint: true });
-      const whiteout = st.isCharacterDevice() && st.rdev === 0n;
+    const { names, stats } = scanDir(abs);
+    const children = names.map((name, i) => {
+      const o = i * Scan.fields;
+      const type = stats[o + Scan.mode] & S_IFMT;
+      const whiteout = type === S_IFCHR && stats[o + Scan.rdevMajor] === 0 && stats[o + Scan.rdevMinor] === 0;
       const tarName = rel + (whiteout ? WHITEOUT_PREFIX + name : name);
-      return { name, st, whiteout, tarName, order: Buffer.from(tarName) };
+      return { name, o, type, whiteout, tarName, order: Buffer.from(tarName) };
     });
     children.sort((a, b) => Buffer.compare(a.order, b.order));
-    for (const { name, st, whiteout, tarName } of children) {
+    for (const { name, o, type, whiteout, tarName } of children) {
       const p = path.join(abs, name);
-      const mtime = clamp(Number(st.mtimeNs / 1_000_000_000n));
+      const mtime = clamp(stats[o + Scan.mtime]);
       if (whiteout) {
         // Checked before hardlinks: overlayfs shares one whiteout inode among many names.
         await sink.add({ name: tarName, type: 'file', mode: 0, uid: 0, gid: 0, size: 0, mtime });
         count++;
         continue;
       }
-      if (st.isSocket()) continue; // tar cannot hold sockets; they are runtime artifacts
-      const base = { mode: Number(st.mode) & 0o7777, uid: Number(st.uid), gid: Number(st.gid), mtime, xattrs: readXattrs(p) };
-      const key = `${st.dev}:${st.ino}`;
-      const first = !st.isDirectory() && st.nlink > 1n ? links.get(key) : undefined;
+      if (type === S_IFSOCK) continue; // tar cannot hold sockets; they are runtime artifacts
+      const xattrs = stats[o + Scan.xattrs] !== 0 ? readXattrs(p) : undefined;
+      const base = { mode: stats[o + Scan.mode] & 0o7777, uid: stats[o + Scan.uid], gid: stats[o + Scan.gid], mtime, xattrs };
+      const nlink = stats[o + Scan.nlink];
+      const key = `${stats[o + Scan.dev]}:${stats[o + Scan.ino]}`;
+      const first = type !== S_IFDIR && nlink > 1 ? links.get(key) : undefined;
       if (first !== undefined) {
         await sink.add({ ...base, name: tarName, type: 'link', size: 0, linkname: first });
-      } else if (st.isDirectory()) {
+      } else if (type === S_IFDIR) {
         await sink.add({ ...base, name: `${tarName}/`, type: 'dir', size: 0 });
         count++;
-        if (getXattr(p, OPAQUE_XATTR)?.toString() === 'y') {
+        const opaque = stats[o + Scan.xattrs] === 2 ? getXattr(p, OPAQUE_XATTR)?.toString() === 'y' : stats[o + Scan.opaque] === 1;
+        if (opaque) {
           await sink.add({ name: `${tarName}/${OPAQUE_MARKER}`, type: 'file', mode: 0, uid: 0, gid: 0, size: 0, mtime });
           count++;
         }
         await walk(p, `${tarName}/`);
         continue;
-      } else if (st.isFile()) {
-        await sink.add({ ...base, name: tarName, type: 'file', size: Number(st.size) }, p);
-      } else if (st.isSymbolicLink()) {
+      } else if (type === S_IFREG) {
+        await sink.add({ ...base, name: tarName, type: 'file', size: stats[o + Scan.size] }, p);
+      } else if (type === S_IFLNK) {
         await sink.add({ ...base, name: tarName, type: 'symlink', size: 0, linkname: fs.readlinkSync(p) });
-      } else if (st.isCharacterDevice() || st.isBlockDevice()) {
-        await sink.add({ ...base, name: tarName, type: st.isCharacterDevice() ? 'char' : 'block', size: 0, ...devNumbers(st.rdev) });
-      } else if (st.isFIFO()) {
+      } else if (type === S_IFCHR || type === S_IFBLK) {
+        const dev = { devmajor: stats[o + Scan.rdevMajor], devminor: stats[o + Scan.rdevMinor] };
+        await sink.add({ ...base, name: tarName, type: type === S_IFCHR ? 'char' : 'block', size: 0, ...dev });
+      } else if (type === S_IFIFO) {
         await sink.add({ ...base, name: tarName, type: 'fifo', size: 0 });
       }
-      if (st.nlink > 1n && !links.has(key)) links.set(key, tarName);
+      if (nlink > 1 && !links.has(key)) links.set(key, tarName);
       count++;
     }
   };
@@ -207,14 +215,6 @@ function readXattrs(p: string): Map<string, Buffer> | undefined {
     if (v !== null) out.set(n, v);
   }
   return out;
-}
-
-/** Linux's dev_t encoding (glibc gnu_dev_major/minor). */
-function devNumbers(rdev: bigint): { devmajor: number; devminor: number } {
-  return {
-    devmajor: Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn)),
-    devminor: Number((rdev & 0xffn) | ((rdev >> 12n) & ~0xffn)),
-  };
 }
 
 // ------------------------------------------------------------------ tar -> directory

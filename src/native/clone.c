@@ -1,6 +1,7 @@
 // A hard-link clone of a snapshot tree on libuv's threadpool (the refresh of a COPY, src/worker/worker.ts):
 // the main thread meanwhile compares the build context with the previous snapshot. Creating inodes is what
 // a copy spends its time on; links are cheap, but twenty thousand of them still take a quarter second.
+#define _GNU_SOURCE // O_PATH
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -63,6 +64,9 @@ static int copy_dir_meta(clone_job *job, const char *src, const char *dst, const
 static int clone_dir(clone_job *job, const char *src, const char *dst) {
   DIR *d = opendir(src);
   if (!d) return fail(job, "opendir", src);
+  // Entries by name in open directories: the kernel does not walk the whole path for each.
+  int src_fd = dirfd(d), dst_fd = open(dst, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (dst_fd < 0) { closedir(d); return fail(job, "open", dst); }
   char s[PATH_MAX], t[PATH_MAX];
   int rc = 0;
   struct dirent *e;
@@ -82,19 +86,20 @@ static int clone_dir(clone_job *job, const char *src, const char *dst) {
     unsigned char type = e->d_type;
     struct stat st;
     if (type == DT_UNKNOWN || type == DT_DIR || type == DT_CHR) {
-      if (lstat(s, &st) != 0) { rc = fail(job, "lstat", s); break; }
+      if (fstatat(src_fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) { rc = fail(job, "lstat", s); break; }
       type = S_ISDIR(st.st_mode) ? DT_DIR : S_ISCHR(st.st_mode) ? DT_CHR : DT_REG;
     }
     if (type == DT_DIR) {
-      if (mkdir(t, 0700) != 0) { rc = fail(job, "mkdir", t); break; }
+      if (mkdirat(dst_fd, e->d_name, 0700) != 0) { rc = fail(job, "mkdir", t); break; }
       if (copy_dir_meta(job, s, t, &st) != 0 || clone_dir(job, s, t) != 0) { rc = -1; break; }
       struct timespec times[2] = { st.st_atim, st.st_mtim };
-      if (utimensat(AT_FDCWD, t, times, AT_SYMLINK_NOFOLLOW) != 0) { rc = fail(job, "utimensat", t); break; }
+      if (utimensat(dst_fd, e->d_name, times, AT_SYMLINK_NOFOLLOW) != 0) { rc = fail(job, "utimensat", t); break; }
       continue;
     }
     if (type == DT_CHR && st.st_rdev == 0) { job->refused = 1; rc = -1; break; } // a whiteout
-    if (link(s, t) != 0) { rc = fail(job, "link", t); break; }
+    if (linkat(src_fd, e->d_name, dst_fd, e->d_name, 0) != 0) { rc = fail(job, "link", t); break; }
   }
+  close(dst_fd);
   closedir(d);
   return rc;
 }

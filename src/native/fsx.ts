@@ -14,6 +14,7 @@ interface FsxBinding {
   mknod(path: string, mode: number, major: number, minor: number): void;
   copyRange(inFd: number, outFd: number, length: number): number;
   exchange(a: string, b: string): void;
+  scanDir(dir: string): { names: string[]; stats: Float64Array };
   cloneTree(from: string, to: string): Promise<boolean>;
   fillSegment(buf: Buffer, paths: string[], spans: Float64Array, hash: boolean, fingerprint: boolean): Promise<{ sha256?: Buffer; fingerprint?: Buffer }>;
   sha256Create(): RunningHashHandle;
@@ -58,6 +59,19 @@ export const mknod = (p: string, mode: number, major: number, minor: number): vo
  * advance); returns the bytes copied, fewer only at the end of the input.
  */
 export const copyRange = (inFd: number, outFd: number, length: number): number => binding.copyRange(inFd, outFd, length);
+
+/** Numbers scanDir gives per entry, at these offsets. */
+export const Scan = {
+  mode: 0, uid: 1, gid: 2, size: 3, mtime: 4, nlink: 5, dev: 6, ino: 7, rdevMajor: 8, rdevMinor: 9, xattrs: 10, opaque: 11, fields: 12,
+} as const;
+
+/**
+ * A directory's entries (in readdir order) with, per entry, `Scan.fields` numbers from lstat (mtime in
+ * whole seconds) and its extended attributes: `xattrs` is 1 when it has some beside overlay's
+ * trusted.overlay.*, 2 when it has too many names to tell (read them, and the opaque mark, directly);
+ * `opaque` is 1 for a directory overlay marks opaque. One call per directory.
+ */
+export const scanDir = (dir: string): { names: string[]; stats: Float64Array } => binding.scanDir(dir);
 
 /**
  * Swaps two paths atomically (renameat2 RENAME_EXCHANGE). Throws (code ENOENT, EINVAL, ENOSYS, ...) when a
