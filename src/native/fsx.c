@@ -165,7 +165,7 @@ static napi_value copyRange(napi_env env, napi_callback_info info) {
 // walk needs from lstat and the entry's extended attributes, in one call per directory instead of
 // several per entry (and no Stats objects to collect).
 enum { SCAN_MODE, SCAN_UID, SCAN_GID, SCAN_SIZE, SCAN_MTIME, SCAN_NLINK, SCAN_DEV, SCAN_INO, SCAN_RDEV_MAJOR,
-       SCAN_RDEV_MINOR, SCAN_XATTRS, SCAN_OPAQUE, SCAN_FIELDS };
+       SCAN_RDEV_MINOR, SCAN_XATTRS, SCAN_OPAQUE, SCAN_MTIME_NSEC, SCAN_CTIME, SCAN_CTIME_NSEC, SCAN_FIELDS };
 // SCAN_XATTRS: 1 when the entry has extended attributes other than overlay's (trusted.overlay.*), 2 when
 // it has too many names to tell here (the caller reads them, and the opaque mark, itself).
 // SCAN_OPAQUE: 1 for a directory overlay marks opaque (trusted.overlay.opaque = "y").
@@ -200,7 +200,8 @@ static napi_value scanDir(napi_env env, napi_callback_info info) {
     f[SCAN_MODE] = st.st_mode; f[SCAN_UID] = st.st_uid; f[SCAN_GID] = st.st_gid; f[SCAN_SIZE] = (double)st.st_size;
     f[SCAN_MTIME] = (double)st.st_mtim.tv_sec; f[SCAN_NLINK] = (double)st.st_nlink; f[SCAN_DEV] = (double)st.st_dev;
     f[SCAN_INO] = (double)st.st_ino; f[SCAN_RDEV_MAJOR] = major(st.st_rdev); f[SCAN_RDEV_MINOR] = minor(st.st_rdev);
-    f[SCAN_XATTRS] = 0; f[SCAN_OPAQUE] = 0;
+    f[SCAN_XATTRS] = 0; f[SCAN_OPAQUE] = 0; f[SCAN_MTIME_NSEC] = (double)st.st_mtim.tv_nsec;
+    f[SCAN_CTIME] = (double)st.st_ctim.tv_sec; f[SCAN_CTIME_NSEC] = (double)st.st_ctim.tv_nsec;
     ssize_t len = llistxattr(p, list, sizeof list);
     if (len < 0) {
       if (errno == ERANGE) f[SCAN_XATTRS] = 2; // more names than fit here: the caller reads them itself

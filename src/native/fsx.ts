@@ -62,16 +62,20 @@ export const copyRange = (inFd: number, outFd: number, length: number): number =
 
 /** Numbers scanDir gives per entry, at these offsets. */
 export const Scan = {
-  mode: 0, uid: 1, gid: 2, size: 3, mtime: 4, nlink: 5, dev: 6, ino: 7, rdevMajor: 8, rdevMinor: 9, xattrs: 10, opaque: 11, fields: 12,
+  mode: 0, uid: 1, gid: 2, size: 3, mtime: 4, nlink: 5, dev: 6, ino: 7, rdevMajor: 8, rdevMinor: 9, xattrs: 10, opaque: 11,
+  mtimeNsec: 12, ctime: 13, ctimeNsec: 14, fields: 15,
 } as const;
 
 /**
- * A directory's entries (in readdir order) with, per entry, `Scan.fields` numbers from lstat (mtime in
- * whole seconds) and its extended attributes: `xattrs` is 1 when it has some beside overlay's
+ * A directory's entries (in readdir order) with, per entry, `Scan.fields` numbers from lstat (times in
+ * seconds and nanoseconds) and its extended attributes: `xattrs` is 1 when it has some beside overlay's
  * trusted.overlay.*, 2 when it has too many names to tell (read them, and the opaque mark, directly);
  * `opaque` is 1 for a directory overlay marks opaque. One call per directory.
  */
 export const scanDir = (dir: string): { names: string[]; stats: Float64Array } => binding.scanDir(dir);
+
+/** Milliseconds of a scanned time, computed as fs.Stats computes its `mtimeMs` and `ctimeMs`. */
+export const scanMs = (sec: number, nsec: number): number => sec * 1e3 + nsec / 1e6;
 
 /**
  * Swaps two paths atomically (renameat2 RENAME_EXCHANGE). Throws (code ENOENT, EINVAL, ENOSYS, ...) when a

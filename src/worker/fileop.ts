@@ -7,7 +7,9 @@ import os from 'node:os';
 import path from 'node:path';
 import type { ChownOpt, CopyAction, FileAction, MkdirAction, MkfileAction, RmAction } from '../../solver/llb/ops.js';
 import { BuilderError, UserError } from '../util/errors.js';
-import { getXattr, listXattrs, mknod, setXattr, S_IFBLK, S_IFCHR, S_IFIFO } from '../native/fsx.js';
+import { getXattr, listXattrs, mknod, scanDir, Scan, scanMs, setXattr, S_IFBLK, S_IFCHR, S_IFIFO } from '../native/fsx.js';
+
+const { S_IFMT, S_IFREG } = fs.constants;
 import { inRootPath, resolveInRoot } from '../archive/rootpath.js';
 import { goMatch, hasWildcard, PatternMatcher } from './match.js';
 import { resolveOwner } from './users.js';
@@ -363,21 +365,25 @@ class Copier {
     const { include, exclude } = this.opts;
     const tasks: Promise<void>[] = [];
     const kept = this.opts.refresh ? new Set<string>() : null;
+    const quick = kept && !dst.created ? this.unchangedFiles(src, dst.path) : null;
     // Synchronous metadata calls: a local lstat takes microseconds, less than a trip through the threadpool
     // (which the copies keep busy).
-    const names = fs.readdirSync(src).sort();
-    const stats = names.map((name) => fs.lstatSync(path.join(src, name)));
+    const names = (quick?.names ?? fs.readdirSync(src)).sort();
     try {
-      for (const [i, name] of names.entries()) {
+      for (const name of names) {
         const s = path.join(src, name);
         const t = path.join(dst.path, name);
         const rel = relDir ? `${relDir}/${name}` : name;
-        const st = stats[i];
-        if (st.isSocket()) continue; // runtime artifacts; tar and BuildKit skip them too
         // An included directory includes everything below it (patterns match parent directories).
         const inc = included || !include || include.matches(rel);
         const exc = exclude?.matches(rel) ?? false;
         const selected = inc && !exc;
+        if (quick?.keep.has(name)) {
+          if (selected) kept!.add(name);
+          continue;
+        }
+        const st = fs.lstatSync(s);
+        if (st.isSocket()) continue; // runtime artifacts; tar and BuildKit skip them too
         if (!st.isDirectory()) {
           if (!selected) continue;
           kept?.add(name);
@@ -468,6 +474,43 @@ class Copier {
       mknod(target, kind | 0o600, major(st.rdev), minor(st.rdev));
       this.applyInfo(src, st, target);
     }
+  }
+
+  /**
+   * Refreshing: the regular files of `src` that `target`'s earlier result holds as copying them now would
+   * make them, told from one scan of each directory (the common case: most files did not change). Files
+   * hard-linked in the source, or with extended attributes, are left to the per-file checks. Null where a
+   * scan fails (the per-file path then meets whatever is wrong).
+   */
+  private unchangedFiles(src: string, target: string): { names: string[]; keep: Set<string> } | null {
+    const { owner, mode, modeSet, timestamp, refresh } = this.opts;
+    let now: ReturnType<typeof scanDir>;
+    let before: ReturnType<typeof scanDir>;
+    try {
+      now = scanDir(src);
+      before = scanDir(this.earlier(target));
+    } catch {
+      return null;
+    }
+    const earlier = new Map(before.names.map((n, i) => [n, i * Scan.fields]));
+    const keep = new Set<string>();
+    const a = now.stats;
+    const b = before.stats;
+    for (const [i, name] of now.names.entries()) {
+      const o = i * Scan.fields;
+      const e = earlier.get(name);
+      if (e === undefined || (a[o + Scan.mode] & S_IFMT) !== S_IFREG || (b[e + Scan.mode] & S_IFMT) !== S_IFREG) continue;
+      if (a[o + Scan.nlink] > 1 || a[o + Scan.xattrs] !== 0 || a[o + Scan.size] !== b[e + Scan.size]) continue;
+      if (scanMs(a[o + Scan.ctime], a[o + Scan.ctimeNsec]) >= refresh!.unchangedBefore) continue;
+      const mtime = timestamp !== undefined ? timestamp * 1000 : scanMs(a[o + Scan.mtime], a[o + Scan.mtimeNsec]);
+      if (Math.abs(scanMs(b[e + Scan.mtime], b[e + Scan.mtimeNsec]) - mtime) >= 1) continue;
+      const srcMode = a[o + Scan.mode];
+      const wantMode = modeSet ? applySymbolicMode(modeSet, srcMode, false) : mode ?? srcMode & 0o7777;
+      if ((b[e + Scan.mode] & 0o7777) !== wantMode) continue;
+      if (b[e + Scan.uid] !== (owner?.uid ?? a[o + Scan.uid]) || b[e + Scan.gid] !== (owner?.gid ?? a[o + Scan.gid])) continue;
+      keep.add(name);
+    }
+    return { names: now.names, keep };
   }
 
   /** Refreshing: `existing` (an earlier copy of `src`) is what copying `src` now would make. */

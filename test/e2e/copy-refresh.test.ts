@@ -56,6 +56,7 @@ describe('COPY after an edit (refreshing the previous result)', () => {
       'mode.sh': 'echo hi\n',
       'linked-a.txt': 'shared\n',
       'sub/deep/file.txt': 'deep\n',
+      'same-size.txt': 'aaaa\n',
       'later-ignored.txt': 'soon ignored\n',
       'ignored.txt': 'never copied\n',
     });
@@ -81,6 +82,10 @@ describe('COPY after an edit (refreshing the previous result)', () => {
     await fs.rm(path.join(ctx, 'link'));
     await fs.symlink('edit.txt', path.join(ctx, 'link'));
     await fs.writeFile(path.join(ctx, 'new.txt'), 'new\n');
+    // Other bytes of the same size, the old mtime put back: only its ctime tells.
+    const sameSize = await fs.stat(path.join(ctx, 'same-size.txt'));
+    await fs.writeFile(path.join(ctx, 'same-size.txt'), 'bbbb\n');
+    await fs.utimes(path.join(ctx, 'same-size.txt'), sameSize.atime, sameSize.mtime);
     await fs.writeFile(path.join(ctx, '.dockerignore'), 'ignored.txt\nlater-ignored.txt\n');
 
     const second = await build(root, 'Dockerfile', `${out}/2.tar`);
@@ -96,6 +101,8 @@ describe('COPY after an edit (refreshing the previous result)', () => {
     expect(await ino(path.join(cur, 'app/sub/deep/file.txt'))).toBe(await ino(path.join(prev, 'app/sub/deep/file.txt')));
     expect(await ino(path.join(cur, 'app/edit.txt'))).not.toBe(await ino(path.join(prev, 'app/edit.txt')));
     expect(await fs.readFile(path.join(prev, 'app/edit.txt'), 'utf8')).toBe('before\n');
+    expect(await fs.readFile(path.join(cur, 'app/same-size.txt'), 'utf8')).toBe('bbbb\n');
+    expect(await fs.readFile(path.join(prev, 'app/same-size.txt'), 'utf8')).toBe('aaaa\n');
     expect((await fs.stat(path.join(prev, 'app/mode.sh'))).mode & 0o777).toBe(0o644);
     expect(await fs.readFile(path.join(prev, 'app/linked-a.txt'), 'utf8')).toBe('shared\n');
     await expect(fs.access(path.join(cur, 'app/gone-dir'))).rejects.toThrow();
