@@ -20,7 +20,7 @@ import { getSystemErrorName, promisify } from 'node:util';
 import { crc32, gzip } from 'node:zlib';
 import type { Digest } from '../../solver/llb/ops.js';
 import type { BlobWriter, ContentStore, MemberIndex, MemberRecord } from '../content/store.js';
-import { fillSegment, RunningSha256, type SegmentFillError, type SegmentSpan } from '../native/fsx.js';
+import { fillSegment, OrderedSha256, type SegmentFillError, type SegmentSpan } from '../native/fsx.js';
 import { encodeHeader, TarFormatError, type TarHeader } from './tar.js';
 
 const gzipAsync = promisify(gzip) as (buf: Buffer, opts: { level: number; chunkSize: number }) => Promise<Buffer>;
@@ -136,7 +136,9 @@ export class SegmentedGzipWriter implements LayerEntrySink {
   private names: string[] = [];
   /** Segment buffers whose members are written, ready for the next segments. */
   private readonly free: Buffer[] = [];
-  private readonly diff = new RunningSha256();
+  private readonly diff = new OrderedSha256();
+  /** Members being written to the blob, oldest first. */
+  private readonly writes: Promise<void>[] = [];
   private readonly queue: Promise<Member>[] = [];
   private readonly members: MemberRecord[] = [];
   private offset = 0;
@@ -192,6 +194,7 @@ export class SegmentedGzipWriter implements LayerEntrySink {
     this.zeros(BLOCK * 2);
     await this.cut();
     while (this.queue.length) await this.writeNext();
+    for (const w of this.writes.splice(0)) await w;
     return {
       diffID: `sha256:${(await this.diff.digest()).toString('hex')}`,
       index: { version: 1, level: this.level, zlib: process.versions.zlib, members: this.members },
@@ -205,7 +208,7 @@ export class SegmentedGzipWriter implements LayerEntrySink {
     const members = this.queue.splice(0);
     await Promise.allSettled(members);
     await Promise.allSettled(members.map((m) => m.then((x) => x.hashed)));
-    await this.diff.digest().catch(() => undefined);
+    await Promise.allSettled(this.writes.splice(0));
   }
 
   /** Room for `n` more bytes in the segment (a bigger buffer only for outsized headers). */
@@ -231,8 +234,10 @@ export class SegmentedGzipWriter implements LayerEntrySink {
     this.names = [];
     // With fingerprints to match, a segment is hashed only when its fingerprint is new.
     const hash = !this.reuse?.fingerprinted;
-    const filled = fillSegment(segment, spans, { hash, fingerprint: true }).catch((e: SegmentFillError) => { throw fillError(e, spans, names); });
-    const hashed = this.diff.update(segment, filled);
+    const ticket = this.diff.ticket();
+    const filled = fillSegment(segment, spans, { hash, fingerprint: true, diff: { hash: this.diff, ticket } })
+      .catch((e: SegmentFillError) => { throw fillError(e, spans, names); });
+    const hashed = this.diff.passed(ticket);
     const job = this.member(segment, filled, hashed);
     job.catch(() => undefined); // observed when written, or by abandon()
     hashed.catch(() => undefined);
@@ -261,15 +266,16 @@ export class SegmentedGzipWriter implements LayerEntrySink {
     this.members.push({ sha256: m.sha256, size: m.size, offset: this.offset, csize: m.data.length, crc: m.data.readUInt32LE(m.data.length - 8), fp: m.fp });
     this.offset += m.data.length;
     if (m.reused) this.reused++;
-    if (!this.out.write(m.data)) {
-      await new Promise<void>((resolve, reject) => {
-        const done = (e?: Error) => { this.out.off('drain', done); this.out.off('error', done); e ? reject(e) : resolve(); };
-        this.out.once('drain', done);
-        this.out.once('error', done);
-      });
-    }
+    // Several members are written (and hashed into the blob's digest) at once; a few in flight are enough.
+    const write = this.out.append(m.data);
+    write.catch(() => undefined); // met below, or by finish()/abandon()
+    this.writes.push(write);
+    while (this.writes.length > WRITES_IN_FLIGHT) await this.writes.shift();
   }
 }
+
+/** Member writes in flight at once. */
+const WRITES_IN_FLIGHT = 8;
 
 /** The error a failed fill stands for: a file that changed size while archived, or the failed call's. */
 function fillError(e: SegmentFillError, spans: SegmentSpan[], names: string[]): Error {

@@ -11,7 +11,7 @@ import { pipeline } from 'node:stream/promises';
 import type { Digest } from '../../solver/llb/ops.js';
 import { BuilderError, UserError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';
-import { RunningSha256 } from '../native/fsx.js';
+import { OrderedSha256, writeAt } from '../native/fsx.js';
 
 export interface Expected {
   digest?: Digest;
@@ -63,36 +63,69 @@ const DIGEST_RE = /^sha256:[0-9a-f]{64}$/;
  * the temp file. Nothing becomes visible under the blob's name unless `commit` succeeds.
  */
 export class BlobWriter extends Writable {
-  // Hashed on the threadpool, beside the write: a layer's megabytes keep the main thread busy otherwise.
-  private readonly hash = new RunningSha256();
+  // Written and hashed on the threadpool, several pieces at once (append): a layer's megabytes through
+  // the main thread one chunk at a time held the layer's making back.
+  private readonly hash = new OrderedSha256();
   private size = 0;
   private handle: fsp.FileHandle | null = null;
+  private readonly opened: Promise<fsp.FileHandle>;
+  private readonly inFlight = new Set<Promise<void>>();
+  private failed: Error | null = null;
   private committed = false;
 
   constructor(private readonly store: ContentStore, private readonly tmp: string) {
     // Not auto-destroyed on finish: commit() still needs the temp file after the stream ends.
     super({ autoDestroy: false });
+    this.opened = fsp.open(this.tmp, 'wx');
+    this.opened.catch(() => undefined); // met by _construct
   }
 
   override _construct(cb: (err?: Error | null) => void): void {
-    fsp.open(this.tmp, 'wx').then((h) => { this.handle = h; cb(); }, cb);
+    this.opened.then((h) => { this.handle = h; cb(); }, cb);
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    this.append(chunk).then(() => cb(), cb);
+  }
+
+  /**
+   * Writes `chunk` after everything written or appended before it, without waiting for those: pieces go
+   * to the file and the hash in parallel. `chunk` must not change until the returned promise settles.
+   */
+  append(chunk: Buffer): Promise<void> {
+    const offset = this.size;
     this.size += chunk.length;
-    Promise.all([this.hash.update(chunk), writeAll(this.handle!, chunk)]).then(() => cb(), cb);
+    const piece = { hash: this.hash, ticket: this.hash.ticket() };
+    const p = this.opened.then((h) => writeAt(h.fd, chunk, offset, piece)).catch((e: Error) => {
+      this.failed ??= e;
+      throw e;
+    });
+    this.inFlight.add(p);
+    const done = () => this.inFlight.delete(p);
+    p.then(done, done);
+    return p;
+  }
+
+  /** Settles when no write is running (they hold the file's descriptor); the first failure, if any. */
+  private async drained(): Promise<void> {
+    while (this.inFlight.size) await Promise.allSettled([...this.inFlight]);
+    if (this.failed) throw this.failed;
   }
 
   override _final(cb: (err?: Error | null) => void): void {
-    const h = this.handle!;
-    this.handle = null;
-    h.sync().then(() => h.close()).then(() => cb(), (e: Error) => { h.close().catch(() => undefined); cb(e); });
+    this.drained().then(() => {
+      const h = this.handle!;
+      this.handle = null;
+      return h.sync().then(() => h.close(), (e: Error) => { h.close().catch(() => undefined); throw e; });
+    }).then(() => cb(), (e: Error) => cb(e));
   }
 
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
-    const h = this.handle;
-    this.handle = null;
-    (h ? h.close().catch(() => undefined) : Promise.resolve()).then(() => cb(err));
+    this.drained().catch(() => undefined).then(() => {
+      const h = this.handle;
+      this.handle = null;
+      return h?.close().catch(() => undefined);
+    }).then(() => cb(err));
   }
 
   /** Ends the stream if needed, verifies against `expected` and moves the blob into place. */
@@ -233,14 +266,6 @@ export class ContentStore {
       fsp.mkdir(path.join(this.root, 'blobs', 'tmp'), { recursive: true }),
     ]).then(() => undefined);
     return this.ready;
-  }
-}
-
-async function writeAll(h: fsp.FileHandle, buf: Buffer): Promise<void> {
-  let off = 0;
-  while (off < buf.length) {
-    const { bytesWritten } = await h.write(buf, off, buf.length - off);
-    off += bytesWritten;
   }
 }
 

@@ -16,14 +16,14 @@ interface FsxBinding {
   exchange(a: string, b: string): void;
   scanDir(dir: string): { names: string[]; stats: Float64Array };
   cloneTree(from: string, to: string): Promise<boolean>;
-  fillSegment(buf: Buffer, paths: string[], spans: Float64Array, hash: boolean, fingerprint: boolean): Promise<{ sha256?: Buffer; fingerprint?: Buffer }>;
-  sha256Create(): RunningHashHandle;
-  sha256Update(h: RunningHashHandle, data: Buffer): Promise<void>;
-  sha256Digest(h: RunningHashHandle): Buffer;
+  fillSegment(buf: Buffer, paths: string[], spans: Float64Array, hash: boolean, fingerprint: boolean, diff?: OrderedHashHandle, ticket?: number): Promise<{ sha256?: Buffer; fingerprint?: Buffer; hashed?: number }>;
+  orderedHashCreate(): OrderedHashHandle;
+  orderedHashDigest(h: OrderedHashHandle, pieces: number): Buffer;
+  writeAt(fd: number, buf: Buffer, offset: number, hash?: OrderedHashHandle, ticket?: number): Promise<number>;
 }
 
-declare const runningHash: unique symbol;
-type RunningHashHandle = { [runningHash]: true };
+declare const orderedHash: unique symbol;
+type OrderedHashHandle = { [orderedHash]: true };
 
 function locateAddon(): string {
   // Compiled JS lives in dist/src/native (the bundled CLI in dist/src/cli, as deep); the addon is built in
@@ -115,28 +115,71 @@ export interface SegmentFillError extends Error {
  * never written again (a committed snapshot's). No fingerprint where the filesystem keeps no birth time.
  * `buf` must not be touched until the promise settles.
  */
-export function fillSegment(buf: Buffer, spans: SegmentSpan[], opts: { hash: boolean; fingerprint?: boolean }): Promise<{ sha256?: Buffer; fingerprint?: Buffer }> {
+export function fillSegment(
+  buf: Buffer, spans: SegmentSpan[], opts: { hash: boolean; fingerprint?: boolean; diff?: OrderedPiece },
+): Promise<{ sha256?: Buffer; fingerprint?: Buffer }> {
   const nums = new Float64Array(spans.length * 4);
   spans.forEach((s, i) => nums.set([s.bufOffset, s.fileOffset, s.length, s.end ? 1 : 0], i * 4));
-  return binding.fillSegment(buf, spans.map((s) => s.path), nums, opts.hash, opts.fingerprint ?? false);
+  const { diff } = opts;
+  const job = binding.fillSegment(buf, spans.map((s) => s.path), nums, opts.hash, opts.fingerprint ?? false, diff?.hash.handle, diff?.ticket);
+  return diff ? diff.hash.track(job) : job;
 }
 
-/** A sha256 fed on the threadpool, one update at a time, in the order they are chained. */
-export class RunningSha256 {
-  private readonly handle = binding.sha256Create();
-  private tail: Promise<void> = Promise.resolve();
+/** Writes all of `buf` at `offset` of `fd` on the threadpool, then hands it to `piece`'s ordered hash. */
+export function writeAt(fd: number, buf: Buffer, offset: number, piece?: OrderedPiece): Promise<void> {
+  const job = binding.writeAt(fd, buf, offset, piece?.hash.handle, piece?.ticket).then((hashed) => ({ hashed }));
+  return (piece ? piece.hash.track(job) : job).then(() => undefined);
+}
 
-  /** Queues `data` after what is queued; `data` must not change until the returned promise settles. */
-  update(data: Buffer, after: Promise<unknown> = Promise.resolve()): Promise<void> {
-    const next = Promise.all([this.tail, after]).then(() => binding.sha256Update(this.handle, data));
-    // A failed step fails every later one (and digest()).
-    this.tail = next;
-    return next;
+/** One piece of an ordered hash: the hash, and the piece's place in it. */
+export interface OrderedPiece { hash: OrderedSha256; ticket: number }
+
+/**
+ * A sha256 over pieces that threadpool jobs (fillSegment, writeAt) hand in out of order: each piece has a
+ * ticket, and the native side hashes pieces in ticket order as they arrive, with no round trip through
+ * the main thread. A piece's memory must stay untouched until `passed(ticket)` settles.
+ */
+export class OrderedSha256 {
+  /** @internal */
+  readonly handle = binding.orderedHashCreate();
+  private issued = 0;
+  private hashed = 0;
+  private failure: Error | null = null;
+  private waiters: { ticket: number; resolve: () => void; reject: (e: Error) => void }[] = [];
+
+  /** The place of the next piece. */
+  ticket(): number {
+    return this.issued++;
   }
 
-  /** The digest of everything queued, once it is hashed. */
+  /** Settles once the hash has taken in piece `ticket`; rejects if a piece before it never comes. */
+  passed(ticket: number): Promise<void> {
+    if (ticket < this.hashed) return Promise.resolve();
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => this.waiters.push({ ticket, resolve, reject }));
+  }
+
+  /** The digest of every piece handed out, once they are all hashed. */
   async digest(): Promise<Buffer> {
-    await this.tail;
-    return binding.sha256Digest(this.handle);
+    if (this.issued > 0) await this.passed(this.issued - 1);
+    return binding.orderedHashDigest(this.handle, this.issued);
+  }
+
+  /** @internal Follows a job carrying a piece: its end says how far the hash got; its failure stops it. */
+  track<T extends { hashed?: number }>(job: Promise<T>): Promise<T> {
+    return job.then((r) => {
+      if (r.hashed !== undefined && r.hashed > this.hashed) {
+        this.hashed = r.hashed;
+        const ready = this.waiters.filter((w) => w.ticket < r.hashed!);
+        this.waiters = this.waiters.filter((w) => w.ticket >= r.hashed!);
+        for (const w of ready) w.resolve();
+      }
+      return r;
+    }, (e: Error) => {
+      // The piece never reached the hash: nothing after it will be hashed.
+      this.failure ??= e;
+      for (const w of this.waiters.splice(0)) w.reject(this.failure);
+      throw e;
+    });
   }
 }

@@ -1,11 +1,13 @@
 // Layer segments off the main thread (see src/archive/segmented.ts): filling a segment buffer with the
-// data of the files it holds, and the sha256 of segments and of the whole tar (the diff id), as async
-// work on libuv's threadpool. The main thread only walks the tree and writes tar headers.
+// data of the files it holds, the sha256 of segments and of the whole tar (the diff id, an ordered hash
+// over the segments), and writing the blob (its digest another ordered hash), as async work on libuv's
+// threadpool. The main thread only walks the tree and writes tar headers.
 // OpenSSL is Node's own: its symbols resolve from the node process when the addon loads.
 #define _GNU_SOURCE // statx
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +18,10 @@
 #include <openssl/evp.h>
 
 #include "segment.h"
+
+typedef struct ordered_hash ordered_hash;
+static uint64_t ordered_put(ordered_hash *h, uint64_t ticket, const uint8_t *data, size_t len);
+static int get_ticket(napi_env env, napi_value hv, napi_value tv, ordered_hash **h, uint64_t *ticket);
 
 // ------------------------------------------------------------------ fillSegment
 
@@ -49,6 +55,10 @@ typedef struct {
   // spares the kernel the walk down the whole path each time.
   int dir_fd;
   char dir[PATH_MAX];
+  // The ordered hash (the diff id) this segment is a piece of, its ticket, and how far the hash had got.
+  ordered_hash *diff;
+  napi_ref diff_ref;
+  uint64_t ticket, hashed;
 } fill_job;
 
 // Opens `path` read-only (not following a final symlink), relative to the cached directory when it is in it.
@@ -142,6 +152,7 @@ static void fill_execute(napi_env env, void *data) {
     unsigned int len = 0;
     if (!EVP_Digest(job->buf, job->buf_len, job->sha256, &len, EVP_sha256(), NULL)) { job->err = EIO; job->syscall = "sha256"; return; }
   }
+  if (job->diff) job->hashed = ordered_put(job->diff, job->ticket, job->buf, job->buf_len);
 }
 
 static void fill_complete(napi_env env, napi_status status, void *data) {
@@ -178,9 +189,15 @@ static void fill_complete(napi_env env, napi_status status, void *data) {
       napi_create_buffer_copy(env, 32, job->fp_digest, &out, &buf);
       napi_set_named_property(env, result, "fingerprint", buf);
     }
+    if (job->diff) {
+      napi_value hashed;
+      napi_create_double(env, (double)job->hashed, &hashed);
+      napi_set_named_property(env, result, "hashed", hashed);
+    }
     napi_resolve_deferred(env, job->deferred, result);
   }
   napi_delete_reference(env, job->buffer_ref);
+  if (job->diff_ref) napi_delete_reference(env, job->diff_ref);
   napi_delete_async_work(env, job->work);
   EVP_MD_CTX_free(job->fp);
   for (size_t i = 0; i < job->count; i++) free(job->items[i].path);
@@ -189,12 +206,14 @@ static void fill_complete(napi_env env, napi_status status, void *data) {
 }
 
 // fillSegment(buffer, paths: string[], spans: Float64Array (bufOffset, fileOffset, length, flags) per path,
-//             hash: boolean, fingerprint: boolean) -> Promise<{ sha256?: Buffer, fingerprint?: Buffer }>
+//             hash: boolean, fingerprint: boolean, diff?: ordered hash, ticket?: number)
+//   -> Promise<{ sha256?: Buffer, fingerprint?: Buffer, hashed?: number }>
 // Reads each span of each file into the buffer (spans in buffer order), checks that a whole file ends
-// where it should, then (if asked) hashes the whole buffer, and takes the fingerprint. The buffer must
-// not be touched until the promise settles.
+// where it should, then (if asked) hashes the whole buffer, takes the fingerprint, and hands the buffer to
+// the ordered hash `diff` as piece `ticket`. The buffer must not be touched until the promise settles,
+// nor, with `diff`, until the hash has passed it.
 static napi_value fillSegment(napi_env env, napi_callback_info info) {
-  size_t argc = 5; napi_value argv[5];
+  size_t argc = 7; napi_value argv[7];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   fill_job *job = calloc(1, sizeof *job);
   if (!job) { napi_throw_error(env, NULL, "out of memory"); return NULL; }
@@ -205,9 +224,9 @@ static napi_value fillSegment(napi_env env, napi_callback_info info) {
   if (napi_get_buffer_info(env, argv[0], &buf, &buf_len) != napi_ok || napi_get_array_length(env, argv[1], &count) != napi_ok ||
       napi_get_typedarray_info(env, argv[2], &type, &span_count, &spans, NULL, NULL) != napi_ok || type != napi_float64_array ||
       span_count < (size_t)count * 4 || napi_get_value_bool(env, argv[3], &hash) != napi_ok ||
-      napi_get_value_bool(env, argv[4], &fingerprint) != napi_ok) {
+      napi_get_value_bool(env, argv[4], &fingerprint) != napi_ok || get_ticket(env, argv[5], argv[6], &job->diff, &job->ticket) != 0) {
     free(job);
-    napi_throw_type_error(env, NULL, "fillSegment(buffer, paths, spans, hash, fingerprint)");
+    napi_throw_type_error(env, NULL, "fillSegment(buffer, paths, spans, hash, fingerprint, diff?, ticket?)");
     return NULL;
   }
   job->buf = buf; job->buf_len = buf_len; job->count = count; job->hash = hash; job->fingerprint = fingerprint;
@@ -234,121 +253,200 @@ static napi_value fillSegment(napi_env env, napi_callback_info info) {
   napi_value promise, name;
   napi_create_promise(env, &job->deferred, &promise);
   napi_create_reference(env, argv[0], 1, &job->buffer_ref);
+  if (job->diff) napi_create_reference(env, argv[5], 1, &job->diff_ref);
   napi_create_string_utf8(env, "fillSegment", NAPI_AUTO_LENGTH, &name);
   napi_create_async_work(env, NULL, name, fill_execute, fill_complete, job, &job->work);
   napi_queue_async_work(env, job->work);
   return promise;
 }
 
-// ------------------------------------------------------------------ running sha256
+// ------------------------------------------------------------------ ordered sha256
 
-// A sha256 whose updates run on the threadpool. The caller orders them: one update in flight at a time.
-typedef struct {
+// A sha256 over pieces that jobs on several threads hand in out of order: each piece has a ticket (its
+// place), and whichever thread hands in the piece the hash waits for hashes it and every later piece
+// already waiting, with no round trip through the main thread. Jobs report how far the hash has got when
+// they end; a piece's memory must stay valid until the hash has passed it. At most ORDER_RING pieces may
+// be handed out and not hashed.
+#define ORDER_RING 256
+
+struct ordered_hash {
+  pthread_mutex_t mu;
   EVP_MD_CTX *ctx;
-  int busy;
-} running_hash;
+  uint64_t next;  // the ticket to hash next
+  int hashing;    // a thread is hashing, outside the lock
+  int failed;
+  struct { const uint8_t *data; size_t len; int ready; } ring[ORDER_RING];
+};
 
-static void hash_finalize(napi_env env, void *data, void *hint) {
+// Hands in piece `ticket` and hashes what is now in order. Returns how many pieces are hashed.
+static uint64_t ordered_put(ordered_hash *h, uint64_t ticket, const uint8_t *data, size_t len) {
+  pthread_mutex_lock(&h->mu);
+  h->ring[ticket % ORDER_RING].data = data;
+  h->ring[ticket % ORDER_RING].len = len;
+  h->ring[ticket % ORDER_RING].ready = 1;
+  while (!h->hashing && h->ring[h->next % ORDER_RING].ready) {
+    const uint8_t *d = h->ring[h->next % ORDER_RING].data;
+    size_t n = h->ring[h->next % ORDER_RING].len;
+    h->ring[h->next % ORDER_RING].ready = 0;
+    h->hashing = 1;
+    pthread_mutex_unlock(&h->mu);
+    int ok = EVP_DigestUpdate(h->ctx, d, n);
+    pthread_mutex_lock(&h->mu);
+    if (!ok) h->failed = 1;
+    h->hashing = 0;
+    h->next++;
+  }
+  uint64_t hashed = h->next;
+  pthread_mutex_unlock(&h->mu);
+  return hashed;
+}
+
+static uint64_t ordered_progress(ordered_hash *h) {
+  pthread_mutex_lock(&h->mu);
+  uint64_t hashed = h->next;
+  pthread_mutex_unlock(&h->mu);
+  return hashed;
+}
+
+static void ordered_finalize(napi_env env, void *data, void *hint) {
   (void)env; (void)hint;
-  running_hash *h = data;
+  ordered_hash *h = data;
   EVP_MD_CTX_free(h->ctx);
+  pthread_mutex_destroy(&h->mu);
   free(h);
 }
 
-// sha256Create() -> handle
-static napi_value sha256Create(napi_env env, napi_callback_info info) {
+// orderedHashCreate() -> handle
+static napi_value orderedHashCreate(napi_env env, napi_callback_info info) {
   (void)info;
-  running_hash *h = calloc(1, sizeof *h);
+  ordered_hash *h = calloc(1, sizeof *h);
   if (!h || !(h->ctx = EVP_MD_CTX_new()) || !EVP_DigestInit_ex(h->ctx, EVP_sha256(), NULL)) {
     if (h) { EVP_MD_CTX_free(h->ctx); free(h); }
     napi_throw_error(env, NULL, "sha256: cannot initialise");
     return NULL;
   }
+  pthread_mutex_init(&h->mu, NULL);
   napi_value handle;
-  napi_create_external(env, h, hash_finalize, NULL, &handle);
+  napi_create_external(env, h, ordered_finalize, NULL, &handle);
   return handle;
 }
 
-typedef struct {
-  napi_async_work work;
-  napi_deferred deferred;
-  napi_ref buffer_ref;
-  running_hash *hash;
-  const uint8_t *data;
-  size_t len;
-  int ok;
-} update_job;
-
-static void update_execute(napi_env env, void *data) {
-  (void)env;
-  update_job *job = data;
-  job->ok = EVP_DigestUpdate(job->hash->ctx, job->data, job->len);
-}
-
-static void update_complete(napi_env env, napi_status status, void *data) {
-  update_job *job = data;
-  job->hash->busy = 0;
-  napi_value undefined;
-  napi_get_undefined(env, &undefined);
-  if (status == napi_ok && job->ok) {
-    napi_resolve_deferred(env, job->deferred, undefined);
-  } else {
-    napi_value msg, err;
-    napi_create_string_utf8(env, "sha256: update failed", NAPI_AUTO_LENGTH, &msg);
-    napi_create_error(env, NULL, msg, &err);
-    napi_reject_deferred(env, job->deferred, err);
-  }
-  napi_delete_reference(env, job->buffer_ref);
-  napi_delete_async_work(env, job->work);
-  free(job);
-}
-
-// sha256Update(handle, buffer) -> Promise<void>; the buffer must not change until it settles.
-static napi_value sha256Update(napi_env env, napi_callback_info info) {
+// orderedHashDigest(handle, pieces) -> Buffer (32 bytes), once all `pieces` are hashed; the handle is spent.
+static napi_value orderedHashDigest(napi_env env, napi_callback_info info) {
   size_t argc = 2; napi_value argv[2];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  running_hash *h; void *data; size_t len;
-  if (napi_get_value_external(env, argv[0], (void **)&h) != napi_ok || napi_get_buffer_info(env, argv[1], &data, &len) != napi_ok) {
-    napi_throw_type_error(env, NULL, "sha256Update(handle, buffer)");
+  ordered_hash *h; int64_t pieces;
+  if (napi_get_value_external(env, argv[0], (void **)&h) != napi_ok || napi_get_value_int64(env, argv[1], &pieces) != napi_ok) {
+    napi_throw_type_error(env, NULL, "orderedHashDigest(handle, pieces)");
     return NULL;
   }
-  if (h->busy) { napi_throw_error(env, NULL, "sha256Update: an update is running, or the hash is spent"); return NULL; }
-  update_job *job = calloc(1, sizeof *job);
-  if (!job) { napi_throw_error(env, NULL, "out of memory"); return NULL; }
-  h->busy = 1;
-  job->hash = h; job->data = data; job->len = len;
-  napi_value promise, name;
-  napi_create_promise(env, &job->deferred, &promise);
-  napi_create_reference(env, argv[1], 1, &job->buffer_ref);
-  napi_create_string_utf8(env, "sha256Update", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, update_execute, update_complete, job, &job->work);
-  napi_queue_async_work(env, job->work);
-  return promise;
-}
-
-// sha256Digest(handle) -> Buffer (32 bytes); the handle is spent.
-static napi_value sha256Digest(napi_env env, napi_callback_info info) {
-  size_t argc = 1; napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  running_hash *h;
-  if (napi_get_value_external(env, argv[0], (void **)&h) != napi_ok || h->busy) {
-    napi_throw_type_error(env, NULL, "sha256Digest(handle) with no update running");
+  if (ordered_progress(h) != (uint64_t)pieces || h->failed) {
+    napi_throw_error(env, NULL, "sha256: not every piece was hashed");
     return NULL;
   }
   unsigned char md[32]; unsigned int len = 0;
-  h->busy = 2; // spent: later updates are refused
   if (!EVP_DigestFinal_ex(h->ctx, md, &len)) { napi_throw_error(env, NULL, "sha256: final failed"); return NULL; }
+  h->next = UINT64_MAX; // spent
   void *out; napi_value buf;
   napi_create_buffer_copy(env, 32, md, &out, &buf);
   return buf;
 }
 
+// Reads an optional (handle, ticket) pair of arguments.
+static int get_ticket(napi_env env, napi_value hv, napi_value tv, ordered_hash **h, uint64_t *ticket) {
+  napi_valuetype t;
+  *h = NULL;
+  if (napi_typeof(env, hv, &t) != napi_ok || t == napi_undefined || t == napi_null) return 0;
+  int64_t v;
+  if (napi_get_value_external(env, hv, (void **)h) != napi_ok || napi_get_value_int64(env, tv, &v) != napi_ok || v < 0) return -1;
+  *ticket = (uint64_t)v;
+  return 0;
+}
+
+// ------------------------------------------------------------------ writeAt
+
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  napi_ref buffer_ref, hash_ref;
+  int fd;
+  const uint8_t *data;
+  size_t len;
+  uint64_t offset;
+  ordered_hash *hash;
+  uint64_t ticket, hashed;
+  int err;
+} write_job;
+
+static void write_execute(napi_env env, void *data) {
+  (void)env;
+  write_job *job = data;
+  for (size_t done = 0; done < job->len;) {
+    ssize_t n = pwrite(job->fd, job->data + done, job->len - done, (off_t)(job->offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      job->err = errno;
+      return; // not handed in: the hash stops here, and the blob is abandoned
+    }
+    done += (size_t)n;
+  }
+  if (job->hash) job->hashed = ordered_put(job->hash, job->ticket, job->data, job->len);
+}
+
+static void write_complete(napi_env env, napi_status status, void *data) {
+  write_job *job = data;
+  napi_value result;
+  if (status != napi_ok || job->err) {
+    char text[128];
+    snprintf(text, sizeof text, "write: %s", status != napi_ok ? "cancelled" : strerror(job->err));
+    napi_value msg, v;
+    napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &msg);
+    napi_create_error(env, NULL, msg, &result);
+    napi_create_int32(env, job->err, &v);
+    napi_set_named_property(env, result, "errno", v);
+    napi_reject_deferred(env, job->deferred, result);
+  } else {
+    napi_create_double(env, (double)job->hashed, &result);
+    napi_resolve_deferred(env, job->deferred, result);
+  }
+  napi_delete_reference(env, job->buffer_ref);
+  if (job->hash_ref) napi_delete_reference(env, job->hash_ref);
+  napi_delete_async_work(env, job->work);
+  free(job);
+}
+
+// writeAt(fd, buffer, offset, hash?, ticket?) -> Promise<number>: writes the whole buffer at `offset`, then
+// hands it to the ordered hash as piece `ticket`; resolves with how many pieces the hash has passed.
+static napi_value writeAt(napi_env env, napi_callback_info info) {
+  size_t argc = 5; napi_value argv[5];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  write_job *job = calloc(1, sizeof *job);
+  if (!job) { napi_throw_error(env, NULL, "out of memory"); return NULL; }
+  void *data; size_t len; int32_t fd; int64_t offset;
+  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok || napi_get_buffer_info(env, argv[1], &data, &len) != napi_ok ||
+      napi_get_value_int64(env, argv[2], &offset) != napi_ok || offset < 0 ||
+      get_ticket(env, argv[3], argv[4], &job->hash, &job->ticket) != 0) {
+    free(job);
+    napi_throw_type_error(env, NULL, "writeAt(fd, buffer, offset, hash?, ticket?)");
+    return NULL;
+  }
+  job->fd = fd; job->data = data; job->len = len; job->offset = (uint64_t)offset;
+  napi_value promise, name;
+  napi_create_promise(env, &job->deferred, &promise);
+  napi_create_reference(env, argv[1], 1, &job->buffer_ref);
+  if (job->hash) napi_create_reference(env, argv[3], 1, &job->hash_ref);
+  napi_create_string_utf8(env, "writeAt", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, write_execute, write_complete, job, &job->work);
+  napi_queue_async_work(env, job->work);
+  return promise;
+}
+
 void segment_init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"fillSegment", NULL, fillSegment, NULL, NULL, NULL, napi_default, NULL},
-    {"sha256Create", NULL, sha256Create, NULL, NULL, NULL, napi_default, NULL},
-    {"sha256Update", NULL, sha256Update, NULL, NULL, NULL, napi_default, NULL},
-    {"sha256Digest", NULL, sha256Digest, NULL, NULL, NULL, napi_default, NULL},
+    {"orderedHashCreate", NULL, orderedHashCreate, NULL, NULL, NULL, napi_default, NULL},
+    {"orderedHashDigest", NULL, orderedHashDigest, NULL, NULL, NULL, napi_default, NULL},
+    {"writeAt", NULL, writeAt, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }

@@ -27,4 +27,26 @@ describe('ContentStore', () => {
     await expect(store.write(data, { size: 1 })).rejects.toMatchObject({ code: 'DIGEST_MISMATCH' });
     expect(await store.has(wrong)).toBe(false);
   });
+
+  it('writes appended pieces in order while several are in flight, hashing them in order', async () => {
+    const store = new ContentStore(tmp);
+    // Pieces of varied sizes, so the jobs end out of order.
+    const pieces = Array.from({ length: 300 }, (_, i) => Buffer.alloc(((i * 7919) % 97) * 1024 + 1, i % 251));
+    const w = await store.openWriter();
+    await Promise.all(pieces.map((p) => w.append(p)));
+    const whole = Buffer.concat(pieces);
+    const digest: Digest = `sha256:${createHash('sha256').update(whole).digest('hex')}`;
+    expect(await w.commit()).toEqual({ digest, size: whole.length });
+    expect((await store.readBuffer(digest)).equals(whole)).toBe(true);
+  });
+
+  it('leaves nothing behind when a writer is dropped with pieces in flight', async () => {
+    const root = path.join(tmp, 'dropped');
+    const store = new ContentStore(root);
+    const w = await store.openWriter();
+    const pending = Array.from({ length: 20 }, () => w.append(Buffer.alloc(1 << 20, 1)).catch(() => undefined));
+    await w.abort();
+    await Promise.all(pending);
+    expect(await fs.readdir(path.join(root, 'blobs', 'tmp'))).toEqual([]);
+  });
 });
