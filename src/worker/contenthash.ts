@@ -12,6 +12,7 @@ import { sha256 } from '../../solver/llb/digest.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { goMatch, hasWildcard, PatternMatcher } from './match.js';
 import { Limiter } from '../util/limiter.js';
+import { scanDir, Scan, scanMs } from '../native/fsx.js';
 
 interface Node {
   type: 'file' | 'dir' | 'symlink' | 'other';
@@ -144,25 +145,27 @@ export class ContextChecksummer {
    */
   private walk(): Map<string, Node> {
     const tree = new Map<string, Node>();
-    const visit = (rel: string, st: fs.Stats): void => {
-      const node = toNode(st);
+    const visit = (rel: string, node: Node): void => {
       tree.set(rel, node);
       if (node.type !== 'dir') return;
       const host = rel ? path.join(this.dir, rel) : this.dir;
       const kept: string[] = [];
-      for (const name of fs.readdirSync(host).sort()) {
+      // One native scan per directory: no Stats object per entry.
+      const { names, stats } = scanDir(host);
+      const order = names.map((name, i) => ({ name, i })).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+      for (const { name, i } of order) {
         const r = rel ? `${rel}/${name}` : name;
-        const cst = fs.lstatSync(path.join(host, name));
+        const child = scannedNode(stats, i * Scan.fields);
         if (this.exclude?.matches(r)) {
           // An excluded directory is still searched when a `!` exception may re-include something below.
-          if (!(cst.isDirectory() && this.exclude.hasExclusions && this.exclude.mayMatchBelow(r, true))) continue;
+          if (!(child.type === 'dir' && this.exclude.hasExclusions && this.exclude.mayMatchBelow(r, true))) continue;
         }
         kept.push(name);
-        visit(r, cst);
+        visit(r, child);
       }
       node.children = kept;
     };
-    visit('', fs.lstatSync(this.dir));
+    visit('', toNode(fs.lstatSync(this.dir)));
     return tree;
   }
 
@@ -261,6 +264,17 @@ export class ContextChecksummer {
 }
 
 const recordHeader = (node: Node) => `${node.type} ${(node.mode & 0o7777).toString(8)} ${node.uid}:${node.gid}`;
+
+function scannedNode(stats: Float64Array, o: number): Node {
+  const mode = stats[o + Scan.mode];
+  const kind = mode & fs.constants.S_IFMT;
+  const type = kind === fs.constants.S_IFDIR ? 'dir' : kind === fs.constants.S_IFREG ? 'file' : kind === fs.constants.S_IFLNK ? 'symlink' : 'other';
+  return {
+    type, mode, uid: stats[o + Scan.uid], gid: stats[o + Scan.gid], size: stats[o + Scan.size],
+    mtimeMs: scanMs(stats[o + Scan.mtime], stats[o + Scan.mtimeNsec]), ctimeMs: scanMs(stats[o + Scan.ctime], stats[o + Scan.ctimeNsec]),
+    ino: stats[o + Scan.ino],
+  };
+}
 
 function toNode(st: fs.Stats): Node {
   const type = st.isDirectory() ? 'dir' : st.isFile() ? 'file' : st.isSymbolicLink() ? 'symlink' : 'other';
