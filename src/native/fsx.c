@@ -161,19 +161,22 @@ static napi_value copyRange(napi_env env, napi_callback_info info) {
   return result;
 }
 
-// scanDir(dir) -> { names: string[], stats: Float64Array } with SCAN_FIELDS numbers per entry: what a layer
-// walk needs from lstat and the entry's extended attributes, in one call per directory instead of
-// several per entry (and no Stats objects to collect).
+// scanDir(dir, xattrs = true) -> { names: string[], stats: Float64Array } with SCAN_FIELDS numbers per
+// entry: what a layer walk needs from lstat and (unless `xattrs` is false) the entry's extended attributes,
+// in one call per directory instead of several per entry (and no Stats objects to collect).
 enum { SCAN_MODE, SCAN_UID, SCAN_GID, SCAN_SIZE, SCAN_MTIME, SCAN_NLINK, SCAN_DEV, SCAN_INO, SCAN_RDEV_MAJOR,
        SCAN_RDEV_MINOR, SCAN_XATTRS, SCAN_OPAQUE, SCAN_MTIME_NSEC, SCAN_CTIME, SCAN_CTIME_NSEC, SCAN_FIELDS };
 // SCAN_XATTRS: 1 when the entry has extended attributes other than overlay's (trusted.overlay.*), 2 when
 // it has too many names to tell here (the caller reads them, and the opaque mark, itself).
 // SCAN_OPAQUE: 1 for a directory overlay marks opaque (trusted.overlay.opaque = "y").
 static napi_value scanDir(napi_env env, napi_callback_info info) {
-  size_t argc = 1; napi_value argv[1];
+  size_t argc = 2; napi_value argv[2];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   char dir[PATH_MAX_LEN];
   if (get_string(env, argv[0], dir, sizeof dir)) return NULL;
+  bool xattrs = true;
+  napi_valuetype t;
+  if (argc > 1 && napi_typeof(env, argv[1], &t) == napi_ok && t == napi_boolean) napi_get_value_bool(env, argv[1], &xattrs);
   DIR *d = opendir(dir);
   if (!d) return throw_errno(env, "scandir", dir, errno);
   napi_value names;
@@ -202,7 +205,7 @@ static napi_value scanDir(napi_env env, napi_callback_info info) {
     f[SCAN_INO] = (double)st.st_ino; f[SCAN_RDEV_MAJOR] = major(st.st_rdev); f[SCAN_RDEV_MINOR] = minor(st.st_rdev);
     f[SCAN_XATTRS] = 0; f[SCAN_OPAQUE] = 0; f[SCAN_MTIME_NSEC] = (double)st.st_mtim.tv_nsec;
     f[SCAN_CTIME] = (double)st.st_ctim.tv_sec; f[SCAN_CTIME_NSEC] = (double)st.st_ctim.tv_nsec;
-    ssize_t len = llistxattr(p, list, sizeof list);
+    ssize_t len = xattrs ? llistxattr(p, list, sizeof list) : 0;
     if (len < 0) {
       if (errno == ERANGE) f[SCAN_XATTRS] = 2; // more names than fit here: the caller reads them itself
       len = 0;                                 // ENOTSUP: a filesystem without them

@@ -14,7 +14,7 @@ interface FsxBinding {
   mknod(path: string, mode: number, major: number, minor: number): void;
   copyRange(inFd: number, outFd: number, length: number): number;
   exchange(a: string, b: string): void;
-  scanDir(dir: string): { names: string[]; stats: Float64Array };
+  scanDir(dir: string, xattrs?: boolean): { names: string[]; stats: Float64Array };
   cloneTree(from: string, to: string): Promise<boolean>;
   fillSegment(buf: Buffer, paths: string[], spans: Float64Array, hash: boolean, fingerprint: boolean, diff?: OrderedHashHandle, ticket?: number): Promise<{ sha256?: Buffer; fingerprint?: Buffer; hashed?: number }>;
   orderedHashCreate(): OrderedHashHandle;
@@ -70,9 +70,11 @@ export const Scan = {
  * A directory's entries (in readdir order) with, per entry, `Scan.fields` numbers from lstat (times in
  * seconds and nanoseconds) and its extended attributes: `xattrs` is 1 when it has some beside overlay's
  * trusted.overlay.*, 2 when it has too many names to tell (read them, and the opaque mark, directly);
- * `opaque` is 1 for a directory overlay marks opaque. One call per directory.
+ * `opaque` is 1 for a directory overlay marks opaque (both 0 with `xattrs: false`, which skips asking).
+ * One call per directory.
  */
-export const scanDir = (dir: string): { names: string[]; stats: Float64Array } => binding.scanDir(dir);
+export const scanDir = (dir: string, opts: { xattrs?: boolean } = {}): { names: string[]; stats: Float64Array } =>
+  binding.scanDir(dir, opts.xattrs ?? true);
 
 /** Milliseconds of a scanned time, computed as fs.Stats computes its `mtimeMs` and `ctimeMs`. */
 export const scanMs = (sec: number, nsec: number): number => sec * 1e3 + nsec / 1e6;

@@ -151,7 +151,7 @@ export class ContextChecksummer {
       const host = rel ? path.join(this.dir, rel) : this.dir;
       const kept: string[] = [];
       // One native scan per directory: no Stats object per entry.
-      const { names, stats } = scanDir(host);
+      const { names, stats } = scanDir(host, { xattrs: false }); // records hold no xattrs
       const order = names.map((name, i) => ({ name, i })).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
       for (const { name, i } of order) {
         const r = rel ? `${rel}/${name}` : name;

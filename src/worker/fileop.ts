@@ -488,7 +488,7 @@ class Copier {
     let before: ReturnType<typeof scanDir>;
     try {
       now = scanDir(src);
-      before = scanDir(this.earlier(target));
+      before = scanDir(this.earlier(target), { xattrs: false });
     } catch {
       return null;
     }
