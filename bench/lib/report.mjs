@@ -116,7 +116,9 @@ function unsupportedNotes(run) {
   for (const [key, c] of agg) {
     if (c.status === 'ok') continue;
     const [scenario, phase, b] = key.split('/');
-    notes.push(`${scenario} ${phase} ${LABEL[b]}: ${c.status}${c.status === 'unsupported' ? ` (${c.feature})` : ''}: ${c.error}`);
+    // An unsupported cell's error usually is its feature's reason already: say it once.
+    const feature = c.status === 'unsupported' && c.feature && !String(c.error ?? '').includes(c.feature) ? ` (${c.feature})` : '';
+    notes.push(`${scenario} ${phase} ${LABEL[b]}: ${c.status}${feature}: ${c.error ?? c.feature}`);
   }
   for (const [id, n] of Object.entries(run.notes)) notes.push(`${id}: ${n}`);
   return notes;

@@ -8,8 +8,6 @@ import path from 'node:path';
 import type { ChownOpt, CopyAction, FileAction, MkdirAction, MkfileAction, RmAction } from '../../solver/llb/ops.js';
 import { BuilderError, UserError } from '../util/errors.js';
 import { getXattr, listXattrs, mknod, scanDir, Scan, scanMs, setXattr, S_IFBLK, S_IFCHR, S_IFIFO } from '../native/fsx.js';
-
-const { S_IFMT, S_IFREG } = fs.constants;
 import { inRootPath, resolveInRoot } from '../archive/rootpath.js';
 import { goMatch, hasWildcard, PatternMatcher } from './match.js';
 import { resolveOwner } from './users.js';
@@ -483,7 +481,6 @@ class Copier {
    * scan fails (the per-file path then meets whatever is wrong).
    */
   private unchangedFiles(src: string, target: string): { names: string[]; keep: Set<string> } | null {
-    const { owner, mode, modeSet, timestamp, refresh } = this.opts;
     let now: ReturnType<typeof scanDir>;
     let before: ReturnType<typeof scanDir>;
     try {
@@ -494,27 +491,26 @@ class Copier {
     }
     const earlier = new Map(before.names.map((n, i) => [n, i * Scan.fields]));
     const keep = new Set<string>();
-    const a = now.stats;
-    const b = before.stats;
     for (const [i, name] of now.names.entries()) {
       const o = i * Scan.fields;
       const e = earlier.get(name);
-      if (e === undefined || (a[o + Scan.mode] & S_IFMT) !== S_IFREG || (b[e + Scan.mode] & S_IFMT) !== S_IFREG) continue;
-      if (a[o + Scan.nlink] > 1 || a[o + Scan.xattrs] !== 0 || a[o + Scan.size] !== b[e + Scan.size]) continue;
-      if (scanMs(a[o + Scan.ctime], a[o + Scan.ctimeNsec]) >= refresh!.unchangedBefore) continue;
-      const mtime = timestamp !== undefined ? timestamp * 1000 : scanMs(a[o + Scan.mtime], a[o + Scan.mtimeNsec]);
-      if (Math.abs(scanMs(b[e + Scan.mtime], b[e + Scan.mtimeNsec]) - mtime) >= 1) continue;
-      const srcMode = a[o + Scan.mode];
-      const wantMode = modeSet ? applySymbolicMode(modeSet, srcMode, false) : mode ?? srcMode & 0o7777;
-      if ((b[e + Scan.mode] & 0o7777) !== wantMode) continue;
-      if (b[e + Scan.uid] !== (owner?.uid ?? a[o + Scan.uid]) || b[e + Scan.gid] !== (owner?.gid ?? a[o + Scan.gid])) continue;
-      keep.add(name);
+      if (e === undefined || now.stats[o + Scan.nlink] > 1 || now.stats[o + Scan.xattrs] !== 0) continue;
+      if (this.keepable(scannedMeta(now.stats, o), scannedMeta(before.stats, e))) keep.add(name);
     }
     return { names: now.names, keep };
   }
 
   /** Refreshing: `existing` (an earlier copy of `src`) is what copying `src` now would make. */
   private unchanged(src: string, st: fs.Stats, existing: fs.Stats): boolean {
+    return this.keepable(st, existing) && listXattrs(src).length === 0;
+  }
+
+  /**
+   * Refreshing: `existing`, the earlier copy of a source file with metadata `st`, is what copying it now
+   * would make, extended attributes aside: the source has not changed since before the earlier copy began
+   * (by ctime, which no tool can set back), and size, mtime, mode and owner come out the same.
+   */
+  private keepable(st: FileMeta, existing: FileMeta): boolean {
     const { owner, mode, modeSet, timestamp, refresh } = this.opts;
     if (!refresh || !st.isFile() || !existing.isFile()) return false;
     if (st.ctimeMs >= refresh.unchangedBefore || st.size !== existing.size) return false;
@@ -522,8 +518,7 @@ class Copier {
     if (Math.abs(existing.mtimeMs - mtime) >= 1) return false;
     const wantMode = modeSet ? applySymbolicMode(modeSet, st.mode, false) : mode ?? st.mode & 0o7777;
     if ((existing.mode & 0o7777) !== wantMode) return false;
-    if (existing.uid !== (owner?.uid ?? st.uid) || existing.gid !== (owner?.gid ?? st.gid)) return false;
-    return listXattrs(src).length === 0;
+    return existing.uid === (owner?.uid ?? st.uid) && existing.gid === (owner?.gid ?? st.gid);
   }
 
   /** Refreshing: the synchronous form of copyNonDir's check that `target` can stay as it is. */
@@ -582,6 +577,18 @@ class Copier {
     if (timestamp !== undefined) fs.lutimesSync(target, timestamp, timestamp);
     else fs.lutimesSync(target, st.atimeMs / 1000, st.mtimeMs / 1000);
   }
+}
+
+/** What the refresh compares of a file: the part of fs.Stats that a directory scan also gives. */
+type FileMeta = Pick<fs.Stats, 'isFile' | 'mode' | 'uid' | 'gid' | 'size' | 'mtimeMs' | 'ctimeMs'>;
+
+function scannedMeta(stats: Float64Array, o: number): FileMeta {
+  const mode = stats[o + Scan.mode];
+  return {
+    isFile: () => (mode & fs.constants.S_IFMT) === fs.constants.S_IFREG,
+    mode, uid: stats[o + Scan.uid], gid: stats[o + Scan.gid], size: stats[o + Scan.size],
+    mtimeMs: scanMs(stats[o + Scan.mtime], stats[o + Scan.mtimeNsec]), ctimeMs: scanMs(stats[o + Scan.ctime], stats[o + Scan.ctimeNsec]),
+  };
 }
 
 const major = (rdev: number) => Number((BigInt(rdev) >> 8n) & 0xfffn | ((BigInt(rdev) >> 32n) & ~0xfffn));
