@@ -16,6 +16,7 @@
 #include <node_api.h>
 
 #include "clone.h"
+#include "jobs.h"
 
 typedef struct {
   napi_async_work work;
@@ -124,15 +125,7 @@ static void clone_complete(napi_env env, napi_status status, void *data) {
     napi_get_boolean(env, true, &result);
     napi_resolve_deferred(env, job->deferred, result);
   } else {
-    char text[PATH_MAX + 128];
-    snprintf(text, sizeof text, "%s: %s '%s'", job->syscall ? job->syscall : "clone",
-             job->err ? strerror(job->err) : "cancelled", job->failed);
-    napi_value msg, v;
-    napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &msg);
-    napi_create_error(env, NULL, msg, &result);
-    napi_create_int32(env, job->err, &v);
-    napi_set_named_property(env, result, "errno", v);
-    napi_reject_deferred(env, job->deferred, result);
+    napi_reject_deferred(env, job->deferred, errno_error(env, job->syscall ? job->syscall : "clone", job->err, "cancelled", job->failed));
   }
   napi_delete_async_work(env, job->work);
   free(job->from);
@@ -160,12 +153,7 @@ static napi_value cloneTree(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "cloneTree(from, to)");
     return NULL;
   }
-  napi_value promise, name;
-  napi_create_promise(env, &job->deferred, &promise);
-  napi_create_string_utf8(env, "cloneTree", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, clone_execute, clone_complete, job, &job->work);
-  napi_queue_async_work(env, job->work);
-  return promise;
+  return queue_job(env, "cloneTree", clone_execute, clone_complete, job, &job->deferred, &job->work);
 }
 
 void clone_init(napi_env env, napi_value exports) {

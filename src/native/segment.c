@@ -17,6 +17,7 @@
 #include <node_api.h>
 #include <openssl/evp.h>
 
+#include "jobs.h"
 #include "segment.h"
 
 typedef struct ordered_hash ordered_hash;
@@ -159,21 +160,13 @@ static void fill_complete(napi_env env, napi_status status, void *data) {
   fill_job *job = data;
   napi_value result;
   if (status != napi_ok) {
-    napi_value msg;
-    napi_create_string_utf8(env, "segment fill cancelled", NAPI_AUTO_LENGTH, &msg);
-    napi_create_error(env, NULL, msg, &result);
-    napi_reject_deferred(env, job->deferred, result);
+    napi_reject_deferred(env, job->deferred, errno_error(env, "segment fill", 0, "cancelled", NULL));
   } else if (job->syscall) {
     // Rejected with what JS needs to raise its own errors: the call, errno and the item's index.
-    napi_value msg, v;
-    char text[128];
-    snprintf(text, sizeof text, "%s: %s", job->syscall, job->err ? strerror(job->err) : "size changed");
-    napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &msg);
-    napi_create_error(env, NULL, msg, &result);
+    napi_value v;
+    result = errno_error(env, job->syscall, job->err, "size changed", NULL);
     napi_create_string_utf8(env, job->syscall, NAPI_AUTO_LENGTH, &v);
     napi_set_named_property(env, result, "syscall", v);
-    napi_create_int32(env, job->err, &v);
-    napi_set_named_property(env, result, "errno", v);
     napi_create_int64(env, (int64_t)job->failed, &v);
     napi_set_named_property(env, result, "item", v);
     napi_reject_deferred(env, job->deferred, result);
@@ -250,14 +243,9 @@ static napi_value fillSegment(napi_env env, napi_callback_info info) {
     }
     prev_end = it->buf_offset + it->length;
   }
-  napi_value promise, name;
-  napi_create_promise(env, &job->deferred, &promise);
   napi_create_reference(env, argv[0], 1, &job->buffer_ref);
   if (job->diff) napi_create_reference(env, argv[5], 1, &job->diff_ref);
-  napi_create_string_utf8(env, "fillSegment", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, fill_execute, fill_complete, job, &job->work);
-  napi_queue_async_work(env, job->work);
-  return promise;
+  return queue_job(env, "fillSegment", fill_execute, fill_complete, job, &job->deferred, &job->work);
 }
 
 // ------------------------------------------------------------------ ordered sha256
@@ -397,14 +385,7 @@ static void write_complete(napi_env env, napi_status status, void *data) {
   write_job *job = data;
   napi_value result;
   if (status != napi_ok || job->err) {
-    char text[128];
-    snprintf(text, sizeof text, "write: %s", status != napi_ok ? "cancelled" : strerror(job->err));
-    napi_value msg, v;
-    napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &msg);
-    napi_create_error(env, NULL, msg, &result);
-    napi_create_int32(env, job->err, &v);
-    napi_set_named_property(env, result, "errno", v);
-    napi_reject_deferred(env, job->deferred, result);
+    napi_reject_deferred(env, job->deferred, errno_error(env, "write", status != napi_ok ? 0 : job->err, "cancelled", NULL));
   } else {
     napi_create_double(env, (double)job->hashed, &result);
     napi_resolve_deferred(env, job->deferred, result);
@@ -431,14 +412,9 @@ static napi_value writeAt(napi_env env, napi_callback_info info) {
     return NULL;
   }
   job->fd = fd; job->data = data; job->len = len; job->offset = (uint64_t)offset;
-  napi_value promise, name;
-  napi_create_promise(env, &job->deferred, &promise);
   napi_create_reference(env, argv[1], 1, &job->buffer_ref);
   if (job->hash) napi_create_reference(env, argv[3], 1, &job->hash_ref);
-  napi_create_string_utf8(env, "writeAt", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, write_execute, write_complete, job, &job->work);
-  napi_queue_async_work(env, job->work);
-  return promise;
+  return queue_job(env, "writeAt", write_execute, write_complete, job, &job->deferred, &job->work);
 }
 
 void segment_init(napi_env env, napi_value exports) {
