@@ -125,8 +125,8 @@ const SEGMENT_CAPACITY = SEGMENT_MAX + SEGMENT_SPLIT + (64 << 10);
 /**
  * Receives a layer's entries, cuts the tar into segments, and writes their gzip members to `out` in order.
  * The main thread only lays out headers and where each file's data goes; reading the files into the
- * segment and hashing it (its own sha256 and CRC-32, and the running diff id) run on the threadpool,
- * several segments at once, beside their compression.
+ * segment, its fingerprint, its sha256 (unless the fingerprint gives it) and the diff id (an ordered hash
+ * over the segments) run on the threadpool, several segments at once, beside their compression.
  */
 export class SegmentedGzipWriter implements LayerEntrySink {
   private buf: Buffer;

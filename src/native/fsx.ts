@@ -170,6 +170,8 @@ export class OrderedSha256 {
   /** @internal Follows a job carrying a piece: its end says how far the hash got; its failure stops it. */
   track<T extends { hashed?: number }>(job: Promise<T>): Promise<T> {
     return job.then((r) => {
+      // -1: the native side could not keep a piece waiting for its turn (out of memory).
+      if (r.hashed === -1) throw new Error('sha256: a piece could not be taken in');
       if (r.hashed !== undefined && r.hashed > this.hashed) {
         this.hashed = r.hashed;
         const ready = this.waiters.filter((w) => w.ticket < r.hashed!);

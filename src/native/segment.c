@@ -21,6 +21,8 @@
 #include "segment.h"
 
 typedef struct ordered_hash ordered_hash;
+// What ordered_put returns, and jobs report as -1, once the hash cannot be finished.
+#define ORDERED_FAILED UINT64_MAX
 static uint64_t ordered_put(ordered_hash *h, uint64_t ticket, const uint8_t *data, size_t len);
 static int get_ticket(napi_env env, napi_value hv, napi_value tv, ordered_hash **h, uint64_t *ticket);
 
@@ -184,7 +186,7 @@ static void fill_complete(napi_env env, napi_status status, void *data) {
     }
     if (job->diff) {
       napi_value hashed;
-      napi_create_double(env, (double)job->hashed, &hashed);
+      napi_create_double(env, job->hashed == ORDERED_FAILED ? -1 : (double)job->hashed, &hashed);
       napi_set_named_property(env, result, "hashed", hashed);
     }
     napi_resolve_deferred(env, job->deferred, result);
@@ -253,9 +255,9 @@ static napi_value fillSegment(napi_env env, napi_callback_info info) {
 // A sha256 over pieces that jobs on several threads hand in out of order: each piece has a ticket (its
 // place), and whichever thread hands in the piece the hash waits for hashes it and every later piece
 // already waiting, with no round trip through the main thread. Jobs report how far the hash has got when
-// they end; a piece's memory must stay valid until the hash has passed it. At most ORDER_RING pieces may
-// be handed out and not hashed.
-#define ORDER_RING 256
+// they end; a piece's memory must stay valid until the hash has passed it. Pieces waiting for their turn
+// sit in a ring indexed by ticket, which grows when more are waiting than it holds.
+typedef struct { const uint8_t *data; size_t len; uint64_t ticket; int ready; } ordered_piece;
 
 struct ordered_hash {
   pthread_mutex_t mu;
@@ -263,19 +265,38 @@ struct ordered_hash {
   uint64_t next;  // the ticket to hash next
   int hashing;    // a thread is hashing, outside the lock
   int failed;
-  struct { const uint8_t *data; size_t len; int ready; } ring[ORDER_RING];
+  ordered_piece *ring;
+  size_t cap;
 };
+
+// Makes room in the ring for `ticket` (under the lock). -1 when memory runs out.
+static int ordered_room(ordered_hash *h, uint64_t ticket) {
+  if (ticket - h->next < h->cap) return 0;
+  size_t cap = h->cap;
+  while (ticket - h->next >= cap) cap *= 2;
+  ordered_piece *ring = calloc(cap, sizeof *ring);
+  if (!ring) return -1;
+  for (size_t i = 0; i < h->cap; i++) if (h->ring[i].ready) ring[h->ring[i].ticket % cap] = h->ring[i];
+  free(h->ring);
+  h->ring = ring;
+  h->cap = cap;
+  return 0;
+}
 
 // Hands in piece `ticket` and hashes what is now in order. Returns how many pieces are hashed.
 static uint64_t ordered_put(ordered_hash *h, uint64_t ticket, const uint8_t *data, size_t len) {
   pthread_mutex_lock(&h->mu);
-  h->ring[ticket % ORDER_RING].data = data;
-  h->ring[ticket % ORDER_RING].len = len;
-  h->ring[ticket % ORDER_RING].ready = 1;
-  while (!h->hashing && h->ring[h->next % ORDER_RING].ready) {
-    const uint8_t *d = h->ring[h->next % ORDER_RING].data;
-    size_t n = h->ring[h->next % ORDER_RING].len;
-    h->ring[h->next % ORDER_RING].ready = 0;
+  if (ordered_room(h, ticket) != 0) {
+    h->failed = 1; // the piece cannot wait its turn: the digest will refuse
+  } else {
+    h->ring[ticket % h->cap] = (ordered_piece){ data, len, ticket, 1 };
+  }
+  while (!h->hashing && !h->failed) {
+    ordered_piece *p = &h->ring[h->next % h->cap];
+    if (!p->ready || p->ticket != h->next) break;
+    const uint8_t *d = p->data;
+    size_t n = p->len;
+    p->ready = 0;
     h->hashing = 1;
     pthread_mutex_unlock(&h->mu);
     int ok = EVP_DigestUpdate(h->ctx, d, n);
@@ -284,7 +305,7 @@ static uint64_t ordered_put(ordered_hash *h, uint64_t ticket, const uint8_t *dat
     h->hashing = 0;
     h->next++;
   }
-  uint64_t hashed = h->next;
+  uint64_t hashed = h->failed ? ORDERED_FAILED : h->next;
   pthread_mutex_unlock(&h->mu);
   return hashed;
 }
@@ -301,6 +322,7 @@ static void ordered_finalize(napi_env env, void *data, void *hint) {
   ordered_hash *h = data;
   EVP_MD_CTX_free(h->ctx);
   pthread_mutex_destroy(&h->mu);
+  free(h->ring);
   free(h);
 }
 
@@ -308,8 +330,9 @@ static void ordered_finalize(napi_env env, void *data, void *hint) {
 static napi_value orderedHashCreate(napi_env env, napi_callback_info info) {
   (void)info;
   ordered_hash *h = calloc(1, sizeof *h);
-  if (!h || !(h->ctx = EVP_MD_CTX_new()) || !EVP_DigestInit_ex(h->ctx, EVP_sha256(), NULL)) {
-    if (h) { EVP_MD_CTX_free(h->ctx); free(h); }
+  if (!h || !(h->ring = calloc(h->cap = 64, sizeof *h->ring)) || !(h->ctx = EVP_MD_CTX_new()) ||
+      !EVP_DigestInit_ex(h->ctx, EVP_sha256(), NULL)) {
+    if (h) { EVP_MD_CTX_free(h->ctx); free(h->ring); free(h); }
     napi_throw_error(env, NULL, "sha256: cannot initialise");
     return NULL;
   }
@@ -387,7 +410,7 @@ static void write_complete(napi_env env, napi_status status, void *data) {
   if (status != napi_ok || job->err) {
     napi_reject_deferred(env, job->deferred, errno_error(env, "write", status != napi_ok ? 0 : job->err, "cancelled", NULL));
   } else {
-    napi_create_double(env, (double)job->hashed, &result);
+    napi_create_double(env, job->hashed == ORDERED_FAILED ? -1 : (double)job->hashed, &result);
     napi_resolve_deferred(env, job->deferred, result);
   }
   napi_delete_reference(env, job->buffer_ref);

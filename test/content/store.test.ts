@@ -4,6 +4,7 @@ import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ContentStore } from '../../src/content/store.js';
+import { OrderedSha256, writeAt } from '../../src/native/fsx.js';
 import type { Digest } from '../../solver/llb/ops.js';
 
 describe('ContentStore', () => {
@@ -38,6 +39,23 @@ describe('ContentStore', () => {
     const digest: Digest = `sha256:${createHash('sha256').update(whole).digest('hex')}`;
     expect(await w.commit()).toEqual({ digest, size: whole.length });
     expect((await store.readBuffer(digest)).equals(whole)).toBe(true);
+  });
+
+  it('hashes pieces in ticket order however late the first ones come', async () => {
+    // The jobs run in the order they are queued: the last pieces arrive first, far more than the
+    // native ring of waiting pieces starts with.
+    const file = path.join(tmp, 'reversed.bin');
+    const fd = (await fs.open(file, 'w'));
+    const hash = new OrderedSha256();
+    const pieces = Array.from({ length: 500 }, (_, i) => Buffer.alloc(100 + (i % 13), i % 256));
+    const tickets = pieces.map(() => hash.ticket());
+    const offsets = pieces.map((_, i) => pieces.slice(0, i).reduce((n, p) => n + p.length, 0));
+    const jobs = [...pieces.keys()].reverse().map((i) => writeAt(fd.fd, pieces[i], offsets[i], { hash, ticket: tickets[i] }));
+    await Promise.all(jobs);
+    await fd.close();
+    const whole = Buffer.concat(pieces);
+    expect((await hash.digest()).toString('hex')).toBe(createHash('sha256').update(whole).digest('hex'));
+    expect((await fs.readFile(file)).equals(whole)).toBe(true);
   });
 
   it('leaves nothing behind when a writer is dropped with pieces in flight', async () => {
