@@ -68,7 +68,9 @@ static int clone_dir(clone_job *job, const char *src, const char *dst) {
   // Entries by name in open directories: the kernel does not walk the whole path for each.
   int src_fd = dirfd(d), dst_fd = open(dst, O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (dst_fd < 0) { closedir(d); return fail(job, "open", dst); }
-  char s[PATH_MAX], t[PATH_MAX];
+  // On the heap: a frame per directory level must stay small on a threadpool thread's stack.
+  char *s = malloc(2 * PATH_MAX), *t = s ? s + PATH_MAX : NULL;
+  if (!s) { close(dst_fd); closedir(d); errno = ENOMEM; return fail(job, "malloc", src); }
   int rc = 0;
   struct dirent *e;
   while (rc == 0) {
@@ -78,8 +80,7 @@ static int clone_dir(clone_job *job, const char *src, const char *dst) {
       break;
     }
     if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-    if (snprintf(s, sizeof s, "%s/%s", src, e->d_name) >= (int)sizeof s ||
-        snprintf(t, sizeof t, "%s/%s", dst, e->d_name) >= (int)sizeof t) {
+    if (snprintf(s, PATH_MAX, "%s/%s", src, e->d_name) >= PATH_MAX || snprintf(t, PATH_MAX, "%s/%s", dst, e->d_name) >= PATH_MAX) {
       errno = ENAMETOOLONG;
       rc = fail(job, "clone", s);
       break;
@@ -100,6 +101,7 @@ static int clone_dir(clone_job *job, const char *src, const char *dst) {
     if (type == DT_CHR && st.st_rdev == 0) { job->refused = 1; rc = -1; break; } // a whiteout
     if (linkat(src_fd, e->d_name, dst_fd, e->d_name, 0) != 0) { rc = fail(job, "link", t); break; }
   }
+  free(s);
   close(dst_fd);
   closedir(d);
   return rc;
