@@ -33,6 +33,8 @@ export interface LayerBlob {
 export interface LayerTarOptions {
   /** Unix seconds: later mtimes are clamped to it (SOURCE_DATE_EPOCH). */
   sourceDateEpoch?: number;
+  /** Stops the walk, rejecting with the signal's reason (an interrupted build's blob is not finished). */
+  signal?: AbortSignal;
 }
 
 export class UnsupportedMediaTypeError extends UserError {
@@ -161,6 +163,7 @@ async function walkLayer(dir: string, sink: LayerEntrySink, opts: LayerTarOption
     });
     children.sort((a, b) => Buffer.compare(a.order, b.order));
     for (const { name, o, type, whiteout, tarName } of children) {
+      opts.signal?.throwIfAborted();
       const p = path.join(abs, name);
       const mtime = clamp(stats[o + Scan.mtime]);
       if (whiteout) {

@@ -280,7 +280,8 @@ function compressEarly(
   }
   return async (ctx) => {
     const result = await execute(ctx);
-    if (chain.has(ctx.digest)) prepareLayerBlob(worker, result, variant);
+    // Stopped with the solve: a failed or interrupted build does not wait for a blob it will not export.
+    if (chain.has(ctx.digest)) prepareLayerBlob(worker, result, variant, ctx.signal);
     return result;
   };
 }

@@ -65,9 +65,9 @@ const making = new WeakMap<Worker, Map<string, Promise<LayerDesc>>>();
  * Starts making the blob of a result's top layer while the build goes on (a layer of the exported image, made
  * as soon as its step is done rather than when the export asks). Errors are left to the export to meet again.
  */
-export function prepareLayerBlob(worker: Worker, ref: WorkerRef, variant: LayerVariant = {}): void {
+export function prepareLayerBlob(worker: Worker, ref: WorkerRef, variant: LayerVariant = {}, signal?: AbortSignal): void {
   const id = ref.layers.at(-1);
-  if (id !== undefined && !ref.remote) layerBlob(worker, id, variant).catch(() => undefined);
+  if (id !== undefined && !ref.remote) layerBlob(worker, id, variant, signal).catch(() => undefined);
 }
 
 /** Waits for the blobs started early; call before the build lets go of the state directory. */
@@ -75,13 +75,13 @@ export async function settleLayerBlobs(worker: Worker): Promise<void> {
   await Promise.allSettled([...(making.get(worker)?.values() ?? [])]);
 }
 
-function layerBlob(worker: Worker, id: string, variant: LayerVariant): Promise<LayerDesc> {
+function layerBlob(worker: Worker, id: string, variant: LayerVariant, signal?: AbortSignal): Promise<LayerDesc> {
   const key = `${id}|${variantKey(variant)}|${variant.force ? 'force' : ''}`;
   let inFlight = making.get(worker);
   if (!inFlight) making.set(worker, (inFlight = new Map()));
   let p = inFlight.get(key);
   if (!p) {
-    p = makeLayerBlob(worker, id, variant);
+    p = makeLayerBlob(worker, id, variant, signal);
     inFlight.set(key, p);
     // Once settled, the snapshot's record remembers the blob; a failure may be retried.
     p.then(() => inFlight!.delete(key), () => inFlight!.delete(key));
@@ -94,7 +94,7 @@ const isCompressedAs = (mediaType: string, compression: Compression) => mediaTyp
 
 const variantKey = (variant: LayerVariant) => `${variant.compression ?? 'gzip'}:${variant.level ?? ''}:${variant.sourceDateEpoch ?? ''}`;
 
-async function makeLayerBlob(worker: Worker, id: string, variant: LayerVariant): Promise<LayerDesc> {
+async function makeLayerBlob(worker: Worker, id: string, variant: LayerVariant, signal?: AbortSignal): Promise<LayerDesc> {
   const compression = variant.compression ?? 'gzip';
   const key = variantKey(variant);
   const isDefault = key === 'gzip::';
@@ -110,7 +110,7 @@ async function makeLayerBlob(worker: Worker, id: string, variant: LayerVariant):
   // The blobs this step made last: their members for unchanged parts of the tree are copied.
   const stepFile = compression === 'gzip' && info.step ? path.join(worker.opts.root, LAYER_STEPS_DIR, sha256(`${info.step} ${key}`).slice(7)) : undefined;
   const previous = stepFile ? await readStepBlobs(stepFile) : [];
-  const blob = await createLayerBlob(worker.store, worker.snapshots.fsPath(id), { ...variant, reuseFrom: previous });
+  const blob = await createLayerBlob(worker.store, worker.snapshots.fsPath(id), { ...variant, reuseFrom: previous, signal });
   if (stepFile) {
     const blobs = [blob.digest, ...previous.filter((d) => d !== blob.digest)].slice(0, STEP_BLOBS);
     await writeFileAtomic(stepFile, JSON.stringify({ blobs }));

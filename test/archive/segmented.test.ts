@@ -246,6 +246,16 @@ describe('segmented gzip layer blobs', () => {
     expect(await fs.readdir(path.join(tmp, 'content-changing', 'blobs', 'tmp')).catch(() => [])).toEqual([]);
   });
 
+  it('stops when its signal is aborted, leaving no blob or temp file', async () => {
+    const root = path.join(tmp, 'content-aborted');
+    const other = new ContentStore(root);
+    const controller = new AbortController();
+    controller.abort(new Error('interrupted'));
+    await expect(createLayerBlob(other, tree, { signal: controller.signal })).rejects.toThrow('interrupted');
+    expect(await fs.readdir(path.join(root, 'blobs', 'tmp'))).toEqual([]);
+    expect((await fs.readdir(path.join(root, 'blobs', 'sha256')).catch(() => [])).length).toBe(0);
+  });
+
   it('removes the index with its blob', async () => {
     const other = new ContentStore(path.join(tmp, 'content-rm'));
     const blob = await createLayerBlob(other, tree);
