@@ -35,7 +35,8 @@ interface Root {
   layers: string[];
 }
 
-interface SnapshotMeta { size: number; blob?: Digest }
+/** A snapshot's size on disk and the layer blobs it remembers (its default gzip blob and other variants). */
+interface SnapshotMeta { size: number; blobs?: Digest[] }
 
 export class GarbageCollector {
   readonly snapshots: Snapshotter;
@@ -62,15 +63,15 @@ export class GarbageCollector {
     const base = all.filter((id) => layerSnaps.has(id));
     const builtSize = sum(built);
     const baseSize = sum(base);
-    let blobs = 0;
-    for (const id of all) if (meta[id].blob) blobs += (await this.store.stat(meta[id].blob!))?.size ?? 0;
+    const blobDigests = blobsOf(all, meta);
+    const blobs = await this.blobSize(blobDigests);
     const mounts = await this.cacheMounts();
     const mountSize = mounts.reduce((n, m) => n + m.size, 0);
     const kinds = [
       { kind: 'build cache', count: built.length, size: builtSize, reclaimable: builtSize },
       { kind: 'cache mounts', count: mounts.length, size: mountSize, reclaimable: mountSize },
       { kind: 'base image layers', count: base.length, size: baseSize, reclaimable: baseSize },
-      { kind: 'layer blobs', count: all.filter((id) => meta[id].blob).length, size: blobs, reclaimable: blobs },
+      { kind: 'layer blobs', count: blobDigests.size, size: blobs, reclaimable: blobs },
     ];
     const total = builtSize + baseSize + blobs + mountSize;
     return { kinds, total, reclaimable: total };
@@ -133,13 +134,13 @@ export class GarbageCollector {
 
   /** Deletes snapshots no root reaches, and the layer blobs only they remembered. */
   private async sweep(keep: Set<string>, meta: Record<string, SnapshotMeta>): Promise<void> {
-    const keptBlobs = new Set([...keep].map((id) => meta[id]?.blob).filter(Boolean));
+    const keptBlobs = blobsOf(keep, meta);
     for (const id of Object.keys(meta)) {
       if (keep.has(id)) continue;
-      const blob = meta[id].blob;
+      const blobs = meta[id].blobs ?? [];
       await this.snapshots.remove(id);
       delete meta[id];
-      if (blob && !keptBlobs.has(blob)) await this.store.remove(blob);
+      for (const blob of blobs) if (!keptBlobs.has(blob)) await this.store.remove(blob);
     }
     await this.saveSizes(meta);
     // Step hints (src/client/export.ts) keep the blobs that still exist; with none left they go.
@@ -155,8 +156,13 @@ export class GarbageCollector {
   }
 
   private async totalSize(meta: Record<string, SnapshotMeta>): Promise<number> {
-    let n = sizeOf(new Set(Object.keys(meta)), meta);
-    for (const m of Object.values(meta)) if (m.blob) n += (await this.store.stat(m.blob))?.size ?? 0;
+    const ids = new Set(Object.keys(meta));
+    return sizeOf(ids, meta) + (await this.blobSize(blobsOf(ids, meta)));
+  }
+
+  private async blobSize(digests: Set<Digest>): Promise<number> {
+    let n = 0;
+    for (const d of digests) n += (await this.store.stat(d))?.size ?? 0;
     return n;
   }
 
@@ -179,7 +185,7 @@ export class GarbageCollector {
     return out;
   }
 
-  /** Size (and remembered blob) per committed snapshot; sizes are measured once and kept in sizes.json. */
+  /** Size (and remembered blobs) per committed snapshot; sizes are measured once and kept in sizes.json. */
   async snapshotMeta(): Promise<Record<string, SnapshotMeta>> {
     if (!this.sizes) {
       this.sizes = await fs.readFile(this.sizesFile, 'utf8').then((t) => JSON.parse(t) as Record<string, SnapshotMeta>, () => ({}));
@@ -189,11 +195,12 @@ export class GarbageCollector {
     let changed = false;
     for (const id of await fs.readdir(dir).catch(() => [] as string[])) {
       if (!(await this.snapshots.exists(id))) continue;
-      const info = ((await this.snapshots.info(id)) ?? {}) as { blob?: { digest: Digest } };
+      const info = ((await this.snapshots.info(id)) ?? {}) as { blob?: { digest: Digest }; variants?: Record<string, { digest: Digest }> };
       const known = this.sizes[id];
       const size = known?.size ?? (await diskUsage(this.snapshots.fsPath(id)));
       if (!known) changed = true;
-      out[id] = { size, ...(info.blob ? { blob: info.blob.digest } : {}) };
+      const blobs = [info.blob?.digest, ...Object.values(info.variants ?? {}).map((v) => v?.digest)].filter((d): d is Digest => typeof d === 'string');
+      out[id] = { size, ...(blobs.length ? { blobs } : {}) };
     }
     if (changed || Object.keys(out).length !== Object.keys(this.sizes).length) await this.saveSizes(out);
     return out;
@@ -208,6 +215,12 @@ export class GarbageCollector {
 function reachable(roots: Root[]): Set<string> {
   const out = new Set<string>();
   for (const r of roots) for (const id of r.layers) out.add(id);
+  return out;
+}
+
+function blobsOf(ids: Iterable<string>, meta: Record<string, SnapshotMeta>): Set<Digest> {
+  const out = new Set<Digest>();
+  for (const id of ids) for (const d of meta[id]?.blobs ?? []) out.add(d);
   return out;
 }
 
