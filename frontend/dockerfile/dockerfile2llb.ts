@@ -16,7 +16,7 @@ import { mountFrom, parseMount, type MountSpec } from './runmount.js';
 import { parseSymbolicMode } from '../../solver/llb/chmod.js';
 import { suggest, withSuggestion } from './suggest.js';
 import { Linter, emptyCheckConfig, looksLikeSecret, parseCheckOptions, type LintWarning } from './linter.js';
-import { PatternMatcher } from '../../src/worker/match.js';
+import { PatternMatcher } from '../../src/util/patterns.js';
 
 export interface ImageMetaResolver {
   /** ref as written in FROM (after ARG expansion); returns the normalized ref pinned by digest and its config. */

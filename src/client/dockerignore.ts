@@ -5,7 +5,7 @@
 // the local source's job in the worker.
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { cleanPattern } from '../worker/match.js';
+import { cleanPattern } from '../util/patterns.js';
 
 /** The ignore file that applies to a build, or undefined when there is none. */
 export async function findDockerignore(contextDir: string, dockerfilePath: string): Promise<string | undefined> {

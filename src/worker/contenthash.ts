@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import type { CopyAction, Digest } from '../../solver/llb/ops.js';
 import { sha256 } from '../../solver/llb/digest.js';
 import { writeFileAtomic } from '../util/fs.js';
-import { goMatch, hasWildcard, PatternMatcher } from './match.js';
+import { goMatch, hasWildcard, PatternMatcher } from '../util/patterns.js';
 import { Limiter } from '../util/limiter.js';
 import { scanDir, Scan, scanMs } from '../native/fsx.js';
 

@@ -9,7 +9,7 @@ import type { ChownOpt, CopyAction, FileAction, MkdirAction, MkfileAction, RmAct
 import { BuilderError, UserError } from '../util/errors.js';
 import { getXattr, listXattrs, mknod, scanDir, Scan, scanMs, setXattr, S_IFBLK, S_IFCHR, S_IFIFO } from '../native/fsx.js';
 import { inRootPath, resolveInRoot } from '../archive/rootpath.js';
-import { goMatch, hasWildcard, PatternMatcher } from './match.js';
+import { goMatch, hasWildcard, PatternMatcher } from '../util/patterns.js';
 import { resolveOwner } from './users.js';
 import { isArchive, unpackArchive } from './unpack.js';
 import { applySymbolicMode, parseSymbolicMode, type ModeSet } from '../../solver/llb/chmod.js';

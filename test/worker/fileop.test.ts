@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { CopyAction, FileAction } from '../../solver/llb/ops.js';
 import { applyFileActions, FileOpError } from '../../src/worker/fileop.js';
-import { goMatch, PatternMatcher } from '../../src/worker/match.js';
+import { goMatch, PatternMatcher } from '../../src/util/patterns.js';
 import { Snapshotter } from '../../src/snapshot/snapshotter.js';
 import { mountsUnder, unmount } from '../../src/snapshot/mount.js';
 import { getXattr, setXattr } from '../../src/native/fsx.js';
