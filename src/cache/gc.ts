@@ -111,6 +111,8 @@ export class GarbageCollector {
       for (const m of await this.cacheMounts()) {
         if (opts.olderThanMs !== undefined && now - m.lastUsed < opts.olderThanMs) continue;
         await fs.rm(m.dir, { recursive: true, force: true });
+        // Its sharing lock (src/worker/mounts.ts), left by a build that died holding it: no build runs now.
+        await fs.rm(`${m.dir}.lock`, { force: true });
         mountsFreed += m.size;
         removed++;
       }

@@ -12,6 +12,15 @@ export class PidLock {
   static async acquire(file: string, opts: { signal?: AbortSignal; pollMs?: number } = {}): Promise<PidLock> {
     for (;;) {
       opts.signal?.throwIfAborted();
+      const lock = await PidLock.tryAcquire(file);
+      if (lock) return lock;
+      await sleep(opts.pollMs ?? 100, undefined, { signal: opts.signal });
+    }
+  }
+
+  /** The lock if it is free (or its owner is gone), else null: no waiting. */
+  static async tryAcquire(file: string): Promise<PidLock | null> {
+    for (;;) {
       try {
         const handle = await fs.open(file, 'wx');
         await handle.writeFile(String(process.pid));
@@ -22,13 +31,10 @@ export class PidLock {
       }
       const owner = Number(await fs.readFile(file, 'utf8').catch(() => ''));
       const abandoned = !owner && Date.now() - ((await fs.stat(file).catch(() => null))?.mtimeMs ?? 0) > EMPTY_GRACE_MS;
-      if (abandoned || (owner && !isAlive(owner))) {
-        // Renamed first, so two waiters cannot both delete a lock someone just took.
-        const stale = `${file}.stale-${process.pid}`;
-        await fs.rename(file, stale).then(() => fs.rm(stale, { force: true }), () => undefined);
-        continue;
-      }
-      await sleep(opts.pollMs ?? 100, undefined, { signal: opts.signal });
+      if (!abandoned && !(owner && !isAlive(owner))) return null;
+      // Renamed first, so two waiters cannot both delete a lock someone just took.
+      const stale = `${file}.stale-${process.pid}`;
+      await fs.rename(file, stale).then(() => fs.rm(stale, { force: true }), () => undefined);
     }
   }
 

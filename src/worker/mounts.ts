@@ -7,6 +7,7 @@ import path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import type { ExecMount, ExecOp, SecretRef } from '../../solver/llb/ops.js';
 import type { OciMount } from '../executor/spec.js';
+import { PidLock } from '../util/pidlock.js';
 import { resolveInRoot } from '../archive/rootpath.js';
 import { applyFileActions } from './fileop.js';
 import type { Snapshotter, Mounted } from '../snapshot/snapshotter.js';
@@ -151,8 +152,9 @@ async function bindMount(m: ExecMount, ctx: MountContext, cleanups: (() => Promi
 
 /**
  * `<root>/cache-mounts/<sha256(id)>`, created on first use (seeded from the input when there is one).
- * `locked` waits for other users of the id in this process; `private` gets a fresh directory when the id
- * is in use.
+ * `locked` waits for other users of the id, in this process and in other builds on the same state
+ * directory (a pid lock file beside the directory); `private` gets a fresh directory when the id is in use
+ * there or here.
  */
 async function cacheMount(m: ExecMount, ctx: MountContext, cleanups: (() => Promise<void>)[]): Promise<OciMount> {
   const cache = m.cache!;
@@ -160,21 +162,31 @@ async function cacheMount(m: ExecMount, ctx: MountContext, cleanups: (() => Prom
   await fs.mkdir(base, { recursive: true, mode: 0o700 });
   const key = createHash('sha256').update(cache.id).digest('hex');
   let dir = path.join(base, key);
+  const lockFile = `${dir}.lock`;
   if (cache.sharing === 'locked') {
+    // Turns in this process first, so only one of its ops polls the lock file.
     const previous = cacheLocks.get(key) ?? Promise.resolve();
     let unlock!: () => void;
     const mine = new Promise<void>((r) => (unlock = r));
     const chained = previous.then(() => mine);
     cacheLocks.set(key, chained);
     await previous;
+    let held: PidLock | null = null;
     cleanups.push(async () => {
+      await held?.release();
       unlock();
       if (cacheLocks.get(key) === chained) cacheLocks.delete(key);
     });
-  } else if (cache.sharing === 'private' && (cacheInUse.get(key) ?? 0) > 0) {
-    dir = path.join(base, `${key}.private-${randomBytes(6).toString('hex')}`);
-    const d = dir;
-    cleanups.push(() => fs.rm(d, { recursive: true, force: true }));
+    held = await PidLock.acquire(lockFile);
+  } else if (cache.sharing === 'private') {
+    const held = (cacheInUse.get(key) ?? 0) > 0 ? null : await PidLock.tryAcquire(lockFile);
+    if (held) {
+      cleanups.push(() => held.release());
+    } else {
+      dir = path.join(base, `${key}.private-${randomBytes(6).toString('hex')}`);
+      const d = dir;
+      cleanups.push(() => fs.rm(d, { recursive: true, force: true }));
+    }
   }
   cacheInUse.set(key, (cacheInUse.get(key) ?? 0) + 1);
   cleanups.push(async () => { cacheInUse.set(key, (cacheInUse.get(key) ?? 1) - 1); });

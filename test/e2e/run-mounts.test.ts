@@ -3,6 +3,7 @@
 import { describe, it, expect, inject, beforeAll } from 'vitest';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
@@ -75,6 +76,28 @@ describe('RUN --mount=type=cache sharing', () => {
     // Each start is directly followed by its own end: never interleaved.
     expect(lines[1]).toBe(lines[0].replace('start', 'end'));
     expect(lines[3]).toBe(lines[2].replace('start', 'end'));
+  });
+});
+
+describe('RUN --mount=type=cache sharing across builds', () => {
+  it('locked: two builds on one state directory take turns', async () => {
+    const root = await tempDir('builder-root-');
+    const id = `locked-x-${Date.now()}`;
+    const build = (n: string) => buildLocal(root, {
+      Dockerfile: `FROM ${base}\nRUN --mount=type=cache,id=${id},target=/c,sharing=locked ` +
+        `echo ${n}-start >> /c/log && sleep 1 && echo ${n}-end >> /c/log\n`,
+    });
+    const [a, b] = await Promise.all([build('a'), build('b')]);
+    expect(a.res.code, a.res.stderr).toBe(0);
+    expect(b.res.code, b.res.stderr).toBe(0);
+    const key = createHash('sha256').update(id).digest('hex');
+    const lines = (await read(path.join(root, 'cache-mounts', key), 'log')).trim().split('\n');
+    expect(lines).toHaveLength(4);
+    // Each start is directly followed by its own end: never interleaved.
+    expect(lines[1]).toBe(lines[0].replace('start', 'end'));
+    expect(lines[3]).toBe(lines[2].replace('start', 'end'));
+    // The lock is released: nothing but the cache directory is left.
+    expect(await fs.readdir(path.join(root, 'cache-mounts'))).toEqual([key]);
   });
 });
 
