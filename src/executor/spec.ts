@@ -102,6 +102,11 @@ export function defaultMounts(hostsPath: string, resolvConfPath: string): OciMou
   ];
 }
 
+/** Insecure mode mounts sysfs and the cgroup filesystem writable, as BuildKit (WithWriteableSysfs/Cgroupfs). */
+function writableSysfs(mounts: OciMount[]): OciMount[] {
+  return mounts.map((m) => (m.type === 'sysfs' || m.type === 'cgroup' ? { ...m, options: m.options.filter((o) => o !== 'ro') } : m));
+}
+
 /** The part of the OCI runtime spec this executor writes. */
 export interface OciSpec {
   ociVersion: string;
@@ -142,6 +147,7 @@ export function generateSpec(opts: SpecOptions): OciSpec {
   if (meta.network === 'none') namespaces.push({ type: 'network' });
   const insecure = meta.security === 'insecure';
   const caps = insecure ? privilegedCapabilities() : DEFAULT_CAPABILITIES;
+  const systemMounts = defaultMounts(opts.hostsPath, opts.resolvConfPath);
   return {
     ociVersion: '1.0.2',
     process: {
@@ -160,7 +166,7 @@ export function generateSpec(opts: SpecOptions): OciSpec {
     },
     root: { path: opts.rootfs, readonly: false },
     hostname: DEFAULT_HOSTNAME,
-    mounts: [...defaultMounts(opts.hostsPath, opts.resolvConfPath), ...(opts.extraMounts ?? [])],
+    mounts: [...(insecure ? writableSysfs(systemMounts) : systemMounts), ...(opts.extraMounts ?? [])],
     linux: {
       ...(opts.cgroupsPath ? { cgroupsPath: opts.cgroupsPath } : {}),
       // Deny all device access; the runtime then allows its default devices (null, zero, tty, ...).

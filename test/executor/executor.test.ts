@@ -137,11 +137,15 @@ describe('OciRuntimeExecutor with runc', () => {
     expect(r.stderr).toMatch(/unshare.*Operation not permitted/);
   });
 
-  it('security insecure: every capability, no syscall filter, no masked paths', async () => {
+  it('security insecure: every capability, no syscall filter, no masked paths, writable sysfs and cgroupfs', async () => {
     const r = await run(await executor(), meta(
       'grep -E "^(Seccomp|CapEff):" /proc/self/status; mkdir -p /mnt && mount -t tmpfs none /mnt && echo mounted; ' +
-      'unshare -U true && echo user-ns; cat /proc/kcore > /dev/null 2>&1; head -c 4 /proc/kcore | wc -c',
+      'unshare -U true && echo user-ns; cat /proc/kcore > /dev/null 2>&1; head -c 4 /proc/kcore | wc -c; ' +
+      'grep -E " /sys(/fs/cgroup)? " /proc/mounts',
       { security: 'insecure' }));
+    const sys = r.stdout.split('\n').filter((l) => / \/sys(\/fs\/cgroup)? /.test(l));
+    expect(sys.length, r.stdout).toBeGreaterThanOrEqual(2);
+    for (const line of sys) expect(line.split(' ')[3].split(','), line).toContain('rw');
     expect(r.stdout, r.stderr).toMatch(/^Seccomp:\s+0$/m);
     const hostBounding = /^CapBnd:\s+(\S+)$/m.exec(await fs.readFile('/proc/self/status', 'utf8'))![1];
     expect(r.stdout).toMatch(new RegExp(`^CapEff:\\s+${hostBounding}$`, 'm'));
