@@ -1,6 +1,10 @@
 // The default seccomp filter of a RUN step: Docker's policy (an allow-list; syscalls that act outside the
 // container's namespaces are allowed only with the capability that guards them), written out for the
 // capability set and host architecture of the container. `--security=insecure` runs without one.
+// Checked against moby's profiles/seccomp/default.json and containerd's contrib/seccomp (2026-11): the
+// io_uring calls stay out (containerd's profile, which BuildKit uses, leaves them out; Docker has had them
+// in and out), and mbind/get_mempolicy/set_mempolicy stay allowed as in Docker 20.10 (newer moby wants
+// CAP_SYS_NICE for them).
 //
 // Emulated platforms need nothing extra: QEMU user mode makes host-architecture syscalls.
 
@@ -27,20 +31,20 @@ const ALWAYS = [
   'fadvise64_64', 'fallocate', 'fanotify_mark', 'fchdir', 'fchmod', 'fchmodat', 'fchown', 'fchown32', 'fchownat',
   'fcntl', 'fcntl64', 'fdatasync', 'fgetxattr', 'flistxattr', 'flock', 'fork', 'fremovexattr', 'fsetxattr',
   'fstat', 'fstat64', 'fstatat64', 'fstatfs', 'fstatfs64', 'fsync', 'ftruncate', 'ftruncate64', 'futex',
-  'futex_time64', 'futimesat', 'get_mempolicy', 'get_robust_list', 'get_thread_area', 'getcpu', 'getcwd',
+  'futex_time64', 'futex_waitv', 'futimesat', 'get_mempolicy', 'get_robust_list', 'get_thread_area', 'getcpu', 'getcwd',
   'getdents', 'getdents64', 'getegid', 'getegid32', 'geteuid', 'geteuid32', 'getgid', 'getgid32', 'getgroups',
   'getgroups32', 'getitimer', 'getpeername', 'getpgid', 'getpgrp', 'getpid', 'getppid', 'getpriority',
   'getrandom', 'getresgid', 'getresgid32', 'getresuid', 'getresuid32', 'getrlimit', 'getrusage', 'getsid',
   'getsockname', 'getsockopt', 'gettid', 'gettimeofday', 'getuid', 'getuid32', 'getxattr', 'inotify_add_watch',
   'inotify_init', 'inotify_init1', 'inotify_rm_watch', 'io_cancel', 'io_destroy', 'io_getevents', 'io_setup',
-  'io_submit', 'ioctl', 'ioprio_get', 'ioprio_set', 'ipc', 'kill', 'landlock_add_rule',
+  'io_pgetevents', 'io_pgetevents_time64', 'io_submit', 'ioctl', 'ioprio_get', 'ioprio_set', 'ipc', 'kill', 'landlock_add_rule',
   'landlock_create_ruleset', 'landlock_restrict_self', 'lchown', 'lchown32', 'lgetxattr', 'link', 'linkat',
   'listen', 'listxattr', 'llistxattr', 'lremovexattr', 'lseek', 'lsetxattr', 'lstat', 'lstat64', 'madvise',
   'mbind', 'membarrier', 'memfd_create', 'memfd_secret', 'mincore', 'mkdir', 'mkdirat', 'mknod', 'mknodat',
   'mlock', 'mlock2', 'mlockall', 'mmap', 'mmap2', 'mprotect', 'mq_getsetattr', 'mq_notify', 'mq_open',
   'mq_timedreceive', 'mq_timedreceive_time64', 'mq_timedsend', 'mq_timedsend_time64', 'mq_unlink', 'mremap',
   'msgctl', 'msgget', 'msgrcv', 'msgsnd', 'msync', 'munlock', 'munlockall', 'munmap', 'nanosleep', 'newfstatat',
-  'open', 'openat', 'openat2', 'pause', 'pidfd_getfd', 'pidfd_open', 'pidfd_send_signal', 'pipe', 'pipe2',
+  'open', 'openat', 'openat2', 'pause', 'pidfd_open', 'pidfd_send_signal', 'pipe', 'pipe2',
   'pkey_alloc', 'pkey_free', 'pkey_mprotect', 'poll', 'ppoll', 'ppoll_time64', 'prctl', 'pread64', 'preadv',
   'preadv2', 'prlimit64', 'process_mrelease', 'process_vm_readv', 'process_vm_writev', 'pselect6',
   'pselect6_time64', 'ptrace', 'pwrite64', 'pwritev', 'pwritev2', 'read', 'readahead', 'readdir', 'readlink',
@@ -62,7 +66,7 @@ const ALWAYS = [
   'timer_getoverrun', 'timer_gettime', 'timer_gettime64', 'timer_settime', 'timer_settime64', 'timerfd',
   'timerfd_create', 'timerfd_gettime', 'timerfd_gettime64', 'timerfd_settime', 'timerfd_settime64', 'times',
   'tkill', 'truncate', 'truncate64', 'ugetrlimit', 'umask', 'uname', 'unlink', 'unlinkat', 'utime', 'utimensat',
-  'utimensat_time64', 'utimes', 'vfork', 'wait4', 'waitid', 'waitpid', 'write', 'writev',
+  'utimensat_time64', 'utimes', 'vfork', 'vmsplice', 'wait4', 'waitid', 'waitpid', 'write', 'writev',
 ];
 
 /** Syscalls allowed only with a capability (without it they fail with EPERM, as under Docker). */
@@ -76,7 +80,7 @@ const BY_CAPABILITY: Record<string, string[]> = {
   CAP_SYS_CHROOT: ['chroot'],
   CAP_SYS_MODULE: ['delete_module', 'init_module', 'finit_module'],
   CAP_SYS_PACCT: ['acct'],
-  CAP_SYS_PTRACE: ['kcmp', 'process_madvise'],
+  CAP_SYS_PTRACE: ['kcmp', 'pidfd_getfd', 'process_madvise'],
   CAP_SYS_RAWIO: ['ioperm', 'iopl'],
   CAP_SYS_TIME: ['settimeofday', 'stime', 'clock_settime', 'clock_settime64'],
   CAP_SYS_TTY_CONFIG: ['vhangup'],

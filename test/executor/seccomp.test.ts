@@ -12,7 +12,11 @@ describe('default seccomp profile', () => {
     const p = defaultSeccompProfile(DEFAULT_CAPABILITIES, 'x64');
     expect(p.architectures).toEqual(['SCMP_ARCH_X86_64', 'SCMP_ARCH_X86', 'SCMP_ARCH_X32']);
     const allowed = allowedNames(p);
-    expect(allowed).toEqual(expect.arrayContaining(['read', 'execve', 'chroot', 'arch_prctl', 'ptrace']));
+    expect(allowed).toEqual(expect.arrayContaining(['read', 'execve', 'chroot', 'arch_prctl', 'ptrace', 'vmsplice', 'io_pgetevents', 'futex_waitv']));
+    // Reaching into another process's descriptors is ptrace's business, as in moby's profile.
+    expect(allowed).not.toContain('pidfd_getfd');
+    expect(deniedNames(p)).toContain('pidfd_getfd');
+    expect(allowedNames(defaultSeccompProfile([...DEFAULT_CAPABILITIES, 'CAP_SYS_PTRACE'], 'x64'))).toContain('pidfd_getfd');
     for (const n of ['mount', 'unshare', 'setns', 'keyctl', 'bpf', 'reboot', 'init_module']) expect(allowed).not.toContain(n);
     expect(deniedNames(p)).toEqual(expect.arrayContaining(['mount', 'unshare', 'setns', 'reboot', 'init_module', 'clone3']));
     // clone only without namespace flags.
