@@ -124,13 +124,13 @@ export function fillSegment(
   spans.forEach((s, i) => nums.set([s.bufOffset, s.fileOffset, s.length, s.end ? 1 : 0], i * 4));
   const { diff } = opts;
   const job = binding.fillSegment(buf, spans.map((s) => s.path), nums, opts.hash, opts.fingerprint ?? false, diff?.hash.handle, diff?.ticket);
-  return diff ? diff.hash.track(job) : job;
+  return diff ? diff.hash.track(job, diff.ticket) : job;
 }
 
 /** Writes all of `buf` at `offset` of `fd` on the threadpool, then hands it to `piece`'s ordered hash. */
 export function writeAt(fd: number, buf: Buffer, offset: number, piece?: OrderedPiece): Promise<void> {
   const job = binding.writeAt(fd, buf, offset, piece?.hash.handle, piece?.ticket).then((hashed) => ({ hashed }));
-  return (piece ? piece.hash.track(job) : job).then(() => undefined);
+  return (piece ? piece.hash.track(job, piece.ticket) : job).then(() => undefined);
 }
 
 /** One piece of an ordered hash: the hash, and the piece's place in it. */
@@ -146,6 +146,8 @@ export class OrderedSha256 {
   readonly handle = binding.orderedHashCreate();
   private issued = 0;
   private hashed = 0;
+  /** The first piece that will never be hashed, and why. */
+  private failedAt = Infinity;
   private failure: Error | null = null;
   private waiters: { ticket: number; resolve: () => void; reject: (e: Error) => void }[] = [];
 
@@ -154,10 +156,10 @@ export class OrderedSha256 {
     return this.issued++;
   }
 
-  /** Settles once the hash has taken in piece `ticket`; rejects if a piece before it never comes. */
+  /** Settles once the hash has taken in piece `ticket`; rejects if that piece or one before it never comes. */
   passed(ticket: number): Promise<void> {
     if (ticket < this.hashed) return Promise.resolve();
-    if (this.failure) return Promise.reject(this.failure);
+    if (ticket >= this.failedAt) return Promise.reject(this.failure);
     return new Promise((resolve, reject) => this.waiters.push({ ticket, resolve, reject }));
   }
 
@@ -167,11 +169,18 @@ export class OrderedSha256 {
     return binding.orderedHashDigest(this.handle, this.issued);
   }
 
-  /** @internal Follows a job carrying a piece: its end says how far the hash got; its failure stops it. */
-  track<T extends { hashed?: number }>(job: Promise<T>): Promise<T> {
+  /**
+   * @internal Follows the job carrying piece `ticket`: its end says how far the hash got; if it fails, the
+   * pieces from it on are never hashed (those before it still are).
+   */
+  track<T extends { hashed?: number }>(job: Promise<T>, ticket: number): Promise<T> {
     return job.then((r) => {
-      // -1: the native side could not keep a piece waiting for its turn (out of memory).
-      if (r.hashed === -1) throw new Error('sha256: a piece could not be taken in');
+      if (r.hashed === -1) {
+        // The native side could not keep a piece waiting for its turn (out of memory): nothing more is hashed.
+        const e = new Error('sha256: a piece could not be taken in');
+        this.fail(this.hashed, e);
+        throw e;
+      }
       if (r.hashed !== undefined && r.hashed > this.hashed) {
         this.hashed = r.hashed;
         const ready = this.waiters.filter((w) => w.ticket < r.hashed!);
@@ -180,10 +189,18 @@ export class OrderedSha256 {
       }
       return r;
     }, (e: Error) => {
-      // The piece never reached the hash: nothing after it will be hashed.
-      this.failure ??= e;
-      for (const w of this.waiters.splice(0)) w.reject(this.failure);
+      this.fail(ticket, e);
       throw e;
     });
+  }
+
+  private fail(at: number, e: Error): void {
+    if (at < this.failedAt) {
+      this.failedAt = at;
+      this.failure = e;
+    }
+    const lost = this.waiters.filter((w) => w.ticket >= this.failedAt);
+    this.waiters = this.waiters.filter((w) => w.ticket < this.failedAt);
+    for (const w of lost) w.reject(this.failure!);
   }
 }

@@ -246,6 +246,30 @@ describe('segmented gzip layer blobs', () => {
     expect(await fs.readdir(path.join(tmp, 'content-changing', 'blobs', 'tmp')).catch(() => [])).toEqual([]);
   });
 
+  it('fails cleanly when a file goes missing while earlier segments are still in flight', async () => {
+    const root = path.join(tmp, 'content-missing-late');
+    const other = new ContentStore(root);
+    const file = path.join(tmp, 'sixty-four-k');
+    await fs.writeFile(file, text('64k', 64 << 10));
+    const writer = await other.openWriter();
+    const seg = new SegmentedGzipWriter(writer, 6);
+    const entry = (i: number) => ({ name: `f${i}`, type: 'file' as const, mode: 0o644, uid: 0, gid: 0, size: 64 << 10, mtime: 0 });
+    const run = async () => {
+      // ~13 MB before the missing file: several segments are being filled, hashed and written when it fails.
+      for (let i = 0; i < 200; i++) await seg.add(entry(i), file);
+      await seg.add(entry(200), path.join(tmp, 'gone'));
+      for (let i = 201; i < 260; i++) await seg.add(entry(i), file);
+      await seg.finish();
+    };
+    try {
+      await expect(run()).rejects.toMatchObject({ code: 'ENOENT', path: path.join(tmp, 'gone') });
+    } finally {
+      await seg.abandon();
+      await writer.abort();
+    }
+    expect(await fs.readdir(path.join(root, 'blobs', 'tmp'))).toEqual([]);
+  });
+
   it('stops when its signal is aborted, leaving no blob or temp file', async () => {
     const root = path.join(tmp, 'content-aborted');
     const other = new ContentStore(root);
