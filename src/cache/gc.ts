@@ -6,10 +6,12 @@
 // hold) is left alone.
 // Callers hold the state directory's lock.
 import fs from 'node:fs/promises';
+import { constants as fsConstants } from 'node:fs';
 import path from 'node:path';
 import type { Digest } from '../../solver/llb/ops.js';
 import { Snapshotter } from '../snapshot/snapshotter.js';
 import { ContentStore } from '../content/store.js';
+import { scanDir, Scan } from '../native/fsx.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { CacheRecords } from './records.js';
 
@@ -35,8 +37,12 @@ interface Root {
   layers: string[];
 }
 
-/** A snapshot's size on disk and the layer blobs it remembers (its default gzip blob and other variants). */
-interface SnapshotMeta { size: number; blobs?: Digest[] }
+/**
+ * A snapshot's size on disk and the layer blobs it remembers (its default gzip blob and other variants).
+ * A refreshed COPY's snapshot hard-links the files of the one it was cloned from (`sharedWith`): its size
+ * counts only what it does not share with it, so the two are not counted twice.
+ */
+interface SnapshotMeta { size: number; blobs?: Digest[]; sharedWith?: string }
 
 export class GarbageCollector {
   readonly snapshots: Snapshotter;
@@ -139,10 +145,16 @@ export class GarbageCollector {
     const keptBlobs = blobsOf(keep, meta);
     for (const id of Object.keys(meta)) {
       if (keep.has(id)) continue;
-      const blobs = meta[id].blobs ?? [];
+      const { blobs = [], sharedWith } = meta[id];
       await this.snapshots.remove(id);
       delete meta[id];
       for (const blob of blobs) if (!keptBlobs.has(blob)) await this.store.remove(blob);
+      // What a snapshot shared with this one is now its own (or shared with this one's own source).
+      for (const [other, m] of Object.entries(meta)) {
+        if (m.sharedWith !== id) continue;
+        const source = sharedWith && meta[sharedWith] ? sharedWith : undefined;
+        meta[other] = { ...m, sharedWith: source, size: await diskUsage(this.snapshots.fsPath(other), source && this.snapshots.fsPath(source)) };
+      }
     }
     await this.saveSizes(meta);
     // Step hints (src/client/export.ts) keep the blobs that still exist; with none left they go.
@@ -197,12 +209,17 @@ export class GarbageCollector {
     let changed = false;
     for (const id of await fs.readdir(dir).catch(() => [] as string[])) {
       if (!(await this.snapshots.exists(id))) continue;
-      const info = ((await this.snapshots.info(id)) ?? {}) as { blob?: { digest: Digest }; variants?: Record<string, { digest: Digest }> };
-      const known = this.sizes[id];
-      const size = known?.size ?? (await diskUsage(this.snapshots.fsPath(id)));
-      if (!known) changed = true;
+      const info = ((await this.snapshots.info(id)) ?? {}) as {
+        blob?: { digest: Digest }; variants?: Record<string, { digest: Digest }>; clonedFrom?: string;
+      };
+      let known = this.sizes[id];
+      if (!known) {
+        const sharedWith = info.clonedFrom && (await this.snapshots.exists(info.clonedFrom)) ? info.clonedFrom : undefined;
+        known = { size: await diskUsage(this.snapshots.fsPath(id), sharedWith && this.snapshots.fsPath(sharedWith)), sharedWith };
+        changed = true;
+      }
       const blobs = [info.blob?.digest, ...Object.values(info.variants ?? {}).map((v) => v?.digest)].filter((d): d is Digest => typeof d === 'string');
-      out[id] = { size, ...(blobs.length ? { blobs } : {}) };
+      out[id] = { size: known.size, ...(known.sharedWith ? { sharedWith: known.sharedWith } : {}), ...(blobs.length ? { blobs } : {}) };
     }
     if (changed || Object.keys(out).length !== Object.keys(this.sizes).length) await this.saveSizes(out);
     return out;
@@ -232,21 +249,45 @@ function sizeOf(ids: Set<string>, meta: Record<string, SnapshotMeta>): number {
   return n;
 }
 
-/** Bytes a directory tree occupies on disk (allocated blocks), not following symlinks. */
-async function diskUsage(dir: string): Promise<number> {
+/**
+ * Bytes a directory tree occupies on disk (allocated blocks), not following symlinks; with `sharedWith`
+ * (the tree it was hard-link cloned from), the files that are the same inode there are left out.
+ */
+async function diskUsage(dir: string, sharedWith?: string): Promise<number> {
   let total = 0;
-  const walk = async (d: string): Promise<void> => {
-    const entries = await fs.readdir(d, { withFileTypes: true }).catch(() => []);
-    await Promise.all(entries.map(async (e) => {
-      const p = path.join(d, e.name);
-      const st = await fs.lstat(p).catch(() => null);
-      if (!st) return;
-      total += st.blocks * 512;
-      if (e.isDirectory()) await walk(p);
-    }));
+  const walk = (d: string, other: string | undefined): void => {
+    let scan: ReturnType<typeof scanDir>;
+    try {
+      scan = scanDir(d, { xattrs: false });
+    } catch {
+      return;
+    }
+    const twins = other ? sameNames(other) : null;
+    for (const [i, name] of scan.names.entries()) {
+      const o = i * Scan.fields;
+      const kind = scan.stats[o + Scan.mode] & fsConstants.S_IFMT;
+      if (kind === fsConstants.S_IFDIR) {
+        total += scan.stats[o + Scan.blocks] * 512;
+        walk(path.join(d, name), twins?.has(name) ? path.join(other!, name) : undefined);
+        continue;
+      }
+      const twin = twins?.get(name);
+      if (twin !== undefined && scan.stats[o + Scan.nlink] > 1 && twin === scan.stats[o + Scan.ino]) continue;
+      total += scan.stats[o + Scan.blocks] * 512;
+    }
   };
-  await walk(dir);
+  walk(dir, sharedWith);
   return total;
+}
+
+/** A directory's entries' inode numbers by name (empty when it cannot be read). */
+function sameNames(dir: string): Map<string, number> {
+  try {
+    const { names, stats } = scanDir(dir, { xattrs: false });
+    return new Map(names.map((n, i) => [n, stats[i * Scan.fields + Scan.ino]]));
+  } catch {
+    return new Map();
+  }
 }
 
 /** `10GB`, `512MB`, `1.5g`, `1024` (bytes), as buildx's --keep-storage. */

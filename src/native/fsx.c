@@ -165,7 +165,8 @@ static napi_value copyRange(napi_env env, napi_callback_info info) {
 // entry: what a layer walk needs from lstat and (unless `xattrs` is false) the entry's extended attributes,
 // in one call per directory instead of several per entry (and no Stats objects to collect).
 enum { SCAN_MODE, SCAN_UID, SCAN_GID, SCAN_SIZE, SCAN_MTIME, SCAN_NLINK, SCAN_DEV, SCAN_INO, SCAN_RDEV_MAJOR,
-       SCAN_RDEV_MINOR, SCAN_XATTRS, SCAN_OPAQUE, SCAN_MTIME_NSEC, SCAN_CTIME, SCAN_CTIME_NSEC, SCAN_FIELDS };
+       SCAN_RDEV_MINOR, SCAN_XATTRS, SCAN_OPAQUE, SCAN_MTIME_NSEC, SCAN_CTIME, SCAN_CTIME_NSEC, SCAN_BLOCKS,
+       SCAN_FIELDS };
 // SCAN_XATTRS: 1 when the entry has extended attributes other than overlay's (trusted.overlay.*), 2 when
 // it has too many names to tell here (the caller reads them, and the opaque mark, itself).
 // SCAN_OPAQUE: 1 for a directory overlay marks opaque (trusted.overlay.opaque = "y").
@@ -205,6 +206,7 @@ static napi_value scanDir(napi_env env, napi_callback_info info) {
     f[SCAN_INO] = (double)st.st_ino; f[SCAN_RDEV_MAJOR] = major(st.st_rdev); f[SCAN_RDEV_MINOR] = minor(st.st_rdev);
     f[SCAN_XATTRS] = 0; f[SCAN_OPAQUE] = 0; f[SCAN_MTIME_NSEC] = (double)st.st_mtim.tv_nsec;
     f[SCAN_CTIME] = (double)st.st_ctim.tv_sec; f[SCAN_CTIME_NSEC] = (double)st.st_ctim.tv_nsec;
+    f[SCAN_BLOCKS] = (double)st.st_blocks;
     ssize_t len = xattrs ? llistxattr(p, list, sizeof list) : 0;
     if (len < 0) {
       if (errno == ERANGE) f[SCAN_XATTRS] = 2; // more names than fit here: the caller reads them itself

@@ -63,7 +63,7 @@ export const copyRange = (inFd: number, outFd: number, length: number): number =
 /** Numbers scanDir gives per entry, at these offsets. */
 export const Scan = {
   mode: 0, uid: 1, gid: 2, size: 3, mtime: 4, nlink: 5, dev: 6, ino: 7, rdevMajor: 8, rdevMinor: 9, xattrs: 10, opaque: 11,
-  mtimeNsec: 12, ctime: 13, ctimeNsec: 14, fields: 15,
+  mtimeNsec: 12, ctime: 13, ctimeNsec: 14, blocks: 15, fields: 16,
 } as const;
 
 /**

@@ -408,7 +408,7 @@ export class Worker {
         // Two seconds of slack: a file's ctime can trail the clock that stamped `started`.
         refresh: { unchangedBefore: prevInfo.started - 2000, previous: previousFs, cloned },
       });
-      const info: FileSnapshotInfo = { step, started, copy: copy.identity };
+      const info: FileSnapshotInfo = { step, started, copy: copy.identity, clonedFrom: prevTop };
       await this.snapshots.commit(upper, info);
       return { layers: [...base.layers, upper] };
     } catch {
@@ -428,10 +428,14 @@ export class Worker {
   }
 }
 
-/** What a file op's snapshot records: when its copy started and what it copied (for refreshCopy). */
+/**
+ * What a file op's snapshot records: when its copy started and what it copied (for refreshCopy), and the
+ * snapshot a refreshed copy hard-linked its files from (GC counts shared files once).
+ */
 interface FileSnapshotInfo extends SnapshotInfo {
   started?: number;
   copy?: string;
+  clonedFrom?: string;
 }
 
 /** A file op that is one copy straight from a context directory, with what identifies it across builds. */

@@ -18,6 +18,42 @@ const bytes = (s: string) => {
 };
 
 describe('builder du / prune (end to end)', () => {
+  it('counts the files a refreshed COPY shares with the previous one once, and in full once that one is gone', async () => {
+    const root = await tempDir('builder-prune-root-');
+    const out = await tempDir('builder-prune-out-');
+    const ctx = await makeContext({ 'Dockerfile': `FROM ${base}\nCOPY . /app\n`, 'big.bin': 'x'.repeat(400_000), 'small.txt': 'a\n' });
+    // Files changed less than two seconds before a copy starts are never trusted unchanged by the next one.
+    await new Promise((r) => setTimeout(r, 2100));
+    const build = () => runCli(['build', '--root', root, '--progress', 'plain', '--output', `type=local,dest=${out}`, ctx]);
+    const buildCache = async () => bytes(sizeOf((await runCli(['du', '--root', root])).stdout, 'build cache')[2]);
+    expect((await build()).code).toBe(0);
+    const one = await buildCache();
+    expect(one).toBeGreaterThan(400_000);
+    await fs.writeFile(path.join(ctx, 'small.txt'), 'b\n');
+    expect((await build()).code).toBe(0);
+    // The second COPY hard-links big.bin from the first: counted once.
+    const two = await buildCache();
+    expect(two).toBeLessThan(one * 1.3);
+
+    // Drop the first build's records: prune then removes its COPY snapshot, and big.bin is the second's alone.
+    const snapshots = path.join(root, 'snapshots');
+    const infos = await Promise.all((await fs.readdir(snapshots)).map(async (id) =>
+      JSON.parse(await fs.readFile(path.join(snapshots, id, 'committed.json'), 'utf8').catch(() => '{}')) as { clonedFrom?: string }));
+    const first = infos.find((i) => i.clonedFrom)?.clonedFrom;
+    expect(first).toBeDefined();
+    const records = path.join(root, 'cache', 'records');
+    for (const name of await fs.readdir(records)) {
+      const rec = JSON.parse(await fs.readFile(path.join(records, name), 'utf8')) as { layers: string[] };
+      if (rec.layers.includes(first!)) await fs.rm(path.join(records, name));
+    }
+    const pruned = await runCli(['prune', '--root', root, '--filter', 'until=1h']);
+    expect(pruned.code, pruned.stderr).toBe(0);
+    await expect(fs.access(path.join(snapshots, first!))).rejects.toThrow();
+    const three = await buildCache();
+    expect(three).toBeGreaterThan(400_000);
+    expect(three).toBeLessThan(one * 1.3);
+  });
+
   it('prune frees space and later builds still work', async () => {
     const root = await tempDir('builder-prune-root-');
     const out = await tempDir('builder-prune-out-');
