@@ -76,8 +76,25 @@ export const Scan = {
 export const scanDir = (dir: string, opts: { xattrs?: boolean } = {}): { names: string[]; stats: Float64Array } =>
   binding.scanDir(dir, opts.xattrs ?? true);
 
-/** Milliseconds of a scanned time, computed as fs.Stats computes its `mtimeMs` and `ctimeMs`. */
-export const scanMs = (sec: number, nsec: number): number => sec * 1e3 + nsec / 1e6;
+/** The part of fs.Stats a directory scan gives, for code that takes either. */
+export type ScannedStats = Pick<fs.Stats,
+  'isFile' | 'isDirectory' | 'isSymbolicLink' | 'mode' | 'uid' | 'gid' | 'size' | 'nlink' | 'ino' | 'mtimeMs' | 'ctimeMs'>;
+
+/** Entry `i` of a scan as stats; times in milliseconds computed as fs.Stats computes `mtimeMs`/`ctimeMs`. */
+export function scannedStats(stats: Float64Array, i: number): ScannedStats {
+  const o = i * Scan.fields;
+  const mode = stats[o + Scan.mode];
+  const kind = mode & fs.constants.S_IFMT;
+  const ms = (sec: number, nsec: number) => sec * 1e3 + nsec / 1e6;
+  return {
+    isFile: () => kind === fs.constants.S_IFREG,
+    isDirectory: () => kind === fs.constants.S_IFDIR,
+    isSymbolicLink: () => kind === fs.constants.S_IFLNK,
+    mode, uid: stats[o + Scan.uid], gid: stats[o + Scan.gid], size: stats[o + Scan.size], nlink: stats[o + Scan.nlink],
+    ino: stats[o + Scan.ino],
+    mtimeMs: ms(stats[o + Scan.mtime], stats[o + Scan.mtimeNsec]), ctimeMs: ms(stats[o + Scan.ctime], stats[o + Scan.ctimeNsec]),
+  };
+}
 
 /**
  * Swaps two paths atomically (renameat2 RENAME_EXCHANGE). Throws (code ENOENT, EINVAL, ENOSYS, ...) when a

@@ -12,7 +12,7 @@ import { sha256 } from '../../solver/llb/digest.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { goMatch, hasWildcard, PatternMatcher } from '../util/patterns.js';
 import { Limiter } from '../util/limiter.js';
-import { scanDir, Scan, scanMs } from '../native/fsx.js';
+import { scanDir, scannedStats, type ScannedStats } from '../native/fsx.js';
 
 interface Node {
   type: 'file' | 'dir' | 'symlink' | 'other';
@@ -155,7 +155,7 @@ export class ContextChecksummer {
       const order = names.map((name, i) => ({ name, i })).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
       for (const { name, i } of order) {
         const r = rel ? `${rel}/${name}` : name;
-        const child = scannedNode(stats, i * Scan.fields);
+        const child = toNode(scannedStats(stats, i));
         if (this.exclude?.matches(r)) {
           // An excluded directory is still searched when a `!` exception may re-include something below.
           if (!(child.type === 'dir' && this.exclude.hasExclusions && this.exclude.mayMatchBelow(r, true))) continue;
@@ -265,18 +265,7 @@ export class ContextChecksummer {
 
 const recordHeader = (node: Node) => `${node.type} ${(node.mode & 0o7777).toString(8)} ${node.uid}:${node.gid}`;
 
-function scannedNode(stats: Float64Array, o: number): Node {
-  const mode = stats[o + Scan.mode];
-  const kind = mode & fs.constants.S_IFMT;
-  const type = kind === fs.constants.S_IFDIR ? 'dir' : kind === fs.constants.S_IFREG ? 'file' : kind === fs.constants.S_IFLNK ? 'symlink' : 'other';
-  return {
-    type, mode, uid: stats[o + Scan.uid], gid: stats[o + Scan.gid], size: stats[o + Scan.size],
-    mtimeMs: scanMs(stats[o + Scan.mtime], stats[o + Scan.mtimeNsec]), ctimeMs: scanMs(stats[o + Scan.ctime], stats[o + Scan.ctimeNsec]),
-    ino: stats[o + Scan.ino],
-  };
-}
-
-function toNode(st: fs.Stats): Node {
+function toNode(st: ScannedStats): Node {
   const type = st.isDirectory() ? 'dir' : st.isFile() ? 'file' : st.isSymbolicLink() ? 'symlink' : 'other';
   return { type, mode: st.mode, uid: st.uid, gid: st.gid, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, ino: st.ino };
 }

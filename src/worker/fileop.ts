@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { ChownOpt, CopyAction, FileAction, MkdirAction, MkfileAction, RmAction } from '../../solver/llb/ops.js';
 import { BuilderError, UserError } from '../util/errors.js';
-import { getXattr, listXattrs, mknod, scanDir, Scan, scanMs, setXattr, S_IFBLK, S_IFCHR, S_IFIFO } from '../native/fsx.js';
+import { getXattr, listXattrs, mknod, scanDir, Scan, scannedStats, setXattr, S_IFBLK, S_IFCHR, S_IFIFO, type ScannedStats } from '../native/fsx.js';
 import { inRootPath, resolveInRoot } from '../archive/rootpath.js';
 import { goMatch, hasWildcard, PatternMatcher } from '../util/patterns.js';
 import { resolveOwner } from './users.js';
@@ -489,13 +489,13 @@ class Copier {
     } catch {
       return null;
     }
-    const earlier = new Map(before.names.map((n, i) => [n, i * Scan.fields]));
+    const earlier = new Map(before.names.map((n, i) => [n, i]));
     const keep = new Set<string>();
     for (const [i, name] of now.names.entries()) {
-      const o = i * Scan.fields;
       const e = earlier.get(name);
-      if (e === undefined || now.stats[o + Scan.nlink] > 1 || now.stats[o + Scan.xattrs] !== 0) continue;
-      if (this.keepable(scannedMeta(now.stats, o), scannedMeta(before.stats, e))) keep.add(name);
+      const st = scannedStats(now.stats, i);
+      if (e === undefined || st.nlink > 1 || now.stats[i * Scan.fields + Scan.xattrs] !== 0) continue;
+      if (this.keepable(st, scannedStats(before.stats, e))) keep.add(name);
     }
     return { names: now.names, keep };
   }
@@ -510,7 +510,7 @@ class Copier {
    * would make, extended attributes aside: the source has not changed since before the earlier copy began
    * (by ctime, which no tool can set back), and size, mtime, mode and owner come out the same.
    */
-  private keepable(st: FileMeta, existing: FileMeta): boolean {
+  private keepable(st: ScannedStats, existing: ScannedStats): boolean {
     const { owner, mode, modeSet, timestamp, refresh } = this.opts;
     if (!refresh || !st.isFile() || !existing.isFile()) return false;
     if (st.ctimeMs >= refresh.unchangedBefore || st.size !== existing.size) return false;
@@ -577,18 +577,6 @@ class Copier {
     if (timestamp !== undefined) fs.lutimesSync(target, timestamp, timestamp);
     else fs.lutimesSync(target, st.atimeMs / 1000, st.mtimeMs / 1000);
   }
-}
-
-/** What the refresh compares of a file: the part of fs.Stats that a directory scan also gives. */
-type FileMeta = Pick<fs.Stats, 'isFile' | 'mode' | 'uid' | 'gid' | 'size' | 'mtimeMs' | 'ctimeMs'>;
-
-function scannedMeta(stats: Float64Array, o: number): FileMeta {
-  const mode = stats[o + Scan.mode];
-  return {
-    isFile: () => (mode & fs.constants.S_IFMT) === fs.constants.S_IFREG,
-    mode, uid: stats[o + Scan.uid], gid: stats[o + Scan.gid], size: stats[o + Scan.size],
-    mtimeMs: scanMs(stats[o + Scan.mtime], stats[o + Scan.mtimeNsec]), ctimeMs: scanMs(stats[o + Scan.ctime], stats[o + Scan.ctimeNsec]),
-  };
 }
 
 const major = (rdev: number) => Number((BigInt(rdev) >> 8n) & 0xfffn | ((BigInt(rdev) >> 32n) & ~0xfffn));
