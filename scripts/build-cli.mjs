@@ -73,6 +73,7 @@ var __yargsAssert = {
 };
 ` + bundle.slice(urlLine);
 fs.writeFileSync(path.join(out, 'builder.cjs'), bundle);
+// Code caches written here by earlier versions of the launcher (they now live in the user's cache directory).
 for (const f of fs.readdirSync(out)) if (/^builder\.cjs\..*\.cache$/.test(f)) fs.rmSync(path.join(out, f), { force: true });
 fs.rmSync(path.join(out, 'main.js.map'), { force: true });
 fs.writeFileSync(path.join(out, 'main.js'), launcher.outputFiles[0].text, { mode: 0o755 });

@@ -2,7 +2,7 @@
 // image digest. Run from the project root after `npm ci`:
 //
 //   node examples/embed/build.mjs CONTEXT OUT.tar [BASE_IMAGE] [STATE_DIR]
-import { build, progressStream } from 'builder';
+import { build, progressStream } from 'llb-builder';
 
 const [context, out, base, root] = process.argv.slice(2);
 if (!context || !out) {

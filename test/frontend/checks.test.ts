@@ -7,9 +7,11 @@ import path from 'node:path';
 import { dockerfileToLLB, type ImageMetaResolver } from '../../frontend/index.js';
 import { RULES } from '../../frontend/dockerfile/linter.js';
 import { DockerfileError } from '../../frontend/dockerfile/errors.js';
+import { conformanceRoot, conformanceMissing } from '../helpers/conformance.js';
 import type { Platform } from '../../solver/llb/ops.js';
 
-const rulesDir = path.resolve(__dirname, '../../../shared/conformance/buildkit/docs/rules');
+// On a clone without the corpus the rule suite is reported as not run (see test/helpers/conformance.ts).
+const rulesDir = path.join(conformanceRoot ?? '', 'docs/rules');
 const amd64: Platform = { os: 'linux', architecture: 'amd64' };
 const resolver: ImageMetaResolver = {
   async resolveImageConfig(ref, platform) {
@@ -58,8 +60,8 @@ const cases: Record<string, { dockerfile?: string; excludes?: string[]; message:
   WorkdirRelativePath: { message: 'Relative workdir "usr/share/nginx/html" can have unexpected results if the base image changes', line: 2 },
 };
 
-describe('build checks (docs/rules)', () => {
-  const docs = fs.readdirSync(rulesDir).filter((f) => f.endsWith('.md') && f !== '_index.md').sort();
+describe.skipIf(!conformanceRoot)(`build checks (docs/rules)${conformanceMissing}`, () => {
+  const docs = (conformanceRoot ? fs.readdirSync(rulesDir) : []).filter((f) => f.endsWith('.md') && f !== '_index.md').sort();
   let passed = 0;
 
   it('implements every documented rule under its name, with its description', () => {

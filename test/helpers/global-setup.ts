@@ -3,6 +3,7 @@
 import type { TestProject } from 'vitest/node';
 import { startRegistry, pushBusybox } from './registry.js';
 import { installEmulators } from '../../src/executor/emulation.js';
+import { conformanceMissing } from './conformance.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -11,6 +12,8 @@ declare module 'vitest' {
 }
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  // Said once up front: the suites that need the corpus show as skipped, which is easy to miss.
+  if (conformanceMissing) process.stderr.write(`conformance suites${conformanceMissing}\n`);
   // RUN steps for other platforms need QEMU registered with the fix-binary flag (tests run as root).
   await installEmulators();
   const registry = await startRegistry();
