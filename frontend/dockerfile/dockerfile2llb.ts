@@ -1052,11 +1052,20 @@ function pathRelativeToWorkingDir(dir: string, p: string): string {
   return normalizePath(dir, p === '.' || p === '' ? './' : p, true);
 }
 
-/** `user[:group]` with numeric parts as ids. */
+/**
+ * `user[:group]` as BuildKit's llb.WithUser reads it: split at the first `:`; a part that is `root` or a
+ * 32-bit integer is an id (kept as its uint32, as the LLB field is), an empty part is id 0, anything else
+ * a name the worker looks up. So `--chown=1000:` means 1000:0, and `--chown=:staff` user 0.
+ */
 function parseChown(spec: string): ChownOpt {
-  const [user, group] = spec.split(':', 2);
-  const id = (s: string) => (/^\d+$/.test(s) ? Number(s) : s);
-  return { ...(user ? { user: id(user) } : {}), ...(group !== undefined && group !== '' ? { group: id(group) } : {}) };
+  const colon = spec.indexOf(':');
+  const part = (s: string): string | number => {
+    if (s === 'root' || s === '') return 0;
+    if (!/^[+-]?[0-9]+$/.test(s)) return s;
+    const n = Number(s);
+    return n >= -(2 ** 31) && n < 2 ** 31 ? n >>> 0 : s;
+  };
+  return colon < 0 ? { user: part(spec) } : { user: part(spec.slice(0, colon)), group: part(spec.slice(colon + 1)) };
 }
 
 /** `--chmod`: octal bits, or a symbolic mode the worker applies to each entry's own mode. */
