@@ -97,6 +97,10 @@ interface DispatchState {
   cmdTotal: number;
   cmdIndex: number;
   onBuildDone: boolean;
+  /** The instructions that came from the base's ONBUILD triggers. */
+  onBuild?: Set<Instruction>;
+  /** The instruction being dispatched is one of them (its step is named `[... 1/2] ONBUILD RUN ...`). */
+  cmdIsOnBuild?: boolean;
   /** A CMD was set in this stage (a later ENTRYPOINT then keeps it). */
   cmdSet?: boolean;
   /** Where CMD, ENTRYPOINT and HEALTHCHECK were last set in this stage (MultipleInstructionsDisallowed). */
@@ -417,6 +421,7 @@ class Converter {
       }
     });
     d.instructions = [...commands, ...d.instructions];
+    d.onBuild = new Set(commands);
     d.cmdTotal += commands.length;
     return this.findSources(d, commands);
   }
@@ -452,6 +457,7 @@ class Converter {
     d.usedOnce = new Map();
     for (const inst of d.instructions) {
       this.lintTarget = { d, inst };
+      d.cmdIsOnBuild = d.onBuild?.has(inst) ?? false;
       try {
         this.dispatch(d, inst);
       } catch (e) {
@@ -928,7 +934,8 @@ class Converter {
     if (d.cmdTotal === 0) return platform ? `[${platform.trim()}] ${name}` : name;
     d.cmdIndex++;
     const width = Math.floor(1 + Math.log10(d.cmdTotal));
-    return `[${platform}${d.stageName ? `${d.stageName} ` : ''}${String(d.cmdIndex).padStart(width)}/${d.cmdTotal}] ${name}`;
+    const onBuild = d.cmdIsOnBuild ? 'ONBUILD ' : '';
+    return `[${platform}${d.stageName ? `${d.stageName} ` : ''}${String(d.cmdIndex).padStart(width)}/${d.cmdTotal}] ${onBuild}${name}`;
   }
 
   private stageLabel(d: DispatchState): string | undefined {

@@ -356,6 +356,33 @@ describe('dockerfileToLLB: errors name the line', () => {
   });
 });
 
+describe('dockerfileToLLB: --chown', () => {
+  it('reads user[:group] as BuildKit\'s llb.WithUser: root and 32-bit integers are ids, empty parts 0', async () => {
+    const specs = ['app', 'app:staff', '1000', '1000:', ':staff', 'root:root', '+7:007', 'a:b:c', '4294967296', '-1'];
+    const { definition } = await convert(`FROM scratch\n${specs.map((c, i) => `COPY --chown=${c} f${i} /\n`).join('')}WORKDIR /w\nUSER app:1\nWORKDIR /x\n`);
+    const owners = chain(definition).flatMap((o) => (o.kind === 'file' ? [(o.actions[0] as CopyAction).owner] : []));
+    expect(owners).toEqual([
+      { user: 'app' }, { user: 'app', group: 'staff' }, { user: 1000 }, { user: 1000, group: 0 }, { user: 0, group: 'staff' },
+      { user: 0, group: 0 }, { user: 7, group: 7 }, { user: 'a', group: 'b:c' }, { user: '4294967296' }, { user: 4294967295 },
+      undefined, { user: 'app', group: 1 },
+    ]);
+  });
+});
+
+describe('dockerfileToLLB: ONBUILD step names', () => {
+  it('names the steps of a base stage\'s triggers with ONBUILD, in every platform\'s build', async () => {
+    const dockerfile = 'FROM busybox AS base\nONBUILD RUN echo hi\nONBUILD WORKDIR /w\nFROM base\nRUN echo mine\n';
+    const { definition } = await convert(dockerfile);
+    expect(descriptions(definition)).toEqual(expect.arrayContaining([
+      '[stage-1 1/3] ONBUILD RUN echo hi', '[stage-1 2/3] ONBUILD WORKDIR /w', '[stage-1 3/3] RUN echo mine',
+    ]));
+    // The stage that declares the triggers does not run them.
+    expect(descriptions(definition).filter((d) => d?.includes('echo hi'))).toHaveLength(1);
+    const multi = await convert(dockerfile, { platformPrefix: true });
+    expect(descriptions(multi.definition)).toContain('[linux/amd64 stage-1 1/3] ONBUILD RUN echo hi');
+  });
+});
+
 describe('dockerfileToLLB: base image configs', () => {
   it('accepts a config without a config member and runs its ONBUILD triggers', async () => {
     const resolver: ImageMetaResolver = {
@@ -373,7 +400,10 @@ describe('dockerfileToLLB: base image configs', () => {
     const ops = chain(definition);
     expect(ops.map((o) => (o.kind === 'exec' ? o.meta.args[2] : o.kind))).toEqual(['source', 'echo triggered', 'file', 'echo mine']);
     expect(image.config.OnBuild).toBeUndefined();
-    expect(descriptions(definition)).toContain('[stage-1 2/4] RUN echo triggered');
+    // As BuildKit's prefixCommand: a trigger's step says ONBUILD after its number.
+    expect(descriptions(definition)).toEqual(expect.arrayContaining([
+      '[stage-1 2/4] ONBUILD RUN echo triggered', '[stage-1 3/4] ONBUILD COPY --from=minimal /x /x', '[stage-1 4/4] RUN echo mine',
+    ]));
     const minimal = await dockerfileToLLB({ dockerfile: 'FROM minimal\n', targetPlatform: amd64, buildPlatform: amd64, resolver });
     expect(minimal.image.config.Env).toEqual(['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin']);
   });
