@@ -792,6 +792,11 @@ class Converter {
     // Without --chown, files keep their owners: root for the context (the local source makes them so).
     const owner: ChownOpt | undefined = chown ? parseChown(chown) : undefined;
     const link = inst.link && !chmod;
+    // A linked copy runs on scratch, where no /etc/passwd names anyone: BuildKit cannot build it either
+    // (`invalid user index: -1` from its solver; since moby/buildkit#7134 an error of the Dockerfile).
+    if (link && owner && (typeof owner.user === 'string' || typeof owner.group === 'string')) {
+      throw new DockerfileError(`${isAdd ? 'ADD' : 'COPY'} --link --chown=${chown}: user and group names cannot be resolved in a linked copy, which does not see the image's /etc/passwd; use numeric ids`);
+    }
     // inputs[0] is the stage itself unless --link copies onto scratch.
     const inputs: Digest[] = link ? [] : [state.digest];
     const inputIndex = (digest: Digest) => {

@@ -369,6 +369,20 @@ describe('dockerfileToLLB: --chown', () => {
   });
 });
 
+describe('dockerfileToLLB: --link --chown', () => {
+  it('refuses names in a linked copy (it runs on scratch, with no /etc/passwd), but takes ids and root', async () => {
+    const err = await convert('FROM busybox\nRUN true\nCOPY --link --chown=app:1 f /\n').catch((e: unknown) => e);
+    expect(err).toMatchObject({ message: expect.stringMatching(/^COPY --link --chown=app:1: user and group names cannot be resolved in a linked copy/) });
+    expect((err as { location?: { startLine: number } }).location?.startLine).toBe(3);
+    await expect(convert('FROM busybox\nADD --link --chown=1:staff f /\n')).rejects.toThrow(/^ADD --link --chown=1:staff: /);
+    const ok = await convert('FROM busybox\nCOPY --link --chown=root:7 f /\n');
+    const copy = Object.values(ok.definition.ops).flatMap((o) => (o.kind === 'file' ? o.actions : []))[0] as CopyAction;
+    expect(copy.owner).toEqual({ user: 0, group: 7 });
+    // With --chmod the copy is not linked (as BuildKit), so names resolve in the stage.
+    await convert('FROM busybox\nCOPY --link --chmod=644 --chown=app f /\n');
+  });
+});
+
 describe('dockerfileToLLB: ONBUILD step names', () => {
   it('names the steps of a base stage\'s triggers with ONBUILD, in every platform\'s build', async () => {
     const dockerfile = 'FROM busybox AS base\nONBUILD RUN echo hi\nONBUILD WORKDIR /w\nFROM base\nRUN echo mine\n';
