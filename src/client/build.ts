@@ -309,9 +309,9 @@ function errorMessage(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
 
-/** The instruction keyword of an op, from its description `[stage 2/3] RUN make`. */
+/** The instruction keyword of an op, from its description `[stage 2/3] RUN make` (`ONBUILD RUN` for a trigger's). */
 function instructionOf(meta: OpMetadata): string | undefined {
-  return /\]\s+([A-Z]+)\b/.exec(meta.description ?? '')?.[1];
+  return /\]\s+((?:ONBUILD\s+)?[A-Z]+)\b/.exec(meta.description ?? '')?.[1];
 }
 
 /** Adds what BuildKit shows above an error: the failed check warnings, the Dockerfile lines at fault. */

@@ -7,7 +7,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { runCli, makeContext, tempDir, type CliResult } from '../helpers/cli.js';
+import { runCli, makeContext, tempDir, lastLine, type CliResult } from '../helpers/cli.js';
 import { rawTar } from '../helpers/rawtar.js';
 
 const exec = promisify(execFile);
@@ -106,5 +106,11 @@ describe('ONBUILD triggers in progress', () => {
     expect(res.code, res.stderr).toBe(0);
     expect(res.stderr).toMatch(/#\d+ \[stage-1 1\/2\] ONBUILD RUN echo triggered > \/t\n/);
     expect(res.stderr).toMatch(/#\d+ \[stage-1 2\/2\] RUN cat \/t\n/);
+    // A failing trigger is reported at the FROM that ran it (BuildKit gives triggers the stage's location).
+    const failed = await runCli(['build', '--root', root, '--progress', 'plain', await makeContext({
+      Dockerfile: `ARG BASE=${base}\nFROM \${BASE} AS base\nONBUILD RUN exit 3\nFROM base\n`,
+    })]);
+    expect(failed.code).toBe(1);
+    expect(lastLine(failed.stderr)).toBe('ERROR: Dockerfile:4: ONBUILD RUN failed: process "/bin/sh -c exit 3" did not complete successfully: exit code: 3');
   });
 });
