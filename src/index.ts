@@ -1,7 +1,7 @@
 // Public API for embedding the builder as a build backend.
 export { build, BuildError, defaultRoot, type BuildOptions, type BuildResult } from './client/build.js';
 export { parseOutput, type OutputSpec } from './client/outputs.js';
-export { checkReport, warningSummary, sourceExcerpt } from './client/checks.js';
+export { checkReport, warningSummary, sourceExcerpt, type BuildWarning, type StepWarning } from './client/checks.js';
 export type { LintWarning } from '../frontend/dockerfile/linter.js';
 export { parsePlatform, formatPlatform, hostPlatform } from './client/platform.js';
 export { PlainProgress, quietProgress, type ProgressWriter, type ProgressMode } from './progress/printer.js';

@@ -97,6 +97,10 @@ interface DispatchState {
   cmdTotal: number;
   cmdIndex: number;
   onBuildDone: boolean;
+  /** The instructions that came from the base's ONBUILD triggers. */
+  onBuild?: Set<Instruction>;
+  /** The instruction being dispatched is one of them (its step is named `[... 1/2] ONBUILD RUN ...`). */
+  cmdIsOnBuild?: boolean;
   /** A CMD was set in this stage (a later ENTRYPOINT then keeps it). */
   cmdSet?: boolean;
   /** Where CMD, ENTRYPOINT and HEALTHCHECK were last set in this stage (MultipleInstructionsDisallowed). */
@@ -417,6 +421,7 @@ class Converter {
       }
     });
     d.instructions = [...commands, ...d.instructions];
+    d.onBuild = new Set(commands);
     d.cmdTotal += commands.length;
     return this.findSources(d, commands);
   }
@@ -452,6 +457,7 @@ class Converter {
     d.usedOnce = new Map();
     for (const inst of d.instructions) {
       this.lintTarget = { d, inst };
+      d.cmdIsOnBuild = d.onBuild?.has(inst) ?? false;
       try {
         this.dispatch(d, inst);
       } catch (e) {
@@ -786,6 +792,11 @@ class Converter {
     // Without --chown, files keep their owners: root for the context (the local source makes them so).
     const owner: ChownOpt | undefined = chown ? parseChown(chown) : undefined;
     const link = inst.link && !chmod;
+    // A linked copy runs on scratch, where no /etc/passwd names anyone: BuildKit cannot build it either
+    // (`invalid user index: -1` from its solver; since moby/buildkit#7134 an error of the Dockerfile).
+    if (link && owner && (typeof owner.user === 'string' || typeof owner.group === 'string')) {
+      throw new DockerfileError(`${isAdd ? 'ADD' : 'COPY'} --link --chown=${chown}: user and group names cannot be resolved in a linked copy, which does not see the image's /etc/passwd; use numeric ids`);
+    }
     // inputs[0] is the stage itself unless --link copies onto scratch.
     const inputs: Digest[] = link ? [] : [state.digest];
     const inputIndex = (digest: Digest) => {
@@ -928,7 +939,8 @@ class Converter {
     if (d.cmdTotal === 0) return platform ? `[${platform.trim()}] ${name}` : name;
     d.cmdIndex++;
     const width = Math.floor(1 + Math.log10(d.cmdTotal));
-    return `[${platform}${d.stageName ? `${d.stageName} ` : ''}${String(d.cmdIndex).padStart(width)}/${d.cmdTotal}] ${name}`;
+    const onBuild = d.cmdIsOnBuild ? 'ONBUILD ' : '';
+    return `[${platform}${d.stageName ? `${d.stageName} ` : ''}${String(d.cmdIndex).padStart(width)}/${d.cmdTotal}] ${onBuild}${name}`;
   }
 
   private stageLabel(d: DispatchState): string | undefined {
@@ -1052,11 +1064,20 @@ function pathRelativeToWorkingDir(dir: string, p: string): string {
   return normalizePath(dir, p === '.' || p === '' ? './' : p, true);
 }
 
-/** `user[:group]` with numeric parts as ids. */
+/**
+ * `user[:group]` as BuildKit's llb.WithUser reads it: split at the first `:`; a part that is `root` or a
+ * 32-bit integer is an id (kept as its uint32, as the LLB field is), an empty part is id 0, anything else
+ * a name the worker looks up. So `--chown=1000:` means 1000:0, and `--chown=:staff` user 0.
+ */
 function parseChown(spec: string): ChownOpt {
-  const [user, group] = spec.split(':', 2);
-  const id = (s: string) => (/^\d+$/.test(s) ? Number(s) : s);
-  return { ...(user ? { user: id(user) } : {}), ...(group !== undefined && group !== '' ? { group: id(group) } : {}) };
+  const colon = spec.indexOf(':');
+  const part = (s: string): string | number => {
+    if (s === 'root' || s === '') return 0;
+    if (!/^[+-]?[0-9]+$/.test(s)) return s;
+    const n = Number(s);
+    return n >= -(2 ** 31) && n < 2 ** 31 ? n >>> 0 : s;
+  };
+  return colon < 0 ? { user: part(spec) } : { user: part(spec.slice(0, colon)), group: part(spec.slice(colon + 1)) };
 }
 
 /** `--chmod`: octal bits, or a symbolic mode the worker applies to each entry's own mode. */

@@ -281,7 +281,9 @@ export async function applyLayerTar(input: NodeJS.ReadableStream, dir: string): 
         const source = await resolveInRoot(dir, linkRel, false);
         if (!lstatOrNull(source)) throw new HardlinkTargetError(header.name, header.linkname ?? '');
         fs.linkSync(source, target);
-        continue; // the link shares its target's inode and metadata
+        // As containerd's archive: the link entry's own owner, mode, xattrs and times then go to the inode
+        // it shares with its target (the last entry naming an inode decides; ours name it alike).
+        break;
       }
       case 'symlink':
         fs.symlinkSync(header.linkname ?? '', target);
@@ -294,7 +296,7 @@ export async function applyLayerTar(input: NodeJS.ReadableStream, dir: string): 
         break;
       }
     }
-    applyMetadata(target, header);
+    applyMetadata(target, header, header.type === 'symlink' || (header.type === 'link' && fs.lstatSync(target).isSymbolicLink()));
     if (header.type === 'dir') dirTimes.set(target, header.mtime);
     else fs.lutimesSync(target, header.mtime, header.mtime);
   }
@@ -303,9 +305,9 @@ export async function applyLayerTar(input: NodeJS.ReadableStream, dir: string): 
 }
 
 /** Owner, then mode (chown clears setuid/setgid), then xattrs (chown clears security.capability). */
-function applyMetadata(target: string, h: TarHeader): void {
+function applyMetadata(target: string, h: TarHeader, isSymlink = h.type === 'symlink'): void {
   fs.lchownSync(target, h.uid, h.gid);
-  if (h.type !== 'symlink') fs.chmodSync(target, h.mode);
+  if (!isSymlink) fs.chmodSync(target, h.mode);
   for (const [name, value] of h.xattrs ?? []) {
     // Overlay's own attributes would let a layer forge redirects; opacity comes from .wh..wh..opq.
     if (!name.startsWith(OVERLAY_XATTR)) setXattr(target, name, value);

@@ -235,7 +235,7 @@ function stepId(meta: OpMetadata): string | undefined {
 }
 
 function instruction(meta: OpMetadata): string {
-  return /\]\s+([A-Z]+)\b/.exec(meta.description ?? '')?.[1] ?? 'COPY';
+  return /\]\s+((?:ONBUILD\s+)?[A-Z]+)\b/.exec(meta.description ?? '')?.[1] ?? 'COPY';
 }
 
 function diffFiles(prev: Record<string, string>, cur: Record<string, string>, roots: string[]): string[] {

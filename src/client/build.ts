@@ -18,7 +18,7 @@ import { CacheRecords } from '../cache/records.js';
 import { unpackContext } from './context.js';
 import { checkEntitlements, loadSession, parseEntitlements, parseSecretSpec, parseSshSpec, type SecretSpec, type SshSpec } from './session.js';
 import { readDockerignore } from './dockerignore.js';
-import { checkReport, sourceExcerpt, warningSummary } from './checks.js';
+import { checkReport, sourceExcerpt, warningSummary, type BuildWarning, type StepWarning } from './checks.js';
 import type { LintWarning } from '../../frontend/dockerfile/linter.js';
 import { BuildCache } from '../cache/solvecache.js';
 import { applyCacheFilters } from '../cache/filters.js';
@@ -84,8 +84,11 @@ export interface BuildResult {
   /** Digest of the image config (the "image ID" Docker shows). */
   configDigest?: Digest;
   exports: ExportResult[];
-  /** Build check warnings (BuildKit's lint rules); a build prints them, they do not fail it. */
-  warnings: LintWarning[];
+  /**
+   * Build check warnings (BuildKit's lint rules), then the steps' own (an owner name the image does not
+   * have; only from steps that ran, not from cache hits). A build prints them, they do not fail it.
+   */
+  warnings: BuildWarning[];
   /** With `check`: the report to print (rules, descriptions, Dockerfile excerpts). */
   checkReport?: string[];
 }
@@ -206,6 +209,16 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
 
     const names = new Map<Digest, string>();
     const definition = mergeDefinitions(perPlatform.map((c) => c.definition));
+    const stepWarnings: StepWarning[] = [];
+    const warned = new Set<string>();
+    const onWarning = (digest: Digest, message: string) => {
+      // A step retried another way (a refreshed COPY falling back to a fresh one) says it once.
+      if (warned.has(`${digest} ${message}`)) return;
+      warned.add(`${digest} ${message}`);
+      const location = definition.metadata[digest]?.location;
+      stepWarnings.push({ message, ...(location ? { location } : {}) });
+      progress.log(digest, 'stderr', Buffer.from(`WARNING: ${message}\n`));
+    };
     applyCacheFilters(definition, { noCacheFilter: opts.noCacheFilter, pull: opts.pull });
     const locals = { context: { dir: contextDir } };
     const remote = await importCaches(worker, cacheFrom, { platforms, progress });
@@ -219,7 +232,7 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
       signal: opts.signal,
       cache,
       needsInput: (op, i, inputOp) => worker.needsInput(op, i, inputOp),
-      execute: compressEarly(worker.opExecutor(locals, (digest, stream, chunk) => progress.log(digest, stream, chunk), clientSession),
+      execute: compressEarly(worker.opExecutor(locals, (digest, stream, chunk) => progress.log(digest, stream, chunk), clientSession, onWarning),
         worker, definition, roots, outputs, sourceDateEpoch),
       onEvent: (ev) => {
         if (ev.type === 'start') {
@@ -247,7 +260,7 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
     const gcLimit = opts.gcKeepStorage ?? (process.env.BUILDER_GC_KEEP_STORAGE ? parseSize(process.env.BUILDER_GC_KEEP_STORAGE) : undefined);
     if (gcLimit !== undefined) await session.ifAlone(root, () => autoGC(root, gcLimit));
     const image = exports.find((e) => e.manifestDigest);
-    return { manifestDigest: image?.manifestDigest, configDigest: image?.configDigest, exports, warnings: converted.warnings };
+    return { manifestDigest: image?.manifestDigest, configDigest: image?.configDigest, exports, warnings: [...converted.warnings, ...stepWarnings] };
   } finally {
     await settleLayerBlobs(worker).catch(() => undefined);
     await session.end();
@@ -296,9 +309,9 @@ function errorMessage(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
 
-/** The instruction keyword of an op, from its description `[stage 2/3] RUN make`. */
+/** The instruction keyword of an op, from its description `[stage 2/3] RUN make` (`ONBUILD RUN` for a trigger's). */
 function instructionOf(meta: OpMetadata): string | undefined {
-  return /\]\s+([A-Z]+)\b/.exec(meta.description ?? '')?.[1];
+  return /\]\s+((?:ONBUILD\s+)?[A-Z]+)\b/.exec(meta.description ?? '')?.[1];
 }
 
 /** Adds what BuildKit shows above an error: the failed check warnings, the Dockerfile lines at fault. */

@@ -2,6 +2,17 @@
 // warning after a build, the detailed report of `--check` (rule, URL, description, the lines concerned),
 // and the excerpt of the Dockerfile around a line (BuildKit's errdefs.Source.Print).
 import type { LintWarning } from '../../frontend/dockerfile/linter.js';
+import type { InstructionLocation } from '../../frontend/dockerfile/instructions.js';
+
+/** A warning a step gave while it ran (no check rule): shown in its progress and in the build's summary. */
+export interface StepWarning {
+  message: string;
+  /** The instruction of the step. */
+  location?: InstructionLocation;
+}
+
+/** What a build warns about: check rules' findings and steps' warnings. */
+export type BuildWarning = LintWarning | StepWarning;
 
 /** The Dockerfile lines around `start..end` (1-based), the concerned ones marked `>>>`. */
 export function sourceExcerpt(filename: string, text: string, start: number, end = start): string[] {
@@ -25,12 +36,12 @@ export function sourceExcerpt(filename: string, text: string, start: number, end
 }
 
 /** Lines a normal build prints after it finished: `N warnings found:` and one line per warning. */
-export function warningSummary(warnings: LintWarning[]): string[] {
+export function warningSummary(warnings: BuildWarning[]): string[] {
   if (warnings.length === 0) return [];
   const n = warnings.length;
   return [
     ` ${n} warning${n === 1 ? '' : 's'} found:`,
-    ...warnings.map((w) => ` - ${w.rule}: ${w.message}${w.location ? ` (line ${w.location.startLine})` : ''}`),
+    ...warnings.map((w) => ` - ${'rule' in w ? `${w.rule}: ` : ''}${w.message}${w.location ? ` (line ${w.location.startLine})` : ''}`),
   ];
 }
 

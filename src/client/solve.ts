@@ -40,7 +40,8 @@ export async function solve(opts: SolveOptions): Promise<{ exports: ExportResult
     const locals = Object.fromEntries(Object.entries(opts.locals ?? {}).map(([k, dir]) => [k, { dir: path.resolve(dir) }]));
     const ref = await solveGraph<WorkerRef>(opts.definition, {
       signal: opts.signal,
-      execute: worker.opExecutor(locals, (digest, stream, chunk) => progress.log(digest, stream, chunk)),
+      execute: worker.opExecutor(locals, (digest, stream, chunk) => progress.log(digest, stream, chunk), {},
+        (digest, message) => progress.log(digest, 'stderr', Buffer.from(`WARNING: ${message}\n`))),
       onEvent: (ev) => {
         if (ev.type === 'start') progress.start({ id: ev.digest, name: ev.metadata.description ?? ev.digest });
         else if (ev.type === 'done') progress.done(ev.digest);

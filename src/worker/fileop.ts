@@ -34,6 +34,8 @@ export interface ApplyOptions {
    * goes on, and every write to `root` waits for the clone.
    */
   refresh?: { unchangedBefore: number; previous?: string; cloned?: Promise<void> };
+  /** Told about what the op did differently from what was asked (an owner name the image does not have). */
+  warn?: (message: string) => void;
 }
 
 /**
@@ -47,11 +49,17 @@ export interface ApplyOptions {
 export async function applyFileActions(
   root: string, actions: FileAction[], sources: (string | null)[], opts: ApplyOptions = {},
 ): Promise<void> {
+  if (opts.warn) {
+    // Once per op: several actions may name the same owner.
+    const warn = opts.warn;
+    const said = new Set<string>();
+    opts = { ...opts, warn: (m) => { if (!said.has(m)) { said.add(m); warn(m); } } };
+  }
   for (const action of actions) {
     try {
       switch (action.action) {
-        case 'mkdir': await mkdirAction(root, action); break;
-        case 'mkfile': await mkfileAction(root, action); break;
+        case 'mkdir': await mkdirAction(root, action, opts); break;
+        case 'mkfile': await mkfileAction(root, action, opts); break;
         case 'rm': await rmAction(root, action); break;
         case 'copy': await copyAction(root, action, sources, opts.rootOwned?.has(action.sourceInput) ?? false, opts); break;
       }
@@ -71,16 +79,21 @@ function asFileOpError(e: unknown, roots: string[]): unknown {
   return new FileOpError(err.code, message.replace(/^[A-Z]+: /, ''));
 }
 
-async function ownerOf(root: string, owner: ChownOpt | undefined): Promise<Owner | undefined> {
+/** The ids an owner spec resolves to in `root`; names the image lacks resolve as BuildKit's do, with a warning. */
+async function ownerOf(root: string, owner: ChownOpt | undefined, opts: ApplyOptions): Promise<Owner | undefined> {
   if (!owner || (owner.user === undefined && owner.group === undefined)) return undefined;
-  return resolveOwner(root, owner.user, owner.group);
+  const { uid, gid, unknown } = await resolveOwner(root, owner.user, owner.group);
+  if (unknown.length > 0) {
+    opts.warn?.(`${unknown.join(', ')}: owner set to ${uid}:${gid}`);
+  }
+  return { uid, gid };
 }
 
 // ------------------------------------------------------------------ mkdir, mkfile, rm
 
-async function mkdirAction(root: string, a: MkdirAction): Promise<void> {
+async function mkdirAction(root: string, a: MkdirAction, opts: ApplyOptions): Promise<void> {
   const p = await resolveInRoot(root, a.path);
-  const owner = await ownerOf(root, a.owner);
+  const owner = await ownerOf(root, a.owner, opts);
   if (a.makeParents) {
     await mkdirAll(root, p, a.mode & 0o7777, owner, a.timestamp);
     return;
@@ -96,9 +109,9 @@ async function mkdirAction(root: string, a: MkdirAction): Promise<void> {
   await setCreatedMeta(p, a.mode & 0o7777, owner, a.timestamp);
 }
 
-async function mkfileAction(root: string, a: MkfileAction): Promise<void> {
+async function mkfileAction(root: string, a: MkfileAction, opts: ApplyOptions): Promise<void> {
   const p = await resolveInRoot(root, a.path);
-  const owner = await ownerOf(root, a.owner);
+  const owner = await ownerOf(root, a.owner, opts);
   try {
     await fsp.writeFile(p, Buffer.from(a.data, 'base64'), { mode: a.mode & 0o7777 });
   } catch (e) {
@@ -176,7 +189,7 @@ async function copyAction(root: string, a: CopyAction, sources: (string | null)[
 async function copyFrom(root: string, srcRoot: string, a: CopyAction, rootOwned = false, opts: ApplyOptions = {}): Promise<void> {
   const srcPath = cleanPath(a.src);
   const destPath = cleanPath(a.dest);
-  const owner = await ownerOf(opts.ownerRoot ?? root, a.owner);
+  const owner = await ownerOf(opts.ownerRoot ?? root, a.owner, opts);
   const destDir = a.destIsDir === true || isDirPath(destPath);
   const destClean = path.posix.join('/', destPath);
 

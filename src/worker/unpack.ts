@@ -130,6 +130,8 @@ async function extract(stream: Readable, dest: string, opts: UnpackOptions): Pro
     const target = path.join(parent, path.posix.basename(rel));
     const existing = await fsp.lstat(target).catch(() => null);
     if (existing && !(existing.isDirectory() && header.type === 'dir')) await fsp.rm(target, { recursive: true, force: true });
+    // A hard link to a symlink is the symlink's inode: its mode and times stay (chmod and utimes would follow it).
+    let linkToSymlink = false;
     switch (header.type) {
       case 'dir':
         if (!existing?.isDirectory()) await fsp.mkdir(target, { mode: 0o700 });
@@ -143,9 +145,14 @@ async function extract(stream: Readable, dest: string, opts: UnpackOptions): Pro
         }
         break;
       }
-      case 'link':
-        await fsp.link(await resolveInRoot(dest, relPath(header.linkname ?? ''), false), target);
-        continue;
+      case 'link': {
+        // As moby's archive (createTarFile): the link entry's own owner, mode, xattrs and times then go to
+        // the inode it shares with its target, so the last entry naming an inode decides its metadata.
+        const existingTarget = await resolveInRoot(dest, relPath(header.linkname ?? ''), false);
+        await fsp.link(existingTarget, target);
+        linkToSymlink = (await fsp.lstat(target)).isSymbolicLink();
+        break;
+      }
       case 'symlink':
         await fsp.symlink(header.linkname ?? '', target);
         break;
@@ -155,13 +162,14 @@ async function extract(stream: Readable, dest: string, opts: UnpackOptions): Pro
       }
     }
     await fsp.lchown(target, opts.owner?.uid ?? header.uid, opts.owner?.gid ?? header.gid);
-    if (header.type !== 'symlink') await fsp.chmod(target, header.mode & 0o7777);
+    const isLink = header.type === 'symlink' || linkToSymlink;
+    if (!isLink) await fsp.chmod(target, header.mode & 0o7777);
     for (const [name, value] of header.xattrs ?? []) {
       // Best effort, as BuildKit's BestEffortXattrs; overlay's own attributes never.
       if (!name.startsWith('trusted.overlay.')) try { setXattr(target, name, value); } catch { /* skipped */ }
     }
     if (header.type === 'dir') dirTimes.push([target, header.mtime]);
-    else await fsp.lutimes(target, header.mtime, header.mtime);
+    else if (header.type === 'symlink' || !linkToSymlink) await fsp.lutimes(target, header.mtime, header.mtime);
   }
   // Directory times last: creating their entries changed them.
   for (const [p, t] of dirTimes.reverse()) await fsp.lutimes(p, t, t);

@@ -1,8 +1,8 @@
 // Users and groups as the image sees them: names resolve in the rootfs's /etc/passwd and /etc/group,
 // like runc/BuildKit do for `USER` and `COPY --chown`.
 import fs from 'node:fs/promises';
-import path from 'node:path';
 import { UserError } from '../util/errors.js';
+import { resolveInRoot } from '../archive/rootpath.js';
 
 export interface ResolvedUser {
   uid: number;
@@ -19,18 +19,14 @@ export class UnknownUserError extends UserError {
   constructor(message: string) { super('UNKNOWN_USER', message); }
 }
 
-/** Reads a file inside a rootfs without following a symlink out of it (an absolute link resolves inside). */
+/** Reads a file inside a rootfs as a chroot there would (no symlink, final or not, leads out of it). */
 async function readInsideRoot(rootfs: string, file: string): Promise<string | null> {
-  let rel = file;
-  for (let hops = 0; hops < 16; hops++) {
-    const p = path.join(rootfs, rel);
-    let st;
-    try { st = await fs.lstat(p); } catch { return null; }
-    if (!st.isSymbolicLink()) return st.isFile() ? fs.readFile(p, 'utf8') : null;
-    const target = await fs.readlink(p);
-    rel = path.posix.resolve(path.posix.dirname(rel), target);
+  try {
+    const p = await resolveInRoot(rootfs, file);
+    return (await fs.stat(p)).isFile() ? await fs.readFile(p, 'utf8') : null;
+  } catch {
+    return null;
   }
-  return null;
 }
 
 export async function readPasswd(rootfs: string): Promise<PasswdEntry[]> {
@@ -88,27 +84,75 @@ async function resolveGroupIn(groups: GroupEntry[], spec: string): Promise<numbe
   return g.gid;
 }
 
-/** For `COPY --chown=user:group`: ids for a user and an optional group, names looked up in the rootfs. */
+/** What `--chown` resolved to; `unknown` says which user or group names the image does not have. */
+export interface ResolvedOwner {
+  uid: number;
+  gid: number;
+  unknown: string[];
+}
+
+/** BuildKit's limit on /etc/passwd and /etc/group when it resolves `--chown` names. */
+const MAX_USER_FILE_BYTES = 10 << 20;
+
+/**
+ * One of /etc/passwd, /etc/group as BuildKit's readUser opens it: missing (or under a non-directory) is
+ * an empty file; anything but a regular file, or more than 10 MiB, is an error.
+ */
+async function readUserFile(rootfs: string, file: string): Promise<string[]> {
+  const p = await resolveInRoot(rootfs, file);
+  let st;
+  try {
+    st = await fs.stat(p);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return [];
+    throw e;
+  }
+  if (!st.isFile()) throw new UserError('INVALID_USER_FILE', `${file} is not a regular file`);
+  if (st.size > MAX_USER_FILE_BYTES) throw new UserError('INVALID_USER_FILE', `${file} exceeds ${MAX_USER_FILE_BYTES} bytes`);
+  // As moby/sys/user: lines trimmed, blank ones skipped, fields split on `:`; no comment syntax.
+  return (await fs.readFile(p, 'utf8')).split('\n').map((l) => l.trim()).filter(Boolean);
+}
+
+/** Go's strconv.Atoi as moby/sys/user uses it: a field that is not a number reads as 0. */
+function atoi(s: string | undefined): number {
+  return s !== undefined && /^[+-]?[0-9]+$/.test(s) ? Number(s) : 0;
+}
+
+/**
+ * For `COPY --chown=user:group` (and the owner of mkdir/mkfile), as BuildKit's readUser resolves it in
+ * the destination's /etc/passwd and /etc/group: a numeric user gives uid and gid of that number; a named
+ * one its uid and primary group from passwd; a group, when given, replaces the gid (a number as it is, a
+ * name through the group file). A name the image does not have is not an error: a user resolves to 0:0
+ * and a group leaves the gid as the user part set it. Such names are listed in `unknown` so the build can
+ * warn about them (BuildKit is silent).
+ */
 export async function resolveOwner(
   rootfs: string,
   user: string | number | undefined,
   group: string | number | undefined,
-): Promise<{ uid: number; gid: number }> {
+): Promise<ResolvedOwner> {
   let uid = 0;
   let gid = 0;
-  if (user !== undefined && user !== '') {
-    if (typeof user === 'number' || isNumeric(user)) {
-      uid = Number(user);
+  const unknown: string[] = [];
+  if (typeof user === 'number') {
+    uid = user;
+    gid = user;
+  } else if (user !== undefined && user !== '') {
+    const entry = (await readUserFile(rootfs, '/etc/passwd')).map((l) => l.split(':')).find((f) => f[0] === user);
+    if (entry) {
+      uid = atoi(entry[2]);
+      gid = atoi(entry[3]);
     } else {
-      const entry = (await readPasswd(rootfs)).find((e) => e.name === user);
-      if (!entry) throw new UnknownUserError(`unable to find user ${user}: no matching entries in passwd file`);
-      uid = entry.uid;
+      unknown.push(`no user "${user}" in /etc/passwd`);
     }
-    gid = uid; // reference: a user without a group gets the GID of the same numeric value as the UID
-
   }
-  if (group !== undefined && group !== '') {
-    gid = typeof group === 'number' ? group : await resolveGroupIn(await readGroup(rootfs), group);
+  if (typeof group === 'number') {
+    gid = group;
+  } else if (group !== undefined && group !== '') {
+    const entry = (await readUserFile(rootfs, '/etc/group')).map((l) => l.split(':')).find((f) => f[0] === group);
+    if (entry) gid = atoi(entry[2]);
+    else unknown.push(`no group "${group}" in /etc/group`);
   }
-  return { uid, gid };
+  return { uid, gid, unknown };
 }

@@ -78,6 +78,8 @@ export interface WorkerOptions {
 }
 
 export type LogSink = (digest: Digest, stream: 'stdout' | 'stderr', chunk: Buffer) => void;
+/** Hears what an op did other than asked without failing (an owner name the image lacks). */
+export type WarningSink = (digest: Digest, message: string) => void;
 
 export class ExecError extends UserError {
   constructor(readonly args: string[], readonly exitCode: number, readonly shell: boolean) {
@@ -140,8 +142,8 @@ export class Worker {
   }
 
   /** The op executor the solver calls; `locals` names the client's directories (context, ...). */
-  opExecutor(locals: Record<string, LocalDir>, onLog?: LogSink, session: BuildSession = {}): OpExecutor<WorkerRef> {
-    return (ctx) => this.execute(ctx, locals, onLog, session);
+  opExecutor(locals: Record<string, LocalDir>, onLog?: LogSink, session: BuildSession = {}, onWarning?: WarningSink): OpExecutor<WorkerRef> {
+    return (ctx) => this.execute(ctx, locals, onLog, session, onWarning);
   }
 
   /**
@@ -177,7 +179,9 @@ export class Worker {
     if (!(await this.store.has(layer.blob.digest))) await layer.fetch(this.store);
   }
 
-  private async execute(ctx: OpContext<WorkerRef>, locals: Record<string, LocalDir>, onLog: LogSink | undefined, session: BuildSession): Promise<WorkerRef> {
+  private async execute(
+    ctx: OpContext<WorkerRef>, locals: Record<string, LocalDir>, onLog: LogSink | undefined, session: BuildSession, onWarning?: WarningSink,
+  ): Promise<WorkerRef> {
     // Inputs imported from a remote cache become snapshots only now, when an op that runs needs them.
     if (ctx.inputs.some((r) => r?.remote)) ctx = { ...ctx, inputs: await Promise.all(ctx.inputs.map((r) => (r ? this.materialize(r) : r))) };
     const op: Op = ctx.op;
@@ -197,7 +201,8 @@ export class Worker {
       case 'exec':
         return this.exec(op, ctx, session, onLog);
       case 'file':
-        return this.file(op, ctx.inputs, ctx.inputOps, locals, stepIdentity(ctx.metadata), ctx.previous);
+        return this.file(op, ctx.inputs, ctx.inputOps, locals, stepIdentity(ctx.metadata), ctx.previous,
+          onWarning && ((message: string) => onWarning(ctx.digest, message)));
       case 'merge':
         return this.merge(op, ctx.inputs);
     }
@@ -321,11 +326,14 @@ export class Worker {
     return { layers: [...base.layers, upper] };
   }
 
-  private async file(op: FileOp, inputs: WorkerRef[], inputOps: Op[], locals: Record<string, LocalDir>, step: string | undefined, previous?: WorkerRef): Promise<WorkerRef> {
+  private async file(
+    op: FileOp, inputs: WorkerRef[], inputOps: Op[], locals: Record<string, LocalDir>, step: string | undefined, previous?: WorkerRef,
+    warn?: (message: string) => void,
+  ): Promise<WorkerRef> {
     const base = op.base >= 0 ? inputs[op.base] : { layers: [] };
     const copy = await singleLocalCopy(op, inputOps, locals);
     if (previous && copy) {
-      const refreshed = await this.refreshCopy(copy, base, previous, step);
+      const refreshed = await this.refreshCopy(copy, base, previous, step, warn);
       if (refreshed) return refreshed;
     }
     const started = Date.now();
@@ -362,7 +370,7 @@ export class Worker {
         mounts.push(m);
         sources.push(m.target);
       }
-      await applyFileActions(target, actions, sources, { rootOwned });
+      await applyFileActions(target, actions, sources, { rootOwned, warn });
     } catch (e) {
       await unmountAll(mounts);
       await this.snapshots.remove(upper).catch(() => undefined);
@@ -383,7 +391,9 @@ export class Worker {
    * context directory, source and destination as before, the same layers below, and a destination that
    * the layers below do not have (or have as an empty directory, through no symlink). Null otherwise.
    */
-  private async refreshCopy(copy: LocalCopy, base: WorkerRef, previous: WorkerRef, step: string | undefined): Promise<WorkerRef | null> {
+  private async refreshCopy(
+    copy: LocalCopy, base: WorkerRef, previous: WorkerRef, step: string | undefined, warn?: (message: string) => void,
+  ): Promise<WorkerRef | null> {
     const prevTop = previous.layers.at(-1);
     if (!prevTop || previous.layers.length !== base.layers.length + 1 || base.layers.some((id, i) => previous.layers[i] !== id)) return null;
     const prevInfo = await this.snapshots.info<FileSnapshotInfo>(prevTop).catch(() => null);
@@ -405,6 +415,7 @@ export class Worker {
       await applyFileActions(this.snapshots.fsPath(upper), [copy.action], copy.sources, {
         rootOwned: new Set([copy.action.sourceInput]),
         ownerRoot: lower.target,
+        warn,
         // Two seconds of slack: a file's ctime can trail the clock that stamped `started`.
         refresh: { unchangedBefore: prevInfo.started - 2000, previous: previousFs, cloned },
       });

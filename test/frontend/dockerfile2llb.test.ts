@@ -356,6 +356,47 @@ describe('dockerfileToLLB: errors name the line', () => {
   });
 });
 
+describe('dockerfileToLLB: --chown', () => {
+  it('reads user[:group] as BuildKit\'s llb.WithUser: root and 32-bit integers are ids, empty parts 0', async () => {
+    const specs = ['app', 'app:staff', '1000', '1000:', ':staff', 'root:root', '+7:007', 'a:b:c', '4294967296', '-1'];
+    const { definition } = await convert(`FROM scratch\n${specs.map((c, i) => `COPY --chown=${c} f${i} /\n`).join('')}WORKDIR /w\nUSER app:1\nWORKDIR /x\n`);
+    const owners = chain(definition).flatMap((o) => (o.kind === 'file' ? [(o.actions[0] as CopyAction).owner] : []));
+    expect(owners).toEqual([
+      { user: 'app' }, { user: 'app', group: 'staff' }, { user: 1000 }, { user: 1000, group: 0 }, { user: 0, group: 'staff' },
+      { user: 0, group: 0 }, { user: 7, group: 7 }, { user: 'a', group: 'b:c' }, { user: '4294967296' }, { user: 4294967295 },
+      undefined, { user: 'app', group: 1 },
+    ]);
+  });
+});
+
+describe('dockerfileToLLB: --link --chown', () => {
+  it('refuses names in a linked copy (it runs on scratch, with no /etc/passwd), but takes ids and root', async () => {
+    const err = await convert('FROM busybox\nRUN true\nCOPY --link --chown=app:1 f /\n').catch((e: unknown) => e);
+    expect(err).toMatchObject({ message: expect.stringMatching(/^COPY --link --chown=app:1: user and group names cannot be resolved in a linked copy/) });
+    expect((err as { location?: { startLine: number } }).location?.startLine).toBe(3);
+    await expect(convert('FROM busybox\nADD --link --chown=1:staff f /\n')).rejects.toThrow(/^ADD --link --chown=1:staff: /);
+    const ok = await convert('FROM busybox\nCOPY --link --chown=root:7 f /\n');
+    const copy = Object.values(ok.definition.ops).flatMap((o) => (o.kind === 'file' ? o.actions : []))[0] as CopyAction;
+    expect(copy.owner).toEqual({ user: 0, group: 7 });
+    // With --chmod the copy is not linked (as BuildKit), so names resolve in the stage.
+    await convert('FROM busybox\nCOPY --link --chmod=644 --chown=app f /\n');
+  });
+});
+
+describe('dockerfileToLLB: ONBUILD step names', () => {
+  it('names the steps of a base stage\'s triggers with ONBUILD, in every platform\'s build', async () => {
+    const dockerfile = 'FROM busybox AS base\nONBUILD RUN echo hi\nONBUILD WORKDIR /w\nFROM base\nRUN echo mine\n';
+    const { definition } = await convert(dockerfile);
+    expect(descriptions(definition)).toEqual(expect.arrayContaining([
+      '[stage-1 1/3] ONBUILD RUN echo hi', '[stage-1 2/3] ONBUILD WORKDIR /w', '[stage-1 3/3] RUN echo mine',
+    ]));
+    // The stage that declares the triggers does not run them.
+    expect(descriptions(definition).filter((d) => d?.includes('echo hi'))).toHaveLength(1);
+    const multi = await convert(dockerfile, { platformPrefix: true });
+    expect(descriptions(multi.definition)).toContain('[linux/amd64 stage-1 1/3] ONBUILD RUN echo hi');
+  });
+});
+
 describe('dockerfileToLLB: base image configs', () => {
   it('accepts a config without a config member and runs its ONBUILD triggers', async () => {
     const resolver: ImageMetaResolver = {
@@ -373,7 +414,10 @@ describe('dockerfileToLLB: base image configs', () => {
     const ops = chain(definition);
     expect(ops.map((o) => (o.kind === 'exec' ? o.meta.args[2] : o.kind))).toEqual(['source', 'echo triggered', 'file', 'echo mine']);
     expect(image.config.OnBuild).toBeUndefined();
-    expect(descriptions(definition)).toContain('[stage-1 2/4] RUN echo triggered');
+    // As BuildKit's prefixCommand: a trigger's step says ONBUILD after its number.
+    expect(descriptions(definition)).toEqual(expect.arrayContaining([
+      '[stage-1 2/4] ONBUILD RUN echo triggered', '[stage-1 3/4] ONBUILD COPY --from=minimal /x /x', '[stage-1 4/4] RUN echo mine',
+    ]));
     const minimal = await dockerfileToLLB({ dockerfile: 'FROM minimal\n', targetPlatform: amd64, buildPlatform: amd64, resolver });
     expect(minimal.image.config.Env).toEqual(['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin']);
   });

@@ -12,6 +12,8 @@ export interface RawEntry {
   gid?: number;
   devmajor?: number;
   devminor?: number;
+  /** Seconds since the epoch; 1_700_000_000 by default. */
+  mtime?: number;
   /** PAX records (e.g. `SCHILY.xattr.trusted.overlay.redirect`), written in an `x` header before the entry. */
   pax?: Record<string, string>;
 }
@@ -32,7 +34,7 @@ function header(name: string, typeflag: string, size: number, e: Partial<RawEntr
   put(octal(e.uid ?? 0, 8), 108, 8);
   put(octal(e.gid ?? 0, 8), 116, 8);
   put(octal(size, 12), 124, 12);
-  put(octal(1_700_000_000, 12), 136, 12);
+  put(octal(e.mtime ?? 1_700_000_000, 12), 136, 12);
   put('        ', 148, 8);
   put(typeflag, 156, 1);
   put(e.linkname ?? '', 157, 100);

@@ -118,10 +118,61 @@ describe('applyFileActions', () => {
       expect([p, st.uid, st.gid]).toEqual([p, 1000, 50]);
       expect([p, st.mode & 0o7777]).toEqual([p, 0o640]);
     }
-    await run(copy('a.txt', '/by-user', { owner: { user: 'app' } }));
-    const st = await fs.stat(R('by-user'));
-    expect([st.uid, st.gid]).toEqual([1000, 1000]);
-    await expect(run(copy('a.txt', '/x', { owner: { user: 'nobody-here' } }))).rejects.toThrow(/unable to find user nobody-here/);
+  });
+
+  it('resolves --chown as BuildKit\'s readUser: primary group, numeric ids, unknown names as 0 with a warning', async () => {
+    await fs.mkdir(R('etc'));
+    // `app` has primary group 1001, which /etc/group does not even name; ids that are not numbers read as 0.
+    await fs.writeFile(R('etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\n  app:x:1000:1001::/home/app:/bin/sh  \nodd:x:7:x\napp:x:5:5\n');
+    await fs.writeFile(R('etc/group'), 'root:x:0:\nstaff:x:50:app\n');
+    const warnings: string[] = [];
+    const owned = async (owner: { user?: string | number; group?: string | number }) => {
+      const dest = `/o${warnings.length}-${Math.random().toString(36).slice(2)}`;
+      await applyFileActions(root, [copy('a.txt', dest, { owner })], [src], { warn: (m) => warnings.push(m) });
+      const st = await fs.lstat(R(dest));
+      return [st.uid, st.gid];
+    };
+    expect(await owned({ user: 'app' })).toEqual([1000, 1001]);
+    expect(await owned({ user: 'odd' })).toEqual([7, 0]);
+    expect(await owned({ user: 1234 })).toEqual([1234, 1234]);
+    expect(await owned({ user: 1234, group: 'staff' })).toEqual([1234, 50]);
+    expect(await owned({ user: 'app', group: 0 })).toEqual([1000, 0]);
+    expect(warnings).toEqual([]);
+    expect(await owned({ user: 'nobody-here' })).toEqual([0, 0]);
+    expect(await owned({ user: 1234, group: 'nogroup-here' })).toEqual([1234, 1234]);
+    expect(await owned({ user: 'app', group: 'nogroup-here' })).toEqual([1000, 1001]);
+    expect(await owned({ user: 'nobody-here', group: 'staff' })).toEqual([0, 50]);
+    expect(warnings).toEqual([
+      'no user "nobody-here" in /etc/passwd: owner set to 0:0',
+      'no group "nogroup-here" in /etc/group: owner set to 1234:1234',
+      'no group "nogroup-here" in /etc/group: owner set to 1000:1001',
+      'no user "nobody-here" in /etc/passwd: owner set to 0:50',
+    ]);
+    // mkdir and mkfile owners (WORKDIR under USER) resolve the same way; one warning per op for one name.
+    warnings.length = 0;
+    await applyFileActions(root, [
+      { action: 'mkdir', path: '/made', mode: 0o755, makeParents: true, owner: { user: 'ghost' } },
+      { action: 'mkfile', path: '/made/f', mode: 0o644, data: '', owner: { user: 'ghost' } },
+    ], [src], { warn: (m) => warnings.push(m) });
+    expect([(await fs.lstat(R('made/f'))).uid, (await fs.lstat(R('made'))).gid]).toEqual([0, 0]);
+    expect(warnings).toEqual(['no user "ghost" in /etc/passwd: owner set to 0:0']);
+  });
+
+  it('reads /etc/passwd through symlinks inside the root only, and refuses one that is not a regular file', async () => {
+    await fs.mkdir(R('private/etc'), { recursive: true });
+    await fs.symlink('/private/etc', R('etc'));
+    await fs.writeFile(R('private/etc/passwd'), 'app:x:1000:1001::/:/bin/sh\n');
+    await run(copy('a.txt', '/via-link', { owner: { user: 'app' } }));
+    expect([(await fs.lstat(R('via-link'))).uid, (await fs.lstat(R('via-link'))).gid]).toEqual([1000, 1001]);
+    // An absolute link out of the root resolves inside it: the host's /etc/passwd is never read.
+    await fs.rm(R('etc'));
+    await fs.symlink('/', R('etc'));
+    const hostUser = (await fs.readFile('/etc/passwd', 'utf8')).split('\n').map((l) => l.split(':')).find((f) => Number(f[2]) > 0)!;
+    await run(copy('a.txt', '/not-host', { owner: { user: hostUser[0] } }));
+    expect((await fs.lstat(R('not-host'))).uid).toBe(0);
+    await fs.rm(R('etc'));
+    await fs.mkdir(R('etc/passwd'), { recursive: true });
+    await expect(run(copy('a.txt', '/x', { owner: { user: 'app' } }))).rejects.toMatchObject({ code: 'INVALID_USER_FILE', message: '/etc/passwd is not a regular file' });
   });
 
   it('refuses to replace a directory with a file, or to copy a directory over a file', async () => {

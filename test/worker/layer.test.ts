@@ -10,6 +10,7 @@ import { Snapshotter } from '../../src/snapshot/snapshotter.js';
 import { mountsUnder, unmount } from '../../src/snapshot/mount.js';
 import { applyLayerBlob, applyLayerTar, createLayerBlob, UnsupportedMediaTypeError, writeLayerTar } from '../../src/archive/layer.js';
 import { readTar, TarWriter, type TarHeader } from '../../src/archive/tar.js';
+import { rawTar } from '../helpers/rawtar.js';
 import { getXattr, listXattrs, mknod, setXattr, S_IFCHR, S_IFIFO } from '../../src/native/fsx.js';
 
 /** A v2 file capability: cap_net_raw in the permitted set, effective bit on. */
@@ -236,6 +237,24 @@ describe('layer archives', () => {
     expect(blob.empty).toBe(true);
     const tar = execFileSync('gzip', ['-dc'], { input: await store.readBuffer(blob.digest) });
     expect(tar.equals(Buffer.alloc(1024))).toBe(true);
+  });
+
+  it('gives a hard link entry\'s own mode, owner and time to the inode it shares, as containerd\'s archive does', async () => {
+    const tar = rawTar([
+      { name: 'suid', type: 'file', content: 'x', mode: 0o4755, mtime: 1_600_000_000 },
+      { name: 'plain', type: 'link', linkname: 'suid', mode: 0o644, uid: 1000, gid: 1001, mtime: 1_650_000_000 },
+      { name: 'sl', type: 'symlink', linkname: 'suid', mtime: 1_600_000_000 },
+      { name: 'sl2', type: 'link', linkname: 'sl', mode: 0o600, uid: 5, gid: 6, mtime: 1_650_000_000 },
+    ]);
+    const dst = path.join(tmp, 'dst');
+    await fs.mkdir(dst);
+    await applyLayerTar(Readable.from([tar]), dst);
+    const suid = await fs.lstat(path.join(dst, 'suid'));
+    expect(suid.ino).toBe((await fs.lstat(path.join(dst, 'plain'))).ino);
+    expect([suid.mode & 0o7777, suid.uid, suid.gid, suid.mtimeMs / 1000]).toEqual([0o644, 1000, 1001, 1_650_000_000]);
+    // Through a link to a symlink: owner and (no-follow) times, never a chmod through it.
+    const sl = await fs.lstat(path.join(dst, 'sl'));
+    expect([sl.isSymbolicLink(), sl.uid, sl.gid, sl.mtimeMs / 1000]).toEqual([true, 5, 6, 1_650_000_000]);
   });
 
   it('never writes outside the target directory', async () => {

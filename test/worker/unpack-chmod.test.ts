@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { isArchive, unpackArchive } from '../../src/worker/unpack.js';
 import { applySymbolicMode, parseSymbolicMode } from '../../solver/llb/chmod.js';
+import { rawTar, type RawEntry } from '../helpers/rawtar.js';
 
 const exec = promisify(execFile);
 
@@ -57,6 +58,38 @@ describe('archive detection and extraction', () => {
     expect(await fs.readFile(path.join(dir, 'victim'), 'utf8')).toBe('x');
     expect(await fs.readFile(path.join(dest, dir, 'victim'), 'utf8')).toBe('pwned');
     expect(await fs.readFile(path.join(dest, 'victim'), 'utf8')).toBe('pwned');
+  });
+
+  it('gives a hard link entry\'s own mode, owner and time to the inode it shares, as moby\'s archive does', async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'builder-unpack-hardlink-'));
+    const entries: RawEntry[] = [
+      { name: 'bin/', type: 'dir' },
+      { name: 'bin/suid', type: 'file', content: 'x', mode: 0o4755, uid: 0, gid: 0, mtime: 1_600_000_000 },
+      { name: 'bin/plain', type: 'link', linkname: 'bin/suid', mode: 0o644, uid: 1000, gid: 1001, mtime: 1_650_000_000 },
+      { name: 'sl', type: 'symlink', linkname: 'bin/suid', uid: 3, gid: 3, mtime: 1_600_000_000 },
+      // A link to a symlink shares the symlink's inode: it takes the owner, but no mode or time (they would follow it).
+      { name: 'sl2', type: 'link', linkname: 'sl', mode: 0o600, uid: 5, gid: 6, mtime: 1_650_000_000 },
+    ];
+    await fs.writeFile(path.join(dir, 'a.tar'), rawTar(entries));
+    const dest = path.join(dir, 'dest');
+    await fs.mkdir(dest);
+    await unpackArchive(path.join(dir, 'a.tar'), dest);
+    const st = async (p: string) => {
+      const s = await fs.lstat(path.join(dest, p));
+      return { mode: s.mode & 0o7777, uid: s.uid, gid: s.gid, mtime: s.mtimeMs / 1000, ino: s.ino };
+    };
+    const [suid, plain] = [await st('bin/suid'), await st('bin/plain')];
+    expect(plain.ino).toBe(suid.ino);
+    expect(suid).toMatchObject({ mode: 0o644, uid: 1000, gid: 1001, mtime: 1_650_000_000 });
+    const [sl, sl2] = [await st('sl'), await st('sl2')];
+    expect(sl2.ino).toBe(sl.ino);
+    expect(sl).toMatchObject({ uid: 5, gid: 6, mtime: 1_600_000_000 });
+    // ADD --chown: the owner given wins for the link too; the link's mode still applies.
+    const owned = path.join(dir, 'owned');
+    await fs.mkdir(owned);
+    await unpackArchive(path.join(dir, 'a.tar'), owned, { owner: { uid: 7, gid: 8 } });
+    const o = await fs.lstat(path.join(owned, 'bin/suid'));
+    expect([o.mode & 0o7777, o.uid, o.gid]).toEqual([0o644, 7, 8]);
   });
 });
 
