@@ -49,6 +49,8 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   const builderAddr = (argv.builder as string | undefined) ?? process.env.BUILDER_HOST;
+  // `--check` is `--call=check`.
+  const call = argv.check ? parseCall('check') : argv.call !== undefined ? parseCall(String(argv.call)) : undefined;
   // What a local and a remote build take alike.
   const common = {
     context: argv.context as string,
@@ -62,13 +64,16 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
     noCache: argv['no-cache'] as boolean | undefined,
     allow: list(argv.allow),
     secrets: list(argv.secret),
+    network: argv.network as string | undefined,
+    addHosts: list(argv['add-host']),
+    shmSize: argv['shm-size'] as string | undefined,
+    ulimits: list(argv.ulimit),
+    cgroupParent: argv['cgroup-parent'] as string | undefined,
+    call: call?.name,
     progress,
     signal: controller.signal,
   };
-  // `--check` is `--call=check`.
-  const call = argv.check ? parseCall('check') : argv.call !== undefined ? parseCall(String(argv.call)) : undefined;
-  const unsupportedRemote = ['load', 'annotation', 'cache-to', 'cache-from', 'check', 'call', 'network', 'add-host', 'shm-size', 'ulimit', 'cgroup-parent']
-    .find((f) => argv[f] !== undefined && argv[f] !== false);
+  const unsupportedRemote = ['load', 'annotation', 'cache-to', 'cache-from'].find((f) => argv[f] !== undefined && argv[f] !== false);
   if (builderAddr && unsupportedRemote) {
     throw new UserError('USAGE', `--${unsupportedRemote} is not supported with --builder yet`);
   }
@@ -90,14 +95,8 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
     load: argv.load as boolean | undefined,
     annotations: parseKeyValues(list(argv.annotation), 'annotation'),
     maxParallelism: argv['max-parallelism'] as number | undefined,
-    call: call?.name,
     cacheTo: list(argv['cache-to']),
     cacheFrom: list(argv['cache-from']),
-    network: argv.network as string | undefined,
-    addHosts: list(argv['add-host']),
-    shmSize: argv['shm-size'] as string | undefined,
-    ulimits: list(argv.ulimit),
-    cgroupParent: argv['cgroup-parent'] as string | undefined,
   });
   if (result.outline || result.targets) {
     const value = result.outline ?? result.targets!;

@@ -126,6 +126,9 @@ describe('--shm-size', () => {
     const plain = await buildLocal(root, df);
     expect(plain.res.code, plain.res.stderr).toBe(0);
     expect(await read(plain.dest, 'shm')).toMatch(/size=65536k/);
+    // The mount point leaves the layer as the default one does.
+    const listing = async (d: string) => fs.readdir(path.join(d, 'dev')).catch(() => null);
+    expect(await listing(sized.dest)).toEqual(await listing(plain.dest));
   });
 
   it('a bad size is a one-line error', async () => {
