@@ -20,3 +20,5 @@ export { parseReference, type Reference } from './registry/reference.js';
 export { ImageStore, type StoredImage } from './image/store.js';
 export { prune, diskUsage, pruneCacheDir, type PruneOptions, type Usage } from './client/prune.js';
 export { parseCacheTo, parseCacheFrom, type CacheToSpec, type CacheFromSpec } from './client/remotecache.js';
+export { parseCall, formatOutline, formatTargets, goJSON, type CallName, type CallSpec } from './client/subrequests.js';
+export type { Outline, OutlineArg, OutlineSecret, TargetList, Target } from '../frontend/dockerfile/subrequests.js';

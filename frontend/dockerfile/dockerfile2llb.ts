@@ -2,7 +2,7 @@
 // dockerfile2llb: only the stages the target reaches are resolved and converted; each stage's state is an
 // op digest plus the environment, working directory and user that RUN steps see.
 import path from 'node:path';
-import type { ChownOpt, CopyAction, Digest, ExecMeta, ExecMount, ExecOp, FileAction, FileOp, NetworkMode, Op, OpMetadata, Platform } from '../../solver/llb/ops.js';
+import type { ChownOpt, CopyAction, Digest, ExecMeta, ExecMount, ExecOp, FileAction, FileOp, NetworkMode, Op, OpMetadata, Platform, Ulimit } from '../../solver/llb/ops.js';
 import { DefinitionBuilder, type Definition } from '../../solver/llb/definition.js';
 import { BuilderError } from '../../src/util/errors.js';
 import { DockerfileError, withLocation } from './errors.js';
@@ -17,6 +17,7 @@ import { parseSymbolicMode } from '../../solver/llb/chmod.js';
 import { suggest, withSuggestion } from './suggest.js';
 import { Linter, emptyCheckConfig, looksLikeSecret, parseCheckOptions, type LintWarning } from './linter.js';
 import { PatternMatcher } from '../../src/util/patterns.js';
+import { buildOutline, docComment, OutlineCapture, type Outline } from './subrequests.js';
 
 export interface ImageMetaResolver {
   /** ref as written in FROM (after ARG expansion); returns the normalized ref pinned by digest and its config. */
@@ -43,6 +44,18 @@ export interface ConvertOptions {
   allStages?: boolean;
   /** Part of a multi-platform build: step names start with the stage's platform, as in BuildKit. */
   platformPrefix?: boolean;
+  // What every RUN gets (BuildKit's frontend attributes force-network-mode, add-hosts, shm-size, ulimit,
+  // cgroup-parent): part of each exec op, hence of its cache key.
+  /** Network of `RUN` and `RUN --network=default`; default `sandbox`. */
+  network?: NetworkMode;
+  /** `/etc/hosts` entries `host:ip`. */
+  extraHosts?: string[];
+  /** Size of /dev/shm in bytes (a tmpfs mount of that size, as BuildKit). */
+  shmSize?: number;
+  ulimits?: Ulimit[];
+  cgroupParent?: string;
+  /** Also describe the target (`--call outline`): build args, secrets, SSH agents it uses. */
+  outline?: boolean;
 }
 
 export interface ConvertResult {
@@ -54,6 +67,8 @@ export interface ConvertResult {
   warnings: LintWarning[];
   /** The `# syntax=` directive, when given: accepted, but this built-in frontend converts (no remote frontends). */
   syntax?: string;
+  /** With `outline`: what the target takes. */
+  outline?: Outline;
 }
 
 const SCRATCH = 'scratch';
@@ -107,6 +122,8 @@ interface DispatchState {
   usedOnce?: Map<string, Instruction>;
   /** A WORKDIR was set in this stage (WorkdirRelativePath looks at the first only). */
   workdirSet?: boolean;
+  /** Args, secrets and SSH agents the stage declares and uses (`--call outline`). */
+  outline?: OutlineCapture;
 }
 
 class Converter {
@@ -123,6 +140,8 @@ class Converter {
   private declaredMetaArgs = new Set<string>();
   private syntax?: string;
   private scratchDigest?: Digest;
+  /** The meta args, for the outline: what each stage starts from. */
+  private metaOutline = new OutlineCapture();
 
   constructor(private readonly opts: ConvertOptions) {
     this.file = opts.filename ?? 'Dockerfile';
@@ -156,7 +175,8 @@ class Converter {
     const lintError = this.linter.error();
     if (lintError) throw lintError;
     return { definition: this.builder.build(target.state!.digest), image: this.finalImage(target), warnings: this.linter.warnings,
-      ...(this.syntax ? { syntax: this.syntax } : {}) };
+      ...(this.syntax ? { syntax: this.syntax } : {}),
+      ...(this.opts.outline ? { outline: buildOutline(target, this.opts.dockerfile) } : {}) };
   }
 
   // ------------------------------------------------------------------ checks on the whole file
@@ -245,8 +265,15 @@ class Converter {
     for (const cmd of argCmds) {
       for (const arg of cmd.args) {
         let value = buildArgs[arg.key];
-        if (value === undefined && arg.value !== undefined) value = this.expand(arg.value, env, cmd.location);
+        let deps = new Set<string>();
+        if (value === undefined && arg.value !== undefined) {
+          value = this.expand(arg.value, env, cmd.location);
+          deps = this.lex.processWordWithMatches(arg.value, env).matched;
+          // `ARG A=$A-x` keeps what the earlier A referred to.
+          if (deps.delete(arg.key)) for (const k of this.metaOutline.args.get(arg.key)?.deps ?? []) deps.add(k);
+        }
         if (value !== undefined) env = env.set(arg.key, value);
+        this.metaOutline.args.set(arg.key, { name: arg.key, value, description: docComment(cmd.comments, arg.key), location: cmd.location, deps });
       }
     }
     return env;
@@ -255,12 +282,13 @@ class Converter {
   private addStage(stage: Stage, index: number): void {
     const from = stage.from;
     const baseName = this.expand(from.baseName, this.globalArgs, from.location);
-    this.lintFromArgs(from.baseName, from);
+    const used = new Set(this.lintFromArgs(from.baseName, from)?.matched);
     if (baseName === '') throw new DockerfileError(`base name (${from.baseName}) should not be blank`, from.location);
     let platform: Platform | undefined;
     if (from.platform) {
       const spec = this.expand(from.platform, this.globalArgs, from.location);
       const m = this.lintFromArgs(from.platform, from);
+      for (const k of m?.matched ?? []) used.add(k);
       if (m && m.matched.size === 1 && m.unmatched.size === 0 && m.matched.has('TARGETPLATFORM') && m.result === this.globalArgs.get('TARGETPLATFORM')) {
         this.linter.run('RedundantTargetPlatform', from.location, from.comments, from.platform);
       }
@@ -281,7 +309,7 @@ class Converter {
     const d = this.newState({
       stage, baseName, name: from.name, stageName: from.name || `stage-${index}`, location: from.location,
       platform, base, instructions: stage.instructions, unregistered: false,
-      cmdTotal: counted + (baseName !== SCRATCH && !base ? 1 : 0),
+      cmdTotal: counted + (baseName !== SCRATCH && !base ? 1 : 0), outline: this.metaOutline.forStage(used),
     });
     if (from.name) this.byName.set(from.name, d);
   }
@@ -596,10 +624,14 @@ class Converter {
     for (const arg of inst.args) {
       if (looksLikeSecret(arg.key)) this.linter.run('SecretsUsedInArgOrEnv', inst.location, inst.comments, 'ARG', arg.key);
       let value: string | undefined;
+      // A bare ARG of a global one (or an automatic one) takes its value and, in the outline, its description.
+      let inherited = false;
       if (arg.key in buildArgs) value = buildArgs[arg.key];
       else if (arg.value !== undefined) value = this.expand(arg.value, d.state!.env, inst.location);
-      else value = this.globalArgs.get(arg.key);
+      else inherited = (value = this.globalArgs.get(arg.key)) !== undefined;
       if (value !== undefined) d.state!.env = d.state!.env.set(arg.key, value);
+      if (!inherited) d.outline?.args.set(arg.key, { name: arg.key, value, description: docComment(inst.comments, arg.key), location: inst.location, deps: new Set() });
+      d.outline?.used.add(arg.key);
       d.buildArgs.push({ key: arg.key, value });
       parts.push(value === undefined ? arg.key : `${arg.key}=${value}`);
     }
@@ -609,7 +641,7 @@ class Converter {
   private dispatchRun(d: DispatchState, inst: RunInstruction): void {
     const state = d.state!;
     const security = runSecurity(inst.security);
-    const network = runNetwork(inst.network);
+    const network = runNetwork(inst.network, this.opts.network ?? 'sandbox');
     const { inputs, mounts, secretEnv, env } = this.runMounts(d, inst);
     let args = inst.cmdLine;
     let name = inst.code;
@@ -638,12 +670,17 @@ class Converter {
     if (script) {
       mounts.push({ input: inputs.push({ digest: script }) - 1, dest: '/dev/pipes/', selector: '/', readonly: true });
     }
+    const { extraHosts, shmSize, ulimits, cgroupParent } = this.opts;
+    // --shm-size is a tmpfs mount over the default /dev/shm, as BuildKit adds it.
+    if (shmSize) mounts.push({ input: -1, dest: '/dev/shm', type: 'tmpfs', tmpfs: { size: shmSize } });
     const op: ExecOp = {
       kind: 'exec',
       inputs,
       meta: {
         args, env, cwd: state.dir, user: state.user, network, ...this.proxyEnv(),
         ...(secretEnv.length ? { secretEnv } : {}), ...(security ? { security } : {}),
+        ...(extraHosts?.length ? { extraHosts } : {}), ...(ulimits?.length ? { ulimit: ulimits } : {}),
+        ...(cgroupParent ? { cgroupParent } : {}),
       },
       mounts,
       platform: d.platform!,
@@ -683,6 +720,7 @@ class Converter {
       switch (spec.type) {
         case 'secret': {
           const id = spec.id || spec.source || path.posix.basename(spec.target);
+          d.outline?.secret(id, spec.required, inst.location);
           if (spec.env !== undefined) secretEnv.push({ name: spec.env, id, optional: !spec.required });
           if (spec.target || spec.env === undefined) {
             const target = targetOf(spec.target || `/run/secrets/${path.posix.basename(id)}`);
@@ -692,6 +730,7 @@ class Converter {
         }
         case 'ssh': {
           const id = spec.id || 'default';
+          d.outline?.sshAgent(id, spec.required, inst.location);
           let target = spec.target;
           if (!target) {
             target = `/run/buildkit/ssh_agent.${sshCount}`;
@@ -1115,10 +1154,11 @@ function isHTTPSource(src: string): boolean {
   return /^https?:\/\//.test(src) && !isGitSource(src);
 }
 
-function runNetwork(flag: string): NetworkMode {
-  // BuildKit's default is its sandbox network (here it shares the host's, see the executor); an explicit
-  // `host` needs the network.host entitlement.
-  if (flag === '' || flag === 'default' || flag === 'sandbox') return 'sandbox';
+function runNetwork(flag: string, buildDefault: NetworkMode): NetworkMode {
+  // BuildKit's default is its sandbox network (here it shares the host's, see the executor) unless the build
+  // sets another (`--network`); an explicit `host` needs the network.host entitlement.
+  if (flag === '' || flag === 'default') return buildDefault;
+  if (flag === 'sandbox') return 'sandbox';
   if (flag === 'host') return 'host';
   if (flag === 'none') return 'none';
   throw new DockerfileError(`unsupported network mode "${flag}"`);

@@ -107,8 +107,12 @@ export interface ExecMeta {
   /** `user`, `uid`, `user:group`, `uid:gid`; resolved against the rootfs at run time. */
   user: string;
   network: NetworkMode;
-  /** Extra /etc/hosts entries `host:ip`. */
+  /** Extra /etc/hosts entries `host:ip` (`--add-host`); only the names enter the cache key, as in BuildKit. */
   extraHosts?: string[];
+  /** Resource limits of the process (`--ulimit`), replacing the default of the same name; -1 is unlimited. */
+  ulimit?: Ulimit[];
+  /** Parent cgroup of the container (`--cgroup-parent`). */
+  cgroupParent?: string;
   /** Secrets exposed as environment variables (`RUN --mount=type=secret,env=NAME`); values come at run time. */
   secretEnv?: { name: string; id: string; optional: boolean }[];
   /** `insecure`: all capabilities, no seccomp filter, no masked paths (`RUN --security=insecure`). */
@@ -116,6 +120,13 @@ export interface ExecMeta {
   /** `HTTP_PROXY=...` entries from the predefined proxy build args, added to the process environment
    * after `env`. BuildKit keeps them out of the cache key (a proxy does not change what a step does). */
   proxyEnv?: string[];
+}
+
+/** An rlimit as BuildKit's pb.Ulimit: `name` without the RLIMIT_ prefix, lower case (`nofile`). */
+export interface Ulimit {
+  name: string;
+  soft: number;
+  hard: number;
 }
 
 export interface ExecOp {

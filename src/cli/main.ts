@@ -5,6 +5,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { build, BuildError, defaultRoot } from '../client/build.js';
 import { warningSummary } from '../client/checks.js';
+import { formatOutline, formatTargets, goJSON, parseCall } from '../client/subrequests.js';
 import { PlainProgress, quietProgress, type ProgressMode } from '../progress/printer.js';
 import { TtyProgress } from '../progress/tty.js';
 import { UserError } from '../util/errors.js';
@@ -48,6 +49,8 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   const builderAddr = (argv.builder as string | undefined) ?? process.env.BUILDER_HOST;
+  // `--check` is `--call=check`.
+  const call = argv.check ? parseCall('check') : argv.call !== undefined ? parseCall(String(argv.call)) : undefined;
   // What a local and a remote build take alike.
   const common = {
     context: argv.context as string,
@@ -61,6 +64,12 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
     noCache: argv['no-cache'] as boolean | undefined,
     allow: list(argv.allow),
     secrets: list(argv.secret),
+    network: argv.network as string | undefined,
+    addHosts: list(argv['add-host']),
+    shmSize: argv['shm-size'] as string | undefined,
+    ulimits: list(argv.ulimit),
+    cgroupParent: argv['cgroup-parent'] as string | undefined,
+    call: call?.name,
     progress,
     signal: controller.signal,
   };
@@ -86,14 +95,19 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
     load: argv.load as boolean | undefined,
     annotations: parseKeyValues(list(argv.annotation), 'annotation'),
     maxParallelism: argv['max-parallelism'] as number | undefined,
-    check: argv.check as boolean | undefined,
     cacheTo: list(argv['cache-to']),
     cacheFrom: list(argv['cache-from']),
   });
+  if (result.outline || result.targets) {
+    const value = result.outline ?? result.targets!;
+    process.stdout.write(call?.format === 'json' ? goJSON(value) + '\n'
+      : result.outline ? formatOutline(result.outline) : formatTargets(result.targets!));
+    return;
+  }
   if (result.checkReport) {
     process.stdout.write(result.checkReport.join('\n') + '\n');
     // As buildx: a check that found something fails, so CI can gate on it.
-    if (result.warnings.length > 0) process.exitCode = 1;
+    if (result.warnings.length > 0 && !call?.ignoreStatus) process.exitCode = 1;
     return;
   }
   const summary = warningSummary(result.warnings);
@@ -180,7 +194,13 @@ async function main(): Promise<void> {
         .option('pull', { type: 'boolean', describe: 'Always attempt to pull all referenced images' })
         .option('max-parallelism', { type: 'number', describe: 'Most ops run at once (default: one per core, at least 2)' })
         .option('oci-runtime', { type: 'string', describe: 'OCI runtime for RUN: runc (default), crun, or a path' })
-        .option('check', { type: 'boolean', describe: 'Run the build checks (lint rules) on every stage instead of building' })
+        .option('check', { type: 'boolean', describe: 'Shorthand for "--call=check"' })
+        .option('call', { type: 'string', describe: 'Set method for evaluating build ("check", "outline", "targets"; add ",format=json" for JSON)' })
+        .option('network', { type: 'string', describe: 'Set the networking mode for the RUN instructions during build ("default", "none", "host")' })
+        .option('add-host', { type: 'string', describe: 'Add a custom host-to-IP mapping (format: "host:ip" or "host=ip")' })
+        .option('shm-size', { type: 'string', describe: 'Shared memory size for build containers (e.g. "128m")' })
+        .option('ulimit', { type: 'string', describe: 'Ulimit options (format: "type=soft[:hard]", e.g. "nofile=1024:2048")' })
+        .option('cgroup-parent', { type: 'string', describe: 'Set the parent cgroup for the RUN instructions during build' })
         .option('insecure-registry', { type: 'string', describe: 'Registry host reached over plain HTTP' })
         .option('secret', { type: 'string', describe: 'Secret to expose to the build (format: "id=mysecret[,src=/local/secret]" or "id=mysecret,env=VAR")' })
         .option('ssh', { type: 'string', describe: 'SSH agent socket to expose to the build (format: "default|<id>[=<socket>]")' })

@@ -26,6 +26,9 @@ import { parseSize } from '../cache/gc.js';
 import { autoGC } from './prune.js';
 import { exportCache, importCaches, inlineCacheFor, parseCacheFrom, parseCacheTo, type BuildResults, type CacheFromSpec, type CacheToSpec } from './remotecache.js';
 import type { LayerDesc } from '../exporter/image.js';
+import { parseExecFlags } from './execflags.js';
+import { CALL_NAMES, type CallName } from './subrequests.js';
+import { listTargets, type Outline, type TargetList } from '../../frontend/dockerfile/subrequests.js';
 
 export interface BuildOptions {
   /** The build context: a directory, or a tar stream of one. */
@@ -72,6 +75,19 @@ export interface BuildOptions {
   allow?: string[];
   /** Only run the build checks over every stage (`--check`): nothing is built or exported. */
   check?: boolean;
+  /** `--call`: `build` (default); `check` (as `check: true`); `outline` (the target's build args, secrets
+   * and SSH agents: `BuildResult.outline`); `targets` (the stages: `BuildResult.targets`). Only `build` builds. */
+  call?: CallName;
+  /** Network of RUN steps (`--network`): `default`, `none`, or `host` (which allows network.host). */
+  network?: string;
+  /** `--add-host`: `host:ip` or `host=ip` entries for the /etc/hosts of RUN steps. */
+  addHosts?: string[];
+  /** `--shm-size`: size of /dev/shm in RUN steps, bytes or e.g. `128m`. */
+  shmSize?: number | string;
+  /** `--ulimit`: `name=soft[:hard]` limits of RUN steps, e.g. `nofile=1024:2048`. */
+  ulimits?: string[];
+  /** `--cgroup-parent`: parent cgroup of RUN steps' containers. */
+  cgroupParent?: string;
   /** `--cache-to` specs: `type=local,dest=DIR[,mode=max]`, `type=registry,ref=REF`, `type=inline`. */
   cacheTo?: (string | CacheToSpec)[];
   /** `--cache-from` specs: `type=local,src=DIR`, `type=registry,ref=REF` (or just `REF`). */
@@ -91,6 +107,10 @@ export interface BuildResult {
   warnings: BuildWarning[];
   /** With `check`: the report to print (rules, descriptions, Dockerfile excerpts). */
   checkReport?: string[];
+  /** With `call: 'outline'`: the target's parameters (print with `formatOutline`). */
+  outline?: Outline;
+  /** With `call: 'targets'`: the Dockerfile's stages (print with `formatTargets`). */
+  targets?: TargetList;
 }
 
 /** A failed build, with a one-line message naming the Dockerfile line: `Dockerfile:7: COPY failed: ...`. */
@@ -134,7 +154,12 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
   const cacheTo = (opts.cacheTo ?? []).map((c) => (typeof c === 'string' ? parseCacheTo(c) : c));
   const cacheFrom = (opts.cacheFrom ?? []).map((c) => (typeof c === 'string' ? parseCacheFrom(c) : c));
 
-  const allowed = parseEntitlements(opts.allow ?? []);
+  const call = opts.call ?? (opts.check ? 'check' : 'build');
+  if (!CALL_NAMES.includes(call)) throw new UserError('INVALID_OPTION', `unknown call "${call}": use ${CALL_NAMES.join(', ')}`);
+  const check = call === 'check';
+  const exec = parseExecFlags(opts);
+  // As buildx: asking for the host network is allowing it.
+  const allowed = parseEntitlements([...(opts.allow ?? []), ...(exec.network === 'host' ? ['network.host'] : [])]);
   const clientSession = await loadSession(
     (opts.secrets ?? []).map((x) => (typeof x === 'string' ? parseSecretSpec(x) : x)),
     (opts.ssh ?? []).map((x) => (typeof x === 'string' ? parseSshSpec(x) : x)),
@@ -159,6 +184,13 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
       throw new BuildError(`failed to read dockerfile: open ${dockerfilePath}: no such file or directory`);
     });
     progress.done(loadId);
+    if (call === 'targets') {
+      try {
+        return { exports: [], warnings: [], targets: listTargets(dockerfile, filename) };
+      } catch (e) {
+        throw withDetails(toBuildError(e, filename), e, filename, dockerfile);
+      }
+    }
     const contextExcludes = await readDockerignore(contextDir, dockerfilePath);
 
     const metaShown = new Set<string>();
@@ -187,10 +219,10 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
     // (a stage pinned to $BUILDPLATFORM runs once for all of them).
     let perPlatform;
     try {
-      perPlatform = await Promise.all(platforms.map((targetPlatform) => dockerfileToLLB({
+      perPlatform = await Promise.all(platforms.map((targetPlatform, i) => dockerfileToLLB({
         dockerfile, filename, target: opts.target, buildArgs: opts.buildArgs, labels: opts.labels,
-        targetPlatform, buildPlatform: hostPlatform(), resolver, contextExcludes, noCache: opts.noCache, allStages: opts.check,
-        platformPrefix: platforms.length > 1,
+        targetPlatform, buildPlatform: hostPlatform(), resolver, contextExcludes, noCache: opts.noCache, allStages: check,
+        platformPrefix: platforms.length > 1, ...exec, outline: call === 'outline' && i === 0,
       })));
       for (const c of perPlatform) checkEntitlements(c.definition, allowed);
     } catch (e) {
@@ -203,9 +235,10 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
       progress.start({ id, name: `[internal] syntax ${converted.syntax}: using the built-in Dockerfile frontend` });
       progress.done(id);
     }
-    if (opts.check) {
+    if (check) {
       return { exports: [], warnings: converted.warnings, checkReport: checkReport(converted.warnings, filename, dockerfile) };
     }
+    if (call === 'outline') return { exports: [], warnings: converted.warnings, outline: converted.outline };
 
     const names = new Map<Digest, string>();
     const definition = mergeDefinitions(perPlatform.map((c) => c.definition));

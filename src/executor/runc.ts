@@ -15,7 +15,7 @@ import { AbortError, InvalidContainerIdError, RuntimeNotFoundError } from './err
 import { hostsFile, resolvConf } from './etcfiles.js';
 import { nofileLimit } from './limits.js';
 import { findRuntime, hybridCgroupsWrapper, RuntimeCli } from './runtime.js';
-import { generateSpec, type OciMount } from './spec.js';
+import { generateSpec, serializeSpec, type OciMount } from './spec.js';
 import { mountStubsCleaner } from './stubs.js';
 import { mountsUnder, unmount } from '../snapshot/mount.js';
 
@@ -107,9 +107,9 @@ export class OciRuntimeExecutor {
       await makeWorkdir(rootfs, meta.cwd || '/', user.uid, user.gid);
       const spec = generateSpec({
         rootfs, meta, user, hostsPath, resolvConfPath, nofile: await nofileLimit(),
-        cgroupsPath: `/builder/${id}`, extraMounts: opts.mounts, extraEnv: opts.env,
+        cgroupsPath: cgroupsPath(id, meta.cgroupParent), extraMounts: opts.mounts, extraEnv: opts.env,
       });
-      await fs.writeFile(path.join(bundle, 'config.json'), JSON.stringify(spec));
+      await fs.writeFile(path.join(bundle, 'config.json'), serializeSpec(spec));
       const removeStubs = await mountStubsCleaner(rootfs, ['/etc/resolv.conf', '/etc/hosts', ...(opts.mounts ?? []).map((m) => m.destination)]);
       let result;
       try {
@@ -174,6 +174,16 @@ export class OciRuntimeExecutor {
       else signal?.addEventListener('abort', onAbort, { once: true });
     });
   }
+}
+
+/**
+ * The container's cgroup: `/builder/<id>`, under `--cgroup-parent` when given; a systemd slice written
+ * `name.slice:` takes the id directly (`name.slice:<id>`), as BuildKit builds it.
+ */
+export function cgroupsPath(id: string, parent?: string): string {
+  if (!parent) return `/builder/${id}`;
+  if (parent.includes('.slice') && parent.endsWith(':')) return parent + id;
+  return path.posix.join('/', parent, 'builder', id);
 }
 
 /** Creates a missing working directory 0755, owned by the user who runs the command (as BuildKit does). */

@@ -2,7 +2,7 @@
 // (executor/oci/spec*.go): no /run tmpfs, read-only bind mounts of generated /etc/hosts and
 // /etc/resolv.conf, a read-only cgroup mount, new privileges allowed, hostname `buildkitsandbox`.
 import { readFileSync } from 'node:fs';
-import type { ExecMeta } from '../../solver/llb/ops.js';
+import type { ExecMeta, Ulimit } from '../../solver/llb/ops.js';
 import type { ResolvedUser } from '../worker/users.js';
 import { DEFAULT_NOFILE } from './limits.js';
 import { defaultSeccompProfile, type LinuxSeccomp } from './seccomp.js';
@@ -107,6 +107,43 @@ function writableSysfs(mounts: OciMount[]): OciMount[] {
   return mounts.map((m) => (m.type === 'sysfs' || m.type === 'cgroup' ? { ...m, options: m.options.filter((o) => o !== 'ro') } : m));
 }
 
+/** A limit as the spec takes it; -1 is RLIM_INFINITY (uint64 max in the file, see serializeSpec). */
+export interface Rlimit {
+  type: string;
+  hard: number;
+  soft: number;
+}
+
+/**
+ * `--ulimit` limits over the default ones: a name given replaces the default of that name. (BuildKit then
+ * drops every default; ours are what any RUN gets without --ulimit, and stay so for the names not given.)
+ */
+export function processRlimits(nofile: number, ulimits: Ulimit[] = []): Rlimit[] {
+  const given = ulimits.map((u) => ({ type: `RLIMIT_${u.name.toUpperCase()}`, hard: u.hard, soft: u.soft }));
+  const defaults = [{ type: 'RLIMIT_NOFILE', hard: nofile, soft: nofile }];
+  return [...defaults.filter((d) => !given.some((g) => g.type === d.type)), ...given];
+}
+
+/** A later mount at the same destination replaces an earlier one in its place (BuildKit's dedupMounts). */
+function dedupMounts(mounts: OciMount[]): OciMount[] {
+  const out: OciMount[] = [];
+  const at = new Map<string, number>();
+  for (const m of mounts) {
+    const i = at.get(m.destination);
+    if (i === undefined) at.set(m.destination, out.push(m) - 1);
+    else out[i] = m;
+  }
+  return out;
+}
+
+/** config.json text: an unlimited rlimit (-1) becomes the uint64 RLIM_INFINITY, which JSON numbers in JS cannot hold. */
+export function serializeSpec(spec: OciSpec): string {
+  // A NUL cannot be in any string of a spec (paths, arguments, environment are C strings): a safe marker.
+  const marker = '\u0000unlimited';
+  const text = JSON.stringify(spec, (key, value: unknown) => (value === -1 && (key === 'soft' || key === 'hard') ? marker : value));
+  return text.split(JSON.stringify(marker)).join('18446744073709551615');
+}
+
 /** The part of the OCI runtime spec this executor writes. */
 export interface OciSpec {
   ociVersion: string;
@@ -117,7 +154,7 @@ export interface OciSpec {
     env: string[];
     cwd: string;
     capabilities: { bounding: string[]; effective: string[]; permitted: string[] };
-    rlimits: { type: string; hard: number; soft: number }[];
+    rlimits: Rlimit[];
     noNewPrivileges: boolean;
   };
   root: { path: string; readonly: boolean };
@@ -161,12 +198,12 @@ export function generateSpec(opts: SpecOptions): OciSpec {
         effective: caps,
         permitted: caps,
       },
-      rlimits: [{ type: 'RLIMIT_NOFILE', hard: nofile, soft: nofile }],
+      rlimits: processRlimits(nofile, meta.ulimit),
       noNewPrivileges: false,
     },
     root: { path: opts.rootfs, readonly: false },
     hostname: DEFAULT_HOSTNAME,
-    mounts: [...(insecure ? writableSysfs(systemMounts) : systemMounts), ...(opts.extraMounts ?? [])],
+    mounts: dedupMounts([...(insecure ? writableSysfs(systemMounts) : systemMounts), ...(opts.extraMounts ?? [])]),
     linux: {
       ...(opts.cgroupsPath ? { cgroupsPath: opts.cgroupsPath } : {}),
       // Deny all device access; the runtime then allows its default devices (null, zero, tty, ...).

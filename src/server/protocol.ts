@@ -7,6 +7,7 @@
 // TCP needs `Authorization: Bearer <token>`. A request the server cannot take gets a 4xx with
 // {"error": {"code", "message"}} and the server goes on serving.
 import { UserError } from '../util/errors.js';
+import type { CallName } from '../client/subrequests.js';
 
 /** What a remote build takes: the serializable part of BuildOptions. Paths in outputs are the server's. */
 export interface RemoteBuildOptions {
@@ -20,6 +21,13 @@ export interface RemoteBuildOptions {
   outputs?: string[];
   noCache?: boolean;
   allow?: string[];
+  /** As BuildOptions: RUN containers' settings, and what the build is asked for (its answer comes in the result). */
+  network?: string;
+  addHosts?: string[];
+  shmSize?: number | string;
+  ulimits?: string[];
+  cgroupParent?: string;
+  call?: CallName;
   /** Secret values travel with the request (base64), never to disk on the server. */
   secrets?: { id: string; value: string }[];
 }

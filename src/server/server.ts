@@ -110,6 +110,8 @@ async function handle(req: http.IncomingMessage, res: http.ServerResponse, opts:
         file: path.join(context, safeRelative(options.file ?? 'Dockerfile')),
         tags: options.tags, buildArgs: options.buildArgs, labels: options.labels, target: options.target,
         platform: options.platform, outputs: options.outputs, noCache: options.noCache, allow: options.allow,
+        network: options.network, addHosts: options.addHosts, shmSize: options.shmSize, ulimits: options.ulimits,
+        cgroupParent: options.cgroupParent, call: options.call,
         secrets: (options.secrets ?? []).map((x) => ({ id: x.id, value: Buffer.from(x.value, 'base64') })),
         root: opts.root, ociRuntime: opts.ociRuntime, insecureRegistries: opts.insecureRegistries,
         progress, signal: controller.signal,
@@ -144,8 +146,9 @@ function parseOptions(header: string | string[] | undefined): RemoteBuildOptions
     if (o[k] !== undefined && (!Array.isArray(o[k]) || !(o[k] as unknown[]).every((x) => typeof x === 'string'))) throw new Error(`option ${k} must be a list of strings`);
   };
   const str = (k: string) => { if (o[k] !== undefined && typeof o[k] !== 'string') throw new Error(`option ${k} must be a string`); };
-  strings('tags'); strings('outputs'); strings('allow');
-  str('file'); str('target'); str('platform');
+  strings('tags'); strings('outputs'); strings('allow'); strings('addHosts'); strings('ulimits');
+  str('file'); str('target'); str('platform'); str('network'); str('cgroupParent'); str('call');
+  if (o.shmSize !== undefined && typeof o.shmSize !== 'string' && typeof o.shmSize !== 'number') throw new Error('option shmSize must be a string or a number');
   return o as RemoteBuildOptions;
 }
 

@@ -26,6 +26,12 @@ export interface KeyInputs {
   copies?: { src: string; digest: Digest; paths: string[] }[];
 }
 
+/** The name of an `/etc/hosts` entry `host:ip`. */
+function hostName(entry: string): string {
+  const sep = entry.indexOf(':');
+  return sep < 0 ? entry : entry.slice(0, sep);
+}
+
 export async function opCacheKey(ctx: KeyContext, checksummer: ChecksummerFor): Promise<{ key: Digest; inputs: KeyInputs }> {
   const op: Op = ctx.op;
   const hash = (v: unknown) => sha256(canonicalJSON([KEY_VERSION, v]));
@@ -56,8 +62,9 @@ export async function opCacheKey(ctx: KeyContext, checksummer: ChecksummerFor): 
     case 'exec': {
       const inputs = await Promise.all(op.inputs.map((_, i) => ctx.inputKey(i)));
       return {
-        // A proxy changes where traffic goes, not what a step does: BuildKit keeps it out of the key too.
-        key: hash({ exec: { meta: { ...op.meta, proxyEnv: undefined }, mounts: op.mounts, platform: op.platform }, inputs }),
+        // A proxy changes where traffic goes, not what a step does, and so does the address an --add-host
+        // name resolves to: BuildKit keeps both out of the key too (the host names stay in).
+        key: hash({ exec: { meta: { ...op.meta, proxyEnv: undefined, extraHosts: op.meta.extraHosts?.map(hostName) }, mounts: op.mounts, platform: op.platform }, inputs }),
         inputs: { kind: 'exec', inputs, env: op.meta.env, args: op.meta.args },
       };
     }

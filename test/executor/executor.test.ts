@@ -299,3 +299,24 @@ describe('OciRuntimeExecutor with crun', () => {
     expect(await leftoverCgroups(id!)).toEqual([]);
   });
 });
+
+describe.each(['runc', 'crun'])('--ulimit and --cgroup-parent with %s', (runtime) => {
+  it('sets the rlimits (-1 unlimited) and places the container under the parent cgroup', async () => {
+    const ex = await executor(runtime);
+    const parent = `builder-exec-test-${process.pid}-${runtime}`;
+    try {
+      const r = await run(ex, meta('cat /proc/self/limits; cat /proc/self/cgroup', {
+        ulimit: [{ name: 'nproc', soft: 100, hard: 200 }, { name: 'core', soft: -1, hard: -1 }], cgroupParent: parent,
+      }));
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(r.stdout).toMatch(/^Max processes\s+100\s+200\s+processes\s*$/m);
+      expect(r.stdout).toMatch(/^Max core file size\s+unlimited\s+unlimited\s+bytes\s*$/m);
+      expect(r.stdout).toMatch(new RegExp(`:/${parent}/builder/[0-9a-f]+$`, 'm'));
+    } finally {
+      for (const h of ['', ...await fs.readdir('/sys/fs/cgroup')]) {
+        await fs.rmdir(path.join('/sys/fs/cgroup', h, parent, 'builder')).catch(() => undefined);
+        await fs.rmdir(path.join('/sys/fs/cgroup', h, parent)).catch(() => undefined);
+      }
+    }
+  });
+});

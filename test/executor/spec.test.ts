@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import type { ExecMeta } from '../../solver/llb/ops.js';
 import { hostsFile } from '../../src/executor/etcfiles.js';
-import { DEFAULT_CAPABILITIES, generateSpec, type OciSpec } from '../../src/executor/spec.js';
+import { DEFAULT_CAPABILITIES, generateSpec, serializeSpec, type OciSpec } from '../../src/executor/spec.js';
+import { cgroupsPath } from '../../src/executor/runc.js';
 
 const meta: ExecMeta = { args: ['/bin/sh', '-c', 'true'], env: ['A=1'], cwd: '/src', user: 'app', network: 'host' };
 const user = { uid: 1000, gid: 1000, additionalGids: [50], home: '/home/app' };
@@ -50,6 +51,32 @@ describe('generateSpec', () => {
     expect(types(spec({ network: 'none' }))).toEqual(['pid', 'ipc', 'uts', 'mount', 'network']);
   });
 
+  it('--ulimit limits replace the default of their name only; -1 is written as RLIM_INFINITY', () => {
+    const s = spec({ ulimit: [{ name: 'nproc', soft: 100, hard: 200 }, { name: 'core', soft: -1, hard: -1 }] });
+    expect(s.process.rlimits).toEqual([
+      { type: 'RLIMIT_NOFILE', hard: 4096, soft: 4096 },
+      { type: 'RLIMIT_NPROC', hard: 200, soft: 100 },
+      { type: 'RLIMIT_CORE', hard: -1, soft: -1 },
+    ]);
+    expect(spec({ ulimit: [{ name: 'nofile', soft: 10, hard: 20 }] }).process.rlimits).toEqual([{ type: 'RLIMIT_NOFILE', hard: 20, soft: 10 }]);
+    const text = serializeSpec(s);
+    expect(text).toContain('{"type":"RLIMIT_CORE","hard":18446744073709551615,"soft":18446744073709551615}');
+    expect(text).toContain('{"type":"RLIMIT_NPROC","hard":200,"soft":100}');
+    // Everything else is plain JSON.
+    expect(JSON.parse(text.replace(/18446744073709551615/g, '-1'))).toEqual(s);
+  });
+
+  it('a RUN mount at a default destination (--shm-size at /dev/shm) replaces it in place', () => {
+    const shm = { destination: '/dev/shm', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', 'mode=1777', 'size=134217728'] };
+    const s = generateSpec({
+      rootfs: '/r', meta, user, hostsPath: '/b/hosts', resolvConfPath: '/b/resolv.conf', extraMounts: [shm, { ...shm, destination: '/tmp/x' }],
+    });
+    expect(s.mounts.map((m) => m.destination)).toEqual([
+      '/proc', '/dev', '/dev/pts', '/dev/shm', '/dev/mqueue', '/sys', '/etc/resolv.conf', '/etc/hosts', '/sys/fs/cgroup', '/tmp/x',
+    ]);
+    expect(s.mounts[3]).toEqual(shm);
+  });
+
   it('masks kernel interfaces like containerd', () => {
     const s = spec();
     expect(s.linux.maskedPaths).toContain('/proc/kcore');
@@ -62,5 +89,15 @@ describe('hostsFile', () => {
     expect(hostsFile(['db:10.0.0.5', 'v6:fd00::1'])).toBe(
       '127.0.0.1\tlocalhost buildkitsandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n10.0.0.5\tdb\nfd00::1\tv6\n',
     );
+  });
+});
+
+describe('cgroupsPath', () => {
+  it('is /builder/<id>, under --cgroup-parent as BuildKit puts it (a systemd slice takes the id directly)', () => {
+    expect(cgroupsPath('abc')).toBe('/builder/abc');
+    expect(cgroupsPath('abc', 'ci')).toBe('/ci/builder/abc');
+    expect(cgroupsPath('abc', '/ci/jobs/')).toBe('/ci/jobs/builder/abc');
+    expect(cgroupsPath('abc', '../../escape')).toBe('/escape/builder/abc');
+    expect(cgroupsPath('abc', 'ci.slice:builder:')).toBe('ci.slice:builder:abc');
   });
 });

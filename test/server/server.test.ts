@@ -51,6 +51,23 @@ describe('builder serve on a unix socket', () => {
     }
   });
 
+  it('takes the RUN container settings and --call as a local build does', async () => {
+    const ctx = await makeContext({ Dockerfile: `# base the base\nFROM ${base} AS base\nRUN cat /etc/hosts > /hosts && cat /proc/self/limits > /limits && ls /sys/class/net > /nets\n` });
+    const dest = await tempDir('builder-serve-out-');
+    const res = await runCli(['build', '--builder', `unix://${sock}`, '--add-host', 'db:10.0.0.5', '--ulimit', 'nproc=100:200',
+      '--network', 'none', '--shm-size', '1m', '--output', `type=local,dest=${dest}`, ctx]);
+    expect(res.code, res.stderr).toBe(0);
+    expect(await fs.readFile(path.join(dest, 'hosts'), 'utf8')).toContain('10.0.0.5\tdb\n');
+    expect(await fs.readFile(path.join(dest, 'limits'), 'utf8')).toMatch(/^Max processes\s+100\s+200\s/m);
+    expect((await fs.readFile(path.join(dest, 'nets'), 'utf8')).trim()).toBe('lo');
+    const targets = await runCli(['build', '--builder', `unix://${sock}`, '--call', 'targets', ctx]);
+    expect(targets.code, targets.stderr).toBe(0);
+    expect(targets.stdout).toBe('TARGET         DESCRIPTION\nbase (default) the base\n');
+    const bad = await runCli(['build', '--builder', `unix://${sock}`, '--ulimit', 'bogus=1', ctx]);
+    expect(bad.code).toBe(1);
+    expect(lastLine(bad.stderr)).toMatch(/^ERROR: invalid --ulimit "bogus=1": invalid ulimit type: bogus/);
+  });
+
   it('a failing build comes back as the same one-line error, with the output tail', async () => {
     const ctx = await makeContext({ Dockerfile: `FROM ${base}\nRUN echo last words && exit 3\n` });
     const res = await runCli(['build', '--builder', `unix://${sock}`, ctx]);
