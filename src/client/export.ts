@@ -32,6 +32,8 @@ export interface ExportResult {
   descriptor?: Descriptor;
   /** Full image names it was exported under. */
   names?: string[];
+  /** The image was pushed to the registries its names point at. */
+  pushed?: boolean;
 }
 
 export class UnsupportedOutputError extends UserError {
@@ -227,6 +229,11 @@ export interface ExportOptions {
   insecureRegistries?: string[];
   /** `--cache-to type=inline`: cache metadata for result `index`, given the layers its image uses. */
   inlineCache?: (index: number, layers: LayerDesc[]) => Promise<object | undefined>;
+  /**
+   * Where a `type=image` output leaves the names it would record in the local image store, for the caller to
+   * record once every output succeeded. Without it they are recorded when this output succeeded (pushed).
+   */
+  keep?: { names: string[]; target: Descriptor }[];
 }
 
 /** One platform's result: its snapshot chain, the image config the frontend made, its platform. */
@@ -252,6 +259,7 @@ export async function exportImage(
   output: OutputSpec,
   opts: ExportOptions,
 ): Promise<ExportResult> {
+  if (output.type === 'cacheonly') return { type: output.type };
   const vertex = `export:${output.type}:${output.dest ?? ''}`;
   const progress = opts.progress;
   const multi = results.length > 1;
@@ -325,7 +333,6 @@ export async function exportImage(
   } else if (output.type === 'docker') {
     await loadIntoDocker(worker, root, names);
   } else {
-    if (names.length && boolAttr(output, 'store', true)) await worker.images.put(names, root);
     if (push) {
       const insecure = [...(opts.insecureRegistries ?? [])];
       if (boolAttr(output, 'registry.insecure') || boolAttr(output, 'insecure')) insecure.push(...names.map((n) => parseReference(n).domain));
@@ -342,6 +349,12 @@ export async function exportImage(
       }
       progress.done(pushId);
     }
+    // A name is recorded only for an image that was built and, when pushing, pushed: a failed push leaves
+    // the store as it was (a FROM of that name must not find an image its registry does not have).
+    if (names.length && boolAttr(output, 'store', true)) {
+      if (opts.keep) opts.keep.push({ names, target: root });
+      else await worker.images.put(names, root);
+    }
   }
   progress.done(vertex);
   return {
@@ -351,6 +364,7 @@ export async function exportImage(
     ...(multi ? {} : { configDigest: images[0].config.digest as Digest }),
     descriptor: root,
     names,
+    ...(push ? { pushed: true } : {}),
   };
 }
 
