@@ -271,8 +271,7 @@ export async function exportImage(
       const dest = multi ? path.join(output.dest!, platformDirName(r.platform)) : output.dest!;
       const mounted = await worker.snapshots.mount((await worker.materialize(r.ref)).layers);
       try {
-        if (output.type === 'local') await exportLocalDir(mounted.target, dest);
-        else await exportFilesystemTar(mounted.target, dest);
+        await writingTo(dest, () => (output.type === 'local' ? exportLocalDir(mounted.target, dest) : exportFilesystemTar(mounted.target, dest)));
       } finally {
         await mounted.unmount();
       }
@@ -318,7 +317,7 @@ export async function exportImage(
   const root = multi ? await writeImageIndex(worker.store, images) : images[0].manifest;
 
   if (output.type === 'oci' && !boolAttr(output, 'tar', true)) {
-    await exportLayoutDir(worker.store, root, { dest: output.dest!, names });
+    await writingTo(output.dest!, () => exportLayoutDir(worker.store, root, { dest: output.dest!, names }));
   } else if (output.type === 'oci' || (output.type === 'docker' && output.dest)) {
     const dest = output.dest!;
     const outputs = new ArchiveOutputs(worker.opts.root);
@@ -326,8 +325,7 @@ export async function exportImage(
     if (await outputs.upToDate(dest, fingerprint)) {
       progress.log(vertex, 'stderr', Buffer.from(`${dest} already holds this image\n`));
     } else {
-      if (output.type === 'oci') await exportLayoutTar(worker.store, root, { dest, names });
-      else await exportDockerTar(worker.store, { manifest: root }, { dest, names });
+      await writingTo(dest, () => (output.type === 'oci' ? exportLayoutTar(worker.store, root, { dest, names }) : exportDockerTar(worker.store, { manifest: root }, { dest, names })));
       await outputs.record(dest, fingerprint);
     }
   } else if (output.type === 'docker') {
@@ -366,6 +364,22 @@ export async function exportImage(
     names,
     ...(push ? { pushed: true } : {}),
   };
+}
+
+export class OutputWriteError extends UserError {
+  constructor(dest: string, cause: Error) { super('OUTPUT_FAILED', `failed to write output ${dest}: ${cause.message}`, { cause }); }
+}
+
+/** An output destination the user named that cannot be written (a file in the way, no permission, a full
+ * disk) is their error to fix, not a crash. */
+async function writingTo<T>(dest: string, write: () => Promise<T>): Promise<T> {
+  try {
+    return await write();
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (e instanceof UserError || typeof code !== 'string' || !/^E[A-Z]+$/.test(code)) throw e;
+    throw new OutputWriteError(dest, e as Error);
+  }
 }
 
 /** A tar of the final filesystem (`type=tar`, `-o -`), numeric owners and sorted entries like a layer. */
