@@ -37,12 +37,16 @@ function list(v: unknown): string[] | undefined {
   return (Array.isArray(v) ? v : [v]).map(String);
 }
 
-/** What a build reads its Dockerfile and context from: the CONTEXT argument and `-f`, either of which may be stdin. */
-async function buildInput(argv: Record<string, unknown>, remote: boolean): Promise<{ context: string | NodeJS.ReadableStream; file?: string; dockerfile?: string }> {
+/** The one context argument (`-` for stdin), checked first as cobra checks a command's arguments. */
+function contextArg(argv: Record<string, unknown>): string {
   const contexts = (argv.context as string[] | undefined) ?? [];
   const total = contexts.length + stdinPositionals(hideBin(process.argv), argv);
   if (total !== 1) throw new UsageError('"builder build" requires exactly 1 argument.', `See 'builder build --help'.\n\nUsage:  ${BUILD_USAGE}\n\nStart a build`);
-  const context = contexts[0] ?? '-';
+  return contexts[0] ?? '-';
+}
+
+/** What a build reads its Dockerfile and context from: the context argument and `-f`, either of which may be stdin. */
+async function buildInput(context: string, argv: Record<string, unknown>, remote: boolean): Promise<{ context: string | NodeJS.ReadableStream; file?: string; dockerfile?: string }> {
   const file = argv.file as string | undefined;
   if (remote && (context === '-' || file === '-')) throw new UserError('USAGE', 'a Dockerfile or context on stdin is not supported with --builder yet');
   if (context !== '-') {
@@ -65,11 +69,15 @@ async function readAll(stream: NodeJS.ReadableStream): Promise<string> {
 }
 
 async function runBuild(argv: Record<string, unknown>): Promise<void> {
+  const contextPath = contextArg(argv);
   let mode = (argv.progress as ProgressMode | 'none') ?? 'auto';
   // As buildx: `--progress quiet` is `-q` (the image id on stdout); `none` prints nothing at all.
   const quiet = argv.quiet === true || mode === 'quiet';
   if (argv.quiet === true && mode !== 'auto' && mode !== 'quiet') throw new UsageError(`progress=${mode} and quiet cannot be used together`);
   checkAttestations({ provenance: argv.provenance as string | undefined, sbom: argv.sbom as string | undefined, attest: list(argv.attest) });
+  const builderAddr = (argv.builder as string | undefined) ?? process.env.BUILDER_HOST;
+  // Before the progress display and the signal handlers: a Ctrl-C while waiting for stdin ends the command at once.
+  const input = await buildInput(contextPath, argv, !!builderAddr);
   const silent = quiet || mode === 'none';
   // As buildx: `auto` is the live view on a terminal, plain lines otherwise.
   if (mode === 'auto') mode = process.stderr.isTTY ? 'tty' : 'plain';
@@ -82,8 +90,6 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
-  const builderAddr = (argv.builder as string | undefined) ?? process.env.BUILDER_HOST;
-  const input = await buildInput(argv, !!builderAddr);
   // What a local and a remote build take alike.
   const common = {
     context: input.context as string,
