@@ -305,7 +305,8 @@ async function main(): Promise<void> {
     .fail((msg, err) => {
       // A flag's coerce (--platform) that threw: yargs wraps the message in its own error.
       if (err) throw err.name === 'YError' ? new UsageError(err.message) : err;
-      const commands = ['build', 'serve', 'install-emulators', 'du', 'prune', ...imageCommands.map((c) => String(c.command).split(' ')[0])];
+      const commands: Record<string, string[]> = { build: [], serve: [], 'install-emulators': [], du: [], prune: [], imagetools: ['inspect', 'create'] };
+      for (const c of imageCommands) commands[String(c.command).split(' ')[0]] ??= [];
       throw new UsageError(usageMessage(msg, hideBin(process.argv), knownFlags(cli), commands));
     })
     .help()

@@ -14,14 +14,19 @@ export class UsageError extends UserError {
 export const BUILD_USAGE = 'builder build [OPTIONS] PATH | URL | -';
 
 /**
- * Rewrites a yargs validation message into buildx's form when it is about an unknown command or flag.
- * `known` are the option keys (with aliases) of the command being run, `commands` the top-level commands.
+ * Rewrites a yargs validation message into buildx's form when it is about an unknown command or flag, or too
+ * few arguments. `known` are the option keys (with aliases) of the command being run, `commands` the
+ * top-level commands with their subcommands (`imagetools`: inspect, create).
  */
-export function usageMessage(msg: string, raw: string[], known: string[], commands: string[]): string {
-  const first = firstPositional(raw);
-  if (first !== undefined && !commands.includes(first)) {
-    const match = suggest(first, commands, true);
-    return `unknown command "${first}" for "builder"${match ? ` (did you mean ${match}?)` : ''}`;
+export function usageMessage(msg: string, raw: string[], known: string[], commands: Record<string, string[]>): string {
+  const [first, second] = positionals(raw);
+  if (first !== undefined && !(first in commands)) return unknownCommand(first, 'builder', Object.keys(commands));
+  const subcommands = first !== undefined ? commands[first] : [];
+  if (subcommands.length && second !== undefined && !subcommands.includes(second)) return unknownCommand(second, `builder ${first}`, subcommands);
+  const few = /^Not enough non-option arguments: got \d+, need at least (\d+)$/.exec(msg);
+  if (few && first !== undefined) {
+    const name = subcommands.length && second !== undefined ? `builder ${first} ${second}` : `builder ${first}`;
+    return `"${name}" requires at least ${few[1]} argument${few[1] === '1' ? '' : 's'}.`;
   }
   const unknown = /^Unknown arguments?: (.+)$/.exec(msg);
   if (!unknown) return msg;
@@ -45,6 +50,11 @@ function nearestFlag(name: string, known: string[]): string | undefined {
   return best;
 }
 
+function unknownCommand(name: string, parent: string, valid: string[]): string {
+  const match = suggest(name, valid, true);
+  return `unknown command "${name}" for "${parent}"${match ? ` (did you mean ${match}?)` : ''}`;
+}
+
 /** How the unknown name was written on the command line: `--name`, or `-n` inside a short-flag group. */
 function flagToken(name: string, raw: string[]): string | undefined {
   for (const t of raw) {
@@ -55,15 +65,22 @@ function flagToken(name: string, raw: string[]): string | undefined {
   return undefined;
 }
 
-/** The first argument that is not a flag (the command), skipping the value of the global `--root`. */
-function firstPositional(raw: string[]): string | undefined {
-  for (let i = 0; i < raw.length; i++) {
+/**
+ * The leading arguments that are not flags (the command, a subcommand), skipping the value of the global
+ * `--root`; a flag before the command stops it (left to the flag checks).
+ */
+function positionals(raw: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < raw.length && out.length < 2; i++) {
     const t = raw[i];
     if (t === '--root') { i++; continue; }
-    if (t.startsWith('-')) return undefined; // a flag before the command: leave it to the flag checks
-    return t;
+    if (t.startsWith('-')) {
+      if (out.length === 0) break;
+      continue;
+    }
+    out.push(t);
   }
-  return undefined;
+  return out;
 }
 
 /**

@@ -141,6 +141,9 @@ describe('usage errors', () => {
       [['biuld', '.'], 'ERROR: unknown command "biuld" for "builder" (did you mean build?)'],
       [['imags'], 'ERROR: unknown command "imags" for "builder" (did you mean images?)'],
       [['frobnicate'], 'ERROR: unknown command "frobnicate" for "builder"'],
+      [['imagetools', 'inpsect', 'x'], 'ERROR: unknown command "inpsect" for "builder imagetools" (did you mean inspect?)'],
+      [['imagetools', 'inspect'], 'ERROR: "builder imagetools inspect" requires at least 1 argument.'],
+      [['rmi'], 'ERROR: "builder rmi" requires at least 1 argument.'],
     ];
     for (const [args, line] of cases) {
       const r = await runCli(args);
