@@ -48,6 +48,17 @@ describe('build from stdin', () => {
     expect(lastLine(copy.stderr)).toMatch(/^ERROR: Dockerfile:2: COPY failed: .*hello\.txt.*not found/);
   });
 
+  it('`-o - -`: the Dockerfile from stdin, the filesystem tar to stdout (the first `-` is the flag\'s value)', async () => {
+    const r = await runCli(['build', '--root', root, '--progress', 'none', '-o', '-', '-'],
+      { cwd, stdin: 'FROM scratch\nCOPY <<EOF /which\nfrom-stdin\nEOF\n' });
+    expect(r.code, r.stderr).toBe(0);
+    // All ASCII: the tar's bytes survive the helper's text decoding.
+    const out = await tempDir('builder-out-');
+    await fs.writeFile(path.join(out, 'fs.tar'), Buffer.from(r.stdout, 'latin1'));
+    await exec('tar', ['-x', '-f', path.join(out, 'fs.tar'), '-C', out]);
+    expect(await fs.readFile(path.join(out, 'which'), 'utf8')).toBe('from-stdin\n');
+  });
+
   for (const compress of [undefined, 'gzip', 'zstd', 'xz', 'bzip2'] as const) {
     it(`\`-\` with a ${compress ?? 'plain'} tar uses it as the context, with its Dockerfile inside`, async () => {
       const ctx = await makeContext({ Dockerfile: `FROM ${base}\nCOPY hello.txt /copied.txt\n`, 'hello.txt': `in the ${compress ?? 'plain'} tar\n` });
