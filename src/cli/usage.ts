@@ -20,17 +20,17 @@ export const BUILD_USAGE = 'builder build [OPTIONS] PATH | URL | -';
  */
 export function usageMessage(msg: string, raw: string[], known: string[], commands: Record<string, string[]>): string {
   const [first, second] = positionals(raw);
-  if (first !== undefined && !(first in commands)) return unknownCommand(first, 'builder', Object.keys(commands));
-  const subcommands = first !== undefined ? commands[first] : [];
+  const unknown = /^Unknown arguments?: (.+)$/.exec(msg)?.[1].split(', ') ?? [];
+  // yargs names a command it does not know among the unknown arguments; `commands` only feeds the suggestion.
+  if (first !== undefined && unknown.includes(first) && !(first in commands)) return unknownCommand(first, 'builder', Object.keys(commands));
+  const subcommands = (first !== undefined ? commands[first] : undefined) ?? [];
   if (subcommands.length && second !== undefined && !subcommands.includes(second)) return unknownCommand(second, `builder ${first}`, subcommands);
   const few = /^Not enough non-option arguments: got \d+, need at least (\d+)$/.exec(msg);
   if (few && first !== undefined) {
     const name = subcommands.length && second !== undefined ? `builder ${first} ${second}` : `builder ${first}`;
     return `"${name}" requires at least ${few[1]} argument${few[1] === '1' ? '' : 's'}.`;
   }
-  const unknown = /^Unknown arguments?: (.+)$/.exec(msg);
-  if (!unknown) return msg;
-  for (const name of unknown[1].split(', ')) {
+  for (const name of unknown) {
     const flag = flagToken(name, raw);
     if (!flag) continue;
     const match = flag.startsWith('--') ? nearestFlag(name, known) : undefined;
