@@ -22,8 +22,8 @@ export function usageMessage(msg: string, raw: string[], known: string[], comman
   const [first, second] = positionals(raw);
   const unknown = /^Unknown arguments?: (.+)$/.exec(msg)?.[1].split(', ') ?? [];
   // yargs names a command it does not know among the unknown arguments; `commands` only feeds the suggestion.
-  if (first !== undefined && unknown.includes(first) && !(first in commands)) return unknownCommand(first, 'builder', Object.keys(commands));
-  const subcommands = (first !== undefined ? commands[first] : undefined) ?? [];
+  if (first !== undefined && unknown.includes(first) && !Object.hasOwn(commands, first)) return unknownCommand(first, 'builder', Object.keys(commands));
+  const subcommands = (first !== undefined && Object.hasOwn(commands, first) ? commands[first] : undefined) ?? [];
   if (subcommands.length && second !== undefined && !subcommands.includes(second)) return unknownCommand(second, `builder ${first}`, subcommands);
   const few = /^Not enough non-option arguments: got \d+, need at least (\d+)$/.exec(msg);
   if (few && first !== undefined) {
