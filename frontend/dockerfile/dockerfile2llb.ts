@@ -14,7 +14,7 @@ import { formatPlatform, parsePlatform } from './platform.js';
 import { formatGoDuration, goList, goQuoteList } from './gofmt.js';
 import { mountFrom, parseMount, type MountSpec } from './runmount.js';
 import { parseSymbolicMode } from '../../solver/llb/chmod.js';
-import { suggest, withSuggestion } from './suggest.js';
+import { suggest, withSuggestion } from '../../src/util/suggest.js';
 import { Linter, emptyCheckConfig, looksLikeSecret, parseCheckOptions, type LintWarning } from './linter.js';
 import { PatternMatcher } from '../../src/util/patterns.js';
 import { buildOutline, docComment, OutlineCapture, type Outline } from './subrequests.js';

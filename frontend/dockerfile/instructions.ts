@@ -4,7 +4,7 @@
 import { DockerfileError, withLocation } from './errors.js';
 import { parseDockerfile, parseHeredoc, type Heredoc, type Node, type ParseWarning } from './parser.js';
 import { parseGoDuration } from './gofmt.js';
-import { withSuggestion } from './suggest.js';
+import { withSuggestion } from '../../src/util/suggest.js';
 
 export interface InstructionLocation {
   file: string;

@@ -9,8 +9,11 @@ import { formatOutline, formatTargets, goJSON, parseCall } from '../client/subre
 import { PlainProgress, quietProgress, type ProgressMode } from '../progress/printer.js';
 import { TtyProgress } from '../progress/tty.js';
 import { UserError } from '../util/errors.js';
+import { parsePlatforms } from '../client/platform.js';
+import { emptyContext, readStdinSource } from '../client/context.js';
+import { BUILD_USAGE, UsageError, checkAttestations, stdinPositionals, usageMessage } from './usage.js';
 // Commands other than a local build load their modules when run: CLI start is part of every build's time.
-import { writeBuildFiles } from '../client/metadata.js';
+import { imageID, writeBuildFiles } from '../client/metadata.js';
 import { imageCommands } from './images.js';
 
 function parseKeyValues(list: string[] | undefined, flag: string): Record<string, string> {
@@ -35,11 +38,53 @@ function list(v: unknown): string[] | undefined {
   return (Array.isArray(v) ? v : [v]).map(String);
 }
 
+/** The one context argument (`-` for stdin), checked first as cobra checks a command's arguments. */
+function contextArg(argv: Record<string, unknown>): string {
+  const contexts = (argv.context as string[] | undefined) ?? [];
+  const total = contexts.length + stdinPositionals(hideBin(process.argv), argv);
+  if (total !== 1) throw new UsageError('"builder build" requires exactly 1 argument.', `See 'builder build --help'.\n\nUsage:  ${BUILD_USAGE}\n\nStart a build`);
+  return contexts[0] ?? '-';
+}
+
+/** What a build reads its Dockerfile and context from: the context argument and `-f`, either of which may be stdin. */
+async function buildInput(context: string, argv: Record<string, unknown>, remote: boolean): Promise<{ context: string | NodeJS.ReadableStream; file?: string; dockerfile?: string }> {
+  const file = argv.file as string | undefined;
+  if (remote && (context === '-' || file === '-')) throw new UserError('USAGE', 'a Dockerfile or context on stdin is not supported with --builder yet');
+  if (context !== '-') {
+    if (file !== '-') return { context, file };
+    return { context, dockerfile: await readAll(process.stdin) };
+  }
+  // buildx's rules for `-`: a tar is the context (with its Dockerfile inside, or at -f within it); anything
+  // else is the Dockerfile, with an empty context.
+  if (file === '-') throw new UsageError("invalid argument: can't use stdin for both build context and dockerfile");
+  const source = await readStdinSource(process.stdin);
+  if (source.context) return { context: source.context, file };
+  if (file !== undefined) throw new UsageError('ambiguous Dockerfile source: both stdin and flag correspond to Dockerfiles');
+  return { context: emptyContext(), dockerfile: source.dockerfile };
+}
+
+async function readAll(stream: NodeJS.ReadableStream): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(Buffer.from(chunk));
+  return Buffer.concat(chunks).toString('utf8');
+}
+
 async function runBuild(argv: Record<string, unknown>): Promise<void> {
-  let mode = (argv.progress as ProgressMode) ?? 'auto';
+  const contextPath = contextArg(argv);
+  let mode = (argv.progress as ProgressMode | 'none') ?? 'auto';
+  // As buildx: `--progress quiet` is `-q` (the image id on stdout); `none` prints nothing at all.
+  const quiet = argv.quiet === true || mode === 'quiet';
+  if (argv.quiet === true && mode !== 'auto' && mode !== 'quiet') throw new UsageError(`progress=${mode} and quiet cannot be used together`);
+  checkAttestations({ provenance: argv.provenance as string | undefined, sbom: argv.sbom as string | undefined, attest: list(argv.attest) });
+  const builderAddr = (argv.builder as string | undefined) ?? process.env.BUILDER_HOST;
+  // `--check` is `--call=check`.
+  const call = argv.check ? parseCall('check') : argv.call !== undefined ? parseCall(String(argv.call)) : undefined;
+  // Before the progress display and the signal handlers: a Ctrl-C while waiting for stdin ends the command at once.
+  const input = await buildInput(contextPath, argv, !!builderAddr);
+  const silent = quiet || mode === 'none';
   // As buildx: `auto` is the live view on a terminal, plain lines otherwise.
   if (mode === 'auto') mode = process.stderr.isTTY ? 'tty' : 'plain';
-  const progress = mode === 'quiet' ? quietProgress() : mode === 'tty' ? new TtyProgress(process.stderr) : new PlainProgress(process.stderr, mode);
+  const progress = silent ? quietProgress() : mode === 'tty' ? new TtyProgress(process.stderr) : new PlainProgress(process.stderr, mode as ProgressMode);
   const controller = new AbortController();
   const onSignal = (sig: NodeJS.Signals) => {
     process.stderr.write(`\nreceived ${sig}, canceling build\n`);
@@ -48,18 +93,15 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
-  const builderAddr = (argv.builder as string | undefined) ?? process.env.BUILDER_HOST;
-  // `--check` is `--call=check`.
-  const call = argv.check ? parseCall('check') : argv.call !== undefined ? parseCall(String(argv.call)) : undefined;
   // What a local and a remote build take alike.
   const common = {
-    context: argv.context as string,
-    file: argv.file as string | undefined,
+    context: input.context as string,
+    file: input.file,
     tags: list(argv.tag),
     buildArgs: parseKeyValues(list(argv['build-arg']), 'build-arg'),
     labels: parseKeyValues(list(argv.label), 'label'),
     target: argv.target as string | undefined,
-    platform: argv.platform as string | undefined,
+    platform: list(argv.platform)?.join(','),
     outputs: list(argv.output),
     noCache: argv['no-cache'] as boolean | undefined,
     allow: list(argv.allow),
@@ -85,6 +127,8 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
     token: process.env.BUILDER_TOKEN,
   }) : await build({
     ...common,
+    context: input.context,
+    dockerfile: input.dockerfile,
     root: argv.root as string,
     ociRuntime: argv['oci-runtime'] as string | undefined,
     insecureRegistries: list(argv['insecure-registry']),
@@ -110,14 +154,20 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
     if (result.warnings.length > 0 && !call?.ignoreStatus) process.exitCode = 1;
     return;
   }
+  await writeBuildFiles(result, { iidfile: argv.iidfile as string | undefined, metadataFile: argv['metadata-file'] as string | undefined });
+  if (quiet) {
+    // As buildx -q: the image id alone on stdout, no warnings (nothing at all without an image).
+    const id = imageID(result);
+    if (id) process.stdout.write(id + '\n');
+    return;
+  }
+  if (silent) return;
   const summary = warningSummary(result.warnings);
   if (summary.length > 0) process.stderr.write(summary.join('\n') + '\n');
-  await writeBuildFiles(result, { iidfile: argv.iidfile as string | undefined, metadataFile: argv['metadata-file'] as string | undefined });
   if (result.exports.length === 0) {
-    process.stderr.write('WARNING: No output specified; the build result is only kept in the build cache. Use -t NAME to keep the image, --push, or --output type=oci,dest=FILE, type=docker,dest=FILE or type=local,dest=DIR.\n');
+    process.stderr.write('WARNING: No output specified; the build result is only kept in the build cache. Use -t NAME to keep the image, --push, or --output type=oci,dest=FILE, type=docker,dest=FILE or type=local,dest=DIR (type=cacheonly: on purpose).\n');
   }
-  if (mode === 'quiet' && result.configDigest) process.stdout.write(result.configDigest + '\n');
-  else if (result.configDigest) process.stderr.write(`image config ${result.configDigest}, manifest ${result.manifestDigest}\n`);
+  if (result.configDigest) process.stderr.write(`image config ${result.configDigest}, manifest ${result.manifestDigest}\n`);
 }
 
 // A reader that went away (a closed pipe) must not kill the build halfway: cancellation and cleanup
@@ -156,6 +206,11 @@ async function runPrune(argv: Record<string, unknown>): Promise<void> {
   process.stdout.write(`Total:\t${formatSize(r.freed)}\n`);
 }
 
+/** The flags (and aliases) of the command being parsed: yargs has them, its types do not say so. */
+function knownFlags(cli: unknown): string[] {
+  return Object.keys((cli as { getOptions(): { key: Record<string, unknown> } }).getOptions().key);
+}
+
 /** The package's version. yargs would look for package.json above its own file, which the bundled CLI
  * (scripts/build-cli.mjs) is not beside; this file is dist/src/cli/main.js either way. */
 function packageVersion(): string {
@@ -167,7 +222,8 @@ function packageVersion(): string {
 }
 
 async function main(): Promise<void> {
-  await yargs(hideBin(process.argv))
+  const cli = yargs(hideBin(process.argv));
+  await cli
     .scriptName('builder')
     .version(packageVersion())
     // `--no-cache` is a flag of its own (as in buildx), not the negation of a `--cache`.
@@ -175,18 +231,21 @@ async function main(): Promise<void> {
     .usage('$0 <command> [options]')
     .option('root', { type: 'string', default: defaultRoot(), describe: 'State directory (env BUILDER_ROOT)', global: true })
     .command(
-      'build <context>',
+      // Counted by the handler: buildx's "requires exactly 1 argument", and a `-` yargs does not keep.
+      'build [context..]',
       'Start a build',
       (y) => y
-        .positional('context', { type: 'string', describe: 'Build context directory' })
-        .option('file', { alias: 'f', type: 'string', describe: 'Name of the Dockerfile (default: "PATH/Dockerfile")' })
-        .option('tag', { alias: 't', type: 'string', describe: 'Name and optionally a tag ("name:tag")' })
+        .usage(BUILD_USAGE)
+        .positional('context', { type: 'string', describe: 'Build context: a directory, or - for a Dockerfile or a context tar (plain, gzip, bzip2, xz, zstd) on stdin' })
+        .option('file', { alias: 'f', type: 'string', describe: 'Name of the Dockerfile (default: "PATH/Dockerfile"; - reads it from stdin)' })
+        .option('tag', { alias: 't', type: 'string', describe: 'Name and optionally a tag ("name:tag"); kept in the local image store once the build (and --push) succeeded' })
         .option('build-arg', { type: 'string', describe: 'Set build-time variables' })
         .option('label', { type: 'string', describe: 'Set metadata for an image' })
         .option('target', { type: 'string', describe: 'Set the target build stage to build' })
-        .option('platform', { type: 'string', describe: 'Set target platform for build' })
+        .option('platform', { type: 'string', describe: 'Set target platform for build', coerce: (v: unknown) => { const s = list(v)!.join(','); parsePlatforms(s); return s; } })
         .option('output', { alias: 'o', type: 'string', describe: 'Output destination (format: "type=local,dest=path")' })
-        .option('progress', { type: 'string', choices: ['auto', 'plain', 'tty', 'quiet', 'rawjson'], default: 'auto', describe: 'Set type of progress output' })
+        .option('progress', { type: 'string', choices: ['auto', 'plain', 'tty', 'quiet', 'rawjson', 'none'], default: 'auto', describe: 'Set type of progress output' })
+        .option('quiet', { alias: 'q', type: 'boolean', describe: 'Suppress the build output and print image ID on success' })
         .option('no-cache', { type: 'boolean', describe: 'Do not use cache when building the image' })
         .option('no-cache-filter', { type: 'string', describe: 'Do not cache specified stages' })
         .option('cache-to', { type: 'string', describe: 'Cache export destinations (e.g., "type=local,dest=path/to/dir[,mode=max]", "type=registry,ref=REF", "type=inline")' })
@@ -206,11 +265,14 @@ async function main(): Promise<void> {
         .option('ssh', { type: 'string', describe: 'SSH agent socket to expose to the build (format: "default|<id>[=<socket>]")' })
         .option('builder', { type: 'string', describe: 'Build on a "builder serve" server: unix:///path or tcp://host:port (env BUILDER_HOST; token in BUILDER_TOKEN)' })
         .option('allow', { type: 'string', describe: 'Allow extra privileged entitlement (e.g., "network.host", "security.insecure")' })
-        .option('push', { type: 'boolean', describe: 'Shorthand for "--output=type=registry"' })
+        .option('push', { type: 'boolean', describe: 'Shorthand for "--output=type=registry"; -t names are kept in the local image store only once pushed' })
         .option('load', { type: 'boolean', describe: 'Shorthand for "--output=type=docker"' })
         .option('annotation', { type: 'string', describe: 'Add annotation to the image' })
         .option('iidfile', { type: 'string', describe: 'Write the image ID to a file' })
-        .option('metadata-file', { type: 'string', describe: 'Write build result metadata to a file' }),
+        .option('metadata-file', { type: 'string', describe: 'Write build result metadata to a file' })
+        .option('provenance', { type: 'string', describe: 'Shorthand for "--attest=type=provenance": only "false" is accepted (attestations are not supported yet)' })
+        .option('sbom', { type: 'string', describe: 'Shorthand for "--attest=type=sbom": only "false" is accepted (attestations are not supported yet)' })
+        .option('attest', { type: 'string', describe: 'Attestation parameters: only "type=...,disabled=true" is accepted (attestations are not supported yet)' }),
       (argv) => runBuild(argv as Record<string, unknown>),
     )
     .command(imageCommands)
@@ -261,8 +323,11 @@ async function main(): Promise<void> {
     .demandCommand(1, 'Specify a command, e.g. builder build .')
     .strict()
     .fail((msg, err) => {
-      if (err) throw err;
-      throw new UserError('USAGE', msg);
+      // A flag's coerce (--platform) that threw: yargs wraps the message in its own error.
+      if (err) throw err.name === 'YError' ? new UsageError(err.message) : err;
+      const commands: Record<string, string[]> = { build: [], serve: [], 'install-emulators': [], du: [], prune: [], imagetools: ['inspect', 'create'] };
+      for (const c of imageCommands) commands[String(c.command).split(' ')[0]] ??= [];
+      throw new UsageError(usageMessage(msg, hideBin(process.argv), knownFlags(cli), commands));
     })
     .help()
     .parseAsync();
@@ -275,6 +340,7 @@ main().catch((e: unknown) => {
   }
   if (e instanceof UserError) {
     process.stderr.write(`ERROR: ${e.message}\n`);
+    if (e instanceof UsageError && e.usage) process.stderr.write(`${e.usage}\n`);
     process.exit(1);
   }
   if ((e as { code?: string })?.code === 'CANCELED' || (e as Error)?.name === 'AbortError') {

@@ -11,7 +11,7 @@ import { Worker, ExecError, type WorkerRef } from '../worker/worker.js';
 import { PlainProgress, type ProgressWriter } from '../progress/printer.js';
 import { UserError, BuilderError } from '../util/errors.js';
 import { parseOutput, parseSourceDateEpoch, resolveOutputs, type OutputSpec } from './outputs.js';
-import { exportImage, imageLayerVariant, prepareLayerBlob, settleLayerBlobs, type ExportResult } from './export.js';
+import { exportImage, imageLayerVariant, prepareLayerBlob, settleLayerBlobs, type ExportOptions, type ExportResult } from './export.js';
 import { parsePlatforms, hostPlatform } from './platform.js';
 import { BuildSession } from './lock.js';
 import { CacheRecords } from '../cache/records.js';
@@ -33,7 +33,8 @@ import { listTargets, type Outline, type TargetList } from '../../frontend/docke
 export interface BuildOptions {
   /** The build context: a directory, or a tar stream of one. */
   context: string | NodeJS.ReadableStream;
-  /** Path of the Dockerfile; default `<context>/Dockerfile`. With `dockerfile`, only its name is used. */
+  /** Path of the Dockerfile; default `<context>/Dockerfile`. With a tar stream context, a relative path is
+   * inside the archive. With `dockerfile`, only its name is used. */
   file?: string;
   /** The Dockerfile's text, instead of reading `file`. */
   dockerfile?: string;
@@ -136,13 +137,22 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     throw new BuildError(`unable to prepare context: not a readable tar stream: ${e.message}`);
   });
   try {
-    return await buildDir({ ...opts, context: unpacked.dir });
+    // As BuildKit reads `-f` for a tar context: a relative path names a file inside the archive.
+    const file = opts.file !== undefined && !path.isAbsolute(opts.file) ? path.join(unpacked.dir, opts.file) : opts.file;
+    return await buildDir({ ...opts, context: unpacked.dir, file });
   } finally {
     await unpacked.remove();
   }
 }
 
+/** buildx's remote contexts: an http(s) URL or a Git repository address. */
+function isRemoteContext(s: string): boolean {
+  return /^(https?|git|ssh):\/\//.test(s) || /^git@/.test(s) || /^github\.com\//.test(s);
+}
+
 async function buildDir(opts: BuildOptions & { context: string }): Promise<BuildResult> {
+  // path.resolve('') is the working directory: nothing is built from a place the caller did not name.
+  if (opts.context === '') throw new UserError('NO_CONTEXT', 'please specify build context (e.g. "." for the current directory)');
   const root = path.resolve(opts.root ?? defaultRoot());
   const progress = opts.progress ?? new PlainProgress(process.stderr);
   const contextDir = path.resolve(opts.context);
@@ -166,7 +176,11 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
   );
 
   const ctxStat = await fs.stat(contextDir).catch(() => null);
-  if (!ctxStat?.isDirectory()) throw new BuildError(`unable to prepare context: path "${opts.context}" not found`);
+  if (!ctxStat?.isDirectory()) {
+    // As buildx: a local directory wins; a URL is a remote context, which this builder cannot fetch yet.
+    if (isRemoteContext(opts.context)) throw new BuildError(`unable to prepare context: remote contexts (URL or Git repository "${opts.context}") are not supported yet`);
+    throw new BuildError(`unable to prepare context: path "${opts.context}" not found`);
+  }
 
   await fs.mkdir(root, { recursive: true });
   const worker = new Worker({ root, runtime: opts.ociRuntime, insecureRegistries: opts.insecureRegistries });
@@ -282,13 +296,16 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
     const built: BuildResults = { definition, roots, results: cache.results };
     const inline = cacheTo.some((c) => c.type === 'inline');
     const exports: ExportResult[] = [];
+    // Local image store names wait for every output: a build whose push or other export failed records none.
+    const keep: NonNullable<ExportOptions['keep']> = [];
     for (const output of outputs) {
       const results = perPlatform.map((c, i) => ({ ref: refs[i], image: c.image, platform: platforms[i] }));
       exports.push(await exportImage(worker, results, output, {
-        tags: opts.tags ?? [], progress, sourceDateEpoch, annotations: opts.annotations, insecureRegistries: opts.insecureRegistries,
+        tags: opts.tags ?? [], progress, sourceDateEpoch, annotations: opts.annotations, insecureRegistries: opts.insecureRegistries, keep,
         ...(inline ? { inlineCache: (i: number, layers: LayerDesc[]) => inlineCacheFor(worker, built, i, layers) } : {}),
       }));
     }
+    for (const k of keep) await worker.images.put(k.names, k.target);
     for (const spec of cacheTo) await exportCache(worker, spec, built, { progress });
     const gcLimit = opts.gcKeepStorage ?? (process.env.BUILDER_GC_KEEP_STORAGE ? parseSize(process.env.BUILDER_GC_KEEP_STORAGE) : undefined);
     if (gcLimit !== undefined) await session.ifAlone(root, () => autoGC(root, gcLimit));

@@ -32,6 +32,8 @@ export interface ExportResult {
   descriptor?: Descriptor;
   /** Full image names it was exported under. */
   names?: string[];
+  /** The image was pushed to the registries its names point at. */
+  pushed?: boolean;
 }
 
 export class UnsupportedOutputError extends UserError {
@@ -227,6 +229,11 @@ export interface ExportOptions {
   insecureRegistries?: string[];
   /** `--cache-to type=inline`: cache metadata for result `index`, given the layers its image uses. */
   inlineCache?: (index: number, layers: LayerDesc[]) => Promise<object | undefined>;
+  /**
+   * Where a `type=image` output leaves the names it would record in the local image store, for the caller to
+   * record once every output succeeded. Without it they are recorded when this output succeeded (pushed).
+   */
+  keep?: { names: string[]; target: Descriptor }[];
 }
 
 /** One platform's result: its snapshot chain, the image config the frontend made, its platform. */
@@ -252,6 +259,7 @@ export async function exportImage(
   output: OutputSpec,
   opts: ExportOptions,
 ): Promise<ExportResult> {
+  if (output.type === 'cacheonly') return { type: output.type };
   const vertex = `export:${output.type}:${output.dest ?? ''}`;
   const progress = opts.progress;
   const multi = results.length > 1;
@@ -263,8 +271,7 @@ export async function exportImage(
       const dest = multi ? path.join(output.dest!, platformDirName(r.platform)) : output.dest!;
       const mounted = await worker.snapshots.mount((await worker.materialize(r.ref)).layers);
       try {
-        if (output.type === 'local') await exportLocalDir(mounted.target, dest);
-        else await exportFilesystemTar(mounted.target, dest);
+        await writingTo(dest, () => (output.type === 'local' ? exportLocalDir(mounted.target, dest) : exportFilesystemTar(mounted.target, dest)));
       } finally {
         await mounted.unmount();
       }
@@ -310,7 +317,7 @@ export async function exportImage(
   const root = multi ? await writeImageIndex(worker.store, images) : images[0].manifest;
 
   if (output.type === 'oci' && !boolAttr(output, 'tar', true)) {
-    await exportLayoutDir(worker.store, root, { dest: output.dest!, names });
+    await writingTo(output.dest!, () => exportLayoutDir(worker.store, root, { dest: output.dest!, names }));
   } else if (output.type === 'oci' || (output.type === 'docker' && output.dest)) {
     const dest = output.dest!;
     const outputs = new ArchiveOutputs(worker.opts.root);
@@ -318,14 +325,12 @@ export async function exportImage(
     if (await outputs.upToDate(dest, fingerprint)) {
       progress.log(vertex, 'stderr', Buffer.from(`${dest} already holds this image\n`));
     } else {
-      if (output.type === 'oci') await exportLayoutTar(worker.store, root, { dest, names });
-      else await exportDockerTar(worker.store, { manifest: root }, { dest, names });
+      await writingTo(dest, () => (output.type === 'oci' ? exportLayoutTar(worker.store, root, { dest, names }) : exportDockerTar(worker.store, { manifest: root }, { dest, names })));
       await outputs.record(dest, fingerprint);
     }
   } else if (output.type === 'docker') {
     await loadIntoDocker(worker, root, names);
   } else {
-    if (names.length && boolAttr(output, 'store', true)) await worker.images.put(names, root);
     if (push) {
       const insecure = [...(opts.insecureRegistries ?? [])];
       if (boolAttr(output, 'registry.insecure') || boolAttr(output, 'insecure')) insecure.push(...names.map((n) => parseReference(n).domain));
@@ -342,6 +347,12 @@ export async function exportImage(
       }
       progress.done(pushId);
     }
+    // A name is recorded only for an image that was built and, when pushing, pushed: a failed push leaves
+    // the store as it was (a FROM of that name must not find an image its registry does not have).
+    if (names.length && boolAttr(output, 'store', true)) {
+      if (opts.keep) opts.keep.push({ names, target: root });
+      else await worker.images.put(names, root);
+    }
   }
   progress.done(vertex);
   return {
@@ -351,7 +362,24 @@ export async function exportImage(
     ...(multi ? {} : { configDigest: images[0].config.digest as Digest }),
     descriptor: root,
     names,
+    ...(push ? { pushed: true } : {}),
   };
+}
+
+export class OutputWriteError extends UserError {
+  constructor(dest: string, cause: Error) { super('OUTPUT_FAILED', `failed to write output ${dest}: ${cause.message}`, { cause }); }
+}
+
+/** An output destination the user named that cannot be written (a file in the way, no permission, a full
+ * disk) is their error to fix, not a crash. */
+async function writingTo<T>(dest: string, write: () => Promise<T>): Promise<T> {
+  try {
+    return await write();
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (e instanceof UserError || typeof code !== 'string' || !/^E[A-Z]+$/.test(code)) throw e;
+    throw new OutputWriteError(dest, e as Error);
+  }
 }
 
 /** A tar of the final filesystem (`type=tar`, `-o -`), numeric owners and sorted entries like a layer. */

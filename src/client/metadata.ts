@@ -16,13 +16,13 @@ export function buildMetadata(result: BuildResult): Record<string, unknown> {
 }
 
 /**
- * The image ID file: buildx writes the manifest digest for a pushed/stored image and the config digest
- * (Docker's image ID) for the others.
+ * The image ID (`--iidfile`, `--quiet`): the config digest (Docker's image ID), except for a pushed image, which
+ * a registry knows by its manifest digest, and a multi-platform one, which has no single config (its index digest).
  */
 export function imageID(result: BuildResult): string | undefined {
   const image = result.exports.find((e) => e.manifestDigest);
   if (!image) return undefined;
-  return image.type === 'image' || image.type === 'registry' ? image.manifestDigest : image.configDigest;
+  return image.pushed || !image.configDigest ? image.manifestDigest : image.configDigest;
 }
 
 export async function writeBuildFiles(result: BuildResult, files: { iidfile?: string; metadataFile?: string }): Promise<void> {

@@ -1,7 +1,7 @@
 // `--output` specs, parsed as buildx does: CSV `type=oci,dest=out.tar`, or a bare path meaning type=local.
 import { UserError } from '../util/errors.js';
 
-export type OutputType = 'oci' | 'docker' | 'local' | 'image' | 'registry' | 'tar';
+export type OutputType = 'oci' | 'docker' | 'local' | 'image' | 'registry' | 'tar' | 'cacheonly';
 
 export interface OutputSpec {
   type: OutputType;
@@ -15,7 +15,7 @@ export class InvalidOutputError extends UserError {
   constructor(message: string) { super('INVALID_OUTPUT', message); }
 }
 
-const KNOWN: OutputType[] = ['oci', 'docker', 'local', 'image', 'registry', 'tar'];
+const KNOWN: OutputType[] = ['oci', 'docker', 'local', 'image', 'registry', 'tar', 'cacheonly'];
 
 /** Splits a CSV line, honouring double quotes like Go's encoding/csv (buildx parses outputs with it). */
 export function splitCSV(s: string, what = 'output'): string[] {
@@ -44,12 +44,15 @@ export const OUTPUT_OPTIONS: Record<OutputType, string[]> = {
   docker: [...IMAGE_OPTIONS, 'dest'],
   local: ['dest'],
   tar: ['dest'],
+  // The build runs and fills the cache; nothing is exported (BuildKit's cacheonly exporter).
+  cacheonly: [],
 };
 
 const BOOLEAN_OPTIONS = ['push', 'store', 'registry.insecure', 'insecure', 'force-compression', 'oci-mediatypes', 'rewrite-timestamp', 'tar'];
 
 function checkOption(spec: string, type: OutputType, key: string, value: string): void {
   const valid = OUTPUT_OPTIONS[type];
+  if (valid.length === 0) throw new InvalidOutputError(`invalid output "${spec}": type=${type} takes no options`);
   const known = valid.includes(key) || valid.some((v) => v.endsWith('.*') && key.startsWith(v.slice(0, -1)) && key.length > v.length - 1);
   if (!known) throw new InvalidOutputError(`invalid output "${spec}": unknown option "${key}" for type=${type} (valid: ${valid.join(', ')})`);
   if (BOOLEAN_OPTIONS.includes(key) && !['true', 'false', ''].includes(value.toLowerCase())) {

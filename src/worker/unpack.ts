@@ -65,7 +65,7 @@ async function readHead(file: string, n: number): Promise<Buffer> {
 }
 
 /** Whether a 512-byte block is a tar header: its checksum (unsigned or signed, as Go's reader accepts) matches. */
-function isTarHeader(block: Buffer): boolean {
+export function isTarHeader(block: Buffer): boolean {
   if (block.length < 512) return false;
   const field = block.subarray(148, 156).toString('latin1').replace(/[\0 ]+$/, '').trim();
   if (!/^[0-7]+$/.test(field)) return false;

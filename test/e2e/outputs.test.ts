@@ -134,7 +134,7 @@ describe('outputs', () => {
   it('rejects an unknown output type or option, listing the valid ones', async () => {
     const t = await build(['--output', 'type=bogus,dest=x']);
     expect(t.code).toBe(1);
-    expect(lastLine(t.stderr)).toBe('ERROR: invalid output "type=bogus,dest=x": unknown type "bogus" (valid: oci, docker, local, image, registry, tar)');
+    expect(lastLine(t.stderr)).toBe('ERROR: invalid output "type=bogus,dest=x": unknown type "bogus" (valid: oci, docker, local, image, registry, tar, cacheonly)');
     const o = await build(['--output', 'type=oci,dest=x.tar,colour=blue']);
     expect(o.code).toBe(1);
     expect(lastLine(o.stderr)).toMatch(/^ERROR: invalid output "type=oci,dest=x.tar,colour=blue": unknown option "colour" for type=oci \(valid: name, compression, .*dest, tar\)$/);

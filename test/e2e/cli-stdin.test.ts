@@ -1,0 +1,119 @@
+// `builder build -` and `-f -`: a Dockerfile or a context tar (plain or compressed, told apart by content) on
+// standard input, as buildx reads them; and nothing is ever built from a place the user did not name.
+import { beforeAll, describe, expect, inject, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import zlib from 'node:zlib';
+import { lastLine, makeContext, runCli, tempDir } from '../helpers/cli.js';
+
+const exec = promisify(execFile);
+const registry = inject('registry');
+const base = `${registry}/busybox:1.35`;
+
+/** A tar of a directory's files, made by GNU tar; compressed with the named tool when asked. */
+async function tarOf(dir: string, compress?: 'gzip' | 'zstd' | 'xz' | 'bzip2'): Promise<Buffer> {
+  const out = await tempDir('builder-tar-');
+  const file = path.join(out, 'ctx.tar');
+  await exec('tar', ['-c', '-f', file, '-C', dir, '.']);
+  if (!compress) return fs.readFile(file);
+  if (compress === 'gzip') return zlib.gzipSync(await fs.readFile(file));
+  await exec(compress, ['-q', '-k', file]);
+  return fs.readFile(`${file}.${{ zstd: 'zst', xz: 'xz', bzip2: 'bz2' }[compress]}`);
+}
+
+describe('build from stdin', () => {
+  let root: string;
+  // The working directory holds a Dockerfile and files of its own: a build that silently used it would show.
+  let cwd: string;
+  beforeAll(async () => {
+    root = await tempDir('builder-root-');
+    cwd = await makeContext({ Dockerfile: `FROM ${base}\nRUN echo from-cwd > /which\n`, 'hello.txt': 'cwd\n' });
+  });
+  const build = async (args: string[], stdin?: string | Buffer) => {
+    const dest = await tempDir('builder-out-');
+    const r = await runCli(['build', '--root', root, '--progress', 'plain', '-o', `type=local,dest=${dest}`, ...args], { cwd, stdin });
+    return { ...r, dest };
+  };
+
+  it('`-` with a Dockerfile builds it with an empty context (not the working directory)', async () => {
+    const r = await build(['-'], `FROM ${base}\nRUN echo from-stdin > /which\n`);
+    expect(r.code, r.stderr).toBe(0);
+    expect(await fs.readFile(path.join(r.dest, 'which'), 'utf8')).toBe('from-stdin\n');
+    expect(r.stderr).toContain('load build definition from Dockerfile');
+    // The context is empty: the working directory's files are not in it.
+    const copy = await build(['-'], `FROM ${base}\nCOPY hello.txt /\n`);
+    expect(copy.code).toBe(1);
+    expect(lastLine(copy.stderr)).toMatch(/^ERROR: Dockerfile:2: COPY failed: .*hello\.txt.*not found/);
+  });
+
+  it('`-o - -`: the Dockerfile from stdin, the filesystem tar to stdout (the first `-` is the flag\'s value)', async () => {
+    const r = await runCli(['build', '--root', root, '--progress', 'none', '-o', '-', '-'],
+      { cwd, stdin: 'FROM scratch\nCOPY <<EOF /which\nfrom-stdin\nEOF\n' });
+    expect(r.code, r.stderr).toBe(0);
+    // All ASCII: the tar's bytes survive the helper's text decoding.
+    const out = await tempDir('builder-out-');
+    await fs.writeFile(path.join(out, 'fs.tar'), Buffer.from(r.stdout, 'latin1'));
+    await exec('tar', ['-x', '-f', path.join(out, 'fs.tar'), '-C', out]);
+    expect(await fs.readFile(path.join(out, 'which'), 'utf8')).toBe('from-stdin\n');
+  });
+
+  for (const compress of [undefined, 'gzip', 'zstd', 'xz', 'bzip2'] as const) {
+    it(`\`-\` with a ${compress ?? 'plain'} tar uses it as the context, with its Dockerfile inside`, async () => {
+      const ctx = await makeContext({ Dockerfile: `FROM ${base}\nCOPY hello.txt /copied.txt\n`, 'hello.txt': `in the ${compress ?? 'plain'} tar\n` });
+      const r = await build(['-'], await tarOf(ctx, compress));
+      expect(r.code, r.stderr).toBe(0);
+      expect(await fs.readFile(path.join(r.dest, 'copied.txt'), 'utf8')).toBe(`in the ${compress ?? 'plain'} tar\n`);
+    });
+  }
+
+  it('`-f` with a tar on stdin names a Dockerfile inside the archive', async () => {
+    const ctx = await makeContext({
+      'docker/build.Dockerfile': `FROM ${base}\nCOPY hello.txt /named.txt\n`, Dockerfile: 'FROM scratch\nCOPY nothing /\n', 'hello.txt': 'named\n',
+    });
+    const r = await build(['-f', 'docker/build.Dockerfile', '-'], await tarOf(ctx, 'gzip'));
+    expect(r.code, r.stderr).toBe(0);
+    expect(await fs.readFile(path.join(r.dest, 'named.txt'), 'utf8')).toBe('named\n');
+  });
+
+  it('`-f -` reads the Dockerfile from stdin and takes the context from the directory', async () => {
+    const ctx = await makeContext({ Dockerfile: 'FROM scratch\nCOPY nothing /\n', 'hello.txt': 'from the dir\n', '.dockerignore': 'secret.txt\n', 'secret.txt': 's\n' });
+    const r = await build(['-f', '-', ctx], `FROM ${base}\nCOPY hello.txt /copied.txt\nCOPY . /all/\n`);
+    expect(r.code, r.stderr).toBe(0);
+    expect(await fs.readFile(path.join(r.dest, 'copied.txt'), 'utf8')).toBe('from the dir\n');
+    // The context's .dockerignore still applies.
+    expect(await fs.readdir(path.join(r.dest, 'all'))).not.toContain('secret.txt');
+    // An error names the Dockerfile as BuildKit does for stdin: "Dockerfile".
+    const bad = await build(['-f', '-', ctx], `FROM ${base}\nCOPY missing.txt /\n`);
+    expect(bad.code).toBe(1);
+    expect(lastLine(bad.stderr)).toMatch(/^ERROR: Dockerfile:2: COPY failed: .*missing\.txt.*not found/);
+  });
+
+  it('refuses what buildx refuses, in one line', async () => {
+    const both = await build(['-f', '-', '-'], 'FROM scratch\n');
+    expect(both.code).toBe(1);
+    expect(both.stderr).toBe("ERROR: invalid argument: can't use stdin for both build context and dockerfile\n");
+    const ambiguous = await build(['-f', 'Dockerfile', '-'], 'FROM scratch\n');
+    expect(ambiguous.code).toBe(1);
+    expect(ambiguous.stderr).toBe('ERROR: ambiguous Dockerfile source: both stdin and flag correspond to Dockerfiles\n');
+    const empty = await build(['-'], '');
+    expect(empty.code).toBe(1);
+    expect(empty.stderr).toBe('ERROR: unable to prepare context: standard input is empty (expected a Dockerfile or a context tar)\n');
+    const corrupt = await build(['-'], Buffer.concat([Buffer.from([0x1f, 0x8b, 0x08]), Buffer.alloc(100, 7)]));
+    expect(corrupt.code).toBe(1);
+    expect(lastLine(corrupt.stderr)).toMatch(/^ERROR: unable to prepare context: not a readable tar stream: /);
+  });
+
+  it('a context path that does not exist, or an empty one, is an error, never the working directory', async () => {
+    const missing = await build(['no-such-dir']);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toBe('ERROR: unable to prepare context: path "no-such-dir" not found\n');
+    const empty = await build(['']);
+    expect(empty.code).toBe(1);
+    expect(empty.stderr).toBe('ERROR: please specify build context (e.g. "." for the current directory)\n');
+    const url = await build(['https://github.com/docker/buildx.git']);
+    expect(url.code).toBe(1);
+    expect(url.stderr).toBe('ERROR: unable to prepare context: remote contexts (URL or Git repository "https://github.com/docker/buildx.git") are not supported yet\n');
+  });
+});
