@@ -7,6 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addonCandidates, loadAddon, NativeAddonError } from '../../src/native/fsx.js';
 import { UserError } from '../../src/util/errors.js';
 import { makeContext, projectRoot, tempDir } from '../helpers/cli.js';
+import { busyboxLayout, busyboxTag, ensureBusybox } from '../helpers/fixtures.js';
+import { pushLayout, startRegistry, type TestRegistry } from '../helpers/registry.js';
 
 const x64 = { platform: 'linux', arch: 'x64', libc: 'glibc' };
 const prebuilt = path.join(projectRoot, 'prebuilds/linux-x64/node.napi.glibc.node');
@@ -97,6 +99,32 @@ describe('CLI without a loadable addon', () => {
     for (const args of [['--help'], ['imagetools', '--help'], ['imagetools', 'inspect', '--help'], ['login', '--help'], ['serve', '--help']]) {
       const r = cli(args);
       expect({ args, code: r.status, stderr: r.stderr }).toEqual({ args, code: 0, stderr: '' });
+    }
+  });
+
+  // The registry asks for the credentials login stored: imagetools used them.
+  it('logs in to a registry and inspects and joins images there', async () => {
+    let reg: TestRegistry | undefined;
+    const dockerConfig = await tempDir('builder-dockercfg-');
+    try {
+      reg = await startRegistry({ htpasswd: { username: 'alice', password: 's3cret' } });
+      const env = { ...process.env, DOCKER_CONFIG: dockerConfig };
+      const run = (args: string[]) => spawnSync(process.execPath, [path.join(pkg, 'dist/src/cli/main.js'), ...args], { encoding: 'utf8', env });
+      let r = run(['login', reg.host, '-u', 'alice', '-p', 's3cret']);
+      expect(r.status, r.stderr).toBe(0);
+      await ensureBusybox();
+      await pushLayout(`${busyboxLayout}:${busyboxTag}`, `${reg.host}/busybox:${busyboxTag}`, ['--all', '--dest-creds', 'alice:s3cret']);
+      r = run(['imagetools', 'inspect', `${reg.host}/busybox:${busyboxTag}`]);
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stdout).toContain('linux/arm64');
+      r = run(['imagetools', 'create', '-t', `${reg.host}/joined:1`, `${reg.host}/busybox:${busyboxTag}`]);
+      expect(r.status, r.stderr).toBe(0);
+      r = run(['imagetools', 'inspect', `${reg.host}/joined:1`]);
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stdout).toContain('linux/amd64');
+    } finally {
+      await reg?.stop();
+      await fs.rm(dockerConfig, { recursive: true, force: true });
     }
   });
 
