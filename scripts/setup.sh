@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what builder and its tests need on Debian 12, idempotently: Debian packages (OCI runtimes,
-# QEMU user emulation, a registry, independent image readers), npm packages (which also build the native
-# addon and compile the TypeScript), and the busybox test image made from Debian's packages.
+# QEMU user emulation, a registry, independent image readers), npm packages (which also compile the
+# TypeScript), the native addon's prebuilds when src/native changed, the Node builds they are tested under,
+# and the busybox test image made from Debian's packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,15 +23,25 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# npm ci also runs the package's install (native addon) and prepare (tsc, then the CLI bundle) scripts.
+# npm ci also runs the package's install (the native addon: the committed prebuild, compiled only where
+# none loads) and prepare (tsc, then the CLI bundle) scripts.
 stamp=node_modules/.setup-stamp
-# The native addon is rebuilt (by npm ci) when its source changed since it was built.
-if [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ] || [ ! -f src/native/build/Release/fsx.node ] \
-   || [ -n "$(find src/native -maxdepth 1 -newer src/native/build/Release/fsx.node \( -name '*.c' -o -name '*.h' -o -name '*.gyp' \))" ]; then
+if [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ]; then
   npm ci --no-audit --no-fund --loglevel=error
   touch "$stamp"
 else
   npm run --silent build
 fi
+
+# The native addon: prebuilds older than src/native are rebuilt (scripts/prebuild.sh, which installs the
+# cross-compiler). A local build (src/native/build, node-gyp) is loaded before them, so it is rebuilt too
+# when its sources changed.
+bash scripts/prebuild.sh --check || bash scripts/prebuild.sh
+if [ -f src/native/build/Release/fsx.node ] && [ -n "$(find src/native -maxdepth 1 -newer src/native/build/Release/fsx.node \( -name '*.c' -o -name '*.h' -o -name '*.gyp' \))" ]; then
+  npm run --silent install --build-from-source
+fi
+
+# The Node builds the prebuilds are tested under (test/native/prebuilds.test.ts), and QEMU's arm64 sysroot.
+bash scripts/test-nodes.sh
 
 bash testdata/make-busybox.sh

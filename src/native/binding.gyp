@@ -2,7 +2,8 @@
   "targets": [
     {
       "target_name": "fsx",
-      "sources": ["fsx.c", "segment.c", "clone.c"],
+      "sources": ["fsx.c", "segment.c", "clone.c", "sha256.c"],
+      "defines": ["NAPI_VERSION=8"],
       "cflags": ["-O2", "-Wall"]
     }
   ]

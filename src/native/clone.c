@@ -16,6 +16,7 @@
 #include <node_api.h>
 
 #include "clone.h"
+#include "compat.h"
 #include "jobs.h"
 
 typedef struct {
@@ -88,7 +89,7 @@ static int clone_dir(clone_job *job, const char *src, const char *dst) {
     unsigned char type = e->d_type;
     struct stat st;
     if (type == DT_UNKNOWN || type == DT_DIR || type == DT_CHR) {
-      if (fstatat(src_fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) { rc = fail(job, "lstat", s); break; }
+      if (fsx_fstatat(src_fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) { rc = fail(job, "lstat", s); break; }
       type = S_ISDIR(st.st_mode) ? DT_DIR : S_ISCHR(st.st_mode) ? DT_CHR : DT_REG;
     }
     if (type == DT_DIR) {
@@ -111,7 +112,7 @@ static void clone_execute(napi_env env, void *data) {
   (void)env;
   clone_job *job = data;
   struct stat st;
-  if (lstat(job->from, &st) != 0) { fail(job, "lstat", job->from); return; }
+  if (fsx_lstat(job->from, &st) != 0) { fail(job, "lstat", job->from); return; }
   if (copy_dir_meta(job, job->from, job->to, &st) != 0 || clone_dir(job, job->from, job->to) != 0) return;
   struct timespec times[2] = { st.st_atim, st.st_mtim };
   if (utimensat(AT_FDCWD, job->to, times, AT_SYMLINK_NOFOLLOW) != 0) fail(job, "utimensat", job->to);

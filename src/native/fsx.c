@@ -21,6 +21,7 @@
 #include <node_api.h>
 
 #include "clone.h"
+#include "compat.h"
 #include "segment.h"
 
 #define PATH_MAX_LEN 4096
@@ -130,7 +131,7 @@ static napi_value mknodFn(napi_env env, napi_callback_info info) {
   napi_get_value_uint32(env, argv[1], &mode);
   napi_get_value_uint32(env, argv[2], &major);
   napi_get_value_uint32(env, argv[3], &minor);
-  if (mknod(path, mode, makedev(major, minor)) < 0) return throw_errno(env, "mknod", path, errno);
+  if (fsx_mknod(path, mode, makedev(major, minor)) < 0) return throw_errno(env, "mknod", path, errno);
   return NULL;
 }
 
@@ -194,7 +195,7 @@ static napi_value scanDir(napi_env env, napi_callback_info info) {
     if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
     if (snprintf(p, sizeof p, "%s/%s", dir, e->d_name) >= (int)sizeof p) { err = ENAMETOOLONG; failed = "lstat"; break; }
     struct stat st;
-    if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) { err = errno; failed = "lstat"; break; }
+    if (fsx_fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) { err = errno; failed = "lstat"; break; }
     if (n == cap) {
       double *more = realloc(stats, (cap *= 2) * SCAN_FIELDS * sizeof(double));
       if (!more) { free(stats); stats = NULL; break; }
@@ -264,6 +265,13 @@ static napi_value init(napi_env env, napi_value exports) {
     {"scanDir", NULL, scanDir, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+#ifdef FSX_SOURCE_DIGEST
+  // The digest of the sources a prebuild was compiled from (scripts/prebuild.sh), which tests compare with
+  // the sources beside it: a prebuild older than its sources fails them.
+  napi_value digest;
+  napi_create_string_utf8(env, FSX_SOURCE_DIGEST, NAPI_AUTO_LENGTH, &digest);
+  napi_set_named_property(env, exports, "sourceDigest", digest);
+#endif
   segment_init(env, exports);
   clone_init(env, exports);
   return exports;

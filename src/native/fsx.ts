@@ -1,12 +1,14 @@
 // Typed access to the native addon in fsx.c (xattrs, mknod and in-kernel copies, which Node's fs lacks) and
 // segment.c (layer segments read and hashed on the threadpool) and clone.c (a snapshot tree hard-linked on
-// the threadpool).
+// the threadpool). The addon is a prebuilt binary (prebuilds/, scripts/prebuild.sh) or the package's own
+// build, loaded on first use (loadAddon).
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import fs from 'node:fs';
+import { UserError } from '../util/errors.js';
 
-interface FsxBinding {
+export interface FsxBinding {
   list(path: string): string[];
   get(path: string, name: string): Buffer | null;
   set(path: string, name: string, value: Buffer): void;
@@ -20,45 +22,158 @@ interface FsxBinding {
   orderedHashCreate(): OrderedHashHandle;
   orderedHashDigest(h: OrderedHashHandle, pieces: number): Buffer;
   writeAt(fd: number, buf: Buffer, offset: number, hash?: OrderedHashHandle, ticket?: number): Promise<number>;
+  sha256Backend(): 'openssl' | 'portable';
+  /** Prebuilds only (scripts/prebuild.sh): the digest of the sources they were compiled from. */
+  sourceDigest?: string;
 }
 
 declare const orderedHash: unique symbol;
 type OrderedHashHandle = { [orderedHash]: true };
 
-function locateAddon(): string {
-  // Compiled JS lives in dist/src/native (the bundled CLI in dist/src/cli, as deep); the addon is built in
-  // src/native/build by `npm ci`.
-  const here = path.dirname(fileURLToPath(import.meta.url));
-  const candidates = [
-    path.join(here, 'build/Release/fsx.node'),
-    path.resolve(here, '../../../src/native/build/Release/fsx.node'),
-  ];
-  const found = candidates.find((p) => fs.existsSync(p));
-  if (!found) throw new Error(`native addon fsx.node not built (run npm ci); looked in ${candidates.join(', ')}`);
+/** The addon cannot be loaded here: reported as one line naming the platform, the ABI and the fix. */
+export class NativeAddonError extends UserError {
+  constructor(message: string) {
+    super('NATIVE_ADDON', message);
+  }
+}
+
+/** What a prebuild has to fit: the values node-gyp-build matches prebuild tags against. */
+export interface AddonTarget {
+  platform: string;
+  arch: string;
+  /** 'glibc' or 'musl' on Linux. */
+  libc: string;
+}
+
+function hostLibc(): string {
+  if (process.platform !== 'linux') return '';
+  try {
+    // As detect-libc tells them apart cheaply (a process report costs ~5 ms of every CLI start): glibc's
+    // ldd is a script naming it, musl's a link to musl's loader.
+    const ldd = fs.readFileSync('/usr/bin/ldd', 'latin1');
+    if (ldd.includes('musl')) return 'musl';
+    if (ldd.includes('GNU C Library')) return 'glibc';
+  } catch { /* no ldd: ask the process */ }
+  const header = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header;
+  return header?.glibcVersionRuntime ? 'glibc' : 'musl';
+}
+
+/**
+ * The files the addon is loaded from, in order, as node-gyp-build looks (prebuildify's layout): the
+ * package's own build (`node-gyp rebuild --directory src/native`, scripts/install-native.mjs), then the
+ * prebuilds in `prebuilds/<platform>-<arch>/` whose tags fit — Node-API ones (`napi`) for the `node`
+ * runtime, of this libc when tagged with one (scripts/prebuild.sh makes `node.napi.glibc.node`), the most
+ * specific first. Only files that exist.
+ */
+export function addonCandidates(root: string, target: AddonTarget): string[] {
+  const found: string[] = [];
+  const build = path.join(root, 'src/native/build/Release/fsx.node');
+  if (fs.existsSync(build)) found.push(build);
+  const dirs = readdir(path.join(root, 'prebuilds'))
+    .map((name) => ({ name, parts: name.split('-') }))
+    .filter(({ parts }) => parts.length === 2 && parts[0] === target.platform && parts[1].split('+').includes(target.arch))
+    // A single-arch directory before a universal one.
+    .sort((a, b) => a.parts[1].split('+').length - b.parts[1].split('+').length);
+  for (const { name } of dirs) {
+    const fits = readdir(path.join(root, 'prebuilds', name)).flatMap((file) => {
+      const tags = file.split('.');
+      if (tags.pop() !== 'node') return [];
+      let specificity = 0;
+      let napi = false;
+      for (const tag of tags) {
+        if (tag === 'napi') napi = true;
+        else if (tag === 'node' || tag === 'electron' || tag === 'node-webkit') { if (tag !== 'node') return []; }
+        else if (tag === 'glibc' || tag === 'musl') { if (tag !== target.libc) return []; }
+        // ABI-specific (abiNN), libuv (uvN) and ARM-version (armvN) builds are not made for this addon.
+        else if (/^(abi|uv|armv)\d+$/.test(tag)) return [];
+        else continue;
+        specificity++;
+      }
+      return napi ? [{ file, specificity }] : [];
+    });
+    fits.sort((a, b) => b.specificity - a.specificity);
+    found.push(...fits.map((f) => path.join(root, 'prebuilds', name, f.file)));
+  }
   return found;
 }
 
-const binding = createRequire(import.meta.url)(locateAddon()) as FsxBinding;
+function readdir(dir: string): string[] {
+  try {
+    return fs.readdirSync(dir).sort();
+  } catch {
+    return [];
+  }
+}
+
+/** The package's root: the nearest directory above this module with a package.json (dist/src/native, the
+ * bundled CLI's dist/src/cli, or src/native when run from source). */
+function packageRoot(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  while (!fs.existsSync(path.join(dir, 'package.json'))) {
+    const up = path.dirname(dir);
+    if (up === dir) return path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+    dir = up;
+  }
+  return dir;
+}
+
+/** Loads the first candidate that loads; else a NativeAddonError saying why, and what to do. */
+export function loadAddon(root = packageRoot(), target: AddonTarget = { platform: process.platform, arch: process.arch, libc: hostLibc() }): FsxBinding {
+  const require = createRequire(import.meta.url);
+  const failures: string[] = [];
+  for (const file of addonCandidates(root, target)) {
+    try {
+      return require(file) as FsxBinding;
+    } catch (e) {
+      // dlopen's reason is on the first line (e.g. a missing symbol version); the rest is a stack.
+      failures.push(`${path.relative(root, file)}: ${String((e as Error).message).split('\n')[0]}`);
+    }
+  }
+  let name = 'builder';
+  try {
+    name = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')).name ?? name;
+  } catch { /* the default */ }
+  const where = `${target.platform}-${target.arch}${target.libc ? ` (${target.libc})` : ''}`;
+  const why = failures.length ? failures.join('; ') : `no prebuild in prebuilds/${target.platform}-${target.arch} fits and src/native is not built`;
+  throw new NativeAddonError(
+    `the native addon (fsx.node) cannot be loaded on ${where}, Node ${process.versions.node}, Node-API ${process.versions.napi}: ${why}; ` +
+    `to compile it, install a C compiler, make and python3, then run \`npm rebuild ${name}\``,
+  );
+}
+
+let loaded: FsxBinding | undefined;
+/** The addon, loaded on first use: commands that never touch files (--help, imagetools, login) run without it. */
+function addon(): FsxBinding {
+  return (loaded ??= loadAddon());
+}
+
+/** Loads the addon now (a NativeAddonError if it cannot be), for code about to depend on it. */
+export function ensureAddon(): void {
+  addon();
+}
+
+/** Which SHA-256 the addon hashes with: OpenSSL's from the Node process, or its portable one (sha256.c). */
+export const sha256Backend = (): 'openssl' | 'portable' => addon().sha256Backend();
 
 /** Names of the extended attributes of a path (not following symlinks). */
-export const listXattrs = (p: string): string[] => binding.list(p);
+export const listXattrs = (p: string): string[] => addon().list(p);
 /** Value of one extended attribute, or null when it is not set. */
-export const getXattr = (p: string, name: string): Buffer | null => binding.get(p, name);
-export const setXattr = (p: string, name: string, value: Buffer): void => binding.set(p, name, value);
-export const removeXattr = (p: string, name: string): void => binding.remove(p, name);
+export const getXattr = (p: string, name: string): Buffer | null => addon().get(p, name);
+export const setXattr = (p: string, name: string, value: Buffer): void => addon().set(p, name, value);
+export const removeXattr = (p: string, name: string): void => addon().remove(p, name);
 
 export const S_IFCHR = 0o020000;
 export const S_IFBLK = 0o060000;
 export const S_IFIFO = 0o010000;
 /** mknod(2); `mode` carries the file type bits. */
 export const mknod = (p: string, mode: number, major: number, minor: number): void =>
-  binding.mknod(p, mode, major, minor);
+  addon().mknod(p, mode, major, minor);
 
 /**
  * Copies up to `length` bytes from `inFd`'s position to `outFd`'s inside the kernel (both positions
  * advance); returns the bytes copied, fewer only at the end of the input.
  */
-export const copyRange = (inFd: number, outFd: number, length: number): number => binding.copyRange(inFd, outFd, length);
+export const copyRange = (inFd: number, outFd: number, length: number): number => addon().copyRange(inFd, outFd, length);
 
 /** Numbers scanDir gives per entry, at these offsets. */
 export const Scan = {
@@ -74,7 +189,7 @@ export const Scan = {
  * One call per directory.
  */
 export const scanDir = (dir: string, opts: { xattrs?: boolean } = {}): { names: string[]; stats: Float64Array } =>
-  binding.scanDir(dir, opts.xattrs ?? true);
+  addon().scanDir(dir, opts.xattrs ?? true);
 
 /** The part of fs.Stats a directory scan gives, for code that takes either. */
 export type ScannedStats = Pick<fs.Stats,
@@ -100,14 +215,14 @@ export function scannedStats(stats: Float64Array, i: number): ScannedStats {
  * Swaps two paths atomically (renameat2 RENAME_EXCHANGE). Throws (code ENOENT, EINVAL, ENOSYS, ...) when a
  * path is missing or the filesystem cannot.
  */
-export const exchange = (a: string, b: string): void => binding.exchange(a, b);
+export const exchange = (a: string, b: string): void => addon().exchange(a, b);
 
 /**
  * Rebuilds the tree `from` in the existing empty directory `to` on the threadpool: directories made with
  * the same owner, mode, extended attributes (not overlay's) and times, everything else hard-linked.
  * False when the tree has an overlay whiteout or opaque directory (`to` is then left part-made).
  */
-export const cloneTree = (from: string, to: string): Promise<boolean> => binding.cloneTree(from, to);
+export const cloneTree = (from: string, to: string): Promise<boolean> => addon().cloneTree(from, to);
 
 /** A file span to read into a segment buffer: `length` bytes from `fileOffset` to `bufOffset`. */
 export interface SegmentSpan {
@@ -140,13 +255,13 @@ export function fillSegment(
   const nums = new Float64Array(spans.length * 4);
   spans.forEach((s, i) => nums.set([s.bufOffset, s.fileOffset, s.length, s.end ? 1 : 0], i * 4));
   const { diff } = opts;
-  const job = binding.fillSegment(buf, spans.map((s) => s.path), nums, opts.hash, opts.fingerprint ?? false, diff?.hash.handle, diff?.ticket);
+  const job = addon().fillSegment(buf, spans.map((s) => s.path), nums, opts.hash, opts.fingerprint ?? false, diff?.hash.handle, diff?.ticket);
   return diff ? diff.hash.track(job, diff.ticket) : job;
 }
 
 /** Writes all of `buf` at `offset` of `fd` on the threadpool, then hands it to `piece`'s ordered hash. */
 export function writeAt(fd: number, buf: Buffer, offset: number, piece?: OrderedPiece): Promise<void> {
-  const job = binding.writeAt(fd, buf, offset, piece?.hash.handle, piece?.ticket).then((hashed) => ({ hashed }));
+  const job = addon().writeAt(fd, buf, offset, piece?.hash.handle, piece?.ticket).then((hashed) => ({ hashed }));
   return (piece ? piece.hash.track(job, piece.ticket) : job).then(() => undefined);
 }
 
@@ -160,7 +275,7 @@ export interface OrderedPiece { hash: OrderedSha256; ticket: number }
  */
 export class OrderedSha256 {
   /** @internal */
-  readonly handle = binding.orderedHashCreate();
+  readonly handle = addon().orderedHashCreate();
   private issued = 0;
   private hashed = 0;
   /** The first piece that will never be hashed, and why. */
@@ -183,7 +298,7 @@ export class OrderedSha256 {
   /** The digest of every piece handed out, once they are all hashed. */
   async digest(): Promise<Buffer> {
     if (this.issued > 0) await this.passed(this.issued - 1);
-    return binding.orderedHashDigest(this.handle, this.issued);
+    return addon().orderedHashDigest(this.handle, this.issued);
   }
 
   /**

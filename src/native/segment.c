@@ -2,7 +2,7 @@
 // data of the files it holds, the sha256 of segments and of the whole tar (the diff id, an ordered hash
 // over the segments), and writing the blob (its digest another ordered hash), as async work on libuv's
 // threadpool. The main thread only walks the tree and writes tar headers.
-// OpenSSL is Node's own: its symbols resolve from the node process when the addon loads.
+// Hashing is sha256.c's (OpenSSL's when the process has it).
 #define _GNU_SOURCE // statx
 #include <errno.h>
 #include <fcntl.h>
@@ -15,10 +15,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <node_api.h>
-#include <openssl/evp.h>
-
 #include "jobs.h"
 #include "segment.h"
+#include "sha256.h"
 
 typedef struct ordered_hash ordered_hash;
 // What ordered_put returns, and jobs report as -1, once the hash cannot be finished.
@@ -48,7 +47,8 @@ typedef struct {
   int fingerprint;
   // results
   unsigned char sha256[32];
-  EVP_MD_CTX *fp;         // the fingerprint being taken (NULL: not asked for, or not possible here)
+  sha256_ctx fp;          // the fingerprint being taken, while fp_on
+  int fp_on;              // 0: not asked for, or not possible here
   uint64_t fp_pos;        // how far into the buffer the fingerprint has taken the bytes between spans
   unsigned char fp_digest[32];
   int err;              // errno of a failed call, or 0
@@ -86,19 +86,23 @@ static int open_in_dir(fill_job *job, const char *path) {
 // Without a birth time (a filesystem that keeps none) there is no fingerprint.
 // Returns the file's size, or -1 without a fingerprint.
 static int64_t fingerprint_span(fill_job *job, fill_item *it, int fd) {
-  if (!job->fp) return -1;
+  if (!job->fp_on) return -1;
   struct statx stx;
   if (statx(fd, "", AT_EMPTY_PATH, STATX_BASIC_STATS | STATX_BTIME, &stx) != 0 || !(stx.stx_mask & STATX_BTIME)) {
-    EVP_MD_CTX_free(job->fp);
-    job->fp = NULL;
+    sha256_abandon(&job->fp);
+    job->fp_on = 0;
     return -1;
   }
-  EVP_DigestUpdate(job->fp, job->buf + job->fp_pos, it->buf_offset - job->fp_pos);
   uint64_t id[11] = {
     stx.stx_dev_major, stx.stx_dev_minor, stx.stx_ino, (uint64_t)stx.stx_btime.tv_sec, stx.stx_btime.tv_nsec,
     (uint64_t)stx.stx_mtime.tv_sec, stx.stx_mtime.tv_nsec, stx.stx_size, it->file_offset, it->length, it->flags,
   };
-  EVP_DigestUpdate(job->fp, id, sizeof id);
+  if (sha256_update(&job->fp, job->buf + job->fp_pos, it->buf_offset - job->fp_pos) != 0 ||
+      sha256_update(&job->fp, id, sizeof id) != 0) {
+    sha256_abandon(&job->fp);
+    job->fp_on = 0;
+    return -1;
+  }
   job->fp_pos = it->buf_offset + it->length;
   return (int64_t)stx.stx_size;
 }
@@ -134,10 +138,7 @@ static void fill_execute(napi_env env, void *data) {
   (void)env;
   fill_job *job = data;
   job->dir_fd = -1;
-  if (job->fingerprint && (job->fp = EVP_MD_CTX_new()) && !EVP_DigestInit_ex(job->fp, EVP_sha256(), NULL)) {
-    EVP_MD_CTX_free(job->fp);
-    job->fp = NULL;
-  }
+  job->fp_on = job->fingerprint && sha256_begin(&job->fp) == 0;
   for (size_t i = 0; i < job->count; i++) {
     if (fill_one(job, &job->items[i]) != 0) {
       job->failed = i;
@@ -146,15 +147,13 @@ static void fill_execute(napi_env env, void *data) {
     }
   }
   if (job->dir_fd >= 0) close(job->dir_fd);
-  if (job->fp) {
-    unsigned int len = 0;
-    EVP_DigestUpdate(job->fp, job->buf + job->fp_pos, job->buf_len - job->fp_pos);
-    if (!EVP_DigestFinal_ex(job->fp, job->fp_digest, &len)) { EVP_MD_CTX_free(job->fp); job->fp = NULL; }
+  if (job->fp_on) {
+    // Ended here (the context released) whether or not it succeeds: without it, no fingerprint.
+    job->fp_on = sha256_update(&job->fp, job->buf + job->fp_pos, job->buf_len - job->fp_pos) == 0;
+    if (!job->fp_on) sha256_abandon(&job->fp);
+    else job->fp_on = sha256_end(&job->fp, job->fp_digest) == 0;
   }
-  if (job->hash) {
-    unsigned int len = 0;
-    if (!EVP_Digest(job->buf, job->buf_len, job->sha256, &len, EVP_sha256(), NULL)) { job->err = EIO; job->syscall = "sha256"; return; }
-  }
+  if (job->hash && sha256_digest(job->buf, job->buf_len, job->sha256) != 0) { job->err = EIO; job->syscall = "sha256"; return; }
   if (job->diff) job->hashed = ordered_put(job->diff, job->ticket, job->buf, job->buf_len);
 }
 
@@ -179,7 +178,7 @@ static void fill_complete(napi_env env, napi_status status, void *data) {
       napi_create_buffer_copy(env, 32, job->sha256, &out, &buf);
       napi_set_named_property(env, result, "sha256", buf);
     }
-    if (job->fp) {
+    if (job->fp_on) {
       void *out; napi_value buf;
       napi_create_buffer_copy(env, 32, job->fp_digest, &out, &buf);
       napi_set_named_property(env, result, "fingerprint", buf);
@@ -194,7 +193,7 @@ static void fill_complete(napi_env env, napi_status status, void *data) {
   napi_delete_reference(env, job->buffer_ref);
   if (job->diff_ref) napi_delete_reference(env, job->diff_ref);
   napi_delete_async_work(env, job->work);
-  EVP_MD_CTX_free(job->fp);
+  sha256_abandon(&job->fp); // a fill that failed leaves it open
   for (size_t i = 0; i < job->count; i++) free(job->items[i].path);
   free(job->items);
   free(job);
@@ -261,7 +260,7 @@ typedef struct { const uint8_t *data; size_t len; uint64_t ticket; int ready; } 
 
 struct ordered_hash {
   pthread_mutex_t mu;
-  EVP_MD_CTX *ctx;
+  sha256_ctx ctx;
   uint64_t next;  // the ticket to hash next
   int hashing;    // a thread is hashing, outside the lock
   int failed;
@@ -299,7 +298,7 @@ static uint64_t ordered_put(ordered_hash *h, uint64_t ticket, const uint8_t *dat
     p->ready = 0;
     h->hashing = 1;
     pthread_mutex_unlock(&h->mu);
-    int ok = EVP_DigestUpdate(h->ctx, d, n);
+    int ok = sha256_update(&h->ctx, d, n) == 0;
     pthread_mutex_lock(&h->mu);
     if (!ok) h->failed = 1;
     h->hashing = 0;
@@ -320,7 +319,7 @@ static uint64_t ordered_progress(ordered_hash *h) {
 static void ordered_finalize(napi_env env, void *data, void *hint) {
   (void)env; (void)hint;
   ordered_hash *h = data;
-  EVP_MD_CTX_free(h->ctx);
+  sha256_abandon(&h->ctx);
   pthread_mutex_destroy(&h->mu);
   free(h->ring);
   free(h);
@@ -330,9 +329,8 @@ static void ordered_finalize(napi_env env, void *data, void *hint) {
 static napi_value orderedHashCreate(napi_env env, napi_callback_info info) {
   (void)info;
   ordered_hash *h = calloc(1, sizeof *h);
-  if (!h || !(h->ring = calloc(h->cap = 64, sizeof *h->ring)) || !(h->ctx = EVP_MD_CTX_new()) ||
-      !EVP_DigestInit_ex(h->ctx, EVP_sha256(), NULL)) {
-    if (h) { EVP_MD_CTX_free(h->ctx); free(h->ring); free(h); }
+  if (!h || !(h->ring = calloc(h->cap = 64, sizeof *h->ring)) || sha256_begin(&h->ctx) != 0) {
+    if (h) { free(h->ring); free(h); }
     napi_throw_error(env, NULL, "sha256: cannot initialise");
     return NULL;
   }
@@ -355,9 +353,9 @@ static napi_value orderedHashDigest(napi_env env, napi_callback_info info) {
     napi_throw_error(env, NULL, "sha256: not every piece was hashed");
     return NULL;
   }
-  unsigned char md[32]; unsigned int len = 0;
-  if (!EVP_DigestFinal_ex(h->ctx, md, &len)) { napi_throw_error(env, NULL, "sha256: final failed"); return NULL; }
+  uint8_t md[32];
   h->next = UINT64_MAX; // spent
+  if (sha256_end(&h->ctx, md) != 0) { napi_throw_error(env, NULL, "sha256: final failed"); return NULL; }
   void *out; napi_value buf;
   napi_create_buffer_copy(env, 32, md, &out, &buf);
   return buf;
@@ -440,8 +438,18 @@ static napi_value writeAt(napi_env env, napi_callback_info info) {
   return queue_job(env, "writeAt", write_execute, write_complete, job, &job->deferred, &job->work);
 }
 
+// sha256Backend() -> "openssl" | "portable": which SHA-256 the addon hashes with (sha256.c).
+static napi_value sha256Backend(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value v;
+  napi_create_string_utf8(env, sha256_backend(), NAPI_AUTO_LENGTH, &v);
+  return v;
+}
+
 void segment_init(napi_env env, napi_value exports) {
+  sha256_setup();
   napi_property_descriptor props[] = {
+    {"sha256Backend", NULL, sha256Backend, NULL, NULL, NULL, napi_default, NULL},
     {"fillSegment", NULL, fillSegment, NULL, NULL, NULL, napi_default, NULL},
     {"orderedHashCreate", NULL, orderedHashCreate, NULL, NULL, NULL, napi_default, NULL},
     {"orderedHashDigest", NULL, orderedHashDigest, NULL, NULL, NULL, napi_default, NULL},

@@ -11,7 +11,7 @@ import { ContentStore } from '../content/store.js';
 import { Snapshotter, type Mounted } from '../snapshot/snapshotter.js';
 import { applyLayerBlob } from '../archive/layer.js';
 import { applyFileActions } from './fileop.js';
-import { cloneTree, getXattr, listXattrs, setXattr } from '../native/fsx.js';
+import { cloneTree, ensureAddon, getXattr, listXattrs, setXattr } from '../native/fsx.js';
 import { prepareMounts, type BuildSession } from './mounts.js';
 import { fetchHttpSource } from './http.js';
 import { OciRuntimeExecutor } from '../executor/runc.js';
@@ -100,6 +100,9 @@ export class Worker {
   private readonly materializing = new WeakMap<WorkerRef, Promise<WorkerRef>>();
 
   constructor(readonly opts: WorkerOptions) {
+    // Every build reads and writes files through the native addon: one that cannot load is reported now,
+    // as itself, rather than as the first step that fails on it.
+    ensureAddon();
     this.store = new ContentStore(path.join(opts.root, 'content'));
     this.snapshots = new Snapshotter(opts.root);
     this.registry = new RegistryClient({ insecureRegistries: opts.insecureRegistries, cache: this.store });

@@ -27,14 +27,13 @@ describe('CLI start', () => {
   const build = () => run(path.join(cliDir, 'main.js'), ['build', '--root', root, '--progress', 'plain', '--output', `type=local,dest=${path.join(tree, 'out')}`, ctx], path.join(tree, 'cache'));
 
   beforeAll(async () => {
-    // The layout the bundle expects around it: package.json and the native addon three levels up.
+    // The layout the bundle expects around it: package.json and the native addon's prebuilds three levels up.
     tree = await tempDir('builder-cli-copy-');
     cliDir = path.join(tree, 'dist/src/cli');
     cacheDir = path.join(tree, 'cache/builder/v8');
     await fs.mkdir(cliDir, { recursive: true });
     for (const f of ['main.js', 'builder.cjs']) await fs.copyFile(path.join(projectRoot, 'dist/src/cli', f), path.join(cliDir, f));
-    await fs.mkdir(path.join(tree, 'src/native/build/Release'), { recursive: true });
-    await fs.copyFile(path.join(projectRoot, 'src/native/build/Release/fsx.node'), path.join(tree, 'src/native/build/Release/fsx.node'));
+    await fs.cp(path.join(projectRoot, 'prebuilds'), path.join(tree, 'prebuilds'), { recursive: true });
     await fs.copyFile(path.join(projectRoot, 'package.json'), path.join(tree, 'package.json'));
     ctx = await makeContext({ Dockerfile: 'FROM scratch\nCOPY a.txt /a.txt\n', 'a.txt': 'a\n' });
     root = await tempDir('builder-root-');
