@@ -1,6 +1,19 @@
 // Finding and loading the native addon (src/native/fsx.ts), the one-line error where it cannot be loaded,
 // the commands that run without it, and the install script that compiles only where no prebuild loads.
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
+
+/** Runs a command to its end without blocking the test worker (a blocked worker misses vitest's RPC deadline). */
+function spawnAsync(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv } = {}): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (status) => resolve({ status, stdout, stderr }));
+  });
+}
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -83,7 +96,7 @@ describe('native addon lookup', () => {
 
 describe('CLI without a loadable addon', () => {
   let pkg: string;
-  const cli = (args: string[]) => spawnSync(process.execPath, [path.join(pkg, 'dist/src/cli/main.js'), ...args], { encoding: 'utf8' });
+  const cli = (args: string[]) => spawnAsync(process.execPath, [path.join(pkg, 'dist/src/cli/main.js'), ...args]);
   beforeAll(async () => {
     // The bundled CLI with its package.json, and no prebuilds or build beside it.
     pkg = await tempDir('builder-noaddon-');
@@ -95,9 +108,9 @@ describe('CLI without a loadable addon', () => {
     await fs.rm(pkg, { recursive: true, force: true });
   });
 
-  it('runs the commands that do not touch files', () => {
+  it('runs the commands that do not touch files', async () => {
     for (const args of [['--help'], ['imagetools', '--help'], ['imagetools', 'inspect', '--help'], ['login', '--help'], ['serve', '--help']]) {
-      const r = cli(args);
+      const r = await cli(args);
       expect({ args, code: r.status, stderr: r.stderr }).toEqual({ args, code: 0, stderr: '' });
     }
   });
@@ -109,17 +122,17 @@ describe('CLI without a loadable addon', () => {
     try {
       reg = await startRegistry({ htpasswd: { username: 'alice', password: 's3cret' } });
       const env = { ...process.env, DOCKER_CONFIG: dockerConfig };
-      const run = (args: string[]) => spawnSync(process.execPath, [path.join(pkg, 'dist/src/cli/main.js'), ...args], { encoding: 'utf8', env });
-      let r = run(['login', reg.host, '-u', 'alice', '-p', 's3cret']);
+      const run = (args: string[]) => spawnAsync(process.execPath, [path.join(pkg, 'dist/src/cli/main.js'), ...args], { env });
+      let r = await run(['login', reg.host, '-u', 'alice', '-p', 's3cret']);
       expect(r.status, r.stderr).toBe(0);
       await ensureBusybox();
       await pushLayout(`${busyboxLayout}:${busyboxTag}`, `${reg.host}/busybox:${busyboxTag}`, ['--all', '--dest-creds', 'alice:s3cret']);
-      r = run(['imagetools', 'inspect', `${reg.host}/busybox:${busyboxTag}`]);
+      r = await run(['imagetools', 'inspect', `${reg.host}/busybox:${busyboxTag}`]);
       expect(r.status, r.stderr).toBe(0);
       expect(r.stdout).toContain('linux/arm64');
-      r = run(['imagetools', 'create', '-t', `${reg.host}/joined:1`, `${reg.host}/busybox:${busyboxTag}`]);
+      r = await run(['imagetools', 'create', '-t', `${reg.host}/joined:1`, `${reg.host}/busybox:${busyboxTag}`]);
       expect(r.status, r.stderr).toBe(0);
-      r = run(['imagetools', 'inspect', `${reg.host}/joined:1`]);
+      r = await run(['imagetools', 'inspect', `${reg.host}/joined:1`]);
       expect(r.status, r.stderr).toBe(0);
       expect(r.stdout).toContain('linux/amd64');
     } finally {
@@ -132,7 +145,7 @@ describe('CLI without a loadable addon', () => {
     const ctx = await makeContext({ Dockerfile: 'FROM scratch\nCOPY a /a\n', a: 'a\n' });
     const state = await tempDir('builder-root-');
     try {
-      const r = cli(['build', '--root', state, '--output', `type=local,dest=${path.join(state, 'out')}`, ctx]);
+      const r = await cli(['build', '--root', state, '--output', `type=local,dest=${path.join(state, 'out')}`, ctx]);
       expect(r.status).toBe(1);
       const { name } = JSON.parse(await fs.readFile(path.join(projectRoot, 'package.json'), 'utf8'));
       expect(r.stderr).toMatch(/^ERROR: the native addon \(fsx\.node\) cannot be loaded on linux-x64 \(glibc\), Node [\d.]+, Node-API \d+: [^\n]+\n$/);
@@ -147,13 +160,13 @@ describe('CLI without a loadable addon', () => {
 describe('install script', () => {
   // A PATH with node and nothing else: no compiler, make, python or node-gyp.
   const env = { ...process.env, PATH: path.dirname(process.execPath) === '/usr/bin' ? '/nonexistent' : path.dirname(process.execPath) };
-  const install = (pkg: string) => spawnSync(process.execPath, [path.join(pkg, 'scripts/install-native.mjs')], { encoding: 'utf8', env });
+  const install = (pkg: string) => spawnAsync(process.execPath, [path.join(pkg, 'scripts/install-native.mjs')], { env });
   const script = () => fs.readFile(path.join(projectRoot, 'scripts/install-native.mjs'));
 
   it('compiles nothing where the prebuild loads', async () => {
     const pkg = await tree({ 'scripts/install-native.mjs': await script(), 'prebuilds/linux-x64/node.napi.glibc.node': await fs.readFile(prebuilt) });
     try {
-      const r = install(pkg);
+      const r = await install(pkg);
       expect({ code: r.status, stderr: r.stderr, stdout: r.stdout }).toEqual({ code: 0, stderr: '', stdout: '' });
       await expect(fs.access(path.join(pkg, 'src/native/build'))).rejects.toThrow();
     } finally {
@@ -164,7 +177,7 @@ describe('install script', () => {
   it('compiles where none loads, and says in one line what is missing when it cannot', async () => {
     const pkg = await tree({ 'scripts/install-native.mjs': await script() });
     try {
-      const r = install(pkg);
+      const r = await install(pkg);
       expect(r.status).toBe(1);
       expect(r.stderr).toBe('native addon: no prebuild loads on linux-x64 (glibc), and compiling it failed: node-gyp: spawnSync node-gyp ENOENT; it needs a C compiler, make and python3\n');
     } finally {
