@@ -82,7 +82,11 @@ function httpsAgent(m: TLSModules, t: HostTLS | undefined): https.Agent {
   if (cached) return cached;
   const ca = t?.insecure ? [] : [...systemExtraCAs(m), ...(t?.ca ?? [])];
   let secureContext: tls.SecureContext | undefined;
-  if (ca.length || t?.cert) {
+  if (t?.insecure) {
+    // Nothing is verified: an empty CA list spares loading Node's root store (~10 ms) for a loopback
+    // registry that may not even speak TLS.
+    secureContext = m.tls.createSecureContext({ ca: [], ...(t.cert ? { cert: t.cert, key: t.key } : {}) });
+  } else if (ca.length || t?.cert) {
     secureContext = m.tls.createSecureContext(t?.cert ? { cert: t.cert, key: t.key } : {});
     // Added to the default store (Node's CAs and NODE_EXTRA_CA_CERTS), not replacing it as `ca` would.
     const native = (secureContext as unknown as { context?: { addCACert?: (pem: string) => void } }).context;
