@@ -252,7 +252,10 @@ export class RegistryClient {
     let res: HttpResponse;
     try {
       res = await httpRequest(u, { ...opts, tls: this.tls });
-    } catch {
+    } catch (err) {
+      // A server that refused our certificate (or sent its own we cannot use) speaks TLS: plain HTTP would
+      // only earn a 400 that hides the real problem.
+      if (certificateError(host, err)) throw err;
       u.protocol = 'http:';
       res = await httpRequest(u, opts);
       this.hosts.learned(host, 'http');

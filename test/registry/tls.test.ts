@@ -156,6 +156,16 @@ describe('TLS registries through the CLI', () => {
     noStack(without);
     expect(lastLine(without.stderr)).toContain(`registry ${at(untrusted, mtls)}: the registry did not accept a client certificate`);
     expect(lastLine(without.stderr)).toContain(`/etc/docker/certs.d/${at(untrusted, mtls)}/client.cert`);
+    // A loopback host is insecure, but a registry that wants a client certificate speaks TLS: no fallback
+    // to plain HTTP hides that.
+    const loopback = `localhost:${mtls.port}`;
+    const refused = await cli(['imagetools', 'inspect', `${loopback}/busybox:1.35`]);
+    expect(refused.code).toBe(1);
+    expect(lastLine(refused.stderr)).toContain(`registry ${loopback}: the registry did not accept a client certificate`);
+    const d = await certsDir(loopback, { 'client.cert': client.cert, 'client.key': client.key });
+    cleanups.push(d.remove);
+    const accepted = await cli(['imagetools', 'inspect', `${loopback}/busybox:1.35`]);
+    expect(accepted.code, accepted.stderr).toBe(0);
   });
 
   it('fails on one line naming the host and how to trust it when the CA is not trusted', async () => {
