@@ -1,7 +1,7 @@
 // How each registry host is reached, decided as Docker's daemon and buildkitd.toml decide it:
 // - scheme: HTTPS; an insecure host (--insecure-registry, `insecure` in the builder config, or a loopback
 //   name: localhost, 127.0.0.0/8, [::1]) is tried over HTTPS without verifying its certificate and falls back
-//   to plain HTTP, remembered per host for the process; `http: true` in the config is plain HTTP only.
+//   to plain HTTP, remembered per host (for 10 minutes); `http: true` in the config is plain HTTP only.
 // - trust: the system's CAs (added in http.ts), plus the host's own from /etc/docker/certs.d/HOST[:PORT]/
 //   (`*.crt` CAs, `*.cert` + `*.key` client certificates, as Docker reads it) and the config's `ca`/`keypair`.
 // - mirrors: pulls try the config's mirrors for the registry first, then the registry itself.
@@ -47,10 +47,20 @@ const VERIFY: HostTLS = Object.freeze({ insecure: false, ca: [] });
 const SKIP_VERIFY: HostTLS = Object.freeze({ insecure: true, ca: [] });
 const DOCKER_HUB_HOST = 'registry-1.docker.io';
 
-/** Which scheme answered an insecure host, for the whole process: the HTTPS attempt is paid once. */
-const learnedSchemes = new Map<string, 'http' | 'https'>();
-/** Mirrors that could not be reached are skipped for the rest of the process. */
-const unreachableMirrors = new Set<string>();
+/** How long what was learned about a host holds: a build pays the HTTPS attempt once, and a long-running
+ * server (`builder serve`) notices a registry that changed or a mirror that came back. */
+const REMEMBER_MS = 10 * 60_000;
+/** Which scheme answered an insecure host, and when. */
+const learnedSchemes = new Map<string, { scheme: 'http' | 'https'; at: number }>();
+/** Mirrors that could not be reached, and when: skipped meanwhile. */
+const unreachableMirrors = new Map<string, number>();
+
+function learnedScheme(host: string): 'http' | 'https' | undefined {
+  const l = learnedSchemes.get(host);
+  if (l && Date.now() - l.at < REMEMBER_MS) return l.scheme;
+  learnedSchemes.delete(host);
+  return undefined;
+}
 
 /** Loopback by name, as Docker's default insecure range 127.0.0.0/8 and containerd's MatchLocalhost. */
 export function isLoopback(host: string): boolean {
@@ -94,16 +104,16 @@ export class RegistryHosts {
       const rest = m.replace(/^https?:\/\//i, '').replace(/\/+$/, '');
       const slash = rest.indexOf('/');
       const host = slash < 0 ? rest : rest.slice(0, slash);
-      if (!host || host === ref.registryHost || unreachableMirrors.has(host)) continue;
+      if (!host || host === ref.registryHost || Date.now() - (unreachableMirrors.get(host) ?? -Infinity) < REMEMBER_MS) continue;
       if (plain) this.plainMirrors.add(host);
       mirrors.push({ host, root: slash < 0 ? '/v2' : `/v2/${rest.slice(slash + 1)}`, mirror: true });
     }
     return [...mirrors, this.endpoint(ref)];
   }
 
-  /** A mirror that failed at the network level is not asked again by this process. */
+  /** A mirror that failed at the network level is not asked again for a while. */
   mirrorUnreachable(host: string): void {
-    unreachableMirrors.add(host);
+    unreachableMirrors.set(host, Date.now());
   }
 
   private isInsecure(host: string): boolean {
@@ -117,18 +127,18 @@ export class RegistryHosts {
   /** The scheme a request to the host uses now. */
   scheme(host: string): 'http' | 'https' {
     if (this.plainOnly(host)) return 'http';
-    return learnedSchemes.get(host) === 'http' && this.isInsecure(host) ? 'http' : 'https';
+    return learnedScheme(host) === 'http' && this.isInsecure(host) ? 'http' : 'https';
   }
 
   /** Whether a failed HTTPS request to the host is tried again over plain HTTP: an insecure host whose
    * scheme is not known yet (`http: false` in its settings keeps it on HTTPS). */
   mayFallBack(host: string): boolean {
-    return !learnedSchemes.has(host) && this.isInsecure(host) && this.settings(host).http !== false && !this.plainOnly(host);
+    return !learnedScheme(host) && this.isInsecure(host) && this.settings(host).http !== false && !this.plainOnly(host);
   }
 
   /** Records the scheme an insecure host answered on. */
   learned(host: string, scheme: 'http' | 'https'): void {
-    if (this.isInsecure(host)) learnedSchemes.set(host, scheme);
+    if (this.isInsecure(host)) learnedSchemes.set(host, { scheme, at: Date.now() });
   }
 
   /** TLS settings for a host (any host a request reaches, redirects included). */
