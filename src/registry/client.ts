@@ -31,7 +31,7 @@ import {
   networkError,
 } from './errors.js';
 import type { RegistryHostConfig } from './config.js';
-import { RegistryHosts, type Endpoint } from './hosts.js';
+import { RegistryHosts, type Endpoint, type HostTLS } from './hosts.js';
 import type { Reference } from './reference.js';
 
 export interface RegistryClientOptions {
@@ -72,7 +72,7 @@ const DIGEST_RE = /^sha256:[0-9a-f]{64}$/;
 
 export class RegistryClient {
   private readonly hosts: RegistryHosts;
-  private readonly tls: (host: string) => ReturnType<RegistryHosts['tls']>;
+  private readonly tls: (host: string) => HostTLS;
   private readonly auth: Authorizer;
   private readonly retries: number;
   private readonly cache?: ContentStore;
