@@ -197,11 +197,14 @@ describe('TLS registries through the CLI', () => {
     expect(line).toContain(`or use --insecure-registry ${host}`);
   });
 
-  it('trusts a CA from NODE_EXTRA_CA_CERTS, the builder config or --insecure-registry', async () => {
+  it('trusts a CA from the system bundle, NODE_EXTRA_CA_CERTS, the builder config or --insecure-registry', async () => {
     const host = at(untrusted, open);
     const ref = `${host}/busybox:1.35`;
     const extra = await cli(['imagetools', 'inspect', ref], { NODE_EXTRA_CA_CERTS: ca.cert });
     expect(extra.code, extra.stderr).toBe(0);
+    // The system bundle, where Go looks first: SSL_CERT_FILE (update-ca-certificates' file otherwise).
+    const system = await cli(['imagetools', 'inspect', ref], { SSL_CERT_FILE: ca.cert });
+    expect(system.code, system.stderr).toBe(0);
     const viaCA = await cli(['imagetools', 'inspect', ref], { BUILDER_CONFIG: await writeConfig({ registry: { [host]: { ca: [ca.cert] } } }) });
     expect(viaCA.code, viaCA.stderr).toBe(0);
     const viaInsecure = await cli(['imagetools', 'inspect', ref], { BUILDER_CONFIG: await writeConfig({ registry: { [host]: { insecure: true } } }) });
@@ -261,5 +264,12 @@ describe('the installed bin', () => {
     // And the bin reaches an HTTPS registry (node:https is loaded lazily).
     const { stdout } = await exec(process.execPath, [path.join(projectRoot, 'dist/src/cli/main.js'), 'imagetools', 'inspect', '--raw', `${at(trusted, open)}/busybox:1.35`], { env: { ...process.env, ...env } });
     expect(JSON.parse(stdout)).toMatchObject({ mediaType: 'application/vnd.oci.image.index.v1+json' });
+    // Commands whose modules load lazily.
+    const root = await tempDir('builder-tls-root-');
+    cleanups.push(() => fs.rm(root, { recursive: true, force: true }));
+    for (const args of [['du', '--root', root], ['prune', '--root', root]]) {
+      const r = await cli(args);
+      expect(r.code, r.stderr).toBe(0);
+    }
   });
 });
