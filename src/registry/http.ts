@@ -36,7 +36,8 @@ const httpAgent = new http.Agent({ keepAlive: true });
 interface TLSModules { https: typeof https; tls: typeof tls; agents: WeakMap<HostTLS, https.Agent>; defaultAgent?: https.Agent; systemCAs?: string[] }
 let tlsModules: Promise<TLSModules> | undefined;
 
-/** node:https (and TLS) only when a registry needs it: local registries and the tests speak plain HTTP. */
+/** node:https (and TLS) only when a registry needs it: a plain HTTP registry costs one HTTPS attempt per
+ * process (hosts.ts) but not this at every CLI start. */
 function loadTLS(): Promise<TLSModules> {
   tlsModules ??= Promise.all([import('node:https'), import('node:tls')]).then(([h, t]) => ({ https: h.default, tls: t.default, agents: new WeakMap() }));
   return tlsModules;
