@@ -45,6 +45,9 @@ export interface RegistryClientOptions {
   retries?: number;
   /** Where credentials come from (default: the Docker config file and its helpers). */
   credentials?: (host: string) => Credentials | undefined;
+  /** A file remembering which insecure hosts speak plain HTTP, shared by the processes using it (the
+   * worker keeps it in the state directory). */
+  schemesFile?: string;
   /** Where manifests and configs are kept by digest, so a tag whose digest did not change is not fetched
    * again (without it, every resolve fetches them). */
   cache?: ContentStore;
@@ -80,7 +83,7 @@ export class RegistryClient {
   private readonly inflight = new WeakMap<ContentStore, Map<string, Promise<void>>>();
 
   constructor(opts: RegistryClientOptions = {}) {
-    this.hosts = new RegistryHosts({ insecureRegistries: opts.insecureRegistries, registries: opts.registries });
+    this.hosts = new RegistryHosts({ insecureRegistries: opts.insecureRegistries, registries: opts.registries, schemesFile: opts.schemesFile });
     this.tls = (host) => this.hosts.tls(host);
     this.auth = new Authorizer(opts.credentials, this.tls);
     this.retries = opts.retries ?? 4;
@@ -246,8 +249,25 @@ export class RegistryClient {
   private async exchange(url: string, opts: RequestOptions): Promise<HttpResponse> {
     const u = new URL(url);
     const host = u.host;
-    if (u.protocol === 'https:' && this.hosts.scheme(host) === 'http') u.protocol = 'http:';
     const replayable = opts.body === undefined || opts.body instanceof Uint8Array || typeof opts.body === 'function';
+    // The host decides, whatever URL was built (or sent as an upload location) before it was known.
+    u.protocol = `${this.hosts.scheme(host)}:`;
+    if (replayable && this.hosts.rememberedPlain(host)) {
+      // Plain HTTP because it answered there before. If it no longer does, or answers a read with 400 (what
+      // a TLS server says to plain HTTP), it may have moved to HTTPS: ask again.
+      try {
+        const res = await httpRequest(u, opts);
+        if (res.status !== 400 || (opts.method !== 'GET' && opts.method !== 'HEAD')) {
+          this.hosts.confirm(host);
+          return res;
+        }
+        await res.discard();
+      } catch {
+        // tried again below
+      }
+      this.hosts.forget(host);
+      u.protocol = 'https:';
+    }
     if (u.protocol !== 'https:' || !replayable || !this.hosts.mayFallBack(host)) return httpRequest(u, { ...opts, tls: this.tls });
     let res: HttpResponse;
     try {

@@ -1,7 +1,8 @@
 // How each registry host is reached, decided as Docker's daemon and buildkitd.toml decide it:
 // - scheme: HTTPS; an insecure host (--insecure-registry, `insecure` in the builder config, or a loopback
 //   name: localhost, 127.0.0.0/8, [::1]) is tried over HTTPS without verifying its certificate and falls back
-//   to plain HTTP, remembered per host (for 10 minutes); `http: true` in the config is plain HTTP only.
+//   to plain HTTP, remembered per host for 10 minutes (in the state directory, so the next build skips the
+//   HTTPS attempt); `http: true` in the config is plain HTTP only.
 // - trust: the system's CAs (added in http.ts), plus the host's own from /etc/docker/certs.d/HOST[:PORT]/
 //   (`*.crt` CAs, `*.cert` + `*.key` client certificates, as Docker reads it) and the config's `ca`/`keypair`.
 // - mirrors: pulls try the config's mirrors for the registry first, then the registry itself.
@@ -38,6 +39,9 @@ export interface RegistryHostsOptions {
   registries?: Record<string, RegistryHostConfig>;
   /** Where per-host certificate directories are looked for (default: Docker's). */
   certsDirs?: string[];
+  /** A file (in the state directory) remembering which insecure hosts answered on plain HTTP, so the
+   * processes sharing it skip the HTTPS attempt too. */
+  schemesFile?: string;
 }
 
 /** Docker's per-registry certificate directories. */
@@ -50,16 +54,35 @@ const DOCKER_HUB_HOST = 'registry-1.docker.io';
 /** How long what was learned about a host holds: a build pays the HTTPS attempt once, and a long-running
  * server (`builder serve`) notices a registry that changed or a mirror that came back. */
 const REMEMBER_MS = 10 * 60_000;
-/** Which scheme answered an insecure host, and when. */
-const learnedSchemes = new Map<string, { scheme: 'http' | 'https'; at: number }>();
+/** Which scheme answered an insecure host, and when; `confirmed` once this process saw it answer. */
+const learnedSchemes = new Map<string, { scheme: 'http' | 'https'; at: number; confirmed: boolean }>();
 /** Mirrors that could not be reached, and when: skipped meanwhile. */
 const unreachableMirrors = new Map<string, number>();
+
+/** Schemes files already read by this process. */
+const schemesFilesRead = new Set<string>();
 
 function learnedScheme(host: string): 'http' | 'https' | undefined {
   const l = learnedSchemes.get(host);
   if (l && Date.now() - l.at < REMEMBER_MS) return l.scheme;
   learnedSchemes.delete(host);
   return undefined;
+}
+
+type SchemesFile = Record<string, { scheme: 'http'; at: number }>;
+
+function readSchemesFile(file: string): SchemesFile {
+  try {
+    const json = JSON.parse(fs.readFileSync(file, 'utf8')) as unknown;
+    const out: SchemesFile = {};
+    if (typeof json !== 'object' || json === null) return out;
+    for (const [host, v] of Object.entries(json as Record<string, { scheme?: unknown; at?: unknown }>)) {
+      if (v?.scheme === 'http' && typeof v.at === 'number' && Date.now() - v.at < REMEMBER_MS) out[host] = { scheme: 'http', at: v.at };
+    }
+    return out;
+  } catch {
+    return {}; // none yet, or torn by a crash: only a hint
+  }
 }
 
 /** Loopback by name, as Docker's default insecure range 127.0.0.0/8 and containerd's MatchLocalhost. */
@@ -124,8 +147,50 @@ export class RegistryHosts {
     return this.settings(host).http === true || this.plainMirrors.has(host);
   }
 
+  /** Hosts answered on plain HTTP as other processes sharing the state directory found. */
+  private readSchemes(): void {
+    const file = this.opts.schemesFile;
+    if (!file || schemesFilesRead.has(file)) return;
+    schemesFilesRead.add(file);
+    for (const [host, v] of Object.entries(readSchemesFile(file))) if (!learnedSchemes.has(host)) learnedSchemes.set(host, { ...v, confirmed: false });
+  }
+
+  private writeSchemes(host: string, scheme: 'http' | 'https' | undefined): void {
+    const file = this.opts.schemesFile;
+    if (!file) return;
+    const all = readSchemesFile(file);
+    if (scheme === 'http') all[host] = { scheme, at: Date.now() };
+    else if (all[host]) delete all[host];
+    else return;
+    const tmp = `${file}.${process.pid}.tmp`;
+    try {
+      fs.writeFileSync(tmp, JSON.stringify(all));
+      fs.renameSync(tmp, file);
+    } catch {
+      try { fs.rmSync(tmp, { force: true }); } catch { /* nothing to clean */ }
+    }
+  }
+
+  /** Whether the host is on plain HTTP because another process found it there (it may have changed since). */
+  rememberedPlain(host: string): boolean {
+    return !this.plainOnly(host) && this.scheme(host) === 'http' && learnedSchemes.get(host)?.confirmed === false;
+  }
+
+  /** The remembered scheme answered in this process. */
+  confirm(host: string): void {
+    const l = learnedSchemes.get(host);
+    if (l) l.confirmed = true;
+  }
+
+  /** Drops what was learned about the host's scheme: the next request tries HTTPS first again. */
+  forget(host: string): void {
+    learnedSchemes.delete(host);
+    this.writeSchemes(host, undefined);
+  }
+
   /** The scheme a request to the host uses now. */
   scheme(host: string): 'http' | 'https' {
+    this.readSchemes();
     if (this.plainOnly(host)) return 'http';
     return learnedScheme(host) === 'http' && this.isInsecure(host) ? 'http' : 'https';
   }
@@ -133,12 +198,16 @@ export class RegistryHosts {
   /** Whether a failed HTTPS request to the host is tried again over plain HTTP: an insecure host whose
    * scheme is not known yet (`http: false` in its settings keeps it on HTTPS). */
   mayFallBack(host: string): boolean {
+    this.readSchemes();
     return !learnedScheme(host) && this.isInsecure(host) && this.settings(host).http !== false && !this.plainOnly(host);
   }
 
   /** Records the scheme an insecure host answered on. */
   learned(host: string, scheme: 'http' | 'https'): void {
-    if (this.isInsecure(host)) learnedSchemes.set(host, { scheme, at: Date.now() });
+    if (!this.isInsecure(host)) return;
+    const before = learnedSchemes.get(host)?.scheme;
+    learnedSchemes.set(host, { scheme, at: Date.now(), confirmed: true });
+    if (scheme === 'http' || before === 'http') this.writeSchemes(host, scheme);
   }
 
   /** TLS settings for a host (any host a request reaches, redirects included). */

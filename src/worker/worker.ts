@@ -103,7 +103,10 @@ export class Worker {
   constructor(readonly opts: WorkerOptions) {
     this.store = new ContentStore(path.join(opts.root, 'content'));
     this.snapshots = new Snapshotter(opts.root);
-    this.registry = new RegistryClient({ insecureRegistries: opts.insecureRegistries, registries: opts.registries, cache: this.store });
+    this.registry = new RegistryClient({
+      insecureRegistries: opts.insecureRegistries, registries: opts.registries, cache: this.store,
+      schemesFile: path.join(opts.root, 'registry-schemes.json'),
+    });
     this.images = new ImageStore(opts.root, this.store);
     this.executor = new OciRuntimeExecutor({ runtime: opts.runtime, stateDir: path.join(opts.root, 'executor') });
   }

@@ -257,6 +257,23 @@ describe('TLS registries through the library', () => {
   });
 });
 
+describe('plain HTTP remembered in the state directory', () => {
+  it('skips the HTTPS attempt for a host that answered on HTTP, and notices when it moved to HTTPS', async () => {
+    const file = path.join(dir, 'registry-schemes.json');
+    // A loopback registry on TLS that an earlier build (the file says) found on plain HTTP.
+    const host = `localhost:${open.port}`;
+    await fs.writeFile(file, JSON.stringify({ [host]: { scheme: 'http', at: Date.now() } }));
+    const m = await new RegistryClient({ schemesFile: file, retries: 0 }).getManifest(parseReference(`${host}/busybox:1.35`));
+    expect(m.digest).toMatch(/^sha256:/);
+    expect(JSON.parse(await fs.readFile(file, 'utf8'))).toEqual({});
+    // A plain HTTP one is written down for the next process.
+    const plainHost = `localhost:${plain.port}`;
+    await pushBusybox(plain.host);
+    await new RegistryClient({ schemesFile: file }).getManifest(parseReference(`${plainHost}/busybox:1.35`));
+    expect(JSON.parse(await fs.readFile(file, 'utf8'))).toEqual({ [plainHost]: { scheme: 'http', at: expect.any(Number) } });
+  });
+});
+
 describe('the installed bin', () => {
   it('holds no dynamic import() the vm.Script it runs in could not make', async () => {
     const bundle = await fs.readFile(path.join(projectRoot, 'dist/src/cli/builder.cjs'), 'utf8');
