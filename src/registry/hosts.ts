@@ -192,6 +192,7 @@ export class RegistryHosts {
   scheme(host: string): 'http' | 'https' {
     this.readSchemes();
     if (this.plainOnly(host)) return 'http';
+    if (this.settings(host).http === false) return 'https';
     return learnedScheme(host) === 'http' && this.isInsecure(host) ? 'http' : 'https';
   }
 
