@@ -146,6 +146,11 @@ describe('TLS registries through the CLI', () => {
     const r = await build(`FROM ${host}/private:1.35\nRUN true\n`, []);
     expect(r.code, r.stderr).toBe(0);
     await cli(['logout', host]);
+    // The same registry under a name whose CA is not trusted: the certificate, not the password, is named.
+    const untrustedHost = at(untrusted, authed);
+    const refused = await cli(['login', untrustedHost, '-u', 'alice', '-p', 's3cret']);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr.trim()).toMatch(new RegExp(`^ERROR: registry ${untrustedHost}: certificate signed by unknown authority \\(x509: [^)]+\\); trust its CA in /etc/docker/certs.d/${untrustedHost}/ca.crt`));
   });
 
   it('presents the client certificate from certs.d to a registry that requires one', async () => {
