@@ -23,6 +23,9 @@ const cli = await build({
   // The native addon is found at run time (src/native/fsx.ts), relative to the module's URL.
   external: ['*.node'],
   define: { 'import.meta.url': '__builderModuleURL' },
+  // The launcher runs the bundle as a classic script (vm.Script), where `import()` has no module loader
+  // behind it: esbuild turns each into a require() (bundled modules were already inlined).
+  supported: { 'dynamic-import': false },
   // Strict, as the ES modules it is made from (the banner comes before esbuild's own "use strict").
   banner: { js: '"use strict";\nvar __builderModuleURL = require("node:url").pathToFileURL(__filename).href;' },
 });
@@ -72,6 +75,17 @@ var __yargsAssert = {
   },
 };
 ` + bundle.slice(urlLine);
+// Nothing in the bundle may depend on an import() it cannot make: fail the build rather than ship a CLI
+// whose HTTPS (or any lazily loaded command) dies with "A dynamic import callback was not specified".
+const dynamicImport = /(?<![\w$.])import\s*\(/g;
+const found = [...bundle.matchAll(dynamicImport)].map((m) => {
+  const line = bundle.slice(0, m.index).split('\n').length;
+  return `  builder.cjs:${line}: ${bundle.slice(bundle.lastIndexOf('\n', m.index) + 1, bundle.indexOf('\n', m.index)).trim().slice(0, 120)}`;
+});
+if (found.length) {
+  console.error(`build-cli: the bundle still holds dynamic import() calls, which the bin cannot run:\n${found.join('\n')}`);
+  process.exit(1);
+}
 fs.writeFileSync(path.join(out, 'builder.cjs'), bundle);
 // Code caches written here by earlier versions of the launcher (they now live in the user's cache directory).
 for (const f of fs.readdirSync(out)) if (/^builder\.cjs\..*\.cache$/.test(f)) fs.rmSync(path.join(out, f), { force: true });

@@ -15,6 +15,7 @@ export { remoteBuild, type RemoteBuildRequest } from './server/client.js';
 export { DefinitionBuilder, serializeDefinition, parseDefinition } from '../solver/llb/definition.js';
 export type * from '../solver/llb/ops.js';
 export { RegistryClient, type RegistryClientOptions } from './registry/client.js';
+export { builderConfigPath, loadBuilderConfig, type BuilderConfig, type RegistryHostConfig } from './registry/config.js';
 export { pushImage, type PushOptions } from './registry/push.js';
 export { parseReference, type Reference } from './registry/reference.js';
 export { ImageStore, type StoredImage } from './image/store.js';

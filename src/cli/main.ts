@@ -260,7 +260,7 @@ async function main(): Promise<void> {
         .option('shm-size', { type: 'string', describe: 'Shared memory size for build containers (e.g. "128m")' })
         .option('ulimit', { type: 'string', describe: 'Ulimit options (format: "type=soft[:hard]", e.g. "nofile=1024:2048")' })
         .option('cgroup-parent', { type: 'string', describe: 'Set the parent cgroup for the RUN instructions during build' })
-        .option('insecure-registry', { type: 'string', describe: 'Registry host reached over plain HTTP' })
+        .option('insecure-registry', { type: 'string', describe: 'Insecure registry: HTTPS without verification, then plain HTTP' })
         .option('secret', { type: 'string', describe: 'Secret to expose to the build (format: "id=mysecret[,src=/local/secret]" or "id=mysecret,env=VAR")' })
         .option('ssh', { type: 'string', describe: 'SSH agent socket to expose to the build (format: "default|<id>[=<socket>]")' })
         .option('builder', { type: 'string', describe: 'Build on a "builder serve" server: unix:///path or tcp://host:port (env BUILDER_HOST; token in BUILDER_TOKEN)' })

@@ -8,6 +8,7 @@ import { solveRoots, SolveError, CanceledError, type OpExecutor } from '../../so
 import { mergeDefinitions, type Definition } from '../../solver/llb/definition.js';
 import type { Digest, Op, OpMetadata, Platform } from '../../solver/llb/ops.js';
 import { Worker, ExecError, type WorkerRef } from '../worker/worker.js';
+import type { RegistryHostConfig } from '../registry/config.js';
 import { PlainProgress, type ProgressWriter } from '../progress/printer.js';
 import { UserError, BuilderError } from '../util/errors.js';
 import { parseOutput, parseSourceDateEpoch, resolveOutputs, type OutputSpec } from './outputs.js';
@@ -50,7 +51,14 @@ export interface BuildOptions {
   root?: string;
   /** OCI runtime binary: `runc` (default), `crun`, or a path. */
   ociRuntime?: string;
+  /** Insecure registries (`host:port`): HTTPS without verifying the certificate, then plain HTTP. */
   insecureRegistries?: string[];
+  /**
+   * Per-registry settings as in the builder config file (`mirrors`, `ca`, `keypair`, `http`, `insecure`,
+   * keyed by registry host); when omitted, the config file's ($BUILDER_CONFIG, else
+   * $XDG_CONFIG_HOME/builder/config.json), so the library and the CLI reach registries alike.
+   */
+  registries?: Record<string, RegistryHostConfig>;
   /** `--push`: shorthand for `--output type=image,push=true` (with the tags). */
   push?: boolean;
   /** `--load`: shorthand for `--output type=docker` (into the docker daemon). */
@@ -183,7 +191,7 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
   }
 
   await fs.mkdir(root, { recursive: true });
-  const worker = new Worker({ root, runtime: opts.ociRuntime, insecureRegistries: opts.insecureRegistries });
+  const worker = new Worker({ root, runtime: opts.ociRuntime, insecureRegistries: opts.insecureRegistries, registries: opts.registries });
   // Builds run side by side; what killed builds left is cleared only by a build that is alone.
   const session = await BuildSession.start(root, async (alone) => {
     await worker.init({ recover: alone });
@@ -301,7 +309,7 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
     for (const output of outputs) {
       const results = perPlatform.map((c, i) => ({ ref: refs[i], image: c.image, platform: platforms[i] }));
       exports.push(await exportImage(worker, results, output, {
-        tags: opts.tags ?? [], progress, sourceDateEpoch, annotations: opts.annotations, insecureRegistries: opts.insecureRegistries, keep,
+        tags: opts.tags ?? [], progress, sourceDateEpoch, annotations: opts.annotations, insecureRegistries: opts.insecureRegistries, registries: opts.registries, keep,
         ...(inline ? { inlineCache: (i: number, layers: LayerDesc[]) => inlineCacheFor(worker, built, i, layers) } : {}),
       }));
     }

@@ -15,6 +15,7 @@ import { exportDockerTar } from '../exporter/docker.js';
 import { exportLocalDir } from '../exporter/local.js';
 import { parseReference } from '../registry/reference.js';
 import { RegistryClient } from '../registry/client.js';
+import type { RegistryHostConfig } from '../registry/config.js';
 import { pushImage } from '../registry/push.js';
 import type { ProgressWriter } from '../progress/printer.js';
 import { boolAttr, type OutputSpec } from './outputs.js';
@@ -227,6 +228,7 @@ export interface ExportOptions {
   /** `--annotation` values (manifest annotations). */
   annotations?: Record<string, string>;
   insecureRegistries?: string[];
+  registries?: Record<string, RegistryHostConfig>;
   /** `--cache-to type=inline`: cache metadata for result `index`, given the layers its image uses. */
   inlineCache?: (index: number, layers: LayerDesc[]) => Promise<object | undefined>;
   /**
@@ -334,7 +336,7 @@ export async function exportImage(
     if (push) {
       const insecure = [...(opts.insecureRegistries ?? [])];
       if (boolAttr(output, 'registry.insecure') || boolAttr(output, 'insecure')) insecure.push(...names.map((n) => parseReference(n).domain));
-      const client = insecure.length ? new RegistryClient({ insecureRegistries: insecure }) : worker.registry;
+      const client = insecure.length > (opts.insecureRegistries?.length ?? 0) ? new RegistryClient({ insecureRegistries: insecure, registries: opts.registries }) : worker.registry;
       const pushId = `push:${names.join(',')}`;
       progress.start({ id: pushId, name: `pushing ${names.join(', ')}` });
       try {

@@ -2,6 +2,7 @@
 // we get a token (anonymous, or with the user's credentials from the Docker config) for the host and scope,
 // and retry. Tokens are cached per host and scope until they expire. Credentials come from ./credentials.ts.
 import { lookupCredentials } from './credentials.js';
+import type { HostTLS } from './hosts.js';
 import { httpRequest } from './http.js';
 
 export interface Credentials {
@@ -32,7 +33,11 @@ const DEFAULT_TOKEN_SECONDS = 60;
 export class Authorizer {
   private readonly cache = new Map<string, { header: string; expires: number }>();
 
-  constructor(private readonly credentials: (host: string) => Credentials | undefined = (h) => lookupCredentials(h)) {}
+  constructor(
+    private readonly credentials: (host: string) => Credentials | undefined = (h) => lookupCredentials(h),
+    /** TLS for the token server, which is often the registry's own host with its own CA. */
+    private readonly tls?: (host: string) => HostTLS,
+  ) {}
 
   /** The Authorization header cached for this host and scope, if any. */
   header(host: string, scope: string): string | undefined {
@@ -64,7 +69,7 @@ export class Authorizer {
     for (const sc of scope.split(' ').filter(Boolean)) url.searchParams.append('scope', sc);
     const headers: Record<string, string> = {};
     if (creds) headers.authorization = `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}`;
-    const res = await httpRequest(url, { method: 'GET', headers });
+    const res = await httpRequest(url, { method: 'GET', headers, tls: this.tls });
     if (!res.ok) throw new TokenFetchError(`token request to ${url.origin} failed: ${res.status} ${res.statusText}`);
     const body = (await res.json()) as { token?: string; access_token?: string; expires_in?: number };
     const token = body.token ?? body.access_token;

@@ -19,24 +19,35 @@ import {
   type Manifest,
 } from '../image/types.js';
 import { Authorizer, TokenFetchError, type Credentials } from './auth.js';
-import { httpRequest, type HttpResponse, type RequestBody } from './http.js';
+import { httpRequest, type HttpResponse, type RequestBody, type RequestOptions } from './http.js';
 import {
   ImageNotFoundError,
   NoMatchingPlatformError,
+  RegistryCertificateError,
   RegistryResponseError,
-  RegistryUnreachableError,
   LoginError,
   UnauthorizedError,
+  certificateError,
+  networkError,
 } from './errors.js';
+import type { RegistryHostConfig } from './config.js';
+import { RegistryHosts, type Endpoint, type HostTLS } from './hosts.js';
 import type { Reference } from './reference.js';
 
 export interface RegistryClientOptions {
-  /** Hosts (`host:port` as in references) reached over plain HTTP. */
+  /** Insecure registries (`host:port` as in references): HTTPS without verifying the certificate, falling
+   * back to plain HTTP, as Docker's `insecure-registries`. Loopback hosts are insecure without being listed. */
   insecureRegistries?: string[];
+  /** Per-registry settings (mirrors, CAs, client certificates, http, insecure); default: the builder config
+   * file's (see config.ts). */
+  registries?: Record<string, RegistryHostConfig>;
   /** Retries after a network failure, 5xx or 429 (default 4). */
   retries?: number;
   /** Where credentials come from (default: the Docker config file and its helpers). */
   credentials?: (host: string) => Credentials | undefined;
+  /** A file remembering which insecure hosts speak plain HTTP, shared by the processes using it (the
+   * worker keeps it in the state directory). */
+  schemesFile?: string;
   /** Where manifests and configs are kept by digest, so a tag whose digest did not change is not fetched
    * again (without it, every resolve fetches them). */
   cache?: ContentStore;
@@ -62,14 +73,9 @@ const MAX_DOCUMENT_BYTES = 4 << 20;
 const MAX_INDEX_DEPTH = 4;
 const DIGEST_RE = /^sha256:[0-9a-f]{64}$/;
 
-/** Docker's convention: loopback registries are plain HTTP without being listed as insecure. */
-function isLoopback(host: string): boolean {
-  const hostname = host.startsWith('[') ? host.slice(0, host.indexOf(']') + 1) : host.replace(/:\d+$/, '');
-  return hostname === 'localhost' || hostname === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(hostname);
-}
-
 export class RegistryClient {
-  private readonly insecure: Set<string>;
+  private readonly hosts: RegistryHosts;
+  private readonly tls: (host: string) => HostTLS;
   private readonly auth: Authorizer;
   private readonly retries: number;
   private readonly cache?: ContentStore;
@@ -77,8 +83,9 @@ export class RegistryClient {
   private readonly inflight = new WeakMap<ContentStore, Map<string, Promise<void>>>();
 
   constructor(opts: RegistryClientOptions = {}) {
-    this.insecure = new Set(opts.insecureRegistries ?? []);
-    this.auth = new Authorizer(opts.credentials);
+    this.hosts = new RegistryHosts({ insecureRegistries: opts.insecureRegistries, registries: opts.registries, schemesFile: opts.schemesFile });
+    this.tls = (host) => this.hosts.tls(host);
+    this.auth = new Authorizer(opts.credentials, this.tls);
     this.retries = opts.retries ?? 4;
     this.cache = opts.cache;
   }
@@ -214,15 +221,68 @@ export class RegistryClient {
     return bytes;
   }
 
-  private baseURL(ref: Reference): string {
-    const host = ref.registryHost;
-    const scheme = isLoopback(host) || this.insecure.has(host) || this.insecure.has(ref.domain) ? 'http' : 'https';
-    return `${scheme}://${host}/v2/${ref.path}/`;
+  private baseURL(ref: Reference, ep: Endpoint = this.hosts.endpoint(ref)): string {
+    return `${this.hosts.scheme(ep.host)}://${ep.host}${ep.root}/${ref.path}/`;
   }
 
-  /** One API request, authorized (answering a 401 challenge once), with errors mapped to user errors. */
-  private request(ref: Reference, method: string, path: string, headers: Record<string, string>): Promise<HttpResponse> {
+  /**
+   * One pull request, authorized (answering a 401 challenge once), with errors mapped to user errors.
+   * The registry's mirrors are asked first; whatever a mirror fails with (unreachable, missing, refused),
+   * the next one is asked and finally the registry itself, whose answer counts (as containerd's resolver).
+   */
+  private async request(ref: Reference, method: string, path: string, headers: Record<string, string>): Promise<HttpResponse> {
+    const endpoints = this.hosts.pullEndpoints(ref);
+    for (const ep of endpoints.slice(0, -1)) {
+      try {
+        return await this.send(ref, method, this.baseURL(ref, ep) + path, { headers, access: 'pull', what: path, retries: 0 });
+      } catch (err) {
+        if (err instanceof RegistryCertificateError || (err as { code?: string }).code === 'REGISTRY_UNREACHABLE') this.hosts.mirrorUnreachable(ep.host);
+      }
+    }
     return this.send(ref, method, this.baseURL(ref) + path, { headers, access: 'pull', what: path });
+  }
+
+  /**
+   * A request to a host whose scheme may not be known yet: an insecure host is tried over HTTPS (without
+   * verification) and, when that fails to connect or handshake, over plain HTTP; the answer is remembered.
+   */
+  private async exchange(url: string, opts: RequestOptions): Promise<HttpResponse> {
+    const u = new URL(url);
+    const host = u.host;
+    const replayable = opts.body === undefined || opts.body instanceof Uint8Array || typeof opts.body === 'function';
+    // The host decides, whatever URL was built (or sent as an upload location) before it was known.
+    u.protocol = `${this.hosts.scheme(host)}:`;
+    if (replayable && this.hosts.rememberedPlain(host)) {
+      // Plain HTTP because it answered there before. If it no longer does, or answers a read with 400 (what
+      // a TLS server says to plain HTTP), it may have moved to HTTPS: ask again.
+      try {
+        const res = await httpRequest(u, opts);
+        if (res.status !== 400 || (opts.method !== 'GET' && opts.method !== 'HEAD')) {
+          this.hosts.confirm(host);
+          return res;
+        }
+        await res.discard();
+      } catch {
+        // tried again below
+      }
+      this.hosts.forget(host);
+      u.protocol = 'https:';
+    }
+    if (u.protocol !== 'https:' || !replayable || !this.hosts.mayFallBack(host)) return httpRequest(u, { ...opts, tls: this.tls });
+    let res: HttpResponse;
+    try {
+      res = await httpRequest(u, { ...opts, tls: this.tls });
+    } catch (err) {
+      // A server that refused our certificate (or sent its own we cannot use) speaks TLS: plain HTTP would
+      // only earn a 400 that hides the real problem.
+      if (certificateError(host, err)) throw err;
+      u.protocol = 'http:';
+      res = await httpRequest(u, opts);
+      this.hosts.learned(host, 'http');
+      return res;
+    }
+    this.hosts.learned(host, 'https');
+    return res;
   }
 
   /**
@@ -231,19 +291,21 @@ export class RegistryClient {
    * a 401 is answered once with credentials for the scope.
    */
   async send(ref: Reference, method: string, url: string, opts: SendOptions): Promise<HttpResponse> {
-    const host = ref.registryHost;
+    // The registry, or the mirror the URL names.
+    const host = new URL(url).host;
     const scope = [`repository:${ref.path}:${opts.access === 'push' ? 'pull,push' : 'pull'}`, ...(opts.extraScopes ?? [])].join(' ');
-    const attempts = opts.body && typeof opts.body !== 'function' && !(opts.body instanceof Uint8Array) ? 1 : this.retries + 1;
+    const attempts = opts.body && typeof opts.body !== 'function' && !(opts.body instanceof Uint8Array) ? 1 : (opts.retries ?? this.retries) + 1;
     let authorized = false;
     for (let attempt = 1; ; attempt++) {
       const authorization = this.auth.header(host, scope);
       const headers: Record<string, string> = { ...(opts.headers ?? {}), ...(authorization ? { authorization } : {}) };
       let res: HttpResponse;
       try {
-        res = await httpRequest(url, { method, headers, body: opts.body });
+        res = await this.exchange(url, { method, headers, body: opts.body });
       } catch (err) {
-        if (attempt < attempts && transient(err)) { await backoff(attempt); continue; }
-        throw new RegistryUnreachableError(ref.toString(), host, err);
+        const error = networkError(ref.toString(), host, err);
+        if (attempt < attempts && transient(err) && !(error instanceof RegistryCertificateError)) { await backoff(attempt); continue; }
+        throw error;
       }
       if (res.status === 401 && !authorized) {
         const challenge = res.headers.get('www-authenticate');
@@ -253,7 +315,7 @@ export class RegistryClient {
           retry = await this.auth.authorize(host, scope, challenge);
         } catch (err) {
           if (err instanceof TokenFetchError) throw new UnauthorizedError(ref.toString(), host, opts.access, err.message);
-          throw new RegistryUnreachableError(ref.toString(), host, err);
+          throw networkError(ref.toString(), realmHost(challenge) ?? host, err);
         }
         if (!retry) throw new UnauthorizedError(ref.toString(), host, opts.access, '401 Unauthorized: authentication required');
         authorized = true;
@@ -278,14 +340,12 @@ export class RegistryClient {
 
   /** Checks that the registry accepts our credentials (`GET /v2/`, as `docker login` does). */
   async ping(host: string): Promise<void> {
-    const scheme = isLoopback(host) || this.insecure.has(host) ? 'http' : 'https';
-    const url = `${scheme}://${host}/v2/`;
     const get = async () => {
       const authorization = this.auth.header(host, '');
       try {
-        return await httpRequest(url, { method: 'GET', headers: authorization ? { authorization } : {} });
+        return await this.exchange(`${this.hosts.scheme(host)}://${host}/v2/`, { method: 'GET', headers: authorization ? { authorization } : {} });
       } catch (err) {
-        throw new RegistryUnreachableError(host, host, err);
+        throw networkError(host, host, err);
       }
     };
     let res = await get();
@@ -295,7 +355,8 @@ export class RegistryClient {
       try {
         ok = await this.auth.authorize(host, '', res.headers.get('www-authenticate'));
       } catch (err) {
-        throw new LoginError(host, err instanceof Error ? err.message : String(err));
+        const challenge = res.headers.get('www-authenticate');
+        throw certificateError(realmHost(challenge) ?? host, err) ?? new LoginError(host, err instanceof Error ? err.message : String(err));
       }
       if (!ok) throw new LoginError(host, '401 Unauthorized');
       res = await get();
@@ -321,6 +382,14 @@ export interface SendOptions {
   okStatus?: number[];
   /** How the request is named in errors. */
   what?: string;
+  /** Retries after a network failure, 5xx or 429 (default: the client's). */
+  retries?: number;
+}
+
+/** The token realm's host in a Bearer challenge, which a failed token request is reported against. */
+function realmHost(challenge: string | null): string | undefined {
+  const m = challenge ? /realm="([^"]+)"/i.exec(challenge) : null;
+  try { return m ? new URL(m[1]).host : undefined; } catch { return undefined; }
 }
 
 /** A network failure worth retrying: not an unknown host or a URL that cannot be requested. */

@@ -2,9 +2,12 @@
 // first use loads and starts undici, about 30 ms of a no-op rebuild that only asks the registry what a tag
 // points at. Only what the distribution API needs: a method, headers, a body (bytes or a stream), and
 // redirects followed where the body can be sent again (blob downloads are often redirected to storage).
+import fs from 'node:fs';
 import http from 'node:http';
 import type https from 'node:https';
+import type tls from 'node:tls';
 import { Readable } from 'node:stream';
+import type { HostTLS } from './hosts.js';
 
 export type RequestBody = Uint8Array | AsyncIterable<Uint8Array>;
 
@@ -15,20 +18,86 @@ export interface RequestOptions {
   body?: RequestBody | (() => RequestBody);
   /** Idle time on the connection before the request fails (default 5 minutes, as fetch's). */
   timeoutMs?: number;
+  /** What TLS connections to a host trust and present (redirects may lead to other hosts); default: the
+   * system's CAs, verified. */
+  tls?: (host: string) => HostTLS | undefined;
 }
 
 const MAX_REDIRECTS = 10;
 const DEFAULT_TIMEOUT_MS = 300_000;
+/** As Go's http.Transport: a server that accepts the connection but never finishes the handshake (a plain
+ * HTTP server that waits for more of the request) fails the request instead of holding it for minutes. */
+const TLS_HANDSHAKE_TIMEOUT_MS = 10_000;
 /** An unread body this small is drained so the connection can be reused; a larger one closes it. */
 const DRAIN_LIMIT = 64 << 10;
 
 const httpAgent = new http.Agent({ keepAlive: true });
-let httpsModule: Promise<{ https: typeof https; agent: https.Agent }> | undefined;
 
-/** node:https (and TLS) only when a registry needs it: local registries and the tests speak plain HTTP. */
-function httpsAgent(): Promise<{ https: typeof https; agent: https.Agent }> {
-  httpsModule ??= import('node:https').then((m) => ({ https: m.default, agent: new m.default.Agent({ keepAlive: true }) }));
-  return httpsModule;
+interface TLSModules { https: typeof https; tls: typeof tls; agents: WeakMap<HostTLS, https.Agent>; defaultAgent?: https.Agent; systemCAs?: string[] }
+let tlsModules: Promise<TLSModules> | undefined;
+
+/** node:https (and TLS) only when a registry needs it: a plain HTTP registry costs one HTTPS attempt per
+ * process (hosts.ts) but not this at every CLI start. */
+function loadTLS(): Promise<TLSModules> {
+  tlsModules ??= Promise.all([import('node:https'), import('node:tls')]).then(([h, t]) => ({ https: h.default, tls: t.default, agents: new WeakMap() }));
+  return tlsModules;
+}
+
+/** System CA bundles, where Go (and so Docker) looks for them; SSL_CERT_FILE first. */
+const SYSTEM_CA_FILES = [
+  '/etc/ssl/certs/ca-certificates.crt', // Debian, Ubuntu, Arch, Gentoo
+  '/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem', // Fedora, RHEL 7+
+  '/etc/pki/tls/certs/ca-bundle.crt', // older Fedora, RHEL
+  '/etc/ssl/ca-bundle.pem', // openSUSE
+  '/etc/ssl/cert.pem', // Alpine
+];
+
+const PEM_CERT = /-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g;
+
+/**
+ * The CAs Node's own (Mozilla) store lacks that Docker would trust: the system bundle's others (a CA an
+ * administrator added with update-ca-certificates) and NODE_EXTRA_CA_CERTS. Only those few are added to a
+ * context: parsing the whole bundle again would cost tens of milliseconds per process.
+ */
+function systemExtraCAs(m: TLSModules): string[] {
+  if (m.systemCAs) return m.systemCAs;
+  const body = (pem: string) => pem.replace(/-----[A-Z ]+-----|\s/g, '');
+  const known = new Set(m.tls.rootCertificates.map(body));
+  const extra: string[] = [];
+  const files = [...(process.env.SSL_CERT_FILE ? [process.env.SSL_CERT_FILE] : SYSTEM_CA_FILES)];
+  for (const file of files) {
+    let text: string;
+    try { text = fs.readFileSync(file, 'utf8'); } catch { continue; }
+    for (const pem of text.match(PEM_CERT) ?? []) if (!known.has(body(pem))) extra.push(pem);
+    break;
+  }
+  if (process.env.NODE_EXTRA_CA_CERTS) {
+    try { extra.push(...(fs.readFileSync(process.env.NODE_EXTRA_CA_CERTS, 'utf8').match(PEM_CERT) ?? [])); } catch { /* Node warns about it at start */ }
+  }
+  return (m.systemCAs = extra);
+}
+
+/** One keep-alive agent per TLS setting: the system's trust plus the host's CAs and client certificate. */
+function httpsAgent(m: TLSModules, t: HostTLS | undefined): https.Agent {
+  const cached = t ? m.agents.get(t) : m.defaultAgent;
+  if (cached) return cached;
+  const ca = t?.insecure ? [] : [...systemExtraCAs(m), ...(t?.ca ?? [])];
+  let secureContext: tls.SecureContext | undefined;
+  if (t?.insecure) {
+    // Nothing is verified: an empty CA list spares loading Node's root store (~10 ms) for a loopback
+    // registry that may not even speak TLS.
+    secureContext = m.tls.createSecureContext({ ca: [], ...(t.cert ? { cert: t.cert, key: t.key } : {}) });
+  } else if (ca.length || t?.cert) {
+    secureContext = m.tls.createSecureContext(t?.cert ? { cert: t.cert, key: t.key } : {});
+    // Added to the default store (Node's CAs and NODE_EXTRA_CA_CERTS), not replacing it as `ca` would.
+    const native = (secureContext as unknown as { context?: { addCACert?: (pem: string) => void } }).context;
+    if (typeof native?.addCACert === 'function') for (const pem of ca) native.addCACert(pem);
+    else if (ca.length) secureContext = m.tls.createSecureContext({ ca: [...m.tls.rootCertificates, ...ca], ...(t?.cert ? { cert: t.cert, key: t.key } : {}) });
+  }
+  const agent = new m.https.Agent({ keepAlive: true, rejectUnauthorized: !t?.insecure, ...(secureContext ? { secureContext } : {}) });
+  if (t) m.agents.set(t, agent);
+  else m.defaultAgent = agent;
+  return agent;
 }
 
 /** A response, with the subset of fetch's Response the registry code uses. */
@@ -91,7 +160,7 @@ export async function httpRequest(url: string | URL, opts: RequestOptions): Prom
   let body = opts.body;
   for (let redirects = 0; ; redirects++) {
     const sent = typeof body === 'function' ? body() : body;
-    const msg = await send(target, method, headers, sent, opts.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+    const msg = await send(target, method, headers, sent, opts.timeoutMs ?? DEFAULT_TIMEOUT_MS, opts.tls?.(target.host));
     const status = msg.statusCode ?? 0;
     const location = msg.headers.location;
     if (!location || ![301, 302, 303, 307, 308].includes(status) || redirects >= MAX_REDIRECTS) return new HttpResponse(msg, target.toString(), method);
@@ -113,13 +182,15 @@ export async function httpRequest(url: string | URL, opts: RequestOptions): Prom
   }
 }
 
-async function send(url: URL, method: string, headers: Record<string, string>, body: RequestBody | undefined, timeoutMs: number): Promise<http.IncomingMessage> {
+async function send(
+  url: URL, method: string, headers: Record<string, string>, body: RequestBody | undefined, timeoutMs: number, tlsSettings: HostTLS | undefined,
+): Promise<http.IncomingMessage> {
   let request: typeof http.request;
   let agent: http.Agent;
   if (url.protocol === 'https:') {
-    const m = await httpsAgent();
+    const m = await loadTLS();
     request = m.https.request;
-    agent = m.agent;
+    agent = httpsAgent(m, tlsSettings);
   } else if (url.protocol === 'http:') {
     request = http.request;
     agent = httpAgent;
@@ -132,6 +203,14 @@ async function send(url: URL, method: string, headers: Record<string, string>, b
     const req = request(url, { method, headers: outHeaders, agent }, resolve);
     req.on('error', reject);
     req.setTimeout(timeoutMs, () => req.destroy(Object.assign(new Error(`no response from ${url.host} in ${timeoutMs / 1000}s`), { code: 'ETIMEDOUT' })));
+    if (url.protocol === 'https:') {
+      req.once('socket', (socket) => {
+        if (!socket.connecting) return; // a kept-alive connection finished its handshake long ago
+        const timer = setTimeout(() => req.destroy(Object.assign(new Error(`TLS handshake with ${url.host} timed out`), { code: 'ETIMEDOUT' })), TLS_HANDSHAKE_TIMEOUT_MS);
+        const done = () => clearTimeout(timer);
+        socket.once('secureConnect', done).once('close', done);
+      });
+    }
     if (body === undefined) req.end();
     else if (body instanceof Uint8Array) req.end(body);
     else {

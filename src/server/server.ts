@@ -11,6 +11,7 @@ import { unpackContext } from '../client/context.js';
 import { EventProgress, type ProgressEvent } from '../progress/events.js';
 import { BuilderError, UserError } from '../util/errors.js';
 import { OPTIONS_HEADER, parseAddress, type Address, type RemoteBuildOptions, type WireError } from './protocol.js';
+import type { RegistryHostConfig } from '../registry/config.js';
 
 export interface ServeOptions {
   addr: string;
@@ -19,6 +20,8 @@ export interface ServeOptions {
   root: string;
   ociRuntime?: string;
   insecureRegistries?: string[];
+  /** Per-registry settings for every build (as BuildOptions.registries); default: the config file's. */
+  registries?: Record<string, RegistryHostConfig>;
   /** Where to report requests and failures; default nowhere. */
   log?: (line: string) => void;
 }
@@ -113,7 +116,7 @@ async function handle(req: http.IncomingMessage, res: http.ServerResponse, opts:
         network: options.network, addHosts: options.addHosts, shmSize: options.shmSize, ulimits: options.ulimits,
         cgroupParent: options.cgroupParent, call: options.call,
         secrets: (options.secrets ?? []).map((x) => ({ id: x.id, value: Buffer.from(x.value, 'base64') })),
-        root: opts.root, ociRuntime: opts.ociRuntime, insecureRegistries: opts.insecureRegistries,
+        root: opts.root, ociRuntime: opts.ociRuntime, insecureRegistries: opts.insecureRegistries, registries: opts.registries,
         progress, signal: controller.signal,
       });
       send({ result });

@@ -16,6 +16,7 @@ import { prepareMounts, type BuildSession } from './mounts.js';
 import { fetchHttpSource } from './http.js';
 import { OciRuntimeExecutor } from '../executor/runc.js';
 import { ensureEmulator } from '../executor/emulation.js';
+import type { RegistryHostConfig } from '../registry/config.js';
 import { RegistryClient, type ResolvedImage } from '../registry/client.js';
 import { ImageStore } from '../image/store.js';
 import { parseReference } from '../registry/reference.js';
@@ -75,6 +76,8 @@ export interface WorkerOptions {
   root: string;
   runtime?: string;
   insecureRegistries?: string[];
+  /** Per-registry settings (mirrors, CAs, ...); default: the builder config file's. */
+  registries?: Record<string, RegistryHostConfig>;
 }
 
 export type LogSink = (digest: Digest, stream: 'stdout' | 'stderr', chunk: Buffer) => void;
@@ -105,7 +108,10 @@ export class Worker {
     ensureAddon();
     this.store = new ContentStore(path.join(opts.root, 'content'));
     this.snapshots = new Snapshotter(opts.root);
-    this.registry = new RegistryClient({ insecureRegistries: opts.insecureRegistries, cache: this.store });
+    this.registry = new RegistryClient({
+      insecureRegistries: opts.insecureRegistries, registries: opts.registries, cache: this.store,
+      schemesFile: path.join(opts.root, 'registry-schemes.json'),
+    });
     this.images = new ImageStore(opts.root, this.store);
     this.executor = new OciRuntimeExecutor({ runtime: opts.runtime, stateDir: path.join(opts.root, 'executor') });
   }

@@ -13,6 +13,7 @@ const run = promisify(execFile);
 export interface TestRegistry {
   /** `127.0.0.1:PORT` */
   host: string;
+  port: number;
   /** The registry's filesystem storage (`docker/registry/v2/...` inside). */
   dataDir: string;
   stop(): Promise<void>;
@@ -37,13 +38,25 @@ function exited(child: ChildProcess): Promise<void> {
   });
 }
 
-async function waitReady(host: string, child: ChildProcess, stderr: () => string): Promise<void> {
+/** A TCP connection is accepted (a TLS registry may want a client certificate before it answers). */
+function accepts(host: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(Number(host.split(':')[1]), '127.0.0.1');
+    s.once('connect', () => { s.destroy(); resolve(true); }).once('error', () => resolve(false));
+  });
+}
+
+async function waitReady(host: string, child: ChildProcess, stderr: () => string, tls: boolean): Promise<void> {
   const deadline = Date.now() + 30_000;
   while (Date.now() < deadline) {
     if (child.exitCode !== null) throw new Error(`docker-registry exited with ${child.exitCode}: ${stderr()}`);
     try {
-      const res = await fetch(`http://${host}/v2/`);
-      if (res.ok || res.status === 401) return;
+      if (tls) {
+        if (await accepts(host)) return;
+      } else {
+        const res = await fetch(`http://${host}/v2/`);
+        if (res.ok || res.status === 401) return;
+      }
     } catch {
       // Not listening yet.
     }
@@ -57,6 +70,8 @@ export interface RegistryOptions {
   htpasswd?: { username: string; password: string };
   /** Bearer auth: a token server's realm and the PEM certificate whose key signs its tokens. */
   token?: { realm: string; service: string; issuer: string; certFile: string };
+  /** HTTPS with this certificate and key (PEM files); `clientCAs`: require a client certificate they signed. */
+  tls?: { cert: string; key: string; clientCAs?: string[] };
 }
 
 export async function startRegistry(opts: RegistryOptions = {}): Promise<TestRegistry> {
@@ -89,6 +104,8 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<TestReg
         '    enabled: true',
         'http:',
         `  addr: ${host}`,
+        ...(opts.tls ? ['  tls:', `    certificate: ${opts.tls.cert}`, `    key: ${opts.tls.key}`,
+          ...(opts.tls.clientCAs ? ['    clientcas:', ...opts.tls.clientCAs.map((c) => `      - ${c}`)] : [])] : []),
         ...auth,
         '',
       ].join('\n'),
@@ -97,7 +114,7 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<TestReg
     let stderr = '';
     child.stderr!.on('data', (d) => (stderr += d));
     try {
-      await waitReady(host, child, () => stderr);
+      await waitReady(host, child, () => stderr, Boolean(opts.tls));
     } catch (err) {
       child.kill('SIGKILL');
       await exited(child);
@@ -107,6 +124,7 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<TestReg
     }
     return {
       host,
+      port,
       dataDir: path.join(dir, 'data'),
       async stop() {
         child.kill('SIGTERM');
@@ -122,10 +140,11 @@ export async function pushLayout(layoutRef: string, dest: string, extraArgs: str
   await run('skopeo', ['copy', '-q', ...extraArgs, '--dest-tls-verify=false', `oci:${layoutRef}`, `docker://${dest}`], { maxBuffer: 16 << 20 });
 }
 
-/** Pushes the busybox fixture (both platforms) as `HOST/busybox:1.35`, making the fixture if needed. */
-export async function pushBusybox(host: string): Promise<void> {
+/** Pushes the busybox fixture (both platforms) as `HOST/busybox:1.35` (or `repo`), making the fixture if
+ * needed; `skopeoArgs` e.g. `--dest-cert-dir DIR` for a registry that wants a client certificate. */
+export async function pushBusybox(host: string, opts: { repo?: string; skopeoArgs?: string[] } = {}): Promise<void> {
   await ensureBusybox();
-  await pushLayout(`${busyboxLayout}:${busyboxTag}`, `${host}/busybox:${busyboxTag}`);
+  await pushLayout(`${busyboxLayout}:${busyboxTag}`, `${host}/${opts.repo ?? 'busybox'}:${busyboxTag}`, ['--all', ...(opts.skopeoArgs ?? [])]);
 }
 
 export interface CuttingProxy {
