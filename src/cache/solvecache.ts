@@ -65,6 +65,11 @@ export class BuildCache implements SolveCache<WorkerRef> {
     return s;
   }
 
+  /** What this build reads of a local source (`unindexedBytes`), before any key needs it. */
+  contextBytes(name: string, excludes: string[] | undefined): Promise<number> {
+    return this.checksummer(name, excludes).unindexedBytes();
+  }
+
   async key(ctx: KeyContext): Promise<Digest> {
     const { key, inputs } = await opCacheKey(ctx, (n, e) => this.checksummer(n, e));
     this.computed.set(ctx.digest, { key, inputs, metadata: ctx.metadata, hit: false });

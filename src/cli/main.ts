@@ -5,8 +5,8 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { build, BuildError, defaultRoot } from '../client/build.js';
 import { warningSummary } from '../client/checks.js';
-import { PlainProgress, quietProgress, type ProgressMode } from '../progress/printer.js';
-import { TtyProgress } from '../progress/tty.js';
+import type { ProgressMode } from '../progress/printer.js';
+import { cliProgress, settleProgress } from './progress.js';
 import { UserError } from '../util/errors.js';
 // Commands other than a local build load their modules when run: CLI start is part of every build's time.
 import { writeBuildFiles } from '../client/metadata.js';
@@ -35,13 +35,11 @@ function list(v: unknown): string[] | undefined {
 }
 
 async function runBuild(argv: Record<string, unknown>): Promise<void> {
-  let mode = (argv.progress as ProgressMode) ?? 'auto';
-  // As buildx: `auto` is the live view on a terminal, plain lines otherwise.
-  if (mode === 'auto') mode = process.stderr.isTTY ? 'tty' : 'plain';
-  const progress = mode === 'quiet' ? quietProgress() : mode === 'tty' ? new TtyProgress(process.stderr) : new PlainProgress(process.stderr, mode);
+  const display = cliProgress(argv.progress as ProgressMode | undefined, process.stderr);
+  const { mode, writer: progress } = display;
   const controller = new AbortController();
   const onSignal = (sig: NodeJS.Signals) => {
-    process.stderr.write(`\nreceived ${sig}, canceling build\n`);
+    display.note(`received ${sig}, canceling build`);
     controller.abort();
     process.exitCode = sig === 'SIGINT' ? 130 : 143;
   };
@@ -90,6 +88,7 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
     cacheTo: list(argv['cache-to']),
     cacheFrom: list(argv['cache-from']),
   });
+  display.stop();
   if (result.checkReport) {
     process.stdout.write(result.checkReport.join('\n') + '\n');
     // As buildx: a check that found something fails, so CI can gate on it.
@@ -97,13 +96,13 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
     return;
   }
   const summary = warningSummary(result.warnings);
-  if (summary.length > 0) process.stderr.write(summary.join('\n') + '\n');
+  if (summary.length > 0 && mode !== 'quiet') display.note(summary.join('\n'));
   await writeBuildFiles(result, { iidfile: argv.iidfile as string | undefined, metadataFile: argv['metadata-file'] as string | undefined });
   if (result.exports.length === 0) {
-    process.stderr.write('WARNING: No output specified; the build result is only kept in the build cache. Use -t NAME to keep the image, --push, or --output type=oci,dest=FILE, type=docker,dest=FILE or type=local,dest=DIR.\n');
+    display.note('WARNING: No output specified; the build result is only kept in the build cache. Use -t NAME to keep the image, --push, or --output type=oci,dest=FILE, type=docker,dest=FILE or type=local,dest=DIR.\n');
   }
   if (mode === 'quiet' && result.configDigest) process.stdout.write(result.configDigest + '\n');
-  else if (result.configDigest) process.stderr.write(`image config ${result.configDigest}, manifest ${result.manifestDigest}\n`);
+  else if (result.configDigest) display.note(`image config ${result.configDigest}, manifest ${result.manifestDigest}`);
 }
 
 // A reader that went away (a closed pipe) must not kill the build halfway: cancellation and cleanup
@@ -249,6 +248,7 @@ async function main(): Promise<void> {
 }
 
 main().catch((e: unknown) => {
+  settleProgress(e);
   if (e instanceof BuildError && e.details.length) process.stderr.write(e.details.join('\n') + '\n');
   if (e instanceof BuildError && e.outputTail.length) {
     process.stderr.write('------\n' + e.outputTail.map((l) => ` > ${l}`).join('\n') + '\n------\n');

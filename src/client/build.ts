@@ -6,13 +6,14 @@ import os from 'node:os';
 import { dockerfileToLLB, type ImageMetaResolver } from '../../frontend/index.js';
 import { solveRoots, SolveError, CanceledError, type OpExecutor } from '../../solver/solver.js';
 import { mergeDefinitions, type Definition } from '../../solver/llb/definition.js';
-import type { Digest, Op, OpMetadata, Platform } from '../../solver/llb/ops.js';
+import { opInputs, type Digest, type Op, type OpMetadata, type Platform } from '../../solver/llb/ops.js';
 import { Worker, ExecError, type WorkerRef } from '../worker/worker.js';
-import { PlainProgress, type ProgressWriter } from '../progress/printer.js';
+import { PlainProgress, completeWriter, type FullProgressWriter } from '../progress/printer.js';
+import { instantStep, subStep, type BuildWarning, type ProgressWriter } from '../progress/writer.js';
 import { UserError, BuilderError } from '../util/errors.js';
 import { parseOutput, parseSourceDateEpoch, resolveOutputs, type OutputSpec } from './outputs.js';
 import { exportImage, imageLayerVariant, prepareLayerBlob, settleLayerBlobs, type ExportResult } from './export.js';
-import { parsePlatforms, hostPlatform } from './platform.js';
+import { parsePlatforms, hostPlatform, formatPlatform } from './platform.js';
 import { BuildSession } from './lock.js';
 import { CacheRecords } from '../cache/records.js';
 import { unpackContext } from './context.js';
@@ -121,7 +122,8 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
 
 async function buildDir(opts: BuildOptions & { context: string }): Promise<BuildResult> {
   const root = path.resolve(opts.root ?? defaultRoot());
-  const progress = opts.progress ?? new PlainProgress(process.stderr);
+  // Whatever writer the caller gave, the build calls a complete one (see completeWriter).
+  const progress = completeWriter(opts.progress ?? new PlainProgress(process.stderr));
   const contextDir = path.resolve(opts.context);
   const dockerfilePath = path.resolve(opts.file ?? path.join(contextDir, 'Dockerfile'));
   const filename = path.basename(dockerfilePath);
@@ -155,20 +157,23 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
       progress.error(loadId, 'not found');
       throw new BuildError(`failed to read dockerfile: open ${dockerfilePath}: no such file or directory`);
     });
+    instantStep(progress, loadId, 'transferring dockerfile:', Buffer.byteLength(dockerfile));
     progress.done(loadId);
     const contextExcludes = await readDockerignore(contextDir, dockerfilePath);
 
     const metaShown = new Set<string>();
     const resolver: ImageMetaResolver = {
       resolveImageConfig: async (ref: string, platform: Platform) => {
-        const id = `internal:meta:${ref}:${platform.architecture}`;
+        const id = `internal:meta:${ref}:${formatPlatform(platform)}`;
         // One progress step per image, however many stages use it (the worker memoizes the resolve).
         if (metaShown.has(id)) {
           const image = await worker.resolveImage(ref, platform);
           return { ref: image.ref.toString(), config: image.config };
         }
         metaShown.add(id);
-        progress.start({ id, name: `[internal] load metadata for ${ref}` });
+        // Several target platforms: each platform's resolve is named by it, as BuildKit does.
+        const internal = platforms.length > 1 ? `[${formatPlatform(platform)} internal]` : '[internal]';
+        progress.start({ id, name: `${internal} load metadata for ${ref}` });
         try {
           const image = await worker.resolveImage(ref, platform);
           progress.done(id);
@@ -203,6 +208,8 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
     if (opts.check) {
       return { exports: [], warnings: converted.warnings, checkReport: checkReport(converted.warnings, filename, dockerfile) };
     }
+    // As BuildKit: build check warnings belong to the step that loaded the Dockerfile.
+    for (const w of converted.warnings) progress.warning(lintWarning(loadId, w, filename, dockerfile));
 
     const names = new Map<Digest, string>();
     const definition = mergeDefinitions(perPlatform.map((c) => c.definition));
@@ -214,6 +221,8 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
       scope: `${dockerfilePath}\0${opts.target ?? ''}\0${opts.platform ?? ''}`, remote,
     });
     const roots = perPlatform.map((c) => c.definition.root);
+    // Reported already: the solver's events for it (when an op reads the context through it) are not shown.
+    const contextStep = await loadContextStep(definition, cache, progress);
     const refs = await solveRoots<WorkerRef>(definition, roots, {
       maxParallelism: opts.maxParallelism,
       signal: opts.signal,
@@ -222,8 +231,12 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
       execute: compressEarly(worker.opExecutor(locals, (digest, stream, chunk) => progress.log(digest, stream, chunk), clientSession),
         worker, definition, roots, outputs, sourceDateEpoch),
       onEvent: (ev) => {
+        if (ev.digest === contextStep) return;
         if (ev.type === 'start') {
-          progress.start({ id: ev.digest, name: vertexName(ev.metadata, names, ev.digest), cacheKey: ev.cacheKey, cacheMiss: ev.cacheMiss });
+          progress.start({
+            id: ev.digest, name: vertexName(ev.metadata, names, ev.digest), cacheKey: ev.cacheKey, cacheMiss: ev.cacheMiss,
+            inputs: opInputs(definition.ops[ev.digest]).map((i) => i.digest),
+          });
         } else if (ev.type === 'cached') progress.done(ev.digest, { cached: true });
         else if (ev.type === 'done') progress.done(ev.digest);
         else if (ev.type === 'error') progress.error(ev.digest, errorMessage(ev.error));
@@ -252,6 +265,30 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
     await settleLayerBlobs(worker).catch(() => undefined);
     await session.end();
   }
+}
+
+/**
+ * BuildKit's `[internal] load build context` step with its `transferring context: N` sub-step. The context
+ * is read in place here, not sent: N is what this build reads of it (new and changed files), as BuildKit's
+ * transfer sends only those. The walk it takes is the one the first COPY's key would take anyway.
+ */
+async function loadContextStep(definition: Definition, cache: BuildCache, progress: FullProgressWriter): Promise<Digest | undefined> {
+  const found = (Object.entries(definition.ops) as [Digest, Op][])
+    .find(([, op]) => op.kind === 'source' && op.source.type === 'local' && op.source.name === 'context');
+  if (!found) return undefined;
+  // The step is the local source op's vertex: the steps that copy from the context name it as an input.
+  const [id, local] = found;
+  if (local.kind !== 'source' || local.source.type !== 'local') return undefined;
+  progress.start({ id, name: '[internal] load build context' });
+  try {
+    const transfer = subStep(progress, id, 'transferring context:');
+    const bytes = await cache.contextBytes('context', local.source.excludePatterns);
+    transfer.done(bytes);
+  } catch {
+    // A context that cannot be walked fails the COPY that needs it, with its location.
+  }
+  progress.done(id);
+  return id;
 }
 
 /**
@@ -301,6 +338,20 @@ function instructionOf(meta: OpMetadata): string | undefined {
   return /\]\s+([A-Z]+)\b/.exec(meta.description ?? '')?.[1];
 }
 
+/** A build check warning as a progress warning: BuildKit's short form, the rule's description and URL, the lines. */
+function lintWarning(vertex: string, w: LintWarning, filename: string, dockerfile: string): BuildWarning {
+  const loc = w.location;
+  return {
+    vertex, level: 1,
+    short: `${w.rule}: ${w.message}${loc ? ` (line ${loc.startLine})` : ''}`,
+    detail: [w.description], url: w.url,
+    ...(loc ? {
+      sourceInfo: { filename, data: dockerfile, language: 'Dockerfile' },
+      range: [{ start: { line: loc.startLine }, end: { line: loc.endLine ?? loc.startLine } }],
+    } : {}),
+  };
+}
+
 /** Adds what BuildKit shows above an error: the failed check warnings, the Dockerfile lines at fault. */
 function withDetails(err: Error, cause: unknown, filename: string, dockerfile: string): Error {
   if (!(err instanceof BuildError)) return err;
@@ -312,7 +363,7 @@ function withDetails(err: Error, cause: unknown, filename: string, dockerfile: s
 }
 
 /** Renders any failure of the frontend or the solve as a one-line BuildError. */
-function toBuildError(e: unknown, filename: string, progress?: ProgressWriter): Error {
+function toBuildError(e: unknown, filename: string, progress?: FullProgressWriter): Error {
   if (e instanceof BuildError) return e;
   if (e instanceof SolveError) {
     const loc = e.metadata.location;

@@ -16,7 +16,8 @@ import { exportLocalDir } from '../exporter/local.js';
 import { parseReference } from '../registry/reference.js';
 import { RegistryClient } from '../registry/client.js';
 import { pushImage } from '../registry/push.js';
-import type { ProgressWriter } from '../progress/printer.js';
+import type { FullProgressWriter as ProgressWriter } from '../progress/printer.js';
+import { instantStep, subStep } from '../progress/writer.js';
 import { boolAttr, type OutputSpec } from './outputs.js';
 import { UserError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';
@@ -298,16 +299,24 @@ export async function exportImage(
 
   progress.start({ id: vertex, name: `exporting to ${output.type === 'oci' ? 'oci image format' : output.type === 'docker' ? 'docker image format' : 'image'}` });
   const images: { manifest: Descriptor; config: Descriptor; platform: Platform }[] = [];
+  // Sub-steps as BuildKit's image exporter names them: exporting layers, manifest, config, naming, pushing.
+  const exportingLayers = subStep(progress, vertex, 'exporting layers');
+  const layersOf: LayerDesc[][] = [];
+  for (const r of results) layersOf.push(await resultBlobs(worker, r.ref, variant));
+  exportingLayers.done();
   for (const [index, r] of results.entries()) {
-    const layers = await resultBlobs(worker, r.ref, variant);
+    const layers = layersOf[index];
     const config = finalizeConfig(r.image, layers, r.platform, opts.sourceDateEpoch, await newestLayerTime(worker, r.ref));
     const inline = await opts.inlineCache?.(index, layers);
     if (inline) (config as unknown as Record<string, unknown>)[INLINE_CACHE_FIELD] = inline;
     const written = await writeImage(worker.store, { config, layers }, { oci, annotations });
     images.push({ manifest: written.manifest, config: written.config, platform: r.platform });
+    instantStep(progress, vertex, `exporting manifest ${written.manifest.digest}`);
+    instantStep(progress, vertex, `exporting config ${written.config.digest}`);
   }
   // One platform: the manifest itself; several: an index (a Docker manifest list with Docker types).
   const root = multi ? await writeImageIndex(worker.store, images) : images[0].manifest;
+  if (multi) instantStep(progress, vertex, `exporting manifest list ${root.digest}`);
 
   if (output.type === 'oci' && !boolAttr(output, 'tar', true)) {
     await exportLayoutDir(worker.store, root, { dest: output.dest!, names });
@@ -318,14 +327,20 @@ export async function exportImage(
     if (await outputs.upToDate(dest, fingerprint)) {
       progress.log(vertex, 'stderr', Buffer.from(`${dest} already holds this image\n`));
     } else {
+      const sending = subStep(progress, vertex, 'sending tarball');
       if (output.type === 'oci') await exportLayoutTar(worker.store, root, { dest, names });
       else await exportDockerTar(worker.store, { manifest: root }, { dest, names });
+      sending.done();
       await outputs.record(dest, fingerprint);
     }
   } else if (output.type === 'docker') {
     await loadIntoDocker(worker, root, names);
   } else {
-    if (names.length && boolAttr(output, 'store', true)) await worker.images.put(names, root);
+    if (names.length && boolAttr(output, 'store', true)) {
+      const naming = subStep(progress, vertex, `naming to ${names.join(', ')}`);
+      await worker.images.put(names, root);
+      naming.done();
+    }
     if (push) {
       const insecure = [...(opts.insecureRegistries ?? [])];
       if (boolAttr(output, 'registry.insecure') || boolAttr(output, 'insecure')) insecure.push(...names.map((n) => parseReference(n).domain));
@@ -335,7 +350,19 @@ export async function exportImage(
       try {
         // Base layers pushed to the registry they came from are mounted, not uploaded again.
         const mountFrom = (await worker.resolvedImages()).map((i) => i.ref);
-        await pushImage(client, worker.store, root, names.map(parseReference), { mountFrom });
+        // Bytes of the layers the registry has once the push is over (sent, mounted or already there).
+        const sizes = new Map(layersOf.flat().map((l) => [l.digest as string, l.size]));
+        const total = [...sizes.values()].reduce((a, b) => a + b, 0);
+        const pushing = subStep(progress, pushId, 'pushing layers', total);
+        let pushed = 0;
+        const onBlob = (d: Descriptor) => {
+          const size = sizes.get(d.digest);
+          if (size === undefined) return;
+          sizes.delete(d.digest);
+          pushing.update((pushed += size));
+        };
+        await pushImage(client, worker.store, root, names.map(parseReference), { mountFrom, onBlob });
+        pushing.done();
       } catch (e) {
         progress.error(pushId, (e as Error).message);
         throw e;

@@ -94,6 +94,22 @@ export class ContextChecksummer {
     return out;
   }
 
+  /**
+   * Bytes of the files the index does not vouch for: what this build will read of the context (new and
+   * changed files), shown as the context transfer. Only metadata: nothing is read here.
+   */
+  async unindexedBytes(): Promise<number> {
+    const tree = await this.loadTree();
+    const index = await this.loadIndex();
+    let bytes = 0;
+    for (const [r, node] of tree) {
+      if (node.type !== 'file') continue;
+      const known = index.get(r);
+      if (!(known && known.size === node.size && known.mtimeMs === node.mtimeMs && known.ctimeMs === node.ctimeMs && known.ino === node.ino)) bytes += node.size;
+    }
+    return bytes;
+  }
+
   /** Writes the metadata index if it changed. */
   async flush(): Promise<void> {
     if (!this.indexFile || !this.dirty || !this.index) return;
