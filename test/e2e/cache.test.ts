@@ -109,7 +109,8 @@ describe('build cache (end to end)', () => {
     expect(nc.code, nc.stderr).toBe(0);
     const n = steps(nc);
     expect(n.ran).toHaveLength(7);
-    expect(Object.values(n.misses)).toContain('--no-cache');
+    // Told not to use the cache, a step has nothing to explain (BuildKit says nothing either).
+    expect(n.misses).toEqual({});
   });
 
   it('--no-cache-filter re-runs only that stage; --pull keeps an unchanged image\'s dependants cached', async () => {
@@ -119,7 +120,7 @@ describe('build cache (end to end)', () => {
     expect(r.code, r.stderr).toBe(0);
     const s = steps(r);
     expect(s.ran).toEqual(['COPY other.txt /o', 'RUN cat /o > /o2']);
-    expect(s.misses['COPY other.txt /o']).toBe('--no-cache-filter b');
+    expect(s.misses).toEqual({});
     const p = await build(['--build-arg', 'FOO=4', '--pull']);
     expect(p.code, p.stderr).toBe(0);
     expect(steps(p).ran).toEqual([]);
