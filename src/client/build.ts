@@ -12,7 +12,7 @@ import { PlainProgress, completeWriter, type FullProgressWriter } from '../progr
 import { instantStep, subStep, type BuildWarning, type ProgressWriter } from '../progress/writer.js';
 import { UserError, BuilderError } from '../util/errors.js';
 import { parseOutput, parseSourceDateEpoch, resolveOutputs, type OutputSpec } from './outputs.js';
-import { exportImage, imageLayerVariant, prepareLayerBlob, settleLayerBlobs, type ExportResult } from './export.js';
+import { exportImage, exportVertex, imageLayerVariant, prepareLayerBlob, settleLayerBlobs, type ExportResult } from './export.js';
 import { parsePlatforms, hostPlatform, formatPlatform } from './platform.js';
 import { BuildSession } from './lock.js';
 import { CacheRecords } from '../cache/records.js';
@@ -254,6 +254,9 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
       exports.push(await exportImage(worker, results, output, {
         tags: opts.tags ?? [], progress, sourceDateEpoch, annotations: opts.annotations, insecureRegistries: opts.insecureRegistries,
         ...(inline ? { inlineCache: (i: number, layers: LayerDesc[]) => inlineCacheFor(worker, built, i, layers) } : {}),
+      }).catch((e: unknown) => {
+        progress.error(exportVertex(output), errorMessage(e));
+        throw e;
       }));
     }
     for (const spec of cacheTo) await exportCache(worker, spec, built, { progress });

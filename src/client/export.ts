@@ -247,13 +247,18 @@ export function imageLayerVariant(output: OutputSpec, sourceDateEpoch?: number):
   };
 }
 
+/** The progress vertex of an output's export (the build marks it failed when the export throws). */
+export function exportVertex(output: OutputSpec): string {
+  return `export:${output.type}:${output.dest ?? ''}`;
+}
+
 export async function exportImage(
   worker: Worker,
   results: PlatformResult[],
   output: OutputSpec,
   opts: ExportOptions,
 ): Promise<ExportResult> {
-  const vertex = `export:${output.type}:${output.dest ?? ''}`;
+  const vertex = exportVertex(output);
   const progress = opts.progress;
   const multi = results.length > 1;
   if (output.type === 'local' || output.type === 'tar') {
@@ -345,29 +350,22 @@ export async function exportImage(
       const insecure = [...(opts.insecureRegistries ?? [])];
       if (boolAttr(output, 'registry.insecure') || boolAttr(output, 'insecure')) insecure.push(...names.map((n) => parseReference(n).domain));
       const client = insecure.length ? new RegistryClient({ insecureRegistries: insecure }) : worker.registry;
-      const pushId = `push:${names.join(',')}`;
-      progress.start({ id: pushId, name: `pushing ${names.join(', ')}` });
-      try {
-        // Base layers pushed to the registry they came from are mounted, not uploaded again.
-        const mountFrom = (await worker.resolvedImages()).map((i) => i.ref);
-        // Bytes of the layers the registry has once the push is over (sent, mounted or already there).
-        const sizes = new Map(layersOf.flat().map((l) => [l.digest as string, l.size]));
-        const total = [...sizes.values()].reduce((a, b) => a + b, 0);
-        const pushing = subStep(progress, pushId, 'pushing layers', total);
-        let pushed = 0;
-        const onBlob = (d: Descriptor) => {
-          const size = sizes.get(d.digest);
-          if (size === undefined) return;
-          sizes.delete(d.digest);
-          pushing.update((pushed += size));
-        };
-        await pushImage(client, worker.store, root, names.map(parseReference), { mountFrom, onBlob });
-        pushing.done();
-      } catch (e) {
-        progress.error(pushId, (e as Error).message);
-        throw e;
-      }
-      progress.done(pushId);
+      // Sub-steps of the export, as BuildKit's: `pushing layers` (bytes the registry has: sent, mounted or
+      // already there), then the manifest.
+      // Base layers pushed to the registry they came from are mounted, not uploaded again.
+      const mountFrom = (await worker.resolvedImages()).map((i) => i.ref);
+      const sizes = new Map(layersOf.flat().map((l) => [l.digest as string, l.size]));
+      const pushing = subStep(progress, vertex, 'pushing layers', [...sizes.values()].reduce((a, b) => a + b, 0));
+      let pushed = 0;
+      const onBlob = (d: Descriptor) => {
+        const size = sizes.get(d.digest);
+        if (size === undefined) return;
+        sizes.delete(d.digest);
+        pushing.update((pushed += size));
+      };
+      await pushImage(client, worker.store, root, names.map(parseReference), { mountFrom, onBlob });
+      pushing.done();
+      instantStep(progress, vertex, `pushing manifest for ${names.join(', ')}@${root.digest}`);
     }
   }
   progress.done(vertex);

@@ -80,6 +80,21 @@ describe('--progress rawjson (CLI)', () => {
     expect(f.logs.filter((l) => l.vertex === run.digest)).toEqual([]);
   });
 
+  it('--push: pushing layers with bytes up to the total, then the manifest, on the export step', async () => {
+    const ref = `${registry}/progress/pushed:1`;
+    const r = await runCli(['build', '--root', root, '--progress', 'rawjson', '-t', ref, '--push', ctx]);
+    expect(r.code, r.stderr).toBe(0);
+    const f = foldRawJson(r.stderr);
+    const exp = f.vertices.find((v) => v.name === 'exporting to image')!;
+    const pushing = f.statuses.filter((s) => s.vertex === exp.digest && s.id === 'pushing layers');
+    const last = pushing.at(-1)!;
+    expect(last.total).toBeGreaterThan(0);
+    expect(last.current).toBe(last.total);
+    expect(last.completed).toBeTruthy();
+    expect(pushing[0].current).toBe(0);
+    expect(f.statuses.some((s) => s.vertex === exp.digest && s.id.startsWith(`pushing manifest for ${ref}@sha256:`) && s.completed)).toBe(true);
+  });
+
   it('a failed build: SolveStatus lines, the vertex error, then only the ERROR line (as buildx)', async () => {
     const bad = await makeContext({ Dockerfile: `FROM ${base}\nRUN echo doomed && exit 3\n` });
     const r = await rawjson([], bad);
