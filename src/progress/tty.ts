@@ -2,8 +2,9 @@
 // (`[+] Building 3.2s (4/7)`, `FINISHED` at the end), a line per step with its time on the right and its
 // state before the name (`=> CACHED [a 2/3] COPY . /app   0.0s`, `ERROR`, `CANCELED`), its sub-steps
 // (`=> => exporting layers   0.1s`, `=> => pushing layers 1.20MB / 3.40MB   0.3s`), warnings, the reason
-// of a cache miss, and the last log lines of steps still running. Redraws on every state change and at
-// most every 100 ms for logs and byte counts; the timer never keeps the process alive. `stop()` draws the
+// of a cache miss, and the last log lines of steps still running. Redraws on every state change, at
+// most every 100 ms for logs and byte counts, and every 250 ms while a step runs (its time moves); the
+// timer never keeps the process alive. `stop()` draws the
 // whole final block once and nothing after it; `note()` prints a line above the block (a canceled build's
 // message) without leaving a stale copy of the block behind.
 import type { Writable } from 'node:stream';
@@ -25,6 +26,7 @@ interface State {
 const LOG_LINES = 6;
 const TAIL_KEEP = 20;
 const REDRAW_MS = 100;
+const TICK_MS = 250;
 
 export class TtyProgress implements ProgressWriter {
   private readonly vertices = new Map<string, State>();
@@ -125,17 +127,20 @@ export class TtyProgress implements ProgressWriter {
     this.draw();
   }
 
-  private schedule(): void {
+  private schedule(ms = REDRAW_MS): void {
     if (this.timer || this.stopped) return;
     this.timer = setTimeout(() => {
       this.timer = null;
       this.draw();
-    }, REDRAW_MS);
+    }, ms);
     this.timer.unref();
   }
 
   private draw(final = false): void {
     if (this.stopped) return;
+    // This draw is what a pending one would have drawn.
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
     const width = Math.max(20, (this.out.columns || 80) - 1);
     const now = this.now();
     const secs = (ms: number) => `${(Math.max(0, ms) / 1000).toFixed(1)}s`;
@@ -167,6 +172,7 @@ export class TtyProgress implements ProgressWriter {
     text += '\x1b[J';
     this.drawn = view.length;
     this.out.write(text);
+    if (!final && all.some((v) => v.status === 'running')) this.schedule(TICK_MS);
   }
 }
 

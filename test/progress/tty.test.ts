@@ -113,6 +113,20 @@ describe('tty progress', () => {
     expect(last).toHaveLength(11);
   });
 
+  it('a running step\'s time moves with no event; nothing is redrawn once every step is over', async () => {
+    const t = terminal();
+    const c = clock();
+    const p = new TtyProgress(t.out, { now: c.now });
+    p.start({ id: 'a', name: '[1/1] RUN sleep 5' });
+    c.advance(2000);
+    for (let i = 0; i < 100 && !t.screen()[1]?.endsWith('2.0s'); i++) await new Promise((r) => setTimeout(r, 50));
+    expect(t.screen()[1]).toMatch(/^ => \[1\/1\] RUN sleep 5 +2\.0s$/);
+    p.done('a');
+    const written = t.raw().length;
+    await new Promise((r) => setTimeout(r, 600));
+    expect(t.raw().length).toBe(written);
+  });
+
   it('cancel: the note goes above the block, no stale copy of the block stays, nothing is drawn after stop', async () => {
     const t = terminal(60);
     const c = clock();
