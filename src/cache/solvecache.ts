@@ -65,9 +65,11 @@ export class BuildCache implements SolveCache<WorkerRef> {
     return s;
   }
 
-  /** What this build reads of a local source (`unindexedBytes`), before any key needs it. */
-  contextBytes(name: string, excludes: string[] | undefined): Promise<number> {
-    return this.checksummer(name, excludes).unindexedBytes();
+  /** Bytes of context files read so far to compute keys (files new or changed since the index). */
+  contextBytesRead(): number {
+    let n = 0;
+    for (const s of this.sums.values()) n += s.bytesRead;
+    return n;
   }
 
   async key(ctx: KeyContext): Promise<Digest> {

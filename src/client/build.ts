@@ -221,8 +221,8 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
       scope: `${dockerfilePath}\0${opts.target ?? ''}\0${opts.platform ?? ''}`, remote,
     });
     const roots = perPlatform.map((c) => c.definition.root);
-    // Reported already: the solver's events for it (when an op reads the context through it) are not shown.
-    const contextStep = await loadContextStep(definition, cache, progress);
+    // Reported here: the solver's events for it (when an op reads the context through it) are not shown.
+    const context = contextStep(definition, progress);
     const refs = await solveRoots<WorkerRef>(definition, roots, {
       maxParallelism: opts.maxParallelism,
       signal: opts.signal,
@@ -231,7 +231,8 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
       execute: compressEarly(worker.opExecutor(locals, (digest, stream, chunk) => progress.log(digest, stream, chunk), clientSession),
         worker, definition, roots, outputs, sourceDateEpoch),
       onEvent: (ev) => {
-        if (ev.digest === contextStep) return;
+        context?.finish(cache.contextBytesRead());
+        if (ev.digest === context?.id) return;
         if (ev.type === 'start') {
           progress.start({
             id: ev.digest, name: vertexName(ev.metadata, names, ev.digest), cacheKey: ev.cacheKey, cacheMiss: ev.cacheMiss,
@@ -244,7 +245,10 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
       },
     }).catch((e) => {
       throw withDetails(toBuildError(e, filename, progress), e, filename, dockerfile);
-    }).finally(() => cache.finish().catch(() => undefined));
+    }).finally(() => {
+      context?.finish(cache.contextBytesRead());
+      return cache.finish().catch(() => undefined);
+    });
 
     const built: BuildResults = { definition, roots, results: cache.results };
     const inline = cacheTo.some((c) => c.type === 'inline');
@@ -272,26 +276,30 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
 
 /**
  * BuildKit's `[internal] load build context` step with its `transferring context: N` sub-step. The context
- * is read in place here, not sent: N is what this build reads of it (new and changed files), as BuildKit's
- * transfer sends only those. The walk it takes is the one the first COPY's key would take anyway.
+ * is read in place here, not sent: the step lasts while the keys are computed (which is when the context
+ * is read, before any op runs) and N is what was read of it, the files new or changed since the last
+ * build, as BuildKit's transfer sends only those. Over at the solve's first event, or at its end.
  */
-async function loadContextStep(definition: Definition, cache: BuildCache, progress: FullProgressWriter): Promise<Digest | undefined> {
-  const found = (Object.entries(definition.ops) as [Digest, Op][])
-    .find(([, op]) => op.kind === 'source' && op.source.type === 'local' && op.source.name === 'context');
+function contextStep(definition: Definition, progress: FullProgressWriter): { id: Digest; finish(bytes: number): void } | undefined {
+  const found = (Object.keys(definition.ops) as Digest[]).find((d) => {
+    const op = definition.ops[d];
+    return op.kind === 'source' && op.source.type === 'local' && op.source.name === 'context';
+  });
   if (!found) return undefined;
   // The step is the local source op's vertex: the steps that copy from the context name it as an input.
-  const [id, local] = found;
-  if (local.kind !== 'source' || local.source.type !== 'local') return undefined;
+  const id = found;
   progress.start({ id, name: '[internal] load build context' });
-  try {
-    const transfer = subStep(progress, id, 'transferring context:');
-    const bytes = await cache.contextBytes('context', local.source.excludePatterns);
-    transfer.done(bytes);
-  } catch {
-    // A context that cannot be walked fails the COPY that needs it, with its location.
-  }
-  progress.done(id);
-  return id;
+  const transfer = subStep(progress, id, 'transferring context:');
+  let over = false;
+  return {
+    id,
+    finish(bytes) {
+      if (over) return;
+      over = true;
+      transfer.done(bytes);
+      progress.done(id);
+    },
+  };
 }
 
 /**

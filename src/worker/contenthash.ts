@@ -42,6 +42,8 @@ export class ContextChecksummer {
   private readonly exclude?: PatternMatcher;
   /** Paths whose content changed since the index was written (for cache-miss explanations). */
   readonly changed = new Set<string>();
+  /** Bytes of the files read (hashed) so far: what this build took of the context (progress shows it). */
+  bytesRead = 0;
 
   constructor(readonly dir: string, excludePatterns: string[] | undefined, private readonly indexFile?: string) {
     if (excludePatterns?.length) this.exclude = new PatternMatcher(excludePatterns);
@@ -92,22 +94,6 @@ export class ContextChecksummer {
       visit(r);
     }
     return out;
-  }
-
-  /**
-   * Bytes of the files the index does not vouch for: what this build will read of the context (new and
-   * changed files), shown as the context transfer. Only metadata: nothing is read here.
-   */
-  async unindexedBytes(): Promise<number> {
-    const tree = await this.loadTree();
-    const index = await this.loadIndex();
-    let bytes = 0;
-    for (const [r, node] of tree) {
-      if (node.type !== 'file') continue;
-      const known = index.get(r);
-      if (!(known && known.size === node.size && known.mtimeMs === node.mtimeMs && known.ctimeMs === node.ctimeMs && known.ino === node.ino)) bytes += node.size;
-    }
-    return bytes;
   }
 
   /** Writes the metadata index if it changed. */
@@ -211,6 +197,7 @@ export class ContextChecksummer {
     await Promise.all(todo.map(async ([r, node]) => {
       let p = this.hashing.get(r);
       if (!p) {
+        this.bytesRead += node.size;
         p = hashLimit.run(() => hashFile(path.join(this.dir, r))).then((digest) => {
           const known = index.get(r);
           if (known && known.digest !== digest) this.changed.add(r);

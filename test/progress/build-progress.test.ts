@@ -78,6 +78,11 @@ describe('--progress rawjson (CLI)', () => {
     expect(run.started).toBeTruthy();
     expect(run.completed).toBeTruthy();
     expect(f.logs.filter((l) => l.vertex === run.digest)).toEqual([]);
+    // Nothing in the context changed: once every file was read, none is read again (as BuildKit sends only
+    // what changed). The second build may still read files the first had no need for.
+    const again = await rawjson();
+    const transfer = foldRawJson(again.stderr).statuses.filter((s) => s.id === 'transferring context:' && s.completed);
+    expect(transfer.map((s) => s.current)).toEqual([0]);
   });
 
   it('--push: pushing layers with bytes up to the total, then the manifest, on the export step', async () => {
