@@ -281,13 +281,12 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
  * build, as BuildKit's transfer sends only those. Over at the solve's first event, or at its end.
  */
 function contextStep(definition: Definition, progress: FullProgressWriter): { id: Digest; finish(bytes: number): void } | undefined {
-  const found = (Object.keys(definition.ops) as Digest[]).find((d) => {
+  // The step is the local source op's vertex: the steps that copy from the context name it as an input.
+  const id = (Object.keys(definition.ops) as Digest[]).find((d) => {
     const op = definition.ops[d];
     return op.kind === 'source' && op.source.type === 'local' && op.source.name === 'context';
   });
-  if (!found) return undefined;
-  // The step is the local source op's vertex: the steps that copy from the context name it as an input.
-  const id = found;
+  if (!id) return undefined;
   progress.start({ id, name: '[internal] load build context' });
   const transfer = subStep(progress, id, 'transferring context:');
   let over = false;

@@ -72,7 +72,7 @@ export interface ProgressWriter {
   canceled?(id: string, completed?: number): void;
   status?(s: VertexStatus): void;
   warning?(w: BuildWarning): void;
-  /** The last lines a vertex printed (for the error summary of a failed RUN); the build keeps its own when absent. */
+  /** The last lines a vertex printed. The build does not ask a writer (it keeps each step's last lines itself). */
   tail?(id: string, lines: number): string[];
 }
 
