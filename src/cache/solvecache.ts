@@ -65,6 +65,13 @@ export class BuildCache implements SolveCache<WorkerRef> {
     return s;
   }
 
+  /** Bytes of context files read so far to compute keys (files new or changed since the index). */
+  contextBytesRead(): number {
+    let n = 0;
+    for (const s of this.sums.values()) n += s.bytesRead;
+    return n;
+  }
+
   async key(ctx: KeyContext): Promise<Digest> {
     const { key, inputs } = await opCacheKey(ctx, (n, e) => this.checksummer(n, e));
     this.computed.set(ctx.digest, { key, inputs, metadata: ctx.metadata, hit: false });
@@ -173,11 +180,11 @@ export class BuildCache implements SolveCache<WorkerRef> {
 
   /** One line on why a step that hit (or ran) in the previous build of this Dockerfile misses now. */
   private async explain(key: Digest, ctx: { digest: Digest; op: Op; metadata: OpMetadata; ignoreCache: boolean }): Promise<string | undefined> {
-    if (ctx.ignoreCache) {
-      if (ctx.op.kind === 'source') return '--pull';
-      const stage = ctx.metadata.stage;
-      return stage && this.opts.noCacheFilter?.includes(stage) ? `--no-cache-filter ${stage}` : '--no-cache';
-    }
+    // Told not to use the cache (--no-cache, --no-cache-filter, --pull): nothing to explain, and BuildKit
+    // says nothing either.
+    if (ctx.ignoreCache) return undefined;
+    // A source fetched every build (an ADD <url> without a checksum) has no previous key to compare with.
+    if (ctx.op.kind === 'source' && ctx.op.source.type !== 'image' && ctx.op.source.type !== 'local') return undefined;
     const id = stepId(ctx.metadata);
     if (!id) return undefined;
     const prev = (await this.loadHistory()).steps[id];

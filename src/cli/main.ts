@@ -6,8 +6,8 @@ import { hideBin } from 'yargs/helpers';
 import { build, BuildError, defaultRoot } from '../client/build.js';
 import { warningSummary } from '../client/checks.js';
 import { formatOutline, formatTargets, goJSON, parseCall } from '../client/subrequests.js';
-import { PlainProgress, quietProgress, type ProgressMode } from '../progress/printer.js';
-import { TtyProgress } from '../progress/tty.js';
+import type { ProgressMode } from '../progress/printer.js';
+import { cliProgress, settleProgress } from './progress.js';
 import { UserError } from '../util/errors.js';
 import { parsePlatforms } from '../client/platform.js';
 import { emptyContext, readStdinSource } from '../client/context.js';
@@ -71,7 +71,7 @@ async function readAll(stream: NodeJS.ReadableStream): Promise<string> {
 
 async function runBuild(argv: Record<string, unknown>): Promise<void> {
   const contextPath = contextArg(argv);
-  let mode = (argv.progress as ProgressMode | 'none') ?? 'auto';
+  const mode = (argv.progress as ProgressMode | 'none') ?? 'auto';
   // As buildx: `--progress quiet` is `-q` (the image id on stdout); `none` prints nothing at all.
   const quiet = argv.quiet === true || mode === 'quiet';
   if (argv.quiet === true && mode !== 'auto' && mode !== 'quiet') throw new UsageError(`progress=${mode} and quiet cannot be used together`);
@@ -82,12 +82,11 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
   // Before the progress display and the signal handlers: a Ctrl-C while waiting for stdin ends the command at once.
   const input = await buildInput(contextPath, argv, !!builderAddr);
   const silent = quiet || mode === 'none';
-  // As buildx: `auto` is the live view on a terminal, plain lines otherwise.
-  if (mode === 'auto') mode = process.stderr.isTTY ? 'tty' : 'plain';
-  const progress = silent ? quietProgress() : mode === 'tty' ? new TtyProgress(process.stderr) : new PlainProgress(process.stderr, mode as ProgressMode);
+  const display = cliProgress(silent ? 'quiet' : mode as ProgressMode, process.stderr);
+  const progress = display.writer;
   const controller = new AbortController();
   const onSignal = (sig: NodeJS.Signals) => {
-    process.stderr.write(`\nreceived ${sig}, canceling build\n`);
+    display.note(`received ${sig}, canceling build`);
     controller.abort();
     process.exitCode = sig === 'SIGINT' ? 130 : 143;
   };
@@ -142,6 +141,7 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
     cacheTo: list(argv['cache-to']),
     cacheFrom: list(argv['cache-from']),
   });
+  display.stop();
   if (result.outline || result.targets) {
     const value = result.outline ?? result.targets!;
     process.stdout.write(call?.format === 'json' ? goJSON(value) + '\n'
@@ -163,11 +163,11 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
   }
   if (silent) return;
   const summary = warningSummary(result.warnings);
-  if (summary.length > 0) process.stderr.write(summary.join('\n') + '\n');
+  if (summary.length > 0) display.note(summary.join('\n'));
   if (result.exports.length === 0) {
-    process.stderr.write('WARNING: No output specified; the build result is only kept in the build cache. Use -t NAME to keep the image, --push, or --output type=oci,dest=FILE, type=docker,dest=FILE or type=local,dest=DIR (type=cacheonly: on purpose).\n');
+    display.note('WARNING: No output specified; the build result is only kept in the build cache. Use -t NAME to keep the image, --push, or --output type=oci,dest=FILE, type=docker,dest=FILE or type=local,dest=DIR (type=cacheonly: on purpose).');
   }
-  if (result.configDigest) process.stderr.write(`image config ${result.configDigest}, manifest ${result.manifestDigest}\n`);
+  if (result.configDigest) display.note(`image config ${result.configDigest}, manifest ${result.manifestDigest}`);
 }
 
 // A reader that went away (a closed pipe) must not kill the build halfway: cancellation and cleanup
@@ -334,6 +334,7 @@ async function main(): Promise<void> {
 }
 
 main().catch((e: unknown) => {
+  settleProgress(e);
   if (e instanceof BuildError && e.details.length) process.stderr.write(e.details.join('\n') + '\n');
   if (e instanceof BuildError && e.outputTail.length) {
     process.stderr.write('------\n' + e.outputTail.map((l) => ` > ${l}`).join('\n') + '\n------\n');

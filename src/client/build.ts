@@ -6,14 +6,15 @@ import os from 'node:os';
 import { dockerfileToLLB, type ImageMetaResolver } from '../../frontend/index.js';
 import { solveRoots, SolveError, CanceledError, type OpExecutor } from '../../solver/solver.js';
 import { mergeDefinitions, type Definition } from '../../solver/llb/definition.js';
-import type { Digest, Op, OpMetadata, Platform } from '../../solver/llb/ops.js';
+import { opInputs, type Digest, type Op, type OpMetadata, type Platform } from '../../solver/llb/ops.js';
 import { Worker, ExecError, type WorkerRef } from '../worker/worker.js';
 import type { RegistryHostConfig } from '../registry/config.js';
-import { PlainProgress, type ProgressWriter } from '../progress/printer.js';
+import { PlainProgress, completeWriter, type FullProgressWriter } from '../progress/printer.js';
+import { instantStep, subStep, type ProgressWarning, type ProgressWriter } from '../progress/writer.js';
 import { UserError, BuilderError } from '../util/errors.js';
 import { parseOutput, parseSourceDateEpoch, resolveOutputs, type OutputSpec } from './outputs.js';
-import { exportImage, imageLayerVariant, prepareLayerBlob, settleLayerBlobs, type ExportOptions, type ExportResult } from './export.js';
-import { parsePlatforms, hostPlatform } from './platform.js';
+import { exportImage, exportVertex, imageLayerVariant, prepareLayerBlob, settleLayerBlobs, type ExportOptions, type ExportResult } from './export.js';
+import { parsePlatforms, hostPlatform, formatPlatform } from './platform.js';
 import { BuildSession } from './lock.js';
 import { CacheRecords } from '../cache/records.js';
 import { unpackContext } from './context.js';
@@ -162,7 +163,8 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
   // path.resolve('') is the working directory: nothing is built from a place the caller did not name.
   if (opts.context === '') throw new UserError('NO_CONTEXT', 'please specify build context (e.g. "." for the current directory)');
   const root = path.resolve(opts.root ?? defaultRoot());
-  const progress = opts.progress ?? new PlainProgress(process.stderr);
+  // Whatever writer the caller gave, the build calls a complete one (see completeWriter).
+  const progress = completeWriter(opts.progress ?? new PlainProgress(process.stderr));
   const contextDir = path.resolve(opts.context);
   const dockerfilePath = path.resolve(opts.file ?? path.join(contextDir, 'Dockerfile'));
   const filename = path.basename(dockerfilePath);
@@ -205,6 +207,7 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
       progress.error(loadId, 'not found');
       throw new BuildError(`failed to read dockerfile: open ${dockerfilePath}: no such file or directory`);
     });
+    instantStep(progress, loadId, 'transferring dockerfile:', Buffer.byteLength(dockerfile));
     progress.done(loadId);
     if (call === 'targets') {
       try {
@@ -218,14 +221,16 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
     const metaShown = new Set<string>();
     const resolver: ImageMetaResolver = {
       resolveImageConfig: async (ref: string, platform: Platform) => {
-        const id = `internal:meta:${ref}:${platform.architecture}`;
+        const id = `internal:meta:${ref}:${formatPlatform(platform)}`;
         // One progress step per image, however many stages use it (the worker memoizes the resolve).
         if (metaShown.has(id)) {
           const image = await worker.resolveImage(ref, platform);
           return { ref: image.ref.toString(), config: image.config };
         }
         metaShown.add(id);
-        progress.start({ id, name: `[internal] load metadata for ${ref}` });
+        // Several target platforms: each platform's resolve is named by it, as BuildKit does.
+        const internal = platforms.length > 1 ? `[${formatPlatform(platform)} internal]` : '[internal]';
+        progress.start({ id, name: `${internal} load metadata for ${ref}` });
         try {
           const image = await worker.resolveImage(ref, platform);
           progress.done(id);
@@ -260,6 +265,8 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
     if (check) {
       return { exports: [], warnings: converted.warnings, checkReport: checkReport(converted.warnings, filename, dockerfile) };
     }
+    // As BuildKit: build check warnings belong to the step that loaded the Dockerfile.
+    for (const w of converted.warnings) progress.warning(lintWarning(loadId, w, filename, dockerfile));
     if (call === 'outline') return { exports: [], warnings: converted.warnings, outline: converted.outline };
 
     const names = new Map<Digest, string>();
@@ -272,7 +279,11 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
       warned.add(`${digest} ${message}`);
       const location = definition.metadata[digest]?.location;
       stepWarnings.push({ message, ...(location ? { location } : {}) });
-      progress.log(digest, 'stderr', Buffer.from(`WARNING: ${message}\n`));
+      // A warning event, as BuildKit reports a step's warnings (plain and tty print `WARN:`, rawjson a warning).
+      progress.warning({
+        vertex: digest, level: 1, short: message,
+        ...(location ? { sourceInfo: { filename, data: dockerfile, language: 'Dockerfile' }, range: [{ start: { line: location.startLine }, end: { line: location.endLine ?? location.startLine } }] } : {}),
+      });
     };
     applyCacheFilters(definition, { noCacheFilter: opts.noCacheFilter, pull: opts.pull });
     const locals = { context: { dir: contextDir } };
@@ -282,6 +293,8 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
       scope: `${dockerfilePath}\0${opts.target ?? ''}\0${opts.platform ?? ''}`, remote,
     });
     const roots = perPlatform.map((c) => c.definition.root);
+    // Reported here: the solver's events for it (when an op reads the context through it) are not shown.
+    const context = contextStep(definition, progress);
     const refs = await solveRoots<WorkerRef>(definition, roots, {
       maxParallelism: opts.maxParallelism,
       signal: opts.signal,
@@ -290,8 +303,13 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
       execute: compressEarly(worker.opExecutor(locals, (digest, stream, chunk) => progress.log(digest, stream, chunk), clientSession, onWarning),
         worker, definition, roots, outputs, sourceDateEpoch),
       onEvent: (ev) => {
+        context?.finish(cache.contextBytesRead());
+        if (ev.digest === context?.id) return;
         if (ev.type === 'start') {
-          progress.start({ id: ev.digest, name: vertexName(ev.metadata, names, ev.digest), cacheKey: ev.cacheKey, cacheMiss: ev.cacheMiss });
+          progress.start({
+            id: ev.digest, name: vertexName(ev.metadata, names, ev.digest), cacheKey: ev.cacheKey, cacheMiss: ev.cacheMiss,
+            inputs: opInputs(definition.ops[ev.digest]).map((i) => i.digest),
+          });
         } else if (ev.type === 'cached') progress.done(ev.digest, { cached: true });
         else if (ev.type === 'done') progress.done(ev.digest);
         else if (ev.type === 'error') progress.error(ev.digest, errorMessage(ev.error));
@@ -299,7 +317,10 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
       },
     }).catch((e) => {
       throw withDetails(toBuildError(e, filename, progress), e, filename, dockerfile);
-    }).finally(() => cache.finish().catch(() => undefined));
+    }).finally(() => {
+      context?.finish(cache.contextBytesRead());
+      return cache.finish().catch(() => undefined);
+    });
 
     const built: BuildResults = { definition, roots, results: cache.results };
     const inline = cacheTo.some((c) => c.type === 'inline');
@@ -311,6 +332,9 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
       exports.push(await exportImage(worker, results, output, {
         tags: opts.tags ?? [], progress, sourceDateEpoch, annotations: opts.annotations, insecureRegistries: opts.insecureRegistries, registries: opts.registries, keep,
         ...(inline ? { inlineCache: (i: number, layers: LayerDesc[]) => inlineCacheFor(worker, built, i, layers) } : {}),
+      }).catch((e: unknown) => {
+        progress.error(exportVertex(output), errorMessage(e));
+        throw e;
       }));
     }
     for (const k of keep) await worker.images.put(k.names, k.target);
@@ -323,6 +347,33 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
     await settleLayerBlobs(worker).catch(() => undefined);
     await session.end();
   }
+}
+
+/**
+ * BuildKit's `[internal] load build context` step with its `transferring context: N` sub-step. The context
+ * is read in place here, not sent: the step lasts while the keys are computed (which is when the context
+ * is read, before any op runs) and N is what was read of it, the files new or changed since the last
+ * build, as BuildKit's transfer sends only those. Over at the solve's first event, or at its end.
+ */
+function contextStep(definition: Definition, progress: FullProgressWriter): { id: Digest; finish(bytes: number): void } | undefined {
+  // The step is the local source op's vertex: the steps that copy from the context name it as an input.
+  const id = (Object.keys(definition.ops) as Digest[]).find((d) => {
+    const op = definition.ops[d];
+    return op.kind === 'source' && op.source.type === 'local' && op.source.name === 'context';
+  });
+  if (!id) return undefined;
+  progress.start({ id, name: '[internal] load build context' });
+  const transfer = subStep(progress, id, 'transferring context:');
+  let over = false;
+  return {
+    id,
+    finish(bytes) {
+      if (over) return;
+      over = true;
+      transfer.done(bytes);
+      progress.done(id);
+    },
+  };
 }
 
 /**
@@ -372,6 +423,20 @@ function instructionOf(meta: OpMetadata): string | undefined {
   return /\]\s+((?:ONBUILD\s+)?[A-Z]+)\b/.exec(meta.description ?? '')?.[1];
 }
 
+/** A build check warning as a progress warning: BuildKit's short form, the rule's description and URL, the lines. */
+function lintWarning(vertex: string, w: LintWarning, filename: string, dockerfile: string): ProgressWarning {
+  const loc = w.location;
+  return {
+    vertex, level: 1,
+    short: `${w.rule}: ${w.message}${loc ? ` (line ${loc.startLine})` : ''}`,
+    detail: [w.description], url: w.url,
+    ...(loc ? {
+      sourceInfo: { filename, data: dockerfile, language: 'Dockerfile' },
+      range: [{ start: { line: loc.startLine }, end: { line: loc.endLine ?? loc.startLine } }],
+    } : {}),
+  };
+}
+
 /** Adds what BuildKit shows above an error: the failed check warnings, the Dockerfile lines at fault. */
 function withDetails(err: Error, cause: unknown, filename: string, dockerfile: string): Error {
   if (!(err instanceof BuildError)) return err;
@@ -383,7 +448,7 @@ function withDetails(err: Error, cause: unknown, filename: string, dockerfile: s
 }
 
 /** Renders any failure of the frontend or the solve as a one-line BuildError. */
-function toBuildError(e: unknown, filename: string, progress?: ProgressWriter): Error {
+function toBuildError(e: unknown, filename: string, progress?: FullProgressWriter): Error {
   if (e instanceof BuildError) return e;
   if (e instanceof SolveError) {
     const loc = e.metadata.location;

@@ -17,7 +17,8 @@ import { parseReference } from '../registry/reference.js';
 import { RegistryClient } from '../registry/client.js';
 import type { RegistryHostConfig } from '../registry/config.js';
 import { pushImage } from '../registry/push.js';
-import type { ProgressWriter } from '../progress/printer.js';
+import type { FullProgressWriter as ProgressWriter } from '../progress/printer.js';
+import { instantStep, subStep } from '../progress/writer.js';
 import { boolAttr, type OutputSpec } from './outputs.js';
 import { UserError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';
@@ -255,6 +256,11 @@ export function imageLayerVariant(output: OutputSpec, sourceDateEpoch?: number):
   };
 }
 
+/** The progress vertex of an output's export (the build marks it failed when the export throws). */
+export function exportVertex(output: OutputSpec): string {
+  return `export:${output.type}:${output.dest ?? ''}`;
+}
+
 export async function exportImage(
   worker: Worker,
   results: PlatformResult[],
@@ -262,7 +268,7 @@ export async function exportImage(
   opts: ExportOptions,
 ): Promise<ExportResult> {
   if (output.type === 'cacheonly') return { type: output.type };
-  const vertex = `export:${output.type}:${output.dest ?? ''}`;
+  const vertex = exportVertex(output);
   const progress = opts.progress;
   const multi = results.length > 1;
   if (output.type === 'local' || output.type === 'tar') {
@@ -307,16 +313,24 @@ export async function exportImage(
 
   progress.start({ id: vertex, name: `exporting to ${output.type === 'oci' ? 'oci image format' : output.type === 'docker' ? 'docker image format' : 'image'}` });
   const images: { manifest: Descriptor; config: Descriptor; platform: Platform }[] = [];
+  // Sub-steps as BuildKit's image exporter names them: exporting layers, manifest, config, naming, pushing.
+  const exportingLayers = subStep(progress, vertex, 'exporting layers');
+  const layersOf: LayerDesc[][] = [];
+  for (const r of results) layersOf.push(await resultBlobs(worker, r.ref, variant));
+  exportingLayers.done();
   for (const [index, r] of results.entries()) {
-    const layers = await resultBlobs(worker, r.ref, variant);
+    const layers = layersOf[index];
     const config = finalizeConfig(r.image, layers, r.platform, opts.sourceDateEpoch, await newestLayerTime(worker, r.ref));
     const inline = await opts.inlineCache?.(index, layers);
     if (inline) (config as unknown as Record<string, unknown>)[INLINE_CACHE_FIELD] = inline;
     const written = await writeImage(worker.store, { config, layers }, { oci, annotations });
     images.push({ manifest: written.manifest, config: written.config, platform: r.platform });
+    instantStep(progress, vertex, `exporting manifest ${written.manifest.digest}`);
+    instantStep(progress, vertex, `exporting config ${written.config.digest}`);
   }
   // One platform: the manifest itself; several: an index (a Docker manifest list with Docker types).
   const root = multi ? await writeImageIndex(worker.store, images) : images[0].manifest;
+  if (multi) instantStep(progress, vertex, `exporting manifest list ${root.digest}`);
 
   if (output.type === 'oci' && !boolAttr(output, 'tar', true)) {
     await writingTo(output.dest!, () => exportLayoutDir(worker.store, root, { dest: output.dest!, names }));
@@ -327,7 +341,9 @@ export async function exportImage(
     if (await outputs.upToDate(dest, fingerprint)) {
       progress.log(vertex, 'stderr', Buffer.from(`${dest} already holds this image\n`));
     } else {
+      const sending = subStep(progress, vertex, 'sending tarball');
       await writingTo(dest, () => (output.type === 'oci' ? exportLayoutTar(worker.store, root, { dest, names }) : exportDockerTar(worker.store, { manifest: root }, { dest, names })));
+      sending.done();
       await outputs.record(dest, fingerprint);
     }
   } else if (output.type === 'docker') {
@@ -337,23 +353,35 @@ export async function exportImage(
       const insecure = [...(opts.insecureRegistries ?? [])];
       if (boolAttr(output, 'registry.insecure') || boolAttr(output, 'insecure')) insecure.push(...names.map((n) => parseReference(n).domain));
       const client = insecure.length > (opts.insecureRegistries?.length ?? 0) ? new RegistryClient({ insecureRegistries: insecure, registries: opts.registries }) : worker.registry;
-      const pushId = `push:${names.join(',')}`;
-      progress.start({ id: pushId, name: `pushing ${names.join(', ')}` });
-      try {
-        // Base layers pushed to the registry they came from are mounted, not uploaded again.
-        const mountFrom = (await worker.resolvedImages()).map((i) => i.ref);
-        await pushImage(client, worker.store, root, names.map(parseReference), { mountFrom });
-      } catch (e) {
-        progress.error(pushId, (e as Error).message);
-        throw e;
-      }
-      progress.done(pushId);
+      // Sub-steps of the export, as BuildKit's: `pushing layers` (bytes the registry has: sent, mounted or
+      // already there), then the manifest.
+      // Base layers pushed to the registry they came from are mounted, not uploaded again.
+      const mountFrom = (await worker.resolvedImages()).map((i) => i.ref);
+      const sizes = new Map(layersOf.flat().map((l) => [l.digest as string, l.size]));
+      const pushing = subStep(progress, vertex, 'pushing layers', [...sizes.values()].reduce((a, b) => a + b, 0));
+      let pushed = 0;
+      const onBlob = (d: Descriptor) => {
+        const size = sizes.get(d.digest);
+        if (size === undefined) return;
+        sizes.delete(d.digest);
+        pushing.update((pushed += size));
+      };
+      await pushImage(client, worker.store, root, names.map(parseReference), { mountFrom, onBlob });
+      pushing.done();
+      instantStep(progress, vertex, `pushing manifest for ${names.join(', ')}@${root.digest}`);
     }
     // A name is recorded only for an image that was built and, when pushing, pushed: a failed push leaves
     // the store as it was (a FROM of that name must not find an image its registry does not have).
     if (names.length && boolAttr(output, 'store', true)) {
-      if (opts.keep) opts.keep.push({ names, target: root });
-      else await worker.images.put(names, root);
+      if (opts.keep) {
+        // Recorded by the build once every output succeeded (moments later); shown here, in the export step, as BuildKit shows it.
+        opts.keep.push({ names, target: root });
+        instantStep(progress, vertex, `naming to ${names.join(', ')}`);
+      } else {
+        const naming = subStep(progress, vertex, `naming to ${names.join(', ')}`);
+        await worker.images.put(names, root);
+        naming.done();
+      }
     }
   }
   progress.done(vertex);

@@ -5,7 +5,7 @@
 import type { Definition } from '../../solver/llb/definition.js';
 import type { Digest, Op, Platform } from '../../solver/llb/ops.js';
 import type { Worker, WorkerRef } from '../worker/worker.js';
-import type { ProgressWriter } from '../progress/printer.js';
+import type { FullProgressWriter as ProgressWriter } from '../progress/printer.js';
 import { parseReference } from '../registry/reference.js';
 import type { LayerDesc } from '../exporter/image.js';
 import { RemoteCacheImporter, type CacheSource } from '../cache/remotecache/source.js';

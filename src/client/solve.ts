@@ -6,7 +6,7 @@ import { solve as solveGraph } from '../../solver/solver.js';
 import type { Definition } from '../../solver/llb/definition.js';
 import type { ImageConfigFile } from '../image/types.js';
 import { Worker, type WorkerRef } from '../worker/worker.js';
-import { PlainProgress, type ProgressWriter } from '../progress/printer.js';
+import { PlainProgress, completeWriter, type ProgressWriter } from '../progress/printer.js';
 import { exportImage, type ExportResult } from './export.js';
 import { parseOutput } from './outputs.js';
 import { parsePlatform, hostPlatform } from './platform.js';
@@ -30,7 +30,7 @@ export interface SolveOptions {
 
 export async function solve(opts: SolveOptions): Promise<{ exports: ExportResult[]; manifestDigest?: string }> {
   const root = path.resolve(opts.root ?? defaultRoot());
-  const progress = opts.progress ?? new PlainProgress(process.stderr);
+  const progress = completeWriter(opts.progress ?? new PlainProgress(process.stderr));
   const platform = opts.platform ? parsePlatform(opts.platform) : hostPlatform();
   await fs.mkdir(root, { recursive: true });
   const worker = new Worker({ root, runtime: opts.ociRuntime });
@@ -44,6 +44,7 @@ export async function solve(opts: SolveOptions): Promise<{ exports: ExportResult
         (digest, message) => progress.log(digest, 'stderr', Buffer.from(`WARNING: ${message}\n`))),
       onEvent: (ev) => {
         if (ev.type === 'start') progress.start({ id: ev.digest, name: ev.metadata.description ?? ev.digest });
+        else if (ev.type === 'cached') progress.done(ev.digest, { cached: true });
         else if (ev.type === 'done') progress.done(ev.digest);
         else if (ev.type === 'error') progress.error(ev.digest, (ev.error as Error)?.message ?? String(ev.error));
         else progress.canceled(ev.digest);

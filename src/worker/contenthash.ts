@@ -42,6 +42,8 @@ export class ContextChecksummer {
   private readonly exclude?: PatternMatcher;
   /** Paths whose content changed since the index was written (for cache-miss explanations). */
   readonly changed = new Set<string>();
+  /** Bytes of the files read (hashed) so far: what this build took of the context (progress shows it). */
+  bytesRead = 0;
 
   constructor(readonly dir: string, excludePatterns: string[] | undefined, private readonly indexFile?: string) {
     if (excludePatterns?.length) this.exclude = new PatternMatcher(excludePatterns);
@@ -195,6 +197,7 @@ export class ContextChecksummer {
     await Promise.all(todo.map(async ([r, node]) => {
       let p = this.hashing.get(r);
       if (!p) {
+        this.bytesRead += node.size;
         p = hashLimit.run(() => hashFile(path.join(this.dir, r))).then((digest) => {
           const known = index.get(r);
           if (known && known.digest !== digest) this.changed.add(r);

@@ -6,14 +6,13 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { runCli, makeContext, tempDir, cliPath, type CliResult } from '../helpers/cli.js';
+import { stepOutcomes } from '../helpers/rawjson.js';
 
 const registry = inject('registry');
 const base = `${registry}/busybox:1.35`;
 
 function ranSteps(r: CliResult): string[] {
-  const evs = r.stderr.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { event: string; vertex: string; name?: string });
-  const names = new Map(evs.filter((e) => e.event === 'started' && /\] (RUN|COPY) /.test(e.name ?? '')).map((e) => [e.vertex, e.name!]));
-  return evs.filter((e) => e.event === 'completed' && names.has(e.vertex)).map((e) => names.get(e.vertex)!);
+  return stepOutcomes(r.stderr).ran.filter((name) => /\] (RUN|COPY) /.test(name));
 }
 
 /** Every cache record names only committed snapshots. */
@@ -42,7 +41,7 @@ describe('build cache safety (end to end)', () => {
       let err = '';
       child.stderr.on('data', (d) => {
         err += d;
-        if (err.includes('"data":"started"')) resolve();
+        if (err.includes(`"data":"${Buffer.from('started\n').toString('base64')}"`)) resolve();
       });
       child.on('exit', () => reject(new Error(`build exited before the RUN started: ${err}`)));
     });
@@ -97,7 +96,7 @@ describe('build cache safety (end to end)', () => {
     let err = '';
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
     await new Promise<void>((resolve, reject) => {
-      child.stderr.on('data', (d) => { err += d; if (err.includes('"data":"started"')) resolve(); });
+      child.stderr.on('data', (d) => { err += d; if (err.includes(`"data":"${Buffer.from('started\n').toString('base64')}"`)) resolve(); });
       void exited.then(() => reject(new Error(`slow build ended early: ${err}`)));
     });
     // What a killed build would have left: an uncommitted snapshot.

@@ -1,11 +1,12 @@
 // The persistent build cache, end to end through the CLI: which steps run is read from rawjson progress
-// events (a step that runs emits `completed`, a reused one `cached`), images are compared by digest.
+// (a step that runs completes, a reused one completes `cached`), images are compared by digest.
 import { describe, it, expect, inject, beforeAll } from 'vitest';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { runCli, makeContext, tempDir, type CliResult } from '../helpers/cli.js';
+import { foldRawJson, stepOutcomes } from '../helpers/rawjson.js';
 
 const exec = promisify(execFile);
 const registry = inject('registry');
@@ -28,25 +29,14 @@ COPY --from=b /o2 /o2
 RUN cat /seen /o2 > /all
 `;
 
-interface Event { event: string; vertex: string; name?: string; cacheMiss?: string }
-
-function events(r: CliResult): Event[] {
-  return r.stderr.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Event);
-}
-
 /** Names (without the `[stage i/n]` prefix) of the RUN/COPY steps that ran, and of those reused. */
 function steps(r: CliResult): { ran: string[]; cached: string[]; misses: Record<string, string> } {
-  const evs = events(r);
-  const names = new Map<string, string>();
+  const all = stepOutcomes(r.stderr);
+  const step = (name: string) => /^\[[^\]]*\] ((?:RUN|COPY|ADD) .*)$/.exec(name)?.[1];
+  const pick = (names: string[]) => names.map(step).filter((n): n is string => !!n).sort();
   const misses: Record<string, string> = {};
-  for (const e of evs) {
-    if (e.event !== 'started' || !e.name) continue;
-    const m = /^\[[^\]]*\] ((?:RUN|COPY|ADD) .*)$/.exec(e.name);
-    if (m) names.set(e.vertex, m[1]);
-    if (m && e.cacheMiss) misses[m[1]] = e.cacheMiss;
-  }
-  const pick = (kind: string) => evs.filter((e) => e.event === kind && names.has(e.vertex)).map((e) => names.get(e.vertex)!).sort();
-  return { ran: pick('completed'), cached: pick('cached'), misses };
+  for (const [name, reason] of Object.entries(all.misses)) if (step(name)) misses[step(name)!] = reason;
+  return { ran: pick(all.ran), cached: pick(all.cached), misses };
 }
 
 async function manifestDigest(tar: string): Promise<string> {
@@ -119,7 +109,8 @@ describe('build cache (end to end)', () => {
     expect(nc.code, nc.stderr).toBe(0);
     const n = steps(nc);
     expect(n.ran).toHaveLength(7);
-    expect(Object.values(n.misses)).toContain('--no-cache');
+    // Told not to use the cache, a step has nothing to explain (BuildKit says nothing either).
+    expect(n.misses).toEqual({});
   });
 
   it('--no-cache-filter re-runs only that stage; --pull keeps an unchanged image\'s dependants cached', async () => {
@@ -129,12 +120,12 @@ describe('build cache (end to end)', () => {
     expect(r.code, r.stderr).toBe(0);
     const s = steps(r);
     expect(s.ran).toEqual(['COPY other.txt /o', 'RUN cat /o > /o2']);
-    expect(s.misses['COPY other.txt /o']).toBe('--no-cache-filter b');
+    expect(s.misses).toEqual({});
     const p = await build(['--build-arg', 'FOO=4', '--pull']);
     expect(p.code, p.stderr).toBe(0);
     expect(steps(p).ran).toEqual([]);
     // The tag was resolved at the registry again (it always is: a moved tag is never missed).
-    expect(events(p).some((e) => e.event === 'completed' && events(p).some((s) => s.vertex === e.vertex && s.name?.startsWith('[internal] load metadata')))).toBe(true);
+    expect(foldRawJson(p.stderr).vertices.some((v) => v.completed && v.name?.startsWith('[internal] load metadata'))).toBe(true);
   });
 
   it('explains a new base image digest', async () => {
@@ -147,7 +138,7 @@ describe('build cache (end to end)', () => {
     await exec('skopeo', ['copy', '-q', '--dest-tls-verify=false', `oci-archive:${out}/moving.tar`, `docker://${moving}`]);
     const r = await b();
     expect(r.code, r.stderr).toBe(0);
-    const from = events(r).find((e) => e.event === 'started' && e.name?.includes('FROM') && e.cacheMiss);
+    const from = foldRawJson(r.stderr).vertices.find((v) => v.name?.includes('FROM') && v.cacheMiss);
     expect(from?.cacheMiss).toMatch(/^base image digest changed/);
     expect(steps(r).misses['RUN echo hi > /hi']).toMatch(/^parent step missed: .*FROM/);
   });

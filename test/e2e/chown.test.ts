@@ -73,7 +73,7 @@ describe('COPY/ADD --chown and archive ownership, as BuildKit', () => {
     // An unknown group leaves the gid the user part gave.
     expect(await owner('ghost-group')).toEqual([1500, 1600]);
     // In the step's output, and in the summary with the instruction's line.
-    expect(first.stderr).toMatch(/#\d+ \S+ WARNING: no user "ghost" in \/etc\/passwd: owner set to 0:0\n/);
+    expect(first.stderr).toMatch(/#\d+ WARN: no user "ghost" in \/etc\/passwd: owner set to 0:0\n/);
     expect(first.stderr).toContain(' 2 warnings found:\n'
       + ' - no user "ghost" in /etc/passwd: owner set to 0:0 (line 4)\n'
       + ' - no group "ghostgrp" in /etc/group: owner set to 1500:1600 (line 5)\n');
@@ -91,7 +91,7 @@ describe('COPY/ADD --chown and archive ownership, as BuildKit', () => {
     await fs.writeFile(path.join(ctx, 'f'), 'changed\n');
     const again = await runCli(['build', '--root', root, '--progress', 'plain', ctx]);
     expect(again.code, again.stderr).toBe(0);
-    expect(again.stderr.match(/WARNING: no user "ghost"/g)).toHaveLength(1);
+    expect(again.stderr.match(/WARN: no user "ghost"/g)).toHaveLength(1);
     expect(again.stderr).toContain(' - no user "ghost" in /etc/passwd: owner set to 0:0 (line 4)\n');
   });
 });

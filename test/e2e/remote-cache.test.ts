@@ -7,6 +7,7 @@ import { promisify } from 'node:util';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { foldRawJson, stepOutcomes } from '../helpers/rawjson.js';
 import { runCli, makeContext, tempDir, type CliResult } from '../helpers/cli.js';
 
 const exec = promisify(execFile);
@@ -27,29 +28,18 @@ RUN cat /app.txt /dep.out > /all
 `;
 const ALL_STEPS = ['COPY --from=dep /dep.out /dep.out', 'COPY app.txt /app.txt', 'COPY dep.txt /dep.txt', 'RUN cat /app.txt /dep.out > /all', 'RUN cat /dep.txt > /dep.out'];
 
-interface Event { event: string; vertex: string; name?: string; data?: string }
-
-function events(r: CliResult): Event[] {
-  return r.stderr.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Event);
-}
-
 /** The RUN/COPY steps that ran (without the `[stage i/n]` prefix). */
 function ran(r: CliResult): string[] {
-  const evs = events(r);
-  const names = new Map<string, string>();
-  for (const e of evs) {
-    const m = e.event === 'started' && e.name ? /^\[[^\]]*\] ((?:RUN|COPY) .*)$/.exec(e.name) : null;
-    if (m) names.set(e.vertex, m[1]);
-  }
-  return evs.filter((e) => e.event === 'completed' && names.has(e.vertex)).map((e) => names.get(e.vertex)!).sort();
+  return stepOutcomes(r.stderr).ran.map((n) => /^\[[^\]]*\] ((?:RUN|COPY) .*)$/.exec(n)?.[1]).filter((n): n is string => !!n).sort();
 }
 
+/** Every line the steps logged. */
 function logs(r: CliResult): string[] {
-  return events(r).filter((e) => e.event === 'log').map((e) => e.data!);
+  return foldRawJson(r.stderr).logs.flatMap((l) => Buffer.from(l.data, 'base64').toString().split('\n').filter(Boolean));
 }
 
 function warnings(r: CliResult): string[] {
-  return events(r).filter((e) => e.event === 'log' && e.data?.startsWith('WARNING:')).map((e) => e.data!);
+  return logs(r).filter((l) => l.startsWith('WARNING:'));
 }
 
 async function manifestDigest(tar: string): Promise<string> {
