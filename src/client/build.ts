@@ -140,8 +140,15 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
   const ctxStat = await fs.stat(contextDir).catch(() => null);
   if (!ctxStat?.isDirectory()) throw new BuildError(`unable to prepare context: path "${opts.context}" not found`);
 
-  await fs.mkdir(root, { recursive: true });
+  // 0700 as BuildKit's root: layers below hold device nodes and setuid files with their image's modes.
+  await fs.mkdir(root, { recursive: true, mode: 0o700 });
   const worker = new Worker({ root, runtime: opts.ociRuntime, insecureRegistries: opts.insecureRegistries });
+  // A damaged blob is removed when met and made or fetched again; the build says so.
+  worker.store.onCorrupt = (digest) => {
+    const id = `internal:corrupt:${digest}`;
+    progress.start({ id, name: `[internal] WARNING: stored content ${digest} did not hash to its digest: removed, making it again` });
+    progress.done(id);
+  };
   // Builds run side by side; what killed builds left is cleared only by a build that is alone.
   const session = await BuildSession.start(root, async (alone) => {
     await worker.init({ recover: alone });

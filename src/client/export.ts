@@ -11,6 +11,7 @@ import type { ImageConfigFile, HistoryEntry, Descriptor } from '../image/types.j
 import { createLayerBlob, writeLayerTar, type Compression } from '../archive/layer.js';
 import { writeImage, type LayerDesc } from '../exporter/image.js';
 import { exportLayoutDir, exportLayoutTar, writeImageIndex } from '../exporter/oci.js';
+import { reachableBlobs, verifyBlobs } from '../exporter/layout.js';
 import { exportDockerTar } from '../exporter/docker.js';
 import { exportLocalDir } from '../exporter/local.js';
 import { parseReference } from '../registry/reference.js';
@@ -104,9 +105,10 @@ async function makeLayerBlob(worker: Worker, id: string, variant: LayerVariant, 
   const reuse = info.blob && info.diffID && (isDefault || (pulled && (!variant.force || isCompressedAs(info.blob.mediaType, compression))))
     ? { ...info.blob, diffID: info.diffID }
     : info.variants?.[key];
-  if (reuse && (await worker.store.has(reuse.digest))) {
-    return reuse;
-  }
+  // A blob leaves the store for an output only after it hashed to its name; a damaged one was removed by
+  // the check and is fetched again (a pulled layer) or made again from the snapshot below.
+  if (reuse && (await worker.store.verify(reuse.digest))) return reuse;
+  if (reuse && pulled && reuse.digest === info.blob!.digest && (await worker.refetchPulledBlob(info))) return reuse;
   // The blobs this step made last: their members for unchanged parts of the tree are copied.
   const stepFile = compression === 'gzip' && info.step ? path.join(worker.opts.root, LAYER_STEPS_DIR, sha256(`${info.step} ${key}`).slice(7)) : undefined;
   const previous = stepFile ? await readStepBlobs(stepFile) : [];
@@ -116,10 +118,10 @@ async function makeLayerBlob(worker: Worker, id: string, variant: LayerVariant, 
     await writeFileAtomic(stepFile, JSON.stringify({ blobs }));
   }
   const rec: BlobRecord = { digest: blob.digest, size: blob.size, mediaType: blob.mediaType, diffID: blob.diffID };
-  const updated: ExportInfo = isDefault
-    ? { ...info, built: true, diffID: blob.diffID, blob: { digest: blob.digest, size: blob.size, mediaType: blob.mediaType } }
-    : { ...info, variants: { ...(info.variants ?? {}), [key]: rec } };
-  await worker.snapshots.setInfo(id, updated);
+  // Applied to the info as it is now: the cache may have written to it meanwhile.
+  await worker.snapshots.updateInfo<ExportInfo>(id, (cur): ExportInfo => (isDefault
+    ? { ...cur, built: true, diffID: blob.diffID, blob: { digest: blob.digest, size: blob.size, mediaType: blob.mediaType } }
+    : { ...cur, variants: { ...(cur.variants ?? {}), [key]: rec } }));
   return rec;
 }
 
@@ -335,6 +337,8 @@ export async function exportImage(
       try {
         // Base layers pushed to the registry they came from are mounted, not uploaded again.
         const mountFrom = (await worker.resolvedImages()).map((i) => i.ref);
+        // Nothing damaged is pushed (blobs checked on their way into this image are not read again).
+        await verifyBlobs(worker.store, await reachableBlobs(worker.store, [root]));
         await pushImage(client, worker.store, root, names.map(parseReference), { mountFrom });
       } catch (e) {
         progress.error(pushId, (e as Error).message);

@@ -117,7 +117,7 @@ function provider(worker: Worker, results: { ref: WorkerRef }[]): (l: CacheLayer
   const remote = new Map<string, NonNullable<WorkerRef['remote']>[number]>();
   for (const r of results) for (const l of r.ref.remote ?? []) remote.set(l.blob.digest, l);
   return async (l) => {
-    if (await worker.store.has(l.blob.digest)) return;
+    if (await worker.store.verify(l.blob.digest)) return;
     const from = remote.get(l.blob.digest);
     if (!from) throw new Error(`cache export: blob ${l.blob.digest} is in neither the content store nor an imported cache`);
     await worker.ensureBlob(from);

@@ -109,7 +109,8 @@ export async function writeLocalCache(
     for (const l of blobs.values()) {
       const target = blobPath(dir, l.blob.digest);
       if (await fsp.stat(target).then((s) => s.size === l.blob.size, () => false)) { present++; continue; }
-      if (!(await store.has(l.blob.digest))) await opts.provide(l);
+      if (!(await store.verify(l.blob.digest as Digest))) await opts.provide(l);
+      await store.ensureSound(l.blob.digest as Digest);
       await copyFileAtomic(store.blobPath(l.blob.digest), target);
       written++;
     }
