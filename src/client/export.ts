@@ -265,8 +265,13 @@ export async function exportImage(
       const dest = multi ? path.join(output.dest!, platformDirName(r.platform)) : output.dest!;
       const mounted = await worker.snapshots.mount((await worker.materialize(r.ref)).layers);
       try {
-        if (output.type === 'local') await exportLocalDir(mounted.target, dest);
-        else await exportFilesystemTar(mounted.target, dest);
+        if (output.type === 'local') {
+          const { skipped } = await exportLocalDir(mounted.target, dest);
+          if (skipped.length) {
+            const list = skipped.slice(0, 3).join(', ') + (skipped.length > 3 ? `, and ${skipped.length - 3} more` : '');
+            progress.log(vertex, 'stderr', Buffer.from(`WARNING: ${skipped.length} device node${skipped.length > 1 ? 's' : ''} not written to ${dest}: ${list}\n`));
+          }
+        } else await exportFilesystemTar(mounted.target, dest);
       } finally {
         await mounted.unmount();
       }
