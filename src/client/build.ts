@@ -108,6 +108,25 @@ export function defaultRoot(): string {
 }
 
 export async function build(opts: BuildOptions): Promise<BuildResult> {
+  try {
+    return await buildFrom(opts);
+  } catch (e) {
+    // A full disk (the state directory's, a destination's) is the machine's state, not a bug: one line.
+    throw diskFullError(e, 'writing the state directory or an output') ?? e;
+  }
+}
+
+const DISK_FULL = new Set(['ENOSPC', 'EDQUOT']);
+
+/** A BuildError for a disk-full errno, naming what was being written; undefined for anything else. */
+function diskFullError(e: unknown, what: string): BuildError | undefined {
+  const code = (e as NodeJS.ErrnoException | undefined)?.code;
+  if (e instanceof BuildError || !code || !DISK_FULL.has(code)) return undefined;
+  const file = (e as NodeJS.ErrnoException).path;
+  return new BuildError(`${what}${file ? ` (${file})` : ''}: ${code === 'EDQUOT' ? 'disk quota exceeded' : 'no space left on device'}`, [], { cause: e });
+}
+
+async function buildFrom(opts: BuildOptions): Promise<BuildResult> {
   if (typeof opts.context === 'string') return buildDir({ ...opts, context: opts.context });
   const unpacked = await unpackContext(opts.context).catch((e: Error) => {
     throw new BuildError(`unable to prepare context: not a readable tar stream: ${e.message}`);
@@ -248,6 +267,8 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
       exports.push(await exportImage(worker, results, output, {
         tags: opts.tags ?? [], progress, sourceDateEpoch, annotations: opts.annotations, insecureRegistries: opts.insecureRegistries,
         ...(inline ? { inlineCache: (i: number, layers: LayerDesc[]) => inlineCacheFor(worker, built, i, layers) } : {}),
+      }).catch((e: unknown) => {
+        throw diskFullError(e, `exporting to ${output.dest ?? output.type}`) ?? e;
       }));
     }
     for (const spec of cacheTo) await exportCache(worker, spec, built, { progress });

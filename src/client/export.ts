@@ -20,7 +20,7 @@ import { pushImage } from '../registry/push.js';
 import type { ProgressWriter } from '../progress/printer.js';
 import { boolAttr, type OutputSpec } from './outputs.js';
 import { UserError } from '../util/errors.js';
-import { writeFileAtomic } from '../util/fs.js';
+import { removeStaleTemps, tempBeside, writeFileAtomic } from '../util/fs.js';
 import { sha256 } from '../../solver/llb/digest.js';
 import { ArchiveOutputs } from '../exporter/uptodate.js';
 
@@ -369,7 +369,8 @@ async function exportFilesystemTar(dir: string, dest: string): Promise<void> {
     await writeLayerTar(dir, process.stdout);
     return;
   }
-  const tmp = path.join(path.dirname(path.resolve(dest)), `.${path.basename(dest)}.${process.pid}.tmp`);
+  await removeStaleTemps(dest);
+  const tmp = tempBeside(dest);
   const out = fs.createWriteStream(tmp, { mode: 0o644 });
   try {
     await writeLayerTar(dir, out);

@@ -4,7 +4,6 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import type { ContentStore } from '../content/store.js';
 import type { Digest } from '../../solver/llb/ops.js';
@@ -12,7 +11,7 @@ import { UserError } from '../util/errors.js';
 import { Annotation, MediaType, isIndexType, isManifestType, type Descriptor, type Index, type Manifest } from '../image/types.js';
 import type { Reference } from '../registry/reference.js';
 import { encodeHeader } from '../archive/tar.js';
-import { copyFileAtomic } from '../util/fs.js';
+import { copyFileAtomic, removeStaleTemps, tempBeside } from '../util/fs.js';
 import { copyRange, exchange } from '../native/fsx.js';
 
 export interface ArchiveFile {
@@ -67,7 +66,9 @@ export async function writeLayoutTar(
     await writeArchiveToStream(store, contents, process.stdout);
     return;
   }
-  const tmp = path.join(path.dirname(dest), `.${path.basename(dest)}.${randomBytes(6).toString('hex')}.tmp`);
+  // A run killed while writing here left its temp file: gone now, as this run writes the same place.
+  await removeStaleTemps(dest);
+  const tmp = tempBeside(dest);
   const fd = fs.openSync(tmp, 'w', 0o644);
   try {
     const write = (buf: Buffer) => {
@@ -182,6 +183,7 @@ async function writeArchiveToStream(
 export async function writeLayoutDir(store: ContentStore, contents: { blobs: Descriptor[]; index: Index }, dest: string): Promise<void> {
   const blobDir = path.join(dest, 'blobs', 'sha256');
   await fsp.mkdir(blobDir, { recursive: true });
+  await Promise.all([removeStaleTemps(blobDir, { anyName: true }), removeStaleTemps(path.join(dest, 'index.json')), removeStaleTemps(path.join(dest, 'oci-layout'))]);
   for (const blob of contents.blobs) {
     const target = path.join(dest, blobName(blob));
     if (await fsp.stat(target).then((s) => s.size === blob.size, () => false)) continue;
@@ -189,7 +191,7 @@ export async function writeLayoutDir(store: ContentStore, contents: { blobs: Des
     await copyFileAtomic(store.blobPath(blob.digest), target);
   }
   const put = async (name: string, data: string) => {
-    const tmp = path.join(dest, `.${name}.${randomBytes(6).toString('hex')}.tmp`);
+    const tmp = tempBeside(path.join(dest, name));
     await fsp.writeFile(tmp, data, { mode: 0o644 });
     await fsp.rename(tmp, path.join(dest, name));
   };
