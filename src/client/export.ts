@@ -100,7 +100,8 @@ async function makeLayerBlob(worker: Worker, id: string, variant: LayerVariant, 
   const key = variantKey(variant);
   const isDefault = key === 'gzip::';
   const info = ((await worker.snapshots.info(id)) ?? {}) as ExportInfo;
-  const pulled = info.blob && !info.built;
+  // Pulled from an image; a layer a cache import brought is a built one (it had its step's default blob).
+  const pulled = info.blob && !info.built && !info.imported;
   // A pulled layer keeps its blob (its digest is what the base image says) unless recompression is forced.
   const reuse = info.blob && info.diffID && (isDefault || (pulled && (!variant.force || isCompressedAs(info.blob.mediaType, compression))))
     ? { ...info.blob, diffID: info.diffID }

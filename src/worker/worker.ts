@@ -56,6 +56,11 @@ export interface SnapshotInfo {
   step?: string;
   /** A pulled layer: the image it came from, where its blob is fetched again if the stored one is damaged. */
   source?: string;
+  /**
+   * Extracted from a cache import and made by a build step, not a base image's: its blob is the step's
+   * default one, and other variants (rewrite-timestamp) are made from the snapshot as for a built layer.
+   */
+  imported?: boolean;
 }
 
 /**
@@ -158,9 +163,14 @@ export class Worker {
     p = (async () => {
       const layers: string[] = [];
       let chainID: Digest | undefined;
-      for (const l of remote) {
+      // The chain's bottom layers that are a base image's this build resolved are that image's (kept as
+      // pulled); the rest were made by build steps.
+      let bases = await this.resolvedImages();
+      for (const [i, l] of remote.entries()) {
         chainID = chainID ? sha256(`${chainID} ${l.diffID}`) : l.diffID;
-        layers.push(await this.extractLayer(chainID, layers.slice(), l.blob, l.diffID, () => this.ensureBlob(l), { created: l.created }));
+        bases = bases.filter((b) => b.config.rootfs?.diff_ids?.[i] === l.diffID);
+        const extra = bases.length ? { source: bases[0].ref.toString() } : { imported: true };
+        layers.push(await this.extractLayer(chainID, layers.slice(), l.blob, l.diffID, () => this.ensureBlob(l), { created: l.created, ...extra }));
       }
       return { layers };
     })();
@@ -252,7 +262,7 @@ export class Worker {
    */
   private extractLayer(
     chainID: Digest, parent: string[], desc: Descriptor, diffID: Digest, fetch: (again?: boolean) => Promise<void>,
-    extra: { created?: string; source?: string } = {},
+    extra: { created?: string; source?: string; imported?: boolean } = {},
   ): Promise<string> {
     let p = this.extracting.get(chainID);
     if (p) return p;
@@ -273,6 +283,7 @@ export class Worker {
         const info: SnapshotInfo & { created?: string } = {
           diffID, blob: { digest: desc.digest as Digest, size: desc.size, mediaType: desc.mediaType },
           ...(extra.created ? { created: extra.created } : {}), ...(extra.source ? { source: extra.source } : {}),
+          ...(extra.imported ? { imported: true } : {}),
         };
         await this.snapshots.commit(id, info);
       } catch (e) {
