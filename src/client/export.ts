@@ -20,6 +20,7 @@ import { pushImage } from '../registry/push.js';
 import type { ProgressWriter } from '../progress/printer.js';
 import { boolAttr, type OutputSpec } from './outputs.js';
 import { UserError } from '../util/errors.js';
+import { CorruptBlobError } from '../content/store.js';
 import { removeStaleTemps, tempBeside, writeFileAtomic } from '../util/fs.js';
 import { sha256 } from '../../solver/llb/digest.js';
 import { ArchiveOutputs } from '../exporter/uptodate.js';
@@ -106,9 +107,9 @@ async function makeLayerBlob(worker: Worker, id: string, variant: LayerVariant, 
   const reuse = info.blob && info.diffID && (isDefault || (pulled && (!variant.force || isCompressedAs(info.blob.mediaType, compression))))
     ? { ...info.blob, diffID: info.diffID }
     : info.variants?.[key];
-  // A blob leaves the store for an output only after it hashed to its name; a damaged one was removed by
-  // the check and is fetched again (a pulled layer) or made again from the snapshot below.
-  if (reuse && (await worker.store.verify(reuse.digest))) return reuse;
+  if (reuse && (await worker.store.has(reuse.digest))) return reuse;
+  // Gone (a damaged blob is removed when it fails its check on its way out): a pulled layer's is fetched
+  // again, anything else made again from the snapshot below (the same bytes: a blob depends only on its tree).
   if (reuse && pulled && reuse.digest === info.blob!.digest && (await worker.refetchPulledBlob(info))) return reuse;
   // The blobs this step made last: their members for unchanged parts of the tree are copied.
   const stepFile = compression === 'gzip' && info.step ? path.join(worker.opts.root, LAYER_STEPS_DIR, sha256(`${info.step} ${key}`).slice(7)) : undefined;
@@ -305,6 +306,24 @@ export async function exportImage(
   if (push && names.length === 0) throw new UnsupportedOutputError(`type=${output.type} with push needs a name (name=REF or -t REF)`);
 
   progress.start({ id: vertex, name: `exporting to ${output.type === 'oci' ? 'oci image format' : output.type === 'docker' ? 'docker image format' : 'image'}` });
+  // Blobs are checked against their digests on their way out; one that fails is removed, and the image is
+  // made once more, its layers' blobs fetched or made again.
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await writeAndExport(worker, results, output, opts, { vertex, variant, oci, annotations, names, push });
+    } catch (e) {
+      if (!(e instanceof CorruptBlobError) || attempt > 0) throw e;
+    }
+  }
+}
+
+async function writeAndExport(
+  worker: Worker, results: PlatformResult[], output: OutputSpec, opts: ExportOptions,
+  o: { vertex: string; variant: LayerVariant; oci: boolean; annotations: Record<string, string>; names: string[]; push: boolean },
+): Promise<ExportResult> {
+  const { vertex, variant, oci, annotations, names, push } = o;
+  const progress = opts.progress;
+  const multi = results.length > 1;
   const images: { manifest: Descriptor; config: Descriptor; platform: Platform }[] = [];
   for (const [index, r] of results.entries()) {
     const layers = await resultBlobs(worker, r.ref, variant);
@@ -338,13 +357,13 @@ export async function exportImage(
       const insecure = [...(opts.insecureRegistries ?? [])];
       if (boolAttr(output, 'registry.insecure') || boolAttr(output, 'insecure')) insecure.push(...names.map((n) => parseReference(n).domain));
       const client = insecure.length ? new RegistryClient({ insecureRegistries: insecure }) : worker.registry;
+      // Nothing damaged is pushed.
+      await verifyBlobs(worker.store, await reachableBlobs(worker.store, [root]));
       const pushId = `push:${names.join(',')}`;
       progress.start({ id: pushId, name: `pushing ${names.join(', ')}` });
       try {
         // Base layers pushed to the registry they came from are mounted, not uploaded again.
         const mountFrom = (await worker.resolvedImages()).map((i) => i.ref);
-        // Nothing damaged is pushed (blobs checked on their way into this image are not read again).
-        await verifyBlobs(worker.store, await reachableBlobs(worker.store, [root]));
         await pushImage(client, worker.store, root, names.map(parseReference), { mountFrom });
       } catch (e) {
         progress.error(pushId, (e as Error).message);

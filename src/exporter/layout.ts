@@ -60,12 +60,17 @@ export async function writeLayoutTar(
   contents: { blobs: Descriptor[]; index: Index; extraFiles?: ArchiveFile[] },
   dest: string,
 ): Promise<void> {
-  // Nothing damaged leaves the store: each blob hashes to its name (blobs this process wrote are known to).
-  await verifyBlobs(store, contents.blobs);
   if (dest === '-') {
+    // Nothing damaged leaves the store: each blob hashes to its name (what this process wrote is known to).
+    await verifyBlobs(store, contents.blobs);
     await writeArchiveToStream(store, contents, process.stdout);
     return;
   }
+  // Into a file: checked while it is copied (from the page cache the check and the copy share), and the
+  // archive only takes the destination's place once every blob passed.
+  const checked = verifyBlobs(store, contents.blobs);
+  let failed = false;
+  checked.catch(() => { failed = true; });
   // A run killed while writing here left its temp file: gone now, as this run writes the same place.
   await removeStaleTemps(dest);
   const tmp = tempBeside(dest);
@@ -75,6 +80,7 @@ export async function writeLayoutTar(
       for (let off = 0; off < buf.length;) off += fs.writeSync(fd, buf, off);
     };
     for (const part of archiveParts(contents)) {
+      if (failed) break;
       if (Buffer.isBuffer(part)) {
         write(part);
         continue;
@@ -94,10 +100,13 @@ export async function writeLayoutTar(
       }
     }
     fs.closeSync(fd);
+    await checked;
     await replaceFile(tmp, dest);
   } catch (err) {
     try { fs.closeSync(fd); } catch { /* closed already */ }
     await fsp.rm(tmp, { force: true });
+    // A damaged blob explains a short copy too: its error comes first.
+    await checked;
     throw err;
   }
 }

@@ -184,9 +184,9 @@ export class Worker {
     return ref.remote ? this.materializing.get(ref) : undefined;
   }
 
-  /** A remote layer's blob in the content store, sound (fetched when missing or damaged). */
+  /** A remote layer's blob in the content store (fetched when missing; checked where it is used). */
   async ensureBlob(layer: RemoteLayer): Promise<void> {
-    if (!(await this.store.verify(layer.blob.digest))) await layer.fetch(this.store);
+    if (!(await this.store.has(layer.blob.digest))) await layer.fetch(this.store);
   }
 
   /**

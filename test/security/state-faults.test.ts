@@ -183,6 +183,28 @@ describe('state faults', () => {
     await expectHealed(root, ['--no-cache']);
   });
 
+  it('a flipped byte never reaches a cache export or a push', async () => {
+    const { root, image } = await builtState();
+    await flipByte(blobFile(root, image.layers.at(-2)!.digest));
+    await flipByte(blobFile(root, image.layers.at(-1)!.digest));
+    const cacheDir = await tempDir('builder-faults-cache-');
+    const name = `${registry}/faults/pushed:1`;
+    const r = await runCli(['build', '--root', root, '--progress', 'plain', '--cache-to', `type=local,dest=${cacheDir},mode=max`,
+      '--output', `type=registry,name=${name}`, ctx]);
+    expect(r.code, r.stderr).toBe(0);
+    const blobs = path.join(cacheDir, 'blobs', 'sha256');
+    for (const n of await fs.readdir(blobs)) expect(sha(await fs.readFile(path.join(blobs, n))), n).toBe(n);
+    // The pushed image, read back from the registry: every layer hashes to its digest and gunzips.
+    const accept = 'application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json';
+    const manifest = await (await fetch(`http://${registry}/v2/faults/pushed/manifests/1`, { headers: { accept } })).json() as Manifest;
+    expect(manifest.layers.length).toBe(image.layers.length);
+    for (const l of manifest.layers) {
+      const body = Buffer.from(await (await fetch(`http://${registry}/v2/faults/pushed/blobs/${l.digest}`)).arrayBuffer());
+      expect(`sha256:${sha(body)}`).toBe(l.digest);
+      gunzipSync(body);
+    }
+  });
+
   it('a truncated blob is made again, and is not reported as missing', async () => {
     const { root, image } = await builtState();
     await truncateHalf(blobFile(root, image.layers.at(-1)!.digest));
