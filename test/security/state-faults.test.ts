@@ -231,28 +231,37 @@ describe('state faults', () => {
     await expectHealed(root);
   });
 
-  it('garbled metadata everywhere in the state (indexes, records, stores) is never an internal error', async () => {
-    const { root } = await builtState();
-    const garbled: string[] = [];
-    const walk = async (dir: string): Promise<void> => {
-      for (const e of await fs.readdir(dir, { withFileTypes: true })) {
-        const p = path.join(dir, e.name);
-        if (e.isDirectory()) {
-          // Inside a snapshot only its marker: fs/ is the layer's files. Records stay readable (other tests
-          // damage them), so that they lead to the garbled snapshots.
-          if (!['blobs', 'executor', 'mounts', 'cache-mounts', 'fs', 'work', 'records'].includes(e.name)) await walk(p);
-        } else if (e.isFile() && e.name !== 'lock') {
-          await fs.writeFile(p, '{"garbled');
-          garbled.push(path.relative(root, p));
+  // Truncated JSON (records kept readable, so that they lead to the garbled snapshots), then JSON of the
+  // wrong shape everywhere, records included.
+  for (const [garbage, keepRecords] of [['{"garbled', true], ['null', false], ['[1]', false], ['{"layers":"1"}', false]] as const) {
+    it(`metadata everywhere in the state replaced by ${garbage} (indexes, records, stores) is never an internal error`, async () => {
+      const { root } = await builtState();
+      // An image kept under a name in the local image store (images.json), which FROM consults first.
+      const kept = await runCli(['build', '--root', root, '--progress', 'plain', '-t', 'faults/kept:1', ctx]);
+      expect(kept.code, kept.stderr).toBe(0);
+      const garbled: string[] = [];
+      const skip = ['blobs', 'executor', 'mounts', 'cache-mounts', 'fs', 'work', 'keys', ...(keepRecords ? ['records'] : [])];
+      const walk = async (dir: string): Promise<void> => {
+        for (const e of await fs.readdir(dir, { withFileTypes: true })) {
+          const p = path.join(dir, e.name);
+          if (e.isDirectory()) {
+            // Inside a snapshot only its marker: fs/ is the layer's files.
+            if (!skip.includes(e.name)) await walk(p);
+          } else if (e.isFile() && e.name !== 'lock') {
+            await fs.writeFile(p, garbage);
+            garbled.push(path.relative(root, p));
+          }
         }
-      }
-    };
-    await walk(root);
-    expect(garbled.some((p) => p.startsWith('layers/'))).toBe(true);
-    expect(garbled.some((p) => p.startsWith('content/members/'))).toBe(true);
-    expect(garbled.some((p) => p.endsWith('/committed.json'))).toBe(true);
-    await expectHealed(root);
-  });
+      };
+      await walk(root);
+      expect(garbled.some((p) => p.startsWith('layers/'))).toBe(true);
+      expect(garbled.some((p) => p.startsWith('content/members/'))).toBe(true);
+      expect(garbled.some((p) => p.endsWith('/committed.json'))).toBe(true);
+      expect(garbled.some((p) => p.startsWith('cache/records/'))).toBe(!keepRecords);
+      expect(garbled).toContain('images.json');
+      await expectHealed(root);
+    });
+  }
 
   it('a cache record naming another step\'s snapshot chain is ignored', async () => {
     const { root } = await builtState();
