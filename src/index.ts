@@ -18,5 +18,5 @@ export { RegistryClient, type RegistryClientOptions } from './registry/client.js
 export { pushImage, type PushOptions } from './registry/push.js';
 export { parseReference, type Reference } from './registry/reference.js';
 export { ImageStore, type StoredImage } from './image/store.js';
-export { prune, diskUsage, pruneCacheDir, type PruneOptions, type Usage } from './client/prune.js';
+export { prune, diskUsage, pruneCacheDir, verifyStateDir, type PruneOptions, type Usage, type VerifyReport } from './client/prune.js';
 export { parseCacheTo, parseCacheFrom, type CacheToSpec, type CacheFromSpec } from './client/remotecache.js';

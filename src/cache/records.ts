@@ -44,6 +44,21 @@ export class CacheRecords {
     return rec;
   }
 
+  /** Whether the record for `key` is readable and matches its snapshots (its last use is not touched). */
+  async valid(key: Digest): Promise<boolean> {
+    try {
+      return await this.matches(key, JSON.parse(await fs.readFile(this.file(key), 'utf8')) as CacheRecord);
+    } catch {
+      return false;
+    }
+  }
+
+  /** The keys of every record file, readable or not. */
+  async listFiles(): Promise<{ key: Digest }[]> {
+    const names = await fs.readdir(this.dir).catch(() => [] as string[]);
+    return names.filter((n) => /^[0-9a-f]{64}$/.test(n)).map((n) => ({ key: `sha256:${n}` as Digest }));
+  }
+
   /** Whether the record is one written for `key` and its snapshots are still the ones it named. */
   private async matches(key: Digest, rec: CacheRecord): Promise<boolean> {
     if (typeof rec !== 'object' || rec === null || rec.key !== key || !Array.isArray(rec.layers) || !Array.isArray(rec.uids) ||

@@ -284,4 +284,31 @@ describe('state faults', () => {
     await fs.writeFile(run.file, JSON.stringify({ ...run.rec, layers }));
     await expectHealed(root);
   });
+
+  it('du --verify finds and repairs every fault at once; the build after it is sound', async () => {
+    const { root, image } = await builtState();
+    const recs = await records(root);
+    await flipByte(blobFile(root, image.layers.at(-2)!.digest));
+    await truncateHalf(blobFile(root, image.layers[0].digest));
+    const run = recs.at(-1)!;
+    await fs.writeFile(path.join(root, 'snapshots', run.rec.layers.at(-1)!, 'committed.json'), '{"created":');
+    const copy = recs.at(-2)!;
+    await fs.writeFile(copy.file, JSON.stringify({ ...copy.rec, layers: [...copy.rec.layers].reverse() }));
+    const layerRecords = await fs.readdir(path.join(root, 'layers'));
+    await fs.writeFile(path.join(root, 'layers', layerRecords[0]), JSON.stringify({ snapshot: copy.rec.layers.at(-1) }));
+
+    const v = await runCli(['du', '--verify', '--root', root]);
+    expect(v.code, v.stderr).toBe(0);
+    expect(v.stdout).toContain(`blob ${image.layers.at(-2)!.digest} did not hash to its name: removed`);
+    expect(v.stdout).toContain(`blob ${image.layers[0].digest} did not hash to its name: removed`);
+    expect(v.stdout).toMatch(/snapshot \d+: committed.json unreadable/);
+    expect(v.stdout).toContain(`cache record ${copy.rec.key} does not match its snapshots: removed`);
+    expect(v.stdout).toContain(`layer record ${layerRecords[0]} does not match its snapshots: removed`);
+    // The run record names the set-aside snapshot: removed too.
+    expect(v.stdout).toContain(`cache record ${run.rec.key} does not match its snapshots: removed`);
+    const again = await runCli(['du', '--verify', '--root', root]);
+    expect(again.stdout).not.toContain('repaired:');
+    expect(again.stdout).toMatch(/; 0 repaired/);
+    await expectHealed(root);
+  });
 });
