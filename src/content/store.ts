@@ -310,6 +310,19 @@ export class ContentStore {
     return fs.createReadStream(this.blobPath(d), range);
   }
 
+  /**
+   * Removes the temp files of writes a killed process never finished (named `<pid>-<hex>`: a live writer's,
+   * such as an `imagetools create` beside a build, stay).
+   */
+  async cleanup(): Promise<void> {
+    const dir = path.join(this.root, 'blobs', 'tmp');
+    for (const name of await fsp.readdir(dir).catch(() => [] as string[])) {
+      const pid = Number(/^(\d+)-/.exec(name)?.[1]);
+      if (pid && pid !== process.pid && alive(pid)) continue;
+      if (pid !== process.pid) await fsp.rm(path.join(dir, name), { force: true });
+    }
+  }
+
   /** A writer for a new blob; see BlobWriter. */
   async openWriter(): Promise<BlobWriter> {
     await this.ensureDirs();
@@ -349,6 +362,15 @@ export class ContentStore {
       fsp.mkdir(path.join(this.root, 'blobs', 'tmp'), { recursive: true }),
     ]).then(() => undefined);
     return this.ready;
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

@@ -118,6 +118,7 @@ export class Worker {
     await fs.mkdir(path.join(this.opts.root, 'layers'), { recursive: true });
     await this.snapshots.init({ recover });
     await this.executor.init({ recover });
+    if (recover) await this.store.cleanup();
   }
 
   /** Resolves an image reference for a platform; memoized for the worker's lifetime. */

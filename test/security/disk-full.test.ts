@@ -56,9 +56,14 @@ describe('disk full and killed exports', () => {
     const stale = [`.image.tar.${dead}0123456789ab.tmp`, '.image.tar.a1b2c3d4e5f6.tmp'];
     const kept = [`.image.tar.${live}0123456789ab.tmp`, '.other.tar.a1b2c3d4e5f6.tmp', 'image.tar.tmp'];
     for (const n of [...stale, ...kept]) await fs.writeFile(path.join(dir, n), 'partial');
+    // And a blob a killed build was downloading or compressing into the content store.
+    const blobTmp = path.join(root, 'content', 'blobs', 'tmp');
+    await fs.mkdir(blobTmp, { recursive: true });
+    await fs.writeFile(path.join(blobTmp, `${child.pid}-0123456789abcdef`), 'partial');
     const r = await runCli(['build', '--root', root, '--progress', 'plain', '--output', `type=oci,dest=${path.join(dir, 'image.tar')}`, ctx]);
     expect(r.code, r.stderr).toBe(0);
     expect((await fs.readdir(dir)).sort()).toEqual(['image.tar', ...kept].sort());
+    expect(await fs.readdir(blobTmp)).toEqual([]);
 
     // The same for a filesystem tar.
     await fs.writeFile(path.join(dir, `.fs.tar.${dead}0123456789ab.tmp`), 'partial');
