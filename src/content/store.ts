@@ -11,6 +11,7 @@ import { pipeline } from 'node:stream/promises';
 import type { Digest } from '../../solver/llb/ops.js';
 import { BuilderError, UserError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';
+import { isAlive } from '../util/pidlock.js';
 import { OrderedSha256, writeAt } from '../native/fsx.js';
 
 export interface Expected {
@@ -318,7 +319,7 @@ export class ContentStore {
     const dir = path.join(this.root, 'blobs', 'tmp');
     for (const name of await fsp.readdir(dir).catch(() => [] as string[])) {
       const pid = Number(/^(\d+)-/.exec(name)?.[1]);
-      if (pid && pid !== process.pid && alive(pid)) continue;
+      if (pid && pid !== process.pid && isAlive(pid)) continue;
       if (pid !== process.pid) await fsp.rm(path.join(dir, name), { force: true });
     }
   }
@@ -362,15 +363,6 @@ export class ContentStore {
       fsp.mkdir(path.join(this.root, 'blobs', 'tmp'), { recursive: true }),
     ]).then(() => undefined);
     return this.ready;
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

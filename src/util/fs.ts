@@ -2,6 +2,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { isAlive } from './pidlock.js';
 
 /**
  * Writes `data` to `file` so that readers see either the old content or the whole new one. `sync: false`
@@ -61,17 +62,10 @@ export async function removeStaleTemps(dest: string, opts: { anyName?: boolean }
     // Inside a directory of ours, also the `NAME.<hex>.tmp` of copies by earlier versions.
     const m = TEMP_RE.exec(name) ?? (opts.anyName ? /^(.+)\.([0-9a-f]+)\.tmp$/.exec(name) : null);
     if (!m || (!opts.anyName && m[1] !== path.basename(abs))) return;
-    if (m[2].length === 20 && writerAlive(parseInt(m[2].slice(0, 8), 16))) return;
+    if (m[2].length === 20) {
+      const pid = parseInt(m[2].slice(0, 8), 16);
+      if (pid === process.pid || isAlive(pid)) return;
+    }
     await fs.rm(path.join(dir, name), { force: true });
   }));
-}
-
-function writerAlive(pid: number): boolean {
-  if (pid === process.pid) return true;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
