@@ -118,13 +118,18 @@ export class BlobSizeError extends UserError {
   constructor(d: Descriptor) { super('BLOB_SIZE', `content ${d.digest} is shorter than the ${d.size} bytes its descriptor says`); }
 }
 
-/** Checks every blob against its digest, several at a time; a damaged one is removed and named in the error. */
+/**
+ * Checks every blob against its digest, several at a time. Damaged ones are all removed (so that one more
+ * attempt makes them all again), and the first is named in the error.
+ */
 export async function verifyBlobs(store: ContentStore, blobs: Descriptor[]): Promise<void> {
   const queue = [...blobs];
+  const errors: unknown[] = [];
   const worker = async () => {
-    for (let d = queue.shift(); d; d = queue.shift()) await store.ensureSound(d.digest as Digest);
+    for (let d = queue.shift(); d; d = queue.shift()) await store.ensureSound(d.digest as Digest).catch((e: unknown) => errors.push(e));
   };
   await Promise.all([worker(), worker(), worker()]);
+  if (errors.length) throw errors[0];
 }
 
 /**
