@@ -61,19 +61,23 @@ export class CacheRecords {
 
   /** Whether the record is one written for `key` and its snapshots are still the ones it named. */
   private async matches(key: Digest, rec: CacheRecord): Promise<boolean> {
-    if (typeof rec !== 'object' || rec === null || rec.key !== key || !Array.isArray(rec.layers) || !Array.isArray(rec.uids) ||
-      rec.uids.length !== rec.layers.length) return false;
+    // No empty chains: with no snapshot to vouch for them, a damaged record could claim any step made nothing.
+    if (typeof rec !== 'object' || rec === null || rec.key !== key || !Array.isArray(rec.layers) || rec.layers.length === 0 ||
+      !Array.isArray(rec.uids) || rec.uids.length !== rec.layers.length) return false;
     for (const [i, id] of rec.layers.entries()) {
       if (typeof id !== 'string') return false;
       const info = await this.snapshots.info(id).catch(() => null);
       if (!info || info.uid === undefined || info.uid !== rec.uids[i]) return false;
     }
-    const top = rec.layers.at(-1);
-    return top === undefined || (await this.snapshots.hasKey(top, key));
+    return this.snapshots.hasKey(rec.layers.at(-1)!, key);
   }
 
-  /** Records `key` -> `layers`; nothing is written when a snapshot is gone meanwhile (the next run makes it). */
+  /**
+   * Records `key` -> `layers`; nothing is written when a snapshot is gone meanwhile (the next run makes it),
+   * nor for an empty chain (scratch: nothing to save by recording it).
+   */
   async put(key: Digest, layers: string[]): Promise<void> {
+    if (layers.length === 0) return;
     const uids: string[] = [];
     for (const id of layers) {
       const uid = await this.snapshots.uid(id);
@@ -81,8 +85,7 @@ export class CacheRecords {
       uids.push(uid);
     }
     // The snapshot learns the key first: a record is never there without it.
-    const top = layers.at(-1);
-    if (top !== undefined) await this.snapshots.addKey(top, key);
+    await this.snapshots.addKey(layers.at(-1)!, key);
     const rec: CacheRecord = { key, layers, uids, created: new Date().toISOString() };
     await writeFileAtomic(this.file(key), JSON.stringify(rec));
   }

@@ -274,6 +274,13 @@ describe('state faults', () => {
     await expectHealed(root);
   });
 
+  it('a cache record claiming its step made nothing (an empty chain) is ignored', async () => {
+    const { root } = await builtState();
+    const run = (await records(root)).at(-1)!;
+    await fs.writeFile(run.file, JSON.stringify({ ...run.rec, layers: [], uids: [] }));
+    await expectHealed(root);
+  });
+
   it('a cache record naming a chain with a foreign snapshot in it is ignored', async () => {
     const { root } = await builtState();
     const recs = await records(root);
