@@ -41,6 +41,7 @@ describe('disk full and killed exports', () => {
       const dest = path.join(full, `${type}-${name}`);
       const r = await runCli(['build', '--root', root, '--progress', 'plain', '--output', `type=${type},dest=${dest}`, ctx]);
       expectOneLine(r, 'no space left on device');
+      expect(r.stderr).toContain(`ERROR: exporting to ${dest}`);
       expect((await fs.readdir(full)).filter((n) => n.endsWith('.tmp'))).toEqual([]);
       await fs.rm(dest, { recursive: true, force: true });
     });
