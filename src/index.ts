@@ -22,7 +22,7 @@ export { builderConfigPath, loadBuilderConfig, type BuilderConfig, type Registry
 export { pushImage, type PushOptions } from './registry/push.js';
 export { parseReference, type Reference } from './registry/reference.js';
 export { ImageStore, type StoredImage } from './image/store.js';
-export { prune, diskUsage, pruneCacheDir, type PruneOptions, type Usage } from './client/prune.js';
+export { prune, diskUsage, pruneCacheDir, verifyStateDir, type PruneOptions, type Usage, type VerifyReport } from './client/prune.js';
 export { parseCacheTo, parseCacheFrom, type CacheToSpec, type CacheFromSpec } from './client/remotecache.js';
 export { parseCall, formatOutline, formatTargets, goJSON, type CallName, type CallSpec } from './client/subrequests.js';
 export type { Outline, OutlineArg, OutlineSecret, TargetList, Target } from '../frontend/dockerfile/subrequests.js';

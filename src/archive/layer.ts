@@ -466,6 +466,9 @@ export async function applyLayerBlob(store: ContentStore, blob: { digest: Digest
   const gzip = GZIP_TYPES.has(blob.mediaType);
   const zstd = ZSTD_TYPES.has(blob.mediaType);
   if (!gzip && !zstd && !PLAIN_TYPES.has(blob.mediaType)) throw new UnsupportedMediaTypeError(blob.mediaType);
+  // Before the decompressor and the tar parser see a byte: the blob hashes to its name (free for a blob
+  // this process just fetched).
+  await store.ensureSound(blob.digest, 'layer');
   const hash = createHash('sha256');
   const tarIn = new Transform({ transform(chunk: Buffer, _enc, cb) { hash.update(chunk); cb(null, chunk); } });
   const source = store.createReadStream(blob.digest);

@@ -9,7 +9,8 @@
 //   once, members written in order (the main thread only walks the tree and writes the tar headers);
 // - a member index (uncompressed sha256, length, CRC-32 and fingerprint, compressed offset and length) is
 //   kept per blob, and a segment whose sha256 matches a member of a candidate blob (made with the same level
-//   and zlib) is copied from that blob instead of compressed again. A segment whose fingerprint (the inodes
+//   and zlib) is copied from that blob instead of compressed again, once its compressed bytes still hash to
+//   what the index says (a damaged blob's members are never copied). A segment whose fingerprint (the inodes
 //   it reads: see fillSegment) matches a member's is not even hashed: an edited tree made of hard links to
 //   the previous one hashes only what changed (and its diff id, which covers every byte).
 // The blob's bytes depend only on the tar bytes, the level and zlib's version: with or without reuse, the
@@ -44,6 +45,7 @@ export class MemberSource {
   /** Uncompressed sha256 by fingerprint: segments known without hashing them. */
   private readonly byFingerprint = new Map<string, string>();
   private readonly handles = new Map<Digest, Promise<fsp.FileHandle | null>>();
+  private readonly verified = new Map<Digest, Promise<boolean>>();
 
   private constructor(private readonly store: ContentStore) {}
 
@@ -73,7 +75,7 @@ export class MemberSource {
    * The compressed member for this segment (of this sha256), or null (no match, blob gone, or the member
    * does not check out).
    */
-  async read(sha256: string, segment: Buffer): Promise<Buffer | null> {
+  async read(sha256: string, segment: Buffer): Promise<{ data: Buffer; csha: string } | null> {
     const size = segment.length;
     const hit = this.byHash.get(sha256);
     if (!hit || hit.member.size !== size) return null;
@@ -84,6 +86,8 @@ export class MemberSource {
     }
     const handle = await h;
     if (!handle) return null;
+    // Indexes made before members carried their compressed sha256: the whole blob is checked instead.
+    if (hit.member.csha === undefined && !(await this.verifiedBlob(hit.digest))) return null;
     const buf = Buffer.allocUnsafe(hit.member.csize);
     const bytesRead = await handle.read(buf, 0, buf.length, hit.member.offset).then((r) => r.bytesRead, () => -1);
     // The trailer (CRC-32 and length of the data) guards against an index that does not fit its blob. The
@@ -92,7 +96,18 @@ export class MemberSource {
       buf.readUInt32LE(buf.length - 8) !== (hit.member.crc ?? crc32(segment)) || buf.readUInt32LE(buf.length - 4) !== size % 2 ** 32) {
       return null;
     }
-    return buf;
+    // The bytes as they were written: a flipped bit inside the member's deflate data fails here.
+    if (hit.member.csha !== undefined && (await compressedSha256(buf)) !== hit.member.csha) return null;
+    return { data: buf, csha: hit.member.csha ?? (await compressedSha256(buf)) };
+  }
+
+  private verifiedBlob(digest: Digest): Promise<boolean> {
+    let p = this.verified.get(digest);
+    if (!p) {
+      p = this.store.verify(digest).catch(() => false);
+      this.verified.set(digest, p);
+    }
+    return p;
   }
 
   async close(): Promise<void> {
@@ -117,7 +132,12 @@ function nameHash(name: string): number {
   return h;
 }
 
-type Member = { sha256: string; fp?: string; size: number; data: Buffer; reused: boolean; segment: Buffer; hashed: Promise<void> };
+type Member = { sha256: string; fp?: string; size: number; data: Buffer; csha: string; reused: boolean; segment: Buffer; hashed: Promise<void> };
+
+/** sha256 (hex) of a compressed member, on the threadpool. */
+async function compressedSha256(data: Buffer): Promise<string> {
+  return (await fillSegment(data, [], { hash: true })).sha256!.toString('hex');
+}
 
 /** Segment buffers: the largest segment is 8 MiB of entries plus one entry of up to 4 MiB and its header. */
 const SEGMENT_CAPACITY = SEGMENT_MAX + SEGMENT_SPLIT + (64 << 10);
@@ -252,8 +272,9 @@ export class SegmentedGzipWriter implements LayerEntrySink {
     if (known !== undefined) this.known++;
     const sha256 = digest?.toString('hex') ?? known ?? (await fillSegment(segment, [], { hash: true })).sha256!.toString('hex');
     const copied = this.reuse ? await this.reuse.read(sha256, segment) : null;
-    const data = copied ?? (await gzipAsync(segment, { level: this.level, chunkSize: GZIP_CHUNK }));
-    return { sha256, fp, size: segment.length, data, reused: copied !== null, segment, hashed };
+    const data = copied?.data ?? (await gzipAsync(segment, { level: this.level, chunkSize: GZIP_CHUNK }));
+    const csha = copied?.csha ?? (await compressedSha256(data));
+    return { sha256, fp, size: segment.length, data, csha, reused: copied !== null, segment, hashed };
   }
 
   private async writeNext(): Promise<void> {
@@ -263,7 +284,7 @@ export class SegmentedGzipWriter implements LayerEntrySink {
     await m.hashed;
     if (m.segment.buffer.byteLength === SEGMENT_CAPACITY) this.free.push(Buffer.from(m.segment.buffer, m.segment.byteOffset, SEGMENT_CAPACITY));
     // A gzip member ends with the CRC-32 of its data and the data's length.
-    this.members.push({ sha256: m.sha256, size: m.size, offset: this.offset, csize: m.data.length, crc: m.data.readUInt32LE(m.data.length - 8), fp: m.fp });
+    this.members.push({ sha256: m.sha256, size: m.size, offset: this.offset, csize: m.data.length, crc: m.data.readUInt32LE(m.data.length - 8), fp: m.fp, csha: m.csha });
     this.offset += m.data.length;
     if (m.reused) this.reused++;
     // Several members are written (and hashed into the blob's digest) at once; a few in flight are enough.

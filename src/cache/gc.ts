@@ -191,6 +191,7 @@ export class GarbageCollector {
       try {
         const [text, st] = await Promise.all([fs.readFile(file, 'utf8'), fs.stat(file)]);
         const rec = JSON.parse(text) as { snapshot: string; parent?: string[] };
+        if (typeof rec?.snapshot !== 'string' || !(rec.parent === undefined || Array.isArray(rec.parent))) continue;
         out.push({ kind: 'layer', file, lastUsed: st.mtimeMs, layers: [...(rec.parent ?? []), rec.snapshot] });
       } catch {
         // a temp file or a record removed meanwhile
@@ -203,6 +204,7 @@ export class GarbageCollector {
   async snapshotMeta(): Promise<Record<string, SnapshotMeta>> {
     if (!this.sizes) {
       this.sizes = await fs.readFile(this.sizesFile, 'utf8').then((t) => JSON.parse(t) as Record<string, SnapshotMeta>, () => ({}));
+      if (typeof this.sizes !== 'object' || this.sizes === null || Array.isArray(this.sizes)) this.sizes = {};
     }
     const dir = path.join(this.root, 'snapshots');
     const out: Record<string, SnapshotMeta> = {};

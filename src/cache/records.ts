@@ -1,6 +1,9 @@
 // Persistent cache records under `<root>/cache/records/`: cache key -> result (a chain of committed
 // snapshot ids). A record is written (temp + rename) only after every snapshot it names is committed, and
 // a lookup checks they still exist, so a killed build or a pruned snapshot never yields a broken hit.
+// A record cannot name the wrong chain either: it holds its key and each snapshot's uid, and the top
+// snapshot knows the keys whose records name it (Snapshotter.addKey); a record that disagrees with the
+// snapshots (a damaged or rewritten file, an id taken by a newer snapshot) is a miss.
 // A record's mtime is its last use (for least-recently-used GC).
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -11,6 +14,8 @@ import { writeFileAtomic } from '../util/fs.js';
 export interface CacheRecord {
   key: Digest;
   layers: string[];
+  /** The uid of each snapshot in `layers`, when the record was written. */
+  uids: string[];
   /** When the result was made (ISO time). */
   created: string;
 }
@@ -33,14 +38,55 @@ export class CacheRecords {
     } catch {
       return null;
     }
-    for (const id of rec.layers) if (!(await this.snapshots.exists(id))) return null;
+    if (!(await this.matches(key, rec))) return null;
     const now = new Date();
     await fs.utimes(this.file(key), now, now).catch(() => undefined);
     return rec;
   }
 
+  /** Whether the record for `key` is readable and matches its snapshots (its last use is not touched). */
+  async valid(key: Digest): Promise<boolean> {
+    try {
+      return await this.matches(key, JSON.parse(await fs.readFile(this.file(key), 'utf8')) as CacheRecord);
+    } catch {
+      return false;
+    }
+  }
+
+  /** The keys of every record file, readable or not. */
+  async listFiles(): Promise<{ key: Digest }[]> {
+    const names = await fs.readdir(this.dir).catch(() => [] as string[]);
+    return names.filter((n) => /^[0-9a-f]{64}$/.test(n)).map((n) => ({ key: `sha256:${n}` as Digest }));
+  }
+
+  /** Whether the record is one written for `key` and its snapshots are still the ones it named. */
+  private async matches(key: Digest, rec: CacheRecord): Promise<boolean> {
+    // No empty chains: with no snapshot to vouch for them, a damaged record could claim any step made nothing.
+    if (typeof rec !== 'object' || rec === null || rec.key !== key || !Array.isArray(rec.layers) || rec.layers.length === 0 ||
+      !Array.isArray(rec.uids) || rec.uids.length !== rec.layers.length) return false;
+    for (const [i, id] of rec.layers.entries()) {
+      if (typeof id !== 'string') return false;
+      const info = await this.snapshots.info(id).catch(() => null);
+      if (!info || info.uid === undefined || info.uid !== rec.uids[i]) return false;
+    }
+    return this.snapshots.hasKey(rec.layers.at(-1)!, key);
+  }
+
+  /**
+   * Records `key` -> `layers`; nothing is written when a snapshot is gone meanwhile (the next run makes it),
+   * nor for an empty chain (scratch: nothing to save by recording it).
+   */
   async put(key: Digest, layers: string[]): Promise<void> {
-    const rec: CacheRecord = { key, layers, created: new Date().toISOString() };
+    if (layers.length === 0) return;
+    const uids: string[] = [];
+    for (const id of layers) {
+      const uid = await this.snapshots.uid(id);
+      if (uid === null) return;
+      uids.push(uid);
+    }
+    // The snapshot learns the key first: a record is never there without it.
+    await this.snapshots.addKey(layers.at(-1)!, key);
+    const rec: CacheRecord = { key, layers, uids, created: new Date().toISOString() };
     await writeFileAtomic(this.file(key), JSON.stringify(rec));
   }
 
@@ -57,7 +103,10 @@ export class CacheRecords {
       if (name.includes('.tmp-')) continue;
       try {
         const [text, st] = await Promise.all([fs.readFile(file, 'utf8'), fs.stat(file)]);
-        out.push({ ...(JSON.parse(text) as CacheRecord), lastUsed: st.mtimeMs });
+        const rec = JSON.parse(text) as CacheRecord;
+        // A damaged file is no record: the next build writes it again.
+        if (typeof rec?.key !== 'string' || !Array.isArray(rec.layers) || !rec.layers.every((l) => typeof l === 'string')) continue;
+        out.push({ ...rec, lastUsed: st.mtimeMs });
       } catch {
         // removed meanwhile
       }

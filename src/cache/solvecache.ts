@@ -174,7 +174,11 @@ export class BuildCache implements SolveCache<WorkerRef> {
   }
 
   private loadHistory(): Promise<History> {
-    this.history ??= fs.readFile(this.historyFile, 'utf8').then((t) => JSON.parse(t) as History, () => ({ steps: {} }));
+    // Unreadable or of another shape: no history (this build writes it afresh).
+    this.history ??= fs.readFile(this.historyFile, 'utf8').then((t) => JSON.parse(t) as History).then(
+      (h) => (typeof h?.steps === 'object' && h.steps !== null && !Array.isArray(h.steps) ? h : { steps: {} }),
+      () => ({ steps: {} }),
+    );
     return this.history;
   }
 

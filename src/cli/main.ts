@@ -174,8 +174,13 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
 // still have to run, so write errors on our own output are ignored.
 for (const stream of [process.stdout, process.stderr]) stream.on('error', () => undefined);
 async function runDu(argv: Record<string, unknown>): Promise<void> {
-  const { diskUsage } = await import('../client/prune.js');
+  const { diskUsage, verifyStateDir } = await import('../client/prune.js');
   const { formatSize } = await import('../cache/gc.js');
+  if (argv.verify) {
+    const r = await verifyStateDir({ root: argv.root as string });
+    for (const line of r.repaired) process.stdout.write(`repaired: ${line}\n`);
+    process.stdout.write(`Verified:\t${r.blobs} blobs, ${r.snapshots} snapshots, ${r.records} records, ${r.layers} layers, ${r.images} images; ${r.repaired.length} repaired\n`);
+  }
   const usage = await diskUsage({ root: argv.root as string });
   const rows = [['TYPE', 'COUNT', 'SIZE', 'RECLAIMABLE'], ...usage.kinds.map((k) => [k.kind, String(k.count), formatSize(k.size), formatSize(k.reclaimable)])];
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
@@ -308,7 +313,9 @@ async function main(): Promise<void> {
         }
       },
     )
-    .command('du', 'Disk usage of the state directory', (y) => y, (argv) => runDu(argv as Record<string, unknown>))
+    .command('du', 'Disk usage of the state directory', (y) => y
+      .option('verify', { type: 'boolean', describe: 'Check every blob and record first, removing what is damaged' }),
+    (argv) => runDu(argv as Record<string, unknown>))
     .command(
       'prune',
       'Remove build cache',

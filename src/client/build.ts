@@ -141,6 +141,25 @@ export function defaultRoot(): string {
 }
 
 export async function build(opts: BuildOptions): Promise<BuildResult> {
+  try {
+    return await buildFrom(opts);
+  } catch (e) {
+    // A full disk (the state directory's, a destination's) is the machine's state, not a bug: one line.
+    throw diskFullError(e, 'writing the state directory or an output') ?? e;
+  }
+}
+
+const DISK_FULL = new Set(['ENOSPC', 'EDQUOT']);
+
+/** A BuildError for a disk-full errno, naming what was being written; undefined for anything else. */
+function diskFullError(e: unknown, what: string): BuildError | undefined {
+  const code = (e as NodeJS.ErrnoException | undefined)?.code;
+  if (e instanceof BuildError || !code || !DISK_FULL.has(code)) return undefined;
+  const file = (e as NodeJS.ErrnoException).path;
+  return new BuildError(`${what}${file ? ` (${file})` : ''}: ${code === 'EDQUOT' ? 'disk quota exceeded' : 'no space left on device'}`, [], { cause: e });
+}
+
+async function buildFrom(opts: BuildOptions): Promise<BuildResult> {
   if (typeof opts.context === 'string') return buildDir({ ...opts, context: opts.context });
   const unpacked = await unpackContext(opts.context).catch((e: Error) => {
     throw new BuildError(`unable to prepare context: not a readable tar stream: ${e.message}`);
@@ -192,8 +211,15 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
     throw new BuildError(`unable to prepare context: path "${opts.context}" not found`);
   }
 
-  await fs.mkdir(root, { recursive: true });
+  // 0700 as BuildKit's root: layers below hold device nodes and setuid files with their image's modes.
+  await fs.mkdir(root, { recursive: true, mode: 0o700 });
   const worker = new Worker({ root, runtime: opts.ociRuntime, insecureRegistries: opts.insecureRegistries, registries: opts.registries });
+  // A damaged blob is removed when met and made or fetched again; the build says so.
+  worker.store.onCorrupt = (digest) => {
+    const id = `internal:corrupt:${digest}`;
+    progress.start({ id, name: `[internal] WARNING: stored content ${digest} did not hash to its digest: removed, making it again` });
+    progress.done(id);
+  };
   // Builds run side by side; what killed builds left is cleared only by a build that is alone.
   const session = await BuildSession.start(root, async (alone) => {
     await worker.init({ recover: alone });
@@ -334,7 +360,7 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
         ...(inline ? { inlineCache: (i: number, layers: LayerDesc[]) => inlineCacheFor(worker, built, i, layers) } : {}),
       }).catch((e: unknown) => {
         progress.error(exportVertex(output), errorMessage(e));
-        throw e;
+        throw diskFullError(e, `exporting to ${output.dest ?? output.type}`) ?? e;
       }));
     }
     for (const k of keep) await worker.images.put(k.names, k.target);

@@ -11,6 +11,7 @@ import type { ImageConfigFile, HistoryEntry, Descriptor } from '../image/types.j
 import { createLayerBlob, writeLayerTar, type Compression } from '../archive/layer.js';
 import { writeImage, type LayerDesc } from '../exporter/image.js';
 import { exportLayoutDir, exportLayoutTar, writeImageIndex } from '../exporter/oci.js';
+import { reachableBlobs, verifyBlobs } from '../exporter/layout.js';
 import { exportDockerTar } from '../exporter/docker.js';
 import { exportLocalDir } from '../exporter/local.js';
 import { parseReference } from '../registry/reference.js';
@@ -21,7 +22,8 @@ import type { FullProgressWriter as ProgressWriter } from '../progress/printer.j
 import { instantStep, subStep } from '../progress/writer.js';
 import { boolAttr, type OutputSpec } from './outputs.js';
 import { UserError } from '../util/errors.js';
-import { writeFileAtomic } from '../util/fs.js';
+import { CorruptBlobError } from '../content/store.js';
+import { removeStaleTemps, tempBeside, writeFileAtomic } from '../util/fs.js';
 import { sha256 } from '../../solver/llb/digest.js';
 import { ArchiveOutputs } from '../exporter/uptodate.js';
 
@@ -103,14 +105,16 @@ async function makeLayerBlob(worker: Worker, id: string, variant: LayerVariant, 
   const key = variantKey(variant);
   const isDefault = key === 'gzip::';
   const info = ((await worker.snapshots.info(id)) ?? {}) as ExportInfo;
-  const pulled = info.blob && !info.built;
+  // Pulled from an image; a layer a cache import brought is a built one (it had its step's default blob).
+  const pulled = info.blob && !info.built && !info.imported;
   // A pulled layer keeps its blob (its digest is what the base image says) unless recompression is forced.
   const reuse = info.blob && info.diffID && (isDefault || (pulled && (!variant.force || isCompressedAs(info.blob.mediaType, compression))))
     ? { ...info.blob, diffID: info.diffID }
     : info.variants?.[key];
-  if (reuse && (await worker.store.has(reuse.digest))) {
-    return reuse;
-  }
+  if (reuse && (await worker.store.has(reuse.digest))) return reuse;
+  // Gone (a damaged blob is removed when it fails its check on its way out): a pulled layer's is fetched
+  // again, anything else made again from the snapshot below (the same bytes: a blob depends only on its tree).
+  if (reuse && pulled && reuse.digest === info.blob!.digest && (await worker.refetchPulledBlob(info))) return reuse;
   // The blobs this step made last: their members for unchanged parts of the tree are copied.
   const stepFile = compression === 'gzip' && info.step ? path.join(worker.opts.root, LAYER_STEPS_DIR, sha256(`${info.step} ${key}`).slice(7)) : undefined;
   const previous = stepFile ? await readStepBlobs(stepFile) : [];
@@ -120,10 +124,10 @@ async function makeLayerBlob(worker: Worker, id: string, variant: LayerVariant, 
     await writeFileAtomic(stepFile, JSON.stringify({ blobs }));
   }
   const rec: BlobRecord = { digest: blob.digest, size: blob.size, mediaType: blob.mediaType, diffID: blob.diffID };
-  const updated: ExportInfo = isDefault
-    ? { ...info, built: true, diffID: blob.diffID, blob: { digest: blob.digest, size: blob.size, mediaType: blob.mediaType } }
-    : { ...info, variants: { ...(info.variants ?? {}), [key]: rec } };
-  await worker.snapshots.setInfo(id, updated);
+  // Applied to the info as it is now: the cache may have written to it meanwhile.
+  await worker.snapshots.updateInfo<ExportInfo>(id, (cur): ExportInfo => (isDefault
+    ? { ...cur, built: true, diffID: blob.diffID, blob: { digest: blob.digest, size: blob.size, mediaType: blob.mediaType } }
+    : { ...cur, variants: { ...(cur.variants ?? {}), [key]: rec } }));
   return rec;
 }
 
@@ -279,7 +283,13 @@ export async function exportImage(
       const dest = multi ? path.join(output.dest!, platformDirName(r.platform)) : output.dest!;
       const mounted = await worker.snapshots.mount((await worker.materialize(r.ref)).layers);
       try {
-        await writingTo(dest, () => (output.type === 'local' ? exportLocalDir(mounted.target, dest) : exportFilesystemTar(mounted.target, dest)));
+        if (output.type === 'local') {
+          const { skipped } = await writingTo(dest, () => exportLocalDir(mounted.target, dest));
+          if (skipped.length) {
+            const list = skipped.slice(0, 3).join(', ') + (skipped.length > 3 ? `, and ${skipped.length - 3} more` : '');
+            progress.log(vertex, 'stderr', Buffer.from(`WARNING: ${skipped.length} device node${skipped.length > 1 ? 's' : ''} not written to ${dest}: ${list}\n`));
+          }
+        } else await writingTo(dest, () => exportFilesystemTar(mounted.target, dest));
       } finally {
         await mounted.unmount();
       }
@@ -312,6 +322,24 @@ export async function exportImage(
   if (push && names.length === 0) throw new UnsupportedOutputError(`type=${output.type} with push needs a name (name=REF or -t REF)`);
 
   progress.start({ id: vertex, name: `exporting to ${output.type === 'oci' ? 'oci image format' : output.type === 'docker' ? 'docker image format' : 'image'}` });
+  // Blobs are checked against their digests on their way out; one that fails is removed, and the image is
+  // made once more, its layers' blobs fetched or made again.
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await writeAndExport(worker, results, output, opts, { vertex, variant, oci, annotations, names, push });
+    } catch (e) {
+      if (!(e instanceof CorruptBlobError) || attempt > 0) throw e;
+    }
+  }
+}
+
+async function writeAndExport(
+  worker: Worker, results: PlatformResult[], output: OutputSpec, opts: ExportOptions,
+  o: { vertex: string; variant: LayerVariant; oci: boolean; annotations: Record<string, string>; names: string[]; push: boolean },
+): Promise<ExportResult> {
+  const { vertex, variant, oci, annotations, names, push } = o;
+  const progress = opts.progress;
+  const multi = results.length > 1;
   const images: { manifest: Descriptor; config: Descriptor; platform: Platform }[] = [];
   // Sub-steps as BuildKit's image exporter names them: exporting layers, manifest, config, naming, pushing.
   const exportingLayers = subStep(progress, vertex, 'exporting layers');
@@ -355,6 +383,8 @@ export async function exportImage(
       const client = insecure.length > (opts.insecureRegistries?.length ?? 0) ? new RegistryClient({ insecureRegistries: insecure, registries: opts.registries }) : worker.registry;
       // Sub-steps of the export, as BuildKit's: `pushing layers` (bytes the registry has: sent, mounted or
       // already there), then the manifest.
+      // Nothing damaged is pushed.
+      await verifyBlobs(worker.store, await reachableBlobs(worker.store, [root]));
       // Base layers pushed to the registry they came from are mounted, not uploaded again.
       const mountFrom = (await worker.resolvedImages()).map((i) => i.ref);
       const sizes = new Map(layersOf.flat().map((l) => [l.digest as string, l.size]));
@@ -407,7 +437,8 @@ async function writingTo<T>(dest: string, write: () => Promise<T>): Promise<T> {
     return await write();
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    if (e instanceof UserError || typeof code !== 'string' || !/^E[A-Z]+$/.test(code)) throw e;
+    // A full disk is told as such by the build (diskFullError), wherever it happens.
+    if (e instanceof UserError || typeof code !== 'string' || !/^E[A-Z]+$/.test(code) || code === 'ENOSPC' || code === 'EDQUOT') throw e;
     throw new OutputWriteError(dest, e as Error);
   }
 }
@@ -418,7 +449,8 @@ async function exportFilesystemTar(dir: string, dest: string): Promise<void> {
     await writeLayerTar(dir, process.stdout);
     return;
   }
-  const tmp = path.join(path.dirname(path.resolve(dest)), `.${path.basename(dest)}.${process.pid}.tmp`);
+  await removeStaleTemps(dest);
+  const tmp = tempBeside(dest);
   const out = fs.createWriteStream(tmp, { mode: 0o644 });
   try {
     await writeLayerTar(dir, out);

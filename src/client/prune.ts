@@ -4,15 +4,26 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { GarbageCollector, type PruneOptions, type Usage } from '../cache/gc.js';
 import { withStateExclusive } from './lock.js';
+import { verifyState, type VerifyReport } from '../cache/verify.js';
 import { defaultRoot } from './build.js';
 import { pruneLocalCache, type LocalPruneOptions } from '../cache/remotecache/local.js';
 
-export type { PruneOptions, Usage };
+export type { PruneOptions, Usage, VerifyReport };
 
 export async function diskUsage(opts: { root?: string } = {}): Promise<Usage> {
   const root = path.resolve(opts.root ?? defaultRoot());
   await fs.mkdir(root, { recursive: true });
   return withStateExclusive(root, () => new GarbageCollector(root).usage());
+}
+
+/**
+ * Checks the state directory and repairs it (`builder du --verify`): damaged blobs and unreadable metadata
+ * are removed or set aside, records that do not match their snapshots dropped. See src/cache/verify.ts.
+ */
+export async function verifyStateDir(opts: { root?: string } = {}): Promise<VerifyReport> {
+  const root = path.resolve(opts.root ?? defaultRoot());
+  await fs.mkdir(root, { recursive: true });
+  return withStateExclusive(root, () => verifyState(root));
 }
 
 export async function prune(opts: PruneOptions & { root?: string }): Promise<{ freed: number; removed: number }> {

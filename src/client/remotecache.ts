@@ -8,6 +8,7 @@ import type { Worker, WorkerRef } from '../worker/worker.js';
 import type { FullProgressWriter as ProgressWriter } from '../progress/printer.js';
 import { parseReference } from '../registry/reference.js';
 import type { LayerDesc } from '../exporter/image.js';
+import { BlobNotFoundError, CorruptBlobError } from '../content/store.js';
 import { RemoteCacheImporter, type CacheSource } from '../cache/remotecache/source.js';
 import { openLocalCache, writeLocalCache } from '../cache/remotecache/local.js';
 import { openRegistryCache, writeRegistryCache } from '../cache/remotecache/registry.js';
@@ -119,7 +120,8 @@ function provider(worker: Worker, results: { ref: WorkerRef }[]): (l: CacheLayer
   return async (l) => {
     if (await worker.store.has(l.blob.digest)) return;
     const from = remote.get(l.blob.digest);
-    if (!from) throw new Error(`cache export: blob ${l.blob.digest} is in neither the content store nor an imported cache`);
+    // Made for this export and gone since (removed as damaged when checked): exportCache makes it again.
+    if (!from) throw new BlobNotFoundError(l.blob.digest);
     await worker.ensureBlob(from);
   };
 }
@@ -157,19 +159,14 @@ export async function exportCache(
   try {
     const selected = selectResults(b, spec.mode);
     const variant: LayerVariant = { compression: spec.compression, level: spec.compressionLevel, force: spec.forceCompression };
-    const records: ResolvedRecord[] = [];
-    // One at a time: layers shared by records are compressed once (layerBlobs remembers them).
-    for (const r of selected) records.push(await toRecord(worker, r, variant));
-    const provide = provider(worker, selected);
-    if (spec.type === 'local') {
-      const res = await writeLocalCache(worker.store, spec.dest!, records, { provide });
-      opts.progress.log(id, 'stdout', Buffer.from(`${records.length} records, ${res.written} blobs written, ${res.present} already there\n`));
-    } else {
-      const ref = parseReference(spec.ref!);
-      const client = worker.registry;
-      const mountFrom = (await worker.resolvedImages()).map((i) => i.ref);
-      const res = await writeRegistryCache(client, worker.store, ref, records, { provide, mountFrom });
-      opts.progress.log(id, 'stdout', Buffer.from(`${records.length} records, ${res.uploaded} blobs uploaded, ${res.present} already there\n`));
+    // A blob that fails its check on its way out is removed; the export is made once more, its blob anew.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await writeCache(worker, spec, selected, variant, id, opts.progress);
+        break;
+      } catch (e) {
+        if (!(e instanceof CorruptBlobError || e instanceof BlobNotFoundError) || attempt > 0) throw e;
+      }
     }
     opts.progress.done(id);
   } catch (e) {
@@ -180,5 +177,24 @@ export async function exportCache(
     }
     opts.progress.error(id, (e as Error).message);
     throw e;
+  }
+}
+
+/** Resolves the records' blobs and writes them and the records to the destination. */
+async function writeCache(
+  worker: Worker, spec: CacheToSpec, selected: { key: Digest; ref: WorkerRef }[], variant: LayerVariant, id: string, progress: ProgressWriter,
+): Promise<void> {
+  const records: ResolvedRecord[] = [];
+  // One at a time: layers shared by records are compressed once (layerBlobs remembers them).
+  for (const r of selected) records.push(await toRecord(worker, r, variant));
+  const provide = provider(worker, selected);
+  if (spec.type === 'local') {
+    const res = await writeLocalCache(worker.store, spec.dest!, records, { provide });
+    progress.log(id, 'stdout', Buffer.from(`${records.length} records, ${res.written} blobs written, ${res.present} already there\n`));
+  } else {
+    const ref = parseReference(spec.ref!);
+    const mountFrom = (await worker.resolvedImages()).map((i) => i.ref);
+    const res = await writeRegistryCache(worker.registry, worker.store, ref, records, { provide, mountFrom });
+    progress.log(id, 'stdout', Buffer.from(`${records.length} records, ${res.uploaded} blobs uploaded, ${res.present} already there\n`));
   }
 }

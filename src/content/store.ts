@@ -11,6 +11,7 @@ import { pipeline } from 'node:stream/promises';
 import type { Digest } from '../../solver/llb/ops.js';
 import { BuilderError, UserError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';
+import { isAlive } from '../util/pidlock.js';
 import { OrderedSha256, writeAt } from '../native/fsx.js';
 
 export interface Expected {
@@ -36,6 +37,13 @@ export class BlobNotFoundError extends BuilderError {
   constructor(d: Digest) { super('BLOB_NOT_FOUND', `content ${d} not found`); }
 }
 
+/** A stored blob no longer hashes to its name (damaged on disk); it has been removed from the store. */
+export class CorruptBlobError extends UserError {
+  constructor(readonly digest: Digest, what = 'content') {
+    super('CORRUPT_BLOB', `${what} ${digest} in the state directory is corrupt (does not hash to its digest); it was removed, run the build again`);
+  }
+}
+
 /** One gzip member of a blob: sha256 and length of its uncompressed data, where it lies in the blob. */
 export interface MemberRecord {
   sha256: string;
@@ -46,6 +54,8 @@ export interface MemberRecord {
   crc?: number;
   /** The segment's fingerprint (see fillSegment in src/native/fsx.ts), where the filesystem allowed one. */
   fp?: string;
+  /** sha256 of the compressed member: a member is copied into a new blob only if its bytes still have it. */
+  csha?: string;
 }
 
 /** The members of a segmented gzip blob, and what made them (members are reusable only under the same). */
@@ -148,6 +158,7 @@ export class BlobWriter extends Writable {
       await fsp.rename(this.tmp, final);
       this.committed = true;
       await syncDir(path.dirname(final));
+      this.store.trust(digest);
       return { digest, size: this.size };
     } finally {
       if (!this.committed) await this.abort();
@@ -166,8 +177,68 @@ export class BlobWriter extends Writable {
 
 export class ContentStore {
   private ready: Promise<void> | null = null;
+  /** Blobs this process wrote or hashed: their bytes matched their name (checking again costs a read). */
+  private readonly verified = new Set<Digest>();
+  private readonly verifying = new Map<Digest, Promise<'ok' | 'missing' | 'corrupt'>>();
+
+  /** Told when a blob fails its check and is removed (so the build can say what it repaired). */
+  onCorrupt?: (digest: Digest) => void;
 
   constructor(readonly root: string) {}
+
+  /** @internal Marks a blob just written through a BlobWriter (hashed on its way in). */
+  trust(d: Digest): void {
+    this.verified.add(d);
+  }
+
+  /**
+   * Whether the blob is here and hashes to its name. A blob that does not (a flipped byte, a truncated
+   * file) is removed, with its member index, and reported as corrupt: whoever needs it makes or fetches it
+   * again. Each blob is hashed at most once per process; blobs written by this process are not re-read.
+   */
+  check(d: Digest): Promise<'ok' | 'missing' | 'corrupt'> {
+    if (this.verified.has(d)) return Promise.resolve('ok');
+    let p = this.verifying.get(d);
+    if (!p) {
+      p = this.hashFile(d).then(async (actual) => {
+        if (actual === null) return 'missing';
+        if (actual === d) {
+          this.verified.add(d);
+          return 'ok';
+        }
+        await this.remove(d);
+        this.onCorrupt?.(d);
+        return 'corrupt';
+      });
+      const done = () => this.verifying.delete(d);
+      p.then(done, done);
+      this.verifying.set(d, p);
+    }
+    return p;
+  }
+
+  /** True when the blob is here and sound (see check). */
+  async verify(d: Digest): Promise<boolean> {
+    return (await this.check(d)) === 'ok';
+  }
+
+  /** Throws CorruptBlobError or BlobNotFoundError unless the blob is here and sound. */
+  async ensureSound(d: Digest, what?: string): Promise<void> {
+    const state = await this.check(d);
+    if (state === 'corrupt') throw new CorruptBlobError(d, what);
+    if (state === 'missing') throw new BlobNotFoundError(d);
+  }
+
+  private async hashFile(d: Digest): Promise<Digest | null> {
+    const hash = createHash('sha256');
+    try {
+      await pipeline(fs.createReadStream(this.blobPath(d), { highWaterMark: 1 << 20 }), hash);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw e;
+    }
+    return `sha256:${hash.digest('hex')}` as Digest;
+  }
 
   blobPath(d: Digest): string {
     if (!DIGEST_RE.test(d)) throw new InvalidDigestError(d);
@@ -188,17 +259,29 @@ export class ContentStore {
     }
   }
 
+  /** The blob's bytes, checked against its digest (documents are small: the check is free). */
   async readBuffer(d: Digest): Promise<Buffer> {
+    let data: Buffer;
     try {
-      return await fsp.readFile(this.blobPath(d));
+      data = await fsp.readFile(this.blobPath(d));
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new BlobNotFoundError(d);
       throw e;
     }
+    if (!this.verified.has(d)) {
+      if (`sha256:${createHash('sha256').update(data).digest('hex')}` !== d) {
+        await this.remove(d);
+        this.onCorrupt?.(d);
+        throw new CorruptBlobError(d);
+      }
+      this.verified.add(d);
+    }
+    return data;
   }
 
   /** Removes a blob and its member index (index first: an index never names a missing blob). */
   async remove(d: Digest): Promise<void> {
+    this.verified.delete(d);
     await fsp.rm(this.memberIndexPath(d), { force: true });
     await fsp.rm(this.blobPath(d), { force: true });
   }
@@ -228,6 +311,19 @@ export class ContentStore {
     return fs.createReadStream(this.blobPath(d), range);
   }
 
+  /**
+   * Removes the temp files of writes a killed process never finished (named `<pid>-<hex>`: a live writer's,
+   * such as an `imagetools create` beside a build, stay).
+   */
+  async cleanup(): Promise<void> {
+    const dir = path.join(this.root, 'blobs', 'tmp');
+    for (const name of await fsp.readdir(dir).catch(() => [] as string[])) {
+      const pid = Number(/^(\d+)-/.exec(name)?.[1]);
+      if (pid && pid !== process.pid && isAlive(pid)) continue;
+      if (pid !== process.pid) await fsp.rm(path.join(dir, name), { force: true });
+    }
+  }
+
   /** A writer for a new blob; see BlobWriter. */
   async openWriter(): Promise<BlobWriter> {
     await this.ensureDirs();
@@ -242,8 +338,9 @@ export class ContentStore {
       // Bytes already held under their digest are that content: nothing to write (or sync) again.
       const digest = `sha256:${createHash('sha256').update(data).digest('hex')}` as Digest;
       if ((expected?.digest === undefined || expected.digest === digest) && (expected?.size === undefined || expected.size === data.length)) {
+        // Held and sound: a damaged copy under the name is replaced below.
         const held = await this.stat(digest);
-        if (held?.size === data.length) return { digest, size: data.length };
+        if (held?.size === data.length && (await this.verify(digest))) return { digest, size: data.length };
       }
     }
     const w = await this.openWriter();

@@ -4,13 +4,14 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { BlobNotFoundError, type ContentStore } from '../content/store.js';
+import type { ContentStore } from '../content/store.js';
+import type { Digest } from '../../solver/llb/ops.js';
+import { UserError } from '../util/errors.js';
 import { Annotation, MediaType, isIndexType, isManifestType, type Descriptor, type Index, type Manifest } from '../image/types.js';
 import type { Reference } from '../registry/reference.js';
 import { encodeHeader } from '../archive/tar.js';
-import { copyFileAtomic } from '../util/fs.js';
+import { copyFileAtomic, removeStaleTemps, tempBeside } from '../util/fs.js';
 import { copyRange, exchange } from '../native/fsx.js';
 
 export interface ArchiveFile {
@@ -59,18 +60,27 @@ export async function writeLayoutTar(
   contents: { blobs: Descriptor[]; index: Index; extraFiles?: ArchiveFile[] },
   dest: string,
 ): Promise<void> {
-  for (const blob of contents.blobs) if (!(await store.has(blob.digest))) throw new BlobNotFoundError(blob.digest);
   if (dest === '-') {
+    // Nothing damaged leaves the store: each blob hashes to its name (what this process wrote is known to).
+    await verifyBlobs(store, contents.blobs);
     await writeArchiveToStream(store, contents, process.stdout);
     return;
   }
-  const tmp = path.join(path.dirname(dest), `.${path.basename(dest)}.${randomBytes(6).toString('hex')}.tmp`);
+  // Into a file: checked while it is copied (from the page cache the check and the copy share), and the
+  // archive only takes the destination's place once every blob passed.
+  const checked = verifyBlobs(store, contents.blobs);
+  let failed = false;
+  checked.catch(() => { failed = true; });
+  // A run killed while writing here left its temp file: gone now, as this run writes the same place.
+  await removeStaleTemps(dest);
+  const tmp = tempBeside(dest);
   const fd = fs.openSync(tmp, 'w', 0o644);
   try {
     const write = (buf: Buffer) => {
       for (let off = 0; off < buf.length;) off += fs.writeSync(fd, buf, off);
     };
     for (const part of archiveParts(contents)) {
+      if (failed) break;
       if (Buffer.isBuffer(part)) {
         write(part);
         continue;
@@ -80,7 +90,8 @@ export async function writeLayoutTar(
       try {
         for (let left = part.size; left > 0;) {
           const n = copyRange(input, fd, Math.min(left, COPY_CHUNK));
-          if (n === 0) throw new BlobNotFoundError(part.digest);
+          // Shorter than its descriptor says: it hashed to its name, so the descriptor lies.
+          if (n === 0) throw new BlobSizeError(part);
           left -= n;
           await new Promise((r) => setImmediate(r));
         }
@@ -89,15 +100,37 @@ export async function writeLayoutTar(
       }
     }
     fs.closeSync(fd);
+    await checked;
     await replaceFile(tmp, dest);
   } catch (err) {
     try { fs.closeSync(fd); } catch { /* closed already */ }
     await fsp.rm(tmp, { force: true });
+    // A damaged blob explains a short copy too: its error comes first.
+    await checked;
     throw err;
   }
 }
 
 const COPY_CHUNK = 16 << 20;
+
+/** A descriptor whose size is not its blob's. */
+export class BlobSizeError extends UserError {
+  constructor(d: Descriptor) { super('BLOB_SIZE', `content ${d.digest} is shorter than the ${d.size} bytes its descriptor says`); }
+}
+
+/**
+ * Checks every blob against its digest, several at a time. Damaged ones are all removed (so that one more
+ * attempt makes them all again), and the first is named in the error.
+ */
+export async function verifyBlobs(store: ContentStore, blobs: Descriptor[]): Promise<void> {
+  const queue = [...blobs];
+  const errors: unknown[] = [];
+  const worker = async () => {
+    for (let d = queue.shift(); d; d = queue.shift()) await store.ensureSound(d.digest as Digest).catch((e: unknown) => errors.push(e));
+  };
+  await Promise.all([worker(), worker(), worker()]);
+  if (errors.length) throw errors[0];
+}
 
 /**
  * Moves `tmp` to `dest` atomically. An archive already at `dest` is swapped out and then removed: renaming
@@ -164,14 +197,15 @@ async function writeArchiveToStream(
 export async function writeLayoutDir(store: ContentStore, contents: { blobs: Descriptor[]; index: Index }, dest: string): Promise<void> {
   const blobDir = path.join(dest, 'blobs', 'sha256');
   await fsp.mkdir(blobDir, { recursive: true });
+  await Promise.all([removeStaleTemps(blobDir, { anyName: true }), removeStaleTemps(path.join(dest, 'index.json')), removeStaleTemps(path.join(dest, 'oci-layout'))]);
   for (const blob of contents.blobs) {
     const target = path.join(dest, blobName(blob));
     if (await fsp.stat(target).then((s) => s.size === blob.size, () => false)) continue;
-    if (!(await store.has(blob.digest))) throw new BlobNotFoundError(blob.digest);
+    await store.ensureSound(blob.digest as Digest);
     await copyFileAtomic(store.blobPath(blob.digest), target);
   }
   const put = async (name: string, data: string) => {
-    const tmp = path.join(dest, `.${name}.${randomBytes(6).toString('hex')}.tmp`);
+    const tmp = tempBeside(path.join(dest, name));
     await fsp.writeFile(tmp, data, { mode: 0o644 });
     await fsp.rename(tmp, path.join(dest, name));
   };

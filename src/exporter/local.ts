@@ -1,25 +1,25 @@
 // The local exporter: the final filesystem copied into a client directory, as `--output type=local` does.
-// Modes, symlinks, hard links within the tree, mtimes and xattrs are kept; owners and device nodes only
-// when running as root (an unprivileged client gets its own files, as with buildx).
+// Modes, symlinks, hard links within the tree, mtimes and xattrs are kept; owners only when running as
+// root (an unprivileged client gets its own files, as with buildx). Device nodes are never made: an image's
+// /dev entries would become working nodes with the image's modes in a client directory (a 0666 node for a
+// host disk); they are skipped and reported. A tar output keeps them as entries.
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { S_IFBLK, S_IFCHR, S_IFIFO, getXattr, listXattrs, mknod, setXattr } from '../native/fsx.js';
+import { S_IFIFO, getXattr, listXattrs, mknod, setXattr } from '../native/fsx.js';
 
 const isRoot = process.getuid?.() === 0;
 
-export async function exportLocalDir(sourceDir: string, dest: string): Promise<void> {
+/** Copies the tree; returns the device nodes it skipped (paths from the tree's root). */
+export async function exportLocalDir(sourceDir: string, dest: string): Promise<{ skipped: string[] }> {
   await fsp.mkdir(dest, { recursive: true });
   const links = new Map<string, string>();
-  await copyEntry(sourceDir, dest, await fsp.lstat(sourceDir), links);
+  const skipped: string[] = [];
+  await copyEntry(sourceDir, dest, await fsp.lstat(sourceDir), links, { root: sourceDir, skipped });
+  return { skipped };
 }
 
-/** Linux's dev_t encoding (glibc's gnu_dev_major/minor). */
-function devNumbers(rdev: number): { major: number; minor: number } {
-  return { major: Math.floor(rdev / 256) & 0xfff, minor: (rdev & 0xff) | (Math.floor(rdev / 4096) & 0xfff00) };
-}
-
-async function copyEntry(src: string, dst: string, st: fs.Stats, links: Map<string, string>): Promise<void> {
+async function copyEntry(src: string, dst: string, st: fs.Stats, links: Map<string, string>, walk: { root: string; skipped: string[] }): Promise<void> {
   if (st.isDirectory()) {
     // An existing destination directory is merged into; anything else in the way is replaced.
     const existing = await fsp.lstat(dst).catch(() => null);
@@ -27,7 +27,7 @@ async function copyEntry(src: string, dst: string, st: fs.Stats, links: Map<stri
     if (!existing?.isDirectory()) await fsp.mkdir(dst);
     for (const name of await fsp.readdir(src)) {
       const child = path.join(src, name);
-      await copyEntry(child, path.join(dst, name), await fsp.lstat(child), links);
+      await copyEntry(child, path.join(dst, name), await fsp.lstat(child), links, walk);
     }
     await applyMetadata(src, dst, st);
     return;
@@ -45,11 +45,9 @@ async function copyEntry(src: string, dst: string, st: fs.Stats, links: Map<stri
     await fsp.symlink(await fsp.readlink(src), dst);
   } else if (st.isFIFO()) {
     mknod(dst, S_IFIFO | (st.mode & 0o7777), 0, 0);
-  } else if ((st.isCharacterDevice() || st.isBlockDevice()) && isRoot) {
-    const { major, minor } = devNumbers(st.rdev);
-    mknod(dst, (st.isCharacterDevice() ? S_IFCHR : S_IFBLK) | (st.mode & 0o7777), major, minor);
   } else {
-    // Sockets have no content, and devices cannot be made without root.
+    if (st.isCharacterDevice() || st.isBlockDevice()) walk.skipped.push(`/${path.relative(walk.root, src)}`);
+    // Sockets have no content; device nodes are not made (see above).
     return;
   }
   if (st.nlink > 1) links.set(inode, dst);

@@ -31,13 +31,26 @@ export class ImageStore {
   }
 
   async list(): Promise<StoredImage[]> {
+    let text: string;
     try {
-      const data = JSON.parse(await fs.readFile(this.file, 'utf8')) as { images?: StoredImage[] };
-      return data.images ?? [];
+      text = await fs.readFile(this.file, 'utf8');
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
       throw e;
     }
+    let images: unknown;
+    try {
+      images = (JSON.parse(text) as { images?: unknown })?.images ?? [];
+    } catch {
+      images = null;
+    }
+    if (!Array.isArray(images)) {
+      // Unreadable: set aside (kept for inspection), never an error on every later build.
+      await fs.rename(this.file, `${this.file}.corrupt`).catch(() => undefined);
+      return [];
+    }
+    return images.filter((i): i is StoredImage =>
+      typeof i?.name === 'string' && typeof i.target?.digest === 'string' && typeof i.target.mediaType === 'string');
   }
 
   async get(name: string): Promise<StoredImage | undefined> {

@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import fs from 'node:fs';
 import { UserError } from '../util/errors.js';
+import { getSystemErrorName } from 'node:util';
 
 export interface FsxBinding {
   list(path: string): string[];
@@ -173,7 +174,29 @@ export const mknod = (p: string, mode: number, major: number, minor: number): vo
  * Copies up to `length` bytes from `inFd`'s position to `outFd`'s inside the kernel (both positions
  * advance); returns the bytes copied, fewer only at the end of the input.
  */
-export const copyRange = (inFd: number, outFd: number, length: number): number => addon().copyRange(inFd, outFd, length);
+export const copyRange = (inFd: number, outFd: number, length: number): number => {
+  try {
+    return addon().copyRange(inFd, outFd, length);
+  } catch (e) {
+    throw withErrnoCode(e);
+  }
+};
+
+/**
+ * The addon names only a few errnos and calls the rest EIO: the code from the errno it carries, so that
+ * callers can tell ENOSPC (a full disk) from an I/O error.
+ */
+function withErrnoCode(e: unknown): unknown {
+  const errno = (e as { errno?: unknown })?.errno;
+  if (typeof errno === 'number' && errno !== 0) {
+    try {
+      (e as { code?: string }).code = getSystemErrorName(-Math.abs(errno));
+    } catch {
+      // not an errno this system knows
+    }
+  }
+  return e;
+}
 
 /** Numbers scanDir gives per entry, at these offsets. */
 export const Scan = {
@@ -261,7 +284,7 @@ export function fillSegment(
 
 /** Writes all of `buf` at `offset` of `fd` on the threadpool, then hands it to `piece`'s ordered hash. */
 export function writeAt(fd: number, buf: Buffer, offset: number, piece?: OrderedPiece): Promise<void> {
-  const job = addon().writeAt(fd, buf, offset, piece?.hash.handle, piece?.ticket).then((hashed) => ({ hashed }));
+  const job = addon().writeAt(fd, buf, offset, piece?.hash.handle, piece?.ticket).then((hashed) => ({ hashed }), (e: unknown) => { throw withErrnoCode(e); });
   return (piece ? piece.hash.track(job, piece.ticket) : job).then(() => undefined);
 }
 

@@ -1,9 +1,14 @@
 // Layer snapshots as plain directories: `<root>/snapshots/<id>/fs` is a layer (an overlay upperdir while
 // active, a lowerdir once committed), `work/` its overlay workdir, `committed.json` the atomic marker that
-// makes it permanent and records what is known about it. Ids are short decimal numbers because every
-// lowerdir is named in the mount options, which must fit in one page.
+// makes it permanent and records what is known about it, including a random `uid` that tells this
+// snapshot from whatever may later take its id, and `keys/<hex>`, the cache keys whose records name it as
+// their top layer. A marker that does not parse is renamed aside (`committed.json.corrupt`): the
+// snapshot is then uncommitted and swept, and whatever named it is made again. Ids are short decimal
+// numbers because every lowerdir is named in the mount options, which must fit in one page. The
+// directory is 0700: layers hold device nodes and setuid files with their image's modes.
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { randomBytes } from 'node:crypto';
 import { BuilderError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { mountBindReadOnly, mountOverlay, mountsUnder, unmount } from './mount.js';
@@ -19,6 +24,8 @@ export class SnapshotError extends BuilderError {
 
 const ID_RE = /^[1-9][0-9]*$/;
 const MARKER = 'committed.json';
+const KEYS = 'keys';
+const KEY_RE = /^sha256:([0-9a-f]{64})$/;
 
 export class Snapshotter {
   private readonly dir: string;
@@ -26,6 +33,8 @@ export class Snapshotter {
   private readonly emptyDir: string;
   private nextId = 0;
   private nextMount = 1;
+  /** Marker updates per snapshot, one after another (each reads what the one before wrote). */
+  private readonly updates = new Map<string, Promise<unknown>>();
 
   constructor(readonly root: string) {
     this.dir = path.join(root, 'snapshots');
@@ -39,8 +48,11 @@ export class Snapshotter {
    * `recover: false` (other builds are running) nothing is removed.
    */
   async init(opts: { recover?: boolean } = {}): Promise<void> {
-    await fs.mkdir(this.dir, { recursive: true });
-    await fs.mkdir(this.mountsDir, { recursive: true });
+    // Made before 0700 was the rule: closed now (mkdir's mode does not apply to an existing directory).
+    for (const dir of [this.dir, this.mountsDir]) {
+      await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+      await fs.chmod(dir, 0o700);
+    }
     await fs.mkdir(this.emptyDir, { recursive: true });
     if (opts.recover === false) {
       await this.scanIds();
@@ -63,7 +75,7 @@ export class Snapshotter {
   /** A new, empty, active snapshot. */
   async prepare(): Promise<string> {
     if (this.nextId === 0) {
-      await fs.mkdir(this.dir, { recursive: true });
+      await fs.mkdir(this.dir, { recursive: true, mode: 0o700 });
       await this.scanIds();
     }
     for (;;) {
@@ -88,34 +100,90 @@ export class Snapshotter {
     await fs.rm(path.join(this.dir, id, 'work'), { recursive: true, force: true });
     await fs.mkdir(path.join(this.dir, id, 'work'), { mode: 0o700 });
     // The commit time becomes the layer's history time, so a cached rebuild reproduces the image digest.
-    await writeFileAtomic(path.join(this.dir, id, MARKER), JSON.stringify({ created: new Date().toISOString(), ...info }));
+    const marker = { created: new Date().toISOString(), ...info, uid: randomBytes(12).toString('hex') };
+    await writeFileAtomic(path.join(this.dir, id, MARKER), JSON.stringify(marker));
   }
 
-  /** What `commit`/`setInfo` recorded, or null when the snapshot is not committed. */
-  async info<T extends object = Record<string, unknown>>(id: string): Promise<T | null> {
+  /**
+   * What `commit`/`setInfo` recorded, or null when the snapshot is not committed. An unreadable marker
+   * uncommits the snapshot (see above): null too, never an error on every later build.
+   */
+  async info<T extends object = Record<string, unknown>>(id: string): Promise<(T & { uid?: string }) | null> {
     this.check(id);
+    const file = path.join(this.dir, id, MARKER);
+    let text: string;
     try {
-      return JSON.parse(await fs.readFile(path.join(this.dir, id, MARKER), 'utf8')) as T;
+      text = await fs.readFile(file, 'utf8');
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return null;
       throw e;
     }
+    let info: unknown;
+    try {
+      info = JSON.parse(text);
+    } catch {
+      info = null;
+    }
+    if (typeof info !== 'object' || info === null || Array.isArray(info)) {
+      await fs.rename(file, `${file}.corrupt`).catch(() => undefined);
+      return null;
+    }
+    return info as T & { uid?: string };
   }
 
+  /** Replaces the recorded info (its uid is kept). Prefer updateInfo, which cannot lose a concurrent update. */
   async setInfo(id: string, info: object): Promise<void> {
-    if (!(await this.exists(id))) throw new SnapshotError(`snapshot ${id} is not committed`);
-    await writeFileAtomic(path.join(this.dir, id, MARKER), JSON.stringify(info));
+    await this.updateInfo(id, () => info);
   }
 
-  /** True for a committed snapshot. */
+  /**
+   * Rewrites the recorded info as `fn` makes it from the current one; updates of one snapshot in this
+   * process run one after another. The snapshot's uid stays (one is given to a snapshot made before uids).
+   */
+  updateInfo<T extends object>(id: string, fn: (current: T & { uid?: string }) => object): Promise<void> {
+    const prev = this.updates.get(id) ?? Promise.resolve();
+    const p = prev.catch(() => undefined).then(async () => {
+      const current = await this.info<T>(id);
+      if (!current) throw new SnapshotError(`snapshot ${id} is not committed`);
+      const next = { ...fn(current), uid: current.uid ?? randomBytes(12).toString('hex') };
+      await writeFileAtomic(path.join(this.dir, id, MARKER), JSON.stringify(next));
+    });
+    this.updates.set(id, p);
+    const done = () => { if (this.updates.get(id) === p) this.updates.delete(id); };
+    p.then(done, done);
+    return p;
+  }
+
+  /** The snapshot's uid (given one if it was committed before uids), or null when it is not committed. */
+  async uid(id: string): Promise<string | null> {
+    const info = await this.info(id);
+    if (!info) return null;
+    if (typeof info.uid === 'string') return info.uid;
+    await this.updateInfo(id, (cur) => cur);
+    return (await this.info(id))?.uid ?? null;
+  }
+
+  /** Notes that the cache record for `key` names this snapshot as its top layer. */
+  async addKey(id: string, key: string): Promise<void> {
+    const hex = KEY_RE.exec(key)?.[1];
+    if (!hex) throw new SnapshotError(`invalid cache key ${JSON.stringify(key)}`);
+    const dir = path.join(this.dir, id, KEYS);
+    await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+    await fs.writeFile(path.join(dir, hex), '');
+  }
+
+  /** Whether a record for `key` was written naming this snapshot as its top layer. */
+  async hasKey(id: string, key: string): Promise<boolean> {
+    const hex = KEY_RE.exec(key)?.[1];
+    if (!hex || !ID_RE.test(id)) return false;
+    return fs.access(path.join(this.dir, id, KEYS, hex)).then(() => true, () => false);
+  }
+
+  /** True for a committed snapshot (whose marker is readable). */
   async exists(id: string): Promise<boolean> {
     if (!ID_RE.test(id)) return false;
-    try {
-      await fs.access(path.join(this.dir, id, MARKER));
-      return true;
-    } catch {
-      return false;
-    }
+    return (await this.info(id)) !== null;
   }
 
   async remove(id: string): Promise<void> {

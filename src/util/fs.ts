@@ -2,6 +2,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { isAlive } from './pidlock.js';
 
 /**
  * Writes `data` to `file` so that readers see either the old content or the whole new one. `sync: false`
@@ -27,7 +28,7 @@ export async function writeFileAtomic(file: string, data: string | Uint8Array, o
 
 /** Copies `src` to `target` (mode 0644) so that readers never see a partial file. */
 export async function copyFileAtomic(src: string, target: string): Promise<void> {
-  const tmp = `${target}.${randomBytes(6).toString('hex')}.tmp`;
+  const tmp = tempBeside(target);
   try {
     await fs.copyFile(src, tmp);
     await fs.chmod(tmp, 0o644);
@@ -36,4 +37,35 @@ export async function copyFileAtomic(src: string, target: string): Promise<void>
     await fs.rm(tmp, { force: true });
     throw e;
   }
+}
+
+/**
+ * A temp file name beside a destination, `.NAME.<hex>.tmp`, where the hex starts with the writer's pid (8
+ * hex digits): a later run removes the ones whose writer is gone (removeStaleTemps), never a live one's.
+ */
+export function tempBeside(dest: string): string {
+  const abs = path.resolve(dest);
+  return path.join(path.dirname(abs), `.${path.basename(abs)}.${process.pid.toString(16).padStart(8, '0')}${randomBytes(6).toString('hex')}.tmp`);
+}
+
+const TEMP_RE = /^\.(.+)\.([0-9a-f]+)\.tmp$/;
+
+/**
+ * Removes what a killed run left beside `dest` (temp files of tempBeside, and of the random-only names
+ * earlier versions used); with `anyName`, every such temp file in `dest`'s directory (one this program owns).
+ */
+export async function removeStaleTemps(dest: string, opts: { anyName?: boolean } = {}): Promise<void> {
+  const abs = path.resolve(dest);
+  const dir = opts.anyName ? abs : path.dirname(abs);
+  const names = await fs.readdir(dir).catch(() => [] as string[]);
+  await Promise.all(names.map(async (name) => {
+    // Inside a directory of ours, also the `NAME.<hex>.tmp` of copies by earlier versions.
+    const m = TEMP_RE.exec(name) ?? (opts.anyName ? /^(.+)\.([0-9a-f]+)\.tmp$/.exec(name) : null);
+    if (!m || (!opts.anyName && m[1] !== path.basename(abs))) return;
+    if (m[2].length === 20) {
+      const pid = parseInt(m[2].slice(0, 8), 16);
+      if (pid === process.pid || isAlive(pid)) return;
+    }
+    await fs.rm(path.join(dir, name), { force: true });
+  }));
 }

@@ -255,6 +255,7 @@ export class ContextChecksummer {
       if (this.indexFile) {
         try {
           entries = JSON.parse(await fsp.readFile(this.indexFile, 'utf8')) as Record<string, IndexEntry>;
+          if (typeof entries !== 'object' || entries === null || Array.isArray(entries)) entries = {};
         } catch {
           entries = {};
         }

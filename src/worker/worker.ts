@@ -55,6 +55,13 @@ export interface SnapshotInfo {
    * reusing what it can of that step's previous blob.
    */
   step?: string;
+  /** A pulled layer: the image it came from, where its blob is fetched again if the stored one is damaged. */
+  source?: string;
+  /**
+   * Extracted from a cache import and made by a build step, not a base image's: its blob is the step's
+   * default one, and other variants (rewrite-timestamp) are made from the snapshot as for a built layer.
+   */
+  imported?: boolean;
 }
 
 /**
@@ -122,6 +129,7 @@ export class Worker {
     await fs.mkdir(path.join(this.opts.root, 'layers'), { recursive: true });
     await this.snapshots.init({ recover });
     await this.executor.init({ recover });
+    if (recover) await this.store.cleanup();
   }
 
   /** Resolves an image reference for a platform; memoized for the worker's lifetime. */
@@ -167,9 +175,14 @@ export class Worker {
     p = (async () => {
       const layers: string[] = [];
       let chainID: Digest | undefined;
-      for (const l of remote) {
+      // The chain's bottom layers that are a base image's this build resolved are that image's (kept as
+      // pulled); the rest were made by build steps.
+      let bases = await this.resolvedImages();
+      for (const [i, l] of remote.entries()) {
         chainID = chainID ? sha256(`${chainID} ${l.diffID}`) : l.diffID;
-        layers.push(await this.extractLayer(chainID, layers.slice(), l.blob, l.diffID, () => this.ensureBlob(l), l.created));
+        bases = bases.filter((b) => b.config.rootfs?.diff_ids?.[i] === l.diffID);
+        const extra = bases.length ? { source: bases[0].ref.toString() } : { imported: true };
+        layers.push(await this.extractLayer(chainID, layers.slice(), l.blob, l.diffID, () => this.ensureBlob(l), { created: l.created, ...extra }));
       }
       return { layers };
     })();
@@ -183,9 +196,23 @@ export class Worker {
     return ref.remote ? this.materializing.get(ref) : undefined;
   }
 
-  /** A remote layer's blob in the content store (fetched when missing). */
+  /** A remote layer's blob in the content store (fetched when missing; checked where it is used). */
   async ensureBlob(layer: RemoteLayer): Promise<void> {
     if (!(await this.store.has(layer.blob.digest))) await layer.fetch(this.store);
+  }
+
+  /**
+   * Fetches a pulled layer's blob again from the image it came from (after the stored one failed its
+   * check). False when the snapshot does not say where it came from or the fetch fails.
+   */
+  async refetchPulledBlob(info: SnapshotInfo): Promise<boolean> {
+    if (!info.source || !info.blob) return false;
+    try {
+      await this.registry.fetchBlob(parseReference(info.source), info.blob, this.store);
+      return await this.store.verify(info.blob.digest);
+    } catch {
+      return false;
+    }
   }
 
   private async execute(
@@ -224,41 +251,61 @@ export class Worker {
     if (diffIDs.length !== image.layers.length) {
       throw new UserError('BAD_IMAGE', `${source.ref}: config has ${diffIDs.length} diff_ids for ${image.layers.length} layers`);
     }
-    // Blobs download in parallel; extraction goes bottom-up as each parent is ready.
+    // Blobs download in parallel; extraction goes bottom-up as each parent is ready. A stored blob that
+    // fails its check before extraction is fetched again.
     const fetched = image.layers.map((desc) => this.registry.fetchBlob(image.ref, desc, this.store));
     fetched.forEach((p) => p.catch(() => undefined));
+    const from = image.ref.toString();
     const layers: string[] = [];
     let chainID: Digest | undefined;
     for (let i = 0; i < image.layers.length; i++) {
       signal.throwIfAborted();
       chainID = chainID ? sha256(`${chainID} ${diffIDs[i]}`) : (diffIDs[i] as Digest);
       const parent = layers.slice();
-      const id = await this.extractLayer(chainID, parent, image.layers[i], diffIDs[i] as Digest, () => fetched[i]);
+      const desc = image.layers[i];
+      const fetch = (again?: boolean) => (again ? this.registry.fetchBlob(image.ref, desc, this.store) : fetched[i]);
+      const id = await this.extractLayer(chainID, parent, desc, diffIDs[i] as Digest, fetch, { source: from });
       layers.push(id);
     }
     return { layers };
   }
 
-  /** The snapshot for a layer chain, extracting it once per state directory (recorded by chain id). */
-  private extractLayer(chainID: Digest, parent: string[], desc: Descriptor, diffID: Digest, fetch: () => Promise<void>, created?: string): Promise<string> {
+  /**
+   * The snapshot for a layer chain, extracting it once per state directory (recorded by chain id, checked
+   * against the snapshot: the record of another chain, or of an id a newer snapshot took, is not used).
+   * `fetch(true)` fetches the blob again after the stored one failed its check.
+   */
+  private extractLayer(
+    chainID: Digest, parent: string[], desc: Descriptor, diffID: Digest, fetch: (again?: boolean) => Promise<void>,
+    extra: { created?: string; source?: string; imported?: boolean } = {},
+  ): Promise<string> {
     let p = this.extracting.get(chainID);
     if (p) return p;
     p = (async () => {
       const recordPath = path.join(this.opts.root, 'layers', chainID.replace('sha256:', ''));
-      const existing = await readJSON<{ snapshot: string }>(recordPath);
-      if (existing && (await this.snapshots.exists(existing.snapshot))) return existing.snapshot;
+      const existing = await readJSON<{ snapshot?: unknown; parent?: unknown; uid?: unknown }>(recordPath);
+      if (existing && typeof existing.snapshot === 'string' && JSON.stringify(existing.parent ?? []) === JSON.stringify(parent)) {
+        const info = await this.snapshots.info<SnapshotInfo>(existing.snapshot).catch(() => null);
+        if (info && info.diffID === diffID && (existing.uid === undefined || existing.uid === info.uid)) return existing.snapshot;
+      }
       await fetch();
+      // The tar parser only ever sees a blob that hashes to its name.
+      if (!(await this.store.verify(desc.digest as Digest))) await fetch(true);
       const id = await this.snapshots.prepare();
       try {
         const { diffID: actual } = await applyLayerBlob(this.store, desc as { digest: Digest; mediaType: string }, this.snapshots.fsPath(id));
         if (actual !== diffID) throw new UserError('DIFFID_MISMATCH', `layer ${desc.digest}: diff id ${actual} does not match config ${diffID}`);
-        const info: SnapshotInfo & { created?: string } = { diffID, blob: { digest: desc.digest as Digest, size: desc.size, mediaType: desc.mediaType }, ...(created ? { created } : {}) };
+        const info: SnapshotInfo & { created?: string } = {
+          diffID, blob: { digest: desc.digest as Digest, size: desc.size, mediaType: desc.mediaType },
+          ...(extra.created ? { created: extra.created } : {}), ...(extra.source ? { source: extra.source } : {}),
+          ...(extra.imported ? { imported: true } : {}),
+        };
         await this.snapshots.commit(id, info);
       } catch (e) {
         await this.snapshots.remove(id).catch(() => undefined);
         throw e;
       }
-      await writeFileAtomic(recordPath, JSON.stringify({ snapshot: id, parent }));
+      await writeFileAtomic(recordPath, JSON.stringify({ snapshot: id, parent, uid: await this.snapshots.uid(id) }));
       return id;
     })();
     p.catch(() => this.extracting.delete(chainID));

@@ -221,6 +221,48 @@ describe('segmented gzip layer blobs', () => {
     expect(stats.reused).toBe(stats.members);
   });
 
+  it('never copies a member whose bytes were damaged since it was written', async () => {
+    const dir = path.join(tmp, 'content-damaged');
+    const base = await createLayerBlob(new ContentStore(dir), tree);
+    const index = (await new ContentStore(dir).readMemberIndex(base.digest))!;
+    expect(index.members.every((m) => typeof m.csha === 'string')).toBe(true);
+    // Bits flipped inside one member's deflate data; its gzip trailer (CRC, length) is untouched.
+    const m = index.members[1];
+    const h = await fs.open(new ContentStore(dir).blobPath(base.digest), 'r+');
+    const b = Buffer.alloc(16);
+    await h.read(b, 0, b.length, m.offset + Math.floor(m.csize / 2));
+    for (let i = 0; i < b.length; i++) b[i] ^= 0x5a;
+    await h.write(b, 0, b.length, m.offset + Math.floor(m.csize / 2));
+    await h.close();
+    // A later process: it knows nothing of the blob but what the store and the index say.
+    let stats = { members: 0, reused: 0, known: 0 };
+    const again = await createLayerBlob(new ContentStore(dir), tree, { reuseFrom: [base.digest], onStats: (s) => (stats = s) });
+    expect(again.digest).toBe(first.digest);
+    expect(stats.reused).toBe(stats.members - 1);
+    await sh('gzip', ['-t', new ContentStore(dir).blobPath(again.digest)]);
+  });
+
+  it('reuses members of an index without compressed digests only from a blob that hashes to its name', async () => {
+    const dir = path.join(tmp, 'content-damaged-old');
+    const base = await createLayerBlob(new ContentStore(dir), tree);
+    const store1 = new ContentStore(dir);
+    const index = (await store1.readMemberIndex(base.digest))!;
+    await store1.writeMemberIndex(base.digest, { ...index, members: index.members.map(({ csha: _csha, ...m }) => m) });
+    let stats = { members: 0, reused: 0, known: 0 };
+    // Sound: reused as before.
+    await createLayerBlob(new ContentStore(dir), tree, { reuseFrom: [base.digest], onStats: (s) => (stats = s) });
+    expect(stats.reused).toBe(stats.members);
+    // (That blob's index was written anew, with compressed digests: without them again.)
+    await store1.writeMemberIndex(base.digest, { ...index, members: index.members.map(({ csha: _csha, ...m }) => m) });
+    const m = index.members[1];
+    const h = await fs.open(store1.blobPath(base.digest), 'r+');
+    await h.write(Buffer.from('damage'), 0, 6, m.offset + Math.floor(m.csize / 2));
+    await h.close();
+    const again = await createLayerBlob(new ContentStore(dir), tree, { reuseFrom: [base.digest], onStats: (s) => (stats = s) });
+    expect(again.digest).toBe(first.digest);
+    expect(stats.reused).toBe(0);
+  });
+
   it('fails naming the entry when a file changes size or goes away while archived', async () => {
     const other = new ContentStore(path.join(tmp, 'content-changing'));
     const file = path.join(tmp, 'fifty');

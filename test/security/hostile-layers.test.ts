@@ -92,6 +92,9 @@ describe('hostile image layers', () => {
         for (const p of hostile.confined ?? []) {
           await expect(fs.lstat(path.join(dest, p)), p).resolves.toBeTruthy();
         }
+        for (const p of hostile.absent ?? []) {
+          await expect(fs.lstat(path.join(dest, p)), p).rejects.toMatchObject({ code: 'ENOENT' });
+        }
       }
       expect(await snapshotDir(canary)).toBe(before);
       // No overlay attribute from a layer reached a snapshot: they would let a layer redirect lookups.

@@ -38,13 +38,37 @@ describe('Snapshotter', () => {
     expect(await snaps.info(a)).toBeNull();
     await snaps.commit(a, { diffID: 'sha256:x' });
     expect(await snaps.exists(a)).toBe(true);
-    expect(await snaps.info(a)).toEqual({ diffID: 'sha256:x', created: expect.any(String) });
+    const { uid } = (await snaps.info(a))!;
+    expect(uid).toMatch(/^[0-9a-f]{24}$/);
+    expect(await snaps.info(a)).toEqual({ diffID: 'sha256:x', created: expect.any(String), uid });
+    // The uid stays with the snapshot whatever is recorded later.
     await snaps.setInfo(a, { diffID: 'sha256:y', blob: { size: 1 } });
-    expect(await snaps.info(a)).toEqual({ diffID: 'sha256:y', blob: { size: 1 } });
+    expect(await snaps.info(a)).toEqual({ diffID: 'sha256:y', blob: { size: 1 }, uid });
     await snaps.remove(a);
     expect(await snaps.exists(a)).toBe(false);
     await expect(fs.access(path.join(root, 'snapshots', a))).rejects.toThrow();
     await expect(snaps.setInfo(a, {})).rejects.toMatchObject({ code: 'SNAPSHOT' });
+  });
+
+  it('a marker that does not parse uncommits its snapshot (set aside, swept by recovery)', async () => {
+    const a = await snaps.prepare();
+    await snaps.commit(a, { diffID: 'sha256:x' });
+    await fs.writeFile(path.join(root, 'snapshots', a, 'committed.json'), '{"diffID":"sha');
+    expect(await snaps.info(a)).toBeNull();
+    expect(await snaps.exists(a)).toBe(false);
+    expect(await fs.readFile(path.join(root, 'snapshots', a, 'committed.json.corrupt'), 'utf8')).toBe('{"diffID":"sha');
+    await new Snapshotter(root).init();
+    await expect(fs.access(path.join(root, 'snapshots', a))).rejects.toThrow();
+  });
+
+  it('applies concurrent info updates one after another, none lost', async () => {
+    const a = await snaps.prepare();
+    await snaps.commit(a, {});
+    await Promise.all([
+      snaps.updateInfo<{ x?: number }>(a, (cur) => ({ ...cur, x: 1 })),
+      snaps.updateInfo<{ y?: number }>(a, (cur) => ({ ...cur, y: 2 })),
+    ]);
+    expect(await snaps.info(a)).toMatchObject({ x: 1, y: 2 });
   });
 
   it('mounts read-only views of 0, 1 and several layers, newest on top', async () => {

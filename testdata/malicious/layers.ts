@@ -10,6 +10,8 @@ export interface HostileLayer {
   error?: RegExp;
   /** Success expected: paths (image-absolute) that must exist in the built filesystem. */
   confined?: string[];
+  /** Paths that a `type=local` output must not hold (device nodes are never made there). */
+  absent?: string[];
 }
 
 /** `canary` is an absolute host directory, e.g. /tmp/builder-canary-x1y2. */
@@ -69,7 +71,8 @@ export function hostileLayers(canary: string): HostileLayer[] {
         { name: 'dev/evil-mem', type: 'char', devmajor: 1, devminor: 1, mode: 0o666 },
         { name: 'suid', type: 'file', content: '#!/bin/sh\n', mode: 0o4755 },
       ],
-      confined: ['/dev/evil-mem', '/suid'],
+      confined: ['/suid'],
+      absent: ['/dev/evil-mem'],
     },
     {
       name: 'overlay-xattr-forgery',

@@ -13,7 +13,7 @@ import type { ContentStore } from '../../content/store.js';
 import { MediaType, type Descriptor, type Index, type Manifest } from '../../image/types.js';
 import { sha256 } from '../../../solver/llb/digest.js';
 import { PidLock } from '../../util/pidlock.js';
-import { copyFileAtomic, writeFileAtomic } from '../../util/fs.js';
+import { copyFileAtomic, removeStaleTemps, writeFileAtomic } from '../../util/fs.js';
 import {
   CACHE_CONFIG_MEDIA_TYPE, InvalidCacheError, buildCacheConfig, cacheManifest, parseCacheConfig, resolveRecords,
   type CacheLayer, type ResolvedRecord,
@@ -106,10 +106,12 @@ export async function writeLocalCache(
     let present = 0;
     const blobs = new Map<string, CacheLayer>();
     for (const r of records) for (const l of r.layers) blobs.set(l.blob.digest, l);
+    await removeStaleTemps(path.join(dir, 'blobs', 'sha256'), { anyName: true });
     for (const l of blobs.values()) {
       const target = blobPath(dir, l.blob.digest);
       if (await fsp.stat(target).then((s) => s.size === l.blob.size, () => false)) { present++; continue; }
-      if (!(await store.has(l.blob.digest))) await opts.provide(l);
+      if (!(await store.verify(l.blob.digest as Digest))) await opts.provide(l);
+      await store.ensureSound(l.blob.digest as Digest);
       await copyFileAtomic(store.blobPath(l.blob.digest), target);
       written++;
     }

@@ -75,7 +75,7 @@ export async function writeRegistryCache(
     onBlob: (d, how) => { if (!byDigest.has(d.digest)) return; if (how === 'uploaded') uploaded++; else present++; },
     provide: async (d) => {
       const l = byDigest.get(d.digest);
-      if (l && !(await store.has(d.digest))) await opts.provide(l);
+      if (l && !(await store.verify(d.digest as Digest))) await opts.provide(l);
     },
   });
   return { uploaded, present, manifest: root.digest };
