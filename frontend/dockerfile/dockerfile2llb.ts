@@ -6,7 +6,8 @@ import type { ChownOpt, CopyAction, Digest, ExecMeta, ExecMount, ExecOp, FileAct
 import { DefinitionBuilder, type Definition } from '../../solver/llb/definition.js';
 import { BuilderError } from '../../src/util/errors.js';
 import { DockerfileError, withLocation } from './errors.js';
-import { EnvList, ShellLex, type EnvGetter } from './shell.js';
+import { MAX_DEFINITION_BYTES, formatSize } from './limits.js';
+import { EnvList, ExpansionBudget, ShellLex, type EnvGetter } from './shell.js';
 import { parseInstruction, parseInstructions, type FromInstruction, type ParsedDockerfile, type ArgDef, type ArgInstruction, type Instruction, type InstructionLocation, type Stage, type CopyInstruction, type AddInstruction, type RunInstruction } from './instructions.js';
 import { parseDockerfile, parseHeredoc } from './parser.js';
 import { cloneImage, emptyImage, DEFAULT_PATH, type ImageConfigFile, type StageImage } from './image.js';
@@ -111,6 +112,8 @@ class Converter {
   private readonly states: DispatchState[] = [];
   private readonly byName = new Map<string, DispatchState>();
   private lex!: ShellLex;
+  /** What all of this conversion's expansions may add (limits.ts). */
+  private readonly budget = new ExpansionBudget();
   private globalArgs = EnvList.empty();
   private contextDigest?: Digest;
   private linter = new Linter();
@@ -128,7 +131,7 @@ class Converter {
     if (this.opts.dockerfile.length === 0) throw new DockerfileError('the Dockerfile cannot be empty');
     const parsed = parseInstructions(this.opts.dockerfile, this.file);
     if (parsed.stages.length === 0) throw new DockerfileError('dockerfile contains no stages to build');
-    this.lex = new ShellLex(parsed.escapeToken);
+    this.lex = new ShellLex(parsed.escapeToken, { budget: this.budget });
     if (parsed.directives.check !== undefined) this.linter = new Linter(parsed.directives.check ? parseCheckOptions(parsed.directives.check) : emptyCheckConfig());
     const targetName = this.opts.target || parsed.stages[parsed.stages.length - 1].from.name;
     this.globalArgs = this.metaArgs(parsed.metaArgs, targetName);
@@ -616,7 +619,7 @@ class Converter {
         if (data.startsWith('#!')) {
           // A script with its own interpreter: a file mounted read-only at /dev/pipes/ and run from there.
           const file: FileOp = { kind: 'file', inputs: [], base: -1, actions: [{ action: 'mkfile', path: `/${doc.name}`, data: Buffer.from(data).toString('base64'), mode: 0o755 }] };
-          script = this.builder.add(file, { description: '[internal] preparing inline document', stage: this.stageLabel(d) });
+          script = this.addToDefinition(file, { description: '[internal] preparing inline document', stage: this.stageLabel(d) });
           args = [path.posix.join('/dev/pipes/', doc.name)];
         } else {
           // A lone heredoc is run by the shell as the command itself.
@@ -642,7 +645,7 @@ class Converter {
       mounts,
       platform: d.platform!,
     };
-    const rawLex = new ShellLex(this.lex.escapeToken, { rawQuotes: true, skipUnsetEnv: true });
+    const rawLex = new ShellLex(this.lex.escapeToken, { rawQuotes: true, skipUnsetEnv: true, budget: this.budget });
     const description = this.prefix(d, uppercaseCmd(processCmdEnv(rawLex, name, state.env)));
     state.digest = this.add(op, d, inst.location, description, true);
     this.history(d, `RUN ${runCommandString(args, d.buildArgs, state.env)} # buildkit`, true);
@@ -857,13 +860,13 @@ class Converter {
     }
     for (const inline of inst.inlineSources) {
       parts.push(`<<${inline.path}`);
-      const rawLex = new ShellLex('\\', { skipProcessQuotes: true });
+      const rawLex = new ShellLex('\\', { skipProcessQuotes: true, budget: this.budget });
       const data = inline.expand ? this.expandWith(rawLex, inline.data, state.env, inst.location) : inline.data;
       const file: FileOp = {
         kind: 'file', inputs: [], base: -1,
         actions: [{ action: 'mkfile', path: path.posix.join('/', inline.path), data: Buffer.from(data).toString('base64'), mode: 0o644 }],
       };
-      const digest = this.builder.add(file, { description: '[internal] preparing inline document', stage: this.stageLabel(d) });
+      const digest = this.addToDefinition(file, { description: '[internal] preparing inline document', stage: this.stageLabel(d) });
       actions.push({ ...base(inputIndex(digest), path.posix.join('/', inline.path)), ...(owner ? { owner } : {}) });
     }
     parts.push(destPath);
@@ -919,7 +922,8 @@ class Converter {
 
   private history(d: DispatchState, createdBy: string, withLayer: boolean): void {
     const image = d.image!;
-    image.history = [...(image.history ?? []), { created_by: createdBy, comment: HISTORY_COMMENT, ...(withLayer ? {} : { empty_layer: true }) }];
+    // In place (each stage has its own copy): a new array per instruction is quadratic in their number.
+    (image.history ??= []).push({ created_by: createdBy, comment: HISTORY_COMMENT, ...(withLayer ? {} : { empty_layer: true }) });
   }
 
   /** `[stage-1 2/5] ` before a step's name, as BuildKit numbers the steps of each stage. */
@@ -935,10 +939,19 @@ class Converter {
     return d.name || d.stageName || undefined;
   }
 
+  /** Adds an op, within the bound on the whole graph's size (limits.ts). */
+  private addToDefinition(op: Op, meta?: OpMetadata): Digest {
+    const digest = this.builder.add(op, meta);
+    if (this.builder.size > MAX_DEFINITION_BYTES) {
+      throw new DockerfileError(`the build graph is larger than the limit of ${formatSize(MAX_DEFINITION_BYTES)} (large values in many steps' environment or arguments?)`, undefined, undefined, 'DOCKERFILE_LIMIT');
+    }
+    return digest;
+  }
+
   private add(op: Op, d: DispatchState, location: InstructionLocation, description: string, cacheable: boolean): Digest {
     const meta: OpMetadata = { description, location: { ...location }, stage: this.stageLabel(d) };
     if (cacheable && this.opts.noCache) meta.ignoreCache = true;
-    return this.builder.add(op, meta);
+    return this.addToDefinition(op, meta);
   }
 
   private imageSource(d: DispatchState): Digest {
@@ -948,13 +961,13 @@ class Converter {
   }
 
   private scratch(): Digest {
-    this.scratchDigest ??= this.builder.add({ kind: 'source', source: { type: 'scratch' } }, { description: 'FROM scratch' });
+    this.scratchDigest ??= this.addToDefinition({ kind: 'source', source: { type: 'scratch' } }, { description: 'FROM scratch' });
     return this.scratchDigest;
   }
 
   private context(): Digest {
     const excludes = this.opts.contextExcludes ?? [];
-    this.contextDigest ??= this.builder.add(
+    this.contextDigest ??= this.addToDefinition(
       { kind: 'source', source: { type: 'local', name: 'context', ...(excludes.length > 0 ? { excludePatterns: excludes } : {}) } },
       { description: '[internal] load build context' },
     );
