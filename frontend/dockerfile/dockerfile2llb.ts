@@ -15,7 +15,7 @@ import { formatPlatform, parsePlatform } from './platform.js';
 import { formatGoDuration, goList, goQuoteList } from './gofmt.js';
 import { mountFrom, parseMount, type MountSpec } from './runmount.js';
 import { parseSymbolicMode } from '../../solver/llb/chmod.js';
-import { suggest, withSuggestion } from './suggest.js';
+import { MAX_SUGGEST_OPTIONS, suggest, withSuggestion } from './suggest.js';
 import { Linter, emptyCheckConfig, looksLikeSecret, parseCheckOptions, type LintWarning } from './linter.js';
 import { PatternMatcher } from '../../src/util/patterns.js';
 
@@ -104,6 +104,8 @@ interface DispatchState {
   usedOnce?: Map<string, Instruction>;
   /** A WORKDIR was set in this stage (WorkdirRelativePath looks at the first only). */
   workdirSet?: boolean;
+  /** Positions of the variables in the stage image's `Env`, by name (built on the first ENV). */
+  envIndex?: Map<string, number>;
 }
 
 class Converter {
@@ -472,14 +474,17 @@ class Converter {
       case 'env': {
         // Every word sees the environment from before the instruction: `ENV A=1 B=$A` takes the old A.
         const before = d.state!.env;
-        const parts: string[] = [];
-        for (const p of inst.pairs) {
+        const pairs = inst.pairs.map((p) => {
           if (p.noDelim) this.linter.run('LegacyKeyValueFormat', inst.location, inst.comments, inst.keyword);
           const key = this.expand(p.key, before, inst.location);
           const value = this.expand(p.value, before, inst.location);
           if (looksLikeSecret(key)) this.linter.run('SecretsUsedInArgOrEnv', inst.location, inst.comments, 'ENV', key);
+          return [key, value] as const;
+        });
+        const parts: string[] = [];
+        for (const [key, value] of pairs) {
           d.state!.env = d.state!.env.set(key, value);
-          image.config.Env = addEnv(image.config.Env ?? [], key, value);
+          addEnv(d, key, value);
           parts.push(`${key}=${value}`);
         }
         return this.history(d, `ENV ${parts.join(' ')}`, false);
@@ -988,7 +993,9 @@ class Converter {
     const target = this.lintTarget;
     if (target && m.unmatched.size > 0) {
       const buildArgs = new Set(target.d.buildArgs.map((a) => a.key));
-      const options = target.d.state?.env.keys() ?? [];
+      const env = target.d.state?.env;
+      // Listing thousands of names for every undefined variable would be quadratic; suggest skips them anyway.
+      const options = env && env.size <= MAX_SUGGEST_OPTIONS ? env.keys() : [];
       for (const name of m.unmatched) {
         if (buildArgs.has(name)) continue;
         this.linter.run('UndefinedVar', target.inst.location, target.inst.comments, name, suggest(name, options, true));
@@ -1028,12 +1035,16 @@ function checkCycles(states: DispatchState[]): void {
 }
 
 /** Sets an image Env entry in place, or appends it. */
-function addEnv(env: string[], key: string, value: string): string[] {
-  const i = env.findIndex((e) => (e.includes('=') ? e.slice(0, e.indexOf('=')) : e) === key);
-  const out = [...env];
-  if (i >= 0) out[i] = `${key}=${value}`;
-  else out.push(`${key}=${value}`);
-  return out;
+/** Sets a variable in the stage's image config, in place, through an index by name (a scan per ENV was quadratic). */
+function addEnv(d: DispatchState, key: string, value: string): void {
+  const env = (d.image!.config.Env ??= []);
+  if (!d.envIndex) {
+    d.envIndex = new Map();
+    env.forEach((e, i) => d.envIndex!.set(e.includes('=') ? e.slice(0, e.indexOf('=')) : e, i));
+  }
+  const i = d.envIndex.get(key);
+  if (i !== undefined) env[i] = `${key}=${value}`;
+  else d.envIndex.set(key, env.push(`${key}=${value}`) - 1);
 }
 
 function withShell(image: StageImage, args: string[]): string[] {

@@ -11,15 +11,31 @@ export interface EnvGetter {
   keys(): string[];
 }
 
+interface EnvEntry {
+  value: string;
+  /** When it was set: the order a RUN step's environment shows. */
+  seq: number;
+}
+
+let envSeq = 0;
+
 /**
  * An ordered environment where setting a key again moves it to the end, like BuildKit's llb.EnvList:
- * the order is what a RUN step's environment shows.
+ * the order is what a RUN step's environment shows. Immutable to its users, but a version being extended
+ * hands its map to the new version (setting is O(1), not a copy: thousands of ARGs were quadratic) and
+ * keeps only the change to undo, rebuilding its own map should it be read again (rare: a stage's base).
  */
 export class EnvList implements EnvGetter {
-  private constructor(private readonly entries: readonly (readonly [string, string])[]) {}
+  private map: Map<string, EnvEntry> | undefined;
+  /** Set while a newer version holds the map: that version and the entry this one had for its key. */
+  private newer?: { list: EnvList; key: string; prev: EnvEntry | undefined };
+
+  private constructor(map: Map<string, EnvEntry>) {
+    this.map = map;
+  }
 
   static empty(): EnvList {
-    return new EnvList([]);
+    return new EnvList(new Map());
   }
 
   /** From `KEY=VALUE` strings (a value-less `KEY` means empty). */
@@ -32,20 +48,51 @@ export class EnvList implements EnvGetter {
     return list;
   }
 
+  private entries(): Map<string, EnvEntry> {
+    if (this.map) return this.map;
+    // Walk to the version holding the map (iteratively), copy it and undo the changes since, newest first.
+    const chain: EnvList[] = [];
+    let holder: EnvList = this;
+    while (!holder.map) {
+      chain.push(holder);
+      holder = holder.newer!.list;
+    }
+    const map = new Map(holder.map);
+    for (let i = chain.length - 1; i >= 0; i--) {
+      const { key, prev } = chain[i].newer!;
+      if (prev) map.set(key, prev);
+      else map.delete(key);
+    }
+    this.map = new Map([...map].sort((a, b) => a[1].seq - b[1].seq));
+    this.newer = undefined;
+    return this.map;
+  }
+
   set(key: string, value: string): EnvList {
-    return new EnvList([...this.entries.filter(([k]) => k !== key), [key, value]]);
+    const map = this.entries();
+    const prev = map.get(key);
+    map.delete(key);
+    map.set(key, { value, seq: ++envSeq });
+    const next = new EnvList(map);
+    this.map = undefined;
+    this.newer = { list: next, key, prev };
+    return next;
   }
 
   get(key: string): string | undefined {
-    return this.entries.find(([k]) => k === key)?.[1];
+    return this.entries().get(key)?.value;
   }
 
   keys(): string[] {
-    return this.entries.map(([k]) => k);
+    return [...this.entries().keys()];
+  }
+
+  get size(): number {
+    return this.entries().size;
   }
 
   toArray(): string[] {
-    return this.entries.map(([k, v]) => `${k}=${v}`);
+    return [...this.entries()].map(([k, e]) => `${k}=${e.value}`);
   }
 }
 

@@ -165,3 +165,40 @@ describe('shell patterns', () => {
     }
   });
 });
+
+describe('many variables', () => {
+  it('50,000 ARGs, and 50,000 ENVs using undefined variables, convert without quadratic work', { timeout: 60_000 }, async () => {
+    // Each once took minutes: a copied environment per ARG, a scanned image Env per ENV, a suggestion
+    // among all names per undefined variable.
+    const args = ['FROM scratch', ...Array.from({ length: 50_000 }, (_, i) => `ARG A${i}=${i}`), 'ENV X=$A49999'];
+    const a = await convert(args.join('\n'));
+    expect(a.image.config.Env).toContain('X=49999');
+    const envs = ['FROM scratch', ...Array.from({ length: 50_000 }, (_, i) => `ENV E${i}=$E${i}x`)];
+    const e = await convert(envs.join('\n'));
+    expect(e.image.config.Env).toContain('E49999=');
+    expect(e.warnings.filter((w) => w.rule === 'UndefinedVar')).toHaveLength(50_000);
+  });
+
+  it('an environment stays immutable to its users: earlier versions and branches keep their view', () => {
+    const v0 = EnvList.empty().set('A', '1');
+    const v1 = v0.set('B', '2');
+    const v2 = v1.set('A', '3');
+    const branch = v1.set('C', '4');
+    expect(v2.toArray()).toEqual(['B=2', 'A=3']);
+    expect(v0.toArray()).toEqual(['A=1']);
+    expect(v1.toArray()).toEqual(['A=1', 'B=2']);
+    expect(branch.toArray()).toEqual(['A=1', 'B=2', 'C=4']);
+    expect(v2.set('D', '5').toArray()).toEqual(['B=2', 'A=3', 'D=5']);
+    expect(v2.get('A')).toBe('3');
+    expect(v0.get('B')).toBeUndefined();
+    expect(branch.keys()).toEqual(['A', 'B', 'C']);
+  });
+
+  it('a stage keeps its environment when stages built on it add to theirs', async () => {
+    // `one` is dispatched first (the last stage copies from it), then the last stage starts from `base`.
+    const { image, definition } = await convert('FROM scratch AS base\nENV A=1\nFROM base AS one\nENV B=2\nRUN ["/x"]\nFROM base\nENV C=$A$B\nCOPY --from=one /x /x\n');
+    expect(image.config.Env?.filter((e) => !e.startsWith('PATH='))).toEqual(['A=1', 'C=1']);
+    const run = Object.values(definition.ops).find((op) => op.kind === 'exec');
+    expect(run?.kind === 'exec' && run.meta.env.filter((e) => !e.startsWith('PATH='))).toEqual(['A=1', 'B=2']);
+  });
+});
