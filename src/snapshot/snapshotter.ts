@@ -20,6 +20,13 @@ export class SnapshotError extends BuilderError {
 const ID_RE = /^[1-9][0-9]*$/;
 const MARKER = 'committed.json';
 
+/**
+ * Lower directories per overlay mount. The kernel takes at most 500 and the options must fit one page;
+ * a longer chain is mounted as read-only overlays of up to this many layers each, stacked as the lowers of
+ * the mount (overlayfs allows one such level), so up to MAX_LOWER² layers.
+ */
+export const MAX_LOWER = 128;
+
 export class Snapshotter {
   private readonly dir: string;
   private readonly mountsDir: string;
@@ -139,8 +146,20 @@ export class Snapshotter {
       if (!(await this.exists(id))) throw new SnapshotError(`snapshot ${id} is not committed`);
     }
     if (upper !== undefined) this.check(upper);
-    const target = await this.newMountPoint();
-    const lowerdir = lower.map((id) => `${id}/fs`).reverse();
+    // A deep chain: its layers in groups, each group one read-only overlay, unmounted after the mount.
+    const groups: Mounted[] = [];
+    const releaseGroups = async () => {
+      for (const g of groups.reverse()) await g.unmount();
+    };
+    let lowerdir: string[];
+    let target: string;
+    try {
+      lowerdir = (await this.groupLayers(lower, groups)).reverse();
+      target = await this.newMountPoint();
+    } catch (e) {
+      await releaseGroups();
+      throw e;
+    }
     try {
       if (upper !== undefined) {
         // The empty dir is relative to snapshots/ like the layers, keeping the options short.
@@ -157,6 +176,7 @@ export class Snapshotter {
       }
     } catch (e) {
       await fs.rmdir(target).catch(() => undefined);
+      await releaseGroups();
       throw e;
     }
     return {
@@ -164,8 +184,33 @@ export class Snapshotter {
       unmount: once(async () => {
         await unmount(target);
         await fs.rmdir(target);
+        await releaseGroups();
       }),
     };
+  }
+
+  /**
+   * The lower directories (bottom first, relative to snapshots/) for a chain: the layers themselves when
+   * they fit one mount, else read-only overlays of MAX_LOWER layers each (mounted here, into `groups`).
+   */
+  private async groupLayers(lower: string[], groups: Mounted[]): Promise<string[]> {
+    if (lower.length <= MAX_LOWER) return lower.map((id) => `${id}/fs`);
+    const count = Math.ceil(lower.length / MAX_LOWER);
+    if (count > MAX_LOWER) {
+      throw new SnapshotError(`a chain of ${lower.length} layers cannot be mounted: the limit is ${MAX_LOWER * MAX_LOWER} layers`);
+    }
+    const dirs: string[] = [];
+    for (let i = 0; i < lower.length; i += MAX_LOWER) {
+      const chunk = lower.slice(i, i + MAX_LOWER);
+      if (chunk.length === 1) {
+        dirs.push(`${chunk[0]}/fs`);
+        continue;
+      }
+      const m = await this.mount(chunk);
+      groups.push(m);
+      dirs.push(path.relative(this.dir, m.target));
+    }
+    return dirs;
   }
 
   private async newMountPoint(): Promise<string> {
