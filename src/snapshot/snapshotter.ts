@@ -4,7 +4,7 @@
 // lowerdir is named in the mount options, which must fit in one page.
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { BuilderError } from '../util/errors.js';
+import { BuilderError, UserError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { mountBindReadOnly, mountOverlay, mountsUnder, unmount } from './mount.js';
 
@@ -17,15 +17,23 @@ export class SnapshotError extends BuilderError {
   constructor(message: string) { super('SNAPSHOT', message); }
 }
 
+/** Too many layers for one mount: the Dockerfile's doing (too many steps), reported in one line. */
+export class LayerDepthError extends UserError {
+  constructor(message: string) { super('MAX_DEPTH', message); }
+}
+
 const ID_RE = /^[1-9][0-9]*$/;
 const MARKER = 'committed.json';
 
 /**
- * Lower directories per overlay mount. The kernel takes at most 500 and the options must fit one page;
- * a longer chain is mounted as read-only overlays of up to this many layers each, stacked as the lowers of
- * the mount (overlayfs allows one such level), so up to MAX_LOWER² layers.
+ * Layers one step may stand on: overlayfs stacks at most 500 lower directories (the kernel's
+ * OVL_MAX_STACK). Past it a mount is refused in one line, as Docker's "max depth exceeded" (at 125).
  */
-export const MAX_LOWER = 128;
+export const MAX_LAYERS = 500;
+
+/** Mount options must fit one page: past it, the layers are named through a directory of short links. */
+const PAGE = 4096;
+const LINKS_SUFFIX = '.links';
 
 export class Snapshotter {
   private readonly dir: string;
@@ -58,7 +66,9 @@ export class Snapshotter {
     }
     // rmdir, never a recursive delete: a mount point we failed to unmount must not be deleted through.
     for (const name of await fs.readdir(this.mountsDir)) {
-      await fs.rmdir(path.join(this.mountsDir, name)).catch(() => undefined);
+      // A links directory holds only symlinks (never a mount point), so it may go recursively.
+      if (name.endsWith(LINKS_SUFFIX)) await fs.rm(path.join(this.mountsDir, name), { recursive: true, force: true });
+      else await fs.rmdir(path.join(this.mountsDir, name)).catch(() => undefined);
     }
     for (const name of await fs.readdir(this.dir)) {
       if (ID_RE.test(name) && (await this.exists(name))) continue;
@@ -146,37 +156,28 @@ export class Snapshotter {
       if (!(await this.exists(id))) throw new SnapshotError(`snapshot ${id} is not committed`);
     }
     if (upper !== undefined) this.check(upper);
-    // A deep chain: its layers in groups, each group one read-only overlay, unmounted after the mount.
-    const groups: Mounted[] = [];
-    const releaseGroups = async () => {
-      for (const g of groups.reverse()) await g.unmount();
-    };
-    let lowerdir: string[];
-    let target: string;
-    try {
-      lowerdir = (await this.groupLayers(lower, groups)).reverse();
-      target = await this.newMountPoint();
-    } catch (e) {
-      await releaseGroups();
-      throw e;
+    if (lower.length > MAX_LAYERS) {
+      throw new LayerDepthError(`max depth exceeded: ${lower.length} layers, overlayfs stacks at most ${MAX_LAYERS}`);
     }
+    const target = await this.newMountPoint();
+    let links: string | undefined;
+    const lowerdir = lower.map((id) => `${id}/fs`).reverse();
     try {
       if (upper !== undefined) {
         // The empty dir is relative to snapshots/ like the layers, keeping the options short.
         if (lowerdir.length === 0) lowerdir.push(`../${path.basename(this.emptyDir)}`);
         await fs.mkdir(this.emptyDir, { recursive: true });
-        await mountOverlay(target, overlayOptions(lowerdir, upper), this.dir);
+        links = await this.mountOverlay(target, lowerdir, upper);
       } else if (lowerdir.length === 1) {
         await mountBindReadOnly(this.fsPath(lower[0]), target);
       } else if (lowerdir.length > 1) {
-        await mountOverlay(target, overlayOptions(lowerdir), this.dir);
+        links = await this.mountOverlay(target, lowerdir);
       } else {
         // Nothing to mount: the empty mount point is the (empty) view.
         return { target, unmount: once(() => fs.rmdir(target)) };
       }
     } catch (e) {
       await fs.rmdir(target).catch(() => undefined);
-      await releaseGroups();
       throw e;
     }
     return {
@@ -184,33 +185,44 @@ export class Snapshotter {
       unmount: once(async () => {
         await unmount(target);
         await fs.rmdir(target);
-        await releaseGroups();
+        if (links) await fs.rm(links, { recursive: true, force: true });
       }),
     };
   }
 
   /**
-   * The lower directories (bottom first, relative to snapshots/) for a chain: the layers themselves when
-   * they fit one mount, else read-only overlays of MAX_LOWER layers each (mounted here, into `groups`).
+   * Mounts with options naming directories relative to snapshots/; when those do not fit one page (some
+   * hundreds of layers), through a directory of one- and two-character links to them, which is returned.
    */
-  private async groupLayers(lower: string[], groups: Mounted[]): Promise<string[]> {
-    if (lower.length <= MAX_LOWER) return lower.map((id) => `${id}/fs`);
-    const count = Math.ceil(lower.length / MAX_LOWER);
-    if (count > MAX_LOWER) {
-      throw new SnapshotError(`a chain of ${lower.length} layers cannot be mounted: the limit is ${MAX_LOWER * MAX_LOWER} layers`);
+  private async mountOverlay(target: string, lowerdir: string[], upper?: string): Promise<string | undefined> {
+    const options = overlayOptions(lowerdir, upper);
+    if (Buffer.byteLength(options) < PAGE) {
+      await mountOverlay(target, options, this.dir);
+      return undefined;
     }
-    const dirs: string[] = [];
-    for (let i = 0; i < lower.length; i += MAX_LOWER) {
-      const chunk = lower.slice(i, i + MAX_LOWER);
-      if (chunk.length === 1) {
-        dirs.push(`${chunk[0]}/fs`);
-        continue;
+    const links = `${target}${LINKS_SUFFIX}`;
+    await fs.rm(links, { recursive: true, force: true });
+    await fs.mkdir(links, { mode: 0o700 });
+    try {
+      const short: string[] = [];
+      for (let i = 0; i < lowerdir.length; i++) {
+        const name = i.toString(36);
+        await fs.symlink(path.resolve(this.dir, lowerdir[i]), path.join(links, name));
+        short.push(name);
       }
-      const m = await this.mount(chunk);
-      groups.push(m);
-      dirs.push(path.relative(this.dir, m.target));
+      let upperOpts: string[] = [];
+      if (upper !== undefined) {
+        // Upper and work dirs by link too; uppercase never collides with the base-36 names.
+        await fs.symlink(path.join(this.dir, upper, 'fs'), path.join(links, 'U'));
+        await fs.symlink(path.join(this.dir, upper, 'work'), path.join(links, 'W'));
+        upperOpts = ['upperdir=U', 'workdir=W'];
+      }
+      await mountOverlay(target, [`lowerdir=${short.join(':')}`, ...upperOpts, ...OVERLAY_FLAGS].join(','), links);
+      return links;
+    } catch (e) {
+      await fs.rm(links, { recursive: true, force: true });
+      throw e;
     }
-    return dirs;
   }
 
   private async newMountPoint(): Promise<string> {
@@ -243,9 +255,11 @@ export class Snapshotter {
 function overlayOptions(lowerdir: string[], upper?: string): string {
   const opts = [`lowerdir=${lowerdir.join(':')}`];
   if (upper !== undefined) opts.push(`upperdir=${upper}/fs`, `workdir=${upper}/work`);
-  opts.push('index=off', 'redirect_dir=off', 'metacopy=off');
+  opts.push(...OVERLAY_FLAGS);
   return opts.join(',');
 }
+
+const OVERLAY_FLAGS = ['index=off', 'redirect_dir=off', 'metacopy=off'];
 
 function once(fn: () => Promise<void>): () => Promise<void> {
   let p: Promise<void> | null = null;
