@@ -1011,30 +1011,44 @@ export function dockerfileToLLB(opts: ConvertOptions): Promise<ConvertResult> {
 
 function reachableFrom(target: DispatchState): Set<DispatchState> {
   const out = new Set<DispatchState>();
-  const visit = (d: DispatchState) => {
-    if (out.has(d)) return;
+  // Depth first, base then dependencies, on an explicit stack (pushed in reverse to keep that order).
+  const stack = [target];
+  for (let d = stack.pop(); d !== undefined; d = stack.pop()) {
+    if (out.has(d)) continue;
     out.add(d);
-    if (d.base) visit(d.base);
-    for (const dep of d.deps) visit(dep);
-  };
-  visit(target);
+    const next = [...(d.base ? [d.base] : []), ...d.deps];
+    for (let i = next.length - 1; i >= 0; i--) stack.push(next[i]);
+  }
   return out;
 }
 
 function checkCycles(states: DispatchState[]): void {
   const done = new Set<DispatchState>();
-  const visit = (d: DispatchState, onPath: Set<DispatchState>) => {
-    if (onPath.has(d)) throw new DockerfileError(`circular dependency detected on stage: ${d.stageName || d.name}`, d.location);
-    if (done.has(d)) return;
-    onPath.add(d);
-    for (const dep of d.deps) visit(dep, onPath);
-    onPath.delete(d);
-    done.add(d);
-  };
-  for (const d of states) visit(d, new Set());
+  const onPath = new Set<DispatchState>();
+  const cycle = (d: DispatchState) => new DockerfileError(`circular dependency detected on stage: ${d.stageName || d.name}`, d.location);
+  // Depth first on an explicit stack: a chain of thousands of stages is as deep as it is long.
+  for (const root of states) {
+    if (done.has(root)) continue;
+    onPath.add(root);
+    const stack = [{ d: root, deps: root.deps.values() }];
+    while (stack.length > 0) {
+      const top = stack[stack.length - 1];
+      const next = top.deps.next();
+      if (next.done) {
+        stack.pop();
+        onPath.delete(top.d);
+        done.add(top.d);
+        continue;
+      }
+      const dep = next.value;
+      if (onPath.has(dep)) throw cycle(dep);
+      if (done.has(dep)) continue;
+      onPath.add(dep);
+      stack.push({ d: dep, deps: dep.deps.values() });
+    }
+  }
 }
 
-/** Sets an image Env entry in place, or appends it. */
 /** Sets a variable in the stage's image config, in place, through an index by name (a scan per ENV was quadratic). */
 function addEnv(d: DispatchState, key: string, value: string): void {
   const env = (d.image!.config.Env ??= []);

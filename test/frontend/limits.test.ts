@@ -202,3 +202,22 @@ describe('many variables', () => {
     expect(run?.kind === 'exec' && run.meta.env.filter((e) => !e.startsWith('PATH='))).toEqual(['A=1', 'B=2']);
   });
 });
+
+describe('many stages', () => {
+  it('20,000 stages each built on the one before convert without recursion as deep as the chain', { timeout: 60_000 }, async () => {
+    const lines = ['FROM scratch AS s0'];
+    for (let i = 1; i < 20_000; i++) lines.push(`FROM s${i - 1} AS s${i}`, ...(i % 1000 === 0 ? [`COPY --from=s${i - 500} /a /a${i}`] : []));
+    lines.push('ENV LAST=1');
+    const { image, definition } = await convert(lines.join('\n'));
+    expect(image.config.Env).toContain('LAST=1');
+    // Scratch and 19 COPYs from earlier stages, one on the other.
+    expect(Object.keys(definition.ops)).toHaveLength(20);
+  });
+
+  it('a cycle among many stages is still found', async () => {
+    const lines = ['FROM scratch AS s0', 'COPY --from=s2999 /a /a'];
+    for (let i = 1; i < 3000; i++) lines.push(`FROM s${i - 1} AS s${i}`);
+    const e = await failure(lines.join('\n'));
+    expect(e.message).toMatch(/^circular dependency detected on stage: s0$|^cannot copy from stage "s2999", it needs to be defined before current stage "s0"$/);
+  });
+});
