@@ -124,6 +124,13 @@ class Converter {
   private declaredMetaArgs = new Set<string>();
   private syntax?: string;
   private scratchDigest?: Digest;
+  /**
+   * Stages still to start from each stage. A stage's image config is needed only by those and (the
+   * target's) by the result: the last one takes it instead of a copy, and an image nobody needs is let go.
+   * A copy per stage of a chain of stages, each config longer than the last, was quadratic in memory.
+   */
+  private readonly imageUsers = new Map<DispatchState, number>();
+  private target?: DispatchState;
 
   constructor(private readonly opts: ConvertOptions) {
     this.file = opts.filename ?? 'Dockerfile';
@@ -151,6 +158,8 @@ class Converter {
     if (this.opts.allStages) {
       for (const d of this.states) if (!reachable.has(d)) for (const r of await this.resolveReachable(d)) reachable.add(r);
     }
+    for (const d of this.states) if (reachable.has(d) && d.base) this.imageUsers.set(d.base, (this.imageUsers.get(d.base) ?? 0) + 1);
+    this.target = target;
     for (const d of this.states) {
       if (reachable.has(d) && !d.dispatched) this.dispatchStage(d);
     }
@@ -434,9 +443,17 @@ class Converter {
     let state: LLBState;
     if (d.base) {
       const base = d.base;
-      image = cloneImage(base.image!);
-      delete image.config.OnBuild;
+      const users = (this.imageUsers.get(base) ?? 1) - 1;
+      this.imageUsers.set(base, users);
       state = { ...base.state! };
+      if (users === 0 && base !== this.target) {
+        image = base.image!;
+        base.image = undefined;
+        base.state!.env = EnvList.empty();
+      } else {
+        image = cloneImage(base.image!);
+      }
+      delete image.config.OnBuild;
       d.platform = base.platform;
       d.buildArgs = [...base.buildArgs];
     } else {
@@ -464,6 +481,12 @@ class Converter {
       } finally {
         this.lintTarget = undefined;
       }
+    }
+    d.envIndex = undefined;
+    if (!this.imageUsers.get(d) && d !== this.target) {
+      d.image = undefined;
+      // Its environment too (COPY --from and mounts need only the digest): earlier versions go with it.
+      d.state!.env = EnvList.empty();
     }
   }
 

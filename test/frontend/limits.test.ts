@@ -221,3 +221,20 @@ describe('many stages', () => {
     expect(e.message).toMatch(/^circular dependency detected on stage: s0$|^cannot copy from stage "s2999", it needs to be defined before current stage "s0"$/);
   });
 });
+
+describe('stage images handed on', () => {
+  it('the target keeps its image when stages built on it are converted too (--check)', async () => {
+    const r = await dockerfileToLLB({
+      dockerfile: 'FROM scratch AS base\nENV A=1\nFROM base AS child\nENV B=2\nFROM child\nENV C=3\n',
+      target: 'base', allStages: true, targetPlatform: amd64, buildPlatform: amd64, resolver,
+    });
+    expect(r.image.config.Env?.filter((e) => !e.startsWith('PATH='))).toEqual(['A=1']);
+    expect(r.image.history?.map((h) => h.created_by)).toEqual(['ENV A=1']);
+  });
+
+  it('a chain hands its image on: history and environment accumulate stage by stage', async () => {
+    const { image } = await convert('FROM scratch AS a\nENV A=1\nFROM a AS b\nENV B=2\nFROM b\nENV C=$A$B\n');
+    expect(image.config.Env?.filter((e) => !e.startsWith('PATH='))).toEqual(['A=1', 'B=2', 'C=12']);
+    expect(image.history?.map((h) => h.created_by)).toEqual(['ENV A=1', 'ENV B=2', 'ENV C=12']);
+  });
+});

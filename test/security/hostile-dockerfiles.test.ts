@@ -85,3 +85,16 @@ describe('hostile Dockerfiles', () => {
     expectOneLine(deeper, 502, /^WORKDIR failed: max depth exceeded: 501 layers, overlayfs stacks at most 500$/);
   });
 });
+
+describe('hostile Dockerfiles that are valid', () => {
+  it('4,000 stages, each built on the one before with one more variable, convert within the heap', { timeout: 300_000 }, async () => {
+    // Each stage's image config is one variable longer than its base's: a copy per stage was quadratic
+    // (5,000 such stages took 4 GB).
+    const lines = ['FROM scratch AS s0'];
+    for (let i = 1; i < 4000; i++) lines.push(`FROM s${i - 1} AS s${i}`, `ENV V${i}=${i}`);
+    const ctx = await makeContext({ Dockerfile: `${lines.join('\n')}\n` });
+    const root = await tempDir('builder-root-hostile-df-');
+    const res = await runCli(['build', '--root', root, ctx], { env });
+    expect(res.code, res.stderr.slice(-2000)).toBe(0);
+  });
+});
