@@ -5,4 +5,5 @@ export { DockerfileError, ShellExpansionError } from './dockerfile/errors.js';
 export { parseDockerfile, dumpNode, type Node, type Heredoc, type ParseResult } from './dockerfile/parser.js';
 export { parseInstructions, type Instruction, type Stage, type ParsedDockerfile } from './dockerfile/instructions.js';
 export { ShellLex, EnvList, type EnvGetter } from './dockerfile/shell.js';
+export { MAX_DOCKERFILE_BYTES } from './dockerfile/limits.js';
 export { RULES as CHECK_RULES, parseCheckOptions, type LintWarning, type LintRule } from './dockerfile/linter.js';

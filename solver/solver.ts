@@ -117,7 +117,8 @@ export async function solveRoots<R>(def: Definition, roots: Digest[], opts: Solv
     const inputs = opInputs(op);
     k = cache!.key({
       digest, op, metadata: def.metadata[digest] ?? {},
-      inputKey: (i) => keyOf(inputs[i].digest),
+      // Through the microtask queue, not the stack: a chain of thousands of ops is as deep as it is long.
+      inputKey: (i) => Promise.resolve().then(() => keyOf(inputs[i].digest)),
       inputOp: (i) => getOp(inputs[i].digest),
     });
     keys.set(digest, k);
@@ -153,16 +154,27 @@ export async function solveRoots<R>(def: Definition, roots: Digest[], opts: Solv
   /** Ops with a cache-ignoring op below them (`--no-cache-filter`): those must run, so they run first. */
   const forcedMemo = new Map<Digest, boolean>();
   const forced = (digest: Digest): boolean => {
-    let f = forcedMemo.get(digest);
-    if (f === undefined) {
-      f = opInputs(getOp(digest)).some((i) => {
-        const op = getOp(i.digest);
-        const ignores = !!def.metadata[i.digest]?.ignoreCache && op.kind !== 'source';
-        return ignores || forced(i.digest);
-      });
-      forcedMemo.set(digest, f);
+    // Inputs before the ops that use them, on an explicit stack: no recursion as deep as the graph.
+    const stack: Digest[] = [digest];
+    while (stack.length > 0) {
+      const d = stack[stack.length - 1];
+      if (forcedMemo.has(d)) {
+        stack.pop();
+        continue;
+      }
+      const inputs = opInputs(getOp(d));
+      const pending = inputs.filter((i) => !forcedMemo.has(i.digest));
+      if (pending.length > 0) {
+        for (const i of pending) stack.push(i.digest);
+        continue;
+      }
+      stack.pop();
+      forcedMemo.set(d, inputs.some((i) => {
+        const ignores = !!def.metadata[i.digest]?.ignoreCache && getOp(i.digest).kind !== 'source';
+        return ignores || forcedMemo.get(i.digest)!;
+      }));
     }
-    return f;
+    return forcedMemo.get(digest)!;
   };
 
   const runInputs = (op: Op): Promise<R[]> =>
@@ -175,6 +187,8 @@ export async function solveRoots<R>(def: Definition, roots: Digest[], opts: Solv
     const op = getOp(digest);
     const metadata = def.metadata[digest] ?? {};
     p = (async () => {
+      // Start in a microtask: an op starting its inputs then never nests their starts on the stack.
+      await undefined;
       let key: Digest | undefined;
       let cacheMiss: string | undefined;
       let previous: R | undefined;

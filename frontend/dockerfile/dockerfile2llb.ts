@@ -6,7 +6,8 @@ import type { ChownOpt, CopyAction, Digest, ExecMeta, ExecMount, ExecOp, FileAct
 import { DefinitionBuilder, type Definition } from '../../solver/llb/definition.js';
 import { BuilderError } from '../../src/util/errors.js';
 import { DockerfileError, withLocation } from './errors.js';
-import { EnvList, ShellLex, type EnvGetter } from './shell.js';
+import { MAX_DEFINITION_BYTES, formatSize } from './limits.js';
+import { EnvList, ExpansionBudget, ShellLex, type EnvGetter } from './shell.js';
 import { parseInstruction, parseInstructions, type FromInstruction, type ParsedDockerfile, type ArgDef, type ArgInstruction, type Instruction, type InstructionLocation, type Stage, type CopyInstruction, type AddInstruction, type RunInstruction } from './instructions.js';
 import { parseDockerfile, parseHeredoc } from './parser.js';
 import { cloneImage, emptyImage, DEFAULT_PATH, type ImageConfigFile, type StageImage } from './image.js';
@@ -14,7 +15,7 @@ import { formatPlatform, parsePlatform } from './platform.js';
 import { formatGoDuration, goList, goQuoteList } from './gofmt.js';
 import { mountFrom, parseMount, type MountSpec } from './runmount.js';
 import { parseSymbolicMode } from '../../solver/llb/chmod.js';
-import { suggest, withSuggestion } from '../../src/util/suggest.js';
+import { MAX_SUGGEST_OPTIONS, suggest, withSuggestion } from '../../src/util/suggest.js';
 import { Linter, emptyCheckConfig, looksLikeSecret, parseCheckOptions, type LintWarning } from './linter.js';
 import { PatternMatcher } from '../../src/util/patterns.js';
 import { buildOutline, docComment, OutlineCapture, type Outline } from './subrequests.js';
@@ -124,6 +125,8 @@ interface DispatchState {
   workdirSet?: boolean;
   /** Args, secrets and SSH agents the stage declares and uses (`--call outline`). */
   outline?: OutlineCapture;
+  /** Positions of the variables in the stage image's `Env`, by name (built on the first ENV). */
+  envIndex?: Map<string, number>;
 }
 
 class Converter {
@@ -132,6 +135,8 @@ class Converter {
   private readonly states: DispatchState[] = [];
   private readonly byName = new Map<string, DispatchState>();
   private lex!: ShellLex;
+  /** What all of this conversion's expansions may add (limits.ts). */
+  private readonly budget = new ExpansionBudget();
   private globalArgs = EnvList.empty();
   private contextDigest?: Digest;
   private linter = new Linter();
@@ -142,6 +147,13 @@ class Converter {
   private scratchDigest?: Digest;
   /** The meta args, for the outline: what each stage starts from. */
   private metaOutline = new OutlineCapture();
+  /**
+   * Stages still to start from each stage. A stage's image config is needed only by those and (the
+   * target's) by the result: the last one takes it instead of a copy, and an image nobody needs is let go.
+   * A copy per stage of a chain of stages, each config longer than the last, was quadratic in memory.
+   */
+  private readonly imageUsers = new Map<DispatchState, number>();
+  private target?: DispatchState;
 
   constructor(private readonly opts: ConvertOptions) {
     this.file = opts.filename ?? 'Dockerfile';
@@ -151,7 +163,7 @@ class Converter {
     if (this.opts.dockerfile.length === 0) throw new DockerfileError('the Dockerfile cannot be empty');
     const parsed = parseInstructions(this.opts.dockerfile, this.file);
     if (parsed.stages.length === 0) throw new DockerfileError('dockerfile contains no stages to build');
-    this.lex = new ShellLex(parsed.escapeToken);
+    this.lex = new ShellLex(parsed.escapeToken, { budget: this.budget });
     if (parsed.directives.check !== undefined) this.linter = new Linter(parsed.directives.check ? parseCheckOptions(parsed.directives.check) : emptyCheckConfig());
     const targetName = this.opts.target || parsed.stages[parsed.stages.length - 1].from.name;
     this.globalArgs = this.metaArgs(parsed.metaArgs, targetName);
@@ -169,6 +181,8 @@ class Converter {
     if (this.opts.allStages) {
       for (const d of this.states) if (!reachable.has(d)) for (const r of await this.resolveReachable(d)) reachable.add(r);
     }
+    for (const d of this.states) if (reachable.has(d) && d.base) this.imageUsers.set(d.base, (this.imageUsers.get(d.base) ?? 0) + 1);
+    this.target = target;
     for (const d of this.states) {
       if (reachable.has(d) && !d.dispatched) this.dispatchStage(d);
     }
@@ -462,9 +476,17 @@ class Converter {
     let state: LLBState;
     if (d.base) {
       const base = d.base;
-      image = cloneImage(base.image!);
-      delete image.config.OnBuild;
+      const users = (this.imageUsers.get(base) ?? 1) - 1;
+      this.imageUsers.set(base, users);
       state = { ...base.state! };
+      if (users === 0 && base !== this.target) {
+        image = base.image!;
+        base.image = undefined;
+        base.state!.env = EnvList.empty();
+      } else {
+        image = cloneImage(base.image!);
+      }
+      delete image.config.OnBuild;
       d.platform = base.platform;
       d.buildArgs = [...base.buildArgs];
     } else {
@@ -494,6 +516,12 @@ class Converter {
         this.lintTarget = undefined;
       }
     }
+    d.envIndex = undefined;
+    if (!this.imageUsers.get(d) && d !== this.target) {
+      d.image = undefined;
+      // Its environment too (COPY --from and mounts need only the digest): earlier versions go with it.
+      d.state!.env = EnvList.empty();
+    }
   }
 
   private dispatch(d: DispatchState, inst: Instruction): void {
@@ -503,14 +531,17 @@ class Converter {
       case 'env': {
         // Every word sees the environment from before the instruction: `ENV A=1 B=$A` takes the old A.
         const before = d.state!.env;
-        const parts: string[] = [];
-        for (const p of inst.pairs) {
+        const pairs = inst.pairs.map((p) => {
           if (p.noDelim) this.linter.run('LegacyKeyValueFormat', inst.location, inst.comments, inst.keyword);
           const key = this.expand(p.key, before, inst.location);
           const value = this.expand(p.value, before, inst.location);
           if (looksLikeSecret(key)) this.linter.run('SecretsUsedInArgOrEnv', inst.location, inst.comments, 'ENV', key);
+          return [key, value] as const;
+        });
+        const parts: string[] = [];
+        for (const [key, value] of pairs) {
           d.state!.env = d.state!.env.set(key, value);
-          image.config.Env = addEnv(image.config.Env ?? [], key, value);
+          addEnv(d, key, value);
           parts.push(`${key}=${value}`);
         }
         return this.history(d, `ENV ${parts.join(' ')}`, false);
@@ -654,7 +685,7 @@ class Converter {
         if (data.startsWith('#!')) {
           // A script with its own interpreter: a file mounted read-only at /dev/pipes/ and run from there.
           const file: FileOp = { kind: 'file', inputs: [], base: -1, actions: [{ action: 'mkfile', path: `/${doc.name}`, data: Buffer.from(data).toString('base64'), mode: 0o755 }] };
-          script = this.builder.add(file, { description: '[internal] preparing inline document', stage: this.stageLabel(d) });
+          script = this.addToDefinition(file, { description: '[internal] preparing inline document', stage: this.stageLabel(d) });
           args = [path.posix.join('/dev/pipes/', doc.name)];
         } else {
           // A lone heredoc is run by the shell as the command itself.
@@ -685,7 +716,7 @@ class Converter {
       mounts,
       platform: d.platform!,
     };
-    const rawLex = new ShellLex(this.lex.escapeToken, { rawQuotes: true, skipUnsetEnv: true });
+    const rawLex = new ShellLex(this.lex.escapeToken, { rawQuotes: true, skipUnsetEnv: true, budget: this.budget });
     const description = this.prefix(d, uppercaseCmd(processCmdEnv(rawLex, name, state.env)));
     state.digest = this.add(op, d, inst.location, description, true);
     this.history(d, `RUN ${runCommandString(args, d.buildArgs, state.env)} # buildkit`, true);
@@ -907,13 +938,13 @@ class Converter {
     }
     for (const inline of inst.inlineSources) {
       parts.push(`<<${inline.path}`);
-      const rawLex = new ShellLex('\\', { skipProcessQuotes: true });
+      const rawLex = new ShellLex('\\', { skipProcessQuotes: true, budget: this.budget });
       const data = inline.expand ? this.expandWith(rawLex, inline.data, state.env, inst.location) : inline.data;
       const file: FileOp = {
         kind: 'file', inputs: [], base: -1,
         actions: [{ action: 'mkfile', path: path.posix.join('/', inline.path), data: Buffer.from(data).toString('base64'), mode: 0o644 }],
       };
-      const digest = this.builder.add(file, { description: '[internal] preparing inline document', stage: this.stageLabel(d) });
+      const digest = this.addToDefinition(file, { description: '[internal] preparing inline document', stage: this.stageLabel(d) });
       actions.push({ ...base(inputIndex(digest), path.posix.join('/', inline.path)), ...(owner ? { owner } : {}) });
     }
     parts.push(destPath);
@@ -969,7 +1000,8 @@ class Converter {
 
   private history(d: DispatchState, createdBy: string, withLayer: boolean): void {
     const image = d.image!;
-    image.history = [...(image.history ?? []), { created_by: createdBy, comment: HISTORY_COMMENT, ...(withLayer ? {} : { empty_layer: true }) }];
+    // In place (each stage has its own copy): a new array per instruction is quadratic in their number.
+    (image.history ??= []).push({ created_by: createdBy, comment: HISTORY_COMMENT, ...(withLayer ? {} : { empty_layer: true }) });
   }
 
   /** `[stage-1 2/5] ` before a step's name, as BuildKit numbers the steps of each stage. */
@@ -986,10 +1018,19 @@ class Converter {
     return d.name || d.stageName || undefined;
   }
 
+  /** Adds an op, within the bound on the whole graph's size (limits.ts). */
+  private addToDefinition(op: Op, meta?: OpMetadata): Digest {
+    const digest = this.builder.add(op, meta);
+    if (this.builder.size > MAX_DEFINITION_BYTES) {
+      throw new DockerfileError(`the build graph is larger than the limit of ${formatSize(MAX_DEFINITION_BYTES)} (large values in many steps' environment or arguments?)`, undefined, undefined, 'DOCKERFILE_LIMIT');
+    }
+    return digest;
+  }
+
   private add(op: Op, d: DispatchState, location: InstructionLocation, description: string, cacheable: boolean): Digest {
     const meta: OpMetadata = { description, location: { ...location }, stage: this.stageLabel(d) };
     if (cacheable && this.opts.noCache) meta.ignoreCache = true;
-    return this.builder.add(op, meta);
+    return this.addToDefinition(op, meta);
   }
 
   private imageSource(d: DispatchState): Digest {
@@ -999,13 +1040,13 @@ class Converter {
   }
 
   private scratch(): Digest {
-    this.scratchDigest ??= this.builder.add({ kind: 'source', source: { type: 'scratch' } }, { description: 'FROM scratch' });
+    this.scratchDigest ??= this.addToDefinition({ kind: 'source', source: { type: 'scratch' } }, { description: 'FROM scratch' });
     return this.scratchDigest;
   }
 
   private context(): Digest {
     const excludes = this.opts.contextExcludes ?? [];
-    this.contextDigest ??= this.builder.add(
+    this.contextDigest ??= this.addToDefinition(
       { kind: 'source', source: { type: 'local', name: 'context', ...(excludes.length > 0 ? { excludePatterns: excludes } : {}) } },
       { description: '[internal] load build context' },
     );
@@ -1026,7 +1067,9 @@ class Converter {
     const target = this.lintTarget;
     if (target && m.unmatched.size > 0) {
       const buildArgs = new Set(target.d.buildArgs.map((a) => a.key));
-      const options = target.d.state?.env.keys() ?? [];
+      const env = target.d.state?.env;
+      // Listing thousands of names for every undefined variable would be quadratic; suggest skips them anyway.
+      const options = env && env.size <= MAX_SUGGEST_OPTIONS ? env.keys() : [];
       for (const name of m.unmatched) {
         if (buildArgs.has(name)) continue;
         this.linter.run('UndefinedVar', target.inst.location, target.inst.comments, name, suggest(name, options, true));
@@ -1042,36 +1085,54 @@ export function dockerfileToLLB(opts: ConvertOptions): Promise<ConvertResult> {
 
 function reachableFrom(target: DispatchState): Set<DispatchState> {
   const out = new Set<DispatchState>();
-  const visit = (d: DispatchState) => {
-    if (out.has(d)) return;
+  // Depth first, base then dependencies, on an explicit stack (pushed in reverse to keep that order).
+  const stack = [target];
+  for (let d = stack.pop(); d !== undefined; d = stack.pop()) {
+    if (out.has(d)) continue;
     out.add(d);
-    if (d.base) visit(d.base);
-    for (const dep of d.deps) visit(dep);
-  };
-  visit(target);
+    const next = [...(d.base ? [d.base] : []), ...d.deps];
+    for (let i = next.length - 1; i >= 0; i--) stack.push(next[i]);
+  }
   return out;
 }
 
 function checkCycles(states: DispatchState[]): void {
   const done = new Set<DispatchState>();
-  const visit = (d: DispatchState, onPath: Set<DispatchState>) => {
-    if (onPath.has(d)) throw new DockerfileError(`circular dependency detected on stage: ${d.stageName || d.name}`, d.location);
-    if (done.has(d)) return;
-    onPath.add(d);
-    for (const dep of d.deps) visit(dep, onPath);
-    onPath.delete(d);
-    done.add(d);
-  };
-  for (const d of states) visit(d, new Set());
+  const onPath = new Set<DispatchState>();
+  const cycle = (d: DispatchState) => new DockerfileError(`circular dependency detected on stage: ${d.stageName || d.name}`, d.location);
+  // Depth first on an explicit stack: a chain of thousands of stages is as deep as it is long.
+  for (const root of states) {
+    if (done.has(root)) continue;
+    onPath.add(root);
+    const stack = [{ d: root, deps: root.deps.values() }];
+    while (stack.length > 0) {
+      const top = stack[stack.length - 1];
+      const next = top.deps.next();
+      if (next.done) {
+        stack.pop();
+        onPath.delete(top.d);
+        done.add(top.d);
+        continue;
+      }
+      const dep = next.value;
+      if (onPath.has(dep)) throw cycle(dep);
+      if (done.has(dep)) continue;
+      onPath.add(dep);
+      stack.push({ d: dep, deps: dep.deps.values() });
+    }
+  }
 }
 
-/** Sets an image Env entry in place, or appends it. */
-function addEnv(env: string[], key: string, value: string): string[] {
-  const i = env.findIndex((e) => (e.includes('=') ? e.slice(0, e.indexOf('=')) : e) === key);
-  const out = [...env];
-  if (i >= 0) out[i] = `${key}=${value}`;
-  else out.push(`${key}=${value}`);
-  return out;
+/** Sets a variable in the stage's image config, in place, through an index by name (a scan per ENV was quadratic). */
+function addEnv(d: DispatchState, key: string, value: string): void {
+  const env = (d.image!.config.Env ??= []);
+  if (!d.envIndex) {
+    d.envIndex = new Map();
+    env.forEach((e, i) => d.envIndex!.set(e.includes('=') ? e.slice(0, e.indexOf('=')) : e, i));
+  }
+  const i = d.envIndex.get(key);
+  if (i !== undefined) env[i] = `${key}=${value}`;
+  else d.envIndex.set(key, env.push(`${key}=${value}`) - 1);
 }
 
 function withShell(image: StageImage, args: string[]): string[] {

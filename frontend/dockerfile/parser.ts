@@ -9,6 +9,7 @@
 import { DockerfileError, ShellExpansionError, withLocation } from './errors.js';
 import { ShellLex, EnvList } from './shell.js';
 import { goQuote, goQuoteList } from './gofmt.js';
+import { MAX_DOCKERFILE_BYTES, MAX_INSTRUCTION_CHARS, MAX_LINE_BYTES, formatSize } from './limits.js';
 
 export interface Heredoc {
   /** The terminator word, also the file name for COPY. */
@@ -126,6 +127,7 @@ function splitLines(text: string): string[] {
 export function parseDockerfile(text: string, file = 'Dockerfile'): ParseResult {
   const d = new Directives();
   const lines = splitLines(text.replace(/^\uFEFF/, ''));
+  checkSizes(lines, file);
   const nodes: Node[] = [];
   const warnings: ParseWarning[] = [];
   let comments: string[] = [];
@@ -176,6 +178,9 @@ export function parseDockerfile(text: string, file = 'Dockerfile'): ParseResult 
       ({ line, continues } = d.trimContinuation(processed.line));
       buf += line;
     }
+    if (buf.length > MAX_INSTRUCTION_CHARS) {
+      fail(new LineError(`instruction is longer than the limit of ${formatSize(MAX_INSTRUCTION_CHARS)} (continuation lines joined)`), startLine, currentLine);
+    }
     if (emptyContinuation) warnings.push({ message: `Empty continuation line found in: ${buf}`, line: currentLine });
 
     let node: Node;
@@ -216,6 +221,24 @@ export function parseDockerfile(text: string, file = 'Dockerfile'): ParseResult 
   }
   if (nodes.length === 0) fail(new LineError('file with no instructions'), Math.max(currentLine, 1));
   return { nodes, escapeToken: d.escapeToken, warnings, directives: d.values };
+}
+
+/** The file and line size limits (limits.ts), checked before any parsing: the error names the line. */
+function checkSizes(lines: string[], file: string): void {
+  let total = 0;
+  for (let n = 0; n < lines.length; n++) {
+    const raw = lines[n];
+    const bytes = Buffer.byteLength(raw);
+    const fail = (message: string): never => {
+      throw new DockerfileError(message, { file, startLine: n + 1, endLine: n + 1 }, undefined, 'DOCKERFILE_LIMIT');
+    };
+    if (bytes - (raw.endsWith('\n') ? 1 : 0) > MAX_LINE_BYTES) {
+      // BuildKit's message for its scanner's limit, word for word.
+      fail(`dockerfile line greater than max allowed size of ${MAX_LINE_BYTES}`);
+    }
+    total += bytes;
+    if (total > MAX_DOCKERFILE_BYTES) fail(`Dockerfile is larger than the limit of ${formatSize(MAX_DOCKERFILE_BYTES)}`);
+  }
 }
 
 function canContainHeredoc(node: Node): boolean {

@@ -2,6 +2,8 @@
 // `:+`, `?`, `#`, `%`, `/` modifiers, and splitting into words after expansion. Not a shell: no command
 // substitution, globbing or arithmetic. Behaviour is pinned by BuildKit's envVarTest and wordsTest vectors.
 import { ShellExpansionError } from './errors.js';
+import { ShellPattern } from './glob.js';
+import { MAX_EXPANSION_TOTAL, MAX_NESTING, MAX_WORD_GROWTH, formatSize } from './limits.js';
 
 /** Variables visible to the lexer. */
 export interface EnvGetter {
@@ -9,15 +11,31 @@ export interface EnvGetter {
   keys(): string[];
 }
 
+interface EnvEntry {
+  value: string;
+  /** When it was set: the order a RUN step's environment shows. */
+  seq: number;
+}
+
+let envSeq = 0;
+
 /**
  * An ordered environment where setting a key again moves it to the end, like BuildKit's llb.EnvList:
- * the order is what a RUN step's environment shows.
+ * the order is what a RUN step's environment shows. Immutable to its users, but a version being extended
+ * hands its map to the new version (setting is O(1), not a copy: thousands of ARGs were quadratic) and
+ * keeps only the change to undo, rebuilding its own map should it be read again (rare: a stage's base).
  */
 export class EnvList implements EnvGetter {
-  private constructor(private readonly entries: readonly (readonly [string, string])[]) {}
+  private map: Map<string, EnvEntry> | undefined;
+  /** Set while a newer version holds the map: that version and the entry this one had for its key. */
+  private newer?: { list: EnvList; key: string; prev: EnvEntry | undefined };
+
+  private constructor(map: Map<string, EnvEntry>) {
+    this.map = map;
+  }
 
   static empty(): EnvList {
-    return new EnvList([]);
+    return new EnvList(new Map());
   }
 
   /** From `KEY=VALUE` strings (a value-less `KEY` means empty). */
@@ -30,20 +48,51 @@ export class EnvList implements EnvGetter {
     return list;
   }
 
+  private entries(): Map<string, EnvEntry> {
+    if (this.map) return this.map;
+    // Walk to the version holding the map (iteratively), copy it and undo the changes since, newest first.
+    const chain: EnvList[] = [];
+    let holder: EnvList = this;
+    while (!holder.map) {
+      chain.push(holder);
+      holder = holder.newer!.list;
+    }
+    const map = new Map(holder.map);
+    for (let i = chain.length - 1; i >= 0; i--) {
+      const { key, prev } = chain[i].newer!;
+      if (prev) map.set(key, prev);
+      else map.delete(key);
+    }
+    this.map = new Map([...map].sort((a, b) => a[1].seq - b[1].seq));
+    this.newer = undefined;
+    return this.map;
+  }
+
   set(key: string, value: string): EnvList {
-    return new EnvList([...this.entries.filter(([k]) => k !== key), [key, value]]);
+    const map = this.entries();
+    const prev = map.get(key);
+    map.delete(key);
+    map.set(key, { value, seq: ++envSeq });
+    const next = new EnvList(map);
+    this.map = undefined;
+    this.newer = { list: next, key, prev };
+    return next;
   }
 
   get(key: string): string | undefined {
-    return this.entries.find(([k]) => k === key)?.[1];
+    return this.entries().get(key)?.value;
   }
 
   keys(): string[] {
-    return this.entries.map(([k]) => k);
+    return [...this.entries().keys()];
+  }
+
+  get size(): number {
+    return this.entries().size;
   }
 
   toArray(): string[] {
-    return this.entries.map(([k, v]) => `${k}=${v}`);
+    return [...this.entries()].map(([k, e]) => `${k}=${e.value}`);
   }
 }
 
@@ -62,6 +111,8 @@ const DIGIT = /^\p{Nd}$/u;
 // ASCII first: a Unicode property class costs up to ~10 ms to compile on first use, at every CLI start.
 const isLetter = (ch: string) => (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch > '\x7f' && LETTER.test(ch));
 const isDigit = (ch: string) => (ch >= '0' && ch <= '9') || (ch > '\x7f' && DIGIT.test(ch));
+
+const SPACES = /[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+/g;
 
 const isSpace = (ch: string) => SPACE.test(ch);
 const isSpecialParam = (ch: string) => '@*#?-$!0'.includes(ch) && ch !== EOF;
@@ -99,7 +150,14 @@ class Words {
     }
   }
   addString(s: string): void {
-    for (const ch of s) this.addChar(ch);
+    // By runs, not characters: an expanded value can be a megabyte.
+    let last = 0;
+    for (const m of s.matchAll(SPACES)) {
+      if (m.index! > last) this.addRaw(s.slice(last, m.index));
+      this.addChar(' ');
+      last = m.index! + m[0].length;
+    }
+    if (last < s.length) this.addRaw(s.slice(last));
   }
   addRaw(s: string): void {
     this.buf += s;
@@ -124,6 +182,22 @@ export interface ShellLexOptions {
   skipProcessQuotes?: boolean;
   /** Leave references to unset variables as written. */
   skipUnsetEnv?: boolean;
+  /** Charged with what each expansion adds; one per conversion, shared by its lexers. */
+  budget?: ExpansionBudget;
+}
+
+/** What expansion may add over a whole conversion (MAX_EXPANSION_TOTAL), in characters. */
+/** A bound was crossed: reported as it is, never as the syntax error the unfinished word would be. */
+class ExpansionLimitError extends ShellExpansionError {}
+
+export class ExpansionBudget {
+  private used = 0;
+  constructor(readonly limit = MAX_EXPANSION_TOTAL) {}
+
+  charge(n: number): void {
+    this.used += n;
+    if (this.used > this.limit) throw new ExpansionLimitError(`variable expansion adds more than the limit of ${formatSize(this.limit)} to this Dockerfile's words in all`);
+  }
 }
 
 export class ShellLex {
@@ -147,6 +221,7 @@ export class ShellLex {
     const run = new LexRun(this.escapeToken, this.options, env, word);
     try {
       const { result, words } = run.processStopOn(EOF, !!this.options.rawEscapes);
+      if (result.length > word.length) this.options.budget?.charge(result.length - word.length);
       return { result, words, matched: run.matched, unmatched: run.unmatched };
     } catch (e) {
       if (e instanceof ShellExpansionError) throw new ShellExpansionError(`failed to process ${goQuote(word)}: ${e.message}`);
@@ -155,9 +230,9 @@ export class ShellLex {
   }
 }
 
-/** Minimal Go `%q` of a string, enough for messages. */
+/** Minimal Go `%q` of a string, enough for messages; a long word is cut so the message stays a line. */
 function goQuote(s: string): string {
-  return JSON.stringify(s);
+  return s.length > 200 ? `${JSON.stringify(s.slice(0, 200))}...` : JSON.stringify(s);
 }
 
 /** The state of expanding one word. */
@@ -166,6 +241,10 @@ class LexRun {
   readonly unmatched = new Set<string>();
   private readonly scanner: Scanner;
   private rawEscapes: boolean;
+  /** `${` levels open: each is a level of recursion. */
+  private depth = 0;
+  /** The longest the word may become (MAX_WORD_GROWTH). */
+  private readonly maxLength: number;
 
   constructor(
     private readonly escapeToken: string,
@@ -175,6 +254,12 @@ class LexRun {
   ) {
     this.scanner = new Scanner(word);
     this.rawEscapes = !!opts.rawEscapes;
+    this.maxLength = word.length + MAX_WORD_GROWTH;
+  }
+
+  /** Fails once expansion made (part of) the word longer than the limit. */
+  private checkLength(n: number): void {
+    if (n > this.maxLength) throw new ExpansionLimitError(`variable expansion makes the word more than ${formatSize(MAX_WORD_GROWTH)} longer than written`);
   }
 
   processStopOn(stopChar: string, rawEscapes: boolean): { result: string; words: string[] } {
@@ -211,6 +296,7 @@ class LexRun {
       if (fn) {
         const tmp = fn();
         result += tmp;
+        this.checkLength(result.length);
         if (ch === '$') words.addString(tmp);
         else words.addRaw(tmp);
         continue;
@@ -267,6 +353,7 @@ class LexRun {
       }
       if (peek === '$') {
         result += this.processDollar();
+        this.checkLength(result.length);
         continue;
       }
       let ch = sc.next();
@@ -291,6 +378,18 @@ class LexRun {
       return value ?? '';
     }
     sc.next();
+    if (this.depth >= MAX_NESTING) throw new ExpansionLimitError(`more than ${MAX_NESTING} nested \${...} expansions`);
+    this.depth++;
+    try {
+      return this.processBraced();
+    } finally {
+      this.depth--;
+    }
+  }
+
+  /** `${...}` after the `${`. */
+  private processBraced(): string {
+    const sc = this.scanner;
     const first = sc.peek();
     if (first === EOF) throw new ShellExpansionError("syntax error: missing '}'");
     if (first === '{' || first === '}' || first === ':') throw new ShellExpansionError('syntax error: bad substitution');
@@ -362,18 +461,14 @@ class LexRun {
     const replacement = this.stopOnOrMissing('}', true, "syntax error: missing '}'");
     const value = this.getEnv(name);
     if (value === undefined && this.opts.skipUnsetEnv) return `\${${name}/${pattern}/${replacement}}`;
-    const re = shellPatternToRegex(pattern, true, false);
-    const v = value ?? '';
-    if (replaceAll) return v.replace(new RegExp(re.source, 'gu'), () => replacement);
-    const m = re.exec(v);
-    return m ? v.slice(0, m.index) + replacement + v.slice(m.index + m[0].length) : v;
+    return new ShellPattern(pattern).replace(value ?? '', replacement, replaceAll, (n) => this.checkLength(n));
   }
 
   private stopOnOrMissing(stop: string, rawEscapes: boolean, missing: string): string {
     try {
       return this.processStopOn(stop, rawEscapes).result;
     } catch (e) {
-      if (this.scanner.peek() === EOF) throw new ShellExpansionError(missing);
+      if (this.scanner.peek() === EOF && !(e instanceof ExpansionLimitError)) throw new ShellExpansionError(missing);
       throw e;
     }
   }
@@ -414,43 +509,11 @@ class LexRun {
   }
 }
 
-/**
- * A shell pattern (`*`, `?`, backslash escapes; no brackets) as a regular expression. `greedy` makes `*`
- * match the longest string, `anchored` matches only at the start.
- */
-export function shellPatternToRegex(pattern: string, greedy: boolean, anchored: boolean): RegExp {
-  const chars = [...pattern];
-  let out = anchored ? '^' : '';
-  for (let i = 0; i < chars.length; i++) {
-    let tok = chars[i];
-    if (tok === '*') {
-      out += greedy ? '.*' : '.*?';
-      continue;
-    }
-    if (tok === '?') {
-      out += '.';
-      continue;
-    }
-    if (tok === '\\') {
-      // `\}` and `\/` inside ${} are escapes of the substitution syntax, not of the pattern.
-      const next = chars[i + 1];
-      if (next === '}' || next === '/') continue;
-      out += '\\';
-      tok = chars[++i] ?? EOF;
-      if (tok !== '*' && tok !== '?' && tok !== '\\') {
-        throw new ShellExpansionError(`invalid pattern (${pattern}) in substitution: invalid escape '\\${tok}'`);
-      }
-    } else if ('[]{}.+()|^$'.includes(tok)) {
-      out += '\\';
-    }
-    out += tok;
-  }
-  return new RegExp(out, 'u');
-}
-
+/** Removes the shortest (or, `greedy`, the longest) prefix the pattern matches. */
 function trimPrefix(pattern: string, value: string, greedy: boolean): string {
-  const m = shellPatternToRegex(pattern, greedy, true).exec(value);
-  return m ? value.slice(m[0].length) : value;
+  const chars = [...value];
+  const n = new ShellPattern(pattern).prefixLength(chars, greedy);
+  return n <= 0 ? value : chars.slice(n).join('');
 }
 
 /** Reverses a pattern keeping escapes in front of what they escape: `a\*c` -> `c\*a`. */
@@ -472,7 +535,7 @@ function reversePattern(pattern: string): string {
 }
 
 function trimSuffix(pattern: string, value: string, greedy: boolean): string {
-  // A regex finds leftmost matches only, so match the reversed pattern against the reversed value.
+  // Matching runs from the start, so match the reversed pattern against the reversed value.
   const reversed = [...value].reverse().join('');
   return [...trimPrefix(reversePattern(pattern), reversed, greedy)].reverse().join('');
 }

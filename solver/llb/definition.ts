@@ -1,5 +1,5 @@
 // A Definition is a whole build graph: ops by digest, per-op metadata, and the op whose result is wanted.
-import { canonicalJSON, opDigest } from './digest.js';
+import { canonicalJSON, opDigest, sha256 } from './digest.js';
 import { opInputs, type Digest, type Op, type OpMetadata } from './ops.js';
 
 export interface Definition {
@@ -13,13 +13,19 @@ export interface Definition {
 export class DefinitionBuilder {
   private readonly ops = new Map<Digest, Op>();
   private readonly metadata = new Map<Digest, OpMetadata>();
+  /** Bytes of the distinct ops' canonical JSON: what the graph weighs, for a caller's bound on it. */
+  size = 0;
 
   add(op: Op, meta?: OpMetadata): Digest {
     for (const input of opInputs(op)) {
       if (!this.ops.has(input.digest)) throw new Error(`LLB: input ${input.digest} added before its op`);
     }
-    const digest = opDigest(op);
-    if (!this.ops.has(digest)) this.ops.set(digest, op);
+    const json = canonicalJSON(op);
+    const digest = sha256(json);
+    if (!this.ops.has(digest)) {
+      this.ops.set(digest, op);
+      this.size += json.length;
+    }
     if (meta && !this.metadata.has(digest)) this.metadata.set(digest, meta);
     return digest;
   }
@@ -32,16 +38,17 @@ export class DefinitionBuilder {
   build(root: Digest): Definition {
     const ops: Record<Digest, Op> = {};
     const metadata: Record<Digest, OpMetadata> = {};
-    const visit = (d: Digest) => {
-      if (ops[d]) return;
+    // A stack, not recursion: a chain of thousands of steps is as deep as it is long.
+    const todo: Digest[] = [root];
+    for (let d = todo.pop(); d !== undefined; d = todo.pop()) {
+      if (ops[d]) continue;
       const op = this.ops.get(d);
       if (!op) throw new Error(`LLB: unknown op ${d}`);
       ops[d] = op;
       const m = this.metadata.get(d);
       if (m) metadata[d] = m;
-      for (const input of opInputs(op)) visit(input.digest);
-    };
-    visit(root);
+      for (const input of opInputs(op)) todo.push(input.digest);
+    }
     return { ops, metadata, root };
   }
 }

@@ -3,7 +3,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import os from 'node:os';
-import { dockerfileToLLB, type ImageMetaResolver } from '../../frontend/index.js';
+import { dockerfileToLLB, MAX_DOCKERFILE_BYTES, type ImageMetaResolver } from '../../frontend/index.js';
 import { solveRoots, SolveError, CanceledError, type OpExecutor } from '../../solver/solver.js';
 import { mergeDefinitions, type Definition } from '../../solver/llb/definition.js';
 import { opInputs, type Digest, type Op, type OpMetadata, type Platform } from '../../solver/llb/ops.js';
@@ -12,6 +12,7 @@ import type { RegistryHostConfig } from '../registry/config.js';
 import { PlainProgress, completeWriter, type FullProgressWriter } from '../progress/printer.js';
 import { instantStep, subStep, type ProgressWarning, type ProgressWriter } from '../progress/writer.js';
 import { UserError, BuilderError } from '../util/errors.js';
+import { readFileHead } from '../util/fs.js';
 import { parseOutput, parseSourceDateEpoch, resolveOutputs, type OutputSpec } from './outputs.js';
 import { exportImage, exportVertex, imageLayerVariant, prepareLayerBlob, settleLayerBlobs, type ExportOptions, type ExportResult } from './export.js';
 import { parsePlatforms, hostPlatform, formatPlatform } from './platform.js';
@@ -229,7 +230,8 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
 
     const loadId = 'internal:dockerfile';
     progress.start({ id: loadId, name: `[internal] load build definition from ${filename}` });
-    const dockerfile = opts.dockerfile ?? await fs.readFile(dockerfilePath, 'utf8').catch(() => {
+    // One byte over the frontend's limit is enough for it to say so, naming the line.
+    const dockerfile = opts.dockerfile ?? await readFileHead(dockerfilePath, MAX_DOCKERFILE_BYTES + 1).catch(() => {
       progress.error(loadId, 'not found');
       throw new BuildError(`failed to read dockerfile: open ${dockerfilePath}: no such file or directory`);
     });

@@ -14,6 +14,8 @@ export interface StepWarning {
 /** What a build warns about: check rules' findings and steps' warnings. */
 export type BuildWarning = LintWarning | StepWarning;
 
+const MAX_EXCERPT_LINE = 200;
+
 /** The Dockerfile lines around `start..end` (1-based), the concerned ones marked `>>>`. */
 export function sourceExcerpt(filename: string, text: string, start: number, end = start): string[] {
   const lines = text.split('\n');
@@ -29,7 +31,9 @@ export function sourceExcerpt(filename: string, text: string, start: number, end
   const out = [`${filename}:${markStart}`, '-'.repeat(20)];
   for (let i = start; i <= end; i++) {
     const marked = i >= markStart && i <= markEnd;
-    out.push(` ${String(i).padStart(3)} | ${marked ? '>>>' : '   '} ${lines[i - 1]}`);
+    // A line can be 64 KiB (limits.ts): the excerpt shows where, not all of it.
+    const line = lines[i - 1].length > MAX_EXCERPT_LINE ? `${lines[i - 1].slice(0, MAX_EXCERPT_LINE)}...` : lines[i - 1];
+    out.push(` ${String(i).padStart(3)} | ${marked ? '>>>' : '   '} ${line}`);
   }
   out.push('-'.repeat(20));
   return out;

@@ -9,7 +9,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { BuilderError } from '../util/errors.js';
+import { BuilderError, UserError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { mountBindReadOnly, mountOverlay, mountsUnder, unmount } from './mount.js';
 
@@ -22,10 +22,25 @@ export class SnapshotError extends BuilderError {
   constructor(message: string) { super('SNAPSHOT', message); }
 }
 
+/** Too many layers for one mount: the Dockerfile's doing (too many steps), reported in one line. */
+export class LayerDepthError extends UserError {
+  constructor(message: string) { super('MAX_DEPTH', message); }
+}
+
 const ID_RE = /^[1-9][0-9]*$/;
 const MARKER = 'committed.json';
 const KEYS = 'keys';
 const KEY_RE = /^sha256:([0-9a-f]{64})$/;
+
+/**
+ * Layers one step may stand on: overlayfs stacks at most 500 lower directories (the kernel's
+ * OVL_MAX_STACK). Past it a mount is refused in one line, as Docker's "max depth exceeded" (at 125).
+ */
+export const MAX_LAYERS = 500;
+
+/** Mount options must fit one page: past it, the layers are named through a directory of short links. */
+const PAGE = 4096;
+const LINKS_SUFFIX = '.links';
 
 export class Snapshotter {
   private readonly dir: string;
@@ -63,7 +78,9 @@ export class Snapshotter {
     }
     // rmdir, never a recursive delete: a mount point we failed to unmount must not be deleted through.
     for (const name of await fs.readdir(this.mountsDir)) {
-      await fs.rmdir(path.join(this.mountsDir, name)).catch(() => undefined);
+      // A links directory holds only symlinks (never a mount point), so it may go recursively.
+      if (name.endsWith(LINKS_SUFFIX)) await fs.rm(path.join(this.mountsDir, name), { recursive: true, force: true });
+      else await fs.rmdir(path.join(this.mountsDir, name)).catch(() => undefined);
     }
     for (const name of await fs.readdir(this.dir)) {
       if (ID_RE.test(name) && (await this.exists(name))) continue;
@@ -207,18 +224,22 @@ export class Snapshotter {
       if (!(await this.exists(id))) throw new SnapshotError(`snapshot ${id} is not committed`);
     }
     if (upper !== undefined) this.check(upper);
+    if (lower.length > MAX_LAYERS) {
+      throw new LayerDepthError(`max depth exceeded: ${lower.length} layers, overlayfs stacks at most ${MAX_LAYERS}`);
+    }
     const target = await this.newMountPoint();
+    let links: string | undefined;
     const lowerdir = lower.map((id) => `${id}/fs`).reverse();
     try {
       if (upper !== undefined) {
         // The empty dir is relative to snapshots/ like the layers, keeping the options short.
         if (lowerdir.length === 0) lowerdir.push(`../${path.basename(this.emptyDir)}`);
         await fs.mkdir(this.emptyDir, { recursive: true });
-        await mountOverlay(target, overlayOptions(lowerdir, upper), this.dir);
+        links = await this.mountOverlay(target, lowerdir, upper);
       } else if (lowerdir.length === 1) {
         await mountBindReadOnly(this.fsPath(lower[0]), target);
       } else if (lowerdir.length > 1) {
-        await mountOverlay(target, overlayOptions(lowerdir), this.dir);
+        links = await this.mountOverlay(target, lowerdir);
       } else {
         // Nothing to mount: the empty mount point is the (empty) view.
         return { target, unmount: once(() => fs.rmdir(target)) };
@@ -232,8 +253,44 @@ export class Snapshotter {
       unmount: once(async () => {
         await unmount(target);
         await fs.rmdir(target);
+        if (links) await fs.rm(links, { recursive: true, force: true });
       }),
     };
+  }
+
+  /**
+   * Mounts with options naming directories relative to snapshots/; when those do not fit one page (some
+   * hundreds of layers), through a directory of one- and two-character links to them, which is returned.
+   */
+  private async mountOverlay(target: string, lowerdir: string[], upper?: string): Promise<string | undefined> {
+    const options = overlayOptions(lowerdir, upper);
+    if (Buffer.byteLength(options) < PAGE) {
+      await mountOverlay(target, options, this.dir);
+      return undefined;
+    }
+    const links = `${target}${LINKS_SUFFIX}`;
+    await fs.rm(links, { recursive: true, force: true });
+    await fs.mkdir(links, { mode: 0o700 });
+    try {
+      const short: string[] = [];
+      for (let i = 0; i < lowerdir.length; i++) {
+        const name = i.toString(36);
+        await fs.symlink(path.resolve(this.dir, lowerdir[i]), path.join(links, name));
+        short.push(name);
+      }
+      let upperOpts: string[] = [];
+      if (upper !== undefined) {
+        // Upper and work dirs by link too; uppercase never collides with the base-36 names.
+        await fs.symlink(path.join(this.dir, upper, 'fs'), path.join(links, 'U'));
+        await fs.symlink(path.join(this.dir, upper, 'work'), path.join(links, 'W'));
+        upperOpts = ['upperdir=U', 'workdir=W'];
+      }
+      await mountOverlay(target, [`lowerdir=${short.join(':')}`, ...upperOpts, ...OVERLAY_FLAGS].join(','), links);
+      return links;
+    } catch (e) {
+      await fs.rm(links, { recursive: true, force: true });
+      throw e;
+    }
   }
 
   private async newMountPoint(): Promise<string> {
@@ -266,9 +323,11 @@ export class Snapshotter {
 function overlayOptions(lowerdir: string[], upper?: string): string {
   const opts = [`lowerdir=${lowerdir.join(':')}`];
   if (upper !== undefined) opts.push(`upperdir=${upper}/fs`, `workdir=${upper}/work`);
-  opts.push('index=off', 'redirect_dir=off', 'metacopy=off');
+  opts.push(...OVERLAY_FLAGS);
   return opts.join(',');
 }
+
+const OVERLAY_FLAGS = ['index=off', 'redirect_dir=off', 'metacopy=off'];
 
 function once(fn: () => Promise<void>): () => Promise<void> {
   let p: Promise<void> | null = null;

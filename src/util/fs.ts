@@ -69,3 +69,26 @@ export async function removeStaleTemps(dest: string, opts: { anyName?: boolean }
     await fs.rm(path.join(dir, name), { force: true });
   }));
 }
+
+/**
+ * The first `max` bytes of a file as UTF-8 text: a file larger than what its reader accepts is not read
+ * whole (the reader then sees more than `max` bytes and reports its limit).
+ */
+export async function readFileHead(file: string, max: number): Promise<string> {
+  const handle = await fs.open(file, 'r');
+  try {
+    // In chunks until the end, not by the size stat reports: a pipe (`-f /dev/stdin`) has none.
+    const chunks: Buffer[] = [];
+    let total = 0;
+    while (total < max) {
+      const buf = Buffer.alloc(Math.min(1 << 20, max - total));
+      const { bytesRead } = await handle.read(buf, 0, buf.length, null);
+      if (bytesRead === 0) break;
+      chunks.push(buf.subarray(0, bytesRead));
+      total += bytesRead;
+    }
+    return Buffer.concat(chunks).toString('utf8');
+  } finally {
+    await handle.close();
+  }
+}

@@ -15,18 +15,33 @@ export function levenshtein(a: string, b: string): number {
   return prev[cb.length];
 }
 
+/**
+ * Beyond these, no suggestion: a name among thousands is noise, and a scan of them all for every undefined
+ * variable of a hostile Dockerfile is quadratic. Long names are not compared either (the cost is the square
+ * of the length).
+ */
+export const MAX_SUGGEST_OPTIONS = 1000;
+const MAX_SUGGEST_LENGTH = 128;
+
 /** The nearest option, or undefined when none is near or `value` is itself an option. */
 export function suggest(value: string, options: string[], caseSensitive: boolean): string | undefined {
   const val = caseSensitive ? value : value.toLowerCase();
+  if (options.length > MAX_SUGGEST_OPTIONS || val.length > MAX_SUGGEST_LENGTH) return undefined;
   let match: string | undefined;
+  let matchRaw = '';
   let min = 3;
-  for (const raw of [...options].sort()) {
+  // The nearest (closer than 3 edits), ties to the first in sorted order.
+  for (const raw of options) {
     const opt = caseSensitive ? raw : raw.toLowerCase();
     if (opt === val) return undefined;
+    // The distance is at least the difference in length: skip what cannot win.
+    const atLeast = Math.abs(opt.length - val.length);
+    if (atLeast > min || (atLeast === min && match === undefined)) continue;
     const d = levenshtein(val, opt);
-    if (d < min) {
+    if (d < min || (d === min && match !== undefined && raw < matchRaw)) {
       min = d;
       match = caseSensitive ? opt : matchCase(opt, value);
+      matchRaw = raw;
     }
   }
   return match;

@@ -1,6 +1,6 @@
 import { describe, it, expect } from 'vitest';
 import { DefinitionBuilder, parseDefinition, serializeDefinition } from '../../solver/llb/definition.js';
-import { opDigest } from '../../solver/llb/digest.js';
+import { opDigest, sha256 } from '../../solver/llb/digest.js';
 import type { Digest, ExecOp, Op } from '../../solver/llb/ops.js';
 import { solve, SolveError, type SolveCache } from '../../solver/solver.js';
 
@@ -179,5 +179,66 @@ describe('solver with a cache', () => {
       execute: async ({ digest, inputs }) => { ran.push(digest); return digest + inputs.length; },
     });
     expect(ran).not.toContain(right);
+  });
+});
+
+describe('deep graphs', () => {
+  /** A chain of `n` exec ops on a scratch source; the bottom one ignores the cache when `forced`. */
+  function deepChain(n: number, forced = false) {
+    const b = new DefinitionBuilder();
+    let d = b.add({ kind: 'source', source: { type: 'scratch' } });
+    const bottom: Digest[] = [];
+    for (let i = 0; i < n; i++) {
+      d = b.add(exec(d, `step ${i}`), { description: `step ${i}`, ...(forced && i === 0 ? { ignoreCache: true } : {}) });
+      bottom.push(d);
+    }
+    return { def: b.build(d), first: bottom[0] };
+  }
+
+  /** Keys from the inputs' keys, as the worker computes them: each key awaits the ones below. */
+  const chainedCache = (stored: Map<string, string>): SolveCache<string> => ({
+    key: async ({ digest, op, inputKey }) => {
+      const inputs = op.kind === 'exec' ? await Promise.all(op.inputs.map((_, i) => inputKey(i))) : [];
+      return sha256(`${digest}${inputs.join('')}`);
+    },
+    load: async (key, { ignoreCache }) => (stored.has(key) && !ignoreCache ? { hit: true, result: stored.get(key)! } : { hit: false }),
+    save: async (key, result) => { stored.set(key, result); },
+  });
+
+  it('a chain of 20,000 ops is built, solved and cached without recursion as deep as the chain', async () => {
+    const { def } = deepChain(20_000);
+    expect(Object.keys(def.ops)).toHaveLength(20_001);
+    let ran = 0;
+    const execute = async ({ inputs }: { inputs: (string | undefined)[] }) => { ran++; return `${(inputs[0] ?? '').length}`; };
+    await expect(solve(def, { execute })).resolves.toBeDefined();
+    expect(ran).toBe(20_001);
+
+    const stored = new Map<string, string>();
+    ran = 0;
+    await solve(def, { execute, cache: (chainedCache(stored)) });
+    expect(ran).toBe(20_001);
+    ran = 0;
+    await solve(def, { execute, cache: (chainedCache(stored)) });
+    expect(ran).toBe(0);
+  });
+
+  it('a cache-ignoring op at the bottom of a deep chain runs first, the rest hit', async () => {
+    const { def, first } = deepChain(5_000, true);
+    const stored = new Map<string, string>();
+    await solve(def, { execute: async ({ digest }) => digest, cache: (chainedCache(stored)) });
+    const ran: Digest[] = [];
+    await solve(def, { execute: async ({ digest }) => { ran.push(digest); return digest; }, cache: (chainedCache(stored)) });
+    expect(ran).toEqual([first]);
+  });
+
+  it('a failure at the bottom of a deep chain is the solve\'s error', async () => {
+    const { def, first } = deepChain(5_000);
+    const err = await solve(def, {
+      execute: async ({ digest }) => { if (digest === first) throw new Error('bottom failed'); return digest; },
+      cache: (chainedCache(new Map())),
+    }).catch((e) => e);
+    expect(err).toBeInstanceOf(SolveError);
+    expect(err.message).toBe('bottom failed');
+    expect(err.digest).toBe(first);
   });
 });

@@ -2,8 +2,12 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { Snapshotter } from '../../src/snapshot/snapshotter.js';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { MAX_LAYERS, Snapshotter } from '../../src/snapshot/snapshotter.js';
 import { mountsUnder, unmount } from '../../src/snapshot/mount.js';
+
+const exec = promisify(execFile);
 
 describe('Snapshotter', () => {
   let root: string;
@@ -114,6 +118,54 @@ describe('Snapshotter', () => {
     const m = await snaps.mount(ids);
     expect((await fs.readdir(m.target)).length).toBe(120);
     await m.unmount();
+  });
+
+  it('mounts the kernel\'s 500 layers with long ids through short links; whiteouts and opaque dirs hold', { timeout: 300_000 }, async () => {
+    // Six-digit ids: 500 of them are more than a page of options, which once failed in mount(8).
+    await fs.mkdir(path.join(root, 'snapshots', '100000', 'fs'), { recursive: true });
+    await fs.writeFile(path.join(root, 'snapshots', '100000', 'committed.json'), '{}');
+    await snaps.init();
+    const ids: string[] = [await layer({ 'gone': 'g', 'd/old': 'o', 'keep': 'k' })];
+    expect(ids[0]).toMatch(/^\d{6}$/);
+    for (let i = 1; i < MAX_LAYERS; i++) {
+      const id = await snaps.prepare();
+      const fsDir = snaps.fsPath(id);
+      await fs.writeFile(path.join(fsDir, `f${i}`), String(i));
+      if (i === 300) {
+        // A whiteout for `gone` and an opaque `d`, hiding what the bottom layer holds.
+        await exec('mknod', [path.join(fsDir, 'gone'), 'c', '0', '0']);
+        await fs.mkdir(path.join(fsDir, 'd'));
+        await exec('setfattr', ['-n', 'trusted.overlay.opaque', '-v', 'y', path.join(fsDir, 'd')]);
+        await fs.writeFile(path.join(fsDir, 'd/new'), 'n');
+      }
+      if (i === MAX_LAYERS - 1) await fs.writeFile(path.join(fsDir, 'keep'), 'top');
+      await snaps.commit(id, {});
+      ids.push(id);
+    }
+    const view = await snaps.mount(ids);
+    const names = await fs.readdir(view.target);
+    expect(names.filter((n) => !/^f\d+$/.test(n)).sort()).toEqual(['d', 'keep']);
+    expect(names).toHaveLength(MAX_LAYERS - 1 + 2);
+    expect(await fs.readdir(path.join(view.target, 'd'))).toEqual(['new']);
+    expect(await fs.readFile(path.join(view.target, 'keep'), 'utf8')).toBe('top');
+    await view.unmount();
+
+    const up = await snaps.prepare();
+    const rw = await snaps.mount(ids, up);
+    await fs.rm(path.join(rw.target, 'f1'));
+    await fs.writeFile(path.join(rw.target, 'f2'), 'changed');
+    await rw.unmount();
+    const st = await fs.lstat(path.join(snaps.fsPath(up), 'f1'));
+    expect(st.isCharacterDevice() && st.rdev === 0).toBe(true);
+    expect(await fs.readFile(path.join(snaps.fsPath(up), 'f2'), 'utf8')).toBe('changed');
+    // Nothing left: no mount, no links directory.
+    expect(await mountsUnder(root)).toEqual([]);
+    expect(await fs.readdir(path.join(root, 'mounts'))).toEqual([]);
+
+    // One more layer is refused in one line, mounting nothing.
+    const more = await layer({ 'x': 'x' });
+    await expect(snaps.mount([...ids, more])).rejects.toThrow(`max depth exceeded: ${MAX_LAYERS + 1} layers, overlayfs stacks at most ${MAX_LAYERS}`);
+    expect(await fs.readdir(path.join(root, 'mounts'))).toEqual([]);
   });
 
   it('init() clears what a killed process left: mounts and uncommitted snapshots', async () => {
