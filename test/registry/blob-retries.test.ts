@@ -2,8 +2,15 @@
 // where it stopped (Range) with backoff, up to a bound, and then fails with one line saying what was cut.
 // A TCP proxy in front of the test registry does the cutting; builds go through the CLI.
 import { describe, it, expect, inject, afterEach } from 'vitest';
+import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import path from 'node:path';
+import { ContentStore } from '../../src/content/store.js';
+import type { Digest } from '../../solver/llb/ops.js';
+import { RegistryClient } from '../../src/registry/client.js';
+import { parseReference } from '../../src/registry/reference.js';
 import { lastLine, makeContext, runCli, tempDir } from '../helpers/cli.js';
 import { bodyCuttingProxy, type BodyCuttingProxy } from '../helpers/registry.js';
 
@@ -30,6 +37,8 @@ describe('blob downloads cut part way', () => {
     const resumed = proxy.blobRanges().filter((h): h is string => h !== undefined);
     expect(resumed.length).toBeGreaterThanOrEqual(2);
     for (const h of resumed) expect(h).toMatch(/^bytes=[1-9]\d*-$/);
+    // The registry answered them with the rest, not the whole blob again.
+    expect(proxy.blobStatuses().filter((s) => s === 206).length).toBeGreaterThanOrEqual(2);
     expect((await fs.stat(path.join(r.out, 'bin/busybox'))).isFile()).toBe(true);
   });
 
@@ -39,6 +48,7 @@ describe('blob downloads cut part way', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(proxy.cuts()).toBe(1);
     expect(proxy.blobRanges().some((h) => h !== undefined)).toBe(true);
+    expect(proxy.blobStatuses()).not.toContain(206);
     expect((await fs.stat(path.join(r.out, 'bin/busybox'))).isFile()).toBe(true);
   });
 
@@ -50,5 +60,75 @@ describe('blob downloads cut part way', () => {
     expect(lastLine(r.stderr)).toMatch(new RegExp(
       `^ERROR: .*FROM failed: pulling blob sha256:[0-9a-f]{64} from ${proxy.host.replace(/\./g, '\\.')}: connection cut after [\\d.]+ kB of [\\d.]+ [kM]B \\(5 attempts\\)$`));
     expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+
+  it('fetches a config again whose body was cut (documents are read whole into memory)', async () => {
+    // 300 bytes into the config's JSON.
+    proxy = await bodyCuttingProxy(registry, 300, 1);
+    const img = await new RegistryClient({}).resolve(parseReference(`${proxy.host}/busybox:1.35`), { os: 'linux', architecture: 'amd64' });
+    expect(proxy.cuts()).toBe(1);
+    expect(img.config.rootfs?.diff_ids?.length).toBe(1);
+  });
+});
+
+describe('what a resumed download accepts', () => {
+  const blob = randomBytes(200_000);
+  const digest = `sha256:${createHash('sha256').update(blob).digest('hex')}` as Digest;
+  const desc = { mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest, size: blob.length };
+
+  /**
+   * A registry whose first blob response is cut after 50 kB; later ones are what `answer` makes of the
+   * request's Range header. Records the Range of every blob request.
+   */
+  async function serve(answer: (range: string | undefined, res: http.ServerResponse) => void) {
+    const ranges: (string | undefined)[] = [];
+    const server = http.createServer((req, res) => {
+      if (!req.url?.includes('/blobs/')) return void res.writeHead(200).end('{}');
+      ranges.push(req.headers.range);
+      if (ranges.length === 1) {
+        res.writeHead(200, { 'content-length': String(blob.length) });
+        res.write(blob.subarray(0, 50_000), () => res.socket?.destroy());
+        return;
+      }
+      answer(req.headers.range, res);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    const host = `127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const store = new ContentStore(await tempDir('builder-content-'));
+    const pull = () => new RegistryClient({ registries: { [host]: { http: true } } }).fetchBlob(parseReference(`${host}/app:1`), desc, store);
+    return { ranges, store, pull, close: () => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }) };
+  }
+
+  it('a 206 whose Content-Range starts elsewhere is not appended: the blob is fetched again whole', async () => {
+    const s = await serve((range, res) => {
+      if (range) {
+        // Claims the range asked for but sends the blob from its start.
+        res.writeHead(206, { 'content-range': `bytes 0-${blob.length - 1}/${blob.length}`, 'content-length': String(blob.length) }).end(blob);
+      } else {
+        res.writeHead(200, { 'content-length': String(blob.length) }).end(blob);
+      }
+    });
+    try {
+      await s.pull();
+      expect(s.ranges).toEqual([undefined, 'bytes=50000-', undefined]);
+      expect(await s.store.verify(digest)).toBe(true);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('the digest is checked over the whole resumed blob: wrong bytes in the rest fail the pull', async () => {
+    const s = await serve((range, res) => {
+      const rest = Buffer.from(blob.subarray(50_000));
+      rest[1000] ^= 1;
+      res.writeHead(206, { 'content-range': `bytes 50000-${blob.length - 1}/${blob.length}`, 'content-length': String(rest.length) }).end(rest);
+    });
+    try {
+      await expect(s.pull()).rejects.toThrow(/unexpected commit digest/);
+      expect(s.ranges).toEqual([undefined, 'bytes=50000-']);
+      expect(await s.store.has(digest)).toBe(false);
+    } finally {
+      await s.close();
+    }
   });
 });
