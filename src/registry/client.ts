@@ -155,7 +155,8 @@ export class RegistryClient {
    * Streams a blob into the store. A connection cut part way (or a body that ends short) is asked for again
    * from where it stopped (`Range: bytes=N-`), keeping the bytes so far: the writer hashes all it is given,
    * so the digest is still checked over the whole blob. A registry that answers with the whole blob (200),
-   * or with a range that does not start there, starts it over. Bounded as send()'s retries, then one line.
+   * or with a range that does not start there, starts it over, as does a pieced blob that fails its digest.
+   * Bounded as send()'s retries, then one line.
    */
   private async downloadBlob(ref: Reference, desc: Descriptor, store: ContentStore): Promise<void> {
     if (await store.has(desc.digest)) return;
@@ -164,10 +165,13 @@ export class RegistryClient {
     const attempts = this.retries + 1;
     let w = await store.openWriter();
     let received = 0;
+    /** Whether the bytes held came in more than one piece. */
+    let resumed = false;
     const restart = async () => {
       await w.abort();
       w = await store.openWriter();
       received = 0;
+      resumed = false;
     };
     try {
       for (let attempt = 1; ; attempt++) {
@@ -185,16 +189,31 @@ export class RegistryClient {
               cut = new Error(`unusable range response ${res.status} ${res.headers.get('content-range') ?? ''}`);
             }
           }
-          if (!cut) cut = await this.receive(desc, res, w, received, (n) => { received = n; });
+          if (!cut) {
+            resumed ||= received > 0;
+            cut = await this.receive(desc, res, w, received, (n) => { received = n; });
+          }
         } finally {
           await res.discard();
         }
         const short = cut === undefined && total !== undefined && received < total;
-        if (cut === undefined && !short) break;
+        if (cut === undefined && !short) {
+          try {
+            await w.commit({ digest: desc.digest, size: desc.size });
+            return;
+          } catch (err) {
+            // Pieces that do not add up to the blob (a registry whose ranges are wrong): the whole blob once
+            // more, in one piece, is the registry's last chance.
+            if (!(err instanceof DigestMismatchError) || !resumed || attempt >= attempts) throw err;
+            w = await store.openWriter();
+            received = 0;
+            resumed = false;
+            continue;
+          }
+        }
         if (attempt >= attempts) throw new DownloadCutError(`blob ${desc.digest}`, host, received, total, attempts, short, cut);
         await backoff(attempt);
       }
-      await w.commit({ digest: desc.digest, size: desc.size });
     } catch (err) {
       await w.abort();
       // Name the image: the store only knows the blob.

@@ -117,15 +117,32 @@ describe('what a resumed download accepts', () => {
     }
   });
 
-  it('the digest is checked over the whole resumed blob: wrong bytes in the rest fail the pull', async () => {
+  it('the digest is checked over the whole resumed blob: wrong bytes in the rest start it over whole', async () => {
     const s = await serve((range, res) => {
+      if (!range) return void res.writeHead(200, { 'content-length': String(blob.length) }).end(blob);
       const rest = Buffer.from(blob.subarray(50_000));
       rest[1000] ^= 1;
       res.writeHead(206, { 'content-range': `bytes 50000-${blob.length - 1}/${blob.length}`, 'content-length': String(rest.length) }).end(rest);
     });
     try {
-      await expect(s.pull()).rejects.toThrow(/unexpected commit digest/);
-      expect(s.ranges).toEqual([undefined, 'bytes=50000-']);
+      await s.pull();
+      expect(s.ranges).toEqual([undefined, 'bytes=50000-', undefined]);
+      expect(await s.store.verify(digest)).toBe(true);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('a registry whose whole blob is wrong fails the pull with the digest mismatch, not a retry', async () => {
+    const s = await serve((range, res) => {
+      const wrong = Buffer.from(blob);
+      wrong[60_000] ^= 1;
+      if (!range) return void res.writeHead(200, { 'content-length': String(wrong.length) }).end(wrong);
+      res.writeHead(206, { 'content-range': `bytes 50000-${blob.length - 1}/${blob.length}`, 'content-length': String(wrong.length - 50_000) }).end(wrong.subarray(50_000));
+    });
+    try {
+      await expect(s.pull()).rejects.toThrow(/app@sha256:[0-9a-f]{64}: unexpected commit digest/);
+      expect(s.ranges).toEqual([undefined, 'bytes=50000-', undefined]);
       expect(await s.store.has(digest)).toBe(false);
     } finally {
       await s.close();
