@@ -1,6 +1,8 @@
 // A registry connection cut in the middle of a layer's body (F5 of issue 17): the pull asks again from
 // where it stopped (Range) with backoff, up to a bound, and then fails with one line saying what was cut.
-// A TCP proxy in front of the test registry does the cutting; builds go through the CLI.
+// A TCP proxy in front of the test registry does the cutting; builds go through the CLI. Small HTTP servers
+// play registries whose ranges are wrong, and ones that answer 5xx/429 for a while (retried before this
+// change too: kept here so the bound stays the same for bodies and answers).
 import { describe, it, expect, inject, afterEach } from 'vitest';
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
@@ -144,6 +146,59 @@ describe('what a resumed download accepts', () => {
       await expect(s.pull()).rejects.toThrow(/app@sha256:[0-9a-f]{64}: unexpected commit digest/);
       expect(s.ranges).toEqual([undefined, 'bytes=50000-', undefined]);
       expect(await s.store.has(digest)).toBe(false);
+    } finally {
+      await s.close();
+    }
+  });
+});
+
+describe('transient answers to pull requests', () => {
+  const blob = randomBytes(20_000);
+  const digest = `sha256:${createHash('sha256').update(blob).digest('hex')}` as Digest;
+  const manifest = Buffer.from(JSON.stringify({
+    schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest, size: blob.length }, layers: [],
+  }));
+
+  /** A registry answering each path's first requests with `failures` (statuses, in turn), then properly. */
+  async function serve(failures: number[]) {
+    const seen = new Map<string, number>();
+    const server = http.createServer((req, res) => {
+      const path = new URL(req.url!, 'http://x').pathname;
+      const n = seen.get(path) ?? 0;
+      seen.set(path, n + 1);
+      if (path === '/v2/') return void res.writeHead(200).end('{}');
+      if (n < failures.length) return void res.writeHead(failures[n], { 'retry-after': '0' }).end('{"errors":[{"code":"UNAVAILABLE","message":"try later"}]}');
+      if (path.includes('/manifests/')) return void res.writeHead(200, { 'content-type': 'application/vnd.oci.image.manifest.v1+json' }).end(manifest);
+      res.writeHead(200, { 'content-length': String(blob.length) }).end(blob);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    const host = `127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const client = new RegistryClient({ registries: { [host]: { http: true } } });
+    const ref = parseReference(`${host}/app:1`);
+    return { seen, client, ref, close: () => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }) };
+  }
+
+  it('5xx and 429 on manifest and blob GETs are retried', async () => {
+    const s = await serve([503, 429, 502]);
+    try {
+      const m = await s.client.getManifest(s.ref);
+      expect(m.bytes.equals(manifest)).toBe(true);
+      const store = new ContentStore(await tempDir('builder-content-'));
+      await s.client.fetchBlob(s.ref, { mediaType: 'application/octet-stream', digest, size: blob.length }, store);
+      expect(await store.verify(digest)).toBe(true);
+      expect(s.seen.get('/v2/app/manifests/1')).toBe(4);
+      expect(s.seen.get(`/v2/app/blobs/${digest}`)).toBe(4);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('a registry that keeps answering 503 fails the pull after 5 attempts with its message', async () => {
+    const s = await serve(Array(10).fill(503));
+    try {
+      await expect(s.client.getManifest(s.ref)).rejects.toThrow(/^.*app:1: GET manifests\/1: 503 Service Unavailable: try later$/);
+      expect(s.seen.get('/v2/app/manifests/1')).toBe(5);
     } finally {
       await s.close();
     }
