@@ -5,7 +5,7 @@
 // image is one HEAD request (as containerd's resolver), the rest is read locally.
 import { sha256 } from '../../solver/llb/digest.js';
 import type { Digest, Platform } from '../../solver/llb/ops.js';
-import { DigestMismatchError, type ContentStore } from '../content/store.js';
+import { DigestMismatchError, type BlobWriter, type ContentStore } from '../content/store.js';
 import {
   MediaType,
   isIndexType,
@@ -27,6 +27,7 @@ import {
   RegistryResponseError,
   LoginError,
   UnauthorizedError,
+  DownloadCutError,
   certificateError,
   networkError,
 } from './errors.js';
@@ -150,16 +151,112 @@ export class RegistryClient {
     return p;
   }
 
+  /**
+   * Streams a blob into the store. A connection cut part way (or a body that ends short) is asked for again
+   * from where it stopped (`Range: bytes=N-`), keeping the bytes so far: the writer hashes all it is given,
+   * so the digest is still checked over the whole blob. A registry that answers with the whole blob (200),
+   * or with a range that does not start there, starts it over, as does a pieced blob that fails its digest.
+   * Bounded as send()'s retries, then one line.
+   */
   private async downloadBlob(ref: Reference, desc: Descriptor, store: ContentStore): Promise<void> {
     if (await store.has(desc.digest)) return;
-    const res = await this.request(ref, 'GET', `blobs/${desc.digest}`, {});
+    const path = `blobs/${desc.digest}`;
+    const total = Number.isSafeInteger(desc.size) && desc.size >= 0 ? desc.size : undefined;
+    const attempts = this.retries + 1;
+    let w = await store.openWriter();
+    let received = 0;
+    /** Whether the bytes held came in more than one piece. */
+    let resumed = false;
+    const restart = async () => {
+      await w.abort();
+      w = await store.openWriter();
+      received = 0;
+      resumed = false;
+    };
     try {
-      await store.write(res.body, { digest: desc.digest, size: desc.size });
+      for (let attempt = 1; ; attempt++) {
+        const resumeAt = received;
+        const res = await this.request(ref, 'GET', path, resumeAt > 0 ? { range: `bytes=${resumeAt}-` } : {});
+        const host = new URL(res.url).host;
+        let cut: unknown;
+        try {
+          if (resumeAt > 0 && !(res.status === 206 && rangeStartsAt(res.headers.get('content-range'), resumeAt, total))) {
+            if (res.status === 200) await restart();
+            else {
+              // A range we cannot place: the next attempt asks for the whole blob.
+              await res.discard();
+              await restart();
+              cut = new Error(`unusable range response ${res.status} ${res.headers.get('content-range') ?? ''}`);
+            }
+          }
+          if (!cut) {
+            resumed ||= received > 0;
+            cut = await this.receive(desc, res, w, received, (n) => { received = n; });
+          }
+        } finally {
+          await res.discard();
+        }
+        const short = cut === undefined && total !== undefined && received < total;
+        if (cut === undefined && !short) {
+          try {
+            await w.commit({ digest: desc.digest, size: desc.size });
+            return;
+          } catch (err) {
+            // Pieces that do not add up to the blob (a registry whose ranges are wrong): the whole blob once
+            // more, in one piece, is the registry's last chance.
+            if (!(err instanceof DigestMismatchError) || !resumed || attempt >= attempts) throw err;
+            w = await store.openWriter();
+            received = 0;
+            resumed = false;
+            continue;
+          }
+        }
+        if (attempt >= attempts) throw new DownloadCutError(`blob ${desc.digest}`, host, received, total, attempts, short, cut);
+        await backoff(attempt);
+      }
     } catch (err) {
+      await w.abort();
       // Name the image: the store only knows the blob.
       if (err instanceof DigestMismatchError) throw new DigestMismatchError(`${ref.name}@${desc.digest}: ${err.message}`);
       throw err;
     }
+  }
+
+  /**
+   * Appends a response body to the writer from `offset`, reporting progress as it goes. Resolves with the
+   * network error that cut the body (undefined when it ended); a failing write rejects (not retried).
+   */
+  private async receive(desc: Descriptor, res: HttpResponse, w: BlobWriter, offset: number, progress: (n: number) => void): Promise<unknown> {
+    const it = res.body[Symbol.asyncIterator]();
+    // A few writes in flight: the writer hashes and writes them in order, in parallel with the download.
+    const pending: Promise<void>[] = [];
+    let n = offset;
+    let cut: unknown;
+    try {
+      for (;;) {
+        let next: IteratorResult<Uint8Array>;
+        try {
+          next = await it.next();
+        } catch (err) {
+          cut = err;
+          break;
+        }
+        if (next.done) break;
+        const chunk = Buffer.from(next.value.buffer, next.value.byteOffset, next.value.byteLength);
+        n += chunk.length;
+        if (Number.isSafeInteger(desc.size) && n > desc.size) {
+          throw new DigestMismatchError(`unexpected size: the registry sent more than ${desc.size} bytes`);
+        }
+        pending.push(w.append(chunk));
+        progress(n);
+        if (pending.length >= 8) await pending.shift();
+      }
+    } finally {
+      const settled = await Promise.allSettled(pending);
+      const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed) throw failed.reason;
+    }
+    return cut;
   }
 
   /**
@@ -204,13 +301,37 @@ export class RegistryClient {
   }
 
   private async fetchDocument(ref: Reference, path: string, accept: string, expected?: Digest, expectedSize?: number): Promise<Buffer> {
-    const res = await this.request(ref, 'GET', path, { accept });
-    const length = Number(res.headers.get('content-length') ?? 0);
-    if (length > MAX_DOCUMENT_BYTES) {
-      await res.discard();
-      throw new RegistryResponseError(ref.toString(), `${path} is too large (${length} bytes)`);
+    let bytes: Buffer;
+    // A document is small: a body cut part way is asked for again whole, up to the retries' bound.
+    for (let attempt = 1; ; attempt++) {
+      const res = await this.request(ref, 'GET', path, { accept });
+      const length = Number(res.headers.get('content-length') ?? 0);
+      if (length > MAX_DOCUMENT_BYTES) {
+        await res.discard();
+        throw new RegistryResponseError(ref.toString(), `${path} is too large (${length} bytes)`);
+      }
+      const chunks: Buffer[] = [];
+      let received = 0;
+      try {
+        for await (const c of res.body) {
+          received += c.length;
+          if (received > MAX_DOCUMENT_BYTES) {
+            await res.discard();
+            throw new RegistryResponseError(ref.toString(), `${path} is too large (more than ${MAX_DOCUMENT_BYTES} bytes)`);
+          }
+          chunks.push(Buffer.from(c.buffer, c.byteOffset, c.byteLength));
+        }
+      } catch (err) {
+        if (err instanceof RegistryResponseError) throw err;
+        if (attempt > this.retries) {
+          throw new DownloadCutError(path, new URL(res.url).host, received, Number.isFinite(length) && length > 0 ? length : expectedSize, attempt, false, err);
+        }
+        await backoff(attempt);
+        continue;
+      }
+      bytes = Buffer.concat(chunks);
+      break;
     }
-    const bytes = await res.buffer();
     if (expected) {
       const actual = sha256(bytes);
       if (actual !== expected) throw new DigestMismatchError(`${ref.name} ${path}: unexpected digest ${actual}, expected ${expected}`);
@@ -401,9 +522,23 @@ function transient(err: unknown): boolean {
   return true;
 }
 
-/** 200 ms, 400 ms, 800 ms...: a registry restarting or a dropped connection gets a moment. */
+/** The longest wait between attempts, however many retries are configured. */
+const MAX_BACKOFF_MS = 10_000;
+
+/** 200 ms, 400 ms, 800 ms... (capped): a registry restarting or a dropped connection gets a moment. */
 function backoff(attempt: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, 100 * 2 ** attempt));
+  return new Promise((r) => setTimeout(r, Math.min(100 * 2 ** attempt, MAX_BACKOFF_MS)));
+}
+
+/**
+ * A 206's `Content-Range: bytes N-M/T` continues a download at `offset` (and, when the blob's size is
+ * known, runs to its end): anything else cannot be appended to the bytes held.
+ */
+function rangeStartsAt(header: string | null, offset: number, total: number | undefined): boolean {
+  const m = header ? /^bytes (\d+)-(\d+)\/(\d+|\*)$/i.exec(header.trim()) : null;
+  if (!m || Number(m[1]) !== offset) return false;
+  if (total === undefined) return true;
+  return Number(m[2]) === total - 1 && (m[3] === '*' || Number(m[3]) === total);
 }
 
 /**

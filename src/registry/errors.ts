@@ -97,6 +97,27 @@ export class RegistryResponseError extends UserError {
   }
 }
 
+/**
+ * A download whose connection kept being cut (or whose body kept ending short) until the retries ran out:
+ * what was being pulled, from where, how far it got.
+ */
+export class DownloadCutError extends UserError {
+  constructor(what: string, host: string, received: number, total: number | undefined, attempts: number, ended: boolean, cause?: unknown) {
+    const progress = `${humanSize(received)}${total === undefined ? '' : ` of ${humanSize(total)}`}`;
+    super('DOWNLOAD_CUT', `pulling ${what} from ${host}: ${ended ? 'response ended' : 'connection cut'} after ${progress} (${attempts} attempt${attempts === 1 ? '' : 's'})`, { cause });
+  }
+}
+
+/** Decimal units with one decimal, as Docker's progress (`1.2 MB`). */
+export function humanSize(n: number): string {
+  if (n < 1000) return `${n} B`;
+  const units = ['kB', 'MB', 'GB', 'TB'];
+  let v = n / 1000;
+  let i = 0;
+  while (v >= 1000 && i < units.length - 1) { v /= 1000; i++; }
+  return `${v.toFixed(1)} ${units[i]}`;
+}
+
 /** undici's `fetch failed` hides the useful part (`connect ECONNREFUSED 127.0.0.1:5000`) in its cause. */
 function describeNetworkError(err: unknown, host: string): string {
   let e: unknown = err;

@@ -197,3 +197,105 @@ export async function cuttingProxy(target: string, afterBytes: number, remaining
     },
   };
 }
+
+export interface BodyCuttingProxy {
+  /** `127.0.0.1:PORT`, to use as the registry host. */
+  host: string;
+  /** Blob responses cut so far. */
+  cuts(): number;
+  /** The `Range` header of every blob GET seen (undefined for one without). */
+  blobRanges(): (string | undefined)[];
+  /** The status of every blob response seen (206 for a resumed one). */
+  blobStatuses(): number[];
+  /** How many more blob responses to cut (Infinity: all). */
+  setRemaining(n: number): void;
+  close(): Promise<void>;
+}
+
+/**
+ * A TCP proxy to `target` for pulls that cuts the connection once `afterBytes` of the body of a response to
+ * a blob GET have passed (in the middle of a layer), for the next `remaining` such responses; shorter
+ * responses pass whole. `stripRange` drops Range headers, as a registry that cannot resume would ignore
+ * them. Requests are read as header blocks (a pull's GETs and HEADs have no body); anything that is not
+ * HTTP (a TLS hello) passes through untouched.
+ */
+export async function bodyCuttingProxy(target: string, afterBytes: number, remaining = 1, opts: { stripRange?: boolean } = {}): Promise<BodyCuttingProxy> {
+  let cuts = 0;
+  const ranges: (string | undefined)[] = [];
+  const statuses: number[] = [];
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(Number(target.split(':')[1]), '127.0.0.1');
+    sockets.add(client);
+    sockets.add(upstream);
+    let pending = Buffer.alloc(0);
+    let passthrough = false;
+    // The client sends a request only after the previous response ended: a request starts a response.
+    let blobResponse = false;
+    let responseBytes = 0;
+    /** Where the response's body starts (its headers' end), once seen. */
+    let bodyStart = Infinity;
+    let headSeen = Buffer.alloc(0);
+    let cut = false;
+    client.on('data', (d: Buffer) => {
+      if (passthrough) return void upstream.write(d);
+      pending = Buffer.concat([pending, d]);
+      if (!/^[A-Z]+ /.test(pending.subarray(0, 8).toString('latin1')) && (pending.length >= 8 || !/^[A-Z]*$/.test(pending.toString('latin1')))) {
+        passthrough = true;
+        upstream.write(pending);
+        return;
+      }
+      for (let end = pending.indexOf('\r\n\r\n'); end >= 0; end = pending.indexOf('\r\n\r\n')) {
+        let head = pending.subarray(0, end + 4).toString('latin1');
+        pending = pending.subarray(end + 4);
+        blobResponse = /^GET \S*\/blobs\/sha256:/.test(head);
+        responseBytes = 0;
+        bodyStart = Infinity;
+        headSeen = Buffer.alloc(0);
+        if (blobResponse) ranges.push(/\r\nrange: *([^\r]*)/i.exec(head)?.[1]);
+        if (opts.stripRange) head = head.replace(/\r\nrange:[^\r]*/i, '');
+        upstream.write(Buffer.from(head, 'latin1'));
+      }
+    });
+    upstream.on('data', (d: Buffer) => {
+      if (cut) return;
+      if (blobResponse && bodyStart === Infinity) {
+        headSeen = Buffer.concat([headSeen, d]);
+        const end = headSeen.indexOf('\r\n\r\n');
+        if (end >= 0) {
+          bodyStart = end + 4;
+          statuses.push(Number(/^HTTP\/1\.\d (\d{3})/.exec(headSeen.toString('latin1'))?.[1]));
+        }
+      }
+      if (blobResponse && remaining > 0 && responseBytes + d.length > bodyStart + afterBytes) {
+        remaining--;
+        cuts++;
+        cut = true;
+        // The part up to the cut reaches the client, then the connection drops without an end.
+        client.write(d.subarray(0, bodyStart + afterBytes - responseBytes), () => {
+          client.destroy();
+          upstream.destroy();
+        });
+        return;
+      }
+      responseBytes += d.length;
+      client.write(d);
+    });
+    for (const [a, b] of [[client, upstream], [upstream, client]]) {
+      a.on('error', () => b.destroy());
+      a.on('close', () => { b.destroy(); sockets.delete(a); });
+    }
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  return {
+    host: `127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+    cuts: () => cuts,
+    blobRanges: () => [...ranges],
+    blobStatuses: () => [...statuses],
+    setRemaining: (n) => { remaining = n; },
+    close: () => {
+      for (const s of sockets) s.destroy();
+      return new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}
