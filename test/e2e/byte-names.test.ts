@@ -1,7 +1,8 @@
 // File names are bytes: a context file whose name is not valid UTF-8 (at the top and in a subdirectory) is
 // copied with its exact name into the snapshot (a RUN reads it), the local output and the OCI layer tar (a
-// PAX path record holding the raw bytes, as Go's archive/tar writes it). The context checksum tells such
-// names apart by their bytes: a second build is a cache hit, an edit or a rename to other bytes is a miss.
+// PAX path record holding the raw bytes, as Go's archive/tar writes it); a wildcard COPY matches such a name
+// and ADD extracts one from an archive. The context checksum tells such names apart by their bytes: a second
+// build is a cache hit, an edit or a rename to other bytes is a miss.
 import { describe, it, expect, inject, beforeAll } from 'vitest';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -33,11 +34,14 @@ describe('context file names that are not UTF-8', () => {
   beforeAll(async () => {
     ctx = await tempDir('builder-bytenames-ctx-');
     root = await tempDir('builder-root-');
-    await fs.writeFile(path.join(ctx, 'Dockerfile'), `FROM ${registry}/busybox:1.35\nCOPY . /app\nRUN cat /app/a* /app/sub/b* > /seen\n`);
+    await fs.writeFile(path.join(ctx, 'Dockerfile'), [
+      `FROM ${registry}/busybox:1.35`, 'COPY . /app', 'RUN cat /app/a* /app/sub/b* > /seen', 'COPY sub/b* /wild/', 'ADD sub.tar /unpacked/', '',
+    ].join('\n'));
     await fs.writeFile(path.join(ctx, 'ok.txt'), 'ok\n');
     await fs.writeFile(under(ctx, TOP), 'top\n');
     await fs.mkdir(path.join(ctx, 'sub'));
     await fs.writeFile(under(ctx, 'sub/', SUB), 'sub\n');
+    await exec('tar', ['-cf', 'sub.tar', 'sub'], { cwd: ctx });
   });
 
   const build = (output: string) => runCli(['build', '--root', root, '--progress', 'plain', '--output', output, ctx]);
@@ -53,6 +57,8 @@ describe('context file names that are not UTF-8', () => {
     expect(await fs.readFile(under(`${out}/local/app/sub`, SUB), 'utf8')).toBe('sub\n');
     // Inside the container the names are the files the context had.
     expect(await fs.readFile(`${out}/local/seen`, 'utf8')).toBe('top\nsub\n');
+    expect(await fs.readFile(under(`${out}/local/wild`, SUB), 'utf8')).toBe('sub\n');
+    expect(await fs.readFile(under(`${out}/local/unpacked/sub`, SUB), 'utf8')).toBe('sub\n');
 
     // The same context again: the COPY is a cache hit, and the OCI layer holds the exact names.
     const second = await build(`type=oci,dest=${out}/img.tar`);
@@ -93,6 +99,7 @@ describe('context file names that are not UTF-8', () => {
     expect(copyCached(edited.stderr)).toBe(false);
     expect(await fs.readFile(under(`${out}/edited/app/sub`, SUB), 'utf8')).toBe('edited\n');
     expect(await fs.readFile(`${out}/edited/seen`, 'utf8')).toBe('top\nedited\n');
+    expect(await fs.readFile(under(`${out}/edited/wild`, SUB), 'utf8')).toBe('edited\n');
 
     // A rename to other bytes that are not UTF-8 either is a miss too (the names are not all one U+FFFD).
     await fs.rename(under(ctx, TOP), under(ctx, RENAMED));
