@@ -1,7 +1,8 @@
 // A small tar codec for layers: USTAR headers with PAX records for what USTAR cannot hold (long or
 // non-ASCII names, large ids and sizes, xattrs). Written here rather than with tar-stream because PAX
 // values must be raw bytes: tar-stream decodes and encodes them as UTF-8, which corrupts binary xattrs
-// such as security.capability.
+// such as security.capability. A name that is not UTF-8 goes into the PAX `path` record as its raw bytes, as
+// Go's archive/tar (BuildKit's) writes it (src/util/names.ts).
 import type { Readable } from 'node:stream';
 import { UserError } from '../util/errors.js';
 import { nameBytes, nameString } from '../util/names.js';
