@@ -11,12 +11,16 @@ import { isUtf8 } from 'node:buffer';
 /** A lone low surrogate standing for a byte (not the second half of a pair). */
 const ESCAPED = /(?<![\uD800-\uDBFF])[\uDC80-\uDCFF]/;
 
-/** Whether the string carries bytes that are not UTF-8 (then `osPath` gives a Buffer). */
-export const hasEscapedBytes = (s: string): boolean => ESCAPED.test(s);
+/** Whether the string carries bytes that are not UTF-8 (then `osPath` gives a Buffer). A string without lone
+ * surrogates (nearly every one) is told at once. */
+export const hasEscapedBytes = (s: string): boolean => !wellFormed(s) && ESCAPED.test(s);
+
+/** String.prototype.isWellFormed (Node 20+, beyond this project's TypeScript lib): false for lone surrogates. */
+const wellFormed = (s: string): boolean => (s as string & { isWellFormed(): boolean }).isWellFormed();
 
 /** The name's bytes: UTF-8, with escaped bytes as themselves. */
 export function nameBytes(s: string): Buffer {
-  if (!ESCAPED.test(s)) return Buffer.from(s);
+  if (!hasEscapedBytes(s)) return Buffer.from(s);
   const parts: Buffer[] = [];
   let start = 0;
   for (let i = 0; i < s.length; i++) {
@@ -31,7 +35,7 @@ export function nameBytes(s: string): Buffer {
 }
 
 /** What to hand fs for a path: the string itself, or its bytes when it carries escaped ones. */
-export const osPath = (p: string): string | Buffer => (ESCAPED.test(p) ? nameBytes(p) : p);
+export const osPath = (p: string): string | Buffer => (hasEscapedBytes(p) ? nameBytes(p) : p);
 
 /** A name's string from its bytes (see above). */
 export function nameString(b: Buffer): string {
