@@ -48,7 +48,7 @@ static napi_value throw_errno(napi_env env, const char *syscall, const char *pat
 // A path or attribute name as its bytes (src/native/names.h).
 static int get_string(napi_env env, napi_value v, char *buf, size_t len) {
   if (names_bytes(env, v, buf, len, NULL) != 0) {
-    napi_throw_type_error(env, NULL, "expected a string (of at most 4095 bytes)");
+    napi_throw_type_error(env, NULL, "expected a string (a path of at most 4095 bytes, an attribute name of at most 255)");
     return -1;
   }
   return 0;
