@@ -11,6 +11,7 @@ import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import type { Digest } from '../../solver/llb/ops.js';
 import type { ContentStore } from '../content/store.js';
+import { nameBytes, osPath, readlinkName } from '../util/names.js';
 import { getXattr, listXattrs, mknod, scanDir, Scan, setXattr, S_IFBLK, S_IFCHR, S_IFIFO } from '../native/fsx.js';
 import { UserError } from '../util/errors.js';
 import { resolveInRoot } from './rootpath.js';
@@ -94,7 +95,7 @@ class BufferedTarSink implements LayerEntrySink {
     await this.put(encodeHeader(header));
     const size = header.type === 'file' ? header.size : 0;
     if (size === 0) return;
-    const fd = fs.openSync(file!, 'r');
+    const fd = fs.openSync(osPath(file!), 'r');
     try {
       for (let off = 0; off < size;) {
         if (this.len === this.buf.length) await this.flush();
@@ -159,7 +160,7 @@ async function walkLayer(dir: string, sink: LayerEntrySink, opts: LayerTarOption
       const type = stats[o + Scan.mode] & S_IFMT;
       const whiteout = type === S_IFCHR && stats[o + Scan.rdevMajor] === 0 && stats[o + Scan.rdevMinor] === 0;
       const tarName = rel + (whiteout ? WHITEOUT_PREFIX + name : name);
-      return { name, o, type, whiteout, tarName, order: Buffer.from(tarName) };
+      return { name, o, type, whiteout, tarName, order: nameBytes(tarName) };
     });
     children.sort((a, b) => Buffer.compare(a.order, b.order));
     for (const { name, o, type, whiteout, tarName } of children) {
@@ -193,7 +194,7 @@ async function walkLayer(dir: string, sink: LayerEntrySink, opts: LayerTarOption
       } else if (type === S_IFREG) {
         await sink.add({ ...base, name: tarName, type: 'file', size: stats[o + Scan.size] }, p);
       } else if (type === S_IFLNK) {
-        await sink.add({ ...base, name: tarName, type: 'symlink', size: 0, linkname: fs.readlinkSync(p) });
+        await sink.add({ ...base, name: tarName, type: 'symlink', size: 0, linkname: readlinkName(p) });
       } else if (type === S_IFCHR || type === S_IFBLK) {
         const dev = { devmajor: stats[o + Scan.rdevMajor], devminor: stats[o + Scan.rdevMinor] };
         await sink.add({ ...base, name: tarName, type: type === S_IFCHR ? 'char' : 'block', size: 0, ...dev });
@@ -236,7 +237,7 @@ export async function applyLayerTar(input: NodeJS.ReadableStream, dir: string): 
     if (realDirs.has(parentRel)) return path.join(dir, parentRel);
     // Unknown parent (implicit, or through a symlink of this layer): resolve it as a chroot would.
     const parent = await resolveInRoot(dir, parentRel);
-    await fsp.mkdir(parent, { recursive: true, mode: 0o755 });
+    await fsp.mkdir(osPath(parent), { recursive: true, mode: 0o755 });
     if (parent === path.join(dir, parentRel)) realDirs.add(parentRel);
     return parent;
   };
@@ -264,12 +265,12 @@ export async function applyLayerTar(input: NodeJS.ReadableStream, dir: string): 
     const target = path.join(parent, base);
     const existing = lstatOrNull(target);
     if (existing && !(existing.isDirectory() && header.type === 'dir')) {
-      fs.rmSync(target, { recursive: true, force: true });
+      fs.rmSync(osPath(target), { recursive: true, force: true });
       for (const d of realDirs) if (d === rel || d.startsWith(`${rel}/`)) realDirs.delete(d);
     }
     switch (header.type) {
       case 'dir':
-        if (!existing?.isDirectory()) fs.mkdirSync(target, { mode: 0o700 });
+        if (!existing?.isDirectory()) fs.mkdirSync(osPath(target), { mode: 0o700 });
         if (target === path.join(dir, rel)) realDirs.add(rel);
         break;
       case 'file':
@@ -280,13 +281,13 @@ export async function applyLayerTar(input: NodeJS.ReadableStream, dir: string): 
         if (linkRel === '') throw new UnsafeLayerPathError(header.linkname ?? '');
         const source = await resolveInRoot(dir, linkRel, false);
         if (!lstatOrNull(source)) throw new HardlinkTargetError(header.name, header.linkname ?? '');
-        fs.linkSync(source, target);
+        fs.linkSync(osPath(source), osPath(target));
         // As containerd's archive: the link entry's own owner, mode, xattrs and times then go to the inode
         // it shares with its target (the last entry naming an inode decides; ours name it alike).
         break;
       }
       case 'symlink':
-        fs.symlinkSync(header.linkname ?? '', target);
+        fs.symlinkSync(osPath(header.linkname ?? ''), osPath(target));
         break;
       case 'char':
       case 'block':
@@ -296,18 +297,18 @@ export async function applyLayerTar(input: NodeJS.ReadableStream, dir: string): 
         break;
       }
     }
-    applyMetadata(target, header, header.type === 'symlink' || (header.type === 'link' && fs.lstatSync(target).isSymbolicLink()));
+    applyMetadata(target, header, header.type === 'symlink' || (header.type === 'link' && fs.lstatSync(osPath(target)).isSymbolicLink()));
     if (header.type === 'dir') dirTimes.set(target, header.mtime);
-    else fs.lutimesSync(target, header.mtime, header.mtime);
+    else fs.lutimesSync(osPath(target), header.mtime, header.mtime);
   }
   // Directory mtimes last: creating their entries changed them.
-  for (const [p, t] of dirTimes) fs.lutimesSync(p, t, t);
+  for (const [p, t] of dirTimes) fs.lutimesSync(osPath(p), t, t);
 }
 
 /** Owner, then mode (chown clears setuid/setgid), then xattrs (chown clears security.capability). */
 function applyMetadata(target: string, h: TarHeader, isSymlink = h.type === 'symlink'): void {
-  fs.lchownSync(target, h.uid, h.gid);
-  if (!isSymlink) fs.chmodSync(target, h.mode);
+  fs.lchownSync(osPath(target), h.uid, h.gid);
+  if (!isSymlink) fs.chmodSync(osPath(target), h.mode);
   for (const [name, value] of h.xattrs ?? []) {
     // Overlay's own attributes would let a layer forge redirects; opacity comes from .wh..wh..opq.
     if (!name.startsWith(OVERLAY_XATTR)) setXattr(target, name, value);
@@ -315,7 +316,7 @@ function applyMetadata(target: string, h: TarHeader, isSymlink = h.type === 'sym
 }
 
 async function writeBody(target: string, body: AsyncIterable<Buffer>): Promise<void> {
-  const fd = fs.openSync(target, 'wx', 0o600);
+  const fd = fs.openSync(osPath(target), 'wx', 0o600);
   try {
     for await (const chunk of body) {
       let off = 0;
@@ -339,7 +340,7 @@ function layerRelPath(name: string): string {
 
 function lstatOrNull(p: string): fs.Stats | null {
   try {
-    return fs.lstatSync(p);
+    return fs.lstatSync(osPath(p));
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw e;

@@ -3,6 +3,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { UserError } from '../util/errors.js';
+import { osPath, readlinkNameAsync } from '../util/names.js';
 
 export class SymlinkLoopError extends UserError {
   constructor(p: string) { super('ELOOP', `${p}: too many levels of symbolic links`); }
@@ -32,7 +33,7 @@ export async function resolveInRoot(root: string, p: string, followFinal = true)
     const host = path.join(root, ...resolved, part);
     let st;
     try {
-      st = await fs.lstat(host);
+      st = await fs.lstat(osPath(host));
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code !== 'ENOENT' && code !== 'ENOTDIR') throw e;
@@ -45,7 +46,7 @@ export async function resolveInRoot(root: string, p: string, followFinal = true)
       continue;
     }
     if (++links > MAX_LINKS) throw new SymlinkLoopError(p);
-    const target = await fs.readlink(host);
+    const target = await readlinkNameAsync(host);
     if (target.startsWith('/')) resolved.length = 0;
     pending = [...split(target), ...pending];
   }

@@ -21,6 +21,7 @@ import { getSystemErrorName, promisify } from 'node:util';
 import { crc32, gzip } from 'node:zlib';
 import type { Digest } from '../../solver/llb/ops.js';
 import type { BlobWriter, ContentStore, MemberIndex, MemberRecord } from '../content/store.js';
+import { nameBytes } from '../util/names.js';
 import { fillSegment, OrderedSha256, type SegmentFillError, type SegmentSpan } from '../native/fsx.js';
 import { encodeHeader, TarFormatError, type TarHeader } from './tar.js';
 
@@ -125,10 +126,10 @@ export interface SegmentedResult {
   known: number;
 }
 
-/** FNV-1a of the name's UTF-8 bytes: a cheap, stable choice of cut points. */
+/** FNV-1a of the name's bytes: a cheap, stable choice of cut points. */
 function nameHash(name: string): number {
   let h = 0x811c9dc5;
-  for (const b of Buffer.from(name)) h = Math.imul(h ^ b, 0x01000193) >>> 0;
+  for (const b of nameBytes(name)) h = Math.imul(h ^ b, 0x01000193) >>> 0;
   return h;
 }
 

@@ -1,9 +1,11 @@
 // A small tar codec for layers: USTAR headers with PAX records for what USTAR cannot hold (long or
 // non-ASCII names, large ids and sizes, xattrs). Written here rather than with tar-stream because PAX
 // values must be raw bytes: tar-stream decodes and encodes them as UTF-8, which corrupts binary xattrs
-// such as security.capability.
+// such as security.capability. A name that is not UTF-8 goes into the PAX `path` record as its raw bytes, as
+// Go's archive/tar (BuildKit's) writes it (src/util/names.ts).
 import type { Readable } from 'node:stream';
 import { UserError } from '../util/errors.js';
+import { nameBytes, nameString } from '../util/names.js';
 
 export type EntryType = 'file' | 'link' | 'symlink' | 'char' | 'block' | 'dir' | 'fifo';
 
@@ -76,9 +78,9 @@ const padding = (size: number) => (BLOCK - (size % BLOCK)) % BLOCK;
 export function encodeHeader(h: TarHeader): Buffer {
   const pax: [string, Buffer][] = [];
   const split = splitUstarName(h.name);
-  if (!split) pax.push(['path', Buffer.from(h.name)]);
+  if (!split) pax.push(['path', nameBytes(h.name)]);
   const linkname = h.linkname ?? '';
-  if (!fitsAscii(linkname, 100)) pax.push(['linkpath', Buffer.from(linkname)]);
+  if (!fitsAscii(linkname, 100)) pax.push(['linkpath', nameBytes(linkname)]);
   for (const [key, value, width] of [['uid', h.uid, 8], ['gid', h.gid, 8], ['size', h.size, 12]] as const) {
     if (value >= 8 ** (width - 1)) pax.push([key, Buffer.from(String(value))]);
   }
@@ -229,8 +231,8 @@ function decodeHeader(b: Buffer, flag: string, pax: Map<string, Buffer>, longNam
     const prefix = cString(b.subarray(345, 500));
     if (prefix) name = `${prefix}/${name}`;
   }
-  name = pax.has('path') ? pax.get('path')!.toString() : longName ?? name;
-  const linkname = pax.has('linkpath') ? pax.get('linkpath')!.toString() : longLink ?? cString(b.subarray(157, 257));
+  name = pax.has('path') ? nameString(pax.get('path')!) : longName ?? name;
+  const linkname = pax.has('linkpath') ? nameString(pax.get('linkpath')!) : longLink ?? cString(b.subarray(157, 257));
   const num = (key: string, off: number, len: number) => {
     const v = pax.get(key);
     return v !== undefined ? Number(v.toString()) : parseNumber(b, off, len);
@@ -290,7 +292,7 @@ function parseNumber(b: Buffer, off: number, len: number): number {
 
 function cString(b: Buffer): string {
   const end = b.indexOf(0);
-  return b.subarray(0, end === -1 ? b.length : end).toString();
+  return nameString(b.subarray(0, end === -1 ? b.length : end));
 }
 
 function parsePax(data: Buffer): Map<string, Buffer> {

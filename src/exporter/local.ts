@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { S_IFIFO, getXattr, listXattrs, mknod, setXattr } from '../native/fsx.js';
+import { osPath, readdirNamesAsync, readlinkNameAsync } from '../util/names.js';
 
 const isRoot = process.getuid?.() === 0;
 
@@ -22,27 +23,27 @@ export async function exportLocalDir(sourceDir: string, dest: string): Promise<{
 async function copyEntry(src: string, dst: string, st: fs.Stats, links: Map<string, string>, walk: { root: string; skipped: string[] }): Promise<void> {
   if (st.isDirectory()) {
     // An existing destination directory is merged into; anything else in the way is replaced.
-    const existing = await fsp.lstat(dst).catch(() => null);
-    if (existing && !existing.isDirectory()) await fsp.rm(dst, { recursive: true, force: true });
-    if (!existing?.isDirectory()) await fsp.mkdir(dst);
-    for (const name of await fsp.readdir(src)) {
+    const existing = await fsp.lstat(osPath(dst)).catch(() => null);
+    if (existing && !existing.isDirectory()) await fsp.rm(osPath(dst), { recursive: true, force: true });
+    if (!existing?.isDirectory()) await fsp.mkdir(osPath(dst));
+    for (const name of await readdirNamesAsync(src)) {
       const child = path.join(src, name);
-      await copyEntry(child, path.join(dst, name), await fsp.lstat(child), links, walk);
+      await copyEntry(child, path.join(dst, name), await fsp.lstat(osPath(child)), links, walk);
     }
     await applyMetadata(src, dst, st);
     return;
   }
-  await fsp.rm(dst, { recursive: true, force: true });
+  await fsp.rm(osPath(dst), { recursive: true, force: true });
   const inode = `${st.dev}:${st.ino}`;
   const linked = st.nlink > 1 ? links.get(inode) : undefined;
   if (linked) {
-    await fsp.link(linked, dst);
+    await fsp.link(osPath(linked), osPath(dst));
     return;
   }
   if (st.isFile()) {
-    await fsp.copyFile(src, dst);
+    await fsp.copyFile(osPath(src), osPath(dst));
   } else if (st.isSymbolicLink()) {
-    await fsp.symlink(await fsp.readlink(src), dst);
+    await fsp.symlink(osPath(await readlinkNameAsync(src)), osPath(dst));
   } else if (st.isFIFO()) {
     mknod(dst, S_IFIFO | (st.mode & 0o7777), 0, 0);
   } else {
@@ -56,13 +57,13 @@ async function copyEntry(src: string, dst: string, st: fs.Stats, links: Map<stri
 
 /** Owner first: chown clears setuid/setgid bits, so the mode must come after it. */
 async function applyMetadata(src: string, dst: string, st: fs.Stats): Promise<void> {
-  if (isRoot) await fsp.lchown(dst, st.uid, st.gid);
-  if (!st.isSymbolicLink()) await fsp.chmod(dst, st.mode & 0o7777);
+  if (isRoot) await fsp.lchown(osPath(dst), st.uid, st.gid);
+  if (!st.isSymbolicLink()) await fsp.chmod(osPath(dst), st.mode & 0o7777);
   for (const name of listXattrs(src)) {
     // Only root may set trusted.* and security.*; an unprivileged copy keeps what it can.
     if (!isRoot && !name.startsWith('user.')) continue;
     const value = getXattr(src, name);
     if (value) setXattr(dst, name, value);
   }
-  await fsp.lutimes(dst, st.atime, st.mtime);
+  await fsp.lutimes(osPath(dst), st.atime, st.mtime);
 }

@@ -18,6 +18,7 @@
 #include "clone.h"
 #include "compat.h"
 #include "jobs.h"
+#include "names.h"
 
 typedef struct {
   napi_async_work work;
@@ -137,11 +138,7 @@ static void clone_complete(napi_env env, napi_status status, void *data) {
 }
 
 static char *dup_string(napi_env env, napi_value v) {
-  size_t n;
-  if (napi_get_value_string_utf8(env, v, NULL, 0, &n) != napi_ok || n >= PATH_MAX) return NULL;
-  char *s = malloc(n + 1);
-  if (s) napi_get_value_string_utf8(env, v, s, n + 1, &n);
-  return s;
+  return names_dup(env, v, PATH_MAX - 1);
 }
 
 // cloneTree(from, to) -> Promise<boolean>. `to` is an existing empty directory. Directories are made with

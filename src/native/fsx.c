@@ -22,6 +22,7 @@
 
 #include "clone.h"
 #include "compat.h"
+#include "names.h"
 #include "segment.h"
 
 #define PATH_MAX_LEN 4096
@@ -44,10 +45,10 @@ static napi_value throw_errno(napi_env env, const char *syscall, const char *pat
   return NULL;
 }
 
+// A path or attribute name as its bytes (src/native/names.h).
 static int get_string(napi_env env, napi_value v, char *buf, size_t len) {
-  size_t n;
-  if (napi_get_value_string_utf8(env, v, buf, len, &n) != napi_ok) {
-    napi_throw_type_error(env, NULL, "expected a string");
+  if (names_bytes(env, v, buf, len, NULL) != 0) {
+    napi_throw_type_error(env, NULL, "expected a string (a path of at most 4095 bytes, an attribute name of at most 255)");
     return -1;
   }
   return 0;
@@ -223,7 +224,7 @@ static napi_value scanDir(napi_env env, napi_callback_info info) {
       }
     }
     napi_value name;
-    napi_create_string_utf8(env, e->d_name, NAPI_AUTO_LENGTH, &name);
+    if (names_string(env, e->d_name, strlen(e->d_name), &name) != napi_ok) { err = ENOMEM; break; }
     napi_set_element(env, names, (uint32_t)n, name);
     n++;
   }

@@ -205,7 +205,7 @@ export const Scan = {
 } as const;
 
 /**
- * A directory's entries (in readdir order) with, per entry, `Scan.fields` numbers from lstat (times in
+ * A directory's entries (in readdir order; names that are not UTF-8 as src/util/names.ts carries them) with, per entry, `Scan.fields` numbers from lstat (times in
  * seconds and nanoseconds) and its extended attributes: `xattrs` is 1 when it has some beside overlay's
  * trusted.overlay.*, 2 when it has too many names to tell (read them, and the opaque mark, directly);
  * `opaque` is 1 for a directory overlay marks opaque (both 0 with `xattrs: false`, which skips asking).

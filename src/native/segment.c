@@ -16,6 +16,7 @@
 #include <unistd.h>
 #include <node_api.h>
 #include "jobs.h"
+#include "names.h"
 #include "segment.h"
 #include "sha256.h"
 
@@ -228,12 +229,12 @@ static napi_value fillSegment(napi_env env, napi_callback_info info) {
   const double *s = spans;
   uint64_t prev_end = 0;
   for (uint32_t i = 0; i < count; i++) {
-    napi_value p; size_t n;
+    napi_value p;
     napi_get_element(env, argv[1], i, &p);
     fill_item *it = &job->items[i];
-    if (napi_get_value_string_utf8(env, p, NULL, 0, &n) != napi_ok) { n = 0; }
-    it->path = malloc(n + 1);
-    napi_get_value_string_utf8(env, p, it->path, n + 1, &n);
+    // The path's bytes (names.h); a path that is not a string opens nothing.
+    it->path = names_dup(env, p, PATH_MAX);
+    if (!it->path) it->path = calloc(1, 1);
     it->buf_offset = (uint64_t)s[i * 4]; it->file_offset = (uint64_t)s[i * 4 + 1];
     it->length = (uint64_t)s[i * 4 + 2]; it->flags = (uint32_t)s[i * 4 + 3];
     if (it->buf_offset + it->length > buf_len || it->buf_offset < prev_end) {

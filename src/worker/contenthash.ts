@@ -13,6 +13,7 @@ import { writeFileAtomic } from '../util/fs.js';
 import { goMatch, hasWildcard, PatternMatcher } from '../util/patterns.js';
 import { Limiter } from '../util/limiter.js';
 import { scanDir, scannedStats, type ScannedStats } from '../native/fsx.js';
+import { nameBytes, osPath, readlinkName } from '../util/names.js';
 
 interface Node {
   type: 'file' | 'dir' | 'symlink' | 'other';
@@ -69,7 +70,7 @@ export class ContextChecksummer {
       if (node.type === 'symlink' && a.followSymlinks) return { digest: await this.digestOf(''), paths: [''] };
       parts.push(`${r}\0${await this.digestOf(r)}`);
     }
-    return { digest: sha256(parts.join('\n')), paths: roots };
+    return { digest: sha256(nameBytes(parts.join('\n'))), paths: roots };
   }
 
   /**
@@ -167,7 +168,7 @@ export class ContextChecksummer {
       }
       node.children = kept;
     };
-    visit('', toNode(fs.lstatSync(this.dir)));
+    visit('', toNode(fs.lstatSync(osPath(this.dir))));
     return tree;
   }
 
@@ -224,9 +225,9 @@ export class ContextChecksummer {
         const child = tree.get(r)!;
         return `${c}\0${child.type === 'dir' ? this.digestSync(tree, index, r) : this.leafRecord(child, index, r)}`;
       });
-      d = sha256(`${recordHeader(node)}\n${kids.join('\n')}`);
+      d = sha256(nameBytes(`${recordHeader(node)}\n${kids.join('\n')}`));
     } else {
-      d = sha256(this.leafRecord(node, index, rel));
+      d = sha256(nameBytes(this.leafRecord(node, index, rel)));
     }
     this.digests.set(rel, d);
     return d;
@@ -237,7 +238,7 @@ export class ContextChecksummer {
     const header = recordHeader(node);
     switch (node.type) {
       case 'symlink':
-        return `${header}\n${fs.readlinkSync(path.join(this.dir, rel))}`;
+        return `${header}\n${readlinkName(path.join(this.dir, rel))}`;
       case 'file': {
         const known = index.get(rel);
         if (!known) throw new Error(`${rel}: not hashed`);
@@ -274,7 +275,8 @@ function toNode(st: ScannedStats): Node {
   return { type, mode: st.mode, uid: st.uid, gid: st.gid, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, ino: st.ino };
 }
 
-async function hashFile(file: string): Promise<Digest> {
+async function hashFile(name: string): Promise<Digest> {
+  const file = osPath(name);
   const h = createHash('sha256');
   const st = await fsp.stat(file);
   if (st.size <= 1 << 20) {

@@ -14,6 +14,7 @@ import { resolveOwner } from './users.js';
 import { isArchive, unpackArchive } from './unpack.js';
 import { applySymbolicMode, parseSymbolicMode, type ModeSet } from '../../solver/llb/chmod.js';
 import { Limiter } from '../util/limiter.js';
+import { osPath, readdirNames, readdirNamesAsync, readlinkName } from '../util/names.js';
 
 export class FileOpError extends UserError {}
 
@@ -250,7 +251,7 @@ async function copyFrom(root: string, srcRoot: string, a: CopyAction, rootOwned 
     // one may add none, so it sets the time itself.
     if (opts.refresh) {
       const now = Date.now() / 1000;
-      await fsp.lutimes(st.isDirectory() ? target : path.dirname(target), now, now);
+      await fsp.lutimes(osPath(st.isDirectory() ? target : path.dirname(target)), now, now);
     }
   }
 }
@@ -273,7 +274,7 @@ async function resolveWildcards(root: string, p: string, followLinks: boolean): 
   const walk = async (dir: string, rel: string, level: number): Promise<void> => {
     let names: string[];
     try {
-      names = (await fsp.readdir(dir)).sort();
+      names = (await readdirNamesAsync(dir)).sort();
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT' || (e as NodeJS.ErrnoException).code === 'ENOTDIR') return;
       throw e;
@@ -283,7 +284,7 @@ async function resolveWildcards(root: string, p: string, followLinks: boolean): 
       const host = path.join(dir, name);
       if (goMatch(pattern, r)) {
         out.push(inRootPath(root, host));
-      } else if (level < depth && (await fsp.lstat(host)).isDirectory()) {
+      } else if (level < depth && (await fsp.lstat(osPath(host))).isDirectory()) {
         await walk(host, r, level + 1);
       }
     }
@@ -379,7 +380,7 @@ class Copier {
     const quick = kept && !dst.created ? this.unchangedFiles(src, dst.path) : null;
     // Synchronous metadata calls: a local lstat takes microseconds, less than a trip through the threadpool
     // (which the copies keep busy).
-    const names = (quick?.names ?? fs.readdirSync(src)).sort();
+    const names = (quick?.names ?? readdirNames(src)).sort();
     try {
       for (const name of names) {
         const s = path.join(src, name);
@@ -393,7 +394,7 @@ class Copier {
           if (selected) kept!.add(name);
           continue;
         }
-        const st = fs.lstatSync(s);
+        const st = fs.lstatSync(osPath(s));
         if (st.isSocket()) continue; // runtime artifacts; tar and BuildKit skip them too
         if (!st.isDirectory()) {
           if (!selected) continue;
@@ -422,10 +423,10 @@ class Copier {
       }
       // Refreshing an earlier copy: what the source no longer has (or no longer selects) goes.
       if (kept && dst.used && !dst.created) {
-        for (const name of fs.readdirSync(this.earlier(dst.path))) {
+        for (const name of readdirNames(this.earlier(dst.path))) {
           if (kept.has(name)) continue;
           await this.writable();
-          await fsp.rm(path.join(dst.path, name), { recursive: true, force: true });
+          await fsp.rm(osPath(path.join(dst.path, name)), { recursive: true, force: true });
         }
       }
     } finally {
@@ -443,9 +444,9 @@ class Copier {
     await this.writable();
     if (existing) {
       if (!this.opts.refresh) throw new FileOpError('NOT_A_DIRECTORY', `cannot copy to non-directory: ${inRootPath(this.root, target)}`);
-      fs.unlinkSync(target);
+      fs.unlinkSync(osPath(target));
     }
-    fs.mkdirSync(target, { mode: 0o700 });
+    fs.mkdirSync(osPath(target), { mode: 0o700 });
     return true;
   }
 
@@ -455,19 +456,19 @@ class Copier {
       const existing = lstatOrNullSync(target);
       if (existing && this.opts.refresh) {
         if (this.unchanged(src, st, existing) && (await this.sameLinks(st, target, existing))) return;
-        if (existing.isDirectory()) await fsp.rm(target, { recursive: true });
-        else fs.unlinkSync(target);
+        if (existing.isDirectory()) await fsp.rm(osPath(target), { recursive: true });
+        else fs.unlinkSync(osPath(target));
       } else if (existing?.isDirectory()) {
         throw new FileOpError('IS_A_DIRECTORY', `cannot replace to directory ${inRootPath(this.root, target)} with file`);
       } else if (existing) {
-        fs.unlinkSync(target);
+        fs.unlinkSync(osPath(target));
       }
     }
     if (st.isFile() && st.nlink > 1) {
       const key = `${st.dev}:${st.ino}`;
       const first = this.inodes.get(key);
       if (first) {
-        await fsp.link(await first, target);
+        await fsp.link(osPath(await first), osPath(target));
         return;
       }
       const copied = this.copyRegular(src, st, target).then(() => target);
@@ -478,7 +479,7 @@ class Copier {
     if (st.isFile()) {
       await this.copyRegular(src, st, target);
     } else if (st.isSymbolicLink()) {
-      fs.symlinkSync(fs.readlinkSync(src), target);
+      fs.symlinkSync(osPath(readlinkName(src)), osPath(target));
       this.applyInfo(src, st, target);
     } else if (st.isCharacterDevice() || st.isBlockDevice() || st.isFIFO()) {
       const kind = st.isCharacterDevice() ? S_IFCHR : st.isBlockDevice() ? S_IFBLK : S_IFIFO;
@@ -538,7 +539,7 @@ class Copier {
   private keepSync(src: string, st: fs.Stats, target: string): boolean {
     let existing: fs.Stats;
     try {
-      existing = fs.lstatSync(this.earlier(target));
+      existing = fs.lstatSync(osPath(this.earlier(target)));
     } catch {
       return false;
     }
@@ -562,12 +563,12 @@ class Copier {
       this.inodes.set(key, Promise.resolve(target));
       return true;
     }
-    return (await fsp.lstat(await first)).ino === existing.ino;
+    return (await fsp.lstat(osPath(await first))).ino === existing.ino;
   }
 
   private async copyRegular(src: string, st: fs.Stats, target: string): Promise<void> {
     // Reflink where the filesystem can (btrfs, xfs), an in-kernel copy otherwise.
-    await fsp.copyFile(src, target, fs.constants.COPYFILE_FICLONE);
+    await fsp.copyFile(osPath(src), osPath(target), fs.constants.COPYFILE_FICLONE);
     this.applyInfo(src, st, target);
   }
 
@@ -575,8 +576,9 @@ class Copier {
    * Owner, then mode (chown clears setuid), times, then xattrs (chown clears security.capability).
    * Synchronous: each call takes microseconds, a quarter of what a trip through the threadpool costs.
    */
-  private applyInfo(src: string, st: fs.Stats, target: string): void {
+  private applyInfo(src: string, st: fs.Stats, targetName: string): void {
     const { owner, mode, modeSet, timestamp } = this.opts;
+    const target = osPath(targetName);
     fs.lchownSync(target, owner?.uid ?? st.uid, owner?.gid ?? st.gid);
     if (!st.isSymbolicLink()) {
       fs.chmodSync(target, modeSet ? applySymbolicMode(modeSet, st.mode, st.isDirectory()) : mode ?? st.mode & 0o7777);
@@ -585,7 +587,7 @@ class Copier {
       if (name.startsWith('trusted.overlay.')) continue;
       const value = getXattr(src, name);
       // As BuildKit: an attribute the destination refuses (a filesystem without user xattrs) is skipped.
-      if (value !== null) try { setXattr(target, name, value); } catch { /* skipped */ }
+      if (value !== null) try { setXattr(targetName, name, value); } catch { /* skipped */ }
     }
     if (timestamp !== undefined) fs.lutimesSync(target, timestamp, timestamp);
     else fs.lutimesSync(target, st.atimeMs / 1000, st.mtimeMs / 1000);
@@ -597,7 +599,7 @@ const minor = (rdev: number) => Number((BigInt(rdev) & 0xffn) | ((BigInt(rdev) >
 
 async function lstatOrNull(p: string): Promise<fs.Stats | null> {
   try {
-    return await fsp.lstat(p);
+    return await fsp.lstat(osPath(p));
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') return null;
@@ -607,7 +609,7 @@ async function lstatOrNull(p: string): Promise<fs.Stats | null> {
 
 function lstatOrNullSync(p: string): fs.Stats | null {
   try {
-    return fs.lstatSync(p);
+    return fs.lstatSync(osPath(p));
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') return null;
@@ -617,7 +619,7 @@ function lstatOrNullSync(p: string): fs.Stats | null {
 
 async function statOrNull(p: string): Promise<fs.Stats | null> {
   try {
-    return await fsp.stat(p);
+    return await fsp.stat(osPath(p));
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') return null;

@@ -13,6 +13,7 @@ import { readTar } from '../archive/tar.js';
 import { resolveInRoot } from '../archive/rootpath.js';
 import { mknod, setXattr, S_IFBLK, S_IFCHR, S_IFIFO } from '../native/fsx.js';
 import { UserError } from '../util/errors.js';
+import { osPath } from '../util/names.js';
 
 type Compression = 'none' | 'gzip' | 'bzip2' | 'xz' | 'zstd';
 
@@ -54,7 +55,7 @@ function decompressed(input: fs.ReadStream, kind: Compression): Readable {
 }
 
 async function readHead(file: string, n: number): Promise<Buffer> {
-  const h = await fsp.open(file, 'r');
+  const h = await fsp.open(osPath(file), 'r');
   try {
     const buf = Buffer.alloc(n);
     const { bytesRead } = await h.read(buf, 0, n, 0);
@@ -82,7 +83,7 @@ export function isTarHeader(block: Buffer): boolean {
 
 /** Whether a regular file is a (possibly compressed) tar archive. Unreadable or corrupt input is not. */
 export async function isArchive(file: string): Promise<boolean> {
-  const st = await fsp.lstat(file).catch(() => null);
+  const st = await fsp.lstat(osPath(file)).catch(() => null);
   if (!st?.isFile()) return false;
   // The head only: enough for the first tar header of any of these formats (a bzip2 block is at most
   // 900k before compression). Truncated input is fine: decompressors emit what they could decode.
@@ -107,7 +108,7 @@ export interface UnpackOptions {
 /** Extracts the archive `file` into directory `dest` (a host path that exists), chrooted there. */
 export async function unpackArchive(file: string, dest: string, opts: UnpackOptions = {}): Promise<void> {
   const kind = detectCompression(await readHead(file, 8));
-  const input = fs.createReadStream(file);
+  const input = fs.createReadStream(osPath(file));
   try {
     await extract(decompressed(input, kind), dest, opts);
   } finally {
@@ -126,18 +127,18 @@ async function extract(stream: Readable, dest: string, opts: UnpackOptions): Pro
     if (rel === '') continue;
     // Parents as a chroot at `dest` sees them (symlinks of earlier entries stay inside).
     const parent = await resolveInRoot(dest, path.posix.dirname(rel));
-    await fsp.mkdir(parent, { recursive: true, mode: 0o755 });
+    await fsp.mkdir(osPath(parent), { recursive: true, mode: 0o755 });
     const target = path.join(parent, path.posix.basename(rel));
-    const existing = await fsp.lstat(target).catch(() => null);
-    if (existing && !(existing.isDirectory() && header.type === 'dir')) await fsp.rm(target, { recursive: true, force: true });
+    const existing = await fsp.lstat(osPath(target)).catch(() => null);
+    if (existing && !(existing.isDirectory() && header.type === 'dir')) await fsp.rm(osPath(target), { recursive: true, force: true });
     // A hard link to a symlink is the symlink's inode: its mode and times stay (chmod and utimes would follow it).
     let linkToSymlink = false;
     switch (header.type) {
       case 'dir':
-        if (!existing?.isDirectory()) await fsp.mkdir(target, { mode: 0o700 });
+        if (!existing?.isDirectory()) await fsp.mkdir(osPath(target), { mode: 0o700 });
         break;
       case 'file': {
-        const h = await fsp.open(target, 'wx', 0o600);
+        const h = await fsp.open(osPath(target), 'wx', 0o600);
         try {
           for await (const chunk of body) await h.write(chunk);
         } finally {
@@ -149,30 +150,30 @@ async function extract(stream: Readable, dest: string, opts: UnpackOptions): Pro
         // As moby's archive (createTarFile): the link entry's own owner, mode, xattrs and times then go to
         // the inode it shares with its target, so the last entry naming an inode decides its metadata.
         const existingTarget = await resolveInRoot(dest, relPath(header.linkname ?? ''), false);
-        await fsp.link(existingTarget, target);
-        linkToSymlink = (await fsp.lstat(target)).isSymbolicLink();
+        await fsp.link(osPath(existingTarget), osPath(target));
+        linkToSymlink = (await fsp.lstat(osPath(target))).isSymbolicLink();
         break;
       }
       case 'symlink':
-        await fsp.symlink(header.linkname ?? '', target);
+        await fsp.symlink(osPath(header.linkname ?? ''), osPath(target));
         break;
       default: {
         const type = header.type === 'char' ? S_IFCHR : header.type === 'block' ? S_IFBLK : S_IFIFO;
         mknod(target, type | 0o600, header.devmajor ?? 0, header.devminor ?? 0);
       }
     }
-    await fsp.lchown(target, opts.owner?.uid ?? header.uid, opts.owner?.gid ?? header.gid);
+    await fsp.lchown(osPath(target), opts.owner?.uid ?? header.uid, opts.owner?.gid ?? header.gid);
     const isLink = header.type === 'symlink' || linkToSymlink;
-    if (!isLink) await fsp.chmod(target, header.mode & 0o7777);
+    if (!isLink) await fsp.chmod(osPath(target), header.mode & 0o7777);
     for (const [name, value] of header.xattrs ?? []) {
       // Best effort, as BuildKit's BestEffortXattrs; overlay's own attributes never.
       if (!name.startsWith('trusted.overlay.')) try { setXattr(target, name, value); } catch { /* skipped */ }
     }
     if (header.type === 'dir') dirTimes.push([target, header.mtime]);
-    else if (header.type === 'symlink' || !linkToSymlink) await fsp.lutimes(target, header.mtime, header.mtime);
+    else if (header.type === 'symlink' || !linkToSymlink) await fsp.lutimes(osPath(target), header.mtime, header.mtime);
   }
   // Directory times last: creating their entries changed them.
-  for (const [p, t] of dirTimes.reverse()) await fsp.lutimes(p, t, t);
+  for (const [p, t] of dirTimes.reverse()) await fsp.lutimes(osPath(p), t, t);
 }
 
 /** An entry name relative to the archive root; `..` cannot climb above it. */
