@@ -147,6 +147,32 @@ export async function pushBusybox(host: string, opts: { repo?: string; skopeoArg
   await pushLayout(`${busyboxLayout}:${busyboxTag}`, `${host}/${opts.repo ?? 'busybox'}:${busyboxTag}`, ['--all', ...(opts.skopeoArgs ?? [])]);
 }
 
+/**
+ * A TCP proxy server on 127.0.0.1 to `target`: `pair` wires each client connection to its upstream (what
+ * passes, what is cut); closing either side closes the other, and `close` ends every connection.
+ */
+async function listenProxy(target: string, pair: (client: net.Socket, upstream: net.Socket) => void): Promise<{ host: string; close(): Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(Number(target.split(':')[1]), '127.0.0.1');
+    sockets.add(client);
+    sockets.add(upstream);
+    pair(client, upstream);
+    for (const [a, b] of [[client, upstream], [upstream, client]]) {
+      a.on('error', () => b.destroy());
+      a.on('close', () => { b.destroy(); sockets.delete(a); });
+    }
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  return {
+    host: `127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+    close: () => {
+      for (const s of sockets) s.destroy();
+      return new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}
+
 export interface CuttingProxy {
   /** `127.0.0.1:PORT`, to use as the registry host. */
   host: string;
@@ -163,11 +189,7 @@ export interface CuttingProxy {
  */
 export async function cuttingProxy(target: string, afterBytes: number, remaining = 1): Promise<CuttingProxy> {
   let cuts = 0;
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    const upstream = net.connect(Number(target.split(':')[1]), '127.0.0.1');
-    sockets.add(client);
-    sockets.add(upstream);
+  const proxy = await listenProxy(target, (client, upstream) => {
     let seen = 0;
     client.on('data', (d) => {
       seen += d.length;
@@ -181,21 +203,8 @@ export async function cuttingProxy(target: string, afterBytes: number, remaining
       upstream.write(d);
     });
     upstream.on('data', (d) => client.write(d));
-    for (const [a, b] of [[client, upstream], [upstream, client]]) {
-      a.on('error', () => b.destroy());
-      a.on('close', () => { b.destroy(); sockets.delete(a); });
-    }
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  return {
-    host: `127.0.0.1:${(server.address() as net.AddressInfo).port}`,
-    cuts: () => cuts,
-    setRemaining: (n) => { remaining = n; },
-    close: () => {
-      for (const s of sockets) s.destroy();
-      return new Promise<void>((r) => server.close(() => r()));
-    },
-  };
+  return { ...proxy, cuts: () => cuts, setRemaining: (n) => { remaining = n; } };
 }
 
 export interface BodyCuttingProxy {
@@ -223,11 +232,7 @@ export async function bodyCuttingProxy(target: string, afterBytes: number, remai
   let cuts = 0;
   const ranges: (string | undefined)[] = [];
   const statuses: number[] = [];
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    const upstream = net.connect(Number(target.split(':')[1]), '127.0.0.1');
-    sockets.add(client);
-    sockets.add(upstream);
+  const proxy = await listenProxy(target, (client, upstream) => {
     let pending = Buffer.alloc(0);
     let passthrough = false;
     // The client sends a request only after the previous response ended: a request starts a response.
@@ -281,21 +286,12 @@ export async function bodyCuttingProxy(target: string, afterBytes: number, remai
       responseBytes += d.length;
       client.write(d);
     });
-    for (const [a, b] of [[client, upstream], [upstream, client]]) {
-      a.on('error', () => b.destroy());
-      a.on('close', () => { b.destroy(); sockets.delete(a); });
-    }
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   return {
-    host: `127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+    ...proxy,
     cuts: () => cuts,
     blobRanges: () => [...ranges],
     blobStatuses: () => [...statuses],
     setRemaining: (n) => { remaining = n; },
-    close: () => {
-      for (const s of sockets) s.destroy();
-      return new Promise<void>((r) => server.close(() => r()));
-    },
   };
 }
