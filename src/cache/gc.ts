@@ -13,6 +13,7 @@ import { Snapshotter } from '../snapshot/snapshotter.js';
 import { ContentStore } from '../content/store.js';
 import { scanDir, Scan } from '../native/fsx.js';
 import { writeFileAtomic } from '../util/fs.js';
+import { osPath, readdirNamesAsync } from '../util/names.js';
 import { CacheRecords } from './records.js';
 
 export interface PruneOptions {
@@ -323,11 +324,16 @@ export function formatSize(n: number): string {
 }
 
 async function treeSize(dir: string): Promise<number> {
+  // Names as bytes (a RUN may write names that are not UTF-8: fs.readdir's strings would not find them).
   let n = 0;
-  for (const e of await fs.readdir(dir, { withFileTypes: true, recursive: true }).catch(() => [])) {
-    if (!e.isFile()) continue;
-    const st = await fs.lstat(path.join(e.parentPath ?? (e as unknown as { path: string }).path, e.name)).catch(() => null);
-    n += st?.size ?? 0;
+  const dirs = [dir];
+  for (let d = dirs.pop(); d !== undefined; d = dirs.pop()) {
+    for (const name of await readdirNamesAsync(d).catch(() => [] as string[])) {
+      const p = path.join(d, name);
+      const st = await fs.lstat(osPath(p)).catch(() => null);
+      if (st?.isDirectory()) dirs.push(p);
+      else if (st?.isFile()) n += st.size;
+    }
   }
   return n;
 }

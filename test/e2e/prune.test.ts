@@ -116,6 +116,16 @@ describe('builder du / prune (end to end)', () => {
     expect(await fs.readFile(path.join(out, 'seen-after'), 'utf8')).toBe('');
   });
 
+  it('counts cache mount files whose names are not UTF-8', async () => {
+    const root = await tempDir('builder-prune-root-');
+    const ctx = await makeContext({ Dockerfile: `FROM ${base}\nRUN --mount=type=cache,target=/c mkdir -p /c/sub && head -c 60000 /dev/zero > "/c/sub/$(printf 'a\\377')"\n` });
+    const r = await runCli(['build', '--root', root, ctx]);
+    expect(r.code, r.stderr).toBe(0);
+    const [, count, size] = sizeOf((await runCli(['du', '--root', root])).stdout, 'cache mounts');
+    expect(count).toBe('1');
+    expect(bytes(size)).toBeGreaterThanOrEqual(60_000);
+  });
+
   it('rejects a bad filter with a one-line error', async () => {
     const r = await runCli(['prune', '--root', await tempDir('builder-prune-bad-'), '--filter', 'type=regular']);
     expect(r.code).toBe(1);
