@@ -153,11 +153,25 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
 const DISK_FULL = new Set(['ENOSPC', 'EDQUOT']);
 
 /** A BuildError for a disk-full errno, naming what was being written; undefined for anything else. */
-function diskFullError(e: unknown, what: string): BuildError | undefined {
+export function diskFullError(e: unknown, what: string): BuildError | undefined {
   const code = (e as NodeJS.ErrnoException | undefined)?.code;
   if (e instanceof BuildError || !code || !DISK_FULL.has(code)) return undefined;
   const file = (e as NodeJS.ErrnoException).path;
   return new BuildError(`${what}${file ? ` (${file})` : ''}: ${code === 'EDQUOT' ? 'disk quota exceeded' : 'no space left on device'}`, [], { cause: e });
+}
+
+/** The state directory (made 0700, as BuildKit's root: layers below hold device nodes and setuid files with
+ * their image's modes) and a worker on it that reports damaged blobs it meets (removed, then made or
+ * fetched again) as a step of the build. What build() and solve() share. */
+export async function openWorker(root: string, opts: Omit<ConstructorParameters<typeof Worker>[0], 'root'>, progress: FullProgressWriter): Promise<Worker> {
+  await fs.mkdir(root, { recursive: true, mode: 0o700 });
+  const worker = new Worker({ root, ...opts });
+  worker.store.onCorrupt = (digest) => {
+    const id = `internal:corrupt:${digest}`;
+    progress.start({ id, name: `[internal] WARNING: stored content ${digest} did not hash to its digest: removed, making it again` });
+    progress.done(id);
+  };
+  return worker;
 }
 
 async function buildFrom(opts: BuildOptions): Promise<BuildResult> {
@@ -212,15 +226,7 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
     throw new BuildError(`unable to prepare context: path "${opts.context}" not found`);
   }
 
-  // 0700 as BuildKit's root: layers below hold device nodes and setuid files with their image's modes.
-  await fs.mkdir(root, { recursive: true, mode: 0o700 });
-  const worker = new Worker({ root, runtime: opts.ociRuntime, insecureRegistries: opts.insecureRegistries, registries: opts.registries });
-  // A damaged blob is removed when met and made or fetched again; the build says so.
-  worker.store.onCorrupt = (digest) => {
-    const id = `internal:corrupt:${digest}`;
-    progress.start({ id, name: `[internal] WARNING: stored content ${digest} did not hash to its digest: removed, making it again` });
-    progress.done(id);
-  };
+  const worker = await openWorker(root, { runtime: opts.ociRuntime, insecureRegistries: opts.insecureRegistries, registries: opts.registries }, progress);
   // Builds run side by side; what killed builds left is cleared only by a build that is alone.
   const session = await BuildSession.start(root, async (alone) => {
     await worker.init({ recover: alone });

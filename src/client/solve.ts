@@ -1,17 +1,16 @@
 // `solve()`: runs an LLB definition that another frontend made (not a Dockerfile) on this engine, with the
 // same worker, state directory and exporters as `build()`.
-import fs from 'node:fs/promises';
 import path from 'node:path';
 import { solve as solveGraph } from '../../solver/solver.js';
 import type { Definition } from '../../solver/llb/definition.js';
 import type { ImageConfigFile } from '../image/types.js';
-import { Worker, type WorkerRef } from '../worker/worker.js';
+import type { WorkerRef } from '../worker/worker.js';
 import { PlainProgress, completeWriter, type ProgressWriter } from '../progress/printer.js';
 import { exportImage, type ExportResult } from './export.js';
 import { parseOutput } from './outputs.js';
 import { parsePlatform, hostPlatform } from './platform.js';
 import { BuildSession } from './lock.js';
-import { defaultRoot } from './build.js';
+import { defaultRoot, diskFullError, openWorker } from './build.js';
 
 export interface SolveOptions {
   definition: Definition;
@@ -29,11 +28,19 @@ export interface SolveOptions {
 }
 
 export async function solve(opts: SolveOptions): Promise<{ exports: ExportResult[]; manifestDigest?: string }> {
+  try {
+    return await solveIn(opts);
+  } catch (e) {
+    // As build(): a full disk is one line, not a crash.
+    throw diskFullError(e, 'writing the state directory or an output') ?? e;
+  }
+}
+
+async function solveIn(opts: SolveOptions): Promise<{ exports: ExportResult[]; manifestDigest?: string }> {
   const root = path.resolve(opts.root ?? defaultRoot());
   const progress = completeWriter(opts.progress ?? new PlainProgress(process.stderr));
   const platform = opts.platform ? parsePlatform(opts.platform) : hostPlatform();
-  await fs.mkdir(root, { recursive: true });
-  const worker = new Worker({ root, runtime: opts.ociRuntime });
+  const worker = await openWorker(root, { runtime: opts.ociRuntime }, progress);
   // As build(): runs beside other builds; leftovers of killed builds are cleared only when alone.
   const session = await BuildSession.start(root, (alone) => worker.init({ recover: alone }), opts.signal);
   try {
@@ -41,7 +48,7 @@ export async function solve(opts: SolveOptions): Promise<{ exports: ExportResult
     const ref = await solveGraph<WorkerRef>(opts.definition, {
       signal: opts.signal,
       execute: worker.opExecutor(locals, (digest, stream, chunk) => progress.log(digest, stream, chunk), {},
-        (digest, message) => progress.log(digest, 'stderr', Buffer.from(`WARNING: ${message}\n`))),
+        (digest, message) => progress.warning({ vertex: digest, level: 1, short: message })),
       onEvent: (ev) => {
         if (ev.type === 'start') progress.start({ id: ev.digest, name: ev.metadata.description ?? ev.digest });
         else if (ev.type === 'cached') progress.done(ev.digest, { cached: true });
