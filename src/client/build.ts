@@ -250,7 +250,7 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
         throw withDetails(toBuildError(e, filename), e, filename, dockerfile);
       }
     }
-    const contextExcludes = await readDockerignore(contextDir, dockerfilePath);
+    const contextExcludes = await readDockerignore(contextDir, opts.dockerfile !== undefined && opts.file === undefined ? undefined : dockerfilePath);
 
     const metaShown = new Set<string>();
     const resolver: ImageMetaResolver = {

@@ -8,8 +8,9 @@ import path from 'node:path';
 import { cleanPattern } from '../util/patterns.js';
 
 /** The ignore file that applies to a build, or undefined when there is none. */
-export async function findDockerignore(contextDir: string, dockerfilePath: string): Promise<string | undefined> {
-  for (const candidate of [`${dockerfilePath}.dockerignore`, path.join(contextDir, '.dockerignore')]) {
+export async function findDockerignore(contextDir: string, dockerfilePath: string | undefined): Promise<string | undefined> {
+  const beside = dockerfilePath === undefined ? [] : [`${dockerfilePath}.dockerignore`];
+  for (const candidate of [...beside, path.join(contextDir, '.dockerignore')]) {
     const st = await fs.stat(candidate).catch(() => null);
     if (st?.isFile()) return candidate;
   }
@@ -35,7 +36,8 @@ export function parseDockerignore(text: string): string[] {
 }
 
 /** The patterns of the ignore file that applies, [] without one. */
-export async function readDockerignore(contextDir: string, dockerfilePath: string): Promise<string[]> {
+/** `dockerfilePath` undefined: the Dockerfile is not a file (text, or stdin), so only the context's `.dockerignore` applies. */
+export async function readDockerignore(contextDir: string, dockerfilePath: string | undefined): Promise<string[]> {
   const file = await findDockerignore(contextDir, dockerfilePath);
   return file ? parseDockerignore(await fs.readFile(file, 'utf8')) : [];
 }

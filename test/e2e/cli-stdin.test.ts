@@ -78,7 +78,11 @@ describe('build from stdin', () => {
   });
 
   it('`-f -` reads the Dockerfile from stdin and takes the context from the directory', async () => {
-    const ctx = await makeContext({ Dockerfile: 'FROM scratch\nCOPY nothing /\n', 'hello.txt': 'from the dir\n', '.dockerignore': 'secret.txt\n', 'secret.txt': 's\n' });
+    // The directory's Dockerfile.dockerignore belongs to its own Dockerfile, not to the one on stdin.
+    const ctx = await makeContext({
+      Dockerfile: 'FROM scratch\nCOPY nothing /\n', 'Dockerfile.dockerignore': 'hello.txt\n',
+      'hello.txt': 'from the dir\n', '.dockerignore': 'secret.txt\n', 'secret.txt': 's\n',
+    });
     const r = await build(['-f', '-', ctx], `FROM ${base}\nCOPY hello.txt /copied.txt\nCOPY . /all/\n`);
     expect(r.code, r.stderr).toBe(0);
     expect(await fs.readFile(path.join(r.dest, 'copied.txt'), 'utf8')).toBe('from the dir\n');
