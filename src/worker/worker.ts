@@ -14,6 +14,7 @@ import { applyFileActions } from './fileop.js';
 import { cloneTree, ensureAddon, getXattr, listXattrs, setXattr } from '../native/fsx.js';
 import { prepareMounts, type BuildSession } from './mounts.js';
 import { fetchHttpSource } from './http.js';
+import { HttpDownloads, type HttpDownload } from './httpcache.js';
 import { OciRuntimeExecutor } from '../executor/runc.js';
 import { ensureEmulator } from '../executor/emulation.js';
 import type { RegistryHostConfig } from '../registry/config.js';
@@ -108,6 +109,9 @@ export class Worker {
   private readonly resolving = new Map<string, Promise<ResolvedImage>>();
   private readonly extracting = new Map<string, Promise<string>>();
   private readonly materializing = new WeakMap<WorkerRef, Promise<WorkerRef>>();
+  private readonly httpDownloads: HttpDownloads;
+  /** Downloads made to compute an ADD <url> key, by op digest: the op, when it runs, uses them. */
+  private readonly httpKeyed = new Map<Digest, Promise<HttpDownload>>();
 
   constructor(readonly opts: WorkerOptions) {
     // Every build reads and writes files through the native addon: one that cannot load is reported now,
@@ -121,6 +125,19 @@ export class Worker {
     });
     this.images = new ImageStore(opts.root, this.store);
     this.executor = new OciRuntimeExecutor({ runtime: opts.runtime, stateDir: path.join(opts.root, 'executor') });
+    this.httpDownloads = new HttpDownloads(opts.root, this.snapshots);
+  }
+
+  /**
+   * The current content of an unpinned ADD <url> for its cache key (one conditional request when a kept
+   * download is still current); op `digest` uses this download when it runs. `fresh`: download anew.
+   */
+  httpForKey(digest: Digest, source: HttpSource, fresh: boolean): Promise<HttpDownload> {
+    const p = this.httpDownloads.current(source, { fresh });
+    // The op reports a failure when it runs (with its Dockerfile line); unhandled here it would crash.
+    p.catch(() => undefined);
+    this.httpKeyed.set(digest, p);
+    return p;
   }
 
   /** `recover: false` when other builds share the state directory: their work in progress is left alone. */
@@ -231,7 +248,7 @@ export class Worker {
           case 'local':
             return this.snapshotLocal(op.source, locals);
           case 'http':
-            return this.httpSource(op.source, ctx.signal);
+            return this.httpSource(ctx.digest, op.source, ctx.signal);
         }
         break;
       case 'exec':
@@ -333,7 +350,12 @@ export class Worker {
     return { layers: [id] };
   }
 
-  private async httpSource(source: HttpSource, signal: AbortSignal): Promise<WorkerRef> {
+  private async httpSource(digest: Digest, source: HttpSource, signal: AbortSignal): Promise<WorkerRef> {
+    const keyed = this.httpKeyed.get(digest);
+    if (keyed) {
+      this.httpKeyed.delete(digest);
+      return { layers: [(await keyed).snapshot] };
+    }
     const id = await this.snapshots.prepare();
     try {
       await fetchHttpSource(source, this.snapshots.fsPath(id), signal);
