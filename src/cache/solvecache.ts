@@ -74,7 +74,7 @@ export class BuildCache implements SolveCache<WorkerRef> {
 
   async key(ctx: KeyContext): Promise<Digest> {
     const { key, inputs } = await opCacheKey(ctx, (n, e) => this.checksummer(n, e),
-      (digest, source, fresh) => this.opts.worker.httpForKey(digest, source, fresh));
+      (digest, source, fresh) => this.opts.worker.httpForKey(this.opts.locals, digest, source, fresh));
     this.computed.set(ctx.digest, { key, inputs, metadata: ctx.metadata, hit: false, source: ctx.op.kind === 'source' });
     this.keyOwner.set(key, ctx.digest);
     return key;

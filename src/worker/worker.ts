@@ -110,8 +110,11 @@ export class Worker {
   private readonly extracting = new Map<string, Promise<string>>();
   private readonly materializing = new WeakMap<WorkerRef, Promise<WorkerRef>>();
   private readonly httpDownloads: HttpDownloads;
-  /** Downloads made to compute an ADD <url> key, by op digest: the op, when it runs, uses them. */
-  private readonly httpKeyed = new Map<Digest, Promise<HttpDownload>>();
+  /**
+   * Downloads made to compute an ADD <url> key, per build (its locals) and op digest: the op, when it runs
+   * in that build, uses them (another build at the same time may have seen other content).
+   */
+  private readonly httpKeyed = new WeakMap<object, Map<Digest, Promise<HttpDownload>>>();
 
   constructor(readonly opts: WorkerOptions) {
     // Every build reads and writes files through the native addon: one that cannot load is reported now,
@@ -130,13 +133,16 @@ export class Worker {
 
   /**
    * The current content of an unpinned ADD <url> for its cache key (one conditional request when a kept
-   * download is still current); op `digest` uses this download when it runs. `fresh`: download anew.
+   * download is still current); op `digest` of the build with these `locals` uses this download when it
+   * runs. `fresh`: download anew.
    */
-  httpForKey(digest: Digest, source: HttpSource, fresh: boolean): Promise<HttpDownload> {
+  httpForKey(locals: Record<string, LocalDir>, digest: Digest, source: HttpSource, fresh: boolean): Promise<HttpDownload> {
     const p = this.httpDownloads.current(source, { fresh });
     // The op reports a failure when it runs (with its Dockerfile line); unhandled here it would crash.
     p.catch(() => undefined);
-    this.httpKeyed.set(digest, p);
+    let build = this.httpKeyed.get(locals);
+    if (!build) this.httpKeyed.set(locals, (build = new Map()));
+    build.set(digest, p);
     return p;
   }
 
@@ -248,7 +254,7 @@ export class Worker {
           case 'local':
             return this.snapshotLocal(op.source, locals);
           case 'http':
-            return this.httpSource(ctx.digest, op.source, ctx.signal);
+            return this.httpSource(this.httpKeyed.get(locals)?.get(ctx.digest), op.source, ctx.signal);
         }
         break;
       case 'exec':
@@ -350,12 +356,8 @@ export class Worker {
     return { layers: [id] };
   }
 
-  private async httpSource(digest: Digest, source: HttpSource, signal: AbortSignal): Promise<WorkerRef> {
-    const keyed = this.httpKeyed.get(digest);
-    if (keyed) {
-      this.httpKeyed.delete(digest);
-      return { layers: [(await keyed).snapshot] };
-    }
+  private async httpSource(keyed: Promise<HttpDownload> | undefined, source: HttpSource, signal: AbortSignal): Promise<WorkerRef> {
+    if (keyed) return { layers: [(await keyed).snapshot] };
     const id = await this.snapshots.prepare();
     try {
       await fetchHttpSource(source, this.snapshots.fsPath(id), signal);
