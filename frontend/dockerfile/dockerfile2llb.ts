@@ -906,7 +906,8 @@ class Converter {
           if (b !== '' && b !== '.' && b !== '/') filename = decodeURIComponent(b);
         } catch { /* keep the default name */ }
         const http: Op = { kind: 'source', source: { type: 'http', url: src, filename, ...(checksum ? { checksum } : {}) } };
-        const digest = this.add(http, d, inst.location, description, false);
+        // Cacheable: under --no-cache the URL is downloaded anew, not answered by a conditional request.
+        const digest = this.add(http, d, inst.location, description, true);
         actions.push({
           ...base(inputIndex(digest), `/${filename}`),
           ...(owner ? { owner } : {}),

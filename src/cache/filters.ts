@@ -11,6 +11,8 @@ export function applyCacheFilters(def: Definition, opts: { noCacheFilter?: strin
     const isImage = op.kind === 'source' && op.source.type === 'image';
     const meta = (def.metadata[digest] ??= {});
     if (opts.pull && isImage) meta.ignoreCache = true;
-    if (stages.size && op.kind !== 'source' && meta.stage && stages.has(meta.stage)) meta.ignoreCache = true;
+    // An ADD <url> of such a stage downloads anew.
+    const isHttp = op.kind === 'source' && op.source.type === 'http';
+    if (stages.size && (op.kind !== 'source' || isHttp) && meta.stage && stages.has(meta.stage)) meta.ignoreCache = true;
   }
 }

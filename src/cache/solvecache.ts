@@ -38,7 +38,7 @@ const MAX_PATHS = 3;
 export class BuildCache implements SolveCache<WorkerRef> {
   readonly records: CacheRecords;
   private readonly sums = new Map<string, ContextChecksummer>();
-  private readonly computed = new Map<Digest, { key: Digest; inputs: KeyInputs; metadata: OpMetadata; hit: boolean }>();
+  private readonly computed = new Map<Digest, { key: Digest; inputs: KeyInputs; metadata: OpMetadata; hit: boolean; source: boolean }>();
   private readonly keyOwner = new Map<Digest, Digest>();
   private history: Promise<History> | null = null;
   private readonly copyFileRecords = new Map<string, Promise<Record<string, string>>>();
@@ -73,8 +73,9 @@ export class BuildCache implements SolveCache<WorkerRef> {
   }
 
   async key(ctx: KeyContext): Promise<Digest> {
-    const { key, inputs } = await opCacheKey(ctx, (n, e) => this.checksummer(n, e));
-    this.computed.set(ctx.digest, { key, inputs, metadata: ctx.metadata, hit: false });
+    const { key, inputs } = await opCacheKey(ctx, (n, e) => this.checksummer(n, e),
+      (digest, source, fresh) => this.opts.worker.httpForKey(this.opts.locals, digest, source, fresh));
+    this.computed.set(ctx.digest, { key, inputs, metadata: ctx.metadata, hit: false, source: ctx.op.kind === 'source' });
     this.keyOwner.set(key, ctx.digest);
     return key;
   }
@@ -112,7 +113,7 @@ export class BuildCache implements SolveCache<WorkerRef> {
 
   /** The result this step had in the previous build of the same Dockerfile, if its record still exists. */
   private async previousResult(metadata: OpMetadata): Promise<WorkerRef | undefined> {
-    const id = stepId(metadata);
+    const id = stepId(metadata, false);
     const prev = id ? (await this.loadHistory()).steps[id] : undefined;
     const rec = prev ? await this.records.get(prev.key) : null;
     return rec ? { layers: rec.layers } : undefined;
@@ -135,7 +136,7 @@ export class BuildCache implements SolveCache<WorkerRef> {
     const steps: Record<string, StepHistory> = { ...prev.steps };
     let changed = false;
     for (const c of this.computed.values()) {
-      const id = stepId(c.metadata);
+      const id = stepId(c.metadata, c.source);
       if (!id) continue;
       const old = prev.steps[id];
       if (old?.key === c.key) continue;
@@ -187,15 +188,15 @@ export class BuildCache implements SolveCache<WorkerRef> {
     // Told not to use the cache (--no-cache, --no-cache-filter, --pull): nothing to explain, and BuildKit
     // says nothing either.
     if (ctx.ignoreCache) return undefined;
-    // A source fetched every build (an ADD <url> without a checksum) has no previous key to compare with.
-    if (ctx.op.kind === 'source' && ctx.op.source.type !== 'image' && ctx.op.source.type !== 'local') return undefined;
-    const id = stepId(ctx.metadata);
+    if (ctx.op.kind === 'source' && ctx.op.source.type === 'scratch') return undefined;
+    const id = stepId(ctx.metadata, ctx.op.kind === 'source');
     if (!id) return undefined;
     const prev = (await this.loadHistory()).steps[id];
     const cur = this.computed.get(ctx.digest)?.inputs;
     if (!prev || !cur) return undefined;
     if (prev.key === key) return 'cache record was removed (pruned)';
     if (cur.kind === 'image' && prev.inputs.image !== cur.image) return `base image digest changed (${cur.image})`;
+    if (cur.http && prev.inputs.http?.url === cur.http.url && prev.inputs.http.digest !== cur.http.digest) return `content of ${cur.http.url} changed`;
     if (cur.kind === 'local') {
       const changed = [...this.sums.values()].flatMap((s) => [...s.changed]).sort();
       return changed.length ? `context changed: ${listPaths(changed)}` : 'context changed';
@@ -224,6 +225,8 @@ export class BuildCache implements SolveCache<WorkerRef> {
       const p = parents[i];
       if (p && p !== prev.inputs.inputs[i]) {
         const owner = this.keyOwner.get(p);
+        const url = owner ? this.computed.get(owner)?.inputs.http?.url : undefined;
+        if (url) return `content of ${url} changed`;
         const name = owner ? this.computed.get(owner)?.metadata.description : undefined;
         return name ? `parent step missed: ${name}` : 'parent step missed';
       }
@@ -239,10 +242,11 @@ function listPaths(paths: string[]): string {
 /**
  * A step's identity across builds of the same Dockerfile: its stage, line and instruction, so an edited
  * command or a new build arg value is the same step with a reason; ops without a line by description.
+ * A source op made for an instruction (ADD <url>'s download) is told apart from the instruction's own op.
  */
-function stepId(meta: OpMetadata): string | undefined {
-  if (meta.location) return `${meta.stage ?? ''}\0${meta.location.file}:${meta.location.startLine}\0${instruction(meta)}`;
-  return meta.description;
+function stepId(meta: OpMetadata, source: boolean): string | undefined {
+  const id = meta.location ? `${meta.stage ?? ''}\0${meta.location.file}:${meta.location.startLine}\0${instruction(meta)}` : meta.description;
+  return id && source && meta.location ? `${id}\0source` : id;
 }
 
 function instruction(meta: OpMetadata): string {

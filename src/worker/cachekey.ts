@@ -1,9 +1,8 @@
 // Cache keys: what went into an op, by content, so equal inputs give equal keys on any machine. Images by
 // their pinned digest, the context by the checksum of exactly what each COPY selects, exec and file ops by
 // their definition with input digests replaced by the inputs' cache keys.
-import { randomUUID } from 'node:crypto';
 import type { KeyContext } from '../../solver/solver.js';
-import type { Digest, Op } from '../../solver/llb/ops.js';
+import type { Digest, HttpSource, Op } from '../../solver/llb/ops.js';
 import { canonicalJSON, sha256 } from '../../solver/llb/digest.js';
 import type { ContextChecksummer } from './contenthash.js';
 
@@ -11,6 +10,8 @@ import type { ContextChecksummer } from './contenthash.js';
 const KEY_VERSION = 'builder.cache.v1';
 
 export type ChecksummerFor = (localName: string, excludes: string[] | undefined) => ContextChecksummer;
+/** The current content of an unpinned ADD <url> (downloaded, or found unchanged by a conditional request). */
+export type HttpContentFor = (digest: Digest, source: HttpSource, fresh: boolean) => Promise<{ digest: string; lastModified?: string }>;
 
 /** What a key was computed from, kept beside the record to explain a later miss. */
 export interface KeyInputs {
@@ -24,6 +25,8 @@ export interface KeyInputs {
   image?: string;
   /** Copy sources from the context: source path -> content digest of the selection. */
   copies?: { src: string; digest: Digest; paths: string[] }[];
+  /** ADD <url> without a checksum: the URL and the digest of what it served. */
+  http?: { url: string; digest: string };
 }
 
 /** The name of an `/etc/hosts` entry `host:ip`. */
@@ -32,7 +35,7 @@ function hostName(entry: string): string {
   return sep < 0 ? entry : entry.slice(0, sep);
 }
 
-export async function opCacheKey(ctx: KeyContext, checksummer: ChecksummerFor): Promise<{ key: Digest; inputs: KeyInputs }> {
+export async function opCacheKey(ctx: KeyContext, checksummer: ChecksummerFor, httpContent?: HttpContentFor): Promise<{ key: Digest; inputs: KeyInputs }> {
   const op: Op = ctx.op;
   const hash = (v: unknown) => sha256(canonicalJSON([KEY_VERSION, v]));
   switch (op.kind) {
@@ -48,10 +51,16 @@ export async function opCacheKey(ctx: KeyContext, checksummer: ChecksummerFor): 
         return { key: hash({ image: id, platform: s.platform }), inputs: { kind: 'image', inputs: [], image: s.ref } };
       }
       if (s.type === 'http') {
-        // Pinned by --checksum, the content is known; otherwise it can change at any time, so the download
-        // (and what depends on it) is never taken from the cache.
-        const id = s.checksum ? { checksum: s.checksum } : { unpinned: randomUUID() };
-        return { key: hash({ http: s.url, filename: s.filename, ...id }), inputs: { kind: 'http', inputs: [] } };
+        // Pinned by --checksum, the content is known without a request.
+        if (s.checksum) return { key: hash({ http: s.url, filename: s.filename, checksum: s.checksum }), inputs: { kind: 'http', inputs: [] } };
+        // Otherwise by what the URL serves now, as BuildKit: the file's name, content and mtime (from
+        // Last-Modified) are all the op makes, so the URL itself stays out and a moved file still hits.
+        if (!httpContent) throw new Error('no cache key for an unpinned ADD <url> here');
+        const got = await httpContent(ctx.digest, s, !!ctx.metadata.ignoreCache);
+        return {
+          key: hash({ httpContent: got.digest, filename: s.filename, lastModified: got.lastModified ?? null }),
+          inputs: { kind: 'http', inputs: [], http: { url: s.url, digest: got.digest } },
+        };
       }
       // A source kind without a content key here (a new one) is never cached, rather than cached wrongly.
       if ((s as { type: string }).type !== 'local') throw new Error(`no cache key for ${(s as { type: string }).type} sources`);

@@ -16,10 +16,30 @@ const MAX_REDIRECTS = 10;
 /** The most ADD downloads from one URL (env BUILDER_ADD_MAX_BYTES overrides), so a hostile server cannot fill the disk. */
 const MAX_BYTES = Number(process.env.BUILDER_ADD_MAX_BYTES) || 8 * 2 ** 30;
 
-/** Downloads `source.url` into `dir/<filename>`; returns the content's digest. */
+/** What a download found: the content's digest and the validators a later conditional request sends. */
+export interface HttpFetched {
+  digest: string;
+  etag?: string;
+  lastModified?: string;
+}
+
+/** Validators of an earlier download: sent as If-None-Match / If-Modified-Since. */
+export interface HttpValidators {
+  etag?: string;
+  lastModified?: string;
+}
+
+/**
+ * Downloads `source.url` into `dir/<filename>`. With `validators`, the request is conditional and a 304
+ * answer returns null (nothing written): the earlier download is still current.
+ */
 export async function fetchHttpSource(
   source: HttpSource, dir: string, signal?: AbortSignal, limits = { maxBytes: MAX_BYTES, maxRedirects: MAX_REDIRECTS },
-): Promise<string> {
+  validators?: HttpValidators,
+): Promise<HttpFetched | null> {
+  const headers: Record<string, string> = {};
+  if (validators?.etag) headers['if-none-match'] = validators.etag;
+  if (validators?.lastModified) headers['if-modified-since'] = validators.lastModified;
   const name = path.posix.basename(path.posix.join('/', source.filename)) || '__unnamed__';
   let resp: Response | undefined;
   let url = source.url;
@@ -27,7 +47,7 @@ export async function fetchHttpSource(
   for (let hops = 0; ; hops++) {
     if (!/^https?:\/\//i.test(url)) throw new HttpSourceError('HTTP_FAILED', `refusing to load ${url}: only http and https URLs are allowed`);
     try {
-      resp = await fetch(url, { signal, redirect: 'manual' });
+      resp = await fetch(url, { signal, redirect: 'manual', headers });
     } catch (e) {
       if (signal?.aborted) throw e;
       const cause = (e as { cause?: { message?: string } }).cause?.message ?? (e as Error).message;
@@ -38,6 +58,10 @@ export async function fetchHttpSource(
     await resp.body?.cancel();
     if (hops >= limits.maxRedirects) throw new HttpSourceError('HTTP_FAILED', `failed to load ${source.url}: more than ${limits.maxRedirects} redirects`);
     url = new URL(location, url).toString();
+  }
+  if (resp.status === 304 && validators) {
+    await resp.body?.cancel();
+    return null;
   }
   if (resp.status < 200 || resp.status >= 300 || !resp.body) {
     await resp.body?.cancel();
@@ -65,8 +89,10 @@ export async function fetchHttpSource(
     throw new HttpSourceError('DIGEST_MISMATCH', `digest mismatch for ${source.url}: ${digest} (expected: ${source.checksum})`);
   }
   await fsp.chmod(file, 0o600);
-  const lastModified = Date.parse(resp.headers.get('last-modified') ?? '');
+  const lastModifiedHeader = resp.headers.get('last-modified') ?? undefined;
+  const lastModified = Date.parse(lastModifiedHeader ?? '');
   const mtime = Number.isNaN(lastModified) ? 0 : lastModified / 1000;
   await fsp.utimes(file, mtime, mtime);
-  return digest;
+  const etag = resp.headers.get('etag') ?? undefined;
+  return { digest, ...(etag ? { etag } : {}), ...(lastModifiedHeader ? { lastModified: lastModifiedHeader } : {}) };
 }

@@ -14,6 +14,7 @@ import { applyFileActions } from './fileop.js';
 import { cloneTree, ensureAddon, getXattr, listXattrs, setXattr } from '../native/fsx.js';
 import { prepareMounts, type BuildSession } from './mounts.js';
 import { fetchHttpSource } from './http.js';
+import { HttpDownloads, type HttpDownload } from './httpcache.js';
 import { OciRuntimeExecutor } from '../executor/runc.js';
 import { ensureEmulator } from '../executor/emulation.js';
 import type { RegistryHostConfig } from '../registry/config.js';
@@ -108,6 +109,12 @@ export class Worker {
   private readonly resolving = new Map<string, Promise<ResolvedImage>>();
   private readonly extracting = new Map<string, Promise<string>>();
   private readonly materializing = new WeakMap<WorkerRef, Promise<WorkerRef>>();
+  private readonly httpDownloads: HttpDownloads;
+  /**
+   * Downloads made to compute an ADD <url> key, per build (its locals) and op digest: the op, when it runs
+   * in that build, uses them (another build at the same time may have seen other content).
+   */
+  private readonly httpKeyed = new WeakMap<object, Map<Digest, Promise<HttpDownload>>>();
 
   constructor(readonly opts: WorkerOptions) {
     // Every build reads and writes files through the native addon: one that cannot load is reported now,
@@ -121,6 +128,22 @@ export class Worker {
     });
     this.images = new ImageStore(opts.root, this.store);
     this.executor = new OciRuntimeExecutor({ runtime: opts.runtime, stateDir: path.join(opts.root, 'executor') });
+    this.httpDownloads = new HttpDownloads(opts.root, this.snapshots);
+  }
+
+  /**
+   * The current content of an unpinned ADD <url> for its cache key (one conditional request when a kept
+   * download is still current); op `digest` of the build with these `locals` uses this download when it
+   * runs. `fresh`: download anew.
+   */
+  httpForKey(locals: Record<string, LocalDir>, digest: Digest, source: HttpSource, fresh: boolean): Promise<HttpDownload> {
+    const p = this.httpDownloads.current(source, { fresh });
+    // The op reports a failure when it runs (with its Dockerfile line); unhandled here it would crash.
+    p.catch(() => undefined);
+    let build = this.httpKeyed.get(locals);
+    if (!build) this.httpKeyed.set(locals, (build = new Map()));
+    build.set(digest, p);
+    return p;
   }
 
   /** `recover: false` when other builds share the state directory: their work in progress is left alone. */
@@ -231,7 +254,7 @@ export class Worker {
           case 'local':
             return this.snapshotLocal(op.source, locals);
           case 'http':
-            return this.httpSource(op.source, ctx.signal);
+            return this.httpSource(this.httpKeyed.get(locals)?.get(ctx.digest), op.source, ctx.signal);
         }
         break;
       case 'exec':
@@ -333,7 +356,8 @@ export class Worker {
     return { layers: [id] };
   }
 
-  private async httpSource(source: HttpSource, signal: AbortSignal): Promise<WorkerRef> {
+  private async httpSource(keyed: Promise<HttpDownload> | undefined, source: HttpSource, signal: AbortSignal): Promise<WorkerRef> {
+    if (keyed) return { layers: [(await keyed).snapshot] };
     const id = await this.snapshots.prepare();
     try {
       await fetchHttpSource(source, this.snapshots.fsPath(id), signal);
