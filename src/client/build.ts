@@ -29,11 +29,12 @@ import { parseSize } from '../cache/gc.js';
 import { autoGC } from './prune.js';
 import { exportCache, importCaches, inlineCacheFor, parseCacheFrom, parseCacheTo, type BuildResults, type CacheFromSpec, type CacheToSpec } from './remotecache.js';
 import type { LayerDesc } from '../exporter/image.js';
-import { parseExecFlags } from './execflags.js';
+import { parseExecFlags, type ExecFlagOptions } from './execflags.js';
 import { CALL_NAMES, type CallName } from './subrequests.js';
 import { listTargets, type Outline, type TargetList } from '../../frontend/dockerfile/subrequests.js';
 
-export interface BuildOptions {
+/** The RUN containers' settings (`--network`, `--add-host`, `--shm-size`, `--ulimit`, `--cgroup-parent`) come from ExecFlagOptions. */
+export interface BuildOptions extends ExecFlagOptions {
   /** The build context: a directory, or a tar stream of one. */
   context: string | NodeJS.ReadableStream;
   /** Path of the Dockerfile; default `<context>/Dockerfile`. With a tar stream context, a relative path is
@@ -89,16 +90,6 @@ export interface BuildOptions {
   /** `--call`: `build` (default); `check` (as `check: true`); `outline` (the target's build args, secrets
    * and SSH agents: `BuildResult.outline`); `targets` (the stages: `BuildResult.targets`). Only `build` builds. */
   call?: CallName;
-  /** Network of RUN steps (`--network`): `default`, `none`, or `host` (which allows network.host). */
-  network?: string;
-  /** `--add-host`: `host:ip` or `host=ip` entries for the /etc/hosts of RUN steps. */
-  addHosts?: string[];
-  /** `--shm-size`: size of /dev/shm in RUN steps, bytes or e.g. `128m`. */
-  shmSize?: number | string;
-  /** `--ulimit`: `name=soft[:hard]` limits of RUN steps, e.g. `nofile=1024:2048`. */
-  ulimits?: string[];
-  /** `--cgroup-parent`: parent cgroup of RUN steps' containers. */
-  cgroupParent?: string;
   /** `--cache-to` specs: `type=local,dest=DIR[,mode=max]`, `type=registry,ref=REF`, `type=inline`. */
   cacheTo?: (string | CacheToSpec)[];
   /** `--cache-from` specs: `type=local,src=DIR`, `type=registry,ref=REF` (or just `REF`). */

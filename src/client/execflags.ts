@@ -3,15 +3,11 @@
 // them into every exec op, as BuildKit's Dockerfile frontend does with the attributes buildx sends.
 import net from 'node:net';
 import type { NetworkMode, Ulimit } from '../../solver/llb/ops.js';
+import type { ConvertOptions } from '../../frontend/dockerfile/dockerfile2llb.js';
 import { UserError } from '../util/errors.js';
 
-export interface ExecFlags {
-  network?: NetworkMode;
-  extraHosts?: string[];
-  shmSize?: number;
-  ulimits?: Ulimit[];
-  cgroupParent?: string;
-}
+/** The frontend's fields for them, parsed. */
+export type ExecFlags = Pick<ConvertOptions, 'network' | 'extraHosts' | 'shmSize' | 'ulimits' | 'cgroupParent'>;
 
 export interface ExecFlagOptions {
   /** `default` (the sandbox), `none` or `host` (needs no --allow: asking for it is allowing it, as in buildx). */

@@ -8,9 +8,10 @@
 // {"error": {"code", "message"}} and the server goes on serving.
 import { UserError } from '../util/errors.js';
 import type { CallName } from '../client/subrequests.js';
+import type { ExecFlagOptions } from '../client/execflags.js';
 
-/** What a remote build takes: the serializable part of BuildOptions. Paths in outputs are the server's. */
-export interface RemoteBuildOptions {
+/** What a remote build takes: the serializable part of BuildOptions (RUN containers' settings as ExecFlagOptions). Paths in outputs are the server's. */
+export interface RemoteBuildOptions extends ExecFlagOptions {
   /** The Dockerfile's path inside the context; default `Dockerfile`. */
   file?: string;
   tags?: string[];
@@ -21,12 +22,7 @@ export interface RemoteBuildOptions {
   outputs?: string[];
   noCache?: boolean;
   allow?: string[];
-  /** As BuildOptions: RUN containers' settings, and what the build is asked for (its answer comes in the result). */
-  network?: string;
-  addHosts?: string[];
-  shmSize?: number | string;
-  ulimits?: string[];
-  cgroupParent?: string;
+  /** As BuildOptions: what the build is asked for (its answer comes in the result). */
   call?: CallName;
   /** Secret values travel with the request (base64), never to disk on the server. */
   secrets?: { id: string; value: string }[];
