@@ -51,7 +51,10 @@ export async function makeCert(ca: CA, dir: string, name: string, opts: { dnsNam
     ? ['extendedKeyUsage=clientAuth', 'keyUsage=critical,digitalSignature']
     : [`subjectAltName=${(opts.dnsNames ?? [name]).map((n) => `DNS:${n}`).join(',')}`, 'extendedKeyUsage=serverAuth', 'keyUsage=critical,digitalSignature'];
   await fs.writeFile(ext, lines.join('\n') + '\n');
-  await run(OPENSSL, ['x509', '-req', '-in', csr, '-CA', ca.cert, '-CAkey', ca.key, '-CAcreateserial', '-days', '2', '-extfile', ext, '-out', out.cert]);
+  // A random serial per certificate: -CAcreateserial shares one .srl file, which certificates made in parallel
+  // read half-written ("Unable to load number").
+  const serial = '0x' + randomBytes(16).toString('hex').replace(/^[89a-f]/, '1');
+  await run(OPENSSL, ['x509', '-req', '-in', csr, '-CA', ca.cert, '-CAkey', ca.key, '-set_serial', serial, '-days', '2', '-extfile', ext, '-out', out.cert]);
   return out;
 }
 
