@@ -38,16 +38,37 @@ export interface KeyContext {
 
 export type CacheLookup<R> = { hit: true; result: R } | { hit: false; reason?: string; previous?: R };
 
+/** What a content-key function sees: the op once its inputs have results (see SolveCache.contentKey). */
+export interface ContentKeyContext<R> {
+  digest: Digest;
+  op: Op;
+  metadata: OpMetadata;
+  /** Input results; an input the executor does not need (`needsInput`) is undefined. */
+  inputs: (R | undefined)[];
+  inputOps: Op[];
+  /** Input i's cache key (the pre-run one). */
+  inputKey(i: number): Promise<Digest>;
+}
+
 /** Cross-solve reuse of results by cache key; supplied by the client (persistent cache + worker). */
 export interface SolveCache<R> {
   key(ctx: KeyContext): Promise<Digest>;
   load(key: Digest, ctx: { digest: Digest; op: Op; metadata: OpMetadata; ignoreCache: boolean }): Promise<CacheLookup<R>>;
-  save(key: Digest, result: R, ctx: { digest: Digest; op: Op; metadata: OpMetadata }): Promise<void>;
+  /** `contentKey`: the op's content key, when it has one; the result is recorded under it too. */
+  save(key: Digest, result: R, ctx: { digest: Digest; op: Op; metadata: OpMetadata; contentKey?: Digest }): Promise<void>;
+  /**
+   * Early cutoff: a second key, computed once the inputs have results, from the op's definition and what
+   * its inputs contain (not how they were made). When the pre-run key misses but this one hits, an input
+   * re-ran and made what it made before: the op's earlier result is reused. Undefined: no content key.
+   */
+  contentKey?(ctx: ContentKeyContext<R>): Promise<Digest | undefined>;
+  /** The result recorded under a content key, if any. */
+  loadContent?(key: Digest, ctx: { digest: Digest; op: Op; metadata: OpMetadata }): Promise<R | undefined>;
 }
 
 export type SolveEvent =
-  | { type: 'start'; digest: Digest; metadata: OpMetadata; cacheKey?: Digest; cacheMiss?: string }
-  | { type: 'cached'; digest: Digest; metadata: OpMetadata; cacheKey: Digest }
+  | { type: 'start'; digest: Digest; metadata: OpMetadata; cacheKey?: Digest; cacheMiss?: string; reused?: string }
+  | { type: 'cached'; digest: Digest; metadata: OpMetadata; cacheKey: Digest; reused?: string }
   | { type: 'done'; digest: Digest; metadata: OpMetadata; durationMs: number }
   | { type: 'error'; digest: Digest; metadata: OpMetadata; durationMs: number; error: unknown }
   | { type: 'canceled'; digest: Digest; metadata: OpMetadata; durationMs: number };
@@ -144,11 +165,24 @@ export async function solveRoots<R>(def: Definition, roots: Digest[], opts: Solv
   };
 
   const emitted = new Set<Digest>();
-  const emitCached = (digest: Digest, metadata: OpMetadata, key: Digest) => {
+  const emitCached = (digest: Digest, metadata: OpMetadata, key: Digest, reused?: string) => {
     if (emitted.has(digest)) return;
     emitted.add(digest);
-    opts.onEvent?.({ type: 'start', digest, metadata, cacheKey: key });
-    opts.onEvent?.({ type: 'cached', digest, metadata, cacheKey: key });
+    opts.onEvent?.({ type: 'start', digest, metadata, cacheKey: key, ...(reused ? { reused } : {}) });
+    opts.onEvent?.({ type: 'cached', digest, metadata, cacheKey: key, ...(reused ? { reused } : {}) });
+  };
+
+  /**
+   * Per op that ran this solve, or was reused by content after something below it ran: the step that ran
+   * (its description), for the reason of a reuse by content.
+   */
+  const ranBelow = new Map<Digest, string>();
+  const reuseReason = (op: Op): string => {
+    for (const i of opInputs(op)) {
+      const d = ranBelow.get(i.digest);
+      if (d) return `input unchanged after ${d} re-ran`;
+    }
+    return 'input unchanged';
   };
 
   /** Ops with a cache-ignoring op below them (`--no-cache-filter`): those must run, so they run first. */
@@ -214,6 +248,29 @@ export async function solveRoots<R>(def: Definition, roots: Digest[], opts: Solv
         previous = found.previous;
       }
       const inputs = await (ran ?? runInputs(op));
+      let contentKey: Digest | undefined;
+      if (cache?.contentKey && key && !metadata.ignoreCache && opInputs(op).length > 0) {
+        // Early cutoff: the inputs re-ran (or came from elsewhere) but may hold what they held before.
+        const inputOps = opInputs(op).map((i) => getOp(i.digest));
+        contentKey = await cache.contentKey({
+          digest, op, metadata, inputs, inputOps,
+          inputKey: (i) => keyOf(opInputs(op)[i].digest),
+        }).catch(() => undefined);
+        abort.signal.throwIfAborted();
+        const reused = contentKey && cache.loadContent ? await cache.loadContent(contentKey, { digest, op, metadata }).catch(() => undefined) : undefined;
+        if (reused !== undefined) {
+          reported.add(digest);
+          const reason = reuseReason(op);
+          for (const i of opInputs(op)) {
+            const d = ranBelow.get(i.digest);
+            if (d) { ranBelow.set(digest, d); break; }
+          }
+          // Recorded under the pre-run key too: the next build with these inputs hits at once.
+          await cache.save(key, reused, { digest, op, metadata, contentKey });
+          emitCached(digest, metadata, key, reason);
+          return reused;
+        }
+      }
       return queue.add(
         async () => {
           abort.signal.throwIfAborted();
@@ -223,7 +280,9 @@ export async function solveRoots<R>(def: Definition, roots: Digest[], opts: Solv
           try {
             const inputOps = opInputs(op).map((i) => getOp(i.digest));
             const result = await opts.execute({ digest, op, metadata, inputs, inputOps, signal: abort.signal, previous });
-            if (cache && key) await cache.save(key, result, { digest, op, metadata });
+            if (cache && key) await cache.save(key, result, { digest, op, metadata, ...(contentKey ? { contentKey } : {}) });
+            // A description's leading `[tag]` names the step well enough (`[build 3/3]`).
+            ranBelow.set(digest, /^\[[^\]]*\]/.exec(metadata.description ?? '')?.[0] ?? metadata.description ?? digest);
             opts.onEvent?.({ type: 'done', digest, metadata, durationMs: performance.now() - started });
             return result;
           } catch (error) {

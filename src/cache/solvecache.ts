@@ -3,12 +3,13 @@
 // Dockerfile/target so a step that hit then and misses now can say why in one line.
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { CacheLookup, KeyContext, SolveCache } from '../../solver/solver.js';
-import type { Digest, Op, OpMetadata } from '../../solver/llb/ops.js';
+import type { CacheLookup, ContentKeyContext, KeyContext, SolveCache } from '../../solver/solver.js';
+import type { CopyAction, Digest, Op, OpMetadata } from '../../solver/llb/ops.js';
 import { sha256 } from '../../solver/llb/digest.js';
 import type { Worker, WorkerRef, LocalDir } from '../worker/worker.js';
 import { ContextChecksummer } from '../worker/contenthash.js';
-import { opCacheKey, type KeyInputs } from '../worker/cachekey.js';
+import { contentCacheKey, opCacheKey, type KeyInputs } from '../worker/cachekey.js';
+import { SnapshotHasher } from './snapshothash.js';
 import { CacheRecords } from './records.js';
 import { writeFileAtomic } from '../util/fs.js';
 import type { RemoteCacheImporter } from './remotecache/source.js';
@@ -43,7 +44,7 @@ export class BuildCache implements SolveCache<WorkerRef> {
   private history: Promise<History> | null = null;
   private readonly copyFileRecords = new Map<string, Promise<Record<string, string>>>();
   /** Every op's result this build, run or reused, by op digest: what --cache-to exports. */
-  readonly results = new Map<Digest, { key: Digest; ref: WorkerRef }>();
+  readonly results = new Map<Digest, { key: Digest; ref: WorkerRef; contentKey?: Digest }>();
   private readonly remoteHits = new Map<Digest, Promise<WorkerRef | null>>();
   private readonly historyFile: string;
 
@@ -82,33 +83,87 @@ export class BuildCache implements SolveCache<WorkerRef> {
 
   async load(key: Digest, ctx: { digest: Digest; op: Op; metadata: OpMetadata; ignoreCache: boolean }): Promise<CacheLookup<WorkerRef>> {
     if (!ctx.ignoreCache) {
-      const rec = await this.records.get(key);
-      if (rec) {
+      const result = await this.lookup(key);
+      if (result) {
         const c = this.computed.get(ctx.digest);
         if (c) c.hit = true;
-        const result: WorkerRef = { layers: rec.layers };
         this.results.set(ctx.digest, { key, ref: result });
         return { hit: true, result };
-      }
-      if (this.opts.remote) {
-        // One ref per key, however often it is looked up: it is extracted at most once.
-        let p = this.remoteHits.get(key);
-        if (!p) {
-          p = this.opts.remote.lookup(key).then((remote) => (remote ? { layers: [], remote } : null));
-          this.remoteHits.set(key, p);
-        }
-        const result = await p;
-        if (result) {
-          const c = this.computed.get(ctx.digest);
-          if (c) c.hit = true;
-          this.results.set(ctx.digest, { key, ref: result });
-          return { hit: true, result };
-        }
       }
     }
     const reason = await this.explain(key, ctx).catch(() => undefined);
     const previous = ctx.op.kind === 'file' && !ctx.ignoreCache ? await this.previousResult(ctx.metadata).catch(() => undefined) : undefined;
     return { hit: false, reason, ...(previous ? { previous } : {}) };
+  }
+
+  /** The result recorded for a key: here, else in the imported caches (lazy). */
+  private async lookup(key: Digest): Promise<WorkerRef | null> {
+    const rec = await this.records.get(key);
+    if (rec) return { layers: rec.layers };
+    if (!this.opts.remote) return null;
+    // One ref per key, however often it is looked up: it is extracted at most once.
+    let p = this.remoteHits.get(key);
+    if (!p) {
+      p = this.opts.remote.lookup(key).then((remote) => (remote ? { layers: [], remote } : null));
+      this.remoteHits.set(key, p);
+    }
+    return p;
+  }
+
+  /**
+   * The op's content key (early cutoff, see docs/cache.md): its definition, and per input what the input
+   * holds instead of how it was made. A source input (image, context, download) enters by its cache key,
+   * already a content key. A copy's source enters by the digest of exactly what the copy selects from it
+   * (the context's by its checksummer, a result's by SnapshotHasher.selectionDigest); any other input by
+   * its layer chain's content digest.
+   */
+  async contentKey(ctx: ContentKeyContext<WorkerRef>): Promise<Digest | undefined> {
+    const op = ctx.op;
+    if (op.kind !== 'exec' && op.kind !== 'file' && op.kind !== 'merge') return undefined;
+    const hasher = this.opts.worker.contentHash;
+    const whole = async (i: number): Promise<unknown> => {
+      if (ctx.inputOps[i].kind === 'source') return { source: await ctx.inputKey(i) };
+      const ref = ctx.inputs[i];
+      if (!ref) throw new Error('input has no result');
+      return { chain: await this.chainContent(ref) };
+    };
+    const parts: unknown[] = [];
+    for (let i = 0; i < ctx.inputOps.length; i++) {
+      const inputOp = ctx.inputOps[i];
+      const copies = op.kind === 'file' && i !== op.base
+        ? op.actions.filter((a): a is CopyAction => a.action === 'copy' && a.sourceInput === i) : [];
+      if (copies.length === 0) {
+        parts.push(await whole(i));
+      } else if (inputOp.kind === 'source' && inputOp.source.type === 'local') {
+        const sum = this.checksummer(inputOp.source.name, inputOp.source.excludePatterns);
+        const sel: Digest[] = [];
+        for (const a of copies) sel.push((await sum.selectionDigest(a)).digest);
+        parts.push({ local: sel, include: inputOp.source.includePatterns ?? [] });
+      } else if (inputOp.kind === 'source') {
+        parts.push(await whole(i));
+      } else {
+        const ref = ctx.inputs[i];
+        if (!ref) throw new Error('input has no result');
+        const layers = (await this.opts.worker.materialize(ref)).layers;
+        parts.push({ selected: await Promise.all(copies.map((a) => hasher.selectionDigest(layers, a))) });
+      }
+    }
+    return contentCacheKey(op, parts);
+  }
+
+  /** A result's content digest: from the layers' recorded digests (imported), else by hashing its snapshots. */
+  private async chainContent(ref: WorkerRef): Promise<Digest> {
+    if (ref.remote && ref.remote.every((l) => l.content)) return SnapshotHasher.chain(ref.remote.map((l) => l.content!));
+    const local = ref.remote ? await this.opts.worker.materialize(ref) : ref;
+    return this.opts.worker.contentHash.chainDigest(local.layers);
+  }
+
+  async loadContent(key: Digest, ctx: { digest: Digest }): Promise<WorkerRef | undefined> {
+    const result = await this.lookup(key);
+    if (!result) return undefined;
+    const c = this.computed.get(ctx.digest);
+    if (c) c.hit = true;
+    return result;
   }
 
   /** The result this step had in the previous build of the same Dockerfile, if its record still exists. */
@@ -119,18 +174,20 @@ export class BuildCache implements SolveCache<WorkerRef> {
     return rec ? { layers: rec.layers } : undefined;
   }
 
-  async save(key: Digest, result: WorkerRef, ctx: { digest: Digest }): Promise<void> {
-    this.results.set(ctx.digest, { key, ref: result });
+  async save(key: Digest, result: WorkerRef, ctx: { digest: Digest; contentKey?: Digest }): Promise<void> {
+    this.results.set(ctx.digest, { key, ref: result, ...(ctx.contentKey ? { contentKey: ctx.contentKey } : {}) });
     await this.records.put(key, result.layers);
+    if (ctx.contentKey) await this.records.put(ctx.contentKey, result.layers);
   }
 
   /** Persists the context indexes and this build's step history. Call after the solve. */
   async finish(): Promise<void> {
     await Promise.all([...this.sums.values()].map((s) => s.flush()));
     // Imported results this build had to extract are local now: later builds here hit without the import.
-    for (const { key, ref } of this.results.values()) {
+    for (const { key, ref, contentKey } of this.results.values()) {
       const local = await this.opts.worker.extracted(ref)?.catch(() => undefined);
       if (local) await this.records.put(key, local.layers);
+      if (local && contentKey) await this.records.put(contentKey, local.layers);
     }
     const prev = await this.loadHistory();
     const steps: Record<string, StepHistory> = { ...prev.steps };

@@ -332,7 +332,7 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
         if (ev.digest === context?.id) return;
         if (ev.type === 'start') {
           progress.start({
-            id: ev.digest, name: vertexName(ev.metadata, names, ev.digest), cacheKey: ev.cacheKey, cacheMiss: ev.cacheMiss,
+            id: ev.digest, name: vertexName(ev.metadata, names, ev.digest), cacheKey: ev.cacheKey, cacheMiss: ev.cacheMiss, cacheReused: ev.reused,
             inputs: opInputs(definition.ops[ev.digest]).map((i) => i.digest),
           });
         } else if (ev.type === 'cached') progress.done(ev.digest, { cached: true });

@@ -89,7 +89,7 @@ export interface BuildResults {
   definition: Definition;
   roots: Digest[];
   /** Each op's result this build, by op digest (BuildCache.results). */
-  results: Map<Digest, { key: Digest; ref: WorkerRef }>;
+  results: Map<Digest, { key: Digest; ref: WorkerRef; contentKey?: Digest }>;
 }
 
 /** The results a mode exports: never sources (pulling or copying them again is as cheap), never empty chains. */
@@ -100,17 +100,28 @@ function selectResults(b: BuildResults, mode: CacheMode): { key: Digest; ref: Wo
     if (wanted && !wanted.has(digest)) continue;
     if (b.definition.ops[digest]?.kind === 'source') continue;
     if (r.ref.layers.length === 0 && !r.ref.remote?.length) continue;
-    out.push(r);
+    out.push({ key: r.key, ref: r.ref });
+    // Under its content key too: an import cuts off where this build did (or would).
+    if (r.contentKey) out.push({ key: r.contentKey, ref: r.ref });
   }
   return out;
 }
 
 async function toRecord(worker: Worker, r: { key: Digest; ref: WorkerRef }, variant: LayerVariant): Promise<ResolvedRecord> {
-  const [blobs, times] = await Promise.all([resultBlobs(worker, r.ref, variant), layerTimes(worker, r.ref)]);
+  const [blobs, times, contents] = await Promise.all([resultBlobs(worker, r.ref, variant), layerTimes(worker, r.ref), layerContents(worker, r.ref)]);
   return {
     key: r.key,
-    layers: blobs.map((b, i) => ({ blob: { mediaType: b.mediaType, digest: b.digest, size: b.size }, diffID: b.diffID, ...(times[i] ? { created: times[i] } : {}) })),
+    layers: blobs.map((b, i) => ({
+      blob: { mediaType: b.mediaType, digest: b.digest, size: b.size }, diffID: b.diffID,
+      ...(times[i] ? { created: times[i] } : {}), ...(contents[i] ? { content: contents[i] } : {}),
+    })),
   };
+}
+
+/** Each layer's content digest where known or computable (a failure only leaves it out). */
+async function layerContents(worker: Worker, ref: WorkerRef): Promise<(Digest | undefined)[]> {
+  if (ref.remote) return ref.remote.map((l) => l.content);
+  return Promise.all(ref.layers.map((id) => worker.contentHash.layerDigest(id).catch(() => undefined)));
 }
 
 /** Where a layer's blob comes from when a destination lacks it: the store, else the source it was imported from. */

@@ -8,7 +8,7 @@ import { completeWriter, LogTails, type ProgressWarning, type Clock, type DoneOp
 type Time = string;
 
 export type ProgressEvent =
-  | { type: 'start'; id: string; name: string; started: Time; inputs?: string[]; cacheKey?: string; cacheMiss?: string }
+  | { type: 'start'; id: string; name: string; started: Time; inputs?: string[]; cacheKey?: string; cacheMiss?: string; cacheReused?: string }
   | { type: 'log'; id: string; stream: 'stdout' | 'stderr'; data: string; timestamp: Time }
   | { type: 'done'; id: string; completed: Time; cached?: boolean }
   | { type: 'error'; id: string; message: string; completed: Time }
@@ -35,6 +35,7 @@ export class EventProgress implements FullProgressWriter {
       ...(v.inputs?.length ? { inputs: v.inputs } : {}),
       ...(v.cacheKey ? { cacheKey: v.cacheKey } : {}),
       ...(v.cacheMiss ? { cacheMiss: v.cacheMiss } : {}),
+      ...(v.cacheReused ? { cacheReused: v.cacheReused } : {}),
     });
   }
 
@@ -71,7 +72,7 @@ const ms = (t: Time | undefined): number | undefined => (t === undefined ? undef
 /** Replays an event into a writer (e.g. the terminal printer of a remote build's client), times kept. */
 export function replay(e: ProgressEvent, to: ProgressWriter): void {
   switch (e.type) {
-    case 'start': return to.start({ id: e.id, name: e.name, started: ms(e.started), inputs: e.inputs, cacheKey: e.cacheKey, cacheMiss: e.cacheMiss });
+    case 'start': return to.start({ id: e.id, name: e.name, started: ms(e.started), inputs: e.inputs, cacheKey: e.cacheKey, cacheMiss: e.cacheMiss, cacheReused: e.cacheReused });
     case 'log': return to.log?.(e.id, e.stream, Buffer.from(e.data, 'utf8'), ms(e.timestamp));
     case 'done': return to.done(e.id, { ...(e.cached ? { cached: true } : {}), completed: ms(e.completed) });
     case 'error': return to.error?.(e.id, e.message, ms(e.completed));

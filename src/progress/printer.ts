@@ -61,6 +61,7 @@ export class PlainProgress implements ProgressWriter {
     this.names.set(v.id, v.name);
     this.focus(v.id, state, v.name);
     if (v.cacheMiss) this.write(`#${state.n} cache miss: ${v.cacheMiss}`);
+    if (v.cacheReused) this.write(`#${state.n} reused: ${v.cacheReused}`);
   }
 
   log(id: string, stream: 'stdout' | 'stderr', chunk: Buffer, timestamp?: number): void {

@@ -3,7 +3,7 @@
 // `{"warnings":[...]}`, field names and omitted empty fields as Go's encoding of those structs. A vertex
 // is sent whole each time it changes (started, then completed with `cached` or `error`), as BuildKit does.
 // Vertex ids that are not digests (internal steps) become the sha256 of the id. Two fields BuildKit does
-// not have ride on a missed step's vertex: `cacheKey` and `cacheMiss` (decoders ignore unknown fields).
+// not have ride on a missed step's vertex: `cacheKey`, `cacheMiss` and `cacheReused` (decoders ignore unknown fields).
 import { createHash } from 'node:crypto';
 import type { Writable } from 'node:stream';
 import { LogTails, type ProgressWarning, type Clock, type DoneOptions, type ProgressWriter, type Vertex, type VertexStatus } from './writer.js';
@@ -18,6 +18,7 @@ export interface RawVertex {
   error?: string;
   cacheKey?: string;
   cacheMiss?: string;
+  cacheReused?: string;
 }
 
 export interface RawStatus {
@@ -85,6 +86,7 @@ export class RawJsonProgress implements ProgressWriter {
       started: this.time(v.started),
       ...(v.cacheKey ? { cacheKey: v.cacheKey } : {}),
       ...(v.cacheMiss ? { cacheMiss: v.cacheMiss } : {}),
+      ...(v.cacheReused ? { cacheReused: v.cacheReused } : {}),
     };
     this.vertices.set(v.id, raw);
     this.emit({ vertexes: [raw] });
@@ -159,8 +161,8 @@ export class RawJsonProgress implements ProgressWriter {
 
 /** The fields in the order Go encodes client.Vertex, this builder's two after them. */
 function goOrder(v: RawVertex): RawVertex {
-  const { digest, inputs, name, started, completed, cached, error, cacheKey, cacheMiss } = v;
-  return Object.fromEntries(Object.entries({ digest, inputs, name, started, completed, cached, error, cacheKey, cacheMiss })
+  const { digest, inputs, name, started, completed, cached, error, cacheKey, cacheMiss, cacheReused } = v;
+  return Object.fromEntries(Object.entries({ digest, inputs, name, started, completed, cached, error, cacheKey, cacheMiss, cacheReused })
     .filter(([, x]) => x !== undefined)) as unknown as RawVertex;
 }
 

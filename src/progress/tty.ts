@@ -17,6 +17,7 @@ interface State {
   ended?: number;
   status: 'running' | 'done' | 'cached' | 'error' | 'canceled';
   cacheMiss?: string;
+  cacheReused?: string;
   partial: string;
   lines: string[];
   statuses: Map<string, VertexStatus>;
@@ -44,7 +45,7 @@ export class TtyProgress implements ProgressWriter {
 
   start(v: Vertex): void {
     this.vertices.set(v.id, {
-      name: v.name, started: v.started ?? this.now(), status: 'running', cacheMiss: v.cacheMiss, partial: '', lines: [], statuses: new Map(), warnings: [],
+      name: v.name, started: v.started ?? this.now(), status: 'running', cacheMiss: v.cacheMiss, cacheReused: v.cacheReused, partial: '', lines: [], statuses: new Map(), warnings: [],
     });
     this.draw();
   }
@@ -153,6 +154,7 @@ export class TtyProgress implements ProgressWriter {
       const state = v.status === 'cached' ? 'CACHED ' : v.status === 'error' ? 'ERROR ' : v.status === 'canceled' ? 'CANCELED ' : '';
       lines.push(row(` => ${state}${v.name}`, secs((v.ended ?? now) - v.started)));
       if (v.cacheMiss && v.status !== 'cached') lines.push(fit(` => => cache miss: ${v.cacheMiss}`, width));
+      if (v.cacheReused) lines.push(fit(` => => reused: ${v.cacheReused}`, width));
       for (const s of v.statuses.values()) {
         const bytes = s.total ? ` ${formatBytes(s.current ?? 0)} / ${formatBytes(s.total)}` : s.current ? ` ${formatBytes(s.current)}` : '';
         lines.push(row(` => => ${s.id}${bytes}`, secs((s.completed ?? now) - (s.started ?? now))));

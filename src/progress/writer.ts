@@ -17,6 +17,8 @@ export interface Vertex {
   cacheKey?: string;
   /** Why a step that hit the cache in the previous build of this Dockerfile misses now. */
   cacheMiss?: string;
+  /** Why a step whose inputs re-ran was reused all the same (early cutoff): `input unchanged after [build 3/3] re-ran`. */
+  cacheReused?: string;
 }
 
 export interface DoneOptions {

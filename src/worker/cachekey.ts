@@ -2,7 +2,7 @@
 // their pinned digest, the context by the checksum of exactly what each COPY selects, exec and file ops by
 // their definition with input digests replaced by the inputs' cache keys.
 import type { KeyContext } from '../../solver/solver.js';
-import type { Digest, HttpSource, Op } from '../../solver/llb/ops.js';
+import type { Digest, ExecOp, HttpSource, Op } from '../../solver/llb/ops.js';
 import { canonicalJSON, sha256 } from '../../solver/llb/digest.js';
 import type { ContextChecksummer } from './contenthash.js';
 
@@ -33,6 +33,31 @@ export interface KeyInputs {
 function hostName(entry: string): string {
   const sep = entry.indexOf(':');
   return sep < 0 ? entry : entry.slice(0, sep);
+}
+
+/**
+ * What of an exec op enters its keys. A proxy changes where traffic goes, not what a step does, and so does
+ * the address an --add-host name resolves to: BuildKit keeps both out of the key too (the host names stay in).
+ */
+function execDefinition(op: ExecOp): unknown {
+  return { meta: { ...op.meta, proxyEnv: undefined, extraHosts: op.meta.extraHosts?.map(hostName) }, mounts: op.mounts, platform: op.platform };
+}
+
+/** Bump when the meaning of a content key changes. */
+const CONTENT_KEY_VERSION = 'builder.content-key.v1';
+
+/**
+ * An op's content key (early cutoff): its definition as in its cache key, with each input's part given by
+ * the caller from what the input contains (a content digest) instead of the input's cache key.
+ */
+export function contentCacheKey(op: Op, inputs: unknown[]): Digest {
+  const hash = (v: unknown) => sha256(canonicalJSON([CONTENT_KEY_VERSION, v]));
+  switch (op.kind) {
+    case 'exec': return hash({ exec: execDefinition(op), inputs });
+    case 'file': return hash({ file: { base: op.base, actions: op.actions }, inputs });
+    case 'merge': return hash({ merge: inputs });
+  }
+  throw new Error(`no content key for ${op.kind} ops`);
 }
 
 export async function opCacheKey(ctx: KeyContext, checksummer: ChecksummerFor, httpContent?: HttpContentFor): Promise<{ key: Digest; inputs: KeyInputs }> {
@@ -71,9 +96,7 @@ export async function opCacheKey(ctx: KeyContext, checksummer: ChecksummerFor, h
     case 'exec': {
       const inputs = await Promise.all(op.inputs.map((_, i) => ctx.inputKey(i)));
       return {
-        // A proxy changes where traffic goes, not what a step does, and so does the address an --add-host
-        // name resolves to: BuildKit keeps both out of the key too (the host names stay in).
-        key: hash({ exec: { meta: { ...op.meta, proxyEnv: undefined, extraHosts: op.meta.extraHosts?.map(hostName) }, mounts: op.mounts, platform: op.platform }, inputs }),
+        key: hash({ exec: execDefinition(op), inputs }),
         inputs: { kind: 'exec', inputs, env: op.meta.env, args: op.meta.args },
       };
     }

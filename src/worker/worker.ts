@@ -24,6 +24,7 @@ import { parseReference } from '../registry/reference.js';
 import type { Descriptor } from '../image/types.js';
 import { UserError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';
+import { SnapshotHasher } from '../cache/snapshothash.js';
 
 export interface WorkerRef {
   /** Committed snapshot ids, bottom to top. */
@@ -42,6 +43,8 @@ export interface RemoteLayer {
   diffID: Digest;
   /** When the layer was first made (ISO time), kept so image times reproduce. */
   created?: string;
+  /** The layer's content digest (SnapshotHasher.layerDigest), when the cache recorded it: early cutoff without extracting. */
+  content?: Digest;
   /** Brings the blob into the content store, verified by digest. */
   fetch(store: ContentStore): Promise<void>;
 }
@@ -105,6 +108,8 @@ export class Worker {
   readonly executor: OciRuntimeExecutor;
   /** Images kept under names in the state directory (`-t` without `--output`); FROM finds them first. */
   readonly images: ImageStore;
+  /** Content digests of committed snapshots (early cutoff). */
+  readonly contentHash: SnapshotHasher;
   /** In-process dedup of image resolution and layer extraction shared by concurrent ops. */
   private readonly resolving = new Map<string, Promise<ResolvedImage>>();
   private readonly extracting = new Map<string, Promise<string>>();
@@ -129,6 +134,7 @@ export class Worker {
     this.images = new ImageStore(opts.root, this.store);
     this.executor = new OciRuntimeExecutor({ runtime: opts.runtime, stateDir: path.join(opts.root, 'executor') });
     this.httpDownloads = new HttpDownloads(opts.root, this.snapshots);
+    this.contentHash = new SnapshotHasher(this.snapshots, opts.root);
   }
 
   /**

@@ -15,6 +15,8 @@ export interface CacheLayer {
   diffID: Digest;
   /** When the layer was made (ISO time): an image exported from a cache hit keeps the first build's times. */
   created?: string;
+  /** The layer's content digest (early cutoff: an import compares contents without pulling); optional. */
+  content?: Digest;
 }
 
 export interface CacheRecordEntry {
@@ -59,6 +61,8 @@ export function parseCacheConfig(bytes: Buffer | string, where: string): CacheCo
     if (!DIGEST_RE.test(l?.blob?.digest ?? '') || !DIGEST_RE.test(l.diffID ?? '') || typeof l.blob.size !== 'number' || typeof l.blob.mediaType !== 'string') {
       throw new InvalidCacheError(`${where}: malformed layer entry`);
     }
+    // Only a well-formed content digest is trusted; anything else is dropped (the layer is hashed when needed).
+    if (l.content !== undefined && !DIGEST_RE.test(l.content)) delete l.content;
   }
   for (const r of doc.records) {
     if (!DIGEST_RE.test(r?.key ?? '') || !Array.isArray(r.layers) || r.layers.some((i) => !Number.isInteger(i) || i < 0 || i >= doc.layers.length)) {
@@ -85,7 +89,7 @@ export function buildCacheConfig(records: Iterable<ResolvedRecord>): CacheConfig
       if (i === undefined) {
         i = layers.length;
         index.set(l.blob.digest, i);
-        layers.push({ blob: { mediaType: l.blob.mediaType, digest: l.blob.digest, size: l.blob.size }, diffID: l.diffID, ...(l.created ? { created: l.created } : {}) });
+        layers.push({ blob: { mediaType: l.blob.mediaType, digest: l.blob.digest, size: l.blob.size }, diffID: l.diffID, ...(l.created ? { created: l.created } : {}), ...(l.content ? { content: l.content } : {}) });
       }
       return i;
     });

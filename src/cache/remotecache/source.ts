@@ -45,7 +45,7 @@ export class RemoteCacheImporter {
         continue;
       }
       return rec.layers.map((l) => ({
-        blob: l.blob, diffID: l.diffID, ...(l.created ? { created: l.created } : {}),
+        blob: l.blob, diffID: l.diffID, ...(l.created ? { created: l.created } : {}), ...(l.content ? { content: l.content } : {}),
         fetch: (store: ContentStore) => source.fetch(l, store),
       }));
     }

@@ -1,0 +1,203 @@
+// Content digests of committed snapshots, for early cutoff (content keys, see BuildCache.contentKey and
+// docs/cache.md "Equal in content"). A layer's digest is a tree hash over its diff directory: per entry
+// its path, type, permission bits, owner, size and content digest (files), link target (symlinks), device
+// numbers (devices, overlay whiteouts) and extended attributes (overlay's opaque/redirect marks included,
+// its per-machine bookkeeping not); no times, no inode numbers. A chain's digest folds its layers' digests
+// in order. A selection's digest is the same tree hash over exactly what a copy reads from a chain.
+// Committed snapshots never change, so each digest is computed once: a layer's is kept in its snapshot's
+// info (it goes when the snapshot goes), a selection's in a small file under cache/selections/.
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { createHash } from 'node:crypto';
+import type { CopyAction, Digest } from '../../solver/llb/ops.js';
+import { canonicalJSON, sha256 } from '../../solver/llb/digest.js';
+import type { Snapshotter } from '../snapshot/snapshotter.js';
+import { getXattr, listXattrs, Scan, scanDir } from '../native/fsx.js';
+import { nameBytes, osPath, readlinkName } from '../util/names.js';
+import { hasWildcard } from '../util/patterns.js';
+import { resolveInRoot } from '../archive/rootpath.js';
+import { writeFileAtomic } from '../util/fs.js';
+import { Limiter } from '../util/limiter.js';
+
+/** Bump when what a digest covers changes: digests of another version never compare equal. */
+const VERSION = 'builder.content.v1';
+
+/** overlay's xattrs that say something about the content; the others (origin, impure, nlink, ...) are bookkeeping. */
+const OVERLAY_MEANINGFUL = new Set(['trusted.overlay.opaque', 'trusted.overlay.redirect', 'trusted.overlay.metacopy']);
+
+interface LayerInfo { diffID?: Digest; source?: string; content?: Digest; uid?: string }
+
+export class SnapshotHasher {
+  private readonly layers = new Map<string, Promise<Digest>>();
+  private readonly selections = new Map<string, Promise<Digest>>();
+  private readonly dir: string;
+  /** Bytes of files read to compute digests (what the cutoff cost). */
+  bytesRead = 0;
+
+  constructor(private readonly snapshots: Snapshotter, root: string) {
+    this.dir = path.join(root, 'cache', 'selections');
+  }
+
+  /**
+   * A committed snapshot's content digest. A layer pulled from a registry is named by its diff id (the
+   * digest of its tar, so equal diff ids are equal content; a layer that differs only in times is then
+   * not recognised as equal, which only costs a cutoff): base images are never read for this.
+   */
+  layerDigest(id: string): Promise<Digest> {
+    let p = this.layers.get(id);
+    if (!p) {
+      p = (async () => {
+        const info = await this.snapshots.info<LayerInfo>(id);
+        if (!info) throw new Error(`snapshot ${id} is not committed`);
+        if (typeof info.content === 'string') return info.content;
+        const digest = info.source && info.diffID
+          ? sha256(canonicalJSON([VERSION, 'diff', info.diffID]))
+          : sha256(canonicalJSON([VERSION, 'tree', (await this.treeDigest(this.snapshots.fsPath(id), [''], false))!]));
+        await this.snapshots.updateInfo<LayerInfo>(id, (cur) => ({ ...cur, content: digest })).catch(() => undefined);
+        return digest;
+      })();
+      p.catch(() => this.layers.delete(id));
+      this.layers.set(id, p);
+    }
+    return p;
+  }
+
+  /** The digest of a chain of layer content digests, bottom to top. */
+  static chain(layerDigests: Digest[]): Digest {
+    return sha256(canonicalJSON([VERSION, 'chain', layerDigests]));
+  }
+
+  async chainDigest(layers: string[]): Promise<Digest> {
+    return SnapshotHasher.chain(await Promise.all(layers.map((id) => this.layerDigest(id))));
+  }
+
+  /**
+   * The digest of what copy action `a` reads from the chain `layers`: the source path resolved as the copy
+   * resolves it (symlinks on the way, in the root), and everything below it. A wildcard source covers the
+   * whole directory it searches (a superset of the matches: safe, and stable as files come and go beside
+   * them), and one that may follow a symlink out of it the whole chain. Throws when the source is missing.
+   */
+  selectionDigest(layers: string[], a: CopyAction): Promise<Digest> {
+    const id = JSON.stringify([layers, a.src, a.followSymlinks, a.allowWildcard, a.requiredPaths ?? []]);
+    let p = this.selections.get(id);
+    if (!p) {
+      p = this.computeSelection(layers, a);
+      p.catch(() => this.selections.delete(id));
+      this.selections.set(id, p);
+    }
+    return p;
+  }
+
+  private async computeSelection(layers: string[], a: CopyAction): Promise<Digest> {
+    const uids = await Promise.all(layers.map((l) => this.snapshots.uid(l)));
+    if (uids.some((u) => u === null)) throw new Error('snapshot is not committed');
+    const file = path.join(this.dir, sha256(JSON.stringify([VERSION, layers, uids, a.src, a.followSymlinks, a.allowWildcard, a.requiredPaths ?? []])).slice(7));
+    const known = await fsp.readFile(file, 'utf8').catch(() => '');
+    if (/^sha256:[0-9a-f]{64}$/.test(known)) return known as Digest;
+    const mounted = await this.snapshots.mount(layers);
+    let digest: Digest;
+    try {
+      const root = mounted.target;
+      const src = path.posix.join('/', a.src);
+      const parts = src.split('/').filter(Boolean);
+      const wild = a.allowWildcard ? parts.findIndex(hasWildcard) : -1;
+      const fixed = `/${(wild === -1 ? parts : parts.slice(0, wild)).join('/')}`;
+      const resolved = await resolveInRoot(root, fixed, wild === -1 ? a.followSymlinks : true);
+      const rels = [path.relative(root, resolved)];
+      for (const r of a.requiredPaths ?? []) rels.push(path.relative(root, await resolveInRoot(root, path.posix.join('/', r), a.followSymlinks)));
+      for (const r of rels) if (r.startsWith('..')) throw new Error(`${a.src}: outside the root`);
+      if (wild === -1 && !fs.lstatSync(osPath(resolved), { throwIfNoEntry: false })) throw new Error(`${a.src}: not found`);
+      // A wildcard match that is a symlink is followed by the copy, possibly out of the searched directory.
+      const wholeIfLinks = wild !== -1 && a.followSymlinks;
+      let tree = await this.treeDigest(root, rels, wholeIfLinks);
+      tree ??= (await this.treeDigest(root, [''], false))!;
+      digest = sha256(canonicalJSON([VERSION, 'selection', rels, tree]));
+    } finally {
+      await mounted.unmount();
+    }
+    await writeFileAtomic(file, digest).catch(() => undefined);
+    return digest;
+  }
+
+  /**
+   * The tree hash of `roots` (paths relative to `dir`; '' is all of it) and everything below them. With
+   * `nullOnLink`, null as soon as a symlink is met.
+   */
+  private async treeDigest(dir: string, roots: string[], nullOnLink: boolean): Promise<Digest | null> {
+    const entries: { rel: string; header: string; file?: string }[] = [];
+    let sawLink = false;
+    const visitDir = (rel: string) => {
+      const host = rel ? path.join(dir, rel) : dir;
+      const { names, stats } = scanDir(host, { xattrs: true });
+      const order = names.map((name, i) => ({ name, i })).sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : 0));
+      for (const { name, i } of order) visit(rel ? `${rel}/${name}` : name, stats, i);
+    };
+    const visit = (rel: string, stats: Float64Array, i: number) => {
+      const o = i * Scan.fields;
+      const mode = stats[o + Scan.mode];
+      const kind = mode & fs.constants.S_IFMT;
+      const host = path.join(dir, rel);
+      let header = `${(kind >>> 12).toString(8)} ${(mode & 0o7777).toString(8)} ${stats[o + Scan.uid]}:${stats[o + Scan.gid]}`;
+      if (stats[o + Scan.xattrs] !== 0 || stats[o + Scan.opaque] !== 0) header += ` ${xattrRecord(host)}`;
+      if (kind === fs.constants.S_IFLNK) {
+        sawLink = true;
+        entries.push({ rel, header: `${header} -> ${readlinkName(host)}` });
+      } else if (kind === fs.constants.S_IFREG) {
+        entries.push({ rel, header: `${header} ${stats[o + Scan.size]}`, file: host });
+      } else if (kind === fs.constants.S_IFDIR) {
+        entries.push({ rel, header });
+        visitDir(rel);
+      } else {
+        entries.push({ rel, header: `${header} ${stats[o + Scan.rdevMajor]},${stats[o + Scan.rdevMinor]}` });
+      }
+    };
+    for (const r of roots) {
+      const host = r ? path.join(dir, r) : dir;
+      const st = fs.lstatSync(osPath(host), { throwIfNoEntry: false });
+      if (!st) {
+        entries.push({ rel: r, header: 'absent' });
+        continue;
+      }
+      if (st.isDirectory()) {
+        entries.push({ rel: r, header: `dir ${(st.mode & 0o7777).toString(8)} ${st.uid}:${st.gid} ${xattrRecord(host)}` });
+        visitDir(r);
+      } else {
+        // One entry, through a scan of its directory (the record is made the same way as below a directory).
+        const parent = path.dirname(host);
+        const { names, stats } = scanDir(parent, { xattrs: true });
+        const i = names.indexOf(path.basename(host));
+        if (i < 0) throw new Error(`${r}: not found`);
+        visit(r, stats, i);
+      }
+    }
+    if (nullOnLink && sawLink) return null;
+    const h = createHash('sha256');
+    const digests = await Promise.all(entries.map((e) => (e.file ? this.fileDigest(e.file) : Promise.resolve(''))));
+    for (const [i, e] of entries.entries()) {
+      h.update(nameBytes(e.rel));
+      h.update(`\0${e.header}${digests[i] ? ` ${digests[i]}` : ''}\n`);
+    }
+    return `sha256:${h.digest('hex')}`;
+  }
+
+  private fileDigest(file: string): Promise<string> {
+    return hashLimit.run(async () => {
+      const h = createHash('sha256');
+      const name = osPath(file);
+      const st = await fsp.stat(name);
+      this.bytesRead += st.size;
+      if (st.size <= 1 << 20) h.update(await fsp.readFile(name));
+      else for await (const chunk of fs.createReadStream(name, { highWaterMark: 1 << 20 })) h.update(chunk as Buffer);
+      return h.digest('hex');
+    });
+  }
+}
+
+/** The extended attributes that count, sorted, values in hex: `{name=hex,...}`. */
+function xattrRecord(host: string): string {
+  const names = listXattrs(host).filter((n) => !n.startsWith('trusted.overlay.') || OVERLAY_MEANINGFUL.has(n)).sort();
+  return `{${names.map((n) => `${n}=${getXattr(host, n)?.toString('hex') ?? ''}`).join(',')}}`;
+}
+
+const hashLimit = new Limiter(8);
