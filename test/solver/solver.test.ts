@@ -242,3 +242,77 @@ describe('deep graphs', () => {
     expect(err.digest).toBe(first);
   });
 });
+
+describe('early cutoff (content keys)', () => {
+  /**
+   * A chain base -> a -> b -> c whose pre-run keys chain the inputs' keys, and whose content keys are the
+   * op's digest with its inputs' results; a's keys carry `version` (an edited step): what `a` makes is
+   * the same whatever its version.
+   */
+  function setup() {
+    const b = new DefinitionBuilder();
+    const base = b.add({ kind: 'source', source: { type: 'image', ref: 'docker.io/library/busybox:1@sha256:00', platform } });
+    const a = b.add(exec(base, 'a'), { description: '[build 2/4] RUN a' });
+    const bb = b.add(exec(a, 'b'), { description: '[build 3/4] RUN b' });
+    const c = b.add(exec(bb, 'c'), { description: '[build 4/4] RUN c' });
+    return { def: b.build(c), a, bb, c };
+  }
+  const cache = (stored: Map<string, string>, version: string, out: { contentKeys: number }): SolveCache<string> => ({
+    key: async ({ digest, op, inputKey }) => {
+      const inputs = op.kind === 'exec' ? await Promise.all(op.inputs.map((_, i) => inputKey(i))) : [];
+      return sha256(`${digest}${inputs.join('')}${op.kind === 'exec' && op.meta.args[2] === 'a' ? version : ''}`);
+    },
+    load: async (key) => (stored.has(key) ? { hit: true, result: stored.get(key)! } : { hit: false }),
+    save: async (key, result, { contentKey }) => {
+      stored.set(key, result);
+      if (contentKey) stored.set(contentKey, result);
+    },
+    contentKey: async ({ digest, op, inputs }) => {
+      out.contentKeys++;
+      return sha256(`content${digest}${inputs.join('')}${op.kind === 'exec' && op.meta.args[2] === 'a' ? version : ''}`);
+    },
+    loadContent: async (key) => stored.get(key),
+  });
+
+  it('an op whose input re-ran with the same result is reused, and so are the ops after it, with the reason', async () => {
+    const { def, a } = setup();
+    const stored = new Map<string, string>();
+    const execute = async ({ digest }: { digest: Digest }) => `result of ${digest}`;
+    await solve(def, { cache: cache(stored, 'v1', { contentKeys: 0 }), execute });
+
+    const ran: Digest[] = [];
+    const reused: Record<string, string> = {};
+    await solve(def, {
+      cache: cache(stored, 'v2', { contentKeys: 0 }),
+      execute: async (ctx) => { ran.push(ctx.digest); return execute(ctx); },
+      onEvent: (e) => { if (e.type === 'cached' && e.reused) reused[e.metadata.description!] = e.reused; },
+    });
+    expect(ran).toEqual([a]);
+    expect(reused).toEqual({
+      '[build 3/4] RUN b': 'input unchanged after [build 2/4] re-ran',
+      '[build 4/4] RUN c': 'input unchanged after [build 2/4] re-ran',
+    });
+
+    // A no-op solve hits by the pre-run keys: no content key is computed.
+    const counter = { contentKeys: 0 };
+    const again: Digest[] = [];
+    await solve(def, { cache: cache(stored, 'v2', counter), execute: async (ctx) => { again.push(ctx.digest); return execute(ctx); } });
+    expect(again).toEqual([]);
+    expect(counter.contentKeys).toBe(0);
+  });
+
+  it('an input that re-ran with another result misses; the first op after it to make the same is the cutoff', async () => {
+    const { def, a, bb } = setup();
+    const stored = new Map<string, string>();
+    await solve(def, { cache: cache(stored, 'v1', { contentKeys: 0 }), execute: async ({ digest }) => digest });
+    const ran: Digest[] = [];
+    const reused: Record<string, string> = {};
+    await solve(def, {
+      cache: cache(stored, 'v2', { contentKeys: 0 }),
+      execute: async ({ digest }) => { ran.push(digest); return digest === a ? 'other' : digest; },
+      onEvent: (e) => { if (e.type === 'cached' && e.reused) reused[e.metadata.description!] = e.reused; },
+    });
+    expect(ran).toEqual([a, bb]);
+    expect(reused).toEqual({ '[build 4/4] RUN c': 'input unchanged after [build 3/4] re-ran' });
+  });
+});
