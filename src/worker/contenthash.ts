@@ -64,13 +64,23 @@ export class ContextChecksummer {
     const roots = this.select(tree, a);
     if (roots === WHOLE) return { digest: await this.digestOf(''), paths: [''] };
     const parts: string[] = [];
+    const paths: string[] = [];
     for (const r of roots) {
-      const node = tree.get(r);
+      let node = tree.get(r);
       if (!node) throw new Error(`${r}: not found`);
-      if (node.type === 'symlink' && a.followSymlinks) return { digest: await this.digestOf(''), paths: [''] };
-      parts.push(`${r}\0${await this.digestOf(r)}`);
+      // A symlink the copy follows: keyed by where it leads (and that path), not by the whole context.
+      let to = r;
+      if (node.type === 'symlink' && a.followSymlinks) {
+        const resolved = this.resolveLinks(tree, r, true);
+        if (resolved === null) return { digest: await this.digestOf(''), paths: [''] };
+        to = resolved;
+        node = tree.get(to);
+        if (!node) throw new Error(`${r}: not found`);
+      }
+      parts.push(to === r ? `${r}\0${await this.digestOf(r)}` : `${r}\0${to}\0${await this.digestOf(to)}`);
+      paths.push(to);
     }
-    return { digest: sha256(nameBytes(parts.join('\n'))), paths: roots };
+    return { digest: sha256(nameBytes(parts.join('\n'))), paths };
   }
 
   /**
@@ -113,13 +123,10 @@ export class ContextChecksummer {
     const parts = src ? src.split('/') : [];
     const wild = a.allowWildcard ? parts.findIndex(hasWildcard) : -1;
     const fixed = wild === -1 ? parts : parts.slice(0, wild);
-    // A symlink on the way to the source is resolved by the copy, not by this tree.
-    for (let i = 1; i <= fixed.length; i++) {
-      const node = tree.get(fixed.slice(0, i).join('/'));
-      if (node?.type === 'symlink' && (i < fixed.length || wild !== -1)) return WHOLE;
-    }
-    if (wild === -1) return [src];
-    const base = fixed.join('/');
+    // Symlinks on the way to the source are resolved as the copy resolves them (inside the context).
+    const base = this.resolveLinks(tree, fixed.join('/'), wild !== -1);
+    if (base === null) return WHOLE;
+    if (wild === -1) return [base];
     const pattern = parts.slice(wild).join('/');
     const depth = pattern.split('/').length;
     const out: string[] = [];
@@ -135,6 +142,39 @@ export class ContextChecksummer {
     };
     walk(base, '', 1);
     return out;
+  }
+
+  /**
+   * `rel` with the symlinks on its way resolved inside the context (an absolute target from its root, `..`
+   * stopping there), the last one only with `followFinal`. Null when that cannot be told from the tree:
+   * too many links (a loop, which the copy reports).
+   */
+  private resolveLinks(tree: Map<string, Node>, rel: string, followFinal: boolean): string | null {
+    let todo = rel ? rel.split('/') : [];
+    let i = 0;
+    let hops = 0;
+    const out: string[] = [];
+    while (i < todo.length) {
+      const part = todo[i++];
+      if (part === '' || part === '.') continue;
+      if (part === '..') {
+        out.pop();
+        continue;
+      }
+      out.push(part);
+      const cur = out.join('/');
+      const node = tree.get(cur);
+      // Missing (or excluded): what follows is not in the tree either; the lookup reports it.
+      if (!node) return [...out, ...todo.slice(i)].join('/');
+      if (node.type !== 'symlink' || (i >= todo.length && !followFinal)) continue;
+      if (++hops > 40) return null;
+      const target = readlinkName(path.join(this.dir, cur));
+      out.pop();
+      if (target.startsWith('/')) out.length = 0;
+      todo = [...target.split('/'), ...todo.slice(i)];
+      i = 0;
+    }
+    return out.join('/');
   }
 
   private loadTree(): Promise<Map<string, Node>> {

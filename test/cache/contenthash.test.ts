@@ -89,11 +89,26 @@ describe('context checksums', () => {
     expect([...s.changed]).toEqual(['x.go']);
   });
 
-  it('a missing source fails (the copy reports it); a symlinked path checksums the whole context', async () => {
+  it('a missing source fails (the copy reports it); a symlinked path checksums what it leads to', async () => {
     await expect(sum().selectionDigest(copy('nope.txt', { allowWildcard: false }))).rejects.toThrow();
     await fs.symlink('src', path.join(dir, 'alias'));
-    const s = sum();
-    const r = await s.selectionDigest(copy('alias/a.txt'));
-    expect(r.paths).toEqual(['']);
+    await fs.symlink('/src/a.txt', path.join(dir, 'abs'));
+    const r = await sum().selectionDigest(copy('alias/a.txt'));
+    expect(r.paths).toEqual(['src/a.txt']);
+    const viaFinal = await sum().selectionDigest(copy('abs', { allowWildcard: false, followSymlinks: true }));
+    expect(viaFinal.paths).toEqual(['src/a.txt']);
+    // Another file of the context changes: neither digest does.
+    await fs.writeFile(path.join(dir, 'unrelated.txt'), 'u');
+    expect((await sum().selectionDigest(copy('alias/a.txt'))).digest).toBe(r.digest);
+    expect((await sum().selectionDigest(copy('abs', { allowWildcard: false, followSymlinks: true }))).digest).toBe(viaFinal.digest);
+    // The file it leads to changes, or the link leads elsewhere: both do.
+    await fs.writeFile(path.join(dir, 'src/a.txt'), 'changed');
+    expect((await sum().selectionDigest(copy('alias/a.txt'))).digest).not.toBe(r.digest);
+    await fs.rm(path.join(dir, 'abs'));
+    await fs.symlink('unrelated.txt', path.join(dir, 'abs'));
+    expect((await sum().selectionDigest(copy('abs', { allowWildcard: false, followSymlinks: true }))).paths).toEqual(['unrelated.txt']);
+    // A loop cannot be resolved: the whole context.
+    await fs.symlink('loop', path.join(dir, 'loop'));
+    expect((await sum().selectionDigest(copy('loop/x'))).paths).toEqual(['']);
   });
 });

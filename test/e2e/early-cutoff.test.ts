@@ -129,6 +129,26 @@ describe('early cutoff', () => {
     // An xattr change is in test/cache/snapshothash.test.ts (busybox has no setfattr).
   });
 
+  it('a COPY through a symlink in the context is keyed by what it selects, not by the whole context', async () => {
+    const root = await tempDir('builder-cutoff-root-');
+    const ctx = await makeContext({
+      Dockerfile: `FROM ${base}\nCOPY alias/a.txt /a.txt\nCOPY file-link /f.txt\nRUN cat /a.txt /f.txt > /both\n`,
+      'src/a.txt': 'a\n', 'src/f.txt': 'f\n', 'other.txt': 'o\n',
+    });
+    await fs.symlink('src', path.join(ctx, 'alias'));
+    await fs.symlink('src/f.txt', path.join(ctx, 'file-link'));
+    await build(root, ctx);
+    await fs.writeFile(path.join(ctx, 'other.txt'), 'o2\n');
+    expect(steps(await build(root, ctx)).ran).toEqual([]);
+    // What a link leads to changes: the copy through it misses (and what is built on it).
+    await fs.writeFile(path.join(ctx, 'src/a.txt'), 'a2\n');
+    expect(steps(await build(root, ctx)).ran).toContain('COPY alias/a.txt /a.txt');
+    await fs.writeFile(path.join(ctx, 'src/f.txt'), 'f2\n');
+    const s = steps(await build(root, ctx));
+    expect(s.ran).toEqual(['COPY file-link /f.txt', 'RUN cat /a.txt /f.txt > /both']);
+    expect(s.cached).toEqual(['COPY alias/a.txt /a.txt']);
+  });
+
   it('an imported cache (--cache-from type=local) cuts off on a fresh state directory', async () => {
     const cacheDir = await tempDir('builder-cutoff-cache-');
     const dockerfile = [
