@@ -39,7 +39,7 @@ const MAX_PATHS = 3;
 export class BuildCache implements SolveCache<WorkerRef> {
   readonly records: CacheRecords;
   private readonly sums = new Map<string, ContextChecksummer>();
-  private readonly computed = new Map<Digest, { key: Digest; inputs: KeyInputs; metadata: OpMetadata; hit: boolean; source: boolean }>();
+  private readonly computed = new Map<Digest, { key: Digest; inputs: KeyInputs; metadata: OpMetadata; hit: boolean; source: boolean; byContent: boolean }>();
   private readonly keyOwner = new Map<Digest, Digest>();
   private history: Promise<History> | null = null;
   private readonly copyFileRecords = new Map<string, Promise<Record<string, string>>>();
@@ -76,7 +76,12 @@ export class BuildCache implements SolveCache<WorkerRef> {
   async key(ctx: KeyContext): Promise<Digest> {
     const { key, inputs } = await opCacheKey(ctx, (n, e) => this.checksummer(n, e),
       (digest, source, fresh) => this.opts.worker.httpForKey(this.opts.locals, digest, source, fresh));
-    this.computed.set(ctx.digest, { key, inputs, metadata: ctx.metadata, hit: false, source: ctx.op.kind === 'source' });
+    // A source's key is a content digest already; so is the key of a file or merge op whose inputs' keys all
+    // are (such an op makes the same files from the same files): its key stands for its content.
+    const op = ctx.op;
+    const byContent = op.kind === 'source' || ((op.kind === 'file' || op.kind === 'merge') &&
+      op.inputs.every((input, i) => this.computed.get(input.digest)?.byContent ?? ctx.inputOp(i).kind === 'source'));
+    this.computed.set(ctx.digest, { key, inputs, metadata: ctx.metadata, hit: false, source: op.kind === 'source', byContent });
     this.keyOwner.set(key, ctx.digest);
     return key;
   }
@@ -112,8 +117,9 @@ export class BuildCache implements SolveCache<WorkerRef> {
 
   /**
    * The op's content key (early cutoff, see docs/cache.md): its definition, and per input what the input
-   * holds instead of how it was made. A source input (image, context, download) enters by its cache key,
-   * already a content key. A copy's source enters by the digest of exactly what the copy selects from it
+   * holds instead of how it was made. A source input (image, context, download), or a file op made only
+   * from such inputs (a COPY from the context onto a FROM image), enters by its cache key, which stands
+   * for its content already. A copy's source enters by the digest of exactly what the copy selects from it
    * (the context's by its checksummer, a result's by SnapshotHasher.selectionDigest); any other input by
    * its layer chain's content digest.
    */
@@ -122,7 +128,9 @@ export class BuildCache implements SolveCache<WorkerRef> {
     if (op.kind !== 'exec' && op.kind !== 'file' && op.kind !== 'merge') return undefined;
     const hasher = this.opts.worker.contentHash;
     const whole = async (i: number): Promise<unknown> => {
-      if (ctx.inputOps[i].kind === 'source') return { source: await ctx.inputKey(i) };
+      // A key that stands for content (sources; copies of them) is used as is: nothing to hash.
+      const c = this.computed.get(op.inputs[i].digest);
+      if (ctx.inputOps[i].kind === 'source' || c?.byContent) return { key: await ctx.inputKey(i) };
       const ref = ctx.inputs[i];
       if (!ref) throw new Error('input has no result');
       return { chain: await this.chainContent(ref) };
