@@ -144,8 +144,10 @@ export class GarbageCollector {
   /** Deletes snapshots no root reaches, and the layer blobs only they remembered. */
   private async sweep(keep: Set<string>, meta: Record<string, SnapshotMeta>): Promise<void> {
     const keptBlobs = blobsOf(keep, meta);
+    let removedAny = false;
     for (const id of Object.keys(meta)) {
       if (keep.has(id)) continue;
+      removedAny = true;
       const { blobs = [], sharedWith } = meta[id];
       await this.snapshots.remove(id);
       delete meta[id];
@@ -158,6 +160,9 @@ export class GarbageCollector {
       }
     }
     await this.saveSizes(meta);
+    // Selection digests (early cutoff, src/cache/snapshothash.ts) are a cache keyed by snapshot ids and
+    // uids: those of removed snapshots can never be used again, and the rest are made again when needed.
+    if (removedAny) await fs.rm(path.join(this.root, 'cache', 'selections'), { recursive: true, force: true });
     // Step hints (src/client/export.ts) keep the blobs that still exist; with none left they go.
     const stepsDir = path.join(this.root, 'cache', 'layer-steps');
     for (const name of await fs.readdir(stepsDir).catch(() => [] as string[])) {

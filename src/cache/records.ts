@@ -117,7 +117,7 @@ export class CacheRecords {
   /** Temp files of writes a killed build never finished, here and in the other cache directories. */
   async cleanup(): Promise<void> {
     const cacheDir = path.dirname(this.dir);
-    const dirs = [cacheDir, this.dir, ...['history', 'history/files', 'contexts', '../outputs'].map((d) => path.join(cacheDir, d))];
+    const dirs = [cacheDir, this.dir, ...['history', 'history/files', 'contexts', 'selections', '../outputs'].map((d) => path.join(cacheDir, d))];
     await Promise.all(dirs.map(async (dir) => {
       const names = await fs.readdir(dir).catch(() => [] as string[]);
       await Promise.all(names.filter((n) => n.includes('.tmp-')).map((n) => fs.rm(path.join(dir, n), { force: true })));

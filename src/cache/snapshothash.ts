@@ -26,6 +26,8 @@ const VERSION = 'builder.content.v1';
 /** overlay's xattrs that say something about the content; the others (origin, impure, nlink, ...) are bookkeeping. */
 const OVERLAY_MEANINGFUL = new Set(['trusted.overlay.opaque', 'trusted.overlay.redirect', 'trusted.overlay.metacopy']);
 
+const DIGEST_RE = /^sha256:[0-9a-f]{64}$/;
+
 interface LayerInfo { diffID?: Digest; source?: string; content?: Digest; uid?: string }
 
 export class SnapshotHasher {
@@ -50,7 +52,7 @@ export class SnapshotHasher {
       p = (async () => {
         const info = await this.snapshots.info<LayerInfo>(id);
         if (!info) throw new Error(`snapshot ${id} is not committed`);
-        if (typeof info.content === 'string') return info.content;
+        if (typeof info.content === 'string' && DIGEST_RE.test(info.content)) return info.content;
         const digest = info.source && info.diffID
           ? sha256(canonicalJSON([VERSION, 'diff', info.diffID]))
           : sha256(canonicalJSON([VERSION, 'tree', (await this.treeDigest(this.snapshots.fsPath(id), [''], false))!]));
@@ -94,7 +96,7 @@ export class SnapshotHasher {
     if (uids.some((u) => u === null)) throw new Error('snapshot is not committed');
     const file = path.join(this.dir, sha256(JSON.stringify([VERSION, layers, uids, a.src, a.followSymlinks, a.allowWildcard, a.requiredPaths ?? []])).slice(7));
     const known = await fsp.readFile(file, 'utf8').catch(() => '');
-    if (/^sha256:[0-9a-f]{64}$/.test(known)) return known as Digest;
+    if (DIGEST_RE.test(known)) return known as Digest;
     const mounted = await this.snapshots.mount(layers);
     let digest: Digest;
     try {
