@@ -18,6 +18,8 @@ export interface CacheRecord {
   uids: string[];
   /** When the result was made (ISO time). */
   created: string;
+  /** The step's content key when it had one (early cutoff): a hit exports it too (--cache-to). */
+  contentKey?: Digest;
 }
 
 export class CacheRecords {
@@ -76,7 +78,7 @@ export class CacheRecords {
    * Records `key` -> `layers`; nothing is written when a snapshot is gone meanwhile (the next run makes it),
    * nor for an empty chain (scratch: nothing to save by recording it).
    */
-  async put(key: Digest, layers: string[]): Promise<void> {
+  async put(key: Digest, layers: string[], contentKey?: Digest): Promise<void> {
     if (layers.length === 0) return;
     const uids: string[] = [];
     for (const id of layers) {
@@ -86,7 +88,7 @@ export class CacheRecords {
     }
     // The snapshot learns the key first: a record is never there without it.
     await this.snapshots.addKey(layers.at(-1)!, key);
-    const rec: CacheRecord = { key, layers, uids, created: new Date().toISOString() };
+    const rec: CacheRecord = { key, layers, uids, created: new Date().toISOString(), ...(contentKey ? { contentKey } : {}) };
     await writeFileAtomic(this.file(key), JSON.stringify(rec));
   }
 

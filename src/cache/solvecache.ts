@@ -88,12 +88,12 @@ export class BuildCache implements SolveCache<WorkerRef> {
 
   async load(key: Digest, ctx: { digest: Digest; op: Op; metadata: OpMetadata; ignoreCache: boolean }): Promise<CacheLookup<WorkerRef>> {
     if (!ctx.ignoreCache) {
-      const result = await this.lookup(key);
-      if (result) {
+      const found = await this.lookup(key);
+      if (found) {
         const c = this.computed.get(ctx.digest);
         if (c) c.hit = true;
-        this.results.set(ctx.digest, { key, ref: result });
-        return { hit: true, result };
+        this.results.set(ctx.digest, { key, ref: found.ref, ...(found.contentKey ? { contentKey: found.contentKey } : {}) });
+        return { hit: true, result: found.ref };
       }
     }
     const reason = await this.explain(key, ctx).catch(() => undefined);
@@ -102,17 +102,20 @@ export class BuildCache implements SolveCache<WorkerRef> {
   }
 
   /** The result recorded for a key: here, else in the imported caches (lazy). */
-  private async lookup(key: Digest): Promise<WorkerRef | null> {
+  private async lookup(key: Digest): Promise<{ ref: WorkerRef; contentKey?: Digest } | null> {
     const rec = await this.records.get(key);
-    if (rec) return { layers: rec.layers };
-    if (!this.opts.remote) return null;
+    const recorded = (k: unknown) => (typeof k === 'string' && /^sha256:[0-9a-f]{64}$/.test(k) ? { contentKey: k as Digest } : {});
+    if (rec) return { ref: { layers: rec.layers }, ...recorded(rec.contentKey) };
+    const remote = this.opts.remote;
+    if (!remote) return null;
     // One ref per key, however often it is looked up: it is extracted at most once.
     let p = this.remoteHits.get(key);
     if (!p) {
-      p = this.opts.remote.lookup(key).then((remote) => (remote ? { layers: [], remote } : null));
+      p = remote.lookup(key).then((layers) => (layers ? { layers: [], remote: layers } : null));
       this.remoteHits.set(key, p);
     }
-    return p;
+    const ref = await p;
+    return ref ? { ref, ...recorded(remote.contentKey(key)) } : null;
   }
 
   /**
@@ -167,11 +170,11 @@ export class BuildCache implements SolveCache<WorkerRef> {
   }
 
   async loadContent(key: Digest, ctx: { digest: Digest }): Promise<WorkerRef | undefined> {
-    const result = await this.lookup(key);
-    if (!result) return undefined;
+    const found = await this.lookup(key);
+    if (!found) return undefined;
     const c = this.computed.get(ctx.digest);
     if (c) c.hit = true;
-    return result;
+    return found.ref;
   }
 
   /** The result this step had in the previous build of the same Dockerfile, if its record still exists. */
@@ -184,7 +187,7 @@ export class BuildCache implements SolveCache<WorkerRef> {
 
   async save(key: Digest, result: WorkerRef, ctx: { digest: Digest; contentKey?: Digest }): Promise<void> {
     this.results.set(ctx.digest, { key, ref: result, ...(ctx.contentKey ? { contentKey: ctx.contentKey } : {}) });
-    await this.records.put(key, result.layers);
+    await this.records.put(key, result.layers, ctx.contentKey);
     if (ctx.contentKey) await this.records.put(ctx.contentKey, result.layers);
   }
 
@@ -194,7 +197,7 @@ export class BuildCache implements SolveCache<WorkerRef> {
     // Imported results this build had to extract are local now: later builds here hit without the import.
     for (const { key, ref, contentKey } of this.results.values()) {
       const local = await this.opts.worker.extracted(ref)?.catch(() => undefined);
-      if (local) await this.records.put(key, local.layers);
+      if (local) await this.records.put(key, local.layers, contentKey);
       if (local && contentKey) await this.records.put(contentKey, local.layers);
     }
     const prev = await this.loadHistory();

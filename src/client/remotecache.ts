@@ -100,17 +100,18 @@ function selectResults(b: BuildResults, mode: CacheMode): { key: Digest; ref: Wo
     if (wanted && !wanted.has(digest)) continue;
     if (b.definition.ops[digest]?.kind === 'source') continue;
     if (r.ref.layers.length === 0 && !r.ref.remote?.length) continue;
-    out.push({ key: r.key, ref: r.ref });
+    out.push(r);
     // Under its content key too: an import cuts off where this build did (or would).
     if (r.contentKey) out.push({ key: r.contentKey, ref: r.ref });
   }
   return out;
 }
 
-async function toRecord(worker: Worker, r: { key: Digest; ref: WorkerRef }, variant: LayerVariant): Promise<ResolvedRecord> {
+async function toRecord(worker: Worker, r: { key: Digest; ref: WorkerRef; contentKey?: Digest }, variant: LayerVariant): Promise<ResolvedRecord> {
   const [blobs, times, contents] = await Promise.all([resultBlobs(worker, r.ref, variant), layerTimes(worker, r.ref), layerContents(worker, r.ref)]);
   return {
     key: r.key,
+    ...(r.contentKey ? { contentKey: r.contentKey } : {}),
     layers: blobs.map((b, i) => ({
       blob: { mediaType: b.mediaType, digest: b.digest, size: b.size }, diffID: b.diffID,
       ...(times[i] ? { created: times[i] } : {}), ...(contents[i] ? { content: contents[i] } : {}),

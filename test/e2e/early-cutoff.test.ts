@@ -161,8 +161,13 @@ describe('early cutoff', () => {
     ].join('\n');
     const ctx = await makeContext({ Dockerfile: dockerfile, 'src.txt': 'one\n' });
     await build(await tempDir('builder-cutoff-root-'), ctx, ['--cache-to', `type=local,dest=${cacheDir},mode=max`]);
+    // A second runner hits everything by the first keys and exports to a new place: the content keys
+    // travel with the records it hit.
+    const second = await tempDir('builder-cutoff-cache-');
+    const hit = await build(await tempDir('builder-cutoff-root-'), ctx, ['--cache-from', `type=local,src=${cacheDir}`, '--cache-to', `type=local,dest=${second},mode=max`]);
+    expect(steps(hit).ran).toEqual([]);
     await fs.writeFile(path.join(ctx, 'src.txt'), '# c\none\n');
-    const r = await build(await tempDir('builder-cutoff-root-'), ctx, ['--cache-from', `type=local,src=${cacheDir}`]);
+    const r = await build(await tempDir('builder-cutoff-root-'), ctx, ['--cache-from', `type=local,src=${second}`]);
     const s = steps(r);
     expect(s.ran).toEqual(['COPY src.txt /src.txt', `RUN grep -v '^#' /src.txt > /out.txt`]);
     expect(s.cached).toEqual(['COPY --from=build /out.txt /out.txt', 'RUN cat /out.txt > /final']);

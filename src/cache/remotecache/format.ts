@@ -25,6 +25,8 @@ export interface CacheRecordEntry {
   layers: number[];
   /** Last export of this record (ISO time): what pruning by age looks at. */
   exported?: string;
+  /** The step's content key (early cutoff), so an import that hits by `key` exports it again. */
+  contentKey?: Digest;
 }
 
 export interface CacheConfig {
@@ -38,6 +40,7 @@ export interface ResolvedRecord {
   key: Digest;
   layers: CacheLayer[];
   exported?: string;
+  contentKey?: Digest;
 }
 
 export class InvalidCacheError extends UserError {
@@ -68,12 +71,15 @@ export function parseCacheConfig(bytes: Buffer | string, where: string): CacheCo
     if (!DIGEST_RE.test(r?.key ?? '') || !Array.isArray(r.layers) || r.layers.some((i) => !Number.isInteger(i) || i < 0 || i >= doc.layers.length)) {
       throw new InvalidCacheError(`${where}: malformed record`);
     }
+    if (r.contentKey !== undefined && !DIGEST_RE.test(r.contentKey)) delete r.contentKey;
   }
   return doc;
 }
 
 export function resolveRecords(config: CacheConfig): ResolvedRecord[] {
-  return config.records.map((r) => ({ key: r.key, layers: r.layers.map((i) => config.layers[i]), exported: r.exported }));
+  return config.records.map((r) => ({
+    key: r.key, layers: r.layers.map((i) => config.layers[i]), exported: r.exported, ...(r.contentKey ? { contentKey: r.contentKey } : {}),
+  }));
 }
 
 /** A config from resolved records: layers deduplicated by blob digest, records sorted by key (stable output). */
@@ -93,7 +99,7 @@ export function buildCacheConfig(records: Iterable<ResolvedRecord>): CacheConfig
       }
       return i;
     });
-    out.push({ key: r.key, layers: idx, ...(r.exported ? { exported: r.exported } : {}) });
+    out.push({ key: r.key, layers: idx, ...(r.exported ? { exported: r.exported } : {}), ...(r.contentKey ? { contentKey: r.contentKey } : {}) });
   }
   return { version: 1, layers, records: out };
 }

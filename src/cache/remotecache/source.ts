@@ -52,6 +52,15 @@ export class RemoteCacheImporter {
     return null;
   }
 
+  /** The content key the first source holding `key` recorded with it, if any. */
+  contentKey(key: Digest): Digest | undefined {
+    for (const source of this.sources) {
+      const rec = source.records.get(key);
+      if (rec) return rec.contentKey;
+    }
+    return undefined;
+  }
+
   private check(source: CacheSource, layer: CacheLayer): Promise<string | null> {
     const id = `${source.name}\0${layer.blob.digest}`;
     let p = this.checked.get(id);
