@@ -257,6 +257,53 @@ export function b6Edit(dir, on) {
   }
 }
 
+// ---------------------------------------------------------------- B8: a comment-only edit (early cutoff)
+// A compile-style build: the "compiler" (busybox awk) reads the sources through a bind mount and drops
+// comments, so a comment-only edit re-runs it and it makes the same artifact byte for byte. Two heavy steps
+// (an "optimiser" and a "test" run, ~2.5 s of awk each) follow in the build stage on top of it, and the
+// runtime stage gathers the result and runs a heavy step of its own. Builders that reuse a step after an
+// input step made the same layer again skip everything after the compile; BuildKit cuts off only at
+// COPY --from (it checksums what a copy selects, not a RUN's rootfs), so it re-runs the build stage's steps.
+export const B8_EDIT = 'src/unit_07.c';
+
+export function b8Context(cache) {
+  return once(path.join(cache, 'b8'), 'v1', (dir) => {
+    const next = stream('b8');
+    const loop = (mul, file) => `awk -v m=${mul} 'BEGIN{s=0; while ((getline l < "${file}") > 0) s=(s*m+length(l))%1000003; for(i=0;i<6000000;i++){s=(s*m+i)%1000003}; print s}'`;
+    fs.writeFileSync(path.join(dir, 'Dockerfile'), `${BASE_ARG}FROM \${BASE} AS build
+WORKDIR /out
+RUN --mount=type=bind,source=src,target=/src awk '!/^[ \\t]*\\/\\// { print FILENAME ": " $0 }' /src/*.c > /out/app
+RUN ${loop(31, '/out/app')} > /out/app.opt
+RUN ${loop(37, '/out/app.opt')} > /out/test-report
+
+FROM \${BASE}
+COPY --from=build /out/ /srv/
+RUN ${loop(41, '/srv/app')} > /srv/index
+CMD ["cat", "/srv/index"]
+`);
+    fs.writeFileSync(path.join(dir, '.dockerignore'), '.bench-stamp\n');
+    fs.mkdirSync(path.join(dir, 'src'));
+    for (let i = 0; i < 20; i++) {
+      const lines = [];
+      for (let l = 0; l < 200; l++) lines.push(l % 10 === 0 ? `// ${next(12).toString('hex')}` : `int f${i}_${l}(int x) { return x * ${next(2).readUInt16LE(0)}; }`);
+      fs.writeFileSync(path.join(dir, 'src', `unit_${String(i).padStart(2, '0')}.c`), `${lines.join('\n')}\n`);
+    }
+  });
+}
+
+/** Adds a comment line to one B8 source file (or restores it): the compiled artifact stays the same. */
+export function b8Edit(dir, on) {
+  const file = path.join(dir, B8_EDIT);
+  const orig = `${dir}.orig-${path.basename(file)}`; // outside the context
+  if (on) {
+    if (!fs.existsSync(orig)) fs.copyFileSync(file, orig);
+    fs.appendFileSync(file, `// edited ${Date.now()}\n`);
+  } else if (fs.existsSync(orig)) {
+    fs.copyFileSync(orig, file);
+    fs.rmSync(orig);
+  }
+}
+
 // ---------------------------------------------------------------- B7: a 500 MB, 10-layer image (OCI layout)
 export const B7_TAG = '1';
 
