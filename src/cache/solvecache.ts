@@ -295,6 +295,11 @@ export class BuildCache implements SolveCache<WorkerRef> {
         const owner = this.keyOwner.get(p);
         const url = owner ? this.computed.get(owner)?.inputs.http?.url : undefined;
         if (url) return `content of ${url} changed`;
+        // The context as a whole (RUN --mount=type=bind from it): the files that changed.
+        if (owner && this.computed.get(owner)?.inputs.kind === 'local') {
+          const changed = [...this.sums.values()].flatMap((s) => [...s.changed]).sort();
+          return changed.length ? `context changed: ${listPaths(changed)}` : 'context changed';
+        }
         const name = owner ? this.computed.get(owner)?.metadata.description : undefined;
         return name ? `parent step missed: ${name}` : 'parent step missed';
       }

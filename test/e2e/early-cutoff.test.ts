@@ -83,8 +83,12 @@ describe('early cutoff', () => {
     const ctx = await makeContext({ Dockerfile: dockerfile, 'src.txt': 'one\n' });
     await build(root, ctx);
     await fs.writeFile(path.join(ctx, 'src.txt'), '# c\none\n');
-    const s = steps(await build(root, ctx));
+    const r = await build(root, ctx);
+    const s = steps(r);
     expect(s.ran).toEqual([`RUN --mount=type=bind,source=src.txt,target=/src.txt grep -v '^#' /src.txt > /out.txt`]);
+    // The miss names the changed file.
+    const misses = Object.entries(stepOutcomes(r.stderr).misses).filter(([name]) => name.includes('RUN --mount'));
+    expect(misses.map(([, reason]) => reason)).toEqual(['context changed: src.txt']);
     expect(s.cached).toEqual(['RUN cat /out.txt > /final && echo ran >> /log']);
 
     await fs.writeFile(path.join(ctx, 'src.txt'), '# c\ntwo\n');
