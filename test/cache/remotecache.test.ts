@@ -117,3 +117,28 @@ describe('local cache directory', () => {
     expect(await other.has(base.blob.digest)).toBe(true);
   });
 });
+
+describe('content digests in the cache config (early cutoff)', () => {
+  it('a layer\'s content digest and a record\'s content key round-trip; malformed ones are dropped, the rest kept', async () => {
+    const { buildCacheConfig, parseCacheConfig, resolveRecords } = await import('../../src/cache/remotecache/format.js');
+    const d = (s: string) => sha256(s) as Digest;
+    const layer = { blob: { mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: d('blob'), size: 3 }, diffID: d('diff'), content: d('content') };
+    const config = buildCacheConfig([{ key: d('k1'), layers: [layer], contentKey: d('k2') }, { key: d('k2'), layers: [layer] }]);
+    const back = resolveRecords(parseCacheConfig(JSON.stringify(config), 'test'));
+    expect(back.find((r) => r.key === d('k1'))).toEqual({ key: d('k1'), layers: [layer], exported: undefined, contentKey: d('k2') });
+    expect(back.find((r) => r.key === d('k2'))?.contentKey).toBeUndefined();
+    // A cache written before content digests: no such fields, still valid.
+    const old = JSON.parse(JSON.stringify(config));
+    delete old.layers[0].content;
+    for (const r of old.records) delete r.contentKey;
+    expect(resolveRecords(parseCacheConfig(JSON.stringify(old), 'test'))[0].layers[0].content).toBeUndefined();
+    // Malformed: dropped, the records kept.
+    const bad = JSON.parse(JSON.stringify(config));
+    bad.layers[0].content = 'nope';
+    for (const r of bad.records) if (r.contentKey) r.contentKey = 42;
+    const parsed = resolveRecords(parseCacheConfig(JSON.stringify(bad), 'test'));
+    expect(parsed).toHaveLength(2);
+    expect(parsed[0].layers[0].content).toBeUndefined();
+    expect(parsed.every((r) => r.contentKey === undefined)).toBe(true);
+  });
+});
