@@ -64,6 +64,8 @@ export interface SolveCache<R> {
   contentKey?(ctx: ContentKeyContext<R>): Promise<Digest | undefined>;
   /** The result recorded under a content key, if any. */
   loadContent?(key: Digest, ctx: { digest: Digest; op: Op; metadata: OpMetadata }): Promise<R | undefined>;
+  /** After the content key missed too: a sharper reason than the first key's (which files changed), if any. */
+  explainContent?(ctx: { digest: Digest; op: Op; metadata: OpMetadata }): Promise<string | undefined>;
 }
 
 export type SolveEvent =
@@ -270,6 +272,7 @@ export async function solveRoots<R>(def: Definition, roots: Digest[], opts: Solv
           emitCached(digest, metadata, key, reason);
           return reused;
         }
+        if (contentKey && cacheMiss !== undefined) cacheMiss = (await cache.explainContent?.({ digest, op, metadata }).catch(() => undefined)) ?? cacheMiss;
       }
       return queue.add(
         async () => {

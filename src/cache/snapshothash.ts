@@ -32,7 +32,7 @@ interface LayerInfo { diffID?: Digest; source?: string; content?: Digest; uid?: 
 
 export class SnapshotHasher {
   private readonly layers = new Map<string, Promise<Digest>>();
-  private readonly selections = new Map<string, Promise<Digest>>();
+  private readonly selections = new Map<string, Promise<{ id: string; digest: Digest; files: Record<string, string> }>>();
   private readonly dir: string;
   /** Bytes of files read to compute digests (what the cutoff cost). */
   bytesRead = 0;
@@ -55,7 +55,7 @@ export class SnapshotHasher {
         if (typeof info.content === 'string' && DIGEST_RE.test(info.content)) return info.content;
         const digest = info.source && info.diffID
           ? sha256(canonicalJSON([VERSION, 'diff', info.diffID]))
-          : sha256(canonicalJSON([VERSION, 'tree', (await this.treeDigest(this.snapshots.fsPath(id), [''], false))!]));
+          : sha256(canonicalJSON([VERSION, 'tree', (await this.treeDigest(this.snapshots.fsPath(id), [''], false))!.digest]));
         await this.snapshots.updateInfo<LayerInfo>(id, (cur) => ({ ...cur, content: digest })).catch(() => undefined);
         return digest;
       })();
@@ -81,6 +81,38 @@ export class SnapshotHasher {
    * them), and one that may follow a symlink out of it the whole chain. Throws when the source is missing.
    */
   selectionDigest(layers: string[], a: CopyAction): Promise<Digest> {
+    return this.selection(layers, a).then((s) => s.digest);
+  }
+
+  /**
+   * What identifies each entry of a selection (path -> its record), for explaining which files changed,
+   * and the id under which it is kept (`selectionFiles` reads it back in a later build); null when the
+   * selection cannot be computed.
+   */
+  async selectionRecord(layers: string[], a: CopyAction): Promise<{ id: string; files: Record<string, string> } | null> {
+    return this.selection(layers, a).then((s) => ({ id: s.id, files: s.files }), () => null);
+  }
+
+  /** The files of a selection kept under `id` by an earlier build, if still there. */
+  async selectionFiles(id: string): Promise<Record<string, string> | null> {
+    if (!/^[0-9a-f]{64}$/.test(id)) return null;
+    const kept = await this.readSelection(path.join(this.dir, id));
+    return kept?.files ?? null;
+  }
+
+  private async readSelection(file: string): Promise<{ digest: Digest; files: Record<string, string> } | null> {
+    try {
+      const v = JSON.parse(await fsp.readFile(file, 'utf8')) as { digest?: unknown; files?: unknown };
+      if (typeof v.digest === 'string' && DIGEST_RE.test(v.digest) && typeof v.files === 'object' && v.files !== null && !Array.isArray(v.files)) {
+        return { digest: v.digest as Digest, files: v.files as Record<string, string> };
+      }
+    } catch {
+      // none, or unreadable: computed again
+    }
+    return null;
+  }
+
+  private selection(layers: string[], a: CopyAction): Promise<{ id: string; digest: Digest; files: Record<string, string> }> {
     const id = JSON.stringify([layers, a.src, a.followSymlinks, a.allowWildcard, a.requiredPaths ?? []]);
     let p = this.selections.get(id);
     if (!p) {
@@ -91,14 +123,16 @@ export class SnapshotHasher {
     return p;
   }
 
-  private async computeSelection(layers: string[], a: CopyAction): Promise<Digest> {
+  private async computeSelection(layers: string[], a: CopyAction): Promise<{ id: string; digest: Digest; files: Record<string, string> }> {
     const uids = await Promise.all(layers.map((l) => this.snapshots.uid(l)));
     if (uids.some((u) => u === null)) throw new Error('snapshot is not committed');
-    const file = path.join(this.dir, sha256(JSON.stringify([VERSION, layers, uids, a.src, a.followSymlinks, a.allowWildcard, a.requiredPaths ?? []])).slice(7));
-    const known = await fsp.readFile(file, 'utf8').catch(() => '');
-    if (DIGEST_RE.test(known)) return known as Digest;
+    const id = sha256(JSON.stringify([VERSION, layers, uids, a.src, a.followSymlinks, a.allowWildcard, a.requiredPaths ?? []])).slice(7);
+    const file = path.join(this.dir, id);
+    const known = await this.readSelection(file);
+    if (known) return { id, ...known };
     const mounted = await this.snapshots.mount(layers);
     let digest: Digest;
+    let files: Record<string, string>;
     try {
       const root = mounted.target;
       const src = path.posix.join('/', a.src);
@@ -114,19 +148,20 @@ export class SnapshotHasher {
       const wholeIfLinks = wild !== -1 && a.followSymlinks;
       let tree = await this.treeDigest(root, rels, wholeIfLinks);
       tree ??= (await this.treeDigest(root, [''], false))!;
-      digest = sha256(canonicalJSON([VERSION, 'selection', rels, tree]));
+      digest = sha256(canonicalJSON([VERSION, 'selection', rels, tree.digest]));
+      files = tree.files;
     } finally {
       await mounted.unmount();
     }
-    await writeFileAtomic(file, digest).catch(() => undefined);
-    return digest;
+    await writeFileAtomic(file, JSON.stringify({ digest, files })).catch(() => undefined);
+    return { id, digest, files };
   }
 
   /**
    * The tree hash of `roots` (paths relative to `dir`; '' is all of it) and everything below them. With
    * `nullOnLink`, null as soon as a symlink is met.
    */
-  private async treeDigest(dir: string, roots: string[], nullOnLink: boolean): Promise<Digest | null> {
+  private async treeDigest(dir: string, roots: string[], nullOnLink: boolean): Promise<{ digest: Digest; files: Record<string, string> } | null> {
     const entries: { rel: string; header: string; file?: string }[] = [];
     let sawLink = false;
     const visitDir = (rel: string) => {
@@ -176,11 +211,14 @@ export class SnapshotHasher {
     if (nullOnLink && sawLink) return null;
     const h = createHash('sha256');
     const digests = await Promise.all(entries.map((e) => (e.file ? this.fileDigest(e.file) : Promise.resolve(''))));
+    const files: Record<string, string> = {};
     for (const [i, e] of entries.entries()) {
+      const record = `${e.header}${digests[i] ? ` ${digests[i]}` : ''}`;
       h.update(nameBytes(e.rel));
-      h.update(`\0${e.header}${digests[i] ? ` ${digests[i]}` : ''}\n`);
+      h.update(`\0${record}\n`);
+      files[e.rel] = record;
     }
-    return `sha256:${h.digest('hex')}`;
+    return { digest: `sha256:${h.digest('hex')}`, files };
   }
 
   private fileDigest(file: string): Promise<string> {

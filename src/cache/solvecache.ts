@@ -17,6 +17,8 @@ import type { RemoteCacheImporter } from './remotecache/source.js';
 interface StepHistory {
   key: Digest;
   inputs: KeyInputs;
+  /** Copies from built inputs: per copy, its source and the id of its kept selection (SnapshotHasher). */
+  selections?: { src: string; id: string }[];
 }
 
 interface History { steps: Record<string, StepHistory> }
@@ -46,6 +48,8 @@ export class BuildCache implements SolveCache<WorkerRef> {
   /** Every op's result this build, run or reused, by op digest: what --cache-to exports. */
   readonly results = new Map<Digest, { key: Digest; ref: WorkerRef; contentKey?: Digest }>();
   private readonly remoteHits = new Map<Digest, Promise<WorkerRef | null>>();
+  /** Per op digest, the selections its content key took from built inputs (for history and explanations). */
+  private readonly selected = new Map<Digest, { src: string; id: string; files: Record<string, string> }[]>();
   private readonly historyFile: string;
 
   constructor(private readonly opts: BuildCacheOptions) {
@@ -157,6 +161,10 @@ export class BuildCache implements SolveCache<WorkerRef> {
         if (!ref) throw new Error('input has no result');
         const layers = (await this.opts.worker.materialize(ref)).layers;
         parts.push({ selected: await Promise.all(copies.map((a) => hasher.selectionDigest(layers, a))) });
+        const records = await Promise.all(copies.map(async (a) => ({ src: a.src, rec: await hasher.selectionRecord(layers, a) })));
+        const list = this.selected.get(ctx.digest) ?? [];
+        for (const { src, rec } of records) if (rec) list.push({ src, id: rec.id, files: rec.files });
+        this.selected.set(ctx.digest, list);
       }
     }
     return contentCacheKey(op, parts);
@@ -167,6 +175,28 @@ export class BuildCache implements SolveCache<WorkerRef> {
     if (ref.remote && ref.remote.every((l) => l.content)) return SnapshotHasher.chain(ref.remote.map((l) => l.content!));
     const local = ref.remote ? await this.opts.worker.materialize(ref) : ref;
     return this.opts.worker.contentHash.chainDigest(local.layers);
+  }
+
+  /**
+   * After the content key missed too: for a copy from a built input, which of the files it selects changed
+   * since the previous build of the step (`COPY /out/: changed out/app`). Undefined: the first key's reason stands.
+   */
+  async explainContent(ctx: { digest: Digest; op: Op; metadata: OpMetadata }): Promise<string | undefined> {
+    const cur = this.selected.get(ctx.digest);
+    const id = stepId(ctx.metadata, false);
+    if (!cur?.length || !id) return undefined;
+    const prev = (await this.loadHistory()).steps[id]?.selections;
+    if (!prev?.length) return undefined;
+    for (const [i, c] of cur.entries()) {
+      const p = prev[i];
+      if (!p || p.src !== c.src || p.id === c.id) continue;
+      const prevFiles = await this.opts.worker.contentHash.selectionFiles(p.id);
+      if (!prevFiles) return undefined;
+      const diff = diffFiles(prevFiles, c.files, ['']);
+      if (diff.length === 0) continue;
+      return `${instruction(ctx.metadata)} ${c.src}: changed ${listPaths(diff)}`;
+    }
+    return undefined;
   }
 
   async loadContent(key: Digest, ctx: { digest: Digest }): Promise<WorkerRef | undefined> {
@@ -203,12 +233,13 @@ export class BuildCache implements SolveCache<WorkerRef> {
     const prev = await this.loadHistory();
     const steps: Record<string, StepHistory> = { ...prev.steps };
     let changed = false;
-    for (const c of this.computed.values()) {
+    for (const [digest, c] of this.computed) {
       const id = stepId(c.metadata, c.source);
       if (!id) continue;
       const old = prev.steps[id];
       if (old?.key === c.key) continue;
-      steps[id] = { key: c.key, inputs: c.inputs };
+      const sel = this.selected.get(digest);
+      steps[id] = { key: c.key, inputs: c.inputs, ...(sel?.length ? { selections: sel.map((s) => ({ src: s.src, id: s.id })) } : {}) };
       // Copy steps: content digest per selected file, kept apart so a no-op build never reads them.
       if (c.inputs.copies?.length) {
         const files = await this.copyFiles(c.inputs).catch(() => undefined);

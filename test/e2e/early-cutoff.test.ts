@@ -111,24 +111,27 @@ describe('early cutoff', () => {
     const ctx = await makeContext({ Dockerfile: dockerfile, 'gen.sh': gen([]), x: 'x\n' });
     await build(root, ctx);
     const copy = 'COPY --from=build /out/ /out/';
-    const expectBuild = async (script: string[], copied: boolean, extra: string[] = []) => {
+    const expectBuild = async (script: string[], copied: boolean, reason?: string) => {
       await fs.writeFile(path.join(ctx, 'gen.sh'), gen(script));
-      const s = steps(await build(root, ctx, extra));
+      const r = await build(root, ctx);
+      const s = steps(r);
       expect(s.ran, JSON.stringify(script)).toContain('RUN sh /gen.sh');
       if (copied) expect(s.ran, JSON.stringify(script)).toContain(copy);
       else expect(s.cached, JSON.stringify(script)).toContain(copy);
+      // The miss names the files that changed in what the COPY selects.
+      if (reason) expect(Object.entries(stepOutcomes(r.stderr).misses).find(([n]) => n.endsWith(copy))?.[1]).toBe(reason);
     };
     // Not a change of what is selected: a comment, another mtime, a file outside /out.
     await expectBuild(['# a comment'], false);
     await expectBuild(['# a comment', 'touch -d 2001-01-01 /out/f'], false);
     await expectBuild(['echo elsewhere > /other/y'], false);
     // Real changes, each against the build before it.
-    await expectBuild(['echo b > /out/f'], true); // content
+    await expectBuild(['echo b > /out/f'], true, 'COPY /out/: changed out/f'); // content
     await expectBuild(['echo b > /out/f', 'chmod 600 /out/f'], true); // mode
     await expectBuild(['echo b > /out/f', 'chmod 600 /out/f', 'chown 1:2 /out/f'], true); // owner
-    await expectBuild(['echo b > /out/f', 'chmod 600 /out/f', 'chown 1:2 /out/f', 'touch /out/new'], true); // new file
-    await expectBuild(['echo b > /out/f', 'chmod 600 /out/f', 'chown 1:2 /out/f', 'touch /out/new', 'rm /out/x'], true); // removed file
-    await expectBuild(['echo b > /out/f', 'chmod 600 /out/f', 'chown 1:2 /out/f', 'touch /out/new', 'rm /out/x', 'rm /out/l', 'ln -s elsewhere /out/l'], true); // link target
+    await expectBuild(['echo b > /out/f', 'chmod 600 /out/f', 'chown 1:2 /out/f', 'touch /out/new'], true, 'COPY /out/: changed out/new'); // new file
+    await expectBuild(['echo b > /out/f', 'chmod 600 /out/f', 'chown 1:2 /out/f', 'touch /out/new', 'rm /out/x'], true, 'COPY /out/: changed out/x'); // removed file
+    await expectBuild(['echo b > /out/f', 'chmod 600 /out/f', 'chown 1:2 /out/f', 'touch /out/new', 'rm /out/x', 'rm /out/l', 'ln -s elsewhere /out/l'], true, 'COPY /out/: changed out/l'); // link target
     await expectBuild(['echo b > /out/f', 'chmod 600 /out/f', 'chown 1:2 /out/f', 'touch /out/new', 'rm /out/x', 'rm /out/l', 'ln -s elsewhere /out/l', '# same'], false);
     // An xattr change is in test/cache/snapshothash.test.ts (busybox has no setfattr).
   });
