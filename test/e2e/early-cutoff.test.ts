@@ -156,6 +156,22 @@ describe('early cutoff', () => {
     expect(s.cached).toEqual(['COPY alias/a.txt /a.txt']);
   });
 
+  it('a COPY from the context and the RUN after it cost no hashing of layers when they miss', async () => {
+    const root = await tempDir('builder-cutoff-root-');
+    const ctx = await makeContext({ Dockerfile: `FROM ${base}\nCOPY src/ /app/\nRUN cat /app/* > /all\n`, 'src/a.txt': 'a\n' });
+    await build(root, ctx);
+    await fs.writeFile(path.join(ctx, 'src/a.txt'), 'a2\n');
+    expect(steps(await build(root, ctx)).ran).toEqual(['COPY src/ /app/', 'RUN cat /app/* > /all']);
+    // The COPY's key stands for its content (made from the image and the context only): no snapshot was
+    // hashed, so none records a content digest.
+    const hashed: string[] = [];
+    for (const id of await fs.readdir(path.join(root, 'snapshots'))) {
+      const info = await fs.readFile(path.join(root, 'snapshots', id, 'committed.json'), 'utf8').catch(() => '{}');
+      if ('content' in JSON.parse(info)) hashed.push(id);
+    }
+    expect(hashed).toEqual([]);
+  });
+
   it('an imported cache (--cache-from type=local) cuts off on a fresh state directory', async () => {
     const cacheDir = await tempDir('builder-cutoff-cache-');
     const dockerfile = [
