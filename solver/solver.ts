@@ -2,7 +2,10 @@
 // up to `maxParallelism` at a time, only what the root needs. The first failure aborts everything still
 // running (through the AbortSignal handed to each op) and is the error the solve reports.
 // With a cache, each op's cache key (what went in, by content) is computed before anything runs, from its
-// inputs' keys only; a hit skips the op and, since its inputs are not needed, everything below it.
+// inputs' keys only; a hit skips the op and, since its inputs are not needed, everything below it. On a
+// miss the inputs run, and the cache may give a second, content key (the op's definition with what its
+// inputs hold): a hit there reuses the op's earlier result after all (early cutoff: an input re-ran and
+// made what it made before).
 import os from 'node:os';
 import PQueue from 'p-queue';
 import type { Definition } from './llb/definition.js';
