@@ -134,12 +134,16 @@ export class BuildCache implements SolveCache<WorkerRef> {
     const op = ctx.op;
     if (op.kind !== 'exec' && op.kind !== 'file' && op.kind !== 'merge') return undefined;
     const hasher = this.opts.worker.contentHash;
+    // Whether any input enters by what it holds rather than by its key: with none, the content key would
+    // say no more than the first key (it would hit exactly when that one does), so there is none.
+    let byHolding = false;
     const whole = async (i: number): Promise<unknown> => {
       // A key that stands for content (sources; copies of them) is used as is: nothing to hash.
       const c = this.computed.get(op.inputs[i].digest);
       if (ctx.inputOps[i].kind === 'source' || c?.byContent) return { key: await ctx.inputKey(i) };
       const ref = ctx.inputs[i];
       if (!ref) throw new Error('input has no result');
+      byHolding = true;
       return { chain: await this.chainContent(ref) };
     };
     const parts: unknown[] = [];
@@ -160,6 +164,7 @@ export class BuildCache implements SolveCache<WorkerRef> {
         const ref = ctx.inputs[i];
         if (!ref) throw new Error('input has no result');
         const layers = (await this.opts.worker.materialize(ref)).layers;
+        byHolding = true;
         parts.push({ selected: await Promise.all(copies.map((a) => hasher.selectionDigest(layers, a))) });
         const records = await Promise.all(copies.map(async (a) => ({ src: a.src, rec: await hasher.selectionRecord(layers, a) })));
         const list = this.selected.get(ctx.digest) ?? [];
@@ -167,7 +172,7 @@ export class BuildCache implements SolveCache<WorkerRef> {
         this.selected.set(ctx.digest, list);
       }
     }
-    return contentCacheKey(op, parts);
+    return byHolding ? contentCacheKey(op, parts) : undefined;
   }
 
   /** A result's content digest: from the layers' recorded digests (imported), else by hashing its snapshots. */
