@@ -35,6 +35,18 @@ describe('plain progress (BuildKit format)', () => {
     ].join('\n'));
   });
 
+  it('says why a step whose input re-ran was reused (early cutoff)', () => {
+    const s = sink();
+    const p = new PlainProgress(s.out, { now: clock().now });
+    p.start({ id: 'a', name: '[stage-1 2/3] COPY --from=build /out.txt /out.txt', cacheReused: 'input unchanged after [build 3/3] re-ran' });
+    p.done('a', { cached: true });
+    expect(s.lines().slice(0, 3)).toEqual([
+      '#1 [stage-1 2/3] COPY --from=build /out.txt /out.txt',
+      '#1 reused: input unchanged after [build 3/3] re-ran',
+      '#1 CACHED',
+    ]);
+  });
+
   it('prints logs with their time since the step started, the miss reason, DONE with the duration', () => {
     const s = sink();
     const c = clock();
