@@ -14,8 +14,8 @@ import type { CopyAction, Digest } from '../../solver/llb/ops.js';
 import { canonicalJSON, sha256 } from '../../solver/llb/digest.js';
 import type { Snapshotter } from '../snapshot/snapshotter.js';
 import { getXattr, listXattrs, Scan, scanDir } from '../native/fsx.js';
-import { nameBytes, osPath, readlinkName } from '../util/names.js';
-import { hasWildcard } from '../util/patterns.js';
+import { nameBytes, osPath, readdirNames, readlinkName } from '../util/names.js';
+import { goMatch, hasWildcard } from '../util/patterns.js';
 import { resolveInRoot } from '../archive/rootpath.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { Limiter } from '../util/limiter.js';
@@ -55,7 +55,7 @@ export class SnapshotHasher {
         if (typeof info.content === 'string' && DIGEST_RE.test(info.content)) return info.content;
         const digest = info.source && info.diffID
           ? sha256(canonicalJSON([VERSION, 'diff', info.diffID]))
-          : sha256(canonicalJSON([VERSION, 'tree', (await this.treeDigest(this.snapshots.fsPath(id), [''], false))!.digest]));
+          : sha256(canonicalJSON([VERSION, 'tree', (await this.treeDigest(this.snapshots.fsPath(id), [''])).digest]));
         await this.snapshots.updateInfo<LayerInfo>(id, (cur) => ({ ...cur, content: digest })).catch(() => undefined);
         return digest;
       })();
@@ -77,8 +77,8 @@ export class SnapshotHasher {
   /**
    * The digest of what copy action `a` reads from the chain `layers`: the source path resolved as the copy
    * resolves it (symlinks on the way, in the root), and everything below it. A wildcard source covers the
-   * whole directory it searches (a superset of the matches: safe, and stable as files come and go beside
-   * them), and one that may follow a symlink out of it the whole chain. Throws when the source is missing.
+   * whole directory it searches (a superset of the matches: safe), and what its matches that are symlinks
+   * lead to when the copy follows them. Throws when the source is missing.
    */
   selectionDigest(layers: string[], a: CopyAction): Promise<Digest> {
     return this.selection(layers, a).then((s) => s.digest);
@@ -144,10 +144,16 @@ export class SnapshotHasher {
       for (const r of a.requiredPaths ?? []) rels.push(path.relative(root, await resolveInRoot(root, path.posix.join('/', r), a.followSymlinks)));
       for (const r of rels) if (r.startsWith('..')) throw new Error(`${a.src}: outside the root`);
       if (wild === -1 && !fs.lstatSync(osPath(resolved), { throwIfNoEntry: false })) throw new Error(`${a.src}: not found`);
-      // A wildcard match that is a symlink is followed by the copy, possibly out of the searched directory.
-      const wholeIfLinks = wild !== -1 && a.followSymlinks;
-      let tree = await this.treeDigest(root, rels, wholeIfLinks);
-      tree ??= (await this.treeDigest(root, [''], false))!;
+      // A wildcard match that is a symlink is followed by the copy, possibly out of the searched directory:
+      // what it leads to is selected too.
+      if (wild !== -1 && a.followSymlinks) {
+        for (const link of linkMatches(resolved, parts.slice(wild).join('/'))) {
+          const to = path.relative(root, await resolveInRoot(root, `/${path.relative(root, link)}`, true));
+          if (to.startsWith('..')) throw new Error(`${a.src}: outside the root`);
+          rels.push(to);
+        }
+      }
+      const tree = await this.treeDigest(root, rels);
       digest = sha256(canonicalJSON([VERSION, 'selection', rels, tree.digest]));
       files = tree.files;
     } finally {
@@ -158,12 +164,11 @@ export class SnapshotHasher {
   }
 
   /**
-   * The tree hash of `roots` (paths relative to `dir`; '' is all of it) and everything below them. With
-   * `nullOnLink`, null as soon as a symlink is met.
+   * The tree hash of `roots` (paths relative to `dir`; '' is all of it) and everything below them, and
+   * each entry's record.
    */
-  private async treeDigest(dir: string, roots: string[], nullOnLink: boolean): Promise<{ digest: Digest; files: Record<string, string> } | null> {
+  private async treeDigest(dir: string, roots: string[]): Promise<{ digest: Digest; files: Record<string, string> }> {
     const entries: { rel: string; header: string; file?: string }[] = [];
-    let sawLink = false;
     const visitDir = (rel: string) => {
       const host = rel ? path.join(dir, rel) : dir;
       const { names, stats } = scanDir(host, { xattrs: true });
@@ -178,7 +183,6 @@ export class SnapshotHasher {
       let header = `${(kind >>> 12).toString(8)} ${(mode & 0o7777).toString(8)} ${stats[o + Scan.uid]}:${stats[o + Scan.gid]}`;
       if (stats[o + Scan.xattrs] !== 0 || stats[o + Scan.opaque] !== 0) header += ` ${xattrRecord(host)}`;
       if (kind === fs.constants.S_IFLNK) {
-        sawLink = true;
         entries.push({ rel, header: `${header} -> ${readlinkName(host)}` });
       } else if (kind === fs.constants.S_IFREG) {
         entries.push({ rel, header: `${header} ${stats[o + Scan.size]}`, file: host });
@@ -208,7 +212,6 @@ export class SnapshotHasher {
         visit(r, stats, i);
       }
     }
-    if (nullOnLink && sawLink) return null;
     const h = createHash('sha256');
     const digests = await Promise.all(entries.map((e) => (e.file ? this.fileDigest(e.file) : Promise.resolve(''))));
     const files: Record<string, string> = {};
@@ -232,6 +235,36 @@ export class SnapshotHasher {
       return h.digest('hex');
     });
   }
+}
+
+/**
+ * The entries under `base` a wildcard `pattern` matches (as the copy walks: a matched directory is not
+ * searched further) that are symlinks.
+ */
+function linkMatches(base: string, pattern: string): string[] {
+  const depth = pattern.split('/').length;
+  const out: string[] = [];
+  const walk = (dir: string, rel: string, level: number) => {
+    let names: string[];
+    try {
+      names = readdirNames(dir);
+    } catch {
+      return;
+    }
+    for (const name of names) {
+      const r = rel ? `${rel}/${name}` : name;
+      const host = path.join(dir, name);
+      const st = fs.lstatSync(osPath(host), { throwIfNoEntry: false });
+      if (!st) continue;
+      if (goMatch(pattern, r)) {
+        if (st.isSymbolicLink()) out.push(host);
+      } else if (level < depth && st.isDirectory()) {
+        walk(host, r, level + 1);
+      }
+    }
+  };
+  walk(base, '', 1);
+  return out;
 }
 
 /** The extended attributes that count, sorted, values in hex: `{name=hex,...}`. */

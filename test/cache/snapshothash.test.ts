@@ -119,6 +119,20 @@ describe('SnapshotHasher', () => {
       await fs.mkdir(path.join(dir, 'out'));
       await fs.writeFile(path.join(dir, 'out/f'), 'changed');
     })], a)).not.toBe(d);
+    // A wildcard match that is a followed symlink: what it leads to is selected, the rest of the tree not.
+    const wild = copy('/out/*.so', { allowWildcard: true });
+    const lib = await layer(async (dir) => {
+      await fs.mkdir(path.join(dir, 'out'));
+      await fs.mkdir(path.join(dir, 'lib'));
+      await fs.writeFile(path.join(dir, 'lib/real.so'), 'v1');
+      await fs.symlink('/lib/real.so', path.join(dir, 'out/x.so'));
+    });
+    const w = await hasher().selectionDigest([lower, lib], wild);
+    expect(await hasher().selectionDigest([lower, lib, await layer(async (dir) => fs.writeFile(path.join(dir, 'other'), 'y'))], wild)).toBe(w);
+    expect(await hasher().selectionDigest([lower, lib, await layer(async (dir) => {
+      await fs.mkdir(path.join(dir, 'lib'));
+      await fs.writeFile(path.join(dir, 'lib/real.so'), 'v2');
+    })], wild)).not.toBe(w);
     // A missing source throws (the copy reports it).
     await expect(hasher().selectionDigest([lower], copy('/nope'))).rejects.toThrow();
   });
