@@ -35,6 +35,8 @@ export interface BuildCacheOptions {
 
 const MAX_PATHS = 3;
 
+export interface ContextStats { files: number; filesRead: number; bytes: number }
+
 export class BuildCache implements SolveCache<WorkerRef> {
   readonly records: CacheRecords;
   private readonly sums = new Map<string, ContextChecksummer>();
@@ -70,6 +72,17 @@ export class BuildCache implements SolveCache<WorkerRef> {
     let n = 0;
     for (const s of this.sums.values()) n += s.bytesRead;
     return n;
+  }
+
+  /** Files of the contexts, files read and bytes read so far (the context step's progress). */
+  contextStats(): ContextStats {
+    const out = { files: 0, filesRead: 0, bytes: 0 };
+    for (const s of this.sums.values()) {
+      out.files += s.files;
+      out.filesRead += s.filesRead;
+      out.bytes += s.bytesRead;
+    }
+    return out;
   }
 
   async key(ctx: KeyContext): Promise<Digest> {
