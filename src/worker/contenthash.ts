@@ -6,10 +6,9 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { CopyAction, Digest } from '../../solver/llb/ops.js';
 import { sha256 } from '../../solver/llb/digest.js';
-import { writeFileAtomic } from '../util/fs.js';
 import { goMatch, hasWildcard, PatternMatcher } from '../util/patterns.js';
 import { scanDir, scannedStats, type ScannedStats } from '../native/fsx.js';
 import { nameBytes, osPath, readlinkName } from '../util/names.js';
@@ -30,18 +29,21 @@ interface Node {
   ctimeMs: number;
   ino: number;
   /** Sorted by name (directories). */
-  children?: Node[];
+  children: Node[] | undefined;
   /**
-   * A file's content digest, known for its current metadata (from the index or read this build); a
-   * directory's digest once computed.
+   * A file's content digest in hex (no `sha256:`: a string of its own, not a join of two), known for its
+   * current metadata (from the index or read this build); a directory's digest once computed.
    */
-  digest?: Digest;
+  digest: string | undefined;
 }
 
-/** The persistent index: per file, the metadata its content digest was read with. */
-interface IndexEntry { size: number; mtimeMs: number; ctimeMs: number; ino: number; digest: Digest }
-/** On disk: `{"v":2,"files":[[path, size, mtimeMs, ctimeMs, ino, digest], ...]}` (v1 was one object per path). */
-type IndexRow = [string, number, number, number, number, Digest];
+/**
+ * The persistent index: per file, the metadata its content digest was read with. On disk a first line
+ * `{"v":2}`, then a line per file, `[path, size, mtimeMs, ctimeMs, ino, hex digest]` (JSON), read and
+ * written a piece at a time (v1 was one JSON object of all paths, parsed and written whole).
+ */
+type IndexRow = [string, number, number, number, number, string];
+const INDEX_V2 = '{"v":2}';
 
 /** The copy reads through a symlink or selects something the tree cannot describe: checksum everything. */
 const WHOLE = Symbol('whole');
@@ -56,7 +58,7 @@ let readBuffer: Buffer | null = null;
 export class ContextChecksummer {
   private tree: Promise<Node> | null = null;
   /** Index digests of files whose metadata changed since (for `changed`), until they are read again. */
-  private stale = new Map<string, Digest>();
+  private stale = new Map<string, string>();
   private dirty = false;
   /** Hashing runs one request at a time: a file asked for twice is read once. */
   private hashing: Promise<void> = Promise.resolve();
@@ -114,22 +116,40 @@ export class ContextChecksummer {
     return out;
   }
 
-  /** Writes the metadata index if it changed. */
+  /** Writes the metadata index if it changed: a line per file, in pieces, then renamed over the old one. */
   async flush(): Promise<void> {
     if (!this.indexFile || !this.dirty || !this.tree) return;
     const tree = await this.tree;
-    // Written in pieces, a row per file: no object per file, no one string for the whole index at once.
-    const chunks: string[] = [];
-    let chunk = '{"v":2,"files":[';
-    let first = true;
-    forEachUnder(tree, '', (node, rel) => {
-      if (node.type !== 'file' || !node.digest) return;
-      chunk += `${first ? '' : ','}[${JSON.stringify(rel)},${node.size},${node.mtimeMs},${node.ctimeMs},${node.ino},"${node.digest}"]`;
-      first = false;
-      if (chunk.length > 1 << 16) { chunks.push(chunk); chunk = ''; }
+    await fsp.mkdir(path.dirname(this.indexFile), { recursive: true });
+    const tmp = `${this.indexFile}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+    const out = await fsp.open(tmp, 'w');
+    try {
+      let chunk = `${INDEX_V2}\n`;
+      // Written 64 KiB at a time as the tree is walked: no string or list of the whole index is made.
+      const stack: [Node, string][] = [[tree, '']];
+      while (stack.length > 0) {
+        const [node, rel] = stack.pop()!;
+        if (node.type === 'file' && node.digest) {
+          chunk += `[${JSON.stringify(rel)},${node.size},${node.mtimeMs},${node.ctimeMs},${node.ino},"${node.digest}"]\n`;
+          if (chunk.length >= 1 << 16) {
+            await out.write(chunk);
+            chunk = '';
+          }
+        }
+        for (const c of node.children ?? []) stack.push([c, rel ? `${rel}/${c.name}` : c.name]);
+      }
+      await out.write(chunk);
+      await out.sync();
+    } catch (e) {
+      await out.close();
+      await fsp.rm(tmp, { force: true });
+      throw e;
+    }
+    await out.close();
+    await fsp.rename(tmp, this.indexFile).catch(async (e: unknown) => {
+      await fsp.rm(tmp, { force: true });
+      throw e;
     });
-    chunks.push(`${chunk}]}`);
-    await writeFileAtomic(this.indexFile, Buffer.concat(chunks.map((c) => Buffer.from(c, 'utf8'))));
     this.dirty = false;
   }
 
@@ -174,7 +194,7 @@ export class ContextChecksummer {
    * pull going on meanwhile keeps moving. Each file takes its digest from the index when its metadata
    * still matches; the index is dropped after.
    */
-  private async walk(index: Map<string, IndexEntry>): Promise<Node> {
+  private async walk(index: Map<string, IndexRow>): Promise<Node> {
     const root = toNode('', fs.lstatSync(osPath(this.dir)));
     const stack: [Node, string][] = [[root, '']];
     let slice = performance.now();
@@ -198,10 +218,10 @@ export class ContextChecksummer {
         } else if (child.type === 'file') {
           this.files++;
           const known = index.get(r);
-          if (known && known.size === child.size && known.mtimeMs === child.mtimeMs && known.ctimeMs === child.ctimeMs && known.ino === child.ino) {
-            child.digest = known.digest;
+          if (known && known[1] === child.size && known[2] === child.mtimeMs && known[3] === child.ctimeMs && known[4] === child.ino) {
+            child.digest = known[5];
           } else if (known) {
-            this.stale.set(r, known.digest);
+            this.stale.set(r, known[5]);
           }
         }
       }
@@ -250,9 +270,9 @@ export class ContextChecksummer {
       const before = this.stale.get(r);
       if (before !== undefined) {
         this.stale.delete(r);
-        if (before !== digest.digest) this.changed.add(r);
+        if (before !== digest.hex) this.changed.add(r);
       }
-      node.digest = digest.digest;
+      node.digest = digest.hex;
       this.dirty = true;
       if (performance.now() - slice > SLICE_MS) {
         await nextTurn();
@@ -263,15 +283,16 @@ export class ContextChecksummer {
 
   private digestSync(node: Node, rel: string): Digest {
     if (node.type === 'dir') {
-      if (node.digest) return node.digest;
+      if (node.digest) return node.digest as Digest;
       // A child that is not a directory enters as its record, not as a digest of it: one hash per
       // directory instead of one per file (tens of thousands of them in a big context).
       const kids = (node.children ?? []).map((child) => {
         const r = rel ? `${rel}/${child.name}` : child.name;
         return `${child.name}\0${child.type === 'dir' ? this.digestSync(child, r) : this.leafRecord(child, r)}`;
       });
-      node.digest = sha256(nameBytes(`${recordHeader(node)}\n${kids.join('\n')}`));
-      return node.digest;
+      const d = sha256(nameBytes(`${recordHeader(node)}\n${kids.join('\n')}`));
+      node.digest = d;
+      return d;
     }
     return sha256(nameBytes(this.leafRecord(node, rel)));
   }
@@ -284,35 +305,66 @@ export class ContextChecksummer {
         return `${header}\n${readlinkName(path.join(this.dir, rel))}`;
       case 'file': {
         if (!node.digest) throw new Error(`${rel}: not hashed`);
-        return `${header}\n${node.digest}`;
+        return `${header}\nsha256:${node.digest}`;
       }
       default:
         return `${header}\n${node.mode >>> 12}`;
     }
   }
 
-  /** The persistent index as a map for the walk (which drops it); v1 files are read too. */
-  private async loadIndex(): Promise<Map<string, IndexEntry>> {
-    const index = new Map<string, IndexEntry>();
+  /** The persistent index as a map for the walk (which drops it), read a line at a time; v1 files are read too. */
+  private async loadIndex(): Promise<Map<string, IndexRow>> {
+    const index = new Map<string, IndexRow>();
     if (!this.indexFile) return index;
-    let parsed: unknown;
     try {
-      parsed = JSON.parse(await fsp.readFile(this.indexFile, 'utf8'));
-    } catch {
-      return index;
-    }
-    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return index;
-    const v2 = parsed as { v?: unknown; files?: unknown };
-    if (v2.v === 2 && Array.isArray(v2.files)) {
-      for (const row of v2.files as IndexRow[]) {
-        if (Array.isArray(row) && row.length === 6) index.set(row[0], { size: row[1], mtimeMs: row[2], ctimeMs: row[3], ino: row[4], digest: row[5] });
+      let rest = '';
+      let first = true;
+      const take = (line: string) => {
+        if (first) {
+          first = false;
+          if (line !== INDEX_V2) throw new OldIndex(line);
+          return;
+        }
+        let row: unknown;
+        try {
+          row = JSON.parse(line);
+        } catch {
+          return; // a damaged line: that file is read again
+        }
+        if (Array.isArray(row) && row.length === 6 && typeof row[0] === 'string' && typeof row[5] === 'string') index.set(row[0], row as IndexRow);
+      };
+      for await (const chunk of fs.createReadStream(this.indexFile, { encoding: 'utf8', highWaterMark: 1 << 20 })) {
+        const lines = (rest + (chunk as string)).split('\n');
+        rest = lines.pop()!;
+        for (const line of lines) take(line);
+        if (first && rest.length > 64) take(rest); // not a line-per-file index
       }
-    } else if (v2.v === undefined) {
-      for (const [k, e] of Object.entries(parsed as Record<string, IndexEntry>)) index.set(k, e);
+      if (rest) take(rest);
+    } catch (e) {
+      if (e instanceof OldIndex) return this.loadIndexV1();
+      index.clear();
+    }
+    return index;
+  }
+
+  /** An index written by an earlier version: one JSON object, path -> entry. */
+  private async loadIndexV1(): Promise<Map<string, IndexRow>> {
+    const index = new Map<string, IndexRow>();
+    try {
+      const parsed = JSON.parse(await fsp.readFile(this.indexFile!, 'utf8')) as Record<string, { size: number; mtimeMs: number; ctimeMs: number; ino: number; digest: string }>;
+      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return index;
+      for (const [k, e] of Object.entries(parsed)) {
+        if (typeof e?.digest === 'string') index.set(k, [k, e.size, e.mtimeMs, e.ctimeMs, e.ino, e.digest.replace(/^sha256:/, '')]);
+      }
+    } catch {
+      index.clear();
     }
     return index;
   }
 }
+
+/** The index file is not of this version (a v1 file, or anything else). */
+class OldIndex extends Error {}
 
 /** The node at `rel` (slash-separated, '' for the root): a binary search in each directory on the way. */
 function lookup(root: Node, rel: string): Node | undefined {
@@ -353,14 +405,15 @@ const recordHeader = (node: Node) => `${node.type} ${(node.mode & 0o7777).toStri
 
 function toNode(name: string, st: ScannedStats | fs.Stats): Node {
   const type = st.isDirectory() ? 'dir' : st.isFile() ? 'file' : st.isSymbolicLink() ? 'symlink' : 'other';
-  return { name, type, mode: st.mode, uid: st.uid, gid: st.gid, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, ino: st.ino };
+  // Every field from the start: one shape for all nodes, fields in the object itself.
+  return { name, type, mode: st.mode, uid: st.uid, gid: st.gid, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, ino: st.ino, children: undefined, digest: undefined };
 }
 
 /**
  * A small file read and hashed synchronously: through promises, each of its open, read and close would
  * cost more than the call (a 1 KiB file reads in microseconds from the page cache).
  */
-function hashSmallFile(name: string): { digest: Digest; size: number } {
+function hashSmallFile(name: string): { hex: string; size: number } {
   readBuffer ??= Buffer.allocUnsafe(SMALL_FILE);
   const h = createHash('sha256');
   const fd = fs.openSync(osPath(name), 'r');
@@ -373,16 +426,16 @@ function hashSmallFile(name: string): { digest: Digest; size: number } {
   } finally {
     fs.closeSync(fd);
   }
-  return { digest: `sha256:${h.digest('hex')}`, size };
+  return { hex: h.digest('hex'), size };
 }
 
 /** A big file read through the threadpool, a chunk at a time, so the event loop keeps turning. */
-async function hashFile(name: string): Promise<{ digest: Digest; size: number }> {
+async function hashFile(name: string): Promise<{ hex: string; size: number }> {
   const h = createHash('sha256');
   let size = 0;
   for await (const chunk of fs.createReadStream(osPath(name), { highWaterMark: 1 << 20 })) {
     h.update(chunk as Buffer);
     size += (chunk as Buffer).length;
   }
-  return { digest: `sha256:${h.digest('hex')}`, size };
+  return { hex: h.digest('hex'), size };
 }
