@@ -457,7 +457,7 @@ class Copier {
       }
       // Refreshing an earlier copy: what the source no longer has (or no longer selects) goes.
       if (kept && dst.used && !dst.created) {
-        for (const name of readdirNames(this.earlier(dst.path))) {
+        for (const name of quick?.earlierNames ?? readdirNames(this.earlier(dst.path))) {
           if (kept.has(name)) continue;
           await this.writable();
           await fsp.rm(osPath(path.join(dst.path, name)), { recursive: true, force: true });
@@ -578,7 +578,7 @@ class Copier {
    * hard-linked in the source, or with extended attributes, are left to the per-file checks. Null where a
    * scan fails (the per-file path then meets whatever is wrong).
    */
-  private unchangedFiles(src: string, target: string): { names: string[]; keep: Set<string>; scan: ReturnType<typeof scanDir> } | null {
+  private unchangedFiles(src: string, target: string): { names: string[]; keep: Set<string>; scan: ReturnType<typeof scanDir>; earlierNames: string[] } | null {
     let now: ReturnType<typeof scanDir>;
     let before: ReturnType<typeof scanDir>;
     try {
@@ -595,7 +595,7 @@ class Copier {
       if (e === undefined || st.nlink > 1 || now.stats[i * Scan.fields + Scan.xattrs] !== 0) continue;
       if (this.keepable(st, scannedStats(before.stats, e))) keep.add(name);
     }
-    return { names: now.names, keep, scan: now };
+    return { names: now.names, keep, scan: now, earlierNames: before.names };
   }
 
   /** Refreshing: `existing` (an earlier copy of `src`) is what copying `src` now would make. */
