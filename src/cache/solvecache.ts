@@ -67,13 +67,6 @@ export class BuildCache implements SolveCache<WorkerRef> {
     return s;
   }
 
-  /** Bytes of context files read so far to compute keys (files new or changed since the index). */
-  contextBytesRead(): number {
-    let n = 0;
-    for (const s of this.sums.values()) n += s.bytesRead;
-    return n;
-  }
-
   /** Files of the contexts, files read and bytes read so far (the context step's progress). */
   contextStats(): ContextStats {
     const out = { files: 0, filesRead: 0, bytes: 0 };

@@ -415,7 +415,7 @@ function contextStep(definition: Definition, progress: FullProgressWriter, stats
 }
 
 /** The context step's last line: `context: 100000 files, 12 read` (read: new or changed since the last build). */
-export function contextFilesLine(s: ContextStats): string {
+function contextFilesLine(s: ContextStats): string {
   return `context: ${s.files} ${s.files === 1 ? 'file' : 'files'}, ${s.filesRead} read`;
 }
 
