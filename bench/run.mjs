@@ -3,7 +3,7 @@
 // it) and with the peers that are installed (BuildKit in dockerd, Buildah; skopeo as B7's transfer
 // baseline), alternating builders within each repetition, and reports medians and ratios.
 //
-//   npm run bench [-- --reps N] [--scenarios B1,B3,B5,B6,B7,B8,C1,C3] [--builders builder,buildkit,buildah]
+//   npm run bench [-- --reps N] [--scenarios B1,B3,B5,B6,B7,B8,B9,B10,C1,C3] [--builders builder,buildkit,buildah]
 //                 [--builder-output oci|none] [--install-peers] [--results FILE|-] [--cache DIR]
 //                 [--note TEXT] [--timeout SECONDS-PER-STEP]
 //
@@ -29,7 +29,7 @@ const REPO = path.resolve(HERE, '..');
 const { values: opt } = parseArgs({
   options: {
     reps: { type: 'string' },
-    scenarios: { type: 'string', default: 'B1,B1S,B3,B5,B6,B7,B8,C1,C3' },
+    scenarios: { type: 'string', default: 'B1,B1S,B3,B5,B6,B7,B8,B9,B10,C1,C3' },
     builders: { type: 'string', default: 'builder,buildkit,buildah' },
     'builder-output': { type: 'string', default: 'oci' },
     'install-peers': { type: 'boolean', default: false },
@@ -58,6 +58,8 @@ const SCENARIOS = {
   B6: { title: 'multi-stage build of a small Node-style program (deps, bundle, test, runtime stages)', ctx: data.b6Context, phases: ['cold', 'warm', 'edit'], edit: data.b6Edit },
   B8: { title: 'compile-style build, comment-only edit: the artifact is the same, heavy steps after it (early cutoff)', ctx: data.b8Context, phases: ['cold', 'warm', 'edit'], edit: data.b8Edit },
   B7: { title: 'pull, then push to an empty registry, of a 500 MB, 10-layer image', transfer: true, phases: ['pull', 'push'], reps: 2 },
+  B9: { title: '100,000 files / 100 MB context (1 KiB each, 5,000 dirs): COPY . /app, then RUN', ctx: data.b9Context, phases: ['cold', 'warm', 'edit'], edit: data.b9Edit, reps: 2 },
+  B10: { title: '100 stages: a common one, 98 from it at once, gathered by COPY --from into the last', ctx: data.b10Context, phases: ['cold', 'warm'] },
   C1: { title: 'B1 on an empty state with its exported cache', ctx: data.b1Context, cache: true, phases: ['from-local', 'from-registry'] },
   C3: { title: 'B3 with --cache-to mode=max (first export, export after a one-file edit), then on an empty state with its cache', ctx: data.b3Context, edit: data.b3Edit, cache: true, phases: ['export', 'export-edit', 'from-local', 'from-registry'], reps: 2 },
 };

@@ -86,6 +86,13 @@ export interface SolveOptions<R> {
   cache?: SolveCache<R>;
   /** False when the executor reads an input some other way (a COPY straight from the context directory). */
   needsInput?: (op: Op, index: number, inputOp: Op) => boolean;
+  /**
+   * With a cache: ops (of those the roots need) to start at once, before the ops above them have their
+   * keys (a base image's pull, while the context is checksummed for the key of the COPY over it). Only
+   * for ops that are needed whenever what is above them is not a cache hit: a hit above makes their
+   * work wasted.
+   */
+  startEarly?: (op: Op) => boolean;
 }
 
 /** An op failed: carries the op's metadata (description and source location) for the error message. */
@@ -315,7 +322,25 @@ export async function solveRoots<R>(def: Definition, roots: Digest[], opts: Solv
     return p;
   };
 
+  const startEarly = (): void => {
+    if (!cache || !opts.startEarly) return;
+    // Everything the roots reach through inputs they need, on an explicit stack (graphs can be deep).
+    const seen = new Set<Digest>(roots);
+    const stack = [...roots];
+    while (stack.length > 0) {
+      const digest = stack.pop()!;
+      const op = getOp(digest);
+      if (opts.startEarly(op)) run(digest).catch(() => undefined); // its failure is the solve's, reported there
+      opInputs(op).forEach((input, idx) => {
+        if (seen.has(input.digest) || (opts.needsInput && !opts.needsInput(op, idx, getOp(input.digest)))) return;
+        seen.add(input.digest);
+        stack.push(input.digest);
+      });
+    }
+  };
+
   try {
+    startEarly();
     return await Promise.all(roots.map((r) => run(r)));
   } catch (error) {
     // Wait for everything already started to stop, so no container or mount outlives the solve.

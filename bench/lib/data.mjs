@@ -107,6 +107,83 @@ export function b3Edit(dir, on) {
   }
 }
 
+// ---------------------------------------------------------------- B9: 100,000 small files
+export const B9_FILES = 100000;
+export const B9_DIRS = 5000;
+export const B9_EDIT = 'src/d2500/f0010.txt';
+
+export function b9Context(cache) {
+  return once(path.join(cache, 'b9'), 'v1', (dir) => {
+    fs.writeFileSync(path.join(dir, 'Dockerfile'), `${BASE_ARG}FROM \${BASE}
+COPY . /app
+RUN find /app -type f | wc -l > /files.txt
+`);
+    fs.writeFileSync(path.join(dir, '.dockerignore'), '.bench-stamp\n');
+    const next = stream('b9');
+    // 5,000 dirs of 20 files, 1 KiB each (100 MB): the cost is per file, not per byte.
+    const per = B9_FILES / B9_DIRS;
+    for (let i = 0; i < B9_FILES; i++) {
+      const sub = path.join(dir, 'src', `d${String(Math.floor(i / per)).padStart(4, '0')}`);
+      if (i % per === 0) fs.mkdirSync(sub, { recursive: true });
+      fs.writeFileSync(path.join(sub, `f${String(i % per).padStart(4, '0')}.txt`), hexText(next, 1024));
+    }
+  });
+}
+
+/** Changes one file of B9's context (or restores it). */
+export function b9Edit(dir, on) {
+  const file = path.join(dir, B9_EDIT);
+  const orig = `${dir}.orig-${path.basename(file)}`; // outside the context
+  if (on) {
+    if (!fs.existsSync(orig)) fs.copyFileSync(file, orig);
+    fs.appendFileSync(file, `edited ${Date.now()}\n`);
+  } else if (fs.existsSync(orig)) {
+    fs.copyFileSync(orig, file);
+    fs.rmSync(orig);
+  }
+}
+
+// ---------------------------------------------------------------- B10: a graph of 100 stages
+export const B10_STAGES = 100;
+
+/**
+ * 100 stages: a common one (a RUN over the base), 98 built from it at once (a COPY of their own context
+ * file each: file ops, no container, so the solver's share shows), and the last gathering all 98 with
+ * COPY --from, then one RUN.
+ */
+export function b10Dockerfile(stages = B10_STAGES) {
+  const leaves = stages - 2;
+  let text = `${BASE_ARG}FROM \${BASE} AS common\nRUN echo common > /common.txt\n`;
+  for (let i = 1; i <= leaves; i++) text += `\nFROM common AS s${i}\nCOPY parts/p${i}.txt /part/\n`;
+  text += '\nFROM common\n';
+  for (let i = 1; i <= leaves; i++) text += `COPY --from=s${i} /part/p${i}.txt /out/\n`;
+  text += 'RUN ls /out | wc -l > /parts.txt\n';
+  return text;
+}
+
+export function b10Context(cache) {
+  return once(path.join(cache, 'b10'), 'v1', (dir) => {
+    fs.writeFileSync(path.join(dir, 'Dockerfile'), b10Dockerfile());
+    fs.writeFileSync(path.join(dir, '.dockerignore'), '.bench-stamp\n');
+    fs.mkdirSync(path.join(dir, 'parts'));
+    for (let i = 1; i <= B10_STAGES - 2; i++) fs.writeFileSync(path.join(dir, 'parts', `p${i}.txt`), `part ${i}\n`);
+  });
+}
+
+/** One stage of `n` instructions: RUNs and COPYs alternating with ENV and WORKDIR (for the solver figures). */
+export function longStageDockerfile(n = 1000) {
+  let text = `${BASE_ARG}FROM \${BASE}\n`;
+  for (let i = 1; i < n; i++) {
+    switch (i % 4) {
+      case 0: text += `RUN echo ${i} >> /log.txt\n`; break;
+      case 1: text += `ENV V${i}=${i}\n`; break;
+      case 2: text += `COPY parts/p${(i % 98) + 1}.txt /parts/${i}.txt\n`; break;
+      default: text += `WORKDIR /w/${i % 10}\n`;
+    }
+  }
+  return text;
+}
+
 // ---------------------------------------------------------------- B5: two platforms, RUN under emulation
 export function b5Context(cache) {
   return once(path.join(cache, 'b5'), 'v1', (dir) => {

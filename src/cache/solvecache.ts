@@ -38,6 +38,8 @@ export interface BuildCacheOptions {
 
 const MAX_PATHS = 3;
 
+export interface ContextStats { files: number; filesRead: number; bytes: number }
+
 export class BuildCache implements SolveCache<WorkerRef> {
   readonly records: CacheRecords;
   private readonly sums = new Map<string, ContextChecksummer>();
@@ -70,11 +72,15 @@ export class BuildCache implements SolveCache<WorkerRef> {
     return s;
   }
 
-  /** Bytes of context files read so far to compute keys (files new or changed since the index). */
-  contextBytesRead(): number {
-    let n = 0;
-    for (const s of this.sums.values()) n += s.bytesRead;
-    return n;
+  /** Files of the contexts, files read and bytes read so far (the context step's progress). */
+  contextStats(): ContextStats {
+    const out = { files: 0, filesRead: 0, bytes: 0 };
+    for (const s of this.sums.values()) {
+      out.files += s.files;
+      out.filesRead += s.filesRead;
+      out.bytes += s.bytesRead;
+    }
+    return out;
   }
 
   async key(ctx: KeyContext): Promise<Digest> {

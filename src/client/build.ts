@@ -23,7 +23,7 @@ import { checkEntitlements, loadSession, parseEntitlements, parseSecretSpec, par
 import { readDockerignore } from './dockerignore.js';
 import { checkReport, sourceExcerpt, warningSummary, type BuildWarning, type StepWarning } from './checks.js';
 import type { LintWarning } from '../../frontend/dockerfile/linter.js';
-import { BuildCache } from '../cache/solvecache.js';
+import { BuildCache, type ContextStats } from '../cache/solvecache.js';
 import { applyCacheFilters } from '../cache/filters.js';
 import { parseSize } from '../cache/gc.js';
 import { autoGC } from './prune.js';
@@ -319,16 +319,19 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
     });
     const roots = perPlatform.map((c) => c.definition.root);
     // Reported here: the solver's events for it (when an op reads the context through it) are not shown.
-    const context = contextStep(definition, progress);
+    const context = contextStep(definition, progress, () => cache.contextStats());
     const refs = await solveRoots<WorkerRef>(definition, roots, {
       maxParallelism: opts.maxParallelism,
       signal: opts.signal,
       cache,
       needsInput: (op, i, inputOp) => worker.needsInput(op, i, inputOp),
+      // Base images pull while the context is checksummed. Not with imported caches: a remote hit above
+      // an image needs no pull at all, and the pull would be wasted.
+      startEarly: remote ? undefined : (op) => op.kind === 'source' && op.source.type === 'image',
       execute: compressEarly(worker.opExecutor(locals, (digest, stream, chunk) => progress.log(digest, stream, chunk), clientSession, onWarning),
         worker, definition, roots, outputs, sourceDateEpoch),
       onEvent: (ev) => {
-        context?.finish(cache.contextBytesRead());
+        if (context?.readers.has(ev.digest)) context.finish(cache.contextStats());
         if (ev.digest === context?.id) return;
         if (ev.type === 'start') {
           progress.start({
@@ -343,7 +346,7 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
     }).catch((e) => {
       throw withDetails(toBuildError(e, filename, progress), e, filename, dockerfile);
     }).finally(() => {
-      context?.finish(cache.contextBytesRead());
+      context?.finish(cache.contextStats());
       return cache.finish().catch(() => undefined);
     });
 
@@ -376,29 +379,44 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
 
 /**
  * BuildKit's `[internal] load build context` step with its `transferring context: N` sub-step. The context
- * is read in place here, not sent: the step lasts while the keys are computed (which is when the context
- * is read, before any op runs) and N is what was read of it, the files new or changed since the last
- * build, as BuildKit's transfer sends only those. Over at the solve's first event, or at its end.
+ * is read in place here, not sent: the step lasts while the context is checksummed for the keys of the
+ * steps that copy from it (nothing else waits for that: base images pull meanwhile), N is what was read
+ * of it, the files new or changed since the last build, as BuildKit's transfer sends only those, and
+ * grows as they are read. At the end a line says how many files the context has and how many were read.
+ * Over when the first step that reads the context starts (or is found cached), or at the solve's end.
  */
-function contextStep(definition: Definition, progress: FullProgressWriter): { id: Digest; finish(bytes: number): void } | undefined {
+function contextStep(definition: Definition, progress: FullProgressWriter, stats: () => ContextStats): { id: Digest; readers: Set<Digest>; finish(s: ContextStats): void } | undefined {
   // The step is the local source op's vertex: the steps that copy from the context name it as an input.
   const id = (Object.keys(definition.ops) as Digest[]).find((d) => {
     const op = definition.ops[d];
     return op.kind === 'source' && op.source.type === 'local' && op.source.name === 'context';
   });
   if (!id) return undefined;
+  const readers = new Set((Object.keys(definition.ops) as Digest[]).filter((d) => opInputs(definition.ops[d]).some((i) => i.digest === id)));
+  const started = Date.now();
   progress.start({ id, name: '[internal] load build context' });
   const transfer = subStep(progress, id, 'transferring context:');
+  // The printers decide what to show of these (plain: every few seconds; tty: each).
+  const ticker = setInterval(() => transfer.update(stats().bytes), 1000);
+  ticker.unref();
   let over = false;
   return {
     id,
-    finish(bytes) {
+    readers,
+    finish(s) {
       if (over) return;
       over = true;
-      transfer.done(bytes);
+      clearInterval(ticker);
+      transfer.done(s.bytes);
+      progress.status({ vertex: id, id: contextFilesLine(s), started, completed: Date.now() });
       progress.done(id);
     },
   };
+}
+
+/** The context step's last line: `context: 100000 files, 12 read` (read: new or changed since the last build). */
+function contextFilesLine(s: ContextStats): string {
+  return `context: ${s.files} ${s.files === 1 ? 'file' : 'files'}, ${s.filesRead} read`;
 }
 
 /**

@@ -6,16 +6,20 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { CopyAction, Digest } from '../../solver/llb/ops.js';
 import { sha256 } from '../../solver/llb/digest.js';
-import { writeFileAtomic } from '../util/fs.js';
 import { goMatch, hasWildcard, PatternMatcher } from '../util/patterns.js';
-import { Limiter } from '../util/limiter.js';
 import { scanDir, scannedStats, type ScannedStats } from '../native/fsx.js';
 import { nameBytes, osPath, readlinkName } from '../util/names.js';
 
+/**
+ * One entry of the context, as small as it can be: a big context has hundreds of thousands of them, and
+ * this is most of what the checksummer keeps per file (docs/limits.md). No path is stored: a node is found
+ * from the root through its parents' sorted children.
+ */
 interface Node {
+  name: string;
   type: 'file' | 'dir' | 'symlink' | 'other';
   mode: number;
   uid: number;
@@ -24,27 +28,48 @@ interface Node {
   mtimeMs: number;
   ctimeMs: number;
   ino: number;
-  /** Sorted child names (directories). */
-  children?: string[];
+  /** Sorted by name (directories). */
+  children: Node[] | undefined;
+  /**
+   * A file's content digest in hex (no `sha256:`: a string of its own, not a join of two), known for its
+   * current metadata (from the index or read this build); a directory's digest once computed.
+   */
+  digest: string | undefined;
 }
 
-interface IndexEntry { size: number; mtimeMs: number; ctimeMs: number; ino: number; digest: Digest }
+/**
+ * The persistent index: per file, the metadata its content digest was read with. On disk a first line
+ * `{"v":2}`, then a line per file, `[path, size, mtimeMs, ctimeMs, ino, hex digest]` (JSON), read and
+ * written a piece at a time (v1 was one JSON object of all paths, parsed and written whole).
+ */
+type IndexRow = [string, number, number, number, number, string];
+const INDEX_V2 = '{"v":2}';
 
 /** The copy reads through a symlink or selects something the tree cannot describe: checksum everything. */
 const WHOLE = Symbol('whole');
 
+/** Files up to this size are read synchronously, in one go (most of a source tree). */
+const SMALL_FILE = 1 << 20;
+/** Synchronous work runs in slices this long (ms), then lets the event loop run (pulls, progress). */
+const SLICE_MS = 10;
+
+let readBuffer: Buffer | null = null;
+
 export class ContextChecksummer {
-  private tree: Promise<Map<string, Node>> | null = null;
-  private readonly digests = new Map<string, Digest>();
-  private readonly hashing = new Map<string, Promise<void>>();
-  private index: Map<string, IndexEntry> | null = null;
-  private indexLoad: Promise<Map<string, IndexEntry>> | null = null;
+  private tree: Promise<Node> | null = null;
+  /** Index digests of files whose metadata changed since (for `changed`), until they are read again. */
+  private stale = new Map<string, string>();
   private dirty = false;
+  /** Hashing runs one request at a time: a file asked for twice is read once. */
+  private hashing: Promise<void> = Promise.resolve();
   private readonly exclude?: PatternMatcher;
   /** Paths whose content changed since the index was written (for cache-miss explanations). */
   readonly changed = new Set<string>();
   /** Bytes of the files read (hashed) so far: what this build took of the context (progress shows it). */
   bytesRead = 0;
+  /** Files read (hashed) so far, and files the (filtered) context has, once walked. */
+  filesRead = 0;
+  files = 0;
 
   constructor(readonly dir: string, excludePatterns: string[] | undefined, private readonly indexFile?: string) {
     if (excludePatterns?.length) this.exclude = new PatternMatcher(excludePatterns);
@@ -66,7 +91,7 @@ export class ContextChecksummer {
     const parts: string[] = [];
     const paths: string[] = [];
     for (const r of roots) {
-      let node = tree.get(r);
+      let node = lookup(tree, r);
       if (!node) throw new Error(`${r}: not found`);
       // A symlink the copy follows: keyed by where it leads (and that path), not by the whole context.
       let to = r;
@@ -74,7 +99,7 @@ export class ContextChecksummer {
         const resolved = this.resolveLinks(tree, r, true);
         if (resolved === null) return { digest: await this.digestOf(''), paths: [''] };
         to = resolved;
-        node = tree.get(to);
+        node = lookup(tree, to);
         if (!node) throw new Error(`${r}: not found`);
       }
       parts.push(to === r ? `${r}\0${await this.digestOf(r)}` : `${r}\0${to}\0${await this.digestOf(to)}`);
@@ -89,34 +114,56 @@ export class ContextChecksummer {
    */
   async fileDigests(roots: string[]): Promise<Record<string, string>> {
     const tree = await this.loadTree();
-    const index = await this.loadIndex();
     const out: Record<string, string> = {};
-    const visit = (rel: string) => {
-      const node = tree.get(rel);
-      if (!node) return;
-      if (node.type === 'dir') {
-        for (const c of node.children ?? []) visit(rel ? `${rel}/${c}` : c);
-      } else {
-        out[rel] = this.leafRecord(node, index, rel);
-      }
-    };
     for (const r of roots) {
-      if (tree.has(r)) await this.hashMissing(tree, index, r);
-      visit(r);
+      const top = lookup(tree, r);
+      if (!top) continue;
+      await this.hashMissing(r);
+      forEachUnder(top, r, (node, rel) => {
+        if (node.type !== 'dir') out[rel] = this.leafRecord(node, rel);
+      });
     }
     return out;
   }
 
-  /** Writes the metadata index if it changed. */
+  /** Writes the metadata index if it changed: a line per file, in pieces, then renamed over the old one. */
   async flush(): Promise<void> {
-    if (!this.indexFile || !this.dirty || !this.index) return;
-    const obj: Record<string, IndexEntry> = {};
-    for (const [k, v] of this.index) obj[k] = v;
-    await writeFileAtomic(this.indexFile, JSON.stringify(obj));
+    if (!this.indexFile || !this.dirty || !this.tree) return;
+    const tree = await this.tree;
+    await fsp.mkdir(path.dirname(this.indexFile), { recursive: true });
+    const tmp = `${this.indexFile}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+    const out = await fsp.open(tmp, 'w');
+    try {
+      let chunk = `${INDEX_V2}\n`;
+      // Written 64 KiB at a time as the tree is walked: no string or list of the whole index is made.
+      const stack: [Node, string][] = [[tree, '']];
+      while (stack.length > 0) {
+        const [node, rel] = stack.pop()!;
+        if (node.type === 'file' && node.digest) {
+          chunk += `[${JSON.stringify(rel)},${node.size},${node.mtimeMs},${node.ctimeMs},${node.ino},"${node.digest}"]\n`;
+          if (chunk.length >= 1 << 16) {
+            await out.write(chunk);
+            chunk = '';
+          }
+        }
+        for (const c of node.children ?? []) stack.push([c, rel ? `${rel}/${c.name}` : c.name]);
+      }
+      await out.write(chunk);
+      await out.sync();
+    } catch (e) {
+      await out.close();
+      await fsp.rm(tmp, { force: true });
+      throw e;
+    }
+    await out.close();
+    await fsp.rename(tmp, this.indexFile).catch(async (e: unknown) => {
+      await fsp.rm(tmp, { force: true });
+      throw e;
+    });
     this.dirty = false;
   }
 
-  private select(tree: Map<string, Node>, a: CopyAction): string[] | typeof WHOLE {
+  private select(tree: Node, a: CopyAction): string[] | typeof WHOLE {
     let src = path.posix.join('/', a.src).replace(/\/\.?$/, '');
     src = src.replace(/^\/+/, '').replace(/\/+$/, '');
     if (src === '.') src = '';
@@ -130,17 +177,16 @@ export class ContextChecksummer {
     const pattern = parts.slice(wild).join('/');
     const depth = pattern.split('/').length;
     const out: string[] = [];
-    const walk = (rel: string, sub: string, level: number) => {
-      const node = tree.get(rel);
+    const walk = (node: Node | undefined, rel: string, sub: string, level: number) => {
       if (!node || node.type !== 'dir') return;
-      for (const name of node.children ?? []) {
-        const r = sub ? `${sub}/${name}` : name;
-        const full = rel ? `${rel}/${name}` : name;
+      for (const child of node.children ?? []) {
+        const r = sub ? `${sub}/${child.name}` : child.name;
+        const full = rel ? `${rel}/${child.name}` : child.name;
         if (goMatch(pattern, r)) out.push(full);
-        else if (level < depth && tree.get(full)?.type === 'dir') walk(full, r, level + 1);
+        else if (level < depth && child.type === 'dir') walk(child, full, r, level + 1);
       }
     };
-    walk(base, '', 1);
+    walk(lookup(tree, base), base, '', 1);
     return out;
   }
 
@@ -149,7 +195,7 @@ export class ContextChecksummer {
    * stopping there), the last one only with `followFinal`. Null when that cannot be told from the tree:
    * too many links (a loop, which the copy reports).
    */
-  private resolveLinks(tree: Map<string, Node>, rel: string, followFinal: boolean): string | null {
+  private resolveLinks(tree: Node, rel: string, followFinal: boolean): string | null {
     let todo = rel ? rel.split('/') : [];
     let i = 0;
     let hops = 0;
@@ -163,7 +209,7 @@ export class ContextChecksummer {
       }
       out.push(part);
       const cur = out.join('/');
-      const node = tree.get(cur);
+      const node = lookup(tree, cur);
       // Missing (or excluded): what follows is not in the tree either; the lookup reports it.
       if (!node) return [...out, ...todo.slice(i)].join('/');
       if (node.type !== 'symlink' || (i >= todo.length && !followFinal)) continue;
@@ -177,154 +223,259 @@ export class ContextChecksummer {
     return out.join('/');
   }
 
-  private loadTree(): Promise<Map<string, Node>> {
-    this.tree ??= Promise.resolve().then(() => this.walk());
+  private loadTree(): Promise<Node> {
+    this.tree ??= this.loadIndex().then((index) => this.walk(index));
     return this.tree;
   }
 
   /**
-   * Synchronous on purpose: tens of thousands of lstat calls through promises cost several times more
-   * than the calls themselves, and nothing else runs while the keys are computed.
+   * Native scans, one per directory (no Stats object per entry), called synchronously: tens of thousands
+   * of lstat calls through promises cost several times more than the calls themselves. In slices, so a
+   * pull going on meanwhile keeps moving. Each file takes its digest from the index when its metadata
+   * still matches; the index is dropped after.
    */
-  private walk(): Map<string, Node> {
-    const tree = new Map<string, Node>();
-    const visit = (rel: string, node: Node): void => {
-      tree.set(rel, node);
-      if (node.type !== 'dir') return;
+  private async walk(index: Map<string, IndexRow>): Promise<Node> {
+    const root = toNode('', fs.lstatSync(osPath(this.dir)));
+    const stack: [Node, string][] = [[root, '']];
+    let slice = performance.now();
+    while (stack.length > 0) {
+      const [node, rel] = stack.pop()!;
       const host = rel ? path.join(this.dir, rel) : this.dir;
-      const kept: string[] = [];
-      // One native scan per directory: no Stats object per entry.
       const { names, stats } = scanDir(host, { xattrs: false }); // records hold no xattrs
-      const order = names.map((name, i) => ({ name, i })).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-      for (const { name, i } of order) {
+      const order = names.map((_, i) => i).sort((a, b) => (names[a] < names[b] ? -1 : names[a] > names[b] ? 1 : 0));
+      const kept: Node[] = [];
+      for (const i of order) {
+        const name = names[i];
         const r = rel ? `${rel}/${name}` : name;
-        const child = toNode(scannedStats(stats, i));
+        const child = toNode(name, scannedStats(stats, i));
         if (this.exclude?.matches(r)) {
           // An excluded directory is still searched when a `!` exception may re-include something below.
           if (!(child.type === 'dir' && this.exclude.hasExclusions && this.exclude.mayMatchBelow(r, true))) continue;
         }
-        kept.push(name);
-        visit(r, child);
+        kept.push(child);
+        if (child.type === 'dir') {
+          stack.push([child, r]);
+        } else if (child.type === 'file') {
+          this.files++;
+          const known = index.get(r);
+          if (known && known[1] === child.size && known[2] === child.mtimeMs && known[3] === child.ctimeMs && known[4] === child.ino) {
+            child.digest = known[5];
+          } else if (known) {
+            this.stale.set(r, known[5]);
+          }
+        }
       }
       node.children = kept;
-    };
-    visit('', toNode(fs.lstatSync(osPath(this.dir))));
-    return tree;
+      if (performance.now() - slice > SLICE_MS) {
+        await nextTurn();
+        slice = performance.now();
+      }
+    }
+    return root;
   }
 
   private async digestOf(rel: string): Promise<Digest> {
     const tree = await this.loadTree();
-    const index = await this.loadIndex();
-    await this.hashMissing(tree, index, rel);
-    return this.digestSync(tree, index, rel);
+    await this.hashMissing(rel);
+    const node = lookup(tree, rel);
+    if (!node) throw new Error(`${rel}: not found`);
+    return this.digestSync(node, rel);
   }
 
   /** Reads the files under `rel` whose metadata the index does not vouch for. */
-  private async hashMissing(tree: Map<string, Node>, index: Map<string, IndexEntry>, rel: string): Promise<void> {
-    const todo: [string, Node][] = [];
-    const visit = (r: string) => {
-      const node = tree.get(r);
-      if (!node) return;
-      if (node.type === 'dir') {
-        for (const c of node.children ?? []) visit(r ? `${r}/${c}` : c);
-      } else if (node.type === 'file') {
-        const known = index.get(r);
-        if (!(known && known.size === node.size && known.mtimeMs === node.mtimeMs && known.ctimeMs === node.ctimeMs && known.ino === node.ino)) {
-          todo.push([r, node]);
-        }
-      }
-    };
-    visit(rel);
-    await Promise.all(todo.map(async ([r, node]) => {
-      let p = this.hashing.get(r);
-      if (!p) {
-        this.bytesRead += node.size;
-        p = hashLimit.run(() => hashFile(path.join(this.dir, r))).then((digest) => {
-          const known = index.get(r);
-          if (known && known.digest !== digest) this.changed.add(r);
-          index.set(r, { size: node.size, mtimeMs: node.mtimeMs, ctimeMs: node.ctimeMs, ino: node.ino, digest });
-          this.dirty = true;
-        });
-        this.hashing.set(r, p);
-      }
-      await p;
-    }));
+  private hashMissing(rel: string): Promise<void> {
+    const run = this.hashing.then(() => this.hashUnder(rel));
+    this.hashing = run.catch(() => undefined);
+    return run;
   }
 
-  private digestSync(tree: Map<string, Node>, index: Map<string, IndexEntry>, rel: string): Digest {
-    const memo = this.digests.get(rel);
-    if (memo) return memo;
-    const node = tree.get(rel);
-    if (!node) throw new Error(`${rel}: not found`);
-    let d: Digest;
+  private async hashUnder(rel: string): Promise<void> {
+    const top = lookup(await this.loadTree(), rel);
+    if (!top) return;
+    const todo: [Node, string][] = [[top, rel]];
+    let slice = performance.now();
+    while (todo.length > 0) {
+      const [node, r] = todo.pop()!;
+      if (node.type === 'dir') {
+        for (const c of node.children ?? []) {
+          if (c.type === 'dir' || (c.type === 'file' && !c.digest)) todo.push([c, r ? `${r}/${c.name}` : c.name]);
+        }
+        continue;
+      }
+      if (node.type !== 'file' || node.digest) continue;
+      const file = path.join(this.dir, r);
+      const digest = node.size <= SMALL_FILE ? hashSmallFile(file) : await hashFile(file);
+      this.bytesRead += digest.size;
+      this.filesRead++;
+      const before = this.stale.get(r);
+      if (before !== undefined) {
+        this.stale.delete(r);
+        if (before !== digest.hex) this.changed.add(r);
+      }
+      node.digest = digest.hex;
+      this.dirty = true;
+      if (performance.now() - slice > SLICE_MS) {
+        await nextTurn();
+        slice = performance.now();
+      }
+    }
+  }
+
+  private digestSync(node: Node, rel: string): Digest {
     if (node.type === 'dir') {
+      if (node.digest) return node.digest as Digest;
       // A child that is not a directory enters as its record, not as a digest of it: one hash per
       // directory instead of one per file (tens of thousands of them in a big context).
-      const kids = (node.children ?? []).map((c) => {
-        const r = rel ? `${rel}/${c}` : c;
-        const child = tree.get(r)!;
-        return `${c}\0${child.type === 'dir' ? this.digestSync(tree, index, r) : this.leafRecord(child, index, r)}`;
+      const kids = (node.children ?? []).map((child) => {
+        const r = rel ? `${rel}/${child.name}` : child.name;
+        return `${child.name}\0${child.type === 'dir' ? this.digestSync(child, r) : this.leafRecord(child, r)}`;
       });
-      d = sha256(nameBytes(`${recordHeader(node)}\n${kids.join('\n')}`));
-    } else {
-      d = sha256(nameBytes(this.leafRecord(node, index, rel)));
+      const d = sha256(nameBytes(`${recordHeader(node)}\n${kids.join('\n')}`));
+      node.digest = d;
+      return d;
     }
-    this.digests.set(rel, d);
-    return d;
+    return sha256(nameBytes(this.leafRecord(node, rel)));
   }
 
   /** What identifies a file, symlink or other non-directory: its header and content, link target or kind. */
-  private leafRecord(node: Node, index: Map<string, IndexEntry>, rel: string): string {
+  private leafRecord(node: Node, rel: string): string {
     const header = recordHeader(node);
     switch (node.type) {
       case 'symlink':
         return `${header}\n${readlinkName(path.join(this.dir, rel))}`;
       case 'file': {
-        const known = index.get(rel);
-        if (!known) throw new Error(`${rel}: not hashed`);
-        return `${header}\n${known.digest}`;
+        if (!node.digest) throw new Error(`${rel}: not hashed`);
+        return `${header}\nsha256:${node.digest}`;
       }
       default:
         return `${header}\n${node.mode >>> 12}`;
     }
   }
 
-  /** Loaded once, however many files ask at the same time. */
-  private loadIndex(): Promise<Map<string, IndexEntry>> {
-    this.indexLoad ??= (async () => {
-      let entries: Record<string, IndexEntry> = {};
-      if (this.indexFile) {
-        try {
-          entries = JSON.parse(await fsp.readFile(this.indexFile, 'utf8')) as Record<string, IndexEntry>;
-          if (typeof entries !== 'object' || entries === null || Array.isArray(entries)) entries = {};
-        } catch {
-          entries = {};
+  /** The persistent index as a map for the walk (which drops it), read a line at a time; v1 files are read too. */
+  private async loadIndex(): Promise<Map<string, IndexRow>> {
+    const index = new Map<string, IndexRow>();
+    if (!this.indexFile) return index;
+    try {
+      let rest = '';
+      let first = true;
+      const take = (line: string) => {
+        if (first) {
+          first = false;
+          if (line !== INDEX_V2) throw new OldIndex(line);
+          return;
         }
+        let row: unknown;
+        try {
+          row = JSON.parse(line);
+        } catch {
+          return; // a damaged line: that file is read again
+        }
+        if (Array.isArray(row) && row.length === 6 && typeof row[0] === 'string' && typeof row[5] === 'string') index.set(row[0], row as IndexRow);
+      };
+      for await (const chunk of fs.createReadStream(this.indexFile, { encoding: 'utf8', highWaterMark: 1 << 20 })) {
+        const lines = (rest + (chunk as string)).split('\n');
+        rest = lines.pop()!;
+        for (const line of lines) take(line);
+        if (first && rest.length > 64) take(rest); // not a line-per-file index
       }
-      this.index = new Map(Object.entries(entries));
-      return this.index;
-    })();
-    return this.indexLoad;
+      if (rest) take(rest);
+    } catch (e) {
+      if (e instanceof OldIndex) return this.loadIndexV1();
+      index.clear();
+    }
+    return index;
+  }
+
+  /** An index written by an earlier version: one JSON object, path -> entry. */
+  private async loadIndexV1(): Promise<Map<string, IndexRow>> {
+    const index = new Map<string, IndexRow>();
+    try {
+      const parsed = JSON.parse(await fsp.readFile(this.indexFile!, 'utf8')) as Record<string, { size: number; mtimeMs: number; ctimeMs: number; ino: number; digest: string }>;
+      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return index;
+      for (const [k, e] of Object.entries(parsed)) {
+        if (typeof e?.digest === 'string') index.set(k, [k, e.size, e.mtimeMs, e.ctimeMs, e.ino, e.digest.replace(/^sha256:/, '')]);
+      }
+    } catch {
+      index.clear();
+    }
+    return index;
   }
 }
+
+/** The index file is not of this version (a v1 file, or anything else). */
+class OldIndex extends Error {}
+
+/** The node at `rel` (slash-separated, '' for the root): a binary search in each directory on the way. */
+function lookup(root: Node, rel: string): Node | undefined {
+  if (!rel) return root;
+  let node: Node = root;
+  for (const name of rel.split('/')) {
+    const kids = node.children;
+    if (!kids) return undefined;
+    let lo = 0;
+    let hi = kids.length - 1;
+    let found: Node | undefined;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      const n = kids[mid].name;
+      if (n === name) { found = kids[mid]; break; }
+      if (n < name) lo = mid + 1;
+      else hi = mid - 1;
+    }
+    if (!found) return undefined;
+    node = found;
+  }
+  return node;
+}
+
+/** Calls `fn` for `top` and everything below it, in no particular order; no recursion. */
+function forEachUnder(top: Node, rel: string, fn: (node: Node, rel: string) => void): void {
+  const stack: [Node, string][] = [[top, rel]];
+  while (stack.length > 0) {
+    const [node, r] = stack.pop()!;
+    fn(node, r);
+    for (const c of node.children ?? []) stack.push([c, r ? `${r}/${c.name}` : c.name]);
+  }
+}
+
+const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 const recordHeader = (node: Node) => `${node.type} ${(node.mode & 0o7777).toString(8)} ${node.uid}:${node.gid}`;
 
-function toNode(st: ScannedStats): Node {
+function toNode(name: string, st: ScannedStats | fs.Stats): Node {
   const type = st.isDirectory() ? 'dir' : st.isFile() ? 'file' : st.isSymbolicLink() ? 'symlink' : 'other';
-  return { type, mode: st.mode, uid: st.uid, gid: st.gid, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, ino: st.ino };
+  // Every field from the start: one shape for all nodes, fields in the object itself.
+  return { name, type, mode: st.mode, uid: st.uid, gid: st.gid, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, ino: st.ino, children: undefined, digest: undefined };
 }
 
-async function hashFile(name: string): Promise<Digest> {
-  const file = osPath(name);
+/**
+ * A small file read and hashed synchronously: through promises, each of its open, read and close would
+ * cost more than the call (a 1 KiB file reads in microseconds from the page cache).
+ */
+function hashSmallFile(name: string): { hex: string; size: number } {
+  readBuffer ??= Buffer.allocUnsafe(SMALL_FILE);
   const h = createHash('sha256');
-  const st = await fsp.stat(file);
-  if (st.size <= 1 << 20) {
-    h.update(await fsp.readFile(file));
-  } else {
-    for await (const chunk of fs.createReadStream(file, { highWaterMark: 1 << 20 })) h.update(chunk as Buffer);
+  const fd = fs.openSync(osPath(name), 'r');
+  let size = 0;
+  try {
+    for (let n = fs.readSync(fd, readBuffer, 0, readBuffer.length, null); n > 0; n = fs.readSync(fd, readBuffer, 0, readBuffer.length, null)) {
+      h.update(readBuffer.subarray(0, n));
+      size += n;
+    }
+  } finally {
+    fs.closeSync(fd);
   }
-  return `sha256:${h.digest('hex')}`;
+  return { hex: h.digest('hex'), size };
 }
 
-const hashLimit = new Limiter(8);
+/** A big file read through the threadpool, a chunk at a time, so the event loop keeps turning. */
+async function hashFile(name: string): Promise<{ hex: string; size: number }> {
+  const h = createHash('sha256');
+  let size = 0;
+  for await (const chunk of fs.createReadStream(osPath(name), { highWaterMark: 1 << 20 })) {
+    h.update(chunk as Buffer);
+    size += (chunk as Buffer).length;
+  }
+  return { hex: h.digest('hex'), size };
+}

@@ -2,6 +2,7 @@ import { describe, it, expect, beforeEach } from 'vitest';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import os from 'node:os';
+import { createHash } from 'node:crypto';
 import type { CopyAction } from '../../solver/llb/ops.js';
 import { ContextChecksummer } from '../../src/worker/contenthash.js';
 
@@ -110,5 +111,52 @@ describe('context checksums', () => {
     // A loop cannot be resolved: the whole context.
     await fs.symlink('loop', path.join(dir, 'loop'));
     expect((await sum().selectionDigest(copy('loop/x'))).paths).toEqual(['']);
+  });
+
+  it('counts files and reads; an index of the earlier format (one JSON object) is used; a damaged line costs one read', async () => {
+    const fresh = sum();
+    const whole = (await fresh.selectionDigest(copy('/'))).digest;
+    expect([fresh.files, fresh.filesRead]).toEqual([5, 5]);
+    expect(fresh.bytesRead).toBe(5);
+    // The earlier format: path -> { size, mtimeMs, ctimeMs, ino, digest }.
+    const v1: Record<string, unknown> = {};
+    for (const rel of ['src/a.txt', 'src/sub/b.txt', 'other.txt', 'x.go', 'y.go']) {
+      const st = await fs.stat(path.join(dir, rel));
+      const digest = `sha256:${createHash('sha256').update(await fs.readFile(path.join(dir, rel))).digest('hex')}`;
+      v1[rel] = { size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, ino: st.ino, digest };
+    }
+    await fs.writeFile(path.join(state, 'index'), JSON.stringify(v1));
+    const old = sum();
+    expect((await old.selectionDigest(copy('/'))).digest).toBe(whole);
+    expect(old.filesRead).toBe(0);
+    // Rewritten in the current format once something is read; one damaged line: that file is read again.
+    await write('y.go', 'y2');
+    const again = sum();
+    await again.selectionDigest(copy('/'));
+    await again.flush();
+    expect(again.filesRead).toBe(1);
+    const lines = (await fs.readFile(path.join(state, 'index'), 'utf8')).split('\n');
+    expect(lines[0]).toBe('{"v":2}');
+    const i = lines.findIndex((l) => l.startsWith('["x.go"'));
+    lines[i] = lines[i].slice(0, 10);
+    await fs.writeFile(path.join(state, 'index'), lines.join('\n'));
+    const damaged = sum();
+    await damaged.selectionDigest(copy('/'));
+    expect([damaged.files, damaged.filesRead]).toEqual([5, 1]);
+  });
+
+  it('takes a directory of 20,000 files', async () => {
+    const flat = path.join(dir, 'flat');
+    await fs.mkdir(flat);
+    for (let i = 0; i < 20_000; i += 1000) {
+      await Promise.all(Array.from({ length: 1000 }, (_, j) => fs.writeFile(path.join(flat, `f${i + j}`), String(i + j))));
+    }
+    const s = sum();
+    const d = (await s.selectionDigest(copy('flat'))).digest;
+    expect(s.filesRead).toBe(20_000);
+    await s.flush();
+    const again = sum();
+    expect((await again.selectionDigest(copy('flat'))).digest).toBe(d);
+    expect(again.filesRead).toBe(0);
   });
 });

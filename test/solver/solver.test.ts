@@ -153,6 +153,31 @@ describe('solver with a cache', () => {
     expect(events.indexOf('shared')).toBeLessThan(events.indexOf('left'));
   });
 
+  it('startEarly: a base image runs while the keys above it wait (a context checksum), not after', async () => {
+    const { b, root, base, shared } = graph();
+    const def = b.build(root);
+    const stored = new Map<string, string>();
+    const { cache } = memoryCache(stored);
+    // The key of `shared` (all that is above the image needs it) waits until the image op has run.
+    let imageRan!: () => void;
+    const ranImage = new Promise<void>((r) => (imageRan = r));
+    const slow: SolveCache<string> = { ...cache, key: async (ctx) => { if (ctx.digest === shared) await ranImage; return cache.key(ctx); } };
+    const order: string[] = [];
+    const execute = async ({ digest }: { digest: Digest }) => {
+      order.push(digest === base ? 'base' : digest);
+      if (digest === base) imageRan();
+      return digest;
+    };
+    const early = await solve(def, { cache: slow, execute, startEarly: (op) => op.kind === 'source' && op.source.type === 'image' });
+    expect(early).toBe(root);
+    expect(order[0]).toBe('base');
+    expect(order).toHaveLength(5);
+    // Once everything is cached, an early start is a lookup: nothing runs.
+    const again: string[] = [];
+    await solve(def, { cache: memoryCache(stored).cache, execute: async ({ digest }) => { again.push(digest); return digest; }, startEarly: () => true });
+    expect(again).toEqual([]);
+  });
+
   it('an ignore-cache op runs even when a dependant hits, and reports why its dependants may still hit', async () => {
     const { b, root, left } = graph();
     const def = b.build(root);

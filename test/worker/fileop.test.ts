@@ -284,4 +284,29 @@ describe('applyFileActions', () => {
     expect((await tree(R('ctx'))).length).toBe(40 * 101);
     expect(await fs.readFile(R('ctx/d39/f99'), 'utf8')).toBe('39-99');
   });
+
+  it('copies small plain files the fast way and the rest the general way, with the same metadata', async () => {
+    // Plain (fast path), setuid with an owner (fchown before fchmod), xattr, hardlink, empty, over 1 MiB.
+    await fs.writeFile(S('dir/empty'), '');
+    await fs.writeFile(S('dir/big'), Buffer.alloc((1 << 20) + 5, 7));
+    await fs.utimes(S('dir/big'), 1_000_000_000, 1_000_000_000);
+    // An existing file at the destination is replaced (the fast path's exclusive create falls back).
+    await fs.mkdir(R('out/dir'), { recursive: true });
+    await fs.writeFile(R('out/a.txt'), 'old');
+    await run(copy('/', '/out', { allowWildcard: false }));
+    const st = async (p: string) => fs.lstat(R(`out/${p}`));
+    expect(await fs.readFile(R('out/a.txt'), 'utf8')).toBe('A');
+    expect((await st('a.txt')).mtimeMs).toBe(1_234_567_890_000);
+    const two = await st('dir/sub/two');
+    expect([two.uid, two.gid, two.mode & 0o7777]).toEqual([7, 8, 0o4750]);
+    expect(getXattr(R('out/b.txt'), 'user.tag')?.toString()).toBe('blue');
+    expect((await st('dir/one')).ino).toBe((await st('dir/one-hard')).ino);
+    expect((await st('dir/empty')).size).toBe(0);
+    expect((await fs.readFile(R('out/dir/big'))).equals(Buffer.alloc((1 << 20) + 5, 7))).toBe(true);
+    expect((await st('dir/big')).mtimeMs).toBe(1_000_000_000_000);
+    // --chown and --chmod on the fast path (a directory's files).
+    await run(copy('/dir/sub', '/owned/', { owner: { user: 5, group: 6 }, mode: 0o640 }));
+    const owned = await fs.lstat(R('owned/two'));
+    expect([owned.uid, owned.gid, owned.mode & 0o7777]).toEqual([5, 6, 0o640]);
+  });
 });
