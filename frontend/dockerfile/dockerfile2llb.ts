@@ -25,6 +25,15 @@ export interface ImageMetaResolver {
   resolveImageConfig(ref: string, platform: Platform): Promise<{ ref: string; config: ImageConfigFile }>;
 }
 
+/**
+ * What a named build context (`--build-context NAME=...`) stands for: an image (`docker-image://`, or an
+ * OCI layout the client made resolvable), or a directory the client supplies as a local source (a local
+ * directory, a git checkout, a downloaded file). `FROM NAME`, `COPY --from=NAME` and `RUN --mount=from=NAME`
+ * use it, with BuildKit's precedence: a stage of that name is replaced whole; a name that is not a stage
+ * (a base image, a --from image) is replaced before it would be resolved as an image.
+ */
+export type NamedContext = { type: 'image'; ref: string } | { type: 'local'; name: string; excludes?: string[] };
+
 export interface ConvertOptions {
   /** Dockerfile content. */
   dockerfile: string;
@@ -57,6 +66,21 @@ export interface ConvertOptions {
   cgroupParent?: string;
   /** Also describe the target (`--call outline`): build args, secrets, SSH agents it uses. */
   outline?: boolean;
+  /** Named contexts by name in familiar form (`familiarContextName`), optionally `NAME::os/arch` for one
+   * platform only. */
+  namedContexts?: Record<string, NamedContext>;
+}
+
+/**
+ * The key a named context is found by, as BuildKit's NamedContext: the familiar form of the name (an image
+ * name without `docker.io/library/` and without `:latest`), lower-cased.
+ */
+export function familiarContextName(name: string): string {
+  let n = name.toLowerCase();
+  n = n.replace(/^(?:index\.)?docker\.io\/(?:library\/(?=[^/]+$|[^/]+[:@]))?/, '');
+  const slash = n.lastIndexOf('/');
+  if (n.endsWith(':latest') && n.lastIndexOf(':') > slash) n = n.slice(0, -':latest'.length);
+  return n;
 }
 
 export interface ConvertResult {
@@ -105,7 +129,9 @@ interface DispatchState {
   instructions: Instruction[];
   /** An image named by COPY --from only. */
   unregistered: boolean;
-  resolved?: { ref: string; config: StageImage; scratch: boolean };
+  resolved?: { ref: string; config: StageImage; scratch: boolean; digest?: Digest };
+  /** The stage's own name is a named context: it replaces the whole stage (none of its instructions run). */
+  replacedBy?: NamedContext;
   dispatched: boolean;
   state?: LLBState;
   image?: StageImage;
@@ -318,6 +344,16 @@ class Converter {
     }
     // A stage by name, or by the index of an earlier stage (as COPY --from takes it; BuildKit itself
     // would look for an image named like the number).
+    // A named context of the stage's own name replaces the stage, before anything else is looked up.
+    const replacedBy = from.name ? this.namedContext(from.name, platform ?? this.opts.targetPlatform) : undefined;
+    if (replacedBy) {
+      const d = this.newState({
+        stage, baseName, name: from.name, stageName: from.name, location: from.location, platform, instructions: [],
+        unregistered: false, cmdTotal: 0, replacedBy, onBuildDone: true, outline: this.metaOutline.forStage(used),
+      });
+      this.byName.set(from.name, d);
+      return;
+    }
     const base = this.byName.get(baseName.toLowerCase()) ?? (/^\d+$/.test(baseName) && Number(baseName) < index ? this.states[Number(baseName)] : undefined);
     const counted = stage.instructions.filter((i) => ['add', 'copy', 'run', 'workdir'].includes(i.kind)).length;
     const d = this.newState({
@@ -411,21 +447,51 @@ class Converter {
     }
   }
 
+  /** The named context `name` stands for on `platform`, if any (`scratch` and `context` never are). */
+  private namedContext(name: string, platform: Platform): NamedContext | undefined {
+    const all = this.opts.namedContexts;
+    if (!all || /^(scratch|context)$/i.test(name)) return undefined;
+    const key = familiarContextName(name);
+    return all[`${key}::${formatPlatform(platform)}`] ?? all[key];
+  }
+
+  /** A stage replaced by a named context, or an image named by --from only: ready as it is, nothing to dispatch. */
+  private settle(d: DispatchState): void {
+    if (!d.unregistered && !d.replacedBy) return;
+    const resolved = d.resolved!;
+    d.state = { digest: resolved.digest ?? (resolved.scratch ? this.scratch() : this.imageSource(d)), env: EnvList.empty(), dir: '/', user: '' };
+    if (d.replacedBy) d.image = cloneImage(resolved.config);
+    d.dispatched = true;
+  }
+
   private async resolveBase(d: DispatchState): Promise<void> {
-    if (d.baseName === SCRATCH) {
-      d.resolved = { ref: SCRATCH, config: emptyImage(this.opts.targetPlatform), scratch: true };
-      d.platform = this.opts.targetPlatform;
-      return;
-    }
     const platform = d.platform ?? this.opts.targetPlatform;
+    const named = d.replacedBy ?? (d.baseName === SCRATCH ? undefined : this.namedContext(d.baseName, platform));
+    if (named?.type === 'local') {
+      const excludes = named.excludes ?? [];
+      const digest = this.addToDefinition(
+        { kind: 'source', source: { type: 'local', name: named.name, ...(excludes.length > 0 ? { excludePatterns: excludes } : {}) } },
+        { description: `[context ${d.replacedBy ? d.name : familiarContextName(d.baseName)}] load from client` },
+      );
+      // A directory has no image config: the stage starts from an empty one, as in BuildKit.
+      d.resolved = { ref: named.name, config: emptyImage(platform), scratch: false, digest };
+      d.platform = platform;
+      return this.settle(d);
+    }
+    const imageRef = named ? named.ref : d.baseName;
+    if (imageRef === SCRATCH) {
+      d.resolved = { ref: SCRATCH, config: emptyImage(this.opts.targetPlatform), scratch: true };
+      d.platform = d.replacedBy || named ? platform : this.opts.targetPlatform;
+      return this.settle(d);
+    }
     let result: { ref: string; config: ImageConfigFile };
     try {
-      result = await this.opts.resolver.resolveImageConfig(d.baseName, platform);
+      result = await this.opts.resolver.resolveImageConfig(imageRef, platform);
     } catch (e) {
       if (e instanceof BuilderError) {
         // A mistyped stage or common image name gets a hint (BuildKit's commonImageNames).
         const options = [...this.states.map((s) => s.name).filter(Boolean), ...COMMON_IMAGES.flatMap((n) => [n, `${n}:latest`])];
-        throw new DockerfileError(withSuggestion(`${d.baseName}: ${e.message}`, d.baseName, options, true), d.location, { cause: e }, e.code);
+        throw new DockerfileError(withSuggestion(`${imageRef}: ${e.message}`, imageRef, options, true), d.location, { cause: e }, e.code);
       }
       throw e;
     }
@@ -435,10 +501,7 @@ class Converter {
     const scratch = !!config.rootfs && config.rootfs.diff_ids.length === 0 && (config.history ?? []).every((h) => h.empty_layer);
     d.resolved = { ref: result.ref, config, scratch };
     d.platform = platform;
-    if (d.unregistered) {
-      d.state = { digest: this.imageSource(d), env: EnvList.empty(), dir: '/', user: '' };
-      d.dispatched = true;
-    }
+    this.settle(d);
   }
 
   /** Prepends the base's ONBUILD triggers to a stage; true when they add COPY --from dependencies. */
@@ -492,7 +555,7 @@ class Converter {
     } else {
       const resolved = d.resolved!;
       image = cloneImage(resolved.config);
-      state = { digest: resolved.scratch ? this.scratch() : this.imageSource(d), env: EnvList.empty(), dir: '/', user: '' };
+      state = { digest: resolved.digest ?? (resolved.scratch ? this.scratch() : this.imageSource(d)), env: EnvList.empty(), dir: '/', user: '' };
     }
     image.config.Env ??= [];
     if (!image.config.Env.some((e) => e.startsWith('PATH='))) image.config.Env.push(`PATH=${DEFAULT_PATH}`);

@@ -168,6 +168,16 @@ export class Worker {
   }
 
   /**
+   * Makes `ref` (and the pinned ref of `image`) resolve to `image` for `platform` in this worker without a
+   * registry: an image the client supplies, as an `oci-layout://` named context's, whose blobs it stored.
+   */
+  provideImage(ref: string, platform: ImageSource['platform'], image: ResolvedImage): void {
+    for (const r of [ref, image.ref.toString()]) {
+      this.resolving.set(`${r}|${platform.os}/${platform.architecture}/${platform.variant ?? ''}`, Promise.resolve(image));
+    }
+  }
+
+  /**
    * Whether executing `op` needs input `index` as a snapshot. A COPY from the context reads the context
    * directory directly (see directLocalCopy) instead of a snapshot of all of it.
    */

@@ -1,0 +1,342 @@
+// Git sources, as BuildKit's: a remote address with an optional `#REF:SUBDIR` fragment (or the newer
+// `?ref=REF&subdir=DIR` query form), fetched with the system `git` into a cache under the state directory,
+// one bare repository per remote, and checked out by the commit the reference resolves to. What a source
+// holds depends only on that commit (and the subdirectory), so the commit is its cache key.
+//
+// Credentials are git's own: its credential helpers, `user:token@` in an https address, an SSH agent (the
+// build's `--ssh default`, else $SSH_AUTH_SOCK). git never prompts: a build has no terminal to answer it.
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import os from 'node:os';
+import { spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { UserError } from '../util/errors.js';
+import { PidLock } from '../util/pidlock.js';
+
+export class GitSourceError extends UserError {}
+
+/** A parsed git address. */
+export interface GitRef {
+  /** What `git fetch` is given: the address without the fragment or the ref/subdir query. */
+  remote: string;
+  /** Branch, tag, full or abbreviated commit, or any ref; undefined means the remote's HEAD. */
+  ref?: string;
+  /** A directory inside the repository to use instead of its root. */
+  subdir?: string;
+  /** The commit the ref must resolve to (a prefix is enough), as `ADD --checksum`. */
+  checksum?: string;
+}
+
+/**
+ * Whether `s` is a git address, as BuildKit's ParseGitRef tells them: `git://`, `ssh://`, `git@host:path`
+ * (scp-like), and http(s) addresses whose path ends in `.git`. `github.com/...` without a scheme only with
+ * `bareGithub` (buildx takes it as a remote context when no such directory exists).
+ */
+export function isGitAddress(s: string, opts: { bareGithub?: boolean } = {}): boolean {
+  if (/^(git|ssh):\/\//.test(s) || /^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:/.test(s)) return true;
+  if (opts.bareGithub && /^github\.com\/[^/]+\/[^/]+/.test(s)) return true;
+  if (!/^https?:\/\//.test(s)) return false;
+  try {
+    return new URL(s.split('#')[0]).pathname.endsWith('.git');
+  } catch {
+    return false;
+  }
+}
+
+/** Splits `REMOTE#REF:SUBDIR` (or `REMOTE?ref=REF&subdir=SUBDIR`) into its parts. */
+export function parseGitAddress(s: string): GitRef {
+  let remote = s;
+  let ref: string | undefined;
+  let subdir: string | undefined;
+  let checksum: string | undefined;
+  const hash = remote.indexOf('#');
+  let fragment: string | undefined;
+  if (hash >= 0) {
+    fragment = remote.slice(hash + 1);
+    remote = remote.slice(0, hash);
+  }
+  // The query form: only for URLs (an scp-like address has no query), and only these keys.
+  if (/^[a-z+]+:\/\//.test(remote)) {
+    const q = remote.indexOf('?');
+    if (q >= 0) {
+      const params = new URLSearchParams(remote.slice(q + 1));
+      const known = ['ref', 'branch', 'tag', 'subdir', 'checksum'];
+      if ([...params.keys()].some((k) => known.includes(k))) {
+        for (const k of params.keys()) {
+          if (!known.includes(k)) throw new GitSourceError('BAD_GIT_URL', `invalid git URL ${s}: unexpected query key "${k}"`);
+        }
+        if (fragment !== undefined) throw new GitSourceError('BAD_GIT_URL', `invalid git URL ${s}: a fragment and a ref query cannot be combined`);
+        const refs = ['ref', 'branch', 'tag'].map((k) => params.get(k)).filter((v): v is string => !!v);
+        if (new Set(refs).size > 1) throw new GitSourceError('BAD_GIT_URL', `invalid git URL ${s}: ref, branch and tag disagree`);
+        const tag = params.get('tag');
+        const branch = params.get('branch');
+        ref = tag ? `refs/tags/${tag}` : branch ? `refs/heads/${branch}` : params.get('ref') || undefined;
+        subdir = params.get('subdir') || undefined;
+        checksum = params.get('checksum') || undefined;
+        remote = remote.slice(0, q);
+      }
+    }
+  }
+  if (fragment !== undefined) {
+    const colon = fragment.indexOf(':');
+    ref = (colon < 0 ? fragment : fragment.slice(0, colon)) || undefined;
+    subdir = (colon < 0 ? '' : fragment.slice(colon + 1)) || undefined;
+  }
+  if (/^github\.com\//.test(remote)) remote = `https://${remote}`;
+  if (ref !== undefined && (ref.startsWith('-') || /[\s\0]/.test(ref))) throw new GitSourceError('BAD_GIT_URL', `invalid git reference "${ref}"`);
+  if (remote.startsWith('-')) throw new GitSourceError('BAD_GIT_URL', `invalid git URL ${s}`);
+  if (subdir !== undefined) {
+    const clean = path.posix.normalize(`/${subdir}`);
+    subdir = clean === '/' ? undefined : clean.slice(1).replace(/\/+$/, '');
+  }
+  return { remote, ...(ref ? { ref } : {}), ...(subdir ? { subdir } : {}), ...(checksum ? { checksum } : {}) };
+}
+
+/** The address with any password left out, for messages. */
+export function redactRemote(remote: string): string {
+  try {
+    const u = new URL(remote);
+    if (u.password) u.password = 'xxxxx';
+    return u.toString();
+  } catch {
+    return remote;
+  }
+}
+
+/** What a git command may use beyond the environment: an SSH agent socket, extra headers (GIT_AUTH_*). */
+export interface GitAuth {
+  sshAuthSock?: string;
+  /** `Authorization: ...` (or other) headers for http(s) remotes. */
+  httpHeaders?: string[];
+}
+
+const FULL_SHA = /^[0-9a-f]{40}$|^[0-9a-f]{64}$/;
+
+function gitEnv(auth: GitAuth | undefined): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    GIT_TERMINAL_PROMPT: '0',
+    // No editor, no pager, no system-wide hooks in our own repositories' config.
+    GIT_PAGER: 'cat', GIT_EDITOR: 'true', LC_ALL: 'C',
+  };
+  if (!env.GIT_SSH_COMMAND && !env.GIT_SSH) env.GIT_SSH_COMMAND = 'ssh -o BatchMode=yes';
+  if (auth?.sshAuthSock) env.SSH_AUTH_SOCK = auth.sshAuthSock;
+  return env;
+}
+
+/** Runs git; resolves with its stdout, rejects with its last stderr lines. */
+function git(args: string[], opts: { cwd?: string; auth?: GitAuth; signal?: AbortSignal } = {}): Promise<string> {
+  const headers = (opts.auth?.httpHeaders ?? []).flatMap((h) => ['-c', `http.extraHeader=${h}`]);
+  return new Promise((resolve, reject) => {
+    const child = spawn('git', [...headers, '-c', 'protocol.file.allow=user', ...args], {
+      cwd: opts.cwd, env: gitEnv(opts.auth), stdio: ['ignore', 'pipe', 'pipe'], signal: opts.signal,
+    });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => { if (out.length < 16 << 20) out += d.toString(); });
+    child.stderr.on('data', (d: Buffer) => { err = (err + d.toString()).slice(-8192); });
+    child.on('error', (e) => reject((e as NodeJS.ErrnoException).code === 'ENOENT'
+      ? new GitSourceError('GIT_NOT_FOUND', 'git is not installed: git sources need the `git` program')
+      : e));
+    child.on('close', (code) => {
+      if (code === 0) return resolve(out);
+      const lines = err.trim().split('\n').filter((l) => l && !l.startsWith('hint:'));
+      reject(new GitCommandError(lines.slice(-2).join('; ') || `git ${args[0]} exited with ${code}`));
+    });
+  });
+}
+
+class GitCommandError extends Error {}
+
+/** Fetches and checks out git sources, with one bare repository per remote under `<root>/git`. */
+export class GitCache {
+  private readonly dir: string;
+  /** One fetch at a time per remote in this process (the lock file covers other processes). */
+  private readonly busy = new Map<string, Promise<unknown>>();
+
+  constructor(root: string) {
+    this.dir = path.join(root, 'git');
+  }
+
+  private repoDir(remote: string): string {
+    return path.join(this.dir, createHash('sha256').update(remote).digest('hex').slice(0, 32));
+  }
+
+  private async locked<T>(remote: string, signal: AbortSignal | undefined, fn: (repo: string) => Promise<T>): Promise<T> {
+    const repo = this.repoDir(remote);
+    const before = this.busy.get(repo) ?? Promise.resolve();
+    const run = before.catch(() => undefined).then(async () => {
+      await fs.mkdir(this.dir, { recursive: true, mode: 0o700 });
+      const lock = await PidLock.acquire(`${repo}.lock`, { signal });
+      try {
+        await this.initRepo(repo, remote);
+        return await fn(repo);
+      } finally {
+        await lock.release();
+      }
+    });
+    this.busy.set(repo, run);
+    run.finally(() => { if (this.busy.get(repo) === run) this.busy.delete(repo); }).catch(() => undefined);
+    return run;
+  }
+
+  /** The bare repository, made atomically (made in a temp directory, renamed into place). */
+  private async initRepo(repo: string, remote: string): Promise<void> {
+    if (await fs.stat(path.join(repo, 'HEAD')).then(() => true, () => false)) return;
+    const tmp = `${repo}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+    await git(['init', '-q', '--bare', tmp]);
+    await git(['--git-dir', tmp, 'remote', 'add', 'origin', remote]);
+    // A checkout fetches single commits from here by id.
+    await git(['--git-dir', tmp, 'config', 'uploadpack.allowAnySHA1InWant', 'true']);
+    await fs.rm(repo, { recursive: true, force: true });
+    await fs.rename(tmp, repo);
+  }
+
+  /**
+   * The commit `ref` names at `remote` now (a branch, tag, full or abbreviated commit; the remote's HEAD when
+   * undefined), fetched into the cache: shallow where the server allows it, else in full.
+   */
+  async resolve(g: GitRef, opts: { auth?: GitAuth; signal?: AbortSignal } = {}): Promise<string> {
+    const where = `${redactRemote(g.remote)}${g.ref ? `#${g.ref}` : ''}`;
+    return this.locked(g.remote, opts.signal, async (repo) => {
+      const run = (args: string[]) => git(['--git-dir', repo, ...args], { auth: opts.auth, signal: opts.signal });
+      const has = (commit: string) => run(['cat-file', '-e', `${commit}^{commit}`]).then(() => true, () => false);
+      let commit: string | undefined;
+      let fetchRef: string | undefined;
+      const ref = g.ref ?? 'HEAD';
+      if (FULL_SHA.test(ref)) {
+        commit = ref;
+      } else {
+        let listed: string;
+        try {
+          listed = await run(['ls-remote', 'origin', ref, ...(ref === 'HEAD' ? [] : [`${ref}^{}`])]);
+        } catch (e) {
+          throw new GitSourceError('GIT_FAILED', `failed to fetch ${where}: ${(e as Error).message}`, { cause: e });
+        }
+        const found = pickRef(listed, ref);
+        if (found) {
+          commit = found.commit;
+          fetchRef = found.name;
+        }
+      }
+      if (commit && await has(commit)) return commit;
+      if (commit) {
+        // Shallow by ref name (every server allows it), else by commit id (servers that allow it), else all.
+        const attempts = [...(fetchRef ? [fetchRef] : []), commit];
+        for (const want of attempts) {
+          const ok = await run(['fetch', '-q', '--no-tags', '--depth', '1', 'origin', want]).then(() => true, () => false);
+          if (ok && await has(commit)) return commit;
+        }
+      }
+      // A commit not at a branch or tag tip, or an abbreviated one: the whole history.
+      try {
+        const shallow = await fs.stat(path.join(repo, 'shallow')).then(() => true, () => false);
+        await run(['fetch', '-q', ...(shallow ? ['--unshallow'] : []), '--tags', 'origin', '+refs/heads/*:refs/remotes/origin/*']);
+      } catch (e) {
+        throw new GitSourceError('GIT_FAILED', `failed to fetch ${where}: ${(e as Error).message}`, { cause: e });
+      }
+      if (commit && await has(commit)) return commit;
+      if (!commit && /^[0-9a-f]{4,63}$/.test(ref)) {
+        const full = await run(['rev-parse', '--verify', '-q', `${ref}^{commit}`]).then((s) => s.trim(), () => '');
+        if (full) return full;
+      }
+      throw new GitSourceError('GIT_REF_NOT_FOUND', `failed to fetch ${where}: reference "${ref}" not found`);
+    });
+  }
+
+  /**
+   * Checks `commit` out into `dest` (an empty or missing directory) with its submodules; the `.git`
+   * directory is left out unless `keepGitDir`. Files get git's modes: 0644, 0755 when executable.
+   */
+  async checkout(g: GitRef, commit: string, dest: string, opts: { keepGitDir?: boolean; auth?: GitAuth; signal?: AbortSignal } = {}): Promise<void> {
+    const where = `${redactRemote(g.remote)}${g.ref ? `#${g.ref}` : ''}`;
+    const repo = this.repoDir(g.remote);
+    await fs.mkdir(dest, { recursive: true });
+    const run = (args: string[]) => git(args, { cwd: dest, auth: opts.auth, signal: opts.signal });
+    try {
+      await run(['init', '-q']);
+      await run(['remote', 'add', 'origin', g.remote]);
+      // From the cache (held locked so no fetch changes it meanwhile): a local fetch of one commit.
+      await this.locked(g.remote, opts.signal, () => run(['fetch', '-q', '--no-tags', '--depth', '1', repo, commit]));
+      await run(['-c', 'advice.detachedHead=false', 'checkout', '-q', commit]);
+      if (await fs.stat(path.join(dest, '.gitmodules')).then(() => true, () => false)) {
+        await run(['submodule', 'update', '--init', '--recursive', '--depth', '1']).catch(async () => {
+          // A submodule commit off its branch tip: servers that refuse it by id need the full fetch.
+          await run(['submodule', 'update', '--init', '--recursive']);
+        });
+      }
+    } catch (e) {
+      if (opts.signal?.aborted) throw e;
+      if (e instanceof GitSourceError) throw e;
+      throw new GitSourceError('GIT_FAILED', `failed to check out ${where} (${commit}): ${(e as Error).message}`, { cause: e });
+    }
+    if (!opts.keepGitDir) {
+      await removeGitDirs(dest);
+    } else {
+      // The kept repository names its real remote and the checked-out ref, as BuildKit's does.
+      if (g.ref && !FULL_SHA.test(g.ref)) await run(['update-ref', `refs/heads/${g.ref.replace(/^refs\/(heads|tags)\//, '')}`, commit]).catch(() => undefined);
+    }
+  }
+
+  /** Resolves and checks out `g` into a new temporary directory; the directory named by its subdir. */
+  async fetchToTemp(g: GitRef, opts: { keepGitDir?: boolean; auth?: GitAuth; signal?: AbortSignal } = {}): Promise<{ commit: string; dir: string; top: string; remove(): Promise<void> }> {
+    const commit = await this.resolve(g, opts);
+    checkCommit(g, commit);
+    const top = await fs.mkdtemp(path.join(os.tmpdir(), 'builder-git-'));
+    const remove = () => fs.rm(top, { recursive: true, force: true });
+    try {
+      await this.checkout(g, commit, top, opts);
+      const dir = await subdirOf(top, g);
+      return { commit, dir, top, remove };
+    } catch (e) {
+      await remove();
+      throw e;
+    }
+  }
+}
+
+/** `ADD --checksum` / `?checksum=` on a git source: the commit must start with it. */
+export function checkCommit(g: GitRef, commit: string): void {
+  if (g.checksum && !commit.startsWith(g.checksum)) {
+    throw new GitSourceError('DIGEST_MISMATCH', `expected checksum to match ${g.checksum}, got ${commit}`);
+  }
+}
+
+/** The checked-out directory `g.subdir` names, which must stay inside the checkout (symlinks too). */
+export async function subdirOf(top: string, g: GitRef): Promise<string> {
+  if (!g.subdir) return top;
+  const dir = path.join(top, g.subdir);
+  const real = await fs.realpath(dir).catch(() => '');
+  const realTop = await fs.realpath(top);
+  const st = real ? await fs.stat(real).catch(() => null) : null;
+  if (!real || !st?.isDirectory() || (real !== realTop && !real.startsWith(`${realTop}/`))) {
+    throw new GitSourceError('GIT_SUBDIR_NOT_FOUND', `${redactRemote(g.remote)}: subdirectory "${g.subdir}" not found in the repository`);
+  }
+  return real;
+}
+
+/** The best match for `ref` in `git ls-remote` output: the name itself, then a branch, then a tag (peeled). */
+function pickRef(listed: string, ref: string): { commit: string; name: string } | undefined {
+  const byName = new Map<string, string>();
+  for (const line of listed.split('\n')) {
+    const [sha, name] = line.split('\t');
+    if (sha && name) byName.set(name, sha);
+  }
+  const candidates = ref === 'HEAD' ? ['HEAD'] : [ref, `refs/heads/${ref}`, `refs/tags/${ref}`, ...(ref.startsWith('refs/') ? [] : [`refs/${ref}`])];
+  for (const name of candidates) {
+    const sha = byName.get(`${name}^{}`) ?? byName.get(name);
+    if (sha) return { commit: sha, name };
+  }
+  return undefined;
+}
+
+/** Removes `.git` (the checkout's and its submodules' `.git` files). */
+async function removeGitDirs(dir: string): Promise<void> {
+  await fs.rm(path.join(dir, '.git'), { recursive: true, force: true });
+  const modules = await fs.readFile(path.join(dir, '.gitmodules'), 'utf8').catch(() => '');
+  for (const m of modules.matchAll(/^\s*path\s*=\s*(.+?)\s*$/gm)) {
+    const sub = path.join(dir, m[1]);
+    if (!sub.startsWith(`${dir}/`)) continue;
+    await removeGitDirs(sub);
+  }
+}
