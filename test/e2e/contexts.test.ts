@@ -1,0 +1,240 @@
+// Remote and named build contexts against real servers on 127.0.0.1: `git daemon` (git://) and
+// `git http-backend` behind basic auth (a private repository), a plain HTTP server for tarball and
+// Dockerfile URLs, the test registry for images. A git context by tag and subdir, branch, commit, with a
+// submodule, over credentials; named contexts of each kind, replacing a stage, a base image, pinning one.
+import { describe, it, expect, inject, beforeAll, afterAll } from 'vitest';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { runCli, makeContext, tempDir, lastLine } from '../helpers/cli.js';
+import { startGitServers, git, type GitServers } from '../helpers/gitserver.js';
+
+const exec = promisify(execFile);
+const registry = inject('registry');
+const base = `${registry}/busybox:1.35`;
+
+let srv: GitServers;
+let httpServer: http.Server;
+let httpUrl: string;
+const served: Record<string, Buffer> = {};
+let root: string;
+/** Commits of app.git: v1 (tagged, annotated) and the main branch's tip. */
+let c1: string;
+let c2: string;
+
+const SCRATCH_DF = 'FROM scratch\nCOPY . /ctx/\n';
+
+beforeAll(async () => {
+  root = await tempDir('builder-contexts-root-');
+  srv = await startGitServers();
+  const sub = await srv.repo('sub', async (w) => {
+    await fs.writeFile(path.join(w, 'subfile'), 'from the submodule\n');
+    await git(w, 'add', '.');
+    await git(w, 'commit', '-qm', 'sub');
+  });
+  void sub;
+  await srv.repo('app', async (w) => {
+    await fs.mkdir(path.join(w, 'app'));
+    await fs.writeFile(path.join(w, 'Dockerfile'), SCRATCH_DF);
+    await fs.writeFile(path.join(w, 'app', 'Dockerfile'), 'FROM scratch\nCOPY hello.txt /hello.txt\n');
+    await fs.writeFile(path.join(w, 'app', 'hello.txt'), 'v1\n');
+    await fs.writeFile(path.join(w, 'run.sh'), '#!/bin/sh\n');
+    await fs.chmod(path.join(w, 'run.sh'), 0o755);
+    await git(w, 'add', '.');
+    await git(w, 'commit', '-qm', 'one');
+    c1 = await git(w, 'rev-parse', 'HEAD');
+    await git(w, 'tag', '-a', '-m', 'version 1', 'v1');
+    await git(w, 'checkout', '-q', '-b', 'feature');
+    await fs.writeFile(path.join(w, 'app', 'hello.txt'), 'feature\n');
+    await git(w, 'commit', '-qam', 'feature');
+    await git(w, 'checkout', '-q', 'main');
+    await fs.writeFile(path.join(w, 'app', 'hello.txt'), 'v2\n');
+    await git(w, 'submodule', '-q', 'add', `${srv.daemonUrl}/sub.git`, 'mod');
+    await git(w, 'add', '.');
+    await git(w, 'commit', '-qm', 'two');
+    c2 = await git(w, 'rev-parse', 'HEAD');
+  });
+  await srv.repo('private', async (w) => {
+    await fs.writeFile(path.join(w, 'Dockerfile'), SCRATCH_DF);
+    await fs.writeFile(path.join(w, 'secret.txt'), 'private\n');
+    await git(w, 'add', '.');
+    await git(w, 'commit', '-qm', 'private');
+  });
+
+  httpServer = http.createServer((req, res) => {
+    const body = served[req.url ?? ''];
+    if (!body) return res.writeHead(404).end();
+    res.writeHead(200).end(body);
+  });
+  await new Promise<void>((r) => httpServer.listen(0, '127.0.0.1', () => r()));
+  httpUrl = `http://127.0.0.1:${(httpServer.address() as AddressInfo).port}`;
+});
+
+afterAll(async () => {
+  await srv?.close();
+  await new Promise<void>((r) => (httpServer ? httpServer.close(() => r()) : r()));
+});
+
+/** Builds into a local directory; returns the CLI result and the directory. */
+async function build(args: string[], env: Record<string, string> = {}) {
+  const out = await tempDir('builder-contexts-out-');
+  const r = await runCli(['build', '--root', root, '--progress', 'plain', '--output', `type=local,dest=${out}`, ...args], { env });
+  return { r, out, read: (p: string) => fs.readFile(path.join(out, p), 'utf8') };
+}
+
+describe('git contexts', () => {
+  it('builds a tag and a subdirectory (#v1:app)', async () => {
+    const { r, read } = await build([`${srv.daemonUrl}/app.git#v1:app`]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(await read('hello.txt')).toBe('v1\n');
+    expect(r.stderr).toContain('load git source');
+  });
+
+  it('takes the query form (?ref=&subdir=) and a branch', async () => {
+    const q = await build([`${srv.daemonUrl}/app.git?ref=feature&subdir=app`]);
+    expect(q.r.code, q.r.stderr).toBe(0);
+    expect(await q.read('hello.txt')).toBe('feature\n');
+    const f = await build([`${srv.daemonUrl}/app.git#feature:app`]);
+    expect(f.r.code, f.r.stderr).toBe(0);
+    expect(await f.read('hello.txt')).toBe('feature\n');
+  });
+
+  it('builds a commit by its id, full or abbreviated', async () => {
+    const full = await build([`${srv.daemonUrl}/app.git#${c1}:app`]);
+    expect(full.r.code, full.r.stderr).toBe(0);
+    expect(await full.read('hello.txt')).toBe('v1\n');
+    const short = await build([`${srv.daemonUrl}/app.git#${c1.slice(0, 10)}:app`]);
+    expect(short.r.code, short.r.stderr).toBe(0);
+    expect(await short.read('hello.txt')).toBe('v1\n');
+  });
+
+  it('checks out submodules, keeps file modes, and leaves .git out unless BUILDKIT_CONTEXT_KEEP_GIT_DIR', async () => {
+    const { r, out, read } = await build([`${srv.daemonUrl}/app.git`]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(await read('ctx/app/hello.txt')).toBe('v2\n');
+    expect(await read('ctx/mod/subfile')).toBe('from the submodule\n');
+    expect((await fs.stat(path.join(out, 'ctx/run.sh'))).mode & 0o777).toBe(0o755);
+    await expect(fs.stat(path.join(out, 'ctx/.git'))).rejects.toThrow();
+    await expect(fs.stat(path.join(out, 'ctx/mod/.git'))).rejects.toThrow();
+
+    const kept = await build(['--build-arg', 'BUILDKIT_CONTEXT_KEEP_GIT_DIR=1', `${srv.daemonUrl}/app.git#main`]);
+    expect(kept.r.code, kept.r.stderr).toBe(0);
+    const { stdout } = await exec('git', ['--git-dir', path.join(kept.out, 'ctx/.git'), 'rev-parse', 'HEAD']);
+    expect(stdout.trim()).toBe(c2);
+  });
+
+  it('reads a private repository over HTTP with git credential helpers; without them, one line', async () => {
+    const url = `${srv.httpUrl}/private.git`;
+    const denied = await build([url]);
+    expect(denied.r.code).toBe(1);
+    expect(lastLine(denied.r.stderr)).toMatch(/^ERROR: failed to fetch http:\/\/127\.0\.0\.1:\d+\/private\.git: .+/);
+    expect(denied.r.stderr).not.toMatch(/\n\s+at /);
+
+    const creds = await tempDir('builder-git-creds-');
+    const store = path.join(creds, 'store');
+    await fs.writeFile(store, `http://${srv.user}:${srv.password}@127.0.0.1:${new URL(srv.httpUrl).port}\n`, { mode: 0o600 });
+    const env = { GIT_CONFIG_COUNT: '1', GIT_CONFIG_KEY_0: 'credential.helper', GIT_CONFIG_VALUE_0: `store --file=${store}` };
+    const ok = await build([url], env);
+    expect(ok.r.code, ok.r.stderr).toBe(0);
+    expect(await ok.read('ctx/secret.txt')).toBe('private\n');
+    // The password never shows in the output.
+    expect(ok.r.stderr).not.toContain(srv.password);
+  });
+
+  it('a missing ref or subdirectory is one line', async () => {
+    const ref = await build([`${srv.daemonUrl}/app.git#nosuchref`]);
+    expect(ref.r.code).toBe(1);
+    expect(lastLine(ref.r.stderr)).toContain('reference "nosuchref" not found');
+    const sub = await build([`${srv.daemonUrl}/app.git#v1:nosuchdir`]);
+    expect(sub.r.code).toBe(1);
+    expect(lastLine(sub.r.stderr)).toContain('subdirectory "nosuchdir" not found');
+  });
+});
+
+describe('URL contexts', () => {
+  it('unpacks a compressed tarball as the context, and builds a bare Dockerfile with an empty context', async () => {
+    const dir = await makeContext({ Dockerfile: 'FROM scratch\nCOPY a.txt /a.txt\n', 'a.txt': 'from the tarball\n' });
+    const tgz = path.join(await tempDir('builder-tgz-'), 'ctx.tar.xz');
+    await exec('tar', ['-cJf', tgz, '-C', dir, '.']);
+    served['/ctx.tar.xz'] = await fs.readFile(tgz);
+    const t = await build([`${httpUrl}/ctx.tar.xz`]);
+    expect(t.r.code, t.r.stderr).toBe(0);
+    expect(await t.read('a.txt')).toBe('from the tarball\n');
+
+    served['/Dockerfile'] = Buffer.from(`FROM scratch\nCOPY --from=${base} /bin/busybox /busybox\n`);
+    const d = await build([`${httpUrl}/Dockerfile`]);
+    expect(d.r.code, d.r.stderr).toBe(0);
+    expect((await fs.stat(path.join(d.out, 'busybox'))).isFile()).toBe(true);
+  });
+});
+
+describe('named contexts', () => {
+  it('a directory replaces a FROM image, and a stage of that name whole', async () => {
+    const files = await makeContext({ 'base.txt': 'from the directory\n' });
+    const ctx = await makeContext({
+      Dockerfile: 'FROM nosuchimage-for-contexts\nCOPY f.txt /f.txt\n',
+      'f.txt': 'own\n',
+    });
+    const b = await build(['--build-context', `nosuchimage-for-contexts=${files}`, ctx]);
+    expect(b.r.code, b.r.stderr).toBe(0);
+    expect(await b.read('base.txt')).toBe('from the directory\n');
+    expect(await b.read('f.txt')).toBe('own\n');
+
+    // The stage `build` never runs (its RUN would fail): the directory stands for it.
+    const staged = await makeContext({ Dockerfile: `FROM ${base} AS build\nRUN exit 1\nFROM scratch\nCOPY --from=build /base.txt /copied.txt\n` });
+    const s = await build(['--build-context', `build=${files}`, staged]);
+    expect(s.r.code, s.r.stderr).toBe(0);
+    expect(await s.read('copied.txt')).toBe('from the directory\n');
+  });
+
+  it('docker-image:// pins or replaces an image; the replacement keeps its config', async () => {
+    const res = await fetch(`http://${registry}/v2/busybox/manifests/1.35`, {
+      headers: { accept: 'application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json' },
+    });
+    const digest = res.headers.get('docker-content-digest');
+    expect(digest).toMatch(/^sha256:/);
+    const ctx = await makeContext({ Dockerfile: 'FROM alpine\nRUN echo "$PATH" > /path.txt\nFROM scratch\nCOPY --from=0 /path.txt /bin/busybox /\n' });
+    const b = await build(['--build-context', `alpine=docker-image://${registry}/busybox:1.35@${digest}`, ctx]);
+    expect(b.r.code, b.r.stderr).toBe(0);
+    expect((await b.read('path.txt')).trim()).toContain('/bin');
+    expect(b.r.stderr).toContain(`${registry}/busybox:1.35@${digest}`);
+  });
+
+  it('a git address and an http URL serve COPY --from and RUN --mount=from', async () => {
+    served['/note.txt'] = Buffer.from('a downloaded note\n');
+    const ctx = await makeContext({
+      Dockerfile: `FROM ${base}\nRUN --mount=from=src,target=/src cat /src/hello.txt > /mounted.txt\n`
+        + 'FROM scratch\nCOPY --from=src hello.txt /hello.txt\nCOPY --from=note note.txt /note.txt\nCOPY --from=0 /mounted.txt /mounted.txt\n',
+    });
+    const b = await build(['--build-context', `src=${srv.daemonUrl}/app.git#v1:app`, '--build-context', `note=${httpUrl}/note.txt`, ctx]);
+    expect(b.r.code, b.r.stderr).toBe(0);
+    expect(await b.read('hello.txt')).toBe('v1\n');
+    expect(await b.read('mounted.txt')).toBe('v1\n');
+    expect(await b.read('note.txt')).toBe('a downloaded note\n');
+  });
+
+  it('oci-layout:// uses an image from a local OCI layout, without a registry', async () => {
+    const layout = await tempDir('builder-layout-');
+    const img = await makeContext({ Dockerfile: 'FROM scratch\nCOPY layer.txt /layer.txt\nENV FROM_LAYOUT=yes\n', 'layer.txt': 'in the layout\n' });
+    const made = await runCli(['build', '--root', root, '--progress', 'plain', '--output', `type=oci,dest=${layout},tar=false`, img]);
+    expect(made.code, made.stderr).toBe(0);
+    const ctx = await makeContext({ Dockerfile: 'FROM base\nCOPY own.txt /own.txt\n', 'own.txt': 'own\n' });
+    const b = await build(['--build-context', `base=oci-layout://${layout}`, ctx]);
+    expect(b.r.code, b.r.stderr).toBe(0);
+    expect(await b.read('layer.txt')).toBe('in the layout\n');
+    expect(await b.read('own.txt')).toBe('own\n');
+  });
+
+  it('refuses reserved names and unknown sources in one line', async () => {
+    const ctx = await makeContext({ Dockerfile: SCRATCH_DF });
+    const reserved = await build(['--build-context', `context=${ctx}`, ctx]);
+    expect(reserved.r.code).toBe(1);
+    expect(lastLine(reserved.r.stderr)).toContain('invalid --build-context name "context"');
+    const unknown = await build(['--build-context', 'x=ftp://example.invalid/x', ctx]);
+    expect(unknown.r.code).toBe(1);
+    expect(lastLine(unknown.r.stderr)).toContain('unsupported context source ftp');
+  });
+});
