@@ -5,6 +5,7 @@ import path from 'node:path';
 import type { ChownOpt, CopyAction, Digest, ExecMeta, ExecMount, ExecOp, FileAction, FileOp, NetworkMode, Op, OpMetadata, Platform, Ulimit } from '../../solver/llb/ops.js';
 import { DefinitionBuilder, type Definition } from '../../solver/llb/definition.js';
 import { BuilderError } from '../../src/util/errors.js';
+import { isGitAddress, parseGitAddress } from '../../src/util/gitaddress.js';
 import { DockerfileError, withLocation } from './errors.js';
 import { MAX_DEFINITION_BYTES, formatSize } from './limits.js';
 import { EnvList, ExpansionBudget, ShellLex, type EnvGetter } from './shell.js';
@@ -913,13 +914,13 @@ class Converter {
     if (checksum) {
       if (sources.length !== 1) throw new DockerfileError('checksum can\'t be specified for multiple sources');
       if (!isHTTPSource(sources[0]) && !isGitSource(sources[0])) throw new DockerfileError('checksum requires HTTP(S) or Git sources');
-      if (!/^sha256:[a-f0-9]{64}$/.test(checksum)) {
+      // For git, a commit id or a prefix of one.
+      if (isGitSource(sources[0])) {
+        if (!/^[0-9a-f]{1,64}$/.test(checksum)) throw new DockerfileError(`invalid checksum ${checksum}: expected a git commit id (or a prefix of one)`);
+      } else if (!/^sha256:[a-f0-9]{64}$/.test(checksum)) {
         throw new DockerfileError(/^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/.test(checksum)
           ? `unsupported checksum ${checksum}: expected sha256:<64 hex digits>` : 'invalid checksum digest format');
       }
-    }
-    if (isAdd && inst.keepGitDir) {
-      throw new DockerfileError('ADD --keep-git-dir is not supported yet: it applies to git sources, which this builder does not fetch', undefined, undefined, 'UNSUPPORTED');
     }
 
     // Without --chown, files keep their owners: root for the context (the local source makes them so).
@@ -958,7 +959,25 @@ class Converter {
       parts.push(src);
       if (isGitSource(src)) {
         if (!isAdd) throw new DockerfileError('source can\'t be a git ref for COPY');
-        throw new DockerfileError(`ADD from a git repository is not supported yet: ${src}`, undefined, undefined, 'UNSUPPORTED');
+        // The repository checked out at the commit its ref names, copied as a directory's contents.
+        let g;
+        try {
+          g = parseGitAddress(src);
+        } catch (e) {
+          throw new DockerfileError((e as Error).message);
+        }
+        const git: Op = { kind: 'source', source: {
+          type: 'git', remote: g.remote, ...(g.ref ? { ref: g.ref } : {}), ...(g.subdir ? { subdir: g.subdir } : {}),
+          ...(inst.kind === 'add' && inst.keepGitDir ? { keepGitDir: true } : {}),
+          ...(checksum || g.checksum ? { checksum: checksum || g.checksum } : {}),
+        } };
+        const digest = this.add(git, d, inst.location, description, true);
+        actions.push({
+          ...base(inputIndex(digest), '/'),
+          ...(owner ? { owner } : {}),
+          followSymlinks: true, dirCopyContents: true, allowWildcard: true,
+        });
+        continue;
       }
       if (isHTTPSource(src)) {
         if (!isAdd) throw new DockerfileError('source can\'t be a URL for COPY');
@@ -1266,13 +1285,7 @@ function hasWildcards(s: string): boolean {
 
 /** A git remote as BuildKit's ParseGitRef recognizes it (`github.com/...` without a scheme stays local). */
 function isGitSource(src: string): boolean {
-  if (/^(git|ssh):\/\//.test(src) || /^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:/.test(src)) return true;
-  if (!/^https?:\/\//.test(src)) return false;
-  try {
-    return new URL(src.split('#')[0]).pathname.endsWith('.git');
-  } catch {
-    return false;
-  }
+  return isGitAddress(src);
 }
 
 function isHTTPSource(src: string): boolean {

@@ -74,7 +74,8 @@ export class BuildCache implements SolveCache<WorkerRef> {
 
   async key(ctx: KeyContext): Promise<Digest> {
     const { key, inputs } = await opCacheKey(ctx, (n, e) => this.checksummer(n, e),
-      (digest, source, fresh) => this.opts.worker.httpForKey(this.opts.locals, digest, source, fresh));
+      (digest, source, fresh) => this.opts.worker.httpForKey(this.opts.locals, digest, source, fresh),
+      (digest, source) => this.opts.worker.gitForKey(this.opts.locals, digest, source));
     this.computed.set(ctx.digest, { key, inputs, metadata: ctx.metadata, hit: false, source: ctx.op.kind === 'source' });
     this.keyOwner.set(key, ctx.digest);
     return key;

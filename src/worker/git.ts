@@ -10,98 +10,10 @@ import path from 'node:path';
 import os from 'node:os';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { UserError } from '../util/errors.js';
 import { PidLock } from '../util/pidlock.js';
+import { GitSourceError, redactRemote, type GitRef } from '../util/gitaddress.js';
 
-export class GitSourceError extends UserError {}
-
-/** A parsed git address. */
-export interface GitRef {
-  /** What `git fetch` is given: the address without the fragment or the ref/subdir query. */
-  remote: string;
-  /** Branch, tag, full or abbreviated commit, or any ref; undefined means the remote's HEAD. */
-  ref?: string;
-  /** A directory inside the repository to use instead of its root. */
-  subdir?: string;
-  /** The commit the ref must resolve to (a prefix is enough), as `ADD --checksum`. */
-  checksum?: string;
-}
-
-/**
- * Whether `s` is a git address, as BuildKit's ParseGitRef tells them: `git://`, `ssh://`, `git@host:path`
- * (scp-like), and http(s) addresses whose path ends in `.git`. `github.com/...` without a scheme only with
- * `bareGithub` (buildx takes it as a remote context when no such directory exists).
- */
-export function isGitAddress(s: string, opts: { bareGithub?: boolean } = {}): boolean {
-  if (/^(git|ssh):\/\//.test(s) || /^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:/.test(s)) return true;
-  if (opts.bareGithub && /^github\.com\/[^/]+\/[^/]+/.test(s)) return true;
-  if (!/^https?:\/\//.test(s)) return false;
-  try {
-    return new URL(s.split('#')[0]).pathname.endsWith('.git');
-  } catch {
-    return false;
-  }
-}
-
-/** Splits `REMOTE#REF:SUBDIR` (or `REMOTE?ref=REF&subdir=SUBDIR`) into its parts. */
-export function parseGitAddress(s: string): GitRef {
-  let remote = s;
-  let ref: string | undefined;
-  let subdir: string | undefined;
-  let checksum: string | undefined;
-  const hash = remote.indexOf('#');
-  let fragment: string | undefined;
-  if (hash >= 0) {
-    fragment = remote.slice(hash + 1);
-    remote = remote.slice(0, hash);
-  }
-  // The query form: only for URLs (an scp-like address has no query), and only these keys.
-  if (/^[a-z+]+:\/\//.test(remote)) {
-    const q = remote.indexOf('?');
-    if (q >= 0) {
-      const params = new URLSearchParams(remote.slice(q + 1));
-      const known = ['ref', 'branch', 'tag', 'subdir', 'checksum'];
-      if ([...params.keys()].some((k) => known.includes(k))) {
-        for (const k of params.keys()) {
-          if (!known.includes(k)) throw new GitSourceError('BAD_GIT_URL', `invalid git URL ${s}: unexpected query key "${k}"`);
-        }
-        if (fragment !== undefined) throw new GitSourceError('BAD_GIT_URL', `invalid git URL ${s}: a fragment and a ref query cannot be combined`);
-        const refs = ['ref', 'branch', 'tag'].map((k) => params.get(k)).filter((v): v is string => !!v);
-        if (new Set(refs).size > 1) throw new GitSourceError('BAD_GIT_URL', `invalid git URL ${s}: ref, branch and tag disagree`);
-        const tag = params.get('tag');
-        const branch = params.get('branch');
-        ref = tag ? `refs/tags/${tag}` : branch ? `refs/heads/${branch}` : params.get('ref') || undefined;
-        subdir = params.get('subdir') || undefined;
-        checksum = params.get('checksum') || undefined;
-        remote = remote.slice(0, q);
-      }
-    }
-  }
-  if (fragment !== undefined) {
-    const colon = fragment.indexOf(':');
-    ref = (colon < 0 ? fragment : fragment.slice(0, colon)) || undefined;
-    subdir = (colon < 0 ? '' : fragment.slice(colon + 1)) || undefined;
-  }
-  if (/^github\.com\//.test(remote)) remote = `https://${remote}`;
-  if (ref !== undefined && (ref.startsWith('-') || /[\s\0]/.test(ref))) throw new GitSourceError('BAD_GIT_URL', `invalid git reference "${ref}"`);
-  if (remote.startsWith('-')) throw new GitSourceError('BAD_GIT_URL', `invalid git URL ${s}`);
-  if (subdir !== undefined) {
-    const clean = path.posix.normalize(`/${subdir}`);
-    subdir = clean === '/' ? undefined : clean.slice(1).replace(/\/+$/, '');
-  }
-  return { remote, ...(ref ? { ref } : {}), ...(subdir ? { subdir } : {}), ...(checksum ? { checksum } : {}) };
-}
-
-/** The address with any password left out, for messages. */
-export function redactRemote(remote: string): string {
-  try {
-    const u = new URL(remote);
-    if (u.password) u.password = 'xxxxx';
-    return u.toString();
-  } catch {
-    return remote;
-  }
-}
+export { GitSourceError, isGitAddress, parseGitAddress, redactRemote, type GitRef } from '../util/gitaddress.js';
 
 /** What a git command may use beyond the environment: an SSH agent socket, extra headers (GIT_AUTH_*). */
 export interface GitAuth {
@@ -275,6 +187,23 @@ export class GitCache {
     } else {
       // The kept repository names its real remote and the checked-out ref, as BuildKit's does.
       if (g.ref && !FULL_SHA.test(g.ref)) await run(['update-ref', `refs/heads/${g.ref.replace(/^refs\/(heads|tags)\//, '')}`, commit]).catch(() => undefined);
+    }
+  }
+
+  /**
+   * Checks `commit` out into `dest` (an empty directory): the repository's root, or what its subdir holds
+   * (checked out beside the cache, on the same filesystem, and moved in).
+   */
+  async checkoutInto(g: GitRef, commit: string, dest: string, opts: { keepGitDir?: boolean; auth?: GitAuth; signal?: AbortSignal } = {}): Promise<void> {
+    if (!g.subdir) return this.checkout(g, commit, dest, opts);
+    await fs.mkdir(this.dir, { recursive: true, mode: 0o700 });
+    const tmp = await fs.mkdtemp(path.join(this.dir, 'checkout-'));
+    try {
+      await this.checkout(g, commit, tmp, { ...opts, keepGitDir: false });
+      const sub = await subdirOf(tmp, g);
+      for (const name of await fs.readdir(sub)) await fs.rename(path.join(sub, name), path.join(dest, name));
+    } finally {
+      await fs.rm(tmp, { recursive: true, force: true });
     }
   }
 

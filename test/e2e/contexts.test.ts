@@ -238,3 +238,41 @@ describe('named contexts', () => {
     expect(lastLine(unknown.r.stderr)).toContain('unsupported context source ftp');
   });
 });
+
+describe('ADD <git>', () => {
+  it('adds a tag and subdirectory, keyed by the commit: a second build hits', async () => {
+    const ctx = await makeContext({ Dockerfile: `FROM scratch\nADD ${srv.daemonUrl}/app.git#v1:app /src\n` });
+    const first = await build([ctx]);
+    expect(first.r.code, first.r.stderr).toBe(0);
+    expect(await first.read('src/hello.txt')).toBe('v1\n');
+    await expect(fs.stat(path.join(first.out, 'src/.git'))).rejects.toThrow();
+    const second = await build([ctx]);
+    expect(second.r.code, second.r.stderr).toBe(0);
+    expect(second.r.stderr).toMatch(/ADD git:\/\/\S+ \/src\n#\d+ CACHED/);
+  });
+
+  it('keeps .git with --keep-git-dir, checks submodules out, and checks --checksum against the commit', async () => {
+    const ctx = await makeContext({ Dockerfile: `FROM scratch\nADD --keep-git-dir=true --checksum=${c2.slice(0, 8)} ${srv.daemonUrl}/app.git#main /repo\n` });
+    const b = await build([ctx]);
+    expect(b.r.code, b.r.stderr).toBe(0);
+    expect(await b.read('repo/mod/subfile')).toBe('from the submodule\n');
+    const { stdout } = await exec('git', ['--git-dir', path.join(b.out, 'repo/.git'), 'rev-parse', 'HEAD']);
+    expect(stdout.trim()).toBe(c2);
+
+    const bad = await makeContext({ Dockerfile: `FROM scratch\nADD --checksum=${c1.slice(0, 8)} ${srv.daemonUrl}/app.git#main /repo\n` });
+    const r = await build([bad]);
+    expect(r.r.code).toBe(1);
+    expect(lastLine(r.r.stderr)).toBe(`ERROR: Dockerfile:2: ADD failed: expected checksum to match ${c1.slice(0, 8)}, got ${c2}`);
+  });
+
+  it('adds a private repository over HTTP with credentials from git', async () => {
+    const creds = await tempDir('builder-git-creds-');
+    const store = path.join(creds, 'store');
+    await fs.writeFile(store, `http://${srv.user}:${srv.password}@127.0.0.1:${new URL(srv.httpUrl).port}\n`, { mode: 0o600 });
+    const env = { GIT_CONFIG_COUNT: '1', GIT_CONFIG_KEY_0: 'credential.helper', GIT_CONFIG_VALUE_0: `store --file=${store}` };
+    const ctx = await makeContext({ Dockerfile: `FROM scratch\nADD ${srv.httpUrl}/private.git /p\n` });
+    const b = await build([ctx], env);
+    expect(b.r.code, b.r.stderr).toBe(0);
+    expect(await b.read('p/secret.txt')).toBe('private\n');
+  });
+});
