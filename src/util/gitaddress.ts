@@ -82,11 +82,25 @@ export function parseGitAddress(s: string): GitRef {
   return { remote, ...(ref ? { ref } : {}), ...(subdir ? { subdir } : {}), ...(checksum ? { checksum } : {}) };
 }
 
-/** The address with any password left out, for messages. */
+/** The address with any password (and an http(s) user name, often a token) masked, for messages. */
 export function redactRemote(remote: string): string {
   try {
     const u = new URL(remote);
     if (u.password) u.password = 'xxxxx';
+    if (u.username && /^https?:$/.test(u.protocol)) u.username = u.password ? u.username : 'xxxxx';
+    return u.toString();
+  } catch {
+    return remote;
+  }
+}
+
+/** The address without credentials (an http(s) user and password): what is kept on disk. */
+export function stripCredentials(remote: string): string {
+  try {
+    const u = new URL(remote);
+    if (!/^https?:$/.test(u.protocol) && !u.password) return remote;
+    u.username = '';
+    u.password = '';
     return u.toString();
   } catch {
     return remote;

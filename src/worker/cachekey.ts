@@ -5,6 +5,7 @@ import type { KeyContext } from '../../solver/solver.js';
 import type { Digest, GitSource, HttpSource, Op } from '../../solver/llb/ops.js';
 import { canonicalJSON, sha256 } from '../../solver/llb/digest.js';
 import type { ContextChecksummer } from './contenthash.js';
+import { redactRemote, stripCredentials } from '../util/gitaddress.js';
 
 /** Bump when the meaning of a key changes, so old records are never reused. */
 const KEY_VERSION = 'builder.cache.v1';
@@ -72,8 +73,8 @@ export async function opCacheKey(ctx: KeyContext, checksummer: ChecksummerFor, h
         if (!gitCommit) throw new Error('no cache key for a git source here');
         const commit = await gitCommit(ctx.digest, s);
         return {
-          key: hash({ git: commit, subdir: s.subdir ?? '', keepGitDir: s.keepGitDir ? s.remote : false }),
-          inputs: { kind: 'git', inputs: [], git: { remote: s.remote, commit } },
+          key: hash({ git: commit, subdir: s.subdir ?? '', keepGitDir: s.keepGitDir ? stripCredentials(s.remote) : false }),
+          inputs: { kind: 'git', inputs: [], git: { remote: redactRemote(s.remote), commit } },
         };
       }
       // A source kind without a content key here (a new one) is never cached, rather than cached wrongly.

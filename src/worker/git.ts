@@ -11,7 +11,7 @@ import os from 'node:os';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { PidLock } from '../util/pidlock.js';
-import { GitSourceError, redactRemote, type GitRef } from '../util/gitaddress.js';
+import { GitSourceError, redactRemote, stripCredentials, type GitRef } from '../util/gitaddress.js';
 
 export { GitSourceError, isGitAddress, parseGitAddress, redactRemote, type GitRef } from '../util/gitaddress.js';
 
@@ -71,7 +71,7 @@ export class GitCache {
   }
 
   private repoDir(remote: string): string {
-    return path.join(this.dir, createHash('sha256').update(remote).digest('hex').slice(0, 32));
+    return path.join(this.dir, createHash('sha256').update(stripCredentials(remote)).digest('hex').slice(0, 32));
   }
 
   private async locked<T>(remote: string, signal: AbortSignal | undefined, fn: (repo: string) => Promise<T>): Promise<T> {
@@ -97,7 +97,8 @@ export class GitCache {
     if (await fs.stat(path.join(repo, 'HEAD')).then(() => true, () => false)) return;
     const tmp = `${repo}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
     await git(['init', '-q', '--bare', tmp]);
-    await git(['--git-dir', tmp, 'remote', 'add', 'origin', remote]);
+    // Credentials in the address are used for each fetch, never written down.
+    await git(['--git-dir', tmp, 'remote', 'add', 'origin', stripCredentials(remote)]);
     // A checkout fetches single commits from here by id.
     await git(['--git-dir', tmp, 'config', 'uploadpack.allowAnySHA1InWant', 'true']);
     await fs.rm(repo, { recursive: true, force: true });
@@ -121,7 +122,7 @@ export class GitCache {
       } else {
         let listed: string;
         try {
-          listed = await run(['ls-remote', 'origin', ref, ...(ref === 'HEAD' ? [] : [`${ref}^{}`])]);
+          listed = await run(['ls-remote', g.remote, ref, ...(ref === 'HEAD' ? [] : [`${ref}^{}`])]);
         } catch (e) {
           throw new GitSourceError('GIT_FAILED', `failed to fetch ${where}: ${(e as Error).message}`, { cause: e });
         }
@@ -136,14 +137,14 @@ export class GitCache {
         // Shallow by ref name (every server allows it), else by commit id (servers that allow it), else all.
         const attempts = [...(fetchRef ? [fetchRef] : []), commit];
         for (const want of attempts) {
-          const ok = await run(['fetch', '-q', '--no-tags', '--depth', '1', 'origin', want]).then(() => true, () => false);
+          const ok = await run(['fetch', '-q', '--no-tags', '--depth', '1', g.remote, want]).then(() => true, () => false);
           if (ok && await has(commit)) return commit;
         }
       }
       // A commit not at a branch or tag tip, or an abbreviated one: the whole history.
       try {
         const shallow = await fs.stat(path.join(repo, 'shallow')).then(() => true, () => false);
-        await run(['fetch', '-q', ...(shallow ? ['--unshallow'] : []), '--tags', 'origin', '+refs/heads/*:refs/remotes/origin/*']);
+        await run(['fetch', '-q', ...(shallow ? ['--unshallow'] : []), '--tags', g.remote, '+refs/heads/*:refs/remotes/origin/*']);
       } catch (e) {
         throw new GitSourceError('GIT_FAILED', `failed to fetch ${where}: ${(e as Error).message}`, { cause: e });
       }
@@ -185,6 +186,7 @@ export class GitCache {
     if (!opts.keepGitDir) {
       await removeGitDirs(dest);
     } else {
+      await run(['remote', 'set-url', 'origin', stripCredentials(g.remote)]);
       // The kept repository names its real remote and the checked-out ref, as BuildKit's does.
       if (g.ref && !FULL_SHA.test(g.ref)) await run(['update-ref', `refs/heads/${g.ref.replace(/^refs\/(heads|tags)\//, '')}`, commit]).catch(() => undefined);
     }

@@ -144,6 +144,18 @@ describe('git contexts', () => {
     expect(ok.r.stderr).not.toContain(srv.password);
   });
 
+  it('uses credentials in the address for each fetch without writing them to the state directory', async () => {
+    const u = new URL(`${srv.httpUrl}/private.git`);
+    u.username = srv.user;
+    u.password = srv.password;
+    const b = await build([u.toString()]);
+    expect(b.r.code, b.r.stderr).toBe(0);
+    expect(await b.read('ctx/secret.txt')).toBe('private\n');
+    expect(b.r.stderr).not.toContain(srv.password);
+    const { stdout } = await exec('grep', ['-rl', srv.password, path.join(root, 'git')]).catch((e: { stdout: string }) => e);
+    expect(stdout).toBe('');
+  });
+
   it('a missing ref or subdirectory is one line', async () => {
     const ref = await build([`${srv.daemonUrl}/app.git#nosuchref`]);
     expect(ref.r.code).toBe(1);
