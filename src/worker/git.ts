@@ -52,7 +52,8 @@ function git(args: string[], opts: { cwd?: string; auth?: GitAuth; signal?: Abor
       : e));
     child.on('close', (code) => {
       if (code === 0) return resolve(out);
-      const lines = err.trim().split('\n').filter((l) => l && !l.startsWith('hint:'));
+      // git's advice lines say nothing of the cause (`Please make sure you have the correct access rights`).
+      const lines = err.trim().split('\n').filter((l) => l.trim() && !l.startsWith('hint:') && !/^(Please make sure you have the correct access rights|and the repository exists\.)$/.test(l.trim()));
       reject(new GitCommandError(lines.slice(-2).join('; ') || `git ${args[0]} exited with ${code}`));
     });
   });

@@ -166,6 +166,45 @@ describe('git contexts', () => {
   });
 });
 
+describe('git over ssh with the --ssh agent', () => {
+  // No sshd here: GIT_SSH_COMMAND is a stand-in that refuses unless the agent it is handed (SSH_AUTH_SOCK)
+  // holds the test key, then runs the remote git command locally. What is tested is ours: the ssh address
+  // forms, and the --ssh agent reaching git's ssh for a context and for ADD.
+  let dir: string;
+  let sock: string;
+  let agent: ReturnType<typeof import('node:child_process').spawn>;
+  let env: Record<string, string>;
+  beforeAll(async () => {
+    const { spawn } = await import('node:child_process');
+    dir = await tempDir('builder-ssh-');
+    await exec('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'builder-test', '-f', path.join(dir, 'key')]);
+    sock = path.join(dir, 'agent.sock');
+    agent = spawn('ssh-agent', ['-D', '-a', sock], { stdio: 'ignore' });
+    for (let i = 0; i < 100 && !(await fs.stat(sock).catch(() => null)); i++) await new Promise((r) => setTimeout(r, 50));
+    await exec('ssh-add', ['-q', path.join(dir, 'key')], { env: { ...process.env, SSH_AUTH_SOCK: sock } });
+    const pub = (await fs.readFile(path.join(dir, 'key.pub'), 'utf8')).split(' ')[1];
+    const fake = path.join(dir, 'fakessh');
+    await fs.writeFile(fake, `#!/bin/sh\nssh-add -L 2>/dev/null | grep -qF '${pub}' || { echo "Permission denied (publickey)." >&2; exit 255; }\nfor last; do :; done\nexec sh -c "$last"\n`, { mode: 0o755 });
+    env = { GIT_SSH_COMMAND: fake, GIT_SSH_VARIANT: 'simple', SSH_AUTH_SOCK: path.join(dir, 'no-agent') };
+  });
+  afterAll(() => { agent?.kill(); });
+
+  it('builds a git@host:path context and ADDs an ssh:// repository through the agent; without it, one line', async () => {
+    const ok = await build(['--ssh', `default=${sock}`, `git@127.0.0.1:${srv.base}/private.git`], env);
+    expect(ok.r.code, ok.r.stderr).toBe(0);
+    expect(await ok.read('ctx/secret.txt')).toBe('private\n');
+
+    const ctx = await makeContext({ Dockerfile: `FROM scratch\nADD ssh://git@127.0.0.1${srv.base}/app.git#v1:app /src\n` });
+    const add = await build(['--ssh', `default=${sock}`, ctx], env);
+    expect(add.r.code, add.r.stderr).toBe(0);
+    expect(await add.read('src/hello.txt')).toBe('v1\n');
+
+    const denied = await build([`git@127.0.0.1:${srv.base}/private.git#main`], env);
+    expect(denied.r.code).toBe(1);
+    expect(lastLine(denied.r.stderr)).toMatch(/^ERROR: failed to fetch git@127\.0\.0\.1:\S+#main: .*Permission denied \(publickey\)/);
+  });
+});
+
 describe('URL contexts', () => {
   it('unpacks a compressed tarball as the context, and builds a bare Dockerfile with an empty context', async () => {
     const dir = await makeContext({ Dockerfile: 'FROM scratch\nCOPY a.txt /a.txt\n', 'a.txt': 'from the tarball\n' });
