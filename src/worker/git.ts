@@ -71,6 +71,13 @@ export class GitCache {
     this.dir = path.join(root, 'git');
   }
 
+  /** Removes what killed runs left: half-made repositories and checkouts (only when no build runs beside). */
+  async cleanup(): Promise<void> {
+    const names = await fs.readdir(this.dir).catch(() => [] as string[]);
+    await Promise.all(names.filter((n) => n.endsWith('.tmp') || n.startsWith('checkout-'))
+      .map((n) => fs.rm(path.join(this.dir, n), { recursive: true, force: true })));
+  }
+
   private repoDir(remote: string): string {
     return path.join(this.dir, createHash('sha256').update(stripCredentials(remote)).digest('hex').slice(0, 32));
   }

@@ -194,6 +194,7 @@ export class Worker {
     await this.snapshots.init({ recover });
     await this.executor.init({ recover });
     if (recover) await this.store.cleanup();
+    if (recover) await this.git.cleanup();
   }
 
   /** Resolves an image reference for a platform; memoized for the worker's lifetime. */

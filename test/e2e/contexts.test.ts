@@ -4,6 +4,7 @@
 // submodule, over credentials; named contexts of each kind, replacing a stage, a base image, pinning one.
 import { describe, it, expect, inject, beforeAll, afterAll } from 'vitest';
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -11,6 +12,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { runCli, makeContext, tempDir, lastLine } from '../helpers/cli.js';
 import { startGitServers, git, type GitServers } from '../helpers/gitserver.js';
+import { addHostsEntries, makeCA, makeCert, uniqueHostname } from '../helpers/tls.js';
 
 const exec = promisify(execFile);
 const registry = inject('registry');
@@ -219,6 +221,38 @@ describe('URL contexts', () => {
     const d = await build([`${httpUrl}/Dockerfile`]);
     expect(d.r.code, d.r.stderr).toBe(0);
     expect((await fs.stat(path.join(d.out, 'busybox'))).isFile()).toBe(true);
+  });
+});
+
+describe('https URL contexts', () => {
+  it('trust the CAs the registries trust (the builder config); an untrusted certificate is one line', async () => {
+    const dir = await tempDir('builder-ctx-tls-');
+    const name = uniqueHostname('ctx');
+    const removeHosts = await addHostsEntries([name]);
+    try {
+      const ca = await makeCA(dir);
+      const cert = await makeCert(ca, dir, name);
+      const tlsServer = https.createServer({ cert: await fs.readFile(cert.cert), key: await fs.readFile(cert.key) }, (req, res) => {
+        res.writeHead(200).end('FROM scratch\nCOPY --from=tls-note n.txt /n.txt\n');
+      });
+      await new Promise<void>((r) => tlsServer.listen(0, '127.0.0.1', () => r()));
+      const host = `${name}:${(tlsServer.address() as AddressInfo).port}`;
+      try {
+        served['/n.txt'] = Buffer.from('note\n');
+        const config = path.join(dir, 'config.json');
+        await fs.writeFile(config, JSON.stringify({ registry: { [host]: { ca: [ca.cert] } } }));
+        const ok = await build(['--build-context', `tls-note=${httpUrl}/n.txt`, `https://${host}/Dockerfile`], { BUILDER_CONFIG: config });
+        expect(ok.r.code, ok.r.stderr).toBe(0);
+        expect(await ok.read('n.txt')).toBe('note\n');
+        const untrusted = await build([`https://${host}/Dockerfile`], { BUILDER_CONFIG: path.join(dir, 'none.json') });
+        expect(untrusted.r.code).toBe(1);
+        expect(lastLine(untrusted.r.stderr)).toMatch(new RegExp(`^ERROR: failed to load https://${host.replace(/\./g, '\\.')}/Dockerfile: .*certificate`));
+      } finally {
+        await new Promise<void>((r) => tlsServer.close(() => r()));
+      }
+    } finally {
+      await removeHosts();
+    }
   });
 });
 
