@@ -211,12 +211,15 @@ function truthy(v: string | undefined): boolean {
 }
 
 /** What git may use to reach a private repository: the `--ssh default` agent (else $SSH_AUTH_SOCK, as git
- * itself would). Credential helpers and tokens in the address need nothing here. */
+ * itself would) and the GIT_AUTH_TOKEN / GIT_AUTH_HEADER secrets. Credential helpers and tokens in the
+ * address need nothing here. */
 async function gitAuth(opts: BuildOptions): Promise<GitAuth> {
   const specs = (opts.ssh ?? []).map((x) => (typeof x === 'string' ? parseSshSpec(x) : x));
   const agent = specs.find((s) => s.id === 'default') ?? specs[0];
   const sock = agent ? agent.path ?? process.env.SSH_AUTH_SOCK : undefined;
-  return sock ? { sshAuthSock: sock } : {};
+  const gitSecrets = (opts.secrets ?? []).map((x) => (typeof x === 'string' ? parseSecretSpec(x) : x)).filter((s) => /^GIT_AUTH_(TOKEN|HEADER)(\.|$)/.test(s.id));
+  const secrets = gitSecrets.length ? (await loadSession(gitSecrets, [])).secrets : undefined;
+  return { ...(sock ? { sshAuthSock: sock } : {}), ...(secrets?.size ? { secrets } : {}) };
 }
 
 async function buildDir(opts: BuildOptions & { context: string }): Promise<BuildResult> {

@@ -15,16 +15,39 @@ import { GitSourceError, redactRemote, stripCredentials, type GitRef } from '../
 
 export { GitSourceError, isGitAddress, parseGitAddress, redactRemote, type GitRef } from '../util/gitaddress.js';
 
-/** What a git command may use beyond the environment: an SSH agent socket, extra headers (GIT_AUTH_*). */
+/** What a git command may use beyond the environment: an SSH agent socket, the build's secrets. */
 export interface GitAuth {
   sshAuthSock?: string;
-  /** `Authorization: ...` (or other) headers for http(s) remotes. */
-  httpHeaders?: string[];
+  /**
+   * BuildKit's git secrets: `GIT_AUTH_TOKEN.<host>` (sent as basic auth `x-access-token:TOKEN`) and
+   * `GIT_AUTH_HEADER.<host>` (the whole Authorization value) for that host; without `.<host>`, for the
+   * source's own host. Given to git in its environment (GIT_CONFIG_*), never on its command line.
+   */
+  secrets?: Map<string, Buffer>;
+}
+
+/** `http.<url>.extraHeader` settings for the git secrets that apply to `remote` (and to hosts they name). */
+function authHeaders(remote: string | undefined, secrets: Map<string, Buffer> | undefined): [string, string][] {
+  if (!secrets) return [];
+  let own: string | undefined;
+  try {
+    if (remote && /^https?:\/\//.test(remote)) own = new URL(remote).host;
+  } catch { /* not a URL: no host of its own */ }
+  const byHost = new Map<string, string>();
+  for (const kind of ['GIT_AUTH_TOKEN', 'GIT_AUTH_HEADER'] as const) {
+    for (const [id, value] of secrets) {
+      const host = id === kind ? own : id.startsWith(`${kind}.`) ? id.slice(kind.length + 1) : undefined;
+      if (!host || (id === kind && byHost.has(host))) continue;
+      const v = value.toString('utf8').trim();
+      byHost.set(host, kind === 'GIT_AUTH_TOKEN' ? `basic ${Buffer.from(`x-access-token:${v}`).toString('base64')}` : v);
+    }
+  }
+  return [...byHost].flatMap(([host, auth]) => [`http://${host}/`, `https://${host}/`].map((u) => [`http.${u}.extraHeader`, `Authorization: ${auth}`] as [string, string]));
 }
 
 const FULL_SHA = /^[0-9a-f]{40}$|^[0-9a-f]{64}$/;
 
-function gitEnv(auth: GitAuth | undefined): NodeJS.ProcessEnv {
+function gitEnv(auth: GitAuth | undefined, remote?: string): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {
     ...process.env,
     GIT_TERMINAL_PROMPT: '0',
@@ -33,15 +56,22 @@ function gitEnv(auth: GitAuth | undefined): NodeJS.ProcessEnv {
   };
   if (!env.GIT_SSH_COMMAND && !env.GIT_SSH) env.GIT_SSH_COMMAND = 'ssh -o BatchMode=yes';
   if (auth?.sshAuthSock) env.SSH_AUTH_SOCK = auth.sshAuthSock;
+  // After any GIT_CONFIG_* entries of the user's own.
+  let n = Number(env.GIT_CONFIG_COUNT) || 0;
+  for (const [key, value] of authHeaders(remote, auth?.secrets)) {
+    env[`GIT_CONFIG_KEY_${n}`] = key;
+    env[`GIT_CONFIG_VALUE_${n}`] = value;
+    n++;
+  }
+  if (n > 0) env.GIT_CONFIG_COUNT = String(n);
   return env;
 }
 
 /** Runs git; resolves with its stdout, rejects with its last stderr lines. */
-function git(args: string[], opts: { cwd?: string; auth?: GitAuth; signal?: AbortSignal } = {}): Promise<string> {
-  const headers = (opts.auth?.httpHeaders ?? []).flatMap((h) => ['-c', `http.extraHeader=${h}`]);
+function git(args: string[], opts: { cwd?: string; auth?: GitAuth; signal?: AbortSignal; remote?: string } = {}): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = spawn('git', [...headers, '-c', 'protocol.file.allow=user', ...args], {
-      cwd: opts.cwd, env: gitEnv(opts.auth), stdio: ['ignore', 'pipe', 'pipe'], signal: opts.signal,
+    const child = spawn('git', ['-c', 'protocol.file.allow=user', ...args], {
+      cwd: opts.cwd, env: gitEnv(opts.auth, opts.remote), stdio: ['ignore', 'pipe', 'pipe'], signal: opts.signal,
     });
     let out = '';
     let err = '';
@@ -120,7 +150,7 @@ export class GitCache {
   async resolve(g: GitRef, opts: { auth?: GitAuth; signal?: AbortSignal } = {}): Promise<string> {
     const where = `${redactRemote(g.remote)}${g.ref ? `#${g.ref}` : ''}`;
     return this.locked(g.remote, opts.signal, async (repo) => {
-      const run = (args: string[]) => git(['--git-dir', repo, ...args], { auth: opts.auth, signal: opts.signal });
+      const run = (args: string[]) => git(['--git-dir', repo, ...args], { auth: opts.auth, signal: opts.signal, remote: g.remote });
       const has = (commit: string) => run(['cat-file', '-e', `${commit}^{commit}`]).then(() => true, () => false);
       let commit: string | undefined;
       let fetchRef: string | undefined;
@@ -173,7 +203,7 @@ export class GitCache {
     const where = `${redactRemote(g.remote)}${g.ref ? `#${g.ref}` : ''}`;
     const repo = this.repoDir(g.remote);
     await fs.mkdir(dest, { recursive: true });
-    const run = (args: string[]) => git(args, { cwd: dest, auth: opts.auth, signal: opts.signal });
+    const run = (args: string[]) => git(args, { cwd: dest, auth: opts.auth, signal: opts.signal, remote: g.remote });
     try {
       await run(['init', '-q']);
       await run(['remote', 'add', 'origin', g.remote]);

@@ -155,7 +155,8 @@ export class Worker {
   private gitAuth(locals: object): GitAuth {
     const ssh = this.sessions.get(locals)?.ssh;
     const sock = ssh?.get('default') ?? ssh?.values().next().value;
-    return sock ? { sshAuthSock: sock } : {};
+    const secrets = this.sessions.get(locals)?.secrets;
+    return { ...(sock ? { sshAuthSock: sock } : {}), ...(secrets?.size ? { secrets } : {}) };
   }
 
   private async gitSource(locals: Record<string, LocalDir>, digest: Digest, source: GitSource, signal: AbortSignal): Promise<WorkerRef> {

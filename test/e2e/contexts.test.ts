@@ -158,6 +158,21 @@ describe('git contexts', () => {
     expect(stdout).toBe('');
   });
 
+  it('sends the GIT_AUTH_TOKEN.<host> and GIT_AUTH_HEADER.<host> secrets to that host, for a context and ADD', async () => {
+    const host = new URL(srv.httpUrl).host;
+    const env = { GITTOK: srv.token, GITHDR: `basic ${Buffer.from(`${srv.user}:${srv.password}`).toString('base64')}` };
+    const tok = await build(['--secret', `id=GIT_AUTH_TOKEN.${host},env=GITTOK`, `${srv.httpUrl}/private.git`], env);
+    expect(tok.r.code, tok.r.stderr).toBe(0);
+    expect(await tok.read('ctx/secret.txt')).toBe('private\n');
+    const ctx = await makeContext({ Dockerfile: `FROM scratch\nADD ${srv.httpUrl}/private.git /p\n` });
+    const hdr = await build(['--secret', `id=GIT_AUTH_HEADER.${host},env=GITHDR`, ctx], env);
+    expect(hdr.r.code, hdr.r.stderr).toBe(0);
+    expect(await hdr.read('p/secret.txt')).toBe('private\n');
+    // For another host, the secret is not sent.
+    const other = await build(['--secret', 'id=GIT_AUTH_TOKEN.example.invalid,env=GITTOK', `${srv.httpUrl}/private.git#main`], env);
+    expect(other.r.code).toBe(1);
+  });
+
   it('a missing ref or subdirectory is one line', async () => {
     const ref = await build([`${srv.daemonUrl}/app.git#nosuchref`]);
     expect(ref.r.code).toBe(1);

@@ -48,10 +48,11 @@ export interface GitServers {
   base: string;
   /** `git://127.0.0.1:PORT` */
   daemonUrl: string;
-  /** `http://127.0.0.1:PORT` (basic auth: `user` / `password` below) */
+  /** `http://127.0.0.1:PORT` (basic auth: `user` / `password` below, or `x-access-token` / `token`) */
   httpUrl: string;
   user: string;
   password: string;
+  token: string;
   /** Makes bare repository NAME.git from a work tree built by `fill` (called in an initialized work dir). */
   repo(name: string, fill: (work: string) => Promise<void>): Promise<string>;
   close(): Promise<void>;
@@ -69,9 +70,10 @@ export async function startGitServers(): Promise<GitServers> {
 
   const user = 'builder';
   const password = 's3cret';
-  const expected = `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
+  const token = 't0ken';
+  const accepted = [`${user}:${password}`, `x-access-token:${token}`].map((c) => `basic ${Buffer.from(c).toString('base64')}`);
   const server = http.createServer((req, res) => {
-    if (req.headers.authorization !== expected) {
+    if (!accepted.includes((req.headers.authorization ?? '').replace(/^basic /i, 'basic '))) {
       res.writeHead(401, { 'www-authenticate': 'Basic realm="git"' }).end();
       req.resume();
       return;
@@ -117,7 +119,7 @@ export async function startGitServers(): Promise<GitServers> {
   const httpPort = (server.address() as net.AddressInfo).port;
 
   return {
-    base, daemonUrl: `git://127.0.0.1:${port}`, httpUrl: `http://127.0.0.1:${httpPort}`, user, password,
+    base, daemonUrl: `git://127.0.0.1:${port}`, httpUrl: `http://127.0.0.1:${httpPort}`, user, password, token,
     async repo(name, fill) {
       const work = await fs.mkdtemp(path.join(os.tmpdir(), 'builder-git-work-'));
       await git(work, 'init', '-q');
