@@ -71,7 +71,7 @@ export async function fetchGitContext(address: string, opts: RemoteOptions & { k
   const g = parseGitAddress(address);
   const cache = new GitCache(opts.root);
   const shown = `${redactRemote(g.remote)}${g.ref || g.subdir ? `#${g.ref ?? ''}${g.subdir ? `:${g.subdir}` : ''}` : ''}`;
-  const got = await step(opts.progress, `internal:git:${opts.label ?? ''}:${address}`, `[${opts.label ?? 'internal'}] load git source ${shown}`,
+  const got = await step(opts.progress, `internal:git:${createHash('sha256').update(`${opts.label ?? ''}\0${address}`).digest('hex').slice(0, 16)}`, `[${opts.label ?? 'internal'}] load git source ${shown}`,
     () => cache.fetchToTemp(g, { keepGitDir: opts.keepGitDir, auth: opts.auth, signal: opts.signal }));
   return { dir: got.dir, commit: got.commit, remove: got.remove };
 }
@@ -83,17 +83,17 @@ async function download(url: string, file: string, opts: RemoteOptions): Promise
   try {
     res = await httpRequest(url, { method: 'GET', tls: (host) => hosts.tls(host) });
   } catch (e) {
-    throw new RemoteContextError('HTTP_FAILED', `failed to load ${url}: ${(e as Error).message}`, { cause: e });
+    throw new RemoteContextError('HTTP_FAILED', `failed to load ${redactRemote(url)}: ${(e as Error).message}`, { cause: e });
   }
   if (!res.ok) {
     await res.discard();
-    throw new RemoteContextError('HTTP_FAILED', `failed to load ${url}: invalid response status ${res.status}`);
+    throw new RemoteContextError('HTTP_FAILED', `failed to load ${redactRemote(url)}: invalid response status ${res.status}`);
   }
   let received = 0;
   const limit = new Transform({
     transform(chunk: Buffer, _enc, cb) {
       received += chunk.length;
-      if (received > MAX_BYTES) return cb(new RemoteContextError('HTTP_TOO_LARGE', `${url} is larger than the limit for a context (${MAX_BYTES} bytes)`));
+      if (received > MAX_BYTES) return cb(new RemoteContextError('HTTP_TOO_LARGE', `${redactRemote(url)} is larger than the limit for a context (${MAX_BYTES} bytes)`));
       cb(null, chunk);
     },
   });
@@ -105,7 +105,7 @@ async function download(url: string, file: string, opts: RemoteOptions): Promise
  * context; anything else is the Dockerfile, with an empty context (as BuildKit).
  */
 export async function fetchUrlContext(url: string, opts: RemoteOptions): Promise<FetchedContext> {
-  return step(opts.progress, `internal:url:${url}`, `[internal] load remote build context ${url}`, async () => {
+  return step(opts.progress, `internal:url:${createHash('sha256').update(url).digest('hex').slice(0, 16)}`, `[internal] load remote build context ${redactRemote(url)}`, async () => {
     const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'builder-url-'));
     try {
       const file = path.join(tmp, 'download');
@@ -116,7 +116,7 @@ export async function fetchUrlContext(url: string, opts: RemoteOptions): Promise
       const start = head.subarray(0, bytesRead);
       if (detectCompression(start) !== 'none' || (bytesRead === 512 && isTarHeader(start))) {
         const unpacked = await unpackContext(fs.createReadStream(file)).catch((e: Error) => {
-          throw new RemoteContextError('BAD_CONTEXT', `unable to prepare context: ${url} is not a readable tar archive: ${e.message}`);
+          throw new RemoteContextError('BAD_CONTEXT', `unable to prepare context: ${redactRemote(url)} is not a readable tar archive: ${e.message}`);
         });
         await fsp.rm(tmp, { recursive: true, force: true });
         return unpacked;
@@ -206,7 +206,7 @@ export async function prepareNamedContexts(specs: Record<string, string>, opts: 
           const b = path.posix.basename(new URL(value).pathname);
           if (b && b !== '.' && b !== '/') filename = decodeURIComponent(b).replace(/\//g, '_');
         } catch { /* keep the default */ }
-        await step(opts.progress, `internal:named:${name}`, `[context ${name}] ${value}`, () => download(value, path.join(tmp, filename), opts));
+        await step(opts.progress, `internal:named:${name}`, `[context ${name}] ${redactRemote(value)}`, () => download(value, path.join(tmp, filename), opts));
         await fsp.chmod(path.join(tmp, filename), 0o600);
         locals[local] = { dir: tmp };
         contexts[name] = { type: 'local', name: local };
@@ -279,6 +279,16 @@ export async function importLayouts(worker: Worker, layouts: PreparedContexts['l
       if (!(await store.has(d.digest))) await store.write(data, { digest: d.digest, size: data.length });
       return data;
     };
+    // Layers are streamed in (the store checks their digest), never held in memory whole.
+    const copyLayer = async (d: Descriptor): Promise<void> => {
+      if (!/^sha256:[0-9a-f]{64}$/.test(d.digest)) throw new RemoteContextError('BAD_LAYOUT', `${where}: invalid digest ${d.digest}`);
+      if (await store.has(d.digest)) return;
+      const file = path.join(layout.dir, 'blobs', 'sha256', d.digest.slice(7));
+      if (!(await fsp.stat(file).catch(() => null))) throw new RemoteContextError('BAD_LAYOUT', `${where}: blob ${d.digest} not found`);
+      await store.write(fs.createReadStream(file), { digest: d.digest, size: d.size }).catch((e: Error) => {
+        throw new RemoteContextError('BAD_LAYOUT', `${where}: blob ${d.digest}: ${e.message}`);
+      });
+    };
     const topBytes = await copy(top);
     for (const platform of platforms) {
       let desc = top;
@@ -294,7 +304,7 @@ export async function importLayouts(worker: Worker, layouts: PreparedContexts['l
       }
       const manifest = JSON.parse(bytes.toString('utf8')) as Manifest;
       const configBytes = await copy(manifest.config);
-      for (const l of manifest.layers) await copy(l);
+      for (const l of manifest.layers) await copyLayer(l);
       const ref = parseReference(layout.ref);
       worker.provideImage(layout.ref, platform, {
         ref: ref.withDigest(top.digest), manifestDigest: desc.digest, manifest, manifestBytes: bytes,
