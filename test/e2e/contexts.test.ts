@@ -376,3 +376,21 @@ describe('ADD <git>', () => {
     expect(await b.read('p/secret.txt')).toBe('private\n');
   });
 });
+
+describe('the library', () => {
+  it('takes named contexts as an object, beside a git context', async () => {
+    const { build: libBuild } = await import('../../src/index.js');
+    const files = await makeContext({ 'lib.txt': 'from the library\n' });
+    const dest = await tempDir('builder-contexts-lib-');
+    await libBuild({
+      context: `${srv.daemonUrl}/app.git#v1`,
+      dockerfile: 'FROM scratch\nCOPY app/hello.txt /hello.txt\nCOPY --from=extra lib.txt /lib.txt\n',
+      buildContexts: { extra: files },
+      outputs: [`type=local,dest=${dest}`],
+      root,
+      progress: { start() {}, done() {} },
+    });
+    expect(await fs.readFile(path.join(dest, 'hello.txt'), 'utf8')).toBe('v1\n');
+    expect(await fs.readFile(path.join(dest, 'lib.txt'), 'utf8')).toBe('from the library\n');
+  });
+});
