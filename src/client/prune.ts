@@ -7,6 +7,7 @@ import { withStateExclusive } from './lock.js';
 import { verifyState, type VerifyReport } from '../cache/verify.js';
 import { defaultRoot } from './build.js';
 import { pruneLocalCache, type LocalPruneOptions } from '../cache/remotecache/local.js';
+import { GitCache } from '../worker/git.js';
 
 export type { PruneOptions, Usage, VerifyReport };
 
@@ -33,7 +34,14 @@ export async function prune(opts: PruneOptions & { root?: string }): Promise<{ f
     const gc = new GarbageCollector(root);
     // The snapshotter's recovery first, so leftovers of a killed build are not counted or kept.
     await gc.snapshots.init();
-    return gc.prune(opts);
+    const result = await gc.prune(opts);
+    // Git sources' repositories: all of them, or those unused for --filter until (a size bound leaves them).
+    if (opts.keepStorage === undefined) {
+      const git = await new GitCache(root).prune(opts.olderThanMs);
+      result.freed += git.freed;
+      result.removed += git.removed;
+    }
+    return result;
   });
 }
 

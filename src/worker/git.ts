@@ -108,6 +108,26 @@ export class GitCache {
       .map((n) => fs.rm(path.join(this.dir, n), { recursive: true, force: true })));
   }
 
+  /**
+   * Removes the repositories not used for `olderThanMs` (all without it); the caller holds the state
+   * directory exclusively. Returns how many and their bytes.
+   */
+  async prune(olderThanMs?: number): Promise<{ removed: number; freed: number }> {
+    let removed = 0;
+    let freed = 0;
+    const names = await fs.readdir(this.dir).catch(() => [] as string[]);
+    for (const name of names) {
+      const p = path.join(this.dir, name);
+      const st = await fs.stat(p).catch(() => null);
+      if (!st) continue;
+      if (st.isDirectory() && olderThanMs !== undefined && Date.now() - st.mtimeMs < olderThanMs) continue;
+      freed += await treeSize(p);
+      await fs.rm(p, { recursive: true, force: true });
+      if (st.isDirectory()) removed++;
+    }
+    return { removed, freed };
+  }
+
   private repoDir(remote: string): string {
     return path.join(this.dir, createHash('sha256').update(stripCredentials(remote)).digest('hex').slice(0, 32));
   }
@@ -150,6 +170,9 @@ export class GitCache {
   async resolve(g: GitRef, opts: { auth?: GitAuth; signal?: AbortSignal } = {}): Promise<string> {
     const where = `${redactRemote(g.remote)}${g.ref ? `#${g.ref}` : ''}`;
     return this.locked(g.remote, opts.signal, async (repo) => {
+      // Its mtime is when it was last used (prune keeps recently used ones).
+      const now = new Date();
+      await fs.utimes(repo, now, now).catch(() => undefined);
       const run = (args: string[]) => git(['--git-dir', repo, ...args], { auth: opts.auth, signal: opts.signal, remote: g.remote });
       const has = (commit: string) => run(['cat-file', '-e', `${commit}^{commit}`]).then(() => true, () => false);
       let commit: string | undefined;
@@ -297,6 +320,19 @@ function pickRef(listed: string, ref: string): { commit: string; name: string } 
     if (sha) return { commit: sha, name };
   }
   return undefined;
+}
+
+/** Bytes of the files under `p` (on an explicit stack). */
+async function treeSize(p: string): Promise<number> {
+  let total = 0;
+  const stack = [p];
+  for (let cur = stack.pop(); cur !== undefined; cur = stack.pop()) {
+    const st = await fs.lstat(cur).catch(() => null);
+    if (!st) continue;
+    if (st.isDirectory()) for (const n of await fs.readdir(cur).catch(() => [] as string[])) stack.push(path.join(cur, n));
+    else total += st.size;
+  }
+  return total;
 }
 
 /** Removes `.git` (the checkout's and its submodules' `.git` files). */

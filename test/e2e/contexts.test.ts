@@ -394,3 +394,16 @@ describe('the library', () => {
     expect(await fs.readFile(path.join(dest, 'lib.txt'), 'utf8')).toBe('from the library\n');
   });
 });
+
+describe('prune', () => {
+  it('removes the git repositories kept for git sources (all, or those unused for --filter until)', async () => {
+    const before = await fs.readdir(path.join(root, 'git'));
+    expect(before.length).toBeGreaterThan(0);
+    const recent = await runCli(['prune', '--root', root, '--filter', 'until=24h']);
+    expect(recent.code, recent.stderr).toBe(0);
+    expect((await fs.readdir(path.join(root, 'git'))).filter((n) => !n.endsWith('.lock')).length).toBeGreaterThan(0);
+    const all = await runCli(['prune', '--root', root]);
+    expect(all.code, all.stderr).toBe(0);
+    expect(await fs.readdir(path.join(root, 'git'))).toEqual([]);
+  });
+});
