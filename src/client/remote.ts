@@ -72,8 +72,9 @@ export async function fetchGitContext(address: string, opts: RemoteOptions & { k
   const cache = new GitCache(opts.root);
   const shown = `${redactRemote(g.remote)}${g.ref || g.subdir ? `#${g.ref ?? ''}${g.subdir ? `:${g.subdir}` : ''}` : ''}`;
   const got = await step(opts.progress, `internal:git:${createHash('sha256').update(`${opts.label ?? ''}\0${address}`).digest('hex').slice(0, 16)}`, `[${opts.label ?? 'internal'}] load git source ${shown}`,
-    () => cache.fetchToTemp(g, { keepGitDir: opts.keepGitDir, auth: opts.auth, signal: opts.signal }));
-  return { dir: got.dir, commit: got.commit, remove: got.remove };
+    () => cache.fetchCheckout(g, { keepGitDir: opts.keepGitDir, auth: opts.auth, signal: opts.signal }));
+  // Kept in the git cache for the next build of this commit (prune removes it).
+  return { dir: got.dir, commit: got.commit, remove: async () => undefined };
 }
 
 /** Downloads `url` into a new file in `dir` (named `name`), with the registries' TLS settings; bounded. */

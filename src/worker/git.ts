@@ -7,7 +7,6 @@
 // build's `--ssh default`, else $SSH_AUTH_SOCK). git never prompts: a build has no terminal to answer it.
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import os from 'node:os';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { PidLock } from '../util/pidlock.js';
@@ -270,21 +269,31 @@ export class GitCache {
     }
   }
 
-  /** Resolves and checks out `g` into a new temporary directory; the directory named by its subdir. */
-  async fetchToTemp(g: GitRef, opts: { keepGitDir?: boolean; auth?: GitAuth; signal?: AbortSignal } = {}): Promise<{ commit: string; dir: string; top: string; remove(): Promise<void> }> {
+  /**
+   * Resolves `g` and checks the commit out once into `<root>/git/co-<key>` (made in a temp directory and
+   * renamed: complete or absent), kept for later builds of the same commit; its context indexes stay valid
+   * from build to build. Returns the directory its subdir names. Read only: builds never write to it.
+   */
+  async fetchCheckout(g: GitRef, opts: { keepGitDir?: boolean; auth?: GitAuth; signal?: AbortSignal } = {}): Promise<{ commit: string; dir: string }> {
     const commit = await this.resolve(g, opts);
     checkCommit(g, commit);
-    const top = await fs.mkdtemp(path.join(os.tmpdir(), 'builder-git-'));
-    const remove = () => fs.rm(top, { recursive: true, force: true });
-    try {
-      await this.checkout(g, commit, top, opts);
-      const dir = await subdirOf(top, g);
-      return { commit, dir, top, remove };
-    } catch (e) {
-      await remove();
-      throw e;
+    const key = createHash('sha256').update(`${stripCredentials(g.remote)}\0${commit}\0${opts.keepGitDir ? 'keep' : ''}`).digest('hex').slice(0, 32);
+    const top = path.join(this.dir, `co-${key}`);
+    if (!(await fs.stat(top).catch(() => null))?.isDirectory()) {
+      const tmp = await fs.mkdtemp(path.join(this.dir, 'checkout-'));
+      try {
+        await this.checkout(g, commit, tmp, opts);
+        await fs.rename(tmp, top).catch(async (e: NodeJS.ErrnoException) => {
+          // Another build made it meanwhile: theirs is the same.
+          if (e.code !== 'ENOTEMPTY' && e.code !== 'EEXIST') throw e;
+        });
+      } finally {
+        await fs.rm(tmp, { recursive: true, force: true });
+      }
     }
+    return { commit, dir: await subdirOf(top, g) };
   }
+
 }
 
 /** `ADD --checksum` / `?checksum=` on a git source: the commit must start with it. */

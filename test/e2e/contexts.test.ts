@@ -93,6 +93,10 @@ describe('git contexts', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(await read('hello.txt')).toBe('v1\n');
     expect(r.stderr).toContain('load git source');
+    // The commit's checkout is kept: a second build reads the same files and its COPY hits.
+    const again = await build([`${srv.daemonUrl}/app.git#v1:app`]);
+    expect(again.r.code, again.r.stderr).toBe(0);
+    expect(again.r.stderr).toMatch(/COPY hello\.txt \/hello\.txt\n#\d+ CACHED/);
   });
 
   it('takes the query form (?ref=&subdir=) and a branch', async () => {
