@@ -9,7 +9,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { PidLock } from '../util/pidlock.js';
+import { PidLock, isAlive } from '../util/pidlock.js';
 import { GitSourceError, redactRemote, stripCredentials, type GitRef } from '../util/gitaddress.js';
 
 export { GitSourceError, isGitAddress, parseGitAddress, redactRemote, type GitRef } from '../util/gitaddress.js';
@@ -100,11 +100,19 @@ export class GitCache {
     this.dir = path.join(root, 'git');
   }
 
-  /** Removes what killed runs left: half-made repositories and checkouts (only when no build runs beside). */
+  /**
+   * Removes what killed runs left: half-made repositories and checkouts whose process is gone (a live one may
+   * be fetching a context before it takes the state directory's lock).
+   */
   async cleanup(): Promise<void> {
     const names = await fs.readdir(this.dir).catch(() => [] as string[]);
-    await Promise.all(names.filter((n) => n.endsWith('.tmp') || n.startsWith('checkout-'))
+    await Promise.all(names.filter((n) => tempOwner(n) !== undefined && !isAlive(tempOwner(n)!))
       .map((n) => fs.rm(path.join(this.dir, n), { recursive: true, force: true })));
+  }
+
+  /** A temporary directory beside the cache, named for its owner process (see cleanup). */
+  private tempDir(): Promise<string> {
+    return fs.mkdtemp(path.join(this.dir, `checkout-${process.pid}-`));
   }
 
   /**
@@ -117,6 +125,8 @@ export class GitCache {
     const names = await fs.readdir(this.dir).catch(() => [] as string[]);
     for (const name of names) {
       const p = path.join(this.dir, name);
+      const owner = tempOwner(name);
+      if (owner !== undefined && isAlive(owner)) continue;
       const st = await fs.stat(p).catch(() => null);
       if (!st) continue;
       if (st.isDirectory() && olderThanMs !== undefined && Date.now() - st.mtimeMs < olderThanMs) continue;
@@ -259,7 +269,7 @@ export class GitCache {
   async checkoutInto(g: GitRef, commit: string, dest: string, opts: { keepGitDir?: boolean; auth?: GitAuth; signal?: AbortSignal } = {}): Promise<void> {
     if (!g.subdir) return this.checkout(g, commit, dest, opts);
     await fs.mkdir(this.dir, { recursive: true, mode: 0o700 });
-    const tmp = await fs.mkdtemp(path.join(this.dir, 'checkout-'));
+    const tmp = await this.tempDir();
     try {
       await this.checkout(g, commit, tmp, { ...opts, keepGitDir: false });
       const sub = await subdirOf(tmp, g);
@@ -280,7 +290,7 @@ export class GitCache {
     const key = createHash('sha256').update(`${stripCredentials(g.remote)}\0${commit}\0${opts.keepGitDir ? 'keep' : ''}`).digest('hex').slice(0, 32);
     const top = path.join(this.dir, `co-${key}`);
     if (!(await fs.stat(top).catch(() => null))?.isDirectory()) {
-      const tmp = await fs.mkdtemp(path.join(this.dir, 'checkout-'));
+      const tmp = await this.tempDir();
       try {
         await this.checkout(g, commit, tmp, opts);
         await fs.rename(tmp, top).catch(async (e: NodeJS.ErrnoException) => {
@@ -329,6 +339,12 @@ function pickRef(listed: string, ref: string): { commit: string; name: string } 
     if (sha) return { commit: sha, name };
   }
   return undefined;
+}
+
+/** The pid in a temporary name (`checkout-PID-...`, `REPO.PID.RAND.tmp`), if it is one. */
+function tempOwner(name: string): number | undefined {
+  const m = /^checkout-(\d+)-/.exec(name) ?? /\.(\d+)\.[0-9a-f]+\.tmp$/.exec(name);
+  return m ? Number(m[1]) : undefined;
 }
 
 /** Bytes of the files under `p` (on an explicit stack). */

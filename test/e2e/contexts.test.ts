@@ -177,6 +177,19 @@ describe('git contexts', () => {
     expect(other.r.code).toBe(1);
   });
 
+  it('two builds of one repository at once, on a fresh state directory, share its cache safely', async () => {
+    const fresh = await tempDir('builder-contexts-root2-');
+    const one = async (ref: string) => {
+      const out = await tempDir('builder-contexts-out-');
+      const r = await runCli(['build', '--root', fresh, '--progress', 'plain', '--output', `type=local,dest=${out}`, `${srv.daemonUrl}/app.git#${ref}:app`]);
+      expect(r.code, r.stderr).toBe(0);
+      return fs.readFile(path.join(out, 'hello.txt'), 'utf8');
+    };
+    expect(await Promise.all([one('v1'), one('feature'), one('v1')])).toEqual(['v1\n', 'feature\n', 'v1\n']);
+    const names = await fs.readdir(path.join(fresh, 'git'));
+    expect(names.filter((n) => n.endsWith('.tmp') || n.startsWith('checkout-'))).toEqual([]);
+  });
+
   it('a missing ref or subdirectory is one line', async () => {
     const ref = await build([`${srv.daemonUrl}/app.git#nosuchref`]);
     expect(ref.r.code).toBe(1);
