@@ -14,7 +14,14 @@ export type { PruneOptions, Usage, VerifyReport };
 export async function diskUsage(opts: { root?: string } = {}): Promise<Usage> {
   const root = path.resolve(opts.root ?? defaultRoot());
   await fs.mkdir(root, { recursive: true });
-  return withStateExclusive(root, () => new GarbageCollector(root).usage());
+  return withStateExclusive(root, async () => {
+    const usage = await new GarbageCollector(root).usage();
+    const git = await new GitCache(root).usage();
+    usage.kinds.push({ kind: 'git sources', count: git.count, size: git.size, reclaimable: git.size });
+    usage.total += git.size;
+    usage.reclaimable += git.size;
+    return usage;
+  });
 }
 
 /**

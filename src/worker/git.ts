@@ -115,6 +115,19 @@ export class GitCache {
     return fs.mkdtemp(path.join(this.dir, `checkout-${process.pid}-`));
   }
 
+  /** The repositories and kept checkouts: how many, and their bytes. */
+  async usage(): Promise<{ count: number; size: number }> {
+    let count = 0;
+    let size = 0;
+    for (const name of await fs.readdir(this.dir).catch(() => [] as string[])) {
+      const p = path.join(this.dir, name);
+      if (!(await fs.stat(p).catch(() => null))?.isDirectory()) continue;
+      count++;
+      size += await treeSize(p);
+    }
+    return { count, size };
+  }
+
   /**
    * Removes the repositories not used for `olderThanMs` (all without it); the caller holds the state
    * directory exclusively. Returns how many and their bytes.

@@ -416,11 +416,15 @@ describe('prune', () => {
   it('removes the git repositories kept for git sources (all, or those unused for --filter until)', async () => {
     const before = await fs.readdir(path.join(root, 'git'));
     expect(before.length).toBeGreaterThan(0);
+    const du = await runCli(['du', '--root', root]);
+    expect(du.code, du.stderr).toBe(0);
+    expect(Number(/git sources\s+(\d+)/.exec(du.stdout)?.[1])).toBeGreaterThan(0);
     const recent = await runCli(['prune', '--root', root, '--filter', 'until=24h']);
     expect(recent.code, recent.stderr).toBe(0);
     expect((await fs.readdir(path.join(root, 'git'))).filter((n) => !n.endsWith('.lock')).length).toBeGreaterThan(0);
     const all = await runCli(['prune', '--root', root]);
     expect(all.code, all.stderr).toBe(0);
     expect(await fs.readdir(path.join(root, 'git'))).toEqual([]);
+    expect((await runCli(['du', '--root', root])).stdout).toMatch(/git sources\s+0\s/);
   });
 });
