@@ -10,7 +10,7 @@ need_root() {
   if [ "$(id -u)" != 0 ]; then echo "setup: run as root (it installs Debian packages and runs containers)" >&2; exit 1; fi
 }
 
-PACKAGES=(runc crun skopeo umoci docker-registry apache2-utils openssl busybox-static qemu-user-static binfmt-support attr xz-utils bzip2 gzip tar zstd)
+PACKAGES=(runc crun skopeo umoci docker-registry apache2-utils openssl busybox-static qemu-user-static binfmt-support attr xz-utils bzip2 gzip tar zstd git)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -5,6 +5,7 @@ import path from 'node:path';
 import type { ChownOpt, CopyAction, Digest, ExecMeta, ExecMount, ExecOp, FileAction, FileOp, NetworkMode, Op, OpMetadata, Platform, Ulimit } from '../../solver/llb/ops.js';
 import { DefinitionBuilder, type Definition } from '../../solver/llb/definition.js';
 import { BuilderError } from '../../src/util/errors.js';
+import { isGitAddress, parseGitAddress } from '../../src/util/gitaddress.js';
 import { DockerfileError, withLocation } from './errors.js';
 import { MAX_DEFINITION_BYTES, formatSize } from './limits.js';
 import { EnvList, ExpansionBudget, ShellLex, type EnvGetter } from './shell.js';
@@ -24,6 +25,15 @@ export interface ImageMetaResolver {
   /** ref as written in FROM (after ARG expansion); returns the normalized ref pinned by digest and its config. */
   resolveImageConfig(ref: string, platform: Platform): Promise<{ ref: string; config: ImageConfigFile }>;
 }
+
+/**
+ * What a named build context (`--build-context NAME=...`) stands for: an image (`docker-image://`, or an
+ * OCI layout the client made resolvable), or a directory the client supplies as a local source (a local
+ * directory, a git checkout, a downloaded file). `FROM NAME`, `COPY --from=NAME` and `RUN --mount=from=NAME`
+ * use it, with BuildKit's precedence: a stage of that name is replaced whole; a name that is not a stage
+ * (a base image, a --from image) is replaced before it would be resolved as an image.
+ */
+export type NamedContext = { type: 'image'; ref: string } | { type: 'local'; name: string; excludes?: string[] };
 
 export interface ConvertOptions {
   /** Dockerfile content. */
@@ -57,6 +67,21 @@ export interface ConvertOptions {
   cgroupParent?: string;
   /** Also describe the target (`--call outline`): build args, secrets, SSH agents it uses. */
   outline?: boolean;
+  /** Named contexts by name in familiar form (`familiarContextName`), optionally `NAME::os/arch` for one
+   * platform only. */
+  namedContexts?: Record<string, NamedContext>;
+}
+
+/**
+ * The key a named context is found by, as BuildKit's NamedContext: the familiar form of the name (an image
+ * name without `docker.io/library/` and without `:latest`), lower-cased.
+ */
+export function familiarContextName(name: string): string {
+  let n = name.toLowerCase();
+  n = n.replace(/^(?:index\.)?docker\.io\/(?:library\/(?=[^/]+$|[^/]+[:@]))?/, '');
+  const slash = n.lastIndexOf('/');
+  if (n.endsWith(':latest') && n.lastIndexOf(':') > slash) n = n.slice(0, -':latest'.length);
+  return n;
 }
 
 export interface ConvertResult {
@@ -105,7 +130,9 @@ interface DispatchState {
   instructions: Instruction[];
   /** An image named by COPY --from only. */
   unregistered: boolean;
-  resolved?: { ref: string; config: StageImage; scratch: boolean };
+  resolved?: { ref: string; config: StageImage; scratch: boolean; digest?: Digest };
+  /** The stage's own name is a named context: it replaces the whole stage (none of its instructions run). */
+  replacedBy?: NamedContext;
   dispatched: boolean;
   state?: LLBState;
   image?: StageImage;
@@ -318,6 +345,16 @@ class Converter {
     }
     // A stage by name, or by the index of an earlier stage (as COPY --from takes it; BuildKit itself
     // would look for an image named like the number).
+    // A named context of the stage's own name replaces the stage, before anything else is looked up.
+    const replacedBy = from.name ? this.namedContext(from.name, platform ?? this.opts.targetPlatform) : undefined;
+    if (replacedBy) {
+      const d = this.newState({
+        stage, baseName, name: from.name, stageName: from.name, location: from.location, platform, instructions: [],
+        unregistered: false, cmdTotal: 0, replacedBy, onBuildDone: true, outline: this.metaOutline.forStage(used),
+      });
+      this.byName.set(from.name, d);
+      return;
+    }
     const base = this.byName.get(baseName.toLowerCase()) ?? (/^\d+$/.test(baseName) && Number(baseName) < index ? this.states[Number(baseName)] : undefined);
     const counted = stage.instructions.filter((i) => ['add', 'copy', 'run', 'workdir'].includes(i.kind)).length;
     const d = this.newState({
@@ -411,21 +448,51 @@ class Converter {
     }
   }
 
+  /** The named context `name` stands for on `platform`, if any (`scratch` and `context` never are). */
+  private namedContext(name: string, platform: Platform): NamedContext | undefined {
+    const all = this.opts.namedContexts;
+    if (!all || /^(scratch|context)$/i.test(name)) return undefined;
+    const key = familiarContextName(name);
+    return all[`${key}::${formatPlatform(platform)}`] ?? all[key];
+  }
+
+  /** A stage replaced by a named context, or an image named by --from only: ready as it is, nothing to dispatch. */
+  private settle(d: DispatchState): void {
+    if (!d.unregistered && !d.replacedBy) return;
+    const resolved = d.resolved!;
+    d.state = { digest: resolved.digest ?? (resolved.scratch ? this.scratch() : this.imageSource(d)), env: EnvList.empty(), dir: '/', user: '' };
+    if (d.replacedBy) d.image = cloneImage(resolved.config);
+    d.dispatched = true;
+  }
+
   private async resolveBase(d: DispatchState): Promise<void> {
-    if (d.baseName === SCRATCH) {
-      d.resolved = { ref: SCRATCH, config: emptyImage(this.opts.targetPlatform), scratch: true };
-      d.platform = this.opts.targetPlatform;
-      return;
-    }
     const platform = d.platform ?? this.opts.targetPlatform;
+    const named = d.replacedBy ?? (d.baseName === SCRATCH ? undefined : this.namedContext(d.baseName, platform));
+    if (named?.type === 'local') {
+      const excludes = named.excludes ?? [];
+      const digest = this.addToDefinition(
+        { kind: 'source', source: { type: 'local', name: named.name, ...(excludes.length > 0 ? { excludePatterns: excludes } : {}) } },
+        { description: `[context ${d.replacedBy ? d.name : familiarContextName(d.baseName)}] load from client` },
+      );
+      // A directory has no image config: the stage starts from an empty one, as in BuildKit.
+      d.resolved = { ref: named.name, config: emptyImage(platform), scratch: false, digest };
+      d.platform = platform;
+      return this.settle(d);
+    }
+    const imageRef = named ? named.ref : d.baseName;
+    if (imageRef === SCRATCH) {
+      d.resolved = { ref: SCRATCH, config: emptyImage(this.opts.targetPlatform), scratch: true };
+      d.platform = d.replacedBy || named ? platform : this.opts.targetPlatform;
+      return this.settle(d);
+    }
     let result: { ref: string; config: ImageConfigFile };
     try {
-      result = await this.opts.resolver.resolveImageConfig(d.baseName, platform);
+      result = await this.opts.resolver.resolveImageConfig(imageRef, platform);
     } catch (e) {
       if (e instanceof BuilderError) {
         // A mistyped stage or common image name gets a hint (BuildKit's commonImageNames).
         const options = [...this.states.map((s) => s.name).filter(Boolean), ...COMMON_IMAGES.flatMap((n) => [n, `${n}:latest`])];
-        throw new DockerfileError(withSuggestion(`${d.baseName}: ${e.message}`, d.baseName, options, true), d.location, { cause: e }, e.code);
+        throw new DockerfileError(withSuggestion(`${imageRef}: ${e.message}`, imageRef, options, true), d.location, { cause: e }, e.code);
       }
       throw e;
     }
@@ -435,10 +502,7 @@ class Converter {
     const scratch = !!config.rootfs && config.rootfs.diff_ids.length === 0 && (config.history ?? []).every((h) => h.empty_layer);
     d.resolved = { ref: result.ref, config, scratch };
     d.platform = platform;
-    if (d.unregistered) {
-      d.state = { digest: this.imageSource(d), env: EnvList.empty(), dir: '/', user: '' };
-      d.dispatched = true;
-    }
+    this.settle(d);
   }
 
   /** Prepends the base's ONBUILD triggers to a stage; true when they add COPY --from dependencies. */
@@ -492,7 +556,7 @@ class Converter {
     } else {
       const resolved = d.resolved!;
       image = cloneImage(resolved.config);
-      state = { digest: resolved.scratch ? this.scratch() : this.imageSource(d), env: EnvList.empty(), dir: '/', user: '' };
+      state = { digest: resolved.digest ?? (resolved.scratch ? this.scratch() : this.imageSource(d)), env: EnvList.empty(), dir: '/', user: '' };
     }
     image.config.Env ??= [];
     if (!image.config.Env.some((e) => e.startsWith('PATH='))) image.config.Env.push(`PATH=${DEFAULT_PATH}`);
@@ -850,13 +914,13 @@ class Converter {
     if (checksum) {
       if (sources.length !== 1) throw new DockerfileError('checksum can\'t be specified for multiple sources');
       if (!isHTTPSource(sources[0]) && !isGitSource(sources[0])) throw new DockerfileError('checksum requires HTTP(S) or Git sources');
-      if (!/^sha256:[a-f0-9]{64}$/.test(checksum)) {
+      // For git, a commit id or a prefix of one.
+      if (isGitSource(sources[0])) {
+        if (!/^[0-9a-f]{1,64}$/.test(checksum)) throw new DockerfileError(`invalid checksum ${checksum}: expected a git commit id (or a prefix of one)`);
+      } else if (!/^sha256:[a-f0-9]{64}$/.test(checksum)) {
         throw new DockerfileError(/^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/.test(checksum)
           ? `unsupported checksum ${checksum}: expected sha256:<64 hex digits>` : 'invalid checksum digest format');
       }
-    }
-    if (isAdd && inst.keepGitDir) {
-      throw new DockerfileError('ADD --keep-git-dir is not supported yet: it applies to git sources, which this builder does not fetch', undefined, undefined, 'UNSUPPORTED');
     }
 
     // Without --chown, files keep their owners: root for the context (the local source makes them so).
@@ -895,7 +959,25 @@ class Converter {
       parts.push(src);
       if (isGitSource(src)) {
         if (!isAdd) throw new DockerfileError('source can\'t be a git ref for COPY');
-        throw new DockerfileError(`ADD from a git repository is not supported yet: ${src}`, undefined, undefined, 'UNSUPPORTED');
+        // The repository checked out at the commit its ref names, copied as a directory's contents.
+        let g;
+        try {
+          g = parseGitAddress(src);
+        } catch (e) {
+          throw new DockerfileError((e as Error).message);
+        }
+        const git: Op = { kind: 'source', source: {
+          type: 'git', remote: g.remote, ...(g.ref ? { ref: g.ref } : {}), ...(g.subdir ? { subdir: g.subdir } : {}),
+          ...(inst.kind === 'add' && inst.keepGitDir ? { keepGitDir: true } : {}),
+          ...(checksum || g.checksum ? { checksum: checksum || g.checksum } : {}),
+        } };
+        const digest = this.add(git, d, inst.location, description, true);
+        actions.push({
+          ...base(inputIndex(digest), '/'),
+          ...(owner ? { owner } : {}),
+          followSymlinks: true, dirCopyContents: true, allowWildcard: true,
+        });
+        continue;
       }
       if (isHTTPSource(src)) {
         if (!isAdd) throw new DockerfileError('source can\'t be a URL for COPY');
@@ -1203,13 +1285,7 @@ function hasWildcards(s: string): boolean {
 
 /** A git remote as BuildKit's ParseGitRef recognizes it (`github.com/...` without a scheme stays local). */
 function isGitSource(src: string): boolean {
-  if (/^(git|ssh):\/\//.test(src) || /^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:/.test(src)) return true;
-  if (!/^https?:\/\//.test(src)) return false;
-  try {
-    return new URL(src.split('#')[0]).pathname.endsWith('.git');
-  } catch {
-    return false;
-  }
+  return isGitAddress(src);
 }
 
 function isHTTPSource(src: string): boolean {

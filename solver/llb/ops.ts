@@ -63,9 +63,23 @@ export interface HttpSource {
   checksum?: string;
 }
 
+/** A git repository checked out at the commit `ref` names when the build runs (ADD <git address>): the
+ * output holds the checkout (or its `subdir`), without `.git` unless `keepGitDir`. */
+export interface GitSource {
+  type: 'git';
+  /** What git fetches from: the address without fragment or ref query. */
+  remote: string;
+  /** Branch, tag, commit; absent: the remote's HEAD. */
+  ref?: string;
+  subdir?: string;
+  keepGitDir?: boolean;
+  /** A prefix the resolved commit must have (`ADD --checksum`). */
+  checksum?: string;
+}
+
 export interface SourceOp {
   kind: 'source';
-  source: ImageSource | LocalSource | ScratchSource | HttpSource;
+  source: ImageSource | LocalSource | ScratchSource | HttpSource | GitSource;
 }
 
 // ---------------------------------------------------------------- exec

@@ -11,8 +11,8 @@ export function applyCacheFilters(def: Definition, opts: { noCacheFilter?: strin
     const isImage = op.kind === 'source' && op.source.type === 'image';
     const meta = (def.metadata[digest] ??= {});
     if (opts.pull && isImage) meta.ignoreCache = true;
-    // An ADD <url> of such a stage downloads anew.
-    const isHttp = op.kind === 'source' && op.source.type === 'http';
+    // An ADD <url> (or ADD <git>) of such a stage downloads anew.
+    const isHttp = op.kind === 'source' && (op.source.type === 'http' || op.source.type === 'git');
     if (stages.size && (op.kind !== 'source' || isHttp) && meta.stage && stages.has(meta.stage)) meta.ignoreCache = true;
   }
 }

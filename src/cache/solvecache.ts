@@ -85,7 +85,8 @@ export class BuildCache implements SolveCache<WorkerRef> {
 
   async key(ctx: KeyContext): Promise<Digest> {
     const { key, inputs } = await opCacheKey(ctx, (n, e) => this.checksummer(n, e),
-      (digest, source, fresh) => this.opts.worker.httpForKey(this.opts.locals, digest, source, fresh));
+      (digest, source, fresh) => this.opts.worker.httpForKey(this.opts.locals, digest, source, fresh),
+      (digest, source) => this.opts.worker.gitForKey(this.opts.locals, digest, source));
     // A source's key is a content digest already; so is the key of a file or merge op whose inputs' keys all
     // are (such an op makes the same files from the same files): its key stands for its content.
     const op = ctx.op;

@@ -114,7 +114,7 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
     progress,
     signal: controller.signal,
   };
-  const unsupportedRemote = ['load', 'annotation', 'cache-to', 'cache-from'].find((f) => argv[f] !== undefined && argv[f] !== false);
+  const unsupportedRemote = ['load', 'annotation', 'cache-to', 'cache-from', 'build-context'].find((f) => argv[f] !== undefined && argv[f] !== false);
   if (builderAddr && unsupportedRemote) {
     throw new UserError('USAGE', `--${unsupportedRemote} is not supported with --builder yet`);
   }
@@ -132,6 +132,7 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
     ociRuntime: argv['oci-runtime'] as string | undefined,
     insecureRegistries: list(argv['insecure-registry']),
     ssh: list(argv.ssh),
+    buildContexts: list(argv['build-context']),
     noCacheFilter: list(argv['no-cache-filter'])?.flatMap((v) => v.split(',')).filter(Boolean),
     pull: argv.pull as boolean | undefined,
     push: argv.push as boolean | undefined,
@@ -241,11 +242,12 @@ async function main(): Promise<void> {
       'Start a build',
       (y) => y
         .usage(BUILD_USAGE)
-        .positional('context', { type: 'string', describe: 'Build context: a directory, or - for a Dockerfile or a context tar (plain, gzip, bzip2, xz, zstd) on stdin' })
+        .positional('context', { type: 'string', describe: 'Build context: a directory, a git address (URL#REF:SUBDIR) or an http(s) URL of a context tar or Dockerfile, or - for a Dockerfile or a context tar (plain, gzip, bzip2, xz, zstd) on stdin' })
         .option('file', { alias: 'f', type: 'string', describe: 'Name of the Dockerfile (default: "PATH/Dockerfile"; - reads it from stdin)' })
         .option('tag', { alias: 't', type: 'string', describe: 'Name and optionally a tag ("name:tag"); kept in the local image store once the build (and --push) succeeded' })
         .option('build-arg', { type: 'string', describe: 'Set build-time variables' })
         .option('label', { type: 'string', describe: 'Set metadata for an image' })
+        .option('build-context', { type: 'string', describe: 'Additional build contexts (e.g., name=path, name=docker-image://REF, name=oci-layout://PATH, name=URL)' })
         .option('target', { type: 'string', describe: 'Set the target build stage to build' })
         .option('platform', { type: 'string', describe: 'Set target platform for build', coerce: (v: unknown) => { const s = list(v)!.join(','); parsePlatforms(s); return s; } })
         .option('output', { alias: 'o', type: 'string', describe: 'Output destination (format: "type=local,dest=path")' })

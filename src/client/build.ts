@@ -19,6 +19,8 @@ import { parsePlatforms, hostPlatform, formatPlatform } from './platform.js';
 import { BuildSession } from './lock.js';
 import { CacheRecords } from '../cache/records.js';
 import { unpackContext } from './context.js';
+import { fetchGitContext, fetchUrlContext, importLayouts, isRemoteContext, parseBuildContexts, prepareNamedContexts, type PreparedContexts, type RemoteOptions } from './remote.js';
+import { isGitAddress, type GitAuth } from '../worker/git.js';
 import { checkEntitlements, loadSession, parseEntitlements, parseSecretSpec, parseSshSpec, type SecretSpec, type SshSpec } from './session.js';
 import { readDockerignore } from './dockerignore.js';
 import { checkReport, sourceExcerpt, warningSummary, type BuildWarning, type StepWarning } from './checks.js';
@@ -35,8 +37,13 @@ import { listTargets, type Outline, type TargetList } from '../../frontend/docke
 
 /** The RUN containers' settings (`--network`, `--add-host`, `--shm-size`, `--ulimit`, `--cgroup-parent`) come from ExecFlagOptions. */
 export interface BuildOptions extends ExecFlagOptions {
-  /** The build context: a directory, or a tar stream of one. */
+  /** The build context: a directory, or a tar stream of one, or (when no such directory exists) a remote
+   * context: a git address (`https://host/repo.git#REF:SUBDIR`, `git@host:repo.git`, `git://`, `ssh://`)
+   * or an http(s) URL of a context tarball or of a Dockerfile. */
   context: string | NodeJS.ReadableStream;
+  /** Named contexts (`--build-context`): `NAME=VALUE` specs, or NAME -> VALUE, where VALUE is a directory,
+   * `docker-image://REF`, `oci-layout://PATH[@DIGEST|:TAG]`, an http(s) URL, or a git address. */
+  buildContexts?: string[] | Record<string, string>;
   /** Path of the Dockerfile; default `<context>/Dockerfile`. With a tar stream context, a relative path is
    * inside the archive. With `dockerfile`, only its name is used. */
   file?: string;
@@ -166,7 +173,26 @@ export async function openWorker(root: string, opts: Omit<ConstructorParameters<
 }
 
 async function buildFrom(opts: BuildOptions): Promise<BuildResult> {
-  if (typeof opts.context === 'string') return buildDir({ ...opts, context: opts.context });
+  if (typeof opts.context === 'string') {
+    const ctx = opts.context;
+    if (ctx === '' || !isRemoteContext(ctx) || (await fs.stat(ctx).catch(() => null))?.isDirectory()) return buildDir({ ...opts, context: ctx });
+    // As buildx: a local directory wins; otherwise the URL or git address is fetched into a directory.
+    const progress = completeWriter(opts.progress ?? new PlainProgress(process.stderr));
+    const remote: RemoteOptions = {
+      root: path.resolve(opts.root ?? defaultRoot()), insecureRegistries: opts.insecureRegistries, registries: opts.registries,
+      auth: await gitAuth(opts), signal: opts.signal, progress,
+    };
+    const fetched = isGitAddress(ctx, { bareGithub: true })
+      ? await fetchGitContext(ctx, { ...remote, keepGitDir: truthy(opts.buildArgs?.BUILDKIT_CONTEXT_KEEP_GIT_DIR) })
+      : await fetchUrlContext(ctx, remote);
+    try {
+      // As BuildKit reads `-f` for a remote context: a relative path names a file inside it.
+      const file = opts.file !== undefined && !path.isAbsolute(opts.file) ? path.join(fetched.dir, opts.file) : opts.file;
+      return await buildDir({ ...opts, progress, context: fetched.dir, file, ...(fetched.dockerfile !== undefined && opts.dockerfile === undefined ? { dockerfile: fetched.dockerfile } : {}) });
+    } finally {
+      await fetched.remove();
+    }
+  }
   const unpacked = await unpackContext(opts.context).catch((e: Error) => {
     throw new BuildError(`unable to prepare context: not a readable tar stream: ${e.message}`);
   });
@@ -179,9 +205,21 @@ async function buildFrom(opts: BuildOptions): Promise<BuildResult> {
   }
 }
 
-/** buildx's remote contexts: an http(s) URL or a Git repository address. */
-function isRemoteContext(s: string): boolean {
-  return /^(https?|git|ssh):\/\//.test(s) || /^git@/.test(s) || /^github\.com\//.test(s);
+/** A build arg's boolean value as BuildKit reads it (strconv.ParseBool). */
+function truthy(v: string | undefined): boolean {
+  return v !== undefined && /^(1|t|true)$/i.test(v);
+}
+
+/** What git may use to reach a private repository: the `--ssh default` agent (else $SSH_AUTH_SOCK, as git
+ * itself would) and the GIT_AUTH_TOKEN / GIT_AUTH_HEADER secrets. Credential helpers and tokens in the
+ * address need nothing here. */
+async function gitAuth(opts: BuildOptions): Promise<GitAuth> {
+  const specs = (opts.ssh ?? []).map((x) => (typeof x === 'string' ? parseSshSpec(x) : x));
+  const agent = specs.find((s) => s.id === 'default') ?? specs[0];
+  const sock = agent ? agent.path ?? process.env.SSH_AUTH_SOCK : undefined;
+  const gitSecrets = (opts.secrets ?? []).map((x) => (typeof x === 'string' ? parseSecretSpec(x) : x)).filter((s) => /^GIT_AUTH_(TOKEN|HEADER)(\.|$)/.test(s.id));
+  const secrets = gitSecrets.length ? (await loadSession(gitSecrets, [])).secrets : undefined;
+  return { ...(sock ? { sshAuthSock: sock } : {}), ...(secrets?.size ? { secrets } : {}) };
 }
 
 async function buildDir(opts: BuildOptions & { context: string }): Promise<BuildResult> {
@@ -211,12 +249,24 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
   );
 
   const ctxStat = await fs.stat(contextDir).catch(() => null);
-  if (!ctxStat?.isDirectory()) {
-    // As buildx: a local directory wins; a URL is a remote context, which this builder cannot fetch yet.
-    if (isRemoteContext(opts.context)) throw new BuildError(`unable to prepare context: remote contexts (URL or Git repository "${opts.context}") are not supported yet`);
-    throw new BuildError(`unable to prepare context: path "${opts.context}" not found`);
-  }
+  if (!ctxStat?.isDirectory()) throw new BuildError(`unable to prepare context: path "${opts.context}" not found`);
 
+  const named = await prepareNamedContexts(parseBuildContexts(opts.buildContexts ?? []), {
+    root, insecureRegistries: opts.insecureRegistries, registries: opts.registries, auth: await gitAuth(opts), signal: opts.signal, progress,
+  });
+  try {
+    return await buildWithContexts(opts, { root, progress, contextDir, dockerfilePath, filename, outputs, sourceDateEpoch, platforms, cacheTo, cacheFrom, call, check, exec, allowed, clientSession, named });
+  } finally {
+    await named.remove();
+  }
+}
+
+async function buildWithContexts(opts: BuildOptions & { context: string }, prep: {
+  root: string; progress: FullProgressWriter; contextDir: string; dockerfilePath: string; filename: string; outputs: OutputSpec[];
+  sourceDateEpoch: number | undefined; platforms: Platform[]; cacheTo: CacheToSpec[]; cacheFrom: CacheFromSpec[]; call: CallName; check: boolean;
+  exec: ReturnType<typeof parseExecFlags>; allowed: ReturnType<typeof parseEntitlements>; clientSession: Awaited<ReturnType<typeof loadSession>>; named: PreparedContexts;
+}): Promise<BuildResult> {
+  const { root, progress, contextDir, dockerfilePath, filename, outputs, sourceDateEpoch, platforms, cacheTo, cacheFrom, call, check, exec, allowed, clientSession, named } = prep;
   const worker = await openWorker(root, { runtime: opts.ociRuntime, insecureRegistries: opts.insecureRegistries, registries: opts.registries }, progress);
   // Builds run side by side; what killed builds left is cleared only by a build that is alone.
   const session = await BuildSession.start(root, async (alone) => {
@@ -224,6 +274,7 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
     if (alone) await new CacheRecords(root, worker.snapshots).cleanup();
   }, opts.signal);
   try {
+    await importLayouts(worker, named.layouts, platforms);
 
     const loadId = 'internal:dockerfile';
     progress.start({ id: loadId, name: `[internal] load build definition from ${filename}` });
@@ -274,7 +325,7 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
       perPlatform = await Promise.all(platforms.map((targetPlatform, i) => dockerfileToLLB({
         dockerfile, filename, target: opts.target, buildArgs: opts.buildArgs, labels: opts.labels,
         targetPlatform, buildPlatform: hostPlatform(), resolver, contextExcludes, noCache: opts.noCache, allStages: check,
-        platformPrefix: platforms.length > 1, ...exec, outline: call === 'outline' && i === 0,
+        platformPrefix: platforms.length > 1, ...exec, outline: call === 'outline' && i === 0, namedContexts: named.contexts,
       })));
       for (const c of perPlatform) checkEntitlements(c.definition, allowed);
     } catch (e) {
@@ -311,7 +362,7 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
       });
     };
     applyCacheFilters(definition, { noCacheFilter: opts.noCacheFilter, pull: opts.pull });
-    const locals = { context: { dir: contextDir } };
+    const locals = { ...named.locals, context: { dir: contextDir } };
     const remote = await importCaches(worker, cacheFrom, { platforms, progress });
     const cache = new BuildCache({
       root, worker, locals, buildArgs: Object.keys(opts.buildArgs ?? {}), noCacheFilter: opts.noCacheFilter,

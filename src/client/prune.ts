@@ -7,13 +7,21 @@ import { withStateExclusive } from './lock.js';
 import { verifyState, type VerifyReport } from '../cache/verify.js';
 import { defaultRoot } from './build.js';
 import { pruneLocalCache, type LocalPruneOptions } from '../cache/remotecache/local.js';
+import { GitCache } from '../worker/git.js';
 
 export type { PruneOptions, Usage, VerifyReport };
 
 export async function diskUsage(opts: { root?: string } = {}): Promise<Usage> {
   const root = path.resolve(opts.root ?? defaultRoot());
   await fs.mkdir(root, { recursive: true });
-  return withStateExclusive(root, () => new GarbageCollector(root).usage());
+  return withStateExclusive(root, async () => {
+    const usage = await new GarbageCollector(root).usage();
+    const git = await new GitCache(root).usage();
+    usage.kinds.push({ kind: 'git sources', count: git.count, size: git.size, reclaimable: git.size });
+    usage.total += git.size;
+    usage.reclaimable += git.size;
+    return usage;
+  });
 }
 
 /**
@@ -33,7 +41,14 @@ export async function prune(opts: PruneOptions & { root?: string }): Promise<{ f
     const gc = new GarbageCollector(root);
     // The snapshotter's recovery first, so leftovers of a killed build are not counted or kept.
     await gc.snapshots.init();
-    return gc.prune(opts);
+    const result = await gc.prune(opts);
+    // Git sources' repositories: all of them, or those unused for --filter until (a size bound leaves them).
+    if (opts.keepStorage === undefined) {
+      const git = await new GitCache(root).prune(opts.olderThanMs);
+      result.freed += git.freed;
+      result.removed += git.removed;
+    }
+    return result;
   });
 }
 

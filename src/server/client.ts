@@ -10,6 +10,8 @@ import { parseSecretSpec, loadSession } from '../client/session.js';
 import { replay, type ProgressEvent } from '../progress/events.js';
 import type { ProgressWriter } from '../progress/printer.js';
 import { UserError } from '../util/errors.js';
+import { isRemoteContext } from '../client/remote.js';
+import { redactRemote } from '../util/gitaddress.js';
 import { OPTIONS_HEADER, parseAddress, type RemoteBuildOptions, type WireError } from './protocol.js';
 
 export interface RemoteBuildRequest extends Omit<RemoteBuildOptions, 'secrets' | 'file'> {
@@ -28,6 +30,9 @@ export class RemoteError extends UserError {}
 
 export async function remoteBuild(req: RemoteBuildRequest): Promise<BuildResult> {
   const address = parseAddress(req.addr);
+  if (isRemoteContext(req.context) && !(await fs.stat(req.context).catch(() => null))?.isDirectory()) {
+    throw new UserError('USAGE', `a remote context (${redactRemote(req.context)}) is not supported with --builder yet`);
+  }
   const context = path.resolve(req.context);
   const dockerfile = path.resolve(req.file ?? path.join(context, 'Dockerfile'));
   const rel = path.relative(context, dockerfile);

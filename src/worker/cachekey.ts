@@ -2,9 +2,10 @@
 // their pinned digest, the context by the checksum of exactly what each COPY selects, exec and file ops by
 // their definition with input digests replaced by the inputs' cache keys.
 import type { KeyContext } from '../../solver/solver.js';
-import type { Digest, ExecOp, HttpSource, Op } from '../../solver/llb/ops.js';
+import type { Digest, ExecOp, GitSource, HttpSource, Op } from '../../solver/llb/ops.js';
 import { canonicalJSON, sha256 } from '../../solver/llb/digest.js';
 import type { ContextChecksummer } from './contenthash.js';
+import { redactRemote, stripCredentials } from '../util/gitaddress.js';
 
 /** Bump when the meaning of a key changes, so old records are never reused. */
 const KEY_VERSION = 'builder.cache.v1';
@@ -12,6 +13,8 @@ const KEY_VERSION = 'builder.cache.v1';
 export type ChecksummerFor = (localName: string, excludes: string[] | undefined) => ContextChecksummer;
 /** The current content of an unpinned ADD <url> (downloaded, or found unchanged by a conditional request). */
 export type HttpContentFor = (digest: Digest, source: HttpSource, fresh: boolean) => Promise<{ digest: string; lastModified?: string }>;
+/** The commit an ADD <git> source's ref names now (fetched into the git cache on the way). */
+export type GitCommitFor = (digest: Digest, source: GitSource) => Promise<string>;
 
 /** What a key was computed from, kept beside the record to explain a later miss. */
 export interface KeyInputs {
@@ -27,6 +30,8 @@ export interface KeyInputs {
   copies?: { src: string; digest: Digest; paths: string[] }[];
   /** ADD <url> without a checksum: the URL and the digest of what it served. */
   http?: { url: string; digest: string };
+  /** ADD <git>: the remote and the commit its ref resolved to. */
+  git?: { remote: string; commit: string };
 }
 
 /** The name of an `/etc/hosts` entry `host:ip`. */
@@ -60,7 +65,7 @@ export function contentCacheKey(op: Op, inputs: unknown[]): Digest {
   throw new Error(`no content key for ${op.kind} ops`);
 }
 
-export async function opCacheKey(ctx: KeyContext, checksummer: ChecksummerFor, httpContent?: HttpContentFor): Promise<{ key: Digest; inputs: KeyInputs }> {
+export async function opCacheKey(ctx: KeyContext, checksummer: ChecksummerFor, httpContent?: HttpContentFor, gitCommit?: GitCommitFor): Promise<{ key: Digest; inputs: KeyInputs }> {
   const op: Op = ctx.op;
   const hash = (v: unknown) => sha256(canonicalJSON([KEY_VERSION, v]));
   switch (op.kind) {
@@ -85,6 +90,16 @@ export async function opCacheKey(ctx: KeyContext, checksummer: ChecksummerFor, h
         return {
           key: hash({ httpContent: got.digest, filename: s.filename, lastModified: got.lastModified ?? null }),
           inputs: { kind: 'http', inputs: [], http: { url: s.url, digest: got.digest } },
+        };
+      }
+      if (s.type === 'git') {
+        // The commit names the content, as BuildKit keys a git source; the remote only where `.git` (which
+        // records it) is kept.
+        if (!gitCommit) throw new Error('no cache key for a git source here');
+        const commit = await gitCommit(ctx.digest, s);
+        return {
+          key: hash({ git: commit, subdir: s.subdir ?? '', keepGitDir: s.keepGitDir ? stripCredentials(s.remote) : false }),
+          inputs: { kind: 'git', inputs: [], git: { remote: redactRemote(s.remote), commit } },
         };
       }
       // A source kind without a content key here (a new one) is never cached, rather than cached wrongly.

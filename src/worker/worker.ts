@@ -5,7 +5,7 @@ import fs from 'node:fs/promises';
 import fsSync from 'node:fs';
 import path from 'node:path';
 import type { OpContext, OpExecutor } from '../../solver/solver.js';
-import type { CopyAction, Digest, ExecOp, FileOp, HttpSource, ImageSource, LocalSource, MergeOp, Op, OpMetadata } from '../../solver/llb/ops.js';
+import type { CopyAction, Digest, ExecOp, FileOp, GitSource, HttpSource, ImageSource, LocalSource, MergeOp, Op, OpMetadata } from '../../solver/llb/ops.js';
 import { sha256 } from '../../solver/llb/digest.js';
 import { ContentStore } from '../content/store.js';
 import { Snapshotter, type Mounted } from '../snapshot/snapshotter.js';
@@ -13,6 +13,7 @@ import { applyLayerBlob } from '../archive/layer.js';
 import { applyFileActions } from './fileop.js';
 import { cloneTree, ensureAddon, getXattr, listXattrs, setXattr } from '../native/fsx.js';
 import { prepareMounts, type BuildSession } from './mounts.js';
+import { GitCache, checkCommit, type GitAuth } from './git.js';
 import { fetchHttpSource } from './http.js';
 import { HttpDownloads, type HttpDownload } from './httpcache.js';
 import { OciRuntimeExecutor } from '../executor/runc.js';
@@ -120,6 +121,12 @@ export class Worker {
    * in that build, uses them (another build at the same time may have seen other content).
    */
   private readonly httpKeyed = new WeakMap<object, Map<Digest, Promise<HttpDownload>>>();
+  /** Git sources: the bare repositories under the state directory. */
+  private readonly git: GitCache;
+  /** Commits resolved for ADD <git> keys, per build (its locals) and op digest: the op checks out that one. */
+  private readonly gitKeyed = new WeakMap<object, Map<Digest, Promise<string>>>();
+  /** Each build's session (its SSH agents reach private git remotes), by its locals. */
+  private readonly sessions = new WeakMap<object, BuildSession>();
 
   constructor(readonly opts: WorkerOptions) {
     // Every build reads and writes files through the native addon: one that cannot load is reported now,
@@ -135,6 +142,41 @@ export class Worker {
     this.executor = new OciRuntimeExecutor({ runtime: opts.runtime, stateDir: path.join(opts.root, 'executor') });
     this.httpDownloads = new HttpDownloads(opts.root, this.snapshots);
     this.contentHash = new SnapshotHasher(this.snapshots, opts.root);
+    this.git = new GitCache(opts.root);
+  }
+
+  /** The commit an ADD <git> source names now, for its cache key; the op of this build checks out that one. */
+  gitForKey(locals: Record<string, LocalDir>, digest: Digest, source: GitSource): Promise<string> {
+    let build = this.gitKeyed.get(locals);
+    if (!build) this.gitKeyed.set(locals, (build = new Map()));
+    let p = build.get(digest);
+    if (!p) {
+      p = this.git.resolve(source, { auth: this.gitAuth(locals) });
+      p.catch(() => undefined);
+      build.set(digest, p);
+    }
+    return p;
+  }
+
+  private gitAuth(locals: object): GitAuth {
+    const ssh = this.sessions.get(locals)?.ssh;
+    const sock = ssh?.get('default') ?? ssh?.values().next().value;
+    const secrets = this.sessions.get(locals)?.secrets;
+    return { ...(sock ? { sshAuthSock: sock } : {}), ...(secrets?.size ? { secrets } : {}) };
+  }
+
+  private async gitSource(locals: Record<string, LocalDir>, digest: Digest, source: GitSource, signal: AbortSignal): Promise<WorkerRef> {
+    const commit = await (this.gitKeyed.get(locals)?.get(digest) ?? this.gitForKey(locals, digest, source));
+    checkCommit(source, commit);
+    const id = await this.snapshots.prepare();
+    try {
+      await this.git.checkoutInto(source, commit, this.snapshots.fsPath(id), { keepGitDir: source.keepGitDir, auth: this.gitAuth(locals), signal });
+      await this.snapshots.commit(id, {});
+    } catch (e) {
+      await this.snapshots.remove(id).catch(() => undefined);
+      throw e;
+    }
+    return { layers: [id] };
   }
 
   /**
@@ -159,6 +201,7 @@ export class Worker {
     await this.snapshots.init({ recover });
     await this.executor.init({ recover });
     if (recover) await this.store.cleanup();
+    if (recover) await this.git.cleanup();
   }
 
   /** Resolves an image reference for a platform; memoized for the worker's lifetime. */
@@ -171,6 +214,16 @@ export class Worker {
     p.catch(() => this.resolving.delete(key));
     this.resolving.set(key, p);
     return p;
+  }
+
+  /**
+   * Makes `ref` (and the pinned ref of `image`) resolve to `image` for `platform` in this worker without a
+   * registry: an image the client supplies, as an `oci-layout://` named context's, whose blobs it stored.
+   */
+  provideImage(ref: string, platform: ImageSource['platform'], image: ResolvedImage): void {
+    for (const r of [ref, image.ref.toString()]) {
+      this.resolving.set(`${r}|${platform.os}/${platform.architecture}/${platform.variant ?? ''}`, Promise.resolve(image));
+    }
   }
 
   /**
@@ -189,6 +242,7 @@ export class Worker {
 
   /** The op executor the solver calls; `locals` names the client's directories (context, ...). */
   opExecutor(locals: Record<string, LocalDir>, onLog?: LogSink, session: BuildSession = {}, onWarning?: WarningSink): OpExecutor<WorkerRef> {
+    this.sessions.set(locals, session);
     return (ctx) => this.execute(ctx, locals, onLog, session, onWarning);
   }
 
@@ -261,6 +315,8 @@ export class Worker {
             return this.snapshotLocal(op.source, locals);
           case 'http':
             return this.httpSource(this.httpKeyed.get(locals)?.get(ctx.digest), op.source, ctx.signal);
+          case 'git':
+            return this.gitSource(locals, ctx.digest, op.source, ctx.signal);
         }
         break;
       case 'exec':

@@ -422,3 +422,61 @@ describe('dockerfileToLLB: base image configs', () => {
     expect(minimal.image.config.Env).toEqual(['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin']);
   });
 });
+
+describe('named contexts', () => {
+  const sources = (def: Definition) => Object.values(def.ops).filter((o): o is SourceOp => o.kind === 'source').map((o) => o.source);
+
+  it('a context of a stage name replaces the stage: its instructions and base are never converted', async () => {
+    const { definition, calls } = await convert('FROM golang AS build\nRUN make\nFROM alpine\nCOPY --from=build /out /out\n', {
+      namedContexts: { build: { type: 'local', name: 'named-context:build' } },
+    });
+    expect(calls.map((c) => c.ref)).toEqual(['alpine']);
+    expect(Object.values(definition.ops).some((o) => o.kind === 'exec')).toBe(false);
+    expect(sources(definition)).toContainEqual({ type: 'local', name: 'named-context:build' });
+  });
+
+  it('a context of a base image name replaces the image; the stage still runs on it', async () => {
+    const { definition, calls } = await convert('FROM docker.io/library/alpine:latest\nRUN make\n', {
+      namedContexts: { alpine: { type: 'image', ref: `busybox@${PIN}` } },
+    });
+    expect(calls.map((c) => c.ref)).toEqual([`busybox@${PIN}`]);
+    expect(Object.values(definition.ops).some((o) => o.kind === 'exec')).toBe(true);
+  });
+
+  it('an earlier stage of the base name wins over a context of that name (BuildKit order)', async () => {
+    const { calls } = await convert('FROM alpine AS base\nFROM base\nRUN make\n', {
+      namedContexts: { alpine: { type: 'image', ref: 'debian' } },
+    });
+    expect(calls.map((c) => c.ref)).toEqual(['debian']);
+  });
+
+  it('COPY --from and RUN --mount=from find contexts; scratch and context are never replaced', async () => {
+    const { definition, calls } = await convert('FROM scratch AS a\nCOPY --from=src /a /a\nFROM alpine\nCOPY --from=a /a /a\nRUN --mount=from=tools,target=/t true\n', {
+      namedContexts: { src: { type: 'local', name: 'named-context:src' }, tools: { type: 'image', ref: 'busybox' }, scratch: { type: 'image', ref: 'debian' } },
+    });
+    expect(calls.map((c) => c.ref).sort()).toEqual(['alpine', 'busybox']);
+    expect(sources(definition)).toContainEqual({ type: 'local', name: 'named-context:src' });
+  });
+
+  it('a platform-qualified context applies to that platform only', async () => {
+    const { calls } = await convert('FROM alpine\n', {
+      namedContexts: { 'alpine::linux/arm64': { type: 'image', ref: 'arm-only' }, alpine: { type: 'image', ref: 'any' } },
+    });
+    expect(calls.map((c) => c.ref)).toEqual(['any']);
+  });
+});
+
+describe('ADD <git>', () => {
+  it('is a git source op with ref, subdir, keep-git-dir and checksum, copied as a directory', async () => {
+    const { definition } = await convert('FROM scratch\nADD --keep-git-dir=true --checksum=abc123 https://example.invalid/r.git#v1:docs /d\n');
+    const git = Object.values(definition.ops).find((o): o is SourceOp => o.kind === 'source' && o.source.type === 'git');
+    expect(git?.source).toEqual({ type: 'git', remote: 'https://example.invalid/r.git', ref: 'v1', subdir: 'docs', keepGitDir: true, checksum: 'abc123' });
+    const copy = (Object.values(definition.ops).find((o) => o.kind === 'file') as FileOp).actions[0] as CopyAction;
+    expect(copy).toMatchObject({ src: '/', dest: '/d', dirCopyContents: true });
+  });
+
+  it('COPY of a git address is refused', async () => {
+    const err = await rejects('FROM scratch\nCOPY git@example.invalid:r.git /d\n');
+    expect(err.message).toContain("source can't be a git ref for COPY");
+  });
+});
