@@ -74,14 +74,25 @@ export class GarbageCollector {
     const blobs = await this.blobSize(blobDigests);
     const mounts = await this.cacheMounts();
     const mountSize = mounts.reduce((n, m) => n + m.size, 0);
+    // Stored images' blobs, each once however many images share it; those already counted as layer blobs
+    // are not added to the total again. Not reclaimable by prune (rmi and image prune remove images).
+    const { imagesUsage } = await import('../image/images.js');
+    const images = await imagesUsage(this.root);
+    let imageSize = 0;
+    let imageOnly = 0;
+    for (const [d, size] of images.blobs) {
+      imageSize += size;
+      if (!blobDigests.has(d as Digest)) imageOnly += size;
+    }
     const kinds = [
       { kind: 'build cache', count: built.length, size: builtSize, reclaimable: builtSize },
       { kind: 'cache mounts', count: mounts.length, size: mountSize, reclaimable: mountSize },
       { kind: 'base image layers', count: base.length, size: baseSize, reclaimable: baseSize },
       { kind: 'layer blobs', count: blobDigests.size, size: blobs, reclaimable: blobs },
+      { kind: 'images', count: images.count, size: imageSize, reclaimable: 0 },
     ];
-    const total = builtSize + baseSize + blobs + mountSize;
-    return { kinds, total, reclaimable: total };
+    const total = builtSize + baseSize + blobs + mountSize + imageOnly;
+    return { kinds, total, reclaimable: total - imageOnly };
   }
 
   /** Removes entries as asked, then everything no remaining root reaches; returns the bytes freed. */
@@ -144,6 +155,9 @@ export class GarbageCollector {
   /** Deletes snapshots no root reaches, and the layer blobs only they remembered. */
   private async sweep(keep: Set<string>, meta: Record<string, SnapshotMeta>): Promise<void> {
     const keptBlobs = blobsOf(keep, meta);
+    // Blobs of stored images stay whatever happens to the snapshots that remembered them.
+    const { imagesUsage } = await import('../image/images.js');
+    for (const d of (await imagesUsage(this.root)).blobs.keys()) keptBlobs.add(d as Digest);
     for (const id of Object.keys(meta)) {
       if (keep.has(id)) continue;
       const { blobs = [], sharedWith } = meta[id];

@@ -333,7 +333,7 @@ async function main(): Promise<void> {
       // A flag's coerce (--platform) that threw: yargs wraps the message in its own error.
       if (err) throw err.name === 'YError' ? new UsageError(err.message) : err;
       const commands: Record<string, string[]> = { build: [], serve: [], 'install-emulators': [], du: [], prune: [], imagetools: ['inspect', 'create'] };
-      for (const c of imageCommands) commands[String(c.command).split(' ')[0]] ??= [];
+      for (const c of imageCommands) commands[String(c.command).split(' ')[0]] ??= (c as { subcommands?: string[] }).subcommands ?? [];
       throw new UsageError(usageMessage(msg, hideBin(process.argv), knownFlags(cli), commands));
     })
     .help()
