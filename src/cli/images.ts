@@ -218,6 +218,87 @@ const commands: CommandModule<object, Record<string, unknown>>[] = [
     handler: () => undefined,
   },
   {
+    command: 'save <image..>',
+    describe: 'Save one or more images to a tar archive (docker load and skopeo read it)',
+    builder: (y: Argv) => y
+      .option('output', { alias: 'o', type: 'string', describe: 'Write to a file, instead of STDOUT' })
+      .option('format', { type: 'string', choices: ['docker', 'oci'], default: 'docker', describe: 'Archive format: docker (OCI layout plus manifest.json) or oci (OCI layout)' })
+      .option('platform', { type: 'string', describe: 'Save only this platform of a multi-platform image' }),
+    handler: async (argv) => {
+      const { saveImages } = await import('../image/transfer.js');
+      const { parsePlatform } = await import('../client/platform.js');
+      const output = (argv.output as string | undefined) ?? '-';
+      if (output === '-' && process.stdout.isTTY) throw new UserError('USAGE', 'cowardly refusing to save to a terminal. Use the -o flag or redirect');
+      await saveImages(argv.root as string, list(argv.image), {
+        output, format: argv.format as 'docker' | 'oci', platform: argv.platform ? parsePlatform(argv.platform as string) : undefined,
+      });
+    },
+  },
+  {
+    command: 'load',
+    describe: 'Load images from a tar archive (docker-archive or OCI layout, plain or gzip) or STDIN',
+    builder: (y: Argv) => y
+      .option('input', { alias: 'i', type: 'string', describe: 'Read from tar archive file, instead of STDIN' })
+      .option('quiet', { alias: 'q', type: 'boolean', describe: 'Suppress the load output' }),
+    handler: async (argv) => {
+      const { loadImages } = await import('../image/transfer.js');
+      const input = argv.input as string | undefined;
+      if (!input && process.stdin.isTTY) throw new UserError('USAGE', 'requested load from stdin, but stdin is empty');
+      const loaded = await loadImages(argv.root as string, input ?? process.stdin);
+      if (argv.quiet) return;
+      for (const l of loaded) {
+        if (l.names.length === 0) process.stdout.write(`Loaded image ID: ${l.id}\n`);
+        for (const n of l.names) {
+          const r = parseReference(n);
+          process.stdout.write(`Loaded image: ${r.familiarName}${r.tag ? `:${r.tag}` : ''}\n`);
+        }
+      }
+    },
+  },
+  {
+    command: 'pull <name>',
+    describe: 'Download an image from a registry into the local image store',
+    builder: (y: Argv) => y
+      .option('platform', { type: 'string', describe: 'Set platform if server is multi-platform capable (default: this machine\'s)' })
+      .option('quiet', { alias: 'q', type: 'boolean', describe: 'Suppress verbose output' })
+      .option('insecure-registry', { type: 'string', describe: 'Insecure registry: HTTPS without verification, then plain HTTP' }),
+    handler: async (argv) => {
+      const { pullImage } = await import('../image/transfer.js');
+      const { parsePlatform, hostPlatform } = await import('../client/platform.js');
+      const platform = argv.platform ? parsePlatform(argv.platform as string) : hostPlatform();
+      const r = await pullImage(argv.root as string, argv.name as string, platform, { insecureRegistries: list(argv['insecure-registry']) });
+      const full = r.ref.toString();
+      if (!argv.quiet) {
+        process.stdout.write(`${r.ref.tag ?? r.ref.digest}: Pulling from ${r.ref.path}\n`);
+        for (const l of r.layers) process.stdout.write(`${l.digest.slice(7, 19)}: ${l.fetched ? 'Pull complete' : 'Already exists'}\n`);
+        process.stdout.write(`Digest: ${r.digest}\n`);
+        const short = `${r.ref.familiarName}${r.ref.tag ? `:${r.ref.tag}` : ''}`;
+        process.stdout.write(r.changed ? `Status: Downloaded newer image for ${short}\n` : `Status: Image is up to date for ${short}\n`);
+      }
+      process.stdout.write(`${full}\n`);
+    },
+  },
+  {
+    command: 'push <name>',
+    describe: 'Upload an image from the local image store to a registry',
+    builder: (y: Argv) => y
+      .option('quiet', { alias: 'q', type: 'boolean', describe: 'Suppress verbose output' })
+      .option('insecure-registry', { type: 'string', describe: 'Insecure registry: HTTPS without verification, then plain HTTP' }),
+    handler: async (argv) => {
+      const { pushStoredImage } = await import('../image/transfer.js');
+      const quiet = Boolean(argv.quiet);
+      const ref = parseReference(argv.name as string);
+      if (!quiet) process.stdout.write(`The push refers to repository [${ref.name}]\n`);
+      const r = await pushStoredImage(argv.root as string, argv.name as string, {
+        insecureRegistries: list(argv['insecure-registry']),
+        onBlob: quiet ? undefined : (d, how) => {
+          if (/layer|rootfs/.test(d.mediaType)) process.stdout.write(`${d.digest.slice(7, 19)}: ${how === 'exists' ? 'Layer already exists' : how === 'mounted' ? 'Mounted from another repository' : 'Pushed'}\n`);
+        },
+      });
+      process.stdout.write(quiet ? `${r.ref.toString()}\n` : `${r.ref.tag ?? 'latest'}: digest: ${r.digest} size: ${r.size}\n`);
+    },
+  },
+  {
     command: 'login <server>',
     describe: 'Log in to a registry (saves credentials in the docker config)',
     builder: (y: Argv) => y

@@ -119,6 +119,13 @@ export class ImageStore {
     return found;
   }
 
+  /** Keeps an image without a name (a loaded archive that named none); nothing when it has a name. */
+  async putDangling(target: Descriptor): Promise<void> {
+    const { images, dangling } = await this.read();
+    dangling.push({ target: { mediaType: target.mediaType, digest: target.digest, size: target.size }, created: new Date().toISOString() });
+    await this.save(images, dangling);
+  }
+
   /** Forgets a dangling image (by its target digest); true when there was one. */
   async removeDangling(digest: string): Promise<boolean> {
     const { images, dangling } = await this.read();
@@ -145,6 +152,8 @@ export class ImageStore {
       const want = normalizePlatform(platform);
       const chosen = idx.manifests.find((m) => m.platform && platformsEqual(m.platform, want));
       if (!chosen) throw new UserError('NO_MATCHING_PLATFORM', `${ref.toString()} for ${platformString(platform)}: no match for platform in manifest: not found`);
+      // A pull keeps the index and only the platforms it fetched: the others come from the registry.
+      if (!(await this.content.has(chosen.digest))) return undefined;
       desc = chosen;
     }
     const manifestBytes = await this.content.readBuffer(desc.digest);
