@@ -32,7 +32,8 @@ export interface Usage {
 }
 
 interface Root {
-  kind: 'cache' | 'layer';
+  /** `container`: a `builder run` container's layers, kept until `builder rm`. */
+  kind: 'cache' | 'layer' | 'container';
   file: string;
   lastUsed: number;
   layers: string[];
@@ -101,7 +102,7 @@ export class GarbageCollector {
     let roots = await this.roots();
     const meta = await this.snapshotMeta();
     const before = await this.totalSize(meta);
-    const eligible = (r: Root) =>
+    const eligible = (r: Root) => r.kind !== 'container' &&
       (opts.all || r.kind === 'cache') && (opts.olderThanMs === undefined || now - r.lastUsed >= opts.olderThanMs);
     let removed = 0;
     const drop = async (r: Root) => {
@@ -112,7 +113,7 @@ export class GarbageCollector {
     if (opts.keepStorage !== undefined) {
       // Least recently used first; cache records before base layers (those are cheap to pull again only
       // when the registry is reachable).
-      const order = roots.filter((r) => (r.kind === 'cache' || opts.all) && eligible(r))
+      const order = roots.filter((r) => eligible(r))
         .sort((a, b) => (a.kind === b.kind ? a.lastUsed - b.lastUsed : a.kind === 'cache' ? -1 : 1));
       for (const r of order) {
         if (sizeOf(reachable(roots), meta) <= opts.keepStorage) break;
@@ -211,6 +212,14 @@ export class GarbageCollector {
       } catch {
         // a temp file or a record removed meanwhile
       }
+    }
+    const containersDir = path.join(this.root, 'containers');
+    for (const name of await fs.readdir(containersDir).catch(() => [] as string[])) {
+      if (!name.endsWith('.json')) continue;
+      const file = path.join(containersDir, name);
+      const rec = await fs.readFile(file, 'utf8').then((t) => JSON.parse(t) as { Layers?: unknown; Upper?: unknown }, () => null);
+      if (!rec || !Array.isArray(rec.Layers) || typeof rec.Upper !== 'string') continue;
+      out.push({ kind: 'container', file, lastUsed: Date.now(), layers: [...(rec.Layers as string[]), rec.Upper] });
     }
     return out;
   }

@@ -15,6 +15,7 @@ import { BUILD_USAGE, UsageError, checkAttestations, stdinPositionals, usageMess
 // Commands other than a local build load their modules when run: CLI start is part of every build's time.
 import { imageID, writeBuildFiles } from '../client/metadata.js';
 import { imageCommands } from './images.js';
+import { containerCommands } from './containers.js';
 
 function parseKeyValues(list: string[] | undefined, flag: string): Record<string, string> {
   const out: Record<string, string> = {};
@@ -281,6 +282,7 @@ async function main(): Promise<void> {
       (argv) => runBuild(argv as Record<string, unknown>),
     )
     .command(imageCommands)
+    .command(containerCommands)
     .command(
       'serve',
       'Run the build engine as a server that "builder build --builder ADDR" uses',
@@ -333,7 +335,7 @@ async function main(): Promise<void> {
       // A flag's coerce (--platform) that threw: yargs wraps the message in its own error.
       if (err) throw err.name === 'YError' ? new UsageError(err.message) : err;
       const commands: Record<string, string[]> = { build: [], serve: [], 'install-emulators': [], du: [], prune: [], imagetools: ['inspect', 'create'] };
-      for (const c of imageCommands) commands[String(c.command).split(' ')[0]] ??= (c as { subcommands?: string[] }).subcommands ?? [];
+      for (const c of [...imageCommands, ...containerCommands]) commands[String(c.command).split(' ')[0]] ??= (c as { subcommands?: string[] }).subcommands ?? [];
       throw new UsageError(usageMessage(msg, hideBin(process.argv), knownFlags(cli), commands));
     })
     .help()

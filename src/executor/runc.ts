@@ -38,6 +38,8 @@ export interface RunOptions {
   mounts?: OciMount[];
   /** Extra environment for the process only, e.g. secrets; never part of the op. */
   env?: string[];
+  /** The process's standard input (`builder run -i`); none (/dev/null) when omitted, as for RUN. */
+  stdin?: NodeJS.ReadableStream;
 }
 
 const VALID_ID = /^[A-Za-z0-9_+\-.]+$/;
@@ -141,13 +143,17 @@ export class OciRuntimeExecutor {
       // Own session (BuildKit sets a process group): a terminal's Ctrl-C reaches only us and becomes an
       // abort that kills the container; sent to runc, it would be forwarded to an init that ignores it.
       const child = spawn(...cli.command(['run', '--bundle', bundle, id]), {
-        stdio: ['ignore', 'pipe', 'pipe'],
+        stdio: [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
         detached: true,
       });
+      if (opts.stdin && child.stdin) {
+        child.stdin.on('error', () => undefined); // the process may exit without reading it all
+        opts.stdin.pipe(child.stdin);
+      }
       let exited = false;
       let aborted = false;
-      child.stdout.on('data', (chunk: Buffer) => onOutput?.('stdout', chunk));
-      child.stderr.on('data', (chunk: Buffer) => onOutput?.('stderr', chunk));
+      child.stdout!.on('data', (chunk: Buffer) => onOutput?.('stdout', chunk));
+      child.stderr!.on('data', (chunk: Buffer) => onOutput?.('stderr', chunk));
       // The container may not exist yet when the abort comes: retry until `run` has exited.
       const onAbort = async () => {
         aborted = true;
