@@ -83,7 +83,10 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
   // Before the progress display and the signal handlers: a Ctrl-C while waiting for stdin ends the command at once.
   const input = await buildInput(contextPath, argv, !!builderAddr);
   const silent = quiet || mode === 'none';
-  const display = cliProgress(silent ? 'quiet' : mode as ProgressMode, process.stderr);
+  const onError = argv['on-error'] as 'error' | 'shell' | undefined;
+  if (onError === 'shell' && (builderAddr || !process.stdin.isTTY)) throw new UsageError(builderAddr ? '--on-error=shell works on local builds only' : '--on-error=shell needs a terminal (stdin is not one)');
+  // The debug shell shares the terminal: with a line-by-line display, not a redrawn one.
+  const display = cliProgress(silent ? 'quiet' : onError === 'shell' && mode === 'auto' ? 'plain' : mode as ProgressMode, process.stderr);
   const progress = display.writer;
   const controller = new AbortController();
   const onSignal = (sig: NodeJS.Signals) => {
@@ -131,6 +134,7 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
     dockerfile: input.dockerfile,
     root: argv.root as string,
     ociRuntime: argv['oci-runtime'] as string | undefined,
+    onError,
     insecureRegistries: list(argv['insecure-registry']),
     ssh: list(argv.ssh),
     noCacheFilter: list(argv['no-cache-filter'])?.flatMap((v) => v.split(',')).filter(Boolean),
@@ -259,6 +263,7 @@ async function main(): Promise<void> {
         .option('pull', { type: 'boolean', describe: 'Always attempt to pull all referenced images' })
         .option('max-parallelism', { type: 'number', describe: 'Most ops run at once (default: one per core, at least 2)' })
         .option('oci-runtime', { type: 'string', describe: 'OCI runtime for RUN: runc (default), crun, or a path' })
+        .option('on-error', { type: 'string', choices: ['error', 'shell'], describe: 'On a failed RUN: "error" (default), or "shell" (on a terminal): a shell in the failed step\'s container state' })
         .option('check', { type: 'boolean', describe: 'Shorthand for "--call=check"' })
         .option('call', { type: 'string', describe: 'Set method for evaluating build ("check", "outline", "targets"; add ",format=json" for JSON)' })
         .option('network', { type: 'string', describe: 'Set the networking mode for the RUN instructions during build ("default", "none", "host")' })

@@ -172,6 +172,7 @@ export class OciRuntimeExecutor {
       });
       child.on('close', (code, sig) => {
         settle();
+        if (opts.stdin && child.stdin) opts.stdin.unpipe(child.stdin);
         if (aborted) return reject(new AbortError(signal?.reason));
         // runc reports a signalled process as 128+signal itself; this covers the runtime being signalled.
         resolve({ exitCode: code ?? 128 + signalNumber(sig) });

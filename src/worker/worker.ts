@@ -398,6 +398,17 @@ export class Worker {
             signal: ctx.signal,
             onOutput: (stream: 'stdout' | 'stderr', chunk: Buffer) => onLog?.(ctx.digest, stream, chunk),
           }));
+          if (exitCode !== 0 && session.onExecError) {
+            // The same container state, another process: the terminal's stdio, the step's settings.
+            await session.onExecError({
+              args: op.meta.args, exitCode,
+              run: (args) => this.executor.run({
+                rootfs: mounted.target, meta: { ...op.meta, args }, mounts: extra.mounts,
+                env: [...(op.meta.proxyEnv ?? []), ...extra.env], signal: ctx.signal, stdin: process.stdin,
+                onOutput: (stream, chunk) => (stream === 'stdout' ? process.stdout : process.stderr).write(chunk),
+              }).then((r) => r.exitCode),
+            });
+          }
         } finally {
           await mounted.unmount();
         }
