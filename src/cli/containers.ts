@@ -54,7 +54,8 @@ const commands: CommandModule<object, Record<string, unknown>>[] = [
       const { parsePlatform } = await import('../client/platform.js');
       if (argv.tty && !process.stdin.isTTY) throw new UserError('USAGE', 'the input device is not a TTY');
       const ac = new AbortController();
-      const stop = () => ac.abort();
+      let signalled: NodeJS.Signals | undefined;
+      const stop = (sig: NodeJS.Signals) => { signalled = sig; ac.abort(); };
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
       try {
@@ -67,6 +68,10 @@ const commands: CommandModule<object, Record<string, unknown>>[] = [
           stdin: argv.interactive ? process.stdin : undefined, signal: ac.signal, runtime: argv['oci-runtime'] as string | undefined,
         });
         process.exitCode = r.exitCode;
+      } catch (e) {
+        // Stopped by a signal (Ctrl-C, `builder rm -f`): the container was killed, as docker run's 130/143.
+        if (!signalled) throw e;
+        process.exitCode = signalled === 'SIGINT' ? 130 : 143;
       } finally {
         process.off('SIGINT', stop);
         process.off('SIGTERM', stop);

@@ -7,7 +7,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Digest, ExecMeta, Platform } from '../../solver/llb/ops.js';
 import { parseInstructions } from '../../frontend/dockerfile/instructions.js';
-import { BuildSession, withStateExclusive } from '../client/lock.js';
+import { BuildSession } from '../client/lock.js';
 import { layerBlobs } from '../client/export.js';
 import { hostPlatform } from '../client/platform.js';
 import { writeImage } from '../exporter/image.js';
@@ -223,7 +223,7 @@ export async function listContainerRows(root: string, opts: { all?: boolean } = 
     rows.push({
       ID: c.Id.slice(0, 12), Image: c.Image, Command: command, CreatedAt: goTime(c.Created), RunningFor: since(c.Created),
       Status: status, State: running ? 'running' : c.State.Status === 'running' ? 'exited' : c.State.Status, Ports: '', Names: c.Name,
-      Mounts: (c.Mounts ?? []).map((m) => m.Source).join(','), Labels: '', Networks: c.Config.Image ? 'host' : '', LocalVolumes: '0', Size: 'N/A',
+      Mounts: (c.Mounts ?? []).map((m) => m.Source).join(','), Labels: Object.entries(c.Config.Labels ?? {}).map(([k, v]) => `${k}=${v}`).join(','), Networks: '', LocalVolumes: '0', Size: 'N/A',
       fullID: c.Id, fullCommand: command,
     });
   }
@@ -243,32 +243,45 @@ function isAlive(pid: number): boolean {
 export async function removeContainers(root: string, args: string[], opts: { force?: boolean } = {}): Promise<string[]> {
   const removed: string[] = [];
   const errors: string[] = [];
-  await withStateExclusive(path.resolve(root), async () => {
-    const { Snapshotter } = await import('../snapshot/snapshotter.js');
-    const snapshots = new Snapshotter(root);
-    for (const arg of args) {
-      try {
-        const c = await findContainer(root, arg);
-        if (c.State.Running && isAlive(c.State.Pid)) {
-          if (!opts.force) throw new UserError('CONTAINER_RUNNING', `cannot remove container "/${c.Name}": container is running: stop the container before removing or force remove`);
-          process.kill(c.State.Pid, 'SIGTERM');
-        }
-        await removeContainerState(root, { snapshots }, c);
-        removed.push(arg);
-      } catch (e) {
-        if (!(e instanceof UserError)) throw e;
-        errors.push(e.message);
+  const { Snapshotter } = await import('../snapshot/snapshotter.js');
+  const { StateLock } = await import('../client/lock.js');
+  const snapshots = new Snapshotter(root);
+  for (const arg of args) {
+    try {
+      const c = await findContainer(root, arg);
+      if (c.State.Running && isAlive(c.State.Pid)) {
+        if (!opts.force) throw new UserError('CONTAINER_RUNNING', `cannot remove container "/${c.Name}": container is running: stop the container before removing or force remove`);
+        // Its `builder run` kills the container and records the end; then the container goes.
+        await stopProcess(c.State.Pid);
       }
+      const lock = await StateLock.acquire(path.resolve(root));
+      try {
+        await removeContainerState(root, { snapshots }, c);
+      } finally {
+        await lock.release();
+      }
+      removed.push(arg);
+    } catch (e) {
+      if (!(e instanceof UserError)) throw e;
+      errors.push(e.message);
     }
-  }).catch((e: unknown) => {
-    if (removed.length === 0 && errors.length === 0) throw e;
-  });
+  }
   if (errors.length) {
     const err = new UserError('RM_FAILED', errors.join('\n'));
     (err as UserError & { removed?: string[] }).removed = removed;
     throw err;
   }
   return removed;
+}
+
+/** SIGTERM, and SIGKILL if it is still there after 10 seconds; resolves once the process is gone. */
+async function stopProcess(pid: number): Promise<void> {
+  const { setTimeout: sleep } = await import('node:timers/promises');
+  process.kill(pid, 'SIGTERM');
+  for (let waited = 0; isAlive(pid); waited += 100) {
+    if (waited === 10_000) process.kill(pid, 'SIGKILL');
+    await sleep(100);
+  }
 }
 
 // ------------------------------------------------------------------ diff

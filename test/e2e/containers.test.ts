@@ -6,7 +6,8 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { lastLine, makeContext, runCli, tempDir } from '../helpers/cli.js';
+import { spawn } from 'node:child_process';
+import { cliPath, lastLine, makeContext, runCli, tempDir } from '../helpers/cli.js';
 
 const exec = promisify(execFile);
 const registry = inject('registry');
@@ -106,6 +107,20 @@ describe('container workflow', () => {
     expect(missing.stdout).toBe('keep\n');
     expect(lastLine(missing.stderr)).toBe('ERROR: No such container: nope');
     expect(await cli(['ps', '--root', root, '-a', '--format', '{{.Names}}'])).not.toMatch(/keep/);
+  });
+
+  it('ps shows a running container; rm refuses it, rm -f stops and removes it', async () => {
+    const run = spawn(process.execPath, [cliPath, 'run', '--root', root, '--name', 'long', 'app:committed', 'sleep', '1000'], { stdio: 'ignore' });
+    let ended = false;
+    const exited = new Promise<number | null>((resolve) => run.on('close', (code) => { ended = true; resolve(code); }));
+    let listed = '';
+    while (!/long/.test(listed) && !ended) listed = await cli(['ps', '--root', root, '--format', '{{.Names}} {{.State}} {{.Status}}']);
+    expect(listed).toMatch(/^long running Up /m);
+    const refused = await runCli(['rm', '--root', root, 'long']);
+    expect(lastLine(refused.stderr)).toBe('ERROR: cannot remove container "/long": container is running: stop the container before removing or force remove');
+    expect(await cli(['rm', '--root', root, '-f', 'long'])).toBe('long\n');
+    expect(await exited).toBe(143); // docker run's code for a SIGTERM-stopped container
+    expect(await cli(['ps', '--root', root, '-a', '--format', '{{.Names}}'])).not.toMatch(/long/);
   });
 
   it('rejects what docker rejects, in one line', async () => {
