@@ -247,6 +247,10 @@ const commands: CommandModule<object, Record<string, unknown>>[] = [
       const loaded = await loadImages(argv.root as string, input ?? process.stdin);
       if (argv.quiet) return;
       for (const l of loaded) {
+        for (const r of l.replaced) {
+          const ref = parseReference(r.name);
+          process.stdout.write(`The image ${ref.familiarName}:${ref.tag} already exists, renaming the old one with ID ${r.id} to empty string\n`);
+        }
         if (l.names.length === 0) process.stdout.write(`Loaded image ID: ${l.id}\n`);
         for (const n of l.names) {
           const r = parseReference(n);
@@ -266,6 +270,8 @@ const commands: CommandModule<object, Record<string, unknown>>[] = [
       const { pullImage } = await import('../image/transfer.js');
       const { parsePlatform, hostPlatform } = await import('../client/platform.js');
       const platform = argv.platform ? parsePlatform(argv.platform as string) : hostPlatform();
+      const asked = parseReference(argv.name as string);
+      if (!argv.quiet && !asked.tag && !asked.digest) process.stdout.write('Using default tag: latest\n');
       const r = await pullImage(argv.root as string, argv.name as string, platform, { insecureRegistries: list(argv['insecure-registry']) });
       const full = r.ref.toString();
       if (!argv.quiet) {

@@ -301,6 +301,8 @@ export async function diffContainer(root: string, arg: string): Promise<Change[]
   const { Snapshotter } = await import('../snapshot/snapshotter.js');
   const { getXattr } = await import('../native/fsx.js');
   const snapshots = new Snapshotter(root);
+  // A run killed outright never committed its layer, and a later build recovering the state removed it.
+  if (!(await snapshots.exists(c.Upper))) throw new UserError('CONTAINER_GONE', `container ${c.Name}: its writable layer is gone (its run was killed)`);
   const upperDir = snapshots.fsPath(c.Upper);
   const lower = c.Layers.length ? await snapshots.mount(c.Layers) : null;
   const lowerRoot = lower?.target;

@@ -71,6 +71,8 @@ export async function saveImages(root: string, args: string[], opts: SaveOptions
 export interface LoadedImage {
   /** Full names it was stored under (none: kept dangling, shown by id). */
   names: string[];
+  /** Names that named another image before, with that image's id (now dangling unless otherwise named). */
+  replaced: { name: string; id: Digest }[];
   target: Descriptor;
   id: Digest;
 }
@@ -166,9 +168,14 @@ export async function loadImages(root: string, input: string | NodeJS.ReadableSt
     for (const l of loaded) {
       const names = l.names.map((n) => parseReference(n).toString());
       const { imageID } = await import('./images.js');
+      const replaced: LoadedImage['replaced'] = [];
+      for (const n of names) {
+        const before = await images.get(n);
+        if (before && before.target.digest !== l.target.digest) replaced.push({ name: n, id: await imageID(content, before.target).catch(() => before.target.digest) });
+      }
       if (names.length) await images.put(names, l.target);
       else await images.putDangling(l.target);
-      out.push({ names, target: l.target, id: await imageID(content, l.target) });
+      out.push({ names, replaced, target: l.target, id: await imageID(content, l.target) });
     }
   });
   return out;

@@ -122,6 +122,10 @@ describe('image lifecycle', () => {
     const plats = JSON.parse(await cli(['inspect', '--root', other, 'app:multi']));
     expect(plats.map((p: { Architecture: string }) => p.Architecture)).toEqual(['amd64', 'arm64']);
     expect(plats[0].Id).toBe(multi);
+    // A loaded name that named another image: Docker's message, and the old image keeps its other name.
+    await cli(['tag', '--root', other, 'app:export', 'app:multi']);
+    expect(await cli(['load', '--root', other, '-i', `${out}/both.tar`])).toBe(
+      `Loaded image: app:export\nThe image app:multi already exists, renaming the old one with ID ${id} to empty string\nLoaded image: app:multi\n`);
     const table = await cli(['images', '--root', other]);
     expect(table).toMatch(/└─ linux\/amd64/);
     expect(table).toMatch(/└─ linux\/arm64/);
