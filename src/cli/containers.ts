@@ -13,7 +13,7 @@ function runFlags(y: Argv): Argv {
     .option('name', { type: 'string', describe: 'Assign a name to the container' })
     .option('rm', { type: 'boolean', describe: 'Automatically remove the container when it exits' })
     .option('interactive', { alias: 'i', type: 'boolean', describe: 'Keep STDIN open (piped to the process)' })
-    .option('tty', { alias: 't', type: 'boolean', describe: 'Accepted; no pseudo-TTY is allocated (output is piped)' })
+    .option('tty', { alias: 't', type: 'boolean', describe: 'Allocate a pseudo-TTY (this terminal is relayed to it)' })
     .option('env', { alias: 'e', type: 'string', describe: 'Set environment variables (KEY=VALUE, or KEY from this environment)' })
     .option('workdir', { alias: 'w', type: 'string', describe: 'Working directory inside the container' })
     .option('user', { alias: 'u', type: 'string', describe: 'Username or UID (format: <name|uid>[:<group|gid>])' })
@@ -65,7 +65,7 @@ const commands: CommandModule<object, Record<string, unknown>>[] = [
           rm: Boolean(argv.rm), env: list(argv.env), workdir: argv.workdir as string | undefined, user: argv.user as string | undefined,
           entrypoint: argv.entrypoint as string | undefined, platform: argv.platform ? parsePlatform(argv.platform as string) : undefined,
           mounts: list(argv.mount), network: network === 'default' || network === undefined ? undefined : (network as 'host' | 'none'),
-          stdin: argv.interactive ? process.stdin : undefined, signal: ac.signal, runtime: argv['oci-runtime'] as string | undefined,
+          stdin: argv.interactive && !argv.tty ? process.stdin : undefined, tty: Boolean(argv.tty), signal: ac.signal, runtime: argv['oci-runtime'] as string | undefined,
         });
         process.exitCode = r.exitCode;
       } catch (e) {
@@ -75,7 +75,7 @@ const commands: CommandModule<object, Record<string, unknown>>[] = [
       } finally {
         process.off('SIGINT', stop);
         process.off('SIGTERM', stop);
-        if (argv.interactive) process.stdin.destroy();
+        if (argv.interactive && !argv.tty) process.stdin.destroy();
       }
     },
   },

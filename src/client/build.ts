@@ -145,8 +145,6 @@ function debugShell(): NonNullable<import('../worker/mounts.js').BuildSession['o
       process.stderr.write(`\nERROR: process "${failed.args.join(' ')}" did not complete successfully: exit code: ${failed.exitCode}\n`
         + 'Debug shell in the failed step\'s container state (its changes so far included); exit to end the build.\n');
       const code = await failed.run(['/bin/sh']);
-      // The shell had the terminal's stdin: let go of it so the process can end.
-      process.stdin.pause();
       process.stderr.write(`Debug shell exited (${code}).\n`);
     });
     queue = turn.catch(() => undefined);

@@ -39,6 +39,8 @@ export interface RunOptions {
   network?: 'sandbox' | 'host' | 'none';
   /** The process's standard input (`-i`). */
   stdin?: NodeJS.ReadableStream;
+  /** A pseudo-terminal on this process's terminal (`-t`): stdio goes through it, not `stdin`/`onOutput`. */
+  tty?: boolean;
   onOutput?: (stream: 'stdout' | 'stderr', chunk: Buffer) => void;
   signal?: AbortSignal;
   runtime?: string;
@@ -84,7 +86,8 @@ export async function runContainer(opts: RunOptions): Promise<{ id: string; exit
   const cmd = opts.cmd?.length ? opts.cmd : opts.entrypoint !== undefined ? [] : cfg.Cmd ?? [];
   const args = [...entrypoint, ...cmd];
   if (args.length === 0) throw new UserError('NO_COMMAND', 'no command specified');
-  const env = mergeEnv(cfg.Env ?? [], opts.env ?? []);
+  // As docker run -t: TERM for the terminal, unless the image or -e sets one.
+  const env = mergeEnv([...(cfg.Env ?? []), ...(opts.tty && !(cfg.Env ?? []).some((e) => e.startsWith('TERM=')) ? ['TERM=xterm'] : [])], opts.env ?? []);
   const mounts = (opts.mounts ?? []).map(parseMount);
   const meta: ExecMeta = {
     args, env, cwd: opts.workdir ?? (cfg.WorkingDir || '/'), user: opts.user ?? cfg.User ?? '', network: opts.network ?? 'sandbox',
@@ -102,7 +105,7 @@ export async function runContainer(opts: RunOptions): Promise<{ id: string; exit
     const rec: ContainerRecord = {
       Id: id, Name: name, Created: now, Image: opts.image, ImageID: imageId, ImageTarget: target, Platform: p.platform,
       Path: args[0], Args: args.slice(1),
-      Config: { ...cfg, Env: env, Cmd: cmd, Entrypoint: entrypoint.length ? entrypoint : null, WorkingDir: meta.cwd === '/' && !cfg.WorkingDir ? '' : meta.cwd, User: meta.user, Image: opts.image, ...(opts.stdin ? { OpenStdin: true } : {}) },
+      Config: { ...cfg, Env: env, Cmd: cmd, Entrypoint: entrypoint.length ? entrypoint : null, WorkingDir: meta.cwd === '/' && !cfg.WorkingDir ? '' : meta.cwd, User: meta.user, Image: opts.image, ...(opts.stdin ? { OpenStdin: true } : {}), ...(opts.tty ? { Tty: true } : {}) },
       BaseConfig: p.config, Layers: layers, Upper: upper,
       State: { Status: 'running', Running: true, Pid: process.pid, ExitCode: 0, StartedAt: now, FinishedAt: '0001-01-01T00:00:00Z' },
       AutoRemove: Boolean(opts.rm),
@@ -115,7 +118,7 @@ export async function runContainer(opts: RunOptions): Promise<{ id: string; exit
       const mounted = await worker.snapshots.mount(layers, upper);
       try {
         ({ exitCode } = await worker.executor.run({
-          rootfs: mounted.target, meta, mounts, id: id.slice(0, 32), signal: opts.signal, stdin: opts.stdin,
+          rootfs: mounted.target, meta, mounts, id: id.slice(0, 32), signal: opts.signal, stdin: opts.stdin, terminal: opts.tty,
           onOutput: opts.onOutput ?? ((s, chunk) => (s === 'stdout' ? process.stdout : process.stderr).write(chunk)),
         }));
       } finally {

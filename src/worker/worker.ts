@@ -404,8 +404,8 @@ export class Worker {
               args: op.meta.args, exitCode,
               run: (args) => this.executor.run({
                 rootfs: mounted.target, meta: { ...op.meta, args }, mounts: extra.mounts,
-                env: [...(op.meta.proxyEnv ?? []), ...extra.env], signal: ctx.signal, stdin: process.stdin,
-                onOutput: (stream, chunk) => (stream === 'stdout' ? process.stdout : process.stderr).write(chunk),
+                env: [...(op.meta.proxyEnv ?? []), ...extra.env, ...(op.meta.env.some((e) => e.startsWith('TERM=')) ? [] : ['TERM=xterm'])],
+                signal: ctx.signal, terminal: true,
               }).then((r) => r.exitCode),
             });
           }

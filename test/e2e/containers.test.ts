@@ -123,6 +123,27 @@ describe('container workflow', () => {
     expect(await cli(['ps', '--root', root, '-a', '--format', '{{.Names}}'])).not.toMatch(/long/);
   });
 
+  it('-it gives the process a terminal (here a pseudo-terminal from script(1))', async () => {
+    const cmd = [process.execPath, cliPath, 'run', '--root', root, '-it', '--rm', 'app:committed', 'sh']
+      .map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
+    const child = spawn('script', ['-qec', cmd, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    let typed = false;
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      // The shell's prompt: it reads the terminal now.
+      if (!typed && out.includes('/data #')) {
+        typed = true;
+        child.stdin.write('echo term=$TERM; tty\nexit 5\n');
+      }
+    });
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    expect(out).toMatch(/term=xterm\r\n\/dev\/pts\/\d+\r\n/);
+    expect(code).toBe(5);
+    const notty = await runCli(['run', '--root', root, '-t', '--rm', 'app:committed', 'true']);
+    expect(lastLine(notty.stderr)).toBe('ERROR: the input device is not a TTY');
+  });
+
   it('rejects what docker rejects, in one line', async () => {
     const bad = await runCli(['commit', '--root', root, '-c', 'RUN echo no', 'c1']);
     expect(bad.code).toBe(1);
