@@ -155,8 +155,9 @@ const commands: CommandModule<object, Record<string, unknown>>[] = [
         const by = r.createdBy.replace(/\t/g, ' ');
         return {
           ID: id(r.id),
-          CreatedSince: human ? since(r.created) : r.created ?? '',
-          CreatedAt: human ? goTime(r.created) : r.created ?? '',
+          // Docker: RFC 3339 to the second without --human.
+          CreatedSince: human ? since(r.created) : rfc3339Seconds(r.created),
+          CreatedAt: human ? goTime(r.created) : rfc3339Seconds(r.created),
           CreatedBy: noTrunc || [...by].length <= 45 ? by : [...by].slice(0, 44).join('') + '…',
           Size: human ? humanSize(r.size) : String(r.size),
           Comment: r.comment,
@@ -364,6 +365,11 @@ const commands: CommandModule<object, Record<string, unknown>>[] = [
     handler: () => undefined,
   },
 ];
+
+function rfc3339Seconds(t: string | undefined): string {
+  const d = t ? new Date(t) : null;
+  return d && !Number.isNaN(d.getTime()) ? d.toISOString().replace(/\.\d+Z$/, 'Z') : '';
+}
 
 /** `docker inspect` output: a JSON array (4-space indent), or the template once per object. */
 async function printInspect(objects: Record<string, unknown>[], format: string | undefined): Promise<void> {

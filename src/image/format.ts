@@ -52,6 +52,14 @@ export function goTime(created: string | undefined): string {
   return `${t.toISOString().slice(0, 19).replace('T', ' ')} +0000 UTC`;
 }
 
+/** An RFC 3339 time as Go marshals a time.Time (RFC3339Nano: trailing zeros of the fraction dropped). */
+export function goRFC3339(t: string): string {
+  const m = /^(.*T\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$/.exec(t);
+  if (!m) return t;
+  const frac = (m[2] ?? '').replace(/0+$/, '');
+  return `${m[1]}${frac === '.' ? '' : frac}${m[3]}`;
+}
+
 /** Go's text/tabwriter as Docker's tables use it (minwidth 10, padding 3): the last cell of a row is not padded. */
 export function tabwrite(rows: string[][], minwidth = 10, padding = 3): string {
   const len = (s: string) => [...s].length;

@@ -7,6 +7,7 @@ import { createGunzip } from 'node:zlib';
 import type { Digest, Platform } from '../../solver/llb/ops.js';
 import { ContentStore } from '../content/store.js';
 import { StateLock } from '../client/lock.js';
+import { goRFC3339 } from './format.js';
 import { GarbageCollector } from '../cache/gc.js';
 import { parseReference, type Reference } from '../registry/reference.js';
 import { UserError } from '../util/errors.js';
@@ -431,7 +432,7 @@ export async function inspectImage(root: string, arg: string, opts: { platform?:
       RepoDigests: [...new Set(rec.names.map((n) => `${n.familiarName}@${rec.target.digest}`))],
       Parent: '',
       Comment: history.at(-1)?.comment ?? '',
-      Created: c.created ?? '0001-01-01T00:00:00Z',
+      Created: goRFC3339(c.created ?? '0001-01-01T00:00:00Z'),
       DockerVersion: '',
       Author: c.author ?? '',
       Config: dockerConfig(c.config ?? {}),
@@ -441,7 +442,7 @@ export async function inspectImage(root: string, arg: string, opts: { platform?:
       ...(c['os.version'] ? { OsVersion: c['os.version'] } : {}),
       Size: size,
       RootFS: { Type: 'layers', Layers: c.rootfs?.diff_ids ?? [] },
-      Metadata: { LastTagTime: rec.stored },
+      Metadata: { LastTagTime: goRFC3339(rec.stored) },
       Descriptor: { mediaType: p.manifestDesc.mediaType, digest: p.manifestDesc.digest, size: p.manifestDesc.size, ...(index ? { platform: p.platform } : {}) },
     });
   }

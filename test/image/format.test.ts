@@ -1,6 +1,6 @@
 // Docker's output conventions: go-units sizes and ages, tabwriter tables, Go templates.
 import { describe, expect, it } from 'vitest';
-import { compileTemplate, formatRows, humanDuration, humanSize, tabwrite } from '../../src/image/format.js';
+import { compileTemplate, formatRows, goRFC3339, humanDuration, humanSize, tabwrite } from '../../src/image/format.js';
 
 describe('Docker output formats', () => {
   it('sizes as go-units HumanSizeWithPrecision(3)', () => {
@@ -23,6 +23,12 @@ describe('Docker output formats', () => {
     expect(humanDuration(20 * 86_400_000)).toBe('2 weeks');
     expect(humanDuration(90 * 86_400_000)).toBe('3 months');
     expect(humanDuration(3 * 365 * 86_400_000)).toBe('3 years');
+  });
+
+  it('times as Go marshals them (RFC3339Nano)', () => {
+    expect(goRFC3339('2026-12-03T06:17:33.870Z')).toBe('2026-12-03T06:17:33.87Z');
+    expect(goRFC3339('2026-12-03T06:17:33.000Z')).toBe('2026-12-03T06:17:33Z');
+    expect(goRFC3339('2024-01-01T00:00:00Z')).toBe('2024-01-01T00:00:00Z');
   });
 
   it('tables as Docker\'s tabwriter (minwidth 10, padding 3, last cell unpadded)', () => {
