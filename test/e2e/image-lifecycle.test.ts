@@ -51,7 +51,7 @@ describe('image lifecycle', () => {
     const out = await cli(['images', '--root', root]);
     const lines = out.trimEnd().split('\n');
     expect(lines[0]).toMatch(/^REPOSITORY\s+TAG\s+IMAGE ID\s+CREATED\s+SIZE$/);
-    expect(lines[1]).toMatch(new RegExp(`^app\\s+1\\s+${id.slice(7, 19)}\\s+(Less than a second|\\d+ seconds?) ago\\s+\\d+(\\.\\d+)?[kM]?B$`));
+    expect(lines[1]).toMatch(new RegExp(`^app\\s+1\\s+${id.slice(7, 19)}\\s+(Less than a second|\\d+ seconds?|About a minute|\\d+ minutes) ago\\s+\\d+(\\.\\d+)?[kM]?B$`));
     await cli(['tag', '--root', root, 'app:1', 'example.com/team/app:v1']);
     expect((await cli(['images', '--root', root, '-q'])).trim()).toBe(id.slice(7, 19));
     const json = (await cli(['images', '--root', root, '--format', 'json'])).trim().split('\n').map((l) => JSON.parse(l));
