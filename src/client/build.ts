@@ -52,7 +52,7 @@ export interface BuildOptions extends ExecFlagOptions {
   outputs?: (string | OutputSpec)[];
   /** State directory. */
   root?: string;
-  /** `shell`: a failed RUN step opens /bin/sh in its container state on this process's terminal (stdio). */
+  /** `shell`: a failed RUN step opens /bin/sh in its container state, on a pseudo-terminal relayed to this process's terminal. */
   onError?: 'error' | 'shell';
   /** OCI runtime binary: `runc` (default), `crun`, or a path. */
   ociRuntime?: string;
