@@ -22,6 +22,16 @@ export { builderConfigPath, loadBuilderConfig, type BuilderConfig, type Registry
 export { pushImage, type PushOptions } from './registry/push.js';
 export { parseReference, type Reference } from './registry/reference.js';
 export { ImageStore, type StoredImage } from './image/store.js';
+export {
+  listImages, tagImage, removeImages, pruneImages, inspectImage, imageHistory, imageLayers,
+  type ImageListOptions, type ImageRow, type RemoveResult, type HistoryRow, type LayerRow,
+} from './image/images.js';
+export { saveImages, loadImages, pullImage, pushStoredImage, type SaveOptions, type LoadedImage, type PullResult } from './image/transfer.js';
+export {
+  runContainer, listContainerRows, removeContainers, diffContainer, commitContainer,
+  type RunOptions as ContainerRunOptions, type CommitOptions, type Change,
+} from './container/run.js';
+export { listContainers, inspectContainer, type ContainerRecord } from './container/containers.js';
 export { prune, diskUsage, pruneCacheDir, verifyStateDir, type PruneOptions, type Usage, type VerifyReport } from './client/prune.js';
 export { parseCacheTo, parseCacheFrom, type CacheToSpec, type CacheFromSpec } from './client/remotecache.js';
 export { parseCall, formatOutline, formatTargets, goJSON, type CallName, type CallSpec } from './client/subrequests.js';

@@ -32,7 +32,8 @@ export interface Usage {
 }
 
 interface Root {
-  kind: 'cache' | 'layer';
+  /** `container`: a `builder run` container's layers, kept until `builder rm`. */
+  kind: 'cache' | 'layer' | 'container';
   file: string;
   lastUsed: number;
   layers: string[];
@@ -74,14 +75,25 @@ export class GarbageCollector {
     const blobs = await this.blobSize(blobDigests);
     const mounts = await this.cacheMounts();
     const mountSize = mounts.reduce((n, m) => n + m.size, 0);
+    // Stored images' blobs, each once however many images share it; those already counted as layer blobs
+    // are not added to the total again. Not reclaimable by prune (rmi and image prune remove images).
+    const { imagesUsage } = await import('../image/images.js');
+    const images = await imagesUsage(this.root);
+    let imageSize = 0;
+    let imageOnly = 0;
+    for (const [d, size] of images.blobs) {
+      imageSize += size;
+      if (!blobDigests.has(d as Digest)) imageOnly += size;
+    }
     const kinds = [
       { kind: 'build cache', count: built.length, size: builtSize, reclaimable: builtSize },
       { kind: 'cache mounts', count: mounts.length, size: mountSize, reclaimable: mountSize },
       { kind: 'base image layers', count: base.length, size: baseSize, reclaimable: baseSize },
       { kind: 'layer blobs', count: blobDigests.size, size: blobs, reclaimable: blobs },
+      { kind: 'images', count: images.count, size: imageSize, reclaimable: 0 },
     ];
-    const total = builtSize + baseSize + blobs + mountSize;
-    return { kinds, total, reclaimable: total };
+    const total = builtSize + baseSize + blobs + mountSize + imageOnly;
+    return { kinds, total, reclaimable: total - imageOnly };
   }
 
   /** Removes entries as asked, then everything no remaining root reaches; returns the bytes freed. */
@@ -90,7 +102,7 @@ export class GarbageCollector {
     let roots = await this.roots();
     const meta = await this.snapshotMeta();
     const before = await this.totalSize(meta);
-    const eligible = (r: Root) =>
+    const eligible = (r: Root) => r.kind !== 'container' &&
       (opts.all || r.kind === 'cache') && (opts.olderThanMs === undefined || now - r.lastUsed >= opts.olderThanMs);
     let removed = 0;
     const drop = async (r: Root) => {
@@ -101,7 +113,7 @@ export class GarbageCollector {
     if (opts.keepStorage !== undefined) {
       // Least recently used first; cache records before base layers (those are cheap to pull again only
       // when the registry is reachable).
-      const order = roots.filter((r) => (r.kind === 'cache' || opts.all) && eligible(r))
+      const order = roots.filter((r) => eligible(r))
         .sort((a, b) => (a.kind === b.kind ? a.lastUsed - b.lastUsed : a.kind === 'cache' ? -1 : 1));
       for (const r of order) {
         if (sizeOf(reachable(roots), meta) <= opts.keepStorage) break;
@@ -145,6 +157,9 @@ export class GarbageCollector {
   private async sweep(keep: Set<string>, meta: Record<string, SnapshotMeta>): Promise<void> {
     const keptBlobs = blobsOf(keep, meta);
     let removedAny = false;
+    // Blobs of stored images stay whatever happens to the snapshots that remembered them.
+    const { imagesUsage } = await import('../image/images.js');
+    for (const d of (await imagesUsage(this.root)).blobs.keys()) keptBlobs.add(d as Digest);
     for (const id of Object.keys(meta)) {
       if (keep.has(id)) continue;
       removedAny = true;
@@ -202,6 +217,14 @@ export class GarbageCollector {
       } catch {
         // a temp file or a record removed meanwhile
       }
+    }
+    const containersDir = path.join(this.root, 'containers');
+    for (const name of await fs.readdir(containersDir).catch(() => [] as string[])) {
+      if (!name.endsWith('.json')) continue;
+      const file = path.join(containersDir, name);
+      const rec = await fs.readFile(file, 'utf8').then((t) => JSON.parse(t) as { Layers?: unknown; Upper?: unknown }, () => null);
+      if (!rec || !Array.isArray(rec.Layers) || typeof rec.Upper !== 'string') continue;
+      out.push({ kind: 'container', file, lastUsed: Date.now(), layers: [...(rec.Layers as string[]), rec.Upper] });
     }
     return out;
   }

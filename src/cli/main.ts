@@ -15,6 +15,7 @@ import { BUILD_USAGE, UsageError, checkAttestations, stdinPositionals, usageMess
 // Commands other than a local build load their modules when run: CLI start is part of every build's time.
 import { imageID, writeBuildFiles } from '../client/metadata.js';
 import { imageCommands } from './images.js';
+import { containerCommands } from './containers.js';
 
 function parseKeyValues(list: string[] | undefined, flag: string): Record<string, string> {
   const out: Record<string, string> = {};
@@ -82,7 +83,10 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
   // Before the progress display and the signal handlers: a Ctrl-C while waiting for stdin ends the command at once.
   const input = await buildInput(contextPath, argv, !!builderAddr);
   const silent = quiet || mode === 'none';
-  const display = cliProgress(silent ? 'quiet' : mode as ProgressMode, process.stderr);
+  const onError = argv['on-error'] as 'error' | 'shell' | undefined;
+  if (onError === 'shell' && (builderAddr || !process.stdin.isTTY)) throw new UsageError(builderAddr ? '--on-error=shell works on local builds only' : '--on-error=shell needs a terminal (stdin is not one)');
+  // The debug shell shares the terminal: with a line-by-line display, not a redrawn one.
+  const display = cliProgress(silent ? 'quiet' : onError === 'shell' && mode === 'auto' ? 'plain' : mode as ProgressMode, process.stderr);
   const progress = display.writer;
   const controller = new AbortController();
   const onSignal = (sig: NodeJS.Signals) => {
@@ -130,6 +134,7 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
     dockerfile: input.dockerfile,
     root: argv.root as string,
     ociRuntime: argv['oci-runtime'] as string | undefined,
+    onError,
     insecureRegistries: list(argv['insecure-registry']),
     ssh: list(argv.ssh),
     buildContexts: list(argv['build-context']),
@@ -260,6 +265,7 @@ async function main(): Promise<void> {
         .option('pull', { type: 'boolean', describe: 'Always attempt to pull all referenced images' })
         .option('max-parallelism', { type: 'number', describe: 'Most ops run at once (default: one per core, at least 2)' })
         .option('oci-runtime', { type: 'string', describe: 'OCI runtime for RUN: runc (default), crun, or a path' })
+        .option('on-error', { type: 'string', choices: ['error', 'shell'], describe: 'On a failed RUN: "error" (default), or "shell" (on a terminal): a shell in the failed step\'s container state' })
         .option('check', { type: 'boolean', describe: 'Shorthand for "--call=check"' })
         .option('call', { type: 'string', describe: 'Set method for evaluating build ("check", "outline", "targets"; add ",format=json" for JSON)' })
         .option('network', { type: 'string', describe: 'Set the networking mode for the RUN instructions during build ("default", "none", "host")' })
@@ -283,6 +289,7 @@ async function main(): Promise<void> {
       (argv) => runBuild(argv as Record<string, unknown>),
     )
     .command(imageCommands)
+    .command(containerCommands)
     .command(
       'serve',
       'Run the build engine as a server that "builder build --builder ADDR" uses',
@@ -335,7 +342,7 @@ async function main(): Promise<void> {
       // A flag's coerce (--platform) that threw: yargs wraps the message in its own error.
       if (err) throw err.name === 'YError' ? new UsageError(err.message) : err;
       const commands: Record<string, string[]> = { build: [], serve: [], 'install-emulators': [], du: [], prune: [], imagetools: ['inspect', 'create'] };
-      for (const c of imageCommands) commands[String(c.command).split(' ')[0]] ??= [];
+      for (const c of [...imageCommands, ...containerCommands]) commands[String(c.command).split(' ')[0]] ??= (c as { subcommands?: string[] }).subcommands ?? [];
       throw new UsageError(usageMessage(msg, hideBin(process.argv), knownFlags(cli), commands));
     })
     .help()

@@ -59,6 +59,8 @@ export interface BuildOptions extends ExecFlagOptions {
   outputs?: (string | OutputSpec)[];
   /** State directory. */
   root?: string;
+  /** `shell`: a failed RUN step opens /bin/sh in its container state, on a pseudo-terminal relayed to this process's terminal. */
+  onError?: 'error' | 'shell';
   /** OCI runtime binary: `runc` (default), `crun`, or a path. */
   ociRuntime?: string;
   /** Insecure registries (`host:port`): HTTPS without verifying the certificate, then plain HTTP. */
@@ -137,6 +139,24 @@ export function defaultRoot(): string {
   if (process.getuid?.() === 0) return '/var/lib/builder';
   const data = process.env.XDG_DATA_HOME || path.join(os.homedir(), '.local', 'share');
   return path.join(data, 'builder');
+}
+
+/**
+ * `--on-error=shell`: a failed RUN step opens a shell in its container state on this terminal, one at a
+ * time; the build fails as it would once the shell exits.
+ */
+function debugShell(): NonNullable<import('../worker/mounts.js').BuildSession['onExecError']> {
+  let queue = Promise.resolve();
+  return (failed) => {
+    const turn = queue.then(async () => {
+      process.stderr.write(`\nERROR: process "${failed.args.join(' ')}" did not complete successfully: exit code: ${failed.exitCode}\n`
+        + 'Debug shell in the failed step\'s container state (its changes so far included); exit to end the build.\n');
+      const code = await failed.run(['/bin/sh']);
+      process.stderr.write(`Debug shell exited (${code}).\n`);
+    });
+    queue = turn.catch(() => undefined);
+    return turn;
+  };
 }
 
 export async function build(opts: BuildOptions): Promise<BuildResult> {
@@ -247,6 +267,7 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
     (opts.secrets ?? []).map((x) => (typeof x === 'string' ? parseSecretSpec(x) : x)),
     (opts.ssh ?? []).map((x) => (typeof x === 'string' ? parseSshSpec(x) : x)),
   );
+  if (opts.onError === 'shell') clientSession.onExecError = debugShell();
 
   const ctxStat = await fs.stat(contextDir).catch(() => null);
   if (!ctxStat?.isDirectory()) throw new BuildError(`unable to prepare context: path "${opts.context}" not found`);

@@ -38,6 +38,13 @@ export interface RunOptions {
   mounts?: OciMount[];
   /** Extra environment for the process only, e.g. secrets; never part of the op. */
   env?: string[];
+  /** The process's standard input (`builder run -i`); none (/dev/null) when omitted, as for RUN. */
+  stdin?: NodeJS.ReadableStream;
+  /**
+   * A pseudo-terminal for the process: the runtime, run in the foreground on this process's own stdio (a
+   * terminal), makes it and relays between the two; `stdin` and `onOutput` are then unused.
+   */
+  terminal?: boolean;
 }
 
 const VALID_ID = /^[A-Za-z0-9_+\-.]+$/;
@@ -107,7 +114,7 @@ export class OciRuntimeExecutor {
       await makeWorkdir(rootfs, meta.cwd || '/', user.uid, user.gid);
       const spec = generateSpec({
         rootfs, meta, user, hostsPath, resolvConfPath, nofile: await nofileLimit(),
-        cgroupsPath: cgroupsPath(id, meta.cgroupParent), extraMounts: opts.mounts, extraEnv: opts.env,
+        cgroupsPath: cgroupsPath(id, meta.cgroupParent), extraMounts: opts.mounts, extraEnv: opts.env, terminal: opts.terminal,
       });
       await fs.writeFile(path.join(bundle, 'config.json'), serializeSpec(spec));
       const removeStubs = await mountStubsCleaner(rootfs, ['/etc/resolv.conf', '/etc/hosts', ...(opts.mounts ?? []).map((m) => m.destination)]);
@@ -141,13 +148,17 @@ export class OciRuntimeExecutor {
       // Own session (BuildKit sets a process group): a terminal's Ctrl-C reaches only us and becomes an
       // abort that kills the container; sent to runc, it would be forwarded to an init that ignores it.
       const child = spawn(...cli.command(['run', '--bundle', bundle, id]), {
-        stdio: ['ignore', 'pipe', 'pipe'],
+        stdio: opts.terminal ? 'inherit' : [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
         detached: true,
       });
+      if (opts.stdin && child.stdin && !opts.terminal) {
+        child.stdin.on('error', () => undefined); // the process may exit without reading it all
+        opts.stdin.pipe(child.stdin);
+      }
       let exited = false;
       let aborted = false;
-      child.stdout.on('data', (chunk: Buffer) => onOutput?.('stdout', chunk));
-      child.stderr.on('data', (chunk: Buffer) => onOutput?.('stderr', chunk));
+      child.stdout?.on('data', (chunk: Buffer) => onOutput?.('stdout', chunk));
+      child.stderr?.on('data', (chunk: Buffer) => onOutput?.('stderr', chunk));
       // The container may not exist yet when the abort comes: retry until `run` has exited.
       const onAbort = async () => {
         aborted = true;
@@ -166,6 +177,7 @@ export class OciRuntimeExecutor {
       });
       child.on('close', (code, sig) => {
         settle();
+        if (opts.stdin && child.stdin) opts.stdin.unpipe(child.stdin);
         if (aborted) return reject(new AbortError(signal?.reason));
         // runc reports a signalled process as 128+signal itself; this covers the runtime being signalled.
         resolve({ exitCode: code ?? 128 + signalNumber(sig) });

@@ -69,6 +69,8 @@ export interface SpecOptions {
   extraMounts?: OciMount[];
   /** More `KEY=VALUE` entries for the process only (secrets exposed as env), not part of `meta`. */
   extraEnv?: string[];
+  /** Give the process a pseudo-terminal (`builder run -t`, the debug shell). */
+  terminal?: boolean;
 }
 
 export interface OciMount {
@@ -188,7 +190,7 @@ export function generateSpec(opts: SpecOptions): OciSpec {
   return {
     ociVersion: '1.0.2',
     process: {
-      terminal: false,
+      terminal: opts.terminal ?? false,
       user: { uid: user.uid, gid: user.gid, additionalGids },
       args: meta.args,
       env: [...processEnv(meta.env), ...(opts.extraEnv ?? [])],

@@ -31,6 +31,13 @@ export async function exportLayoutTar(store: ContentStore, root: Descriptor, opt
   await writeLayoutTar(store, { blobs, index: layoutIndex(root, opts.names.map(parseReference)) }, opts.dest);
 }
 
+/** One layout tarball holding several stored images (`builder save --format oci`), each under its names. */
+export async function exportLayoutImages(store: ContentStore, images: { root: Descriptor; names: string[] }[], dest: string): Promise<void> {
+  const blobs = await reachableBlobs(store, images.map((i) => i.root));
+  const index: Index = { schemaVersion: 2, mediaType: MediaType.ociIndex, manifests: images.flatMap((i) => layoutIndex(i.root, i.names.map(parseReference)).manifests) };
+  await writeLayoutTar(store, { blobs, index }, dest);
+}
+
 /** The same layout as a directory (`tar=false`), as umoci and skopeo's `oci:` transport read it. */
 export async function exportLayoutDir(store: ContentStore, root: Descriptor, opts: TarExportOptions): Promise<void> {
   const blobs = await reachableBlobs(store, [root]);

@@ -19,6 +19,12 @@ export interface StoredImage {
   created: string;
 }
 
+/** An image without a name (see ImageStore.dangling). */
+export interface DanglingImage {
+  target: Descriptor;
+  created: string;
+}
+
 export class ImageNotInStoreError extends UserError {
   constructor(name: string) { super('IMAGE_NOT_FOUND', `no such image: ${name}`); }
 }
@@ -30,27 +36,53 @@ export class ImageStore {
     this.file = path.join(root, 'images.json');
   }
 
+  /** The named images. */
   async list(): Promise<StoredImage[]> {
+    return (await this.read()).images;
+  }
+
+  /**
+   * Images that lost their last name to a newer image of that name (`docker images` shows them as
+   * `<none>`): kept, with their blobs, until `rmi` or `image prune` removes them.
+   */
+  async dangling(): Promise<DanglingImage[]> {
+    return (await this.read()).dangling;
+  }
+
+  private async read(): Promise<{ images: StoredImage[]; dangling: DanglingImage[] }> {
     let text: string;
     try {
       text = await fs.readFile(this.file, 'utf8');
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { images: [], dangling: [] };
       throw e;
     }
-    let images: unknown;
+    let parsed: { images?: unknown; dangling?: unknown } | null;
     try {
-      images = (JSON.parse(text) as { images?: unknown })?.images ?? [];
+      parsed = JSON.parse(text) as { images?: unknown; dangling?: unknown };
     } catch {
-      images = null;
+      parsed = null;
     }
+    const images = parsed?.images ?? [];
     if (!Array.isArray(images)) {
       // Unreadable: set aside (kept for inspection), never an error on every later build.
       await fs.rename(this.file, `${this.file}.corrupt`).catch(() => undefined);
-      return [];
+      return { images: [], dangling: [] };
     }
-    return images.filter((i): i is StoredImage =>
-      typeof i?.name === 'string' && typeof i.target?.digest === 'string' && typeof i.target.mediaType === 'string');
+    const validTarget = (t: unknown) => typeof (t as Descriptor)?.digest === 'string' && typeof (t as Descriptor).mediaType === 'string';
+    return {
+      images: images.filter((i): i is StoredImage => typeof i?.name === 'string' && validTarget(i.target)),
+      dangling: (Array.isArray(parsed?.dangling) ? parsed.dangling : []).filter((d): d is DanglingImage => validTarget(d?.target)),
+    };
+  }
+
+  private async save(images: StoredImage[], dangling: DanglingImage[]): Promise<void> {
+    images.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    // An image with a name again is not dangling; each dangling image once.
+    const named = new Set(images.map((i) => i.target.digest));
+    const seen = new Set<string>();
+    dangling = dangling.filter((d) => !named.has(d.target.digest) && !seen.has(d.target.digest) && seen.add(d.target.digest));
+    await writeFileAtomic(this.file, JSON.stringify({ images, ...(dangling.length ? { dangling } : {}) }, null, 1));
   }
 
   async get(name: string): Promise<StoredImage | undefined> {
@@ -58,26 +90,49 @@ export class ImageStore {
     return (await this.list()).find((i) => i.name === full);
   }
 
-  /** Points each name at `target` (replacing what they named before). */
-  async put(names: string[], target: Descriptor): Promise<void> {
+  /**
+   * Points each name at `target` (replacing what they named before). An image that loses its last name
+   * this way is kept as dangling, as Docker keeps the image a rebuild took the tag from.
+   */
+  async put(names: string[], target: Descriptor, opts: { created?: string } = {}): Promise<void> {
     const full = names.map(normalizeName);
-    const created = new Date().toISOString();
-    const images = (await this.list()).filter((i) => !full.includes(i.name));
+    const created = opts.created ?? new Date().toISOString();
+    const { images: all, dangling } = await this.read();
+    const images = all.filter((i) => !full.includes(i.name));
     for (const name of full) {
       images.push({ name, target: { mediaType: target.mediaType, digest: target.digest, size: target.size }, created });
     }
-    images.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-    await writeFileAtomic(this.file, JSON.stringify({ images }, null, 1));
+    for (const old of all) {
+      if (!full.includes(old.name) || old.target.digest === target.digest) continue;
+      if (!images.some((i) => i.target.digest === old.target.digest)) dangling.push({ target: old.target, created: old.created });
+    }
+    await this.save(images, dangling);
   }
 
   /** Removes a name; the blobs stay in the content store. */
   async remove(name: string): Promise<StoredImage> {
     const full = normalizeName(name);
-    const images = await this.list();
+    const { images, dangling } = await this.read();
     const found = images.find((i) => i.name === full);
     if (!found) throw new ImageNotInStoreError(name);
-    await writeFileAtomic(this.file, JSON.stringify({ images: images.filter((i) => i !== found) }, null, 1));
+    await this.save(images.filter((i) => i !== found), dangling);
     return found;
+  }
+
+  /** Keeps an image without a name (a loaded archive that named none); nothing when it has a name. */
+  async putDangling(target: Descriptor): Promise<void> {
+    const { images, dangling } = await this.read();
+    dangling.push({ target: { mediaType: target.mediaType, digest: target.digest, size: target.size }, created: new Date().toISOString() });
+    await this.save(images, dangling);
+  }
+
+  /** Forgets a dangling image (by its target digest); true when there was one. */
+  async removeDangling(digest: string): Promise<boolean> {
+    const { images, dangling } = await this.read();
+    const left = dangling.filter((d) => d.target.digest !== digest);
+    if (left.length === dangling.length) return false;
+    await this.save(images, left);
+    return true;
   }
 
   /**
@@ -97,6 +152,8 @@ export class ImageStore {
       const want = normalizePlatform(platform);
       const chosen = idx.manifests.find((m) => m.platform && platformsEqual(m.platform, want));
       if (!chosen) throw new UserError('NO_MATCHING_PLATFORM', `${ref.toString()} for ${platformString(platform)}: no match for platform in manifest: not found`);
+      // A pull keeps the index and only the platforms it fetched: the others come from the registry.
+      if (!(await this.content.has(chosen.digest))) return undefined;
       desc = chosen;
     }
     const manifestBytes = await this.content.readBuffer(desc.digest);

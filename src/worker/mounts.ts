@@ -18,6 +18,11 @@ import { UserError } from '../util/errors.js';
 export interface BuildSession {
   secrets?: Map<string, Buffer>;
   ssh?: Map<string, string>;
+  /**
+   * Called when a RUN step's process fails, while its container state (the layers below, the failed step's
+   * writable layer, its mounts) is still there: `run` runs another command in it (`build --on-error=shell`).
+   */
+  onExecError?: (failed: { args: string[]; exitCode: number; run: (args: string[]) => Promise<number> }) => Promise<void>;
 }
 
 export class MissingSecretError extends UserError {

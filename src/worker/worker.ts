@@ -331,7 +331,15 @@ export class Worker {
   }
 
   private async pullImage(source: ImageSource, signal: AbortSignal): Promise<WorkerRef> {
-    const image = await this.resolveImage(source.ref, source.platform);
+    return this.imageSnapshots(await this.resolveImage(source.ref, source.platform), signal);
+  }
+
+  /**
+   * An image's layers as extracted snapshots, bottom to top (each chain extracted once per state
+   * directory): what FROM gives a build, and what `builder run` starts a container on.
+   */
+  async imageSnapshots(image: ResolvedImage, signal?: AbortSignal): Promise<WorkerRef> {
+    const source = { ref: image.ref.toString() };
     const diffIDs = image.config.rootfs?.diff_ids ?? [];
     if (diffIDs.length !== image.layers.length) {
       throw new UserError('BAD_IMAGE', `${source.ref}: config has ${diffIDs.length} diff_ids for ${image.layers.length} layers`);
@@ -344,7 +352,7 @@ export class Worker {
     const layers: string[] = [];
     let chainID: Digest | undefined;
     for (let i = 0; i < image.layers.length; i++) {
-      signal.throwIfAborted();
+      signal?.throwIfAborted();
       chainID = chainID ? sha256(`${chainID} ${diffIDs[i]}`) : (diffIDs[i] as Digest);
       const parent = layers.slice();
       const desc = image.layers[i];
@@ -452,6 +460,17 @@ export class Worker {
             signal: ctx.signal,
             onOutput: (stream: 'stdout' | 'stderr', chunk: Buffer) => onLog?.(ctx.digest, stream, chunk),
           }));
+          if (exitCode !== 0 && session.onExecError) {
+            // The same container state, another process: the terminal's stdio, the step's settings.
+            await session.onExecError({
+              args: op.meta.args, exitCode,
+              run: (args) => this.executor.run({
+                rootfs: mounted.target, meta: { ...op.meta, args }, mounts: extra.mounts,
+                env: [...(op.meta.proxyEnv ?? []), ...extra.env, ...(op.meta.env.some((e) => e.startsWith('TERM=')) ? [] : ['TERM=xterm'])],
+                signal: ctx.signal, terminal: true,
+              }).then((r) => r.exitCode),
+            });
+          }
         } finally {
           await mounted.unmount();
         }

@@ -139,7 +139,8 @@ describe('usage errors', () => {
       [['build', '-Z', '.'], 'ERROR: unknown flag: -Z'],
       [['prune', '--keep-storge', '1GB'], 'ERROR: unknown flag: --keep-storge (did you mean --keep-storage?)'],
       [['biuld', '.'], 'ERROR: unknown command "biuld" for "builder" (did you mean build?)'],
-      [['imags'], 'ERROR: unknown command "imags" for "builder" (did you mean images?)'],
+      // "image" and "images" are both one edit away: ties go to the first in sorted order, as BuildKit's suggest.
+      [['imags'], 'ERROR: unknown command "imags" for "builder" (did you mean image?)'],
       [['frobnicate'], 'ERROR: unknown command "frobnicate" for "builder"'],
       [['imagetools', 'inpsect', 'x'], 'ERROR: unknown command "inpsect" for "builder imagetools" (did you mean inspect?)'],
       [['imagetools', 'inspect'], 'ERROR: "builder imagetools inspect" requires at least 1 argument.'],
@@ -191,7 +192,7 @@ describe('--push and the local image store', () => {
     const ok = await runCli(['build', '--root', root, '--progress', 'plain', '-t', `${registry}/kept/app:1`, '--push', ctx]);
     expect(ok.code, ok.stderr).toBe(0);
     const images = await runCli(['images', '--root', root]);
-    expect(images.stdout).toMatch(new RegExp(`${registry.replace(/\./g, '\\.')}/kept/app\\s+1\\s+sha256:`));
+    expect(images.stdout).toMatch(new RegExp(`${registry.replace(/\./g, '\\.')}/kept/app\\s+1\\s+[0-9a-f]{12}\\s`));
   });
 
   it('an output that fails after the image output records no name either', async () => {

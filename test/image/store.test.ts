@@ -1,0 +1,57 @@
+// The local image store's names and dangling images, and the lookups the image commands share.
+import { describe, expect, it } from 'vitest';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { ContentStore } from '../../src/content/store.js';
+import { ImageStore } from '../../src/image/store.js';
+import { findImage, imageRecords, referenceMatches } from '../../src/image/images.js';
+import { writeImage } from '../../src/exporter/image.js';
+import { parseReference } from '../../src/registry/reference.js';
+
+async function setup() {
+  const root = await fs.mkdtemp(path.join(os.tmpdir(), 'builder-images-'));
+  const content = new ContentStore(path.join(root, 'content'));
+  const images = new ImageStore(root, content);
+  const image = async (n: number) => writeImage(content, { config: { architecture: 'amd64', os: 'linux', created: `2024-01-0${n}T00:00:00Z` }, layers: [] });
+  return { root, content, images, image };
+}
+
+describe('image store', () => {
+  it('a name moved to another image leaves the old one dangling, unless another name keeps it', async () => {
+    const { images, image } = await setup();
+    const a = await image(1);
+    const b = await image(2);
+    await images.put(['app:1'], a.manifest);
+    await images.put(['app:1'], b.manifest);
+    expect((await images.dangling()).map((d) => d.target.digest)).toEqual([a.manifest.digest]);
+    // Named again: not dangling any more.
+    await images.put(['app:old'], a.manifest);
+    expect(await images.dangling()).toEqual([]);
+    await images.put(['other:1'], b.manifest);
+    await images.put(['app:1'], a.manifest);
+    expect(await images.dangling()).toEqual([]); // other:1 still names b
+    expect(await images.removeDangling(a.manifest.digest)).toBe(false);
+  });
+
+  it('finds an image by name, image id (config digest) prefix, or manifest digest', async () => {
+    const { images, content, image } = await setup();
+    const a = await image(1);
+    await images.put(['registry.example/team/app:1', 'app:latest'], a.manifest);
+    const byName = await findImage(images, content, 'app');
+    expect(byName.names.map(String).sort()).toEqual(['docker.io/library/app:latest', 'registry.example/team/app:1']);
+    expect((await findImage(images, content, a.config.digest.slice(7, 19))).target.digest).toBe(a.manifest.digest);
+    expect((await findImage(images, content, a.manifest.digest)).target.digest).toBe(a.manifest.digest);
+    await expect(findImage(images, content, 'nope:1')).rejects.toThrow('no such image: nope:1');
+    expect((await imageRecords(images)).length).toBe(1);
+  });
+
+  it('reference filters glob the familiar name, with or without the tag', () => {
+    const ref = parseReference('registry.example/team/app:1');
+    expect(referenceMatches('registry.example/team/*', ref)).toBe(true);
+    expect(referenceMatches('*/app:1', ref)).toBe(false); // * does not cross /
+    expect(referenceMatches('registry.example/*/app:1', ref)).toBe(true);
+    expect(referenceMatches('app*', parseReference('app:2'))).toBe(true);
+    expect(referenceMatches('app', parseReference('app:2'))).toBe(true);
+  });
+});
