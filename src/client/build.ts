@@ -32,9 +32,18 @@ import type { LayerDesc } from '../exporter/image.js';
 import { parseExecFlags, type ExecFlagOptions } from './execflags.js';
 import { CALL_NAMES, type CallName } from './subrequests.js';
 import { listTargets, type Outline, type TargetList } from '../../frontend/dockerfile/subrequests.js';
+import { attestationsFor, hasAttestations, resolveAttest, type AttestOptions } from '../attest/options.js';
+import { Attestor, builderVersion, gitInfo, type AttestTarget } from '../attest/index.js';
+import { UnsupportedGeneratorError } from '../attest/generator.js';
+import { sha256 } from '../../solver/llb/digest.js';
 
 /** The RUN containers' settings (`--network`, `--add-host`, `--shm-size`, `--ulimit`, `--cgroup-parent`) come from ExecFlagOptions. */
-export interface BuildOptions extends ExecFlagOptions {
+/**
+ * Attestations (`attest`, `provenance`, `sbom`) as buildx takes them: min-mode provenance is attached to
+ * image, registry and oci outputs unless `provenance: false` (or BUILDX_NO_DEFAULT_ATTESTATIONS); `sbom: true`
+ * adds an SPDX SBOM of the image.
+ */
+export interface BuildOptions extends ExecFlagOptions, AttestOptions {
   /** The build context: a directory, or a tar stream of one. */
   context: string | NodeJS.ReadableStream;
   /** Path of the Dockerfile; default `<context>/Dockerfile`. With a tar stream context, a relative path is
@@ -198,6 +207,10 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
   const platforms = opts.platform ? parsePlatforms(opts.platform) : [hostPlatform()];
   const cacheTo = (opts.cacheTo ?? []).map((c) => (typeof c === 'string' ? parseCacheTo(c) : c));
   const cacheFrom = (opts.cacheFrom ?? []).map((c) => (typeof c === 'string' ? parseCacheFrom(c) : c));
+  const startedOn = new Date();
+  const attestRequest = resolveAttest(opts, { buildArgs: opts.buildArgs });
+  if (attestRequest.sbom?.generator) throw new UnsupportedGeneratorError(attestRequest.sbom.generator);
+  const attesting = outputs.some((o) => hasAttestations(attestationsFor(attestRequest, o)));
 
   const call = opts.call ?? (opts.check ? 'check' : 'build');
   if (!CALL_NAMES.includes(call)) throw new UserError('INVALID_OPTION', `unknown call "${call}": use ${CALL_NAMES.join(', ')}`);
@@ -318,9 +331,13 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
       scope: `${dockerfilePath}\0${opts.target ?? ''}\0${opts.platform ?? ''}`, remote,
     });
     const roots = perPlatform.map((c) => c.definition.root);
+    // An SBOM of other stages (scan-stage, or a stage's ARG BUILDKIT_SBOM_SCAN_STAGE=true) needs their results too.
+    const sbom = attesting ? attestRequest.sbom : undefined;
+    const scanned = perPlatform.map((c) => (sbom ? c.stages.filter((st) => sbom.scanStage || st.scan) : []));
+    const solveList = [...roots, ...scanned.flat().map((st) => st.digest)];
     // Reported here: the solver's events for it (when an op reads the context through it) are not shown.
     const context = contextStep(definition, progress);
-    const refs = await solveRoots<WorkerRef>(definition, roots, {
+    const solved = await solveRoots<WorkerRef>(definition, solveList, {
       maxParallelism: opts.maxParallelism,
       signal: opts.signal,
       cache,
@@ -347,7 +364,29 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
       return cache.finish().catch(() => undefined);
     });
 
+    const refs = solved.slice(0, roots.length);
+    const stageRefs = new Map(scanned.flat().map((st, i) => [st.digest, solved[roots.length + i]]));
+
     const built: BuildResults = { definition, roots, results: cache.results };
+    let attest: ExportOptions['attest'];
+    if (attesting) {
+      const httpDigests = new Map<Digest, string>();
+      for (const [d, op] of Object.entries(definition.ops) as [Digest, Op][]) {
+        if (op.kind !== 'source' || op.source.type !== 'http') continue;
+        const got = await worker.httpDownloadDigest(locals, d);
+        if (got) httpDigests.set(d, got);
+      }
+      const targets: AttestTarget[] = perPlatform.map((c, i) => ({
+        ref: refs[i], root: roots[i], platform: platforms[i],
+        stages: scanned[i].map((st) => ({ name: st.name, ref: stageRefs.get(st.digest)!, scan: st.scan })),
+      }));
+      const attestor = new Attestor(worker, attestRequest, {
+        definition, filename, dockerfileDigest: sha256(dockerfile) as Digest, buildArgs: opts.buildArgs ?? {}, labels: opts.labels, target: opts.target,
+        platforms, noCache: opts.noCache, httpDigests, vcs: attestRequest.provenance ? await gitInfo(contextDir) : undefined,
+        startedOn, sourceDateEpoch, builderVersion: builderVersion(),
+      }, targets, contextDir);
+      attest = { request: attestRequest, predicates: (i, req) => attestor.predicates(i, req) };
+    }
     const inline = cacheTo.some((c) => c.type === 'inline');
     const exports: ExportResult[] = [];
     // Local image store names wait for every output: a build whose push or other export failed records none.
@@ -355,7 +394,7 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
     for (const output of outputs) {
       const results = perPlatform.map((c, i) => ({ ref: refs[i], image: c.image, platform: platforms[i] }));
       exports.push(await exportImage(worker, results, output, {
-        tags: opts.tags ?? [], progress, sourceDateEpoch, annotations: opts.annotations, insecureRegistries: opts.insecureRegistries, registries: opts.registries, keep,
+        tags: opts.tags ?? [], progress, sourceDateEpoch, annotations: opts.annotations, insecureRegistries: opts.insecureRegistries, registries: opts.registries, keep, attest,
         ...(inline ? { inlineCache: (i: number, layers: LayerDesc[]) => inlineCacheFor(worker, built, i, layers) } : {}),
       }).catch((e: unknown) => {
         progress.error(exportVertex(output), errorMessage(e));

@@ -26,6 +26,8 @@ import { CorruptBlobError } from '../content/store.js';
 import { removeStaleTemps, tempBeside, writeFileAtomic } from '../util/fs.js';
 import { sha256 } from '../../solver/llb/digest.js';
 import { ArchiveOutputs } from '../exporter/uptodate.js';
+import { attestationsFor, hasAttestations, type AttestRequest } from '../attest/options.js';
+import { writeAttestationManifest, type Predicate } from '../attest/manifest.js';
 
 export interface ExportResult {
   type: string;
@@ -241,6 +243,11 @@ export interface ExportOptions {
    * record once every output succeeded. Without it they are recorded when this output succeeded (pushed).
    */
   keep?: { names: string[]; target: Descriptor }[];
+  /**
+   * The build's attestations: what it asks for, and the predicates of result `index` for a request (as an
+   * output takes it: image, registry and oci outputs carry them, docker and local ones do not).
+   */
+  attest?: { request: AttestRequest; predicates(index: number, request: AttestRequest): Promise<Predicate[]> };
 }
 
 /** One platform's result: its snapshot chain, the image config the frontend made, its platform. */
@@ -304,8 +311,10 @@ export async function exportImage(
   if (rewrite && opts.sourceDateEpoch === undefined) {
     throw new UnsupportedOutputError('rewrite-timestamp=true needs SOURCE_DATE_EPOCH (environment or --build-arg)');
   }
-  // zstd layers have no Docker media type that every runtime reads: BuildKit switches to OCI types too.
-  const oci = boolAttr(output, 'oci-mediatypes', output.type === 'oci') || compression === 'zstd';
+  const attest = opts.attest ? attestationsFor(opts.attest.request, output) : {};
+  // zstd layers have no Docker media type that every runtime reads, and attestation manifests live in an
+  // OCI index: BuildKit switches to OCI types for both.
+  const oci = boolAttr(output, 'oci-mediatypes', output.type === 'oci') || compression === 'zstd' || hasAttestations(attest);
   const annotations: Record<string, string> = { ...(opts.annotations ?? {}) };
   for (const [k, v] of Object.entries(output.attrs)) {
     const m = /^annotation(?:-manifest)?\.(.+)$/.exec(k);
@@ -326,7 +335,7 @@ export async function exportImage(
   // made once more, its layers' blobs fetched or made again.
   for (let attempt = 0; ; attempt++) {
     try {
-      return await writeAndExport(worker, results, output, opts, { vertex, variant, oci, annotations, names, push });
+      return await writeAndExport(worker, results, output, opts, { vertex, variant, oci, annotations, names, push, attest });
     } catch (e) {
       if (!(e instanceof CorruptBlobError) || attempt > 0) throw e;
     }
@@ -335,9 +344,9 @@ export async function exportImage(
 
 async function writeAndExport(
   worker: Worker, results: PlatformResult[], output: OutputSpec, opts: ExportOptions,
-  o: { vertex: string; variant: LayerVariant; oci: boolean; annotations: Record<string, string>; names: string[]; push: boolean },
+  o: { vertex: string; variant: LayerVariant; oci: boolean; annotations: Record<string, string>; names: string[]; push: boolean; attest: AttestRequest },
 ): Promise<ExportResult> {
-  const { vertex, variant, oci, annotations, names, push } = o;
+  const { vertex, variant, oci, annotations, names, push, attest } = o;
   const progress = opts.progress;
   const multi = results.length > 1;
   const images: { manifest: Descriptor; config: Descriptor; platform: Platform }[] = [];
@@ -356,9 +365,21 @@ async function writeAndExport(
     instantStep(progress, vertex, `exporting manifest ${written.manifest.digest}`);
     instantStep(progress, vertex, `exporting config ${written.config.digest}`);
   }
-  // One platform: the manifest itself; several: an index (a Docker manifest list with Docker types).
-  const root = multi ? await writeImageIndex(worker.store, images) : images[0].manifest;
-  if (multi) instantStep(progress, vertex, `exporting manifest list ${root.digest}`);
+  // Per image manifest, an attestation manifest naming it (BuildKit's attestation storage).
+  const attestations: Descriptor[] = [];
+  if (hasAttestations(attest)) {
+    for (const [index, image] of images.entries()) {
+      const predicates = await opts.attest!.predicates(index, attest);
+      if (predicates.length === 0) continue;
+      const d = await writeAttestationManifest(worker.store, image.manifest, image.platform, names, predicates);
+      attestations.push(d);
+      instantStep(progress, vertex, `exporting attestation manifest ${d.digest}`);
+    }
+  }
+  // One platform: the manifest itself; several, or attestations: an index (a Docker manifest list with Docker types).
+  const indexed = multi || attestations.length > 0;
+  const root = indexed ? await writeImageIndex(worker.store, images, attestations) : images[0].manifest;
+  if (indexed) instantStep(progress, vertex, `exporting manifest list ${root.digest}`);
 
   if (output.type === 'oci' && !boolAttr(output, 'tar', true)) {
     await writingTo(output.dest!, () => exportLayoutDir(worker.store, root, { dest: output.dest!, names }));
