@@ -9,7 +9,7 @@ import { provenancePredicate, type BuildFacts, type VcsInfo } from './provenance
 import { scanTree, type ScanResult } from './scan.js';
 import { SPDX_PREDICATE, spdxDocument } from './sbom.js';
 import type { Predicate } from './manifest.js';
-import { runScanner } from './generator.js';
+import { readScannerOutput } from './generator.js';
 
 export { resolveAttest, attestSpecs, attestationsFor, hasAttestations, type AttestOptions, type AttestRequest } from './options.js';
 export type { Predicate, Statement } from './manifest.js';
@@ -21,6 +21,9 @@ export interface AttestTarget {
   platform: Platform;
   /** Other stages' results, for `scan-stage`. */
   stages: { name: string; ref: WorkerRef; scan: boolean }[];
+  /** With `generator=IMAGE`: the scanner step's result (its destination directory holds the statements). */
+  scanner?: WorkerRef;
+  scannerRoot?: Digest;
 }
 
 let version: string | undefined;
@@ -71,7 +74,7 @@ export class Attestor {
       let made = this.provenance.get(key);
       if (!made) {
         const t = this.targets[i];
-        made = Promise.resolve(provenancePredicate({ ...this.facts, finishedOn: new Date() }, t.root, t.platform, p));
+        made = Promise.resolve(provenancePredicate({ ...this.facts, finishedOn: new Date() }, t.root, t.platform, p, t.scannerRoot ? [t.scannerRoot] : []));
         this.provenance.set(key, made);
       }
       out.push(await made);
@@ -91,12 +94,7 @@ export class Attestor {
   private async makeSbom(i: number, req: SbomRequest): Promise<Predicate[]> {
     const t = this.targets[i];
     const epoch = this.facts.sourceDateEpoch;
-    if (req.generator) {
-      return runScanner(this.worker, req.generator, t, {
-        contextDir: req.scanContext ? this.contextDir : undefined,
-        stages: t.stages.filter((s) => req.scanStage || s.scan),
-      });
-    }
+    if (req.generator) return t.scanner ? readScannerOutput(this.worker, t.scanner, req.generator) : [];
     const doc = (scan: ScanResult, name: string) => ({
       predicateType: SPDX_PREDICATE,
       predicate: spdxDocument(scan, {

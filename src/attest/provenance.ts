@@ -142,9 +142,12 @@ function rfc3339(d: Date): string {
  * The provenance predicate (and its type) for one platform's result. `root` is the platform's root op:
  * materials and steps are those it depends on.
  */
-export function provenancePredicate(facts: BuildFacts, root: Digest, platform: Platform, req: ProvenanceRequest): { predicateType: string; predicate: unknown } {
+export function provenancePredicate(
+  facts: BuildFacts, root: Digest, platform: Platform, req: ProvenanceRequest, extraRoots: Digest[] = [],
+): { predicateType: string; predicate: unknown } {
   const ops = opsOf(facts.definition, root);
-  const mats = materials(facts, ops);
+  // The SBOM scanner's image is a material too (it ran in the build), though not a step of the image.
+  const mats = materials(facts, [...ops, ...extraRoots.flatMap((r) => opsOf(facts.definition, r))]);
   const epoch = facts.sourceDateEpoch !== undefined ? new Date(facts.sourceDateEpoch * 1000) : undefined;
   // As BuildKit: with SOURCE_DATE_EPOCH the times say the epoch, so equal builds give equal statements.
   const started = rfc3339(epoch ?? facts.startedOn);

@@ -34,7 +34,8 @@ import { CALL_NAMES, type CallName } from './subrequests.js';
 import { listTargets, type Outline, type TargetList } from '../../frontend/dockerfile/subrequests.js';
 import { attestationsFor, hasAttestations, resolveAttest, type AttestOptions } from '../attest/options.js';
 import { Attestor, builderVersion, gitInfo, type AttestTarget } from '../attest/index.js';
-import { UnsupportedGeneratorError } from '../attest/generator.js';
+import { addScannerSteps } from '../attest/generator.js';
+import { parseReference } from '../registry/reference.js';
 import { sha256 } from '../../solver/llb/digest.js';
 
 /** The RUN containers' settings (`--network`, `--add-host`, `--shm-size`, `--ulimit`, `--cgroup-parent`) come from ExecFlagOptions. */
@@ -209,7 +210,6 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
   const cacheFrom = (opts.cacheFrom ?? []).map((c) => (typeof c === 'string' ? parseCacheFrom(c) : c));
   const startedOn = new Date();
   const attestRequest = resolveAttest(opts, { buildArgs: opts.buildArgs });
-  if (attestRequest.sbom?.generator) throw new UnsupportedGeneratorError(attestRequest.sbom.generator);
   const attesting = outputs.some((o) => hasAttestations(attestationsFor(attestRequest, o)));
 
   const call = opts.call ?? (opts.check ? 'check' : 'build');
@@ -334,7 +334,24 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
     // An SBOM of other stages (scan-stage, or a stage's ARG BUILDKIT_SBOM_SCAN_STAGE=true) needs their results too.
     const sbom = attesting ? attestRequest.sbom : undefined;
     const scanned = perPlatform.map((c) => (sbom ? c.stages.filter((st) => sbom.scanStage || st.scan) : []));
-    const solveList = [...roots, ...scanned.flat().map((st) => st.digest)];
+    // `generator=IMAGE`: the scanner runs as one more step per platform (BuildKit's scanner protocol).
+    const generator = sbom?.generator;
+    let scanners: Digest[] = [];
+    if (generator) {
+      const id = `internal:scanner:${generator}`;
+      progress.start({ id, name: `[internal] load metadata for ${generator}` });
+      const image = await worker.resolveImage(parseReference(generator).toString(), hostPlatform()).catch((e: Error) => {
+        progress.error(id, e.message);
+        throw new BuildError(`failed to resolve SBOM scanner ${generator}: ${e.message}`, [], { cause: e });
+      });
+      progress.done(id);
+      const contextOp = sbom.scanContext ? contextOpOf(definition) : undefined;
+      scanners = perPlatform.map((_c, i) => addScannerSteps(definition,
+        { ref: image.ref.toString(), platform: hostPlatform(), config: image.config.config ?? {} }, generator, roots[i],
+        [...scanned[i].map((st) => ({ name: `sbom-${st.name}`, digest: st.digest })), ...(contextOp ? [{ name: 'sbom-context', digest: contextOp }] : [])],
+        formatPlatform(platforms[i])));
+    }
+    const solveList = [...roots, ...scanned.flat().map((st) => st.digest), ...scanners];
     // Reported here: the solver's events for it (when an op reads the context through it) are not shown.
     const context = contextStep(definition, progress);
     const solved = await solveRoots<WorkerRef>(definition, solveList, {
@@ -366,6 +383,7 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
 
     const refs = solved.slice(0, roots.length);
     const stageRefs = new Map(scanned.flat().map((st, i) => [st.digest, solved[roots.length + i]]));
+    const scannerRefs = solved.slice(solveList.length - scanners.length);
 
     const built: BuildResults = { definition, roots, results: cache.results };
     let attest: ExportOptions['attest'];
@@ -379,6 +397,7 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
       const targets: AttestTarget[] = perPlatform.map((c, i) => ({
         ref: refs[i], root: roots[i], platform: platforms[i],
         stages: scanned[i].map((st) => ({ name: st.name, ref: stageRefs.get(st.digest)!, scan: st.scan })),
+        ...(generator ? { scanner: scannerRefs[i], scannerRoot: scanners[i] } : {}),
       }));
       const attestor = new Attestor(worker, attestRequest, {
         definition, filename, dockerfileDigest: sha256(dockerfile) as Digest, buildArgs: opts.buildArgs ?? {}, labels: opts.labels, target: opts.target,
@@ -413,6 +432,14 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
   }
 }
 
+/** The build context's local source op, if the build reads the context. */
+function contextOpOf(definition: Definition): Digest | undefined {
+  return (Object.keys(definition.ops) as Digest[]).find((d) => {
+    const op = definition.ops[d];
+    return op.kind === 'source' && op.source.type === 'local' && op.source.name === 'context';
+  });
+}
+
 /**
  * BuildKit's `[internal] load build context` step with its `transferring context: N` sub-step. The context
  * is read in place here, not sent: the step lasts while the keys are computed (which is when the context
@@ -421,10 +448,7 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
  */
 function contextStep(definition: Definition, progress: FullProgressWriter): { id: Digest; finish(bytes: number): void } | undefined {
   // The step is the local source op's vertex: the steps that copy from the context name it as an input.
-  const id = (Object.keys(definition.ops) as Digest[]).find((d) => {
-    const op = definition.ops[d];
-    return op.kind === 'source' && op.source.type === 'local' && op.source.name === 'context';
-  });
+  const id = contextOpOf(definition);
   if (!id) return undefined;
   progress.start({ id, name: '[internal] load build context' });
   const transfer = subStep(progress, id, 'transferring context:');

@@ -114,6 +114,63 @@ describe('SBOM', () => {
   });
 });
 
+describe('SBOM after a cache import', () => {
+  it('scans the image (and, with scan-stage, the other stage) when every step came from --cache-from', async () => {
+    const paragraphs = (await fs.readFile('/var/lib/dpkg/status', 'utf8')).split(/\n\n+/).filter((p) => p.trim());
+    const ctx = await makeContext({
+      Dockerfile: 'ARG BASE\nFROM ${BASE} AS tools\nCOPY lock.json /tools/package-lock.json\nFROM ${BASE}\nCOPY status /var/lib/dpkg/status\nCOPY --from=tools /tools /tools\n',
+      status: paragraphs.slice(0, 5).join('\n\n') + '\n',
+      'lock.json': JSON.stringify({ lockfileVersion: 3, packages: { '': {}, 'node_modules/left-pad': { version: '1.3.0' } } }),
+    });
+    const cache = await tempDir('builder-cache-');
+    const first = await ociBuild(ctx, ['--cache-to', `type=local,dest=${cache},mode=max`]);
+    expect(first.code, first.stderr).toBe(0);
+    const b = await ociBuild(ctx, ['--cache-from', `type=local,src=${cache}`, '--attest', 'type=sbom,scan-stage=true', '--provenance=false']);
+    expect(b.code, b.stderr).toBe(0);
+    expect(b.stderr).not.toMatch(/#\d+ \[.*\] COPY status.*\n#\d+ DONE/);
+    const { images, statements } = await readAttested(b.layout);
+    const docs = statements.get(images[0].digest)!.map((st) => st.predicate);
+    expect(docs.map((d) => d.name)).toEqual(['sbom', 'sbom-tools']);
+    const names = (d: any, type: string) => d.packages.filter((p: any) => p.externalRefs?.[0]?.referenceLocator.startsWith(`pkg:${type}/`)).map((p: any) => p.name);
+    expect(names(docs[0], 'deb')).toHaveLength(5);
+    // The final image holds the lockfile too (copied from the stage), the stage holds no dpkg database.
+    expect(names(docs[0], 'npm')).toEqual(['left-pad']);
+    expect(names(docs[1], 'deb')).toEqual([]);
+    expect(names(docs[1], 'npm')).toEqual(['left-pad']);
+  });
+});
+
+describe('SBOM generator image', () => {
+  it('runs the scanner under BuildKit\'s protocol and attaches what it wrote; the scanner is a provenance material', async () => {
+    // A scanner image of our own: it lists the scanned filesystem and the extras into an SPDX statement.
+    const script = [
+      'set -e',
+      'files=$(ls "$BUILDKIT_SCAN_SOURCE" | tr "\\n" " ")',
+      'extras=$(ls "$BUILDKIT_SCAN_SOURCE_EXTRAS" | tr "\\n" " ")',
+      'printf \'{"_type":"https://in-toto.io/Statement/v0.1","predicateType":"https://spdx.dev/Document","subject":[],"predicate":{"spdxVersion":"SPDX-2.3","name":"scanned","files":"%s","extras":"%s","mode":"%s"}}\' "$files" "$extras" "$BUILDKIT_SCAN_mode" > "$BUILDKIT_SCAN_DESTINATION/sbom.spdx.json"',
+      '',
+    ].join('\n');
+    const scannerCtx = await makeContext({ Dockerfile: 'ARG BASE\nFROM ${BASE}\nCOPY scan.sh /scan.sh\nENTRYPOINT ["/bin/sh"]\nCMD ["/scan.sh"]\n', 'scan.sh': script });
+    const scanner = `${registry}/scanners/listing:1`;
+    const root = await tempDir('builder-root-');
+    const s = await runCli(['build', '--root', root, '--progress', 'plain', '--build-arg', `BASE=${base}`, '--provenance=false', '-t', scanner, '--push', scannerCtx]);
+    expect(s.code, s.stderr).toBe(0);
+
+    const ctx = await makeContext({ Dockerfile: 'ARG BASE\nFROM ${BASE} AS tools\nRUN touch /tool\nFROM ${BASE}\nCOPY --from=tools /tool /marker\n' });
+    const b = await ociBuild(ctx, ['--attest', `type=sbom,generator=${scanner},scan-stage=true`]);
+    expect(b.code, b.stderr).toBe(0);
+    expect(b.stderr).toContain(`generating sbom using ${scanner}`);
+    const { images, statements } = await readAttested(b.layout);
+    const sts = statements.get(images[0].digest)!;
+    const sbom = sts.find((st) => st.predicateType === 'https://spdx.dev/Document');
+    expect(sbom.subject).toEqual([{ name: '_', digest: { sha256: images[0].digest.slice(7) } }]);
+    expect(sbom.predicate.files.split(' ')).toContain('marker');
+    expect(sbom.predicate.extras.trim()).toBe('sbom-tools');
+    const prov = sts.find((st) => st.predicateType === 'https://slsa.dev/provenance/v0.2');
+    expect(prov.predicate.materials.map((m: any) => m.uri.replace(/\?.*$/, ''))).toContain(`pkg:docker/${encodeURIComponent(registry)}/scanners/listing@1`);
+  });
+});
+
 describe('provenance', () => {
   let ctx: string;
   beforeAll(async () => {
