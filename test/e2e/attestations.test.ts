@@ -10,6 +10,7 @@ import fs from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { makeContext, runCli, tempDir } from '../helpers/cli.js';
+import { build, quietProgress } from '../../src/index.js';
 
 const exec = promisify(execFile);
 const registry = inject('registry');
@@ -337,5 +338,25 @@ describe('attestation storage', () => {
     expect(r.code, r.stderr).toBe(0);
     const top = JSON.parse(await fs.readFile(path.join(out, 'l', 'index.json'), 'utf8')).manifests[0];
     expect(top.mediaType).toBe('application/vnd.oci.image.manifest.v1+json');
+  });
+});
+
+describe('library', () => {
+  it('build() takes provenance, sbom and attest as buildx\'s flags', async () => {
+    const ctx = await makeContext({ Dockerfile: 'ARG BASE\nFROM ${BASE}\nRUN echo x > /x\n' });
+    const out = await tempDir('builder-out-');
+    const r = await build({
+      context: ctx, root: await tempDir('builder-root-'), progress: quietProgress(), buildArgs: { BASE: base },
+      outputs: [`type=oci,dest=${out}/l,tar=false`], provenance: 'mode=max,version=v1', sbom: true,
+    });
+    const { images, statements } = await readAttested(`${out}/l`);
+    expect(r.manifestDigest).toBe(JSON.parse(await fs.readFile(`${out}/l/index.json`, 'utf8')).manifests[0].digest);
+    expect(statements.get(images[0].digest)!.map((s) => s.predicateType)).toEqual(['https://spdx.dev/Document', 'https://slsa.dev/provenance/v1']);
+    const off = await build({
+      context: ctx, root: await tempDir('builder-root-'), progress: quietProgress(), buildArgs: { BASE: base },
+      outputs: [`type=oci,dest=${out}/m,tar=false`], attest: ['type=provenance,disabled=true'],
+    });
+    expect(JSON.parse(await fs.readFile(`${out}/m/index.json`, 'utf8')).manifests[0].mediaType).toBe('application/vnd.oci.image.manifest.v1+json');
+    expect(off.configDigest).toBeDefined();
   });
 });
