@@ -38,8 +38,8 @@ export interface ScanResult {
 const SKIP_DIRS = new Set(['/proc', '/sys', '/dev']);
 /** A language manifest bigger than this is not a manifest (and is not read into memory). */
 const MAX_MANIFEST = 64 << 20;
-/** Go binaries larger than this are not opened. */
-const MAX_BINARY = 512 << 20;
+/** Executables larger than this are not opened. */
+const MAX_BINARY = 4 * 2 ** 30;
 
 /** Reads a file inside the tree by its path there (symlinks resolved inside it); undefined when absent. */
 async function readInRoot(root: string, p: string): Promise<string | undefined> {
@@ -207,37 +207,60 @@ export function parsePythonMetadata(text: string): { name: string; version: stri
   return { name: f.Name, version: f.Version, ...(f.License && f.License !== 'UNKNOWN' ? { license: f.License } : {}) };
 }
 
+export interface GoBuildInfo {
+  goVersion: string;
+  main?: { path: string; version: string };
+  deps: { path: string; version: string }[];
+}
+
+/** Reads `length` bytes at `offset` (fewer at the end of the file). */
+type ReadAt = (offset: number, length: number) => Promise<Buffer>;
+
 /**
  * Go's build info from an ELF binary's `.go.buildinfo` section (Go 1.18+: inline varint strings): the main
- * module and each dependency with their versions.
+ * module and each dependency with their versions. Only the ELF header, the section headers, their names
+ * and that section are read, however big the binary.
  */
-export function parseGoBuildInfo(buf: Buffer): { goVersion: string; main?: { path: string; version: string }; deps: { path: string; version: string }[] } | undefined {
-  if (buf.length < 64 || buf.readUInt32BE(0) !== 0x7f454c46) return undefined;
-  const is64 = buf[4] === 2;
-  const le = buf[5] === 1;
-  if (!le) return undefined;
-  const shoff = is64 ? Number(buf.readBigUInt64LE(0x28)) : buf.readUInt32LE(0x20);
-  const shentsize = buf.readUInt16LE(is64 ? 0x3a : 0x2e);
-  const shnum = buf.readUInt16LE(is64 ? 0x3c : 0x30);
-  const shstrndx = buf.readUInt16LE(is64 ? 0x3e : 0x32);
-  if (!shoff || shoff + shnum * shentsize > buf.length || shstrndx >= shnum) return undefined;
+export async function readGoBuildInfo(readAt: ReadAt, size: number): Promise<GoBuildInfo | undefined> {
+  const head = await readAt(0, 64);
+  if (head.length < 64 || head.readUInt32BE(0) !== 0x7f454c46 || head[5] !== 1) return undefined;
+  const is64 = head[4] === 2;
+  const shoff = is64 ? Number(head.readBigUInt64LE(0x28)) : head.readUInt32LE(0x20);
+  const shentsize = head.readUInt16LE(is64 ? 0x3a : 0x2e);
+  const shnum = head.readUInt16LE(is64 ? 0x3c : 0x30);
+  const shstrndx = head.readUInt16LE(is64 ? 0x3e : 0x32);
+  if (!shoff || shentsize < (is64 ? 64 : 40) || shoff + shnum * shentsize > size || shstrndx >= shnum) return undefined;
+  const table = await readAt(shoff, shnum * shentsize);
   const section = (i: number) => {
-    const o = shoff + i * shentsize;
+    const o = i * shentsize;
     return is64
-      ? { name: buf.readUInt32LE(o), offset: Number(buf.readBigUInt64LE(o + 0x18)), size: Number(buf.readBigUInt64LE(o + 0x20)) }
-      : { name: buf.readUInt32LE(o), offset: buf.readUInt32LE(o + 0x10), size: buf.readUInt32LE(o + 0x14) };
+      ? { name: table.readUInt32LE(o), offset: Number(table.readBigUInt64LE(o + 0x18)), size: Number(table.readBigUInt64LE(o + 0x20)) }
+      : { name: table.readUInt32LE(o), offset: table.readUInt32LE(o + 0x10), size: table.readUInt32LE(o + 0x14) };
   };
   const strtab = section(shstrndx);
+  if (strtab.offset + strtab.size > size || strtab.size > 1 << 20) return undefined;
+  const names = await readAt(strtab.offset, strtab.size);
   let info: { offset: number; size: number } | undefined;
   for (let i = 0; i < shnum; i++) {
     const s = section(i);
-    const start = strtab.offset + s.name;
-    const end = buf.indexOf(0, start);
-    if (end > start && buf.toString('latin1', start, end) === '.go.buildinfo') { info = s; break; }
+    const end = names.indexOf(0, s.name);
+    if (end > s.name && names.toString('latin1', s.name, end) === '.go.buildinfo') { info = s; break; }
   }
-  if (!info || info.offset + 32 > buf.length) return undefined;
-  const data = buf.subarray(info.offset, Math.min(buf.length, info.offset + info.size));
-  if (data.toString('latin1', 0, 14) !== '\xff Go buildinf:') return undefined;
+  if (!info || info.offset + 32 > size) return undefined;
+  const data = await readAt(info.offset, Math.min(info.size, MAX_BUILDINFO, size - info.offset));
+  return decodeBuildInfo(data);
+}
+
+/** The same, from a whole file in memory. */
+export function parseGoBuildInfo(buf: Buffer): Promise<GoBuildInfo | undefined> {
+  return readGoBuildInfo(async (offset, length) => buf.subarray(offset, offset + length), buf.length);
+}
+
+/** Module info bigger than this is not module info. */
+const MAX_BUILDINFO = 16 << 20;
+
+function decodeBuildInfo(data: Buffer): GoBuildInfo | undefined {
+  if (data.length < 32 || data.toString('latin1', 0, 14) !== '\xff Go buildinf:') return undefined;
   const flags = data[15];
   if (!(flags & 2)) return undefined; // pre-1.18 pointer format: not read
   let pos = 32;
@@ -245,7 +268,7 @@ export function parseGoBuildInfo(buf: Buffer): { goVersion: string; main?: { pat
     let n = 0;
     let shift = 0;
     for (;;) {
-      if (pos >= data.length) return undefined;
+      if (pos >= data.length || shift > 28) return undefined;
       const b = data[pos++];
       n += (b & 0x7f) * 2 ** shift;
       if (!(b & 0x80)) break;
@@ -357,12 +380,13 @@ async function maybeGoBinary(root: string, rel: string, packages: FoundPackage[]
     const st = await fs.lstat(host);
     if (!st.isFile() || !(st.mode & 0o111) || st.size < 64 || st.size > MAX_BINARY) return;
     fh = await fs.open(host, 'r');
-    const head = Buffer.alloc(4);
-    await fh.read(head, 0, 4, 0);
-    if (head.readUInt32BE(0) !== 0x7f454c46) return;
-    const buf = await fh.readFile();
-    if (buf.indexOf('\xff Go buildinf:', 0, 'latin1') < 0) return;
-    const info = parseGoBuildInfo(buf);
+    const file = fh;
+    const readAt: ReadAt = async (offset, length) => {
+      const buf = Buffer.alloc(length);
+      const { bytesRead } = await file.read(buf, 0, length, offset);
+      return buf.subarray(0, bytesRead);
+    };
+    const info = await readGoBuildInfo(readAt, st.size);
     if (!info) return;
     const mods = [...(info.main && info.main.version && info.main.version !== '(devel)' ? [info.main] : []), ...info.deps];
     for (const m of mods) {

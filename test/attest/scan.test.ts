@@ -44,9 +44,9 @@ describe('SBOM scanner readers', () => {
 
   it('reads the build info Go links into a binary: its Go version (skopeo here), modules from .go.buildinfo', async () => {
     // Debian builds its Go tools without modules: the version is all skopeo's build info has.
-    expect(parseGoBuildInfo(await fs.readFile('/usr/bin/skopeo'))?.goVersion).toMatch(/^go1\.\d+/);
+    expect((await parseGoBuildInfo(await fs.readFile('/usr/bin/skopeo')))?.goVersion).toMatch(/^go1\.\d+/);
     const mod = 'path\texample.com/app\nmod\texample.com/app\tv1.2.3\th1:x=\ndep\tgolang.org/x/sys\tv0.5.0\th1:y=\ndep\tgithub.com/a/b\tv1.0.0\n=>\tgithub.com/a/fork\tv1.0.1\th1:z=\n';
-    const info = parseGoBuildInfo(goBinary('go1.22.1', mod));
+    const info = await parseGoBuildInfo(goBinary('go1.22.1', mod));
     expect(info).toEqual({
       goVersion: 'go1.22.1', main: { path: 'example.com/app', version: 'v1.2.3' },
       deps: [{ path: 'golang.org/x/sys', version: 'v0.5.0' }, { path: 'github.com/a/fork', version: 'v1.0.1' }],
@@ -63,8 +63,12 @@ describe('SBOM scanner readers', () => {
     await fs.writeFile(path.join(root, 'app/node_modules/@s/p/package.json'), JSON.stringify({ name: '@s/p', version: '1.2.3' }));
     await fs.mkdir(path.join(root, 'usr/lib/python3/dist-packages/six-1.16.0.dist-info'), { recursive: true });
     await fs.writeFile(path.join(root, 'usr/lib/python3/dist-packages/six-1.16.0.dist-info/METADATA'), 'Name: six\nVersion: 1.16.0\n');
+    await fs.mkdir(path.join(root, 'usr/local/bin'), { recursive: true });
+    await fs.writeFile(path.join(root, 'usr/local/bin/app'), goBinary('go1.22.1', 'path\tex.com/app\nmod\tex.com/app\tv0.1.0\t\ndep\tgolang.org/x/text\tv0.14.0\th1:x=\n'), { mode: 0o755 });
     const scan = await scanTree(root);
-    expect(scan.packages.map((p) => `${p.type} ${p.name} ${p.version}`).sort()).toEqual(['npm @s/p 1.2.3', 'python six 1.16.0']);
+    expect(scan.packages.map((p) => `${p.type} ${p.name} ${p.version}`).sort()).toEqual([
+      'go-module ex.com/app v0.1.0', 'go-module golang.org/x/text v0.14.0', 'go-module stdlib go1.22.1', 'npm @s/p 1.2.3', 'python six 1.16.0',
+    ]);
     expect(scan.packages.find((p) => p.type === 'npm')!.purl).toBe('pkg:npm/%40s/p@1.2.3');
     await fs.rm(root, { recursive: true, force: true });
     await fs.rm(outside, { force: true });
