@@ -125,7 +125,8 @@ function stripOp(op: Op): unknown {
 function frontendArgs(facts: BuildFacts, mode: 'min' | 'max'): Record<string, string> {
   const args: Record<string, string> = {};
   if (mode === 'max') {
-    for (const [k, v] of Object.entries(facts.buildArgs)) args[`build-arg:${k}`] = v;
+    // Proxy settings are the machine's, and often carry credentials: left out, as they are of the cache key.
+    for (const [k, v] of Object.entries(facts.buildArgs)) if (!PROXY_ARGS.has(k.toLowerCase())) args[`build-arg:${k}`] = v;
     for (const [k, v] of Object.entries(facts.labels ?? {})) args[`label:${k}`] = v;
   }
   if (facts.target) args.target = facts.target;
@@ -133,6 +134,8 @@ function frontendArgs(facts: BuildFacts, mode: 'min' | 'max'): Record<string, st
   if (facts.noCache) args['no-cache'] = '';
   return args;
 }
+
+const PROXY_ARGS = new Set(['http_proxy', 'https_proxy', 'ftp_proxy', 'no_proxy', 'all_proxy']);
 
 function rfc3339(d: Date): string {
   return d.toISOString().replace(/\.\d{3}Z$/, 'Z');

@@ -7,7 +7,7 @@ import { promisify } from 'node:util';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import os from 'node:os';
-import { parseDpkgStatus, parseGoBuildInfo, parseNpmLock, parseOsRelease, parsePythonMetadata, scanTree } from '../../src/attest/scan.js';
+import { parseApkInstalled, parseDpkgStatus, parseGoBuildInfo, parseNpmLock, parseOsRelease, parsePythonMetadata, scanTree } from '../../src/attest/scan.js';
 import { resolveAttest } from '../../src/attest/options.js';
 
 const exec = promisify(execFile);
@@ -35,6 +35,14 @@ describe('SBOM scanner readers', () => {
       },
     });
     expect(parseNpmLock(v3)).toEqual([{ name: '@scope/x', version: '3.1.4', license: 'MIT' }, { name: 'y', version: '0.2.0' }]);
+  });
+
+  it('reads apk\'s installed database', () => {
+    const db = 'C:Q1abc=\nP:musl\nV:1.2.4-r2\nA:x86_64\nL:MIT\nm:Maintainer <m@example.org>\n\nC:Q1def=\nP:busybox\nV:1.36.1-r5\nA:x86_64\nL:GPL-2.0-only\n';
+    expect(parseApkInstalled(db)).toEqual([
+      { name: 'musl', version: '1.2.4-r2', arch: 'x86_64', license: 'MIT', maintainer: 'Maintainer <m@example.org>' },
+      { name: 'busybox', version: '1.36.1-r5', arch: 'x86_64', license: 'GPL-2.0-only', maintainer: undefined },
+    ]);
   });
 
   it('reads os-release and Python metadata headers', () => {

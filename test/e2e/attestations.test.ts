@@ -8,6 +8,8 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import fs from 'node:fs/promises';
 import { createHash } from 'node:crypto';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { makeContext, runCli, tempDir } from '../helpers/cli.js';
 import { build, quietProgress } from '../../src/index.js';
@@ -358,5 +360,40 @@ describe('library', () => {
     });
     expect(JSON.parse(await fs.readFile(`${out}/m/index.json`, 'utf8')).manifests[0].mediaType).toBe('application/vnd.oci.image.manifest.v1+json');
     expect(off.configDigest).toBeDefined();
+  });
+});
+
+describe('provenance of a Git checkout with an ADD <url>; an SBOM of the context', () => {
+  it('names the commit (origin without credentials) and the download by digest; scan-context lists the context\'s lockfile', async () => {
+    const body = 'downloaded content\n';
+    const server = http.createServer((_req, res) => res.end(body));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/file.txt`;
+      const ctx = await makeContext({
+        Dockerfile: `ARG BASE\nFROM \${BASE}\nADD ${url} /file.txt\n`,
+        'package-lock.json': JSON.stringify({ lockfileVersion: 3, packages: { '': {}, 'node_modules/ms': { version: '2.1.3' } } }),
+      });
+      const git = (args: string[]) => exec('git', ['-C', ctx, '-c', 'user.name=t', '-c', 'user.email=t@example.com', ...args]);
+      await git(['init', '-q']);
+      await git(['add', '.']);
+      await git(['commit', '-q', '-m', 'x']);
+      await git(['remote', 'add', 'origin', 'https://user:hunter2@example.com/org/app.git']);
+      const commit = (await git(['rev-parse', 'HEAD'])).stdout.trim();
+      const b = await ociBuild(ctx, ['--attest', 'type=sbom,scan-context=true']);
+      expect(b.code, b.stderr).toBe(0);
+      const { images, statements } = await readAttested(b.layout);
+      const sts = statements.get(images[0].digest)!;
+      const p = sts.find((st) => st.predicateType === 'https://slsa.dev/provenance/v0.2').predicate;
+      expect(p.materials).toContainEqual({ uri: `https://example.com/org/app.git#${commit}`, digest: { sha1: commit } });
+      expect(p.materials).toContainEqual({ uri: url, digest: { sha256: createHash('sha256').update(body).digest('hex') } });
+      expect(p.invocation.configSource).toEqual({ entryPoint: 'Dockerfile', uri: `https://example.com/org/app.git#${commit}`, digest: { sha1: commit } });
+      expect(JSON.stringify(sts)).not.toContain('hunter2');
+      const docs = sts.filter((st) => st.predicateType === 'https://spdx.dev/Document').map((st) => st.predicate);
+      expect(docs.map((d) => d.name)).toEqual(['sbom', 'sbom-context']);
+      expect(docs[1].packages.filter((x: any) => x.externalRefs).map((x: any) => `${x.name}@${x.versionInfo}`)).toEqual(['ms@2.1.3']);
+    } finally {
+      server.close();
+    }
   });
 });
