@@ -98,7 +98,7 @@ export async function readScannerOutput(worker: Worker, ref: WorkerRef, name: st
       if (typeof st.predicateType !== 'string' || st.predicate === undefined) {
         throw new ScannerError(`scanner ${name} wrote ${entry.name}: not an in-toto statement (no predicateType or predicate)`);
       }
-      out.push({ predicateType: st.predicateType, predicate: st.predicate });
+      out.push({ predicateType: st.predicateType, predicate: st.predicate, path: entry.name });
     }
     return out;
   } finally {

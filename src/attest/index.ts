@@ -74,7 +74,7 @@ export class Attestor {
       let made = this.provenance.get(key);
       if (!made) {
         const t = this.targets[i];
-        made = Promise.resolve(provenancePredicate({ ...this.facts, finishedOn: new Date() }, t.root, t.platform, p, t.scannerRoot ? [t.scannerRoot] : []));
+        made = Promise.resolve({ ...provenancePredicate({ ...this.facts, finishedOn: new Date() }, t.root, t.platform, p, t.scannerRoot ? [t.scannerRoot] : []), path: 'provenance.json' });
         this.provenance.set(key, made);
       }
       out.push(await made);
@@ -97,6 +97,7 @@ export class Attestor {
     if (req.generator) return t.scanner ? readScannerOutput(this.worker, t.scanner, req.generator) : [];
     const doc = (scan: ScanResult, name: string) => ({
       predicateType: SPDX_PREDICATE,
+      path: `${name}.spdx.json`,
       predicate: spdxDocument(scan, {
         name, created: epoch !== undefined ? new Date(epoch * 1000) : new Date(), tool: `llb-builder-${builderVersion()}`, deterministic: epoch !== undefined,
       }),

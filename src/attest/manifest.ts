@@ -20,6 +20,8 @@ export const UNKNOWN_PLATFORM = { os: 'unknown', architecture: 'unknown' } as co
 export interface Predicate {
   predicateType: string;
   predicate: unknown;
+  /** The file name a local output writes it under (`provenance.json`, `sbom.spdx.json`). */
+  path?: string;
 }
 
 export interface Statement extends Predicate {
@@ -34,13 +36,17 @@ export function subjects(manifest: Descriptor, names: string[], platform: Platfo
   return out.length ? out : [{ name: '_', digest }];
 }
 
+export function statementOf(p: Predicate, subject: Statement['subject']): Statement {
+  return { _type: INTOTO_STATEMENT_V01, predicateType: p.predicateType, subject, predicate: p.predicate };
+}
+
 /** Writes the statements and their manifest; returns the index entry for it. */
 export async function writeAttestationManifest(
   store: ContentStore, image: Descriptor, platform: Platform, names: string[], predicates: Predicate[],
 ): Promise<Descriptor> {
   const layers: Descriptor[] = [];
   for (const p of predicates) {
-    const statement = { _type: INTOTO_STATEMENT_V01, predicateType: p.predicateType, subject: subjects(image, names, platform), predicate: p.predicate };
+    const statement = statementOf(p, subjects(image, names, platform));
     const w = await store.write(Buffer.from(JSON.stringify(statement)));
     layers.push({ mediaType: INTOTO_MEDIA_TYPE, digest: w.digest as Digest, size: w.size, annotations: { [PREDICATE_TYPE_ANNOTATION]: p.predicateType } });
   }

@@ -158,10 +158,18 @@ function isTrue(v: string | undefined): boolean {
   return parseBool(v) ?? true;
 }
 
-/** Whether an output carries attestations, and which: `docker` (the daemon's classic store) none, as buildx. */
+/**
+ * Whether an output carries attestations, and which: image, registry and oci ones all (inline, in the
+ * index); `local` those asked for (as files beside the result; not the default provenance, which is inline
+ * only, as buildx's); `docker` (the daemon's classic store) and `tar` none.
+ */
 export function attestationsFor(request: AttestRequest, output: { type: string }): AttestRequest {
-  if (output.type !== 'image' && output.type !== 'registry' && output.type !== 'oci') return {};
-  return request;
+  if (output.type === 'image' || output.type === 'registry' || output.type === 'oci') return request;
+  if (output.type !== 'local') return {};
+  return {
+    ...(request.provenance && !request.provenance.inlineOnly ? { provenance: request.provenance } : {}),
+    ...(request.sbom ? { sbom: request.sbom } : {}),
+  };
 }
 
 export function hasAttestations(r: AttestRequest): boolean {

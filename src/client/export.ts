@@ -27,7 +27,8 @@ import { removeStaleTemps, tempBeside, writeFileAtomic } from '../util/fs.js';
 import { sha256 } from '../../solver/llb/digest.js';
 import { ArchiveOutputs } from '../exporter/uptodate.js';
 import { attestationsFor, hasAttestations, type AttestRequest } from '../attest/options.js';
-import { writeAttestationManifest, type Predicate } from '../attest/manifest.js';
+import { statementOf, writeAttestationManifest, type Predicate, type Statement } from '../attest/manifest.js';
+import { createHash } from 'node:crypto';
 
 export interface ExportResult {
   type: string;
@@ -285,8 +286,9 @@ export async function exportImage(
   if (output.type === 'local' || output.type === 'tar') {
     progress.start({ id: vertex, name: output.type === 'local' ? 'exporting to client directory' : 'exporting to client tarball' });
     if (output.type === 'tar' && multi) throw new UnsupportedOutputError('type=tar takes one platform; use type=local or type=oci for several');
+    const attest = opts.attest && output.type === 'local' ? attestationsFor(opts.attest.request, output) : {};
     // Several platforms: one subdirectory each (`linux_arm64`), as buildx writes them.
-    for (const r of results) {
+    for (const [index, r] of results.entries()) {
       const dest = multi ? path.join(output.dest!, platformDirName(r.platform)) : output.dest!;
       const mounted = await worker.snapshots.mount((await worker.materialize(r.ref)).layers);
       try {
@@ -296,6 +298,7 @@ export async function exportImage(
             const list = skipped.slice(0, 3).join(', ') + (skipped.length > 3 ? `, and ${skipped.length - 3} more` : '');
             progress.log(vertex, 'stderr', Buffer.from(`WARNING: ${skipped.length} device node${skipped.length > 1 ? 's' : ''} not written to ${dest}: ${list}\n`));
           }
+          if (hasAttestations(attest)) await writingTo(dest, async () => writeAttestationFiles(dest, mounted.target, await opts.attest!.predicates(index, attest)));
         } else await writingTo(dest, () => exportFilesystemTar(mounted.target, dest));
       } finally {
         await mounted.unmount();
@@ -501,6 +504,39 @@ async function loadIntoDocker(worker: Worker, manifest: Descriptor, names: strin
     if (code !== 0) throw new UnsupportedOutputError(`loading into docker failed (is a docker daemon running?): ${stderr.trim().split('\n').pop()}`);
   } finally {
     await fsp.rm(tmp, { force: true });
+  }
+}
+
+/**
+ * BuildKit's local exporter's attestations: each statement as a file beside the result (`provenance.json`,
+ * `sbom.spdx.json`), its subjects every regular file of the result with its sha256.
+ */
+async function writeAttestationFiles(dest: string, tree: string, predicates: Predicate[]): Promise<void> {
+  if (predicates.length === 0) return;
+  const subject: Statement['subject'] = [];
+  const stack = [''];
+  while (stack.length) {
+    const rel = stack.pop()!;
+    for (const e of (await fsp.readdir(path.join(tree, rel), { withFileTypes: true })).sort((a, b) => (a.name < b.name ? 1 : -1))) {
+      const p = rel ? `${rel}/${e.name}` : e.name;
+      if (e.isDirectory()) stack.push(p);
+      else if (e.isFile()) {
+        const hash = createHash('sha256');
+        for await (const chunk of fs.createReadStream(path.join(tree, p))) hash.update(chunk as Buffer);
+        subject.push({ name: p, digest: { sha256: hash.digest('hex') } });
+      }
+    }
+  }
+  subject.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const names = new Set<string>();
+  for (const p of predicates) {
+    const name = path.basename(p.path ?? 'attestation.json');
+    if (names.has(name)) throw new UnsupportedOutputError(`duplicate attestation path name ${name}`);
+    names.add(name);
+    const file = path.join(dest, name);
+    const tmp = tempBeside(file);
+    await fsp.writeFile(tmp, JSON.stringify(statementOf(p, subject), null, 2), { mode: 0o600 });
+    await fsp.rename(tmp, file);
   }
 }
 

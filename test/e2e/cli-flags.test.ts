@@ -7,6 +7,7 @@ import { promisify } from 'node:util';
 import fs from 'node:fs/promises';
 import { lastLine, makeContext, runCli, tempDir } from '../helpers/cli.js';
 import { startRegistry, type TestRegistry } from '../helpers/registry.js';
+import { createHash } from 'node:crypto';
 
 const exec = promisify(execFile);
 const registry = inject('registry');
@@ -113,11 +114,20 @@ describe('attestation flags', () => {
     }
   });
 
-  it('accepts them turned on; an output that carries none (local) builds as without them', async () => {
+  it('writes those asked for beside a local output, as BuildKit\'s local exporter; not the default provenance', async () => {
     const out = await tempDir('builder-out-');
     const r = await runCli(['build', '--root', root, '--progress', 'plain', '--provenance=mode=max', '--sbom=true', '-o', `type=local,dest=${out}`, ctx]);
     expect(r.code, r.stderr).toBe(0);
     expect(await fs.readFile(`${out}/f`, 'utf8')).toBe('x\n');
+    expect((await fs.readdir(out)).sort()).toEqual(['f', 'provenance.json', 'sbom.spdx.json']);
+    const prov = JSON.parse(await fs.readFile(`${out}/provenance.json`, 'utf8'));
+    expect(prov.predicateType).toBe('https://slsa.dev/provenance/v0.2');
+    expect(prov.subject).toEqual([{ name: 'f', digest: { sha256: createHash('sha256').update('x\n').digest('hex') } }]);
+    expect(JSON.parse(await fs.readFile(`${out}/sbom.spdx.json`, 'utf8')).predicate.spdxVersion).toBe('SPDX-2.3');
+    const plain = await tempDir('builder-out-');
+    const d = await runCli(['build', '--root', root, '--progress', 'plain', '-o', `type=local,dest=${plain}`, ctx]);
+    expect(d.code, d.stderr).toBe(0);
+    expect(await fs.readdir(plain)).toEqual(['f']);
   });
 });
 
