@@ -70,11 +70,11 @@ export class Attestor {
     if (req.sbom) out.push(...await this.sbom(i, req.sbom));
     if (req.provenance) {
       const p = req.provenance;
-      const key = `${i} ${p.mode} ${p.version} ${p.builderId ?? ''}`;
+      const key = `${i} ${JSON.stringify(p)}`;
       let made = this.provenance.get(key);
       if (!made) {
         const t = this.targets[i];
-        made = Promise.resolve({ ...provenancePredicate({ ...this.facts, finishedOn: new Date() }, t.root, t.platform, p, t.scannerRoot ? [t.scannerRoot] : []), path: 'provenance.json' });
+        made = Promise.resolve({ ...provenancePredicate({ ...this.facts, finishedOn: new Date() }, t.root, t.platform, p, t.scannerRoot ? [t.scannerRoot] : []), path: p.filename ?? 'provenance.json' });
         this.provenance.set(key, made);
       }
       out.push(await made);

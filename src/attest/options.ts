@@ -15,6 +15,10 @@ export interface ProvenanceRequest {
   builderId?: string;
   /** The default request: only attached to outputs that carry attestations inline (image, oci). */
   inlineOnly?: boolean;
+  /** `reproducible=true`: the statement says the build is reproducible (BuildKit's option). */
+  reproducible?: boolean;
+  /** `filename=`: the file a local output writes it to (default `provenance.json`). */
+  filename?: string;
 }
 
 export interface SbomRequest {
@@ -74,6 +78,15 @@ export function attestSpecs(opts: AttestOptions): string[] {
   return specs;
 }
 
+/**
+ * The specs a client sends (to the library or a server): the shorthands canonicalized, and with
+ * `BUILDX_NO_DEFAULT_ATTESTATIONS` set, the default provenance turned off first (an explicit one still wins).
+ */
+export function clientAttestSpecs(opts: AttestOptions, env: NodeJS.ProcessEnv = process.env): string[] {
+  const specs = attestSpecs(opts);
+  return isTrue(env.BUILDX_NO_DEFAULT_ATTESTATIONS) ? ['type=provenance,disabled=true', ...specs] : specs;
+}
+
 const PROVENANCE_KEYS = ['type', 'disabled', 'mode', 'version', 'builder-id', 'inline-only', 'filename', 'reproducible'];
 const SBOM_KEYS = ['type', 'disabled', 'generator', 'scan-stage', 'scan-context'];
 
@@ -129,6 +142,8 @@ export function resolveAttest(opts: AttestOptions, env: { buildArgs?: Record<str
       out.provenance = {
         mode, version,
         ...(attrs['builder-id'] ? { builderId: attrs['builder-id'] } : {}),
+        ...(boolOption(spec, 'reproducible', attrs.reproducible) ? { reproducible: true } : {}),
+        ...(attrs.filename ? { filename: attrs.filename } : {}),
         ...(boolOption(spec, 'inline-only', attrs['inline-only']) ? { inlineOnly: true } : {}),
       };
     }

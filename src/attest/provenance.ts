@@ -30,8 +30,6 @@ export interface BuildFacts {
   definition: Definition;
   /** The Dockerfile's name (`Dockerfile`), the config source's entry point. */
   filename: string;
-  /** The Dockerfile's bytes' digest (max mode: the config source's digest when no VCS source). */
-  dockerfileDigest?: Digest;
   buildArgs: Record<string, string>;
   labels?: Record<string, string>;
   target?: string;
@@ -183,8 +181,8 @@ export function provenancePredicate(
   const buildkitMetadata: Record<string, unknown> = {};
   if (facts.vcs) buildkitMetadata.vcs = { ...(facts.vcs.source ? { source: facts.vcs.source } : {}), revision: facts.vcs.revision };
   const invocationID = epoch ? undefined : randomUUID().replace(/-/g, '');
-  // Reproducible: timestamps pinned by SOURCE_DATE_EPOCH and nothing fetched unpinned (every base by digest).
-  const reproducible = false;
+  // As BuildKit: only what the request says (`reproducible=true`).
+  const reproducible = req.reproducible === true;
   const completeness = { parameters: req.mode === 'max', environment: true, materials: false };
   const config = req.mode === 'max' ? buildConfig(facts.definition, ops) : undefined;
   const builderId = req.builderId ?? '';

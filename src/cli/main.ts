@@ -12,7 +12,7 @@ import { UserError } from '../util/errors.js';
 import { parsePlatforms } from '../client/platform.js';
 import { emptyContext, readStdinSource } from '../client/context.js';
 import { BUILD_USAGE, UsageError, checkAttestations, stdinPositionals, usageMessage } from './usage.js';
-import { attestSpecs } from '../attest/options.js';
+import { clientAttestSpecs } from '../attest/options.js';
 // Commands other than a local build load their modules when run: CLI start is part of every build's time.
 import { imageID, writeBuildFiles } from '../client/metadata.js';
 import { imageCommands } from './images.js';
@@ -112,10 +112,9 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
     ulimits: list(argv.ulimit),
     cgroupParent: argv['cgroup-parent'] as string | undefined,
     call: call?.name,
-    // The shorthands as --attest specs (buildx's CanonicalizeAttest); BUILDX_NO_DEFAULT_ATTESTATIONS is read
-    // here, where the user set it, also for a remote build.
-    attest: attestSpecs({ provenance: argv.provenance as string | undefined, sbom: argv.sbom as string | undefined, attest: list(argv.attest) })
-      .concat(process.env.BUILDX_NO_DEFAULT_ATTESTATIONS && argv.provenance === undefined && !(list(argv.attest) ?? []).some((a) => /(^|,)type=provenance(,|$)/.test(a)) ? ['type=provenance,disabled=true'] : []),
+    // The shorthands as --attest specs (buildx's CanonicalizeAttest), BUILDX_NO_DEFAULT_ATTESTATIONS read here,
+    // where the user set it, also for a remote build.
+    attest: clientAttestSpecs({ provenance: argv.provenance as string | undefined, sbom: argv.sbom as string | undefined, attest: list(argv.attest) }),
     progress,
     signal: controller.signal,
   };

@@ -36,7 +36,6 @@ import { attestationsFor, hasAttestations, resolveAttest, type AttestOptions } f
 import { Attestor, builderVersion, gitInfo, type AttestTarget } from '../attest/index.js';
 import { addScannerSteps } from '../attest/generator.js';
 import { parseReference } from '../registry/reference.js';
-import { sha256 } from '../../solver/llb/digest.js';
 
 /** The RUN containers' settings (`--network`, `--add-host`, `--shm-size`, `--ulimit`, `--cgroup-parent`) come from ExecFlagOptions. */
 /**
@@ -400,7 +399,7 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
         ...(generator ? { scanner: scannerRefs[i], scannerRoot: scanners[i] } : {}),
       }));
       const attestor = new Attestor(worker, attestRequest, {
-        definition, filename, dockerfileDigest: sha256(dockerfile) as Digest, buildArgs: opts.buildArgs ?? {}, labels: opts.labels, target: opts.target,
+        definition, filename, buildArgs: opts.buildArgs ?? {}, labels: opts.labels, target: opts.target,
         platforms, noCache: opts.noCache, httpDigests, vcs: attestRequest.provenance ? await gitInfo(contextDir) : undefined,
         startedOn, sourceDateEpoch, builderVersion: builderVersion(),
       }, targets, contextDir);
