@@ -37,11 +37,11 @@ import { Attestor, builderVersion, gitInfo, type AttestTarget } from '../attest/
 import { addScannerSteps } from '../attest/generator.js';
 import { parseReference } from '../registry/reference.js';
 
-/** The RUN containers' settings (`--network`, `--add-host`, `--shm-size`, `--ulimit`, `--cgroup-parent`) come from ExecFlagOptions. */
 /**
- * Attestations (`attest`, `provenance`, `sbom`) as buildx takes them: min-mode provenance is attached to
- * image, registry and oci outputs unless `provenance: false` (or BUILDX_NO_DEFAULT_ATTESTATIONS); `sbom: true`
- * adds an SPDX SBOM of the image.
+ * The RUN containers' settings (`--network`, `--add-host`, `--shm-size`, `--ulimit`, `--cgroup-parent`) come
+ * from ExecFlagOptions. Attestations (`attest`, `provenance`, `sbom`, AttestOptions) as buildx takes them:
+ * min-mode provenance is attached to image, registry and oci outputs unless `provenance: false` (or
+ * BUILDX_NO_DEFAULT_ATTESTATIONS); `sbom: true` adds an SPDX SBOM of the image.
  */
 export interface BuildOptions extends ExecFlagOptions, AttestOptions {
   /** The build context: a directory, or a tar stream of one. */

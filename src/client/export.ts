@@ -29,6 +29,7 @@ import { ArchiveOutputs } from '../exporter/uptodate.js';
 import { attestationsFor, hasAttestations, type AttestRequest } from '../attest/options.js';
 import { statementOf, writeAttestationManifest, type Predicate, type Statement } from '../attest/manifest.js';
 import { createHash } from 'node:crypto';
+import { osPath, readdirNamesAsync } from '../util/names.js';
 
 export interface ExportResult {
   type: string;
@@ -246,7 +247,8 @@ export interface ExportOptions {
   keep?: { names: string[]; target: Descriptor }[];
   /**
    * The build's attestations: what it asks for, and the predicates of result `index` for a request (as an
-   * output takes it: image, registry and oci outputs carry them, docker and local ones do not).
+   * output takes it: image, registry and oci outputs carry them inline, local ones as files, docker and tar
+   * ones not at all).
    */
   attest?: { request: AttestRequest; predicates(index: number, request: AttestRequest): Promise<Predicate[]> };
 }
@@ -517,12 +519,14 @@ async function writeAttestationFiles(dest: string, tree: string, predicates: Pre
   const stack = [''];
   while (stack.length) {
     const rel = stack.pop()!;
-    for (const e of (await fsp.readdir(path.join(tree, rel), { withFileTypes: true })).sort((a, b) => (a.name < b.name ? 1 : -1))) {
-      const p = rel ? `${rel}/${e.name}` : e.name;
-      if (e.isDirectory()) stack.push(p);
-      else if (e.isFile()) {
+    // Names that are not UTF-8 go through their bytes (util/names.ts), as the local exporter copies them.
+    for (const name of await readdirNamesAsync(path.join(tree, rel))) {
+      const p = rel ? `${rel}/${name}` : name;
+      const st = await fsp.lstat(osPath(path.join(tree, p)));
+      if (st.isDirectory()) stack.push(p);
+      else if (st.isFile()) {
         const hash = createHash('sha256');
-        for await (const chunk of fs.createReadStream(path.join(tree, p))) hash.update(chunk as Buffer);
+        for await (const chunk of fs.createReadStream(osPath(path.join(tree, p)))) hash.update(chunk as Buffer);
         subject.push({ name: p, digest: { sha256: hash.digest('hex') } });
       }
     }
