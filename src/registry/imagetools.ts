@@ -26,8 +26,14 @@ export async function imagetoolsInspect(client: RegistryClient, ref: Reference, 
         `  MediaType:   ${m.mediaType}`,
         `  Size:        ${m.size}`,
         `  Platform:    ${m.platform ? platformString(m.platform) : 'unknown'}`,
-        '',
       );
+      // As buildx: annotations (an attestation manifest's reference to its image), keys aligned.
+      const keys = Object.keys(m.annotations ?? {}).sort();
+      if (keys.length) {
+        const width = Math.max(...keys.map((k) => k.length)) + 1;
+        lines.push('  Annotations:', ...keys.map((k) => `    ${`${k}:`.padEnd(width)} ${m.annotations![k]}`));
+      }
+      lines.push('');
     }
   } else {
     const m = top.json as Manifest;

@@ -305,7 +305,7 @@ describe('attestation storage', () => {
     expect(sbom.code, sbom.stderr).toBe(0);
     expect(JSON.parse(sbom.stdout)['linux/arm64'].SPDX.spdxVersion).toBe('SPDX-2.3');
     const plain = await runCli(['imagetools', 'inspect', ref]);
-    expect(plain.stdout).toContain('Platform:    unknown/unknown');
+    expect(plain.stdout).toContain(`  Platform:    unknown/unknown\n  Annotations:\n    vnd.docker.reference.digest: ${images[0].digest}\n    vnd.docker.reference.type:   attestation-manifest\n`);
   });
 
   it('a single platform with provenance is an index of the image and its attestation manifest; --provenance=false is the plain manifest; type=docker leaves them out', async () => {
