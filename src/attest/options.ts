@@ -28,6 +28,8 @@ export interface SbomRequest {
   scanStage?: boolean;
   /** Scan the build context too (`BUILDKIT_SBOM_SCAN_CONTEXT` / `scan-context=true`). */
   scanContext?: boolean;
+  /** The spec's other options (`type` included), passed to a generator as `BUILDKIT_SCAN_<key>`, as BuildKit does. */
+  params?: Record<string, string>;
 }
 
 /** What a build attaches. */
@@ -88,7 +90,7 @@ export function clientAttestSpecs(opts: AttestOptions, env: NodeJS.ProcessEnv = 
 }
 
 const PROVENANCE_KEYS = ['type', 'disabled', 'mode', 'version', 'builder-id', 'inline-only', 'filename', 'reproducible'];
-const SBOM_KEYS = ['type', 'disabled', 'generator', 'scan-stage', 'scan-context'];
+
 
 function splitSpec(spec: string): Record<string, string> {
   const attrs: Record<string, string> = {};
@@ -122,9 +124,11 @@ export function resolveAttest(opts: AttestOptions, env: { buildArgs?: Record<str
     const type = attrs.type;
     if (!type) throw new InvalidAttestError(`invalid attest "${spec}": attestation type not specified`);
     if (type !== 'provenance' && type !== 'sbom') throw new InvalidAttestError(`invalid attest "${spec}": unknown attestation type "${type}" (valid: provenance, sbom)`);
-    const valid = type === 'provenance' ? PROVENANCE_KEYS : SBOM_KEYS;
-    for (const key of Object.keys(attrs)) {
-      if (!valid.includes(key)) throw new InvalidAttestError(`invalid attest "${spec}": unknown option "${key}" for type=${type} (valid: ${valid.filter((k) => k !== 'type').join(', ')})`);
+    // An SBOM's options are the scanner's (a generator gets them all); provenance's are BuildKit's own.
+    if (type === 'provenance') {
+      for (const key of Object.keys(attrs)) {
+        if (!PROVENANCE_KEYS.includes(key)) throw new InvalidAttestError(`invalid attest "${spec}": unknown option "${key}" for type=${type} (valid: ${PROVENANCE_KEYS.filter((k) => k !== 'type').join(', ')})`);
+      }
     }
     boolOption(spec, 'disabled', attrs.disabled);
     byType.set(type, { spec, attrs });
@@ -159,8 +163,9 @@ export function resolveAttest(opts: AttestOptions, env: { buildArgs?: Record<str
     };
     const scanStage = boolOption(spec, 'scan-stage', attrs['scan-stage']) ?? argBool('BUILDKIT_SBOM_SCAN_STAGE');
     const scanContext = boolOption(spec, 'scan-context', attrs['scan-context']) ?? argBool('BUILDKIT_SBOM_SCAN_CONTEXT');
+    const { generator: _g, disabled: _d, ...params } = attrs;
     out.sbom = {
-      ...(attrs.generator ? { generator: attrs.generator } : {}),
+      ...(attrs.generator ? { generator: attrs.generator, params } : {}),
       ...(scanStage ? { scanStage } : {}),
       ...(scanContext ? { scanContext } : {}),
     };

@@ -1,6 +1,6 @@
 // Command-line mistakes reported as buildx (cobra) reports them: an unknown flag or command named with the
-// nearest valid one, a wrong number of arguments with the usage line, attestation flags this builder cannot
-// honour yet. yargs's own messages ("Unknown arguments: nocache, foo") name neither the flag nor a fix.
+// nearest valid one, a wrong number of arguments with the usage line, malformed attestation flags.
+// yargs's own messages ("Unknown arguments: nocache, foo") name neither the flag nor a fix.
 import { UserError } from '../util/errors.js';
 import { levenshtein, suggest } from '../util/suggest.js';
 import { canonicalizeAttest, InvalidAttestError, resolveAttest } from '../attest/options.js';

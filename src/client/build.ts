@@ -348,7 +348,7 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
       scanners = perPlatform.map((_c, i) => addScannerSteps(definition,
         { ref: image.ref.toString(), platform: hostPlatform(), config: image.config.config ?? {} }, generator, roots[i],
         [...scanned[i].map((st) => ({ name: `sbom-${st.name}`, digest: st.digest })), ...(contextOp ? [{ name: 'sbom-context', digest: contextOp }] : [])],
-        formatPlatform(platforms[i])));
+        formatPlatform(platforms[i]), sbom.params));
     }
     const solveList = [...roots, ...scanned.flat().map((st) => st.digest), ...scanners];
     // Reported here: the solver's events for it (when an op reads the context through it) are not shown.

@@ -100,7 +100,7 @@ describe('attestation options', () => {
     expect(() => resolveAttest({ attest: ['mode=max'] })).toThrow('attestation type not specified');
     expect(() => resolveAttest({ provenance: 'mode=full' })).toThrow('mode must be min or max');
     expect(() => resolveAttest({ attest: ['type=vex'] })).toThrow('unknown attestation type "vex"');
-    expect(() => resolveAttest({ attest: ['type=sbom,colour=blue'] })).toThrow('unknown option "colour"');
+    expect(() => resolveAttest({ attest: ['type=provenance,colour=blue'] })).toThrow('unknown option "colour"');
   });
 });
 

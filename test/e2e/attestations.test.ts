@@ -160,7 +160,7 @@ describe('SBOM generator image', () => {
     expect(s.code, s.stderr).toBe(0);
 
     const ctx = await makeContext({ Dockerfile: 'ARG BASE\nFROM ${BASE} AS tools\nRUN touch /tool\nFROM ${BASE}\nCOPY --from=tools /tool /marker\n' });
-    const b = await ociBuild(ctx, ['--attest', `type=sbom,generator=${scanner},scan-stage=true`]);
+    const b = await ociBuild(ctx, ['--attest', `type=sbom,generator=${scanner},scan-stage=true,mode=fast`]);
     expect(b.code, b.stderr).toBe(0);
     expect(b.stderr).toContain(`generating sbom using ${scanner}`);
     const { images, statements } = await readAttested(b.layout);
@@ -169,6 +169,8 @@ describe('SBOM generator image', () => {
     expect(sbom.subject).toEqual([{ name: '_', digest: { sha256: images[0].digest.slice(7) } }]);
     expect(sbom.predicate.files.split(' ')).toContain('marker');
     expect(sbom.predicate.extras.trim()).toBe('sbom-tools');
+    // The attestation's other options reach the scanner as BUILDKIT_SCAN_<key>.
+    expect(sbom.predicate.mode).toBe('fast');
     const prov = sts.find((st) => st.predicateType === 'https://slsa.dev/provenance/v0.2');
     expect(prov.predicate.materials.map((m: any) => m.uri.replace(/\?.*$/, ''))).toContain(`pkg:docker/${encodeURIComponent(registry)}/scanners/listing@1`);
   });

@@ -104,7 +104,7 @@ describe('attestation flags', () => {
       [['--provenance=mode=full'], 'ERROR: invalid --provenance "mode=full": mode must be min or max, not "full"'],
       [['--provenance=version=v3'], 'ERROR: invalid --provenance "version=v3": version must be v0.2 or v1, not "v3"'],
       [['--attest', 'type=vex'], 'ERROR: invalid --attest "type=vex": unknown attestation type "vex" (valid: provenance, sbom)'],
-      [['--attest', 'type=sbom,colour=blue'], 'ERROR: invalid --attest "type=sbom,colour=blue": unknown option "colour" for type=sbom (valid: disabled, generator, scan-stage, scan-context)'],
+      [['--attest', 'type=provenance,colour=blue'], 'ERROR: invalid --attest "type=provenance,colour=blue": unknown option "colour" for type=provenance (valid: disabled, mode, version, builder-id, inline-only, filename, reproducible)'],
       [['--attest', 'mode=max'], 'ERROR: invalid --attest "mode=max": attestation type not specified'],
     ];
     for (const [args, line] of cases) {
