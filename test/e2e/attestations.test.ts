@@ -117,6 +117,26 @@ describe('SBOM', () => {
   });
 });
 
+describe('SBOM of a stage that asks for it', () => {
+  it('scans a stage whose ARG BUILDKIT_SBOM_SCAN_STAGE is true, and only that one', async () => {
+    const ctx = await makeContext({
+      Dockerfile: [
+        'ARG BASE',
+        'FROM ${BASE} AS deps', 'ARG BUILDKIT_SBOM_SCAN_STAGE=true', 'COPY lock.json /deps/package-lock.json',
+        'FROM ${BASE} AS other', 'RUN touch /other',
+        'FROM ${BASE}', 'COPY --from=deps /deps/package-lock.json /x.json', 'COPY --from=other /other /other', '',
+      ].join('\n'),
+      'lock.json': JSON.stringify({ lockfileVersion: 3, packages: { '': {}, 'node_modules/ms': { version: '2.1.3' } } }),
+    });
+    const b = await ociBuild(ctx, ['--sbom=true', '--provenance=false']);
+    expect(b.code, b.stderr).toBe(0);
+    const { images, statements } = await readAttested(b.layout);
+    const docs = statements.get(images[0].digest)!.map((st) => st.predicate);
+    expect(docs.map((d) => d.name)).toEqual(['sbom', 'sbom-deps']);
+    expect(docs[1].packages.filter((x: any) => x.externalRefs).map((x: any) => x.name)).toEqual(['ms']);
+  });
+});
+
 describe('SBOM after a cache import', () => {
   it('scans the image (and, with scan-stage, the other stage) when every step came from --cache-from', async () => {
     const paragraphs = (await fs.readFile('/var/lib/dpkg/status', 'utf8')).split(/\n\n+/).filter((p) => p.trim());
