@@ -1,6 +1,10 @@
 // Public API for embedding the builder as a build backend.
 export { build, BuildError, defaultRoot, type BuildOptions, type BuildResult } from './client/build.js';
 export { parseOutput, type OutputSpec } from './client/outputs.js';
+export { resolveAttest, attestSpecs, type AttestOptions, type AttestRequest, type ProvenanceRequest, type SbomRequest } from './attest/options.js';
+export { PROVENANCE_V02, PROVENANCE_V1 } from './attest/provenance.js';
+export { SPDX_PREDICATE } from './attest/sbom.js';
+export { INTOTO_MEDIA_TYPE, isAttestationManifest, type Statement } from './attest/manifest.js';
 export { checkReport, warningSummary, sourceExcerpt, type BuildWarning, type StepWarning } from './client/checks.js';
 export type { LintWarning } from '../frontend/dockerfile/linter.js';
 export { parsePlatform, formatPlatform, hostPlatform } from './client/platform.js';

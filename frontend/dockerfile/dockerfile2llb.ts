@@ -95,6 +95,11 @@ export interface ConvertResult {
   syntax?: string;
   /** With `outline`: what the target takes. */
   outline?: Outline;
+  /**
+   * The other stages the target's build runs, with their final states (what an SBOM scan of stages reads);
+   * `scan` when the stage's `ARG BUILDKIT_SBOM_SCAN_STAGE` is true (BuildKit's per-stage opt-in).
+   */
+  stages: { name: string; digest: Digest; scan: boolean }[];
 }
 
 const SCRATCH = 'scratch';
@@ -215,7 +220,11 @@ class Converter {
     }
     const lintError = this.linter.error();
     if (lintError) throw lintError;
-    return { definition: this.builder.build(target.state!.digest), image: this.finalImage(target), warnings: this.linter.warnings,
+    const stages = this.states.flatMap((d, i) => (d !== target && d.stage && d.dispatched && d.state ? [{
+      name: d.name || `stage-${i}`, digest: d.state.digest,
+      scan: /^(1|t|true)$/i.test([...d.buildArgs].reverse().find((a) => a.key === 'BUILDKIT_SBOM_SCAN_STAGE')?.value ?? ''),
+    }] : []));
+    return { definition: this.builder.build(target.state!.digest), image: this.finalImage(target), warnings: this.linter.warnings, stages,
       ...(this.syntax ? { syntax: this.syntax } : {}),
       ...(this.opts.outline ? { outline: buildOutline(target, this.opts.dockerfile) } : {}) };
   }

@@ -340,10 +340,13 @@ const commands: CommandModule<object, Record<string, unknown>>[] = [
       .command({
         command: 'inspect <name>',
         describe: 'Show details of an image in the registry',
-        builder: (yy: Argv) => yy.option('raw', { type: 'boolean', describe: 'Show original, unformatted JSON manifest' }),
+        builder: (yy: Argv) => yy
+          .option('raw', { type: 'boolean', describe: 'Show original, unformatted JSON manifest' })
+          .option('format', { type: 'string', describe: 'Format the output using the given Go template (e.g. "{{json .Provenance}}", "{{json .SBOM}}")' }),
         handler: async (argv: Record<string, unknown>) => {
           const client = new RegistryClient({ insecureRegistries: list(argv['insecure-registry']) });
-          process.stdout.write(await imagetoolsInspect(client, parseReference(argv.name as string), { raw: Boolean(argv.raw) }));
+          if (argv.raw && argv.format !== undefined) throw new UserError('USAGE', 'format and raw cannot be used together');
+          process.stdout.write(await imagetoolsInspect(client, parseReference(argv.name as string), { raw: Boolean(argv.raw), format: argv.format as string | undefined }));
         },
       })
       .command({

@@ -12,6 +12,7 @@ import { UserError } from '../util/errors.js';
 import { parsePlatforms } from '../client/platform.js';
 import { emptyContext, readStdinSource } from '../client/context.js';
 import { BUILD_USAGE, UsageError, checkAttestations, stdinPositionals, usageMessage } from './usage.js';
+import { clientAttestSpecs } from '../attest/options.js';
 // Commands other than a local build load their modules when run: CLI start is part of every build's time.
 import { imageID, writeBuildFiles } from '../client/metadata.js';
 import { imageCommands } from './images.js';
@@ -115,6 +116,9 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
     ulimits: list(argv.ulimit),
     cgroupParent: argv['cgroup-parent'] as string | undefined,
     call: call?.name,
+    // The shorthands as --attest specs (buildx's CanonicalizeAttest), BUILDX_NO_DEFAULT_ATTESTATIONS read here,
+    // where the user set it, also for a remote build.
+    attest: clientAttestSpecs({ provenance: argv.provenance as string | undefined, sbom: argv.sbom as string | undefined, attest: list(argv.attest) }),
     progress,
     signal: controller.signal,
   };
@@ -283,9 +287,9 @@ async function main(): Promise<void> {
         .option('annotation', { type: 'string', describe: 'Add annotation to the image' })
         .option('iidfile', { type: 'string', describe: 'Write the image ID to a file' })
         .option('metadata-file', { type: 'string', describe: 'Write build result metadata to a file' })
-        .option('provenance', { type: 'string', describe: 'Shorthand for "--attest=type=provenance": only "false" is accepted (attestations are not supported yet)' })
-        .option('sbom', { type: 'string', describe: 'Shorthand for "--attest=type=sbom": only "false" is accepted (attestations are not supported yet)' })
-        .option('attest', { type: 'string', describe: 'Attestation parameters: only "type=...,disabled=true" is accepted (attestations are not supported yet)' }),
+        .option('provenance', { type: 'string', describe: 'Shorthand for "--attest=type=provenance" ("true", "false", "mode=min|max[,version=v0.2|v1]")' })
+        .option('sbom', { type: 'string', describe: 'Shorthand for "--attest=type=sbom" ("true", "false")' })
+        .option('attest', { type: 'string', describe: 'Attestation parameters (format: "type=sbom", "type=provenance,mode=max", "type=provenance,disabled=true")' }),
       (argv) => runBuild(argv as Record<string, unknown>),
     )
     .command(imageCommands)

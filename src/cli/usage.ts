@@ -1,8 +1,9 @@
 // Command-line mistakes reported as buildx (cobra) reports them: an unknown flag or command named with the
-// nearest valid one, a wrong number of arguments with the usage line, attestation flags this builder cannot
-// honour yet. yargs's own messages ("Unknown arguments: nocache, foo") name neither the flag nor a fix.
+// nearest valid one, a wrong number of arguments with the usage line, malformed attestation flags.
+// yargs's own messages ("Unknown arguments: nocache, foo") name neither the flag nor a fix.
 import { UserError } from '../util/errors.js';
 import { levenshtein, suggest } from '../util/suggest.js';
+import { canonicalizeAttest, InvalidAttestError, resolveAttest } from '../attest/options.js';
 
 /** A usage mistake: the one-line error, then (printed after it) the command's usage. */
 export class UsageError extends UserError {
@@ -103,44 +104,24 @@ export function stdinPositionals(raw: string[], argv: Record<string, unknown>): 
   return n;
 }
 
-/** Go's strconv.ParseBool, which buildx uses for `--provenance`/`--sbom` values. */
-function parseBool(v: string): boolean | undefined {
-  if (['1', 't', 'T', 'TRUE', 'true', 'True'].includes(v)) return true;
-  if (['0', 'f', 'F', 'FALSE', 'false', 'False'].includes(v)) return false;
-  return undefined;
-}
-
 /**
- * `--provenance`, `--sbom`, `--attest`: disabling an attestation is accepted (there is none to disable);
- * asking for one is refused in one line, since none is made yet.
+ * `--provenance`, `--sbom`, `--attest` checked before anything runs: a mistake is one line naming the flag
+ * as given (`invalid --attest "mode=max": attestation type not specified`).
  */
 export function checkAttestations(flags: { provenance?: string; sbom?: string; attest?: string[] }): void {
   const specs: { flag: string; value: string; spec: string }[] = [];
   for (const type of ['provenance', 'sbom'] as const) {
     const value = flags[type];
     if (value === undefined || value === '') continue;
-    const b = parseBool(value);
-    // As buildx's CanonicalizeAttest: a boolean turns the attestation on or off, anything else is its options.
-    specs.push({ flag: `--${type}`, value, spec: b === undefined ? `type=${type},${value}` : `type=${type},disabled=${!b}` });
+    specs.push({ flag: `--${type}`, value, spec: canonicalizeAttest(type, value) });
   }
   for (const value of flags.attest ?? []) specs.push({ flag: '--attest', value, spec: value });
   for (const { flag, value, spec } of specs) {
-    let type = '';
-    let disabled = false;
-    for (const field of spec.split(',')) {
-      const eq = field.indexOf('=');
-      if (eq < 0) throw new UsageError(`invalid ${flag} "${value}": invalid value ${field}`);
-      const key = field.slice(0, eq).trim().toLowerCase();
-      if (key === 'type') type = field.slice(eq + 1);
-      else if (key === 'disabled') {
-        const b = parseBool(field.slice(eq + 1));
-        if (b === undefined) throw new UsageError(`invalid ${flag} "${value}": invalid value ${field}`);
-        disabled = b;
-      }
-    }
-    if (!type) throw new UsageError(`invalid ${flag} "${value}": attestation type not specified`);
-    if (!disabled) {
-      throw new UserError('UNSUPPORTED_ATTESTATION', `${flag}=${value}: attestations (provenance, SBOM) are not supported yet; only ${flag === '--attest' ? `"type=${type},disabled=true"` : `${flag}=false`} is accepted`);
+    try {
+      resolveAttest({ attest: [spec] }, { noDefault: true });
+    } catch (e) {
+      if (!(e instanceof InvalidAttestError)) throw e;
+      throw new UsageError(`invalid ${flag} "${value}": ${e.detail}`);
     }
   }
 }

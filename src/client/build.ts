@@ -34,9 +34,18 @@ import type { LayerDesc } from '../exporter/image.js';
 import { parseExecFlags, type ExecFlagOptions } from './execflags.js';
 import { CALL_NAMES, type CallName } from './subrequests.js';
 import { listTargets, type Outline, type TargetList } from '../../frontend/dockerfile/subrequests.js';
+import { attestationsFor, hasAttestations, resolveAttest, type AttestOptions } from '../attest/options.js';
+import { Attestor, builderVersion, gitInfo, type AttestTarget } from '../attest/index.js';
+import { addScannerSteps } from '../attest/generator.js';
+import { parseReference } from '../registry/reference.js';
 
-/** The RUN containers' settings (`--network`, `--add-host`, `--shm-size`, `--ulimit`, `--cgroup-parent`) come from ExecFlagOptions. */
-export interface BuildOptions extends ExecFlagOptions {
+/**
+ * The RUN containers' settings (`--network`, `--add-host`, `--shm-size`, `--ulimit`, `--cgroup-parent`) come
+ * from ExecFlagOptions. Attestations (`attest`, `provenance`, `sbom`, AttestOptions) as buildx takes them:
+ * min-mode provenance is attached to image, registry and oci outputs unless `provenance: false` (or
+ * BUILDX_NO_DEFAULT_ATTESTATIONS); `sbom: true` adds an SPDX SBOM of the image.
+ */
+export interface BuildOptions extends ExecFlagOptions, AttestOptions {
   /** The build context: a directory, or a tar stream of one, or (when no such directory exists) a remote
    * context: a git address (`https://host/repo.git#REF:SUBDIR`, `git@host:repo.git`, `git://`, `ssh://`)
    * or an http(s) URL of a context tarball or of a Dockerfile. */
@@ -256,6 +265,7 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
   const platforms = opts.platform ? parsePlatforms(opts.platform) : [hostPlatform()];
   const cacheTo = (opts.cacheTo ?? []).map((c) => (typeof c === 'string' ? parseCacheTo(c) : c));
   const cacheFrom = (opts.cacheFrom ?? []).map((c) => (typeof c === 'string' ? parseCacheFrom(c) : c));
+  const startedOn = new Date();
 
   const call = opts.call ?? (opts.check ? 'check' : 'build');
   if (!CALL_NAMES.includes(call)) throw new UserError('INVALID_OPTION', `unknown call "${call}": use ${CALL_NAMES.join(', ')}`);
@@ -276,7 +286,7 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
     root, insecureRegistries: opts.insecureRegistries, registries: opts.registries, auth: await gitAuth(opts), signal: opts.signal, progress,
   });
   try {
-    return await buildWithContexts(opts, { root, progress, contextDir, dockerfilePath, filename, outputs, sourceDateEpoch, platforms, cacheTo, cacheFrom, call, check, exec, allowed, clientSession, named });
+    return await buildWithContexts(opts, { root, progress, contextDir, dockerfilePath, filename, outputs, sourceDateEpoch, platforms, cacheTo, cacheFrom, call, check, exec, allowed, clientSession, named, startedOn });
   } finally {
     await named.remove();
   }
@@ -285,9 +295,11 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
 async function buildWithContexts(opts: BuildOptions & { context: string }, prep: {
   root: string; progress: FullProgressWriter; contextDir: string; dockerfilePath: string; filename: string; outputs: OutputSpec[];
   sourceDateEpoch: number | undefined; platforms: Platform[]; cacheTo: CacheToSpec[]; cacheFrom: CacheFromSpec[]; call: CallName; check: boolean;
-  exec: ReturnType<typeof parseExecFlags>; allowed: ReturnType<typeof parseEntitlements>; clientSession: Awaited<ReturnType<typeof loadSession>>; named: PreparedContexts;
+  exec: ReturnType<typeof parseExecFlags>; allowed: ReturnType<typeof parseEntitlements>; clientSession: Awaited<ReturnType<typeof loadSession>>; named: PreparedContexts; startedOn: Date;
 }): Promise<BuildResult> {
-  const { root, progress, contextDir, dockerfilePath, filename, outputs, sourceDateEpoch, platforms, cacheTo, cacheFrom, call, check, exec, allowed, clientSession, named } = prep;
+  const { root, progress, contextDir, dockerfilePath, filename, outputs, sourceDateEpoch, platforms, cacheTo, cacheFrom, call, check, exec, allowed, clientSession, named, startedOn } = prep;
+  const attestRequest = resolveAttest(opts, { buildArgs: opts.buildArgs });
+  const attesting = outputs.some((o) => hasAttestations(attestationsFor(attestRequest, o)));
   const worker = await openWorker(root, { runtime: opts.ociRuntime, insecureRegistries: opts.insecureRegistries, registries: opts.registries }, progress);
   // Builds run side by side; what killed builds left is cleared only by a build that is alone.
   const session = await BuildSession.start(root, async (alone) => {
@@ -390,9 +402,30 @@ async function buildWithContexts(opts: BuildOptions & { context: string }, prep:
       scope: `${dockerfilePath}\0${opts.target ?? ''}\0${opts.platform ?? ''}`, remote,
     });
     const roots = perPlatform.map((c) => c.definition.root);
+    // An SBOM of other stages (scan-stage, or a stage's ARG BUILDKIT_SBOM_SCAN_STAGE=true) needs their results too.
+    const sbom = attesting ? attestRequest.sbom : undefined;
+    const scanned = perPlatform.map((c) => (sbom ? c.stages.filter((st) => sbom.scanStage || st.scan) : []));
+    // `generator=IMAGE`: the scanner runs as one more step per platform (BuildKit's scanner protocol).
+    const generator = sbom?.generator;
+    let scanners: Digest[] = [];
+    if (generator) {
+      const id = `internal:scanner:${generator}`;
+      progress.start({ id, name: `[internal] load metadata for ${generator}` });
+      const image = await worker.resolveImage(parseReference(generator).toString(), hostPlatform()).catch((e: Error) => {
+        progress.error(id, e.message);
+        throw new BuildError(`failed to resolve SBOM scanner ${generator}: ${e.message}`, [], { cause: e });
+      });
+      progress.done(id);
+      const contextOp = sbom.scanContext ? contextOpOf(definition) : undefined;
+      scanners = perPlatform.map((_c, i) => addScannerSteps(definition,
+        { ref: image.ref.toString(), platform: hostPlatform(), config: image.config.config ?? {} }, generator, roots[i],
+        [...scanned[i].map((st) => ({ name: `sbom-${st.name}`, digest: st.digest })), ...(contextOp ? [{ name: 'sbom-context', digest: contextOp }] : [])],
+        formatPlatform(platforms[i]), sbom.params));
+    }
+    const solveList = [...roots, ...scanned.flat().map((st) => st.digest), ...scanners];
     // Reported here: the solver's events for it (when an op reads the context through it) are not shown.
     const context = contextStep(definition, progress, () => cache.contextStats());
-    const refs = await solveRoots<WorkerRef>(definition, roots, {
+    const solved = await solveRoots<WorkerRef>(definition, solveList, {
       maxParallelism: opts.maxParallelism,
       signal: opts.signal,
       cache,
@@ -422,7 +455,31 @@ async function buildWithContexts(opts: BuildOptions & { context: string }, prep:
       return cache.finish().catch(() => undefined);
     });
 
+    const refs = solved.slice(0, roots.length);
+    const stageRefs = new Map(scanned.flat().map((st, i) => [st.digest, solved[roots.length + i]]));
+    const scannerRefs = solved.slice(solveList.length - scanners.length);
+
     const built: BuildResults = { definition, roots, results: cache.results };
+    let attest: ExportOptions['attest'];
+    if (attesting) {
+      const httpDigests = new Map<Digest, string>();
+      for (const [d, op] of Object.entries(definition.ops) as [Digest, Op][]) {
+        if (op.kind !== 'source' || op.source.type !== 'http') continue;
+        const got = await worker.httpDownloadDigest(locals, d);
+        if (got) httpDigests.set(d, got);
+      }
+      const targets: AttestTarget[] = perPlatform.map((c, i) => ({
+        ref: refs[i], root: roots[i], platform: platforms[i],
+        stages: scanned[i].map((st) => ({ name: st.name, ref: stageRefs.get(st.digest)!, scan: st.scan })),
+        ...(generator ? { scanner: scannerRefs[i], scannerRoot: scanners[i] } : {}),
+      }));
+      const attestor = new Attestor(worker, attestRequest, {
+        definition, filename, buildArgs: opts.buildArgs ?? {}, labels: opts.labels, target: opts.target,
+        platforms, noCache: opts.noCache, httpDigests, vcs: attestRequest.provenance ? await gitInfo(contextDir) : undefined,
+        startedOn, sourceDateEpoch, builderVersion: builderVersion(),
+      }, targets, contextDir);
+      attest = { request: attestRequest, predicates: (i, req) => attestor.predicates(i, req) };
+    }
     const inline = cacheTo.some((c) => c.type === 'inline');
     const exports: ExportResult[] = [];
     // Local image store names wait for every output: a build whose push or other export failed records none.
@@ -430,7 +487,7 @@ async function buildWithContexts(opts: BuildOptions & { context: string }, prep:
     for (const output of outputs) {
       const results = perPlatform.map((c, i) => ({ ref: refs[i], image: c.image, platform: platforms[i] }));
       exports.push(await exportImage(worker, results, output, {
-        tags: opts.tags ?? [], progress, sourceDateEpoch, annotations: opts.annotations, insecureRegistries: opts.insecureRegistries, registries: opts.registries, keep,
+        tags: opts.tags ?? [], progress, sourceDateEpoch, annotations: opts.annotations, insecureRegistries: opts.insecureRegistries, registries: opts.registries, keep, attest,
         ...(inline ? { inlineCache: (i: number, layers: LayerDesc[]) => inlineCacheFor(worker, built, i, layers) } : {}),
       }).catch((e: unknown) => {
         progress.error(exportVertex(output), errorMessage(e));
@@ -449,6 +506,14 @@ async function buildWithContexts(opts: BuildOptions & { context: string }, prep:
   }
 }
 
+/** The build context's local source op, if the build reads the context. */
+function contextOpOf(definition: Definition): Digest | undefined {
+  return (Object.keys(definition.ops) as Digest[]).find((d) => {
+    const op = definition.ops[d];
+    return op.kind === 'source' && op.source.type === 'local' && op.source.name === 'context';
+  });
+}
+
 /**
  * BuildKit's `[internal] load build context` step with its `transferring context: N` sub-step. The context
  * is read in place here, not sent: the step lasts while the context is checksummed for the keys of the
@@ -459,10 +524,7 @@ async function buildWithContexts(opts: BuildOptions & { context: string }, prep:
  */
 function contextStep(definition: Definition, progress: FullProgressWriter, stats: () => ContextStats): { id: Digest; readers: Set<Digest>; finish(s: ContextStats): void } | undefined {
   // The step is the local source op's vertex: the steps that copy from the context name it as an input.
-  const id = (Object.keys(definition.ops) as Digest[]).find((d) => {
-    const op = definition.ops[d];
-    return op.kind === 'source' && op.source.type === 'local' && op.source.name === 'context';
-  });
+  const id = contextOpOf(definition);
   if (!id) return undefined;
   const readers = new Set((Object.keys(definition.ops) as Digest[]).filter((d) => opInputs(definition.ops[d]).some((i) => i.digest === id)));
   const started = Date.now();

@@ -26,6 +26,10 @@ import { CorruptBlobError } from '../content/store.js';
 import { removeStaleTemps, tempBeside, writeFileAtomic } from '../util/fs.js';
 import { sha256 } from '../../solver/llb/digest.js';
 import { ArchiveOutputs } from '../exporter/uptodate.js';
+import { attestationsFor, hasAttestations, type AttestRequest } from '../attest/options.js';
+import { statementOf, writeAttestationManifest, type Predicate, type Statement } from '../attest/manifest.js';
+import { createHash } from 'node:crypto';
+import { osPath, readdirNamesAsync } from '../util/names.js';
 
 export interface ExportResult {
   type: string;
@@ -241,6 +245,12 @@ export interface ExportOptions {
    * record once every output succeeded. Without it they are recorded when this output succeeded (pushed).
    */
   keep?: { names: string[]; target: Descriptor }[];
+  /**
+   * The build's attestations: what it asks for, and the predicates of result `index` for a request (as an
+   * output takes it: image, registry and oci outputs carry them inline, local ones as files, docker and tar
+   * ones not at all).
+   */
+  attest?: { request: AttestRequest; predicates(index: number, request: AttestRequest): Promise<Predicate[]> };
 }
 
 /** One platform's result: its snapshot chain, the image config the frontend made, its platform. */
@@ -278,8 +288,9 @@ export async function exportImage(
   if (output.type === 'local' || output.type === 'tar') {
     progress.start({ id: vertex, name: output.type === 'local' ? 'exporting to client directory' : 'exporting to client tarball' });
     if (output.type === 'tar' && multi) throw new UnsupportedOutputError('type=tar takes one platform; use type=local or type=oci for several');
+    const attest = opts.attest && output.type === 'local' ? attestationsFor(opts.attest.request, output) : {};
     // Several platforms: one subdirectory each (`linux_arm64`), as buildx writes them.
-    for (const r of results) {
+    for (const [index, r] of results.entries()) {
       const dest = multi ? path.join(output.dest!, platformDirName(r.platform)) : output.dest!;
       const mounted = await worker.snapshots.mount((await worker.materialize(r.ref)).layers);
       try {
@@ -289,6 +300,7 @@ export async function exportImage(
             const list = skipped.slice(0, 3).join(', ') + (skipped.length > 3 ? `, and ${skipped.length - 3} more` : '');
             progress.log(vertex, 'stderr', Buffer.from(`WARNING: ${skipped.length} device node${skipped.length > 1 ? 's' : ''} not written to ${dest}: ${list}\n`));
           }
+          if (hasAttestations(attest)) await writingTo(dest, async () => writeAttestationFiles(dest, mounted.target, await opts.attest!.predicates(index, attest)));
         } else await writingTo(dest, () => exportFilesystemTar(mounted.target, dest));
       } finally {
         await mounted.unmount();
@@ -304,8 +316,10 @@ export async function exportImage(
   if (rewrite && opts.sourceDateEpoch === undefined) {
     throw new UnsupportedOutputError('rewrite-timestamp=true needs SOURCE_DATE_EPOCH (environment or --build-arg)');
   }
-  // zstd layers have no Docker media type that every runtime reads: BuildKit switches to OCI types too.
-  const oci = boolAttr(output, 'oci-mediatypes', output.type === 'oci') || compression === 'zstd';
+  const attest = opts.attest ? attestationsFor(opts.attest.request, output) : {};
+  // zstd layers have no Docker media type that every runtime reads, and attestation manifests live in an
+  // OCI index: BuildKit switches to OCI types for both.
+  const oci = boolAttr(output, 'oci-mediatypes', output.type === 'oci') || compression === 'zstd' || hasAttestations(attest);
   const annotations: Record<string, string> = { ...(opts.annotations ?? {}) };
   for (const [k, v] of Object.entries(output.attrs)) {
     const m = /^annotation(?:-manifest)?\.(.+)$/.exec(k);
@@ -326,7 +340,7 @@ export async function exportImage(
   // made once more, its layers' blobs fetched or made again.
   for (let attempt = 0; ; attempt++) {
     try {
-      return await writeAndExport(worker, results, output, opts, { vertex, variant, oci, annotations, names, push });
+      return await writeAndExport(worker, results, output, opts, { vertex, variant, oci, annotations, names, push, attest });
     } catch (e) {
       if (!(e instanceof CorruptBlobError) || attempt > 0) throw e;
     }
@@ -335,9 +349,9 @@ export async function exportImage(
 
 async function writeAndExport(
   worker: Worker, results: PlatformResult[], output: OutputSpec, opts: ExportOptions,
-  o: { vertex: string; variant: LayerVariant; oci: boolean; annotations: Record<string, string>; names: string[]; push: boolean },
+  o: { vertex: string; variant: LayerVariant; oci: boolean; annotations: Record<string, string>; names: string[]; push: boolean; attest: AttestRequest },
 ): Promise<ExportResult> {
-  const { vertex, variant, oci, annotations, names, push } = o;
+  const { vertex, variant, oci, annotations, names, push, attest } = o;
   const progress = opts.progress;
   const multi = results.length > 1;
   const images: { manifest: Descriptor; config: Descriptor; platform: Platform }[] = [];
@@ -356,9 +370,21 @@ async function writeAndExport(
     instantStep(progress, vertex, `exporting manifest ${written.manifest.digest}`);
     instantStep(progress, vertex, `exporting config ${written.config.digest}`);
   }
-  // One platform: the manifest itself; several: an index (a Docker manifest list with Docker types).
-  const root = multi ? await writeImageIndex(worker.store, images) : images[0].manifest;
-  if (multi) instantStep(progress, vertex, `exporting manifest list ${root.digest}`);
+  // Per image manifest, an attestation manifest naming it (BuildKit's attestation storage).
+  const attestations: Descriptor[] = [];
+  if (hasAttestations(attest)) {
+    for (const [index, image] of images.entries()) {
+      const predicates = await opts.attest!.predicates(index, attest);
+      if (predicates.length === 0) continue;
+      const d = await writeAttestationManifest(worker.store, image.manifest, image.platform, names, predicates);
+      attestations.push(d);
+      instantStep(progress, vertex, `exporting attestation manifest ${d.digest}`);
+    }
+  }
+  // One platform: the manifest itself; several, or attestations: an index (a Docker manifest list with Docker types).
+  const indexed = multi || attestations.length > 0;
+  const root = indexed ? await writeImageIndex(worker.store, images, attestations) : images[0].manifest;
+  if (indexed) instantStep(progress, vertex, `exporting manifest list ${root.digest}`);
 
   if (output.type === 'oci' && !boolAttr(output, 'tar', true)) {
     await writingTo(output.dest!, () => exportLayoutDir(worker.store, root, { dest: output.dest!, names }));
@@ -480,6 +506,41 @@ async function loadIntoDocker(worker: Worker, manifest: Descriptor, names: strin
     if (code !== 0) throw new UnsupportedOutputError(`loading into docker failed (is a docker daemon running?): ${stderr.trim().split('\n').pop()}`);
   } finally {
     await fsp.rm(tmp, { force: true });
+  }
+}
+
+/**
+ * BuildKit's local exporter's attestations: each statement as a file beside the result (`provenance.json`,
+ * `sbom.spdx.json`), its subjects every regular file of the result with its sha256.
+ */
+async function writeAttestationFiles(dest: string, tree: string, predicates: Predicate[]): Promise<void> {
+  if (predicates.length === 0) return;
+  const subject: Statement['subject'] = [];
+  const stack = [''];
+  while (stack.length) {
+    const rel = stack.pop()!;
+    // Names that are not UTF-8 go through their bytes (util/names.ts), as the local exporter copies them.
+    for (const name of await readdirNamesAsync(path.join(tree, rel))) {
+      const p = rel ? `${rel}/${name}` : name;
+      const st = await fsp.lstat(osPath(path.join(tree, p)));
+      if (st.isDirectory()) stack.push(p);
+      else if (st.isFile()) {
+        const hash = createHash('sha256');
+        for await (const chunk of fs.createReadStream(osPath(path.join(tree, p)))) hash.update(chunk as Buffer);
+        subject.push({ name: p, digest: { sha256: hash.digest('hex') } });
+      }
+    }
+  }
+  subject.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const names = new Set<string>();
+  for (const p of predicates) {
+    const name = path.basename(p.path ?? 'attestation.json');
+    if (names.has(name)) throw new UnsupportedOutputError(`duplicate attestation path name ${name}`);
+    names.add(name);
+    const file = path.join(dest, name);
+    const tmp = tempBeside(file);
+    await fsp.writeFile(tmp, JSON.stringify(statementOf(p, subject), null, 2), { mode: 0o600 });
+    await fsp.rename(tmp, file);
   }
 }
 

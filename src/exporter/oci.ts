@@ -45,8 +45,10 @@ export async function exportLayoutDir(store: ContentStore, root: Descriptor, opt
 }
 
 /** The multi-platform index (a Docker manifest list for Docker manifests), stored like any other blob. */
-export async function writeImageIndex(store: ContentStore, images: { manifest: Descriptor; platform?: Platform }[]): Promise<Descriptor> {
-  const mediaType = images.every((i) => i.manifest.mediaType === MediaType.dockerManifest) ? MediaType.dockerManifestList : MediaType.ociIndex;
+export async function writeImageIndex(
+  store: ContentStore, images: { manifest: Descriptor; platform?: Platform }[], attestations: Descriptor[] = [],
+): Promise<Descriptor> {
+  const mediaType = attestations.length === 0 && images.every((i) => i.manifest.mediaType === MediaType.dockerManifest) ? MediaType.dockerManifestList : MediaType.ociIndex;
   const index: Index = {
     schemaVersion: 2,
     mediaType,
@@ -55,7 +57,7 @@ export async function writeImageIndex(store: ContentStore, images: { manifest: D
       digest: manifest.digest,
       size: manifest.size,
       ...(platform ? { platform: { ...platform } } : {}),
-    })),
+    })).concat(attestations),
   };
   const written = await store.write(Buffer.from(JSON.stringify(index)));
   return { mediaType, digest: written.digest, size: written.size };

@@ -8,9 +8,10 @@ import { pushImage } from './push.js';
 import type { Reference } from './reference.js';
 import { UserError } from '../util/errors.js';
 
-export async function imagetoolsInspect(client: RegistryClient, ref: Reference, opts: { raw?: boolean } = {}): Promise<string> {
+export async function imagetoolsInspect(client: RegistryClient, ref: Reference, opts: { raw?: boolean; format?: string } = {}): Promise<string> {
   const top = await client.getManifest(ref);
   if (opts.raw) return top.bytes.toString('utf8') + (top.bytes.toString('utf8').endsWith('\n') ? '' : '\n');
+  if (opts.format !== undefined) return formatInspect(client, ref, top, opts.format);
   const lines = [
     `Name:      ${ref.toString()}`,
     `MediaType: ${top.mediaType}`,
@@ -25,8 +26,14 @@ export async function imagetoolsInspect(client: RegistryClient, ref: Reference, 
         `  MediaType:   ${m.mediaType}`,
         `  Size:        ${m.size}`,
         `  Platform:    ${m.platform ? platformString(m.platform) : 'unknown'}`,
-        '',
       );
+      // As buildx: annotations (an attestation manifest's reference to its image), keys aligned.
+      const keys = Object.keys(m.annotations ?? {}).sort();
+      if (keys.length) {
+        const width = Math.max(...keys.map((k) => k.length)) + 1;
+        lines.push('  Annotations:', ...keys.map((k) => `    ${`${k}:`.padEnd(width)} ${m.annotations![k]}`));
+      }
+      lines.push('');
     }
   } else {
     const m = top.json as Manifest;
@@ -85,4 +92,80 @@ export async function imagetoolsCreate(
   const written = await store.write(bytes);
   await pushImage(client, store, { mediaType, digest: written.digest as Digest, size: written.size }, tags);
   return `${written.digest}\n`;
+}
+
+/** The fields `--format` templates read, as buildx names them. */
+const FORMAT_FIELDS = ['Name', 'Manifest', 'Image', 'Provenance', 'SBOM'] as const;
+type FormatField = typeof FORMAT_FIELDS[number];
+
+export class FormatError extends UserError {
+  constructor(message: string) { super('INVALID_FORMAT', message); }
+}
+
+/**
+ * `--format` with buildx's template data: `.Name`, `.Manifest`, `.Image` (the config), `.Provenance`
+ * (`{"SLSA": predicate}`) and `.SBOM` (`{"SPDX": document, "AdditionalSPDXs": [...]}`), per platform keyed by
+ * `os/arch` when the index has several. The template language is the subset these are read with:
+ * `{{json .Field}}` and `{{.Field}}` amid text.
+ */
+async function formatInspect(client: RegistryClient, ref: Reference, top: Awaited<ReturnType<RegistryClient['getManifest']>>, format: string): Promise<string> {
+  const actions = [...format.matchAll(/\{\{-?\s*(json\s+)?\.(\w+)\s*-?\}\}/g)];
+  const rest = format.replace(/\{\{-?\s*(json\s+)?\.(\w+)\s*-?\}\}/g, '');
+  if (rest.includes('{{')) throw new FormatError(`unsupported format ${JSON.stringify(format)}: only {{json .Field}} and {{.Field}} are supported`);
+  for (const a of actions) {
+    if (!FORMAT_FIELDS.includes(a[2] as FormatField)) throw new FormatError(`template: :1: can't evaluate field ${a[2]} (valid: ${FORMAT_FIELDS.join(', ')})`);
+  }
+  const needed = new Set(actions.map((a) => a[2] as FormatField));
+  const perPlatform = new Map<string, { Image?: unknown; Provenance?: unknown; SBOM?: unknown }>();
+  const images: { desc: Descriptor; platform: string }[] = [];
+  const attestations = new Map<string, Descriptor>();
+  if (isIndexType(top.mediaType)) {
+    for (const m of (top.json as Index).manifests) {
+      if (m.annotations?.['vnd.docker.reference.type'] === 'attestation-manifest') {
+        const target = m.annotations['vnd.docker.reference.digest'];
+        if (target) attestations.set(target, m);
+      } else images.push({ desc: m, platform: m.platform ? platformString(m.platform) : 'unknown' });
+    }
+  } else {
+    images.push({ desc: { mediaType: top.mediaType, digest: top.digest, size: top.bytes.length }, platform: '' });
+  }
+  for (const img of images) {
+    const entry: { Image?: unknown; Provenance?: unknown; SBOM?: unknown } = {};
+    if (needed.has('Image')) {
+      const m = img.desc.digest === top.digest ? top : await client.getManifest(ref, img.desc.digest);
+      const config = JSON.parse((await client.getBlob(ref, (m.json as Manifest).config)).toString('utf8')) as ImageConfigFile;
+      entry.Image = config;
+      if (!img.platform) img.platform = platformString(config);
+    }
+    const att = attestations.get(img.desc.digest);
+    if (att && (needed.has('Provenance') || needed.has('SBOM'))) {
+      const m = (await client.getManifest(ref, att.digest)).json as Manifest;
+      const spdx: unknown[] = [];
+      for (const layer of m.layers) {
+        const type = layer.annotations?.['in-toto.io/predicate-type'] ?? '';
+        const isSlsa = type.startsWith('https://slsa.dev/provenance/');
+        const isSpdx = type === 'https://spdx.dev/Document';
+        if ((!isSlsa || !needed.has('Provenance')) && (!isSpdx || !needed.has('SBOM'))) continue;
+        const statement = JSON.parse((await client.getBlob(ref, layer)).toString('utf8')) as { predicate?: unknown };
+        if (isSlsa) entry.Provenance = { SLSA: statement.predicate };
+        else spdx.push(statement.predicate);
+      }
+      if (spdx.length) entry.SBOM = { SPDX: spdx[0], ...(spdx.length > 1 ? { AdditionalSPDXs: spdx.slice(1) } : {}) };
+    }
+    perPlatform.set(img.platform, entry);
+  }
+  const multi = images.length > 1;
+  const value = (field: FormatField): unknown => {
+    if (field === 'Name') return ref.toString();
+    if (field === 'Manifest') return top.json;
+    const pick = (e: { Image?: unknown; Provenance?: unknown; SBOM?: unknown }) => e[field];
+    if (!multi) return pick([...perPlatform.values()][0] ?? {}) ?? {};
+    return Object.fromEntries([...perPlatform].map(([p, e]) => [p, pick(e) ?? {}]));
+  };
+  let out = format;
+  for (const a of actions) {
+    const v = value(a[2] as FormatField);
+    out = out.replace(a[0], () => (a[1] ? JSON.stringify(v, null, 2) : typeof v === 'string' ? v : JSON.stringify(v)));
+  }
+  return out.endsWith('\n') ? out : out + '\n';
 }

@@ -47,6 +47,7 @@ export async function remoteBuild(req: RemoteBuildRequest): Promise<BuildResult>
     file: rel.split(path.sep).join('/'), tags: req.tags, buildArgs: req.buildArgs, labels: req.labels, target: req.target,
     platform: req.platform, outputs: req.outputs, noCache: req.noCache, allow: req.allow,
     network: req.network, addHosts: req.addHosts, shmSize: req.shmSize, ulimits: req.ulimits, cgroupParent: req.cgroupParent, call: req.call,
+    ...(req.attest?.length ? { attest: req.attest } : {}),
     secrets: [...(session.secrets ?? new Map())].map(([id, value]) => ({ id, value: value.toString('base64') })),
   };
   const headers: http.OutgoingHttpHeaders = {

@@ -24,6 +24,8 @@ export interface RemoteBuildOptions extends ExecFlagOptions {
   allow?: string[];
   /** As BuildOptions: what the build is asked for (its answer comes in the result). */
   call?: CallName;
+  /** `--attest` specs (the shorthands canonicalized); the server applies buildx's default provenance. */
+  attest?: string[];
   /** Secret values travel with the request (base64), never to disk on the server. */
   secrets?: { id: string; value: string }[];
 }

@@ -114,7 +114,7 @@ async function handle(req: http.IncomingMessage, res: http.ServerResponse, opts:
         tags: options.tags, buildArgs: options.buildArgs, labels: options.labels, target: options.target,
         platform: options.platform, outputs: options.outputs, noCache: options.noCache, allow: options.allow,
         network: options.network, addHosts: options.addHosts, shmSize: options.shmSize, ulimits: options.ulimits,
-        cgroupParent: options.cgroupParent, call: options.call,
+        cgroupParent: options.cgroupParent, call: options.call, attest: options.attest,
         secrets: (options.secrets ?? []).map((x) => ({ id: x.id, value: Buffer.from(x.value, 'base64') })),
         root: opts.root, ociRuntime: opts.ociRuntime, insecureRegistries: opts.insecureRegistries, registries: opts.registries,
         progress, signal: controller.signal,

@@ -194,6 +194,12 @@ export class Worker {
     return p;
   }
 
+  /** The digest of what op `digest` of the build with these `locals` downloaded for its key (ADD <url>), if it did. */
+  async httpDownloadDigest(locals: Record<string, LocalDir>, digest: Digest): Promise<string | undefined> {
+    const p = this.httpKeyed.get(locals)?.get(digest);
+    return p ? (await p.catch(() => undefined))?.digest : undefined;
+  }
+
   /** `recover: false` when other builds share the state directory: their work in progress is left alone. */
   async init(opts: { recover?: boolean } = {}): Promise<void> {
     const recover = opts.recover ?? true;

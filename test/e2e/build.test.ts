@@ -6,6 +6,7 @@ import { promisify } from 'node:util';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { runCli, makeContext, tempDir, lastLine } from '../helpers/cli.js';
+import { readImageManifest, umociUnpack } from '../helpers/layout.js';
 
 const exec = promisify(execFile);
 
@@ -45,7 +46,7 @@ async function unpackOCI(tarFile: string, tag: string): Promise<string> {
   const dir = await tempDir('builder-unpack-');
   await fs.mkdir(path.join(dir, 'layout'));
   await exec('tar', ['-xf', tarFile, '-C', path.join(dir, 'layout')]);
-  await exec('umoci', ['unpack', '--image', `${path.join(dir, 'layout')}:${tag}`, path.join(dir, 'bundle')]);
+  await umociUnpack(path.join(dir, 'layout'), tag, path.join(dir, 'bundle'));
   return path.join(dir, 'bundle', 'rootfs');
 }
 
@@ -66,7 +67,9 @@ describe('builder build (end to end)', () => {
     if (first.code === 0) {
       rootfs = await unpackOCI(`${out}/image.tar`, '1');
       config = JSON.parse((await exec('skopeo', ['inspect', '--config', `oci-archive:${out}/image.tar`])).stdout);
-      manifest = JSON.parse((await exec('skopeo', ['inspect', '--raw', `oci-archive:${out}/image.tar`])).stdout);
+      const layout = await tempDir('builder-layout-');
+      await exec('tar', ['-xf', `${out}/image.tar`, '-C', layout]);
+      manifest = await readImageManifest(layout);
     }
   });
 

@@ -9,6 +9,7 @@ import { promisify } from 'node:util';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { runCli, tempDir } from '../helpers/cli.js';
+import { readImageManifest } from '../helpers/layout.js';
 
 const exec = promisify(execFile);
 const registry = inject('registry');
@@ -67,8 +68,7 @@ describe('context file names that are not UTF-8', () => {
     const layout = `${out}/layout`;
     await fs.mkdir(layout);
     await exec('tar', ['-xf', `${out}/img.tar`, '-C', layout]);
-    const index = JSON.parse(await fs.readFile(`${layout}/index.json`, 'utf8'));
-    const manifest = JSON.parse(await fs.readFile(`${layout}/blobs/sha256/${index.manifests[0].digest.slice(7)}`, 'utf8'));
+    const manifest = await readImageManifest(layout);
     let found = 0;
     for (const layer of manifest.layers as { digest: string }[]) {
       const blob = `${layout}/blobs/sha256/${layer.digest.slice(7)}`;

@@ -7,6 +7,7 @@ import { promisify } from 'node:util';
 import fs from 'node:fs/promises';
 import { lastLine, makeContext, runCli, tempDir } from '../helpers/cli.js';
 import { startRegistry, type TestRegistry } from '../helpers/registry.js';
+import { createHash } from 'node:crypto';
 
 const exec = promisify(execFile);
 const registry = inject('registry');
@@ -98,20 +99,35 @@ describe('attestation flags', () => {
     }
   });
 
-  it('refuses any attestation asked for in one line, never "Unknown argument"', async () => {
+  it('refuses a malformed attestation in one line, never "Unknown argument"', async () => {
     const cases: [string[], string][] = [
-      [['--provenance=true'], 'ERROR: --provenance=true: attestations (provenance, SBOM) are not supported yet; only --provenance=false is accepted'],
-      [['--provenance=mode=max'], 'ERROR: --provenance=mode=max: attestations (provenance, SBOM) are not supported yet; only --provenance=false is accepted'],
-      [['--sbom=1'], 'ERROR: --sbom=1: attestations (provenance, SBOM) are not supported yet; only --sbom=false is accepted'],
-      [['--sbom=generator=docker/scout-sbom-indexer:1'], 'ERROR: --sbom=generator=docker/scout-sbom-indexer:1: attestations (provenance, SBOM) are not supported yet; only --sbom=false is accepted'],
-      [['--attest', 'type=sbom'], 'ERROR: --attest=type=sbom: attestations (provenance, SBOM) are not supported yet; only "type=sbom,disabled=true" is accepted'],
+      [['--provenance=mode=full'], 'ERROR: invalid --provenance "mode=full": mode must be min or max, not "full"'],
+      [['--provenance=version=v3'], 'ERROR: invalid --provenance "version=v3": version must be v0.2 or v1, not "v3"'],
+      [['--attest', 'type=vex'], 'ERROR: invalid --attest "type=vex": unknown attestation type "vex" (valid: provenance, sbom)'],
+      [['--attest', 'type=provenance,colour=blue'], 'ERROR: invalid --attest "type=provenance,colour=blue": unknown option "colour" for type=provenance (valid: disabled, mode, version, builder-id, inline-only, filename, reproducible)'],
       [['--attest', 'mode=max'], 'ERROR: invalid --attest "mode=max": attestation type not specified'],
     ];
     for (const [args, line] of cases) {
-      const r = await runCli(['build', '--root', root, ...args, ctx]);
+      const r = await runCli(['build', '--root', root, '--progress', 'quiet', ...args, ctx]);
       expect(r.code, args.join(' ')).toBe(1);
       expect(r.stderr).toBe(`${line}\n`);
     }
+  });
+
+  it('writes those asked for beside a local output, as BuildKit\'s local exporter; not the default provenance', async () => {
+    const out = await tempDir('builder-out-');
+    const r = await runCli(['build', '--root', root, '--progress', 'plain', '--provenance=mode=max', '--sbom=true', '-o', `type=local,dest=${out}`, ctx]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(await fs.readFile(`${out}/f`, 'utf8')).toBe('x\n');
+    expect((await fs.readdir(out)).sort()).toEqual(['f', 'provenance.json', 'sbom.spdx.json']);
+    const prov = JSON.parse(await fs.readFile(`${out}/provenance.json`, 'utf8'));
+    expect(prov.predicateType).toBe('https://slsa.dev/provenance/v0.2');
+    expect(prov.subject).toEqual([{ name: 'f', digest: { sha256: createHash('sha256').update('x\n').digest('hex') } }]);
+    expect(JSON.parse(await fs.readFile(`${out}/sbom.spdx.json`, 'utf8')).predicate.spdxVersion).toBe('SPDX-2.3');
+    const plain = await tempDir('builder-out-');
+    const d = await runCli(['build', '--root', root, '--progress', 'plain', '-o', `type=local,dest=${plain}`, ctx]);
+    expect(d.code, d.stderr).toBe(0);
+    expect(await fs.readdir(plain)).toEqual(['f']);
   });
 });
 

@@ -12,6 +12,7 @@ import type { AddressInfo } from 'node:net';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { runCli, makeContext, tempDir, lastLine } from '../helpers/cli.js';
+import { readImageManifest, umociUnpack } from '../helpers/layout.js';
 
 const exec = promisify(execFile);
 const registry = inject('registry');
@@ -42,8 +43,7 @@ async function rawConfig(tarFile: string): Promise<any> {
   const dir = await tempDir('builder-layout-');
   await exec('tar', ['-xf', tarFile, '-C', dir]);
   const blob = (d: string) => fs.readFile(path.join(dir, 'blobs/sha256', d.replace('sha256:', '')), 'utf8');
-  const index = JSON.parse(await fs.readFile(path.join(dir, 'index.json'), 'utf8'));
-  const manifest = JSON.parse(await blob(index.manifests[0].digest));
+  const manifest = await readImageManifest(dir);
   return JSON.parse(await blob(manifest.config.digest));
 }
 
@@ -51,7 +51,7 @@ async function unpack(tarFile: string, tag: string): Promise<string> {
   const dir = await tempDir('builder-unpack-');
   await fs.mkdir(path.join(dir, 'layout'));
   await exec('tar', ['-xf', tarFile, '-C', path.join(dir, 'layout')]);
-  await exec('umoci', ['unpack', '--image', `${path.join(dir, 'layout')}:${tag}`, path.join(dir, 'bundle')]);
+  await umociUnpack(path.join(dir, 'layout'), tag, path.join(dir, 'bundle'));
   return path.join(dir, 'bundle', 'rootfs');
 }
 

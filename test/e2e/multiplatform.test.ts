@@ -46,7 +46,12 @@ describe('builder build --platform linux/amd64,linux/arm64,linux/arm/v7', () => 
   it('exports one OCI index with a manifest per platform', () => {
     expect(res.code, res.stderr).toBe(0);
     expect(index.mediaType).toBe('application/vnd.oci.image.index.v1+json');
-    expect(index.manifests.map((m: any) => m.platform)).toEqual(platforms.map((x) => ({ os: 'linux', architecture: x.arch, ...(x.variant ? { variant: x.variant } : {}) })));
+    const images = index.manifests.filter((m: any) => m.annotations?.['vnd.docker.reference.type'] !== 'attestation-manifest');
+    expect(images.map((m: any) => m.platform)).toEqual(platforms.map((x) => ({ os: 'linux', architecture: x.arch, ...(x.variant ? { variant: x.variant } : {}) })));
+    // Then, as buildx's default provenance adds them, an attestation manifest for each platform's image.
+    const attestations = index.manifests.slice(images.length);
+    expect(attestations.map((m: any) => m.annotations['vnd.docker.reference.digest'])).toEqual(images.map((m: any) => m.digest));
+    expect(attestations.map((m: any) => m.platform)).toEqual(platforms.map(() => ({ architecture: 'unknown', os: 'unknown' })));
   });
 
   it('runs the $BUILDPLATFORM stage once, named with its platform', () => {
@@ -112,7 +117,7 @@ describe('builder build --platform linux/amd64,linux/arm64,linux/arm/v7', () => 
     const pushed = await runCli(['build', '--root', root, '--platform', platforms.map((x) => x.p).join(','), '-t', ref, '--push', ctx]);
     expect(pushed.code, pushed.stderr).toBe(0);
     const remote = JSON.parse((await exec('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${ref}`])).stdout);
-    expect(remote.manifests.map((m: any) => [m.platform.architecture, m.platform.variant])).toEqual(platforms.map((x) => [x.arch, x.variant]));
+    expect(remote.manifests.map((m: any) => [m.platform.architecture, m.platform.variant])).toEqual([...platforms.map((x) => [x.arch, x.variant]), ...platforms.map(() => ['unknown', undefined])]);
     for (const x of platforms) {
       const dir = path.join(out, `pulled-${x.arch}${x.variant ?? ''}`);
       await fs.mkdir(dir, { recursive: true });

@@ -47,13 +47,17 @@ describe('push to a registry', () => {
     const a = await skopeoInspect(`${registry}/pushed/app:1`, ['--raw']);
     const b = await skopeoInspect(`${registry}/pushed/app:latest`, ['--raw']);
     expect(b).toEqual(a);
-    // Docker schema2 unless oci-mediatypes=true, as BuildKit's image exporter.
-    expect(a.mediaType).toBe('application/vnd.docker.distribution.manifest.v2+json');
+    // As buildx: the default provenance makes it an OCI index of the image and its attestation manifest
+    // (attestations switch the image to OCI types, as BuildKit's exporter).
+    expect(a.mediaType).toBe('application/vnd.oci.image.index.v1+json');
+    expect(a.manifests.map((m: any) => `${m.platform.os}/${m.platform.architecture}`)).toEqual([`linux/${a.manifests[0].platform.architecture}`, 'unknown/unknown']);
+    const image = await skopeoInspect(`${registry}/pushed/app@${a.manifests[0].digest}`, ['--raw']);
+    expect(image.mediaType).toBe('application/vnd.oci.image.manifest.v1+json');
     const meta = JSON.parse(await fs.readFile(`${out}/meta.json`, 'utf8'));
     const digest = (await exec('skopeo', ['inspect', '--tls-verify=false', '--format', '{{.Digest}}', `docker://${registry}/pushed/app:1`])).stdout.trim();
     expect(meta['containerimage.digest']).toBe(digest);
     expect(meta['containerimage.descriptor'].digest).toBe(digest);
-    expect(meta['containerimage.config.digest']).toBe(a.config.digest);
+    expect(meta['containerimage.config.digest']).toBe(image.config.digest);
     expect(meta['image.name']).toBe(`${registry}/pushed/app:1,${registry}/pushed/app:latest`);
     expect(await fs.readFile(`${out}/iid`, 'utf8')).toBe(digest);
     const rootfs = await pullAndUnpack(`${registry}/pushed/app:1`);
@@ -67,7 +71,12 @@ describe('push to a registry', () => {
       '-t', `${registry}/pushed/flag:1`, '--push', ctx]);
     expect(r.code, r.stderr).toBe(0);
     expect((await skopeoInspect(`${registry}/pushed/flag:1`)).Layers.length).toBe(3);
-    const r2 = await runCli(['build', '--root', root, '--progress', 'plain', '--build-arg', `BASE=${base}`,
+    // Docker schema2 unless oci-mediatypes=true, as BuildKit's image exporter (without attestations).
+    const r1 = await runCli(['build', '--root', root, '--progress', 'plain', '--build-arg', `BASE=${base}`, '--provenance=false',
+      '--output', `type=registry,name=${registry}/pushed/reg:0`, ctx]);
+    expect(r1.code, r1.stderr).toBe(0);
+    expect((await skopeoInspect(`${registry}/pushed/reg:0`, ['--raw'])).mediaType).toBe('application/vnd.docker.distribution.manifest.v2+json');
+    const r2 = await runCli(['build', '--root', root, '--progress', 'plain', '--build-arg', `BASE=${base}`, '--provenance=false',
       '--annotation', 'org.opencontainers.image.title=demo',
       '--output', `type=registry,name=${registry}/pushed/reg:1,oci-mediatypes=true`, ctx]);
     expect(r2.code, r2.stderr).toBe(0);
@@ -83,8 +92,9 @@ describe('push to a registry', () => {
       '-t', `${registry}/pushed/multi:1`, '--push', copyOnly]);
     expect(r.code, r.stderr).toBe(0);
     const raw = await skopeoInspect(`${registry}/pushed/multi:1`, ['--raw']);
-    expect(raw.mediaType).toBe('application/vnd.docker.distribution.manifest.list.v2+json');
-    expect(raw.manifests.map((m: any) => `${m.platform.os}/${m.platform.architecture}`)).toEqual(['linux/amd64', 'linux/arm64']);
+    // An OCI index: the default provenance adds an attestation manifest per platform (as buildx).
+    expect(raw.mediaType).toBe('application/vnd.oci.image.index.v1+json');
+    expect(raw.manifests.map((m: any) => `${m.platform.os}/${m.platform.architecture}`)).toEqual(['linux/amd64', 'linux/arm64', 'unknown/unknown', 'unknown/unknown']);
     const arm = await skopeoInspect(`${registry}/pushed/multi:1`, ['--override-arch', 'arm64', '--config']);
     expect(arm.architecture).toBe('arm64');
   });

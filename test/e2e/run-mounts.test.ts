@@ -9,6 +9,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { runCli, makeContext, tempDir, lastLine } from '../helpers/cli.js';
+import { umociUnpack } from '../helpers/layout.js';
 
 const exec = promisify(execFile);
 const registry = inject('registry');
@@ -162,7 +163,7 @@ describe('RUN --mount=type=secret', () => {
     await fs.mkdir(layout);
     await exec('tar', ['-xf', path.join(out, 'image.tar'), '-C', layout]);
     const rootfs = path.join(out, 'bundle');
-    await exec('umoci', ['unpack', '--image', `${layout}:1`, rootfs]);
+    await umociUnpack(layout, '1', rootfs);
     const fsroot = path.join(rootfs, 'rootfs');
     expect(await read(fsroot, 'len')).toBe(`${value.length}\n`);
     expect(await read(fsroot, 'file-mode')).toBe('400 0\n');

@@ -68,6 +68,24 @@ describe('builder serve on a unix socket', () => {
     expect(lastLine(bad.stderr)).toMatch(/^ERROR: invalid --ulimit "bogus=1": invalid ulimit type: bogus/);
   });
 
+  it('takes the attestation flags as a local build does (the server applies the default provenance)', async () => {
+    const ctx = await makeContext({ Dockerfile: `FROM ${base}\nRUN echo x > /x\n` });
+    const dest = await tempDir('builder-serve-out-');
+    const typesOf = async (layout: string) => {
+      const blob = async (d: string) => JSON.parse(await fs.readFile(path.join(layout, 'blobs', d.replace(':', '/')), 'utf8'));
+      const top = JSON.parse(await fs.readFile(path.join(layout, 'index.json'), 'utf8')).manifests[0];
+      if (!top.mediaType.includes('index')) return [];
+      const att = (await blob(top.digest)).manifests.find((m: any) => m.annotations?.['vnd.docker.reference.type'] === 'attestation-manifest');
+      return (await blob(att.digest)).layers.map((l: any) => l.annotations['in-toto.io/predicate-type']);
+    };
+    const res = await runCli(['build', '--builder', `unix://${sock}`, '--sbom=true', '--output', `type=oci,dest=${dest}/a,tar=false`, ctx]);
+    expect(res.code, res.stderr).toBe(0);
+    expect(await typesOf(`${dest}/a`)).toEqual(['https://spdx.dev/Document', 'https://slsa.dev/provenance/v0.2']);
+    const off = await runCli(['build', '--builder', `unix://${sock}`, '--output', `type=oci,dest=${dest}/b,tar=false`, ctx], { env: { BUILDX_NO_DEFAULT_ATTESTATIONS: '1' } });
+    expect(off.code, off.stderr).toBe(0);
+    expect(await typesOf(`${dest}/b`)).toEqual([]);
+  });
+
   it('a failing build comes back as the same one-line error, with the output tail', async () => {
     const ctx = await makeContext({ Dockerfile: `FROM ${base}\nRUN echo last words && exit 3\n` });
     const res = await runCli(['build', '--builder', `unix://${sock}`, ctx]);
