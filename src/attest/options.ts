@@ -15,6 +15,8 @@ export interface ProvenanceRequest {
   builderId?: string;
   /** The default request: only attached to outputs that carry attestations inline (image, oci). */
   inlineOnly?: boolean;
+  /** Asked for by no flag (buildx's default): not attached to an image kept only in the local image store. */
+  byDefault?: boolean;
   /** `reproducible=true`: the statement says the build is reproducible (BuildKit's option). */
   reproducible?: boolean;
   /** `filename=`: the file a local output writes it to (default `provenance.json`). */
@@ -152,7 +154,7 @@ export function resolveAttest(opts: AttestOptions, env: { buildArgs?: Record<str
       };
     }
   } else if (!noDefault) {
-    out.provenance = { mode: 'min', version: 'v0.2', inlineOnly: true };
+    out.provenance = { mode: 'min', version: 'v0.2', inlineOnly: true, byDefault: true };
   }
   const sbom = byType.get('sbom');
   if (sbom && !boolOption(sbom.spec, 'disabled', sbom.attrs.disabled)) {
@@ -183,7 +185,13 @@ function isTrue(v: string | undefined): boolean {
  * index); `local` those asked for (as files beside the result; not the default provenance, which is inline
  * only, as buildx's); `docker` (the daemon's classic store) and `tar` none.
  */
-export function attestationsFor(request: AttestRequest, output: { type: string }): AttestRequest {
+export function attestationsFor(request: AttestRequest, output: { type: string; attrs?: Record<string, string> }): AttestRequest {
+  // An image only stored locally (`-t` alone) is what `--load` gives with buildx: the default provenance
+  // stays out of it, as out of the docker image store; asked for, it is attached.
+  if (output.type === 'image' && request.provenance?.byDefault && output.attrs?.push !== 'true') {
+    const { provenance: _omitted, ...rest } = request;
+    return rest;
+  }
   if (output.type === 'image' || output.type === 'registry' || output.type === 'oci') return request;
   if (output.type !== 'local') return {};
   return {

@@ -8,7 +8,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import os from 'node:os';
 import { parseApkInstalled, parseDpkgStatus, parseGoBuildInfo, parseNpmLock, parseOsRelease, parsePythonMetadata, scanTree } from '../../src/attest/scan.js';
-import { resolveAttest } from '../../src/attest/options.js';
+import { attestationsFor, resolveAttest } from '../../src/attest/options.js';
 
 const exec = promisify(execFile);
 
@@ -85,7 +85,14 @@ describe('SBOM scanner readers', () => {
 
 describe('attestation options', () => {
   it('defaults to min provenance (inline only), as buildx; --provenance=false and BUILDX_NO_DEFAULT_ATTESTATIONS turn it off', () => {
-    expect(resolveAttest({}, { noDefault: false })).toEqual({ provenance: { mode: 'min', version: 'v0.2', inlineOnly: true } });
+    const byDefault = resolveAttest({}, { noDefault: false });
+    expect(byDefault).toEqual({ provenance: { mode: 'min', version: 'v0.2', inlineOnly: true, byDefault: true } });
+    // An image kept only in the local store (`-t` alone) is like buildx's --load: no default provenance;
+    // pushed, or asked for, it has one.
+    expect(attestationsFor(byDefault, { type: 'image', attrs: {} })).toEqual({});
+    expect(attestationsFor(byDefault, { type: 'image', attrs: { push: 'true' } })).toEqual(byDefault);
+    const asked = resolveAttest({ provenance: 'true' }, { noDefault: false });
+    expect(attestationsFor(asked, { type: 'image', attrs: {} })).toEqual(asked);
     expect(resolveAttest({ provenance: false }, { noDefault: false })).toEqual({});
     expect(resolveAttest({}, { noDefault: true })).toEqual({});
     expect(resolveAttest({ provenance: 'mode=max,version=v1', sbom: 'true' }, { noDefault: false }))
