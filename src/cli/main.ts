@@ -1,6 +1,5 @@
 #!/usr/bin/env node
 // `builder` command line: a thin layer over the public API, with buildx's flag names.
-import fs from 'node:fs';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { build, BuildError, defaultRoot } from '../client/build.js';
@@ -15,6 +14,8 @@ import { BUILD_USAGE, UsageError, checkAttestations, stdinPositionals, usageMess
 // Commands other than a local build load their modules when run: CLI start is part of every build's time.
 import { imageID, writeBuildFiles } from '../client/metadata.js';
 import { imageCommands } from './images.js';
+import { nodeCommands } from './nodes.js';
+import { packageVersion } from './version.js';
 
 function parseKeyValues(list: string[] | undefined, flag: string): Record<string, string> {
   const out: Record<string, string> = {};
@@ -216,16 +217,6 @@ function knownFlags(cli: unknown): string[] {
   return Object.keys((cli as { getOptions(): { key: Record<string, unknown> } }).getOptions().key);
 }
 
-/** The package's version. yargs would look for package.json above its own file, which the bundled CLI
- * (scripts/build-cli.mjs) is not beside; this file is dist/src/cli/main.js either way. */
-function packageVersion(): string {
-  try {
-    return (JSON.parse(fs.readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version?: string }).version ?? 'unknown';
-  } catch {
-    return 'unknown';
-  }
-}
-
 async function main(): Promise<void> {
   const cli = yargs(hideBin(process.argv));
   await cli
@@ -281,27 +272,7 @@ async function main(): Promise<void> {
       (argv) => runBuild(argv as Record<string, unknown>),
     )
     .command(imageCommands)
-    .command(
-      'serve',
-      'Run the build engine as a server that "builder build --builder ADDR" uses',
-      (y) => y
-        .option('addr', { type: 'string', default: 'unix:///run/builder/builder.sock', describe: 'Listen address: unix:///path or tcp://127.0.0.1:PORT' })
-        .option('token', { type: 'string', describe: 'Token clients must send (required for tcp://; env BUILDER_TOKEN)' }),
-      async (argv) => {
-        const { serve } = await import('../server/server.js');
-        const server = await serve({
-          addr: argv.addr as string, token: (argv.token as string | undefined) ?? process.env.BUILDER_TOKEN, root: argv.root as string,
-          log: (line) => process.stderr.write(`${line}\n`),
-        });
-        const shown = server.address.kind === 'unix' ? `unix://${server.address.path}` : `tcp://${server.address.host}:${server.address.port}`;
-        process.stderr.write(`builder serving on ${shown}\n`);
-        await new Promise<void>((resolve) => {
-          const stop = () => { void server.close().then(resolve); };
-          process.once('SIGINT', stop);
-          process.once('SIGTERM', stop);
-        });
-      },
-    )
+    .command(nodeCommands)
     .command(
       'install-emulators',
       'Register the installed QEMU emulators in binfmt_misc (fix-binary), to RUN for other platforms (root)',
@@ -332,8 +303,8 @@ async function main(): Promise<void> {
     .fail((msg, err) => {
       // A flag's coerce (--platform) that threw: yargs wraps the message in its own error.
       if (err) throw err.name === 'YError' ? new UsageError(err.message) : err;
-      const commands: Record<string, string[]> = { build: [], serve: [], 'install-emulators': [], du: [], prune: [], imagetools: ['inspect', 'create'] };
-      for (const c of imageCommands) commands[String(c.command).split(' ')[0]] ??= [];
+      const commands: Record<string, string[]> = { build: [], 'install-emulators': [], du: [], prune: [], imagetools: ['inspect', 'create'] };
+      for (const c of [...imageCommands, ...nodeCommands]) commands[String(c.command).split(' ')[0]] ??= [];
       throw new UsageError(usageMessage(msg, hideBin(process.argv), knownFlags(cli), commands));
     })
     .help()

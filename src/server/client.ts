@@ -3,6 +3,7 @@
 // back and is printed here; Ctrl-C closes the connection, which cancels the build on the server.
 import fs from 'node:fs/promises';
 import http from 'node:http';
+import https from 'node:https';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { BuildError, type BuildResult } from '../client/build.js';
@@ -12,9 +13,21 @@ import type { ProgressWriter } from '../progress/printer.js';
 import { UserError } from '../util/errors.js';
 import { OPTIONS_HEADER, parseAddress, type RemoteBuildOptions, type WireError } from './protocol.js';
 
+/** How a client reaches a mutual-TLS `builder serve`: PEM text (not paths) of the CA that signed the
+ * server's certificate, and the client's own certificate and key; `servername` when the certificate's
+ * name is not the address's host. */
+export interface ClientTLS {
+  ca?: string;
+  cert?: string;
+  key?: string;
+  servername?: string;
+}
+
 export interface RemoteBuildRequest extends Omit<RemoteBuildOptions, 'secrets' | 'file'> {
   addr: string;
   token?: string;
+  /** Speak TLS to a tcp:// address. */
+  tls?: ClientTLS;
   context: string;
   /** Dockerfile path on this machine; it must be inside the context. Default `<context>/Dockerfile`. */
   file?: string;
@@ -49,11 +62,10 @@ export async function remoteBuild(req: RemoteBuildRequest): Promise<BuildResult>
     [OPTIONS_HEADER]: Buffer.from(JSON.stringify(options)).toString('base64'),
     ...(req.token ? { authorization: `Bearer ${req.token}` } : {}),
   };
-  const target = address.kind === 'unix' ? { socketPath: address.path } : { host: address.host, port: address.port };
-
+  const canceled = () => (req.signal?.aborted ? Object.assign(new Error('build canceled'), { code: 'CANCELED' }) : undefined);
   return new Promise<BuildResult>((resolve, reject) => {
     const tar = spawn('tar', ['-c', '-f', '-', '-C', context, '.'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const httpReq = http.request({ ...target, method: 'POST', path: '/v1/build', headers }, (res) => {
+    const httpReq = request(req.addr, req.tls, { method: 'POST', path: '/v1/build', headers }, (res) => {
       let buffer = '';
       let settled = false;
       const finish = (fn: () => void) => { if (!settled) { settled = true; fn(); } };
@@ -71,17 +83,65 @@ export async function remoteBuild(req: RemoteBuildRequest): Promise<BuildResult>
           else if (msg.error) finish(() => reject(fromWire(msg.error!)));
         }
       });
-      res.on('end', () => finish(() => reject(new RemoteError('REMOTE_FAILED', `the builder at ${req.addr} ended the build without a result (HTTP ${res.statusCode})`))));
-      res.on('error', (e) => finish(() => reject(e)));
+      res.on('end', () => finish(() => reject(canceled() ?? new RemoteError('REMOTE_FAILED', `the builder at ${req.addr} ended the build without a result (HTTP ${res.statusCode})`))));
+      res.on('error', (e) => finish(() => reject(canceled() ?? new RemoteError('REMOTE_FAILED', `the builder at ${req.addr} went away during the build: ${(e as NodeJS.ErrnoException).code ?? e.message}`))));
     });
+    let responded = false;
+    httpReq.on('response', () => { responded = true; });
     httpReq.on('error', (e) => {
-      if (req.signal?.aborted) return reject(Object.assign(new Error('build canceled'), { code: 'CANCELED' }));
-      reject(new RemoteError('REMOTE_UNREACHABLE', `cannot reach the builder at ${req.addr}: ${(e as NodeJS.ErrnoException).code ?? e.message}`));
+      if (req.signal?.aborted) return reject(canceled());
+      if (responded) return reject(new RemoteError('REMOTE_FAILED', `the builder at ${req.addr} went away during the build: ${(e as NodeJS.ErrnoException).code ?? e.message}`));
+      reject(unreachable(req.addr, e));
     });
     const onAbort = () => { httpReq.destroy(); tar.kill(); };
     req.signal?.addEventListener('abort', onAbort, { once: true });
     tar.stdout.pipe(httpReq);
   });
+}
+
+/** A request to a `builder serve` at `addr` (unix, plain TCP, or TLS with `tls`). */
+export function request(addr: string, tls: ClientTLS | undefined, opts: http.RequestOptions, onResponse?: (res: http.IncomingMessage) => void): http.ClientRequest {
+  const address = parseAddress(addr);
+  if (address.kind === 'unix') return http.request({ ...opts, socketPath: address.path }, onResponse);
+  const target = { ...opts, host: address.host, port: address.port };
+  if (!tls) return http.request(target, onResponse);
+  return https.request({
+    ...target, ca: tls.ca, cert: tls.cert, key: tls.key, agent: false,
+    ...(tls.servername ? { servername: tls.servername } : {}),
+  }, onResponse);
+}
+
+/** GET a small JSON endpoint (`/v1/version`) of a `builder serve`. */
+export function getJSON<T>(addr: string, tls: ClientTLS | undefined, urlPath: string, opts: { token?: string; timeoutMs?: number } = {}): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const headers = opts.token ? { authorization: `Bearer ${opts.token}` } : undefined;
+    const req = request(addr, tls, { method: 'GET', path: urlPath, headers }, (res) => {
+      let data = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => { data += d; });
+      res.on('end', () => {
+        try {
+          const json = JSON.parse(data) as T & { error?: WireError };
+          if (res.statusCode !== 200) return reject(new RemoteError('REMOTE_FAILED', `the builder at ${addr}: ${json.error?.message ?? `HTTP ${res.statusCode}`}`));
+          resolve(json);
+        } catch {
+          reject(new RemoteError('REMOTE_FAILED', `the builder at ${addr} answered ${urlPath} with something that is not JSON (HTTP ${res.statusCode})`));
+        }
+      });
+      res.on('error', reject);
+    });
+    req.setTimeout(opts.timeoutMs ?? 10_000, () => req.destroy(Object.assign(new Error('timed out'), { code: 'ETIMEDOUT' })));
+    req.on('error', (e) => reject(unreachable(addr, e)));
+    req.end();
+  });
+}
+
+function unreachable(addr: string, e: Error): RemoteError {
+  const code = (e as NodeJS.ErrnoException).code;
+  // A TLS server that refuses our certificate closes the handshake: say why, not just "socket hang up".
+  const tlsHint = /CERT|SSL|TLS|certificate|ECONNRESET|socket hang up/i.test(`${code} ${e.message}`) && /^tcp:/.test(addr)
+    ? ' (TLS: is the CA right, and does the server accept this client certificate?)' : '';
+  return new RemoteError('REMOTE_UNREACHABLE', `cannot reach the builder at ${addr}: ${code ?? e.message}${tlsHint}`);
 }
 
 function fromWire(e: WireError): Error {

@@ -3,8 +3,10 @@
 //   POST /v1/build   X-Builder-Options: base64(JSON RemoteBuildOptions)   body: the context as a tar stream
 //     -> 200, application/x-ndjson: {"progress": ProgressEvent} lines, then {"result": ...} or {"error": ...}
 //   GET /v1/health   -> {"ok": true}
+//   GET /v1/version  -> ServerInfo: version, platforms offered, build limit, builds running and queued
 //
-// TCP needs `Authorization: Bearer <token>`. A request the server cannot take gets a 4xx with
+// TCP is mutual TLS (the client's certificate must be signed by the server's --tlscacert), or plain HTTP
+// with `Authorization: Bearer <token>` (also checked over TLS when the server has a token). A request the server cannot take gets a 4xx with
 // {"error": {"code", "message"}} and the server goes on serving.
 import { UserError } from '../util/errors.js';
 import type { CallName } from '../client/subrequests.js';
@@ -26,6 +28,16 @@ export interface RemoteBuildOptions extends ExecFlagOptions {
   call?: CallName;
   /** Secret values travel with the request (base64), never to disk on the server. */
   secrets?: { id: string; value: string }[];
+}
+
+export interface ServerInfo {
+  version: string;
+  /** Platforms the node builds for (`linux/amd64`), as `builder serve --platform` set them. */
+  platforms: string[];
+  /** 0: no limit. */
+  maxConcurrentBuilds: number;
+  running: number;
+  queued: number;
 }
 
 export interface WireError {
@@ -53,4 +65,9 @@ export function parseAddress(addr: string): Address {
   const m = /^tcp:\/\/(\[[^\]]+\]|[^:/]+):(\d+)$/.exec(addr);
   if (m) return { kind: 'tcp', host: m[1].replace(/^\[|\]$/g, ''), port: Number(m[2]) };
   throw new AddressError(`invalid address "${addr}": expected unix:///path or tcp://host:port`);
+}
+
+/** 127.0.0.0/8, ::1 and localhost: addresses only this machine reaches. */
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
 }

@@ -1,22 +1,44 @@
 // `builder serve`: the same engine behind a socket, for teams and tools that share one builder and its
 // cache. Each request streams its context in as a tar and gets its progress back as it happens; a client
 // that goes away cancels its build (containers killed, mounts undone). Builds on one --root take turns
-// through the state lock, so many clients can be connected at once.
+// through the state lock, so many clients can be connected at once; --max-concurrent-builds queues the
+// rest first come, first served.
+//
+// TCP is mutual TLS (buildkitd's --tlscacert/--tlscert/--tlskey: only clients with a certificate signed
+// by that CA get in), or plain HTTP with a token, which off loopback needs --allow-insecure-tcp.
 import fs from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
+import type { Socket } from 'node:net';
 import path from 'node:path';
 import { timingSafeEqual } from 'node:crypto';
 import { build, BuildError } from '../client/build.js';
 import { unpackContext } from '../client/context.js';
 import { EventProgress, type ProgressEvent } from '../progress/events.js';
 import { BuilderError, UserError } from '../util/errors.js';
-import { OPTIONS_HEADER, parseAddress, type Address, type RemoteBuildOptions, type WireError } from './protocol.js';
+import { OPTIONS_HEADER, parseAddress, isLoopback, type Address, type RemoteBuildOptions, type ServerInfo, type WireError } from './protocol.js';
 import type { RegistryHostConfig } from '../registry/config.js';
+import { BuildSlots } from './slots.js';
+import { formatPlatform, hostPlatform, parsePlatforms } from '../client/platform.js';
 
 export interface ServeOptions {
   addr: string;
-  /** Required for TCP: clients send it as `Authorization: Bearer <token>`. */
+  /** Required for plain TCP, optional with TLS: clients send it as `Authorization: Bearer <token>`. */
   token?: string;
+  /** PEM files: the CA client certificates must be signed by, and the server's certificate and key. All
+   * three or none; with them a tcp:// address speaks mutual TLS. */
+  tlsCACert?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  /** Plain (token-only) TCP on an address that is not loopback. */
+  allowInsecureTcp?: boolean;
+  /** Most builds run at once; the rest wait in a FIFO queue. 0 or undefined: no limit. */
+  maxConcurrentBuilds?: number;
+  /** The platforms this node offers (`linux/amd64,linux/arm64`); default the host's. */
+  platforms?: string;
+  /** Reported by /v1/version. */
+  version?: string;
   root: string;
   ociRuntime?: string;
   insecureRegistries?: string[];
@@ -28,22 +50,69 @@ export interface ServeOptions {
 
 export interface Server {
   address: Address;
+  /** Builds running and waiting now. */
+  stats(): { running: number; queued: number; max: number };
   close(): Promise<void>;
+}
+
+interface State {
+  opts: ServeOptions;
+  address: Address;
+  tls: boolean;
+  slots: BuildSlots;
+  info: Omit<ServerInfo, 'running' | 'queued'>;
+}
+
+function readTLSFile(flag: string, file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new UserError('TLS_FILE', `--${flag} ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
 }
 
 export async function serve(opts: ServeOptions): Promise<Server> {
   const address = parseAddress(opts.addr);
-  if (address.kind === 'tcp' && !opts.token) {
-    throw new UserError('TOKEN_REQUIRED', 'a tcp:// address needs a token (--token or BUILDER_TOKEN): anyone who can connect could run builds');
+  if (opts.maxConcurrentBuilds !== undefined && (!Number.isInteger(opts.maxConcurrentBuilds) || opts.maxConcurrentBuilds < 0)) {
+    throw new UserError('INVALID_FLAG', `invalid --max-concurrent-builds ${opts.maxConcurrentBuilds}: expected a whole number (0: no limit)`);
   }
+  const tlsFiles = [opts.tlsCACert, opts.tlsCert, opts.tlsKey].filter((x) => x !== undefined).length;
+  if (tlsFiles !== 0 && tlsFiles !== 3) throw new UserError('TLS_INCOMPLETE', 'mutual TLS needs all of --tlscacert, --tlscert and --tlskey');
+  const useTLS = tlsFiles === 3;
+  if (useTLS && address.kind !== 'tcp') throw new UserError('TLS_UNIX', 'TLS is for tcp:// addresses; a unix socket is guarded by its file mode');
+  if (address.kind === 'tcp' && !useTLS) {
+    if (!opts.token) {
+      throw new UserError('TOKEN_REQUIRED', 'a tcp:// address needs mutual TLS (--tlscacert, --tlscert, --tlskey) or a token (--token or BUILDER_TOKEN): anyone who can connect could run builds');
+    }
+    if (!isLoopback(address.host) && !opts.allowInsecureTcp) {
+      throw new UserError('INSECURE_TCP', `plain TCP on ${address.host} (not loopback) sends the token and the build in clear: use mutual TLS (--tlscacert, --tlscert, --tlskey), or --allow-insecure-tcp`);
+    }
+  }
+  const platforms = opts.platforms ? parsePlatforms(opts.platforms).map(formatPlatform) : [formatPlatform(hostPlatform())];
+  const state: State = {
+    opts, address, tls: useTLS, slots: new BuildSlots(opts.maxConcurrentBuilds ?? 0),
+    info: { version: opts.version ?? 'unknown', platforms, maxConcurrentBuilds: opts.maxConcurrentBuilds ?? 0 },
+  };
   const log = opts.log ?? (() => undefined);
-  const server = http.createServer((req, res) => {
-    handle(req, res, opts, address).catch((e) => {
+  const onRequest = (req: http.IncomingMessage, res: http.ServerResponse) => {
+    handle(req, res, state).catch((e) => {
       log(`request failed: ${(e as Error).message}`);
       if (!res.headersSent) sendError(res, 500, { code: 'INTERNAL', message: (e as Error).message });
       else res.end();
     });
-  });
+  };
+  const server: http.Server = useTLS
+    ? https.createServer({
+      ca: readTLSFile('tlscacert', opts.tlsCACert!), cert: readTLSFile('tlscert', opts.tlsCert!), key: readTLSFile('tlskey', opts.tlsKey!),
+      // Mutual TLS: no certificate signed by the CA, no connection.
+      requestCert: true, rejectUnauthorized: true,
+    }, onRequest)
+    : http.createServer(onRequest);
+  if (useTLS) {
+    server.on('tlsClientError', (e: Error, socket: Socket) => {
+      log(`refused a TLS client${socket.remoteAddress ? ` from ${socket.remoteAddress}` : ''}: ${e.message}`);
+    });
+  }
   if (address.kind === 'unix') {
     // A socket left by a server that died is stale; one still answering belongs to a live server.
     if (await fs.stat(address.path).then((s) => s.isSocket(), () => false)) {
@@ -64,6 +133,7 @@ export async function serve(opts: ServeOptions): Promise<Server> {
   }
   return {
     address,
+    stats: () => state.slots.stats,
     close: () => new Promise<void>((resolve) => {
       server.close(() => resolve());
       server.closeAllConnections();
@@ -71,14 +141,20 @@ export async function serve(opts: ServeOptions): Promise<Server> {
   };
 }
 
-async function handle(req: http.IncomingMessage, res: http.ServerResponse, opts: ServeOptions, address: Address): Promise<void> {
-  if (address.kind === 'tcp' && !authorized(req, opts.token!)) {
+async function handle(req: http.IncomingMessage, res: http.ServerResponse, state: State): Promise<void> {
+  const { opts, address } = state;
+  if (address.kind === 'tcp' && opts.token && !authorized(req, opts.token)) {
     req.resume();
     return sendError(res, 401, { code: 'UNAUTHORIZED', message: 'missing or wrong token' });
   }
   const url = new URL(req.url ?? '/', 'http://builder');
   if (req.method === 'GET' && url.pathname === '/v1/health') {
     res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}\n');
+    return;
+  }
+  if (req.method === 'GET' && url.pathname === '/v1/version') {
+    const info: ServerInfo = { ...state.info, running: state.slots.stats.running, queued: state.slots.stats.queued };
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(info) + '\n');
     return;
   }
   if (req.method !== 'POST' || url.pathname !== '/v1/build') {
@@ -103,11 +179,20 @@ async function handle(req: http.IncomingMessage, res: http.ServerResponse, opts:
     return sendError(res, 400, { code: 'BAD_CONTEXT', message: `the request body is not a readable tar of the context: ${(e as Error).message}` });
   }
   const context = unpacked.dir;
+  let release: (() => void) | undefined;
   try {
     res.writeHead(200, { 'content-type': 'application/x-ndjson' });
     const send = (obj: object) => { if (!res.destroyed) res.write(JSON.stringify(obj) + '\n'); };
     const progress = new EventProgress((e: ProgressEvent) => send({ progress: e }));
     try {
+      // Past --max-concurrent-builds the build waits its turn; the client sees it as a step of its own.
+      const queueStep = `queue-${process.hrtime.bigint()}`;
+      let queued = false;
+      release = await state.slots.acquire(controller.signal, (ahead) => {
+        queued = true;
+        progress.start({ id: queueStep, name: `[internal] waiting for a build slot (${ahead} ahead, at most ${state.info.maxConcurrentBuilds} at once)`, started: Date.now() });
+      });
+      if (queued) progress.done(queueStep);
       const result = await build({
         context,
         file: path.join(context, safeRelative(options.file ?? 'Dockerfile')),
@@ -125,6 +210,7 @@ async function handle(req: http.IncomingMessage, res: http.ServerResponse, opts:
     }
     res.end();
   } finally {
+    release?.();
     await unpacked.remove();
   }
 }
