@@ -15,6 +15,7 @@ import { BUILD_USAGE, UsageError, checkAttestations, stdinPositionals, usageMess
 import { imageID, writeBuildFiles } from '../client/metadata.js';
 import { imageCommands } from './images.js';
 import { nodeCommands } from './nodes.js';
+import { chooseBuilder } from '../server/instances.js';
 import { packageVersion } from './version.js';
 
 function parseKeyValues(list: string[] | undefined, flag: string): Record<string, string> {
@@ -77,7 +78,9 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
   const quiet = argv.quiet === true || mode === 'quiet';
   if (argv.quiet === true && mode !== 'auto' && mode !== 'quiet') throw new UsageError(`progress=${mode} and quiet cannot be used together`);
   checkAttestations({ provenance: argv.provenance as string | undefined, sbom: argv.sbom as string | undefined, attest: list(argv.attest) });
-  const builderAddr = (argv.builder as string | undefined) ?? process.env.BUILDER_HOST;
+  // An address, a builder instance (`builder create`/`use`), or the local engine.
+  const choice = chooseBuilder(argv.builder as string | undefined);
+  const builderAddr = choice.kind !== 'local';
   // `--check` is `--call=check`.
   const call = argv.check ? parseCall('check') : argv.call !== undefined ? parseCall(String(argv.call)) : undefined;
   // Before the progress display and the signal handlers: a Ctrl-C while waiting for stdin ends the command at once.
@@ -119,13 +122,11 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
   if (builderAddr && unsupportedRemote) {
     throw new UserError('USAGE', `--${unsupportedRemote} is not supported with --builder yet`);
   }
-  const result = builderAddr ? await (await import('../server/client.js')).remoteBuild({
+  const result = builderAddr ? await (await import('../server/fanout.js')).buildOn(choice, {
     ...common,
     // The server pushes: --push travels as the output it stands for.
     outputs: argv.push ? [...(common.outputs ?? []), 'type=image,push=true'] : common.outputs,
-    addr: builderAddr,
-    token: process.env.BUILDER_TOKEN,
-  }) : await build({
+  }, { note: (line) => display.note(line) }) : await build({
     ...common,
     context: input.context,
     dockerfile: input.dockerfile,
@@ -259,7 +260,7 @@ async function main(): Promise<void> {
         .option('insecure-registry', { type: 'string', describe: 'Insecure registry: HTTPS without verification, then plain HTTP' })
         .option('secret', { type: 'string', describe: 'Secret to expose to the build (format: "id=mysecret[,src=/local/secret]" or "id=mysecret,env=VAR")' })
         .option('ssh', { type: 'string', describe: 'SSH agent socket to expose to the build (format: "default|<id>[=<socket>]")' })
-        .option('builder', { type: 'string', describe: 'Build on a "builder serve" server: unix:///path or tcp://host:port (env BUILDER_HOST; token in BUILDER_TOKEN)' })
+        .option('builder', { type: 'string', describe: 'Builder instance ("builder create") or "builder serve" address (unix:///path, tcp://host:port) to build on (env BUILDER_BUILDER, BUILDER_HOST; token in BUILDER_TOKEN)' })
         .option('allow', { type: 'string', describe: 'Allow extra privileged entitlement (e.g., "network.host", "security.insecure")' })
         .option('push', { type: 'boolean', describe: 'Shorthand for "--output=type=registry"; -t names are kept in the local image store only once pushed' })
         .option('load', { type: 'boolean', describe: 'Shorthand for "--output=type=docker"' })

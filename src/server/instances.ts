@@ -149,3 +149,21 @@ export function nodeTLS(node: NodeSpec): ClientTLS | undefined {
 export function checkEndpoint(endpoint: string): void {
   parseAddress(endpoint);
 }
+
+export type BuilderChoice = { kind: 'local' } | { kind: 'address'; addr: string } | { kind: 'instance'; name: string };
+
+/**
+ * Where a build runs: `--builder` (an address with `://`, else an instance name; `default` is the local
+ * engine), else $BUILDER_BUILDER (buildx's BUILDX_BUILDER), else $BUILDER_HOST (an address), else the
+ * instance `builder use` chose, else the local engine.
+ */
+export function chooseBuilder(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): BuilderChoice {
+  const named = flag || env.BUILDER_BUILDER;
+  if (named) {
+    if (named.includes('://')) return { kind: 'address', addr: named };
+    return named === DEFAULT_INSTANCE ? { kind: 'local' } : { kind: 'instance', name: named };
+  }
+  if (env.BUILDER_HOST) return { kind: 'address', addr: env.BUILDER_HOST };
+  const current = currentInstance(env);
+  return current ? { kind: 'instance', name: current } : { kind: 'local' };
+}
