@@ -26,7 +26,9 @@ const commands: CommandModule<object, Record<string, unknown>>[] = [
       .option('token', { type: 'string', describe: 'Token clients must send (required for plain tcp://; env BUILDER_TOKEN)' })
       .option('allow-insecure-tcp', { type: 'boolean', describe: 'Allow plain (token-only) TCP on an address that is not loopback' })
       .option('max-concurrent-builds', { type: 'number', describe: 'Most builds run at once; the rest wait in a first-come, first-served queue (default: no limit)' })
-      .option('platform', { type: 'string', describe: 'Platforms this node builds for, reported to clients (default: the host\'s)' }),
+      .option('platform', { type: 'string', describe: 'Platforms this node builds for, reported to clients (default: the host\'s)' })
+      .option('cache-from', { type: 'string', describe: 'Cache every build imports (e.g. "type=registry,ref=REF" shared by the nodes)' })
+      .option('cache-to', { type: 'string', describe: 'Cache every build exports (e.g. "type=registry,ref=REF,mode=max")' }),
     handler: async (argv) => {
       const { serve } = await import('../server/server.js');
       const { packageVersion } = await import('./version.js');
@@ -36,6 +38,7 @@ const commands: CommandModule<object, Record<string, unknown>>[] = [
         allowInsecureTcp: argv['allow-insecure-tcp'] as boolean | undefined,
         maxConcurrentBuilds: argv['max-concurrent-builds'] as number | undefined,
         platforms: list(argv.platform).join(',') || undefined,
+        cacheFrom: list(argv['cache-from']), cacheTo: list(argv['cache-to']),
         version: packageVersion(),
         log: (line) => process.stderr.write(`${line}\n`),
       });

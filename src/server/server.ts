@@ -20,6 +20,7 @@ import { BuilderError, UserError } from '../util/errors.js';
 import { OPTIONS_HEADER, parseAddress, isLoopback, type Address, type RemoteBuildOptions, type ServerInfo, type WireError } from './protocol.js';
 import type { RegistryHostConfig } from '../registry/config.js';
 import { BuildSlots } from './slots.js';
+import { parseCacheFrom, parseCacheTo } from '../client/remotecache.js';
 import { formatPlatform, hostPlatform, parsePlatforms } from '../client/platform.js';
 
 export interface ServeOptions {
@@ -39,6 +40,10 @@ export interface ServeOptions {
   platforms?: string;
   /** Reported by /v1/version. */
   version?: string;
+  /** Cache every build imports and exports (`--cache-from`/`--cache-to` specs, e.g. a registry ref that
+   * nodes share): a node with an empty state dir starts from what the others exported. */
+  cacheFrom?: string[];
+  cacheTo?: string[];
   root: string;
   ociRuntime?: string;
   insecureRegistries?: string[];
@@ -88,6 +93,9 @@ export async function serve(opts: ServeOptions): Promise<Server> {
       throw new UserError('INSECURE_TCP', `plain TCP on ${address.host} (not loopback) sends the token and the build in clear: use mutual TLS (--tlscacert, --tlscert, --tlskey), or --allow-insecure-tcp`);
     }
   }
+  // Bad cache specs fail at start, not at the first build.
+  for (const c of opts.cacheFrom ?? []) parseCacheFrom(c);
+  for (const c of opts.cacheTo ?? []) parseCacheTo(c);
   const platforms = opts.platforms ? parsePlatforms(opts.platforms).map(formatPlatform) : [formatPlatform(hostPlatform())];
   const state: State = {
     opts, address, tls: useTLS, slots: new BuildSlots(opts.maxConcurrentBuilds ?? 0),
@@ -202,6 +210,7 @@ async function handle(req: http.IncomingMessage, res: http.ServerResponse, state
         cgroupParent: options.cgroupParent, call: options.call,
         secrets: (options.secrets ?? []).map((x) => ({ id: x.id, value: Buffer.from(x.value, 'base64') })),
         root: opts.root, ociRuntime: opts.ociRuntime, insecureRegistries: opts.insecureRegistries, registries: opts.registries,
+        cacheFrom: opts.cacheFrom, cacheTo: opts.cacheTo,
         progress, signal: controller.signal,
       });
       send({ result });

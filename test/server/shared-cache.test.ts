@@ -1,0 +1,43 @@
+// Node-level default cache: `builder serve --cache-to/--cache-from` with one registry ref shared by nodes.
+import { describe, it, expect, inject } from 'vitest';
+import path from 'node:path';
+import { serve } from '../../src/server/server.js';
+import { remoteBuild } from '../../src/server/client.js';
+import { EventProgress, type ProgressEvent } from '../../src/progress/events.js';
+import { makeContext, tempDir } from '../helpers/cli.js';
+
+const registry = inject('registry');
+const base = `${registry}/busybox:1.35`;
+
+describe('builder serve with a shared registry cache', () => {
+  it('a node with an empty state dir reuses what another node exported', async () => {
+    const mark = Math.random().toString(36).slice(2);
+    const cache = `type=registry,ref=${registry}/cache/shared:${mark}`;
+    const servers = await Promise.all([1, 2].map(async (n) => serve({
+      addr: `unix://${path.join(await tempDir('builder-cache-sock-'), `n${n}.sock`)}`, root: await tempDir('builder-cache-root-'),
+      cacheFrom: [cache], cacheTo: [`${cache},mode=max`],
+    })));
+    try {
+      const ctx = await makeContext({ Dockerfile: `FROM ${base}\nRUN echo ${mark} > /m\n` });
+      const runs: ProgressEvent[][] = [];
+      for (const s of servers) {
+        const events: ProgressEvent[] = [];
+        await remoteBuild({ addr: `unix://${s.address.kind === 'unix' ? s.address.path : ''}`, context: ctx, progress: new EventProgress((e) => events.push(e)) });
+        runs.push(events);
+      }
+      const runStep = (events: ProgressEvent[]) => {
+        const start = events.find((e) => e.type === 'start' && e.name.includes(`RUN echo ${mark}`));
+        return events.find((e) => e.type === 'done' && start && e.id === start.id) as { cached?: boolean } | undefined;
+      };
+      expect(runStep(runs[0])?.cached).toBeUndefined();
+      expect(runStep(runs[1])?.cached).toBe(true);
+    } finally {
+      await Promise.all(servers.map((s) => s.close()));
+    }
+  });
+
+  it('a bad cache spec stops the server from starting', async () => {
+    await expect(serve({ addr: `unix://${path.join(await tempDir('builder-cache-sock-'), 'x.sock')}`, root: await tempDir('builder-cache-root-'), cacheTo: ['type=bogus'] }))
+      .rejects.toThrow(/bogus/);
+  });
+});
