@@ -39,7 +39,10 @@ export interface RemoteBuildRequest extends Omit<RemoteBuildOptions, 'secrets' |
 
 export class RemoteError extends UserError {}
 
-export async function remoteBuild(req: RemoteBuildRequest): Promise<BuildResult> {
+/** A build result; `fetch` when the request had fetchLocal: the ID to pass to fetchOutput. */
+export type RemoteBuildResult = BuildResult & { fetch?: string };
+
+export async function remoteBuild(req: RemoteBuildRequest): Promise<RemoteBuildResult> {
   const address = parseAddress(req.addr);
   const context = path.resolve(req.context);
   const dockerfile = path.resolve(req.file ?? path.join(context, 'Dockerfile'));
@@ -55,6 +58,7 @@ export async function remoteBuild(req: RemoteBuildRequest): Promise<BuildResult>
     file: rel.split(path.sep).join('/'), tags: req.tags, buildArgs: req.buildArgs, labels: req.labels, target: req.target,
     platform: req.platform, outputs: req.outputs, noCache: req.noCache, allow: req.allow,
     network: req.network, addHosts: req.addHosts, shmSize: req.shmSize, ulimits: req.ulimits, cgroupParent: req.cgroupParent, call: req.call,
+    ...(req.fetchLocal ? { fetchLocal: true } : {}),
     secrets: [...(session.secrets ?? new Map())].map(([id, value]) => ({ id, value: value.toString('base64') })),
   };
   const headers: http.OutgoingHttpHeaders = {
@@ -63,7 +67,7 @@ export async function remoteBuild(req: RemoteBuildRequest): Promise<BuildResult>
     ...(req.token ? { authorization: `Bearer ${req.token}` } : {}),
   };
   const canceled = () => (req.signal?.aborted ? Object.assign(new Error('build canceled'), { code: 'CANCELED' }) : undefined);
-  return new Promise<BuildResult>((resolve, reject) => {
+  return new Promise<RemoteBuildResult>((resolve, reject) => {
     const tar = spawn('tar', ['-c', '-f', '-', '-C', context, '.'], { stdio: ['ignore', 'pipe', 'pipe'] });
     const httpReq = request(req.addr, req.tls, { method: 'POST', path: '/v1/build', headers }, (res) => {
       let buffer = '';
@@ -109,6 +113,29 @@ export function request(addr: string, tls: ClientTLS | undefined, opts: http.Req
     ...target, ca: tls.ca, cert: tls.cert, key: tls.key, agent: false,
     ...(tls.servername ? { servername: tls.servername } : {}),
   }, onResponse);
+}
+
+/** Unpacks a fetchLocal build's filesystem (GET /v1/outputs/ID) into `dest`. */
+export async function fetchOutput(addr: string, tls: ClientTLS | undefined, id: string, dest: string, opts: { token?: string } = {}): Promise<void> {
+  await fs.mkdir(dest, { recursive: true });
+  await new Promise<void>((resolve, reject) => {
+    const headers = opts.token ? { authorization: `Bearer ${opts.token}` } : undefined;
+    const req = request(addr, tls, { method: 'GET', path: `/v1/outputs/${id}`, headers }, (res) => {
+      if (res.statusCode !== 200) {
+        res.resume();
+        return reject(new RemoteError('REMOTE_FAILED', `the builder at ${addr} has no output ${id} (HTTP ${res.statusCode})`));
+      }
+      const tar = spawn('tar', ['-x', '-f', '-', '-C', dest], { stdio: ['pipe', 'ignore', 'pipe'] });
+      let err = '';
+      tar.stderr.on('data', (d) => { err += d; });
+      tar.stdin.on('error', () => undefined);
+      res.on('error', (e) => { tar.kill(); reject(new RemoteError('REMOTE_FAILED', `the builder at ${addr} went away while sending the output: ${(e as NodeJS.ErrnoException).code ?? e.message}`)); });
+      res.pipe(tar.stdin);
+      tar.on('close', (code) => (code === 0 ? resolve() : reject(new RemoteError('REMOTE_FAILED', `unpacking the output from ${addr} into ${dest} failed: ${err.trim() || `tar exited ${code}`}`))));
+    });
+    req.on('error', (e) => reject(unreachable(addr, e)));
+    req.end();
+  });
 }
 
 /** GET a small JSON endpoint (`/v1/version`) of a `builder serve`. */

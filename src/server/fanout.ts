@@ -18,7 +18,7 @@ import { MediaType, type Descriptor, type Index } from '../image/types.js';
 import type { Digest } from '../../solver/llb/ops.js';
 import { sha256 } from '../../solver/llb/digest.js';
 import { UserError } from '../util/errors.js';
-import { remoteBuild, RemoteError, type RemoteBuildRequest } from './client.js';
+import { fetchOutput, remoteBuild, RemoteError, type RemoteBuildRequest } from './client.js';
 import { getInstance, nodeTLS, type BuilderChoice, type Instance } from './instances.js';
 import { probeNode, type NodeStatus } from './nodes.js';
 
@@ -90,14 +90,27 @@ export async function instanceBuild(inst: Instance, req: InstanceBuildRequest, o
     return c.nodes[0];
   };
   let attempt = 0;
-  const runGroup = async (node: NodeStatus, group: string[], outputs: string[] | undefined): Promise<{ node: NodeStatus; platforms: string[]; result: BuildResult }[]> => {
+  type Run = { node: NodeStatus; platforms: string[]; result: BuildResult };
+  // `spread`: the platforms are split over nodes, each node's part exported as the plan says.
+  const runGroup = async (node: NodeStatus, group: string[], spread: Spread | undefined): Promise<Run[]> => {
     const label = `${node.node.name}${group.length ? ` ${group.join(',')}` : ''}`;
+    const progress = many ? prefixed(req.progress, label, `${node.node.name}.${attempt++}`) : req.progress;
+    const tls = nodeTLS(node.node);
     try {
       const result = await remoteBuild({
-        ...req, addr: node.node.endpoint, tls: nodeTLS(node.node), token,
-        platform: group.length ? group.join(',') : undefined, outputs,
-        progress: many ? prefixed(req.progress, label, `${node.node.name}.${attempt++}`) : req.progress,
+        ...req, addr: node.node.endpoint, tls, token, progress,
+        platform: group.length ? group.join(',') : undefined,
+        outputs: !spread ? req.outputs : spread.kind === 'push' ? spread.outputs : spread.kind === 'same' ? req.outputs : undefined,
+        ...(spread?.kind === 'local' ? { fetchLocal: true } : {}),
       });
+      if (spread?.kind === 'local') {
+        // One platform of several: its own subdirectory, as a local multi-platform export writes it.
+        const dest = group.length === 1 ? path.join(spread.dest, group[0].replace(/\//g, '_')) : spread.dest;
+        const step = `fetch-${node.node.name}-${attempt}`;
+        progress.start({ id: step, name: `fetching the result into ${dest}` });
+        await fetchOutput(node.node.endpoint, tls, result.fetch!, dest, { token });
+        progress.done(step);
+      }
       return [{ node, platforms: group, result }];
     } catch (e) {
       if (!nodeFailed(e) || req.signal?.aborted) throw e;
@@ -105,11 +118,12 @@ export async function instanceBuild(inst: Instance, req: InstanceBuildRequest, o
       const others = up();
       if (others.length === 0) throw new RemoteError('REMOTE_FAILED', `builder ${inst.name}: node ${node.node.name} failed and no other node is left: ${(e as Error).message}`);
       note(`builder ${inst.name}: node ${node.node.name} failed (${(e as Error).message}); rerunning ${group.length ? group.join(', ') : 'the build'} on another node`);
-      return runAll(group, outputs);
+      return runAll(group);
     }
   };
-  const runAll = async (group: string[], outputs: string[] | undefined) => {
-    if (group.length === 0) return runGroup(assign(undefined), [], outputs);
+  let plan: Spread | undefined;
+  const runAll = async (group: string[]): Promise<Run[]> => {
+    if (group.length === 0) return runGroup(assign(undefined), [], undefined);
     const byNode = new Map<string, { node: NodeStatus; platforms: string[] }>();
     for (const p of group) {
       const n = assign(p);
@@ -117,34 +131,43 @@ export async function instanceBuild(inst: Instance, req: InstanceBuildRequest, o
       g.platforms.push(p);
       byNode.set(n.node.name, g);
     }
-    return (await Promise.all([...byNode.values()].map((g) => runGroup(g.node, g.platforms, outputs)))).flat();
+    // One node for every platform: it exports as asked. Else each node's part goes as the plan says.
+    const whole = byNode.size === 1 && group.length === platforms.length;
+    if (!whole) plan ??= spreadPlan(req);
+    return (await Promise.all([...byNode.values()].map((g) => runGroup(g.node, g.platforms, whole ? undefined : plan)))).flat();
   };
 
-  // Where each platform would go now: one node for all of them is a plain remote build.
-  const firstChoice = new Set(platforms.map((p) => assign(p).node.name));
   for (const p of platforms) {
     const c = candidates(up(), p, context);
     if (c.emulated && many) note(`builder ${inst.name}: no node lists ${p}; building it on ${c.nodes[0].node.name} under emulation`);
   }
-  if (platforms.length <= 1 || firstChoice.size === 1) {
-    const runs = await runAll(platforms, req.outputs);
-    if (runs.length === 1) return { ...runs[0].result, nodes: [{ node: runs[0].node.node.name, platforms: runs[0].platforms }] };
-    // A failover split the platforms over nodes after all: only a pushed image can be joined here.
-    return join(inst, req, runs, pushNames(req));
-  }
+  const runs = await runAll(platforms);
+  const nodes = runs.map((r) => ({ node: r.node.node.name, platforms: r.platforms }));
+  if (!plan) return { ...runs[0].result, nodes };
+  if (plan.kind === 'push') return { ...(await join(inst, req, runs, plan.names)), nodes };
+  const exports = plan.kind === 'local' ? [{ type: 'local', dest: plan.dest }] : [];
+  return { exports, warnings: runs.flatMap((r) => r.result.warnings), nodes };
+}
+
+/** How the part of a build that one node does of several is exported: pushed by digest (the client pushes
+ * the index), written to a directory the client fetches, or as asked (none, cacheonly). */
+type Spread = { kind: 'push'; names: string[]; outputs: string[] } | { kind: 'local'; dest: string } | { kind: 'same' };
+
+function spreadPlan(req: InstanceBuildRequest): Spread {
+  const specs = (req.outputs ?? []).map(parseOutput);
+  if (specs.every((s) => s.type === 'cacheonly')) return { kind: 'same' };
+  if (specs.length === 1 && specs[0].type === 'local' && specs[0].dest) return { kind: 'local', dest: path.resolve(specs[0].dest) };
   const names = pushNames(req);
-  const outputs = names ? [`type=image,${names.map((n) => `name=${n}`).join(',')},push=true,push-by-digest=true${names.extra}`] : req.outputs;
-  return join(inst, req, await runAll(platforms, outputs), names);
+  return { kind: 'push', names, outputs: [`type=image,${names.map((n) => `name=${n}`).join(',')},push=true,push-by-digest=true${names.extra}`] };
 }
 
 /** The names a build's outputs push to when they are one pushed image output (else undefined, or an error
  * when there are outputs the client cannot assemble from several nodes). */
-function pushNames(req: InstanceBuildRequest): (string[] & { extra: string }) | undefined {
+function pushNames(req: InstanceBuildRequest): string[] & { extra: string } {
   const specs = (req.outputs ?? []).map(parseOutput);
-  if (specs.length === 0) return undefined;
   const image = specs.length === 1 && (specs[0].type === 'registry' || (specs[0].type === 'image' && specs[0].attrs.push !== undefined && specs[0].attrs.push.toLowerCase() !== 'false'));
   if (!image) {
-    throw new UserError('UNSUPPORTED_OUTPUT', 'a build spread over several nodes can only push (--push or type=image,push=true) yet; other outputs need all its platforms on one node');
+    throw new UserError('UNSUPPORTED_OUTPUT', 'a build spread over several nodes can only push (--push or type=image,push=true) or write one type=local directory yet; other outputs need all its platforms on one node');
   }
   const names = (specs[0].names ?? req.tags ?? []).map((n: string) => parseReference(n).toString());
   if (names.length === 0) throw new UserError('UNSUPPORTED_OUTPUT', `type=${specs[0].type} with push needs a name (name=REF or -t REF)`);
@@ -152,13 +175,8 @@ function pushNames(req: InstanceBuildRequest): (string[] & { extra: string }) | 
   return Object.assign(names, { extra });
 }
 
-async function join(
-  inst: Instance, req: InstanceBuildRequest, runs: { node: NodeStatus; platforms: string[]; result: BuildResult }[],
-  names: (string[] & { extra: string }) | undefined,
-): Promise<InstanceBuildResult> {
-  const nodes = runs.map((r) => ({ node: r.node.node.name, platforms: r.platforms }));
+async function join(inst: Instance, req: InstanceBuildRequest, runs: { node: NodeStatus; platforms: string[]; result: BuildResult }[], names: string[]): Promise<BuildResult> {
   const warnings = runs.flatMap((r) => r.result.warnings);
-  if (!names) return { exports: [], warnings, nodes };
   const refs = names.map(parseReference);
   const client = new RegistryClient({});
   const entries: Descriptor[] = [];
@@ -184,7 +202,7 @@ async function join(
   req.progress.start({ id: `index-${digest}`, name: `pushing index ${digest} for ${names.join(', ')}` });
   req.progress.done(`index-${digest}`);
   const descriptor: Descriptor = { mediaType, digest, size: bytes.length };
-  return { manifestDigest: digest, exports: [{ type: 'image', manifestDigest: digest, descriptor, names: [...names], pushed: true }], warnings, nodes };
+  return { manifestDigest: digest, exports: [{ type: 'image', manifestDigest: digest, descriptor, names: [...names], pushed: true }], warnings };
 }
 
 function platformOf(p: string): Descriptor['platform'] {

@@ -12,7 +12,9 @@ import http from 'node:http';
 import https from 'node:https';
 import type { Socket } from 'node:net';
 import path from 'node:path';
-import { timingSafeEqual } from 'node:crypto';
+import os from 'node:os';
+import { spawn } from 'node:child_process';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { build, BuildError } from '../client/build.js';
 import { unpackContext } from '../client/context.js';
 import { EventProgress, type ProgressEvent } from '../progress/events.js';
@@ -66,7 +68,12 @@ interface State {
   tls: boolean;
   slots: BuildSlots;
   info: Omit<ServerInfo, 'running' | 'queued'>;
+  /** Results of fetchLocal builds waiting for their client's GET /v1/outputs/ID. */
+  fetches: Map<string, { dir: string; timer: NodeJS.Timeout }>;
 }
+
+/** How long a fetchLocal result waits for its client. */
+const FETCH_KEEP_MS = 10 * 60_000;
 
 function readTLSFile(flag: string, file: string): string {
   try {
@@ -98,7 +105,7 @@ export async function serve(opts: ServeOptions): Promise<Server> {
   for (const c of opts.cacheTo ?? []) parseCacheTo(c);
   const platforms = opts.platforms ? parsePlatforms(opts.platforms).map(formatPlatform) : [formatPlatform(hostPlatform())];
   const state: State = {
-    opts, address, tls: useTLS, slots: new BuildSlots(opts.maxConcurrentBuilds ?? 0),
+    opts, address, tls: useTLS, slots: new BuildSlots(opts.maxConcurrentBuilds ?? 0), fetches: new Map(),
     info: { version: opts.version ?? 'unknown', platforms, maxConcurrentBuilds: opts.maxConcurrentBuilds ?? 0 },
   };
   const log = opts.log ?? (() => undefined);
@@ -142,10 +149,17 @@ export async function serve(opts: ServeOptions): Promise<Server> {
   return {
     address,
     stats: () => state.slots.stats,
-    close: () => new Promise<void>((resolve) => {
-      server.close(() => resolve());
-      server.closeAllConnections();
-    }),
+    close: async () => {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+      for (const [id, f] of state.fetches) {
+        clearTimeout(f.timer);
+        state.fetches.delete(id);
+        await fs.rm(f.dir, { recursive: true, force: true });
+      }
+    },
   };
 }
 
@@ -165,6 +179,8 @@ async function handle(req: http.IncomingMessage, res: http.ServerResponse, state
     res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(info) + '\n');
     return;
   }
+  const fetchID = /^\/v1\/outputs\/([0-9a-f]{32})$/.exec(url.pathname)?.[1];
+  if (req.method === 'GET' && fetchID) return sendFetched(res, state, fetchID);
   if (req.method !== 'POST' || url.pathname !== '/v1/build') {
     req.resume();
     return sendError(res, 404, { code: 'NOT_FOUND', message: `no such endpoint: ${req.method} ${url.pathname}` });
@@ -188,6 +204,7 @@ async function handle(req: http.IncomingMessage, res: http.ServerResponse, state
   }
   const context = unpacked.dir;
   let release: (() => void) | undefined;
+  let fetchDir: string | undefined;
   try {
     res.writeHead(200, { 'content-type': 'application/x-ndjson' });
     const send = (obj: object) => { if (!res.destroyed) res.write(JSON.stringify(obj) + '\n'); };
@@ -201,6 +218,10 @@ async function handle(req: http.IncomingMessage, res: http.ServerResponse, state
         progress.start({ id: queueStep, name: `[internal] waiting for a build slot (${ahead} ahead, at most ${state.info.maxConcurrentBuilds} at once)`, started: Date.now() });
       });
       if (queued) progress.done(queueStep);
+      if (options.fetchLocal) {
+        fetchDir = await fs.mkdtemp(path.join(os.tmpdir(), 'builder-fetch-'));
+        options.outputs = [`type=local,dest=${path.join(fetchDir, 'out')}`];
+      }
       const result = await build({
         context,
         file: path.join(context, safeRelative(options.file ?? 'Dockerfile')),
@@ -213,14 +234,40 @@ async function handle(req: http.IncomingMessage, res: http.ServerResponse, state
         cacheFrom: opts.cacheFrom, cacheTo: opts.cacheTo,
         progress, signal: controller.signal,
       });
-      send({ result });
+      if (fetchDir) {
+        const id = randomBytes(16).toString('hex');
+        const dir = fetchDir;
+        const timer = setTimeout(() => { state.fetches.delete(id); void fs.rm(dir, { recursive: true, force: true }); }, FETCH_KEEP_MS);
+        timer.unref();
+        state.fetches.set(id, { dir, timer });
+        fetchDir = undefined;
+        send({ result: { ...result, fetch: id } });
+      } else send({ result });
     } catch (e) {
       send({ error: wireError(e) });
     }
     res.end();
   } finally {
     release?.();
+    if (fetchDir) await fs.rm(fetchDir, { recursive: true, force: true });
     await unpacked.remove();
+  }
+}
+
+/** Streams a fetchLocal build's filesystem as a tar, once, then removes it. */
+async function sendFetched(res: http.ServerResponse, state: State, id: string): Promise<void> {
+  const f = state.fetches.get(id);
+  if (!f) return sendError(res, 404, { code: 'NOT_FOUND', message: `no output ${id} (fetched already, or expired)` });
+  state.fetches.delete(id);
+  clearTimeout(f.timer);
+  try {
+    res.writeHead(200, { 'content-type': 'application/x-tar' });
+    const tar = spawn('tar', ['-c', '-f', '-', '-C', path.join(f.dir, 'out'), '.'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    res.on('close', () => tar.kill());
+    tar.stdout.pipe(res);
+    await new Promise<void>((resolve) => tar.on('close', () => resolve()));
+  } finally {
+    await fs.rm(f.dir, { recursive: true, force: true });
   }
 }
 

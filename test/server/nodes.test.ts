@@ -108,6 +108,21 @@ describe('a builder instance of three nodes', () => {
     expect(await hasBlob(amdNode.root, index.digest)).toBe(false);
   });
 
+  it('a two-platform build to a local directory: each node builds its platform, the client fetches both', async () => {
+    const mark = Math.random().toString(36).slice(2);
+    const ctx = await makeContext({ Dockerfile: `FROM ${base}\nARG TARGETARCH\nRUN echo "${mark} $TARGETARCH" > /arch\n` });
+    const dest = path.join(await tempDir('builder-nodes-local-'), 'out');
+    const res = await runCli(['build', '--builder', 'fleet', '--platform', 'linux/amd64,linux/arm64', '-o', `type=local,dest=${dest}`, '--progress', 'plain', ctx], { env });
+    expect(res.code, res.stderr).toBe(0);
+    expect(await fs.readFile(path.join(dest, 'linux_amd64/arch'), 'utf8')).toBe(`${mark} amd64\n`);
+    expect(await fs.readFile(path.join(dest, 'linux_arm64/arch'), 'utf8')).toBe(`${mark} arm64\n`);
+    expect(res.stderr).toMatch(new RegExp(`\\[arm1 linux/arm64\\] fetching the result into ${dest.replace(/[.]/g, '\\.')}/linux_arm64`));
+    // Other outputs of a spread build are refused with one line.
+    const oci = await runCli(['build', '--builder', 'fleet', '--platform', 'linux/amd64,linux/arm64', '-o', `type=oci,dest=${dest}.tar`, ctx], { env });
+    expect(oci.code).toBe(1);
+    expect(lastLine(oci.stderr)).toBe('ERROR: a build spread over several nodes can only push (--push or type=image,push=true) or write one type=local directory yet; other outputs need all its platforms on one node');
+  });
+
   it('a client without a certificate signed by the CA is refused', async () => {
     const res = await runCli(['create', '--name', 'nocert', '--driver-opt', `cacert=${files.ca},servername=${SERVER_NAME}`, nodes[0].addr], { env });
     expect(res.code, res.stderr).toBe(0);

@@ -4,7 +4,7 @@ import { describe, it, expect, inject, beforeAll, afterAll } from 'vitest';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { serve, type Server } from '../../src/server/server.js';
-import { remoteBuild, getJSON, type ClientTLS } from '../../src/server/client.js';
+import { remoteBuild, getJSON, fetchOutput, type ClientTLS } from '../../src/server/client.js';
 import type { ServerInfo } from '../../src/server/protocol.js';
 import { EventProgress, type ProgressEvent } from '../../src/progress/events.js';
 import { makeCA, makeCert } from '../helpers/tls.js';
@@ -60,6 +60,24 @@ describe('builder serve over mutual TLS', () => {
     const dest = await tempDir('builder-mtls-out-');
     await remoteBuild({ addr, tls: good, context: ctx, outputs: [`type=local,dest=${dest}`], progress: new EventProgress(() => undefined) });
     expect(await fs.readFile(path.join(dest, 'out'), 'utf8')).toBe('over tls\n');
+  });
+});
+
+describe('builder serve: a result the client fetches', () => {
+  it('keeps a fetchLocal build\'s filesystem for one GET /v1/outputs/ID', async () => {
+    const addr = `unix://${path.join(await tempDir('builder-fetch-sock-'), 'f.sock')}`;
+    const server = await serve({ addr, root: await tempDir('builder-fetch-root-') });
+    try {
+      const ctx = await makeContext({ Dockerfile: `FROM ${base}\nRUN mkdir -p /a/b && echo fetched > /a/b/c\n` });
+      const result = await remoteBuild({ addr, context: ctx, fetchLocal: true, progress: new EventProgress(() => undefined) });
+      expect(result.fetch).toMatch(/^[0-9a-f]{32}$/);
+      const dest = path.join(await tempDir('builder-fetch-out-'), 'x');
+      await fetchOutput(addr, undefined, result.fetch!, dest);
+      expect(await fs.readFile(path.join(dest, 'a/b/c'), 'utf8')).toBe('fetched\n');
+      await expect(fetchOutput(addr, undefined, result.fetch!, dest)).rejects.toThrow(`the builder at ${addr} has no output ${result.fetch} (HTTP 404)`);
+    } finally {
+      await server.close();
+    }
   });
 });
 
