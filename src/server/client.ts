@@ -95,7 +95,7 @@ export async function remoteBuild(req: RemoteBuildRequest): Promise<RemoteBuildR
     httpReq.on('error', (e) => {
       if (req.signal?.aborted) return reject(canceled());
       if (responded) return reject(new RemoteError('REMOTE_FAILED', `the builder at ${req.addr} went away during the build: ${(e as NodeJS.ErrnoException).code ?? e.message}`));
-      reject(unreachable(req.addr, e));
+      reject(unreachable(req.addr, e, req.tls));
     });
     const onAbort = () => { httpReq.destroy(); tar.kill(); };
     req.signal?.addEventListener('abort', onAbort, { once: true });
@@ -133,7 +133,7 @@ export async function fetchOutput(addr: string, tls: ClientTLS | undefined, id: 
       res.pipe(tar.stdin);
       tar.on('close', (code) => (code === 0 ? resolve() : reject(new RemoteError('REMOTE_FAILED', `unpacking the output from ${addr} into ${dest} failed: ${err.trim() || `tar exited ${code}`}`))));
     });
-    req.on('error', (e) => reject(unreachable(addr, e)));
+    req.on('error', (e) => reject(unreachable(addr, e, tls)));
     req.end();
   });
 }
@@ -158,17 +158,23 @@ export function getJSON<T>(addr: string, tls: ClientTLS | undefined, urlPath: st
       res.on('error', reject);
     });
     req.setTimeout(opts.timeoutMs ?? 10_000, () => req.destroy(Object.assign(new Error('timed out'), { code: 'ETIMEDOUT' })));
-    req.on('error', (e) => reject(unreachable(addr, e)));
+    req.on('error', (e) => reject(unreachable(addr, e, tls)));
     req.end();
   });
 }
 
-function unreachable(addr: string, e: Error): RemoteError {
-  const code = (e as NodeJS.ErrnoException).code;
-  // A TLS server that refuses our certificate closes the handshake: say why, not just "socket hang up".
-  const tlsHint = /CERT|SSL|TLS|certificate|ECONNRESET|socket hang up/i.test(`${code} ${e.message}`) && /^tcp:/.test(addr)
-    ? ' (TLS: is the CA right, and does the server accept this client certificate?)' : '';
-  return new RemoteError('REMOTE_UNREACHABLE', `cannot reach the builder at ${addr}: ${code ?? e.message}${tlsHint}`);
+function unreachable(addr: string, e: Error, tls?: ClientTLS): RemoteError {
+  const code = (e as NodeJS.ErrnoException).code ?? '';
+  const what = `${code} ${e.message}`;
+  // TLS failures say which side refused whom, and what to change.
+  let hint = '';
+  const closed = /^tcp:/.test(addr) && /ECONNRESET|socket hang up|EPROTO/i.test(what);
+  // A server that refuses the client's certificate may say so (an alert) or just close the connection.
+  if (/CERTIFICATE_REQUIRED/.test(what) || (closed && tls && !tls.cert)) hint = ' (TLS: the builder requires a client certificate: --driver-opt cert=FILE,key=FILE)';
+  else if (/UNKNOWN_CA|BAD_CERTIFICATE|CERTIFICATE_UNKNOWN|DECRYPT_ERROR/.test(what) || (closed && tls?.cert)) hint = ' (TLS: the builder refused the client certificate: is it signed by the CA the builder trusts, --tlscacert?)';
+  else if (/SELF_SIGNED|UNABLE_TO_VERIFY|UNABLE_TO_GET_ISSUER|CERT_/.test(what)) hint = ` (TLS: the builder's certificate is not trusted for this address: check --driver-opt cacert= and servername=)`;
+  else if (closed && !tls) hint = ' (does the builder speak TLS? then the instance needs --driver-opt cacert=,cert=,key=)';
+  return new RemoteError('REMOTE_UNREACHABLE', `cannot reach the builder at ${addr}: ${code || e.message}${hint}`);
 }
 
 function fromWire(e: WireError): Error {

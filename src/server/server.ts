@@ -125,7 +125,7 @@ export async function serve(opts: ServeOptions): Promise<Server> {
     : http.createServer(onRequest);
   if (useTLS) {
     server.on('tlsClientError', (e: Error, socket: Socket) => {
-      log(`refused a TLS client${socket.remoteAddress ? ` from ${socket.remoteAddress}` : ''}: ${e.message}`);
+      log(`refused a TLS client${socket.remoteAddress ? ` from ${socket.remoteAddress}` : ''}: ${(e as { reason?: string }).reason ?? e.message}`);
     });
   }
   if (address.kind === 'unix') {

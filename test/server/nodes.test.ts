@@ -129,7 +129,7 @@ describe('a builder instance of three nodes', () => {
     const ctx = await makeContext({ Dockerfile: `FROM ${base}\n` });
     const build = await runCli(['build', '--builder', 'nocert', ctx], { env });
     expect(build.code).toBe(1);
-    expect(lastLine(build.stderr)).toMatch(/^ERROR: builder nocert: node nocert0 \(tcp:\/\/127\.0\.0\.1:\d+\) does not answer: cannot reach the builder at tcp:\/\/127\.0\.0\.1:\d+: .*\(TLS: is the CA right, and does the server accept this client certificate\?\)$/);
+    expect(lastLine(build.stderr)).toMatch(/^ERROR: builder nocert: node nocert0 \(tcp:\/\/127\.0\.0\.1:\d+\) does not answer: cannot reach the builder at tcp:\/\/127\.0\.0\.1:\d+: .*\(TLS: the builder requires a client certificate: --driver-opt cert=FILE,key=FILE\)$/);
     const ls = await runCli(['ls'], { env });
     expect(ls.stdout).toMatch(/^ \\_ nocert0\s+ \\_ tcp:\/\/127\.0\.0\.1:\d+\s+inactive\s*$/m);
     expect((await runCli(['rm', 'nocert'], { env })).code).toBe(0);

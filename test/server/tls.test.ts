@@ -49,8 +49,11 @@ describe('builder serve over mutual TLS', () => {
   });
 
   it('refuses a client without a certificate, or with one another CA signed', async () => {
-    await expect(getJSON(addr, noCert, '/v1/version')).rejects.toThrow(/^cannot reach the builder at tcp:\/\/127\.0\.0\.1:\d+: .*\(TLS: is the CA right/);
-    await expect(getJSON(addr, otherCA, '/v1/version')).rejects.toThrow(/^cannot reach the builder at/);
+    await expect(getJSON(addr, noCert, '/v1/version')).rejects.toThrow(/^cannot reach the builder at tcp:\/\/127\.0\.0\.1:\d+: \S+ \(TLS: the builder requires a client certificate: --driver-opt cert=FILE,key=FILE\)$/);
+    await expect(getJSON(addr, otherCA, '/v1/version')).rejects.toThrow(/^cannot reach the builder at tcp:\/\/127\.0\.0\.1:\d+: \S+ \(TLS: the builder refused the client certificate/);
+    // A client that does not trust the server's CA, or checks another name, refuses the server.
+    await expect(getJSON(addr, { ...good, ca: undefined }, '/v1/version')).rejects.toThrow(/\(TLS: the builder's certificate is not trusted for this address/);
+    await expect(getJSON(addr, { ...good, servername: 'other.test' }, '/v1/version')).rejects.toThrow(/ERR_TLS_CERT_ALTNAME_INVALID \(TLS: the builder's certificate is not trusted/);
     // Plain HTTP to a TLS port gets nothing either.
     await expect(getJSON(addr, undefined, '/v1/version')).rejects.toThrow(/^(cannot reach the builder|the builder at)/);
   });
