@@ -11,6 +11,7 @@ import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import path from 'node:path';
 import os from 'node:os';
 import { spawn } from 'node:child_process';
@@ -213,10 +214,10 @@ async function handle(req: http.IncomingMessage, res: http.ServerResponse, state
       // Past --max-concurrent-builds the build waits its turn; the client sees it as a step of its own.
       const queueStep = `queue-${process.hrtime.bigint()}`;
       let queued = false;
-      release = await state.slots.acquire(controller.signal, (ahead) => {
+      release = await state.slots.acquire(controller.signal, (waiting) => {
         queued = true;
-        progress.start({ id: queueStep, name: `[internal] waiting for a build slot (${ahead} ahead, at most ${state.info.maxConcurrentBuilds} at once)`, started: Date.now() });
-      });
+        progress.start({ id: queueStep, name: `[internal] waiting for a build slot (at most ${state.info.maxConcurrentBuilds} at once; ${waiting} other${waiting === 1 ? '' : 's'} waiting)`, started: Date.now() });
+      }, clientKey(req));
       if (queued) progress.done(queueStep);
       if (options.fetchLocal) {
         fetchDir = await fs.mkdtemp(path.join(os.tmpdir(), 'builder-fetch-'));
@@ -269,6 +270,15 @@ async function sendFetched(res: http.ServerResponse, state: State, id: string): 
   } finally {
     await fs.rm(f.dir, { recursive: true, force: true });
   }
+}
+
+/** Who asks, for taking turns in the queue: the TLS client certificate, else the TCP peer's address;
+ * everyone on a unix socket is one client. */
+function clientKey(req: http.IncomingMessage): string {
+  const socket = req.socket as Partial<TLSSocket>;
+  const cert = typeof socket.getPeerCertificate === 'function' ? socket.getPeerCertificate() : undefined;
+  if (cert?.fingerprint256) return `cert:${cert.fingerprint256}`;
+  return req.socket.remoteAddress ? `addr:${req.socket.remoteAddress}` : 'local';
 }
 
 function authorized(req: http.IncomingMessage, token: string): boolean {

@@ -129,7 +129,7 @@ describe('builder serve --max-concurrent-builds', () => {
     }
     expect(info).toMatchObject({ maxConcurrentBuilds: 1, running: 1, queued: 1 });
     expect(secondEvents.find((e) => e.type === 'start' && e.name.includes('waiting for a build slot'))).toMatchObject({
-      name: '[internal] waiting for a build slot (1 ahead, at most 1 at once)',
+      name: '[internal] waiting for a build slot (at most 1 at once; 0 others waiting)',
     });
     // Nothing of the second build ran yet: only its queue step.
     expect(secondEvents.filter((e) => e.type === 'start').length).toBe(1);
