@@ -146,7 +146,7 @@ const commands: CommandModule<object, Record<string, unknown>>[] = [
         const statuses = await Promise.all(i.nodes.map((n) => probeNode(n, { token: process.env.BUILDER_TOKEN })));
         for (const s of statuses) {
           const given = s.node.platforms ?? [];
-          rows.push([` \\_ ${s.node.name}`, ` \\_ ${s.node.endpoint}`, s.status, s.info?.version ?? '', s.platforms.map((p) => (given.includes(p) ? `${p}*` : p)).join(', ')]);
+          rows.push([` \\_ ${s.node.name}`, ` \\_ ${s.node.endpoint}`, s.status, s.info?.version ?? '', [...s.platforms.map((p) => (given.includes(p) ? `${p}*` : p)), ...s.emulated.map((p) => `(${p})`)].join(', ')]);
           if (s.error) errors.push(`Cannot load builder ${i.name}/${s.node.name}: ${s.error}`);
         }
       }
@@ -179,7 +179,9 @@ const commands: CommandModule<object, Record<string, unknown>>[] = [
         out += `Status:                ${s.status}\n`;
         if (s.error) out += `Error:                 ${s.error}\n`;
         if (s.info) out += `Builder version:       ${s.info.version}\nMax concurrent builds: ${s.info.maxConcurrentBuilds || 'no limit'}\nBuilds:                ${s.info.running} running, ${s.info.queued} queued\n`;
-        out += `Platforms:             ${s.platforms.map((p) => (given.includes(p) ? `${p}*` : p)).join(', ')}\n\n`;
+        out += `Platforms:             ${s.platforms.map((p) => (given.includes(p) ? `${p}*` : p)).join(', ')}\n`;
+        if (s.emulated.length) out += `Emulated platforms:    ${s.emulated.join(', ')}\n`;
+        out += '\n';
       }
       process.stdout.write(out.replace(/\n\n$/, '\n'));
       const down = statuses.filter((s) => s.status !== 'running');

@@ -43,7 +43,7 @@ export class RemoteError extends UserError {}
 export type RemoteBuildResult = BuildResult & { fetch?: string };
 
 export async function remoteBuild(req: RemoteBuildRequest): Promise<RemoteBuildResult> {
-  const address = parseAddress(req.addr);
+  parseAddress(req.addr); // a bad address is a one-line error before anything is read
   const context = path.resolve(req.context);
   const dockerfile = path.resolve(req.file ?? path.join(context, 'Dockerfile'));
   const rel = path.relative(context, dockerfile);

@@ -39,13 +39,16 @@ function nodeFailed(e: unknown): boolean {
   return e instanceof RemoteError && (e.code === 'REMOTE_UNREACHABLE' || e.code === 'REMOTE_FAILED');
 }
 
-/** Candidates for a platform, best first: nodes listing it, sticky per context; else every node (QEMU). */
+/** Candidates for a platform, best first: nodes listing it, sticky per context; else nodes that emulate it
+ * (QEMU registered); else every node (its build says what is missing). */
 function candidates(up: NodeStatus[], platform: string | undefined, context: string): { nodes: NodeStatus[]; emulated: boolean } {
   const score = (s: NodeStatus) => createHash('sha256').update(`${context}\0${s.node.name}`).digest('hex');
   const ranked = [...up].sort((a, b) => (score(a) < score(b) ? 1 : score(a) > score(b) ? -1 : 0));
   if (platform === undefined) return { nodes: ranked, emulated: false };
   const native = ranked.filter((s) => s.platforms.includes(platform));
-  return native.length ? { nodes: native, emulated: false } : { nodes: ranked, emulated: true };
+  if (native.length) return { nodes: native, emulated: false };
+  const emulating = ranked.filter((s) => s.emulated.includes(platform));
+  return { nodes: emulating.length ? emulating : ranked, emulated: true };
 }
 
 /** Prefixes every step with `[node platform]` and keeps the nodes' step ids apart. */

@@ -11,6 +11,8 @@ export interface NodeStatus {
   error?: string;
   /** `create --platform` first (buildx marks them with `*`), then what the node reports. */
   platforms: string[];
+  /** What the node can build through QEMU besides (not in `platforms`). */
+  emulated: string[];
 }
 
 /** Asks the node's /v1/version; a node that does not answer is inactive, with the reason. */
@@ -18,8 +20,9 @@ export async function probeNode(node: NodeSpec, opts: { token?: string; timeoutM
   const given = node.platforms ?? [];
   try {
     const info = await getJSON<ServerInfo>(node.endpoint, nodeTLS(node), '/v1/version', { token: opts.token, timeoutMs: opts.timeoutMs ?? 5000 });
-    return { node, status: 'running', info, platforms: [...given, ...info.platforms.filter((p) => !given.includes(p))] };
+    const platforms = [...given, ...info.platforms.filter((p) => !given.includes(p))];
+    return { node, status: 'running', info, platforms, emulated: (info.emulated ?? []).filter((p) => !platforms.includes(p)) };
   } catch (e) {
-    return { node, status: 'inactive', error: (e as Error).message, platforms: given };
+    return { node, status: 'inactive', error: (e as Error).message, platforms: given, emulated: [] };
   }
 }

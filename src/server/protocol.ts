@@ -38,6 +38,8 @@ export interface ServerInfo {
   version: string;
   /** Platforms the node builds for (`linux/amd64`), as `builder serve --platform` set them. */
   platforms: string[];
+  /** Other platforms it can build through QEMU (binfmt_misc): used only when no node lists a platform. */
+  emulated?: string[];
   /** 0: no limit. */
   maxConcurrentBuilds: number;
   running: number;

@@ -1,8 +1,8 @@
 // `builder serve`: the same engine behind a socket, for teams and tools that share one builder and its
 // cache. Each request streams its context in as a tar and gets its progress back as it happens; a client
 // that goes away cancels its build (containers killed, mounts undone). Builds on one --root take turns
-// through the state lock, so many clients can be connected at once; --max-concurrent-builds queues the
-// rest first come, first served.
+// through the state lock, so many clients can be connected at once; past --max-concurrent-builds builds
+// wait, clients taking turns (slots.ts).
 //
 // TCP is mutual TLS (buildkitd's --tlscacert/--tlscert/--tlskey: only clients with a certificate signed
 // by that CA get in), or plain HTTP with a token, which off loopback needs --allow-insecure-tcp.
@@ -25,6 +25,7 @@ import type { RegistryHostConfig } from '../registry/config.js';
 import { BuildSlots } from './slots.js';
 import { parseCacheFrom, parseCacheTo } from '../client/remotecache.js';
 import { formatPlatform, hostPlatform, parsePlatforms } from '../client/platform.js';
+import { emulatedPlatforms } from '../executor/emulation.js';
 
 export interface ServeOptions {
   addr: string;
@@ -37,7 +38,7 @@ export interface ServeOptions {
   tlsKey?: string;
   /** Plain (token-only) TCP on an address that is not loopback. */
   allowInsecureTcp?: boolean;
-  /** Most builds run at once; the rest wait in a FIFO queue. 0 or undefined: no limit. */
+  /** Most builds run at once; the rest wait, clients taking turns. 0 or undefined: no limit. */
   maxConcurrentBuilds?: number;
   /** The platforms this node offers (`linux/amd64,linux/arm64`); default the host's. */
   platforms?: string;
@@ -66,7 +67,6 @@ export interface Server {
 interface State {
   opts: ServeOptions;
   address: Address;
-  tls: boolean;
   slots: BuildSlots;
   info: Omit<ServerInfo, 'running' | 'queued'>;
   /** Results of fetchLocal builds waiting for their client's GET /v1/outputs/ID. */
@@ -105,9 +105,10 @@ export async function serve(opts: ServeOptions): Promise<Server> {
   for (const c of opts.cacheFrom ?? []) parseCacheFrom(c);
   for (const c of opts.cacheTo ?? []) parseCacheTo(c);
   const platforms = opts.platforms ? parsePlatforms(opts.platforms).map(formatPlatform) : [formatPlatform(hostPlatform())];
+  const emulated = (await emulatedPlatforms()).map(formatPlatform).filter((p) => !platforms.includes(p));
   const state: State = {
-    opts, address, tls: useTLS, slots: new BuildSlots(opts.maxConcurrentBuilds ?? 0), fetches: new Map(),
-    info: { version: opts.version ?? 'unknown', platforms, maxConcurrentBuilds: opts.maxConcurrentBuilds ?? 0 },
+    opts, address, slots: new BuildSlots(opts.maxConcurrentBuilds ?? 0), fetches: new Map(),
+    info: { version: opts.version ?? 'unknown', platforms, emulated, maxConcurrentBuilds: opts.maxConcurrentBuilds ?? 0 },
   };
   const log = opts.log ?? (() => undefined);
   const onRequest = (req: http.IncomingMessage, res: http.ServerResponse) => {

@@ -55,7 +55,7 @@ describe('builder create/use/ls/inspect/rm', () => {
     const ls = await runCli(['ls'], { env });
     expect(ls.code, ls.stderr).toBe(0);
     expect(ls.stdout).toMatch(/^default\*\s+local\n \\_ default\s+ \\_ \(local engine\)\s+running\s+\S+\s+linux\/\w+\n/m);
-    expect(ls.stdout).toMatch(/^team\s+remote\n \\_ team0\s+ \\_ unix:\/\/\S+\s+running\s+1\.2\.3\s+linux\/arm64\*, linux\/amd64, linux\/riscv64\n \\_ far\s+ \\_ tcp:\/\/127\.0\.0\.1:9\s+inactive\n/m);
+    expect(ls.stdout).toMatch(/^team\s+remote\n \\_ team0\s+ \\_ unix:\/\/\S+\s+running\s+1\.2\.3\s+linux\/arm64\*, linux\/amd64, linux\/riscv64(, \(linux\/[^)]+\))*\n \\_ far\s+ \\_ tcp:\/\/127\.0\.0\.1:9\s+inactive\n/m);
     expect(ls.stdout).toContain('Cannot load builder team/far: cannot reach the builder at tcp://127.0.0.1:9: ECONNREFUSED');
 
     const inspect = await runCli(['inspect', 'team'], { env });

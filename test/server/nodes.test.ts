@@ -70,7 +70,7 @@ describe('a builder instance of three nodes', () => {
     expect(lines[0]).toMatch(/^NAME\/NODE\s+DRIVER\/ENDPOINT\s+STATUS\s+BUILDER\s+PLATFORMS$/);
     expect(lines).toContainEqual(expect.stringMatching(/^fleet\*\s+remote$/));
     for (const n of nodes) {
-      expect(lines).toContainEqual(expect.stringMatching(new RegExp(`^ \\\\_ ${n.name}\\s+ \\\\_ ${n.addr.replace(/\./g, '\\.')}\\s+running\\s+\\S+\\s+${n.platform}$`)));
+      expect(lines).toContainEqual(expect.stringMatching(new RegExp(`^ \\\\_ ${n.name}\\s+ \\\\_ ${n.addr.replace(/\./g, '\\.')}\\s+running\\s+\\S+\\s+${n.platform}(, \\(linux/[^)]+\\))*$`)));
     }
     const inspect = await runCli(['inspect', '--bootstrap', 'fleet'], { env });
     expect(inspect.code, inspect.stderr).toBe(0);
@@ -121,6 +121,20 @@ describe('a builder instance of three nodes', () => {
     const oci = await runCli(['build', '--builder', 'fleet', '--platform', 'linux/amd64,linux/arm64', '-o', `type=oci,dest=${dest}.tar`, ctx], { env });
     expect(oci.code).toBe(1);
     expect(lastLine(oci.stderr)).toBe('ERROR: a build spread over several nodes can only push (--push or type=image,push=true) or write one type=local directory yet; other outputs need all its platforms on one node');
+  });
+
+  it('a platform no node lists goes to a node that emulates it, with a line saying so', async () => {
+    const ls = await runCli(['inspect', 'fleet'], { env });
+    const emulating = [...ls.stdout.matchAll(/^Name:\s+(\S+)\n(?:.*\n)*?Emulated platforms:\s+(.*)$/gm)].filter((m) => m[2].split(', ').includes('linux/riscv64'));
+    expect(emulating.length, ls.stdout).toBeGreaterThan(0);
+    const ctx = await makeContext({ Dockerfile: 'FROM scratch\nCOPY f /f\n', f: 'x\n' });
+    const dest = await tempDir('builder-nodes-emu-');
+    const res = await runCli(['build', '--builder', 'fleet', '--platform', 'linux/riscv64', '-o', `type=local,dest=${dest}`, '--progress', 'plain', ctx], { env });
+    expect(res.code, res.stderr).toBe(0);
+    const node = /builder fleet: no node lists linux\/riscv64; building it on (\w+) under emulation/.exec(res.stderr)?.[1];
+    expect(node).toBeDefined();
+    expect(res.stderr).toContain(`[${node} linux/riscv64] [1/1] COPY f /f`);
+    expect(await fs.readFile(path.join(dest, 'f'), 'utf8')).toBe('x\n');
   });
 
   it('a client without a certificate signed by the CA is refused', async () => {
