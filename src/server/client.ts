@@ -39,7 +39,7 @@ export interface RemoteBuildRequest extends Omit<RemoteBuildOptions, 'secrets' |
 
 export class RemoteError extends UserError {}
 
-/** A build result; `fetch` when the request had fetchLocal: the ID to pass to fetchOutput. */
+/** A build result; `fetch` when the request had fetchOutput: the ID to pass to fetchOutput(). */
 export type RemoteBuildResult = BuildResult & { fetch?: string };
 
 export async function remoteBuild(req: RemoteBuildRequest): Promise<RemoteBuildResult> {
@@ -58,7 +58,7 @@ export async function remoteBuild(req: RemoteBuildRequest): Promise<RemoteBuildR
     file: rel.split(path.sep).join('/'), tags: req.tags, buildArgs: req.buildArgs, labels: req.labels, target: req.target,
     platform: req.platform, outputs: req.outputs, noCache: req.noCache, allow: req.allow,
     network: req.network, addHosts: req.addHosts, shmSize: req.shmSize, ulimits: req.ulimits, cgroupParent: req.cgroupParent, call: req.call,
-    ...(req.fetchLocal ? { fetchLocal: true } : {}),
+    ...(req.fetchOutput ? { fetchOutput: true } : {}),
     secrets: [...(session.secrets ?? new Map())].map(([id, value]) => ({ id, value: value.toString('base64') })),
   };
   const headers: http.OutgoingHttpHeaders = {
@@ -115,9 +115,9 @@ export function request(addr: string, tls: ClientTLS | undefined, opts: http.Req
   }, onResponse);
 }
 
-/** Unpacks a fetchLocal build's filesystem (GET /v1/outputs/ID) into `dest`. */
+/** Writes a fetchOutput build's output (GET /v1/outputs/ID) to `dest`: a directory is unpacked into it, a
+ * file written beside it and renamed over it. */
 export async function fetchOutput(addr: string, tls: ClientTLS | undefined, id: string, dest: string, opts: { token?: string } = {}): Promise<void> {
-  await fs.mkdir(dest, { recursive: true });
   await new Promise<void>((resolve, reject) => {
     const headers = opts.token ? { authorization: `Bearer ${opts.token}` } : undefined;
     const req = request(addr, tls, { method: 'GET', path: `/v1/outputs/${id}`, headers }, (res) => {
@@ -125,13 +125,28 @@ export async function fetchOutput(addr: string, tls: ClientTLS | undefined, id: 
         res.resume();
         return reject(new RemoteError('REMOTE_FAILED', `the builder at ${addr} has no output ${id} (HTTP ${res.statusCode})`));
       }
-      const tar = spawn('tar', ['-x', '-f', '-', '-C', dest], { stdio: ['pipe', 'ignore', 'pipe'] });
-      let err = '';
-      tar.stderr.on('data', (d) => { err += d; });
-      tar.stdin.on('error', () => undefined);
-      res.on('error', (e) => { tar.kill(); reject(new RemoteError('REMOTE_FAILED', `the builder at ${addr} went away while sending the output: ${(e as NodeJS.ErrnoException).code ?? e.message}`)); });
-      res.pipe(tar.stdin);
-      tar.on('close', (code) => (code === 0 ? resolve() : reject(new RemoteError('REMOTE_FAILED', `unpacking the output from ${addr} into ${dest} failed: ${err.trim() || `tar exited ${code}`}`))));
+      const cut = (e: Error) => new RemoteError('REMOTE_FAILED', `the builder at ${addr} went away while sending the output: ${(e as NodeJS.ErrnoException).code ?? e.message}`);
+      if (res.headers['x-builder-output'] === 'file') {
+        const tmp = `${dest}.builder-${process.pid}-${Date.now()}.tmp`;
+        void fs.mkdir(path.dirname(dest), { recursive: true }).then(async () => {
+          const file = await fs.open(tmp, 'w');
+          const out = file.createWriteStream();
+          res.on('error', (e) => { out.destroy(); void fs.rm(tmp, { force: true }); reject(cut(e)); });
+          out.on('error', (e) => { void fs.rm(tmp, { force: true }); reject(new RemoteError('OUTPUT_FAILED', `failed to write output ${dest}: ${e.message}`)); });
+          out.on('finish', () => { void fs.rename(tmp, dest).then(resolve, (e: Error) => reject(new RemoteError('OUTPUT_FAILED', `failed to write output ${dest}: ${e.message}`))); });
+          res.pipe(out);
+        }, reject);
+        return;
+      }
+      void fs.mkdir(dest, { recursive: true }).then(() => {
+        const tar = spawn('tar', ['-x', '-f', '-', '-C', dest], { stdio: ['pipe', 'ignore', 'pipe'] });
+        let err = '';
+        tar.stderr.on('data', (d) => { err += d; });
+        tar.stdin.on('error', () => undefined);
+        res.on('error', (e) => { tar.kill(); reject(cut(e)); });
+        res.pipe(tar.stdin);
+        tar.on('close', (code) => (code === 0 ? resolve() : reject(new RemoteError('REMOTE_FAILED', `unpacking the output from ${addr} into ${dest} failed: ${err.trim() || `tar exited ${code}`}`))));
+      }, reject);
     });
     req.on('error', (e) => reject(unreachable(addr, e, tls)));
     req.end();

@@ -94,21 +94,22 @@ export async function instanceBuild(inst: Instance, req: InstanceBuildRequest, o
   };
   let attempt = 0;
   type Run = { node: NodeStatus; platforms: string[]; result: BuildResult };
-  // `spread`: the platforms are split over nodes, each node's part exported as the plan says.
-  const runGroup = async (node: NodeStatus, group: string[], spread: Spread | undefined): Promise<Run[]> => {
+  // How a node's part is exported: undefined, as asked (on the node); else as the plan says.
+  const runGroup = async (node: NodeStatus, group: string[], plan: Plan | undefined): Promise<Run[]> => {
     const label = `${node.node.name}${group.length ? ` ${group.join(',')}` : ''}`;
     const progress = many ? prefixed(req.progress, label, `${node.node.name}.${attempt++}`) : req.progress;
     const tls = nodeTLS(node.node);
+    const fetching = plan?.kind === 'local' || plan?.kind === 'fetch';
     try {
       const result = await remoteBuild({
         ...req, addr: node.node.endpoint, tls, token, progress,
         platform: group.length ? group.join(',') : undefined,
-        outputs: !spread ? req.outputs : spread.kind === 'push' ? spread.outputs : spread.kind === 'same' ? req.outputs : undefined,
-        ...(spread?.kind === 'local' ? { fetchLocal: true } : {}),
+        outputs: plan?.kind === 'push' ? plan.outputs : req.outputs,
+        ...(fetching ? { fetchOutput: true } : {}),
       });
-      if (spread?.kind === 'local') {
+      if (fetching) {
         // One platform of several: its own subdirectory, as a local multi-platform export writes it.
-        const dest = group.length === 1 ? path.join(spread.dest, group[0].replace(/\//g, '_')) : spread.dest;
+        const dest = plan.kind === 'local' && group.length === 1 ? path.join(plan.dest, group[0].replace(/\//g, '_')) : plan.dest;
         const step = `fetch-${node.node.name}-${attempt}`;
         progress.start({ id: step, name: `fetching the result into ${dest}` });
         await fetchOutput(node.node.endpoint, tls, result.fetch!, dest, { token });
@@ -124,9 +125,10 @@ export async function instanceBuild(inst: Instance, req: InstanceBuildRequest, o
       return runAll(group);
     }
   };
-  let plan: Spread | undefined;
+  let spread: Spread | undefined;
+  const whole = wholePlan(req);
   const runAll = async (group: string[]): Promise<Run[]> => {
-    if (group.length === 0) return runGroup(assign(undefined), [], undefined);
+    if (group.length === 0) return runGroup(assign(undefined), [], whole);
     const byNode = new Map<string, { node: NodeStatus; platforms: string[] }>();
     for (const p of group) {
       const n = assign(p);
@@ -134,10 +136,11 @@ export async function instanceBuild(inst: Instance, req: InstanceBuildRequest, o
       g.platforms.push(p);
       byNode.set(n.node.name, g);
     }
-    // One node for every platform: it exports as asked. Else each node's part goes as the plan says.
-    const whole = byNode.size === 1 && group.length === platforms.length;
-    if (!whole) plan ??= spreadPlan(req);
-    return (await Promise.all([...byNode.values()].map((g) => runGroup(g.node, g.platforms, whole ? undefined : plan)))).flat();
+    // One node for every platform: it exports as asked (a file or directory fetched here). Else each
+    // node's part goes as the spread plan says.
+    if (byNode.size === 1 && group.length === platforms.length) return runGroup([...byNode.values()][0].node, group, whole);
+    spread ??= spreadPlan(req);
+    return (await Promise.all([...byNode.values()].map((g) => runGroup(g.node, g.platforms, spread)))).flat();
   };
 
   for (const p of platforms) {
@@ -146,22 +149,38 @@ export async function instanceBuild(inst: Instance, req: InstanceBuildRequest, o
   }
   const runs = await runAll(platforms);
   const nodes = runs.map((r) => ({ node: r.node.node.name, platforms: r.platforms }));
-  if (!plan) return { ...runs[0].result, nodes };
-  if (plan.kind === 'push') return { ...(await join(inst, req, runs, plan.names)), nodes };
-  const exports = plan.kind === 'local' ? [{ type: 'local', dest: plan.dest }] : [];
+  if (!spread) {
+    const result = runs[0].result;
+    // The node wrote to a temp place of its own: the output is where the client fetched it.
+    const exports = whole ? result.exports.map((e) => (e.dest ? { ...e, dest: whole.dest } : e)) : result.exports;
+    return { ...result, exports, nodes };
+  }
+  if (spread.kind === 'push') return { ...(await join(inst, req, runs, spread.names)), nodes };
+  const exports = spread.kind === 'local' ? [{ type: 'local', dest: spread.dest }] : [];
   return { exports, warnings: runs.flatMap((r) => r.result.warnings), nodes };
 }
 
 /** How the part of a build that one node does of several is exported: pushed by digest (the client pushes
  * the index), written to a directory the client fetches, or as asked (none, cacheonly). */
 type Spread = { kind: 'push'; names: string[]; outputs: string[] } | { kind: 'local'; dest: string } | { kind: 'same' };
+/** Or, for a build one node does whole: its one file or directory output, fetched by the client. */
+type Plan = Spread | { kind: 'fetch'; dest: string };
 
 function spreadPlan(req: InstanceBuildRequest): Spread {
   const specs = (req.outputs ?? []).map(parseOutput);
   if (specs.every((s) => s.type === 'cacheonly')) return { kind: 'same' };
-  if (specs.length === 1 && specs[0].type === 'local' && specs[0].dest) return { kind: 'local', dest: path.resolve(specs[0].dest) };
+  if (specs.length === 1 && specs[0].type === 'local' && specs[0].dest && specs[0].dest !== '-') return { kind: 'local', dest: path.resolve(specs[0].dest) };
   const names = pushNames(req);
   return { kind: 'push', names, outputs: [`type=image,${names.map((n) => `name=${n}`).join(',')},push=true,push-by-digest=true${names.extra}`] };
+}
+
+/** A build's one output written to a path (local, tar, oci, docker with dest): the client's path, fetched
+ * from the node. Several outputs, or none of those, are exported on the node as asked. */
+function wholePlan(req: InstanceBuildRequest): { kind: 'fetch'; dest: string } | undefined {
+  const specs = (req.outputs ?? []).map(parseOutput);
+  const o = specs[0];
+  if (specs.length !== 1 || !o.dest || o.dest === '-' || !['local', 'tar', 'oci', 'docker'].includes(o.type)) return undefined;
+  return { kind: 'fetch', dest: path.resolve(o.dest) };
 }
 
 /** The names a build's outputs push to when they are one pushed image output (else undefined, or an error

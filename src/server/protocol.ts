@@ -3,7 +3,8 @@
 //   POST /v1/build   X-Builder-Options: base64(JSON RemoteBuildOptions)   body: the context as a tar stream
 //     -> 200, application/x-ndjson: {"progress": ProgressEvent} lines, then {"result": ...} or {"error": ...}
 //   GET /v1/health   -> {"ok": true}
-//   GET /v1/outputs/ID -> the filesystem a `fetchLocal` build wrote, as a tar (once; kept 10 minutes)
+//   GET /v1/outputs/ID -> what a `fetchOutput` build wrote: a file, or a directory as a tar (x-builder-output:
+//                      file|dir; once; kept 10 minutes)
 //   GET /v1/version  -> ServerInfo: version, platforms offered, build limit, builds running and queued
 //
 // TCP is mutual TLS (the client's certificate must be signed by the server's --tlscacert), or plain HTTP
@@ -27,9 +28,10 @@ export interface RemoteBuildOptions extends ExecFlagOptions {
   allow?: string[];
   /** As BuildOptions: what the build is asked for (its answer comes in the result). */
   call?: CallName;
-  /** Instead of `outputs`: the server writes the result's filesystem (type=local) to a temp dir of its own
-   * and answers `fetch: ID` in the result, for the client to GET /v1/outputs/ID. */
-  fetchLocal?: boolean;
+  /** `outputs` is one output with a dest (type=local, tar, oci, docker) that is the client's: the server
+   * writes it to a temp place of its own and answers `fetch: ID` in the result, for the client to
+   * GET /v1/outputs/ID (a directory comes as a tar). */
+  fetchOutput?: boolean;
   /** Secret values travel with the request (base64), never to disk on the server. */
   secrets?: { id: string; value: string }[];
 }

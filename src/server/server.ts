@@ -7,7 +7,7 @@
 // TCP is mutual TLS (buildkitd's --tlscacert/--tlscert/--tlskey: only clients with a certificate signed
 // by that CA get in), or plain HTTP with a token, which off loopback needs --allow-insecure-tcp.
 import fs from 'node:fs/promises';
-import { readFileSync } from 'node:fs';
+import { createReadStream, readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import type { Socket } from 'node:net';
@@ -24,6 +24,7 @@ import { OPTIONS_HEADER, parseAddress, isLoopback, type Address, type RemoteBuil
 import type { RegistryHostConfig } from '../registry/config.js';
 import { BuildSlots } from './slots.js';
 import { parseCacheFrom, parseCacheTo } from '../client/remotecache.js';
+import { parseOutput, type OutputSpec } from '../client/outputs.js';
 import { formatPlatform, hostPlatform, parsePlatforms } from '../client/platform.js';
 import { emulatedPlatforms } from '../executor/emulation.js';
 
@@ -69,11 +70,11 @@ interface State {
   address: Address;
   slots: BuildSlots;
   info: Omit<ServerInfo, 'running' | 'queued'>;
-  /** Results of fetchLocal builds waiting for their client's GET /v1/outputs/ID. */
+  /** Outputs of fetchOutput builds waiting for their client's GET /v1/outputs/ID. */
   fetches: Map<string, { dir: string; timer: NodeJS.Timeout }>;
 }
 
-/** How long a fetchLocal result waits for its client. */
+/** How long a fetchOutput result waits for its client. */
 const FETCH_KEEP_MS = 10 * 60_000;
 
 function readTLSFile(flag: string, file: string): string {
@@ -195,6 +196,15 @@ async function handle(req: http.IncomingMessage, res: http.ServerResponse, state
     return sendError(res, 400, { code: 'BAD_REQUEST', message: (e as Error).message });
   }
 
+  let fetched: OutputSpec | undefined;
+  if (options.fetchOutput) {
+    try {
+      fetched = fetchableOutput(options.outputs ?? []);
+    } catch (e) {
+      req.resume();
+      return sendError(res, 400, { code: 'BAD_REQUEST', message: (e as Error).message });
+    }
+  }
   const controller = new AbortController();
   // The client went away before the build ended: cancel it.
   res.on('close', () => { if (!res.writableFinished) controller.abort(); });
@@ -220,15 +230,16 @@ async function handle(req: http.IncomingMessage, res: http.ServerResponse, state
         progress.start({ id: queueStep, name: `[internal] waiting for a build slot (at most ${state.info.maxConcurrentBuilds} at once; ${waiting} other${waiting === 1 ? '' : 's'} waiting)`, started: Date.now() });
       }, clientKey(req));
       if (queued) progress.done(queueStep);
-      if (options.fetchLocal) {
+      let outputs: (string | OutputSpec)[] | undefined = options.outputs;
+      if (fetched) {
         fetchDir = await fs.mkdtemp(path.join(os.tmpdir(), 'builder-fetch-'));
-        options.outputs = [`type=local,dest=${path.join(fetchDir, 'out')}`];
+        outputs = [{ ...fetched, dest: path.join(fetchDir, 'out') }];
       }
       const result = await build({
         context,
         file: path.join(context, safeRelative(options.file ?? 'Dockerfile')),
         tags: options.tags, buildArgs: options.buildArgs, labels: options.labels, target: options.target,
-        platform: options.platform, outputs: options.outputs, noCache: options.noCache, allow: options.allow,
+        platform: options.platform, outputs, noCache: options.noCache, allow: options.allow,
         network: options.network, addHosts: options.addHosts, shmSize: options.shmSize, ulimits: options.ulimits,
         cgroupParent: options.cgroupParent, call: options.call,
         secrets: (options.secrets ?? []).map((x) => ({ id: x.id, value: Buffer.from(x.value, 'base64') })),
@@ -256,18 +267,31 @@ async function handle(req: http.IncomingMessage, res: http.ServerResponse, state
   }
 }
 
-/** Streams a fetchLocal build's filesystem as a tar, once, then removes it. */
+/** The one output a fetchOutput request may have: one with a dest the server can write for the client. */
+function fetchableOutput(outputs: string[]): OutputSpec {
+  const specs = outputs.map(parseOutput);
+  const o = specs[0];
+  if (specs.length !== 1 || !o.dest || o.dest === '-' || !['local', 'tar', 'oci', 'docker'].includes(o.type)) {
+    throw new Error('fetchOutput takes exactly one output with a dest: type=local, tar, oci or docker');
+  }
+  return o;
+}
+
+/** Streams a fetchOutput build's output (a file as it is, a directory as a tar), once, then removes it. */
 async function sendFetched(res: http.ServerResponse, state: State, id: string): Promise<void> {
   const f = state.fetches.get(id);
   if (!f) return sendError(res, 404, { code: 'NOT_FOUND', message: `no output ${id} (fetched already, or expired)` });
   state.fetches.delete(id);
   clearTimeout(f.timer);
   try {
-    res.writeHead(200, { 'content-type': 'application/x-tar' });
-    const tar = spawn('tar', ['-c', '-f', '-', '-C', path.join(f.dir, 'out'), '.'], { stdio: ['ignore', 'pipe', 'ignore'] });
-    res.on('close', () => tar.kill());
-    tar.stdout.pipe(res);
-    await new Promise<void>((resolve) => tar.on('close', () => resolve()));
+    const out = path.join(f.dir, 'out');
+    const dir = (await fs.stat(out)).isDirectory();
+    res.writeHead(200, { 'content-type': dir ? 'application/x-tar' : 'application/octet-stream', 'x-builder-output': dir ? 'dir' : 'file' });
+    const source = dir ? spawn('tar', ['-c', '-f', '-', '-C', out, '.'], { stdio: ['ignore', 'pipe', 'ignore'] }) : undefined;
+    const stream = source ? source.stdout : createReadStream(out);
+    res.on('close', () => { source?.kill(); stream.destroy(); });
+    stream.pipe(res);
+    await new Promise<void>((resolve) => { stream.on('close', () => resolve()); stream.on('error', () => resolve()); });
   } finally {
     await fs.rm(f.dir, { recursive: true, force: true });
   }

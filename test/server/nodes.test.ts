@@ -2,12 +2,14 @@
 // dir: one lists linux/amd64, one linux/arm64, a third linux/amd64. Platform fan-out with one pushed index,
 // failover when an amd64 node dies mid-build, refusal of a client without a certificate, and `builder ls`.
 import { describe, it, expect, inject, beforeAll, afterAll } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { promisify } from 'node:util';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { makeCA, makeCert } from '../helpers/tls.js';
 import { cliPath, makeContext, runCli, tempDir, lastLine } from '../helpers/cli.js';
 
+const exec = promisify(execFile);
 const registry = inject('registry');
 const base = `${registry}/busybox:1.35`;
 const SERVER_NAME = 'node.builder-test';
@@ -135,6 +137,16 @@ describe('a builder instance of three nodes', () => {
     expect(node).toBeDefined();
     expect(res.stderr).toContain(`[${node} linux/riscv64] [1/1] COPY f /f`);
     expect(await fs.readFile(path.join(dest, 'f'), 'utf8')).toBe('x\n');
+  });
+
+  it('a build one node does whole writes its file output where the client asked', async () => {
+    const ctx = await makeContext({ Dockerfile: `FROM ${base}\nRUN echo whole > /w\n` });
+    const dest = path.join(await tempDir('builder-nodes-oci-'), 'img.tar');
+    const res = await runCli(['build', '--builder', 'fleet', '--platform', 'linux/arm64', '-o', `type=oci,dest=${dest}`, ctx], { env });
+    expect(res.code, res.stderr).toBe(0);
+    const { stdout } = await exec('tar', ['-tf', dest]);
+    expect(stdout.split('\n')).toEqual(expect.arrayContaining(['index.json', 'oci-layout']));
+    expect(res.stderr).toContain(`[arm1 linux/arm64] fetching the result into ${dest}`);
   });
 
   it('a client without a certificate signed by the CA is refused', async () => {

@@ -2,6 +2,8 @@
 // --max-concurrent-builds with its first-come, first-served queue.
 import { describe, it, expect, inject, beforeAll, afterAll } from 'vitest';
 import fs from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import path from 'node:path';
 import { serve, type Server } from '../../src/server/server.js';
 import { remoteBuild, getJSON, fetchOutput, type ClientTLS } from '../../src/server/client.js';
@@ -10,6 +12,7 @@ import { EventProgress, type ProgressEvent } from '../../src/progress/events.js'
 import { makeCA, makeCert } from '../helpers/tls.js';
 import { makeContext, tempDir } from '../helpers/cli.js';
 
+const exec = promisify(execFile);
 const registry = inject('registry');
 const base = `${registry}/busybox:1.35`;
 const SERVER_NAME = 'builder-node.test';
@@ -68,18 +71,31 @@ describe('builder serve over mutual TLS', () => {
   });
 });
 
-describe('builder serve: a result the client fetches', () => {
-  it('keeps a fetchLocal build\'s filesystem for one GET /v1/outputs/ID', async () => {
+describe('builder serve: an output the client fetches', () => {
+  it('keeps a fetchOutput build\'s output for one GET /v1/outputs/ID: a directory as a tar, a file as it is', async () => {
     const addr = `unix://${path.join(await tempDir('builder-fetch-sock-'), 'f.sock')}`;
     const server = await serve({ addr, root: await tempDir('builder-fetch-root-') });
     try {
       const ctx = await makeContext({ Dockerfile: `FROM ${base}\nRUN mkdir -p /a/b && echo fetched > /a/b/c\n` });
-      const result = await remoteBuild({ addr, context: ctx, fetchLocal: true, progress: new EventProgress(() => undefined) });
+      const clientOnly = path.join(await tempDir('builder-fetch-client-'), 'never-on-the-server');
+      const result = await remoteBuild({ addr, context: ctx, fetchOutput: true, outputs: [`type=local,dest=${clientOnly}`], progress: new EventProgress(() => undefined) });
       expect(result.fetch).toMatch(/^[0-9a-f]{32}$/);
+      // The server wrote to a temp dir of its own, not to the client's path.
+      await expect(fs.stat(clientOnly)).rejects.toThrow();
       const dest = path.join(await tempDir('builder-fetch-out-'), 'x');
       await fetchOutput(addr, undefined, result.fetch!, dest);
       expect(await fs.readFile(path.join(dest, 'a/b/c'), 'utf8')).toBe('fetched\n');
       await expect(fetchOutput(addr, undefined, result.fetch!, dest)).rejects.toThrow(`the builder at ${addr} has no output ${result.fetch} (HTTP 404)`);
+
+      const tar = await remoteBuild({ addr, context: ctx, fetchOutput: true, outputs: [`type=tar,dest=${clientOnly}.tar`], progress: new EventProgress(() => undefined) });
+      const file = path.join(await tempDir('builder-fetch-out-'), 'sub', 'fs.tar');
+      await fetchOutput(addr, undefined, tar.fetch!, file);
+      const { stdout } = await exec('tar', ['-tf', file]);
+      expect(stdout.split('\n')).toContain('a/b/c');
+      expect(await fs.readdir(path.dirname(file))).toEqual(['fs.tar']);
+
+      const bad = remoteBuild({ addr, context: ctx, fetchOutput: true, outputs: ['type=image,name=x/y'], progress: new EventProgress(() => undefined) });
+      await expect(bad).rejects.toThrow('fetchOutput takes exactly one output with a dest: type=local, tar, oci or docker');
     } finally {
       await server.close();
     }
