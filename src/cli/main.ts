@@ -118,7 +118,7 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
     progress,
     signal: controller.signal,
   };
-  const unsupportedRemote = ['load', 'annotation', 'cache-to', 'cache-from'].find((f) => argv[f] !== undefined && argv[f] !== false);
+  const unsupportedRemote = ['load', 'annotation'].find((f) => argv[f] !== undefined && argv[f] !== false);
   if (builderAddr && unsupportedRemote) {
     throw new UserError('USAGE', `--${unsupportedRemote} is not supported with --builder yet`);
   }
@@ -126,6 +126,8 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
     ...common,
     // The server pushes: --push travels as the output it stands for.
     outputs: argv.push ? [...(common.outputs ?? []), 'type=image,push=true'] : common.outputs,
+    cacheTo: list(argv['cache-to']),
+    cacheFrom: list(argv['cache-from']),
   }, { note: (line) => display.note(line) }) : await build({
     ...common,
     context: input.context,

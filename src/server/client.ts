@@ -11,6 +11,7 @@ import { parseSecretSpec, loadSession } from '../client/session.js';
 import { replay, type ProgressEvent } from '../progress/events.js';
 import type { ProgressWriter } from '../progress/printer.js';
 import { UserError } from '../util/errors.js';
+import { parseCacheFrom, parseCacheTo } from '../client/remotecache.js';
 import { OPTIONS_HEADER, parseAddress, type RemoteBuildOptions, type WireError } from './protocol.js';
 
 /** How a client reaches a mutual-TLS `builder serve`: PEM text (not paths) of the CA that signed the
@@ -53,12 +54,18 @@ export async function remoteBuild(req: RemoteBuildRequest): Promise<RemoteBuildR
   if (!(await fs.stat(context).catch(() => null))?.isDirectory()) {
     throw new BuildError(`unable to prepare context: path "${req.context}" not found`);
   }
+  for (const [flag, specs, parse] of [['--cache-to', req.cacheTo, parseCacheTo], ['--cache-from', req.cacheFrom, parseCacheFrom]] as const) {
+    for (const spec of specs ?? []) {
+      if (parse(spec).type === 'local') throw new UserError('UNSUPPORTED_CACHE', `${flag} "${spec}": type=local is not supported with --builder (the directory would be the builder's): use type=registry`);
+    }
+  }
   const session = await loadSession((req.secrets ?? []).map(parseSecretSpec), []);
   const options: RemoteBuildOptions = {
     file: rel.split(path.sep).join('/'), tags: req.tags, buildArgs: req.buildArgs, labels: req.labels, target: req.target,
     platform: req.platform, outputs: req.outputs, noCache: req.noCache, allow: req.allow,
     network: req.network, addHosts: req.addHosts, shmSize: req.shmSize, ulimits: req.ulimits, cgroupParent: req.cgroupParent, call: req.call,
     ...(req.fetchOutput ? { fetchOutput: true } : {}),
+    ...(req.cacheTo?.length ? { cacheTo: req.cacheTo } : {}), ...(req.cacheFrom?.length ? { cacheFrom: req.cacheFrom } : {}),
     secrets: [...(session.secrets ?? new Map())].map(([id, value]) => ({ id, value: value.toString('base64') })),
   };
   const headers: http.OutgoingHttpHeaders = {

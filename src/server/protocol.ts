@@ -32,6 +32,10 @@ export interface RemoteBuildOptions extends ExecFlagOptions {
    * writes it to a temp place of its own and answers `fetch: ID` in the result, for the client to
    * GET /v1/outputs/ID (a directory comes as a tar). */
   fetchOutput?: boolean;
+  /** `--cache-to`/`--cache-from` specs of registry (and inline) caches, besides the server's own defaults:
+   * a local cache's path would be the server's. */
+  cacheTo?: string[];
+  cacheFrom?: string[];
   /** Secret values travel with the request (base64), never to disk on the server. */
   secrets?: { id: string; value: string }[];
 }

@@ -244,7 +244,7 @@ async function handle(req: http.IncomingMessage, res: http.ServerResponse, state
         cgroupParent: options.cgroupParent, call: options.call,
         secrets: (options.secrets ?? []).map((x) => ({ id: x.id, value: Buffer.from(x.value, 'base64') })),
         root: opts.root, ociRuntime: opts.ociRuntime, insecureRegistries: opts.insecureRegistries, registries: opts.registries,
-        cacheFrom: opts.cacheFrom, cacheTo: opts.cacheTo,
+        cacheFrom: [...(opts.cacheFrom ?? []), ...remoteCaches(options.cacheFrom, parseCacheFrom, '--cache-from')], cacheTo: [...(opts.cacheTo ?? []), ...remoteCaches(options.cacheTo, parseCacheTo, '--cache-to')],
         progress, signal: controller.signal,
       });
       if (fetchDir) {
@@ -265,6 +265,14 @@ async function handle(req: http.IncomingMessage, res: http.ServerResponse, state
     if (fetchDir) await fs.rm(fetchDir, { recursive: true, force: true });
     await unpacked.remove();
   }
+}
+
+/** A client's cache specs: registry (and inline) ones only, a local directory would be the server's. */
+function remoteCaches(specs: string[] | undefined, parse: (s: string) => { type: string }, flag: string): string[] {
+  for (const spec of specs ?? []) {
+    if (parse(spec).type === 'local') throw new UserError('UNSUPPORTED_CACHE', `${flag} "${spec}": type=local is not supported with --builder (the directory would be the builder's): use type=registry`);
+  }
+  return specs ?? [];
 }
 
 /** The one output a fetchOutput request may have: one with a dest the server can write for the client. */
@@ -326,7 +334,7 @@ function parseOptions(header: string | string[] | undefined): RemoteBuildOptions
     if (o[k] !== undefined && (!Array.isArray(o[k]) || !(o[k] as unknown[]).every((x) => typeof x === 'string'))) throw new Error(`option ${k} must be a list of strings`);
   };
   const str = (k: string) => { if (o[k] !== undefined && typeof o[k] !== 'string') throw new Error(`option ${k} must be a string`); };
-  strings('tags'); strings('outputs'); strings('allow'); strings('addHosts'); strings('ulimits');
+  strings('tags'); strings('outputs'); strings('allow'); strings('addHosts'); strings('ulimits'); strings('cacheTo'); strings('cacheFrom');
   str('file'); str('target'); str('platform'); str('network'); str('cgroupParent'); str('call');
   if (o.shmSize !== undefined && typeof o.shmSize !== 'string' && typeof o.shmSize !== 'number') throw new Error('option shmSize must be a string or a number');
   return o as RemoteBuildOptions;

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { serve } from '../../src/server/server.js';
 import { remoteBuild } from '../../src/server/client.js';
 import { EventProgress, type ProgressEvent } from '../../src/progress/events.js';
-import { makeContext, tempDir } from '../helpers/cli.js';
+import { makeContext, runCli, tempDir, lastLine } from '../helpers/cli.js';
 
 const registry = inject('registry');
 const base = `${registry}/busybox:1.35`;
@@ -31,6 +31,26 @@ describe('builder serve with a shared registry cache', () => {
       };
       expect(runStep(runs[0])?.cached).toBeUndefined();
       expect(runStep(runs[1])?.cached).toBe(true);
+    } finally {
+      await Promise.all(servers.map((s) => s.close()));
+    }
+  });
+
+  it('a client\'s own --cache-to/--cache-from (registry) travel with the request; type=local is refused', async () => {
+    const mark = Math.random().toString(36).slice(2);
+    const ref = `${registry}/cache/client:${mark}`;
+    const socks = await Promise.all([1, 2].map(async (n) => path.join(await tempDir('builder-cache-sock-'), `c${n}.sock`)));
+    const servers = await Promise.all(socks.map(async (sock) => serve({ addr: `unix://${sock}`, root: await tempDir('builder-cache-root-') })));
+    try {
+      const ctx = await makeContext({ Dockerfile: `FROM ${base}\nRUN echo ${mark} > /m\n` });
+      const first = await runCli(['build', '--builder', `unix://${socks[0]}`, '--cache-to', `type=registry,ref=${ref},mode=max`, '--progress', 'plain', ctx]);
+      expect(first.code, first.stderr).toBe(0);
+      const second = await runCli(['build', '--builder', `unix://${socks[1]}`, '--cache-from', ref, '--progress', 'plain', ctx]);
+      expect(second.code, second.stderr).toBe(0);
+      expect(second.stderr).toMatch(new RegExp(`#\\d+ \\[2/2\\] RUN echo ${mark} > /m\\n#\\d+ CACHED`));
+      const local = await runCli(['build', '--builder', `unix://${socks[1]}`, '--cache-to', 'type=local,dest=/tmp/x', ctx]);
+      expect(local.code).toBe(1);
+      expect(lastLine(local.stderr)).toBe('ERROR: --cache-to "type=local,dest=/tmp/x": type=local is not supported with --builder (the directory would be the builder\'s): use type=registry');
     } finally {
       await Promise.all(servers.map((s) => s.close()));
     }
