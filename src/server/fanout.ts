@@ -242,7 +242,19 @@ async function putManifest(client: RegistryClient, ref: Reference, mediaType: st
 
 /** A build on a `builder serve` address or on a builder instance (`chooseBuilder`'s answer). */
 export async function buildOn(choice: BuilderChoice, req: InstanceBuildRequest, opts: InstanceBuildOptions = {}): Promise<InstanceBuildResult> {
-  if (choice.kind === 'address') return remoteBuild({ ...req, addr: choice.addr, token: process.env.BUILDER_TOKEN });
+  if (choice.kind === 'address') {
+    // As with an instance: one output to a path is this machine's path, fetched from the server's temp.
+    const token = process.env.BUILDER_TOKEN;
+    const fetch = wholePlan(req);
+    const result = await remoteBuild({ ...req, addr: choice.addr, token, ...(fetch ? { fetchOutput: true } : {}) });
+    if (!fetch) return result;
+    const step = `fetch-${result.fetch}`;
+    req.progress.start({ id: step, name: `fetching the result into ${fetch.dest}` });
+    await fetchOutput(choice.addr, undefined, result.fetch!, fetch.dest, { token });
+    req.progress.done(step);
+    const { fetch: _id, ...rest } = result;
+    return { ...rest, exports: result.exports.map((e) => (e.dest ? { ...e, dest: fetch.dest } : e)) };
+  }
   if (choice.kind === 'instance') return instanceBuild(getInstance(choice.name), req, opts);
   throw new Error('buildOn: a local build goes through build()');
 }

@@ -10,7 +10,7 @@ import { remoteBuild, getJSON, fetchOutput, type ClientTLS } from '../../src/ser
 import type { ServerInfo } from '../../src/server/protocol.js';
 import { EventProgress, type ProgressEvent } from '../../src/progress/events.js';
 import { makeCA, makeCert } from '../helpers/tls.js';
-import { makeContext, tempDir } from '../helpers/cli.js';
+import { makeContext, runCli, tempDir } from '../helpers/cli.js';
 
 const exec = promisify(execFile);
 const registry = inject('registry');
@@ -93,6 +93,13 @@ describe('builder serve: an output the client fetches', () => {
       const { stdout } = await exec('tar', ['-tf', file]);
       expect(stdout.split('\n')).toContain('a/b/c');
       expect(await fs.readdir(path.dirname(file))).toEqual(['fs.tar']);
+
+      // The CLI with --builder ADDR: a relative dest is the client's, resolved in its working directory.
+      const cwd = await tempDir('builder-fetch-cwd-');
+      const cli = await runCli(['build', '--builder', addr, '--progress', 'plain', '-o', 'type=tar,dest=rel/fs.tar', ctx], { cwd });
+      expect(cli.code, cli.stderr).toBe(0);
+      expect(cli.stderr).toContain(`fetching the result into ${path.join(cwd, 'rel/fs.tar')}`);
+      expect((await exec('tar', ['-tf', path.join(cwd, 'rel/fs.tar')])).stdout.split('\n')).toContain('a/b/c');
 
       const bad = remoteBuild({ addr, context: ctx, fetchOutput: true, outputs: ['type=image,name=x/y'], progress: new EventProgress(() => undefined) });
       await expect(bad).rejects.toThrow('fetchOutput takes exactly one output with a dest: type=local, tar, oci or docker');
