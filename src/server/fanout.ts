@@ -200,7 +200,10 @@ function pushNames(req: InstanceBuildRequest): string[] & { extra: string } {
 async function join(inst: Instance, req: InstanceBuildRequest, runs: { node: NodeStatus; platforms: string[]; result: BuildResult }[], names: string[]): Promise<BuildResult> {
   const warnings = runs.flatMap((r) => r.result.warnings);
   const refs = names.map(parseReference);
-  const client = new RegistryClient({});
+  // As the image exporter: `registry.insecure=true` on the output makes its registries insecure.
+  const attrs = parseOutput((req.outputs ?? [])[0] ?? 'type=registry').attrs;
+  const insecure = ['registry.insecure', 'insecure'].some((k) => attrs[k] !== undefined && attrs[k].toLowerCase() !== 'false');
+  const client = new RegistryClient(insecure ? { insecureRegistries: refs.map((r) => r.domain) } : {});
   const entries: Descriptor[] = [];
   for (const r of runs) {
     const root = r.result.exports[0]?.descriptor;
@@ -220,8 +223,8 @@ async function join(inst: Instance, req: InstanceBuildRequest, runs: { node: Nod
   const mediaType = oci ? MediaType.ociIndex : MediaType.dockerManifestList;
   const bytes = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType, manifests: entries } satisfies Index));
   const digest = sha256(bytes) as Digest;
-  for (const ref of refs) await putManifest(client, ref, mediaType, bytes, digest);
   req.progress.start({ id: `index-${digest}`, name: `pushing index ${digest} for ${names.join(', ')}` });
+  for (const ref of refs) await putManifest(client, ref, mediaType, bytes, digest);
   req.progress.done(`index-${digest}`);
   const descriptor: Descriptor = { mediaType, digest, size: bytes.length };
   return { manifestDigest: digest, exports: [{ type: 'image', manifestDigest: digest, descriptor, names: [...names], pushed: true }], warnings };
