@@ -6,6 +6,8 @@
 //
 // Spread over several nodes, a pushed image is pushed by each node by digest (push-by-digest: no tag
 // moves), and the client joins the platform manifests into one index and pushes it under each name.
+import fs from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import type { BuildResult } from '../client/build.js';
@@ -21,6 +23,7 @@ import { UserError } from '../util/errors.js';
 import { fetchOutput, remoteBuild, RemoteError, type RemoteBuildRequest } from './client.js';
 import { getInstance, nodeTLS, type BuilderChoice, type Instance } from './instances.js';
 import { probeNode, type NodeStatus } from './nodes.js';
+import { assembleLayout } from './assemble.js';
 
 export type InstanceBuildRequest = Omit<RemoteBuildRequest, 'addr' | 'tls'>;
 
@@ -93,27 +96,29 @@ export async function instanceBuild(inst: Instance, req: InstanceBuildRequest, o
     return c.nodes[0];
   };
   let attempt = 0;
-  type Run = { node: NodeStatus; platforms: string[]; result: BuildResult };
+  type Run = { node: NodeStatus; platforms: string[]; result: BuildResult; part?: string };
   // How a node's part is exported: undefined, as asked (on the node); else as the plan says.
   const runGroup = async (node: NodeStatus, group: string[], plan: Plan | undefined): Promise<Run[]> => {
     const label = `${node.node.name}${group.length ? ` ${group.join(',')}` : ''}`;
     const progress = many ? prefixed(req.progress, label, `${node.node.name}.${attempt++}`) : req.progress;
     const tls = nodeTLS(node.node);
-    const fetching = plan?.kind === 'local' || plan?.kind === 'fetch';
+    const fetching = plan?.kind === 'local' || plan?.kind === 'fetch' || plan?.kind === 'oci';
     try {
       const result = await remoteBuild({
         ...req, addr: node.node.endpoint, tls, token, progress,
         platform: group.length ? group.join(',') : undefined,
-        outputs: plan?.kind === 'push' ? plan.outputs : req.outputs,
+        outputs: plan?.kind === 'push' || plan?.kind === 'oci' ? plan.outputs : req.outputs,
         ...(fetching ? { fetchOutput: true } : {}),
       });
       if (fetching) {
         // One platform of several: its own subdirectory, as a local multi-platform export writes it.
-        const dest = plan.kind === 'local' && group.length === 1 ? path.join(plan.dest, group[0].replace(/\//g, '_')) : plan.dest;
+        const dest = plan.kind === 'oci' ? path.join(plan.parts, `${node.node.name}-${attempt}`)
+          : plan.kind === 'local' && group.length === 1 ? path.join(plan.dest, group[0].replace(/\//g, '_')) : plan.dest;
         const step = `fetch-${node.node.name}-${attempt}`;
-        progress.start({ id: step, name: `fetching the result into ${dest}` });
+        progress.start({ id: step, name: plan.kind === 'oci' ? 'fetching its part of the OCI layout' : `fetching the result into ${dest}` });
         await fetchOutput(node.node.endpoint, tls, result.fetch!, dest, { token });
         progress.done(step);
+        if (plan.kind === 'oci') return [{ node, platforms: group, result, part: dest }];
       }
       return [{ node, platforms: group, result }];
     } catch (e) {
@@ -147,7 +152,13 @@ export async function instanceBuild(inst: Instance, req: InstanceBuildRequest, o
     const c = candidates(up(), p, context);
     if (c.emulated && many) note(`builder ${inst.name}: no node lists ${p}; building it on ${c.nodes[0].node.name} under emulation`);
   }
-  const runs = await runAll(platforms);
+  let runs: Run[];
+  try {
+    runs = await runAll(platforms);
+  } catch (e) {
+    if (spread?.kind === 'oci') await fs.rm(spread.parts, { recursive: true, force: true });
+    throw e;
+  }
   const nodes = runs.map((r) => ({ node: r.node.node.name, platforms: r.platforms }));
   if (!spread) {
     const result = runs[0].result;
@@ -156,13 +167,26 @@ export async function instanceBuild(inst: Instance, req: InstanceBuildRequest, o
     return { ...result, exports, nodes };
   }
   if (spread.kind === 'push') return { ...(await join(inst, req, runs, spread.names)), nodes };
+  if (spread.kind === 'oci') {
+    const plan = spread;
+    const step = `assemble-${plan.dest}`;
+    req.progress.start({ id: step, name: `exporting to oci image format: joining ${runs.length} nodes' parts into ${plan.dest}` });
+    try {
+      const root = await assembleLayout(runs.map((r) => ({ dir: r.part!, platforms: r.platforms })), platforms, plan.dest, { names: plan.names, tar: plan.tar });
+      req.progress.done(step);
+      return { manifestDigest: root.digest as Digest, exports: [{ type: 'oci', dest: plan.dest, manifestDigest: root.digest as Digest, descriptor: root, names: plan.names }], warnings: runs.flatMap((r) => r.result.warnings), nodes };
+    } finally {
+      await fs.rm(plan.parts, { recursive: true, force: true });
+    }
+  }
   const exports = spread.kind === 'local' ? [{ type: 'local', dest: spread.dest }] : [];
   return { exports, warnings: runs.flatMap((r) => r.result.warnings), nodes };
 }
 
 /** How the part of a build that one node does of several is exported: pushed by digest (the client pushes
  * the index), written to a directory the client fetches, or as asked (none, cacheonly). */
-type Spread = { kind: 'push'; names: string[]; outputs: string[] } | { kind: 'local'; dest: string } | { kind: 'same' };
+type Spread = { kind: 'push'; names: string[]; outputs: string[] } | { kind: 'local'; dest: string } | { kind: 'same' }
+  | { kind: 'oci'; dest: string; tar: boolean; names: string[]; outputs: string[]; parts: string };
 /** Or, for a build one node does whole: its one file or directory output, fetched by the client. */
 type Plan = Spread | { kind: 'fetch'; dest: string };
 
@@ -170,6 +194,16 @@ function spreadPlan(req: InstanceBuildRequest): Spread {
   const specs = (req.outputs ?? []).map(parseOutput);
   if (specs.every((s) => s.type === 'cacheonly')) return { kind: 'same' };
   if (specs.length === 1 && specs[0].type === 'local' && specs[0].dest && specs[0].dest !== '-') return { kind: 'local', dest: path.resolve(specs[0].dest) };
+  if (specs.length === 1 && specs[0].type === 'oci' && specs[0].dest && specs[0].dest !== '-') {
+    // Each node writes its part as a layout directory; the client joins them (assemble.ts).
+    const o = specs[0];
+    const names = (o.names ?? req.tags ?? []).map((n: string) => parseReference(n).toString());
+    const attrs = Object.entries(o.attrs).filter(([k]) => k !== 'tar').map(([k, v]) => `,${k}=${v}`).join('');
+    return {
+      kind: 'oci', dest: path.resolve(o.dest!), tar: (o.attrs.tar ?? 'true').toLowerCase() !== 'false', names,
+      outputs: [`type=oci,dest=part,tar=false${attrs}`], parts: path.join(os.tmpdir(), `builder-parts-${process.pid}-${Date.now()}`),
+    };
+  }
   const names = pushNames(req);
   return { kind: 'push', names, outputs: [`type=image,${names.map((n) => `name=${n}`).join(',')},push=true,push-by-digest=true${names.extra}`] };
 }
@@ -189,7 +223,7 @@ function pushNames(req: InstanceBuildRequest): string[] & { extra: string } {
   const specs = (req.outputs ?? []).map(parseOutput);
   const image = specs.length === 1 && (specs[0].type === 'registry' || (specs[0].type === 'image' && specs[0].attrs.push !== undefined && specs[0].attrs.push.toLowerCase() !== 'false'));
   if (!image) {
-    throw new UserError('UNSUPPORTED_OUTPUT', 'a build spread over several nodes can only push (--push or type=image,push=true) or write one type=local directory yet; other outputs need all its platforms on one node');
+    throw new UserError('UNSUPPORTED_OUTPUT', 'a build spread over several nodes can only push (--push or type=image,push=true), or write one type=local or type=oci output, yet; other outputs need all its platforms on one node');
   }
   const names = (specs[0].names ?? req.tags ?? []).map((n: string) => parseReference(n).toString());
   if (names.length === 0) throw new UserError('UNSUPPORTED_OUTPUT', `type=${specs[0].type} with push needs a name (name=REF or -t REF)`);

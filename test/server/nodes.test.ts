@@ -119,10 +119,27 @@ describe('a builder instance of three nodes', () => {
     expect(await fs.readFile(path.join(dest, 'linux_amd64/arch'), 'utf8')).toBe(`${mark} amd64\n`);
     expect(await fs.readFile(path.join(dest, 'linux_arm64/arch'), 'utf8')).toBe(`${mark} arm64\n`);
     expect(res.stderr).toMatch(new RegExp(`\\[arm1 linux/arm64\\] fetching the result into ${dest.replace(/[.]/g, '\\.')}/linux_arm64`));
+    // An OCI layout: each node's part joined into one index by the client.
+    const oci = await runCli(['build', '--builder', 'fleet', '--platform', 'linux/amd64,linux/arm64', '-t', 'fleet/app:oci', '-o', `type=oci,dest=${dest}.tar`, '--progress', 'plain', ctx], { env });
+    expect(oci.code, oci.stderr).toBe(0);
+    expect(oci.stderr).toContain(`joining 2 nodes' parts into ${dest}.tar`);
+    const layout = `${dest}-layout`;
+    await fs.mkdir(layout);
+    await exec('tar', ['-xf', `${dest}.tar`, '-C', layout]);
+    const top = JSON.parse(await fs.readFile(path.join(layout, 'index.json'), 'utf8'));
+    expect(top.manifests).toHaveLength(1);
+    expect(top.manifests[0].annotations['io.containerd.image.name']).toBe('docker.io/fleet/app:oci');
+    const nested = JSON.parse(await fs.readFile(path.join(layout, 'blobs', top.manifests[0].digest.replace(':', '/')), 'utf8'));
+    expect(nested.manifests.map((m: { platform: { architecture: string } }) => m.platform.architecture)).toEqual(['amd64', 'arm64']);
+    // skopeo reads each platform's image, with its own file.
+    for (const arch of ['amd64', 'arm64']) {
+      const { stdout } = await exec('skopeo', ['--override-arch', arch, 'inspect', '--config', `oci:${layout}`]);
+      expect(JSON.parse(stdout).architecture).toBe(arch);
+    }
     // Other outputs of a spread build are refused with one line.
-    const oci = await runCli(['build', '--builder', 'fleet', '--platform', 'linux/amd64,linux/arm64', '-o', `type=oci,dest=${dest}.tar`, ctx], { env });
-    expect(oci.code).toBe(1);
-    expect(lastLine(oci.stderr)).toBe('ERROR: a build spread over several nodes can only push (--push or type=image,push=true) or write one type=local directory yet; other outputs need all its platforms on one node');
+    const tarOut = await runCli(['build', '--builder', 'fleet', '--platform', 'linux/amd64,linux/arm64', '-o', `type=tar,dest=${dest}.fs.tar`, ctx], { env });
+    expect(tarOut.code).toBe(1);
+    expect(lastLine(tarOut.stderr)).toBe('ERROR: a build spread over several nodes can only push (--push or type=image,push=true), or write one type=local or type=oci output, yet; other outputs need all its platforms on one node');
   });
 
   it('a platform no node lists goes to a node that emulates it, with a line saying so', async () => {
