@@ -1,6 +1,5 @@
 #!/usr/bin/env node
 // `builder` command line: a thin layer over the public API, with buildx's flag names.
-import fs from 'node:fs';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { build, BuildError, defaultRoot } from '../client/build.js';
@@ -17,6 +16,9 @@ import { clientAttestSpecs } from '../attest/options.js';
 import { imageID, writeBuildFiles } from '../client/metadata.js';
 import { imageCommands } from './images.js';
 import { containerCommands } from './containers.js';
+import { nodeCommands } from './nodes.js';
+import { chooseBuilder } from '../server/instances.js';
+import { packageVersion } from './version.js';
 
 function parseKeyValues(list: string[] | undefined, flag: string): Record<string, string> {
   const out: Record<string, string> = {};
@@ -78,7 +80,9 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
   const quiet = argv.quiet === true || mode === 'quiet';
   if (argv.quiet === true && mode !== 'auto' && mode !== 'quiet') throw new UsageError(`progress=${mode} and quiet cannot be used together`);
   checkAttestations({ provenance: argv.provenance as string | undefined, sbom: argv.sbom as string | undefined, attest: list(argv.attest) });
-  const builderAddr = (argv.builder as string | undefined) ?? process.env.BUILDER_HOST;
+  // An address, a builder instance (`builder create`/`use`), or the local engine.
+  const choice = chooseBuilder(argv.builder as string | undefined);
+  const builderAddr = choice.kind !== 'local';
   // `--check` is `--call=check`.
   const call = argv.check ? parseCall('check') : argv.call !== undefined ? parseCall(String(argv.call)) : undefined;
   // Before the progress display and the signal handlers: a Ctrl-C while waiting for stdin ends the command at once.
@@ -122,17 +126,17 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
     progress,
     signal: controller.signal,
   };
-  const unsupportedRemote = ['load', 'annotation', 'cache-to', 'cache-from', 'build-context'].find((f) => argv[f] !== undefined && argv[f] !== false);
+  const unsupportedRemote = ['load', 'annotation', 'build-context'].find((f) => argv[f] !== undefined && argv[f] !== false);
   if (builderAddr && unsupportedRemote) {
     throw new UserError('USAGE', `--${unsupportedRemote} is not supported with --builder yet`);
   }
-  const result = builderAddr ? await (await import('../server/client.js')).remoteBuild({
+  const result = builderAddr ? await (await import('../server/fanout.js')).buildOn(choice, {
     ...common,
     // The server pushes: --push travels as the output it stands for.
     outputs: argv.push ? [...(common.outputs ?? []), 'type=image,push=true'] : common.outputs,
-    addr: builderAddr,
-    token: process.env.BUILDER_TOKEN,
-  }) : await build({
+    cacheTo: list(argv['cache-to']),
+    cacheFrom: list(argv['cache-from']),
+  }, { note: (line) => display.note(line) }) : await build({
     ...common,
     context: input.context,
     dockerfile: input.dockerfile,
@@ -226,16 +230,6 @@ function knownFlags(cli: unknown): string[] {
   return Object.keys((cli as { getOptions(): { key: Record<string, unknown> } }).getOptions().key);
 }
 
-/** The package's version. yargs would look for package.json above its own file, which the bundled CLI
- * (scripts/build-cli.mjs) is not beside; this file is dist/src/cli/main.js either way. */
-function packageVersion(): string {
-  try {
-    return (JSON.parse(fs.readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version?: string }).version ?? 'unknown';
-  } catch {
-    return 'unknown';
-  }
-}
-
 async function main(): Promise<void> {
   const cli = yargs(hideBin(process.argv));
   await cli
@@ -280,7 +274,7 @@ async function main(): Promise<void> {
         .option('insecure-registry', { type: 'string', describe: 'Insecure registry: HTTPS without verification, then plain HTTP' })
         .option('secret', { type: 'string', describe: 'Secret to expose to the build (format: "id=mysecret[,src=/local/secret]" or "id=mysecret,env=VAR")' })
         .option('ssh', { type: 'string', describe: 'SSH agent socket to expose to the build (format: "default|<id>[=<socket>]")' })
-        .option('builder', { type: 'string', describe: 'Build on a "builder serve" server: unix:///path or tcp://host:port (env BUILDER_HOST; token in BUILDER_TOKEN)' })
+        .option('builder', { type: 'string', describe: 'Builder instance ("builder create") or "builder serve" address (unix:///path, tcp://host:port) to build on (env BUILDER_BUILDER, BUILDER_HOST; token in BUILDER_TOKEN)' })
         .option('allow', { type: 'string', describe: 'Allow extra privileged entitlement (e.g., "network.host", "security.insecure")' })
         .option('push', { type: 'boolean', describe: 'Shorthand for "--output=type=registry"; -t names are kept in the local image store only once pushed' })
         .option('load', { type: 'boolean', describe: 'Shorthand for "--output=type=docker"' })
@@ -294,27 +288,7 @@ async function main(): Promise<void> {
     )
     .command(imageCommands)
     .command(containerCommands)
-    .command(
-      'serve',
-      'Run the build engine as a server that "builder build --builder ADDR" uses',
-      (y) => y
-        .option('addr', { type: 'string', default: 'unix:///run/builder/builder.sock', describe: 'Listen address: unix:///path or tcp://127.0.0.1:PORT' })
-        .option('token', { type: 'string', describe: 'Token clients must send (required for tcp://; env BUILDER_TOKEN)' }),
-      async (argv) => {
-        const { serve } = await import('../server/server.js');
-        const server = await serve({
-          addr: argv.addr as string, token: (argv.token as string | undefined) ?? process.env.BUILDER_TOKEN, root: argv.root as string,
-          log: (line) => process.stderr.write(`${line}\n`),
-        });
-        const shown = server.address.kind === 'unix' ? `unix://${server.address.path}` : `tcp://${server.address.host}:${server.address.port}`;
-        process.stderr.write(`builder serving on ${shown}\n`);
-        await new Promise<void>((resolve) => {
-          const stop = () => { void server.close().then(resolve); };
-          process.once('SIGINT', stop);
-          process.once('SIGTERM', stop);
-        });
-      },
-    )
+    .command(nodeCommands)
     .command(
       'install-emulators',
       'Register the installed QEMU emulators in binfmt_misc (fix-binary), to RUN for other platforms (root)',
@@ -345,8 +319,8 @@ async function main(): Promise<void> {
     .fail((msg, err) => {
       // A flag's coerce (--platform) that threw: yargs wraps the message in its own error.
       if (err) throw err.name === 'YError' ? new UsageError(err.message) : err;
-      const commands: Record<string, string[]> = { build: [], serve: [], 'install-emulators': [], du: [], prune: [], imagetools: ['inspect', 'create'] };
-      for (const c of [...imageCommands, ...containerCommands]) commands[String(c.command).split(' ')[0]] ??= (c as { subcommands?: string[] }).subcommands ?? [];
+      const commands: Record<string, string[]> = { build: [], 'install-emulators': [], du: [], prune: [], imagetools: ['inspect', 'create'] };
+      for (const c of [...imageCommands, ...containerCommands, ...nodeCommands]) commands[String(c.command).split(' ')[0]] ??= (c as { subcommands?: string[] }).subcommands ?? [];
       throw new UsageError(usageMessage(msg, hideBin(process.argv), knownFlags(cli), commands));
     })
     .help()

@@ -14,7 +14,7 @@ import { exportLayoutDir, exportLayoutTar, writeImageIndex } from '../exporter/o
 import { reachableBlobs, verifyBlobs } from '../exporter/layout.js';
 import { exportDockerTar } from '../exporter/docker.js';
 import { exportLocalDir } from '../exporter/local.js';
-import { parseReference } from '../registry/reference.js';
+import { parseReference, Reference } from '../registry/reference.js';
 import { RegistryClient } from '../registry/client.js';
 import type { RegistryHostConfig } from '../registry/config.js';
 import { pushImage } from '../registry/push.js';
@@ -422,13 +422,17 @@ async function writeAndExport(
         sizes.delete(d.digest);
         pushing.update((pushed += size));
       };
-      await pushImage(client, worker.store, root, names.map(parseReference), { mountFrom, onBlob });
+      // push-by-digest (BuildKit's): the manifest goes to the names' repositories by digest, no tag moves;
+      // what joins such images into one index (an instance's platform fan-out) tags that.
+      const byDigest = boolAttr(output, 'push-by-digest');
+      const refs = names.map(parseReference).map((r) => (byDigest ? new Reference(r.domain, r.path) : r));
+      await pushImage(client, worker.store, root, refs, { mountFrom, onBlob });
       pushing.done();
-      instantStep(progress, vertex, `pushing manifest for ${names.join(', ')}@${root.digest}`);
+      instantStep(progress, vertex, `pushing manifest for ${byDigest ? [...new Set(refs.map((r) => r.name))].join(', ') : names.join(', ')}@${root.digest}`);
     }
     // A name is recorded only for an image that was built and, when pushing, pushed: a failed push leaves
     // the store as it was (a FROM of that name must not find an image its registry does not have).
-    if (names.length && boolAttr(output, 'store', true)) {
+    if (names.length && boolAttr(output, 'store', true) && !boolAttr(output, 'push-by-digest')) {
       if (opts.keep) {
         // Recorded by the build once every output succeeded (moments later); shown here, in the export step, as BuildKit shows it.
         opts.keep.push({ names, target: root });

@@ -38,8 +38,8 @@ export function splitCSV(s: string, what = 'output'): string[] {
 const IMAGE_OPTIONS = ['name', 'compression', 'compression-level', 'force-compression', 'oci-mediatypes', 'rewrite-timestamp', 'annotation.*', 'annotation-manifest.*'];
 /** Options each type accepts, as BuildKit names them. */
 export const OUTPUT_OPTIONS: Record<OutputType, string[]> = {
-  image: [...IMAGE_OPTIONS, 'push', 'store', 'registry.insecure', 'insecure'],
-  registry: [...IMAGE_OPTIONS, 'push', 'registry.insecure', 'insecure'],
+  image: [...IMAGE_OPTIONS, 'push', 'push-by-digest', 'store', 'registry.insecure', 'insecure'],
+  registry: [...IMAGE_OPTIONS, 'push', 'push-by-digest', 'registry.insecure', 'insecure'],
   oci: [...IMAGE_OPTIONS, 'dest', 'tar'],
   docker: [...IMAGE_OPTIONS, 'dest'],
   local: ['dest'],
@@ -48,7 +48,7 @@ export const OUTPUT_OPTIONS: Record<OutputType, string[]> = {
   cacheonly: [],
 };
 
-const BOOLEAN_OPTIONS = ['push', 'store', 'registry.insecure', 'insecure', 'force-compression', 'oci-mediatypes', 'rewrite-timestamp', 'tar'];
+const BOOLEAN_OPTIONS = ['push', 'push-by-digest', 'store', 'registry.insecure', 'insecure', 'force-compression', 'oci-mediatypes', 'rewrite-timestamp', 'tar'];
 
 function checkOption(spec: string, type: OutputType, key: string, value: string): void {
   const valid = OUTPUT_OPTIONS[type];

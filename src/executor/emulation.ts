@@ -88,6 +88,20 @@ async function checkEmulator(platform: Platform, host: Platform, binfmtDir: stri
   }
 }
 
+/**
+ * The linux platforms this host runs through a usable QEMU registration (enabled, fix-binary), among the
+ * architectures OCI names; what `builder serve` reports as emulated besides its native platforms.
+ */
+export async function emulatedPlatforms(host: Platform = nativePlatform(), binfmtDir = BINFMT_DIR): Promise<Platform[]> {
+  const out: Platform[] = [];
+  for (const architecture of Object.keys(QEMU_ARCH)) {
+    const platform: Platform = { os: 'linux', architecture, ...(architecture === 'arm' ? { variant: 'v7' } : {}) };
+    if (!needsEmulation(platform, host)) continue;
+    if (await checkEmulator(platform, host, binfmtDir).then(() => true, () => false)) out.push(platform);
+  }
+  return out;
+}
+
 export interface InstalledEmulator { name: string; status: 'registered' | 'already registered' | 'failed'; message?: string }
 
 /**

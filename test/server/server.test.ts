@@ -133,7 +133,7 @@ describe('builder serve on a unix socket', () => {
 describe('builder serve on tcp', () => {
   it('refuses to start without a token, and refuses requests without the right one', async () => {
     const root = await tempDir('builder-serve-root-');
-    await expect(serve({ addr: 'tcp://127.0.0.1:0', root })).rejects.toThrow(/needs a token/);
+    await expect(serve({ addr: 'tcp://127.0.0.1:0', root })).rejects.toThrow(/needs mutual TLS \(--tlscacert, --tlscert, --tlskey\) or a token/);
     const server = await serve({ addr: 'tcp://127.0.0.1:0', root, token: 's3cret-token' });
     try {
       const addr = server.address.kind === 'tcp' ? `tcp://127.0.0.1:${server.address.port}` : '';
