@@ -1,5 +1,6 @@
 // Commands around builder nodes: `serve` (run the engine as a server) and buildx's builder instances
-// (`create`, `use`, `ls`, `inspect`, `rm`). Modules load when a command runs: CLI start is part of every
+// (`builder create|use|ls|inspect|rm`, as `docker builder ...`; `create`, `use` and `ls` also at the top,
+// where `inspect` and `rm` are Docker's image and container commands). Modules load when a command runs: CLI start is part of every
 // build's time.
 import type { CommandModule, Argv } from 'yargs';
 import { UserError } from '../util/errors.js';
@@ -198,4 +199,19 @@ const commands: CommandModule<object, Record<string, unknown>>[] = [
   },
 ];
 
-export const nodeCommands = commands;
+const TOP_LEVEL = new Set(['serve', 'create', 'use', 'ls']);
+const instanceCommands = commands.filter((c) => String(c.command) !== 'serve');
+
+export const nodeCommands: CommandModule<object, Record<string, unknown>>[] = [
+  ...commands.filter((c) => TOP_LEVEL.has(String(c.command).split(' ')[0])),
+  {
+    command: 'builder <command>',
+    describe: 'Manage builder instances (create, use, ls, inspect, rm), as "docker builder"',
+    builder: (y: Argv) => {
+      for (const c of instanceCommands) y.command(c);
+      return y.demandCommand(1);
+    },
+    handler: () => undefined,
+  },
+];
+(nodeCommands[nodeCommands.length - 1] as { subcommands?: string[] }).subcommands = instanceCommands.map((c) => String(c.command).split(' ')[0]);

@@ -42,7 +42,9 @@ export async function assembleLayout(parts: LayoutPart[], order: string[], dest:
       }
     }
     const key = (p?: Platform) => (p ? [p.os, p.architecture, p.variant].filter(Boolean).join('/') : '');
-    images.sort((a, b) => order.indexOf(key(a.platform)) - order.indexOf(key(b.platform)));
+    // Attestation manifests (unknown/unknown) after the images, as BuildKit's index lists them.
+    const rank = (p?: Platform) => (order.indexOf(key(p)) < 0 ? order.length : order.indexOf(key(p)));
+    images.sort((a, b) => rank(a.platform) - rank(b.platform));
     const root = await writeImageIndex(store, images);
     await fs.mkdir(path.dirname(dest), { recursive: true });
     if (opts.tar) await exportLayoutTar(store, root, { dest, names: opts.names });

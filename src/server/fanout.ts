@@ -251,7 +251,11 @@ async function join(inst: Instance, req: InstanceBuildRequest, runs: { node: Nod
   }
   // Platforms in the order they were asked for.
   const order = parsePlatforms(req.platform ?? '').map(formatPlatform);
-  const rank = (d: Descriptor) => order.indexOf(d.platform ? formatPlatform(d.platform as never) : '');
+  // Attestation manifests (unknown/unknown) after the images, as BuildKit's index lists them.
+  const rank = (d: Descriptor) => {
+    const i = order.indexOf(d.platform ? formatPlatform(d.platform as never) : '');
+    return i < 0 ? order.length : i;
+  };
   entries.sort((a, b) => rank(a) - rank(b));
   const oci = entries.some((e) => e.mediaType === MediaType.ociManifest);
   const mediaType = oci ? MediaType.ociIndex : MediaType.dockerManifestList;

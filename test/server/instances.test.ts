@@ -58,11 +58,11 @@ describe('builder create/use/ls/inspect/rm', () => {
     expect(ls.stdout).toMatch(/^team\s+remote\n \\_ team0\s+ \\_ unix:\/\/\S+\s+running\s+1\.2\.3\s+linux\/arm64\*, linux\/amd64, linux\/riscv64(, \(linux\/[^)]+\))*\n \\_ far\s+ \\_ tcp:\/\/127\.0\.0\.1:9\s+inactive\n/m);
     expect(ls.stdout).toContain('Cannot load builder team/far: cannot reach the builder at tcp://127.0.0.1:9: ECONNREFUSED');
 
-    const inspect = await runCli(['inspect', 'team'], { env });
+    const inspect = await runCli(['builder', 'inspect', 'team'], { env });
     expect(inspect.code, inspect.stderr).toBe(0);
     expect(inspect.stdout).toContain('Name:   team\nDriver: remote\n\nNodes:\nName:                  team0\n');
     expect(inspect.stdout).toContain('Builds:                0 running, 0 queued\nPlatforms:             linux/arm64*, linux/amd64, linux/riscv64\n');
-    const boot = await runCli(['inspect', '--bootstrap', 'team'], { env });
+    const boot = await runCli(['builder', 'inspect', '--bootstrap', 'team'], { env });
     expect(boot.code).toBe(1);
     expect(lastLine(boot.stderr)).toMatch(/^ERROR: builder team: node far is inactive: cannot reach the builder at tcp:\/\/127\.0\.0\.1:9: ECONNREFUSED$/);
 
@@ -85,9 +85,9 @@ describe('builder create/use/ls/inspect/rm', () => {
     expect(leave.code, leave.stderr).toBe(0);
     expect(JSON.parse(await fs.readFile(path.join(env.XDG_CONFIG_HOME, 'builder/instances/team.json'), 'utf8')).nodes.map((n: { name: string }) => n.name)).toEqual(['team0']);
 
-    expect((await runCli(['rm', 'team'], { env })).code).toBe(0);
+    expect((await runCli(['builder', 'rm', 'team'], { env })).code).toBe(0);
     expect((await runCli(['ls'], { env })).stdout).toMatch(/^default\*\s+local$/m);
-    const gone = await runCli(['rm', 'team'], { env });
+    const gone = await runCli(['builder', 'rm', 'team'], { env });
     expect(lastLine(gone.stderr)).toBe('ERROR: no builder "team" found');
   });
 

@@ -33,7 +33,7 @@ async function hasBlob(root: string, digest: string): Promise<boolean> {
   return fs.stat(path.join(root, 'content', 'blobs', 'sha256', digest.replace('sha256:', ''))).then(() => true, () => false);
 }
 
-async function getJSON(url: string, accept: string): Promise<{ digest: string; json: { manifests: { digest: string; platform: { architecture: string } }[] } }> {
+async function getJSON(url: string, accept: string): Promise<{ digest: string; json: { manifests: { digest: string; platform: { architecture: string }; annotations?: Record<string, string> }[] } }> {
   const res = await fetch(url, { headers: { accept } });
   expect(res.status).toBe(200);
   return { digest: res.headers.get('docker-content-digest')!, json: await res.json() as never };
@@ -74,7 +74,7 @@ describe('a builder instance of three nodes', () => {
     for (const n of nodes) {
       expect(lines).toContainEqual(expect.stringMatching(new RegExp(`^ \\\\_ ${n.name}\\s+ \\\\_ ${n.addr.replace(/\./g, '\\.')}\\s+running\\s+\\S+\\s+${n.platform}(, \\(linux/[^)]+\\))*$`)));
     }
-    const inspect = await runCli(['inspect', '--bootstrap', 'fleet'], { env });
+    const inspect = await runCli(['builder', 'inspect', '--bootstrap', 'fleet'], { env });
     expect(inspect.code, inspect.stderr).toBe(0);
     expect(inspect.stdout).toContain(`Name:                  arm1\nEndpoint:              ${nodes[1].addr}\n`);
     expect(inspect.stdout).toMatch(/Status:\s+running\n/);
@@ -93,7 +93,9 @@ describe('a builder instance of three nodes', () => {
     expect(res.stderr).not.toMatch(/\[\w+ linux\/amd64,linux\/arm64\]/);
 
     const index = await getJSON(`http://${registry}/v2/fleet/app/manifests/${mark}`, 'application/vnd.docker.distribution.manifest.list.v2+json,application/vnd.oci.image.index.v1+json');
-    expect(index.json.manifests.map((m) => m.platform.architecture)).toEqual(['amd64', 'arm64']);
+    // The images, then each one's provenance (buildx's default on a push), as BuildKit orders them.
+    expect(index.json.manifests.map((m) => m.platform.architecture)).toEqual(['amd64', 'arm64', 'unknown', 'unknown']);
+    expect(index.json.manifests.slice(2).map((m) => m.annotations?.['vnd.docker.reference.digest'])).toEqual(index.json.manifests.slice(0, 2).map((m) => m.digest));
     const [amdManifest, armManifest] = index.json.manifests.map((m) => m.digest);
     const arm = nodes.find((n) => n.name === 'arm1')!;
     const amdNode = nodes.find((n) => n.name === amd)!;
@@ -130,7 +132,7 @@ describe('a builder instance of three nodes', () => {
     expect(top.manifests).toHaveLength(1);
     expect(top.manifests[0].annotations['io.containerd.image.name']).toBe('docker.io/fleet/app:oci');
     const nested = JSON.parse(await fs.readFile(path.join(layout, 'blobs', top.manifests[0].digest.replace(':', '/')), 'utf8'));
-    expect(nested.manifests.map((m: { platform: { architecture: string } }) => m.platform.architecture)).toEqual(['amd64', 'arm64']);
+    expect(nested.manifests.map((m: { platform: { architecture: string } }) => m.platform.architecture)).toEqual(['amd64', 'arm64', 'unknown', 'unknown']);
     // skopeo reads each platform's image, with its own file.
     for (const arch of ['amd64', 'arm64']) {
       const { stdout } = await exec('skopeo', ['--override-arch', arch, 'inspect', '--config', `oci:${layout}`]);
@@ -143,7 +145,7 @@ describe('a builder instance of three nodes', () => {
   });
 
   it('a platform no node lists goes to a node that emulates it, with a line saying so', async () => {
-    const ls = await runCli(['inspect', 'fleet'], { env });
+    const ls = await runCli(['builder', 'inspect', 'fleet'], { env });
     const emulating = [...ls.stdout.matchAll(/^Name:\s+(\S+)\n(?:.*\n)*?Emulated platforms:\s+(.*)$/gm)].filter((m) => m[2].split(', ').includes('linux/riscv64'));
     expect(emulating.length, ls.stdout).toBeGreaterThan(0);
     const ctx = await makeContext({ Dockerfile: 'FROM scratch\nCOPY f /f\n', f: 'x\n' });
@@ -175,7 +177,7 @@ describe('a builder instance of three nodes', () => {
     expect(lastLine(build.stderr)).toMatch(/^ERROR: builder nocert: node nocert0 \(tcp:\/\/127\.0\.0\.1:\d+\) does not answer: cannot reach the builder at tcp:\/\/127\.0\.0\.1:\d+: .*\(TLS: the builder requires a client certificate: --driver-opt cert=FILE,key=FILE\)$/);
     const ls = await runCli(['ls'], { env });
     expect(ls.stdout).toMatch(/^ \\_ nocert0\s+ \\_ tcp:\/\/127\.0\.0\.1:\d+\s+inactive\s*$/m);
-    expect((await runCli(['rm', 'nocert'], { env })).code).toBe(0);
+    expect((await runCli(['builder', 'rm', 'nocert'], { env })).code).toBe(0);
   });
 
   it('an amd64 node stopped mid-build: the build finishes on the other amd64 node', async () => {
