@@ -10,7 +10,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { CopyAction, Digest } from '../../solver/llb/ops.js';
 import { sha256 } from '../../solver/llb/digest.js';
 import { goMatch, hasWildcard, PatternMatcher } from '../util/patterns.js';
-import { scanDir, scannedStats, type ScannedStats } from '../native/fsx.js';
+import { getXattr, listXattrs, scanDir, scannedStats, type ScannedStats } from '../native/fsx.js';
 import { nameBytes, osPath, readlinkName } from '../util/names.js';
 
 /**
@@ -307,12 +307,16 @@ export class ContextChecksummer {
       const digest = node.size <= SMALL_FILE ? hashSmallFile(file) : await hashFile(file);
       this.bytesRead += digest.size;
       this.filesRead++;
+      // A COPY copies xattrs, so they are part of what it selects. Read only here, for files being hashed:
+      // setting or removing one changes the file's ctime, so the index never vouches for a changed set.
+      const xattrs = xattrRecord(file);
+      const hex = xattrs ? sha256(nameBytes(`${digest.hex}\n${xattrs}`)).slice(7) : digest.hex;
       const before = this.stale.get(r);
       if (before !== undefined) {
         this.stale.delete(r);
-        if (before !== digest.hex) this.changed.add(r);
+        if (before !== hex) this.changed.add(r);
       }
-      node.digest = digest.hex;
+      node.digest = hex;
       this.dirty = true;
       if (performance.now() - slice > SLICE_MS) {
         await nextTurn();
@@ -470,6 +474,16 @@ function hashSmallFile(name: string): { hex: string; size: number } {
 }
 
 /** A big file read through the threadpool, a chunk at a time, so the event loop keeps turning. */
+/** A file's xattrs as `name=hexvalue` lines in name order; '' when it has none (or they cannot be read). */
+function xattrRecord(file: string): string {
+  try {
+    const names = listXattrs(file).filter((n) => !n.startsWith('trusted.overlay.')).sort();
+    return names.map((n) => `${n}=${getXattr(file, n)?.toString('hex') ?? ''}`).join('\n');
+  } catch {
+    return '';
+  }
+}
+
 async function hashFile(name: string): Promise<{ hex: string; size: number }> {
   const h = createHash('sha256');
   let size = 0;

@@ -5,6 +5,7 @@ import os from 'node:os';
 import { createHash } from 'node:crypto';
 import type { CopyAction } from '../../solver/llb/ops.js';
 import { ContextChecksummer } from '../../src/worker/contenthash.js';
+import { removeXattr, setXattr } from '../../src/native/fsx.js';
 
 const copy = (src: string, extra: Partial<CopyAction> = {}): CopyAction => ({
   action: 'copy', sourceInput: 1, src, dest: '/dst/', followSymlinks: false, dirCopyContents: true,
@@ -37,6 +38,23 @@ beforeEach(async () => {
 });
 
 describe('context checksums', () => {
+  it('follow a file\'s xattrs (a COPY copies them), through the persistent index too', async () => {
+    const before = await sel('src');
+    const file = path.join(dir, 'src/a.txt');
+    setXattr(file, 'user.origin', Buffer.from('one'));
+    const one = await sel('src');
+    expect(one).not.toBe(before);
+    // Read back from the index by a new checksummer: the same digest, the file not read again.
+    const again = sum();
+    expect((await again.selectionDigest(copy('src'))).digest).toBe(one);
+    expect(again.bytesRead).toBe(0);
+    setXattr(file, 'user.origin', Buffer.from('two'));
+    const two = await sel('src');
+    expect(two).not.toBe(one);
+    removeXattr(file, 'user.origin');
+    expect(await sel('src')).toBe(before);
+  });
+
   it('depend only on what a copy selects', async () => {
     const before = await sel('src/');
     await write('other.txt', 'changed');
