@@ -2,11 +2,7 @@
 // prints them; the work is in src/container/.
 import type { CommandModule, Argv } from 'yargs';
 import { UserError } from '../util/errors.js';
-
-function list(v: unknown): string[] {
-  if (v === undefined) return [];
-  return (Array.isArray(v) ? v : [v]).map(String);
-}
+import { list } from './args.js';
 
 function runFlags(y: Argv): Argv {
   return y

@@ -9,15 +9,11 @@ import { parseReference } from '../registry/reference.js';
 import { eraseCredentials, storeCredentials } from '../registry/credentials.js';
 import { imagetoolsCreate, imagetoolsInspect } from '../registry/imagetools.js';
 import { UserError } from '../util/errors.js';
+import { list } from './args.js';
 
 function stores(root: string): { content: ContentStore; images: ImageStore } {
   const content = new ContentStore(path.join(root, 'content'));
   return { content, images: new ImageStore(root, content) };
-}
-
-function list(v: unknown): string[] {
-  if (v === undefined) return [];
-  return (Array.isArray(v) ? v : [v]).map(String);
 }
 
 async function readStdin(): Promise<string> {

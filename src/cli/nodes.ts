@@ -4,11 +4,7 @@
 // build's time.
 import type { CommandModule, Argv } from 'yargs';
 import { UserError } from '../util/errors.js';
-
-function list(v: unknown): string[] {
-  if (v === undefined) return [];
-  return (Array.isArray(v) ? v : [v]).map(String);
-}
+import { list } from './args.js';
 
 function table(rows: string[][]): string {
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
