@@ -189,12 +189,12 @@ export async function solveRoots<R>(def: Definition, roots: Digest[], opts: Solv
    * (its description), for the reason of a reuse by content.
    */
   const ranBelow = new Map<Digest, string>();
-  const reuseReason = (op: Op): string => {
+  const ranInput = (op: Op): string | undefined => {
     for (const i of opInputs(op)) {
       const d = ranBelow.get(i.digest);
-      if (d) return `input unchanged after ${d} re-ran`;
+      if (d) return d;
     }
-    return 'input unchanged';
+    return undefined;
   };
 
   /** Ops with a cache-ignoring op below them (`--no-cache-filter`): those must run, so they run first. */
@@ -272,11 +272,9 @@ export async function solveRoots<R>(def: Definition, roots: Digest[], opts: Solv
         const reused = contentKey && cache.loadContent ? await cache.loadContent(contentKey, { digest, op, metadata }).catch(() => undefined) : undefined;
         if (reused !== undefined) {
           reported.add(digest);
-          const reason = reuseReason(op);
-          for (const i of opInputs(op)) {
-            const d = ranBelow.get(i.digest);
-            if (d) { ranBelow.set(digest, d); break; }
-          }
+          const ranStep = ranInput(op);
+          if (ranStep) ranBelow.set(digest, ranStep);
+          const reason = ranStep ? `input unchanged after ${ranStep} re-ran` : 'input unchanged';
           // Recorded under the pre-run key too: the next build with these inputs hits at once.
           await cache.save(key, reused, { digest, op, metadata, contentKey });
           emitCached(digest, metadata, key, reason);
