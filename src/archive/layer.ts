@@ -15,7 +15,7 @@ import { nameBytes, osPath, readlinkName } from '../util/names.js';
 import { getXattr, listXattrs, mknod, scanDir, Scan, setXattr, S_IFBLK, S_IFCHR, S_IFIFO } from '../native/fsx.js';
 import { UserError } from '../util/errors.js';
 import { resolveInRoot } from './rootpath.js';
-import { encodeHeader, readTar, TarFormatError, type TarHeader } from './tar.js';
+import { encodeHeader, readTar, TarFormatError, writeUstarHeader, type TarHeader } from './tar.js';
 import { MemberSource, SegmentedGzipWriter, type LayerEntrySink } from './segmented.js';
 
 export const MEDIA_TYPE_LAYER_GZIP = 'application/vnd.oci.image.layer.v1.tar+gzip';
@@ -92,7 +92,10 @@ class BufferedTarSink implements LayerEntrySink {
   constructor(private readonly out: NodeJS.WritableStream) {}
 
   async add(header: TarHeader, file?: string): Promise<void> {
-    await this.put(encodeHeader(header));
+    if (this.len + TAR_BLOCK > this.buf.length) await this.flush();
+    const written = writeUstarHeader(header, this.buf, this.len);
+    if (written > 0) this.len += written;
+    else await this.put(encodeHeader(header));
     const size = header.type === 'file' ? header.size : 0;
     if (size === 0) return;
     const fd = fs.openSync(osPath(file!), 'r');
@@ -108,7 +111,17 @@ class BufferedTarSink implements LayerEntrySink {
     } finally {
       fs.closeSync(fd);
     }
-    await this.put(Buffer.alloc((TAR_BLOCK - (size % TAR_BLOCK)) % TAR_BLOCK));
+    await this.zeros((TAR_BLOCK - (size % TAR_BLOCK)) % TAR_BLOCK);
+  }
+
+  private async zeros(n: number): Promise<void> {
+    while (n > 0) {
+      if (this.len === this.buf.length) await this.flush();
+      const k = Math.min(n, this.buf.length - this.len);
+      this.buf.fill(0, this.len, this.len + k);
+      this.len += k;
+      n -= k;
+    }
   }
 
   /** The end-of-archive marker (two zero blocks), and what is left in the buffer. */
@@ -153,19 +166,29 @@ async function walkLayer(dir: string, sink: LayerEntrySink, opts: LayerTarOption
   // One native call per directory for its entries' lstat and xattr presence: synchronous (a local tree's
   // metadata takes microseconds, far less than a trip through the threadpool, which the compressions keep
   // busy), and no Stats objects.
+  // Few objects per entry: a big layer's walk otherwise leaves tens of MB of garbage for the collector while
+  // its segments compress (peak memory of a build).
   const walk = async (abs: string, rel: string): Promise<void> => {
     const { names, stats } = scanDir(abs);
+    let ascii = true;
     const children = names.map((name, i) => {
       const o = i * Scan.fields;
       const type = stats[o + Scan.mode] & S_IFMT;
       const whiteout = type === S_IFCHR && stats[o + Scan.rdevMajor] === 0 && stats[o + Scan.rdevMinor] === 0;
       const tarName = rel + (whiteout ? WHITEOUT_PREFIX + name : name);
-      return { name, o, type, whiteout, tarName, order: nameBytes(tarName) };
+      if (ascii && !/^[\x00-\x7f]*$/.test(tarName)) ascii = false;
+      return { name, o, type, whiteout, tarName };
     });
-    children.sort((a, b) => Buffer.compare(a.order, b.order));
+    // Bytewise order; for ASCII names that is the strings' own order (no buffer per name).
+    if (ascii) children.sort((a, b) => (a.tarName < b.tarName ? -1 : a.tarName > b.tarName ? 1 : 0));
+    else {
+      const order = new Map(children.map((c) => [c, nameBytes(c.tarName)]));
+      children.sort((a, b) => Buffer.compare(order.get(a)!, order.get(b)!));
+    }
+    const dirPrefix = abs.endsWith('/') ? abs : `${abs}/`;
     for (const { name, o, type, whiteout, tarName } of children) {
       opts.signal?.throwIfAborted();
-      const p = path.join(abs, name);
+      const p = dirPrefix + name;
       const mtime = clamp(stats[o + Scan.mtime]);
       if (whiteout) {
         // Checked before hardlinks: overlayfs shares one whiteout inode among many names.
@@ -177,7 +200,7 @@ async function walkLayer(dir: string, sink: LayerEntrySink, opts: LayerTarOption
       const xattrs = stats[o + Scan.xattrs] !== 0 ? readXattrs(p) : undefined;
       const base = { mode: stats[o + Scan.mode] & 0o7777, uid: stats[o + Scan.uid], gid: stats[o + Scan.gid], mtime, xattrs };
       const nlink = stats[o + Scan.nlink];
-      const key = `${stats[o + Scan.dev]}:${stats[o + Scan.ino]}`;
+      const key = nlink > 1 ? `${stats[o + Scan.dev]}:${stats[o + Scan.ino]}` : '';
       const first = type !== S_IFDIR && nlink > 1 ? links.get(key) : undefined;
       if (first !== undefined) {
         await sink.add({ ...base, name: tarName, type: 'link', size: 0, linkname: first });
@@ -192,7 +215,7 @@ async function walkLayer(dir: string, sink: LayerEntrySink, opts: LayerTarOption
         await walk(p, `${tarName}/`);
         continue;
       } else if (type === S_IFREG) {
-        await sink.add({ ...base, name: tarName, type: 'file', size: stats[o + Scan.size] }, p);
+        await sink.add({ name: tarName, type: 'file', mode: base.mode, uid: base.uid, gid: base.gid, size: stats[o + Scan.size], mtime, xattrs }, p);
       } else if (type === S_IFLNK) {
         await sink.add({ ...base, name: tarName, type: 'symlink', size: 0, linkname: readlinkName(p) });
       } else if (type === S_IFCHR || type === S_IFBLK) {
@@ -206,7 +229,7 @@ async function walkLayer(dir: string, sink: LayerEntrySink, opts: LayerTarOption
     }
   };
 
-  await walk(dir, '');
+  await walk(path.normalize(dir), '');
   return count;
 }
 

@@ -23,7 +23,7 @@ import type { Digest } from '../../solver/llb/ops.js';
 import type { BlobWriter, ContentStore, MemberIndex, MemberRecord } from '../content/store.js';
 import { nameBytes } from '../util/names.js';
 import { fillSegment, OrderedSha256, type SegmentFillError, type SegmentSpan } from '../native/fsx.js';
-import { encodeHeader, TarFormatError, type TarHeader } from './tar.js';
+import { encodeHeader, TarFormatError, writeUstarHeader, type TarHeader } from './tar.js';
 
 const gzipAsync = promisify(gzip) as (buf: Buffer, opts: { level: number; chunkSize: number }) => Promise<Buffer>;
 // Output is delivered in pieces of this size: few callbacks on the main thread per segment.
@@ -129,6 +129,17 @@ export interface SegmentedResult {
 /** FNV-1a of the name's bytes: a cheap, stable choice of cut points. */
 function nameHash(name: string): number {
   let h = 0x811c9dc5;
+  // An ASCII name's bytes are its char codes: no buffer per entry.
+  for (let i = 0; i < name.length; i++) {
+    const c = name.charCodeAt(i);
+    if (c >= 0x80) return nameHashBytes(name);
+    h = Math.imul(h ^ c, 0x01000193) >>> 0;
+  }
+  return h;
+}
+
+function nameHashBytes(name: string): number {
+  let h = 0x811c9dc5;
   for (const b of nameBytes(name)) h = Math.imul(h ^ b, 0x01000193) >>> 0;
   return h;
 }
@@ -174,13 +185,20 @@ export class SegmentedGzipWriter implements LayerEntrySink {
 
   async add(header: TarHeader, file?: string): Promise<void> {
     const size = header.type === 'file' ? header.size : 0;
-    const head = encodeHeader(header);
     if (size > SEGMENT_SPLIT) {
-      await this.addLarge(head, header.name, size, file!);
+      await this.addLarge(encodeHeader(header), header.name, size, file!);
       return;
     }
-    this.reserve(head.length + size + padding(size));
-    this.len += head.copy(this.buf, this.len);
+    // Most headers are one USTAR block, written in place; one with PAX records is made apart.
+    this.reserve(BLOCK + size + padding(size));
+    const written = writeUstarHeader(header, this.buf, this.len);
+    if (written > 0) {
+      this.len += written;
+    } else {
+      const head = encodeHeader(header);
+      this.reserve(head.length + size + padding(size));
+      this.len += head.copy(this.buf, this.len);
+    }
     if (size > 0) {
       // Read later, straight into the segment, when the segment is complete.
       this.spans.push({ path: file!, bufOffset: this.len, fileOffset: 0, length: size, end: true });

@@ -11,7 +11,7 @@ import { ContextChecksummer } from '../worker/contenthash.js';
 import { contentCacheKey, opCacheKey, type KeyInputs } from '../worker/cachekey.js';
 import { SnapshotHasher } from './snapshothash.js';
 import { CacheRecords } from './records.js';
-import { writeFileAtomic } from '../util/fs.js';
+import { writeFileAtomic, writeFileAtomicWith } from '../util/fs.js';
 import type { RemoteCacheImporter } from './remotecache/source.js';
 
 interface StepHistory {
@@ -46,7 +46,6 @@ export class BuildCache implements SolveCache<WorkerRef> {
   private readonly computed = new Map<Digest, { key: Digest; inputs: KeyInputs; metadata: OpMetadata; hit: boolean; source: boolean; byContent: boolean }>();
   private readonly keyOwner = new Map<Digest, Digest>();
   private history: Promise<History> | null = null;
-  private readonly copyFileRecords = new Map<string, Promise<Record<string, string>>>();
   /** Every op's result this build, run or reused, by op digest: what --cache-to exports. */
   readonly results = new Map<Digest, { key: Digest; ref: WorkerRef; contentKey?: Digest }>();
   private readonly remoteHits = new Map<Digest, Promise<WorkerRef | null>>();
@@ -252,33 +251,60 @@ export class BuildCache implements SolveCache<WorkerRef> {
       if (old?.key === c.key) continue;
       const sel = this.selected.get(digest);
       steps[id] = { key: c.key, inputs: c.inputs, ...(sel?.length ? { selections: sel.map((s) => ({ src: s.src, id: s.id })) } : {}) };
-      // Copy steps: content digest per selected file, kept apart so a no-op build never reads them.
-      if (c.inputs.copies?.length) {
-        const files = await this.copyFiles(c.inputs).catch(() => undefined);
-        if (files) await writeFileAtomic(this.filesFile(c.key), JSON.stringify(files));
-      }
+      // Copy steps: content digest per selected file, kept apart so a no-op build never reads them. Written
+      // as it is walked (a JSON object, a piece at a time): no map or string of the whole selection.
+      if (c.inputs.copies?.length) await writeFileAtomicWith(this.filesFile(c.key), (h) => this.writeCopyFiles(h, c.inputs)).catch(() => undefined);
       changed = true;
     }
     if (changed) await writeFileAtomic(this.historyFile, JSON.stringify({ steps }));
   }
 
-  /** Per-file records of what copies select; a miss's explanation and the history ask for the same ones. */
-  private copyFiles(inputs: KeyInputs): Promise<Record<string, string>> {
-    const id = JSON.stringify((inputs.copies ?? []).map((c) => c.paths));
-    let p = this.copyFileRecords.get(id);
-    if (!p) {
-      p = (async () => {
-        // The context checksummer is the default one (named "context", excludes from the local source).
-        const out: Record<string, string> = {};
-        for (const s of this.sums.values()) {
-          for (const copy of inputs.copies ?? []) Object.assign(out, await s.fileDigests(copy.paths));
-          break;
-        }
-        return out;
-      })();
-      this.copyFileRecords.set(id, p);
+  /**
+   * Writes the per-file records of what copies select (path -> record, see ContextChecksummer.fileDigests)
+   * as the JSON text of one object, in pieces of about 64 KiB as the checksummer walks them.
+   */
+  private async writeCopyFiles(handle: fs.FileHandle, inputs: KeyInputs): Promise<void> {
+    let chunk = '{';
+    let first = true;
+    const sums = this.contextSums();
+    if (sums) {
+      await sums.eachFileRecord((inputs.copies ?? []).flatMap((c) => c.paths), (rel, record) => {
+        chunk += `${first ? '' : ','}${JSON.stringify(rel)}:${JSON.stringify(record)}`;
+        first = false;
+        if (chunk.length < 1 << 16) return;
+        const piece = chunk;
+        chunk = '';
+        return handle.write(piece).then(() => undefined);
+      });
     }
-    return p;
+    await handle.write(`${chunk}}`);
+  }
+
+  /**
+   * Which of the files a copy selects (under `roots`) changed since `prev` (the previous build's records):
+   * compared one at a time as the checksummer walks them, no map of the current ones.
+   */
+  private async changedFiles(prev: Record<string, string>, roots: string[]): Promise<string[]> {
+    const out = new Set<string>();
+    const sums = this.contextSums();
+    if (sums) {
+      await sums.eachFileRecord(roots, (rel, record) => {
+        if (!Object.hasOwn(prev, rel)) {
+          out.add(rel);
+          return;
+        }
+        if (prev[rel] !== record) out.add(rel);
+        delete prev[rel]; // what is left of prev under the roots is gone now
+      });
+    }
+    const under = (p: string) => roots.some((r) => r === '' || p === r || p.startsWith(`${r}/`));
+    for (const p of Object.keys(prev)) if (under(p)) out.add(p);
+    return [...out].sort();
+  }
+
+  /** The context checksummer copies are recorded from: the default one (named "context", excludes from the local source). */
+  private contextSums(): ContextChecksummer | undefined {
+    return this.sums.values().next().value;
   }
 
   private filesFile(key: Digest): string {
@@ -318,8 +344,7 @@ export class BuildCache implements SolveCache<WorkerRef> {
         const c = cur.copies[i];
         if (prevCopies[i]?.digest === c.digest) continue;
         const prevFiles = await fs.readFile(this.filesFile(prev.key), 'utf8').then((t) => JSON.parse(t) as Record<string, string>, () => null);
-        const files = prevFiles ? await this.copyFiles({ ...cur, copies: [c] }) : {};
-        const diff = diffFiles(prevFiles ?? {}, files, c.paths);
+        const diff = prevFiles && typeof prevFiles === 'object' && !Array.isArray(prevFiles) ? await this.changedFiles(prevFiles, c.paths) : [];
         return `${instruction(ctx.metadata)} ${c.src === '/' ? '.' : c.src.replace(/^\//, '')}: ${diff.length ? `changed ${listPaths(diff)}` : 'selected files changed'}`;
       }
     }

@@ -9,15 +9,23 @@ import { isAlive } from './pidlock.js';
  * skips the fsync for what a crash of the machine may lose (markers and hints that are checked on use).
  */
 export async function writeFileAtomic(file: string, data: string | Uint8Array, opts: { sync?: boolean } = {}): Promise<void> {
+  await writeFileAtomicWith(file, (handle) => handle.writeFile(data), opts);
+}
+
+/** writeFileAtomic with the content written by `fill` (a piece at a time); nothing is left behind when it fails. */
+export async function writeFileAtomicWith(file: string, fill: (handle: fs.FileHandle) => Promise<void>, opts: { sync?: boolean } = {}): Promise<void> {
   await fs.mkdir(path.dirname(file), { recursive: true });
   const tmp = `${file}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
   const handle = await fs.open(tmp, 'w');
   try {
-    await handle.writeFile(data);
+    await fill(handle);
     if (opts.sync !== false) await handle.sync();
-  } finally {
+  } catch (e) {
     await handle.close();
+    await fs.rm(tmp, { force: true });
+    throw e;
   }
+  await handle.close();
   try {
     await fs.rename(tmp, file);
   } catch (e) {

@@ -113,17 +113,33 @@ export class ContextChecksummer {
    * owner and content digest or link target), unhashed, since only equality matters.
    */
   async fileDigests(roots: string[]): Promise<Record<string, string>> {
-    const tree = await this.loadTree();
     const out: Record<string, string> = {};
-    for (const r of roots) {
+    await this.eachFileRecord(roots, (rel, record) => { out[rel] = record; });
+    return out;
+  }
+
+  /**
+   * fileDigests one file at a time, for callers that stream them (a context of 100,000 files makes a map of
+   * tens of MB): each path once, even when one root is below another.
+   */
+  async eachFileRecord(roots: string[], fn: (rel: string, record: string) => void | Promise<void>): Promise<void> {
+    const tree = await this.loadTree();
+    const covered = (r: string, o: string) => o === '' || r === o || r.startsWith(`${o}/`);
+    const tops = roots.filter((r, i) => !roots.some((o, j) => (o === r ? j < i : covered(r, o))));
+    for (const r of tops) {
       const top = lookup(tree, r);
       if (!top) continue;
       await this.hashMissing(r);
-      forEachUnder(top, r, (node, rel) => {
-        if (node.type !== 'dir') out[rel] = this.leafRecord(node, rel);
-      });
+      const stack: [Node, string][] = [[top, r]];
+      while (stack.length > 0) {
+        const [node, rel] = stack.pop()!;
+        if (node.type !== 'dir') {
+          const wait = fn(rel, this.leafRecord(node, rel));
+          if (wait) await wait;
+        }
+        for (const c of node.children ?? []) stack.push([c, rel ? `${rel}/${c.name}` : c.name]);
+      }
     }
-    return out;
   }
 
   /** Writes the metadata index if it changed: a line per file, in pieces, then renamed over the old one. */
