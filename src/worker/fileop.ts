@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { ChownOpt, CopyAction, FileAction, MkdirAction, MkfileAction, RmAction } from '../../solver/llb/ops.js';
 import { BuilderError, UserError } from '../util/errors.js';
-import { copyRange, getXattr, listXattrs, mknod, scanDir, Scan, scannedStats, setXattr, S_IFBLK, S_IFCHR, S_IFIFO, type ScannedStats } from '../native/fsx.js';
+import { copyRange, getXattr, listXattrs, mknod, scanDir, Scan, setXattr, S_IFBLK, S_IFCHR, S_IFIFO } from '../native/fsx.js';
 import { inRootPath, resolveInRoot } from '../archive/rootpath.js';
 import { goMatch, hasWildcard, PatternMatcher } from '../util/patterns.js';
 import { resolveOwner } from './users.js';
@@ -395,26 +395,25 @@ class Copier {
     // One native scan of the directory tells kind, links and extended attributes of every entry, so the
     // common file (regular, one link, no attributes) is copied without a per-entry lstat.
     const scan = quick?.scan ?? scanOrNull(src);
-    const names = quick?.names ?? scan?.names ?? readdirNames(src);
-    const at = new Map<string, number>();
-    if (scan) names.forEach((n, i) => at.set(n, i));
-    names.sort();
+    const names = scan?.names ?? readdirNames(src);
+    // Entries in name order, by their index in the scan (no map from names).
+    const order = names.map((_, i) => i).sort((a, b) => (names[a] < names[b] ? -1 : names[a] > names[b] ? 1 : 0));
     let slice = performance.now();
     try {
-      for (const name of names) {
-        const s = path.join(src, name);
-        const t = path.join(dst.path, name);
+      for (const i of order) {
+        const name = names[i];
         const rel = relDir ? `${relDir}/${name}` : name;
         // An included directory includes everything below it (patterns match parent directories).
         const inc = included || !include || include.matches(rel);
         const exc = exclude?.matches(rel) ?? false;
         const selected = inc && !exc;
-        if (quick?.keep.has(name)) {
+        if (quick?.keep.has(i)) {
           if (selected) kept!.add(name);
           continue;
         }
-        const i = at.get(name);
-        if (selected && scan && i !== undefined && this.plainFile(scan.stats, i) && (!this.opts.refresh || dst.created)) {
+        const s = path.join(src, name);
+        const t = path.join(dst.path, name);
+        if (selected && scan && this.plainFile(scan.stats, i) && (!this.opts.refresh || dst.created)) {
           await dst.ensure();
           if (this.copySmallSync(s, t)) {
             kept?.add(name);
@@ -578,7 +577,7 @@ class Copier {
    * hard-linked in the source, or with extended attributes, are left to the per-file checks. Null where a
    * scan fails (the per-file path then meets whatever is wrong).
    */
-  private unchangedFiles(src: string, target: string): { names: string[]; keep: Set<string>; scan: ReturnType<typeof scanDir>; earlierNames: string[] } | null {
+  private unchangedFiles(src: string, target: string): { keep: Set<number>; scan: ReturnType<typeof scanDir>; earlierNames: string[] } | null {
     let now: ReturnType<typeof scanDir>;
     let before: ReturnType<typeof scanDir>;
     try {
@@ -587,15 +586,17 @@ class Copier {
     } catch {
       return null;
     }
-    const earlier = new Map(before.names.map((n, i) => [n, i]));
-    const keep = new Set<string>();
-    for (const [i, name] of now.names.entries()) {
-      const e = earlier.get(name);
-      const st = scannedStats(now.stats, i);
-      if (e === undefined || st.nlink > 1 || now.stats[i * Scan.fields + Scan.xattrs] !== 0) continue;
-      if (this.keepable(st, scannedStats(before.stats, e))) keep.add(name);
+    const earlier = new Map<string, number>();
+    for (let e = 0; e < before.names.length; e++) earlier.set(before.names[e], e);
+    // Indexes (into the scan) of the entries kept; compared on the scans' numbers, no stats object per entry.
+    const keep = new Set<number>();
+    for (let i = 0; i < now.names.length; i++) {
+      const e = earlier.get(now.names[i]);
+      const o = i * Scan.fields;
+      if (e === undefined || now.stats[o + Scan.nlink] > 1 || now.stats[o + Scan.xattrs] !== 0) continue;
+      if (this.keepable(scanView(now.stats, i), scanView(before.stats, e))) keep.add(i);
     }
-    return { names: now.names, keep, scan: now, earlierNames: before.names };
+    return { keep, scan: now, earlierNames: before.names };
   }
 
   /** Refreshing: `existing` (an earlier copy of `src`) is what copying `src` now would make. */
@@ -608,9 +609,9 @@ class Copier {
    * would make, extended attributes aside: the source has not changed since before the earlier copy began
    * (by ctime, which no tool can set back), and size, mtime, mode and owner come out the same.
    */
-  private keepable(st: ScannedStats, existing: ScannedStats): boolean {
+  private keepable(st: KeepView, existing: KeepView): boolean {
     const { owner, mode, modeSet, timestamp, refresh } = this.opts;
-    if (!refresh || !st.isFile() || !existing.isFile()) return false;
+    if (!refresh || !isRegular(st) || !isRegular(existing)) return false;
     if (st.ctimeMs >= refresh.unchangedBefore || st.size !== existing.size) return false;
     const mtime = timestamp !== undefined ? timestamp * 1000 : st.mtimeMs;
     if (Math.abs(existing.mtimeMs - mtime) >= 1) return false;
@@ -676,6 +677,21 @@ class Copier {
     if (timestamp !== undefined) fs.lutimesSync(target, timestamp, timestamp);
     else fs.lutimesSync(target, st.atimeMs / 1000, st.mtimeMs / 1000);
   }
+}
+
+/** What keepable compares of a file: fs.Stats or a scan's entry (scanView). */
+type KeepView = Pick<fs.Stats, 'mode' | 'uid' | 'gid' | 'size' | 'mtimeMs' | 'ctimeMs'>;
+
+const isRegular = (v: KeepView) => (v.mode & fs.constants.S_IFMT) === fs.constants.S_IFREG;
+
+/** Entry `i` of a scan as a KeepView; times in milliseconds as scannedStats (and fs.Stats) compute them. */
+function scanView(stats: Float64Array, i: number): KeepView {
+  const o = i * Scan.fields;
+  return {
+    mode: stats[o + Scan.mode], uid: stats[o + Scan.uid], gid: stats[o + Scan.gid], size: stats[o + Scan.size],
+    mtimeMs: stats[o + Scan.mtime] * 1e3 + stats[o + Scan.mtimeNsec] / 1e6,
+    ctimeMs: stats[o + Scan.ctime] * 1e3 + stats[o + Scan.ctimeNsec] / 1e6,
+  };
 }
 
 const major = (rdev: number) => Number((BigInt(rdev) >> 8n) & 0xfffn | ((BigInt(rdev) >> 32n) & ~0xfffn));
