@@ -170,41 +170,54 @@ export function writeUstarHeader(h: TarHeader, buf: Buffer, off: number): number
   return BLOCK;
 }
 
+const MAX_OCTAL_7 = 8 ** 7;
+const MAX_OCTAL_11 = 8 ** 11;
+
 /** Fills the USTAR block at `off` of `b` (which must be zeros there). */
 function ustarInto(b: Buffer, off: number, f: BlockFields): void {
-  if (f.shortName) b.write(f.shortName, off, 100, 'ascii');
-  octal(b, off + 100, 8, f.mode & 0o7777);
-  octal(b, off + 108, 8, f.uid < 8 ** 7 ? f.uid : 0);
-  octal(b, off + 116, 8, f.gid < 8 ** 7 ? f.gid : 0);
-  octal(b, off + 124, 12, f.size < 8 ** 11 && f.type === 'file' ? f.size : 0);
-  octal(b, off + 136, 12, Math.max(0, Math.min(Math.floor(f.mtime), 8 ** 11 - 1)));
-  const flag = f.typeflag ?? TYPEFLAGS[f.type];
-  if (flag) b.write(flag, off + 156, 1, 'ascii');
-  if (f.linkname) b.write(f.linkname, off + 157, 100, 'ascii');
-  b.write('ustar\x0000', off + 257, 8, 'ascii');
-  octal(b, off + 329, 8, f.devmajor ?? 0);
-  octal(b, off + 337, 8, f.devminor ?? 0);
-  if (f.prefix) b.write(f.prefix, off + 345, 155, 'ascii');
-  b.fill(0x20, off + 148, off + 156);
+  // The checksum is the sum of the block's bytes: what is written is summed as it goes (the rest is zeros).
   let sum = 0;
-  for (let i = off; i < off + BLOCK; i++) sum += b[i];
-  // Six octal digits (a block sums to at most 0o377000), NUL, space.
-  octal(b, off + 148, 7, sum);
+  if (f.shortName) sum += sumBytes(b, off, b.write(f.shortName, off, 100, 'ascii'));
+  sum += octal(b, off + 100, 8, f.mode & 0o7777);
+  sum += octal(b, off + 108, 8, f.uid < MAX_OCTAL_7 ? f.uid : 0);
+  sum += octal(b, off + 116, 8, f.gid < MAX_OCTAL_7 ? f.gid : 0);
+  sum += octal(b, off + 124, 12, f.size < MAX_OCTAL_11 && f.type === 'file' ? f.size : 0);
+  sum += octal(b, off + 136, 12, Math.max(0, Math.min(Math.floor(f.mtime), MAX_OCTAL_11 - 1)));
+  const flag = f.typeflag ?? TYPEFLAGS[f.type];
+  if (flag) sum += sumBytes(b, off + 156, b.write(flag, off + 156, 1, 'ascii'));
+  if (f.linkname) sum += sumBytes(b, off + 157, b.write(f.linkname, off + 157, 100, 'ascii'));
+  sum += sumBytes(b, off + 257, b.write('ustar\x0000', off + 257, 8, 'ascii'));
+  sum += octal(b, off + 329, 8, f.devmajor ?? 0);
+  sum += octal(b, off + 337, 8, f.devminor ?? 0);
+  if (f.prefix) sum += sumBytes(b, off + 345, b.write(f.prefix, off + 345, 155, 'ascii'));
+  // The checksum field counts as spaces: six octal digits (a block sums to at most 0o377000), NUL, space.
+  octal(b, off + 148, 7, sum + 8 * 0x20);
   b[off + 155] = 0x20;
 }
 
-/** Zero-padded octal, NUL-terminated, as Go's archive/tar writes numeric fields. */
-function octal(b: Buffer, off: number, len: number, value: number): void {
-  if (!(Number.isInteger(value) && value >= 0 && value < 8 ** (len - 1))) {
-    b.write(`${value.toString(8).padStart(len - 1, '0')}\x00`, off, len, 'ascii');
-    return;
+function sumBytes(b: Buffer, off: number, n: number): number {
+  let sum = 0;
+  for (let i = off; i < off + n; i++) sum += b[i];
+  return sum;
+}
+
+const OCTAL_LIMIT = [1, 8, 8 ** 2, 8 ** 3, 8 ** 4, 8 ** 5, 8 ** 6, 8 ** 7, 8 ** 8, 8 ** 9, 8 ** 10, 8 ** 11];
+
+/** Zero-padded octal, NUL-terminated, as Go's archive/tar writes numeric fields; returns the sum of the bytes written. */
+function octal(b: Buffer, off: number, len: number, value: number): number {
+  if (!(Number.isInteger(value) && value >= 0 && value < OCTAL_LIMIT[len - 1])) {
+    return sumBytes(b, off, b.write(`${value.toString(8).padStart(len - 1, '0')}\x00`, off, len, 'ascii'));
   }
   // Digits written as bytes, last first: no string per field.
+  let sum = 0;
   b[off + len - 1] = 0;
   for (let i = off + len - 2; i >= off; i--) {
-    b[i] = 0x30 + (value % 8);
+    const d = 0x30 + (value % 8);
+    b[i] = d;
+    sum += d;
     value = Math.floor(value / 8);
   }
+  return sum;
 }
 
 // ------------------------------------------------------------------ reading
