@@ -153,6 +153,11 @@ async function compressedSha256(data: Buffer): Promise<string> {
 
 /** Segment buffers: the largest segment is 8 MiB of entries plus one entry of up to 4 MiB and its header. */
 const SEGMENT_CAPACITY = SEGMENT_MAX + SEGMENT_SPLIT + (64 << 10);
+/**
+ * A segment buffer starts this big and grows (doubling, to SEGMENT_CAPACITY) when a segment needs more: a
+ * layer of small files cuts at about SEGMENT_MIN, and its buffers stay small; grown ones are kept for reuse.
+ */
+const SEGMENT_INITIAL = 2 * SEGMENT_MIN;
 
 /**
  * Receives a layer's entries, cuts the tar into segments, and writes their gzip members to `out` in order.
@@ -180,7 +185,7 @@ export class SegmentedGzipWriter implements LayerEntrySink {
   private readonly depth = Math.max(3, availableParallelism() + 1);
 
   constructor(private readonly out: BlobWriter, private readonly level: number, private readonly reuse?: MemberSource) {
-    this.buf = Buffer.allocUnsafe(SEGMENT_CAPACITY);
+    this.buf = Buffer.allocUnsafe(SEGMENT_INITIAL);
   }
 
   async add(header: TarHeader, file?: string): Promise<void> {
@@ -250,10 +255,10 @@ export class SegmentedGzipWriter implements LayerEntrySink {
     await Promise.allSettled(this.writes.splice(0));
   }
 
-  /** Room for `n` more bytes in the segment (a bigger buffer only for outsized headers). */
+  /** Room for `n` more bytes in the segment: a bigger buffer (what is laid out so far copied) when it needs one. */
   private reserve(n: number): void {
     if (this.len + n <= this.buf.length) return;
-    const bigger = Buffer.allocUnsafe(this.len + n);
+    const bigger = Buffer.allocUnsafe(Math.max(this.len + n, Math.min(this.buf.length * 2, SEGMENT_CAPACITY)));
     this.buf.copy(bigger, 0, 0, this.len);
     this.buf = bigger;
   }
@@ -267,7 +272,7 @@ export class SegmentedGzipWriter implements LayerEntrySink {
     if (this.len === 0) return;
     const segment = this.buf.subarray(0, this.len);
     const { spans, names } = this;
-    this.buf = this.free.pop() ?? Buffer.allocUnsafe(SEGMENT_CAPACITY);
+    this.buf = this.free.pop() ?? Buffer.allocUnsafe(SEGMENT_INITIAL);
     this.len = 0;
     this.spans = [];
     this.names = [];
@@ -301,7 +306,9 @@ export class SegmentedGzipWriter implements LayerEntrySink {
     this.queue.shift();
     // Nothing reads the segment any more once the diff id has taken it in: its buffer takes a later one.
     await m.hashed;
-    if (m.segment.buffer.byteLength === SEGMENT_CAPACITY) this.free.push(Buffer.from(m.segment.buffer, m.segment.byteOffset, SEGMENT_CAPACITY));
+    // (Only a buffer of its own: allocUnsafe gives segment buffers one each, never a slice of its pool.)
+    const backing = m.segment.buffer;
+    if (m.segment.byteOffset === 0 && backing.byteLength >= SEGMENT_INITIAL) this.free.push(Buffer.from(backing, 0, backing.byteLength));
     // A gzip member ends with the CRC-32 of its data and the data's length.
     this.members.push({ sha256: m.sha256, size: m.size, offset: this.offset, csize: m.data.length, crc: m.data.readUInt32LE(m.data.length - 8), fp: m.fp, csha: m.csha });
     this.offset += m.data.length;
