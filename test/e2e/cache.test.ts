@@ -164,4 +164,14 @@ describe('build cache (end to end)', () => {
     expect(second.code, second.stderr).toBe(0);
     expect(steps(second).ran).toEqual([]);
   });
+
+  it('names removed and added files in a copy\'s miss (previous records compared one at a time)', async () => {
+    const ok = await build();
+    expect(ok.code, ok.stderr).toBe(0);
+    await fs.rm(path.join(ctx, 'src/b.txt'));
+    await fs.writeFile(path.join(ctx, 'src/c.txt'), 'c1\n');
+    const r = await build();
+    expect(r.code, r.stderr).toBe(0);
+    expect(steps(r).misses['COPY src/ /app/']).toBe('COPY src/: changed src/b.txt, src/c.txt');
+  });
 });
