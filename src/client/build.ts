@@ -494,7 +494,7 @@ async function buildWithContexts(opts: BuildOptions & { context: string }, prep:
         throw diskFullError(e, `exporting to ${output.dest ?? output.type}`) ?? e;
       }));
     }
-    for (const k of keep) await worker.images.put(k.names, k.target);
+    for (const k of keep) await worker.images.put(k.names, k.target, { repoDigests: k.pushed ? k.names : [] });
     for (const spec of cacheTo) await exportCache(worker, spec, built, { progress });
     const gcLimit = opts.gcKeepStorage ?? (process.env.BUILDER_GC_KEEP_STORAGE ? parseSize(process.env.BUILDER_GC_KEEP_STORAGE) : undefined);
     if (gcLimit !== undefined) await session.ifAlone(root, () => autoGC(root, gcLimit));

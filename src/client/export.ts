@@ -244,7 +244,7 @@ export interface ExportOptions {
    * Where a `type=image` output leaves the names it would record in the local image store, for the caller to
    * record once every output succeeded. Without it they are recorded when this output succeeded (pushed).
    */
-  keep?: { names: string[]; target: Descriptor }[];
+  keep?: { names: string[]; target: Descriptor; pushed?: boolean }[];
   /**
    * The build's attestations: what it asks for, and the predicates of result `index` for a request (as an
    * output takes it: image, registry and oci outputs carry them inline, local ones as files, docker and tar
@@ -435,11 +435,11 @@ async function writeAndExport(
     if (names.length && boolAttr(output, 'store', true) && !boolAttr(output, 'push-by-digest')) {
       if (opts.keep) {
         // Recorded by the build once every output succeeded (moments later); shown here, in the export step, as BuildKit shows it.
-        opts.keep.push({ names, target: root });
+        opts.keep.push({ names, target: root, pushed: push });
         instantStep(progress, vertex, `naming to ${names.join(', ')}`);
       } else {
         const naming = subStep(progress, vertex, `naming to ${names.join(', ')}`);
-        await worker.images.put(names, root);
+        await worker.images.put(names, root, { repoDigests: push ? names : [] });
         naming.done();
       }
     }

@@ -247,7 +247,8 @@ export async function pullImage(root: string, name: string, platform: Platform, 
   await withImageLock(root, async () => {
     const before = await images.get(ref.toString());
     changed = before?.target.digest !== target.digest;
-    await images.put([ref.toString()], target);
+    // Pulled: the repository's digest is known (Docker's RepoDigests).
+    await images.put([ref.toString()], target, { repoDigests: [ref.toString()] });
   });
   return { ref, digest: top.digest, changed, layers };
 }
@@ -271,6 +272,7 @@ export async function pushStoredImage(root: string, name: string, opts: Registry
   }
   const client = registryClient(root, content, opts);
   await pushImage(client, content, rec.target, [ref], { onBlob: opts.onBlob });
+  await withImageLock(root, () => images.addRepoDigests(rec.target.digest, [ref.toString()]));
   return { ref, digest: rec.target.digest, size: rec.target.size };
 }
 
