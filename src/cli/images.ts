@@ -137,7 +137,7 @@ const commands: CommandModule<object, Record<string, unknown>>[] = [
       .option('platform', { type: 'string', describe: 'Show the history of this platform of a multi-platform image' }),
     handler: async (argv) => {
       const { imageHistory, shortID } = await import('../image/images.js');
-      const { formatRows, humanSize, since, goTime } = await import('../image/format.js');
+      const { formatRows, humanSize, since } = await import('../image/format.js');
       const { parsePlatform } = await import('../client/platform.js');
       const rows = await imageHistory(argv.root as string, argv.image as string, { platform: argv.platform ? parsePlatform(argv.platform as string) : undefined });
       const noTrunc = Boolean(argv['no-trunc']);
@@ -153,7 +153,8 @@ const commands: CommandModule<object, Record<string, unknown>>[] = [
           ID: id(r.id),
           // Docker: RFC 3339 to the second without --human.
           CreatedSince: human ? since(r.created) : rfc3339Seconds(r.created),
-          CreatedAt: human ? goTime(r.created) : rfc3339Seconds(r.created),
+          // Docker: CreatedAt is RFC 3339 either way.
+          CreatedAt: rfc3339Seconds(r.created),
           CreatedBy: noTrunc || [...by].length <= 45 ? by : [...by].slice(0, 44).join('') + '…',
           Size: human ? humanSize(r.size) : String(r.size),
           Comment: r.comment,

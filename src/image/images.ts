@@ -4,6 +4,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { createGunzip } from 'node:zlib';
+import { layerUnpackedSize } from '../archive/layer.js';
 import type { Digest, Platform } from '../../solver/llb/ops.js';
 import { ContentStore } from '../content/store.js';
 import { StateLock } from '../client/lock.js';
@@ -93,6 +94,36 @@ export async function platformImages(content: ContentStore, target: Descriptor):
     out.push(await one(m));
   }
   return out;
+}
+
+/**
+ * A layer's size as Docker shows it (`inspect` Size, `history` SIZE, `images` SIZE): what its files hold
+ * unpacked, not its compressed blob. 0 for a layer whose blob is not here (a platform never pulled).
+ */
+export async function layerSize(content: ContentStore, l: Descriptor): Promise<number> {
+  if (!(await content.has(l.digest))) return 0;
+  return layerUnpackedSize(content, l);
+}
+
+/** A platform image's size as Docker's: its layers unpacked. */
+export async function platformSize(content: ContentStore, p: PlatformImage): Promise<number> {
+  let n = 0;
+  for (const l of p.manifest.layers) n += await layerSize(content, l);
+  return n;
+}
+
+/** An image's size as `docker images` shows it: every stored platform's layers unpacked, each layer once. */
+export async function unpackedImageSize(content: ContentStore, plats: PlatformImage[]): Promise<number> {
+  const seen = new Set<string>();
+  let n = 0;
+  for (const p of plats) {
+    for (const l of p.manifest.layers) {
+      if (seen.has(l.digest)) continue;
+      seen.add(l.digest);
+      n += await layerSize(content, l);
+    }
+  }
+  return n;
 }
 
 /** Bytes of a target's blobs (index, manifests, configs, layers), each blob once. */
@@ -199,13 +230,15 @@ export async function listImages(root: string, opts: ImageListOptions = {}): Pro
     if (after !== undefined && !((created ?? '') > after)) continue;
     if (filters.label && !filters.label.every((l) => plats.some((p) => labelMatches(p.config.config?.Labels, l)))) continue;
     const fullID = await imageID(content, r.target).catch(() => r.target.digest);
-    const size = await imageSize(content, r.target).catch(() => 0);
+    const size = await unpackedImageSize(content, plats);
     const platformRows = [];
     if (isIndexType(r.target.mediaType)) {
       for (const p of plats) {
-        platformRows.push({ platform: platformString(p.platform), id: p.configDesc.digest, size: p.manifest.layers.reduce((n, l) => n + l.size, p.configDesc.size + p.manifestDesc.size) });
+        platformRows.push({ platform: platformString(p.platform), id: p.configDesc.digest, size: await platformSize(content, p) });
       }
     }
+    // Docker's DIGEST column: the digest the row's repository knows the image by (pushed or pulled).
+    const repos = new Set(await images.repoDigests(r.target.digest));
     const base = {
       Containers: 'N/A', CreatedAt: goTime(created), CreatedSince: since(created), ID: shortID(fullID), SharedSize: 'N/A',
       Size: humanSize(size), UniqueSize: 'N/A', VirtualSize: humanSize(size), Platforms: plats.map((p) => platformString(p.platform)),
@@ -219,7 +252,7 @@ export async function listImages(root: string, opts: ImageListOptions = {}): Pro
         ...base,
         Repository: n ? n.familiarName : '<none>',
         Tag: n?.tag ?? '<none>',
-        Digest: r.target.digest,
+        Digest: n && repos.has(n.name) ? r.target.digest : '<none>',
       });
     }
   }
@@ -421,15 +454,17 @@ export async function inspectImage(root: string, arg: string, opts: { platform?:
     if (plats.length === 0) throw new UserError('NO_MATCHING_PLATFORM', `${arg}: image has no platform ${platformString(opts.platform)}`);
   }
   const index = isIndexType(rec.target.mediaType);
+  const repoDigests = await images.repoDigests(rec.target.digest);
   const out: Record<string, unknown>[] = [];
   for (const p of plats) {
     const c = p.config;
     const history = c.history ?? [];
-    const size = p.manifest.layers.reduce((n, l) => n + l.size, 0);
+    const size = await platformSize(content, p);
     out.push({
       Id: index ? rec.target.digest : p.configDesc.digest,
       RepoTags: rec.names.filter((n) => n.tag).map((n) => `${n.familiarName}:${n.tag}`),
-      RepoDigests: [...new Set(rec.names.map((n) => `${n.familiarName}@${rec.target.digest}`))],
+      // Only where the image was pushed to or pulled from: a built or loaded image has none (as Docker).
+      RepoDigests: repoDigests.map((n) => `${parseReference(n).familiarName}@${rec.target.digest}`),
       Parent: '',
       Comment: history.at(-1)?.comment ?? '',
       Created: goRFC3339(c.created ?? '0001-01-01T00:00:00Z'),
@@ -475,7 +510,7 @@ export interface HistoryRow {
   id: string;
   created: string | undefined;
   createdBy: string;
-  /** Bytes of the entry's layer (its compressed blob), 0 for a metadata-only entry. */
+  /** Bytes of the entry's layer unpacked (as Docker's SIZE), 0 for a metadata-only entry. */
   size: number;
   comment: string;
   emptyLayer: boolean;
@@ -494,7 +529,8 @@ export async function imageHistory(root: string, arg: string, opts: { platform?:
   const history: HistoryEntry[] = p.config.history ?? [];
   for (const h of history) {
     const empty = Boolean(h.empty_layer);
-    const size = empty ? 0 : p.manifest.layers[layer++]?.size ?? 0;
+    const l = empty ? undefined : p.manifest.layers[layer++];
+    const size = l ? await layerSize(content, l) : 0;
     rows.push({ id: '<missing>', created: h.created, createdBy: h.created_by ?? '', size, comment: h.comment ?? '', emptyLayer: empty });
   }
   rows.reverse();
