@@ -1,0 +1,130 @@
+// Issue 23's acceptance against Docker itself: an image built here, tagged and saved, is loaded into a
+// private dockerd (Debian's docker.io, started by test/helpers/dockerd.ts on its own socket and data root),
+// run there, and `docker inspect`, `docker history` and `docker images` of it are compared field by field and
+// row by row with ours.
+//
+// Fields of dockerd 20.10's inspect output left out here, following current Docker (moby):
+// - Container, ContainerConfig: dropped from the API in 1.45 (they described the build container).
+// - VirtualSize: dropped in API 1.44; it equalled Size (checked below).
+// - GraphDriver: the daemon's storage driver and its directories, nothing of the image.
+// - Metadata.LastTagTime: ours is when a name was last given (here by build -t); dockerd leaves it unset for
+//   a loaded image (checked below).
+// Ours has Descriptor (the manifest), which current Docker prints with its containerd image store.
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { makeContext, runCli, tempDir } from '../helpers/cli.js';
+import { startDockerd, type TestDockerd } from '../helpers/dockerd.js';
+
+const registry = inject('registry');
+const base = `${registry}/busybox:1.35`;
+
+// A symlink, a hard link, a deleted base file (whiteout), a file, a directory: every kind the size counts
+// differently; metadata-only instructions for 0B rows.
+const dockerfile = `ARG BASE
+FROM \${BASE}
+COPY hello.txt /hello.txt
+RUN echo built > /built.txt && ln -s /bin/busybox /lnk && ln /built.txt /again.txt && rm /bin/ls && mkdir -p /d/e
+ENV FOO=bar
+LABEL org.example.k=v
+WORKDIR /d
+EXPOSE 8080/tcp
+USER 0:0
+ENTRYPOINT ["/bin/sh", "-c"]
+CMD ["cat /hello.txt /built.txt; ls /lnk"]
+`;
+
+async function cli(args: string[]): Promise<string> {
+  const r = await runCli(args);
+  expect(r.code, `${args.join(' ')}\n${r.stderr}`).toBe(0);
+  return r.stdout;
+}
+
+const LEFT_OUT = new Set(['Container', 'ContainerConfig', 'VirtualSize', 'GraphDriver', 'Metadata']);
+
+describe('against docker (a private dockerd)', () => {
+  let dockerd: TestDockerd;
+  let root: string;
+  let archive: string;
+  let id: string;
+
+  beforeAll(async () => {
+    dockerd = await startDockerd();
+    root = await tempDir('builder-root-');
+    const ctx = await makeContext({ Dockerfile: dockerfile, 'hello.txt': 'hello\n' });
+    id = (await cli(['build', '--root', root, '-q', '--build-arg', `BASE=${base}`, '-t', 'app:1', ctx])).trim();
+    // Tag, then save the new name: docker gets the image under it.
+    await cli(['tag', '--root', root, 'app:1', 'example.com/team/app:v2']);
+    archive = `${await tempDir('builder-save-')}/app.tar`;
+    await cli(['save', '--root', root, '-o', archive, 'example.com/team/app:v2']);
+    await dockerd.docker(['load', '-i', archive]);
+    // Docker got the image under the saved name only: so do we keep it, for RepoTags to compare.
+    expect(await cli(['rmi', '--root', root, 'app:1'])).toBe('Untagged: app:1\n');
+  });
+
+  afterAll(async () => {
+    await dockerd?.stop();
+  });
+
+  it('tag, save, docker load, docker run --network none: the loaded image runs', async () => {
+    const { stdout } = await dockerd.docker(['run', '--rm', '--network', 'none', 'example.com/team/app:v2']);
+    expect(stdout).toBe('hello\nbuilt\n/lnk\n');
+    const { stdout: ids } = await dockerd.docker(['images', '--no-trunc', '-q', 'example.com/team/app:v2']);
+    expect(ids.trim()).toBe(id);
+  });
+
+  it('inspect: every field Docker prints equals ours, but those current Docker dropped', async () => {
+    const [theirs] = JSON.parse((await dockerd.docker(['image', 'inspect', 'example.com/team/app:v2'])).stdout);
+    const [ours] = JSON.parse(await cli(['inspect', '--root', root, 'example.com/team/app:v2']));
+    for (const key of Object.keys(theirs)) {
+      if (LEFT_OUT.has(key)) continue;
+      expect(ours[key], key).toEqual(theirs[key]);
+    }
+    // Nothing of ours that Docker lacks, but the Descriptor.
+    expect(Object.keys(ours).filter((k) => !(k in theirs))).toEqual(['Descriptor']);
+    expect(ours.Descriptor.digest).toMatch(/^sha256:[0-9a-f]{64}$/);
+    expect(theirs.VirtualSize).toBe(theirs.Size);
+    expect(theirs.Metadata).toEqual({ LastTagTime: '0001-01-01T00:00:00Z' });
+    expect(Object.keys(ours.Metadata)).toEqual(['LastTagTime']);
+    // What the comparison covered, spelled out.
+    expect(ours.RepoDigests).toEqual([]);
+    expect(ours.RepoTags).toEqual(['example.com/team/app:v2']);
+    expect(ours.Size).toBeGreaterThan(1_500_000);
+    expect(ours.Config.ExposedPorts).toEqual({ '8080/tcp': {} });
+    expect(ours.RootFS.Layers).toHaveLength(4); // busybox, COPY, RUN, WORKDIR
+  });
+
+  it('history: every row as docker history --no-trunc prints it (CREATED BY, SIZE, COMMENT, CREATED AT, IMAGE)', async () => {
+    const format = '{{.ID}}|{{.CreatedAt}}|{{.CreatedBy}}|{{.Size}}|{{.Comment}}';
+    const theirs = (await dockerd.docker(['history', '--no-trunc', '--format', format, 'example.com/team/app:v2'])).stdout;
+    const ours = await cli(['history', '--root', root, '--no-trunc', '--format', format, 'example.com/team/app:v2']);
+    expect(ours.split('\n')).toEqual(theirs.split('\n'));
+    // Sizes in bytes too (--human=false), and the default table's columns.
+    const raw = '{{.CreatedBy}}|{{.Size}}';
+    expect(await cli(['history', '--root', root, '--human=false', '--format', raw, 'example.com/team/app:v2']))
+      .toBe((await dockerd.docker(['history', '--human=false', '--format', raw, 'example.com/team/app:v2'])).stdout);
+    // The RUN layer, as Docker counts it: built.txt's 6 bytes and the symlink's 12 ("/bin/busybox"); nothing
+    // for the hard link (the same inode), the whiteout of /bin/ls or the directories.
+    expect(ours).toMatch(/\|RUN \/bin\/sh -c echo built .*\|18B\|buildkit.dockerfile.v0\n/);
+  });
+
+  it('images: IMAGE ID, SIZE, CREATED AT and DIGEST as docker images prints them', async () => {
+    const format = '{{.Repository}}|{{.Tag}}|{{.ID}}|{{.Size}}|{{.CreatedAt}}|{{.Digest}}';
+    const theirs = (await dockerd.docker(['images', '--format', format, 'example.com/team/app'])).stdout;
+    const ours = await cli(['images', '--root', root, '--format', format, 'example.com/team/app']);
+    expect(ours).toBe(theirs);
+    expect(ours).toMatch(/\|<none>\n$/);
+  });
+
+  it('a second private dockerd runs beside the first: both load and run the image', async () => {
+    const other = await startDockerd();
+    try {
+      await other.docker(['load', '-i', archive]);
+      const [a, b] = await Promise.all([
+        dockerd.docker(['run', '--rm', '--network', 'none', '--entrypoint', 'cat', 'example.com/team/app:v2', '/hello.txt']),
+        other.docker(['run', '--rm', '--network', 'none', '--entrypoint', 'cat', 'example.com/team/app:v2', '/hello.txt']),
+      ]);
+      expect([a.stdout, b.stdout]).toEqual(['hello\n', 'hello\n']);
+    } finally {
+      await other.stop();
+    }
+  });
+});
