@@ -114,6 +114,30 @@ describe('against docker (a private dockerd)', () => {
     expect(ours).toMatch(/\|<none>\n$/);
   });
 
+  it('pull of a multi-platform image: RepoDigests, Size, history as docker pull leaves them', async () => {
+    // dockerd treats 127.0.0.0/8 registries as insecure (plain HTTP) by default, as ours does.
+    await dockerd.docker(['pull', '-q', base]);
+    const pulledRoot = await tempDir('builder-root-');
+    await cli(['pull', '--root', pulledRoot, '--platform', 'linux/amd64', base]);
+    const [theirs] = JSON.parse((await dockerd.docker(['image', 'inspect', base])).stdout);
+    const [ours] = JSON.parse(await cli(['inspect', '--root', pulledRoot, base]));
+    // The one difference: the id of an image pulled through an index. dockerd 20.10's layer store names it by
+    // its config digest; ours (as current Docker's containerd image store) by the index digest it was pulled by.
+    expect(ours.Id).toBe(theirs.RepoDigests[0].split('@')[1]);
+    expect(ours.Descriptor.digest).not.toBe(ours.Id);
+    for (const key of Object.keys(theirs)) {
+      if (LEFT_OUT.has(key) || key === 'Id') continue;
+      expect(ours[key], key).toEqual(theirs[key]);
+    }
+    expect(ours.RepoDigests).toEqual([`${base.replace(/:[^:/]+$/, '')}@${ours.Id}`]);
+    const format = '{{.CreatedAt}}|{{.CreatedBy}}|{{.Size}}|{{.Comment}}';
+    expect(await cli(['history', '--root', pulledRoot, '--no-trunc', '--format', format, base]))
+      .toBe((await dockerd.docker(['history', '--no-trunc', '--format', format, base])).stdout);
+    const images = '{{.Repository}}|{{.Tag}}|{{.Size}}|{{.Digest}}';
+    expect(await cli(['images', '--root', pulledRoot, '--digests', '--format', images]))
+      .toBe((await dockerd.docker(['images', '--digests', '--format', images, base.replace(/:[^:/]+$/, '')])).stdout);
+  });
+
   it('a second private dockerd runs beside the first: both load and run the image', async () => {
     const other = await startDockerd();
     try {
