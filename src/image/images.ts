@@ -230,11 +230,11 @@ export async function listImages(root: string, opts: ImageListOptions = {}): Pro
     if (after !== undefined && !((created ?? '') > after)) continue;
     if (filters.label && !filters.label.every((l) => plats.some((p) => labelMatches(p.config.config?.Labels, l)))) continue;
     const fullID = await imageID(content, r.target).catch(() => r.target.digest);
-    const size = await unpackedImageSize(content, plats);
+    const size = await unpackedImageSize(content, plats).catch(() => 0); // a damaged layer: listed all the same
     const platformRows = [];
     if (isIndexType(r.target.mediaType)) {
       for (const p of plats) {
-        platformRows.push({ platform: platformString(p.platform), id: p.configDesc.digest, size: await platformSize(content, p) });
+        platformRows.push({ platform: platformString(p.platform), id: p.configDesc.digest, size: await platformSize(content, p).catch(() => 0) });
       }
     }
     // Docker's DIGEST column: the digest the row's repository knows the image by (pushed or pulled).
