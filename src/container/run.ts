@@ -380,7 +380,8 @@ export async function commitContainer(root: string, arg: string, opts: CommitOpt
     const created = new Date().toISOString();
     const config: ImageConfig = applyChanges({ ...(base.config ?? {}) }, changes);
     const entry: HistoryEntry = {
-      created, created_by: [c.Path, ...c.Args].join(' '),
+      // Docker's: the container's CMD, without the ENTRYPOINT it ran under (moby's CommitImage joins ContainerConfig.Cmd).
+      created, created_by: (c.Config.Cmd ?? []).join(' '),
       ...(opts.author ? { author: opts.author } : {}), ...(opts.message ? { comment: opts.message } : {}),
     };
     const file: ImageConfigFile = {

@@ -114,6 +114,43 @@ describe('against docker (a private dockerd)', () => {
     expect(ours).toMatch(/\|<none>\n$/);
   });
 
+  it('run, diff, commit: the same script in both gives the same A/C/D lines; the committed images agree', async () => {
+    // The image's ENTRYPOINT is sh -c: the argument is the script.
+    const script = 'echo hi; mkdir -p /data && echo data > /data/f; echo extra >> /etc/passwd; rm /hello.txt; rm -r /d/e; ln -s /data/f /data/l';
+    expect(await cli(['run', '--root', root, '--name', 'c1', 'example.com/team/app:v2', script])).toBe('hi\n');
+    expect((await dockerd.docker(['run', '--name', 'c1', '--network', 'none', 'example.com/team/app:v2', script])).stdout).toBe('hi\n');
+    const ours = await cli(['diff', '--root', root, 'c1']);
+    // The same lines; dockerd's order varies from run to run (it walks maps), ours is by path.
+    const lines = (t: string) => t.trimEnd().split('\n');
+    expect(lines(ours)).toEqual(lines((await dockerd.docker(['diff', 'c1'])).stdout).sort((a, b) => (a.slice(2) < b.slice(2) ? -1 : 1)));
+    expect(ours).toMatch(/^A \/data\n[^]*^C \/etc\/passwd\n[^]*^D \/hello.txt\n/m);
+    // Committed by each, with the same message and changes; ours also goes through save and docker load.
+    const change = ['-m', 'added data', '-c', 'CMD ["cat /data/f"]', '-c', 'ENV MODE=committed'];
+    await cli(['commit', '--root', root, '-a', 'Tester', ...change, 'c1', 'ours/committed:1']);
+    await dockerd.docker(['commit', '-a', 'Tester', ...change.map((c) => (c === '-c' ? '--change' : c)), 'c1', 'theirs/committed:1']);
+    const saved = `${await tempDir('builder-save-')}/c.tar`;
+    await cli(['save', '--root', root, '-o', saved, 'ours/committed:1']);
+    await dockerd.docker(['load', '-i', saved]);
+    for (const image of ['ours/committed:1', 'theirs/committed:1']) {
+      expect((await dockerd.docker(['run', '--rm', '--network', 'none', image])).stdout, image).toBe('data\n');
+    }
+    // Row by row: ours loaded into docker, ours here, and docker's own commit (its times aside).
+    const format = '{{.CreatedBy}}|{{.Size}}|{{.Comment}}';
+    const loaded = (await dockerd.docker(['history', '--no-trunc', '--format', format, 'ours/committed:1'])).stdout;
+    expect(await cli(['history', '--root', root, '--no-trunc', '--format', format, 'ours/committed:1'])).toBe(loaded);
+    expect((await dockerd.docker(['history', '--no-trunc', '--format', format, 'theirs/committed:1'])).stdout).toBe(loaded);
+    const [mine] = JSON.parse(await cli(['inspect', '--root', root, 'ours/committed:1']));
+    const [docker] = JSON.parse((await dockerd.docker(['image', 'inspect', 'theirs/committed:1'])).stdout);
+    for (const key of ['Comment', 'Author', 'Architecture', 'Os', 'Size']) expect(mine[key], key).toEqual(docker[key]);
+    // The committed layers hold the same files, made at other times (their mtimes, so their diff ids, differ).
+    expect(mine.RootFS.Layers.slice(0, -1)).toEqual(docker.RootFS.Layers.slice(0, -1));
+    expect(mine.RootFS.Layers).toHaveLength(docker.RootFS.Layers.length);
+    expect(mine.Config.Cmd).toEqual(docker.Config.Cmd);
+    expect(mine.Config.Env).toEqual(docker.Config.Env);
+    await cli(['rm', '--root', root, 'c1']);
+    await dockerd.docker(['rm', 'c1']);
+  });
+
   it('pull of a multi-platform image: RepoDigests, Size, history as docker pull leaves them', async () => {
     // dockerd treats 127.0.0.0/8 registries as insecure (plain HTTP) by default, as ours does.
     await dockerd.docker(['pull', '-q', base]);
