@@ -151,6 +151,23 @@ describe('against docker (a private dockerd)', () => {
     await dockerd.docker(['rm', 'c1']);
   });
 
+  it('docker save of the image, loaded here: the same image, inspected and listed alike', async () => {
+    const saved = `${await tempDir('builder-docker-save-')}/d.tar`;
+    await dockerd.docker(['save', '-o', saved, 'example.com/team/app:v2']);
+    const other = await tempDir('builder-root-');
+    expect(await cli(['load', '--root', other, '-i', saved])).toBe('Loaded image: example.com/team/app:v2\n');
+    const [theirs] = JSON.parse((await dockerd.docker(['image', 'inspect', 'example.com/team/app:v2'])).stdout);
+    const [ours] = JSON.parse(await cli(['inspect', '--root', other, 'example.com/team/app:v2']));
+    for (const key of Object.keys(theirs)) {
+      if (LEFT_OUT.has(key)) continue;
+      expect(ours[key], key).toEqual(theirs[key]);
+    }
+    const format = '{{.ID}}|{{.CreatedAt}}|{{.CreatedBy}}|{{.Size}}|{{.Comment}}';
+    expect(await cli(['history', '--root', other, '--no-trunc', '--format', format, 'example.com/team/app:v2']))
+      .toBe((await dockerd.docker(['history', '--no-trunc', '--format', format, 'example.com/team/app:v2'])).stdout);
+    expect(await cli(['run', '--root', other, '--rm', 'example.com/team/app:v2'])).toBe('hello\nbuilt\n/lnk\n');
+  });
+
   it('pull of a multi-platform image: RepoDigests, Size, history as docker pull leaves them', async () => {
     // dockerd treats 127.0.0.0/8 registries as insecure (plain HTTP) by default, as ours does.
     await dockerd.docker(['pull', '-q', base]);
