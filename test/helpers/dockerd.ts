@@ -165,8 +165,9 @@ export async function startDockerd(opts: { storageDriver?: 'overlay2' | 'vfs' } 
   }
 
   const host = `unix://${sock}`;
-  // Only DOCKER_HOST chooses the daemon: no context, config or TLS settings of the machine's user.
-  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: dir, DOCKER_HOST: host, DOCKER_CONFIG: path.join(dir, 'client') };
+  // Only DOCKER_HOST chooses the daemon: no context, config or TLS settings of the machine's user. The client
+  // prints times in its local zone; ours prints UTC (a known difference), so the client runs in UTC.
+  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: dir, TZ: 'UTC', DOCKER_HOST: host, DOCKER_CONFIG: path.join(dir, 'client') };
   return {
     host,
     dir,
