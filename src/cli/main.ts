@@ -9,7 +9,7 @@ import type { ProgressMode } from '../progress/printer.js';
 import { cliProgress, settleProgress } from './progress.js';
 import { UserError } from '../util/errors.js';
 import { parsePlatforms } from '../client/platform.js';
-import { emptyContext, readStdinSource } from '../client/context.js';
+import { emptyContext, readDockerfileStream, readStdinSource } from '../client/context.js';
 import { BUILD_USAGE, UsageError, checkAttestations, stdinPositionals, usageMessage } from './usage.js';
 import { clientAttestSpecs } from '../attest/options.js';
 // Commands other than a local build load their modules when run: CLI start is part of every build's time.
@@ -56,7 +56,7 @@ async function buildInput(context: string, argv: Record<string, unknown>, remote
   if (remote && (context === '-' || file === '-')) throw new UserError('USAGE', 'a Dockerfile or context on stdin is not supported with --builder yet');
   if (context !== '-') {
     if (file !== '-') return { context, file };
-    return { context, dockerfile: await readAll(process.stdin) };
+    return { context, dockerfile: await readDockerfileStream(process.stdin) };
   }
   // buildx's rules for `-`: a tar is the context (with its Dockerfile inside, or at -f within it); anything
   // else is the Dockerfile, with an empty context.
@@ -65,12 +65,6 @@ async function buildInput(context: string, argv: Record<string, unknown>, remote
   if (source.context) return { context: source.context, file };
   if (file !== undefined) throw new UsageError('ambiguous Dockerfile source: both stdin and flag correspond to Dockerfiles');
   return { context: emptyContext(), dockerfile: source.dockerfile };
-}
-
-async function readAll(stream: NodeJS.ReadableStream): Promise<string> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of stream) chunks.push(Buffer.from(chunk));
-  return Buffer.concat(chunks).toString('utf8');
 }
 
 async function runBuild(argv: Record<string, unknown>): Promise<void> {
