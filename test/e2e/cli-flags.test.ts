@@ -181,6 +181,28 @@ describe('usage errors', () => {
   });
 });
 
+describe('a flag of one value given twice', () => {
+  it('keeps the last value, as buildx (CI scripts append their overrides), instead of failing', async () => {
+    const ctx = await makeContext({
+      Dockerfile: 'FROM scratch AS a\nCOPY a.txt /\nFROM scratch AS b\nCOPY b.txt /\n',
+      'other.Dockerfile': 'FROM scratch AS a\nCOPY b.txt /\nFROM scratch AS b\nCOPY a.txt /\n',
+      'a.txt': 'a\n', 'b.txt': 'b\n',
+    });
+    const first = await tempDir('builder-root-');
+    const root = await tempDir('builder-root-');
+    const dest = await tempDir('builder-out-');
+    const r = await runCli(['build', '--root', first, '--root', root, '-f', `${ctx}/other.Dockerfile`, '-f', `${ctx}/Dockerfile`,
+      '--target', 'b', '--target', 'a', '--progress', 'plain', '--progress', 'none', '--max-parallelism', '1', '--max-parallelism', '2',
+      '--network', 'host', '--network', 'default', '--shm-size', '1m', '--shm-size', '64m', '--provenance', 'true', '--provenance', 'false',
+      '-o', `type=local,dest=${dest}/fs`, ctx]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toBe('');
+    expect(await fs.readdir(`${dest}/fs`)).toEqual(['a.txt']);
+    expect(await fs.readdir(dest)).toEqual(['fs']);
+    expect(await fs.readdir(first)).toEqual([]);
+  });
+});
+
 describe('--push and the local image store', () => {
   let auth: TestRegistry;
   let ctx: string;
