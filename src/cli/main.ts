@@ -303,9 +303,9 @@ async function main(): Promise<void> {
       'Remove build cache',
       (y) => y
         .option('all', { alias: 'a', type: 'boolean', describe: 'Include base image layers, not only build cache' })
-        .option('keep-storage', { type: 'string', describe: 'Amount of disk space to keep for cache (e.g. 5GB)' })
+        .option('keep-storage', { type: 'string', coerce: last, describe: 'Amount of disk space to keep for cache (e.g. 5GB)' })
         .option('filter', { type: 'string', describe: 'Provide filter values (until=24h)' })
-        .option('cache-dir', { type: 'string', describe: 'Prune this cache directory (a --cache-to type=local destination) instead of the state directory' })
+        .option('cache-dir', { type: 'string', coerce: last, describe: 'Prune this cache directory (a --cache-to type=local destination) instead of the state directory' })
         .option('force', { alias: 'f', type: 'boolean', describe: 'Do not prompt for confirmation (never prompts)' }),
       (argv) => runPrune(argv as Record<string, unknown>),
     )

@@ -201,6 +201,24 @@ describe('a flag of one value given twice', () => {
     expect(await fs.readdir(dest)).toEqual(['fs']);
     expect(await fs.readdir(first)).toEqual([]);
   });
+
+  it('in the other commands too', async () => {
+    const root = await tempDir('builder-root-');
+    const out = await tempDir('builder-out-');
+    const ctx = await makeContext({ Dockerfile: 'FROM scratch\nLABEL a=b\n' });
+    expect((await runCli(['build', '--root', root, '-q', '-t', 'twice:1', ctx])).code).toBe(0);
+    const images = await runCli(['images', '--root', root, '--format', '{{.ID}}', '--format', '{{.Repository}}']);
+    expect(images.stderr).toBe('');
+    expect(images.stdout).toBe('twice\n');
+    const save = await runCli(['save', '--root', root, '-o', `${out}/first.tar`, '-o', `${out}/saved.tar`, 'twice:1']);
+    expect(save.code, save.stderr).toBe(0);
+    expect(await fs.readdir(out)).toEqual(['saved.tar']);
+    const prune = await runCli(['prune', '--root', root, '--keep-storage', '1GB', '--keep-storage', '2GB', '-f']);
+    expect(prune.code, prune.stderr).toBe(0);
+    const inspect = await runCli(['imagetools', 'inspect', '--format', '{{.Name}}', '--format', '{{json .Manifest}}', `${registry}/busybox:1.35`]);
+    expect(inspect.code, inspect.stderr).toBe(0);
+    expect(JSON.parse(inspect.stdout)).toMatchObject({ mediaType: 'application/vnd.oci.image.index.v1+json' });
+  });
 });
 
 describe('--push and the local image store', () => {
