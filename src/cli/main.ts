@@ -165,9 +165,8 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
   }
   await writeBuildFiles(result, { iidfile: argv.iidfile as string | undefined, metadataFile: argv['metadata-file'] as string | undefined });
   if (quiet) {
-    // As buildx -q: the image id alone on stdout, no warnings (nothing at all without an image).
-    const id = imageID(result);
-    if (id) process.stdout.write(id + '\n');
+    // As buildx -q: the image id alone on stdout, no warnings (an empty line without an image).
+    process.stdout.write((imageID(result) ?? '') + '\n');
     return;
   }
   if (silent) return;

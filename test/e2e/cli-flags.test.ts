@@ -39,6 +39,12 @@ describe('-q/--quiet', () => {
     const none = await runCli(['build', '--root', root, '--progress', 'none', '-t', 'quiet/app:1', ctx]);
     expect(none.code, none.stderr).toBe(0);
     expect(none.stdout + none.stderr).toBe('');
+    // Without an image (type=local, cacheonly): buildx prints its empty image id, a line of its own.
+    for (const o of [`type=local,dest=${out}/fs`, 'type=cacheonly']) {
+      const noImage = await runCli(['build', '--root', root, '-q', '-o', o, ctx]);
+      expect(noImage.code, noImage.stderr).toBe(0);
+      expect(noImage.stdout + noImage.stderr).toBe('\n');
+    }
     const both = await runCli(['build', '--root', root, '-q', '--progress', 'plain', ctx]);
     expect(both.code).toBe(1);
     expect(both.stderr).toBe('ERROR: progress=plain and quiet cannot be used together\n');
