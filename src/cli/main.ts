@@ -165,8 +165,10 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
   }
   await writeBuildFiles(result, { iidfile: argv.iidfile as string | undefined, metadataFile: argv['metadata-file'] as string | undefined });
   if (quiet) {
-    // As buildx -q: the image id alone on stdout, no warnings (an empty line without an image).
-    process.stdout.write((imageID(result) ?? '') + '\n');
+    // As buildx -q: the image id alone on stdout, no warnings (an empty line without an image). Not after
+    // an output's bytes written to stdout (`-o -`): nothing is added to those.
+    const toStdout = (list(argv.output) ?? []).some((o) => o === '-' || /(^|,)dest=-(,|$)/.test(o));
+    if (!toStdout) process.stdout.write((imageID(result) ?? '') + '\n');
     return;
   }
   if (silent) return;

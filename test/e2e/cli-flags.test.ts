@@ -45,6 +45,12 @@ describe('-q/--quiet', () => {
       expect(noImage.code, noImage.stderr).toBe(0);
       expect(noImage.stdout + noImage.stderr).toBe('\n');
     }
+    // Unless the output went to stdout: its bytes stay as they are.
+    for (const o of ['type=tar,dest=-', 'type=oci,dest=-']) {
+      const tar = await runCli(['build', '--root', root, '-q', '-o', o, ctx]);
+      expect(tar.code, tar.stderr).toBe(0);
+      expect(tar.stdout.endsWith('\0'.repeat(1024)), o).toBe(true);
+    }
     const both = await runCli(['build', '--root', root, '-q', '--progress', 'plain', ctx]);
     expect(both.code).toBe(1);
     expect(both.stderr).toBe('ERROR: progress=plain and quiet cannot be used together\n');
