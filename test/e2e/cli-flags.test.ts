@@ -173,6 +173,9 @@ describe('usage errors', () => {
       [['imagetools', 'inpsect', 'x'], 'ERROR: unknown command "inpsect" for "builder imagetools" (did you mean inspect?)'],
       [['imagetools', 'inspect'], 'ERROR: "builder imagetools inspect" requires at least 1 argument.'],
       [['rmi'], 'ERROR: "builder rmi" requires at least 1 argument.'],
+      // The unknown flag took the argument as its value: the flag is what cobra names, not the count.
+      [['imagetools', 'inspect', '--raww', 'x'], 'ERROR: unknown flag: --raww (did you mean --raw?)'],
+      [['rmi', '--forse', 'x'], 'ERROR: unknown flag: --forse (did you mean --force?)'],
     ];
     for (const [args, line] of cases) {
       const r = await runCli(args);
