@@ -77,6 +77,16 @@ describe('build from stdin', () => {
     expect(await fs.readFile(path.join(r.dest, 'named.txt'), 'utf8')).toBe('named\n');
   });
 
+  it('a tar without the Dockerfile names it inside the archive, as BuildKit (not a temporary directory)', async () => {
+    const ctx = await makeContext({ 'hello.txt': 'hi\n' });
+    const none = await build(['-'], await tarOf(ctx, 'gzip'));
+    expect(none.code).toBe(1);
+    expect(lastLine(none.stderr)).toBe('ERROR: failed to read dockerfile: open Dockerfile: no such file or directory');
+    const named = await build(['-f', 'docker/app.Dockerfile', '-'], await tarOf(ctx));
+    expect(named.code).toBe(1);
+    expect(lastLine(named.stderr)).toBe('ERROR: failed to read dockerfile: open docker/app.Dockerfile: no such file or directory');
+  });
+
   it('`-f -` reads the Dockerfile from stdin and takes the context from the directory', async () => {
     // The directory's Dockerfile.dockerignore belongs to its own Dockerfile, not to the one on stdin.
     const ctx = await makeContext({
