@@ -217,7 +217,7 @@ async function buildFrom(opts: BuildOptions): Promise<BuildResult> {
     try {
       // As BuildKit reads `-f` for a remote context: a relative path names a file inside it.
       const file = opts.file !== undefined && !path.isAbsolute(opts.file) ? path.join(fetched.dir, opts.file) : opts.file;
-      return await buildDir({ ...opts, progress, context: fetched.dir, file, ...(fetched.dockerfile !== undefined && opts.dockerfile === undefined ? { dockerfile: fetched.dockerfile } : {}) });
+      return await buildDir({ ...opts, progress, context: fetched.dir, file, temporary: true, ...(fetched.dockerfile !== undefined && opts.dockerfile === undefined ? { dockerfile: fetched.dockerfile } : {}) });
     } finally {
       await fetched.remove();
     }
@@ -228,7 +228,7 @@ async function buildFrom(opts: BuildOptions): Promise<BuildResult> {
   try {
     // As BuildKit reads `-f` for a tar context: a relative path names a file inside the archive.
     const file = opts.file !== undefined && !path.isAbsolute(opts.file) ? path.join(unpacked.dir, opts.file) : opts.file;
-    return await buildDir({ ...opts, context: unpacked.dir, file });
+    return await buildDir({ ...opts, context: unpacked.dir, file, temporary: true });
   } finally {
     await unpacked.remove();
   }
@@ -251,7 +251,9 @@ async function gitAuth(opts: BuildOptions): Promise<GitAuth> {
   return { ...(sock ? { sshAuthSock: sock } : {}), ...(secrets?.size ? { secrets } : {}) };
 }
 
-async function buildDir(opts: BuildOptions & { context: string }): Promise<BuildResult> {
+/** `temporary`: the context is a directory the build unpacked or fetched; what is in it is named by its path
+ * inside the context, as BuildKit names it, not by a temporary path the user never saw. */
+async function buildDir(opts: BuildOptions & { context: string; temporary?: boolean }): Promise<BuildResult> {
   // path.resolve('') is the working directory: nothing is built from a place the caller did not name.
   if (opts.context === '') throw new UserError('NO_CONTEXT', 'please specify build context (e.g. "." for the current directory)');
   const root = path.resolve(opts.root ?? defaultRoot());
@@ -260,6 +262,8 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
   const contextDir = path.resolve(opts.context);
   const dockerfilePath = path.resolve(opts.file ?? path.join(contextDir, 'Dockerfile'));
   const filename = path.basename(dockerfilePath);
+  const inContext = path.relative(contextDir, dockerfilePath);
+  const dockerfileShown = opts.temporary && !inContext.startsWith('..') && !path.isAbsolute(inContext) ? inContext : dockerfilePath;
   const outputs = resolveOutputs((opts.outputs ?? []).map((o) => (typeof o === 'string' ? parseOutput(o) : o)), opts);
   const sourceDateEpoch = parseSourceDateEpoch(opts.buildArgs?.SOURCE_DATE_EPOCH ?? process.env.SOURCE_DATE_EPOCH);
   const platforms = opts.platform ? parsePlatforms(opts.platform) : [hostPlatform()];
@@ -286,18 +290,18 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
     root, insecureRegistries: opts.insecureRegistries, registries: opts.registries, auth: await gitAuth(opts), signal: opts.signal, progress,
   });
   try {
-    return await buildWithContexts(opts, { root, progress, contextDir, dockerfilePath, filename, outputs, sourceDateEpoch, platforms, cacheTo, cacheFrom, call, check, exec, allowed, clientSession, named, startedOn });
+    return await buildWithContexts(opts, { root, progress, contextDir, dockerfilePath, dockerfileShown, filename, outputs, sourceDateEpoch, platforms, cacheTo, cacheFrom, call, check, exec, allowed, clientSession, named, startedOn });
   } finally {
     await named.remove();
   }
 }
 
 async function buildWithContexts(opts: BuildOptions & { context: string }, prep: {
-  root: string; progress: FullProgressWriter; contextDir: string; dockerfilePath: string; filename: string; outputs: OutputSpec[];
+  root: string; progress: FullProgressWriter; contextDir: string; dockerfilePath: string; dockerfileShown: string; filename: string; outputs: OutputSpec[];
   sourceDateEpoch: number | undefined; platforms: Platform[]; cacheTo: CacheToSpec[]; cacheFrom: CacheFromSpec[]; call: CallName; check: boolean;
   exec: ReturnType<typeof parseExecFlags>; allowed: ReturnType<typeof parseEntitlements>; clientSession: Awaited<ReturnType<typeof loadSession>>; named: PreparedContexts; startedOn: Date;
 }): Promise<BuildResult> {
-  const { root, progress, contextDir, dockerfilePath, filename, outputs, sourceDateEpoch, platforms, cacheTo, cacheFrom, call, check, exec, allowed, clientSession, named, startedOn } = prep;
+  const { root, progress, contextDir, dockerfilePath, dockerfileShown, filename, outputs, sourceDateEpoch, platforms, cacheTo, cacheFrom, call, check, exec, allowed, clientSession, named, startedOn } = prep;
   const attestRequest = resolveAttest(opts, { buildArgs: opts.buildArgs });
   const attesting = outputs.some((o) => hasAttestations(attestationsFor(attestRequest, o)));
   const worker = await openWorker(root, { runtime: opts.ociRuntime, insecureRegistries: opts.insecureRegistries, registries: opts.registries }, progress);
@@ -314,7 +318,7 @@ async function buildWithContexts(opts: BuildOptions & { context: string }, prep:
     // One byte over the frontend's limit is enough for it to say so, naming the line.
     const dockerfile = opts.dockerfile ?? await readFileHead(dockerfilePath, MAX_DOCKERFILE_BYTES + 1).catch(() => {
       progress.error(loadId, 'not found');
-      throw new BuildError(`failed to read dockerfile: open ${dockerfilePath}: no such file or directory`);
+      throw new BuildError(`failed to read dockerfile: open ${dockerfileShown}: no such file or directory`);
     });
     instantStep(progress, loadId, 'transferring dockerfile:', Buffer.byteLength(dockerfile));
     progress.done(loadId);
