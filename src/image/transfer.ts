@@ -15,7 +15,7 @@ import { RegistryClient, choosePlatform } from '../registry/client.js';
 import { pushImage } from '../registry/push.js';
 import { parseReference, type Reference } from '../registry/reference.js';
 import { UserError } from '../util/errors.js';
-import { findImage, openStores, platformImages, withImageLock } from './images.js';
+import { findImage, imageID, openStores, platformImages, withImageLock } from './images.js';
 import { Annotation, MediaType, isIndexType, isManifestType, type Descriptor, type ImageConfigFile, type Index, type Manifest } from './types.js';
 
 // ------------------------------------------------------------------ save
@@ -167,7 +167,6 @@ export async function loadImages(root: string, input: string | NodeJS.ReadableSt
   await withImageLock(root, async () => {
     for (const l of loaded) {
       const names = l.names.map((n) => parseReference(n).toString());
-      const { imageID } = await import('./images.js');
       const replaced: LoadedImage['replaced'] = [];
       for (const n of names) {
         const before = await images.get(n);
