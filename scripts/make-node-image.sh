@@ -11,7 +11,7 @@
 # The image trusts what this machine trusts: its CA bundle (/etc/ssl/certs/ca-certificates.crt, which may hold
 # a local TLS proxy's CA) is copied to /usr/local/share/ca-certificates/build-host.crt and named by
 # NODE_EXTRA_CA_CERTS, so that `npm ci` in a RUN step reaches the npm registry as npm on this machine does.
-# Idempotent: the layout is built in a temp dir and renamed into place, so its presence means it is
+# Reproducible (the same packages give the same digests). Idempotent: the layout is built in a temp dir and renamed into place, so its presence means it is
 # complete; the packages are kept in testdata/cache/node. Runs as root (mmdebstrap's root mode: chroot).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +25,10 @@ EPOCH=1700000000       # fixed mtime of the Node layer's files, and the image's 
 CREATED=$(date -u -d "@$EPOCH" +%Y-%m-%dT%H:%M:%SZ)
 FIXTURE_VERSION=2 # bump when the image changes, so older layouts are rebuilt
 
-if [ -f "$OUT/index.json" ] && [ "$(cat "$OUT/fixture-version" 2>/dev/null)" = "$FIXTURE_VERSION" ]; then
+host_ca=/etc/ssl/certs/ca-certificates.crt
+# The version, and which CA bundle the image carries: a bundle changed since (a new proxy CA) remakes it.
+STAMP="$FIXTURE_VERSION $(if [ -f "$host_ca" ]; then sha256sum "$host_ca" | cut -c1-16; fi)"
+if [ -f "$OUT/index.json" ] && [ "$(cat "$OUT/fixture-version" 2>/dev/null)" = "$STAMP" ]; then
   exit 0
 fi
 if [ "$(dpkg --print-architecture)" != amd64 ]; then echo "make-node-image: makes a linux/amd64 image, on amd64 only" >&2; exit 1; fi
@@ -97,7 +100,6 @@ ln -s ../lib/node_modules/npm/bin/npm-cli.js "$root/usr/local/bin/npm"
 ln -s ../lib/node_modules/npm/bin/npx-cli.js "$root/usr/local/bin/npx"
 chmod -R u=rwX,go=rX "$root/usr/local/lib/node_modules/npm"
 chmod 0755 "$root/usr/local/lib/node_modules/npm/bin/npm-cli.js" "$root/usr/local/lib/node_modules/npm/bin/npx-cli.js"
-host_ca=/etc/ssl/certs/ca-certificates.crt
 ca_env=
 if [ -f "$host_ca" ]; then
   mkdir -p "$root/usr/local/share/ca-certificates"
@@ -158,7 +160,7 @@ process.stdout.write(JSON.stringify({
 }));
 EOF
 
-echo "$FIXTURE_VERSION" >"$LAYOUT/fixture-version"
+echo "$STAMP" >"$LAYOUT/fixture-version"
 mkdir -p "$(dirname "$OUT")"
 rm -rf "$OUT" "$OUT.partial"
 mv "$LAYOUT" "$OUT.partial"
