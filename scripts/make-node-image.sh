@@ -12,7 +12,8 @@
 # a local TLS proxy's CA) is copied to /usr/local/share/ca-certificates/build-host.crt and named by
 # NODE_EXTRA_CA_CERTS, so that `npm ci` in a RUN step reaches the npm registry as npm on this machine does.
 # Reproducible (the same packages give the same digests). Idempotent: the layout is built in a temp dir and
-# renamed into place, so its presence means it is complete; the npm packages are kept in testdata/cache/node. Runs as root (mmdebstrap's root mode: chroot).
+# renamed into place, so its presence means it is complete; the npm packages are kept in testdata/cache/node.
+# Runs as root (mmdebstrap's root mode: chroot).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
