@@ -2,7 +2,8 @@
 # Installs what builder and its tests need on Debian 12, idempotently: Debian packages (OCI runtimes,
 # QEMU user emulation, a registry, independent image readers), npm packages (which also compile the
 # TypeScript), the native addon's prebuilds when src/native changed, the Node builds they are tested under,
-# and the busybox test image made from Debian's packages.
+# the busybox test image made from Debian's packages, and the Node.js base image of builder's own image
+# (deploy/Dockerfile) made from Debian's and npm's packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,7 +11,7 @@ need_root() {
   if [ "$(id -u)" != 0 ]; then echo "setup: run as root (it installs Debian packages and runs containers)" >&2; exit 1; fi
 }
 
-PACKAGES=(runc crun skopeo umoci docker-registry apache2-utils openssl busybox-static qemu-user-static binfmt-support attr xz-utils bzip2 gzip tar zstd git)
+PACKAGES=(runc crun skopeo umoci docker-registry apache2-utils openssl busybox-static qemu-user-static binfmt-support attr xz-utils bzip2 gzip tar zstd git mmdebstrap)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -66,3 +67,6 @@ fi
 bash scripts/test-nodes.sh
 
 bash testdata/make-busybox.sh
+
+# deploy/Dockerfile's base images (test/server/deploy-image.test.ts): a few minutes the first time.
+bash scripts/make-node-image.sh

@@ -17,6 +17,7 @@ function runFlags(y: Argv): Argv {
     .option('platform', { type: 'string', coerce: last, describe: 'Platform of a multi-platform image (default: this machine\'s)' })
     .option('mount', { type: 'string', describe: 'Attach a filesystem mount (type=bind,source=S,target=T[,readonly] or type=tmpfs,target=T)' })
     .option('network', { type: 'string', coerce: last, choices: ['default', 'host', 'none'], describe: 'Network of the container (default: as RUN)' })
+    .option('privileged', { type: 'boolean', describe: 'Give extended privileges to this container (as RUN --security=insecure)' })
     .option('oci-runtime', { type: 'string', coerce: last, describe: 'OCI runtime: runc (default), crun, or a path' });
 }
 
@@ -60,7 +61,7 @@ const commands: CommandModule<object, Record<string, unknown>>[] = [
           root: argv.root as string, image: argv.image as string, cmd: list(argv.command), name: argv.name as string | undefined,
           rm: Boolean(argv.rm), env: list(argv.env), workdir: argv.workdir as string | undefined, user: argv.user as string | undefined,
           entrypoint: argv.entrypoint as string | undefined, platform: argv.platform ? parsePlatform(argv.platform as string) : undefined,
-          mounts: list(argv.mount), network: network === 'default' || network === undefined ? undefined : (network as 'host' | 'none'),
+          privileged: Boolean(argv.privileged), mounts: list(argv.mount), network: network === 'default' || network === undefined ? undefined : (network as 'host' | 'none'),
           stdin: argv.interactive && !argv.tty ? process.stdin : undefined, tty: Boolean(argv.tty), signal: ac.signal, runtime: argv['oci-runtime'] as string | undefined,
         });
         process.exitCode = r.exitCode;
