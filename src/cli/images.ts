@@ -287,14 +287,17 @@ const commands: CommandModule<object, Record<string, unknown>>[] = [
     describe: 'Upload an image from the local image store to a registry',
     builder: (y: Argv) => y
       .option('quiet', { alias: 'q', type: 'boolean', describe: 'Suppress verbose output' })
+      .option('platform', { type: 'string', coerce: last, describe: 'Push a platform-specific manifest as a single-platform image (other platforms and attestations are left out)' })
       .option('insecure-registry', { type: 'string', describe: 'Insecure registry: HTTPS without verification, then plain HTTP' }),
     handler: async (argv) => {
       const { pushStoredImage } = await import('../image/transfer.js');
+      const { parsePlatform } = await import('../client/platform.js');
       const quiet = Boolean(argv.quiet);
       const ref = parseReference(argv.name as string);
       if (!quiet) process.stdout.write(`The push refers to repository [${ref.name}]\n`);
       const r = await pushStoredImage(argv.root as string, argv.name as string, {
         insecureRegistries: list(argv['insecure-registry']),
+        platform: argv.platform ? parsePlatform(argv.platform as string) : undefined,
         onBlob: quiet ? undefined : (d, how) => {
           if (/layer|rootfs/.test(d.mediaType)) process.stdout.write(`${d.digest.slice(7, 19)}: ${how === 'exists' ? 'Layer already exists' : how === 'mounted' ? 'Mounted from another repository' : 'Pushed'}\n`);
         },

@@ -254,25 +254,32 @@ export async function pullImage(root: string, name: string, platform: Platform, 
 
 /**
  * Pushes a stored image to the registry its name (or `as`) names. Every blob it references must be in
- * the store (a pulled index has only its pulled platforms: such an image cannot be pushed whole).
+ * the store (a pulled index has only its pulled platforms: such an image cannot be pushed whole). With
+ * `platform`, that platform's manifest alone is pushed as a single-platform image, as `docker push --platform`.
  */
-export async function pushStoredImage(root: string, name: string, opts: RegistryOptions & { as?: string; onBlob?: (d: Descriptor, how: string) => void } = {}): Promise<{ ref: Reference; digest: Digest; size: number }> {
+export async function pushStoredImage(root: string, name: string, opts: RegistryOptions & { as?: string; platform?: Platform; onBlob?: (d: Descriptor, how: string) => void } = {}): Promise<{ ref: Reference; digest: Digest; size: number }> {
   const { content, images } = openStores(root);
   const rec = await findImage(images, content, name);
   let ref = parseReference(opts.as ?? name);
   if (!ref.tag && !ref.digest) ref = parseReference(`${ref.name}:latest`);
-  if (isIndexType(rec.target.mediaType)) {
-    const idx = JSON.parse((await content.readBuffer(rec.target.digest)).toString('utf8')) as Index;
+  let target = rec.target;
+  if (opts.platform && isIndexType(target.mediaType)) {
+    const chosen = choosePlatform((await platformImages(content, target)).map((p) => ({ ...p.manifestDesc, platform: p.platform })), opts.platform);
+    if (!chosen) throw new UserError('NO_MATCHING_PLATFORM', `${name}: no platform ${opts.platform.os}/${opts.platform.architecture} of the image is in the local store`);
+    target = chosen;
+  } else if (isIndexType(target.mediaType)) {
+    const idx = JSON.parse((await content.readBuffer(target.digest)).toString('utf8')) as Index;
     const missing = [];
     for (const m of idx.manifests) if (!(await content.has(m.digest))) missing.push(m.platform ? `${m.platform.os}/${m.platform.architecture}` : m.digest);
-    if (missing.length) throw new UserError('INCOMPLETE_IMAGE', `${name}: platforms ${missing.join(', ')} of the image are not in the local store (pulled for one platform only)`);
-  } else if (!isManifestType(rec.target.mediaType)) {
-    throw new UserError('BAD_IMAGE', `${name}: unsupported media type ${rec.target.mediaType}`);
+    if (missing.length) throw new UserError('INCOMPLETE_IMAGE', `${name}: platforms ${missing.join(', ')} of the image are not in the local store (pulled for one platform only; --platform pushes one platform)`);
+  } else if (!isManifestType(target.mediaType)) {
+    throw new UserError('BAD_IMAGE', `${name}: unsupported media type ${target.mediaType}`);
   }
   const client = registryClient(root, content, opts);
-  await pushImage(client, content, rec.target, [ref], { onBlob: opts.onBlob });
-  await withImageLock(root, () => images.addRepoDigests(rec.target.digest, [ref.toString()]));
-  return { ref, digest: rec.target.digest, size: rec.target.size };
+  await pushImage(client, content, target, [ref], { onBlob: opts.onBlob });
+  // The repository now holds the image by this digest: a whole image's, or one platform's manifest.
+  if (target === rec.target) await withImageLock(root, () => images.addRepoDigests(rec.target.digest, [ref.toString()]));
+  return { ref, digest: target.digest, size: target.size };
 }
 
 export type { Manifest };

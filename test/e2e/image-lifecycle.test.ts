@@ -254,6 +254,18 @@ describe('pull and push', () => {
     // Pushed: now it has a repository digest, not before.
     const [after] = JSON.parse(await cli(['inspect', '--root', root, `${registry}/lifecycle/pushed:1`]));
     expect(after.RepoDigests).toEqual([`${registry}/lifecycle/pushed@${digest}`]);
+    // The pulled index has one platform here: pushed whole it cannot be; --platform pushes that one alone.
+    const one = `${registry}/lifecycle/one:1`;
+    await cli(['tag', '--root', root, ref, one]);
+    const whole = await runCli(['push', '--root', root, one]);
+    expect(whole.code).toBe(1);
+    expect(whole.stderr.trim().split('\n')).toHaveLength(1);
+    expect(whole.stderr).toMatch(/not in the local store .*--platform pushes one platform/);
+    const onePushed = await cli(['push', '--root', root, '--platform', 'linux/arm64', one]);
+    const oneDigest = lastLine(onePushed).match(/^1: digest: (sha256:[0-9a-f]{64}) size: \d+$/)![1];
+    const oneRemote = JSON.parse((await exec('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${one}`])).stdout);
+    expect(oneRemote.mediaType).toMatch(/manifest\.v1\+json|manifest\.v2\+json/);
+    expect(JSON.parse((await exec('skopeo', ['inspect', '--tls-verify=false', `docker://${one}`])).stdout)).toMatchObject({ Digest: oneDigest, Architecture: 'arm64' });
     const [offline] = JSON.parse(await cli(['inspect', '--root', root, 'offline:1']));
     expect(offline.RepoDigests).toEqual([]);
     // build --push records the pushed repository as well.
