@@ -20,7 +20,7 @@ import { BuildSession } from './lock.js';
 import { CacheRecords } from '../cache/records.js';
 import { unpackContext } from './context.js';
 import { fetchGitContext, fetchUrlContext, importLayouts, isRemoteContext, parseBuildContexts, prepareNamedContexts, type PreparedContexts, type RemoteOptions } from './remote.js';
-import { isGitAddress, type GitAuth } from '../worker/git.js';
+import { isGitAddress, parseGitAddress, type GitAuth } from '../worker/git.js';
 import { checkEntitlements, loadSession, parseEntitlements, parseSecretSpec, parseSshSpec, type SecretSpec, type SshSpec } from './session.js';
 import { readDockerignore } from './dockerignore.js';
 import { checkReport, sourceExcerpt, warningSummary, type BuildWarning, type StepWarning } from './checks.js';
@@ -36,6 +36,7 @@ import { CALL_NAMES, type CallName } from './subrequests.js';
 import { listTargets, type Outline, type TargetList } from '../../frontend/dockerfile/subrequests.js';
 import { attestationsFor, hasAttestations, resolveAttest, type AttestOptions } from '../attest/options.js';
 import { Attestor, builderVersion, gitInfo, type AttestTarget } from '../attest/index.js';
+import type { VcsInfo } from '../attest/provenance.js';
 import { addScannerSteps } from '../attest/generator.js';
 import { parseReference } from '../registry/reference.js';
 
@@ -217,7 +218,9 @@ async function buildFrom(opts: BuildOptions): Promise<BuildResult> {
     try {
       // As BuildKit reads `-f` for a remote context: a relative path names a file inside it.
       const file = opts.file !== undefined && !path.isAbsolute(opts.file) ? path.join(fetched.dir, opts.file) : opts.file;
-      return await buildDir({ ...opts, progress, context: fetched.dir, file, temporary: true, ...(fetched.dockerfile !== undefined && opts.dockerfile === undefined ? { dockerfile: fetched.dockerfile } : {}) });
+      // The checkout has no .git (unless kept): provenance takes the repository and commit from the fetch.
+      const vcs = 'commit' in fetched && !/^(0|false)$/i.test(process.env.BUILDX_GIT_INFO ?? '') ? { source: parseGitAddress(ctx).remote.replace(/^(https?:\/\/)[^@/]*@/, '$1'), revision: fetched.commit as string } : undefined;
+      return await buildDir({ ...opts, progress, context: fetched.dir, file, temporary: true, vcs, ...(fetched.dockerfile !== undefined && opts.dockerfile === undefined ? { dockerfile: fetched.dockerfile } : {}) });
     } finally {
       await fetched.remove();
     }
@@ -253,7 +256,7 @@ async function gitAuth(opts: BuildOptions): Promise<GitAuth> {
 
 /** `temporary`: the context is a directory the build unpacked or fetched; what is in it is named by its path
  * inside the context, as BuildKit names it, not by a temporary path the user never saw. */
-async function buildDir(opts: BuildOptions & { context: string; temporary?: boolean }): Promise<BuildResult> {
+async function buildDir(opts: BuildOptions & { context: string; temporary?: boolean; vcs?: VcsInfo }): Promise<BuildResult> {
   // path.resolve('') is the working directory: nothing is built from a place the caller did not name.
   if (opts.context === '') throw new UserError('NO_CONTEXT', 'please specify build context (e.g. "." for the current directory)');
   const root = path.resolve(opts.root ?? defaultRoot());
@@ -296,7 +299,7 @@ async function buildDir(opts: BuildOptions & { context: string; temporary?: bool
   }
 }
 
-async function buildWithContexts(opts: BuildOptions & { context: string }, prep: {
+async function buildWithContexts(opts: BuildOptions & { context: string; vcs?: VcsInfo }, prep: {
   root: string; progress: FullProgressWriter; contextDir: string; dockerfilePath: string; dockerfileShown: string; filename: string; outputs: OutputSpec[];
   sourceDateEpoch: number | undefined; platforms: Platform[]; cacheTo: CacheToSpec[]; cacheFrom: CacheFromSpec[]; call: CallName; check: boolean;
   exec: ReturnType<typeof parseExecFlags>; allowed: ReturnType<typeof parseEntitlements>; clientSession: Awaited<ReturnType<typeof loadSession>>; named: PreparedContexts; startedOn: Date;
@@ -479,7 +482,7 @@ async function buildWithContexts(opts: BuildOptions & { context: string }, prep:
       }));
       const attestor = new Attestor(worker, attestRequest, {
         definition, filename, buildArgs: opts.buildArgs ?? {}, labels: opts.labels, target: opts.target,
-        platforms, noCache: opts.noCache, httpDigests, vcs: attestRequest.provenance ? await gitInfo(contextDir) : undefined,
+        platforms, noCache: opts.noCache, httpDigests, vcs: attestRequest.provenance ? opts.vcs ?? await gitInfo(contextDir) : undefined,
         startedOn, sourceDateEpoch, builderVersion: builderVersion(),
       }, targets, contextDir);
       attest = { request: attestRequest, predicates: (i, req) => attestor.predicates(i, req) };
