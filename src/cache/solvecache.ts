@@ -65,7 +65,7 @@ export class BuildCache implements SolveCache<WorkerRef> {
     if (!s) {
       const local = this.opts.locals[name];
       if (!local) throw new Error(`local source "${name}" was not provided`);
-      const indexFile = path.join(this.opts.root, 'cache', 'contexts', sha256(`${path.resolve(local.dir)}\0${id}`).slice(7));
+      const indexFile = local.ephemeral ? undefined : path.join(this.opts.root, 'cache', 'contexts', sha256(`${path.resolve(local.dir)}\0${id}`).slice(7));
       s = new ContextChecksummer(local.dir, excludes, indexFile);
       this.sums.set(id, s);
     }

@@ -220,7 +220,7 @@ async function buildFrom(opts: BuildOptions): Promise<BuildResult> {
       const file = opts.file !== undefined && !path.isAbsolute(opts.file) ? path.join(fetched.dir, opts.file) : opts.file;
       // The checkout has no .git (unless kept): provenance takes the repository and commit from the fetch.
       const vcs = 'commit' in fetched && !/^(0|false)$/i.test(process.env.BUILDX_GIT_INFO ?? '') ? { source: parseGitAddress(ctx).remote.replace(/^(https?:\/\/)[^@/]*@/, '$1'), revision: fetched.commit as string } : undefined;
-      return await buildDir({ ...opts, progress, context: fetched.dir, file, temporary: true, vcs, ...(fetched.dockerfile !== undefined && opts.dockerfile === undefined ? { dockerfile: fetched.dockerfile } : {}) });
+      return await buildDir({ ...opts, progress, context: fetched.dir, file, temporary: true, ephemeral: !('commit' in fetched), vcs, ...(fetched.dockerfile !== undefined && opts.dockerfile === undefined ? { dockerfile: fetched.dockerfile } : {}) });
     } finally {
       await fetched.remove();
     }
@@ -231,7 +231,7 @@ async function buildFrom(opts: BuildOptions): Promise<BuildResult> {
   try {
     // As BuildKit reads `-f` for a tar context: a relative path names a file inside the archive.
     const file = opts.file !== undefined && !path.isAbsolute(opts.file) ? path.join(unpacked.dir, opts.file) : opts.file;
-    return await buildDir({ ...opts, context: unpacked.dir, file, temporary: true });
+    return await buildDir({ ...opts, context: unpacked.dir, file, temporary: true, ephemeral: true });
   } finally {
     await unpacked.remove();
   }
@@ -255,8 +255,9 @@ async function gitAuth(opts: BuildOptions): Promise<GitAuth> {
 }
 
 /** `temporary`: the context is a directory the build unpacked or fetched; what is in it is named by its path
- * inside the context, as BuildKit names it, not by a temporary path the user never saw. */
-async function buildDir(opts: BuildOptions & { context: string; temporary?: boolean; vcs?: VcsInfo }): Promise<BuildResult> {
+ * inside the context, as BuildKit names it, not by a temporary path the user never saw. `ephemeral`: it is
+ * removed after the build (a kept git checkout is not), so no checksum index is kept for it. */
+async function buildDir(opts: BuildOptions & { context: string; temporary?: boolean; ephemeral?: boolean; vcs?: VcsInfo }): Promise<BuildResult> {
   // path.resolve('') is the working directory: nothing is built from a place the caller did not name.
   if (opts.context === '') throw new UserError('NO_CONTEXT', 'please specify build context (e.g. "." for the current directory)');
   const root = path.resolve(opts.root ?? defaultRoot());
@@ -299,7 +300,7 @@ async function buildDir(opts: BuildOptions & { context: string; temporary?: bool
   }
 }
 
-async function buildWithContexts(opts: BuildOptions & { context: string; vcs?: VcsInfo }, prep: {
+async function buildWithContexts(opts: BuildOptions & { context: string; ephemeral?: boolean; vcs?: VcsInfo }, prep: {
   root: string; progress: FullProgressWriter; contextDir: string; dockerfilePath: string; dockerfileShown: string; filename: string; outputs: OutputSpec[];
   sourceDateEpoch: number | undefined; platforms: Platform[]; cacheTo: CacheToSpec[]; cacheFrom: CacheFromSpec[]; call: CallName; check: boolean;
   exec: ReturnType<typeof parseExecFlags>; allowed: ReturnType<typeof parseEntitlements>; clientSession: Awaited<ReturnType<typeof loadSession>>; named: PreparedContexts; startedOn: Date;
@@ -402,7 +403,7 @@ async function buildWithContexts(opts: BuildOptions & { context: string; vcs?: V
       });
     };
     applyCacheFilters(definition, { noCacheFilter: opts.noCacheFilter, pull: opts.pull });
-    const locals = { ...named.locals, context: { dir: contextDir } };
+    const locals = { ...named.locals, context: { dir: contextDir, ...(opts.ephemeral ? { ephemeral: true } : {}) } };
     const remote = await importCaches(worker, cacheFrom, { platforms, progress });
     const cache = new BuildCache({
       root, worker, locals, buildArgs: Object.keys(opts.buildArgs ?? {}), noCacheFilter: opts.noCacheFilter,

@@ -257,9 +257,13 @@ describe('URL contexts', () => {
     const tgz = path.join(await tempDir('builder-tgz-'), 'ctx.tar.xz');
     await exec('tar', ['-cJf', tgz, '-C', dir, '.']);
     served['/ctx.tar.xz'] = await fs.readFile(tgz);
+    const indexes = async () => (await fs.readdir(path.join(root, 'cache', 'contexts')).catch(() => [])).length;
+    const before = await indexes();
     const t = await build([`${httpUrl}/ctx.tar.xz`]);
     expect(t.r.code, t.r.stderr).toBe(0);
     expect(await t.read('a.txt')).toBe('from the tarball\n');
+    // The unpacked directory is gone after the build: no checksum index is kept for it.
+    expect(await indexes()).toBe(before);
 
     served['/Dockerfile'] = Buffer.from(`FROM scratch\nCOPY --from=${base} /bin/busybox /busybox\n`);
     const d = await build([`${httpUrl}/Dockerfile`]);
