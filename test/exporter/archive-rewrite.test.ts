@@ -160,6 +160,27 @@ describe('layout tarball rewritten from what changed', () => {
     expect(Buffer.compare(await fs.readFile(dest), await fs.readFile(path.join(tmp, 'damaged-fresh.tar')))).toBe(0);
   });
 
+  it('takes one writer at a time per destination: two at once leave one whole archive, recorded as it is', async () => {
+    const dest = path.join(tmp, 'raced.tar');
+    const start = await build('2026-01-01T00:00:10Z');
+    await exportLayoutTar(store, start, { dest, names, record: { outputs, fingerprint: fingerprint(start) } });
+    const a = await build('2026-01-01T00:00:11Z');
+    const b = await build('2026-01-01T00:00:12Z');
+    const [wa, wb] = await Promise.all([a, b].map((root) => exportLayoutTar(store, root, { dest, names, record: { outputs, fingerprint: fingerprint(root) } })));
+    // The second kept what the first wrote, whichever came first.
+    expect(wa.kept).toBeGreaterThan(0);
+    expect(wb.kept).toBeGreaterThan(0);
+    const got = await fs.readFile(dest);
+    const fresh: Buffer[] = [];
+    for (const [i, root] of [a, b].entries()) {
+      await exportLayoutTar(store, root, { dest: path.join(tmp, `raced-${i}.tar`), names });
+      fresh.push(await fs.readFile(path.join(tmp, `raced-${i}.tar`)));
+    }
+    const winner = fresh.findIndex((f) => Buffer.compare(f, got) === 0);
+    expect(winner).toBeGreaterThanOrEqual(0);
+    expect(await outputs.upToDate(dest, fingerprint([a, b][winner]))).toBe(true);
+  });
+
   it('writes a destination changed by someone else whole', async () => {
     const dest = path.join(tmp, 'img.tar');
     await fs.appendFile(dest, Buffer.alloc(1024));
