@@ -112,9 +112,10 @@ export async function writeLayoutTar(
   let old: number | null = null;
   try {
     try {
-      old = fs.openSync(dest, 'r+');
+      old = fs.openSync(dest, fs.constants.O_RDWR | fs.constants.O_NOFOLLOW);
     } catch {
-      // Nothing there yet, or nothing this run may change in place (a directory, no permission): written whole.
+      // Nothing there yet, or nothing this run may change in place (a symlink, a directory, no permission):
+      // written whole.
     }
     const st = old === null ? null : fs.fstatSync(old, { bigint: true });
     // A file with other names stays as it is for them: replaced, not changed.
