@@ -18,7 +18,7 @@ import { parseReference, Reference } from '../registry/reference.js';
 import { RegistryClient } from '../registry/client.js';
 import type { RegistryHostConfig } from '../registry/config.js';
 import { pushImage } from '../registry/push.js';
-import type { FullProgressWriter as ProgressWriter } from '../progress/printer.js';
+import { formatBytes, type FullProgressWriter as ProgressWriter } from '../progress/printer.js';
 import { instantStep, subStep } from '../progress/writer.js';
 import { boolAttr, type OutputSpec } from './outputs.js';
 import { UserError } from '../util/errors.js';
@@ -396,9 +396,11 @@ async function writeAndExport(
       progress.log(vertex, 'stderr', Buffer.from(`${dest} already holds this image\n`));
     } else {
       const sending = subStep(progress, vertex, 'sending tarball');
-      await writingTo(dest, () => (output.type === 'oci' ? exportLayoutTar(worker.store, root, { dest, names }) : exportDockerTar(worker.store, { manifest: root }, { dest, names })));
+      const record = { outputs, fingerprint };
+      const w = await writingTo(dest, () => (output.type === 'oci' ? exportLayoutTar(worker.store, root, { dest, names, record }) : exportDockerTar(worker.store, { manifest: root }, { dest, names, record })));
       sending.done();
-      await outputs.record(dest, fingerprint);
+      // A rebuild that changed only the archive's last entries (the default provenance's times) rewrote those.
+      if (w.kept > 0) progress.log(vertex, 'stderr', Buffer.from(`${dest}: kept the first ${formatBytes(w.kept)}, wrote ${formatBytes(w.written)}${w.inPlace ? ' in place' : ''}\n`));
     }
   } else if (output.type === 'docker') {
     await loadIntoDocker(worker, root, names);
