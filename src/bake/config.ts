@@ -563,7 +563,7 @@ export async function resolveBake(opts: ResolveOptions): Promise<BakeDefinition>
   }
   // As buildx: the requested names make up the "default" group unless it was asked for itself.
   for (const n of new Set(names)) {
-    if (n === 'default' && group.default) continue;
+    if (n === 'default') continue;
     group.default ??= { targets: [] };
     group.default = { ...group.default, targets: [...new Set([...group.default.targets, n])].sort() };
   }
@@ -586,5 +586,6 @@ export function formatBake(def: BakeDefinition): string {
   };
   const target = Object.fromEntries(Object.entries(def.target).map(([n, t]) => [n, Object.fromEntries(Object.entries(t).map(([k, v]) => [k, sortDeep(v)]))]));
   const group = Object.fromEntries(Object.entries(def.group).map(([n, g]) => [n, { ...(g.description ? { description: g.description } : {}), targets: g.targets }]));
-  return JSON.stringify({ group, target }, null, 2).replace(/[<>&\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  // Go's omitempty: no "group" key when there is no group.
+  return JSON.stringify(Object.keys(group).length ? { group, target } : { target }, null, 2).replace(/[<>&\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }

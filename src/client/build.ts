@@ -112,6 +112,18 @@ export interface BuildOptions extends ExecFlagOptions, AttestOptions {
   cacheTo?: (string | CacheToSpec)[];
   /** `--cache-from` specs: `type=local,src=DIR`, `type=registry,ref=REF` (or just `REF`). */
   cacheFrom?: (string | CacheFromSpec)[];
+  /** Builds run together as one (bake): see BuildGroup. */
+  group?: BuildGroup;
+}
+
+/**
+ * Several builds solved as one (`bake`): they share one worker and one state-directory session, opened and
+ * ended by whoever made the group, and an op with the same cache key runs once for all of them (the solver's
+ * `shared`), its result handed to every build that needs it.
+ */
+export interface BuildGroup {
+  worker: Worker;
+  shared: Map<Digest, Promise<WorkerRef>>;
 }
 
 export interface BuildResult {
@@ -300,9 +312,10 @@ async function buildWithContexts(opts: BuildOptions & { context: string }, prep:
   const { root, progress, contextDir, dockerfilePath, filename, outputs, sourceDateEpoch, platforms, cacheTo, cacheFrom, call, check, exec, allowed, clientSession, named, startedOn } = prep;
   const attestRequest = resolveAttest(opts, { buildArgs: opts.buildArgs });
   const attesting = outputs.some((o) => hasAttestations(attestationsFor(attestRequest, o)));
-  const worker = await openWorker(root, { runtime: opts.ociRuntime, insecureRegistries: opts.insecureRegistries, registries: opts.registries }, progress);
+  const group = opts.group;
+  const worker = group?.worker ?? await openWorker(root, { runtime: opts.ociRuntime, insecureRegistries: opts.insecureRegistries, registries: opts.registries }, progress);
   // Builds run side by side; what killed builds left is cleared only by a build that is alone.
-  const session = await BuildSession.start(root, async (alone) => {
+  const session = group ? undefined : await BuildSession.start(root, async (alone) => {
     await worker.init({ recover: alone });
     if (alone) await new CacheRecords(root, worker.snapshots).cleanup();
   }, opts.signal);
@@ -433,6 +446,7 @@ async function buildWithContexts(opts: BuildOptions & { context: string }, prep:
       // Base images pull while the context is checksummed. Not with imported caches: a remote hit above
       // an image needs no pull at all, and the pull would be wasted.
       startEarly: remote ? undefined : (op) => op.kind === 'source' && op.source.type === 'image',
+      shared: opts.group?.shared,
       execute: compressEarly(worker.opExecutor(locals, (digest, stream, chunk) => progress.log(digest, stream, chunk), clientSession, onWarning),
         worker, definition, roots, outputs, sourceDateEpoch),
       onEvent: (ev) => {
@@ -497,12 +511,15 @@ async function buildWithContexts(opts: BuildOptions & { context: string }, prep:
     for (const k of keep) await worker.images.put(k.names, k.target);
     for (const spec of cacheTo) await exportCache(worker, spec, built, { progress });
     const gcLimit = opts.gcKeepStorage ?? (process.env.BUILDER_GC_KEEP_STORAGE ? parseSize(process.env.BUILDER_GC_KEEP_STORAGE) : undefined);
-    if (gcLimit !== undefined) await session.ifAlone(root, () => autoGC(root, gcLimit));
+    if (gcLimit !== undefined && session) await session.ifAlone(root, () => autoGC(root, gcLimit));
     const image = exports.find((e) => e.manifestDigest);
     return { manifestDigest: image?.manifestDigest, configDigest: image?.configDigest, exports, warnings: [...converted.warnings, ...stepWarnings] };
   } finally {
-    await settleLayerBlobs(worker).catch(() => undefined);
-    await session.end();
+    // A group's worker and session outlive each of its builds: the group's maker settles and ends them.
+    if (session) {
+      await settleLayerBlobs(worker).catch(() => undefined);
+      await session.end();
+    }
   }
 }
 
@@ -645,4 +662,20 @@ function toBuildError(e: unknown, filename: string, progress?: FullProgressWrite
     return new BuildError(loc ? `${loc.file || filename}:${loc.startLine}: ${e.message}` : e.message, [], { cause: e });
   }
   return e as Error;
+}
+
+/** Opens a BuildGroup on the state directory `root` (a worker and its session), for builds run as one. */
+export async function openBuildGroup(root: string, opts: Pick<BuildOptions, 'ociRuntime' | 'insecureRegistries' | 'registries' | 'signal'>, progress: FullProgressWriter): Promise<{ group: BuildGroup; end(): Promise<void> }> {
+  const worker = await openWorker(root, { runtime: opts.ociRuntime, insecureRegistries: opts.insecureRegistries, registries: opts.registries }, progress);
+  const session = await BuildSession.start(root, async (alone) => {
+    await worker.init({ recover: alone });
+    if (alone) await new CacheRecords(root, worker.snapshots).cleanup();
+  }, opts.signal);
+  return {
+    group: { worker, shared: new Map() },
+    async end() {
+      await settleLayerBlobs(worker).catch(() => undefined);
+      await session.end();
+    },
+  };
 }
