@@ -18,7 +18,7 @@ const hash = (alg: string) => (s: Value) => crypto.createHash(alg).update(asStri
 /** Go's fmt verbs that format() takes: %s %d %v %q %f %t %%. */
 function format(fmt: Value, ...args: Value[]): Value {
   let i = 0;
-  return asString(fmt).replace(/%(-?\d*)(?:\.(\d+))?([sdvqftx%])/g, (_m, width: string, prec: string | undefined, verb: string) => {
+  return asString(fmt).replace(/%([-0]*)(\d*)(?:\.(\d+))?([sdvqftx%])/g, (_m, flags: string, width: string, prec: string | undefined, verb: string) => {
     if (verb === '%') return '%';
     if (i >= args.length) throw new Error('not enough arguments for format string');
     const a = args[i++];
@@ -33,7 +33,10 @@ function format(fmt: Value, ...args: Value[]): Value {
       default: s = asString(a);
     }
     const w = Number(width || 0);
-    return w < 0 ? s.padEnd(-w) : s.padStart(w);
+    if (flags.includes('-')) return s.padEnd(w);
+    // Go's 0 flag pads numbers with zeros after the sign.
+    if (flags.includes('0') && /^-?[\d.]+$/.test(s)) return s.startsWith('-') ? '-' + s.slice(1).padStart(w - 1, '0') : s.padStart(w, '0');
+    return s.padStart(w);
   });
 }
 
