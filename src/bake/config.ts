@@ -561,6 +561,22 @@ export async function resolveBake(opts: ResolveOptions): Promise<BakeDefinition>
     }
     for (const g of groups) group[g] = config.groups.get(g)!;
   }
+  // Targets other targets use as a context (`target:NAME`) are built too, exporting nothing unless asked for
+  // (buildx's loadLinks).
+  const link = (name: string, chain: string[]): void => {
+    for (const v of Object.values(target[name].contexts ?? {})) {
+      if (!v.startsWith('target:')) continue;
+      const other = v.slice('target:'.length);
+      if (other === name) throw new BakeError(`target ${other} cannot link to itself`);
+      if (chain.includes(other)) throw new BakeError(`infinite loop from ${name} to ${other}`);
+      if (!target[other]) {
+        const resolved = resolveTarget(config, other, overrides);
+        target[other] = normalize({ ...resolved, context: resolved.context ?? '.', dockerfile: resolved.dockerfile || 'Dockerfile', output: [{ type: 'cacheonly' }] });
+      }
+      link(other, [...chain, name]);
+    }
+  };
+  for (const n of Object.keys(target)) link(n, []);
   // As buildx: the requested names make up the "default" group unless it was asked for itself.
   for (const n of new Set(names)) {
     if (n === 'default') continue;

@@ -3,7 +3,7 @@
 // several targets have in common (same cache key) runs once, independent targets run side by side, each
 // target gets its own outputs.
 import path from 'node:path';
-import { build, defaultRoot, openBuildGroup, type BuildOptions, type BuildResult } from './build.js';
+import { build, defaultRoot, openBuildGroup, type BuildOptions, type BuildResult, type LinkedContext } from './build.js';
 import { isRemoteContext } from './remote.js';
 import { PlainProgress, completeWriter, type FullProgressWriter } from '../progress/printer.js';
 import type { ProgressWriter } from '../progress/writer.js';
@@ -60,7 +60,7 @@ export function targetBuildOptions(name: string, t: BakeTarget, opts: BakeOption
   if (opts.push && outputs.length) outputs = outputs.map((e) => (e.type === 'image' || e.type === 'registry' ? { ...e, push: 'true' } : e));
   const contexts: Record<string, string> = {};
   for (const [k, v] of Object.entries(t.contexts ?? {})) {
-    if (v.startsWith('target:')) throw new BakeError(`target "${name}": contexts from other targets ("${v}") are not supported yet`);
+    if (v.startsWith('target:')) continue; // bake() links the other target's build (linkedContexts)
     contexts[k] = /^[a-z][a-z0-9+.-]*:\/\//i.test(v) || isRemoteContext(v) ? v : path.resolve(cwd, v);
   }
   const kv = (m: Record<string, string | null> | undefined) => (m ? Object.fromEntries(Object.entries(m).filter(([, v]) => v !== null)) as Record<string, string> : undefined);
@@ -147,7 +147,30 @@ function targetDisplay(target: string, w: FullProgressWriter): FullProgressWrite
 export async function bake(opts: BakeOptions): Promise<BakeResult> {
   const definition = await resolveBake(opts);
   const names = Object.keys(definition.target);
-  const builds = names.map((n) => [n, targetBuildOptions(n, definition.target[n], opts)] as const);
+  const builds = names.map((n) => [n, targetBuildOptions(n, definition.target[n], opts)] as [string, BuildOptions]);
+  // `target:NAME` contexts: each target's converted graph, for the targets that build on it.
+  const converted = new Map<string, { promise: Promise<LinkedContext>; resolve(c: LinkedContext): void; reject(e: unknown): void }>();
+  for (const n of names) {
+    let resolve!: (c: LinkedContext) => void;
+    let reject!: (e: unknown) => void;
+    const promise = new Promise<LinkedContext>((res, rej) => { resolve = res; reject = rej; });
+    promise.catch(() => undefined); // a failed target fails the bake; the targets waiting on it stop with it
+    converted.set(n, { promise, resolve, reject });
+  }
+  for (const [n, b] of builds) {
+    const links = Object.entries(definition.target[n].contexts ?? {}).filter(([, v]) => v.startsWith('target:'));
+    if (links.length === 0) continue;
+    b.linkedContexts = {};
+    for (const [k, v] of links) {
+      const other = v.slice('target:'.length);
+      const ob = builds.find(([x]) => x === other)?.[1];
+      // The other target's graph reads its context and named directories by their names in this build.
+      if (!ob || ob.context !== b.context || Object.values(definition.target[other].contexts ?? {}).some((c) => !/^(docker-image|target):/.test(c))) {
+        throw new BakeError(`target "${n}": context "${k}" from target "${other}" needs both targets to share one context directory and "${other}" to have no other local contexts (not supported yet)`);
+      }
+      b.linkedContexts[k] = converted.get(other)!.promise;
+    }
+  }
   const progress = sharedDisplay(completeWriter(opts.progress ?? new PlainProgress(process.stderr)));
   const root = path.resolve(opts.root ?? defaultRoot());
   const { group, end } = await openBuildGroup(root, opts, progress);
@@ -159,8 +182,9 @@ export async function bake(opts: BakeOptions): Promise<BakeResult> {
   try {
     const results = await Promise.allSettled(builds.map(async ([name, b]) => {
       try {
-        return await build({ ...b, group, progress: names.length > 1 ? targetDisplay(name, progress) : progress, signal: abort.signal });
+        return await build({ ...b, group, progress: names.length > 1 ? targetDisplay(name, progress) : progress, signal: abort.signal, onConverted: (c) => converted.get(name)!.resolve(c) });
       } catch (e) {
+        converted.get(name)!.reject(e);
         if (firstError === undefined) { firstError = e; abort.abort(e); }
         throw e;
       }

@@ -4,6 +4,8 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import os from 'node:os';
 import { dockerfileToLLB, MAX_DOCKERFILE_BYTES, type ImageMetaResolver } from '../../frontend/index.js';
+import type { NamedContext } from '../../frontend/dockerfile/dockerfile2llb.js';
+import type { ImageConfigFile } from '../../frontend/dockerfile/image.js';
 import { solveRoots, SolveError, CanceledError, type OpExecutor } from '../../solver/solver.js';
 import { mergeDefinitions, type Definition } from '../../solver/llb/definition.js';
 import { opInputs, type Digest, type Op, type OpMetadata, type Platform } from '../../solver/llb/ops.js';
@@ -114,6 +116,11 @@ export interface BuildOptions extends ExecFlagOptions, AttestOptions {
   cacheFrom?: (string | CacheFromSpec)[];
   /** Builds run together as one (bake): see BuildGroup. */
   group?: BuildGroup;
+  /** Bake's `contexts = { NAME = "target:OTHER" }`: another build's graph and image config as named context
+   * NAME, ready once that build has converted its Dockerfile. */
+  linkedContexts?: Record<string, Promise<LinkedContext>>;
+  /** Told this build's converted graph and image config (first platform), for the builds that link to it. */
+  onConverted?: (c: LinkedContext) => void;
 }
 
 /**
@@ -124,6 +131,11 @@ export interface BuildOptions extends ExecFlagOptions, AttestOptions {
 export interface BuildGroup {
   worker: Worker;
   shared: Map<Digest, Promise<WorkerRef>>;
+}
+
+export interface LinkedContext {
+  definition: Definition;
+  config: ImageConfigFile;
 }
 
 export interface BuildResult {
@@ -366,18 +378,21 @@ async function buildWithContexts(opts: BuildOptions & { context: string }, prep:
 
     // One conversion per target platform; their graphs are solved together, sharing what they have in common
     // (a stage pinned to $BUILDPLATFORM runs once for all of them).
+    const linked: Record<string, NamedContext> = {};
+    for (const [k, p] of Object.entries(opts.linkedContexts ?? {})) linked[k] = { type: 'definition', name: k, ...(await p) };
     let perPlatform;
     try {
       perPlatform = await Promise.all(platforms.map((targetPlatform, i) => dockerfileToLLB({
         dockerfile, filename, target: opts.target, buildArgs: opts.buildArgs, labels: opts.labels,
         targetPlatform, buildPlatform: hostPlatform(), resolver, contextExcludes, noCache: opts.noCache, allStages: check,
-        platformPrefix: platforms.length > 1, ...exec, outline: call === 'outline' && i === 0, namedContexts: named.contexts,
+        platformPrefix: platforms.length > 1, ...exec, outline: call === 'outline' && i === 0, namedContexts: { ...named.contexts, ...linked },
       })));
       for (const c of perPlatform) checkEntitlements(c.definition, allowed);
     } catch (e) {
       throw withDetails(toBuildError(e, filename), e, filename, dockerfile);
     }
     const converted = perPlatform[0];
+    opts.onConverted?.({ definition: converted.definition, config: converted.image });
     if (converted.syntax) {
       // Shown, as BuildKit shows the frontend image it resolves; this builder always uses its own frontend.
       const id = 'internal:syntax';

@@ -127,6 +127,37 @@ target "hello" {
     expect(await fs.readFile(path.join(dir, 'out/msg.txt'), 'utf8')).toBe('from compose\n');
   });
 
+  it('uses another target as a named context (target:NAME), built once for both', async () => {
+    const dir = await makeContext({
+      'base.Dockerfile': `FROM ${base}\nRUN cat /proc/sys/kernel/random/uuid > /base.txt\n`,
+      'app.Dockerfile': 'FROM base\nRUN echo app > /app.txt\n',
+      'docker-bake.hcl': `
+group "default" { targets = ["app"] }
+target "base" {
+  dockerfile = "base.Dockerfile"
+}
+target "app" {
+  dockerfile = "app.Dockerfile"
+  contexts = { base = "target:base" }
+  output = ["type=local,dest=out"]
+}
+`,
+    });
+    const printed = JSON.parse(await print(dir, []));
+    expect(printed.target.base.output).toEqual([{ type: 'cacheonly' }]);
+    expect(printed.target.app.contexts).toEqual({ base: 'target:base' });
+    const r = await runCli(['bake', '--root', root, '--progress', 'plain'], { cwd: dir });
+    expect(r.stderr).not.toMatch(/ERROR/);
+    expect(r.code).toBe(0);
+    expect(await fs.readFile(path.join(dir, 'out/app.txt'), 'utf8')).toBe('app\n');
+    expect(await fs.readFile(path.join(dir, 'out/base.txt'), 'utf8')).toMatch(/^[0-9a-f-]{36}\n$/);
+    expect(vertexNames(r.stderr).filter((n) => n.includes('RUN cat /proc/sys/kernel/random/uuid'))).toHaveLength(1);
+    const loop = await makeContext({ 'docker-bake.hcl': 'target "a" {\n  contexts = { x = "target:b" }\n}\ntarget "b" {\n  contexts = { y = "target:a" }\n}\n' });
+    const failed = await runCli(['bake', '--print', 'a'], { cwd: loop });
+    expect(failed.code).toBe(1);
+    expect(failed.stderr.trim()).toMatch(/^ERROR: infinite loop from b to a$/);
+  });
+
   it('fails with one line for a target that does not exist and for a broken file', async () => {
     const dir = await makeContext({ 'docker-bake.hcl': 'target "a" {}\n' });
     const missing = await runCli(['bake', '--root', root, 'nope'], { cwd: dir });
