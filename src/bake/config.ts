@@ -263,13 +263,14 @@ async function readFiles(opts: LoadOptions): Promise<{ hcl: ParsedFile[]; compos
 /** Variables, functions and blocks of the HCL/JSON files, evaluated. */
 function evaluate(files: ParsedFile[], env: Record<string, string | undefined>): Config {
   // Variables: declared defaults (a later file's declaration wins), overridden by the environment.
-  const vars = new Map<string, { file: ParsedFile; raw: unknown; hasDefault: boolean }>();
+  const vars = new Map<string, { file: ParsedFile; raw: unknown; hasDefault: boolean; validation: Record<string, unknown>[] }>();
   const fns = new Map<string, { file: ParsedFile; params: string[]; variadic?: string; result: unknown }>();
   const attrs = new Map<string, { file: ParsedFile; raw: unknown }>();
   const BLOCKS = new Set(['variable', 'function', 'target', 'group']);
   for (const file of files) {
     for (const [name, body] of blocksOf(file.doc, 'variable')) {
-      vars.set(name, { file, raw: body.default ?? null, hasDefault: 'default' in body });
+      const validation = (Array.isArray(body.validation) ? body.validation : body.validation ? [body.validation] : []) as Record<string, unknown>[];
+      vars.set(name, { file, raw: body.default ?? null, hasDefault: 'default' in body, validation });
     }
     for (const [name, body] of blocksOf(file.doc, 'function')) {
       const names = (v: unknown) => (Array.isArray(v) ? v : v === undefined ? [] : [v]).map((p) => String(p).replace(/^\$\{(.*)\}$/, '$1'));
@@ -296,6 +297,12 @@ function evaluate(files: ParsedFile[], env: Record<string, string | undefined>):
           value = fromEnv !== undefined ? fromEnvValue(name, fromEnv, def) : def;
         } else value = a!.file.exprs.value(a!.raw, scope);
         values.set(name, value);
+        // buildx's validation blocks: a condition that does not hold fails with its error_message.
+        for (const rule of v?.validation ?? []) {
+          if (v!.file.exprs.value(rule.condition, scope) === false) {
+            throw new BakeError(`variable "${name}": ${rule.error_message !== undefined ? asString(v!.file.exprs.value(rule.error_message, scope)) : 'validation failed'}`);
+          }
+        }
         return value;
       } finally {
         evaluating.delete(name);

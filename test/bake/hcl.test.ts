@@ -99,6 +99,9 @@ target "t" {
     expect(env.target.t.tags).toEqual(['app:v2']);
     expect(env.target.t.args).toEqual({ N: '10', ON: 'on' });
     await expect(resolve(hcl, { targets: ['t'], env: { N: 'many' } })).rejects.toThrow(/variable "N": "many" from the environment is not a number/);
+    const validated = 'variable "V" {\n  default = "ok"\n  validation {\n    condition = V != ""\n    error_message = "V must not be empty"\n  }\n}\ntarget "t" { tags = [V] }\n';
+    expect((await resolve(validated, { targets: ['t'] })).target.t.tags).toEqual(['ok']);
+    await expect(resolve(validated, { targets: ['t'], env: { V: '' } })).rejects.toThrow('variable "V": V must not be empty');
     await expect(resolve('variable "A" { default = "${A}" }\ntarget "t" { tags = [A] }\n', { targets: ['t'] })).rejects.toThrow(/refers to itself/);
   });
 
