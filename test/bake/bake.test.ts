@@ -158,6 +158,26 @@ target "app" {
     expect(failed.stderr.trim()).toMatch(/^ERROR: infinite loop from b to a$/);
   });
 
+  it('--push pushes the target\'s tags; variables from the environment reach the pushed image', async () => {
+    const dir = await makeContext({
+      'Dockerfile': `FROM ${base}\nARG V\nLABEL v=$V\n`,
+      'docker-bake.hcl': `
+variable "REG" { default = "" }
+variable "V" { default = "1" }
+target "default" {
+  tags = ["\${REG}/bake/pushed:\${V}"]
+  args = { V = V }
+}
+`,
+    });
+    const r = await runCli(['bake', '--root', root, '--progress', 'plain', '--push', '--provenance=false'], { cwd: dir, env: { REG: registry, V: '7' } });
+    expect(r.stderr).not.toMatch(/ERROR/);
+    expect(r.code).toBe(0);
+    const inspect = await runCli(['imagetools', 'inspect', `${registry}/bake/pushed:7`, '--format', '{{json .Image}}']);
+    expect(inspect.code).toBe(0);
+    expect(JSON.parse(inspect.stdout).config.Labels).toMatchObject({ v: '7' });
+  });
+
   it('fails with one line for a target that does not exist and for a broken file', async () => {
     const dir = await makeContext({ 'docker-bake.hcl': 'target "a" {}\n' });
     const missing = await runCli(['bake', '--root', root, 'nope'], { cwd: dir });
