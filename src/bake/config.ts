@@ -281,9 +281,38 @@ function evaluate(files: ParsedFile[], env: Record<string, string | undefined>):
 
   const values = new Map<string, Value>();
   const evaluating = new Set<string>();
+  // `target.NAME.ATTR`: a target block's own attributes (as written, before inherits), evaluated when used.
+  const targetBodies = new Map<string, { file: ParsedFile; body: Record<string, unknown> }[]>();
+  for (const file of files) {
+    for (const [name, body] of blocksOf(file.doc, 'target')) {
+      if (body.matrix === undefined) targetBodies.set(name, [...(targetBodies.get(name) ?? []), { file, body }]);
+    }
+  }
+  const targetRefs: Record<string, Value> = {};
+  const targetValues = new Map<string, Value>();
+  for (const name of targetBodies.keys()) {
+    Object.defineProperty(targetRefs, name, {
+      enumerable: true,
+      get: () => {
+        if (targetValues.has(name)) return targetValues.get(name);
+        const key = `target.${name}`;
+        if (evaluating.has(key)) throw new BakeError(`target "${name}" refers to itself`);
+        evaluating.add(key);
+        try {
+          const out: Record<string, Value> = {};
+          for (const { file, body } of targetBodies.get(name)!) Object.assign(out, file.exprs.value(body, scope) as Record<string, Value>);
+          targetValues.set(name, out);
+          return out;
+        } finally {
+          evaluating.delete(key);
+        }
+      },
+    });
+  }
   const scope: Scope = {
     lookup(name) {
       if (values.has(name)) return values.get(name);
+      if (name === 'target' && !vars.has(name) && !attrs.has(name)) return targetRefs;
       const v = vars.get(name);
       const a = attrs.get(name);
       if (!v && !a) return undefined;

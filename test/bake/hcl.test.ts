@@ -105,6 +105,20 @@ target "t" {
     await expect(resolve('variable "A" { default = "${A}" }\ntarget "t" { tags = [A] }\n', { targets: ['t'] })).rejects.toThrow(/refers to itself/);
   });
 
+  it('reads other targets\' attributes (target.NAME.ATTR)', async () => {
+    const def = await resolve(`
+target "base" {
+  tags = ["base:1"]
+  args = { V = "2" }
+}
+target "app" {
+  tags = [for t in target.base.tags : "app-\${t}"]
+  args = { FROM_BASE = target.base.args.V }
+}`, { targets: ['app'] });
+    expect(def.target.app.tags).toEqual(['app-base:1']);
+    expect(def.target.app.args).toEqual({ FROM_BASE: '2' });
+  });
+
   it('expands a matrix over several axes, with object values', async () => {
     const def = await resolve(`
 target "app" {
