@@ -68,6 +68,8 @@ export interface LoadOptions {
   cwd?: string;
   /** Variables' overrides (default process.env). */
   env?: Record<string, string | undefined>;
+  /** `--var NAME=VALUE`: variables' values, over the environment's. */
+  vars?: Record<string, string>;
 }
 
 export interface ResolveOptions extends LoadOptions {
@@ -426,7 +428,7 @@ async function loadConfig(opts: LoadOptions): Promise<Config> {
   const config: Config = { groups: new Map(), targets: new Map() };
   // Compose files first, as buildx merges them before the HCL/JSON ones.
   for (const c of compose) mergeConfig(config, c);
-  mergeConfig(config, evaluate(hcl, opts.env ?? process.env));
+  mergeConfig(config, evaluate(hcl, { ...(opts.env ?? process.env), ...opts.vars }));
   for (const f of hcl) {
     for (const [old, names] of matrixGroups.get(f)!) {
       const unique = [...new Set(names)];

@@ -190,6 +190,7 @@ async function runBake(argv: Record<string, unknown>): Promise<void> {
     files: list(argv.file),
     targets: (argv.targets as string[] | undefined)?.map(String),
     set: list(argv.set),
+    vars: Object.keys(parseKeyValues(list(argv.var), 'var')).length ? parseKeyValues(list(argv.var), 'var') : undefined,
     cwd: process.cwd(),
   };
   if (argv.print) {
@@ -339,6 +340,7 @@ async function main(): Promise<void> {
         .positional('targets', { type: 'string', describe: 'Targets or groups to build (default: the "default" group or target)' })
         .option('file', { alias: 'f', type: 'string', describe: 'Build definition file (default: compose.yaml, docker-bake.json, docker-bake.hcl and their variants found here)' })
         .option('set', { type: 'string', describe: 'Override target value (e.g., "targetpattern.key=value", "targetpattern.key+=value")' })
+        .option('var', { type: 'string', describe: 'Set a variable value (e.g., "name=value"), over the environment' })
         .option('print', { type: 'boolean', describe: 'Print the options without building' })
         .option('push', { type: 'boolean', describe: 'Shorthand for "--set=*.output=type=registry"' })
         .option('load', { type: 'boolean', describe: 'Shorthand for "--set=*.output=type=docker"' })

@@ -380,6 +380,7 @@ target "app-release" {
       context: '.', dockerfile: 'Dockerfile', args: { N1: '42', PUSHING: 'yes' },
       tags: ['docker.io/username/webapp:V2'], 'cache-from': [{ type: 'registry', ref: 'user/app:cache' }],
     });
+    expect(JSON.parse(await print(dir, ['--var', 'TAG=fromvar'], { TAG: 'fromenv' })).target.web.tags).toEqual(['docker.io/username/webapp:fromvar']);
     const set = JSON.parse(await print(dir, ['web', 'api', '--set', '*.platform=linux/arm64', '--set', 'api.tags+=extra', '--set', 'web.no-cache=true', '--set', 'web.output=type=local,dest=out']));
     expect(set.target.api.tags).toEqual(['api-latest', 'extra']);
     expect(set.target.api.platforms).toEqual(['linux/arm64']);
