@@ -99,6 +99,8 @@ export interface SolveOptions<R> {
    * reports nothing for it (the other solve does). Only with a cache (the key says the work is the same).
    */
   shared?: Map<Digest, Promise<R>>;
+  /** The queue ops run through, shared by solves that run side by side (one `maxParallelism` for all). */
+  queue?: PQueue;
 }
 
 /** An op failed: carries the op's metadata (description and source location) for the error message. */
@@ -131,7 +133,7 @@ export async function solve<R>(def: Definition, opts: SolveOptions<R>): Promise<
  * runs once, and the first failure stops them all.
  */
 export async function solveRoots<R>(def: Definition, roots: Digest[], opts: SolveOptions<R>): Promise<R[]> {
-  const queue = new PQueue({ concurrency: opts.maxParallelism ?? defaultParallelism() });
+  const queue = opts.queue ?? new PQueue({ concurrency: opts.maxParallelism ?? defaultParallelism() });
   const abort = new AbortController();
   const onOuterAbort = () => abort.abort(new CanceledError());
   if (opts.signal?.aborted) onOuterAbort();

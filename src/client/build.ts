@@ -6,7 +6,8 @@ import os from 'node:os';
 import { dockerfileToLLB, MAX_DOCKERFILE_BYTES, type ImageMetaResolver } from '../../frontend/index.js';
 import type { NamedContext } from '../../frontend/dockerfile/dockerfile2llb.js';
 import type { ImageConfigFile } from '../../frontend/dockerfile/image.js';
-import { solveRoots, SolveError, CanceledError, type OpExecutor } from '../../solver/solver.js';
+import PQueue from 'p-queue';
+import { solveRoots, SolveError, CanceledError, defaultParallelism, type OpExecutor } from '../../solver/solver.js';
 import { mergeDefinitions, type Definition } from '../../solver/llb/definition.js';
 import { opInputs, type Digest, type Op, type OpMetadata, type Platform } from '../../solver/llb/ops.js';
 import { Worker, ExecError, type WorkerRef } from '../worker/worker.js';
@@ -131,6 +132,8 @@ export interface BuildOptions extends ExecFlagOptions, AttestOptions {
 export interface BuildGroup {
   worker: Worker;
   shared: Map<Digest, Promise<WorkerRef>>;
+  /** One queue for the group's ops: `maxParallelism` bounds all its builds together. */
+  queue: PQueue;
 }
 
 export interface LinkedContext {
@@ -462,6 +465,7 @@ async function buildWithContexts(opts: BuildOptions & { context: string }, prep:
       // an image needs no pull at all, and the pull would be wasted.
       startEarly: remote ? undefined : (op) => op.kind === 'source' && op.source.type === 'image',
       shared: opts.group?.shared,
+      queue: opts.group?.queue,
       execute: compressEarly(worker.opExecutor(locals, (digest, stream, chunk) => progress.log(digest, stream, chunk), clientSession, onWarning),
         worker, definition, roots, outputs, sourceDateEpoch),
       onEvent: (ev) => {
@@ -680,14 +684,14 @@ function toBuildError(e: unknown, filename: string, progress?: FullProgressWrite
 }
 
 /** Opens a BuildGroup on the state directory `root` (a worker and its session), for builds run as one. */
-export async function openBuildGroup(root: string, opts: Pick<BuildOptions, 'ociRuntime' | 'insecureRegistries' | 'registries' | 'signal'>, progress: FullProgressWriter): Promise<{ group: BuildGroup; end(): Promise<void> }> {
+export async function openBuildGroup(root: string, opts: Pick<BuildOptions, 'ociRuntime' | 'insecureRegistries' | 'registries' | 'signal' | 'maxParallelism'>, progress: FullProgressWriter): Promise<{ group: BuildGroup; end(): Promise<void> }> {
   const worker = await openWorker(root, { runtime: opts.ociRuntime, insecureRegistries: opts.insecureRegistries, registries: opts.registries }, progress);
   const session = await BuildSession.start(root, async (alone) => {
     await worker.init({ recover: alone });
     if (alone) await new CacheRecords(root, worker.snapshots).cleanup();
   }, opts.signal);
   return {
-    group: { worker, shared: new Map() },
+    group: { worker, shared: new Map(), queue: new PQueue({ concurrency: opts.maxParallelism ?? defaultParallelism() }) },
     async end() {
       await settleLayerBlobs(worker).catch(() => undefined);
       await session.end();
