@@ -638,7 +638,15 @@ export function formatBake(def: BakeDefinition): string {
     }
     return v;
   };
-  const target = Object.fromEntries(Object.entries(def.target).map(([n, t]) => [n, Object.fromEntries(Object.entries(t).map(([k, v]) => [k, sortDeep(v)]))]));
+  // As buildx's Target.MarshalJSON: values that may hold `${` are escaped, so the output reads back as written.
+  const esc = (x: unknown): unknown => (typeof x === 'string' ? x.replace(/\$\{/g, () => '$${').replace(/%\{/g, () => '%%{') : x);
+  const escaped = (k: string, v: unknown): unknown => {
+    if (k === 'annotations') return (v as string[]).map(esc);
+    if (k === 'dockerfile-inline') return esc(v);
+    if (k === 'args' || k === 'labels' || k === 'extra-hosts') return Object.fromEntries(Object.entries(v as Record<string, unknown>).map(([a, b]) => [a, esc(b)]));
+    return v;
+  };
+  const target = Object.fromEntries(Object.entries(def.target).map(([n, t]) => [n, Object.fromEntries(Object.entries(t).map(([k, v]) => [k, sortDeep(escaped(k, v))]))]));
   const group = Object.fromEntries(Object.entries(def.group).map(([n, g]) => [n, { ...(g.description ? { description: g.description } : {}), targets: g.targets }]));
   // Go's omitempty: no "group" key when there is no group.
   return JSON.stringify(Object.keys(group).length ? { group, target } : { target }, null, 2).replace(/[<>&\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);

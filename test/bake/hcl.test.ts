@@ -173,6 +173,12 @@ target "c" {
     await fs.writeFile(path.join(dir, 'other.hcl'), 'target "a" { tags = ["other"] }\n');
     const only = await resolveBake({ cwd: dir, files: ['other.hcl'], targets: ['a'], env: {} });
     expect(only.target.a.tags).toEqual(['other']);
+    // Literal `$${` and `%%{` stay literal; --print escapes them again in args and labels, as buildx does.
+    await fs.writeFile(path.join(dir, 'esc.hcl'), 'variable "A" { default = "a" }\ntarget "e" {\n  args = { X = "$${NOT} ${A}", Q = "q\\"x" }\n  tags = ["t$${x}"]\n}\n');
+    const esc = await resolveBake({ cwd: dir, files: ['esc.hcl'], targets: ['e'], env: {} });
+    expect(esc.target.e.args).toEqual({ X: '${NOT} a', Q: 'q"x' });
+    expect(esc.target.e.tags).toEqual(['t${x}']);
+    expect(JSON.parse(formatBake(esc)).target.e.args).toEqual({ X: '$${NOT} a', Q: 'q"x' });
     expect(formatBake(only).endsWith('}')).toBe(true);
   });
 });
