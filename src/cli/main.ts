@@ -222,6 +222,13 @@ async function runBake(argv: Record<string, unknown>): Promise<void> {
     signal: controller.signal,
   });
   display.stop();
+  if (argv['metadata-file'] !== undefined) {
+    // As buildx bake: each target's build metadata under its name.
+    const { buildMetadata } = await import('../client/metadata.js');
+    const { writeFileAtomic } = await import('../util/fs.js');
+    const all = Object.fromEntries(Object.entries(result.targets).map(([name, r]) => [name, buildMetadata(r)]));
+    await writeFileAtomic(String(argv['metadata-file']), JSON.stringify(all, null, 2));
+  }
   if (mode === 'quiet' || mode === 'none' || mode === 'rawjson') return;
   for (const [name, r] of Object.entries(result.targets)) {
     const summary = warningSummary(r.warnings);
@@ -340,6 +347,7 @@ async function main(): Promise<void> {
         .positional('targets', { type: 'string', describe: 'Targets or groups to build (default: the "default" group or target)' })
         .option('file', { alias: 'f', type: 'string', describe: 'Build definition file (default: compose.yaml, docker-bake.json, docker-bake.hcl and their variants found here)' })
         .option('set', { type: 'string', describe: 'Override target value (e.g., "targetpattern.key=value", "targetpattern.key+=value")' })
+        .option('metadata-file', { type: 'string', describe: 'Write build result metadata to a file (each target\'s under its name)' })
         .option('var', { type: 'string', describe: 'Set a variable value (e.g., "name=value"), over the environment' })
         .option('print', { type: 'boolean', describe: 'Print the options without building' })
         .option('push', { type: 'boolean', describe: 'Shorthand for "--set=*.output=type=registry"' })

@@ -170,9 +170,12 @@ target "default" {
 }
 `,
     });
-    const r = await runCli(['bake', '--root', root, '--progress', 'plain', '--push', '--provenance=false'], { cwd: dir, env: { REG: registry, V: '7' } });
+    const r = await runCli(['bake', '--root', root, '--progress', 'plain', '--push', '--provenance=false', '--metadata-file', 'meta.json'], { cwd: dir, env: { REG: registry, V: '7' } });
     expect(r.stderr).not.toMatch(/ERROR/);
     expect(r.code).toBe(0);
+    const meta = JSON.parse(await fs.readFile(path.join(dir, 'meta.json'), 'utf8'));
+    expect(meta.default['image.name']).toBe(`${registry}/bake/pushed:7`);
+    expect(meta.default['containerimage.digest']).toMatch(/^sha256:[0-9a-f]{64}$/);
     const inspect = await runCli(['imagetools', 'inspect', `${registry}/bake/pushed:7`, '--format', '{{json .Image}}']);
     expect(inspect.code).toBe(0);
     expect(JSON.parse(inspect.stdout).config.Labels).toMatchObject({ v: '7' });
