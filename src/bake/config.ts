@@ -363,7 +363,14 @@ function evaluate(files: ParsedFile[], env: Record<string, string | undefined>):
       config.groups.set(name, { ...(g.description ? { description: asString(g.description) } : prev?.description ? { description: prev.description } : {}), targets: prev ? [...new Set([...prev.targets, ...targets])] : targets });
     }
     for (const [name, body] of blocksOf(file.doc, 'target')) {
-      for (const [tname, t] of expandMatrix(name, body, file, scope)) {
+      const expanded = expandMatrix(name, body, file, scope);
+      // As buildx: a block whose targets have other names (a matrix) is also a group of them, by its name.
+      const renamed = [...new Set(expanded.map(([n]) => n))];
+      if (renamed.length !== 1 || renamed[0] !== name) {
+        const prev = config.groups.get(name);
+        config.groups.set(name, { targets: prev ? [...new Set([...prev.targets, ...renamed])] : renamed });
+      }
+      for (const [tname, t] of expanded) {
         if (!NAME_RE.test(tname)) throw new BakeError(`invalid target name "${tname}": only letters, digits, "_" and "-"`);
         const prev = config.targets.get(tname);
         config.targets.set(tname, prev ? mergeTarget(prev, t) : t);
@@ -412,31 +419,16 @@ function expandMatrix(name: string, body: Record<string, unknown>, file: ParsedF
     const tname = body.name === undefined ? name : asString(file.exprs.value(body.name, s));
     const { matrix: _m, name: _n, ...rest } = body;
     return [tname, toTarget(tname, file.exprs.value(rest, s) as Record<string, Value>)] as [string, BakeTarget];
-  }).map(([n, t]) => {
-    matrixGroups.get(file)?.set(name, [...(matrixGroups.get(file)!.get(name) ?? []), n]);
-    return [n, t];
   });
 }
-
-// Per file, matrix targets' original names and what they expanded to (buildx makes each a group).
-const matrixGroups = new WeakMap<ParsedFile, Map<string, string[]>>();
 
 /** Reads the bake files into groups and targets, before any target is resolved. */
 async function loadConfig(opts: LoadOptions): Promise<Config> {
   const { hcl, compose } = await readFiles(opts);
-  for (const f of hcl) matrixGroups.set(f, new Map());
   const config: Config = { groups: new Map(), targets: new Map() };
   // Compose files first, as buildx merges them before the HCL/JSON ones.
   for (const c of compose) mergeConfig(config, c);
   mergeConfig(config, evaluate(hcl, { ...(opts.env ?? process.env), ...opts.vars }));
-  for (const f of hcl) {
-    for (const [old, names] of matrixGroups.get(f)!) {
-      const unique = [...new Set(names)];
-      if (unique.length === 1 && unique[0] === old) continue;
-      const prev = config.groups.get(old);
-      config.groups.set(old, { targets: prev ? [...new Set([...prev.targets, ...unique])] : unique });
-    }
-  }
   return config;
 }
 
