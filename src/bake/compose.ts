@@ -6,7 +6,7 @@ import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { BakeError } from './hcl.js';
 import type { BakeGroup, BakeTarget, Entry } from './config.js';
-import { parseEntry } from './config.js';
+import { mergeTarget, parseEntry, toSecrets, toSsh } from './config.js';
 
 export function isComposeFile(text: string): boolean {
   try {
@@ -64,6 +64,27 @@ function kvMap(v: unknown, env: Record<string, string | undefined>): Record<stri
 }
 
 const strings = (v: unknown): string[] => (v === undefined || v === null ? [] : (Array.isArray(v) ? v : [v]).map(String));
+
+/** buildx's `x-bake` extension of a service's build section: bake attributes compose has no field for. */
+function xbake(t: BakeTarget, ext: unknown, file: string, svc: string): BakeTarget {
+  if (ext === undefined || ext === null) return t;
+  if (typeof ext !== 'object' || Array.isArray(ext)) throw new BakeError(`${file}: service "${svc}": x-bake must be a map`);
+  const x = ext as Record<string, unknown>;
+  const add: BakeTarget = {};
+  const out: BakeTarget = { ...t };
+  if (x.tags !== undefined) out.tags = [...new Set([...(t.tags ?? []), ...strings(x.tags)])];
+  if (x.platforms !== undefined) out.platforms = [...new Set([...(t.platforms ?? []), ...strings(x.platforms)])];
+  if (x['cache-from'] !== undefined) add['cache-from'] = strings(x['cache-from']).map((s) => parseEntry(s, 'ref'));
+  if (x['cache-to'] !== undefined) out['cache-to'] = [...(t['cache-to'] ?? []), ...strings(x['cache-to']).map((s) => parseEntry(s))];
+  if (x.secret !== undefined) add.secret = toSecrets(strings(x.secret));
+  if (x.ssh !== undefined) add.ssh = toSsh(strings(x.ssh));
+  if (x.output !== undefined) out.output = [...(t.output ?? []), ...strings(x.output).map((s) => parseEntry(s, 'type'))];
+  if (x.pull !== undefined) out.pull = x.pull === true || x.pull === 'true';
+  if (x['no-cache'] !== undefined) out['no-cache'] = x['no-cache'] === true || x['no-cache'] === 'true';
+  if (x['no-cache-filter'] !== undefined) out['no-cache-filter'] = strings(x['no-cache-filter']);
+  if (x.contexts !== undefined) add.contexts = Object.fromEntries(Object.entries(x.contexts as Record<string, unknown>).map(([k, v]) => [k, String(v)]));
+  return mergeTarget(out, add);
+}
 
 export async function composeToBake(text: string, name: string, opts: { cwd: string; dir: string; env: Record<string, string | undefined> }): Promise<{ groups: Map<string, BakeGroup>; targets: Map<string, BakeTarget> }> {
   let doc: Record<string, unknown>;
@@ -124,7 +145,7 @@ export async function composeToBake(text: string, name: string, opts: { cwd: str
         return def.environment ? { id, env: def.environment } : { id, src: path.resolve(opts.dir, String(def.file)) };
       });
     }
-    targets.set(tname, t);
+    targets.set(tname, xbake(t, build['x-bake'], name, svc));
   }
   const groups = new Map<string, BakeGroup>();
   if (targets.size) groups.set('default', { targets: [...targets.keys()] });

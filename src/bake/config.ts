@@ -128,7 +128,7 @@ function toEntries(v: Value, key: string): Entry[] {
   });
 }
 
-function toSecrets(v: Value): NonNullable<BakeTarget['secret']> {
+export function toSecrets(v: Value): NonNullable<BakeTarget['secret']> {
   return (Array.isArray(v) ? v : [v]).filter((x) => x !== null).map((x) => {
     const e = typeof x === 'string' ? parseEntry(x) : Object.fromEntries(Object.entries(x as Record<string, Value>).map(([k, y]) => [k, asString(y)]));
     const s: { id?: string; src?: string; env?: string } = {};
@@ -139,7 +139,7 @@ function toSecrets(v: Value): NonNullable<BakeTarget['secret']> {
   });
 }
 
-function toSsh(v: Value): NonNullable<BakeTarget['ssh']> {
+export function toSsh(v: Value): NonNullable<BakeTarget['ssh']> {
   return (Array.isArray(v) ? v : [v]).filter((x) => x !== null).map((x) => {
     if (typeof x === 'string') {
       const eq = x.indexOf('=');

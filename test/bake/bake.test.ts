@@ -111,6 +111,9 @@ target "hello" {
         '      args:',
         `        BASE: ${base}`,
         '        MSG: from compose',
+        '      x-bake:',
+        '        platforms: [linux/amd64]',
+        '        no-cache: false',
         '  db:',
         '    image: postgres',
         '',
@@ -119,7 +122,7 @@ target "hello" {
     const printed = JSON.parse(await print(dir, []));
     expect(printed).toEqual({
       group: { default: { targets: ['app'] } },
-      target: { app: { context: 'app', dockerfile: 'Dockerfile', args: { BASE: base, MSG: 'from compose' }, tags: ['example/app:dev'] } },
+      target: { app: { context: 'app', dockerfile: 'Dockerfile', args: { BASE: base, MSG: 'from compose' }, tags: ['example/app:dev'], platforms: ['linux/amd64'], 'no-cache': false } },
     });
     const r = await runCli(['bake', '--root', root, '--progress', 'plain', '--set', 'app.output=type=local,dest=out'], { cwd: dir });
     expect(r.stderr).not.toMatch(/ERROR/);
