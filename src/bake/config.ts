@@ -620,6 +620,24 @@ function sortKeys<T>(o: Record<string, T>): Record<string, T> {
   return Object.fromEntries(Object.keys(o).sort().map((k) => [k, o[k]]));
 }
 
+/** `--list targets`: the file's targets and groups (not `_private` ones), as buildx lists them. */
+export async function listBake(opts: LoadOptions, format: 'table' | 'json' = 'table'): Promise<string> {
+  const config = await loadConfig(opts);
+  const rows: { name: string; description?: string; group?: boolean }[] = [];
+  for (const [name, t] of config.targets) rows.push({ name, ...(t.description ? { description: t.description } : {}) });
+  for (const [name, g] of config.groups) {
+    const names = [...g.targets].sort().join(', ');
+    const description = g.description ? (names ? `${g.description} (${names})` : g.description) : names;
+    rows.push({ name, ...(description ? { description } : {}), group: true });
+  }
+  const shown = rows.filter((r) => !r.name.startsWith('_')).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  if (format === 'json') return JSON.stringify(shown, null, 2) + '\n';
+  // Go's tabwriter (minwidth 1, tabwidth 8, padding 1, padded with tabs).
+  const cells = [['TARGET', 'DESCRIPTION'], ...shown.map((r) => [r.name, r.description ?? ''])];
+  const width = Math.ceil((Math.max(...cells.map((c) => c[0].length)) + 1) / 8) * 8;
+  return cells.map(([a, b]) => a + '\t'.repeat(Math.ceil((width - a.length) / 8)) + b + '\n').join('');
+}
+
 /** `--print`: the resolved definition as buildx prints it (Go's JSON: map keys sorted, two-space indent). */
 export function formatBake(def: BakeDefinition): string {
   const sortDeep = (v: unknown, top = false): unknown => {

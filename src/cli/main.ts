@@ -193,6 +193,16 @@ async function runBake(argv: Record<string, unknown>): Promise<void> {
     vars: Object.keys(parseKeyValues(list(argv.var), 'var')).length ? parseKeyValues(list(argv.var), 'var') : undefined,
     cwd: process.cwd(),
   };
+  if (argv.list !== undefined) {
+    // buildx's `--list=targets` (or `type=targets,format=json`).
+    const spec = String(argv.list);
+    const fields = Object.fromEntries(spec.split(',').map((f) => (f.includes('=') ? [f.slice(0, f.indexOf('=')), f.slice(f.indexOf('=') + 1)] : ['type', f])));
+    if (fields.type !== 'targets') throw new UserError('INVALID_FLAG', `invalid --list "${spec}": only "targets" is supported (e.g. --list=targets, --list=type=targets,format=json)`);
+    if (fields.format !== undefined && fields.format !== 'table' && fields.format !== 'json') throw new UserError('INVALID_FLAG', `invalid --list format "${fields.format}": use table or json`);
+    const { listBake } = await import('../bake/config.js');
+    process.stdout.write(await listBake(common, fields.format === 'json' ? 'json' : 'table'));
+    return;
+  }
   if (argv.print) {
     process.stdout.write(formatBake(await resolveBake(common)) + '\n');
     return;
@@ -350,6 +360,7 @@ async function main(): Promise<void> {
         .option('metadata-file', { type: 'string', describe: 'Write build result metadata to a file (each target\'s under its name)' })
         .option('var', { type: 'string', describe: 'Set a variable value (e.g., "name=value"), over the environment' })
         .option('print', { type: 'boolean', describe: 'Print the options without building' })
+        .option('list', { type: 'string', describe: 'List targets ("targets", or "type=targets,format=json") without building' })
         .option('push', { type: 'boolean', describe: 'Shorthand for "--set=*.output=type=registry"' })
         .option('load', { type: 'boolean', describe: 'Shorthand for "--set=*.output=type=docker"' })
         .option('no-cache', { type: 'boolean', describe: 'Do not use cache when building the image' })

@@ -367,6 +367,18 @@ target "app-release" {
     });
   });
 
+  it('lists targets and groups as buildx does (--list targets)', async () => {
+    const dir = await makeContext({
+      'docker-bake.hcl': 'group "default" {\n  targets = ["app", "db"]\n}\ntarget "app" {\n  description = "The app"\n}\ntarget "db" {}\ntarget "_hidden" {}\n',
+    });
+    const r = await runCli(['bake', '--list', 'targets'], { cwd: dir });
+    expect(r.code).toBe(0);
+    // Go's tabwriter: the widest name ("default", 7) plus 1 is one tab stop.
+    expect(r.stdout).toBe('TARGET\tDESCRIPTION\napp\tThe app\ndb\t\ndefault\tapp, db\n');
+    const json = await runCli(['bake', '--list', 'type=targets,format=json'], { cwd: dir });
+    expect(JSON.parse(json.stdout)).toEqual([{ name: 'app', description: 'The app' }, { name: 'db' }, { name: 'default', description: 'app, db', group: true }]);
+  });
+
   it('takes variables from the environment, functions, --set (with patterns and +=) and JSON files', async () => {
     const dir = await makeContext({
       'docker-bake.json': JSON.stringify({
