@@ -58,6 +58,15 @@ function formatdate(spec: Value, ts: Value): Value {
   return asString(spec).replace(/'([^']*)'|YYYY|YY|MMMM|MMM|MM|M|DD|D|EEEE|EEE|hh|h|mm|m|ss|s|ZZZZZ|ZZZZ|ZZZ|Z|AA|aa/g, (m, lit: string | undefined) => (lit !== undefined ? lit : tokens[m]()));
 }
 
+/** Go's regexp replacement (`$1`, `${1}`, `$name`, `${name}`, `$$`) as a JavaScript one. */
+function goReplacement(r: string): string {
+  return r.replace(/\$(\$|\{(\w+)\}|(\w+))/g, (_m, all: string, braced?: string, bare?: string) => {
+    if (all === '$') return '$$';
+    const name = braced ?? bare!;
+    return /^\d+$/.test(name) ? `$${name}` : `$<${name}>`;
+  });
+}
+
 function flatten(v: Value): Value[] {
   return list(v).flatMap((x) => (Array.isArray(x) ? flatten(x) : [x]));
 }
@@ -80,8 +89,8 @@ export const STDLIB: Record<string, Fn> = {
   trimsuffix: (s, p) => (asString(p) && asString(s).endsWith(asString(p)) ? asString(s).slice(0, -asString(p).length) : asString(s)),
   strlen: (s) => [...asString(s)].length,
   substr: (s, off, len) => { const c = [...asString(s)]; let o = asNumber(off); if (o < 0) o += c.length; const l = asNumber(len); return c.slice(o, l < 0 ? undefined : o + l).join(''); },
-  replace: (s, a, b) => { const from = asString(a); if (/^\/.*\/$/.test(from)) return asString(s).replace(new RegExp(from.slice(1, -1), 'g'), asString(b).replace(/\$\{(\w+)\}/g, '$<$1>')); return asString(s).split(from).join(asString(b)); },
-  regex_replace: (s, re, b) => asString(s).replace(new RegExp(asString(re), 'g'), asString(b).replace(/\$\{(\w+)\}/g, '$<$1>')),
+  replace: (s, a, b) => { const from = asString(a); if (/^\/.*\/$/.test(from)) return asString(s).replace(new RegExp(from.slice(1, -1), 'g'), goReplacement(asString(b))); return asString(s).split(from).join(asString(b)); },
+  regex_replace: (s, re, b) => asString(s).replace(new RegExp(asString(re), 'g'), goReplacement(asString(b))),
   regex: (re, s) => { const m = new RegExp(asString(re)).exec(asString(s)); if (!m) throw new Error('pattern did not match'); if (m.groups) return m.groups as Value; return m.length > 1 ? m.slice(1) : m[0]; },
   regexall: (re, s) => [...asString(s).matchAll(new RegExp(asString(re), 'g'))].map((m) => (m.length > 1 ? m.slice(1) : m[0])),
   split: (sep, s) => asString(s).split(asString(sep)),

@@ -60,7 +60,7 @@ target "t" {
     A = upper("abc")
     B = format("%s-%03d", "n", 7)
     C = replace("a.b.c", ".", "/")
-    D = regex_replace("v1.2.3", "^v", "")
+    D = regex_replace("v1.2.3", "^v(\\\\d+)\\\\.(\\\\d+).*", "$\${2}-$1")
     E = join(",", distinct(concat(["a"], ["a", "b"])))
     F = trimprefix("refs/tags/v1", "refs/tags/")
     G = coalesce("", "fallback")
@@ -76,7 +76,7 @@ target "t" {
 }`, { targets: ['t'] });
     expect(def.target.t.tags).toEqual(['app:v1', 'x-y-z']);
     expect(def.target.t.args).toEqual({
-      A: 'ABC', B: 'n-007', C: 'a/b/c', D: '1.2.3', E: 'a,b', F: 'v1', G: 'fallback', H: 'none', I: 'ell', J: 'p-x,p-y',
+      A: 'ABC', B: 'n-007', C: 'a/b/c', D: '2-1', E: 'a,b', F: 'v1', G: 'fallback', H: 'none', I: 'ell', J: 'p-x,p-y',
       K: '2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881', L: 'a,b', M: 'true', O: '3', P: '0,1,2',
     });
   });
