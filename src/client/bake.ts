@@ -3,7 +3,7 @@
 // several targets have in common (same cache key) runs once, independent targets run side by side, each
 // target gets its own outputs.
 import path from 'node:path';
-import { build, defaultRoot, openBuildGroup, type BuildOptions, type BuildResult, type LinkedContext } from './build.js';
+import { build, BuildError, defaultRoot, openBuildGroup, type BuildOptions, type BuildResult, type LinkedContext } from './build.js';
 import { isRemoteContext } from './remote.js';
 import { PlainProgress, completeWriter, type FullProgressWriter } from '../progress/printer.js';
 import type { ProgressWriter } from '../progress/writer.js';
@@ -185,7 +185,11 @@ export async function bake(opts: BakeOptions): Promise<BakeResult> {
         return await build({ ...b, group, progress: names.length > 1 ? targetDisplay(name, progress) : progress, signal: abort.signal, onConverted: (c) => converted.get(name)!.resolve(c) });
       } catch (e) {
         converted.get(name)!.reject(e);
-        if (firstError === undefined) { firstError = e; abort.abort(e); }
+        if (firstError === undefined) {
+          // As buildx bake: the error names the target whose build failed.
+          firstError = e instanceof BuildError && names.length > 1 ? Object.assign(new BuildError(`target ${name}: ${e.message}`, e.outputTail, { cause: e }), { details: e.details }) : e;
+          abort.abort(e);
+        }
         throw e;
       }
     }));

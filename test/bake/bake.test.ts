@@ -184,11 +184,21 @@ target "default" {
     expect(JSON.parse(inspect.stdout).config.Labels).toMatchObject({ v: '7' });
   });
 
-  it('fails with one line for a target that does not exist and for a broken file', async () => {
+  it('fails with one line for a target that does not exist, a failing target (stopping the others) and a broken file', async () => {
     const dir = await makeContext({ 'docker-bake.hcl': 'target "a" {}\n' });
     const missing = await runCli(['bake', '--root', root, 'nope'], { cwd: dir });
     expect(missing.code).toBe(1);
     expect(missing.stderr.trim()).toBe('ERROR: failed to find target nope');
+    const failing = await makeContext({
+      'Dockerfile': `FROM ${base} AS one\nRUN sleep 5\nFROM ${base} AS two\nRUN exit 3\n`,
+      'docker-bake.hcl': 'group "default" { targets = ["one", "two"] }\ntarget "one" { target = "one" }\ntarget "two" { target = "two" }\n',
+    });
+    const failed = await runCli(['bake', '--root', root, '--progress', 'plain'], { cwd: failing });
+    expect(failed.code).toBe(1);
+    expect(failed.stderr.trimEnd().split('\n').pop()).toBe('ERROR: target two: Dockerfile:4: RUN failed: process "/bin/sh -c exit 3" did not complete successfully: exit code: 3');
+    // The other target stopped with it (one solve): its RUN, if it had started, was canceled, not waited for.
+    const sleeper = /^#(\d+) \[one 2\/2\] RUN sleep 5$/m.exec(failed.stderr)?.[1];
+    if (sleeper) expect(failed.stderr).not.toMatch(new RegExp(`^#${sleeper} DONE`, 'm'));
     await fs.writeFile(path.join(dir, 'docker-bake.hcl'), 'target "a" {\n');
     const broken = await runCli(['bake', '--root', root, '--print'], { cwd: dir });
     expect(broken.code).toBe(1);
