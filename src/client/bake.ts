@@ -103,44 +103,45 @@ export function targetBuildOptions(name: string, t: BakeTarget, opts: BakeOption
 }
 
 /**
- * One display for all targets: a step they share is shown once (the build that runs it reports it; the
- * others' reports of the same step, a cache hit or a base image they both load, are dropped).
+ * One display for all targets, and each target's writer into it. A step several targets share (the same op
+ * with the same cache key: it runs once) is shown once, by the target that reported it first; the others'
+ * reports of it are dropped. The same op with another key in another target (the same COPY over another
+ * context) is a different step: it gets an id of its own. Each target's internal steps (loading its
+ * Dockerfile, its base images' metadata) are named after it, as buildx names them
+ * (`[one internal] load build definition from Dockerfile`).
  */
-function sharedDisplay(w: FullProgressWriter): FullProgressWriter {
-  const started = new Set<string>();
-  const finished = new Set<string>();
-  const finish = (id: string): boolean => {
-    if (finished.has(id)) return false;
-    finished.add(id);
-    return true;
-  };
-  return {
-    start: (v) => { if (!started.has(v.id)) { started.add(v.id); w.start(v); } },
-    done: (id, o) => { if (finish(id)) w.done(id, o); },
-    error: (id, m, c) => { if (finish(id)) w.error(id, m, c); },
-    canceled: (id, c) => { if (finish(id)) w.canceled(id, c); },
-    log: (id, s, chunk, ts) => w.log(id, s, chunk, ts),
-    status: (s) => w.status(s),
-    warning: (x) => w.warning(x),
-    tail: (id, n) => w.tail(id, n),
-  };
-}
-
-/**
- * A target's view of the shared display: its own internal steps (loading its Dockerfile, the metadata of
- * its base images, ...) are named after it, as buildx names them (`[one internal] load build definition`).
- */
-function targetDisplay(target: string, w: FullProgressWriter): FullProgressWriter {
-  const id = (x: string) => (x.startsWith('internal:') ? `${target}/${x}` : x);
-  return {
-    start: (v) => w.start({ ...v, id: id(v.id), name: v.id.startsWith('internal:') ? v.name.replace(/^\[([^\]]*\b)?internal\]/, (_m, p: string | undefined) => `[${target} ${p ?? ''}internal]`) : v.name }),
-    done: (x, o) => w.done(id(x), o),
-    error: (x, m, c) => w.error(id(x), m, c),
-    canceled: (x, c) => w.canceled(id(x), c),
-    log: (x, s, chunk, ts) => w.log(id(x), s, chunk, ts),
-    status: (st) => w.status({ ...st, vertex: id(st.vertex) }),
-    warning: (x) => w.warning({ ...x, vertex: id(x.vertex) }),
-    tail: (x, n) => w.tail(id(x), n),
+function groupDisplay(w: FullProgressWriter): (target: string | undefined) => FullProgressWriter {
+  const owners = new Map<string, { target?: string; cacheKey?: string }>();
+  return (target) => {
+    // This target's vertex ids as shown; undefined: another target shows that step, drop it here.
+    const ids = new Map<string, string | undefined>();
+    const shown = (x: string) => (ids.has(x) ? ids.get(x) : x);
+    const forward = (x: string, f: (id: string) => void) => {
+      const id = shown(x);
+      if (id !== undefined) f(id);
+    };
+    return {
+      start: (v) => {
+        const internal = target !== undefined && v.id.startsWith('internal:');
+        let id = internal ? `${target}/${v.id}` : v.id;
+        const owner = owners.get(id);
+        if (owner && owner.target !== target) {
+          if (owner.cacheKey === v.cacheKey) { ids.set(v.id, undefined); return; }
+          id = `${target}/${v.id}`;
+        }
+        owners.set(id, { target, cacheKey: v.cacheKey });
+        ids.set(v.id, id);
+        const name = internal ? v.name.replace(/^\[([^\]]*\b)?internal\]/, (_m, p: string | undefined) => `[${target} ${p ?? ''}internal]`) : v.name;
+        w.start({ ...v, id, name });
+      },
+      done: (x, o) => forward(x, (id) => w.done(id, o)),
+      error: (x, m, c) => forward(x, (id) => w.error(id, m, c)),
+      canceled: (x, c) => forward(x, (id) => w.canceled(id, c)),
+      log: (x, st, chunk, ts) => forward(x, (id) => w.log(id, st, chunk, ts)),
+      status: (st) => forward(st.vertex, (id) => w.status({ ...st, vertex: id })),
+      warning: (x) => forward(x.vertex, (id) => w.warning({ ...x, vertex: id })),
+      tail: (x, n) => w.tail(shown(x) ?? x, n),
+    };
   };
 }
 
@@ -171,7 +172,8 @@ export async function bake(opts: BakeOptions): Promise<BakeResult> {
       b.linkedContexts[k] = converted.get(other)!.promise;
     }
   }
-  const progress = sharedDisplay(completeWriter(opts.progress ?? new PlainProgress(process.stderr)));
+  const display = groupDisplay(completeWriter(opts.progress ?? new PlainProgress(process.stderr)));
+  const progress = display(undefined);
   const root = path.resolve(opts.root ?? defaultRoot());
   const { group, end } = await openBuildGroup(root, opts, progress);
   // The first failure stops the other targets, as one solve would.
@@ -182,7 +184,7 @@ export async function bake(opts: BakeOptions): Promise<BakeResult> {
   try {
     const results = await Promise.allSettled(builds.map(async ([name, b]) => {
       try {
-        return await build({ ...b, group, progress: names.length > 1 ? targetDisplay(name, progress) : progress, signal: abort.signal, onConverted: (c) => converted.get(name)!.resolve(c) });
+        return await build({ ...b, group, progress: names.length > 1 ? display(name) : progress, signal: abort.signal, onConverted: (c) => converted.get(name)!.resolve(c) });
       } catch (e) {
         converted.get(name)!.reject(e);
         if (firstError === undefined) {

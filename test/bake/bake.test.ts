@@ -79,6 +79,36 @@ target "two" {
     expect([...r.stderr.matchAll(/^#\d+ \[shared 2\/2\] RUN/gm)]).toHaveLength(1);
   });
 
+  it('keeps the same step over two different contexts apart: each runs, each is shown', async () => {
+    const dir = await makeContext({
+      'Dockerfile': `FROM ${base}\nCOPY f /f\nRUN cat /f\n`,
+      'a/f': 'from-a\n',
+      'b/f': 'from-b\n',
+      'docker-bake.hcl': `
+group "default" { targets = ["a", "b"] }
+target "a" {
+  context = "a"
+  dockerfile = "../Dockerfile"
+  output = ["type=local,dest=out/a"]
+}
+target "b" {
+  inherits = ["a"]
+  context = "b"
+  output = ["type=local,dest=out/b"]
+}
+`,
+    });
+    const r = await runCli(['bake', '--root', root, '--progress', 'plain'], { cwd: dir });
+    expect(r.stderr).not.toMatch(/ERROR/);
+    expect(r.code).toBe(0);
+    expect(await fs.readFile(path.join(dir, 'out/a/f'), 'utf8')).toBe('from-a\n');
+    expect(await fs.readFile(path.join(dir, 'out/b/f'), 'utf8')).toBe('from-b\n');
+    const runs = [...r.stderr.matchAll(/^#(\d+) \[3\/3\] RUN cat \/f$/gm)].map((m) => m[1]);
+    expect(new Set(runs).size).toBe(2);
+    expect(r.stderr).toMatch(/^#\d+ [\d.]+ from-a$/m);
+    expect(r.stderr).toMatch(/^#\d+ [\d.]+ from-b$/m);
+  });
+
   it('builds a matrix, with a variable from the environment and --set', async () => {
     const dir = await makeContext({
       'Dockerfile': 'ARG BASE\nFROM ${BASE}\nARG GREETING\nARG WHO\nRUN echo "$GREETING $WHO" > /hello.txt\n',
