@@ -208,6 +208,11 @@ class Evaluator {
       }
       case 'templateWrap':
         return this.eval(kids[0], scope);
+      case 'templateJoin': {
+        // A `%{ for }` directive: its for expression's values, joined.
+        const v = this.eval(kids[0], scope);
+        return (Array.isArray(v) ? v : [v]).map((x) => (x === null ? '' : asString(x))).join('');
+      }
       case 'tuple':
         return kids.map((k) => this.eval(k, scope));
       case 'object': {

@@ -33,13 +33,14 @@ EOT
     IDX = NAMES[1]
     MOD = N % 2 == 0 ? "even" : "odd"
     NEG = -N + 5
+    DIR = "%{ if N > 1 }many%{ else }one%{ endif }: %{ for n in NAMES }<\${n}>%{ endfor }"
   }
 }`, { targets: ['t'] });
     const t = def.target.t;
     expect(t.tags).toEqual(['img/a:5', 'img/b:5']);
     expect(t.args).toEqual({
       UPPER: 'a=2,b=1', OBJ: '{"a":1,"b":1}', SPLAT: 'x+y', COND: 'big', ESC: 'q"uote \\ ${literal}', HERE: 'line 2\n',
-      TOP: 'top-2', IDX: 'b', MOD: 'even', NEG: '3',
+      TOP: 'top-2', IDX: 'b', MOD: 'even', NEG: '3', DIR: 'many: <a><b><>',
     });
   });
 
