@@ -93,6 +93,14 @@ export interface SolveOptions<R> {
    * work wasted.
    */
   startEarly?: (op: Op) => boolean;
+  /**
+   * Results of several solves that run side by side (a bake's targets), by cache key: an op whose key
+   * another solve of the group has already started is not run again; this solve takes that result and
+   * reports nothing for it (the other solve does). Only with a cache (the key says the work is the same).
+   */
+  shared?: Map<Digest, Promise<R>>;
+  /** The queue ops run through, shared by solves that run side by side (one `maxParallelism` for all). */
+  queue?: PQueue;
 }
 
 /** An op failed: carries the op's metadata (description and source location) for the error message. */
@@ -125,7 +133,7 @@ export async function solve<R>(def: Definition, opts: SolveOptions<R>): Promise<
  * runs once, and the first failure stops them all.
  */
 export async function solveRoots<R>(def: Definition, roots: Digest[], opts: SolveOptions<R>): Promise<R[]> {
-  const queue = new PQueue({ concurrency: opts.maxParallelism ?? defaultParallelism() });
+  const queue = opts.queue ?? new PQueue({ concurrency: opts.maxParallelism ?? defaultParallelism() });
   const abort = new AbortController();
   const onOuterAbort = () => abort.abort(new CanceledError());
   if (opts.signal?.aborted) onOuterAbort();
@@ -246,6 +254,15 @@ export async function solveRoots<R>(def: Definition, roots: Digest[], opts: Solv
         // op reports the real error with its location.
         key = await keyOf(digest).catch(() => undefined);
         abort.signal.throwIfAborted();
+        if (key && opts.shared) {
+          const mine = results.get(digest)!;
+          const other = opts.shared.get(key);
+          if (other && other !== mine) {
+            reported.add(digest);
+            return other;
+          }
+          opts.shared.set(key, mine);
+        }
         const found: CacheLookup<R> = key
           ? await cache.load(key, { digest, op, metadata, ignoreCache: !!metadata.ignoreCache })
           : { hit: false };

@@ -180,6 +180,69 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
   if (result.configDigest) display.note(`image config ${result.configDigest}, manifest ${result.manifestDigest}`);
 }
 
+async function runBake(argv: Record<string, unknown>): Promise<void> {
+  const { bake, resolveBake, formatBake } = await import('../client/bake.js');
+  const common = {
+    files: list(argv.file),
+    targets: (argv.targets as string[] | undefined)?.map(String),
+    set: list(argv.set),
+    vars: Object.keys(parseKeyValues(list(argv.var), 'var')).length ? parseKeyValues(list(argv.var), 'var') : undefined,
+    cwd: process.cwd(),
+  };
+  if (argv.list !== undefined) {
+    // buildx's `--list=targets` (or `type=targets,format=json`).
+    const spec = String(argv.list);
+    const fields = Object.fromEntries(spec.split(',').map((f) => (f.includes('=') ? [f.slice(0, f.indexOf('=')), f.slice(f.indexOf('=') + 1)] : ['type', f])));
+    if (fields.type !== 'targets') throw new UserError('INVALID_FLAG', `invalid --list "${spec}": only "targets" is supported (e.g. --list=targets, --list=type=targets,format=json)`);
+    if (fields.format !== undefined && fields.format !== 'table' && fields.format !== 'json') throw new UserError('INVALID_FLAG', `invalid --list format "${fields.format}": use table or json`);
+    const { listBake } = await import('../bake/config.js');
+    process.stdout.write(await listBake(common, fields.format === 'json' ? 'json' : 'table'));
+    return;
+  }
+  if (argv.print) {
+    process.stdout.write(formatBake(await resolveBake(common)) + '\n');
+    return;
+  }
+  const mode = (argv.progress as ProgressMode | 'none') ?? 'auto';
+  const display = cliProgress(mode === 'none' ? 'quiet' : mode as ProgressMode, process.stderr);
+  const controller = new AbortController();
+  const onSignal = (sig: NodeJS.Signals) => {
+    display.note(`received ${sig}, canceling build`);
+    controller.abort();
+    process.exitCode = sig === 'SIGINT' ? 130 : 143;
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  const result = await bake({
+    ...common,
+    push: argv.push as boolean | undefined,
+    load: argv.load as boolean | undefined,
+    noCache: argv['no-cache'] as boolean | undefined,
+    pull: argv.pull as boolean | undefined,
+    provenance: argv.provenance as string | undefined,
+    sbom: argv.sbom as string | undefined,
+    root: argv.root as string,
+    ociRuntime: argv['oci-runtime'] as string | undefined,
+    insecureRegistries: list(argv['insecure-registry']),
+    progress: display.writer,
+    signal: controller.signal,
+  });
+  display.stop();
+  if (argv['metadata-file'] !== undefined) {
+    // As buildx bake: each target's build metadata under its name.
+    const { buildMetadata } = await import('../client/metadata.js');
+    const { writeFileAtomic } = await import('../util/fs.js');
+    const all = Object.fromEntries(Object.entries(result.targets).map(([name, r]) => [name, buildMetadata(r)]));
+    await writeFileAtomic(String(argv['metadata-file']), JSON.stringify(all, null, 2));
+  }
+  if (mode === 'quiet' || mode === 'none' || mode === 'rawjson') return;
+  for (const [name, r] of Object.entries(result.targets)) {
+    const summary = warningSummary(r.warnings);
+    if (summary.length > 0) display.note(`${name}: ${summary.join('\n')}`);
+    if (r.configDigest) display.note(`${name}: image config ${r.configDigest}, manifest ${r.manifestDigest}`);
+  }
+}
+
 // A reader that went away (a closed pipe) must not kill the build halfway: cancellation and cleanup
 // still have to run, so write errors on our own output are ignored.
 for (const stream of [process.stdout, process.stderr]) stream.on('error', () => undefined);
@@ -282,6 +345,29 @@ async function main(): Promise<void> {
         .option('attest', { type: 'string', describe: 'Attestation parameters (format: "type=sbom", "type=provenance,mode=max", "type=provenance,disabled=true")' }),
       (argv) => runBuild(argv as Record<string, unknown>),
     )
+    .command(
+      'bake [targets..]',
+      'Build from a file (docker-bake.hcl, docker-bake.json, compose.yaml): several targets as one build',
+      (y) => y
+        .usage('builder bake [OPTIONS] [TARGET...]')
+        .positional('targets', { type: 'string', describe: 'Targets or groups to build (default: the "default" group or target)' })
+        .option('file', { alias: 'f', type: 'string', describe: 'Build definition file (default: compose.yaml, docker-bake.json, docker-bake.hcl and their variants found here)' })
+        .option('set', { type: 'string', describe: 'Override target value (e.g., "targetpattern.key=value", "targetpattern.key+=value")' })
+        .option('metadata-file', { type: 'string', describe: 'Write build result metadata to a file (each target\'s under its name)' })
+        .option('var', { type: 'string', describe: 'Set a variable value (e.g., "name=value"), over the environment' })
+        .option('print', { type: 'boolean', describe: 'Print the options without building' })
+        .option('list', { type: 'string', describe: 'List targets ("targets", or "type=targets,format=json") without building' })
+        .option('push', { type: 'boolean', describe: 'Shorthand for "--set=*.output=type=registry"' })
+        .option('load', { type: 'boolean', describe: 'Shorthand for "--set=*.output=type=docker"' })
+        .option('no-cache', { type: 'boolean', describe: 'Do not use cache when building the image' })
+        .option('pull', { type: 'boolean', describe: 'Always attempt to pull all referenced images' })
+        .option('provenance', { type: 'string', describe: 'Shorthand for "--set=*.attest=type=provenance"' })
+        .option('sbom', { type: 'string', describe: 'Shorthand for "--set=*.attest=type=sbom"' })
+        .option('progress', { type: 'string', choices: ['auto', 'plain', 'tty', 'quiet', 'rawjson', 'none'], default: 'auto', describe: 'Set type of progress output' })
+        .option('oci-runtime', { type: 'string', describe: 'OCI runtime for RUN: runc (default), crun, or a path' })
+        .option('insecure-registry', { type: 'string', describe: 'Insecure registry: HTTPS without verification, then plain HTTP' }),
+      (argv) => runBake(argv as Record<string, unknown>),
+    )
     .command(imageCommands)
     .command(containerCommands)
     .command(nodeCommands)
@@ -315,7 +401,7 @@ async function main(): Promise<void> {
     .fail((msg, err) => {
       // A flag's coerce (--platform) that threw: yargs wraps the message in its own error.
       if (err) throw err.name === 'YError' ? new UsageError(err.message) : err;
-      const commands: Record<string, string[]> = { build: [], 'install-emulators': [], du: [], prune: [], imagetools: ['inspect', 'create'] };
+      const commands: Record<string, string[]> = { build: [], bake: [], 'install-emulators': [], du: [], prune: [], imagetools: ['inspect', 'create'] };
       for (const c of [...imageCommands, ...containerCommands, ...nodeCommands]) commands[String(c.command).split(' ')[0]] ??= (c as { subcommands?: string[] }).subcommands ?? [];
       throw new UsageError(usageMessage(msg, hideBin(process.argv), knownFlags(cli), commands));
     })

@@ -4,7 +4,10 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import os from 'node:os';
 import { dockerfileToLLB, MAX_DOCKERFILE_BYTES, type ImageMetaResolver } from '../../frontend/index.js';
-import { solveRoots, SolveError, CanceledError, type OpExecutor } from '../../solver/solver.js';
+import type { NamedContext } from '../../frontend/dockerfile/dockerfile2llb.js';
+import type { ImageConfigFile } from '../../frontend/dockerfile/image.js';
+import PQueue from 'p-queue';
+import { solveRoots, SolveError, CanceledError, defaultParallelism, type OpExecutor } from '../../solver/solver.js';
 import { mergeDefinitions, type Definition } from '../../solver/llb/definition.js';
 import { opInputs, type Digest, type Op, type OpMetadata, type Platform } from '../../solver/llb/ops.js';
 import { Worker, ExecError, type WorkerRef } from '../worker/worker.js';
@@ -113,6 +116,30 @@ export interface BuildOptions extends ExecFlagOptions, AttestOptions {
   cacheTo?: (string | CacheToSpec)[];
   /** `--cache-from` specs: `type=local,src=DIR`, `type=registry,ref=REF` (or just `REF`). */
   cacheFrom?: (string | CacheFromSpec)[];
+  /** Builds run together as one (bake): see BuildGroup. */
+  group?: BuildGroup;
+  /** Bake's `contexts = { NAME = "target:OTHER" }`: another build's graph and image config as named context
+   * NAME, ready once that build has converted its Dockerfile. */
+  linkedContexts?: Record<string, Promise<LinkedContext>>;
+  /** Told this build's converted graph and image config (first platform), for the builds that link to it. */
+  onConverted?: (c: LinkedContext) => void;
+}
+
+/**
+ * Several builds solved as one (`bake`): they share one worker and one state-directory session, opened and
+ * ended by whoever made the group, and an op with the same cache key runs once for all of them (the solver's
+ * `shared`), its result handed to every build that needs it.
+ */
+export interface BuildGroup {
+  worker: Worker;
+  shared: Map<Digest, Promise<WorkerRef>>;
+  /** One queue for the group's ops: `maxParallelism` bounds all its builds together. */
+  queue: PQueue;
+}
+
+export interface LinkedContext {
+  definition: Definition;
+  config: ImageConfigFile;
 }
 
 export interface BuildResult {
@@ -308,9 +335,10 @@ async function buildWithContexts(opts: BuildOptions & { context: string; ephemer
   const { root, progress, contextDir, dockerfilePath, dockerfileShown, filename, outputs, sourceDateEpoch, platforms, cacheTo, cacheFrom, call, check, exec, allowed, clientSession, named, startedOn } = prep;
   const attestRequest = resolveAttest(opts, { buildArgs: opts.buildArgs });
   const attesting = outputs.some((o) => hasAttestations(attestationsFor(attestRequest, o)));
-  const worker = await openWorker(root, { runtime: opts.ociRuntime, insecureRegistries: opts.insecureRegistries, registries: opts.registries }, progress);
+  const group = opts.group;
+  const worker = group?.worker ?? await openWorker(root, { runtime: opts.ociRuntime, insecureRegistries: opts.insecureRegistries, registries: opts.registries }, progress);
   // Builds run side by side; what killed builds left is cleared only by a build that is alone.
-  const session = await BuildSession.start(root, async (alone) => {
+  const session = group ? undefined : await BuildSession.start(root, async (alone) => {
     await worker.init({ recover: alone });
     if (alone) await new CacheRecords(root, worker.snapshots).cleanup();
   }, opts.signal);
@@ -361,18 +389,21 @@ async function buildWithContexts(opts: BuildOptions & { context: string; ephemer
 
     // One conversion per target platform; their graphs are solved together, sharing what they have in common
     // (a stage pinned to $BUILDPLATFORM runs once for all of them).
+    const linked: Record<string, NamedContext> = {};
+    for (const [k, p] of Object.entries(opts.linkedContexts ?? {})) linked[k] = { type: 'definition', name: k, ...(await p) };
     let perPlatform;
     try {
       perPlatform = await Promise.all(platforms.map((targetPlatform, i) => dockerfileToLLB({
         dockerfile, filename, target: opts.target, buildArgs: opts.buildArgs, labels: opts.labels,
         targetPlatform, buildPlatform: hostPlatform(), resolver, contextExcludes, noCache: opts.noCache, allStages: check,
-        platformPrefix: platforms.length > 1, ...exec, outline: call === 'outline' && i === 0, namedContexts: named.contexts,
+        platformPrefix: platforms.length > 1, ...exec, outline: call === 'outline' && i === 0, namedContexts: { ...named.contexts, ...linked },
       })));
       for (const c of perPlatform) checkEntitlements(c.definition, allowed);
     } catch (e) {
       throw withDetails(toBuildError(e, filename), e, filename, dockerfile);
     }
     const converted = perPlatform[0];
+    opts.onConverted?.({ definition: converted.definition, config: converted.image });
     if (converted.syntax) {
       // Shown, as BuildKit shows the frontend image it resolves; this builder always uses its own frontend.
       const id = 'internal:syntax';
@@ -441,6 +472,8 @@ async function buildWithContexts(opts: BuildOptions & { context: string; ephemer
       // Base images pull while the context is checksummed. Not with imported caches: a remote hit above
       // an image needs no pull at all, and the pull would be wasted.
       startEarly: remote ? undefined : (op) => op.kind === 'source' && op.source.type === 'image',
+      shared: opts.group?.shared,
+      queue: opts.group?.queue,
       execute: compressEarly(worker.opExecutor(locals, (digest, stream, chunk) => progress.log(digest, stream, chunk), clientSession, onWarning),
         worker, definition, roots, outputs, sourceDateEpoch),
       onEvent: (ev) => {
@@ -505,12 +538,15 @@ async function buildWithContexts(opts: BuildOptions & { context: string; ephemer
     for (const k of keep) await worker.images.put(k.names, k.target, { repoDigests: k.pushed ? k.names : [] });
     for (const spec of cacheTo) await exportCache(worker, spec, built, { progress });
     const gcLimit = opts.gcKeepStorage ?? (process.env.BUILDER_GC_KEEP_STORAGE ? parseSize(process.env.BUILDER_GC_KEEP_STORAGE) : undefined);
-    if (gcLimit !== undefined) await session.ifAlone(root, () => autoGC(root, gcLimit));
+    if (gcLimit !== undefined && session) await session.ifAlone(root, () => autoGC(root, gcLimit));
     const image = exports.find((e) => e.manifestDigest);
     return { manifestDigest: image?.manifestDigest, configDigest: image?.configDigest, exports, warnings: [...converted.warnings, ...stepWarnings] };
   } finally {
-    await settleLayerBlobs(worker).catch(() => undefined);
-    await session.end();
+    // A group's worker and session outlive each of its builds: the group's maker settles and ends them.
+    if (session) {
+      await settleLayerBlobs(worker).catch(() => undefined);
+      await session.end();
+    }
   }
 }
 
@@ -653,4 +689,20 @@ function toBuildError(e: unknown, filename: string, progress?: FullProgressWrite
     return new BuildError(loc ? `${loc.file || filename}:${loc.startLine}: ${e.message}` : e.message, [], { cause: e });
   }
   return e as Error;
+}
+
+/** Opens a BuildGroup on the state directory `root` (a worker and its session), for builds run as one. */
+export async function openBuildGroup(root: string, opts: Pick<BuildOptions, 'ociRuntime' | 'insecureRegistries' | 'registries' | 'signal' | 'maxParallelism'>, progress: FullProgressWriter): Promise<{ group: BuildGroup; end(): Promise<void> }> {
+  const worker = await openWorker(root, { runtime: opts.ociRuntime, insecureRegistries: opts.insecureRegistries, registries: opts.registries }, progress);
+  const session = await BuildSession.start(root, async (alone) => {
+    await worker.init({ recover: alone });
+    if (alone) await new CacheRecords(root, worker.snapshots).cleanup();
+  }, opts.signal);
+  return {
+    group: { worker, shared: new Map(), queue: new PQueue({ concurrency: opts.maxParallelism ?? defaultParallelism() }) },
+    async end() {
+      await settleLayerBlobs(worker).catch(() => undefined);
+      await session.end();
+    },
+  };
 }

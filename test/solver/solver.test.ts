@@ -129,6 +129,39 @@ describe('solver with a cache', () => {
     return { cache, loads };
   }
 
+  it('solves side by side with a shared table run an op with the same key once, and only one reports it', async () => {
+    // Two definitions (two bake targets) with the base and the shared step in common.
+    const one = new DefinitionBuilder();
+    const two = new DefinitionBuilder();
+    const { base: b1, shared: s1 } = (() => { const base = one.add({ kind: 'source', source: { type: 'image', ref: 'docker.io/library/busybox:1@sha256:00', platform } }); return { base, shared: one.add(exec(base, 'shared'), { description: 'shared' }) }; })();
+    const rootOne = one.add(exec(s1, 'one'));
+    const b2 = two.add({ kind: 'source', source: { type: 'image', ref: 'docker.io/library/busybox:1@sha256:00', platform } });
+    const s2 = two.add(exec(b2, 'shared'), { description: 'shared' });
+    const rootTwo = two.add(exec(s2, 'two'));
+    expect(s2).toBe(s1);
+    expect(b2).toBe(b1);
+    const stored = new Map<string, string>();
+    const shared = new Map<Digest, Promise<string>>();
+    const ran: Digest[] = [];
+    const started: Digest[] = [];
+    const execute = async ({ digest }: { digest: Digest }) => {
+      ran.push(digest);
+      await new Promise((r) => setTimeout(r, 20));
+      return `result-${digest}-${ran.length}`;
+    };
+    const onEvent = (ev: { type: string; digest: Digest }) => { if (ev.type === 'start') started.push(ev.digest); };
+    const [r1, r2] = await Promise.all([
+      solve(one.build(rootOne), { cache: memoryCache(stored).cache, execute, shared, onEvent }),
+      solve(two.build(rootTwo), { cache: memoryCache(stored).cache, execute, shared, onEvent }),
+    ]);
+    expect(r1).toMatch(/^result-/);
+    expect(r2).toMatch(/^result-/);
+    expect(ran.filter((d) => d === s1)).toHaveLength(1);
+    expect(ran.filter((d) => d === b1)).toHaveLength(1);
+    expect(ran).toHaveLength(4);
+    expect(started.filter((d) => d === s1)).toHaveLength(1);
+  });
+
   it('a hit skips the op and everything below it; cached inputs are reported inputs first', async () => {
     const { b, root, left, shared, base } = graph();
     const def = b.build(root);
