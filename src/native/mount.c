@@ -2,7 +2,7 @@
 // snapshots several times per step, and running mount(8)/umount(8) for each costs a fork of the Node
 // process and an exec, some milliseconds of CPU apiece, which dominated builds of many small steps.
 // A mount whose options name directories relative to `cwd` (overlay's lowerdir list must fit one page) is
-// made by a child sharing the process's memory but not its working directory (clone without CLONE_FS,
+// made by a child sharing the process's memory and files but not its working directory (clone without CLONE_FS,
 // with CLONE_VFORK: the pool thread waits for it, as posix_spawn's vfork does), so no other thread sees
 // the chdir. Not pthread_create: glibc 2.34 gave it a new symbol version, and the prebuilds load on 2.28.
 #define _GNU_SOURCE // clone
@@ -55,7 +55,9 @@ static void mount_execute(napi_env env, void *data) {
   char *stack = malloc(CHILD_STACK);
   if (!stack) { job->err = ENOMEM; job->syscall = "malloc"; return; }
   // Stacks grow down on x86-64 and arm64; the top, 16-byte aligned.
-  pid_t pid = clone(mount_child, stack + CHILD_STACK, CLONE_VM | CLONE_VFORK, job);
+  // CLONE_FILES: the fd table shared, not copied; a copy would hold whatever other threads have open at
+  // this moment, so an unmount elsewhere meanwhile would find its mount busy.
+  pid_t pid = clone(mount_child, stack + CHILD_STACK, CLONE_VM | CLONE_FILES | CLONE_VFORK, job);
   if (pid < 0) {
     job->err = errno; job->syscall = "clone";
   } else {
