@@ -27,12 +27,12 @@ function native(what: string, p: Promise<void>): Promise<void> {
 }
 
 /** `mount -t overlay`; `cwd` lets the options name layers by short relative paths (they must fit one page). */
-export async function mountOverlay(target: string, options: string, cwd: string): Promise<void> {
+export async function mountOverlay(target: string, options: string, cwd?: string): Promise<void> {
   if (Buffer.byteLength(options) >= 4096) {
     throw new MountError(`overlay mount options too long (${Buffer.byteLength(options)} bytes)`);
   }
   const n = nativeMount();
-  if (n) return native(`mount -t overlay overlay ${target}`, n.mount('overlay', target, 'overlay', 0, options, cwd));
+  if (n) return native(`mount -t overlay overlay ${target}`, n.mount('overlay', target, 'overlay', 0, options, cwd ?? null));
   return run('mount', ['-t', 'overlay', 'overlay', '-o', options, target], cwd);
 }
 

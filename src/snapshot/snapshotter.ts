@@ -264,6 +264,15 @@ export class Snapshotter {
    * hundreds of layers), through a directory of one- and two-character links to them, which is returned.
    */
   private async mountOverlay(target: string, lowerdir: string[], upper?: string): Promise<string | undefined> {
+    // Absolute paths when they fit (and the state directory's path has none of overlay's separators): the
+    // mount then needs no working directory of its own (see src/native/mount.c).
+    if (!/[,:\\]/.test(this.dir)) {
+      const abs = overlayOptions(lowerdir.map((l) => path.resolve(this.dir, l)), upper === undefined ? undefined : path.join(this.dir, upper));
+      if (Buffer.byteLength(abs) < PAGE) {
+        await mountOverlay(target, abs);
+        return undefined;
+      }
+    }
     const options = overlayOptions(lowerdir, upper);
     if (Buffer.byteLength(options) < PAGE) {
       await mountOverlay(target, options, this.dir);
