@@ -70,7 +70,10 @@ function unescapeMountPath(s: string): string {
   return s.replace(/\\([0-7]{3})/g, (_m, oct: string) => String.fromCharCode(parseInt(oct, 8)));
 }
 
-/** A tmpfs at `target` (for files that must never reach the disk, such as secrets). */
+/**
+ * A tmpfs at `target` (for files that must never reach the disk, such as secrets). `options` are tmpfs's
+ * own (`mode=`, `size=`), handed to the kernel as they are: not mount(8)'s generic flags (`ro`, `nosuid`).
+ */
 export async function mountTmpfs(target: string, options: string): Promise<void> {
   const n = nativeMount();
   if (n) return native(`mount -t tmpfs tmpfs ${target}`, n.mount('tmpfs', target, 'tmpfs', 0, options, null));
