@@ -203,6 +203,12 @@ export class Snapshotter {
     return (await this.info(id)) !== null;
   }
 
+  /** Whether the snapshot's commit marker is there (exists() also reads it, and uncommits a corrupt one). */
+  private committed(id: string): Promise<boolean> {
+    if (!ID_RE.test(id)) return Promise.resolve(false);
+    return fs.access(path.join(this.dir, id, MARKER)).then(() => true, () => false);
+  }
+
   async remove(id: string): Promise<void> {
     this.check(id);
     // Uncommit first: if we die halfway, init() sweeps the remains.
@@ -220,8 +226,10 @@ export class Snapshotter {
    * which receives the changes), else a read-only view.
    */
   async mount(lower: string[], upper?: string): Promise<Mounted> {
-    // Read at once, not one after another: a step deep in a long stage stands on hundreds of layers.
-    const committed = await Promise.all(lower.map((id) => this.exists(id)));
+    // Checked at once, not one after another: a step deep in a long stage stands on hundreds of layers.
+    // The marker's presence is what commits a snapshot (it is renamed into place); what it says is read
+    // where it is used, so one access each, not a read and parse.
+    const committed = await Promise.all(lower.map((id) => this.committed(id)));
     const missing = lower.find((_, i) => !committed[i]);
     if (missing !== undefined) throw new SnapshotError(`snapshot ${missing} is not committed`);
     if (upper !== undefined) this.check(upper);
