@@ -55,7 +55,7 @@ export class BuildCache implements SolveCache<WorkerRef> {
   private readonly historyFile: string;
 
   constructor(private readonly opts: BuildCacheOptions) {
-    this.records = new CacheRecords(opts.root, opts.worker.snapshots);
+    this.records = new CacheRecords(opts.root, opts.worker.snapshots, { memo: true });
     this.historyFile = path.join(opts.root, 'cache', 'history', sha256(opts.scope).slice(7));
   }
 

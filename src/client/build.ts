@@ -7,7 +7,7 @@ import { dockerfileToLLB, MAX_DOCKERFILE_BYTES, type ImageMetaResolver } from '.
 import type { NamedContext } from '../../frontend/dockerfile/dockerfile2llb.js';
 import type { ImageConfigFile } from '../../frontend/dockerfile/image.js';
 import PQueue from 'p-queue';
-import { solveRoots, SolveError, CanceledError, defaultParallelism, type OpExecutor } from '../../solver/solver.js';
+import { solveRoots, SolveError, CanceledError, defaultParallelism, fileParallelism, type OpExecutor } from '../../solver/solver.js';
 import { mergeDefinitions, type Definition } from '../../solver/llb/definition.js';
 import { opInputs, type Digest, type Op, type OpMetadata, type Platform } from '../../solver/llb/ops.js';
 import { Worker, ExecError, type WorkerRef } from '../worker/worker.js';
@@ -133,8 +133,10 @@ export interface BuildOptions extends ExecFlagOptions, AttestOptions {
 export interface BuildGroup {
   worker: Worker;
   shared: Map<Digest, Promise<WorkerRef>>;
-  /** One queue for the group's ops: `maxParallelism` bounds all its builds together. */
+  /** One queue for the group's ops: `maxParallelism` bounds all its builds together; file and merge ops
+   * have their own (the solver's maxFileParallelism), the same one when `maxParallelism` is given. */
   queue: PQueue;
+  fileQueue: PQueue;
 }
 
 export interface LinkedContext {
@@ -474,6 +476,7 @@ async function buildWithContexts(opts: BuildOptions & { context: string; ephemer
       startEarly: remote ? undefined : (op) => op.kind === 'source' && op.source.type === 'image',
       shared: opts.group?.shared,
       queue: opts.group?.queue,
+      fileQueue: opts.group?.fileQueue,
       execute: compressEarly(worker.opExecutor(locals, (digest, stream, chunk) => progress.log(digest, stream, chunk), clientSession, onWarning),
         worker, definition, roots, outputs, sourceDateEpoch),
       onEvent: (ev) => {
@@ -698,8 +701,10 @@ export async function openBuildGroup(root: string, opts: Pick<BuildOptions, 'oci
     await worker.init({ recover: alone });
     if (alone) await new CacheRecords(root, worker.snapshots).cleanup();
   }, opts.signal);
+  const queue = new PQueue({ concurrency: opts.maxParallelism ?? defaultParallelism() });
+  const fileQueue = opts.maxParallelism !== undefined ? queue : new PQueue({ concurrency: fileParallelism() });
   return {
-    group: { worker, shared: new Map(), queue: new PQueue({ concurrency: opts.maxParallelism ?? defaultParallelism() }) },
+    group: { worker, shared: new Map(), queue, fileQueue },
     async end() {
       await settleLayerBlobs(worker).catch(() => undefined);
       await session.end();

@@ -77,6 +77,48 @@ describe('solve', () => {
     expect(result).toContain(right.slice(7, 11));
   });
 
+  it('runs file ops in a wider queue of their own unless one limit is given for all', async () => {
+    // Ten RUNs and ten file ops from one base, merged: each op waits until released, and the counts of
+    // those running are read once nothing more can start.
+    const b = new DefinitionBuilder();
+    const base = b.add({ kind: 'source', source: { type: 'scratch' } });
+    const leaves: Digest[] = [];
+    for (let i = 0; i < 10; i++) {
+      leaves.push(b.add(exec(base, `run ${i}`)));
+      leaves.push(b.add({ kind: 'file', inputs: [{ digest: base }], base: 0, actions: [{ action: 'mkdir', path: `/d${i}`, mode: 0o755, makeParents: false }] }));
+    }
+    const root = b.add({ kind: 'merge', inputs: leaves.map((digest) => ({ digest })) });
+    const def = b.build(root);
+    const settle = async () => { for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r)); };
+    const peaks = async (limits: { maxParallelism?: number; maxFileParallelism?: number }) => {
+      const running = { exec: 0, file: 0 };
+      const waiting: (() => void)[] = [];
+      const done = solve<string>(def, {
+        ...limits,
+        execute: async ({ op }) => {
+          if (op.kind === 'exec' || op.kind === 'file') {
+            running[op.kind]++;
+            await new Promise<void>((r) => waiting.push(r));
+            running[op.kind]--;
+          }
+          return op.kind;
+        },
+      });
+      await settle();
+      const seen = { ...running };
+      while (running.exec + running.file > 0 || waiting.length > 0) {
+        for (const release of waiting.splice(0)) release();
+        await settle();
+      }
+      await done;
+      return seen;
+    };
+    expect(await peaks({ maxParallelism: 2, maxFileParallelism: 6 })).toEqual({ exec: 2, file: 6 });
+    // One number bounds all ops together.
+    const one = await peaks({ maxParallelism: 3 });
+    expect(one.exec + one.file).toBe(3);
+  });
+
   it('reports the first failure with its metadata and cancels the rest', async () => {
     const { b, root, left, right } = graph();
     let rightAborted = false;
