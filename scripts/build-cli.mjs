@@ -20,8 +20,10 @@ const cli = await build({
   entryPoints: [path.join(root, 'src/cli/main.ts')],
   outfile: path.join(out, 'builder.cjs'),
   format: 'cjs',
-  // The native addon is found at run time (src/native/fsx.ts), relative to the module's URL.
-  external: ['*.node'],
+  // The native addon is found at run time (src/native/fsx.ts), relative to the module's URL. The YAML
+  // library only `bake` needs (compose files) is required from node_modules when bake runs, not compiled
+  // into every start (it would add a fifth to the bundle).
+  external: ['*.node', 'yaml'],
   define: { 'import.meta.url': '__builderModuleURL' },
   // The launcher runs the bundle as a classic script (vm.Script), where `import()` has no module loader
   // behind it: esbuild turns each into a require() (bundled modules were already inlined).

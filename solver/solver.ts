@@ -80,7 +80,14 @@ export type SolveEvent =
 
 export interface SolveOptions<R> {
   execute: OpExecutor<R>;
+  /** Most ops running at once (default: defaultParallelism()); when given, it bounds file ops too. */
   maxParallelism?: number;
+  /**
+   * Most file and merge ops running at once, apart from the others: they move files and wait on the disk
+   * and the kernel, not the CPU, so many small ones (a fan-out of COPY stages) run better wider. Default:
+   * maxParallelism when that is given, else fileParallelism(). The two limits are separate queues.
+   */
+  maxFileParallelism?: number;
   signal?: AbortSignal;
   onEvent?: (event: SolveEvent) => void;
   cache?: SolveCache<R>;
@@ -93,6 +100,16 @@ export interface SolveOptions<R> {
    * work wasted.
    */
   startEarly?: (op: Op) => boolean;
+  /**
+   * Results of several solves that run side by side (a bake's targets), by cache key: an op whose key
+   * another solve of the group has already started is not run again; this solve takes that result and
+   * reports nothing for it (the other solve does). Only with a cache (the key says the work is the same).
+   */
+  shared?: Map<Digest, Promise<R>>;
+  /** The queue ops run through, shared by solves that run side by side (one `maxParallelism` for all). */
+  queue?: PQueue;
+  /** The same for file and merge ops (see maxFileParallelism). */
+  fileQueue?: PQueue;
 }
 
 /** An op failed: carries the op's metadata (description and source location) for the error message. */
@@ -116,6 +133,11 @@ export function defaultParallelism(): number {
   return Math.max(2, os.availableParallelism());
 }
 
+/** The default limit of file and merge ops at once (see SolveOptions.maxFileParallelism). */
+export function fileParallelism(): number {
+  return Math.max(8, 4 * defaultParallelism());
+}
+
 export async function solve<R>(def: Definition, opts: SolveOptions<R>): Promise<R> {
   return (await solveRoots(def, [def.root], opts))[0];
 }
@@ -125,7 +147,11 @@ export async function solve<R>(def: Definition, opts: SolveOptions<R>): Promise<
  * runs once, and the first failure stops them all.
  */
 export async function solveRoots<R>(def: Definition, roots: Digest[], opts: SolveOptions<R>): Promise<R[]> {
-  const queue = new PQueue({ concurrency: opts.maxParallelism ?? defaultParallelism() });
+  const queue = opts.queue ?? new PQueue({ concurrency: opts.maxParallelism ?? defaultParallelism() });
+  const fileLimit = opts.maxFileParallelism ?? opts.maxParallelism ?? fileParallelism();
+  // One queue for all when the caller bounds everything with one number.
+  const fileQueue = opts.fileQueue ?? (opts.maxFileParallelism === undefined && opts.maxParallelism !== undefined ? queue : new PQueue({ concurrency: fileLimit }));
+  const queueFor = (op: Op) => (op.kind === 'file' || op.kind === 'merge' ? fileQueue : queue);
   const abort = new AbortController();
   const onOuterAbort = () => abort.abort(new CanceledError());
   if (opts.signal?.aborted) onOuterAbort();
@@ -246,6 +272,15 @@ export async function solveRoots<R>(def: Definition, roots: Digest[], opts: Solv
         // op reports the real error with its location.
         key = await keyOf(digest).catch(() => undefined);
         abort.signal.throwIfAborted();
+        if (key && opts.shared) {
+          const mine = results.get(digest)!;
+          const other = opts.shared.get(key);
+          if (other && other !== mine) {
+            reported.add(digest);
+            return other;
+          }
+          opts.shared.set(key, mine);
+        }
         const found: CacheLookup<R> = key
           ? await cache.load(key, { digest, op, metadata, ignoreCache: !!metadata.ignoreCache })
           : { hit: false };
@@ -282,7 +317,7 @@ export async function solveRoots<R>(def: Definition, roots: Digest[], opts: Solv
         }
         if (contentKey && cacheMiss !== undefined) cacheMiss = (await cache.explainContent?.({ digest, op, metadata }).catch(() => undefined)) ?? cacheMiss;
       }
-      return queue.add(
+      return queueFor(op).add(
         async () => {
           abort.signal.throwIfAborted();
           const started = performance.now();

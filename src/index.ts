@@ -40,3 +40,4 @@ export { prune, diskUsage, pruneCacheDir, verifyStateDir, type PruneOptions, typ
 export { parseCacheTo, parseCacheFrom, type CacheToSpec, type CacheFromSpec } from './client/remotecache.js';
 export { parseCall, formatOutline, formatTargets, goJSON, type CallName, type CallSpec } from './client/subrequests.js';
 export type { Outline, OutlineArg, OutlineSecret, TargetList, Target } from '../frontend/dockerfile/subrequests.js';
+export { bake, resolveBake, formatBake, targetBuildOptions, DEFAULT_FILES, type BakeOptions, type BakeResult, type BakeDefinition, type BakeTarget, type BakeGroup } from './client/bake.js';

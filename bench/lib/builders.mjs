@@ -55,6 +55,8 @@ export function builder({ work, cli, output }) {
       root = path.join(dir, `root-${++n}`);
       fs.mkdirSync(root, { recursive: true });
     },
+    /** The current state directory (B11 runs `builder serve` on it). */
+    stateDir: () => root,
     build({ ctx, platforms, args, tag, extra }) {
       const out = output === 'oci' ? ['--output', `type=oci,dest=${path.join(dir, 'image.tar')}`] : [];
       return [cmd(['build', '--progress', 'plain', ...(platforms ? ['--platform', platforms.join(',')] : []),

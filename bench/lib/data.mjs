@@ -170,6 +170,28 @@ export function b10Context(cache) {
   });
 }
 
+// ---------------------------------------------------------------- B11: many small projects built at once
+export const B11_BUILDS = 20;
+
+/**
+ * B11's projects: `n` directories under the cache, each a different small project (FROM busybox, a COPY of
+ * its own file, a RUN over it with a short awk loop), so no two builds share a step past the base image.
+ * Returns the cache directory; the projects are its p01, p02, ... subdirectories.
+ */
+export function b11Projects(cache, n = B11_BUILDS) {
+  return once(path.join(cache, 'b11'), 'v1', (dir) => {
+    for (let i = 1; i <= n; i++) {
+      const p = path.join(dir, `p${String(i).padStart(2, '0')}`);
+      fs.mkdirSync(p);
+      fs.writeFileSync(path.join(p, 'Dockerfile'), `${BASE_ARG}FROM \${BASE}
+COPY app.txt /app/
+RUN wc -c /app/app.txt > /app/size && awk 'BEGIN{s=0; for(i=0;i<300000;i++){s=(s*${30 + i}+i)%1000003}; print s}' > /app/sum
+`);
+      fs.writeFileSync(path.join(p, 'app.txt'), `project ${i}\n${'x'.repeat(1000 * i)}\n`);
+    }
+  });
+}
+
 /** One stage of `n` instructions: RUNs and COPYs alternating with ENV and WORKDIR (for the solver figures). */
 export function longStageDockerfile(n = 1000) {
   let text = `${BASE_ARG}FROM \${BASE}\n`;

@@ -25,6 +25,9 @@ export function scan() {
       ppid: Number(f[1]),
       cpu: (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) / CLK_TCK,
       rss: Number(f[21]) * PAGE,
+      // vsize, startcode, endcode, startstack: equal in a child that shares its parent's memory (a vfork
+      // or CLONE_VM child, such as the one builder's native mount makes), whose RSS is the parent's.
+      mm: `${f[20]}:${f[23]}:${f[24]}:${f[25]}`,
     });
   }
   return procs;
@@ -52,7 +55,12 @@ export function tree(procs, roots, { includeRoots = true } = {}) {
 
 export function sum(procs, pids, key) {
   let total = 0;
-  for (const pid of pids) total += procs.get(pid)?.[key] ?? 0;
+  for (const pid of pids) {
+    const p = procs.get(pid);
+    // Memory shared with the parent (same address space) is counted once, with the parent.
+    if (key === 'rss' && p && pids.has(p.ppid) && procs.get(p.ppid)?.mm === p.mm) continue;
+    total += p?.[key] ?? 0;
+  }
   return total;
 }
 

@@ -105,9 +105,26 @@ export function renderTerminal(run) {
   ];
   const why = unsupportedNotes(run);
   if (why.length) out.push('', ...why.map((w) => `  ${w}`));
+  const conc = concurrentRuns(run);
+  if (conc.length) {
+    out.push('', 'builds through one server (each: its wall time as its client saw it, waiting included):');
+    for (const r of conc) out.push(`  ${concurrentLine(r)}`);
+  }
   const cacheExp = list.filter((r) => r.cells.builder?.cacheExportSeconds !== undefined);
   if (cacheExp.length) out.push('', 'builder cache export step:', ...cacheExp.map((r) => `  ${r.scenario} ${r.phase}: ${r.cells.builder.cacheExportSeconds.toFixed(2)}s of ${r.cells.builder.wall.toFixed(2)}s`));
   return out.join('\n') + '\n';
+}
+
+/** The runs of scenarios with many builds through one server (B11), in the order run. */
+function concurrentRuns(run) {
+  return run.results.filter((r) => r.builds);
+}
+
+function concurrentLine(r) {
+  const x = r.builds;
+  return `${r.scenario} ${r.phase} rep ${r.rep + 1}: ${x.n} builds, ${x.failed} failed, median ${x.median.toFixed(2)} s, max ${x.max.toFixed(2)} s ` +
+    `(${(x.max / x.median).toFixed(2)}x the median), ${x.starved} over twice the median; ${(x.throughput * 60).toFixed(1)} builds/min; ` +
+    `server peak RSS ${Math.round(r.daemonRss / MB)} MiB, server CPU ${r.daemonCpu.toFixed(1)} s, clients' CPU ${r.clientCpu.toFixed(1)} s`;
 }
 
 function unsupportedNotes(run) {
@@ -177,6 +194,18 @@ export function renderMarkdown(run) {
     md.push('Part of builder\'s wall time spent in `--cache-to` ("exporting cache to ..."), from its progress output: compressing layers not compressed before and writing blobs the destination lacks.', '');
     md.push('| scenario | wall | cache export step |', '| --- | --- | --- |');
     for (const r of cacheExp) md.push(`| ${r.scenario} ${r.phase} | ${r.cells.builder.wall.toFixed(2)} s | ${r.cells.builder.cacheExportSeconds.toFixed(2)} s |`);
+    md.push('');
+  }
+  const conc = concurrentRuns(run);
+  if (conc.length) {
+    md.push('## Builds through one server', '');
+    md.push('Each build\'s wall time as its client saw it (submitted to done, waiting for a slot included); "over 2x" counts builds slower than twice the median (issue 20: none may be); throughput is builds over the whole phase\'s wall time; RSS and CPU of the server\'s process tree (runc and containers included), the clients apart.', '');
+    md.push('| scenario | builds | failed | median | max (÷ median) | over 2x median | builds/min | server peak RSS | server CPU | clients\' CPU |');
+    md.push('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+    for (const r of conc) {
+      const x = r.builds;
+      md.push(`| ${r.scenario} ${r.phase} (rep ${r.rep + 1}) | ${x.n} | ${x.failed} | ${x.median.toFixed(2)} s | ${x.max.toFixed(2)} s (${(x.max / x.median).toFixed(2)}x) | ${x.starved} | ${(x.throughput * 60).toFixed(1)} | ${Math.round(r.daemonRss / MB)} MiB | ${r.daemonCpu.toFixed(1)} s | ${r.clientCpu.toFixed(1)} s |`);
+    }
     md.push('');
   }
   if (peers.includes('buildkit')) {

@@ -3,6 +3,7 @@
 // op digest plus the environment, working directory and user that RUN steps see.
 import path from 'node:path';
 import type { ChownOpt, CopyAction, Digest, ExecMeta, ExecMount, ExecOp, FileAction, FileOp, NetworkMode, Op, OpMetadata, Platform, Ulimit } from '../../solver/llb/ops.js';
+import { opInputs } from '../../solver/llb/ops.js';
 import { DefinitionBuilder, type Definition } from '../../solver/llb/definition.js';
 import { BuilderError } from '../../src/util/errors.js';
 import { isGitAddress, parseGitAddress } from '../../src/util/gitaddress.js';
@@ -33,7 +34,9 @@ export interface ImageMetaResolver {
  * use it, with BuildKit's precedence: a stage of that name is replaced whole; a name that is not a stage
  * (a base image, a --from image) is replaced before it would be resolved as an image.
  */
-export type NamedContext = { type: 'image'; ref: string } | { type: 'local'; name: string; excludes?: string[] };
+export type NamedContext = { type: 'image'; ref: string } | { type: 'local'; name: string; excludes?: string[] }
+  /** Another build's result (a bake target's, `target:NAME`): its graph, joined to this one, and its image config. */
+  | { type: 'definition'; name: string; definition: Definition; config: ImageConfigFile };
 
 export interface ConvertOptions {
   /** Dockerfile content. */
@@ -485,6 +488,13 @@ class Converter {
       );
       // A directory has no image config: the stage starts from an empty one, as in BuildKit.
       d.resolved = { ref: named.name, config: emptyImage(platform), scratch: false, digest };
+      d.platform = platform;
+      return this.settle(d);
+    }
+    if (named?.type === 'definition') {
+      // Its ops keep their digests, so steps it shares with this build (or that another build of the same
+      // run solves) are the same ops.
+      d.resolved = { ref: named.name, config: cloneImage(named.config), scratch: false, digest: this.addDefinition(named.definition) };
       d.platform = platform;
       return this.settle(d);
     }
@@ -1111,6 +1121,23 @@ class Converter {
   }
 
   /** Adds an op, within the bound on the whole graph's size (limits.ts). */
+  /** Adds another definition's ops (inputs before the ops that use them); returns its root. */
+  private addDefinition(def: Definition): Digest {
+    const done = new Set<Digest>();
+    const stack: Digest[] = [def.root];
+    while (stack.length > 0) {
+      const digest = stack[stack.length - 1];
+      if (done.has(digest)) { stack.pop(); continue; }
+      const op = def.ops[digest];
+      const pending = opInputs(op).filter((i) => !done.has(i.digest));
+      if (pending.length > 0) { for (const i of pending) stack.push(i.digest); continue; }
+      stack.pop();
+      done.add(digest);
+      this.addToDefinition(op, def.metadata[digest]);
+    }
+    return def.root;
+  }
+
   private addToDefinition(op: Op, meta?: OpMetadata): Digest {
     const digest = this.builder.add(op, meta);
     if (this.builder.size > MAX_DEFINITION_BYTES) {

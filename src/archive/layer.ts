@@ -29,6 +29,8 @@ export interface LayerBlob {
   mediaType: string;
   /** The layer has no entries (the tar is just its end marker). */
   empty: boolean;
+  /** What Docker shows as the layer's size (see entrySize; also kept in the store). */
+  unpackedSize: number;
 }
 
 export interface LayerTarOptions {
@@ -71,7 +73,7 @@ const { S_IFMT, S_IFDIR, S_IFREG, S_IFLNK, S_IFSOCK } = fs.constants;
  */
 export async function writeLayerTar(dir: string, out: NodeJS.WritableStream, opts: LayerTarOptions = {}): Promise<number> {
   const sink = new BufferedTarSink(out);
-  const count = await walkLayer(dir, sink, opts);
+  const { count } = await walkLayer(dir, sink, opts);
   await sink.finish();
   return count;
 }
@@ -158,10 +160,23 @@ class BufferedTarSink implements LayerEntrySink {
 }
 
 /** The layer's entries in tar order, handed to `sink` (which reads regular files from the given path). */
-async function walkLayer(dir: string, sink: LayerEntrySink, opts: LayerTarOptions): Promise<number> {
+/**
+ * What an entry adds to a layer's size as Docker's overlay2 layer store counts it (the size of the layer's
+ * directory once extracted, pkg/directory.Size): a regular file's bytes, a symlink's target length; nothing
+ * for a directory, a hard link (its inode is counted once), a whiteout or a device.
+ */
+export function entrySize(header: TarHeader): number {
+  if (header.type === 'file') return header.size;
+  if (header.type === 'symlink') return nameBytes(header.linkname ?? '').length;
+  return 0;
+}
+
+/** Walks a layer directory into `sink`; the entries written and the layer's size as Docker counts it (entrySize). */
+async function walkLayer(dir: string, sink: LayerEntrySink, opts: LayerTarOptions): Promise<{ count: number; unpacked: number }> {
   const links = new Map<string, string>();
   const clamp = (t: number) => (opts.sourceDateEpoch !== undefined ? Math.min(t, opts.sourceDateEpoch) : t);
   let count = 0;
+  let unpacked = 0;
 
   // One native call per directory for its entries' lstat and xattr presence: synchronous (a local tree's
   // metadata takes microseconds, far less than a trip through the threadpool, which the compressions keep
@@ -215,8 +230,10 @@ async function walkLayer(dir: string, sink: LayerEntrySink, opts: LayerTarOption
         await walk(p, `${tarName}/`);
         continue;
       } else if (type === S_IFREG) {
+        unpacked += stats[o + Scan.size];
         await sink.add({ name: tarName, type: 'file', mode: base.mode, uid: base.uid, gid: base.gid, size: stats[o + Scan.size], mtime, xattrs }, p);
       } else if (type === S_IFLNK) {
+        unpacked += stats[o + Scan.size];
         await sink.add({ ...base, name: tarName, type: 'symlink', size: 0, linkname: readlinkName(p) });
       } else if (type === S_IFCHR || type === S_IFBLK) {
         const dev = { devmajor: stats[o + Scan.rdevMajor], devminor: stats[o + Scan.rdevMinor] };
@@ -230,7 +247,7 @@ async function walkLayer(dir: string, sink: LayerEntrySink, opts: LayerTarOption
   };
 
   await walk(path.normalize(dir), '');
-  return count;
+  return { count, unpacked };
 }
 
 function readXattrs(p: string): Map<string, Buffer> | undefined {
@@ -250,10 +267,12 @@ function readXattrs(p: string): Map<string, Buffer> | undefined {
  * Extracts an uncompressed OCI layer tar into an empty snapshot directory in overlay format, so it can
  * be a lowerdir. Reads `input` to its end.
  */
-export async function applyLayerTar(input: NodeJS.ReadableStream, dir: string): Promise<void> {
+export async function applyLayerTar(input: NodeJS.ReadableStream, dir: string): Promise<{ unpacked: number }> {
   // Directories this extraction made (or checked) as real directories: their children need no resolving.
   const realDirs = new Set<string>(['']);
   const dirTimes = new Map<string, number>();
+  // The layer's size as Docker counts it (entrySize).
+  let unpacked = 0;
 
   const parentOf = async (rel: string): Promise<string> => {
     const parentRel = path.posix.dirname(rel) === '.' ? '' : path.posix.dirname(rel);
@@ -266,6 +285,7 @@ export async function applyLayerTar(input: NodeJS.ReadableStream, dir: string): 
   };
 
   for await (const { header, body } of readTar(input)) {
+    unpacked += entrySize(header);
     const rel = layerRelPath(header.name);
     if (rel === '') {
       applyMetadata(dir, header);
@@ -326,6 +346,7 @@ export async function applyLayerTar(input: NodeJS.ReadableStream, dir: string): 
   }
   // Directory mtimes last: creating their entries changed them.
   for (const [p, t] of dirTimes) fs.lutimesSync(osPath(p), t, t);
+  return { unpacked };
 }
 
 /** Owner, then mode (chown clears setuid/setgid), then xattrs (chown clears security.capability). */
@@ -419,11 +440,14 @@ export async function createLayerBlob(store: ContentStore, dir: string, opts: La
   // A fixed level: equal trees give equal blobs.
   const piped = pipeline(tarOut, compressor(compression, opts.level), writer);
   try {
-    const entries = await writeLayerTar(dir, tarOut, opts);
+    const sink = new BufferedTarSink(tarOut);
+    const { count, unpacked } = await walkLayer(dir, sink, opts);
+    await sink.finish();
     tarOut.end();
     await piped;
     const { digest, size } = await writer.commit();
-    return { digest, size, diffID: `sha256:${hash.digest('hex')}`, mediaType: MEDIA_TYPES[compression], empty: entries === 0 };
+    await store.writeUnpackedSize(digest, unpacked);
+    return { digest, size, diffID: `sha256:${hash.digest('hex')}`, mediaType: MEDIA_TYPES[compression], empty: count === 0, unpackedSize: unpacked };
   } catch (e) {
     tarOut.destroy();
     await piped.catch(() => undefined);
@@ -440,13 +464,14 @@ async function createSegmentedGzipBlob(store: ContentStore, dir: string, opts: L
   const writer = await store.openWriter();
   const seg = new SegmentedGzipWriter(writer, level, reuse);
   try {
-    const entries = await walkLayer(dir, seg, opts);
+    const { count, unpacked } = await walkLayer(dir, seg, opts);
     const { diffID, index, reused, known } = await seg.finish();
     const { digest, size } = await writer.commit();
     // After its blob: an index only ever names a blob that exists.
     await store.writeMemberIndex(digest, index);
+    await store.writeUnpackedSize(digest, unpacked);
     opts.onStats?.({ members: index.members.length, reused, known });
-    return { digest, size, diffID, mediaType: MEDIA_TYPE_LAYER_GZIP, empty: entries === 0 };
+    return { digest, size, diffID, mediaType: MEDIA_TYPE_LAYER_GZIP, empty: count === 0, unpackedSize: unpacked };
   } catch (e) {
     await seg.abandon();
     await writer.abort();
@@ -485,8 +510,32 @@ function zstdDecompressor(): NodeJS.ReadWriteStream {
   return out;
 }
 
+/**
+ * A stored layer blob's unpacked size (see ContentStore.readUnpackedSize): recorded when the layer was made
+ * or extracted here; otherwise (a loaded archive, a blob from a cache import) read through once and recorded.
+ */
+export async function layerUnpackedSize(store: ContentStore, blob: { digest: Digest; mediaType: string }): Promise<number> {
+  const known = await store.readUnpackedSize(blob.digest);
+  if (known !== undefined) return known;
+  const gzip = GZIP_TYPES.has(blob.mediaType);
+  const zstd = ZSTD_TYPES.has(blob.mediaType);
+  if (!gzip && !zstd && !PLAIN_TYPES.has(blob.mediaType)) throw new UnsupportedMediaTypeError(blob.mediaType);
+  await store.ensureSound(blob.digest, 'layer');
+  const source = store.createReadStream(blob.digest);
+  const tar = gzip ? source.pipe(createGunzip()) : zstd ? source.pipe(zstdDecompressor()) : source;
+  source.on('error', (e) => (tar as NodeJS.ReadableStream & { destroy(e?: Error): void }).destroy(e));
+  let n = 0;
+  try {
+    for await (const { header } of readTar(tar)) n += entrySize(header);
+  } finally {
+    source.destroy();
+  }
+  await store.writeUnpackedSize(blob.digest, n);
+  return n;
+}
+
 /** Extracts a layer blob from the store into an empty directory; returns the diff id it hashed. */
-export async function applyLayerBlob(store: ContentStore, blob: { digest: Digest; mediaType: string }, dir: string): Promise<{ diffID: Digest }> {
+export async function applyLayerBlob(store: ContentStore, blob: { digest: Digest; mediaType: string }, dir: string): Promise<{ diffID: Digest; unpackedSize: number }> {
   const gzip = GZIP_TYPES.has(blob.mediaType);
   const zstd = ZSTD_TYPES.has(blob.mediaType);
   if (!gzip && !zstd && !PLAIN_TYPES.has(blob.mediaType)) throw new UnsupportedMediaTypeError(blob.mediaType);
@@ -497,13 +546,15 @@ export async function applyLayerBlob(store: ContentStore, blob: { digest: Digest
   const tarIn = new Transform({ transform(chunk: Buffer, _enc, cb) { hash.update(chunk); cb(null, chunk); } });
   const source = store.createReadStream(blob.digest);
   const piped = gzip ? pipeline(source, createGunzip(), tarIn) : zstd ? pipeline(source, zstdDecompressor(), tarIn) : pipeline(source, tarIn);
+  let unpacked: number;
   try {
-    await applyLayerTar(tarIn, dir);
+    ({ unpacked } = await applyLayerTar(tarIn, dir));
     await piped;
   } catch (e) {
     tarIn.destroy();
     await piped.catch(() => undefined);
     throw e;
   }
-  return { diffID: `sha256:${hash.digest('hex')}` };
+  if ((await store.readUnpackedSize(blob.digest)) === undefined) await store.writeUnpackedSize(blob.digest, unpacked);
+  return { diffID: `sha256:${hash.digest('hex')}`, unpackedSize: unpacked };
 }

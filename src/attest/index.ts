@@ -1,6 +1,7 @@
 // Attestations of a build: the predicates each platform's image gets (provenance, SBOM), made once per
 // platform however many outputs attach them.
 import fs from 'node:fs';
+import path from 'node:path';
 import { execFile } from 'node:child_process';
 import type { Digest, Platform } from '../../solver/llb/ops.js';
 import type { Worker, WorkerRef } from '../worker/worker.js';
@@ -42,6 +43,8 @@ export function builderVersion(): string {
 /** buildx's Git info for a local context: HEAD's commit and the origin remote (credentials stripped). */
 export async function gitInfo(dir: string): Promise<VcsInfo | undefined> {
   if (/^(0|false)$/i.test(process.env.BUILDX_GIT_INFO ?? '')) return undefined;
+  // Outside any work tree git has nothing to say: no process started for it (a rebuild's cost otherwise).
+  if (!process.env.GIT_DIR && !hasGitAbove(dir)) return undefined;
   const git = (args: string[]) => new Promise<string | undefined>((resolve) => {
     execFile('git', ['-C', dir, ...args], { timeout: 10_000 }, (err, stdout) => resolve(err ? undefined : stdout.trim()));
   });
@@ -50,6 +53,14 @@ export async function gitInfo(dir: string): Promise<VcsInfo | undefined> {
   const remote = await git(['config', '--get', 'remote.origin.url']);
   const source = remote ? remote.replace(/^(https?:\/\/)[^@/]*@/, '$1') : undefined;
   return { revision, ...(source ? { source } : {}) };
+}
+
+/** Whether `dir` or a directory above it has a `.git` (a directory, or a worktree's file): where git looks. */
+function hasGitAbove(dir: string): boolean {
+  for (let d = path.resolve(dir); ; d = path.dirname(d)) {
+    if (fs.existsSync(path.join(d, '.git'))) return true;
+    if (path.dirname(d) === d) return false;
+  }
 }
 
 export class Attestor {

@@ -15,6 +15,7 @@ import { scanDir, Scan } from '../native/fsx.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { osPath, readdirNamesAsync } from '../util/names.js';
 import { CacheRecords } from './records.js';
+import { imagesUsage } from '../image/records.js';
 
 export interface PruneOptions {
   /** Remove everything, pulled base layers included. */
@@ -77,7 +78,6 @@ export class GarbageCollector {
     const mountSize = mounts.reduce((n, m) => n + m.size, 0);
     // Stored images' blobs, each once however many images share it; those already counted as layer blobs
     // are not added to the total again. Not reclaimable by prune (rmi and image prune remove images).
-    const { imagesUsage } = await import('../image/images.js');
     const images = await imagesUsage(this.root);
     let imageSize = 0;
     let imageOnly = 0;
@@ -158,7 +158,6 @@ export class GarbageCollector {
     const keptBlobs = blobsOf(keep, meta);
     let removedAny = false;
     // Blobs of stored images stay whatever happens to the snapshots that remembered them.
-    const { imagesUsage } = await import('../image/images.js');
     for (const d of (await imagesUsage(this.root)).blobs.keys()) keptBlobs.add(d as Digest);
     for (const id of Object.keys(meta)) {
       if (keep.has(id)) continue;

@@ -24,9 +24,30 @@ export interface CacheRecord {
 
 export class CacheRecords {
   readonly dir: string;
+  /**
+   * With `memo`: the uid of each committed snapshot seen, read once. Only for a build's records: while a
+   * build is live no snapshot is removed (prune and GC wait for no other build) and a snapshot's uid never
+   * changes, so a chain of n steps costs n marker reads instead of n^2/2 (every record names its whole
+   * chain). Only found snapshots are kept: one made later under a free id is read when asked.
+   */
+  private readonly uids: Map<string, Promise<string | undefined>> | undefined;
 
-  constructor(root: string, private readonly snapshots: Snapshotter) {
+  constructor(root: string, private readonly snapshots: Snapshotter, opts: { memo?: boolean } = {}) {
     this.dir = path.join(root, 'cache', 'records');
+    if (opts.memo) this.uids = new Map();
+  }
+
+  /** The uid recorded for a committed snapshot; undefined when it is not committed (or has none). */
+  private snapshotUid(id: string): Promise<string | undefined> {
+    const read = () => this.snapshots.info(id).then((info) => info?.uid, () => undefined);
+    if (!this.uids) return read();
+    let p = this.uids.get(id);
+    if (!p) {
+      p = read();
+      this.uids.set(id, p);
+      p.then((uid) => { if (uid === undefined && this.uids!.get(id) === p) this.uids!.delete(id); }, () => undefined);
+    }
+    return p;
   }
 
   private file(key: Digest): string {
@@ -68,8 +89,8 @@ export class CacheRecords {
       !Array.isArray(rec.uids) || rec.uids.length !== rec.layers.length) return false;
     for (const [i, id] of rec.layers.entries()) {
       if (typeof id !== 'string') return false;
-      const info = await this.snapshots.info(id).catch(() => null);
-      if (!info || info.uid === undefined || info.uid !== rec.uids[i]) return false;
+      const uid = await this.snapshotUid(id);
+      if (uid === undefined || uid !== rec.uids[i]) return false;
     }
     return this.snapshots.hasKey(rec.layers.at(-1)!, key);
   }
@@ -82,7 +103,8 @@ export class CacheRecords {
     if (layers.length === 0) return;
     const uids: string[] = [];
     for (const id of layers) {
-      const uid = await this.snapshots.uid(id);
+      // A snapshot committed before uids is given one by uid().
+      const uid = (await this.snapshotUid(id)) ?? (await this.snapshots.uid(id));
       if (uid === null) return;
       uids.push(uid);
     }

@@ -54,7 +54,7 @@ export class BuildCache implements SolveCache<WorkerRef> {
   private readonly historyFile: string;
 
   constructor(private readonly opts: BuildCacheOptions) {
-    this.records = new CacheRecords(opts.root, opts.worker.snapshots);
+    this.records = new CacheRecords(opts.root, opts.worker.snapshots, { memo: true });
     this.historyFile = path.join(opts.root, 'cache', 'history', sha256(opts.scope).slice(7));
   }
 
@@ -64,7 +64,7 @@ export class BuildCache implements SolveCache<WorkerRef> {
     if (!s) {
       const local = this.opts.locals[name];
       if (!local) throw new Error(`local source "${name}" was not provided`);
-      const indexFile = path.join(this.opts.root, 'cache', 'contexts', sha256(`${path.resolve(local.dir)}\0${id}`).slice(7));
+      const indexFile = local.ephemeral ? undefined : path.join(this.opts.root, 'cache', 'contexts', sha256(`${path.resolve(local.dir)}\0${id}`).slice(7));
       s = new ContextChecksummer(local.dir, excludes, indexFile);
       this.sums.set(id, s);
     }

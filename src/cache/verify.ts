@@ -1,5 +1,5 @@
 // `builder du --verify`: walks the state directory and repairs what builds would otherwise meet one at a
-// time: blobs that no longer hash to their names and member indexes without a sound blob (removed),
+// time: blobs that no longer hash to their names, member indexes and unpacked sizes without a sound blob (removed),
 // snapshot markers that do not parse (set aside; the snapshot is swept), cache records and `layers/`
 // records that do not match their snapshots (removed: the step runs or the layer is extracted again), an
 // unreadable images.json (set aside) and stored images whose documents are gone. Call holding the state
@@ -43,6 +43,15 @@ export async function verifyState(root: string): Promise<VerifyReport> {
     if (!(await store.readMemberIndex(`sha256:${m[1]}`))) {
       await fs.rm(path.join(root, 'content', 'members', name), { force: true });
       note(`member index ${name} unreadable or without its blob: removed`);
+    }
+  }
+  // A layer's unpacked size (Docker's layer size) without its blob, or unreadable: measured again when needed.
+  for (const name of await fs.readdir(path.join(root, 'content', 'unpacked')).catch(() => [] as string[])) {
+    if (!HEX_RE.test(name)) continue;
+    const d = `sha256:${name}` as Digest;
+    if ((await store.readUnpackedSize(d)) === undefined || !(await store.has(d))) {
+      await fs.rm(store.unpackedSizePath(d), { force: true });
+      note(`unpacked size ${name} unreadable or without its blob: removed`);
     }
   }
 

@@ -5,3 +5,9 @@ export function list(v: unknown): string[] {
   if (v === undefined) return [];
   return (Array.isArray(v) ? v : [v]).map(String);
 }
+
+/** A flag of one value given more than once keeps the last, as cobra's (pflag's) do: yargs would pass the
+ * command a list of them all. The flag's `coerce`. */
+export function last(v: unknown): unknown {
+  return Array.isArray(v) ? v[v.length - 1] : v;
+}

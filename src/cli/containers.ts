@@ -2,22 +2,23 @@
 // prints them; the work is in src/container/.
 import type { CommandModule, Argv } from 'yargs';
 import { UserError } from '../util/errors.js';
-import { list } from './args.js';
+import { last, list } from './args.js';
 
 function runFlags(y: Argv): Argv {
   return y
-    .option('name', { type: 'string', describe: 'Assign a name to the container' })
+    .option('name', { type: 'string', coerce: last, describe: 'Assign a name to the container' })
     .option('rm', { type: 'boolean', describe: 'Automatically remove the container when it exits' })
     .option('interactive', { alias: 'i', type: 'boolean', describe: 'Keep STDIN open (piped to the process)' })
     .option('tty', { alias: 't', type: 'boolean', describe: 'Allocate a pseudo-TTY (this terminal is relayed to it)' })
     .option('env', { alias: 'e', type: 'string', describe: 'Set environment variables (KEY=VALUE, or KEY from this environment)' })
-    .option('workdir', { alias: 'w', type: 'string', describe: 'Working directory inside the container' })
-    .option('user', { alias: 'u', type: 'string', describe: 'Username or UID (format: <name|uid>[:<group|gid>])' })
-    .option('entrypoint', { type: 'string', describe: 'Overwrite the default ENTRYPOINT of the image' })
-    .option('platform', { type: 'string', describe: 'Platform of a multi-platform image (default: this machine\'s)' })
+    .option('workdir', { alias: 'w', type: 'string', coerce: last, describe: 'Working directory inside the container' })
+    .option('user', { alias: 'u', type: 'string', coerce: last, describe: 'Username or UID (format: <name|uid>[:<group|gid>])' })
+    .option('entrypoint', { type: 'string', coerce: last, describe: 'Overwrite the default ENTRYPOINT of the image' })
+    .option('platform', { type: 'string', coerce: last, describe: 'Platform of a multi-platform image (default: this machine\'s)' })
     .option('mount', { type: 'string', describe: 'Attach a filesystem mount (type=bind,source=S,target=T[,readonly] or type=tmpfs,target=T)' })
-    .option('network', { type: 'string', choices: ['default', 'host', 'none'], describe: 'Network of the container (default: as RUN)' })
-    .option('oci-runtime', { type: 'string', describe: 'OCI runtime: runc (default), crun, or a path' });
+    .option('network', { type: 'string', coerce: last, choices: ['default', 'host', 'none'], describe: 'Network of the container (default: as RUN)' })
+    .option('privileged', { type: 'boolean', describe: 'Give extended privileges to this container (as RUN --security=insecure)' })
+    .option('oci-runtime', { type: 'string', coerce: last, describe: 'OCI runtime: runc (default), crun, or a path' });
 }
 
 /** `run`'s own arguments parsed anew, stopping at the image: the rest is the command, whatever it holds. */
@@ -27,7 +28,7 @@ async function parseRunArgs(outer: Record<string, unknown>): Promise<Record<stri
   const raw = hideBin(process.argv);
   const sub = raw.slice(raw.indexOf('run') + 1);
   const argv = await runFlags(yargs(sub).parserConfiguration({ 'halt-at-non-option': true, 'boolean-negation': false }))
-    .option('root', { type: 'string' })
+    .option('root', { type: 'string', coerce: last })
     .strict()
     .help(false)
     .version(false)
@@ -60,7 +61,7 @@ const commands: CommandModule<object, Record<string, unknown>>[] = [
           root: argv.root as string, image: argv.image as string, cmd: list(argv.command), name: argv.name as string | undefined,
           rm: Boolean(argv.rm), env: list(argv.env), workdir: argv.workdir as string | undefined, user: argv.user as string | undefined,
           entrypoint: argv.entrypoint as string | undefined, platform: argv.platform ? parsePlatform(argv.platform as string) : undefined,
-          mounts: list(argv.mount), network: network === 'default' || network === undefined ? undefined : (network as 'host' | 'none'),
+          privileged: Boolean(argv.privileged), mounts: list(argv.mount), network: network === 'default' || network === undefined ? undefined : (network as 'host' | 'none'),
           stdin: argv.interactive && !argv.tty ? process.stdin : undefined, tty: Boolean(argv.tty), signal: ac.signal, runtime: argv['oci-runtime'] as string | undefined,
         });
         process.exitCode = r.exitCode;
@@ -82,7 +83,7 @@ const commands: CommandModule<object, Record<string, unknown>>[] = [
       .option('all', { alias: 'a', type: 'boolean', describe: 'Show all containers (default shows just running)' })
       .option('quiet', { alias: 'q', type: 'boolean', describe: 'Only display container IDs' })
       .option('no-trunc', { type: 'boolean', describe: "Don't truncate output" })
-      .option('format', { type: 'string', describe: 'Format output using a custom template: "table", "table TEMPLATE", "json", or a Go template' }),
+      .option('format', { type: 'string', coerce: last, describe: 'Format output using a custom template: "table", "table TEMPLATE", "json", or a Go template' }),
     handler: async (argv) => {
       const { listContainerRows } = await import('../container/run.js');
       const { formatRows } = await import('../image/format.js');
@@ -129,11 +130,11 @@ const commands: CommandModule<object, Record<string, unknown>>[] = [
     command: 'commit <container> [repository]',
     describe: "Create a new image from a container's changes",
     builder: (y: Argv) => y
-      .option('author', { alias: 'a', type: 'string', describe: 'Author (e.g., "John Hannibal Smith <hannibal@a-team.com>")' })
-      .option('message', { alias: 'm', type: 'string', describe: 'Commit message' })
+      .option('author', { alias: 'a', type: 'string', coerce: last, describe: 'Author (e.g., "John Hannibal Smith <hannibal@a-team.com>")' })
+      .option('message', { alias: 'm', type: 'string', coerce: last, describe: 'Commit message' })
       .option('change', { alias: 'c', type: 'string', describe: 'Apply Dockerfile instruction to the created image (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR)' })
       .option('pause', { alias: 'p', type: 'boolean', default: true, describe: 'Accepted; only stopped containers are committed' })
-      .option('oci-runtime', { type: 'string', describe: 'OCI runtime: runc (default), crun, or a path' }),
+      .option('oci-runtime', { type: 'string', coerce: last, describe: 'OCI runtime: runc (default), crun, or a path' }),
     handler: async (argv) => {
       const { commitContainer } = await import('../container/run.js');
       const id = await commitContainer(argv.root as string, argv.container as string, {

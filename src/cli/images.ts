@@ -9,7 +9,7 @@ import { parseReference } from '../registry/reference.js';
 import { eraseCredentials, storeCredentials } from '../registry/credentials.js';
 import { imagetoolsCreate, imagetoolsInspect } from '../registry/imagetools.js';
 import { UserError } from '../util/errors.js';
-import { list } from './args.js';
+import { last, list } from './args.js';
 
 function stores(root: string): { content: ContentStore; images: ImageStore } {
   const content = new ContentStore(path.join(root, 'content'));
@@ -32,7 +32,7 @@ const commands: CommandModule<object, Record<string, unknown>>[] = [
       .option('digests', { type: 'boolean', describe: 'Show digests' })
       .option('no-trunc', { type: 'boolean', describe: 'Do not truncate output' })
       .option('filter', { alias: 'f', type: 'string', describe: 'Filter output based on conditions provided (dangling=true|false, reference=PATTERN, before=IMAGE, since=IMAGE, label=KEY[=VALUE])' })
-      .option('format', { type: 'string', describe: 'Format output using a custom template: "table", "table TEMPLATE", "json", or a Go template' }),
+      .option('format', { type: 'string', coerce: last, describe: 'Format output using a custom template: "table", "table TEMPLATE", "json", or a Go template' }),
     handler: async (argv) => {
       const { listImages } = await import('../image/images.js');
       const { formatRows } = await import('../image/format.js');
@@ -100,9 +100,9 @@ const commands: CommandModule<object, Record<string, unknown>>[] = [
     command: 'inspect <image..>',
     describe: 'Display detailed information on one or more images (or containers)',
     builder: (y: Argv) => y
-      .option('format', { alias: 'f', type: 'string', describe: 'Format output using a custom template ("json" or a Go template)' })
-      .option('platform', { type: 'string', describe: 'Only this platform of a multi-platform image' })
-      .option('type', { type: 'string', choices: ['image', 'container'], describe: 'Only look for this kind of object' }),
+      .option('format', { alias: 'f', type: 'string', coerce: last, describe: 'Format output using a custom template ("json" or a Go template)' })
+      .option('platform', { type: 'string', coerce: last, describe: 'Only this platform of a multi-platform image' })
+      .option('type', { type: 'string', coerce: last, choices: ['image', 'container'], describe: 'Only look for this kind of object' }),
     handler: async (argv) => {
       const { inspectImage } = await import('../image/images.js');
       const { inspectContainer } = await import('../container/containers.js');
@@ -133,11 +133,11 @@ const commands: CommandModule<object, Record<string, unknown>>[] = [
       .option('no-trunc', { type: 'boolean', describe: "Don't truncate output" })
       .option('human', { alias: 'H', type: 'boolean', default: true, describe: 'Print sizes and dates in human readable format' })
       .option('quiet', { alias: 'q', type: 'boolean', describe: 'Only show image IDs' })
-      .option('format', { type: 'string', describe: 'Format output using a custom template: "table", "table TEMPLATE", "json", or a Go template' })
-      .option('platform', { type: 'string', describe: 'Show the history of this platform of a multi-platform image' }),
+      .option('format', { type: 'string', coerce: last, describe: 'Format output using a custom template: "table", "table TEMPLATE", "json", or a Go template' })
+      .option('platform', { type: 'string', coerce: last, describe: 'Show the history of this platform of a multi-platform image' }),
     handler: async (argv) => {
       const { imageHistory, shortID } = await import('../image/images.js');
-      const { formatRows, humanSize, since, goTime } = await import('../image/format.js');
+      const { formatRows, humanSize, since } = await import('../image/format.js');
       const { parsePlatform } = await import('../client/platform.js');
       const rows = await imageHistory(argv.root as string, argv.image as string, { platform: argv.platform ? parsePlatform(argv.platform as string) : undefined });
       const noTrunc = Boolean(argv['no-trunc']);
@@ -153,7 +153,8 @@ const commands: CommandModule<object, Record<string, unknown>>[] = [
           ID: id(r.id),
           // Docker: RFC 3339 to the second without --human.
           CreatedSince: human ? since(r.created) : rfc3339Seconds(r.created),
-          CreatedAt: human ? goTime(r.created) : rfc3339Seconds(r.created),
+          // Docker: CreatedAt is RFC 3339 either way.
+          CreatedAt: rfc3339Seconds(r.created),
           CreatedBy: noTrunc || [...by].length <= 45 ? by : [...by].slice(0, 44).join('') + '…',
           Size: human ? humanSize(r.size) : String(r.size),
           Comment: r.comment,
@@ -193,7 +194,7 @@ const commands: CommandModule<object, Record<string, unknown>>[] = [
         command: 'layers <image>',
         describe: 'Show every layer of an image: diff id, blob digest, sizes, and the stored images sharing it',
         builder: (yy: Argv) => yy
-          .option('format', { type: 'string', describe: 'Format output using a custom template: "table", "json", or a Go template' })
+          .option('format', { type: 'string', coerce: last, describe: 'Format output using a custom template: "table", "json", or a Go template' })
           .option('no-trunc', { type: 'boolean', describe: "Don't truncate digests" }),
         handler: async (argv: Record<string, unknown>) => {
           const { imageLayers } = await import('../image/images.js');
@@ -218,9 +219,9 @@ const commands: CommandModule<object, Record<string, unknown>>[] = [
     command: 'save <image..>',
     describe: 'Save one or more images to a tar archive (docker load and skopeo read it)',
     builder: (y: Argv) => y
-      .option('output', { alias: 'o', type: 'string', describe: 'Write to a file, instead of STDOUT' })
-      .option('format', { type: 'string', choices: ['docker', 'oci'], default: 'docker', describe: 'Archive format: docker (OCI layout plus manifest.json) or oci (OCI layout)' })
-      .option('platform', { type: 'string', describe: 'Save only this platform of a multi-platform image' }),
+      .option('output', { alias: 'o', type: 'string', coerce: last, describe: 'Write to a file, instead of STDOUT' })
+      .option('format', { type: 'string', coerce: last, choices: ['docker', 'oci'], default: 'docker', describe: 'Archive format: docker (OCI layout plus manifest.json) or oci (OCI layout)' })
+      .option('platform', { type: 'string', coerce: last, describe: 'Save only this platform of a multi-platform image' }),
     handler: async (argv) => {
       const { saveImages } = await import('../image/transfer.js');
       const { parsePlatform } = await import('../client/platform.js');
@@ -235,7 +236,7 @@ const commands: CommandModule<object, Record<string, unknown>>[] = [
     command: 'load',
     describe: 'Load images from a tar archive (docker-archive or OCI layout, plain or gzip) or STDIN',
     builder: (y: Argv) => y
-      .option('input', { alias: 'i', type: 'string', describe: 'Read from tar archive file, instead of STDIN' })
+      .option('input', { alias: 'i', type: 'string', coerce: last, describe: 'Read from tar archive file, instead of STDIN' })
       .option('quiet', { alias: 'q', type: 'boolean', describe: 'Suppress the load output' }),
     handler: async (argv) => {
       const { loadImages } = await import('../image/transfer.js');
@@ -260,7 +261,7 @@ const commands: CommandModule<object, Record<string, unknown>>[] = [
     command: 'pull <name>',
     describe: 'Download an image from a registry into the local image store',
     builder: (y: Argv) => y
-      .option('platform', { type: 'string', describe: 'Set platform if server is multi-platform capable (default: this machine\'s)' })
+      .option('platform', { type: 'string', coerce: last, describe: 'Set platform if server is multi-platform capable (default: this machine\'s)' })
       .option('quiet', { alias: 'q', type: 'boolean', describe: 'Suppress verbose output' })
       .option('insecure-registry', { type: 'string', describe: 'Insecure registry: HTTPS without verification, then plain HTTP' }),
     handler: async (argv) => {
@@ -286,14 +287,17 @@ const commands: CommandModule<object, Record<string, unknown>>[] = [
     describe: 'Upload an image from the local image store to a registry',
     builder: (y: Argv) => y
       .option('quiet', { alias: 'q', type: 'boolean', describe: 'Suppress verbose output' })
+      .option('platform', { type: 'string', coerce: last, describe: 'Push a platform-specific manifest as a single-platform image (other platforms and attestations are left out)' })
       .option('insecure-registry', { type: 'string', describe: 'Insecure registry: HTTPS without verification, then plain HTTP' }),
     handler: async (argv) => {
       const { pushStoredImage } = await import('../image/transfer.js');
+      const { parsePlatform } = await import('../client/platform.js');
       const quiet = Boolean(argv.quiet);
       const ref = parseReference(argv.name as string);
       if (!quiet) process.stdout.write(`The push refers to repository [${ref.name}]\n`);
       const r = await pushStoredImage(argv.root as string, argv.name as string, {
         insecureRegistries: list(argv['insecure-registry']),
+        platform: argv.platform ? parsePlatform(argv.platform as string) : undefined,
         onBlob: quiet ? undefined : (d, how) => {
           if (/layer|rootfs/.test(d.mediaType)) process.stdout.write(`${d.digest.slice(7, 19)}: ${how === 'exists' ? 'Layer already exists' : how === 'mounted' ? 'Mounted from another repository' : 'Pushed'}\n`);
         },
@@ -305,8 +309,8 @@ const commands: CommandModule<object, Record<string, unknown>>[] = [
     command: 'login <server>',
     describe: 'Log in to a registry (saves credentials in the docker config)',
     builder: (y: Argv) => y
-      .option('username', { alias: 'u', type: 'string', demandOption: true })
-      .option('password', { alias: 'p', type: 'string' })
+      .option('username', { alias: 'u', type: 'string', coerce: last, demandOption: true })
+      .option('password', { alias: 'p', type: 'string', coerce: last })
       .option('password-stdin', { type: 'boolean' }),
     handler: async (argv) => {
       const password = argv['password-stdin'] ? await readStdin() : (argv.password as string | undefined);
@@ -338,7 +342,7 @@ const commands: CommandModule<object, Record<string, unknown>>[] = [
         describe: 'Show details of an image in the registry',
         builder: (yy: Argv) => yy
           .option('raw', { type: 'boolean', describe: 'Show original, unformatted JSON manifest' })
-          .option('format', { type: 'string', describe: 'Format the output using the given Go template (e.g. "{{json .Provenance}}", "{{json .SBOM}}")' }),
+          .option('format', { type: 'string', coerce: last, describe: 'Format the output using the given Go template (e.g. "{{json .Provenance}}", "{{json .SBOM}}")' }),
         handler: async (argv: Record<string, unknown>) => {
           const client = new RegistryClient({ insecureRegistries: list(argv['insecure-registry']) });
           if (argv.raw && argv.format !== undefined) throw new UserError('USAGE', 'format and raw cannot be used together');

@@ -9,7 +9,7 @@ import type { ProgressMode } from '../progress/printer.js';
 import { cliProgress, settleProgress } from './progress.js';
 import { UserError } from '../util/errors.js';
 import { parsePlatforms } from '../client/platform.js';
-import { emptyContext, readStdinSource } from '../client/context.js';
+import { emptyContext, readDockerfileStream, readStdinSource } from '../client/context.js';
 import { BUILD_USAGE, UsageError, checkAttestations, stdinPositionals, usageMessage } from './usage.js';
 import { clientAttestSpecs } from '../attest/options.js';
 // Commands other than a local build load their modules when run: CLI start is part of every build's time.
@@ -19,6 +19,7 @@ import { containerCommands } from './containers.js';
 import { nodeCommands } from './nodes.js';
 import { chooseBuilder } from '../server/instances.js';
 import { packageVersion } from './version.js';
+import { last } from './args.js';
 
 function parseKeyValues(list: string[] | undefined, flag: string): Record<string, string> {
   const out: Record<string, string> = {};
@@ -56,7 +57,7 @@ async function buildInput(context: string, argv: Record<string, unknown>, remote
   if (remote && (context === '-' || file === '-')) throw new UserError('USAGE', 'a Dockerfile or context on stdin is not supported with --builder yet');
   if (context !== '-') {
     if (file !== '-') return { context, file };
-    return { context, dockerfile: await readAll(process.stdin) };
+    return { context, dockerfile: await readDockerfileStream(process.stdin) };
   }
   // buildx's rules for `-`: a tar is the context (with its Dockerfile inside, or at -f within it); anything
   // else is the Dockerfile, with an empty context.
@@ -65,12 +66,6 @@ async function buildInput(context: string, argv: Record<string, unknown>, remote
   if (source.context) return { context: source.context, file };
   if (file !== undefined) throw new UsageError('ambiguous Dockerfile source: both stdin and flag correspond to Dockerfiles');
   return { context: emptyContext(), dockerfile: source.dockerfile };
-}
-
-async function readAll(stream: NodeJS.ReadableStream): Promise<string> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of stream) chunks.push(Buffer.from(chunk));
-  return Buffer.concat(chunks).toString('utf8');
 }
 
 async function runBuild(argv: Record<string, unknown>): Promise<void> {
@@ -170,9 +165,10 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
   }
   await writeBuildFiles(result, { iidfile: argv.iidfile as string | undefined, metadataFile: argv['metadata-file'] as string | undefined });
   if (quiet) {
-    // As buildx -q: the image id alone on stdout, no warnings (nothing at all without an image).
-    const id = imageID(result);
-    if (id) process.stdout.write(id + '\n');
+    // As buildx -q: the image id alone on stdout, no warnings (an empty line without an image). Not after
+    // an output's bytes written to stdout (`-o -`): nothing is added to those.
+    const toStdout = (list(argv.output) ?? []).some((o) => o === '-' || /(^|,)dest=-(,|$)/.test(o));
+    if (!toStdout) process.stdout.write((imageID(result) ?? '') + '\n');
     return;
   }
   if (silent) return;
@@ -182,6 +178,69 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
     display.note('WARNING: No output specified; the build result is only kept in the build cache. Use -t NAME to keep the image, --push, or --output type=oci,dest=FILE, type=docker,dest=FILE or type=local,dest=DIR (type=cacheonly: on purpose).');
   }
   if (result.configDigest) display.note(`image config ${result.configDigest}, manifest ${result.manifestDigest}`);
+}
+
+async function runBake(argv: Record<string, unknown>): Promise<void> {
+  const { bake, resolveBake, formatBake } = await import('../client/bake.js');
+  const common = {
+    files: list(argv.file),
+    targets: (argv.targets as string[] | undefined)?.map(String),
+    set: list(argv.set),
+    vars: Object.keys(parseKeyValues(list(argv.var), 'var')).length ? parseKeyValues(list(argv.var), 'var') : undefined,
+    cwd: process.cwd(),
+  };
+  if (argv.list !== undefined) {
+    // buildx's `--list=targets` (or `type=targets,format=json`).
+    const spec = String(argv.list);
+    const fields = Object.fromEntries(spec.split(',').map((f) => (f.includes('=') ? [f.slice(0, f.indexOf('=')), f.slice(f.indexOf('=') + 1)] : ['type', f])));
+    if (fields.type !== 'targets') throw new UserError('INVALID_FLAG', `invalid --list "${spec}": only "targets" is supported (e.g. --list=targets, --list=type=targets,format=json)`);
+    if (fields.format !== undefined && fields.format !== 'table' && fields.format !== 'json') throw new UserError('INVALID_FLAG', `invalid --list format "${fields.format}": use table or json`);
+    const { listBake } = await import('../bake/config.js');
+    process.stdout.write(await listBake(common, fields.format === 'json' ? 'json' : 'table'));
+    return;
+  }
+  if (argv.print) {
+    process.stdout.write(formatBake(await resolveBake(common)) + '\n');
+    return;
+  }
+  const mode = (argv.progress as ProgressMode | 'none') ?? 'auto';
+  const display = cliProgress(mode === 'none' ? 'quiet' : mode as ProgressMode, process.stderr);
+  const controller = new AbortController();
+  const onSignal = (sig: NodeJS.Signals) => {
+    display.note(`received ${sig}, canceling build`);
+    controller.abort();
+    process.exitCode = sig === 'SIGINT' ? 130 : 143;
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  const result = await bake({
+    ...common,
+    push: argv.push as boolean | undefined,
+    load: argv.load as boolean | undefined,
+    noCache: argv['no-cache'] as boolean | undefined,
+    pull: argv.pull as boolean | undefined,
+    provenance: argv.provenance as string | undefined,
+    sbom: argv.sbom as string | undefined,
+    root: argv.root as string,
+    ociRuntime: argv['oci-runtime'] as string | undefined,
+    insecureRegistries: list(argv['insecure-registry']),
+    progress: display.writer,
+    signal: controller.signal,
+  });
+  display.stop();
+  if (argv['metadata-file'] !== undefined) {
+    // As buildx bake: each target's build metadata under its name.
+    const { buildMetadata } = await import('../client/metadata.js');
+    const { writeFileAtomic } = await import('../util/fs.js');
+    const all = Object.fromEntries(Object.entries(result.targets).map(([name, r]) => [name, buildMetadata(r)]));
+    await writeFileAtomic(String(argv['metadata-file']), JSON.stringify(all, null, 2));
+  }
+  if (mode === 'quiet' || mode === 'none' || mode === 'rawjson') return;
+  for (const [name, r] of Object.entries(result.targets)) {
+    const summary = warningSummary(r.warnings);
+    if (summary.length > 0) display.note(`${name}: ${summary.join('\n')}`);
+    if (r.configDigest) display.note(`${name}: image config ${r.configDigest}, manifest ${r.manifestDigest}`);
+  }
 }
 
 // A reader that went away (a closed pipe) must not kill the build halfway: cancellation and cleanup
@@ -238,7 +297,7 @@ async function main(): Promise<void> {
     // `--no-cache` is a flag of its own (as in buildx), not the negation of a `--cache`.
     .parserConfiguration({ 'boolean-negation': false })
     .usage('$0 <command> [options]')
-    .option('root', { type: 'string', default: defaultRoot(), describe: 'State directory (env BUILDER_ROOT)', global: true })
+    .option('root', { type: 'string', default: defaultRoot(), coerce: last, describe: 'State directory (env BUILDER_ROOT)', global: true })
     .command(
       // Counted by the handler: buildx's "requires exactly 1 argument", and a `-` yargs does not keep.
       'build [context..]',
@@ -246,45 +305,68 @@ async function main(): Promise<void> {
       (y) => y
         .usage(BUILD_USAGE)
         .positional('context', { type: 'string', describe: 'Build context: a directory, a git address (URL#REF:SUBDIR) or an http(s) URL of a context tar or Dockerfile, or - for a Dockerfile or a context tar (plain, gzip, bzip2, xz, zstd) on stdin' })
-        .option('file', { alias: 'f', type: 'string', describe: 'Name of the Dockerfile (default: "PATH/Dockerfile"; - reads it from stdin)' })
+        .option('file', { alias: 'f', type: 'string', coerce: last, describe: 'Name of the Dockerfile (default: "PATH/Dockerfile"; - reads it from stdin)' })
         .option('tag', { alias: 't', type: 'string', describe: 'Name and optionally a tag ("name:tag"); kept in the local image store once the build (and --push) succeeded' })
         .option('build-arg', { type: 'string', describe: 'Set build-time variables' })
         .option('label', { type: 'string', describe: 'Set metadata for an image' })
         .option('build-context', { type: 'string', describe: 'Additional build contexts (e.g., name=path, name=docker-image://REF, name=oci-layout://PATH, name=URL)' })
-        .option('target', { type: 'string', describe: 'Set the target build stage to build' })
+        .option('target', { type: 'string', coerce: last, describe: 'Set the target build stage to build' })
         .option('platform', { type: 'string', describe: 'Set target platform for build', coerce: (v: unknown) => { const s = list(v)!.join(','); parsePlatforms(s); return s; } })
         .option('output', { alias: 'o', type: 'string', describe: 'Output destination (format: "type=local,dest=path")' })
-        .option('progress', { type: 'string', choices: ['auto', 'plain', 'tty', 'quiet', 'rawjson', 'none'], default: 'auto', describe: 'Set type of progress output' })
+        .option('progress', { type: 'string', choices: ['auto', 'plain', 'tty', 'quiet', 'rawjson', 'none'], default: 'auto', coerce: last, describe: 'Set type of progress output' })
         .option('quiet', { alias: 'q', type: 'boolean', describe: 'Suppress the build output and print image ID on success' })
         .option('no-cache', { type: 'boolean', describe: 'Do not use cache when building the image' })
         .option('no-cache-filter', { type: 'string', describe: 'Do not cache specified stages' })
         .option('cache-to', { type: 'string', describe: 'Cache export destinations (e.g., "type=local,dest=path/to/dir[,mode=max]", "type=registry,ref=REF", "type=inline")' })
         .option('cache-from', { type: 'string', describe: 'External cache sources (e.g., "type=local,src=path/to/dir", "type=registry,ref=REF", or just REF)' })
         .option('pull', { type: 'boolean', describe: 'Always attempt to pull all referenced images' })
-        .option('max-parallelism', { type: 'number', describe: 'Most ops run at once (default: one per core, at least 2)' })
-        .option('oci-runtime', { type: 'string', describe: 'OCI runtime for RUN: runc (default), crun, or a path' })
-        .option('on-error', { type: 'string', choices: ['error', 'shell'], describe: 'On a failed RUN: "error" (default), or "shell" (on a terminal): a shell in the failed step\'s container state' })
+        .option('max-parallelism', { type: 'number', coerce: last, describe: 'Most ops run at once (default: one per core, at least 2)' })
+        .option('oci-runtime', { type: 'string', coerce: last, describe: 'OCI runtime for RUN: runc (default), crun, or a path' })
+        .option('on-error', { type: 'string', choices: ['error', 'shell'], coerce: last, describe: 'On a failed RUN: "error" (default), or "shell" (on a terminal): a shell in the failed step\'s container state' })
         .option('check', { type: 'boolean', describe: 'Shorthand for "--call=check"' })
-        .option('call', { type: 'string', describe: 'Set method for evaluating build ("check", "outline", "targets"; add ",format=json" for JSON)' })
-        .option('network', { type: 'string', describe: 'Set the networking mode for the RUN instructions during build ("default", "none", "host")' })
+        .option('call', { type: 'string', coerce: last, describe: 'Set method for evaluating build ("check", "outline", "targets"; add ",format=json" for JSON)' })
+        .option('network', { type: 'string', coerce: last, describe: 'Set the networking mode for the RUN instructions during build ("default", "none", "host")' })
         .option('add-host', { type: 'string', describe: 'Add a custom host-to-IP mapping (format: "host:ip" or "host=ip")' })
-        .option('shm-size', { type: 'string', describe: 'Shared memory size for build containers (e.g. "128m")' })
+        .option('shm-size', { type: 'string', coerce: last, describe: 'Shared memory size for build containers (e.g. "128m")' })
         .option('ulimit', { type: 'string', describe: 'Ulimit options (format: "type=soft[:hard]", e.g. "nofile=1024:2048")' })
-        .option('cgroup-parent', { type: 'string', describe: 'Set the parent cgroup for the RUN instructions during build' })
+        .option('cgroup-parent', { type: 'string', coerce: last, describe: 'Set the parent cgroup for the RUN instructions during build' })
         .option('insecure-registry', { type: 'string', describe: 'Insecure registry: HTTPS without verification, then plain HTTP' })
         .option('secret', { type: 'string', describe: 'Secret to expose to the build (format: "id=mysecret[,src=/local/secret]" or "id=mysecret,env=VAR")' })
         .option('ssh', { type: 'string', describe: 'SSH agent socket to expose to the build (format: "default|<id>[=<socket>]")' })
-        .option('builder', { type: 'string', describe: 'Builder instance ("builder create") or "builder serve" address (unix:///path, tcp://host:port) to build on (env BUILDER_BUILDER, BUILDER_HOST; token in BUILDER_TOKEN)' })
+        .option('builder', { type: 'string', coerce: last, describe: 'Builder instance ("builder create") or "builder serve" address (unix:///path, tcp://host:port) to build on (env BUILDER_BUILDER, BUILDER_HOST; token in BUILDER_TOKEN)' })
         .option('allow', { type: 'string', describe: 'Allow extra privileged entitlement (e.g., "network.host", "security.insecure")' })
         .option('push', { type: 'boolean', describe: 'Shorthand for "--output=type=registry"; -t names are kept in the local image store only once pushed' })
         .option('load', { type: 'boolean', describe: 'Shorthand for "--output=type=docker"' })
         .option('annotation', { type: 'string', describe: 'Add annotation to the image' })
-        .option('iidfile', { type: 'string', describe: 'Write the image ID to a file' })
-        .option('metadata-file', { type: 'string', describe: 'Write build result metadata to a file' })
-        .option('provenance', { type: 'string', describe: 'Shorthand for "--attest=type=provenance" ("true", "false", "mode=min|max[,version=v0.2|v1]")' })
-        .option('sbom', { type: 'string', describe: 'Shorthand for "--attest=type=sbom" ("true", "false")' })
+        .option('iidfile', { type: 'string', coerce: last, describe: 'Write the image ID to a file' })
+        .option('metadata-file', { type: 'string', coerce: last, describe: 'Write build result metadata to a file' })
+        .option('provenance', { type: 'string', coerce: last, describe: 'Shorthand for "--attest=type=provenance" ("true", "false", "mode=min|max[,version=v0.2|v1]")' })
+        .option('sbom', { type: 'string', coerce: last, describe: 'Shorthand for "--attest=type=sbom" ("true", "false")' })
         .option('attest', { type: 'string', describe: 'Attestation parameters (format: "type=sbom", "type=provenance,mode=max", "type=provenance,disabled=true")' }),
       (argv) => runBuild(argv as Record<string, unknown>),
+    )
+    .command(
+      'bake [targets..]',
+      'Build from a file (docker-bake.hcl, docker-bake.json, compose.yaml): several targets as one build',
+      (y) => y
+        .usage('builder bake [OPTIONS] [TARGET...]')
+        .positional('targets', { type: 'string', describe: 'Targets or groups to build (default: the "default" group or target)' })
+        .option('file', { alias: 'f', type: 'string', describe: 'Build definition file (default: compose.yaml, docker-bake.json, docker-bake.hcl and their variants found here)' })
+        .option('set', { type: 'string', describe: 'Override target value (e.g., "targetpattern.key=value", "targetpattern.key+=value")' })
+        .option('metadata-file', { type: 'string', describe: 'Write build result metadata to a file (each target\'s under its name)' })
+        .option('var', { type: 'string', describe: 'Set a variable value (e.g., "name=value"), over the environment' })
+        .option('print', { type: 'boolean', describe: 'Print the options without building' })
+        .option('list', { type: 'string', describe: 'List targets ("targets", or "type=targets,format=json") without building' })
+        .option('push', { type: 'boolean', describe: 'Shorthand for "--set=*.output=type=registry"' })
+        .option('load', { type: 'boolean', describe: 'Shorthand for "--set=*.output=type=docker"' })
+        .option('no-cache', { type: 'boolean', describe: 'Do not use cache when building the image' })
+        .option('pull', { type: 'boolean', describe: 'Always attempt to pull all referenced images' })
+        .option('provenance', { type: 'string', describe: 'Shorthand for "--set=*.attest=type=provenance"' })
+        .option('sbom', { type: 'string', describe: 'Shorthand for "--set=*.attest=type=sbom"' })
+        .option('progress', { type: 'string', choices: ['auto', 'plain', 'tty', 'quiet', 'rawjson', 'none'], default: 'auto', describe: 'Set type of progress output' })
+        .option('oci-runtime', { type: 'string', describe: 'OCI runtime for RUN: runc (default), crun, or a path' })
+        .option('insecure-registry', { type: 'string', describe: 'Insecure registry: HTTPS without verification, then plain HTTP' }),
+      (argv) => runBake(argv as Record<string, unknown>),
     )
     .command(imageCommands)
     .command(containerCommands)
@@ -308,9 +390,9 @@ async function main(): Promise<void> {
       'Remove build cache',
       (y) => y
         .option('all', { alias: 'a', type: 'boolean', describe: 'Include base image layers, not only build cache' })
-        .option('keep-storage', { type: 'string', describe: 'Amount of disk space to keep for cache (e.g. 5GB)' })
+        .option('keep-storage', { type: 'string', coerce: last, describe: 'Amount of disk space to keep for cache (e.g. 5GB)' })
         .option('filter', { type: 'string', describe: 'Provide filter values (until=24h)' })
-        .option('cache-dir', { type: 'string', describe: 'Prune this cache directory (a --cache-to type=local destination) instead of the state directory' })
+        .option('cache-dir', { type: 'string', coerce: last, describe: 'Prune this cache directory (a --cache-to type=local destination) instead of the state directory' })
         .option('force', { alias: 'f', type: 'boolean', describe: 'Do not prompt for confirmation (never prompts)' }),
       (argv) => runPrune(argv as Record<string, unknown>),
     )
@@ -319,7 +401,7 @@ async function main(): Promise<void> {
     .fail((msg, err) => {
       // A flag's coerce (--platform) that threw: yargs wraps the message in its own error.
       if (err) throw err.name === 'YError' ? new UsageError(err.message) : err;
-      const commands: Record<string, string[]> = { build: [], 'install-emulators': [], du: [], prune: [], imagetools: ['inspect', 'create'] };
+      const commands: Record<string, string[]> = { build: [], bake: [], 'install-emulators': [], du: [], prune: [], imagetools: ['inspect', 'create'] };
       for (const c of [...imageCommands, ...containerCommands, ...nodeCommands]) commands[String(c.command).split(' ')[0]] ??= (c as { subcommands?: string[] }).subcommands ?? [];
       throw new UsageError(usageMessage(msg, hideBin(process.argv), knownFlags(cli), commands));
     })

@@ -4,7 +4,7 @@
 // build's time.
 import type { CommandModule, Argv } from 'yargs';
 import { UserError } from '../util/errors.js';
-import { list } from './args.js';
+import { last, list } from './args.js';
 
 function table(rows: string[][]): string {
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
@@ -16,13 +16,13 @@ const commands: CommandModule<object, Record<string, unknown>>[] = [
     command: 'serve',
     describe: 'Run the build engine as a server that "builder build --builder ADDR" uses',
     builder: (y: Argv) => y
-      .option('addr', { type: 'string', default: 'unix:///run/builder/builder.sock', describe: 'Listen address: unix:///path or tcp://HOST:PORT' })
-      .option('tlscacert', { type: 'string', describe: 'CA certificate (PEM): only clients with a certificate it signed are served (mutual TLS)' })
-      .option('tlscert', { type: 'string', describe: 'Server certificate (PEM) for mutual TLS' })
-      .option('tlskey', { type: 'string', describe: 'Server key (PEM) for mutual TLS' })
-      .option('token', { type: 'string', describe: 'Token clients must send (required for plain tcp://; env BUILDER_TOKEN)' })
+      .option('addr', { type: 'string', coerce: last, default: 'unix:///run/builder/builder.sock', describe: 'Listen address: unix:///path or tcp://HOST:PORT' })
+      .option('tlscacert', { type: 'string', coerce: last, describe: 'CA certificate (PEM): only clients with a certificate it signed are served (mutual TLS)' })
+      .option('tlscert', { type: 'string', coerce: last, describe: 'Server certificate (PEM) for mutual TLS' })
+      .option('tlskey', { type: 'string', coerce: last, describe: 'Server key (PEM) for mutual TLS' })
+      .option('token', { type: 'string', coerce: last, describe: 'Token clients must send (required for plain tcp://; env BUILDER_TOKEN)' })
       .option('allow-insecure-tcp', { type: 'boolean', describe: 'Allow plain (token-only) TCP on an address that is not loopback' })
-      .option('max-concurrent-builds', { type: 'number', describe: 'Most builds run at once; the rest wait in a first-come, first-served queue (default: no limit)' })
+      .option('max-concurrent-builds', { type: 'number', coerce: last, describe: 'Most builds run at once; the rest wait in a first-come, first-served queue (default: no limit)' })
       .option('platform', { type: 'string', describe: 'Platforms this node builds for, reported to clients (default: the host\'s)' })
       .option('cache-from', { type: 'string', describe: 'Cache every build imports (e.g. "type=registry,ref=REF" shared by the nodes)' })
       .option('cache-to', { type: 'string', describe: 'Cache every build exports (e.g. "type=registry,ref=REF,mode=max")' }),
@@ -53,12 +53,12 @@ const commands: CommandModule<object, Record<string, unknown>>[] = [
     describe: 'Create a builder instance of "builder serve" nodes, or add a node to one',
     builder: (y: Argv) => y
       .positional('endpoint', { type: 'string', describe: 'The node\'s address: tcp://HOST:PORT or unix:///path' })
-      .option('name', { type: 'string', describe: 'Builder instance name' })
-      .option('node', { type: 'string', describe: 'Create/modify node with given name' })
+      .option('name', { type: 'string', coerce: last, describe: 'Builder instance name' })
+      .option('node', { type: 'string', coerce: last, describe: 'Create/modify node with given name' })
       .option('platform', { type: 'string', describe: 'Fixed platforms for current node' })
       .option('append', { type: 'boolean', describe: 'Append a node to builder instead of changing it' })
       .option('leave', { type: 'boolean', describe: 'Remove a node from builder instead of changing it' })
-      .option('driver', { type: 'string', describe: 'Driver to use (available: "remote")' })
+      .option('driver', { type: 'string', coerce: last, describe: 'Driver to use (available: "remote")' })
       .option('driver-opt', { type: 'string', describe: 'Options for the driver: cacert=FILE,cert=FILE,key=FILE,servername=NAME' })
       .option('use', { type: 'boolean', describe: 'Set the current builder instance' })
       .option('bootstrap', { type: 'boolean', describe: 'Check the node answers before saving' }),

@@ -27,7 +27,13 @@ export function usageMessage(msg: string, raw: string[], known: string[], comman
   const subcommands = (first !== undefined && Object.hasOwn(commands, first) ? commands[first] : undefined) ?? [];
   if (subcommands.length && second !== undefined && !subcommands.includes(second)) return unknownCommand(second, `builder ${first}`, subcommands);
   const few = /^Not enough non-option arguments: got \d+, need at least (\d+)$/.exec(msg);
-  if (few && first !== undefined) {
+  // An unknown flag that took the missing argument as its value: cobra parses flags first and names it.
+  if (few) for (const t of raw) {
+    if (t === '--') break;
+    const name = /^--([^=]+)/.exec(t)?.[1];
+    if (name !== undefined && !known.includes(name)) unknown.push(name);
+  }
+  if (few && first !== undefined && !unknown.length) {
     const name = subcommands.length && second !== undefined ? `builder ${first} ${second}` : `builder ${first}`;
     return `"${name}" requires at least ${few[1]} argument${few[1] === '1' ? '' : 's'}.`;
   }

@@ -4,7 +4,10 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import os from 'node:os';
 import { dockerfileToLLB, MAX_DOCKERFILE_BYTES, type ImageMetaResolver } from '../../frontend/index.js';
-import { solveRoots, SolveError, CanceledError, type OpExecutor } from '../../solver/solver.js';
+import type { NamedContext } from '../../frontend/dockerfile/dockerfile2llb.js';
+import type { ImageConfigFile } from '../../frontend/dockerfile/image.js';
+import PQueue from 'p-queue';
+import { solveRoots, SolveError, CanceledError, defaultParallelism, fileParallelism, type OpExecutor } from '../../solver/solver.js';
 import { mergeDefinitions, type Definition } from '../../solver/llb/definition.js';
 import { opInputs, type Digest, type Op, type OpMetadata, type Platform } from '../../solver/llb/ops.js';
 import { Worker, ExecError, type WorkerRef } from '../worker/worker.js';
@@ -20,7 +23,7 @@ import { BuildSession } from './lock.js';
 import { CacheRecords } from '../cache/records.js';
 import { unpackContext } from './context.js';
 import { fetchGitContext, fetchUrlContext, importLayouts, isRemoteContext, parseBuildContexts, prepareNamedContexts, type PreparedContexts, type RemoteOptions } from './remote.js';
-import { isGitAddress, type GitAuth } from '../worker/git.js';
+import { isGitAddress, parseGitAddress, type GitAuth } from '../worker/git.js';
 import { checkEntitlements, loadSession, parseEntitlements, parseSecretSpec, parseSshSpec, type SecretSpec, type SshSpec } from './session.js';
 import { readDockerignore } from './dockerignore.js';
 import { checkReport, sourceExcerpt, warningSummary, type BuildWarning, type StepWarning } from './checks.js';
@@ -36,6 +39,7 @@ import { CALL_NAMES, type CallName } from './subrequests.js';
 import { listTargets, type Outline, type TargetList } from '../../frontend/dockerfile/subrequests.js';
 import { attestationsFor, hasAttestations, resolveAttest, type AttestOptions } from '../attest/options.js';
 import { Attestor, builderVersion, gitInfo, type AttestTarget } from '../attest/index.js';
+import type { VcsInfo } from '../attest/provenance.js';
 import { addScannerSteps } from '../attest/generator.js';
 import { parseReference } from '../registry/reference.js';
 
@@ -112,6 +116,32 @@ export interface BuildOptions extends ExecFlagOptions, AttestOptions {
   cacheTo?: (string | CacheToSpec)[];
   /** `--cache-from` specs: `type=local,src=DIR`, `type=registry,ref=REF` (or just `REF`). */
   cacheFrom?: (string | CacheFromSpec)[];
+  /** Builds run together as one (bake): see BuildGroup. */
+  group?: BuildGroup;
+  /** Bake's `contexts = { NAME = "target:OTHER" }`: another build's graph and image config as named context
+   * NAME, ready once that build has converted its Dockerfile. */
+  linkedContexts?: Record<string, Promise<LinkedContext>>;
+  /** Told this build's converted graph and image config (first platform), for the builds that link to it. */
+  onConverted?: (c: LinkedContext) => void;
+}
+
+/**
+ * Several builds solved as one (`bake`): they share one worker and one state-directory session, opened and
+ * ended by whoever made the group, and an op with the same cache key runs once for all of them (the solver's
+ * `shared`), its result handed to every build that needs it.
+ */
+export interface BuildGroup {
+  worker: Worker;
+  shared: Map<Digest, Promise<WorkerRef>>;
+  /** One queue for the group's ops: `maxParallelism` bounds all its builds together; file and merge ops
+   * have their own (the solver's maxFileParallelism), the same one when `maxParallelism` is given. */
+  queue: PQueue;
+  fileQueue: PQueue;
+}
+
+export interface LinkedContext {
+  definition: Definition;
+  config: ImageConfigFile;
 }
 
 export interface BuildResult {
@@ -217,7 +247,9 @@ async function buildFrom(opts: BuildOptions): Promise<BuildResult> {
     try {
       // As BuildKit reads `-f` for a remote context: a relative path names a file inside it.
       const file = opts.file !== undefined && !path.isAbsolute(opts.file) ? path.join(fetched.dir, opts.file) : opts.file;
-      return await buildDir({ ...opts, progress, context: fetched.dir, file, ...(fetched.dockerfile !== undefined && opts.dockerfile === undefined ? { dockerfile: fetched.dockerfile } : {}) });
+      // The checkout has no .git (unless kept): provenance takes the repository and commit from the fetch.
+      const vcs = 'commit' in fetched && !/^(0|false)$/i.test(process.env.BUILDX_GIT_INFO ?? '') ? { source: parseGitAddress(ctx).remote.replace(/^(https?:\/\/)[^@/]*@/, '$1'), revision: fetched.commit as string } : undefined;
+      return await buildDir({ ...opts, progress, context: fetched.dir, file, temporary: true, ephemeral: !('commit' in fetched), vcs, ...(fetched.dockerfile !== undefined && opts.dockerfile === undefined ? { dockerfile: fetched.dockerfile } : {}) });
     } finally {
       await fetched.remove();
     }
@@ -228,7 +260,7 @@ async function buildFrom(opts: BuildOptions): Promise<BuildResult> {
   try {
     // As BuildKit reads `-f` for a tar context: a relative path names a file inside the archive.
     const file = opts.file !== undefined && !path.isAbsolute(opts.file) ? path.join(unpacked.dir, opts.file) : opts.file;
-    return await buildDir({ ...opts, context: unpacked.dir, file });
+    return await buildDir({ ...opts, context: unpacked.dir, file, temporary: true, ephemeral: true });
   } finally {
     await unpacked.remove();
   }
@@ -251,7 +283,10 @@ async function gitAuth(opts: BuildOptions): Promise<GitAuth> {
   return { ...(sock ? { sshAuthSock: sock } : {}), ...(secrets?.size ? { secrets } : {}) };
 }
 
-async function buildDir(opts: BuildOptions & { context: string }): Promise<BuildResult> {
+/** `temporary`: the context is a directory the build unpacked or fetched; what is in it is named by its path
+ * inside the context, as BuildKit names it, not by a temporary path the user never saw. `ephemeral`: it is
+ * removed after the build (a kept git checkout is not), so no checksum index is kept for it. */
+async function buildDir(opts: BuildOptions & { context: string; temporary?: boolean; ephemeral?: boolean; vcs?: VcsInfo }): Promise<BuildResult> {
   // path.resolve('') is the working directory: nothing is built from a place the caller did not name.
   if (opts.context === '') throw new UserError('NO_CONTEXT', 'please specify build context (e.g. "." for the current directory)');
   const root = path.resolve(opts.root ?? defaultRoot());
@@ -260,6 +295,8 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
   const contextDir = path.resolve(opts.context);
   const dockerfilePath = path.resolve(opts.file ?? path.join(contextDir, 'Dockerfile'));
   const filename = path.basename(dockerfilePath);
+  const inContext = path.relative(contextDir, dockerfilePath);
+  const dockerfileShown = opts.temporary && !inContext.startsWith('..') && !path.isAbsolute(inContext) ? inContext : dockerfilePath;
   const outputs = resolveOutputs((opts.outputs ?? []).map((o) => (typeof o === 'string' ? parseOutput(o) : o)), opts);
   const sourceDateEpoch = parseSourceDateEpoch(opts.buildArgs?.SOURCE_DATE_EPOCH ?? process.env.SOURCE_DATE_EPOCH);
   const platforms = opts.platform ? parsePlatforms(opts.platform) : [hostPlatform()];
@@ -286,23 +323,24 @@ async function buildDir(opts: BuildOptions & { context: string }): Promise<Build
     root, insecureRegistries: opts.insecureRegistries, registries: opts.registries, auth: await gitAuth(opts), signal: opts.signal, progress,
   });
   try {
-    return await buildWithContexts(opts, { root, progress, contextDir, dockerfilePath, filename, outputs, sourceDateEpoch, platforms, cacheTo, cacheFrom, call, check, exec, allowed, clientSession, named, startedOn });
+    return await buildWithContexts(opts, { root, progress, contextDir, dockerfilePath, dockerfileShown, filename, outputs, sourceDateEpoch, platforms, cacheTo, cacheFrom, call, check, exec, allowed, clientSession, named, startedOn });
   } finally {
     await named.remove();
   }
 }
 
-async function buildWithContexts(opts: BuildOptions & { context: string }, prep: {
-  root: string; progress: FullProgressWriter; contextDir: string; dockerfilePath: string; filename: string; outputs: OutputSpec[];
+async function buildWithContexts(opts: BuildOptions & { context: string; ephemeral?: boolean; vcs?: VcsInfo }, prep: {
+  root: string; progress: FullProgressWriter; contextDir: string; dockerfilePath: string; dockerfileShown: string; filename: string; outputs: OutputSpec[];
   sourceDateEpoch: number | undefined; platforms: Platform[]; cacheTo: CacheToSpec[]; cacheFrom: CacheFromSpec[]; call: CallName; check: boolean;
   exec: ReturnType<typeof parseExecFlags>; allowed: ReturnType<typeof parseEntitlements>; clientSession: Awaited<ReturnType<typeof loadSession>>; named: PreparedContexts; startedOn: Date;
 }): Promise<BuildResult> {
-  const { root, progress, contextDir, dockerfilePath, filename, outputs, sourceDateEpoch, platforms, cacheTo, cacheFrom, call, check, exec, allowed, clientSession, named, startedOn } = prep;
+  const { root, progress, contextDir, dockerfilePath, dockerfileShown, filename, outputs, sourceDateEpoch, platforms, cacheTo, cacheFrom, call, check, exec, allowed, clientSession, named, startedOn } = prep;
   const attestRequest = resolveAttest(opts, { buildArgs: opts.buildArgs });
   const attesting = outputs.some((o) => hasAttestations(attestationsFor(attestRequest, o)));
-  const worker = await openWorker(root, { runtime: opts.ociRuntime, insecureRegistries: opts.insecureRegistries, registries: opts.registries }, progress);
+  const group = opts.group;
+  const worker = group?.worker ?? await openWorker(root, { runtime: opts.ociRuntime, insecureRegistries: opts.insecureRegistries, registries: opts.registries }, progress);
   // Builds run side by side; what killed builds left is cleared only by a build that is alone.
-  const session = await BuildSession.start(root, async (alone) => {
+  const session = group ? undefined : await BuildSession.start(root, async (alone) => {
     await worker.init({ recover: alone });
     if (alone) await new CacheRecords(root, worker.snapshots).cleanup();
   }, opts.signal);
@@ -314,7 +352,7 @@ async function buildWithContexts(opts: BuildOptions & { context: string }, prep:
     // One byte over the frontend's limit is enough for it to say so, naming the line.
     const dockerfile = opts.dockerfile ?? await readFileHead(dockerfilePath, MAX_DOCKERFILE_BYTES + 1).catch(() => {
       progress.error(loadId, 'not found');
-      throw new BuildError(`failed to read dockerfile: open ${dockerfilePath}: no such file or directory`);
+      throw new BuildError(`failed to read dockerfile: open ${dockerfileShown}: no such file or directory`);
     });
     instantStep(progress, loadId, 'transferring dockerfile:', Buffer.byteLength(dockerfile));
     progress.done(loadId);
@@ -353,18 +391,21 @@ async function buildWithContexts(opts: BuildOptions & { context: string }, prep:
 
     // One conversion per target platform; their graphs are solved together, sharing what they have in common
     // (a stage pinned to $BUILDPLATFORM runs once for all of them).
+    const linked: Record<string, NamedContext> = {};
+    for (const [k, p] of Object.entries(opts.linkedContexts ?? {})) linked[k] = { type: 'definition', name: k, ...(await p) };
     let perPlatform;
     try {
       perPlatform = await Promise.all(platforms.map((targetPlatform, i) => dockerfileToLLB({
         dockerfile, filename, target: opts.target, buildArgs: opts.buildArgs, labels: opts.labels,
         targetPlatform, buildPlatform: hostPlatform(), resolver, contextExcludes, noCache: opts.noCache, allStages: check,
-        platformPrefix: platforms.length > 1, ...exec, outline: call === 'outline' && i === 0, namedContexts: named.contexts,
+        platformPrefix: platforms.length > 1, ...exec, outline: call === 'outline' && i === 0, namedContexts: { ...named.contexts, ...linked },
       })));
       for (const c of perPlatform) checkEntitlements(c.definition, allowed);
     } catch (e) {
       throw withDetails(toBuildError(e, filename), e, filename, dockerfile);
     }
     const converted = perPlatform[0];
+    opts.onConverted?.({ definition: converted.definition, config: converted.image });
     if (converted.syntax) {
       // Shown, as BuildKit shows the frontend image it resolves; this builder always uses its own frontend.
       const id = 'internal:syntax';
@@ -395,7 +436,7 @@ async function buildWithContexts(opts: BuildOptions & { context: string }, prep:
       });
     };
     applyCacheFilters(definition, { noCacheFilter: opts.noCacheFilter, pull: opts.pull });
-    const locals = { ...named.locals, context: { dir: contextDir } };
+    const locals = { ...named.locals, context: { dir: contextDir, ...(opts.ephemeral ? { ephemeral: true } : {}) } };
     const remote = await importCaches(worker, cacheFrom, { platforms, progress });
     const cache = new BuildCache({
       root, worker, locals, buildArgs: Object.keys(opts.buildArgs ?? {}), noCacheFilter: opts.noCacheFilter,
@@ -433,6 +474,9 @@ async function buildWithContexts(opts: BuildOptions & { context: string }, prep:
       // Base images pull while the context is checksummed. Not with imported caches: a remote hit above
       // an image needs no pull at all, and the pull would be wasted.
       startEarly: remote ? undefined : (op) => op.kind === 'source' && op.source.type === 'image',
+      shared: opts.group?.shared,
+      queue: opts.group?.queue,
+      fileQueue: opts.group?.fileQueue,
       execute: compressEarly(worker.opExecutor(locals, (digest, stream, chunk) => progress.log(digest, stream, chunk), clientSession, onWarning),
         worker, definition, roots, outputs, sourceDateEpoch),
       onEvent: (ev) => {
@@ -475,7 +519,7 @@ async function buildWithContexts(opts: BuildOptions & { context: string }, prep:
       }));
       const attestor = new Attestor(worker, attestRequest, {
         definition, filename, buildArgs: opts.buildArgs ?? {}, labels: opts.labels, target: opts.target,
-        platforms, noCache: opts.noCache, httpDigests, vcs: attestRequest.provenance ? await gitInfo(contextDir) : undefined,
+        platforms, noCache: opts.noCache, httpDigests, vcs: attestRequest.provenance ? opts.vcs ?? await gitInfo(contextDir) : undefined,
         startedOn, sourceDateEpoch, builderVersion: builderVersion(),
       }, targets, contextDir);
       attest = { request: attestRequest, predicates: (i, req) => attestor.predicates(i, req) };
@@ -494,15 +538,18 @@ async function buildWithContexts(opts: BuildOptions & { context: string }, prep:
         throw diskFullError(e, `exporting to ${output.dest ?? output.type}`) ?? e;
       }));
     }
-    for (const k of keep) await worker.images.put(k.names, k.target);
+    for (const k of keep) await worker.images.put(k.names, k.target, { repoDigests: k.pushed ? k.names : [] });
     for (const spec of cacheTo) await exportCache(worker, spec, built, { progress });
     const gcLimit = opts.gcKeepStorage ?? (process.env.BUILDER_GC_KEEP_STORAGE ? parseSize(process.env.BUILDER_GC_KEEP_STORAGE) : undefined);
-    if (gcLimit !== undefined) await session.ifAlone(root, () => autoGC(root, gcLimit));
+    if (gcLimit !== undefined && session) await session.ifAlone(root, () => autoGC(root, gcLimit));
     const image = exports.find((e) => e.manifestDigest);
     return { manifestDigest: image?.manifestDigest, configDigest: image?.configDigest, exports, warnings: [...converted.warnings, ...stepWarnings] };
   } finally {
-    await settleLayerBlobs(worker).catch(() => undefined);
-    await session.end();
+    // A group's worker and session outlive each of its builds: the group's maker settles and ends them.
+    if (session) {
+      await settleLayerBlobs(worker).catch(() => undefined);
+      await session.end();
+    }
   }
 }
 
@@ -645,4 +692,22 @@ function toBuildError(e: unknown, filename: string, progress?: FullProgressWrite
     return new BuildError(loc ? `${loc.file || filename}:${loc.startLine}: ${e.message}` : e.message, [], { cause: e });
   }
   return e as Error;
+}
+
+/** Opens a BuildGroup on the state directory `root` (a worker and its session), for builds run as one. */
+export async function openBuildGroup(root: string, opts: Pick<BuildOptions, 'ociRuntime' | 'insecureRegistries' | 'registries' | 'signal' | 'maxParallelism'>, progress: FullProgressWriter): Promise<{ group: BuildGroup; end(): Promise<void> }> {
+  const worker = await openWorker(root, { runtime: opts.ociRuntime, insecureRegistries: opts.insecureRegistries, registries: opts.registries }, progress);
+  const session = await BuildSession.start(root, async (alone) => {
+    await worker.init({ recover: alone });
+    if (alone) await new CacheRecords(root, worker.snapshots).cleanup();
+  }, opts.signal);
+  const queue = new PQueue({ concurrency: opts.maxParallelism ?? defaultParallelism() });
+  const fileQueue = opts.maxParallelism !== undefined ? queue : new PQueue({ concurrency: fileParallelism() });
+  return {
+    group: { worker, shared: new Map(), queue, fileQueue },
+    async end() {
+      await settleLayerBlobs(worker).catch(() => undefined);
+      await session.end();
+    },
+  };
 }

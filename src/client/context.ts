@@ -9,6 +9,7 @@ import { spawn } from 'node:child_process';
 import { Readable } from 'node:stream';
 import { detectCompression, isTarHeader } from '../worker/unpack.js';
 import { UserError } from '../util/errors.js';
+import { MAX_DOCKERFILE_BYTES } from '../../frontend/index.js';
 
 export class ContextTarError extends Error {
   readonly code = 'BAD_CONTEXT';
@@ -33,9 +34,14 @@ async function peek(input: NodeJS.ReadableStream, n: number): Promise<{ head: Bu
   }
   const head = Buffer.concat(chunks);
   async function* replay(): AsyncGenerator<Buffer> {
-    yield head;
-    if (done) return;
-    for (let next = await iterator.next(); !next.done; next = await iterator.next()) yield next.value as Buffer;
+    try {
+      yield head;
+      if (done) return;
+      for (let next = await iterator.next(); !next.done; next = await iterator.next()) yield next.value as Buffer;
+    } finally {
+      // A reader that stops early lets go of the source too.
+      await iterator.return?.();
+    }
   }
   return { head: head.subarray(0, n), stream: Readable.from(replay(), { objectMode: false }) };
 }
@@ -75,9 +81,25 @@ export async function readStdinSource(input: NodeJS.ReadableStream): Promise<Std
   const { head, stream } = await peek(input, 1024);
   if (head.length === 0) throw new UserError('EMPTY_STDIN', 'unable to prepare context: standard input is empty (expected a Dockerfile or a context tar)');
   if (detectCompression(head) !== 'none' || isTarHeader(head.subarray(0, 512))) return { context: stream };
+  return { dockerfile: await readDockerfileStream(stream) };
+}
+
+/**
+ * A Dockerfile from a stream (`-` or `-f -`), read as from a file: one byte over the frontend's limit at most,
+ * enough for it to name the line past the limit; an endless stream is not read on until memory runs out.
+ */
+export async function readDockerfileStream(input: NodeJS.ReadableStream): Promise<string> {
+  const max = MAX_DOCKERFILE_BYTES + 1;
   const chunks: Buffer[] = [];
-  for await (const chunk of stream) chunks.push(chunk as Buffer);
-  return { dockerfile: Buffer.concat(chunks).toString('utf8') };
+  let total = 0;
+  // Leaving the loop early destroys the stream: nothing more is read.
+  for await (const chunk of input) {
+    const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string);
+    chunks.push(buf.subarray(0, max - total));
+    total += Math.min(buf.length, max - total);
+    if (total >= max) break;
+  }
+  return Buffer.concat(chunks).toString('utf8');
 }
 
 /** An empty context: the tar of an empty directory (two zero blocks). */

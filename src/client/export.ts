@@ -18,7 +18,7 @@ import { parseReference, Reference } from '../registry/reference.js';
 import { RegistryClient } from '../registry/client.js';
 import type { RegistryHostConfig } from '../registry/config.js';
 import { pushImage } from '../registry/push.js';
-import type { FullProgressWriter as ProgressWriter } from '../progress/printer.js';
+import { formatBytes, type FullProgressWriter as ProgressWriter } from '../progress/printer.js';
 import { instantStep, subStep } from '../progress/writer.js';
 import { boolAttr, type OutputSpec } from './outputs.js';
 import { UserError } from '../util/errors.js';
@@ -244,7 +244,7 @@ export interface ExportOptions {
    * Where a `type=image` output leaves the names it would record in the local image store, for the caller to
    * record once every output succeeded. Without it they are recorded when this output succeeded (pushed).
    */
-  keep?: { names: string[]; target: Descriptor }[];
+  keep?: { names: string[]; target: Descriptor; pushed?: boolean }[];
   /**
    * The build's attestations: what it asks for, and the predicates of result `index` for a request (as an
    * output takes it: image, registry and oci outputs carry them inline, local ones as files, docker and tar
@@ -396,9 +396,11 @@ async function writeAndExport(
       progress.log(vertex, 'stderr', Buffer.from(`${dest} already holds this image\n`));
     } else {
       const sending = subStep(progress, vertex, 'sending tarball');
-      await writingTo(dest, () => (output.type === 'oci' ? exportLayoutTar(worker.store, root, { dest, names }) : exportDockerTar(worker.store, { manifest: root }, { dest, names })));
+      const record = { outputs, fingerprint };
+      const w = await writingTo(dest, () => (output.type === 'oci' ? exportLayoutTar(worker.store, root, { dest, names, record }) : exportDockerTar(worker.store, { manifest: root }, { dest, names, record })));
       sending.done();
-      await outputs.record(dest, fingerprint);
+      // A rebuild that changed only the archive's last entries (the default provenance's times) rewrote those.
+      if (w.kept > 0) progress.log(vertex, 'stderr', Buffer.from(`${dest}: kept the first ${formatBytes(w.kept)}, wrote ${formatBytes(w.written)}${w.inPlace ? ' in place' : ''}\n`));
     }
   } else if (output.type === 'docker') {
     await loadIntoDocker(worker, root, names);
@@ -435,11 +437,11 @@ async function writeAndExport(
     if (names.length && boolAttr(output, 'store', true) && !boolAttr(output, 'push-by-digest')) {
       if (opts.keep) {
         // Recorded by the build once every output succeeded (moments later); shown here, in the export step, as BuildKit shows it.
-        opts.keep.push({ names, target: root });
+        opts.keep.push({ names, target: root, pushed: push });
         instantStep(progress, vertex, `naming to ${names.join(', ')}`);
       } else {
         const naming = subStep(progress, vertex, `naming to ${names.join(', ')}`);
-        await worker.images.put(names, root);
+        await worker.images.put(names, root, { repoDigests: push ? names : [] });
         naming.done();
       }
     }

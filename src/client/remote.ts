@@ -140,7 +140,7 @@ export function namedLocalName(name: string): string {
 /** Named contexts made ready for a build: what the frontend resolves names to, and the directories. */
 export interface PreparedContexts {
   contexts: Record<string, NamedContext>;
-  locals: Record<string, { dir: string }>;
+  locals: Record<string, { dir: string; ephemeral?: boolean }>;
   /** OCI layouts to import into the worker before the frontend resolves the refs standing for them. */
   layouts: { ref: string; dir: string; selector?: { digest?: string; tag?: string } }[];
   remove(): Promise<void>;
@@ -161,7 +161,7 @@ export function parseBuildContexts(specs: string[] | Record<string, string>): Re
 /** Turns each `NAME=VALUE` into what the frontend replaces NAME by; fetches git and URL ones. */
 export async function prepareNamedContexts(specs: Record<string, string>, opts: RemoteOptions & { cwd?: string }): Promise<PreparedContexts> {
   const contexts: Record<string, NamedContext> = {};
-  const locals: Record<string, { dir: string }> = {};
+  const locals: Record<string, { dir: string; ephemeral?: boolean }> = {};
   const layouts: PreparedContexts['layouts'] = [];
   const removers: (() => Promise<void>)[] = [];
   const remove = async () => { for (const r of removers.splice(0)) await r().catch(() => undefined); };
@@ -209,7 +209,7 @@ export async function prepareNamedContexts(specs: Record<string, string>, opts: 
         } catch { /* keep the default */ }
         await step(opts.progress, `internal:named:${name}`, `[context ${name}] ${redactRemote(value)}`, () => download(value, path.join(tmp, filename), opts));
         await fsp.chmod(path.join(tmp, filename), 0o600);
-        locals[local] = { dir: tmp };
+        locals[local] = { dir: tmp, ephemeral: true };
         contexts[name] = { type: 'local', name: local };
       } else if (/^[a-z][a-z0-9+.-]*:\/\//.test(value) && !value.startsWith('local:')) {
         throw new RemoteContextError('INVALID_FLAG', `invalid --build-context ${rawName}: unsupported context source ${value.slice(0, value.indexOf(':'))}`);

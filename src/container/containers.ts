@@ -29,6 +29,8 @@ export interface ContainerRecord {
   Upper: string;
   State: { Status: 'created' | 'running' | 'exited'; Running: boolean; Pid: number; ExitCode: number; StartedAt: string; FinishedAt: string };
   AutoRemove?: boolean;
+  /** `run --privileged`. */
+  Privileged?: boolean;
   Mounts?: { Type: string; Source: string; Destination: string; RW: boolean }[];
 }
 
@@ -95,6 +97,6 @@ export async function inspectContainer(root: string, arg: string): Promise<Recor
     Platform: c.Platform.os,
     Mounts: c.Mounts ?? [],
     Config: c.Config,
-    HostConfig: { AutoRemove: Boolean(c.AutoRemove) },
+    HostConfig: { AutoRemove: Boolean(c.AutoRemove), Privileged: Boolean(c.Privileged) },
   };
 }

@@ -37,6 +37,9 @@ export interface RunOptions {
   /** `type=bind,source=S,target=T[,readonly]` or `type=tmpfs,target=T`. */
   mounts?: string[];
   network?: 'sandbox' | 'host' | 'none';
+  /** As `docker run --privileged`: `RUN --security=insecure`'s sandbox (all capabilities, no seccomp filter,
+   * writable /sys and cgroups, the device cgroup open), e.g. for a container that runs containers itself. */
+  privileged?: boolean;
   /** The process's standard input (`-i`). */
   stdin?: NodeJS.ReadableStream;
   /** A pseudo-terminal on this process's terminal (`-t`): stdio goes through it, not `stdin`/`onOutput`. */
@@ -91,6 +94,7 @@ export async function runContainer(opts: RunOptions): Promise<{ id: string; exit
   const mounts = (opts.mounts ?? []).map(parseMount);
   const meta: ExecMeta = {
     args, env, cwd: opts.workdir ?? (cfg.WorkingDir || '/'), user: opts.user ?? cfg.User ?? '', network: opts.network ?? 'sandbox',
+    ...(opts.privileged ? { security: 'insecure' as const } : {}),
   };
   const { worker, end } = await openSession(root, opts.runtime);
   const id = newContainerID();
@@ -108,7 +112,7 @@ export async function runContainer(opts: RunOptions): Promise<{ id: string; exit
       Config: { ...cfg, Env: env, Cmd: cmd, Entrypoint: entrypoint.length ? entrypoint : null, WorkingDir: meta.cwd === '/' && !cfg.WorkingDir ? '' : meta.cwd, User: meta.user, Image: opts.image, ...(opts.stdin ? { OpenStdin: true } : {}), ...(opts.tty ? { Tty: true } : {}) },
       BaseConfig: p.config, Layers: layers, Upper: upper,
       State: { Status: 'running', Running: true, Pid: process.pid, ExitCode: 0, StartedAt: now, FinishedAt: '0001-01-01T00:00:00Z' },
-      AutoRemove: Boolean(opts.rm),
+      AutoRemove: Boolean(opts.rm), ...(opts.privileged ? { Privileged: true } : {}),
       Mounts: mounts.map((m) => ({ Type: m.type, Source: m.source, Destination: m.destination, RW: !m.options.includes('ro') })),
     };
     await saveContainer(root, rec);
@@ -380,7 +384,8 @@ export async function commitContainer(root: string, arg: string, opts: CommitOpt
     const created = new Date().toISOString();
     const config: ImageConfig = applyChanges({ ...(base.config ?? {}) }, changes);
     const entry: HistoryEntry = {
-      created, created_by: [c.Path, ...c.Args].join(' '),
+      // Docker's: the container's CMD, without the ENTRYPOINT it ran under (moby's CommitImage joins ContainerConfig.Cmd).
+      created, created_by: (c.Config.Cmd ?? []).join(' '),
       ...(opts.author ? { author: opts.author } : {}), ...(opts.message ? { comment: opts.message } : {}),
     };
     const file: ImageConfigFile = {

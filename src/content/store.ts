@@ -2,6 +2,8 @@
 // file in `<root>/blobs/tmp/`, synced, verified, then renamed into place, so a path under sha256/ always
 // holds complete content matching its name. A gzip layer blob made here may have a member index beside it,
 // `<root>/members/<hex>.json` (see src/archive/segmented.ts), written after its blob and removed before it.
+// A layer blob's unpacked size (what its files hold, as Docker counts a layer's size) is kept in
+// `<root>/unpacked/<hex>` the same way, once known.
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
@@ -283,7 +285,30 @@ export class ContentStore {
   async remove(d: Digest): Promise<void> {
     this.verified.delete(d);
     await fsp.rm(this.memberIndexPath(d), { force: true });
+    await fsp.rm(this.unpackedSizePath(d), { force: true });
     await fsp.rm(this.blobPath(d), { force: true });
+  }
+
+  unpackedSizePath(d: Digest): string {
+    return path.join(this.root, 'unpacked', this.blobPath(d).slice(-64));
+  }
+
+  /**
+   * A layer blob's unpacked size: the bytes of its files and symlinks (src/archive/layer.ts entrySize), as
+   * Docker's layer store counts a layer (`docker history` SIZE, `inspect` Size). Undefined when not recorded.
+   */
+  async readUnpackedSize(d: Digest): Promise<number | undefined> {
+    try {
+      const n = Number((await fsp.readFile(this.unpackedSizePath(d), 'utf8')).trim());
+      return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Records a stored layer blob's unpacked size (see readUnpackedSize). */
+  async writeUnpackedSize(d: Digest, size: number): Promise<void> {
+    await writeFileAtomic(this.unpackedSizePath(d), String(size));
   }
 
   memberIndexPath(d: Digest): string {

@@ -4,11 +4,12 @@
 import type { ContentStore } from '../content/store.js';
 import type { Descriptor, Index, Manifest } from '../image/types.js';
 import { parseReference, type Reference } from '../registry/reference.js';
-import { blobName, layoutIndex, reachableBlobs, writeLayoutTar } from './layout.js';
+import { blobName, layoutIndex, reachableBlobs, writeLayoutTar, type LayoutTarWrite } from './layout.js';
 import type { TarExportOptions } from './oci.js';
+import type { RecordedOutput } from './uptodate.js';
 
-export async function exportDockerTar(store: ContentStore, image: { manifest: Descriptor }, opts: TarExportOptions): Promise<void> {
-  await exportDockerArchive(store, [{ root: image.manifest, manifest: image.manifest, names: opts.names }], opts.dest);
+export async function exportDockerTar(store: ContentStore, image: { manifest: Descriptor }, opts: TarExportOptions): Promise<LayoutTarWrite> {
+  return exportDockerArchive(store, [{ root: image.manifest, manifest: image.manifest, names: opts.names }], opts.dest, { record: opts.record });
 }
 
 /**
@@ -17,7 +18,8 @@ export async function exportDockerTar(store: ContentStore, image: { manifest: De
  */
 export async function exportDockerArchive(
   store: ContentStore, images: { root: Descriptor; manifest: Descriptor; names: string[] }[], dest: string,
-): Promise<void> {
+  opts: { record?: RecordedOutput } = {},
+): Promise<LayoutTarWrite> {
   const dockerManifest = [];
   const repositories: Record<string, Record<string, string>> = {};
   const index: Index = { schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [] };
@@ -35,7 +37,7 @@ export async function exportDockerArchive(
     index.manifests.push(...layoutIndex(image.root, names).manifests);
   }
   const tagged = Object.keys(repositories).length > 0;
-  await writeLayoutTar(
+  return writeLayoutTar(
     store,
     {
       blobs: await reachableBlobs(store, images.map((i) => i.root)),
@@ -46,5 +48,6 @@ export async function exportDockerArchive(
       ],
     },
     dest,
+    opts,
   );
 }

@@ -4,13 +4,16 @@ import type { Platform } from '../../solver/llb/ops.js';
 import type { ContentStore } from '../content/store.js';
 import { MediaType, type Descriptor, type Index } from '../image/types.js';
 import { parseReference } from '../registry/reference.js';
-import { layoutIndex, reachableBlobs, writeLayoutDir, writeLayoutTar } from './layout.js';
+import { layoutIndex, reachableBlobs, writeLayoutDir, writeLayoutTar, type LayoutTarWrite } from './layout.js';
+import type { RecordedOutput } from './uptodate.js';
 
 export interface TarExportOptions {
   /** A file path, or `-` for standard output. */
   dest: string;
   /** Full image names (`docker.io/library/app:1`) to annotate the image with. */
   names: string[];
+  /** A destination this state directory records (uptodate.ts): only what changed since is written. */
+  record?: RecordedOutput;
 }
 
 export async function exportOCITar(
@@ -21,14 +24,14 @@ export async function exportOCITar(
   const root = images.length === 1 ? images[0].manifest : await writeImageIndex(store, images);
   const blobs = await reachableBlobs(store, [root]);
   const index = layoutIndex(root, opts.names.map(parseReference));
-  await writeLayoutTar(store, { blobs, index }, opts.dest);
+  await writeLayoutTar(store, { blobs, index }, opts.dest, { record: opts.record });
   return root;
 }
 
 /** The layout tarball of an image already in the store (a manifest or an index). */
-export async function exportLayoutTar(store: ContentStore, root: Descriptor, opts: TarExportOptions): Promise<void> {
+export async function exportLayoutTar(store: ContentStore, root: Descriptor, opts: TarExportOptions): Promise<LayoutTarWrite> {
   const blobs = await reachableBlobs(store, [root]);
-  await writeLayoutTar(store, { blobs, index: layoutIndex(root, opts.names.map(parseReference)) }, opts.dest);
+  return writeLayoutTar(store, { blobs, index: layoutIndex(root, opts.names.map(parseReference)) }, opts.dest, { record: opts.record });
 }
 
 /** One layout tarball holding several stored images (`builder save --format oci`), each under its names. */

@@ -2,24 +2,20 @@
 // local image store (src/image/store.ts), shaped as Docker's CLI prints it. Every change runs under the
 // state directory's lock; blobs an image no longer needs are freed when nothing else holds them.
 import fs from 'node:fs/promises';
-import path from 'node:path';
 import { createGunzip } from 'node:zlib';
+import { layerUnpackedSize } from '../archive/layer.js';
 import type { Digest, Platform } from '../../solver/llb/ops.js';
 import { ContentStore } from '../content/store.js';
 import { StateLock } from '../client/lock.js';
-import { goRFC3339 } from './format.js';
-import { GarbageCollector } from '../cache/gc.js';
+import { goRFC3339, humanSize, goTime, since } from './format.js';
+import { openStores, imageRecords, platformImages, imageBlobs, imagesUsage, type ImageRecord, type PlatformImage } from './records.js';
+import { GarbageCollector, parseDuration } from '../cache/gc.js';
 import { parseReference, type Reference } from '../registry/reference.js';
 import { UserError } from '../util/errors.js';
 import { ImageStore, ImageNotInStoreError, type StoredImage } from './store.js';
 import {
-  isIndexType, isManifestType, platformString, platformsEqual, type Descriptor, type HistoryEntry, type ImageConfig, type ImageConfigFile, type Index, type Manifest,
+  isIndexType, platformString, platformsEqual, type Descriptor, type HistoryEntry, type ImageConfig, type Manifest,
 } from './types.js';
-
-export function openStores(root: string): { content: ContentStore; images: ImageStore } {
-  const content = new ContentStore(path.join(root, 'content'));
-  return { content, images: new ImageStore(root, content) };
-}
 
 /** Runs `fn` holding the state directory's lock (image store changes are read-modify-write). */
 export async function withImageLock<T>(root: string, fn: () => Promise<T>): Promise<T> {
@@ -32,24 +28,6 @@ export async function withImageLock<T>(root: string, fn: () => Promise<T>): Prom
   }
 }
 
-/** One platform's image: its manifest, config, and where in an index it sits. */
-export interface PlatformImage {
-  manifestDesc: Descriptor;
-  manifest: Manifest;
-  config: ImageConfigFile;
-  configDesc: Descriptor;
-  platform: Platform;
-}
-
-/** A stored image (one target), with every name that points at it. */
-export interface ImageRecord {
-  target: Descriptor;
-  names: Reference[];
-  /** When it was stored (the latest of its names). */
-  stored: string;
-  dangling: boolean;
-}
-
 /** Docker's image id: the config digest of a single-platform image, the index digest of a multi-platform one. */
 export async function imageID(content: ContentStore, target: Descriptor): Promise<Digest> {
   if (isIndexType(target.mediaType)) return target.digest;
@@ -59,40 +37,34 @@ export async function imageID(content: ContentStore, target: Descriptor): Promis
 
 export const shortID = (id: string): string => id.replace(/^sha256:/, '').slice(0, 12);
 
-/** Every stored image, named ones first (by name), then dangling ones. */
-export async function imageRecords(images: ImageStore): Promise<ImageRecord[]> {
-  const byDigest = new Map<string, ImageRecord>();
-  for (const i of await images.list()) {
-    const r = byDigest.get(i.target.digest);
-    if (r) {
-      r.names.push(parseReference(i.name));
-      if (i.created > r.stored) r.stored = i.created;
-    } else byDigest.set(i.target.digest, { target: i.target, names: [parseReference(i.name)], stored: i.created, dangling: false });
-  }
-  for (const d of await images.dangling()) {
-    if (!byDigest.has(d.target.digest)) byDigest.set(d.target.digest, { target: d.target, names: [], stored: d.created, dangling: true });
-  }
-  return [...byDigest.values()];
+/**
+ * A layer's size as Docker shows it (`inspect` Size, `history` SIZE, `images` SIZE): what its files hold
+ * unpacked, not its compressed blob. 0 for a layer whose blob is not here (a platform never pulled).
+ */
+export async function layerSize(content: ContentStore, l: Descriptor): Promise<number> {
+  if (!(await content.has(l.digest))) return 0;
+  return layerUnpackedSize(content, l);
 }
 
-/** The platform images of a target (one for a manifest; each stored platform of an index, attestations left out). */
-export async function platformImages(content: ContentStore, target: Descriptor): Promise<PlatformImage[]> {
-  const read = async <T>(d: Digest) => JSON.parse((await content.readBuffer(d)).toString('utf8')) as T;
-  const one = async (desc: Descriptor): Promise<PlatformImage> => {
-    const manifest = await read<Manifest>(desc.digest);
-    const config = await read<ImageConfigFile>(manifest.config.digest);
-    const platform: Platform = desc.platform ?? { os: config.os, architecture: config.architecture, ...(config.variant ? { variant: config.variant } : {}) };
-    return { manifestDesc: desc, manifest, config, configDesc: manifest.config, platform };
-  };
-  if (isManifestType(target.mediaType)) return [await one(target)];
-  if (!isIndexType(target.mediaType)) throw new UserError('BAD_IMAGE', `unsupported image media type ${target.mediaType}`);
-  const idx = await read<Index>(target.digest);
-  const out: PlatformImage[] = [];
-  for (const m of idx.manifests) {
-    if (m.platform?.os === 'unknown' || !isManifestType(m.mediaType) || !(await content.has(m.digest))) continue;
-    out.push(await one(m));
+/** A platform image's size as Docker's: its layers unpacked. */
+export async function platformSize(content: ContentStore, p: PlatformImage): Promise<number> {
+  let n = 0;
+  for (const l of p.manifest.layers) n += await layerSize(content, l);
+  return n;
+}
+
+/** An image's size as `docker images` shows it: every stored platform's layers unpacked, each layer once. */
+export async function unpackedImageSize(content: ContentStore, plats: PlatformImage[]): Promise<number> {
+  const seen = new Set<string>();
+  let n = 0;
+  for (const p of plats) {
+    for (const l of p.manifest.layers) {
+      if (seen.has(l.digest)) continue;
+      seen.add(l.digest);
+      n += await layerSize(content, l);
+    }
   }
-  return out;
+  return n;
 }
 
 /** Bytes of a target's blobs (index, manifests, configs, layers), each blob once. */
@@ -100,15 +72,6 @@ export async function imageSize(content: ContentStore, target: Descriptor): Prom
   let n = 0;
   for (const d of await imageBlobs(content, target)) n += d.size;
   return n;
-}
-
-/** The blobs of a target that are in the store, each once. */
-export async function imageBlobs(content: ContentStore, target: Descriptor): Promise<Descriptor[]> {
-  const seen = new Map<string, Descriptor>([[target.digest, target]]);
-  for (const p of await platformImages(content, target).catch(() => [] as PlatformImage[])) {
-    for (const d of [p.manifestDesc, p.configDesc, ...p.manifest.layers]) if (!seen.has(d.digest)) seen.set(d.digest, d);
-  }
-  return [...seen.values()];
 }
 
 /**
@@ -180,7 +143,6 @@ export async function listImages(root: string, opts: ImageListOptions = {}): Pro
   const filters = parseFilters(opts.filters ?? [], ['dangling', 'reference', 'before', 'since', 'label']);
   const records = await imageRecords(images);
   const rows: ImageRow[] = [];
-  const { humanSize, goTime, since } = await import('./format.js');
   const createdOf = new Map<ImageRecord, string | undefined>();
   const platsOf = new Map<ImageRecord, PlatformImage[]>();
   for (const r of records) {
@@ -199,13 +161,15 @@ export async function listImages(root: string, opts: ImageListOptions = {}): Pro
     if (after !== undefined && !((created ?? '') > after)) continue;
     if (filters.label && !filters.label.every((l) => plats.some((p) => labelMatches(p.config.config?.Labels, l)))) continue;
     const fullID = await imageID(content, r.target).catch(() => r.target.digest);
-    const size = await imageSize(content, r.target).catch(() => 0);
+    const size = await unpackedImageSize(content, plats).catch(() => 0); // a damaged layer: listed all the same
     const platformRows = [];
     if (isIndexType(r.target.mediaType)) {
       for (const p of plats) {
-        platformRows.push({ platform: platformString(p.platform), id: p.configDesc.digest, size: p.manifest.layers.reduce((n, l) => n + l.size, p.configDesc.size + p.manifestDesc.size) });
+        platformRows.push({ platform: platformString(p.platform), id: p.configDesc.digest, size: await platformSize(content, p).catch(() => 0) });
       }
     }
+    // Docker's DIGEST column: the digest the row's repository knows the image by (pushed or pulled).
+    const repos = new Set(await images.repoDigests(r.target.digest));
     const base = {
       Containers: 'N/A', CreatedAt: goTime(created), CreatedSince: since(created), ID: shortID(fullID), SharedSize: 'N/A',
       Size: humanSize(size), UniqueSize: 'N/A', VirtualSize: humanSize(size), Platforms: plats.map((p) => platformString(p.platform)),
@@ -219,7 +183,7 @@ export async function listImages(root: string, opts: ImageListOptions = {}): Pro
         ...base,
         Repository: n ? n.familiarName : '<none>',
         Tag: n?.tag ?? '<none>',
-        Digest: r.target.digest,
+        Digest: n && repos.has(n.name) ? r.target.digest : '<none>',
       });
     }
   }
@@ -374,7 +338,6 @@ export async function pruneImages(root: string, opts: { all?: boolean; untilMs?:
   const filters = parseFilters(opts.filters ?? [], ['until', 'label']);
   let untilMs = opts.untilMs;
   if (filters.until) {
-    const { parseDuration } = await import('../cache/gc.js');
     const v = filters.until[0];
     const ts = Date.parse(v);
     try {
@@ -421,15 +384,17 @@ export async function inspectImage(root: string, arg: string, opts: { platform?:
     if (plats.length === 0) throw new UserError('NO_MATCHING_PLATFORM', `${arg}: image has no platform ${platformString(opts.platform)}`);
   }
   const index = isIndexType(rec.target.mediaType);
+  const repoDigests = await images.repoDigests(rec.target.digest);
   const out: Record<string, unknown>[] = [];
   for (const p of plats) {
     const c = p.config;
     const history = c.history ?? [];
-    const size = p.manifest.layers.reduce((n, l) => n + l.size, 0);
+    const size = await platformSize(content, p);
     out.push({
       Id: index ? rec.target.digest : p.configDesc.digest,
       RepoTags: rec.names.filter((n) => n.tag).map((n) => `${n.familiarName}:${n.tag}`),
-      RepoDigests: [...new Set(rec.names.map((n) => `${n.familiarName}@${rec.target.digest}`))],
+      // Only where the image was pushed to or pulled from: a built or loaded image has none (as Docker).
+      RepoDigests: repoDigests.map((n) => `${parseReference(n).familiarName}@${rec.target.digest}`),
       Parent: '',
       Comment: history.at(-1)?.comment ?? '',
       Created: goRFC3339(c.created ?? '0001-01-01T00:00:00Z'),
@@ -475,7 +440,7 @@ export interface HistoryRow {
   id: string;
   created: string | undefined;
   createdBy: string;
-  /** Bytes of the entry's layer (its compressed blob), 0 for a metadata-only entry. */
+  /** Bytes of the entry's layer unpacked (as Docker's SIZE), 0 for a metadata-only entry. */
   size: number;
   comment: string;
   emptyLayer: boolean;
@@ -494,7 +459,8 @@ export async function imageHistory(root: string, arg: string, opts: { platform?:
   const history: HistoryEntry[] = p.config.history ?? [];
   for (const h of history) {
     const empty = Boolean(h.empty_layer);
-    const size = empty ? 0 : p.manifest.layers[layer++]?.size ?? 0;
+    const l = empty ? undefined : p.manifest.layers[layer++];
+    const size = l ? await layerSize(content, l) : 0;
     rows.push({ id: '<missing>', created: h.created, createdBy: h.created_by ?? '', size, comment: h.comment ?? '', emptyLayer: empty });
   }
   rows.reverse();
@@ -559,18 +525,6 @@ async function uncompressedSize(content: ContentStore, l: Descriptor): Promise<n
 }
 
 /** For `du`: the stored images' blobs, each once (shared layers counted once), and how many images. */
-export async function imagesUsage(root: string): Promise<{ count: number; blobs: Map<string, number> }> {
-  const { content, images } = openStores(root);
-  const blobs = new Map<string, number>();
-  const records = await imageRecords(images);
-  for (const r of records) {
-    for (const d of await imageBlobs(content, r.target)) {
-      if (blobs.has(d.digest)) continue;
-      const st = await content.stat(d.digest);
-      if (st) blobs.set(d.digest, st.size);
-    }
-  }
-  return { count: records.length, blobs };
-}
 
 export type { StoredImage };
+export { openStores, imageRecords, platformImages, imageBlobs, imagesUsage, type ImageRecord, type PlatformImage };

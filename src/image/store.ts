@@ -25,6 +25,17 @@ export interface DanglingImage {
   created: string;
 }
 
+/** What images.json holds. */
+interface StoreState {
+  images: StoredImage[];
+  dangling: DanglingImage[];
+  /**
+   * Repositories an image was pushed to or pulled from, by its target digest (full names, no tag): Docker's
+   * RepoDigests (`name@digest`), which a build or tag alone does not give an image.
+   */
+  repoDigests: Record<string, string[]>;
+}
+
 export class ImageNotInStoreError extends UserError {
   constructor(name: string) { super('IMAGE_NOT_FOUND', `no such image: ${name}`); }
 }
@@ -49,17 +60,31 @@ export class ImageStore {
     return (await this.read()).dangling;
   }
 
-  private async read(): Promise<{ images: StoredImage[]; dangling: DanglingImage[] }> {
+  /** The repositories (full names) the image with this target digest was pushed to or pulled from. */
+  async repoDigests(digest: string): Promise<string[]> {
+    return (await this.read()).repoDigests[digest] ?? [];
+  }
+
+  /** Records that the image was pushed to (or pulled from) these repositories (names; tags are dropped). */
+  async addRepoDigests(digest: string, names: string[]): Promise<void> {
+    const state = await this.read();
+    const repos = new Set(state.repoDigests[digest] ?? []);
+    for (const n of names) repos.add(parseReference(n).name);
+    state.repoDigests[digest] = [...repos].sort();
+    await this.save(state);
+  }
+
+  private async read(): Promise<StoreState> {
     let text: string;
     try {
       text = await fs.readFile(this.file, 'utf8');
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { images: [], dangling: [] };
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { images: [], dangling: [], repoDigests: {} };
       throw e;
     }
-    let parsed: { images?: unknown; dangling?: unknown } | null;
+    let parsed: { images?: unknown; dangling?: unknown; repoDigests?: unknown } | null;
     try {
-      parsed = JSON.parse(text) as { images?: unknown; dangling?: unknown };
+      parsed = JSON.parse(text) as { images?: unknown; dangling?: unknown; repoDigests?: unknown };
     } catch {
       parsed = null;
     }
@@ -67,22 +92,33 @@ export class ImageStore {
     if (!Array.isArray(images)) {
       // Unreadable: set aside (kept for inspection), never an error on every later build.
       await fs.rename(this.file, `${this.file}.corrupt`).catch(() => undefined);
-      return { images: [], dangling: [] };
+      return { images: [], dangling: [], repoDigests: {} };
     }
     const validTarget = (t: unknown) => typeof (t as Descriptor)?.digest === 'string' && typeof (t as Descriptor).mediaType === 'string';
+    const repoDigests: Record<string, string[]> = {};
+    const rd = parsed?.repoDigests;
+    if (rd && typeof rd === 'object' && !Array.isArray(rd)) {
+      for (const [d, names] of Object.entries(rd as Record<string, unknown>)) {
+        if (Array.isArray(names)) repoDigests[d] = names.filter((n): n is string => typeof n === 'string');
+      }
+    }
     return {
       images: images.filter((i): i is StoredImage => typeof i?.name === 'string' && validTarget(i.target)),
       dangling: (Array.isArray(parsed?.dangling) ? parsed.dangling : []).filter((d): d is DanglingImage => validTarget(d?.target)),
+      repoDigests,
     };
   }
 
-  private async save(images: StoredImage[], dangling: DanglingImage[]): Promise<void> {
+  private async save({ images, dangling, repoDigests }: StoreState): Promise<void> {
     images.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     // An image with a name again is not dangling; each dangling image once.
     const named = new Set(images.map((i) => i.target.digest));
     const seen = new Set<string>();
     dangling = dangling.filter((d) => !named.has(d.target.digest) && !seen.has(d.target.digest) && seen.add(d.target.digest));
-    await writeFileAtomic(this.file, JSON.stringify({ images, ...(dangling.length ? { dangling } : {}) }, null, 1));
+    // Repository digests go with their image.
+    const kept = new Set<string>([...named, ...dangling.map((d) => d.target.digest)]);
+    const digests = Object.fromEntries(Object.entries(repoDigests).filter(([d, n]) => kept.has(d) && n.length).sort(([a], [b]) => (a < b ? -1 : 1)));
+    await writeFileAtomic(this.file, JSON.stringify({ images, ...(dangling.length ? { dangling } : {}), ...(Object.keys(digests).length ? { repoDigests: digests } : {}) }, null, 1));
   }
 
   async get(name: string): Promise<StoredImage | undefined> {
@@ -94,10 +130,11 @@ export class ImageStore {
    * Points each name at `target` (replacing what they named before). An image that loses its last name
    * this way is kept as dangling, as Docker keeps the image a rebuild took the tag from.
    */
-  async put(names: string[], target: Descriptor, opts: { created?: string } = {}): Promise<void> {
+  async put(names: string[], target: Descriptor, opts: { created?: string; repoDigests?: string[] } = {}): Promise<void> {
     const full = names.map(normalizeName);
     const created = opts.created ?? new Date().toISOString();
-    const { images: all, dangling } = await this.read();
+    const state = await this.read();
+    const { images: all, dangling } = state;
     const images = all.filter((i) => !full.includes(i.name));
     for (const name of full) {
       images.push({ name, target: { mediaType: target.mediaType, digest: target.digest, size: target.size }, created });
@@ -106,32 +143,35 @@ export class ImageStore {
       if (!full.includes(old.name) || old.target.digest === target.digest) continue;
       if (!images.some((i) => i.target.digest === old.target.digest)) dangling.push({ target: old.target, created: old.created });
     }
-    await this.save(images, dangling);
+    if (opts.repoDigests?.length) {
+      state.repoDigests[target.digest] = [...new Set([...(state.repoDigests[target.digest] ?? []), ...opts.repoDigests.map((n) => parseReference(n).name)])].sort();
+    }
+    await this.save({ ...state, images, dangling });
   }
 
   /** Removes a name; the blobs stay in the content store. */
   async remove(name: string): Promise<StoredImage> {
     const full = normalizeName(name);
-    const { images, dangling } = await this.read();
-    const found = images.find((i) => i.name === full);
+    const state = await this.read();
+    const found = state.images.find((i) => i.name === full);
     if (!found) throw new ImageNotInStoreError(name);
-    await this.save(images.filter((i) => i !== found), dangling);
+    await this.save({ ...state, images: state.images.filter((i) => i !== found) });
     return found;
   }
 
   /** Keeps an image without a name (a loaded archive that named none); nothing when it has a name. */
   async putDangling(target: Descriptor): Promise<void> {
-    const { images, dangling } = await this.read();
-    dangling.push({ target: { mediaType: target.mediaType, digest: target.digest, size: target.size }, created: new Date().toISOString() });
-    await this.save(images, dangling);
+    const state = await this.read();
+    state.dangling.push({ target: { mediaType: target.mediaType, digest: target.digest, size: target.size }, created: new Date().toISOString() });
+    await this.save(state);
   }
 
   /** Forgets a dangling image (by its target digest); true when there was one. */
   async removeDangling(digest: string): Promise<boolean> {
-    const { images, dangling } = await this.read();
-    const left = dangling.filter((d) => d.target.digest !== digest);
-    if (left.length === dangling.length) return false;
-    await this.save(images, left);
+    const state = await this.read();
+    const left = state.dangling.filter((d) => d.target.digest !== digest);
+    if (left.length === state.dangling.length) return false;
+    await this.save({ ...state, dangling: left });
     return true;
   }
 

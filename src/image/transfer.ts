@@ -15,7 +15,7 @@ import { RegistryClient, choosePlatform } from '../registry/client.js';
 import { pushImage } from '../registry/push.js';
 import { parseReference, type Reference } from '../registry/reference.js';
 import { UserError } from '../util/errors.js';
-import { findImage, openStores, platformImages, withImageLock } from './images.js';
+import { findImage, imageID, openStores, platformImages, withImageLock } from './images.js';
 import { Annotation, MediaType, isIndexType, isManifestType, type Descriptor, type ImageConfigFile, type Index, type Manifest } from './types.js';
 
 // ------------------------------------------------------------------ save
@@ -167,7 +167,6 @@ export async function loadImages(root: string, input: string | NodeJS.ReadableSt
   await withImageLock(root, async () => {
     for (const l of loaded) {
       const names = l.names.map((n) => parseReference(n).toString());
-      const { imageID } = await import('./images.js');
       const replaced: LoadedImage['replaced'] = [];
       for (const n of names) {
         const before = await images.get(n);
@@ -247,31 +246,40 @@ export async function pullImage(root: string, name: string, platform: Platform, 
   await withImageLock(root, async () => {
     const before = await images.get(ref.toString());
     changed = before?.target.digest !== target.digest;
-    await images.put([ref.toString()], target);
+    // Pulled: the repository's digest is known (Docker's RepoDigests).
+    await images.put([ref.toString()], target, { repoDigests: [ref.toString()] });
   });
   return { ref, digest: top.digest, changed, layers };
 }
 
 /**
  * Pushes a stored image to the registry its name (or `as`) names. Every blob it references must be in
- * the store (a pulled index has only its pulled platforms: such an image cannot be pushed whole).
+ * the store (a pulled index has only its pulled platforms: such an image cannot be pushed whole). With
+ * `platform`, that platform's manifest alone is pushed as a single-platform image, as `docker push --platform`.
  */
-export async function pushStoredImage(root: string, name: string, opts: RegistryOptions & { as?: string; onBlob?: (d: Descriptor, how: string) => void } = {}): Promise<{ ref: Reference; digest: Digest; size: number }> {
+export async function pushStoredImage(root: string, name: string, opts: RegistryOptions & { as?: string; platform?: Platform; onBlob?: (d: Descriptor, how: string) => void } = {}): Promise<{ ref: Reference; digest: Digest; size: number }> {
   const { content, images } = openStores(root);
   const rec = await findImage(images, content, name);
   let ref = parseReference(opts.as ?? name);
   if (!ref.tag && !ref.digest) ref = parseReference(`${ref.name}:latest`);
-  if (isIndexType(rec.target.mediaType)) {
-    const idx = JSON.parse((await content.readBuffer(rec.target.digest)).toString('utf8')) as Index;
+  let target = rec.target;
+  if (opts.platform && isIndexType(target.mediaType)) {
+    const chosen = choosePlatform((await platformImages(content, target)).map((p) => ({ ...p.manifestDesc, platform: p.platform })), opts.platform);
+    if (!chosen) throw new UserError('NO_MATCHING_PLATFORM', `${name}: no platform ${opts.platform.os}/${opts.platform.architecture} of the image is in the local store`);
+    target = chosen;
+  } else if (isIndexType(target.mediaType)) {
+    const idx = JSON.parse((await content.readBuffer(target.digest)).toString('utf8')) as Index;
     const missing = [];
     for (const m of idx.manifests) if (!(await content.has(m.digest))) missing.push(m.platform ? `${m.platform.os}/${m.platform.architecture}` : m.digest);
-    if (missing.length) throw new UserError('INCOMPLETE_IMAGE', `${name}: platforms ${missing.join(', ')} of the image are not in the local store (pulled for one platform only)`);
-  } else if (!isManifestType(rec.target.mediaType)) {
-    throw new UserError('BAD_IMAGE', `${name}: unsupported media type ${rec.target.mediaType}`);
+    if (missing.length) throw new UserError('INCOMPLETE_IMAGE', `${name}: platforms ${missing.join(', ')} of the image are not in the local store (pulled for one platform only; --platform pushes one platform)`);
+  } else if (!isManifestType(target.mediaType)) {
+    throw new UserError('BAD_IMAGE', `${name}: unsupported media type ${target.mediaType}`);
   }
   const client = registryClient(root, content, opts);
-  await pushImage(client, content, rec.target, [ref], { onBlob: opts.onBlob });
-  return { ref, digest: rec.target.digest, size: rec.target.size };
+  await pushImage(client, content, target, [ref], { onBlob: opts.onBlob });
+  // The repository now holds the image by this digest: a whole image's, or one platform's manifest.
+  if (target === rec.target) await withImageLock(root, () => images.addRepoDigests(rec.target.digest, [ref.toString()]));
+  return { ref, digest: target.digest, size: target.size };
 }
 
 export type { Manifest };

@@ -3,7 +3,7 @@
 // copy between open files (copy_file_range, sendfile as fallback) for writing archives of stored blobs, and
 // an atomic swap of two paths (renameat2 RENAME_EXCHANGE).
 // (segment.c adds the async segment reading and hashing of layer archives, clone.c the async clone of a
-// snapshot tree.)
+// snapshot tree, mount.c mount and umount on the threadpool.)
 // Synchronous on purpose: each call is one short syscall on a local filesystem (copies go in chunks).
 #define _GNU_SOURCE // copy_file_range, renameat2
 #include <errno.h>
@@ -22,6 +22,7 @@
 
 #include "clone.h"
 #include "compat.h"
+#include "mount.h"
 #include "names.h"
 #include "segment.h"
 
@@ -275,6 +276,7 @@ static napi_value init(napi_env env, napi_value exports) {
 #endif
   segment_init(env, exports);
   clone_init(env, exports);
+  mount_init(env, exports);
   return exports;
 }
 

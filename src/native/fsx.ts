@@ -19,6 +19,9 @@ export interface FsxBinding {
   exchange(a: string, b: string): void;
   scanDir(dir: string, xattrs?: boolean): { names: string[]; stats: Float64Array };
   cloneTree(from: string, to: string): Promise<boolean>;
+  /** Absent from prebuilds older than mount.c: callers fall back to mount(8) (nativeMount). */
+  mount?(source: string | null, target: string, fstype: string | null, flags: number, data: string | null, cwd: string | null): Promise<void>;
+  umount?(target: string, flags: number): Promise<void>;
   fillSegment(buf: Buffer, paths: string[], spans: Float64Array, hash: boolean, fingerprint: boolean, diff?: OrderedHashHandle, ticket?: number): Promise<{ sha256?: Buffer; fingerprint?: Buffer; hashed?: number }>;
   orderedHashCreate(): OrderedHashHandle;
   orderedHashDigest(h: OrderedHashHandle, pieces: number): Buffer;
@@ -246,6 +249,27 @@ export const exchange = (a: string, b: string): void => addon().exchange(a, b);
  * False when the tree has an overlay whiteout or opaque directory (`to` is then left part-made).
  */
 export const cloneTree = (from: string, to: string): Promise<boolean> => addon().cloneTree(from, to);
+
+/** mount(2)'s flags that src/snapshot/mount.ts uses, and umount2(2)'s MNT_DETACH. */
+export const MS_RDONLY = 1;
+export const MS_REMOUNT = 32;
+export const MS_BIND = 4096;
+export const MNT_DETACH = 2;
+
+/**
+ * mount(2) and umount2(2) on the threadpool (mount.c); `cwd` is the directory relative paths in `data`
+ * are resolved from (for this one call: the process's own working directory does not change). Null when
+ * the addon cannot be loaded or predates them: the caller runs mount(8)/umount(8) instead.
+ */
+export function nativeMount(): Pick<Required<FsxBinding>, 'mount' | 'umount'> | null {
+  let a: FsxBinding;
+  try {
+    a = addon();
+  } catch {
+    return null;
+  }
+  return typeof a.mount === 'function' && typeof a.umount === 'function' ? (a as Required<FsxBinding>) : null;
+}
 
 /** A file span to read into a segment buffer: `length` bytes from `fileOffset` to `bufOffset`. */
 export interface SegmentSpan {

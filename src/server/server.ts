@@ -142,10 +142,10 @@ export async function serve(opts: ServeOptions): Promise<Server> {
       await fs.rm(address.path, { force: true });
     }
     await fs.mkdir(path.dirname(address.path), { recursive: true });
-    await new Promise<void>((resolve, reject) => server.once('error', reject).listen(address.path, () => resolve()));
+    await new Promise<void>((resolve, reject) => server.once('error', reject).listen(address.path, () => resolve())).catch((e) => { throw listenError(opts.addr, e); });
     await fs.chmod(address.path, 0o660);
   } else {
-    await new Promise<void>((resolve, reject) => server.once('error', reject).listen(address.port, address.host, () => resolve()));
+    await new Promise<void>((resolve, reject) => server.once('error', reject).listen(address.port, address.host, () => resolve())).catch((e) => { throw listenError(opts.addr, e); });
     const actual = server.address();
     if (actual && typeof actual === 'object') address.port = actual.port;
   }
@@ -355,4 +355,12 @@ function wireError(e: unknown): WireError {
 
 function sendError(res: http.ServerResponse, status: number, error: WireError): void {
   res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify({ error }) + '\n');
+}
+
+/** An address that cannot be listened on (in use, not this machine's, a privileged port) is the user's to
+ * change: one line, as buildkitd's "listen tcp ...: bind: address already in use". */
+function listenError(addr: string, e: unknown): unknown {
+  const code = (e as NodeJS.ErrnoException)?.code;
+  const why: Record<string, string> = { EADDRINUSE: 'address already in use', EADDRNOTAVAIL: 'cannot assign requested address', EACCES: 'permission denied' };
+  return code && why[code] ? new UserError(code === 'EADDRINUSE' ? 'ADDRESS_IN_USE' : 'LISTEN_FAILED', `cannot serve on ${addr}: ${why[code]}`) : e;
 }

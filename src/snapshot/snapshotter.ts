@@ -203,6 +203,12 @@ export class Snapshotter {
     return (await this.info(id)) !== null;
   }
 
+  /** Whether the snapshot's commit marker is there (exists() also reads it, and uncommits a corrupt one). */
+  private committed(id: string): Promise<boolean> {
+    if (!ID_RE.test(id)) return Promise.resolve(false);
+    return fs.access(path.join(this.dir, id, MARKER)).then(() => true, () => false);
+  }
+
   async remove(id: string): Promise<void> {
     this.check(id);
     // Uncommit first: if we die halfway, init() sweeps the remains.
@@ -220,9 +226,12 @@ export class Snapshotter {
    * which receives the changes), else a read-only view.
    */
   async mount(lower: string[], upper?: string): Promise<Mounted> {
-    for (const id of lower) {
-      if (!(await this.exists(id))) throw new SnapshotError(`snapshot ${id} is not committed`);
-    }
+    // Checked at once, not one after another: a step deep in a long stage stands on hundreds of layers.
+    // The marker's presence is what commits a snapshot (it is renamed into place); what it says is read
+    // where it is used, so one access each, not a read and parse.
+    const committed = await Promise.all(lower.map((id) => this.committed(id)));
+    const missing = lower.find((_, i) => !committed[i]);
+    if (missing !== undefined) throw new SnapshotError(`snapshot ${missing} is not committed`);
     if (upper !== undefined) this.check(upper);
     if (lower.length > MAX_LAYERS) {
       throw new LayerDepthError(`max depth exceeded: ${lower.length} layers, overlayfs stacks at most ${MAX_LAYERS}`);
@@ -263,6 +272,15 @@ export class Snapshotter {
    * hundreds of layers), through a directory of one- and two-character links to them, which is returned.
    */
   private async mountOverlay(target: string, lowerdir: string[], upper?: string): Promise<string | undefined> {
+    // Absolute paths when they fit (and the state directory's path has none of overlay's separators): the
+    // mount then needs no working directory of its own (see src/native/mount.c).
+    if (!/[,:\\]/.test(this.dir)) {
+      const abs = overlayOptions(lowerdir.map((l) => path.resolve(this.dir, l)), upper === undefined ? undefined : path.join(this.dir, upper));
+      if (Buffer.byteLength(abs) < PAGE) {
+        await mountOverlay(target, abs);
+        return undefined;
+      }
+    }
     const options = overlayOptions(lowerdir, upper);
     if (Buffer.byteLength(options) < PAGE) {
       await mountOverlay(target, options, this.dir);

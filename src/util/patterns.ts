@@ -116,12 +116,12 @@ export class PatternMatcher {
 
   matches(file: string): boolean {
     let matched = false;
-    const parentDirs = file.includes('/') ? file.split('/').slice(0, -1) : [];
     for (const p of this.patterns) {
       if (p.exclusion !== matched) continue;
       let m = p.re.test(file);
-      // Or a parent directory matches (moby's MatchesOrParentMatches: every prefix, as `**` spans any depth).
-      for (let i = 1; !m && i <= parentDirs.length; i++) m = p.re.test(parentDirs.slice(0, i).join('/'));
+      // Or a parent directory matches (moby's MatchesOrParentMatches: every prefix, as `**` spans any depth);
+      // prefixes by index, with no arrays per file (a context walk calls this for every file).
+      for (let slash = file.indexOf('/'); !m && slash !== -1; slash = file.indexOf('/', slash + 1)) m = p.re.test(file.slice(0, slash));
       if (m) matched = !p.exclusion;
     }
     return matched;

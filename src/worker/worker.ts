@@ -82,6 +82,9 @@ export function stepIdentity(metadata: OpMetadata, platform?: { os: string; arch
 
 export interface LocalDir {
   dir: string;
+  /** Made for this build alone and removed after it (an unpacked tar or a downloaded context): no
+   * checksum index is kept for it, since no later build reads the same directory. */
+  ephemeral?: boolean;
 }
 
 export interface WorkerOptions {

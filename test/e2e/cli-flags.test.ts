@@ -39,6 +39,18 @@ describe('-q/--quiet', () => {
     const none = await runCli(['build', '--root', root, '--progress', 'none', '-t', 'quiet/app:1', ctx]);
     expect(none.code, none.stderr).toBe(0);
     expect(none.stdout + none.stderr).toBe('');
+    // Without an image (type=local, cacheonly): buildx prints its empty image id, a line of its own.
+    for (const o of [`type=local,dest=${out}/fs`, 'type=cacheonly']) {
+      const noImage = await runCli(['build', '--root', root, '-q', '-o', o, ctx]);
+      expect(noImage.code, noImage.stderr).toBe(0);
+      expect(noImage.stdout + noImage.stderr).toBe('\n');
+    }
+    // Unless the output went to stdout: its bytes stay as they are.
+    for (const o of ['type=tar,dest=-', 'type=oci,dest=-']) {
+      const tar = await runCli(['build', '--root', root, '-q', '-o', o, ctx]);
+      expect(tar.code, tar.stderr).toBe(0);
+      expect(tar.stdout.endsWith('\0'.repeat(1024)), o).toBe(true);
+    }
     const both = await runCli(['build', '--root', root, '-q', '--progress', 'plain', ctx]);
     expect(both.code).toBe(1);
     expect(both.stderr).toBe('ERROR: progress=plain and quiet cannot be used together\n');
@@ -161,6 +173,9 @@ describe('usage errors', () => {
       [['imagetools', 'inpsect', 'x'], 'ERROR: unknown command "inpsect" for "builder imagetools" (did you mean inspect?)'],
       [['imagetools', 'inspect'], 'ERROR: "builder imagetools inspect" requires at least 1 argument.'],
       [['rmi'], 'ERROR: "builder rmi" requires at least 1 argument.'],
+      // The unknown flag took the argument as its value: the flag is what cobra names, not the count.
+      [['imagetools', 'inspect', '--raww', 'x'], 'ERROR: unknown flag: --raww (did you mean --raw?)'],
+      [['rmi', '--forse', 'x'], 'ERROR: unknown flag: --forse (did you mean --force?)'],
     ];
     for (const [args, line] of cases) {
       const r = await runCli(args);
@@ -178,6 +193,46 @@ describe('usage errors', () => {
     }
     const help = await runCli(['build', '--help']);
     expect(help.stdout.split('\n')[0]).toBe('builder build [OPTIONS] PATH | URL | -');
+  });
+});
+
+describe('a flag of one value given twice', () => {
+  it('keeps the last value, as buildx (CI scripts append their overrides), instead of failing', async () => {
+    const ctx = await makeContext({
+      Dockerfile: 'FROM scratch AS a\nCOPY a.txt /\nFROM scratch AS b\nCOPY b.txt /\n',
+      'other.Dockerfile': 'FROM scratch AS a\nCOPY b.txt /\nFROM scratch AS b\nCOPY a.txt /\n',
+      'a.txt': 'a\n', 'b.txt': 'b\n',
+    });
+    const first = await tempDir('builder-root-');
+    const root = await tempDir('builder-root-');
+    const dest = await tempDir('builder-out-');
+    const r = await runCli(['build', '--root', first, '--root', root, '-f', `${ctx}/other.Dockerfile`, '-f', `${ctx}/Dockerfile`,
+      '--target', 'b', '--target', 'a', '--progress', 'plain', '--progress', 'none', '--max-parallelism', '1', '--max-parallelism', '2',
+      '--network', 'host', '--network', 'default', '--shm-size', '1m', '--shm-size', '64m', '--provenance', 'true', '--provenance', 'false',
+      '-o', `type=local,dest=${dest}/fs`, ctx]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toBe('');
+    expect(await fs.readdir(`${dest}/fs`)).toEqual(['a.txt']);
+    expect(await fs.readdir(dest)).toEqual(['fs']);
+    expect(await fs.readdir(first)).toEqual([]);
+  });
+
+  it('in the other commands too', async () => {
+    const root = await tempDir('builder-root-');
+    const out = await tempDir('builder-out-');
+    const ctx = await makeContext({ Dockerfile: 'FROM scratch\nLABEL a=b\n' });
+    expect((await runCli(['build', '--root', root, '-q', '-t', 'twice:1', ctx])).code).toBe(0);
+    const images = await runCli(['images', '--root', root, '--format', '{{.ID}}', '--format', '{{.Repository}}']);
+    expect(images.stderr).toBe('');
+    expect(images.stdout).toBe('twice\n');
+    const save = await runCli(['save', '--root', root, '-o', `${out}/first.tar`, '-o', `${out}/saved.tar`, 'twice:1']);
+    expect(save.code, save.stderr).toBe(0);
+    expect(await fs.readdir(out)).toEqual(['saved.tar']);
+    const prune = await runCli(['prune', '--root', root, '--keep-storage', '1GB', '--keep-storage', '2GB', '-f']);
+    expect(prune.code, prune.stderr).toBe(0);
+    const inspect = await runCli(['imagetools', 'inspect', '--format', '{{.Name}}', '--format', '{{json .Manifest}}', `${registry}/busybox:1.35`]);
+    expect(inspect.code, inspect.stderr).toBe(0);
+    expect(JSON.parse(inspect.stdout)).toMatchObject({ mediaType: 'application/vnd.oci.image.index.v1+json' });
   });
 });
 

@@ -1,12 +1,12 @@
 // `builder build -` and `-f -`: a Dockerfile or a context tar (plain or compressed, told apart by content) on
 // standard input, as buildx reads them; and nothing is ever built from a place the user did not name.
 import { beforeAll, describe, expect, inject, it } from 'vitest';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import zlib from 'node:zlib';
-import { lastLine, makeContext, runCli, tempDir } from '../helpers/cli.js';
+import { cliPath, lastLine, makeContext, runCli, tempDir } from '../helpers/cli.js';
 
 const exec = promisify(execFile);
 const registry = inject('registry');
@@ -77,6 +77,16 @@ describe('build from stdin', () => {
     expect(await fs.readFile(path.join(r.dest, 'named.txt'), 'utf8')).toBe('named\n');
   });
 
+  it('a tar without the Dockerfile names it inside the archive, as BuildKit (not a temporary directory)', async () => {
+    const ctx = await makeContext({ 'hello.txt': 'hi\n' });
+    const none = await build(['-'], await tarOf(ctx, 'gzip'));
+    expect(none.code).toBe(1);
+    expect(lastLine(none.stderr)).toBe('ERROR: failed to read dockerfile: open Dockerfile: no such file or directory');
+    const named = await build(['-f', 'docker/app.Dockerfile', '-'], await tarOf(ctx));
+    expect(named.code).toBe(1);
+    expect(lastLine(named.stderr)).toBe('ERROR: failed to read dockerfile: open docker/app.Dockerfile: no such file or directory');
+  });
+
   it('`-f -` reads the Dockerfile from stdin and takes the context from the directory', async () => {
     // The directory's Dockerfile.dockerignore belongs to its own Dockerfile, not to the one on stdin.
     const ctx = await makeContext({
@@ -108,6 +118,34 @@ describe('build from stdin', () => {
     expect(corrupt.code).toBe(1);
     expect(lastLine(corrupt.stderr)).toMatch(/^ERROR: unable to prepare context: not a readable tar stream: /);
   });
+
+  // As a Dockerfile read from a file (16 MiB + 1 byte, enough for the frontend to name the line past its
+  // limit): an endless stream on stdin is not read into memory until the process dies.
+  for (const args of [['-'], ['-f', '-', '.']]) {
+    it(`\`${args.join(' ')}\` reads no more of a Dockerfile on stdin than the frontend's limit`, async () => {
+      const child = spawn(process.execPath, [cliPath, 'build', '--root', root, '--progress', 'plain', ...args], { cwd, stdio: ['pipe', 'ignore', 'pipe'] });
+      let stderr = '';
+      child.stderr.on('data', (d) => (stderr += d));
+      const closed = new Promise<number | null>((r) => child.on('close', r));
+      // Up to 128 MiB of Dockerfile lines unless the command stops reading first (the pipe then breaks).
+      const line = Buffer.from('RUN true\n'.repeat(1 << 16));
+      let written = 0;
+      child.stdin.on('error', () => undefined);
+      const feeding = (async () => {
+        child.stdin.write('FROM scratch\n');
+        while (written < 128 << 20 && !child.stdin.destroyed) {
+          written += line.length;
+          if (!child.stdin.write(line)) await new Promise((r) => { child.stdin.once('drain', r); child.stdin.once('close', r); });
+        }
+        child.stdin.end();
+      })();
+      const code = await closed;
+      await feeding;
+      expect(code).toBe(1);
+      expect(lastLine(stderr)).toMatch(/^ERROR: Dockerfile:\d+: Dockerfile is larger than the limit of 16 MiB$/);
+      expect(written).toBeLessThan(64 << 20);
+    });
+  }
 
   it('a context path that does not exist, or an empty one, is an error, never the working directory', async () => {
     const missing = await build(['no-such-dir']);

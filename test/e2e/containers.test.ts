@@ -47,6 +47,16 @@ describe('container workflow', () => {
     expect(await cli(['ps', '--root', root, '-a', '-q'])).toBe('');
   });
 
+  it('--privileged runs with RUN --security=insecure\'s sandbox (here: it may mount), and inspect says so', async () => {
+    const mount = ['sh', '-c', 'mkdir -p /mnt/t && mount -t tmpfs none /mnt/t && echo mounted'];
+    const plain = await runCli(['run', '--root', root, '--rm', 'app:1', ...mount]);
+    expect(plain.code).not.toBe(0);
+    expect(await cli(['run', '--root', root, '--name', 'priv', '--privileged', 'app:1', ...mount])).toBe('mounted\n');
+    const [c] = JSON.parse(await cli(['inspect', '--root', root, 'priv'])) as { HostConfig: { Privileged: boolean } }[];
+    expect(c.HostConfig.Privileged).toBe(true);
+    await cli(['rm', '--root', root, 'priv']);
+  });
+
   it('ps, diff, commit -m -c, and the committed image runs, with its history showing the message', async () => {
     expect(await cli(['run', '--root', root, '--name', 'c1', 'app:1', 'sh', '-c',
       'echo hi; mkdir -p /data && echo data > /data/f; echo extra >> /etc/passwd; rm /hello.txt; rm -r /srv/old'])).toBe('hi\n');

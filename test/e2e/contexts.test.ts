@@ -117,6 +117,18 @@ describe('git contexts', () => {
     expect(await short.read('hello.txt')).toBe('v1\n');
   });
 
+  it('names the repository and the fetched commit in provenance, though the checkout has no .git', async () => {
+    const root = await tempDir('builder-contexts-root-');
+    const layout = await tempDir('builder-contexts-oci-');
+    const r = await runCli(['build', '--root', root, '--progress', 'plain', '--provenance', 'mode=max', '--output', `type=oci,dest=${layout},tar=false`, `${srv.daemonUrl}/app.git#v1:app`]);
+    expect(r.code, r.stderr).toBe(0);
+    const blob = async (d: string) => JSON.parse(await fs.readFile(path.join(layout, 'blobs', d.replace(':', '/')), 'utf8'));
+    const index = await blob(JSON.parse(await fs.readFile(path.join(layout, 'index.json'), 'utf8')).manifests[0].digest);
+    const att = index.manifests.find((m: { annotations?: Record<string, string> }) => m.annotations?.['vnd.docker.reference.type'] === 'attestation-manifest');
+    const statement = await blob((await blob(att.digest)).layers[0].digest);
+    expect(statement.predicate.invocation.configSource).toMatchObject({ uri: `${srv.daemonUrl}/app.git#${c1}`, digest: { sha1: c1 } });
+  });
+
   it('checks out submodules, keeps file modes, and leaves .git out unless BUILDKIT_CONTEXT_KEEP_GIT_DIR', async () => {
     const { r, out, read } = await build([`${srv.daemonUrl}/app.git`]);
     expect(r.code, r.stderr).toBe(0);
@@ -245,9 +257,13 @@ describe('URL contexts', () => {
     const tgz = path.join(await tempDir('builder-tgz-'), 'ctx.tar.xz');
     await exec('tar', ['-cJf', tgz, '-C', dir, '.']);
     served['/ctx.tar.xz'] = await fs.readFile(tgz);
+    const indexes = async () => (await fs.readdir(path.join(root, 'cache', 'contexts')).catch(() => [])).length;
+    const before = await indexes();
     const t = await build([`${httpUrl}/ctx.tar.xz`]);
     expect(t.r.code, t.r.stderr).toBe(0);
     expect(await t.read('a.txt')).toBe('from the tarball\n');
+    // The unpacked directory is gone after the build: no checksum index is kept for it.
+    expect(await indexes()).toBe(before);
 
     served['/Dockerfile'] = Buffer.from(`FROM scratch\nCOPY --from=${base} /bin/busybox /busybox\n`);
     const d = await build([`${httpUrl}/Dockerfile`]);

@@ -62,7 +62,8 @@ describe('image lifecycle', () => {
     expect(tpl).toBe(`example.com/team/app:v1 ${id.slice(7, 19)}\n`);
     const digests = await cli(['images', '--root', root, '--digests']);
     expect(digests.split('\n')[0]).toMatch(/^REPOSITORY\s+TAG\s+DIGEST\s+IMAGE ID/);
-    expect(digests).toMatch(/sha256:[0-9a-f]{64}/);
+    // Never pushed or pulled: no repository knows it by digest (as Docker).
+    expect(digests.split('\n')[1]).toMatch(/^app\s+1\s+<none>\s+[0-9a-f]{12}/);
   });
 
   it('inspect prints Docker\'s fields, and they agree with skopeo reading the saved archive', async () => {
@@ -76,6 +77,7 @@ describe('image lifecycle', () => {
     expect(img.Config.Entrypoint).toBeNull();
     expect(img.Config.Hostname).toBe('');
     expect(img.RootFS.Type).toBe('layers');
+    expect(img.RepoDigests).toEqual([]);
     const out = await tempDir('builder-save-');
     await cli(['save', '--root', root, '-o', `${out}/app.tar`, 'app:1']);
     const sk = JSON.parse((await exec('skopeo', ['inspect', `docker-archive:${out}/app.tar:app:1`])).stdout);
@@ -199,14 +201,19 @@ describe('image lifecycle', () => {
     const line = du.split('\n').find((l) => l.startsWith('images'))!;
     const count = Number(line.split(/\s+/)[1]);
     expect(count).toBe(2); // app:1 (with its other names) and app:multi
-    // The shared base layer is counted once: less than the two images' sizes added up.
+    // The shared base layer is counted once: less than the two images' blobs added up.
     const bytes = (h: string) => { const m = /^([\d.]+)(B|kB|MB|GB)$/.exec(h)!; return Number(m[1]) * { B: 1, kB: 1e3, MB: 1e6, GB: 1e9 }[m[2]]!; };
-    const sizes = (await cli(['images', '--root', root, '--format', '{{.ID}} {{.Size}}'])).trim().split('\n');
-    const unique = new Map(sizes.map((l) => l.split(' ') as [string, string]));
-    const sum = [...unique.values()].reduce((n, s) => n + bytes(s), 0);
+    const blobBytes = async (image: string) => {
+      const layers = (await cli(['image', 'layers', '--root', root, '--format', 'json', image])).trim().split('\n').map((l) => JSON.parse(l));
+      return [...new Map(layers.map((l: { Digest: string; Size: number }) => [l.Digest, l.Size])).values()].reduce((a, b) => a + b, 0);
+    };
+    const each = [await blobBytes('app:1'), await blobBytes('app:multi')];
     const duImages = bytes(line.split(/\s+/)[2]);
-    expect(duImages).toBeLessThan(sum * 0.8);
-    expect(duImages).toBeGreaterThanOrEqual(Math.max(...[...unique.values()].map(bytes)) * 0.99);
+    expect(duImages).toBeLessThan((each[0] + each[1]) * 0.8);
+    expect(duImages).toBeGreaterThanOrEqual(Math.max(...each) * 0.99);
+    // images shows sizes unpacked (as Docker): more than the compressed blobs.
+    const shown = (await cli(['images', '--root', root, '--format', '{{.Size}}', 'app:1'])).trim();
+    expect(bytes(shown)).toBeGreaterThan(each[0]);
   });
 });
 
@@ -227,6 +234,11 @@ describe('pull and push', () => {
     expect(out).toMatch(/^1\.35: Pulling from busybox\n[0-9a-f]{12}: Pull complete\nDigest: sha256:[0-9a-f]{64}\nStatus: Downloaded newer image for /);
     expect(lastLine(out)).toBe(ref);
     expect(lastLine(await cli(['pull', '--root', root, '--platform', 'linux/arm64', ref]))).toBe(ref);
+    // Pulled: the repository knows it by the digest pulled (Docker's RepoDigests, the DIGEST column).
+    const pulledDigest = out.match(/\nDigest: (sha256:[0-9a-f]{64})\n/)![1];
+    const [pulled] = JSON.parse(await cli(['inspect', '--root', root, ref]));
+    expect(pulled.RepoDigests).toEqual([`${own.host}/busybox@${pulledDigest}`]);
+    expect(await cli(['images', '--root', root, '--digests', '--format', '{{.Digest}}', ref])).toBe(`${pulledDigest}\n`);
     const ctx = await makeContext({ Dockerfile: `FROM ${ref}\nRUN echo pushed > /p.txt\n` });
     await cli(['build', '--root', root, '-q', '--platform', 'linux/arm64', '-t', `${registry}/lifecycle/pushed:1`, ctx]);
     await own.stop();
@@ -239,5 +251,31 @@ describe('pull and push', () => {
     const sk = JSON.parse((await exec('skopeo', ['inspect', '--tls-verify=false', `docker://${registry}/lifecycle/pushed:1`])).stdout);
     expect(sk.Digest).toBe(digest);
     expect(sk.Architecture).toBe('arm64');
+    // Pushed: now it has a repository digest, not before.
+    const [after] = JSON.parse(await cli(['inspect', '--root', root, `${registry}/lifecycle/pushed:1`]));
+    expect(after.RepoDigests).toEqual([`${registry}/lifecycle/pushed@${digest}`]);
+    // The pulled index has one platform here: pushed whole it cannot be; --platform pushes that one alone.
+    const one = `${registry}/lifecycle/one:1`;
+    await cli(['tag', '--root', root, ref, one]);
+    const whole = await runCli(['push', '--root', root, one]);
+    expect(whole.code).toBe(1);
+    expect(whole.stderr.trim().split('\n')).toHaveLength(1);
+    expect(whole.stderr).toMatch(/not in the local store .*--platform pushes one platform/);
+    const onePushed = await cli(['push', '--root', root, '--platform', 'linux/arm64', one]);
+    const oneDigest = lastLine(onePushed).match(/^1: digest: (sha256:[0-9a-f]{64}) size: \d+$/)![1];
+    const oneRemote = JSON.parse((await exec('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${one}`])).stdout);
+    expect(oneRemote.mediaType).toMatch(/manifest\.v1\+json|manifest\.v2\+json/);
+    expect(JSON.parse((await exec('skopeo', ['inspect', '--tls-verify=false', `docker://${one}`])).stdout)).toMatchObject({ Digest: oneDigest, Architecture: 'arm64' });
+    const [offline] = JSON.parse(await cli(['inspect', '--root', root, 'offline:1']));
+    expect(offline.RepoDigests).toEqual([]);
+    // build --push records the pushed repository as well.
+    const bp = `${registry}/lifecycle/build-pushed:1`;
+    await cli(['build', '--root', root, '-q', '--platform', 'linux/arm64', '--push', '-t', bp, ctx]);
+    const [built] = JSON.parse(await cli(['inspect', '--root', root, bp]));
+    const bpDigest = (await cli(['images', '--root', root, '--digests', '--format', '{{.Digest}}', bp])).trim();
+    expect(bpDigest).toMatch(/^sha256:[0-9a-f]{64}$/);
+    expect(built.RepoDigests).toEqual([`${registry}/lifecycle/build-pushed@${bpDigest}`]);
+    const remote = JSON.parse((await exec('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${bp}`])).stdout);
+    expect(remote.mediaType).toMatch(/index|manifest/);
   });
 });

@@ -3,6 +3,7 @@
 import { beforeAll, describe, expect, inject, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { lastLine, makeContext, runCli, tempDir } from '../helpers/cli.js';
@@ -64,6 +65,43 @@ describe('outputs', () => {
     expect(fixed.stderr).not.toContain('already holds this image');
     await exec('skopeo', ['inspect', '--raw', `oci-archive:${dest}`]);
     expect((await fs.stat(dest)).size % 512).toBe(0);
+  });
+
+  it('rewrites only the provenance and index of an OCI tarball a rebuild changed only there, as a full write would', async () => {
+    // 3 MB of layer that does not compress: an archive big enough to be kept rather than written again.
+    const big = await makeContext({ Dockerfile: 'ARG BASE\nFROM ${BASE}\nCOPY big.bin /big.bin\n' });
+    await fs.writeFile(path.join(big, 'big.bin'), randomBytes(3 << 20));
+    const out = await tempDir('builder-out-');
+    const dest = `${out}/img.tar`;
+    const run = (args: string[]) => runCli(['build', '--root', root, '--progress', 'plain', '--build-arg', `BASE=${base}`, ...args, big]);
+    const first = await run(['--output', `type=oci,dest=${dest}`]);
+    expect(first.code, first.stderr).toBe(0);
+    const before = await fs.stat(dest);
+    // The default provenance's times differ: another index, the same layers. A second output in the same
+    // build is the same archive written whole.
+    const again = await run(['--output', `type=oci,dest=${dest}`, '--output', `type=oci,dest=${out}/fresh.tar`, '--metadata-file', `${out}/meta.json`]);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stderr).toMatch(new RegExp(`${dest}: kept the first 4\\.\\d+MB, wrote \\d+(\\.\\d+)?kB`));
+    const collapsing = [0xef53, 0x58465342].includes(Number((await fs.statfs(dest)).type));
+    if (collapsing) {
+      expect(again.stderr).toContain('in place');
+      expect((await fs.stat(dest)).ino).toBe(before.ino);
+    }
+    expect(Buffer.compare(await fs.readFile(dest), await fs.readFile(`${out}/fresh.tar`))).toBe(0);
+    const raw = JSON.parse((await exec('skopeo', ['inspect', '--raw', `oci-archive:${dest}`])).stdout);
+    expect(raw.manifests.some((m: any) => m.annotations?.['vnd.docker.reference.type'] === 'attestation-manifest')).toBe(true);
+    // Every blob read and checked against its digest.
+    await exec('skopeo', ['copy', '--all', `oci-archive:${dest}`, `dir:${out}/copied`]);
+    // umoci (Debian's 0.4 reads a manifest, not an index): the layout with its tag on the platform image.
+    const layout = `${out}/layout`;
+    await fs.mkdir(layout);
+    await exec('tar', ['-xf', dest, '-C', layout]);
+    const image = raw.manifests.find((m: any) => m.annotations?.['vnd.docker.reference.type'] !== 'attestation-manifest');
+    await fs.writeFile(path.join(layout, 'index.json'), JSON.stringify({
+      schemaVersion: 2, manifests: [{ mediaType: image.mediaType, digest: image.digest, size: image.size, annotations: { 'org.opencontainers.image.ref.name': 'x' } }],
+    }));
+    await exec('umoci', ['unpack', '--image', `${layout}:x`, `${out}/bundle`]);
+    expect((await fs.stat(`${out}/bundle/rootfs/big.bin`)).size).toBe(3 << 20);
   });
 
   it('gives the same digest in two fresh state directories with SOURCE_DATE_EPOCH and rewrite-timestamp', async () => {

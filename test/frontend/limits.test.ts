@@ -105,6 +105,23 @@ describe('expansion', () => {
     expect(() => new ShellLex().processWord('${A:-' + word + '}', EnvList.empty())).toThrow(/nested/);
   });
 
+  it('a 16 MiB build argument fails where it is expanded, and in the environment of many RUNs', async () => {
+    // Issue 17 F13: a 16 MB ARG value took 2 GB.
+    const buildArgs = { A: 'a'.repeat(16 << 20) };
+    const fail = async (dockerfile: string) => {
+      const err = await dockerfileToLLB({ dockerfile, targetPlatform: amd64, buildPlatform: amd64, resolver, buildArgs }).then(() => undefined, (e: unknown) => e);
+      expect(err).toBeInstanceOf(DockerfileError);
+      expect((err as Error).message).not.toContain('\n');
+      return err as DockerfileError;
+    };
+    const expanded = await fail('FROM scratch\nARG A\nENV B=$A\n');
+    expect(expanded.message).toMatch(/more than 1 MiB longer than written$/);
+    expect(expanded.location?.startLine).toBe(3);
+    const runs = Array.from({ length: 20 }, (_, i) => `RUN ["/bin/true", "${i}"]`);
+    const graph = await fail(['FROM scratch', 'ARG A', ...runs, ''].join('\n'));
+    expect(graph.message).toMatch(/^the build graph is larger than the limit of 64 MiB/);
+  });
+
   it('the graph of many steps carrying a large environment is bounded', async () => {
     const lines = ['FROM scratch', 'ARG A=xx', ...Array.from({ length: 18 }, () => 'ARG A=$A$A'), 'ENV B=$A'];
     for (let i = 0; i < 300; i++) lines.push(`WORKDIR /w${i}`, `RUN ["/bin/true", "${i}"]`);

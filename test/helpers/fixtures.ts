@@ -22,3 +22,15 @@ export async function ensureBusybox(): Promise<string> {
   }
   return busyboxLayout;
 }
+
+/** OCI layout holding `22-bookworm`: Node.js on Debian bookworm with runc and zstd (linux/amd64), which
+ * scripts/make-node-image.sh makes from the npm and Debian package registries; it stands in for the base
+ * images of deploy/Dockerfile. */
+export const nodeLayout = path.join(projectRoot, 'testdata/images/node');
+export const nodeTag = '22-bookworm';
+
+/** Makes the Node base image when missing or outdated (the script returns at once when it is current). */
+export async function ensureNodeImage(): Promise<string> {
+  await run('bash', [path.join(projectRoot, 'scripts/make-node-image.sh')], { maxBuffer: 16 << 20 });
+  return nodeLayout;
+}

@@ -34,6 +34,29 @@ describe('image store', () => {
     expect(await images.removeDangling(a.manifest.digest)).toBe(false);
   });
 
+  it('repository digests only from a push or pull; they stay while the image does (dangling too) and go with it', async () => {
+    const { images, image } = await setup();
+    const a = await image(1);
+    const b = await image(2);
+    await images.put(['app:1'], a.manifest);
+    expect(await images.repoDigests(a.manifest.digest)).toEqual([]);
+    await images.put(['reg.example/team/app:1'], a.manifest, { repoDigests: ['reg.example/team/app:1'] });
+    await images.addRepoDigests(a.manifest.digest, ['other.example/app:2', 'reg.example/team/app:9']);
+    expect(await images.repoDigests(a.manifest.digest)).toEqual(['other.example/app', 'reg.example/team/app']);
+    // Both names move away: dangling, still known by digest.
+    await images.put(['app:1', 'reg.example/team/app:1'], b.manifest);
+    expect(await images.repoDigests(a.manifest.digest)).toEqual(['other.example/app', 'reg.example/team/app']);
+    expect(await images.repoDigests(b.manifest.digest)).toEqual([]);
+    expect(await images.removeDangling(a.manifest.digest)).toBe(true);
+    expect(await images.repoDigests(a.manifest.digest)).toEqual([]);
+    // The last name removed: gone with the image.
+    await images.addRepoDigests(b.manifest.digest, ['reg.example/team/app:1']);
+    await images.remove('app:1');
+    expect(await images.repoDigests(b.manifest.digest)).toEqual(['reg.example/team/app']);
+    await images.remove('reg.example/team/app:1');
+    expect(await images.repoDigests(b.manifest.digest)).toEqual([]);
+  });
+
   it('finds an image by name, image id (config digest) prefix, or manifest digest', async () => {
     const { images, content, image } = await setup();
     const a = await image(1);

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { runCli, makeContext, tempDir, lastLine, projectRoot, type CliResult } from '../helpers/cli.js';
 import { freePort, pushBusybox, startRegistry, type TestRegistry } from '../helpers/registry.js';
-import { addHostsEntries, certsDir, makeCA, makeCert, uniqueHostname, type CA, type Cert } from '../helpers/tls.js';
+import { addHostsEntries, CERTS_D, certsDir, makeCA, makeCert, uniqueHostname, type CA, type Cert } from '../helpers/tls.js';
 import { RegistryClient } from '../../src/registry/client.js';
 import { parseReference } from '../../src/registry/reference.js';
 import { RegistryCertificateError } from '../../src/registry/errors.js';
@@ -108,6 +108,21 @@ describe('TLS registries through the CLI', () => {
     const inspect = await cli(['imagetools', 'inspect', `${host}/app:1`]);
     expect(inspect.code, inspect.stderr).toBe(0);
     expect(inspect.stdout).toMatch(/Digest:\s+sha256:[0-9a-f]{64}/);
+    // The same registry, the same build, with the CA no longer in certs.d: one line naming the host and the
+    // certificate problem, from the FROM and from a push alone.
+    await fs.rm(path.join(CERTS_D, host), { recursive: true });
+    try {
+      const fromIt = await build(`FROM ${host}/busybox:1.35\nRUN echo built > /built\n`, ['--push', '-t', `${host}/app:2`]);
+      expect(fromIt.code).toBe(1);
+      noStack(fromIt);
+      expect(fromIt.stderr.split('\n').filter((l) => l.startsWith('ERROR: '))).toEqual([lastLine(fromIt.stderr)]);
+      expect(lastLine(fromIt.stderr)).toMatch(new RegExp(`^ERROR: Dockerfile:1: .*registry ${host}: certificate signed by unknown authority \\(x509: [^)]+\\); trust its CA in /etc/docker/certs.d/${host}/ca.crt`));
+      const pushIt = await build('FROM scratch\nLABEL a=b\n', ['--progress', 'none', '--push', '-t', `${host}/app:2`]);
+      expect(pushIt.code).toBe(1);
+      expect(pushIt.stderr).toMatch(new RegExp(`^ERROR: registry ${host}: certificate signed by unknown authority \\(x509: [^)]+\\); trust its CA in /etc/docker/certs.d/${host}/ca.crt[^\n]*\n$`));
+    } finally {
+      await certsDir(host, { 'ca.crt': ca.cert });
+    }
   });
 
   it('exports a cache to the TLS registry and a fresh state directory builds from it', async () => {

@@ -204,11 +204,15 @@ describe('state faults', () => {
     const top = await get('1');
     const manifest = top.manifests ? await get(top.manifests.find((m) => m.platform?.os !== 'unknown')!.digest) : top;
     expect(manifest.layers.length).toBe(image.layers.length);
-    for (const l of manifest.layers) {
-      const body = Buffer.from(await (await fetch(`http://${registry}/v2/faults/pushed/blobs/${l.digest}`)).arrayBuffer());
+    const blob = async (d: string) => Buffer.from(await (await fetch(`http://${registry}/v2/faults/pushed/blobs/${d}`)).arrayBuffer());
+    const config = JSON.parse((await blob(manifest.config.digest)).toString()) as ImageConfigFile;
+    for (const [i, l] of manifest.layers.entries()) {
+      const body = await blob(l.digest);
       expect(`sha256:${sha(body)}`).toBe(l.digest);
-      gunzipSync(body);
+      expect(`sha256:${sha(gunzipSync(body))}`, `layer ${i} decompresses to its diff id`).toBe(config.rootfs!.diff_ids[i]);
     }
+    // And the state it healed builds sound images after.
+    await expectHealed(root);
   });
 
   it('a truncated blob is made again, and is not reported as missing', async () => {
@@ -218,9 +222,9 @@ describe('state faults', () => {
     expect(r.stderr).not.toContain('not found');
   });
 
-  it('a truncated base layer blob is fetched again before a layer is extracted from it', async () => {
+  for (const [how, damage] of [['truncated', truncateHalf], ['flipped', flipByte]] as const) it(`a ${how} base layer blob is fetched again before a layer is extracted from it`, async () => {
     const { root, image } = await builtState();
-    await truncateHalf(blobFile(root, image.layers[0].digest));
+    await damage(blobFile(root, image.layers[0].digest));
     // Extraction reads the blob only for a chain it has not extracted: forget the extracted layers.
     await fs.rm(path.join(root, 'layers'), { recursive: true });
     await fs.rm(path.join(root, 'cache', 'records'), { recursive: true });
@@ -297,6 +301,25 @@ describe('state faults', () => {
     await fs.writeFile(run.file, JSON.stringify({ ...run.rec, layers }));
     await expectHealed(root);
   });
+
+  // The state directory on a filesystem that fills up part way (a small tmpfs): the base pull, the context,
+  // the COPY's snapshot or its layer blob runs out of room. One line; with room again the same state builds
+  // sound images.
+  for (const size of ['1m', '6m', '16m']) {
+    it(`a state directory on a full filesystem (${size}) fails in one line, and builds sound images once there is room`, async () => {
+      const mnt = await tempDir('builder-faults-full-');
+      await run('mount', ['-t', 'tmpfs', '-o', `size=${size},mode=0700`, 'tmpfs', mnt]);
+      try {
+        const root = path.join(mnt, 'state');
+        const full = await build(root);
+        if (await expectSoundOrOneLine(full) === 'failed') expect(full.r.stderr).toMatch(/no space left on device/i);
+        await run('mount', ['-o', 'remount,size=512m', mnt]);
+        await expectHealed(root);
+      } finally {
+        await run('umount', [mnt]).catch(() => run('umount', ['-l', mnt]));
+      }
+    });
+  }
 
   it('du --verify finds and repairs every fault at once; the build after it is sound', async () => {
     const { root, image } = await builtState();

@@ -1,6 +1,6 @@
 // deploy/: the Dockerfile that builds builder's own image passes the build checks (with the local busybox
-// standing in for the Node.js base image, which tests cannot pull), and the Kubernetes manifest runs the
-// serve flags that exist.
+// standing in for the Node.js base image; deploy-image.test.ts builds and runs the image), and the
+// Kubernetes manifest runs the serve flags that exist.
 import { describe, it, expect, inject } from 'vitest';
 import fs from 'node:fs/promises';
 import path from 'node:path';

@@ -131,6 +131,19 @@ describe('builder serve on a unix socket', () => {
 });
 
 describe('builder serve on tcp', () => {
+  it('an address in use is one line, exit 1 (no stack trace)', async () => {
+    const root = await tempDir('builder-serve-root-');
+    const server = await serve({ addr: 'tcp://127.0.0.1:0', root, token: 't' });
+    try {
+      const addr = `tcp://127.0.0.1:${server.address.kind === 'tcp' ? server.address.port : 0}`;
+      const res = await runCli(['serve', '--root', root, '--addr', addr, '--token', 't']);
+      expect(res.code).toBe(1);
+      expect(res.stderr).toBe(`ERROR: cannot serve on ${addr}: address already in use\n`);
+    } finally {
+      await server.close();
+    }
+  });
+
   it('refuses to start without a token, and refuses requests without the right one', async () => {
     const root = await tempDir('builder-serve-root-');
     await expect(serve({ addr: 'tcp://127.0.0.1:0', root })).rejects.toThrow(/needs mutual TLS \(--tlscacert, --tlscert, --tlskey\) or a token/);

@@ -77,6 +77,48 @@ describe('solve', () => {
     expect(result).toContain(right.slice(7, 11));
   });
 
+  it('runs file ops in a wider queue of their own unless one limit is given for all', async () => {
+    // Ten RUNs and ten file ops from one base, merged: each op waits until released, and the counts of
+    // those running are read once nothing more can start.
+    const b = new DefinitionBuilder();
+    const base = b.add({ kind: 'source', source: { type: 'scratch' } });
+    const leaves: Digest[] = [];
+    for (let i = 0; i < 10; i++) {
+      leaves.push(b.add(exec(base, `run ${i}`)));
+      leaves.push(b.add({ kind: 'file', inputs: [{ digest: base }], base: 0, actions: [{ action: 'mkdir', path: `/d${i}`, mode: 0o755, makeParents: false }] }));
+    }
+    const root = b.add({ kind: 'merge', inputs: leaves.map((digest) => ({ digest })) });
+    const def = b.build(root);
+    const settle = async () => { for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r)); };
+    const peaks = async (limits: { maxParallelism?: number; maxFileParallelism?: number }) => {
+      const running = { exec: 0, file: 0 };
+      const waiting: (() => void)[] = [];
+      const done = solve<string>(def, {
+        ...limits,
+        execute: async ({ op }) => {
+          if (op.kind === 'exec' || op.kind === 'file') {
+            running[op.kind]++;
+            await new Promise<void>((r) => waiting.push(r));
+            running[op.kind]--;
+          }
+          return op.kind;
+        },
+      });
+      await settle();
+      const seen = { ...running };
+      while (running.exec + running.file > 0 || waiting.length > 0) {
+        for (const release of waiting.splice(0)) release();
+        await settle();
+      }
+      await done;
+      return seen;
+    };
+    expect(await peaks({ maxParallelism: 2, maxFileParallelism: 6 })).toEqual({ exec: 2, file: 6 });
+    // One number bounds all ops together.
+    const one = await peaks({ maxParallelism: 3 });
+    expect(one.exec + one.file).toBe(3);
+  });
+
   it('reports the first failure with its metadata and cancels the rest', async () => {
     const { b, root, left, right } = graph();
     let rightAborted = false;
@@ -128,6 +170,39 @@ describe('solver with a cache', () => {
     };
     return { cache, loads };
   }
+
+  it('solves side by side with a shared table run an op with the same key once, and only one reports it', async () => {
+    // Two definitions (two bake targets) with the base and the shared step in common.
+    const one = new DefinitionBuilder();
+    const two = new DefinitionBuilder();
+    const { base: b1, shared: s1 } = (() => { const base = one.add({ kind: 'source', source: { type: 'image', ref: 'docker.io/library/busybox:1@sha256:00', platform } }); return { base, shared: one.add(exec(base, 'shared'), { description: 'shared' }) }; })();
+    const rootOne = one.add(exec(s1, 'one'));
+    const b2 = two.add({ kind: 'source', source: { type: 'image', ref: 'docker.io/library/busybox:1@sha256:00', platform } });
+    const s2 = two.add(exec(b2, 'shared'), { description: 'shared' });
+    const rootTwo = two.add(exec(s2, 'two'));
+    expect(s2).toBe(s1);
+    expect(b2).toBe(b1);
+    const stored = new Map<string, string>();
+    const shared = new Map<Digest, Promise<string>>();
+    const ran: Digest[] = [];
+    const started: Digest[] = [];
+    const execute = async ({ digest }: { digest: Digest }) => {
+      ran.push(digest);
+      await new Promise((r) => setTimeout(r, 20));
+      return `result-${digest}-${ran.length}`;
+    };
+    const onEvent = (ev: { type: string; digest: Digest }) => { if (ev.type === 'start') started.push(ev.digest); };
+    const [r1, r2] = await Promise.all([
+      solve(one.build(rootOne), { cache: memoryCache(stored).cache, execute, shared, onEvent }),
+      solve(two.build(rootTwo), { cache: memoryCache(stored).cache, execute, shared, onEvent }),
+    ]);
+    expect(r1).toMatch(/^result-/);
+    expect(r2).toMatch(/^result-/);
+    expect(ran.filter((d) => d === s1)).toHaveLength(1);
+    expect(ran.filter((d) => d === b1)).toHaveLength(1);
+    expect(ran).toHaveLength(4);
+    expect(started.filter((d) => d === s1)).toHaveLength(1);
+  });
 
   it('a hit skips the op and everything below it; cached inputs are reported inputs first', async () => {
     const { b, root, left, shared, base } = graph();

@@ -8,7 +8,7 @@ import { PassThrough, Readable } from 'node:stream';
 import { ContentStore } from '../../src/content/store.js';
 import { Snapshotter } from '../../src/snapshot/snapshotter.js';
 import { mountsUnder, unmount } from '../../src/snapshot/mount.js';
-import { applyLayerBlob, applyLayerTar, createLayerBlob, UnsupportedMediaTypeError, writeLayerTar } from '../../src/archive/layer.js';
+import { applyLayerBlob, applyLayerTar, createLayerBlob, layerUnpackedSize, UnsupportedMediaTypeError, writeLayerTar } from '../../src/archive/layer.js';
 import { readTar, TarWriter, type TarHeader } from '../../src/archive/tar.js';
 import { rawTar } from '../helpers/rawtar.js';
 import { getXattr, listXattrs, mknod, setXattr, S_IFCHR, S_IFIFO } from '../../src/native/fsx.js';
@@ -228,6 +228,53 @@ describe('layer archives', () => {
     expect((await applyLayerBlob(store, z, dst3)).diffID).toBe(blob.diffID);
     const u = await createLayerBlob(store, src, { sourceDateEpoch: 1_000_000_000, compression: 'uncompressed' });
     expect(u.digest).toBe(blob.diffID);
+  });
+
+  it('measures a layer as Docker\'s overlay2 layer store does: files\' bytes and symlink targets, each inode once', async () => {
+    const src = path.join(tmp, 'sized');
+    await fs.mkdir(path.join(src, 'd/e'), { recursive: true });
+    await fs.writeFile(path.join(src, 'd/file'), 'hello'); // 5
+    await fs.link(path.join(src, 'd/file'), path.join(src, 'again')); // the same inode: 0
+    await fs.symlink('/target/longer', path.join(src, 'lnk')); // 14
+    await fs.writeFile(path.join(src, 'empty'), '');
+    mknod(path.join(src, 'gone'), S_IFCHR | 0o600, 0, 0); // a whiteout: 0
+    mknod(path.join(src, 'pipe'), S_IFIFO | 0o644, 0, 0);
+    // Docker's pkg/directory.Size over the extracted layer: lstat sizes of non-directories, inodes once.
+    const dockerSize = async (dir: string) => {
+      const seen = new Set<number>();
+      let n = 0;
+      const walk = async (d: string): Promise<void> => {
+        for (const name of await fs.readdir(d)) {
+          const st = await fs.lstat(path.join(d, name));
+          if (st.isDirectory()) { await walk(path.join(d, name)); continue; }
+          if (st.size === 0 || seen.has(st.ino)) continue;
+          seen.add(st.ino);
+          n += st.size;
+        }
+      };
+      await walk(dir);
+      return n;
+    };
+    expect(await dockerSize(src)).toBe(19);
+    for (const compression of ['gzip', 'zstd', 'uncompressed'] as const) {
+      const blob = await createLayerBlob(store, src, { compression });
+      expect(blob.unpackedSize, compression).toBe(19);
+      expect(await store.readUnpackedSize(blob.digest)).toBe(19);
+      // Not recorded (a loaded archive's layer): read through once, then recorded.
+      await fs.rm(store.unpackedSizePath(blob.digest));
+      expect(await layerUnpackedSize(store, blob)).toBe(19);
+      expect(await store.readUnpackedSize(blob.digest)).toBe(19);
+      // Extracting measures it too; the extracted tree measures the same the way Docker does.
+      await fs.rm(store.unpackedSizePath(blob.digest));
+      const dst = path.join(tmp, `dst-${compression}`);
+      await fs.mkdir(dst);
+      expect((await applyLayerBlob(store, blob, dst)).unpackedSize).toBe(19);
+      expect(await store.readUnpackedSize(blob.digest)).toBe(19);
+      expect(await dockerSize(dst)).toBe(19);
+      // Removed with its blob.
+      await store.remove(blob.digest);
+      expect(await store.readUnpackedSize(blob.digest)).toBeUndefined();
+    }
   });
 
   it('marks an empty layer', async () => {

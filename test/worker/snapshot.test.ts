@@ -5,7 +5,8 @@ import path from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { MAX_LAYERS, Snapshotter } from '../../src/snapshot/snapshotter.js';
-import { mountsUnder, unmount } from '../../src/snapshot/mount.js';
+import { mountOverlay, mountsUnder, unmount } from '../../src/snapshot/mount.js';
+import { nativeMount } from '../../src/native/fsx.js';
 
 const exec = promisify(execFile);
 
@@ -113,11 +114,14 @@ describe('Snapshotter', () => {
   });
 
   it('keeps mount options short with many layers', async () => {
+    // 40 layers fit one page with absolute paths; 200 only relative to snapshots/ (the mount's own cwd).
     const ids: string[] = [];
-    for (let i = 0; i < 120; i++) ids.push(await layer({ [`f${i}`]: String(i) }));
-    const m = await snaps.mount(ids);
-    expect((await fs.readdir(m.target)).length).toBe(120);
-    await m.unmount();
+    for (let i = 0; i < 200; i++) ids.push(await layer({ [`f${i}`]: String(i) }));
+    for (const n of [40, 200]) {
+      const m = await snaps.mount(ids.slice(0, n));
+      expect((await fs.readdir(m.target)).length).toBe(n);
+      await m.unmount();
+    }
   });
 
   it('mounts the kernel\'s 500 layers with long ids through short links; whiteouts and opaque dirs hold', { timeout: 300_000 }, async () => {
@@ -182,5 +186,26 @@ describe('Snapshotter', () => {
     await expect(fs.access(path.join(root, 'snapshots', active))).rejects.toThrow();
     const next = await again.prepare();
     expect(next).not.toBe(l1);
+  });
+
+  it('mounts through the addon (no mount(8)): relative overlay options from a directory of their own, the process\'s cwd untouched', async () => {
+    expect(nativeMount()).not.toBeNull();
+    const l1 = await layer({ 'a': 'a1' });
+    const l2 = await layer({ 'b': 'b2' });
+    const cwd = process.cwd();
+    const target = path.join(root, 'view');
+    await fs.mkdir(target);
+    // Relative to snapshots/, as Snapshotter names layers: resolved there, not in the process's cwd.
+    await mountOverlay(target, `lowerdir=${l2}/fs:${l1}/fs`, path.join(root, 'snapshots'));
+    expect(process.cwd()).toBe(cwd);
+    expect((await fs.readdir(target)).sort()).toEqual(['a', 'b']);
+    expect((await mountsUnder(root))).toEqual([target]);
+    await unmount(target);
+    expect(await mountsUnder(root)).toEqual([]);
+    // Failures are MountErrors naming the mount, with the reason.
+    await expect(mountOverlay(target, 'lowerdir=no-such-layer/fs', path.join(root, 'snapshots'))).rejects.toMatchObject({
+      code: 'MOUNT_FAILED', message: expect.stringMatching(/^mount -t overlay overlay .*view: No such file or directory/),
+    });
+    await expect(unmount(target)).rejects.toMatchObject({ code: 'MOUNT_FAILED', message: expect.stringMatching(/^umount .*view: Invalid argument/) });
   });
 });
