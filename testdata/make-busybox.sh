@@ -6,6 +6,7 @@
 # means it is complete.
 set -euo pipefail
 cd "$(dirname "$0")"
+. ./lib.sh
 
 OUT=images/busybox
 CACHE=cache
@@ -44,21 +45,7 @@ if [ ${#need_download[@]} -gt 0 ]; then
 fi
 
 # ---------------------------------------------------------------- rootfs, layer, config, manifest per arch
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/make-busybox.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
-LAYOUT="$WORK/layout"
-mkdir -p "$LAYOUT/blobs/sha256"
-printf '{"imageLayoutVersion":"1.0.0"}' >"$LAYOUT/oci-layout"
-
-# Stores stdin as a blob; prints its digest hex.
-put_blob() {
-  local tmp="$WORK/blob.tmp" hex
-  cat >"$tmp"
-  hex=$(sha256sum "$tmp" | cut -d' ' -f1)
-  mv "$tmp" "$LAYOUT/blobs/sha256/$hex"
-  echo "$hex"
-}
-blob_size() { stat -c %s "$LAYOUT/blobs/sha256/$1"; }
+start_layout make-busybox
 
 for arch in "${ARCHES[@]}"; do
   pkg="$WORK/pkg-$arch"

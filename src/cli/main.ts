@@ -68,6 +68,20 @@ async function buildInput(context: string, argv: Record<string, unknown>, remote
   return { context: emptyContext(), dockerfile: source.dockerfile };
 }
 
+/** An abort controller that SIGINT or SIGTERM aborts, with the note on the display and the exit code a shell
+ * expects (130, 143). */
+function cancelOnSignal(display: { note(text: string): void }): AbortController {
+  const controller = new AbortController();
+  const onSignal = (sig: NodeJS.Signals) => {
+    display.note(`received ${sig}, canceling build`);
+    controller.abort();
+    process.exitCode = sig === 'SIGINT' ? 130 : 143;
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  return controller;
+}
+
 async function runBuild(argv: Record<string, unknown>): Promise<void> {
   const contextPath = contextArg(argv);
   const mode = (argv.progress as ProgressMode | 'none') ?? 'auto';
@@ -88,14 +102,7 @@ async function runBuild(argv: Record<string, unknown>): Promise<void> {
   // The debug shell shares the terminal: with a line-by-line display, not a redrawn one.
   const display = cliProgress(silent ? 'quiet' : onError === 'shell' && mode === 'auto' ? 'plain' : mode as ProgressMode, process.stderr);
   const progress = display.writer;
-  const controller = new AbortController();
-  const onSignal = (sig: NodeJS.Signals) => {
-    display.note(`received ${sig}, canceling build`);
-    controller.abort();
-    process.exitCode = sig === 'SIGINT' ? 130 : 143;
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  const controller = cancelOnSignal(display);
   // What a local and a remote build take alike.
   const common = {
     context: input.context as string,
@@ -205,14 +212,7 @@ async function runBake(argv: Record<string, unknown>): Promise<void> {
   }
   const mode = (argv.progress as ProgressMode | 'none') ?? 'auto';
   const display = cliProgress(mode === 'none' ? 'quiet' : mode as ProgressMode, process.stderr);
-  const controller = new AbortController();
-  const onSignal = (sig: NodeJS.Signals) => {
-    display.note(`received ${sig}, canceling build`);
-    controller.abort();
-    process.exitCode = sig === 'SIGINT' ? 130 : 143;
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  const controller = cancelOnSignal(display);
   const result = await bake({
     ...common,
     push: argv.push as boolean | undefined,
