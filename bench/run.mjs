@@ -22,7 +22,7 @@ import { startRegistry, pushLayout } from './lib/registry.mjs';
 import { installPeers, ensureBinfmt } from './lib/peers.mjs';
 import { machineInfo, renderTerminal, renderMarkdown } from './lib/report.mjs';
 import { cachePhase, cacheNames, cacheExportSeconds } from './lib/cache.mjs';
-import { startServer, runConcurrent } from './lib/concurrent.mjs';
+import { startServer, runConcurrent, builderClient } from './lib/concurrent.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '..');
@@ -61,7 +61,7 @@ const SCENARIOS = {
   B7: { title: 'pull, then push to an empty registry, of a 500 MB, 10-layer image', transfer: true, phases: ['pull', 'push'], reps: 2 },
   B9: { title: '100,000 files / 100 MB context (1 KiB each, 5,000 dirs): COPY . /app, then RUN', ctx: data.b9Context, phases: ['cold', 'warm', 'edit'], edit: data.b9Edit, reps: 2 },
   B10: { title: '100 stages: a common one, 98 from it at once, gathered by COPY --from into the last', ctx: data.b10Context, phases: ['cold', 'warm'] },
-  B11: { title: `${data.B11_BUILDS} different small projects (FROM, COPY, RUN) built at once through one \`builder serve\`: no limit, cold and warm; then at most 4 at once (cold-max4)`, ctx: data.b11Projects, phases: ['cold', 'warm', 'cold-max4'], concurrent: true, reps: 2 },
+  B11: { title: `${data.B11_BUILDS} different small projects (FROM, COPY, RUN) built at once through one server (\`builder serve\`; dockerd for BuildKit): no limit, cold and warm; then at most 4 at once (cold-max4, builder only)`, ctx: data.b11Projects, phases: ['cold', 'warm', 'cold-max4'], concurrent: true, reps: 2 },
   C1: { title: 'B1 on an empty state with its exported cache', ctx: data.b1Context, cache: true, phases: ['from-local', 'from-registry'] },
   C3: { title: 'B3 with --cache-to mode=max (first export, export after a one-file edit), then on an empty state with its cache', ctx: data.b3Context, edit: data.b3Edit, cache: true, phases: ['export', 'export-edit', 'from-local', 'from-registry'], reps: 2 },
 };
@@ -144,8 +144,9 @@ async function main() {
         await pushLayout(b7, data.B7_TAG, bigRef);
       }
       if (Date.now() - t0 > 1000) say(`${id}: inputs ready in ${((Date.now() - t0) / 1000).toFixed(1)}s`);
-      const runners = builders.filter((b) => (sc.transfer ? true : !b.pullPushOnly) && (!sc.concurrent || b.name === 'builder'));
-      if (sc.concurrent && builders.some((b) => b.name !== 'builder' && !b.pullPushOnly)) notes[id] = 'builder only: the peers are not run through a server here';
+      // Many builds at once need a server: builder serve, or dockerd for BuildKit (Buildah has none).
+      const runners = builders.filter((b) => (sc.transfer ? true : !b.pullPushOnly) && (!sc.concurrent || b.name === 'builder' || b.name === 'buildkit'));
+      if (sc.concurrent && builders.some((b) => b.name === 'buildah')) notes[id] = 'Buildah not run: it has no server to send builds to';
       const blocked = new Map(); // builder -> Set of phases that failed (not retried)
       const reps = repsFor(sc);
       for (let rep = 0; rep < reps; rep++) {
@@ -206,8 +207,28 @@ async function main() {
             continue;
           }
           if (sc.concurrent) {
-            // One server per cold phase (a fresh state), kept for the warm phase after it.
             const projects = fs.readdirSync(ctx).filter((n) => /^p\d+$/.test(n)).sort().map((n) => path.join(ctx, n));
+            const timeoutSec = Number(opt.timeout) || 900;
+            const report = (phase, m) => {
+              record(phase, m);
+              const x = m.builds;
+              say(`${id} ${phase} ${b.name}: ${x.n} builds, ${x.failed} failed, median ${x.median.toFixed(2)}s, max ${x.max.toFixed(2)}s (${(x.max / x.median).toFixed(2)}x), ` +
+                `${x.starved} over twice the median, ${(x.throughput * 60).toFixed(1)} builds/min, server peak RSS ${(m.daemonRss / 2 ** 20).toFixed(0)} MB`);
+            };
+            if (b.name !== 'builder') {
+              // dockerd is the server: the same builds through `docker build`, cold then warm (it has no
+              // limit on builds at once to set, so no cold-max4).
+              for (const phase of sc.phases.filter((p) => p === 'cold' || p === 'warm')) {
+                if (bl.has(phase)) continue;
+                if (phase === 'cold') await b.fresh();
+                const client = (c, name) => b.build({ ctx: c, args: { BASE: base }, tag: `bench/b11-${name}` })[0];
+                const m = await runConcurrent({ client, serverPid: b.daemonPid, projects, log, timeoutSec });
+                if (interrupted) throw new Error('interrupted');
+                report(phase, m);
+              }
+              continue;
+            }
+            // One server per cold phase (a fresh state), kept for the warm phase after it.
             let server = null;
             try {
               for (const phase of sc.phases) {
@@ -219,12 +240,9 @@ async function main() {
                   const limit = Number(/-max(\d+)$/.exec(phase)?.[1]) || 0;
                   server = await startServer({ cli, dir: work, root: b.stateDir(), log, maxConcurrent: limit });
                 }
-                const m = await runConcurrent({ cli, sock: server.sock, serverPid: server.pid, projects, base, log, timeoutSec: Number(opt.timeout) || 900 });
+                const m = await runConcurrent({ client: builderClient({ cli, sock: server.sock, base }), serverPid: server.pid, projects, log, timeoutSec });
                 if (interrupted) throw new Error('interrupted');
-                record(phase, m);
-                const x = m.builds;
-                say(`${id} ${phase}: ${x.n} builds, ${x.failed} failed, median ${x.median.toFixed(2)}s, max ${x.max.toFixed(2)}s (${(x.max / x.median).toFixed(2)}x), ` +
-                  `${x.starved} over twice the median, ${(x.throughput * 60).toFixed(1)} builds/min, server peak RSS ${(m.daemonRss / 2 ** 20).toFixed(0)} MB`);
+                report(phase, m);
               }
             } finally {
               await server?.stop();

@@ -54,12 +54,18 @@ export async function startServer({ cli, dir, root, log, maxConcurrent }) {
   throw new Error(`builder serve did not start (see ${log})`);
 }
 
+/** The command of one client build through `builder serve` at `sock`. */
+export const builderClient = ({ cli, sock, base }) => (ctx, name) => ({
+  argv: [process.execPath, cli, 'build', '--builder', `unix://${sock}`, '--progress', 'plain', '--build-arg', `BASE=${base}`, '-t', `bench/b11-${name}`, ctx],
+});
+
 /**
- * Runs one build per project at once through the server at `sock`; each client's output goes to its own
- * log beside `log`. Returns the measure (ok, wall, cpu, rss, ...) with `builds`: per build its wall
- * seconds and exit code, and the summary the report prints.
+ * Runs one build per project at once, each the command `client(ctx, name)` gives ({ argv, env }), all
+ * served by the process tree of `serverPid` (builder serve, or dockerd for BuildKit); each client's output
+ * goes to its own log beside `log`. Returns the measure (ok, wall, cpu, rss, ...) with `builds`: per build
+ * its wall seconds and exit code, and the summary the report prints.
  */
-export async function runConcurrent({ cli, sock, serverPid, projects, base, log, timeoutSec = 900 }) {
+export async function runConcurrent({ client, serverPid, projects, log, timeoutSec = 900 }) {
   const logDir = `${log.replace(/\.log$/, '')}-clients`;
   fs.mkdirSync(logDir, { recursive: true });
   const procs0 = scan();
@@ -72,8 +78,8 @@ export async function runConcurrent({ cli, sock, serverPid, projects, base, log,
     const name = path.basename(ctx);
     const timeFile = path.join(os.tmpdir(), `bench-b11-${process.pid}-${i}`);
     const out = fs.openSync(path.join(logDir, `${name}.log`), 'w');
-    const child = spawn('/usr/bin/time', ['-f', '%e %U %S %M', '-o', timeFile, process.execPath, cli, 'build', '--builder', `unix://${sock}`,
-      '--progress', 'plain', '--build-arg', `BASE=${base}`, '-t', `bench/b11-${name}`, ctx], { stdio: ['ignore', out, out], detached: true });
+    const { argv, env } = client(ctx, name);
+    const child = spawn('/usr/bin/time', ['-f', '%e %U %S %M', '-o', timeFile, ...argv], { stdio: ['ignore', out, out], detached: true, env: { ...process.env, ...env } });
     fs.closeSync(out);
     const started = performance.now();
     const done = new Promise((resolve) => {

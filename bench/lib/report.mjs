@@ -122,7 +122,7 @@ function concurrentRuns(run) {
 
 function concurrentLine(r) {
   const x = r.builds;
-  return `${r.scenario} ${r.phase} rep ${r.rep + 1}: ${x.n} builds, ${x.failed} failed, median ${x.median.toFixed(2)} s, max ${x.max.toFixed(2)} s ` +
+  return `${r.scenario} ${r.phase} ${r.builder} rep ${r.rep + 1}: ${x.n} builds, ${x.failed} failed, median ${x.median.toFixed(2)} s, max ${x.max.toFixed(2)} s ` +
     `(${(x.max / x.median).toFixed(2)}x the median), ${x.starved} over twice the median; ${(x.throughput * 60).toFixed(1)} builds/min; ` +
     `server peak RSS ${Math.round(r.daemonRss / MB)} MiB, server CPU ${r.daemonCpu.toFixed(1)} s, clients' CPU ${r.clientCpu.toFixed(1)} s`;
 }
@@ -199,12 +199,12 @@ export function renderMarkdown(run) {
   const conc = concurrentRuns(run);
   if (conc.length) {
     md.push('## Builds through one server', '');
-    md.push('Each build\'s wall time as its client saw it (submitted to done, waiting for a slot included); "over 2x" counts builds slower than twice the median (issue 20: none may be); throughput is builds over the whole phase\'s wall time; RSS and CPU of the server\'s process tree (runc and containers included), the clients apart.', '');
-    md.push('| scenario | builds | failed | median | max (÷ median) | over 2x median | builds/min | server peak RSS | server CPU | clients\' CPU |');
-    md.push('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+    md.push('Each build\'s wall time as its client saw it (submitted to done, waiting for a slot included); "over 2x" counts builds slower than twice the median (issue 20: none may be); throughput is builds over the whole phase\'s wall time; RSS and CPU of the server\'s process tree (builder serve or dockerd, runc and containers included), the clients apart.', '');
+    md.push('| scenario | builder | builds | failed | median | max (÷ median) | over 2x median | builds/min | server peak RSS | server CPU | clients\' CPU |');
+    md.push('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
     for (const r of conc) {
       const x = r.builds;
-      md.push(`| ${r.scenario} ${r.phase} (rep ${r.rep + 1}) | ${x.n} | ${x.failed} | ${x.median.toFixed(2)} s | ${x.max.toFixed(2)} s (${(x.max / x.median).toFixed(2)}x) | ${x.starved} | ${(x.throughput * 60).toFixed(1)} | ${Math.round(r.daemonRss / MB)} MiB | ${r.daemonCpu.toFixed(1)} s | ${r.clientCpu.toFixed(1)} s |`);
+      md.push(`| ${r.scenario} ${r.phase} (rep ${r.rep + 1}) | ${r.builder} | ${x.n} | ${x.failed} | ${x.median.toFixed(2)} s | ${x.max.toFixed(2)} s (${(x.max / x.median).toFixed(2)}x) | ${x.starved} | ${(x.throughput * 60).toFixed(1)} | ${Math.round(r.daemonRss / MB)} MiB | ${r.daemonCpu.toFixed(1)} s | ${r.clientCpu.toFixed(1)} s |`);
     }
     md.push('');
   }
