@@ -66,6 +66,12 @@ bundle = bundle.replace(/= require\("([^"]+)"\);/g, (call, name) => (LAZY.has(na
 const yargsMain = 'mainFilename = __dirname.substring(0, __dirname.lastIndexOf("node_modules"));';
 if (!bundle.includes(yargsMain)) throw new Error('build-cli: yargs\'s mainFilename line not found (yargs changed?)');
 bundle = bundle.replace(yargsMain, 'mainFilename = __dirname;');
+// After starting a command's handler yargs renders the whole help text (~9 ms, on the way of every
+// command), kept for a showHelp() from inside the handler. Ours never shows yargs's help from a handler:
+// usage errors come from the fail callback in src/cli/main.ts, which prints its own message.
+const yargsHelpCache = 'yargs.getInternalMethods().getUsageInstance().cacheHelpMessage();';
+if (bundle.split(yargsHelpCache).length !== 2) throw new Error('build-cli: yargs\'s cacheHelpMessage call not found once (yargs changed?)');
+bundle = bundle.replace(yargsHelpCache, '/* help rendered only when asked */');
 // node:assert (~4 ms to load) is required only by yargs, for two invariant checks it runs while parsing.
 bundle = bundle.replace(/= require\("(?:node:)?assert"\);/g, '= __yargsAssert;');
 // Before the code that uses them (a var is undefined until its line has run).
