@@ -5,7 +5,7 @@
 //
 //   npm run bench [-- --reps N] [--scenarios B1,B3,B5,B6,B7,B8,B9,B10,B11,C1,C3] [--builders builder,buildkit,buildah]
 //                 [--builder-output oci|none] [--install-peers] [--results FILE|-] [--cache DIR]
-//                 [--note TEXT] [--timeout SECONDS-PER-STEP]
+//                 [--note TEXT] [--timeout SECONDS-PER-STEP] [--keep-extra-ca-certs]
 //
 // Needs root (builds run containers). Inputs are generated once into --cache (default
 // $TMPDIR/builder-bench-cache); everything else lives in a temp dir removed at the end.
@@ -38,6 +38,7 @@ const { values: opt } = parseArgs({
     cache: { type: 'string', default: path.join(os.tmpdir(), 'builder-bench-cache') },
     note: { type: 'string', default: '' },
     timeout: { type: 'string', default: '900' },
+    'keep-extra-ca-certs': { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
@@ -45,6 +46,12 @@ if (opt.help) {
   console.log(fs.readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 10).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
   process.exit(0);
 }
+// NODE_EXTRA_CA_CERTS makes every Node process parse that bundle as it starts, before any of our code
+// (~0.1 s of CPU per start with Debian's 140 certificates on a 2-core VM whose environment sets it
+// machine-wide). The bench's registry is plain HTTP on loopback: builder runs without it unless asked,
+// and the report says which.
+const extraCa = process.env.NODE_EXTRA_CA_CERTS;
+if (extraCa && !opt['keep-extra-ca-certs']) delete process.env.NODE_EXTRA_CA_CERTS;
 // Default repetitions keep a full run near 15 minutes on 2 cores: 3 for the light scenarios, 2 for the
 // ones moving hundreds of MB. --reps N sets all.
 const repsFor = (sc) => Math.max(1, Number(opt.reps) || sc.reps || 3);
@@ -301,6 +308,7 @@ async function main() {
   const machine = await machineInfo(versions);
   machine.loadStart = loadStart.toFixed(2);
   machine.daemonBackground = background;
+  if (extraCa) machine.extraCa = opt['keep-extra-ca-certs'] ? `${extraCa} (kept: every Node start parses it)` : `${extraCa} in the environment, removed for the run (--keep-extra-ca-certs keeps it)`;
   const run = {
     started, finished: new Date(), reps: Object.fromEntries(scenarioIds.map((id) => [id, repsFor(SCENARIOS[id])])), builderOutput: opt['builder-output'], scenarios: scenarioIds.map((id) => ({ id, ...SCENARIOS[id] })),
     results, notes, missing, machine, note: opt.note,

@@ -153,6 +153,7 @@ export function renderMarkdown(run) {
   md.push('## Machine', '');
   md.push('| | |', '| --- | --- |');
   md.push(`| CPU | ${m.cpu}, ${m.cores} cores |`, `| memory | ${m.memory} |`, `| kernel | ${m.kernel} (${m.os}) |`, `| load average (1 min) at the start, at the end | ${m.loadStart}, ${m.load} |`);
+  if (m.extraCa) md.push(`| NODE_EXTRA_CA_CERTS | ${m.extraCa} |`);
   if (m.daemonBackground !== undefined) md.push(`| dockerd's own CPU use before the run (other users, housekeeping) | ${(m.daemonBackground * 100).toFixed(1)}% of a core |`);
   for (const [k, v] of Object.entries(m.versions)) if (v) md.push(`| ${k} | ${String(v).replace(/\|/g, '\\|')} |`);
   md.push('');
