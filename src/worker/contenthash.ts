@@ -10,8 +10,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { CopyAction, Digest } from '../../solver/llb/ops.js';
 import { sha256 } from '../../solver/llb/digest.js';
 import { goMatch, hasWildcard, PatternMatcher } from '../util/patterns.js';
-import { getXattr, listXattrs, scanDir, scannedStats, type ScannedStats } from '../native/fsx.js';
-import { nameBytes, osPath, readlinkName } from '../util/names.js';
+import { getXattr, listXattrs, loadScanIndex, Scan, scanDirs, type ScanBatch, type ScanIndex } from '../native/fsx.js';
+import { hasEscapedBytes, nameBytes, osPath, readlinkName } from '../util/names.js';
 
 /**
  * One entry of the context, as small as it can be: a big context has hundreds of thousands of them, and
@@ -21,13 +21,13 @@ import { nameBytes, osPath, readlinkName } from '../util/names.js';
 interface Node {
   name: string;
   type: 'file' | 'dir' | 'symlink' | 'other';
-  mode: number;
-  uid: number;
-  gid: number;
-  size: number;
-  mtimeMs: number;
-  ctimeMs: number;
-  ino: number;
+  /**
+   * Its lstat numbers: `Scan.fields` of them from `at` (mode, owner, size, times, inode; read through
+   * the functions below). The array is its scan batch's, shared by the batch's entries: numbers that are
+   * not small integers would each be an object of their own in a field.
+   */
+  stats: Float64Array;
+  at: number;
   /** Sorted by name (directories). */
   children: Node[] | undefined;
   /**
@@ -52,6 +52,9 @@ const WHOLE = Symbol('whole');
 const SMALL_FILE = 1 << 20;
 /** Synchronous work runs in slices this long (ms), then lets the event loop run (pulls, progress). */
 const SLICE_MS = 10;
+/** Context scans on the threadpool at once, and directories per scan at most. */
+const SCANS_AT_ONCE = 3;
+const SCAN_BATCH_DIRS = 32;
 
 let readBuffer: Buffer | null = null;
 
@@ -156,7 +159,7 @@ export class ContextChecksummer {
       while (stack.length > 0) {
         const [node, rel] = stack.pop()!;
         if (node.type === 'file' && node.digest) {
-          chunk += `[${JSON.stringify(rel)},${node.size},${node.mtimeMs},${node.ctimeMs},${node.ino},"${node.digest}"]\n`;
+          chunk += `[${JSON.stringify(rel)},${sizeOf(node)},${mtimeMs(node)},${ctimeMs(node)},${inoOf(node)},"${node.digest}"]\n`;
           if (chunk.length >= 1 << 16) {
             await out.write(chunk);
             chunk = '';
@@ -240,54 +243,124 @@ export class ContextChecksummer {
   }
 
   private loadTree(): Promise<Node> {
-    this.tree ??= this.loadIndex().then((index) => this.walk(index));
+    this.tree ??= this.walk();
     return this.tree;
   }
 
   /**
-   * Native scans, one per directory (no Stats object per entry), called synchronously: tens of thousands
-   * of lstat calls through promises cost several times more than the calls themselves. In slices, so a
-   * pull going on meanwhile keeps moving. Each file takes its digest from the index when its metadata
-   * still matches; the index is dropped after.
+   * The tree, from native scans of batches of directories on the threadpool (scanDirs), several at once,
+   * breadth first: each batch's entries become nodes as it arrives, and its directories (those not
+   * excluded) the next batches. No Stats object per entry, and the lstat calls, most of a rebuild's time,
+   * off the main thread. Each file takes its digest from the index when its metadata still matches: the
+   * index is parsed and looked up on the threadpool too (loadScanIndex), unless it is of an older format,
+   * which is read into a map here; it is dropped after.
    */
-  private async walk(index: Map<string, IndexRow>): Promise<Node> {
-    const root = toNode('', fs.lstatSync(osPath(this.dir)));
-    const stack: [Node, string][] = [[root, '']];
-    let slice = performance.now();
-    while (stack.length > 0) {
-      const [node, rel] = stack.pop()!;
-      const host = rel ? path.join(this.dir, rel) : this.dir;
-      const { names, stats } = scanDir(host, { xattrs: false }); // records hold no xattrs
-      const order = names.map((_, i) => i).sort((a, b) => (names[a] < names[b] ? -1 : names[a] > names[b] ? 1 : 0));
+  private async walk(): Promise<Node> {
+    let native: ScanIndex | null = null;
+    let index: Map<string, IndexRow> | null = null;
+    if (this.indexFile) {
+      const loaded = await loadScanIndex(this.indexFile).catch(() => false as const);
+      if (loaded === false) index = await this.loadIndex();
+      else native = loaded;
+    }
+    try {
+      const root = toNode('', fs.lstatSync(osPath(this.dir), { bigint: true }));
+      const queue: [Node, string][] = [[root, '']];
+      let head = 0;
+      await new Promise<void>((resolve, reject) => {
+        let running = 0;
+        let failed = false;
+        const pump = () => {
+          while (!failed && running < SCANS_AT_ONCE && head < queue.length) {
+            // Batches small enough that several go at once, large enough that a wide tree takes few.
+            const take = Math.min(SCAN_BATCH_DIRS, Math.ceil((queue.length - head) / SCANS_AT_ONCE));
+            const batch = queue.slice(head, head + take);
+            head += take;
+            running++;
+            // Records hold no xattrs. With the index, leaf directories' digests come made (dirDigests).
+            const headers = native ? batch.map(([dir]) => recordHeader(dir)) : undefined;
+            scanDirs(this.dir, batch.map(([, rel]) => rel), { xattrs: false, index: native, headers }).then((scan) => {
+              running--;
+              if (failed) return;
+              this.takeScan(batch, scan, queue, index);
+              pump();
+              if (running === 0 && head === queue.length) resolve();
+            }).catch((e: unknown) => {
+              failed = true;
+              reject(e);
+            });
+          }
+          if (head > 4096 && head * 2 > queue.length) {
+            queue.splice(0, head);
+            head = 0;
+          }
+        };
+        pump();
+      });
+      return root;
+    } finally {
+      native?.release();
+    }
+  }
+
+  /** A batch of scanned directories into the tree: children sorted by name, directories to scan queued. */
+  private takeScan(batch: [Node, string][], scan: ScanBatch, queue: [Node, string][], index: Map<string, IndexRow> | null): void {
+    const { counts, names, stats, known, digests, dirDigests } = scan;
+    const exclude = this.exclude;
+    let i = 0;
+    let at = 0; // in digests
+    for (let k = 0; k < batch.length; k++) {
+      const [node, rel] = batch[k];
+      const end = i + counts[k];
+      // Without `!` exceptions, an entry can be excluded only by a pattern that may match at its depth
+      // (its parents matched nothing): then no path need be made for it.
+      const depth = rel ? countSlashes(rel) + 2 : 1;
+      const check = exclude !== undefined && (exclude.hasExclusions || exclude.mayMatchAtDepth(depth));
       const kept: Node[] = [];
-      for (const i of order) {
+      let sorted = true;
+      for (; i < end; i++) {
         const name = names[i];
-        const r = rel ? `${rel}/${name}` : name;
-        const child = toNode(name, scannedStats(stats, i));
-        if (this.exclude?.matches(r)) {
+        const o = i * Scan.fields;
+        const kind = stats[o + Scan.mode] & fs.constants.S_IFMT;
+        const type = kind === fs.constants.S_IFDIR ? 'dir' : kind === fs.constants.S_IFREG ? 'file' : kind === fs.constants.S_IFLNK ? 'symlink' : 'other';
+        // Every field from the start: one shape for all nodes, fields in the object itself.
+        const child: Node = { name, type, stats, at: o, children: undefined, digest: undefined };
+        const row = known ? known[i] : 0;
+        const indexed = row ? digests!.slice(at, (at += 64)) : undefined;
+        let r: string | undefined;
+        if (check) {
+          r = rel ? `${rel}/${name}` : name;
           // An excluded directory is still searched when a `!` exception may re-include something below.
-          if (!(child.type === 'dir' && this.exclude.hasExclusions && this.exclude.mayMatchBelow(r, true))) continue;
+          if (exclude.matches(r) && !(type === 'dir' && exclude.hasExclusions && exclude.mayMatchBelow(r, true))) continue;
         }
+        if (sorted && kept.length > 0 && !(kept[kept.length - 1].name < name)) sorted = false;
         kept.push(child);
-        if (child.type === 'dir') {
-          stack.push([child, r]);
-        } else if (child.type === 'file') {
+        if (type === 'dir') {
+          queue.push([child, r ?? (rel ? `${rel}/${name}` : name)]);
+        } else if (type === 'file') {
           this.files++;
-          const known = index.get(r);
-          if (known && known[1] === child.size && known[2] === child.mtimeMs && known[3] === child.ctimeMs && known[4] === child.ino) {
-            child.digest = known[5];
-          } else if (known) {
-            this.stale.set(r, known[5]);
+          if (row === 1) {
+            child.digest = indexed;
+          } else if (row === 2) {
+            this.stale.set(r ?? (rel ? `${rel}/${name}` : name), indexed!);
+          } else if (index) {
+            r ??= rel ? `${rel}/${name}` : name;
+            const entry = index.get(r);
+            if (entry && entry[1] === sizeOf(child) && entry[2] === mtimeMs(child) && entry[3] === ctimeMs(child) && entry[4] === inoOf(child)) {
+              child.digest = entry[5];
+            } else if (entry) {
+              this.stale.set(r, entry[5]);
+            }
           }
         }
       }
+      // Scans sort by name bytes, which is string order but for names past U+FFFF or not UTF-8.
+      if (!sorted) kept.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
       node.children = kept;
-      if (performance.now() - slice > SLICE_MS) {
-        await nextTurn();
-        slice = performance.now();
-      }
+      // The scan's digest of the directory's record holds for it when the record has what it read: every
+      // entry kept (none may be excluded), in the same order.
+      if (dirDigests?.[k] && sorted && !check) node.digest = dirDigests[k];
     }
-    return root;
   }
 
   private async digestOf(rel: string): Promise<Digest> {
@@ -320,7 +393,7 @@ export class ContextChecksummer {
       }
       if (node.type !== 'file' || node.digest) continue;
       const file = path.join(this.dir, r);
-      const digest = node.size <= SMALL_FILE ? hashSmallFile(file) : await hashFile(file);
+      const digest = sizeOf(node) <= SMALL_FILE ? hashSmallFile(file) : await hashFile(file);
       this.bytesRead += digest.size;
       this.filesRead++;
       // A COPY copies xattrs, so they are part of what it selects. Read only here, for files being hashed:
@@ -346,15 +419,18 @@ export class ContextChecksummer {
       if (node.digest) return node.digest as Digest;
       // A child that is not a directory enters as its record, not as a digest of it: one hash per
       // directory instead of one per file (tens of thousands of them in a big context).
-      const kids = (node.children ?? []).map((child) => {
-        const r = rel ? `${rel}/${child.name}` : child.name;
-        return `${child.name}\0${child.type === 'dir' ? this.digestSync(child, r) : this.leafRecord(child, r)}`;
-      });
-      const d = sha256(nameBytes(`${recordHeader(node)}\n${kids.join('\n')}`));
+      let record = recordHeader(node);
+      for (const child of node.children ?? []) {
+        // A file's record made here: no path for it (the common case of a big tree).
+        const leaf = child.type === 'file' && child.digest ? `${recordHeader(child)}\nsha256:${child.digest}` : undefined;
+        const r = leaf === undefined ? (rel ? `${rel}/${child.name}` : child.name) : '';
+        record += `\n${child.name}\0${leaf ?? (child.type === 'dir' ? this.digestSync(child, r) : this.leafRecord(child, r))}`;
+      }
+      const d = hashRecord(record);
       node.digest = d;
       return d;
     }
-    return sha256(nameBytes(this.leafRecord(node, rel)));
+    return hashRecord(this.leafRecord(node, rel));
   }
 
   /** What identifies a file, symlink or other non-directory: its header and content, link target or kind. */
@@ -368,7 +444,7 @@ export class ContextChecksummer {
         return `${header}\nsha256:${node.digest}`;
       }
       default:
-        return `${header}\n${node.mode >>> 12}`;
+        return `${header}\n${modeOf(node) >>> 12}`;
     }
   }
 
@@ -461,12 +537,49 @@ function forEachUnder(top: Node, rel: string, fn: (node: Node, rel: string) => v
 
 const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
-const recordHeader = (node: Node) => `${node.type} ${(node.mode & 0o7777).toString(8)} ${node.uid}:${node.gid}`;
+/** sha256 of a record's bytes (names that are not UTF-8 as the bytes they stand for). */
+const hashRecord = (record: string): Digest => sha256(hasEscapedBytes(record) ? nameBytes(record) : record);
 
-function toNode(name: string, st: ScannedStats | fs.Stats): Node {
+const modeOf = (n: Node) => n.stats[n.at + Scan.mode];
+const sizeOf = (n: Node) => n.stats[n.at + Scan.size];
+const inoOf = (n: Node) => n.stats[n.at + Scan.ino];
+/** Milliseconds as fs.Stats' mtimeMs and ctimeMs (and so the index) have them. */
+const mtimeMs = (n: Node) => n.stats[n.at + Scan.mtime] * 1e3 + n.stats[n.at + Scan.mtimeNsec] / 1e6;
+const ctimeMs = (n: Node) => n.stats[n.at + Scan.ctime] * 1e3 + n.stats[n.at + Scan.ctimeNsec] / 1e6;
+
+/** The last header made, and what from: the entries of a tree mostly share one. */
+let header = { type: '', mode: -1, uid: -1, gid: -1, text: '' };
+
+function recordHeader(node: Node): string {
+  const { stats, at } = node;
+  const mode = stats[at + Scan.mode] & 0o7777;
+  const uid = stats[at + Scan.uid];
+  const gid = stats[at + Scan.gid];
+  if (node.type !== header.type || mode !== header.mode || uid !== header.uid || gid !== header.gid) {
+    header = { type: node.type, mode, uid, gid, text: `${node.type} ${mode.toString(8)} ${uid}:${gid}` };
+  }
+  return header.text;
+}
+
+function countSlashes(s: string): number {
+  let n = 0;
+  for (let i = s.indexOf('/'); i !== -1; i = s.indexOf('/', i + 1)) n++;
+  return n;
+}
+
+function toNode(name: string, st: fs.BigIntStats): Node {
   const type = st.isDirectory() ? 'dir' : st.isFile() ? 'file' : st.isSymbolicLink() ? 'symlink' : 'other';
-  // Every field from the start: one shape for all nodes, fields in the object itself.
-  return { name, type, mode: st.mode, uid: st.uid, gid: st.gid, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, ino: st.ino, children: undefined, digest: undefined };
+  const stats = new Float64Array(Scan.fields);
+  stats[Scan.mode] = Number(st.mode);
+  stats[Scan.uid] = Number(st.uid);
+  stats[Scan.gid] = Number(st.gid);
+  stats[Scan.size] = Number(st.size);
+  stats[Scan.ino] = Number(st.ino);
+  stats[Scan.mtime] = Number(st.mtimeNs / 1_000_000_000n);
+  stats[Scan.mtimeNsec] = Number(st.mtimeNs % 1_000_000_000n);
+  stats[Scan.ctime] = Number(st.ctimeNs / 1_000_000_000n);
+  stats[Scan.ctimeNsec] = Number(st.ctimeNs % 1_000_000_000n);
+  return { name, type, stats, at: 0, children: undefined, digest: undefined };
 }
 
 /**
