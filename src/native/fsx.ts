@@ -21,7 +21,7 @@ export interface FsxBinding {
   scanDir(dir: string, xattrs?: boolean): { names: string[]; stats: Float64Array };
   /** Absent from builds older than scan.c: scanDirs and loadScanIndex then do without (below). */
   scanDirs?(root: string, rels: string[], xattrs: boolean, index: ScanIndexHandle | null, headers?: string[]): Promise<NativeScanBatch>;
-  loadScanIndex?(file: string): Promise<ScanIndexHandle | null | false>;
+  loadScanIndex?(file: string): { index: ScanIndexHandle; loaded: Promise<ScanIndexKind> };
   releaseScanIndex?(index: ScanIndexHandle): void;
   cloneTree(from: string, to: string): Promise<boolean>;
   /** Absent from prebuilds older than mount.c: callers fall back to mount(8) (nativeMount). */
@@ -250,7 +250,7 @@ export function scannedStats(stats: Float64Array, i: number): ScannedStats {
  * ('' for root itself). Entries come directory by directory, `counts[k]` of them for `rels[k]`, each
  * directory's in the order of their name bytes (which is JavaScript's string order unless a name has
  * characters past U+FFFF or bytes that are not UTF-8); `names[i]` and `Scan.fields` numbers from `stats`
- * at `i * Scan.fields` per entry. With an index (loadScanIndex), `known[i]` is 1 when the index has a row
+ * at `i * Scan.fields` per entry. With an index (openScanIndex) of rows, `known[i]` is 1 when it has a row
  * for the file at rel/name with its size, mtimeMs, ctimeMs and ino, 2 when it has one with other values,
  * else 0; each entry with `known` set takes the next 64 characters of `digests` (the row's hex digest).
  * With the index and `headers` (each directory's own record header, src/worker/contenthash.ts),
@@ -320,16 +320,20 @@ export class ScanIndex {
   }
 }
 
+/** What an index file held: rows to look up, nothing (no file, or an empty one), or another format. */
+export type ScanIndexKind = 'lines' | 'none' | 'other';
+
 /**
- * The index file of src/worker/contenthash.ts, parsed off the main thread: null when there is none (or it
- * is empty), false when it is not of the line-per-file format or this addon cannot read it (the caller
- * reads it itself). A line it cannot parse is left out (that file is read again).
+ * The index file of src/worker/contenthash.ts, loaded on the threadpool meanwhile: scans queued after
+ * this call wait for it before their first lookup. `loaded` says what it held ('other': read it
+ * yourself; a line it cannot parse is left out, and that file is read again). Null when this addon
+ * cannot.
  */
-export async function loadScanIndex(file: string): Promise<ScanIndex | null | false> {
+export function openScanIndex(file: string): { index: ScanIndex; loaded: Promise<ScanIndexKind> } | null {
   const a = addon();
-  if (!a.loadScanIndex || !a.scanDirs) return false;
-  const h = await a.loadScanIndex(file);
-  return h ? new ScanIndex(h) : h;
+  if (!a.loadScanIndex || !a.scanDirs) return null;
+  const { index, loaded } = a.loadScanIndex(file);
+  return { index: new ScanIndex(index), loaded };
 }
 
 /**

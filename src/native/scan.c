@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -134,8 +135,12 @@ typedef struct {
   size_t paths_len, paths_cap;
   uint32_t *slots;        // open addressing: entry index + 1, 0 for none
   size_t mask;
-  // Freed (the data above) once released and no scan uses it; the struct itself by the handle's finalizer.
+  // Freed (the data above) once released and no job uses it; the struct itself by the handle's finalizer.
   int refs, released;
+  // Set once loaded (a scan waits for it before its first lookup): INDEX_V2 when it has rows to look up.
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  int ready, status;
 } scan_index;
 
 static uint32_t hash_bytes(const char *s, size_t n) {
@@ -356,9 +361,9 @@ enum { INDEX_V2, INDEX_NONE, INDEX_OTHER };
 typedef struct {
   napi_async_work work;
   napi_deferred deferred;
+  napi_ref ref;           // the index's handle, alive while loading
   char *file;
   scan_index *ix;
-  int status;
 } load_job;
 
 static int read_all(int fd, scan_index *ix) {
@@ -385,21 +390,18 @@ static int read_all(int fd, scan_index *ix) {
   return 0;
 }
 
-static void load_execute(napi_env env, void *data) {
-  (void)env;
-  load_job *job = data;
-  scan_index *ix = job->ix;
-  int fd = open(job->file, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) { job->status = errno == ENOENT ? INDEX_NONE : INDEX_OTHER; return; }
+static int load_index(scan_index *ix, const char *file) {
+  int fd = open(file, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno == ENOENT ? INDEX_NONE : INDEX_OTHER;
   int rc = read_all(fd, ix);
   close(fd);
-  if (rc) { job->status = INDEX_OTHER; return; }
+  if (rc) return INDEX_OTHER;
+  if (ix->text_len == 0) return INDEX_NONE;
   const char *s = ix->text, *end = s + ix->text_len;
   const char *nl = memchr(s, '\n', ix->text_len);
   const char *first_end = nl ? nl : end;
-  if (ix->text_len == 0) { job->status = INDEX_NONE; index_data_free(ix); return; }
   // Not this format (the earlier one-object index, or anything else): the JavaScript reader's.
-  if (first_end - s != 7 || memcmp(s, "{\"v\":2}", 7) != 0) { job->status = INDEX_OTHER; index_data_free(ix); return; }
+  if (first_end - s != 7 || memcmp(s, "{\"v\":2}", 7) != 0) return INDEX_OTHER;
   for (s = first_end; s < end;) {
     s++;
     nl = memchr(s, '\n', (size_t)(end - s));
@@ -407,51 +409,95 @@ static void load_execute(napi_env env, void *data) {
     if (line_end > s) index_line(ix, s, line_end);
     s = line_end;
   }
-  if (index_table(ix)) { job->status = INDEX_OTHER; index_data_free(ix); return; }
-  job->status = INDEX_V2;
+  return index_table(ix) ? INDEX_OTHER : INDEX_V2;
+}
+
+static void load_execute(napi_env env, void *data) {
+  (void)env;
+  load_job *job = data;
+  scan_index *ix = job->ix;
+  int status = load_index(ix, job->file);
+  if (status != INDEX_V2) index_data_free(ix);
+  pthread_mutex_lock(&ix->lock);
+  ix->status = status;
+  ix->ready = 1;
+  pthread_cond_broadcast(&ix->cond);
+  pthread_mutex_unlock(&ix->lock);
+}
+
+// Waits until the index is loaded; whether it has rows to look up.
+static int index_wait(scan_index *ix) {
+  pthread_mutex_lock(&ix->lock);
+  while (!ix->ready) pthread_cond_wait(&ix->cond, &ix->lock);
+  int v2 = ix->status == INDEX_V2;
+  pthread_mutex_unlock(&ix->lock);
+  return v2;
+}
+
+static void index_unref(scan_index *ix) {
+  if (--ix->refs == 0 && ix->released) index_data_free(ix);
 }
 
 static void index_finalize(napi_env env, void *data, void *hint) {
   (void)env; (void)hint;
   scan_index *ix = data;
   index_data_free(ix);
+  pthread_mutex_destroy(&ix->lock);
+  pthread_cond_destroy(&ix->cond);
   free(ix);
 }
 
 static void load_complete(napi_env env, napi_status status, void *data) {
   load_job *job = data;
-  napi_value result;
-  if (status == napi_ok && job->status == INDEX_V2) {
-    napi_create_external(env, job->ix, index_finalize, NULL, &result);
-  } else {
-    index_data_free(job->ix);
-    free(job->ix);
-    if (status == napi_ok && job->status == INDEX_NONE) napi_get_null(env, &result);
-    else napi_get_boolean(env, false, &result);
+  // A job cancelled before it ran never signalled: nothing waits on it then (scans queue after it).
+  if (status != napi_ok) {
+    pthread_mutex_lock(&job->ix->lock);
+    job->ix->status = INDEX_OTHER;
+    job->ix->ready = 1;
+    pthread_cond_broadcast(&job->ix->cond);
+    pthread_mutex_unlock(&job->ix->lock);
   }
+  int s = job->ix->status;
+  napi_value result;
+  napi_create_string_utf8(env, s == INDEX_V2 ? "lines" : s == INDEX_NONE ? "none" : "other", NAPI_AUTO_LENGTH, &result);
   napi_resolve_deferred(env, job->deferred, result);
+  index_unref(job->ix);
+  napi_delete_reference(env, job->ref);
   napi_delete_async_work(env, job->work);
   free(job->file);
   free(job);
 }
 
-// loadScanIndex(file) -> Promise<handle | null | false>: a handle to the parsed index for scanDirs; null
-// when there is none (or it is empty); false when it is not of the line-per-file format (the caller reads
-// it itself).
+// loadScanIndex(file) -> { index, loaded }: a handle to the index file of src/worker/contenthash.ts, for
+// scanDirs, which it loads on the threadpool meanwhile (scans queued after it wait for it before looking
+// anything up), and a promise of what it found: "lines" (rows to look up), "none" (no file, or an empty
+// one) or "other" (not the line-per-file format: the caller reads it itself).
 static napi_value loadScanIndex(napi_env env, napi_callback_info info) {
   size_t argc = 1; napi_value argv[1];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   load_job *job = calloc(1, sizeof *job);
-  if (job) job->ix = calloc(1, sizeof *job->ix);
-  if (!job || !job->ix || argc < 1 || !(job->file = names_dup(env, argv[0], PATH_MAX - 1))) {
-    if (job) { free(job->ix); free(job); }
+  scan_index *ix = calloc(1, sizeof *ix);
+  if (!job || !ix || argc < 1 || !(job->file = names_dup(env, argv[0], PATH_MAX - 1))) {
+    free(ix);
+    free(job);
     napi_throw_type_error(env, NULL, "loadScanIndex(file)");
     return NULL;
   }
-  return queue_job(env, "loadScanIndex", load_execute, load_complete, job, &job->deferred, &job->work);
+  pthread_mutex_init(&ix->lock, NULL);
+  pthread_cond_init(&ix->cond, NULL);
+  job->ix = ix;
+  ix->refs = 1;
+  napi_value handle, result;
+  napi_create_external(env, ix, index_finalize, NULL, &handle);
+  napi_create_reference(env, handle, 1, &job->ref);
+  napi_value loaded = queue_job(env, "loadScanIndex", load_execute, load_complete, job, &job->deferred, &job->work);
+  napi_create_object(env, &result);
+  napi_set_named_property(env, result, "index", handle);
+  napi_set_named_property(env, result, "loaded", loaded);
+  return result;
 }
 
-// releaseScanIndex(handle): frees the index now (once no scan uses it) rather than when collected.
+// releaseScanIndex(handle): frees the index now (once no job uses it) rather than when collected.
 static napi_value releaseScanIndex(napi_env env, napi_callback_info info) {
   size_t argc = 1; napi_value argv[1];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
@@ -478,6 +524,7 @@ typedef struct {
   int xattrs;
   scan_index *ix;         // NULL without an index
   napi_ref ix_ref;        // keeps the index's handle alive while the job runs
+  int lookup;             // the index loaded with rows: files are looked up
   // results
   uint32_t *counts;       // entries per directory
   char *names;            // every name followed by '/'
@@ -550,6 +597,7 @@ static void batch_execute(napi_env env, void *data) {
   size_t order_cap = 0;
   char host[PATH_MAX], key[PATH_MAX];
   size_t root_len = strlen(job->root);
+  int waited = 0;
   for (size_t k = 0; k < job->count; k++) {
     const char *rel = job->rels[k];
     size_t rel_len = strlen(rel);
@@ -563,11 +611,16 @@ static void batch_execute(napi_env env, void *data) {
     d.n = 0;
     d.names_len = 0;
     if (scan_dir_read(host, job->xattrs, &d, &job->err, &job->syscall, job->failed)) break;
+    // The index is being loaded meanwhile: waited for once there is something to look up in it.
+    if (job->ix && !waited) {
+      waited = 1;
+      job->lookup = index_wait(job->ix);
+    }
     if (grow((void **)&order, &order_cap, d.n, sizeof *order)) { scan_fail(&job->err, &job->syscall, job->failed, "scandir", host, NULL); break; }
     size_t names_need = job->names_len + d.names_len;
     if (grow((void **)&job->stats, &job->stats_cap, job->n + d.n, SCAN_FIELDS * sizeof(double)) ||
         grow((void **)&job->names, &job->names_cap, names_need, 1) ||
-        (job->ix && grow((void **)&job->known, &job->known_cap, job->n + d.n, 1))) {
+        (job->lookup && grow((void **)&job->known, &job->known_cap, job->n + d.n, 1))) {
       scan_fail(&job->err, &job->syscall, job->failed, "scandir", host, NULL);
       break;
     }
@@ -575,7 +628,7 @@ static void batch_execute(napi_env env, void *data) {
     qsort(order, d.n, sizeof *order, by_name);
     int failed = 0;
     // Its record too when every entry is a file the index vouches for (a leaf of the tree, mostly).
-    int record = job->headers != NULL && job->ix != NULL;
+    int record = job->headers != NULL && job->lookup;
     job->record_len = 0;
     if (record && record_put(job, job->headers[k], strlen(job->headers[k]))) record = 0;
     for (size_t i = 0; i < d.n && !failed; i++) {
@@ -586,7 +639,7 @@ static void batch_execute(napi_env env, void *data) {
       job->names_len += len + 1;
       const double *f = d.stats + order[i].i * SCAN_FIELDS;
       memcpy(job->stats + job->n * SCAN_FIELDS, f, SCAN_FIELDS * sizeof(double));
-      if (job->ix) {
+      if (job->lookup) {
         uint8_t known = 0;
         const ix_entry *e = NULL;
         if (S_ISREG((mode_t)f[SCAN_MODE]) && rel_len + 1 + len < sizeof key) {
@@ -616,7 +669,7 @@ static void batch_execute(napi_env env, void *data) {
     }
     if (failed) break;
     job->counts[k] = (uint32_t)d.n;
-    if (job->headers) {
+    if (job->headers && job->lookup) {
       char *o = job->dir_digests + k * 71;
       uint8_t sum[32];
       if (record && sha256_digest(job->record, job->record_len, sum) == 0) {
@@ -644,7 +697,7 @@ static napi_value typed_copy(napi_env env, napi_typedarray_type type, const void
 static void batch_free(napi_env env, batch_job *job) {
   if (job->ix) {
     napi_delete_reference(env, job->ix_ref);
-    if (--job->ix->refs == 0 && job->ix->released) index_data_free(job->ix);
+    index_unref(job->ix);
   }
   for (size_t k = 0; job->rels && k < job->count; k++) free(job->rels[k]);
   for (size_t k = 0; job->headers && k < job->count; k++) free(job->headers[k]);
@@ -675,12 +728,12 @@ static void batch_complete(napi_env env, napi_status status, void *data) {
     }
     napi_set_named_property(env, result, "names", v);
     napi_set_named_property(env, result, "stats", typed_copy(env, napi_float64_array, job->stats, job->n * SCAN_FIELDS, sizeof(double)));
-    if (job->ix) {
+    if (job->lookup) {
       napi_set_named_property(env, result, "known", typed_copy(env, napi_uint8_array, job->known, job->n, 1));
       napi_create_string_latin1(env, job->digests ? job->digests : "", job->digests_len, &v);
       napi_set_named_property(env, result, "digests", v);
     }
-    if (job->headers) {
+    if (job->headers && job->lookup) {
       napi_create_string_latin1(env, job->dir_digests, job->count * 71, &v);
       napi_set_named_property(env, result, "dirDigests", v);
     }

@@ -10,7 +10,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { CopyAction, Digest } from '../../solver/llb/ops.js';
 import { sha256 } from '../../solver/llb/digest.js';
 import { goMatch, hasWildcard, PatternMatcher } from '../util/patterns.js';
-import { getXattr, listXattrs, loadScanIndex, Scan, scanDirs, type ScanBatch, type ScanIndex } from '../native/fsx.js';
+import { getXattr, listXattrs, openScanIndex, Scan, scanDirs, type ScanBatch, type ScanIndex } from '../native/fsx.js';
 import { hasEscapedBytes, nameBytes, osPath, readlinkName } from '../util/names.js';
 
 /**
@@ -258,10 +258,16 @@ export class ContextChecksummer {
   private async walk(): Promise<Node> {
     let native: ScanIndex | null = null;
     let index: Map<string, IndexRow> | null = null;
-    if (this.indexFile) {
-      const loaded = await loadScanIndex(this.indexFile).catch(() => false as const);
-      if (loaded === false) index = await this.loadIndex();
-      else native = loaded;
+    // Batches are taken once the index's kind is known (it loads while the first ones scan).
+    let loaded: Promise<unknown> = Promise.resolve();
+    const opened = this.indexFile ? openScanIndex(this.indexFile) : null;
+    if (opened) {
+      native = opened.index;
+      loaded = opened.loaded.then(async (kind) => {
+        if (kind === 'other') index = await this.loadIndex();
+      });
+    } else if (this.indexFile) {
+      loaded = this.loadIndex().then((rows) => { index = rows; });
     }
     try {
       const root = toNode('', fs.lstatSync(osPath(this.dir), { bigint: true }));
@@ -279,7 +285,8 @@ export class ContextChecksummer {
             running++;
             // Records hold no xattrs. With the index, leaf directories' digests come made (dirDigests).
             const headers = native ? batch.map(([dir]) => recordHeader(dir)) : undefined;
-            scanDirs(this.dir, batch.map(([, rel]) => rel), { xattrs: false, index: native, headers }).then((scan) => {
+            scanDirs(this.dir, batch.map(([, rel]) => rel), { xattrs: false, index: native, headers }).then(async (scan) => {
+              await loaded;
               running--;
               if (failed) return;
               this.takeScan(batch, scan, queue, index);

@@ -83,15 +83,20 @@ async function scanDirs(addon) {
   };
   const index = path.join(tmp, 'index');
   fs.writeFileSync(index, ['{"v":2}', row('d/a'), row('d/b', 1), row('d/é').replace('é', '\\u00e9'), row('top'), '["d/c",1,', ''].join('\n'));
-  const ix = await addon.loadScanIndex(index);
-  const r = await addon.scanDirs(dir, ['', 'd'], false, ix);
+  // Scans queued right after the index: they wait for it to load.
+  const { index: ix, loaded } = addon.loadScanIndex(index);
+  const scanned = addon.scanDirs(dir, ['', 'd'], false, ix);
+  const kind = await loaded;
+  const r = await scanned;
   addon.releaseScanIndex(ix);
   fs.writeFileSync(index, '{"d/a":{}}');
+  const other = addon.loadScanIndex(index);
+  const missing = addon.loadScanIndex(path.join(tmp, 'none'));
+  const unread = await addon.scanDirs(dir, ['d'], false, other.index);
   return {
-    counts: [...r.counts], names: r.names, known: [...r.known], digests: r.digests,
+    kind, counts: [...r.counts], names: r.names, known: [...r.known], digests: r.digests,
     expected: ['top', 'd/a', 'd/b', 'd/é'].map(sha).join(''),
-    missing: await addon.loadScanIndex(path.join(tmp, 'none')),
-    other: await addon.loadScanIndex(index),
+    missing: await missing.loaded, other: await other.loaded, unread: 'known' in unread,
   };
 }
 
