@@ -143,10 +143,14 @@ typedef struct {
   int ready, status;
 } scan_index;
 
-static uint32_t hash_bytes(const char *s, size_t n) {
-  uint32_t h = 2166136261u; // FNV-1a
+// FNV-1a, continued from `h` (2166136261 to start); the table uses its low 31 bits.
+static uint32_t hash_more(uint32_t h, const char *s, size_t n) {
   for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 16777619u;
-  return h & 0x7fffffff;
+  return h;
+}
+
+static uint32_t hash_bytes(const char *s, size_t n) {
+  return hash_more(2166136261u, s, n) & 0x7fffffff;
 }
 
 static void index_data_free(scan_index *ix) {
@@ -163,9 +167,9 @@ static const char *entry_path(const scan_index *ix, const ix_entry *e) {
   return (e->escaped ? ix->paths : ix->text) + e->path_off;
 }
 
-static const ix_entry *index_find(const scan_index *ix, const char *path, size_t len) {
+// The entry for `path`, whose hash_bytes is `h`.
+static const ix_entry *index_find(const scan_index *ix, const char *path, size_t len, uint32_t h) {
   if (!ix->slots) return NULL;
-  uint32_t h = hash_bytes(path, len);
   for (size_t i = h & ix->mask;; i = (i + 1) & ix->mask) {
     uint32_t s = ix->slots[i];
     if (!s) return NULL;
@@ -527,6 +531,8 @@ typedef struct {
   int lookup;             // the index loaded with rows: files are looked up
   // results
   uint32_t *counts;       // entries per directory
+  uint32_t *hashes;       // a directory's files' path hashes, NO_HASH for other entries
+  size_t hashes_cap;
   char *names;            // every name followed by '/'
   size_t names_len, names_cap;
   double *stats;
@@ -550,6 +556,23 @@ typedef struct { const char *name; size_t i; } sort_item;
 
 static int by_name(const void *a, const void *b) {
   return strcmp(((const sort_item *)a)->name, ((const sort_item *)b)->name);
+}
+
+#define NO_HASH UINT32_MAX
+
+// Fetches into the cache what looking up a directory's files will read (the table's slots, then the
+// entries and their lines): the lookups otherwise wait for each of these misses in turn.
+static void index_prefetch(const scan_index *ix, const uint32_t *hashes, size_t n) {
+  if (!ix->slots) return;
+  for (size_t i = 0; i < n; i++) if (hashes[i] != NO_HASH) __builtin_prefetch(&ix->slots[hashes[i] & ix->mask]);
+  for (size_t i = 0; i < n; i++) {
+    uint32_t s = hashes[i] != NO_HASH ? ix->slots[hashes[i] & ix->mask] : 0;
+    if (s) __builtin_prefetch(&ix->e[s - 1]);
+  }
+  for (size_t i = 0; i < n; i++) {
+    uint32_t s = hashes[i] != NO_HASH ? ix->slots[hashes[i] & ix->mask] : 0;
+    if (s) __builtin_prefetch(ix->text + ix->e[s - 1].rest_off);
+  }
 }
 
 // JavaScript's milliseconds from seconds and nanoseconds (fs.Stats' mtimeMs, src/native/fsx.ts), each
@@ -626,6 +649,16 @@ static void batch_execute(napi_env env, void *data) {
     }
     for (size_t i = 0; i < d.n; i++) order[i] = (sort_item){ d.names + d.name_off[i], i };
     qsort(order, d.n, sizeof *order, by_name);
+    if (job->lookup) {
+      if (grow((void **)&job->hashes, &job->hashes_cap, d.n, sizeof *job->hashes)) { scan_fail(&job->err, &job->syscall, job->failed, "scandir", host, NULL); break; }
+      uint32_t prefix = rel_len ? hash_more(hash_more(2166136261u, rel, rel_len), "/", 1) : 2166136261u;
+      for (size_t i = 0; i < d.n; i++) {
+        const double *f = d.stats + order[i].i * SCAN_FIELDS;
+        size_t len = strlen(order[i].name);
+        job->hashes[i] = S_ISREG((mode_t)f[SCAN_MODE]) && rel_len + 1 + len < sizeof key ? hash_more(prefix, order[i].name, len) & 0x7fffffff : NO_HASH;
+      }
+      index_prefetch(job->ix, job->hashes, d.n);
+    }
     int failed = 0;
     // Its record too when every entry is a file the index vouches for (a leaf of the tree, mostly).
     int record = job->headers != NULL && job->lookup;
@@ -642,11 +675,11 @@ static void batch_execute(napi_env env, void *data) {
       if (job->lookup) {
         uint8_t known = 0;
         const ix_entry *e = NULL;
-        if (S_ISREG((mode_t)f[SCAN_MODE]) && rel_len + 1 + len < sizeof key) {
+        if (job->hashes[i] != NO_HASH) {
           size_t kl = 0;
           if (rel_len) { memcpy(key, rel, rel_len); key[rel_len] = '/'; kl = rel_len + 1; }
           memcpy(key + kl, name, len);
-          e = index_find(job->ix, key, kl + len);
+          e = index_find(job->ix, key, kl + len, job->hashes[i]);
         }
         double row[4];
         const char *hex;
@@ -707,6 +740,7 @@ static void batch_free(napi_env env, batch_job *job) {
   free(job->record);
   free(job->root);
   free(job->counts);
+  free(job->hashes);
   free(job->names);
   free(job->stats);
   free(job->known);
