@@ -32,7 +32,8 @@ interface Node {
   children: Node[] | undefined;
   /**
    * A file's content digest in hex (no `sha256:`: a string of its own, not a join of two), known for its
-   * current metadata (from the index or read this build); a directory's digest once computed.
+   * current metadata (read this build, or the index's once asked for: fileDigest); a directory's digest
+   * once computed.
    */
   digest: string | undefined;
 }
@@ -66,6 +67,8 @@ export class ContextChecksummer {
   /** Hashing runs one request at a time: a file asked for twice is read once. */
   private hashing: Promise<void> = Promise.resolve();
   private readonly exclude?: PatternMatcher;
+  /** Per scan batch (by its stats), the index's digests of the files it vouched for, and where each one's is. */
+  private readonly vouched = new WeakMap<Float64Array, { digests: string; at: Int32Array }>();
   /** Paths whose content changed since the index was written (for cache-miss explanations). */
   readonly changed = new Set<string>();
   /** Bytes of the files read (hashed) so far: what this build took of the context (progress shows it). */
@@ -158,8 +161,9 @@ export class ContextChecksummer {
       const stack: [Node, string][] = [[tree, '']];
       while (stack.length > 0) {
         const [node, rel] = stack.pop()!;
-        if (node.type === 'file' && node.digest) {
-          chunk += `[${JSON.stringify(rel)},${sizeOf(node)},${mtimeMs(node)},${ctimeMs(node)},${inoOf(node)},"${node.digest}"]\n`;
+        const digest = node.type === 'file' ? this.fileDigest(node) : undefined;
+        if (digest) {
+          chunk += `[${JSON.stringify(rel)},${sizeOf(node)},${mtimeMs(node)},${ctimeMs(node)},${inoOf(node)},"${digest}"]\n`;
           if (chunk.length >= 1 << 16) {
             await out.write(chunk);
             chunk = '';
@@ -314,6 +318,9 @@ export class ContextChecksummer {
   private takeScan(batch: [Node, string][], scan: ScanBatch, queue: [Node, string][], index: Map<string, IndexRow> | null): void {
     const { counts, names, stats, known, digests, dirDigests } = scan;
     const exclude = this.exclude;
+    // Where in `digests` each entry's vouched digest is, made into a string only if asked for (fileDigest).
+    const vouched = known ? new Int32Array(names.length).fill(-1) : undefined;
+    if (vouched) this.vouched.set(stats, { digests: digests!, at: vouched });
     let i = 0;
     let at = 0; // in digests
     for (let k = 0; k < batch.length; k++) {
@@ -333,7 +340,9 @@ export class ContextChecksummer {
         // Every field from the start: one shape for all nodes, fields in the object itself.
         const child: Node = { name, type, stats, at: o, children: undefined, digest: undefined };
         const row = known ? known[i] : 0;
-        const indexed = row ? digests!.slice(at, (at += 64)) : undefined;
+        if (row === 1) vouched![i] = at;
+        const stale = row === 2 ? digests!.slice(at, at + 64) : undefined;
+        if (row) at += 64;
         let r: string | undefined;
         if (check) {
           r = rel ? `${rel}/${name}` : name;
@@ -346,11 +355,9 @@ export class ContextChecksummer {
           queue.push([child, r ?? (rel ? `${rel}/${name}` : name)]);
         } else if (type === 'file') {
           this.files++;
-          if (row === 1) {
-            child.digest = indexed;
-          } else if (row === 2) {
-            this.stale.set(r ?? (rel ? `${rel}/${name}` : name), indexed!);
-          } else if (index) {
+          if (row === 2) {
+            this.stale.set(r ?? (rel ? `${rel}/${name}` : name), stale!);
+          } else if (row === 0 && index) {
             r ??= rel ? `${rel}/${name}` : name;
             const entry = index.get(r);
             if (entry && entry[1] === sizeOf(child) && entry[2] === mtimeMs(child) && entry[3] === ctimeMs(child) && entry[4] === inoOf(child)) {
@@ -394,11 +401,11 @@ export class ContextChecksummer {
       const [node, r] = todo.pop()!;
       if (node.type === 'dir') {
         for (const c of node.children ?? []) {
-          if (c.type === 'dir' || (c.type === 'file' && !c.digest)) todo.push([c, r ? `${r}/${c.name}` : c.name]);
+          if (c.type === 'dir' || (c.type === 'file' && !this.hasDigest(c))) todo.push([c, r ? `${r}/${c.name}` : c.name]);
         }
         continue;
       }
-      if (node.type !== 'file' || node.digest) continue;
+      if (node.type !== 'file' || this.hasDigest(node)) continue;
       const file = path.join(this.dir, r);
       const digest = sizeOf(node) <= SMALL_FILE ? hashSmallFile(file) : await hashFile(file);
       this.bytesRead += digest.size;
@@ -421,6 +428,25 @@ export class ContextChecksummer {
     }
   }
 
+  /** A file's content digest: read this build, or the index's when it vouched for the file's metadata. */
+  private fileDigest(node: Node): string | undefined {
+    if (node.digest === undefined) {
+      const o = this.vouchedAt(node);
+      if (o >= 0) node.digest = this.vouched.get(node.stats)!.digests.slice(o, o + 64);
+    }
+    return node.digest;
+  }
+
+  /** fileDigest would give one (without making it). */
+  private hasDigest(node: Node): boolean {
+    return node.digest !== undefined || this.vouchedAt(node) >= 0;
+  }
+
+  private vouchedAt(node: Node): number {
+    const v = this.vouched.get(node.stats);
+    return v ? v.at[node.at / Scan.fields] : -1;
+  }
+
   private digestSync(node: Node, rel: string): Digest {
     if (node.type === 'dir') {
       if (node.digest) return node.digest as Digest;
@@ -429,7 +455,8 @@ export class ContextChecksummer {
       let record = recordHeader(node);
       for (const child of node.children ?? []) {
         // A file's record made here: no path for it (the common case of a big tree).
-        const leaf = child.type === 'file' && child.digest ? `${recordHeader(child)}\nsha256:${child.digest}` : undefined;
+        const digest = child.type === 'file' ? this.fileDigest(child) : undefined;
+        const leaf = digest ? `${recordHeader(child)}\nsha256:${digest}` : undefined;
         const r = leaf === undefined ? (rel ? `${rel}/${child.name}` : child.name) : '';
         record += `\n${child.name}\0${leaf ?? (child.type === 'dir' ? this.digestSync(child, r) : this.leafRecord(child, r))}`;
       }
@@ -447,8 +474,9 @@ export class ContextChecksummer {
       case 'symlink':
         return `${header}\n${readlinkName(path.join(this.dir, rel))}`;
       case 'file': {
-        if (!node.digest) throw new Error(`${rel}: not hashed`);
-        return `${header}\nsha256:${node.digest}`;
+        const digest = this.fileDigest(node);
+        if (!digest) throw new Error(`${rel}: not hashed`);
+        return `${header}\nsha256:${digest}`;
       }
       default:
         return `${header}\n${modeOf(node) >>> 12}`;
