@@ -3,7 +3,7 @@
 // copy between open files (copy_file_range, sendfile as fallback) for writing archives of stored blobs, and
 // an atomic swap of two paths (renameat2 RENAME_EXCHANGE).
 // (segment.c adds the async segment reading and hashing of layer archives, clone.c the async clone of a
-// snapshot tree, mount.c mount and umount on the threadpool.)
+// snapshot tree, mount.c mount and umount on the threadpool, scan.c directory scans.)
 // Synchronous on purpose: each call is one short syscall on a local filesystem (copies go in chunks).
 #define _GNU_SOURCE // copy_file_range, renameat2
 #include <errno.h>
@@ -24,6 +24,7 @@
 #include "compat.h"
 #include "mount.h"
 #include "names.h"
+#include "scan.h"
 #include "segment.h"
 
 #define PATH_MAX_LEN 4096
@@ -165,14 +166,8 @@ static napi_value copyRange(napi_env env, napi_callback_info info) {
 }
 
 // scanDir(dir, xattrs = true) -> { names: string[], stats: Float64Array } with SCAN_FIELDS numbers per
-// entry: what a layer walk needs from lstat and (unless `xattrs` is false) the entry's extended attributes,
-// in one call per directory instead of several per entry (and no Stats objects to collect).
-enum { SCAN_MODE, SCAN_UID, SCAN_GID, SCAN_SIZE, SCAN_MTIME, SCAN_NLINK, SCAN_DEV, SCAN_INO, SCAN_RDEV_MAJOR,
-       SCAN_RDEV_MINOR, SCAN_XATTRS, SCAN_OPAQUE, SCAN_MTIME_NSEC, SCAN_CTIME, SCAN_CTIME_NSEC, SCAN_BLOCKS,
-       SCAN_FIELDS };
-// SCAN_XATTRS: 1 when the entry has extended attributes other than overlay's (trusted.overlay.*), 2 when
-// it has too many names to tell here (the caller reads them, and the opaque mark, itself).
-// SCAN_OPAQUE: 1 for a directory overlay marks opaque (trusted.overlay.opaque = "y").
+// entry (scan.h): what a layer walk needs from lstat and (unless `xattrs` is false) the entry's extended
+// attributes, in one call per directory instead of several per entry (and no Stats objects to collect).
 static napi_value scanDir(napi_env env, napi_callback_info info) {
   size_t argc = 2; napi_value argv[2];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
@@ -181,63 +176,32 @@ static napi_value scanDir(napi_env env, napi_callback_info info) {
   bool xattrs = true;
   napi_valuetype t;
   if (argc > 1 && napi_typeof(env, argv[1], &t) == napi_ok && t == napi_boolean) napi_get_value_bool(env, argv[1], &xattrs);
-  DIR *d = opendir(dir);
-  if (!d) return throw_errno(env, "scandir", dir, errno);
-  napi_value names;
-  napi_create_array(env, &names);
-  size_t cap = 64, n = 0;
-  double *stats = malloc(cap * SCAN_FIELDS * sizeof(double));
-  char p[PATH_MAX_LEN], list[4096];
-  struct dirent *e;
+  scan_dir d = {0};
   int err = 0;
-  const char *failed = "readdir";
-  while (stats) {
-    errno = 0;
-    if (!(e = readdir(d))) { err = errno; break; }
-    if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-    if (snprintf(p, sizeof p, "%s/%s", dir, e->d_name) >= (int)sizeof p) { err = ENAMETOOLONG; failed = "lstat"; break; }
-    struct stat st;
-    if (fsx_fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) { err = errno; failed = "lstat"; break; }
-    if (n == cap) {
-      double *more = realloc(stats, (cap *= 2) * SCAN_FIELDS * sizeof(double));
-      if (!more) { free(stats); stats = NULL; break; }
-      stats = more;
-    }
-    double *f = stats + n * SCAN_FIELDS;
-    f[SCAN_MODE] = st.st_mode; f[SCAN_UID] = st.st_uid; f[SCAN_GID] = st.st_gid; f[SCAN_SIZE] = (double)st.st_size;
-    f[SCAN_MTIME] = (double)st.st_mtim.tv_sec; f[SCAN_NLINK] = (double)st.st_nlink; f[SCAN_DEV] = (double)st.st_dev;
-    f[SCAN_INO] = (double)st.st_ino; f[SCAN_RDEV_MAJOR] = major(st.st_rdev); f[SCAN_RDEV_MINOR] = minor(st.st_rdev);
-    f[SCAN_XATTRS] = 0; f[SCAN_OPAQUE] = 0; f[SCAN_MTIME_NSEC] = (double)st.st_mtim.tv_nsec;
-    f[SCAN_CTIME] = (double)st.st_ctim.tv_sec; f[SCAN_CTIME_NSEC] = (double)st.st_ctim.tv_nsec;
-    f[SCAN_BLOCKS] = (double)st.st_blocks;
-    ssize_t len = xattrs ? llistxattr(p, list, sizeof list) : 0;
-    if (len < 0) {
-      if (errno == ERANGE) f[SCAN_XATTRS] = 2; // more names than fit here: the caller reads them itself
-      len = 0;                                 // ENOTSUP: a filesystem without them
-    }
-    for (ssize_t off = 0; off < len; off += strlen(list + off) + 1) {
-      const char *name = list + off;
-      if (strncmp(name, "trusted.overlay.", 16) != 0) f[SCAN_XATTRS] = 1;
-      else if (strcmp(name, "trusted.overlay.opaque") == 0 && S_ISDIR(st.st_mode)) {
-        char v[8];
-        ssize_t vl = lgetxattr(p, name, v, sizeof v);
-        if (vl == 1 && v[0] == 'y') f[SCAN_OPAQUE] = 1;
-      }
-    }
-    napi_value name;
-    if (names_string(env, e->d_name, strlen(e->d_name), &name) != napi_ok) { err = ENOMEM; break; }
-    napi_set_element(env, names, (uint32_t)n, name);
-    n++;
+  const char *syscall = NULL;
+  char failed[PATH_MAX_LEN];
+  if (scan_dir_read(dir, xattrs, &d, &err, &syscall, failed) != 0) {
+    scan_dir_free(&d);
+    return throw_errno(env, syscall, failed, err);
   }
-  closedir(d);
-  if (!stats) { napi_throw_error(env, NULL, "scanDir: out of memory"); return NULL; }
-  if (err) { free(stats); return throw_errno(env, failed, failed[0] == 'l' ? p : dir, err); }
+  napi_value names;
+  napi_create_array_with_length(env, d.n, &names);
+  for (size_t i = 0; i < d.n; i++) {
+    const char *name = d.names + d.name_off[i];
+    napi_value s;
+    if (names_string(env, name, strlen(name), &s) != napi_ok) {
+      scan_dir_free(&d);
+      napi_throw_error(env, NULL, "scanDir: out of memory");
+      return NULL;
+    }
+    napi_set_element(env, names, (uint32_t)i, s);
+  }
   napi_value ab, arr, result;
   void *data;
-  napi_create_arraybuffer(env, n * SCAN_FIELDS * sizeof(double), &data, &ab);
-  memcpy(data, stats, n * SCAN_FIELDS * sizeof(double));
-  free(stats);
-  napi_create_typedarray(env, napi_float64_array, n * SCAN_FIELDS, ab, 0, &arr);
+  napi_create_arraybuffer(env, d.n * SCAN_FIELDS * sizeof(double), &data, &ab);
+  if (d.n) memcpy(data, d.stats, d.n * SCAN_FIELDS * sizeof(double));
+  napi_create_typedarray(env, napi_float64_array, d.n * SCAN_FIELDS, ab, 0, &arr);
+  scan_dir_free(&d);
   napi_create_object(env, &result);
   napi_set_named_property(env, result, "names", names);
   napi_set_named_property(env, result, "stats", arr);
@@ -277,6 +241,7 @@ static napi_value init(napi_env env, napi_value exports) {
   segment_init(env, exports);
   clone_init(env, exports);
   mount_init(env, exports);
+  scan_init(env, exports);
   return exports;
 }
 

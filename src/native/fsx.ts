@@ -8,6 +8,7 @@ import path from 'node:path';
 import fs from 'node:fs';
 import { UserError } from '../util/errors.js';
 import { getSystemErrorName } from 'node:util';
+import type { Digest } from '../../solver/llb/ops.js';
 
 export interface FsxBinding {
   list(path: string): string[];
@@ -18,6 +19,10 @@ export interface FsxBinding {
   copyRange(inFd: number, outFd: number, length: number): number;
   exchange(a: string, b: string): void;
   scanDir(dir: string, xattrs?: boolean): { names: string[]; stats: Float64Array };
+  /** Absent from builds older than scan.c: scanDirs and loadScanIndex then do without (below). */
+  scanDirs?(root: string, rels: string[], xattrs: boolean, index: ScanIndexHandle | null, headers?: string[]): Promise<NativeScanBatch>;
+  loadScanIndex?(file: string): { index: ScanIndexHandle; loaded: Promise<ScanIndexKind> };
+  releaseScanIndex?(index: ScanIndexHandle): void;
   cloneTree(from: string, to: string): Promise<boolean>;
   /** Absent from prebuilds older than mount.c: callers fall back to mount(8) (nativeMount). */
   mount?(source: string | null, target: string, fstype: string | null, flags: number, data: string | null, cwd: string | null): Promise<void>;
@@ -33,6 +38,9 @@ export interface FsxBinding {
 
 declare const orderedHash: unique symbol;
 type OrderedHashHandle = { [orderedHash]: true };
+declare const scanIndex: unique symbol;
+type ScanIndexHandle = { [scanIndex]: true };
+interface NativeScanBatch { counts: Uint32Array; names: string; stats: Float64Array; known?: Uint8Array; digests?: string; dirDigests?: string }
 
 /** The addon cannot be loaded here: reported as one line naming the platform, the ABI and the fix. */
 export class NativeAddonError extends UserError {
@@ -235,6 +243,97 @@ export function scannedStats(stats: Float64Array, i: number): ScannedStats {
     ino: stats[o + Scan.ino],
     mtimeMs: ms(stats[o + Scan.mtime], stats[o + Scan.mtimeNsec]), ctimeMs: ms(stats[o + Scan.ctime], stats[o + Scan.ctimeNsec]),
   };
+}
+
+/**
+ * Directories scanned as scanDir scans one, in one job on the threadpool: `root` joined with each of `rels`
+ * ('' for root itself). Entries come directory by directory, `counts[k]` of them for `rels[k]`, each
+ * directory's in the order of their name bytes (which is JavaScript's string order unless a name has
+ * characters past U+FFFF or bytes that are not UTF-8); `names[i]` and `Scan.fields` numbers from `stats`
+ * at `i * Scan.fields` per entry. With an index (openScanIndex) of rows, `known[i]` is 1 when it has a row
+ * for the file at rel/name with its size, mtimeMs, ctimeMs and ino, 2 when it has one with other values,
+ * else 0; each entry with `known` set takes the next 64 characters of `digests` (the row's hex digest).
+ * With the index and `headers` (each directory's own record header, src/worker/contenthash.ts),
+ * `dirDigests[k]` is the digest of directory k's record (its header, then a line per entry) when all its
+ * entries are files the index knows (1), as contenthash makes it: a leaf directory's digest off the main
+ * thread. Rejects with the first directory that cannot be read.
+ */
+export async function scanDirs(root: string, rels: string[], opts: { xattrs?: boolean; index?: ScanIndex | null; headers?: string[] } = {}): Promise<ScanBatch> {
+  const a = addon();
+  const xattrs = opts.xattrs ?? true;
+  if (!a.scanDirs) {
+    // An addon built before scan.c: one synchronous scan per directory.
+    const counts = new Uint32Array(rels.length);
+    const names: string[] = [];
+    const parts: Float64Array[] = [];
+    rels.forEach((rel, k) => {
+      const scan = a.scanDir(rel ? `${root}/${rel}` : root, xattrs);
+      counts[k] = scan.names.length;
+      names.push(...scan.names);
+      parts.push(scan.stats);
+    });
+    const stats = new Float64Array(names.length * Scan.fields);
+    let at = 0;
+    for (const p of parts) {
+      stats.set(p, at);
+      at += p.length;
+    }
+    return { counts, names, stats };
+  }
+  let batch: NativeScanBatch;
+  try {
+    const index = opts.index?.handle() ?? null;
+    batch = await (index && opts.headers ? a.scanDirs(root, rels, xattrs, index, opts.headers) : a.scanDirs(root, rels, xattrs, index));
+  } catch (e) {
+    throw withErrnoCode(e);
+  }
+  const dirDigests = batch.dirDigests === undefined ? undefined
+    : rels.map((_, k) => (batch.dirDigests!.charCodeAt(k * 71) === 0x2d ? undefined : batch.dirDigests!.slice(k * 71, (k + 1) * 71) as Digest));
+  return { counts: batch.counts, names: batch.names.split('/'), stats: batch.stats, known: batch.known, digests: batch.digests, dirDigests };
+}
+
+export interface ScanBatch {
+  counts: Uint32Array;
+  names: string[];
+  stats: Float64Array;
+  known?: Uint8Array;
+  digests?: string;
+  dirDigests?: (Digest | undefined)[];
+}
+
+/** A context's metadata index parsed on the threadpool, for scanDirs to look files up in. */
+export class ScanIndex {
+  private h: ScanIndexHandle | null;
+  constructor(h: ScanIndexHandle) {
+    this.h = h;
+  }
+
+  /** @internal */
+  handle(): ScanIndexHandle | null {
+    return this.h;
+  }
+
+  /** Frees it now (once the scans using it end) instead of when collected. */
+  release(): void {
+    if (this.h) addon().releaseScanIndex!(this.h);
+    this.h = null;
+  }
+}
+
+/** What an index file held: rows to look up, nothing (no file, or an empty one), or another format. */
+export type ScanIndexKind = 'lines' | 'none' | 'other';
+
+/**
+ * The index file of src/worker/contenthash.ts, loaded on the threadpool meanwhile: scans queued after
+ * this call wait for it before their first lookup. `loaded` says what it held ('other': read it
+ * yourself; a line it cannot parse is left out, and that file is read again). Null when this addon
+ * cannot.
+ */
+export function openScanIndex(file: string): { index: ScanIndex; loaded: Promise<ScanIndexKind> } | null {
+  const a = addon();
+  if (!a.loadScanIndex || !a.scanDirs) return null;
+  const { index, loaded } = a.loadScanIndex(file);
+  return { index: new ScanIndex(index), loaded };
 }
 
 /**

@@ -92,6 +92,8 @@ interface Pattern {
   exclusion: boolean;
   re: RegExp;
   dirs: string[];
+  /** The number of components of every path it matches itself (not through a parent), when fixed. */
+  depth: number | undefined;
 }
 
 /**
@@ -100,18 +102,28 @@ interface Pattern {
  */
 export class PatternMatcher {
   private readonly patterns: Pattern[];
+  readonly hasExclusions: boolean;
 
   constructor(patterns: string[]) {
     this.patterns = patterns.map((raw) => raw.trim()).filter((p) => p !== '' && p !== '!').map((raw) => {
       const exclusion = raw.startsWith('!');
       let text = cleanPattern(exclusion ? raw.slice(1).trim() : raw);
       if (text.length > 1 && text.startsWith('/')) text = text.slice(1);
-      return { text, exclusion, re: compileDockerignore(text), dirs: text.split('/') };
+      const dirs = text.split('/');
+      // Only `**` and classes (`[^a]` takes a slash) match across a slash; `*` and `?` stop at one.
+      const depth = text.includes('**') || text.includes('[') ? undefined : dirs.length;
+      return { text, exclusion, re: compileDockerignore(text), dirs, depth };
     });
+    this.hasExclusions = this.patterns.some((p) => p.exclusion);
   }
 
-  get hasExclusions(): boolean {
-    return this.patterns.some((p) => p.exclusion);
+  /**
+   * Whether some pattern may match a path of `depth` components itself. A walk that never enters a
+   * directory `matches` selects, when there are no exclusions, need not ask about the entries of a
+   * directory whose depth no pattern has: their parents matched nothing, and neither can they.
+   */
+  mayMatchAtDepth(depth: number): boolean {
+    return this.patterns.some((p) => p.depth === undefined || p.depth === depth);
   }
 
   matches(file: string): boolean {

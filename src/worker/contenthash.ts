@@ -10,8 +10,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { CopyAction, Digest } from '../../solver/llb/ops.js';
 import { sha256 } from '../../solver/llb/digest.js';
 import { goMatch, hasWildcard, PatternMatcher } from '../util/patterns.js';
-import { getXattr, listXattrs, scanDir, scannedStats, type ScannedStats } from '../native/fsx.js';
-import { nameBytes, osPath, readlinkName } from '../util/names.js';
+import { getXattr, listXattrs, openScanIndex, Scan, scanDirs, type ScanBatch, type ScanIndex } from '../native/fsx.js';
+import { hasEscapedBytes, nameBytes, osPath, readlinkName } from '../util/names.js';
 
 /**
  * One entry of the context, as small as it can be: a big context has hundreds of thousands of them, and
@@ -21,18 +21,19 @@ import { nameBytes, osPath, readlinkName } from '../util/names.js';
 interface Node {
   name: string;
   type: 'file' | 'dir' | 'symlink' | 'other';
-  mode: number;
-  uid: number;
-  gid: number;
-  size: number;
-  mtimeMs: number;
-  ctimeMs: number;
-  ino: number;
+  /**
+   * Its lstat numbers: `Scan.fields` of them from `at` (mode, owner, size, times, inode; read through
+   * the functions below). The array is its scan batch's, shared by the batch's entries: numbers that are
+   * not small integers would each be an object of their own in a field.
+   */
+  stats: Float64Array;
+  at: number;
   /** Sorted by name (directories). */
   children: Node[] | undefined;
   /**
    * A file's content digest in hex (no `sha256:`: a string of its own, not a join of two), known for its
-   * current metadata (from the index or read this build); a directory's digest once computed.
+   * current metadata (read this build, or the index's once asked for: fileDigest); a directory's digest
+   * once computed.
    */
   digest: string | undefined;
 }
@@ -52,6 +53,9 @@ const WHOLE = Symbol('whole');
 const SMALL_FILE = 1 << 20;
 /** Synchronous work runs in slices this long (ms), then lets the event loop run (pulls, progress). */
 const SLICE_MS = 10;
+/** Context scans on the threadpool at once, and directories per scan at most. */
+const SCANS_AT_ONCE = 3;
+const SCAN_BATCH_DIRS = 32;
 
 let readBuffer: Buffer | null = null;
 
@@ -63,6 +67,8 @@ export class ContextChecksummer {
   /** Hashing runs one request at a time: a file asked for twice is read once. */
   private hashing: Promise<void> = Promise.resolve();
   private readonly exclude?: PatternMatcher;
+  /** Per scan batch (by its stats), the index's digests of the files it vouched for, and where each one's is. */
+  private readonly vouched = new WeakMap<Float64Array, { digests: string; at: Int32Array }>();
   /** Paths whose content changed since the index was written (for cache-miss explanations). */
   readonly changed = new Set<string>();
   /** Bytes of the files read (hashed) so far: what this build took of the context (progress shows it). */
@@ -155,8 +161,9 @@ export class ContextChecksummer {
       const stack: [Node, string][] = [[tree, '']];
       while (stack.length > 0) {
         const [node, rel] = stack.pop()!;
-        if (node.type === 'file' && node.digest) {
-          chunk += `[${JSON.stringify(rel)},${node.size},${node.mtimeMs},${node.ctimeMs},${node.ino},"${node.digest}"]\n`;
+        const digest = node.type === 'file' ? this.fileDigest(node) : undefined;
+        if (digest) {
+          chunk += `[${JSON.stringify(rel)},${sizeOf(node)},${mtimeMs(node)},${ctimeMs(node)},${inoOf(node)},"${digest}"]\n`;
           if (chunk.length >= 1 << 16) {
             await out.write(chunk);
             chunk = '';
@@ -240,54 +247,134 @@ export class ContextChecksummer {
   }
 
   private loadTree(): Promise<Node> {
-    this.tree ??= this.loadIndex().then((index) => this.walk(index));
+    this.tree ??= this.walk();
     return this.tree;
   }
 
   /**
-   * Native scans, one per directory (no Stats object per entry), called synchronously: tens of thousands
-   * of lstat calls through promises cost several times more than the calls themselves. In slices, so a
-   * pull going on meanwhile keeps moving. Each file takes its digest from the index when its metadata
-   * still matches; the index is dropped after.
+   * The tree, from native scans of batches of directories on the threadpool (scanDirs), several at once,
+   * breadth first: each batch's entries become nodes as it arrives, and its directories (those not
+   * excluded) the next batches. No Stats object per entry, and the lstat calls, most of a rebuild's time,
+   * off the main thread. Each file takes its digest from the index when its metadata still matches: the
+   * index is parsed and looked up on the threadpool too (loadScanIndex), unless it is of an older format,
+   * which is read into a map here; it is dropped after.
    */
-  private async walk(index: Map<string, IndexRow>): Promise<Node> {
-    const root = toNode('', fs.lstatSync(osPath(this.dir)));
-    const stack: [Node, string][] = [[root, '']];
-    let slice = performance.now();
-    while (stack.length > 0) {
-      const [node, rel] = stack.pop()!;
-      const host = rel ? path.join(this.dir, rel) : this.dir;
-      const { names, stats } = scanDir(host, { xattrs: false }); // records hold no xattrs
-      const order = names.map((_, i) => i).sort((a, b) => (names[a] < names[b] ? -1 : names[a] > names[b] ? 1 : 0));
+  private async walk(): Promise<Node> {
+    let native: ScanIndex | null = null;
+    let index: Map<string, IndexRow> | null = null;
+    // Batches are taken once the index's kind is known (it loads while the first ones scan).
+    let loaded: Promise<unknown> = Promise.resolve();
+    const opened = this.indexFile ? openScanIndex(this.indexFile) : null;
+    if (opened) {
+      native = opened.index;
+      loaded = opened.loaded.then(async (kind) => {
+        if (kind === 'other') index = await this.loadIndex();
+      });
+    } else if (this.indexFile) {
+      loaded = this.loadIndex().then((rows) => { index = rows; });
+    }
+    try {
+      const root = toNode('', fs.lstatSync(osPath(this.dir), { bigint: true }));
+      const queue: [Node, string][] = [[root, '']];
+      let head = 0;
+      await new Promise<void>((resolve, reject) => {
+        let running = 0;
+        let failed = false;
+        const pump = () => {
+          while (!failed && running < SCANS_AT_ONCE && head < queue.length) {
+            // Batches small enough that several go at once, large enough that a wide tree takes few.
+            const take = Math.min(SCAN_BATCH_DIRS, Math.ceil((queue.length - head) / SCANS_AT_ONCE));
+            const batch = queue.slice(head, head + take);
+            head += take;
+            running++;
+            // Records hold no xattrs. With the index, leaf directories' digests come made (dirDigests).
+            const headers = native ? batch.map(([dir]) => recordHeader(dir)) : undefined;
+            scanDirs(this.dir, batch.map(([, rel]) => rel), { xattrs: false, index: native, headers }).then(async (scan) => {
+              await loaded;
+              running--;
+              if (failed) return;
+              this.takeScan(batch, scan, queue, index);
+              pump();
+              if (running === 0 && head === queue.length) resolve();
+            }).catch((e: unknown) => {
+              failed = true;
+              reject(e);
+            });
+          }
+          if (head > 4096 && head * 2 > queue.length) {
+            queue.splice(0, head);
+            head = 0;
+          }
+        };
+        pump();
+      });
+      return root;
+    } finally {
+      native?.release();
+    }
+  }
+
+  /** A batch of scanned directories into the tree: children sorted by name, directories to scan queued. */
+  private takeScan(batch: [Node, string][], scan: ScanBatch, queue: [Node, string][], index: Map<string, IndexRow> | null): void {
+    const { counts, names, stats, known, digests, dirDigests } = scan;
+    const exclude = this.exclude;
+    // Where in `digests` each entry's vouched digest is, made into a string only if asked for (fileDigest).
+    const vouched = known ? new Int32Array(names.length).fill(-1) : undefined;
+    if (vouched) this.vouched.set(stats, { digests: digests!, at: vouched });
+    let i = 0;
+    let at = 0; // in digests
+    for (let k = 0; k < batch.length; k++) {
+      const [node, rel] = batch[k];
+      const end = i + counts[k];
+      // Without `!` exceptions, an entry can be excluded only by a pattern that may match at its depth
+      // (its parents matched nothing): then no path need be made for it.
+      const depth = rel ? countSlashes(rel) + 2 : 1;
+      const check = exclude !== undefined && (exclude.hasExclusions || exclude.mayMatchAtDepth(depth));
       const kept: Node[] = [];
-      for (const i of order) {
+      let sorted = true;
+      for (; i < end; i++) {
         const name = names[i];
-        const r = rel ? `${rel}/${name}` : name;
-        const child = toNode(name, scannedStats(stats, i));
-        if (this.exclude?.matches(r)) {
+        const o = i * Scan.fields;
+        const kind = stats[o + Scan.mode] & fs.constants.S_IFMT;
+        const type = kind === fs.constants.S_IFDIR ? 'dir' : kind === fs.constants.S_IFREG ? 'file' : kind === fs.constants.S_IFLNK ? 'symlink' : 'other';
+        // Every field from the start: one shape for all nodes, fields in the object itself.
+        const child: Node = { name, type, stats, at: o, children: undefined, digest: undefined };
+        const row = known ? known[i] : 0;
+        if (row === 1) vouched![i] = at;
+        const stale = row === 2 ? digests!.slice(at, at + 64) : undefined;
+        if (row) at += 64;
+        let r: string | undefined;
+        if (check) {
+          r = rel ? `${rel}/${name}` : name;
           // An excluded directory is still searched when a `!` exception may re-include something below.
-          if (!(child.type === 'dir' && this.exclude.hasExclusions && this.exclude.mayMatchBelow(r, true))) continue;
+          if (exclude.matches(r) && !(type === 'dir' && exclude.hasExclusions && exclude.mayMatchBelow(r, true))) continue;
         }
+        if (sorted && kept.length > 0 && !(kept[kept.length - 1].name < name)) sorted = false;
         kept.push(child);
-        if (child.type === 'dir') {
-          stack.push([child, r]);
-        } else if (child.type === 'file') {
+        if (type === 'dir') {
+          queue.push([child, r ?? (rel ? `${rel}/${name}` : name)]);
+        } else if (type === 'file') {
           this.files++;
-          const known = index.get(r);
-          if (known && known[1] === child.size && known[2] === child.mtimeMs && known[3] === child.ctimeMs && known[4] === child.ino) {
-            child.digest = known[5];
-          } else if (known) {
-            this.stale.set(r, known[5]);
+          if (row === 2) {
+            this.stale.set(r ?? (rel ? `${rel}/${name}` : name), stale!);
+          } else if (row === 0 && index) {
+            r ??= rel ? `${rel}/${name}` : name;
+            const entry = index.get(r);
+            if (entry && entry[1] === sizeOf(child) && entry[2] === mtimeMs(child) && entry[3] === ctimeMs(child) && entry[4] === inoOf(child)) {
+              child.digest = entry[5];
+            } else if (entry) {
+              this.stale.set(r, entry[5]);
+            }
           }
         }
       }
+      // Scans sort by name bytes, which is string order but for names past U+FFFF or not UTF-8.
+      if (!sorted) kept.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
       node.children = kept;
-      if (performance.now() - slice > SLICE_MS) {
-        await nextTurn();
-        slice = performance.now();
-      }
+      // The scan's digest of the directory's record holds for it when the record has what it read: every
+      // entry kept (none may be excluded), in the same order.
+      if (dirDigests?.[k] && sorted && !check) node.digest = dirDigests[k];
     }
-    return root;
   }
 
   private async digestOf(rel: string): Promise<Digest> {
@@ -314,13 +401,13 @@ export class ContextChecksummer {
       const [node, r] = todo.pop()!;
       if (node.type === 'dir') {
         for (const c of node.children ?? []) {
-          if (c.type === 'dir' || (c.type === 'file' && !c.digest)) todo.push([c, r ? `${r}/${c.name}` : c.name]);
+          if (c.type === 'dir' || (c.type === 'file' && !this.hasDigest(c))) todo.push([c, r ? `${r}/${c.name}` : c.name]);
         }
         continue;
       }
-      if (node.type !== 'file' || node.digest) continue;
+      if (node.type !== 'file' || this.hasDigest(node)) continue;
       const file = path.join(this.dir, r);
-      const digest = node.size <= SMALL_FILE ? hashSmallFile(file) : await hashFile(file);
+      const digest = sizeOf(node) <= SMALL_FILE ? hashSmallFile(file) : await hashFile(file);
       this.bytesRead += digest.size;
       this.filesRead++;
       // A COPY copies xattrs, so they are part of what it selects. Read only here, for files being hashed:
@@ -341,20 +428,43 @@ export class ContextChecksummer {
     }
   }
 
+  /** A file's content digest: read this build, or the index's when it vouched for the file's metadata. */
+  private fileDigest(node: Node): string | undefined {
+    if (node.digest === undefined) {
+      const o = this.vouchedAt(node);
+      if (o >= 0) node.digest = this.vouched.get(node.stats)!.digests.slice(o, o + 64);
+    }
+    return node.digest;
+  }
+
+  /** fileDigest would give one (without making it). */
+  private hasDigest(node: Node): boolean {
+    return node.digest !== undefined || this.vouchedAt(node) >= 0;
+  }
+
+  private vouchedAt(node: Node): number {
+    const v = this.vouched.get(node.stats);
+    return v ? v.at[node.at / Scan.fields] : -1;
+  }
+
   private digestSync(node: Node, rel: string): Digest {
     if (node.type === 'dir') {
       if (node.digest) return node.digest as Digest;
       // A child that is not a directory enters as its record, not as a digest of it: one hash per
       // directory instead of one per file (tens of thousands of them in a big context).
-      const kids = (node.children ?? []).map((child) => {
-        const r = rel ? `${rel}/${child.name}` : child.name;
-        return `${child.name}\0${child.type === 'dir' ? this.digestSync(child, r) : this.leafRecord(child, r)}`;
-      });
-      const d = sha256(nameBytes(`${recordHeader(node)}\n${kids.join('\n')}`));
+      let record = recordHeader(node);
+      for (const child of node.children ?? []) {
+        // A file's record made here: no path for it (the common case of a big tree).
+        const digest = child.type === 'file' ? this.fileDigest(child) : undefined;
+        const leaf = digest ? `${recordHeader(child)}\nsha256:${digest}` : undefined;
+        const r = leaf === undefined ? (rel ? `${rel}/${child.name}` : child.name) : '';
+        record += `\n${child.name}\0${leaf ?? (child.type === 'dir' ? this.digestSync(child, r) : this.leafRecord(child, r))}`;
+      }
+      const d = hashRecord(record);
       node.digest = d;
       return d;
     }
-    return sha256(nameBytes(this.leafRecord(node, rel)));
+    return hashRecord(this.leafRecord(node, rel));
   }
 
   /** What identifies a file, symlink or other non-directory: its header and content, link target or kind. */
@@ -364,11 +474,12 @@ export class ContextChecksummer {
       case 'symlink':
         return `${header}\n${readlinkName(path.join(this.dir, rel))}`;
       case 'file': {
-        if (!node.digest) throw new Error(`${rel}: not hashed`);
-        return `${header}\nsha256:${node.digest}`;
+        const digest = this.fileDigest(node);
+        if (!digest) throw new Error(`${rel}: not hashed`);
+        return `${header}\nsha256:${digest}`;
       }
       default:
-        return `${header}\n${node.mode >>> 12}`;
+        return `${header}\n${modeOf(node) >>> 12}`;
     }
   }
 
@@ -461,12 +572,49 @@ function forEachUnder(top: Node, rel: string, fn: (node: Node, rel: string) => v
 
 const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
-const recordHeader = (node: Node) => `${node.type} ${(node.mode & 0o7777).toString(8)} ${node.uid}:${node.gid}`;
+/** sha256 of a record's bytes (names that are not UTF-8 as the bytes they stand for). */
+const hashRecord = (record: string): Digest => sha256(hasEscapedBytes(record) ? nameBytes(record) : record);
 
-function toNode(name: string, st: ScannedStats | fs.Stats): Node {
+const modeOf = (n: Node) => n.stats[n.at + Scan.mode];
+const sizeOf = (n: Node) => n.stats[n.at + Scan.size];
+const inoOf = (n: Node) => n.stats[n.at + Scan.ino];
+/** Milliseconds as fs.Stats' mtimeMs and ctimeMs (and so the index) have them. */
+const mtimeMs = (n: Node) => n.stats[n.at + Scan.mtime] * 1e3 + n.stats[n.at + Scan.mtimeNsec] / 1e6;
+const ctimeMs = (n: Node) => n.stats[n.at + Scan.ctime] * 1e3 + n.stats[n.at + Scan.ctimeNsec] / 1e6;
+
+/** The last header made, and what from: the entries of a tree mostly share one. */
+let header = { type: '', mode: -1, uid: -1, gid: -1, text: '' };
+
+function recordHeader(node: Node): string {
+  const { stats, at } = node;
+  const mode = stats[at + Scan.mode] & 0o7777;
+  const uid = stats[at + Scan.uid];
+  const gid = stats[at + Scan.gid];
+  if (node.type !== header.type || mode !== header.mode || uid !== header.uid || gid !== header.gid) {
+    header = { type: node.type, mode, uid, gid, text: `${node.type} ${mode.toString(8)} ${uid}:${gid}` };
+  }
+  return header.text;
+}
+
+function countSlashes(s: string): number {
+  let n = 0;
+  for (let i = s.indexOf('/'); i !== -1; i = s.indexOf('/', i + 1)) n++;
+  return n;
+}
+
+function toNode(name: string, st: fs.BigIntStats): Node {
   const type = st.isDirectory() ? 'dir' : st.isFile() ? 'file' : st.isSymbolicLink() ? 'symlink' : 'other';
-  // Every field from the start: one shape for all nodes, fields in the object itself.
-  return { name, type, mode: st.mode, uid: st.uid, gid: st.gid, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, ino: st.ino, children: undefined, digest: undefined };
+  const stats = new Float64Array(Scan.fields);
+  stats[Scan.mode] = Number(st.mode);
+  stats[Scan.uid] = Number(st.uid);
+  stats[Scan.gid] = Number(st.gid);
+  stats[Scan.size] = Number(st.size);
+  stats[Scan.ino] = Number(st.ino);
+  stats[Scan.mtime] = Number(st.mtimeNs / 1_000_000_000n);
+  stats[Scan.mtimeNsec] = Number(st.mtimeNs % 1_000_000_000n);
+  stats[Scan.ctime] = Number(st.ctimeNs / 1_000_000_000n);
+  stats[Scan.ctimeNsec] = Number(st.ctimeNs % 1_000_000_000n);
+  return { name, type, stats, at: 0, children: undefined, digest: undefined };
 }
 
 /**

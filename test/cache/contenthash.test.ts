@@ -96,6 +96,33 @@ describe('context checksums', () => {
     expect(await sel('/', ['other.txt'])).toBe(all);
   });
 
+  it('exclude as removing the files would, at any depth and with exceptions', async () => {
+    await write('src/sub/deeper/c.txt', 'c');
+    const without = async (...gone: string[]) => {
+      const other = await fs.mkdtemp(path.join(os.tmpdir(), 'builder-ch-without-'));
+      await fs.cp(dir, other, { recursive: true, verbatimSymlinks: true });
+      for (const g of gone) await fs.rm(path.join(other, g), { recursive: true });
+      return new ContextChecksummer(other, undefined).rootDigest();
+    };
+    const cases: [string[], string[]][] = [
+      [['src/sub/b.txt'], ['src/sub/b.txt']],
+      [['*/sub/b.txt'], ['src/sub/b.txt']],
+      [['*/*/deeper'], ['src/sub/deeper']],
+      [['**/c.txt'], ['src/sub/deeper/c.txt']],
+      [['src/sub'], ['src/sub']],
+      [['src', '!src/sub/b.txt'], ['src/a.txt', 'src/sub/deeper']],
+      [['s[r]c/a.txt'], ['src/a.txt']],
+    ];
+    for (const [excludes, gone] of cases) {
+      // Cold, then through the index: the same.
+      expect({ excludes, digest: await sum(excludes).rootDigest() }).toEqual({ excludes, digest: await without(...gone) });
+      const s = sum(excludes);
+      await s.rootDigest();
+      await s.flush();
+      expect({ excludes, digest: await sum(excludes).rootDigest() }).toEqual({ excludes, digest: await without(...gone) });
+    }
+  });
+
   it('reads a file again only when its metadata changed (persistent index)', async () => {
     await sel('/');
     const st1 = await fs.stat(path.join(state, 'index'));
@@ -161,6 +188,41 @@ describe('context checksums', () => {
     const damaged = sum();
     await damaged.selectionDigest(copy('/'));
     expect([damaged.files, damaged.filesRead]).toEqual([5, 1]);
+  });
+
+  it('come out the same through the index (looked up, leaf directories summed by the scan) as from reading every file', async () => {
+    // Leaf directories of files only, one with an excluded file, a mixed one, an empty one; names that are
+    // escaped in the index, not UTF-8, or in another order as bytes than as strings; modes and owners.
+    await write('leaf/plain.txt', 'p');
+    await write('leaf/quote"and\\back', 'q');
+    await write('leaf/new\nline', 'n');
+    await write('leaf/\u00e9t\u00e9', 'e');
+    await write('order/\u{1F600}', 'emoji');
+    await write('order/\uE000', 'private use');
+    await write('deep/skip/kept.txt', 'k');
+    await write('deep/skip/dropped.txt', 'd');
+    await write('mixed/file.txt', 'm');
+    await fs.symlink('file.txt', path.join(dir, 'mixed/link'));
+    await fs.mkdir(path.join(dir, 'mixed/empty'));
+    await fs.mkdir(path.join(dir, 'odd'));
+    await fs.writeFile(Buffer.concat([Buffer.from(`${dir}/odd/`), Buffer.from([0x61, 0xff])]), 'not utf-8');
+    await fs.chmod(path.join(dir, 'leaf/plain.txt'), 0o600);
+    await fs.chown(path.join(dir, 'leaf/new\nline'), 1234, 5678);
+    const excludes = ['deep/skip/dropped.txt'];
+    const cold = new ContextChecksummer(dir, excludes);
+    const whole = await cold.rootDigest();
+    const parts: Record<string, string> = {};
+    for (const p of ['leaf', 'order', 'deep', 'mixed', 'odd']) parts[p] = (await cold.selectionDigest(copy(p))).digest;
+    // The index written without the exclusion: it has the excluded file too.
+    const first = sum();
+    const unfiltered = await first.rootDigest();
+    expect(unfiltered).not.toBe(whole);
+    await first.flush();
+    const warm = sum(excludes);
+    expect(await warm.rootDigest()).toBe(whole);
+    expect(warm.filesRead).toBe(0);
+    for (const p of Object.keys(parts)) expect({ p, digest: (await sum(excludes).selectionDigest(copy(p))).digest }).toEqual({ p, digest: parts[p] });
+    expect(await sum().rootDigest()).toBe(unfiltered);
   });
 
   it('takes a directory of 20,000 files', async () => {

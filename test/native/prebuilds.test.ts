@@ -77,6 +77,13 @@ describe('prebuilt native addon', () => {
       }
       expect(r.scan.map((e: { name: string }) => e.name).sort()).toEqual(['a', 'hard', 'link', 'sub']);
       for (const e of r.scan) expect({ name: e.name, ...e.addon }).toEqual({ name: e.name, ...e.fs });
+      // Each directory's entries in name order; the index's rows matched (1), of other metadata (2) or
+      // absent (0: a directory, a damaged line), an escaped name taken as the same bytes.
+      const d = r.scanDirs;
+      expect({ kind: d.kind, counts: d.counts, names: d.names, known: d.known }).toEqual({ kind: 'lines', counts: [2, 4], names: 'd/top/a/b/c/é/', known: [0, 1, 1, 2, 0, 1] });
+      expect(d.digests).toBe(d.expected);
+      // An index of another format is not looked up in.
+      expect([d.missing, d.other, d.unread]).toEqual(['none', 'other', false]);
     });
   }
 

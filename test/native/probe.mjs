@@ -70,9 +70,39 @@ function scan(addon) {
   });
 }
 
+// Directories scanned on the threadpool, with an index of the files looked up there (scan.c).
+async function scanDirs(addon) {
+  const dir = path.join(tmp, 'dirs');
+  fs.mkdirSync(path.join(dir, 'd'), { recursive: true });
+  for (const n of ['b', 'é', 'a', 'c']) fs.writeFileSync(path.join(dir, 'd', n), n);
+  fs.writeFileSync(path.join(dir, 'top'), 'top');
+  fs.utimesSync(path.join(dir, 'd', 'a'), 1234567890.123457, 1234567890.654321);
+  const row = (rel, grown = 0) => {
+    const st = fs.lstatSync(path.join(dir, rel));
+    return JSON.stringify([rel, st.size + grown, st.mtimeMs, st.ctimeMs, st.ino, sha(rel)]);
+  };
+  const index = path.join(tmp, 'index');
+  fs.writeFileSync(index, ['{"v":2}', row('d/a'), row('d/b', 1), row('d/é').replace('é', '\\u00e9'), row('top'), '["d/c",1,', ''].join('\n'));
+  // Scans queued right after the index: they wait for it to load.
+  const { index: ix, loaded } = addon.loadScanIndex(index);
+  const scanned = addon.scanDirs(dir, ['', 'd'], false, ix);
+  const kind = await loaded;
+  const r = await scanned;
+  addon.releaseScanIndex(ix);
+  fs.writeFileSync(index, '{"d/a":{}}');
+  const other = addon.loadScanIndex(index);
+  const missing = addon.loadScanIndex(path.join(tmp, 'none'));
+  const unread = await addon.scanDirs(dir, ['d'], false, other.index);
+  return {
+    kind, counts: [...r.counts], names: r.names, known: [...r.known], digests: r.digests,
+    expected: ['top', 'd/a', 'd/b', 'd/é'].map(sha).join(''),
+    missing: await missing.loaded, other: await other.loaded, unread: 'known' in unread,
+  };
+}
+
 const file = process.argv[2];
 const addon = require(file);
-const result = { arch: process.arch, node: process.versions.node, sourceDigest: addon.sourceDigest ?? null, scan: scan(addon) };
+const result = { arch: process.arch, node: process.versions.node, sourceDigest: addon.sourceDigest ?? null, scan: scan(addon), scanDirs: await scanDirs(addon) };
 result.default = await exercise(addon);
 const copy = path.join(tmp, 'portable.node');
 fs.copyFileSync(file, copy);
