@@ -1,9 +1,14 @@
 // Disk usage and garbage collection of the state directory. GC walks from the roots (cache records and
 // pulled-layer records) to the snapshots they name, never the other way round: what no root reaches is
 // removed, records first so no record ever names a missing snapshot. Eviction is least recently used
-// first (a record's mtime is its last use). Layer blobs (and their member indexes) go with the last
-// snapshot that remembered them; other content (image manifests and configs, which an image store may
-// hold) is left alone.
+// first (a record's mtime is its last use). Then the content store is swept as containerd's GC does: every
+// blob something holds is marked (heldContent: the layer blobs of the snapshots kept, the image documents
+// their pulled layers came from, stored images and the images of `builder run` containers, each walked
+// through its index and manifest JSON), and the rest is removed with its member index once unused for
+// CONTENT_GRACE_MS: the provenance, attestation manifests and indexes every build writes anew, configs and
+// manifests of archive outputs, blobs of images removed or never stored (push, imagetools create).
+// Archive outputs' records (src/exporter/uptodate.ts) hold nothing: a rebuild keeps the common start from
+// the archive file itself, never from the store. Cache records name snapshots only.
 // Callers hold the state directory's lock.
 import fs from 'node:fs/promises';
 import { constants as fsConstants } from 'node:fs';
@@ -15,7 +20,25 @@ import { scanDir, Scan } from '../native/fsx.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { osPath, readdirNamesAsync } from '../util/names.js';
 import { CacheRecords } from './records.js';
-import { imagesUsage } from '../image/records.js';
+import { imageRecords, imagesUsage, openStores, reachableContent } from '../image/records.js';
+
+/**
+ * How long a blob nothing references is kept after it was last written or reused (its mtime; see
+ * ContentStore.touch). Builds, `builder run`, `commit` and `imagetools create` register in `locks/` and GC
+ * runs only when none is live (withStateExclusive, BuildSession.ifAlone), so the blobs they have not
+ * recorded yet are safe anyway. The grace covers what runs outside that: `pull` and `load` (which record
+ * under the state lock, and check their blobs again there first), the GC caller's own layer blobs still
+ * settling, and any other writer of the store. An hour is longer than any of those plausibly takes between
+ * writing a blob and recording it, and costs only the small documents of the last hour's builds.
+ */
+export const CONTENT_GRACE_MS = 60 * 60 * 1000;
+
+/**
+ * A build that added blobs collects unreferenced content once the store has this many more blobs than the
+ * last collection left, or a quarter more: the mark costs as much as the state is large, so collections
+ * are that far apart (amortized, constant per blob written).
+ */
+const CONTENT_DUE_MIN = 256;
 
 export interface PruneOptions {
   /** Remove everything, pulled base layers included. */
@@ -45,7 +68,10 @@ interface Root {
  * A refreshed COPY's snapshot hard-links the files of the one it was cloned from (`sharedWith`): its size
  * counts only what it does not share with it, so the two are not counted twice.
  */
-interface SnapshotMeta { size: number; blobs?: Digest[]; sharedWith?: string }
+interface SnapshotMeta { size: number; blobs?: Digest[]; sharedWith?: string; image?: Digest }
+
+/** What a snapshot's info holds of the content store: its layer blobs, and (pulled) its image's top document. */
+type SnapshotRefs = Pick<SnapshotMeta, 'blobs' | 'image'>;
 
 export class GarbageCollector {
   readonly snapshots: Snapshotter;
@@ -85,15 +111,21 @@ export class GarbageCollector {
       imageSize += size;
       if (!blobDigests.has(d as Digest)) imageOnly += size;
     }
+    // Blobs nothing holds: reclaimable once unused for the grace period.
+    const now = Date.now();
+    const loose = await this.unreferenced(await this.heldContent(meta));
+    const looseSize = loose.reduce((n, b) => n + b.size, 0);
+    const looseOld = loose.reduce((n, b) => n + (now - b.lastUsed >= CONTENT_GRACE_MS ? b.size : 0), 0);
     const kinds = [
       { kind: 'build cache', count: built.length, size: builtSize, reclaimable: builtSize },
       { kind: 'cache mounts', count: mounts.length, size: mountSize, reclaimable: mountSize },
       { kind: 'base image layers', count: base.length, size: baseSize, reclaimable: baseSize },
       { kind: 'layer blobs', count: blobDigests.size, size: blobs, reclaimable: blobs },
+      { kind: 'unreferenced blobs', count: loose.length, size: looseSize, reclaimable: looseOld },
       { kind: 'images', count: images.count, size: imageSize, reclaimable: 0 },
     ];
-    const total = builtSize + baseSize + blobs + mountSize + imageOnly;
-    return { kinds, total, reclaimable: total - imageOnly };
+    const total = builtSize + baseSize + blobs + mountSize + imageOnly + looseSize;
+    return { kinds, total, reclaimable: total - imageOnly - (looseSize - looseOld) };
   }
 
   /** Removes entries as asked, then everything no remaining root reaches; returns the bytes freed. */
@@ -122,7 +154,8 @@ export class GarbageCollector {
     } else {
       for (const r of [...roots]) if (eligible(r)) await drop(r);
     }
-    await this.sweep(reachable(roots), meta);
+    const content = await this.sweep(reachable(roots), meta, Math.max(CONTENT_GRACE_MS, opts.olderThanMs ?? 0));
+    removed += content.removed;
     const after = await this.totalSize(meta);
     // RUN cache mounts are build cache too (BuildKit prunes them with the rest); a size limit keeps them.
     let mountsFreed = 0;
@@ -136,7 +169,21 @@ export class GarbageCollector {
         removed++;
       }
     }
-    return { freed: Math.max(0, before - after) + mountsFreed, removed };
+    return { freed: Math.max(0, before - after) + mountsFreed + content.freed, removed };
+  }
+
+  /**
+   * Removes the blobs nothing holds, unused for the grace period, and nothing else (after a build: see
+   * contentCollectionDue). Snapshot sizes are not measured for it.
+   */
+  async collectContent(): Promise<{ freed: number; removed: number }> {
+    const refs: Record<string, SnapshotRefs> = {};
+    const dir = path.join(this.root, 'snapshots');
+    for (const id of await fs.readdir(dir).catch(() => [] as string[])) {
+      const info = await this.snapshots.info(id).catch(() => null);
+      if (info) refs[id] = refsOf(info);
+    }
+    return this.sweepContent(await this.heldContent(refs), CONTENT_GRACE_MS);
   }
 
   /** `<root>/cache-mounts/*`: their sizes, and when a RUN last used each (the directory's mtime). */
@@ -153,19 +200,23 @@ export class GarbageCollector {
     return out;
   }
 
-  /** Deletes snapshots no root reaches, and the layer blobs only they remembered. */
-  private async sweep(keep: Set<string>, meta: Record<string, SnapshotMeta>): Promise<void> {
-    const keptBlobs = blobsOf(keep, meta);
+  /**
+   * Deletes snapshots no root reaches and the layer blobs only they remembered, then the blobs nothing holds
+   * unused for `minAgeMs` (see sweepContent); returns what the latter freed.
+   */
+  private async sweep(keep: Set<string>, meta: Record<string, SnapshotMeta>, minAgeMs: number): Promise<{ freed: number; removed: number }> {
+    // What the snapshots kept, stored images and containers hold stays whatever happens to the other snapshots.
+    const keptBlobs = await this.heldContent(Object.fromEntries(Object.entries(meta).filter(([id]) => keep.has(id))));
     let removedAny = false;
-    // Blobs of stored images stay whatever happens to the snapshots that remembered them.
-    for (const d of (await imagesUsage(this.root)).blobs.keys()) keptBlobs.add(d as Digest);
+    const goneImages = new Set<string>();
     for (const id of Object.keys(meta)) {
       if (keep.has(id)) continue;
       removedAny = true;
-      const { blobs = [], sharedWith } = meta[id];
+      const { blobs = [], sharedWith, image } = meta[id];
       await this.snapshots.remove(id);
       delete meta[id];
-      for (const blob of blobs) if (!keptBlobs.has(blob)) await this.store.remove(blob);
+      for (const blob of blobs) if (!keptBlobs.has(blob as string)) await this.store.remove(blob);
+      if (image) goneImages.add(image);
       // What a snapshot shared with this one is now its own (or shared with this one's own source).
       for (const [other, m] of Object.entries(meta)) {
         if (m.sharedWith !== id) continue;
@@ -177,6 +228,21 @@ export class GarbageCollector {
     // Selection digests (early cutoff, src/cache/snapshothash.ts) are a cache keyed by snapshot ids and
     // uids: those of removed snapshots can never be used again, and the rest are made again when needed.
     if (removedAny) await fs.rm(path.join(this.root, 'cache', 'selections'), { recursive: true, force: true });
+    // The documents of base images whose last pulled layer went go with it, as its blob did (held until
+    // now: no grace to wait for).
+    let docsFreed = 0;
+    let docsRemoved = 0;
+    for (const d of await reachableContent(this.store, goneImages)) {
+      if (keptBlobs.has(d)) continue;
+      const st = await this.store.stat(d as Digest);
+      if (!st) continue;
+      await this.store.remove(d as Digest);
+      docsFreed += st.size;
+      docsRemoved++;
+    }
+    const content = await this.sweepContent(keptBlobs, minAgeMs);
+    content.freed += docsFreed;
+    content.removed += docsRemoved;
     // Step hints (src/client/export.ts) keep the blobs that still exist; with none left they go.
     const stepsDir = path.join(this.root, 'cache', 'layer-steps');
     for (const name of await fs.readdir(stepsDir).catch(() => [] as string[])) {
@@ -187,6 +253,70 @@ export class GarbageCollector {
       if (left.length === 0) await fs.rm(file, { force: true });
       else if (left.length !== blobs!.length) await writeFileAtomic(file, JSON.stringify({ blobs: left }));
     }
+    return content;
+  }
+
+  /**
+   * The mark: every blob something in the state directory holds. The layer blobs of the snapshots in `refs`,
+   * the documents of the images their pulled layers came from, stored images (named and dangling) and the
+   * images `builder run` containers were made from, each walked through its index and manifest JSON
+   * (attestation manifests and their statements included). Linear in snapshots, images and documents.
+   */
+  private async heldContent(refs: Record<string, SnapshotRefs>): Promise<Set<string>> {
+    const held = new Set<string>();
+    const docs = new Set<string>();
+    for (const r of Object.values(refs)) {
+      for (const b of r.blobs ?? []) held.add(b);
+      if (r.image) docs.add(r.image);
+    }
+    const { images } = openStores(this.root);
+    for (const r of await imageRecords(images)) docs.add(r.target.digest);
+    const containersDir = path.join(this.root, 'containers');
+    for (const name of await fs.readdir(containersDir).catch(() => [] as string[])) {
+      if (!name.endsWith('.json')) continue;
+      const rec = await fs.readFile(path.join(containersDir, name), 'utf8').then((t) => JSON.parse(t) as { ImageTarget?: unknown }, () => null);
+      if (typeof rec?.ImageTarget === 'string') docs.add(rec.ImageTarget);
+    }
+    return reachableContent(this.store, docs, held);
+  }
+
+  /** The blobs in the store that `held` lacks, with their size and last use (mtime: written or touched). */
+  private async unreferenced(held: Set<string>): Promise<{ digest: Digest; size: number; lastUsed: number }[]> {
+    const out: { digest: Digest; size: number; lastUsed: number }[] = [];
+    for (const name of await fs.readdir(path.join(this.store.root, 'blobs', 'sha256')).catch(() => [] as string[])) {
+      const digest = `sha256:${name}` as Digest;
+      if (!HEX_RE.test(name) || held.has(digest)) continue;
+      const st = await fs.lstat(path.join(this.store.root, 'blobs', 'sha256', name)).catch(() => null);
+      if (st?.isFile()) out.push({ digest, size: st.size, lastUsed: st.mtimeMs });
+    }
+    return out;
+  }
+
+  /**
+   * Removes the blobs `held` lacks that were not used for `minAgeMs` (never less than the grace period),
+   * each with its member index and unpacked size, then member indexes and unpacked sizes whose blob is gone.
+   * Remembers how many blobs are left (contentCollectionDue).
+   */
+  private async sweepContent(held: Set<string>, minAgeMs: number): Promise<{ freed: number; removed: number }> {
+    const now = Date.now();
+    let freed = 0;
+    let removed = 0;
+    for (const b of await this.unreferenced(held)) {
+      if (now - b.lastUsed < Math.max(minAgeMs, CONTENT_GRACE_MS)) continue;
+      await this.store.remove(b.digest);
+      freed += b.size;
+      removed++;
+    }
+    const blobsDir = path.join(this.store.root, 'blobs', 'sha256');
+    const left = new Set(await fs.readdir(blobsDir).catch(() => [] as string[]));
+    for (const [dir, hexOf] of [['members', (n: string) => n.replace(/\.json$/, '')], ['unpacked', (n: string) => n]] as const) {
+      for (const name of await fs.readdir(path.join(this.store.root, dir)).catch(() => [] as string[])) {
+        const hex = hexOf(name);
+        if (HEX_RE.test(hex) && !left.has(hex)) await fs.rm(path.join(this.store.root, dir, name), { force: true });
+      }
+    }
+    await writeFileAtomic(contentStamp(this.root), String(left.size), { sync: false }).catch(() => undefined);
+    return { freed, removed };
   }
 
   private async totalSize(meta: Record<string, SnapshotMeta>): Promise<number> {
@@ -239,17 +369,14 @@ export class GarbageCollector {
     let changed = false;
     for (const id of await fs.readdir(dir).catch(() => [] as string[])) {
       if (!(await this.snapshots.exists(id))) continue;
-      const info = ((await this.snapshots.info(id)) ?? {}) as {
-        blob?: { digest: Digest }; variants?: Record<string, { digest: Digest }>; clonedFrom?: string;
-      };
+      const info = ((await this.snapshots.info(id)) ?? {}) as { clonedFrom?: string };
       let known = this.sizes[id];
       if (!known) {
         const sharedWith = info.clonedFrom && (await this.snapshots.exists(info.clonedFrom)) ? info.clonedFrom : undefined;
         known = { size: await diskUsage(this.snapshots.fsPath(id), sharedWith && this.snapshots.fsPath(sharedWith)), sharedWith };
         changed = true;
       }
-      const blobs = [info.blob?.digest, ...Object.values(info.variants ?? {}).map((v) => v?.digest)].filter((d): d is Digest => typeof d === 'string');
-      out[id] = { size: known.size, ...(known.sharedWith ? { sharedWith: known.sharedWith } : {}), ...(blobs.length ? { blobs } : {}) };
+      out[id] = { size: known.size, ...(known.sharedWith ? { sharedWith: known.sharedWith } : {}), ...refsOf(info) };
     }
     if (changed || Object.keys(out).length !== Object.keys(this.sizes).length) await this.saveSizes(out);
     return out;
@@ -259,6 +386,33 @@ export class GarbageCollector {
     this.sizes = { ...meta };
     await writeFileAtomic(this.sizesFile, JSON.stringify(meta));
   }
+}
+
+const HEX_RE = /^[0-9a-f]{64}$/;
+
+/** `<root>/cache/content-gc`: how many blobs the last collection of unreferenced ones left. */
+const contentStamp = (root: string) => path.join(root, 'cache', 'content-gc');
+
+/**
+ * Whether unreferenced content is due for collection: the store holds CONTENT_DUE_MIN more blobs than the
+ * last collection left, or a quarter more (one directory listing: cheap enough after every build that
+ * added blobs).
+ */
+export async function contentCollectionDue(root: string): Promise<boolean> {
+  const [names, stamp] = await Promise.all([
+    fs.readdir(path.join(root, 'content', 'blobs', 'sha256')).catch(() => [] as string[]),
+    fs.readFile(contentStamp(root), 'utf8').catch(() => ''),
+  ]);
+  const last = Number(stamp) >= 0 ? Number(stamp) : 0;
+  return names.length >= last + Math.max(CONTENT_DUE_MIN, last / 4);
+}
+
+/** A snapshot info's blobs (default and variants) and, for a pulled layer, the digest of its image (`source`). */
+function refsOf(info: object): SnapshotRefs {
+  const i = info as { blob?: { digest?: unknown }; variants?: Record<string, { digest?: unknown } | null>; source?: unknown };
+  const blobs = [i.blob?.digest, ...Object.values(i.variants ?? {}).map((v) => v?.digest)].filter((d): d is Digest => typeof d === 'string');
+  const image = typeof i.source === 'string' ? /@(sha256:[0-9a-f]{64})$/.exec(i.source)?.[1] as Digest | undefined : undefined;
+  return { ...(blobs.length ? { blobs } : {}), ...(image ? { image } : {}) };
 }
 
 function reachable(roots: Root[]): Set<string> {

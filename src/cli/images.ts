@@ -1,6 +1,7 @@
 // Commands around images rather than builds: the local image store (`images`, `rmi`), registry
 // credentials (`login`, `logout`) and `imagetools` (inspect a remote image, join images into an index).
 import type { CommandModule, Argv } from 'yargs';
+import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { ContentStore } from '../content/store.js';
 import { ImageStore } from '../image/store.js';
@@ -360,8 +361,18 @@ const commands: CommandModule<object, Record<string, unknown>>[] = [
           if (!argv['dry-run'] && tags.length === 0) throw new UserError('USAGE', 'imagetools create: at least one --tag is required');
           const client = new RegistryClient({});
           const { content } = stores(argv.root as string);
-          const out = await imagetoolsCreate(client, content, list(argv.source).map(parseReference), tags.map(parseReference), { dryRun: Boolean(argv['dry-run']) });
-          process.stdout.write(out);
+          // The blobs pass through the state directory's store, named by no record: registered as a build
+          // is, so no prune or GC runs meanwhile (see src/cache/gc.ts).
+          const { BuildSession } = await import('../client/lock.js');
+          const root = path.resolve(argv.root as string);
+          if (!argv['dry-run']) await mkdir(root, { recursive: true, mode: 0o700 });
+          const session = argv['dry-run'] ? undefined : await BuildSession.start(root, async () => undefined);
+          try {
+            const out = await imagetoolsCreate(client, content, list(argv.source).map(parseReference), tags.map(parseReference), { dryRun: Boolean(argv['dry-run']) });
+            process.stdout.write(out);
+          } finally {
+            await session?.end();
+          }
         },
       })
       .demandCommand(1),

@@ -30,7 +30,7 @@ import { checkReport, sourceExcerpt, warningSummary, type BuildWarning, type Ste
 import type { LintWarning } from '../../frontend/dockerfile/linter.js';
 import { BuildCache, type ContextStats } from '../cache/solvecache.js';
 import { applyCacheFilters } from '../cache/filters.js';
-import { parseSize } from '../cache/gc.js';
+import { contentCollectionDue, parseSize } from '../cache/gc.js';
 import { autoGC } from './prune.js';
 import { exportCache, importCaches, inlineCacheFor, parseCacheFrom, parseCacheTo, type BuildResults, type CacheFromSpec, type CacheToSpec } from './remotecache.js';
 import type { LayerDesc } from '../exporter/image.js';
@@ -541,7 +541,12 @@ async function buildWithContexts(opts: BuildOptions & { context: string; ephemer
     for (const k of keep) await worker.images.put(k.names, k.target, { repoDigests: k.pushed ? k.names : [] });
     for (const spec of cacheTo) await exportCache(worker, spec, built, { progress });
     const gcLimit = opts.gcKeepStorage ?? (process.env.BUILDER_GC_KEEP_STORAGE ? parseSize(process.env.BUILDER_GC_KEEP_STORAGE) : undefined);
-    if (gcLimit !== undefined && session) await session.ifAlone(root, () => autoGC(root, gcLimit));
+    // A build that added blobs may have left some nothing references (the default provenance's are new
+    // every time): collected when enough have come since the last collection (one directory listing here).
+    if (session && gcLimit !== undefined) await session.ifAlone(root, () => autoGC(root, gcLimit));
+    else if (session && worker.store.written > 0 && await contentCollectionDue(root)) {
+      await session.ifAlone(root, () => autoGC(root, undefined)).catch(() => undefined);
+    }
     const image = exports.find((e) => e.manifestDigest);
     return { manifestDigest: image?.manifestDigest, configDigest: image?.configDigest, exports, warnings: [...converted.warnings, ...stepWarnings] };
   } finally {
@@ -707,6 +712,8 @@ export async function openBuildGroup(root: string, opts: Pick<BuildOptions, 'oci
     group: { worker, shared: new Map(), queue, fileQueue },
     async end() {
       await settleLayerBlobs(worker).catch(() => undefined);
+      // As a lone build's end: the group's blobs nothing references are collected when due.
+      if (worker.store.written > 0 && await contentCollectionDue(root)) await session.ifAlone(root, () => autoGC(root, undefined)).catch(() => undefined);
       await session.end();
     },
   };

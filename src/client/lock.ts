@@ -46,9 +46,13 @@ export class BuildSession {
     }
   }
 
-  /** Runs `fn` under the exclusive lock if no other build is live now; false when it was skipped. */
+  /**
+   * Runs `fn` under the exclusive lock if no other build is live now; false when it was skipped. A lock
+   * held now is skipped too, not waited for: its holder may be a prune waiting for this very build to end.
+   */
   async ifAlone(root: string, fn: () => Promise<void>): Promise<boolean> {
-    const gate = await StateLock.acquire(root);
+    const gate = await PidLock.tryAcquire(path.join(root, 'lock'));
+    if (!gate) return false;
     try {
       if ((await liveOthers(this.dir, this.name)).length > 0) return false;
       await fn();

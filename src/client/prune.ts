@@ -1,8 +1,9 @@
 // Public API for the state directory's disk usage (`builder du`) and cleanup (`builder prune`), and the
-// automatic GC a build runs when the state grows past a configured size.
+// automatic GC a build runs when the state grows past a configured size or its content store by enough
+// blobs nothing may reference (each build's provenance, attestation manifest and index are new).
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { GarbageCollector, type PruneOptions, type Usage } from '../cache/gc.js';
+import { GarbageCollector, contentCollectionDue, type PruneOptions, type Usage } from '../cache/gc.js';
 import { withStateExclusive } from './lock.js';
 import { verifyState, type VerifyReport } from '../cache/verify.js';
 import { defaultRoot } from './build.js';
@@ -52,13 +53,23 @@ export async function prune(opts: PruneOptions & { root?: string }): Promise<{ f
   });
 }
 
-/** After a build, holding the exclusive lock with no other build running: evicts least recently used cache when the state exceeds `limit`. */
-export async function autoGC(root: string, limit: number): Promise<void> {
+/**
+ * After a build, holding the exclusive lock with no other build running: evicts least recently used cache
+ * when the state exceeds `limit` (a prune, which collects unreferenced content too), else collects
+ * unreferenced content when due (see contentCollectionDue).
+ */
+export async function autoGC(root: string, limit: number | undefined): Promise<void> {
   const gc = new GarbageCollector(root);
-  const meta = await gc.snapshotMeta();
-  let total = 0;
-  for (const m of Object.values(meta)) total += m.size;
-  if (total > limit) await gc.prune({ keepStorage: limit });
+  if (limit !== undefined) {
+    const meta = await gc.snapshotMeta();
+    let total = 0;
+    for (const m of Object.values(meta)) total += m.size;
+    if (total > limit) {
+      await gc.prune({ keepStorage: limit });
+      return;
+    }
+  }
+  if (await contentCollectionDue(root)) await gc.collectContent();
 }
 
 /**

@@ -4,6 +4,8 @@
 // `<root>/members/<hex>.json` (see src/archive/segmented.ts), written after its blob and removed before it.
 // A layer blob's unpacked size (what its files hold, as Docker counts a layer's size) is kept in
 // `<root>/unpacked/<hex>` the same way, once known.
+// A blob's mtime is when it was last written or reused (touch): the garbage collector keeps a blob nothing
+// references for a while after that (src/cache/gc.ts), so a writer that has not recorded it yet keeps it.
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
@@ -163,6 +165,7 @@ export class BlobWriter extends Writable {
       // small blobs (provenance), each of which would otherwise wait for a journal commit.
       await fsp.rename(this.tmp, final);
       this.committed = true;
+      this.store.written++;
       this.store.trust(digest);
       return { digest, size: this.size };
     } finally {
@@ -188,6 +191,9 @@ export class ContentStore {
 
   /** Told when a blob fails its check and is removed (so the build can say what it repaired). */
   onCorrupt?: (digest: Digest) => void;
+
+  /** Blobs this instance committed (a build asks whether it added any: see contentCollectionDue). */
+  written = 0;
 
   constructor(readonly root: string) {}
 
@@ -261,6 +267,22 @@ export class ContentStore {
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
       throw e;
+    }
+  }
+
+  /**
+   * Marks a held blob as just used (its mtime: the garbage collector keeps unreferenced blobs for a while
+   * after their last use, so one a writer found here and will record stays); false when it is not here.
+   */
+  async touch(d: Digest): Promise<boolean> {
+    const now = new Date();
+    try {
+      await fsp.utimes(this.blobPath(d), now, now);
+      return true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      // A store this process may read but not change (another owner, read-only): held is all it can say.
+      return this.has(d);
     }
   }
 
@@ -368,7 +390,7 @@ export class ContentStore {
       if ((expected?.digest === undefined || expected.digest === digest) && (expected?.size === undefined || expected.size === data.length)) {
         // Held and sound: a damaged copy under the name is replaced below.
         const held = await this.stat(digest);
-        if (held?.size === data.length && (await this.verify(digest))) return { digest, size: data.length };
+        if (held?.size === data.length && (await this.verify(digest)) && (await this.touch(digest))) return { digest, size: data.length };
       }
     }
     const w = await this.openWriter();

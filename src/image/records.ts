@@ -1,6 +1,7 @@
 // Reading the local image store: its records (one per target, with every name), the platform images of a
 // target, the blobs it holds, and what all stored images take. Kept apart from images.ts (the commands) so the
 // garbage collector can ask which blobs images hold without importing the commands that call it.
+import fs from 'node:fs/promises';
 import path from 'node:path';
 import { ContentStore } from '../content/store.js';
 import { parseReference, type Reference } from '../registry/reference.js';
@@ -77,16 +78,61 @@ export async function imageBlobs(content: ContentStore, target: Descriptor): Pro
   return [...seen.values()];
 }
 
+/** Stored images and the bytes of every blob of theirs in the store (attestation manifests included), each once. */
 export async function imagesUsage(root: string): Promise<{ count: number; blobs: Map<string, number> }> {
   const { content, images } = openStores(root);
   const blobs = new Map<string, number>();
   const records = await imageRecords(images);
-  for (const r of records) {
-    for (const d of await imageBlobs(content, r.target)) {
-      if (blobs.has(d.digest)) continue;
-      const st = await content.stat(d.digest);
-      if (st) blobs.set(d.digest, st.size);
-    }
+  for (const d of await reachableContent(content, records.map((r) => r.target.digest))) {
+    const st = await content.stat(d as Digest);
+    if (st) blobs.set(d, st.size);
   }
   return { count: records.length, blobs };
+}
+
+const DIGEST_RE = /^sha256:[0-9a-f]{64}$/;
+/** Documents larger than this are not image JSON: not read (a layer named where a manifest was expected). */
+const MAX_DOCUMENT = 4 << 20;
+
+/**
+ * Every blob the documents `roots` (indexes or manifests, by digest) reach, held here or not: each root,
+ * and through the JSON of indexes and manifests their manifests (attestation manifests included), configs,
+ * layers and subjects, nested indexes too. Each document is read once however many roots share it, so the
+ * cost is linear in the documents reached. One not here, too large or not JSON reaches only itself.
+ * Added to `into` when given.
+ */
+export async function reachableContent(content: ContentStore, roots: Iterable<string>, into = new Set<string>()): Promise<Set<string>> {
+  const walked = new Set<string>();
+  const queue: string[] = [];
+  const add = (d: unknown, walk: boolean) => {
+    if (typeof d !== 'string' || !DIGEST_RE.test(d)) return;
+    into.add(d);
+    if (walk && !walked.has(d)) {
+      walked.add(d);
+      queue.push(d);
+    }
+  };
+  for (const r of roots) add(r, true);
+  for (let d = queue.pop(); d !== undefined; d = queue.pop()) {
+    const doc = await readDocument(content, d as Digest);
+    if (!doc) continue;
+    for (const m of Array.isArray(doc.manifests) ? doc.manifests : []) add((m as Descriptor)?.digest, true);
+    const manifest = doc as Partial<Manifest> & { blobs?: unknown };
+    add(manifest.config?.digest, false);
+    for (const list of [manifest.layers, manifest.blobs]) for (const l of Array.isArray(list) ? list : []) add((l as Descriptor)?.digest, false);
+    add(manifest.subject?.digest, true);
+  }
+  return into;
+}
+
+/** A stored document's JSON object, or null (not here, too large, not a JSON object). */
+async function readDocument(content: ContentStore, d: Digest): Promise<(Partial<Index> & Record<string, unknown>) | null> {
+  try {
+    const st = await content.stat(d);
+    if (!st || st.size > MAX_DOCUMENT) return null;
+    const doc = JSON.parse(await fs.readFile(content.blobPath(d), 'utf8')) as unknown;
+    return doc && typeof doc === 'object' && !Array.isArray(doc) ? (doc as Partial<Index> & Record<string, unknown>) : null;
+  } catch {
+    return null;
+  }
 }

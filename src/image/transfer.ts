@@ -165,6 +165,11 @@ export async function loadImages(root: string, input: string | NodeJS.ReadableSt
   }
   const out: LoadedImage[] = [];
   await withImageLock(root, async () => {
+    // Nothing named the blobs while the archive was read: a prune meanwhile may have removed some (those
+    // unused for its grace period: a load that long). Checked here, under the lock that keeps prune out.
+    if (await missingBlobs(content, [...stored.values()].map((b) => b.digest))) {
+      throw new LoadError('blobs of the archive were removed while it was read (a prune ran meanwhile): load it again');
+    }
     for (const l of loaded) {
       const names = l.names.map((n) => parseReference(n).toString());
       const replaced: LoadedImage['replaced'] = [];
@@ -178,6 +183,12 @@ export async function loadImages(root: string, input: string | NodeJS.ReadableSt
     }
   });
   return out;
+}
+
+/** Whether any of these blobs is not in the store. */
+async function missingBlobs(content: ContentStore, digests: string[]): Promise<boolean> {
+  for (const d of new Set(digests)) if (!(await content.has(d as Digest))) return true;
+  return false;
 }
 
 /** The docker archive's RepoTags of the image(s) a layout entry holds (matched by config digest). */
@@ -232,23 +243,34 @@ export async function pullImage(root: string, name: string, platform: Platform, 
   const resolved = await client.resolve(ref, platform);
   const topDigest = resolved.ref.digest!;
   const top = await client.getManifest(ref, topDigest);
-  await content.write(top.bytes, { digest: top.digest });
-  if (top.digest !== resolved.manifestDigest) await content.write(resolved.manifestBytes, { digest: resolved.manifestDigest });
-  await content.write(resolved.configBytes, { digest: resolved.configDescriptor.digest });
-  const layers: PullResult['layers'] = [];
-  for (const l of resolved.layers) {
-    const had = await content.has(l.digest);
-    await client.fetchBlob(resolved.ref, l, content);
-    layers.push({ digest: l.digest, fetched: !had });
-  }
   const target: Descriptor = { mediaType: top.mediaType, digest: top.digest, size: top.bytes.length };
+  const layers: PullResult['layers'] = [];
   let changed = false;
-  await withImageLock(root, async () => {
-    const before = await images.get(ref.toString());
-    changed = before?.target.digest !== target.digest;
-    // Pulled: the repository's digest is known (Docker's RepoDigests).
-    await images.put([ref.toString()], target, { repoDigests: [ref.toString()] });
-  });
+  // Nothing names the blobs until the image is recorded: a prune meanwhile may remove those unused for its
+  // grace period (a pull that long). They are checked under the lock that keeps prune out, fetched again if gone.
+  for (let attempt = 0; ; attempt++) {
+    await content.write(top.bytes, { digest: top.digest });
+    if (top.digest !== resolved.manifestDigest) await content.write(resolved.manifestBytes, { digest: resolved.manifestDigest });
+    await content.write(resolved.configBytes, { digest: resolved.configDescriptor.digest });
+    for (const l of resolved.layers) {
+      const had = await content.has(l.digest);
+      await client.fetchBlob(resolved.ref, l, content);
+      if (attempt === 0) layers.push({ digest: l.digest, fetched: !had });
+    }
+    const digests = [top.digest, resolved.manifestDigest, resolved.configDescriptor.digest, ...resolved.layers.map((l) => l.digest)];
+    const recorded = await withImageLock(root, async () => {
+      if (await missingBlobs(content, digests)) {
+        if (attempt > 0) throw new UserError('PULL_FAILED', `${ref.toString()}: blobs were removed while pulling (a prune ran meanwhile): pull again`);
+        return false;
+      }
+      const before = await images.get(ref.toString());
+      changed = before?.target.digest !== target.digest;
+      // Pulled: the repository's digest is known (Docker's RepoDigests).
+      await images.put([ref.toString()], target, { repoDigests: [ref.toString()] });
+      return true;
+    });
+    if (recorded) break;
+  }
   return { ref, digest: top.digest, changed, layers };
 }
 

@@ -159,7 +159,8 @@ export class RegistryClient {
    * Bounded as send()'s retries, then one line.
    */
   private async downloadBlob(ref: Reference, desc: Descriptor, store: ContentStore): Promise<void> {
-    if (await store.has(desc.digest)) return;
+    // Held already: marked as used now (see ContentStore.touch), the caller records it next.
+    if (await store.touch(desc.digest)) return;
     const path = `blobs/${desc.digest}`;
     const total = Number.isSafeInteger(desc.size) && desc.size >= 0 ? desc.size : undefined;
     const attempts = this.retries + 1;

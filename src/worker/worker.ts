@@ -290,7 +290,8 @@ export class Worker {
 
   /** A remote layer's blob in the content store (fetched when missing; checked where it is used). */
   async ensureBlob(layer: RemoteLayer): Promise<void> {
-    if (!(await this.store.has(layer.blob.digest))) await layer.fetch(this.store);
+    // Touched when held: a blob only this use holds (a remote cache's layer) counts as recently used.
+    if (!(await this.store.touch(layer.blob.digest))) await layer.fetch(this.store);
   }
 
   /**
