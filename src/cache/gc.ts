@@ -18,6 +18,7 @@ import { Snapshotter } from '../snapshot/snapshotter.js';
 import { ContentStore } from '../content/store.js';
 import { scanDir, Scan } from '../native/fsx.js';
 import { writeFileAtomic } from '../util/fs.js';
+import { Limiter } from '../util/limiter.js';
 import { osPath, readdirNamesAsync } from '../util/names.js';
 import { CacheRecords } from './records.js';
 import { imageRecords, imagesUsage, openStores, reachableContent } from '../image/records.js';
@@ -283,12 +284,12 @@ export class GarbageCollector {
   /** The blobs in the store that `held` lacks, with their size and last use (mtime: written or touched). */
   private async unreferenced(held: Set<string>): Promise<{ digest: Digest; size: number; lastUsed: number }[]> {
     const out: { digest: Digest; size: number; lastUsed: number }[] = [];
-    for (const name of await fs.readdir(path.join(this.store.root, 'blobs', 'sha256')).catch(() => [] as string[])) {
-      const digest = `sha256:${name}` as Digest;
-      if (!HEX_RE.test(name) || held.has(digest)) continue;
+    const limiter = new Limiter(16);
+    const names = await fs.readdir(path.join(this.store.root, 'blobs', 'sha256')).catch(() => [] as string[]);
+    await Promise.all(names.filter((n) => HEX_RE.test(n) && !held.has(`sha256:${n}`)).map((name) => limiter.run(async () => {
       const st = await fs.lstat(path.join(this.store.root, 'blobs', 'sha256', name)).catch(() => null);
-      if (st?.isFile()) out.push({ digest, size: st.size, lastUsed: st.mtimeMs });
-    }
+      if (st?.isFile()) out.push({ digest: `sha256:${name}` as Digest, size: st.size, lastUsed: st.mtimeMs });
+    })));
     return out;
   }
 
@@ -299,24 +300,30 @@ export class GarbageCollector {
    */
   private async sweepContent(held: Set<string>, minAgeMs: number): Promise<{ freed: number; removed: number }> {
     const now = Date.now();
-    let freed = 0;
-    let removed = 0;
-    for (const b of await this.unreferenced(held)) {
-      if (now - b.lastUsed < Math.max(minAgeMs, CONTENT_GRACE_MS)) continue;
-      await this.store.remove(b.digest);
-      freed += b.size;
-      removed++;
-    }
-    const blobsDir = path.join(this.store.root, 'blobs', 'sha256');
-    const left = new Set(await fs.readdir(blobsDir).catch(() => [] as string[]));
-    for (const [dir, hexOf] of [['members', (n: string) => n.replace(/\.json$/, '')], ['unpacked', (n: string) => n]] as const) {
-      for (const name of await fs.readdir(path.join(this.store.root, dir)).catch(() => [] as string[])) {
-        const hex = hexOf(name);
-        if (HEX_RE.test(hex) && !left.has(hex)) await fs.rm(path.join(this.store.root, dir, name), { force: true });
+    const old = (await this.unreferenced(held)).filter((b) => now - b.lastUsed >= Math.max(minAgeMs, CONTENT_GRACE_MS));
+    // Side files by listing (most blobs have none), each removed before its blob (an index never names a
+    // missing blob); several removals at once, as each waits for the thread pool.
+    const sides = (['members', 'unpacked'] as const).map((dir) => ({ dir, names: new Set<string>() }));
+    for (const side of sides) for (const name of await fs.readdir(path.join(this.store.root, side.dir)).catch(() => [] as string[])) side.names.add(name);
+    const sideName = (dir: string, hex: string) => (dir === 'members' ? `${hex}.json` : hex);
+    const limiter = new Limiter(16);
+    await Promise.all(old.map((b) => limiter.run(async () => {
+      const hex = b.digest.slice('sha256:'.length);
+      for (const side of sides) {
+        if (side.names.delete(sideName(side.dir, hex))) await fs.rm(path.join(this.store.root, side.dir, sideName(side.dir, hex)), { force: true });
+      }
+      await fs.rm(this.store.blobPath(b.digest), { force: true });
+    })));
+    // And those whose blob went some other way.
+    const left = new Set(await fs.readdir(path.join(this.store.root, 'blobs', 'sha256')).catch(() => [] as string[]));
+    for (const side of sides) {
+      for (const name of side.names) {
+        const hex = side.dir === 'members' ? name.replace(/\.json$/, '') : name;
+        if (HEX_RE.test(hex) && !left.has(hex)) await fs.rm(path.join(this.store.root, side.dir, name), { force: true });
       }
     }
     await writeFileAtomic(contentStamp(this.root), String(left.size), { sync: false }).catch(() => undefined);
-    return { freed, removed };
+    return { freed: old.reduce((n, b) => n + b.size, 0), removed: old.length };
   }
 
   private async totalSize(meta: Record<string, SnapshotMeta>): Promise<number> {
