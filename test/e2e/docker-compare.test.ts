@@ -10,6 +10,7 @@
 // - Metadata.LastTagTime: ours is when a name was last given (here by build -t); dockerd leaves it unset for
 //   a loaded image (checked below).
 // Ours has Descriptor (the manifest), which current Docker prints with its containerd image store.
+import { execFile } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { makeContext, runCli, tempDir } from '../helpers/cli.js';
 import { startDockerd, type TestDockerd } from '../helpers/dockerd.js';
@@ -47,7 +48,7 @@ describe('against docker (a private dockerd)', () => {
   let id: string;
 
   beforeAll(async () => {
-    dockerd = await startDockerd();
+    dockerd = await startDockerd({ reach: [registry] });
     root = await tempDir('builder-root-');
     const ctx = await makeContext({ Dockerfile: dockerfile, 'hello.txt': 'hello\n' });
     id = (await cli(['build', '--root', root, '-q', '--build-arg', `BASE=${base}`, '-t', 'app:1', ctx])).trim();
@@ -192,9 +193,18 @@ describe('against docker (a private dockerd)', () => {
       .toBe((await dockerd.docker(['images', '--digests', '--format', images, base.replace(/:[^:/]+$/, '')])).stdout);
   });
 
-  it('a second private dockerd runs beside the first: both load and run the image', async () => {
-    const other = await startDockerd();
+  it('a second private dockerd runs beside the first: both load and run the image; the host keeps its network links', async () => {
+    // A dockerd with --bridge=none deletes docker0 where it runs: ours run in their own network namespaces.
+    const links = () => new Promise<string>((resolve, reject) => execFile('ip', ['-o', 'link', 'show'], (e, out) => (e ? reject(e) : resolve(out.split('\n').map((l) => l.split(':')[1]?.trim()).filter(Boolean).sort().join(' ')))));
+    const ip = (...args: string[]) => new Promise<boolean>((resolve) => execFile('ip', args, (e) => resolve(!e)));
+    // Where no system daemon made one, a docker0 of our own (a bridge without addresses) stands in for it.
+    const made = !(await ip('link', 'show', 'docker0')) && (await ip('link', 'add', 'docker0', 'type', 'bridge'));
+    let other: TestDockerd | undefined;
     try {
+      const before = await links();
+      expect(before.split(' ')).toContain('docker0');
+      other = await startDockerd();
+      expect(await links()).toBe(before);
       await other.docker(['load', '-i', archive]);
       const [a, b] = await Promise.all([
         dockerd.docker(['run', '--rm', '--network', 'none', '--entrypoint', 'cat', 'example.com/team/app:v2', '/hello.txt']),
@@ -202,7 +212,8 @@ describe('against docker (a private dockerd)', () => {
       ]);
       expect([a.stdout, b.stdout]).toEqual(['hello\n', 'hello\n']);
     } finally {
-      await other.stop();
+      await other?.stop();
+      if (made) await ip('link', 'del', 'docker0');
     }
   });
 });

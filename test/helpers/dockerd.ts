@@ -1,13 +1,14 @@
 // A private Docker daemon for tests that compare with what Docker itself prints: Debian's dockerd (docker.io,
 // installed by scripts/setup.sh) with its own containerd, everything under one temp dir — data root, exec
-// root, unix sockets, pid files, its config file and trust key — and no networking (no bridge, no iptables,
-// no ip_forward or masquerading). It never touches a system daemon, /var/run/docker.sock, /etc/docker or a
+// root, unix sockets, pid files, its config file and trust key — and no networking (its own network
+// namespace, no bridge, no iptables, no ip_forward or masquerading). It never touches a system daemon, /var/run/docker.sock, /etc/docker or a
 // containerd at /run/containerd, so it runs beside any other dockerd on the machine. The client is Debian's
 // /usr/bin/docker, pointed at the private socket through DOCKER_HOST.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
 import { openSync, closeSync, readFileSync } from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -96,7 +97,12 @@ function run(file: string, args: string[], env: NodeJS.ProcessEnv, maxBuffer: nu
   });
 }
 
-export async function startDockerd(opts: { storageDriver?: 'overlay2' | 'vfs' } = {}): Promise<TestDockerd> {
+/**
+ * `reach`: host loopback addresses (`127.0.0.1:PORT`, a test registry) the daemon can connect to from its
+ * network namespace, at the same address: a listener there hands each connection over a unix socket (which
+ * crosses namespaces) to the host side.
+ */
+export async function startDockerd(opts: { storageDriver?: 'overlay2' | 'vfs'; reach?: string[] } = {}): Promise<TestDockerd> {
   for (const bin of [dockerdBin, containerdBin, dockerClient]) {
     if (!(await fileExists(bin))) throw new Error(`${bin} is missing: run scripts/setup.sh (it installs Debian's docker.io)`);
   }
@@ -124,6 +130,7 @@ export async function startDockerd(opts: { storageDriver?: 'overlay2' | 'vfs' } 
   await fs.writeFile(path.join(dir, 'daemon.json'), JSON.stringify({ 'deprecated-key-path': path.join(dir, 'key.json') }));
 
   const started: { child: ChildProcess; log: string }[] = [];
+  const servers: net.Server[] = [];
   const spawnLogged = (bin: string, args: string[], name: string) => {
     const log = path.join(dir, `${name}.log`);
     const fd = openSync(log, 'a');
@@ -137,6 +144,7 @@ export async function startDockerd(opts: { storageDriver?: 'overlay2' | 'vfs' } 
   };
   const stopAll = async () => {
     for (const { child } of [...started].reverse()) await stopChild(child, 30_000);
+    for (const server of servers) server.close();
     for (const mp of mountsUnder(dir)) {
       await new Promise<void>((r) => execFile('umount', ['-l', mp], () => r()));
     }
@@ -147,7 +155,9 @@ export async function startDockerd(opts: { storageDriver?: 'overlay2' | 'vfs' } 
     // Its own containerd: dockerd 20.10 would otherwise use a system containerd at /run/containerd.
     spawnLogged(containerdBin, ['--config', path.join(dir, 'containerd.toml'), '--log-level', 'warn'], 'containerd');
     await waitFor('containerd', () => fileExists(ctdSock), started);
-    spawnLogged(dockerdBin, [
+    // In a network namespace of its own: a dockerd started with --bridge=none deletes the host's docker0
+    // (moby's removeDefaultBridgeInterface), which would cut a system daemon's containers off.
+    spawnLogged('unshare', ['--net', '--', dockerdBin,
       '--config-file', path.join(dir, 'daemon.json'),
       '--data-root', path.join(dir, 'data'),
       '--exec-root', path.join(dir, 'exec'),
@@ -158,6 +168,24 @@ export async function startDockerd(opts: { storageDriver?: 'overlay2' | 'vfs' } 
       '--bridge=none', '--iptables=false', '--ip6tables=false', '--ip-forward=false', '--ip-masq=false',
       '--log-level', 'warn',
     ], 'dockerd');
+    const dockerd = started[started.length - 1].child;
+    const inNetns = (args: string[]) => new Promise<void>((resolve, reject) => execFile('nsenter', [`--net=/proc/${dockerd.pid}/ns/net`, ...args], (err, _o, stderr) => (err ? reject(new Error(`nsenter ${args.join(' ')}: ${stderr || err.message}`)) : resolve())));
+    await inNetns(['ip', 'link', 'set', 'lo', 'up']);
+    for (const address of opts.reach ?? []) {
+      const [hostname, port] = [address.slice(0, address.lastIndexOf(':')), Number(address.slice(address.lastIndexOf(':') + 1))];
+      const bridge = path.join(dir, `reach-${port}.sock`);
+      const server = net.createServer((c) => {
+        const up = net.connect(port, hostname);
+        c.pipe(up).pipe(c);
+        c.on('error', () => up.destroy());
+        up.on('error', () => c.destroy());
+      });
+      await new Promise<void>((resolve) => server.listen(bridge, resolve));
+      servers.push(server);
+      const relay = `const net=require('net');net.createServer((c)=>{const u=net.connect(${JSON.stringify(bridge)});c.pipe(u).pipe(c);c.on('error',()=>u.destroy());u.on('error',()=>c.destroy())}).listen(${port},${JSON.stringify(hostname)},()=>console.log('ready'))`;
+      spawnLogged('nsenter', [`--net=/proc/${dockerd.pid}/ns/net`, process.execPath, '-e', relay], `reach-${port}`);
+      await waitFor(`relay to ${address}`, async () => (await fs.readFile(path.join(dir, `reach-${port}.log`), 'utf8').catch(() => '')).includes('ready'), started);
+    }
     await waitFor('dockerd', () => ping(sock, '/_ping'), started);
   } catch (e) {
     await stopAll();
