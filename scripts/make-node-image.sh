@@ -120,20 +120,7 @@ process.stdout.write(JSON.stringify({
 }));
 EOF
 )
-node - "$manifest" "$(blob_size "$manifest")" "$TAG" >"$LAYOUT/index.json" <<'EOF'
-const [hex, size, tag] = process.argv.slice(2);
-process.stdout.write(JSON.stringify({
-  schemaVersion: 2,
-  mediaType: 'application/vnd.oci.image.index.v1+json',
-  manifests: [{
-    mediaType: 'application/vnd.oci.image.manifest.v1+json',
-    digest: `sha256:${hex}`,
-    size: Number(size),
-    platform: { architecture: 'amd64', os: 'linux' },
-    annotations: { 'org.opencontainers.image.ref.name': tag },
-  }],
-}));
-EOF
+write_index "$manifest" application/vnd.oci.image.manifest.v1+json "$TAG" '{"architecture":"amd64","os":"linux"}'
 
 echo "$STAMP" >"$LAYOUT/fixture-version"
 mkdir -p "$(dirname "$OUT")"

@@ -20,6 +20,25 @@ put_blob() {
 }
 blob_size() { stat -c %s "$LAYOUT/blobs/sha256/$1"; }
 
+# write_index HEX MEDIATYPE TAG [PLATFORM_JSON]: $LAYOUT/index.json naming blob HEX (a manifest or an index of
+# MEDIATYPE) as TAG, with its platform when given.
+write_index() {
+  node - "$1" "$(blob_size "$1")" "$2" "$3" "${4:-}" >"$LAYOUT/index.json" <<'EOF'
+const [hex, size, mediaType, tag, platform] = process.argv.slice(2);
+process.stdout.write(JSON.stringify({
+  schemaVersion: 2,
+  mediaType: 'application/vnd.oci.image.index.v1+json',
+  manifests: [{
+    mediaType,
+    digest: `sha256:${hex}`,
+    size: Number(size),
+    ...(platform ? { platform: JSON.parse(platform) } : {}),
+    annotations: { 'org.opencontainers.image.ref.name': tag },
+  }],
+}));
+EOF
+}
+
 # fetch_npm CACHE package@version: the package unpacked in CACHE (fetched from the npm registry once);
 # prints its directory.
 fetch_npm() {

@@ -141,19 +141,7 @@ const manifests = fs.readFileSync(process.argv[2], 'utf8').trim().split('\n').ma
 process.stdout.write(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests }));
 EOF
 )
-node - "$index" "$(blob_size "$index")" "$TAG" >"$LAYOUT/index.json" <<'EOF'
-const [hex, size, tag] = process.argv.slice(2);
-process.stdout.write(JSON.stringify({
-  schemaVersion: 2,
-  mediaType: 'application/vnd.oci.image.index.v1+json',
-  manifests: [{
-    mediaType: 'application/vnd.oci.image.index.v1+json',
-    digest: `sha256:${hex}`,
-    size: Number(size),
-    annotations: { 'org.opencontainers.image.ref.name': tag },
-  }],
-}));
-EOF
+write_index "$index" application/vnd.oci.image.index.v1+json "$TAG"
 
 echo "$FIXTURE_VERSION" >"$LAYOUT/fixture-version"
 mkdir -p "$(dirname "$OUT")"
