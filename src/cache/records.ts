@@ -6,6 +6,7 @@
 // snapshots (a damaged or rewritten file, an id taken by a newer snapshot) is a miss.
 // A record's mtime is its last use (for least-recently-used GC).
 import fs from 'node:fs/promises';
+import fsSync from 'node:fs';
 import path from 'node:path';
 import type { Digest } from '../../solver/llb/ops.js';
 import type { Snapshotter } from '../snapshot/snapshotter.js';
@@ -57,20 +58,21 @@ export class CacheRecords {
   async get(key: Digest): Promise<CacheRecord | null> {
     let rec: CacheRecord;
     try {
-      rec = JSON.parse(await fs.readFile(this.file(key), 'utf8')) as CacheRecord;
+      // Records are small and a no-op build reads one per step: read at once (see Snapshotter.info).
+      rec = JSON.parse(fsSync.readFileSync(this.file(key), 'utf8')) as CacheRecord;
     } catch {
       return null;
     }
     if (!(await this.matches(key, rec))) return null;
     const now = new Date();
-    await fs.utimes(this.file(key), now, now).catch(() => undefined);
+    try { fsSync.utimesSync(this.file(key), now, now); } catch { /* removed meanwhile: still the hit it was */ }
     return rec;
   }
 
   /** Whether the record for `key` is readable and matches its snapshots (its last use is not touched). */
   async valid(key: Digest): Promise<boolean> {
     try {
-      return await this.matches(key, JSON.parse(await fs.readFile(this.file(key), 'utf8')) as CacheRecord);
+      return await this.matches(key, JSON.parse(fsSync.readFileSync(this.file(key), 'utf8')) as CacheRecord);
     } catch {
       return false;
     }

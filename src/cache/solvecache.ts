@@ -2,6 +2,7 @@
 // context), results from the persistent records, and per-step history of the previous build of the same
 // Dockerfile/target so a step that hit then and misses now can say why in one line.
 import fs from 'node:fs/promises';
+import fsSync from 'node:fs';
 import path from 'node:path';
 import type { CacheLookup, ContentKeyContext, KeyContext, SolveCache } from '../../solver/solver.js';
 import type { CopyAction, Digest, Op, OpMetadata } from '../../solver/llb/ops.js';
@@ -313,7 +314,7 @@ export class BuildCache implements SolveCache<WorkerRef> {
 
   private loadHistory(): Promise<History> {
     // Unreadable or of another shape: no history (this build writes it afresh).
-    this.history ??= fs.readFile(this.historyFile, 'utf8').then((t) => JSON.parse(t) as History).then(
+    this.history ??= new Promise<string>((resolve) => resolve(fsSync.readFileSync(this.historyFile, 'utf8'))).then((t) => JSON.parse(t) as History).then(
       (h) => (typeof h?.steps === 'object' && h.steps !== null && !Array.isArray(h.steps) ? h : { steps: {} }),
       () => ({ steps: {} }),
     );

@@ -6,6 +6,7 @@
 // where it ends), so that a rebuild whose archive starts the same (the layers; the default provenance's
 // times change only the last small entries) writes only what follows the common start.
 import fs from 'node:fs/promises';
+import fsSync from 'node:fs';
 import path from 'node:path';
 import type { BigIntStats } from 'node:fs';
 import { sha256 } from '../../solver/llb/digest.js';
@@ -66,7 +67,6 @@ export class ArchiveOutputs {
       fingerprint, dev: String(st.dev), ino: String(st.ino), size: String(st.size), mtimeNs: String(st.mtimeNs), ctimeNs: String(st.ctimeNs),
       ...(parts ? { parts } : {}),
     };
-    await fs.mkdir(this.dir, { recursive: true });
     // Not synced: a record lost with the machine only costs one full write (its file will not match).
     await writeFileAtomic(this.file(dest), JSON.stringify(rec), { sync: false });
   }
@@ -81,12 +81,16 @@ export class ArchiveOutputs {
    * the recorded parts, must not race another build's. Waits for a build writing there now.
    */
   async lock(dest: string): Promise<PidLock> {
-    await fs.mkdir(this.dir, { recursive: true });
+    fsSync.mkdirSync(this.dir, { recursive: true });
     return PidLock.acquire(`${this.file(dest)}.lock`);
   }
 
   private async read(dest: string): Promise<OutputRecord | null> {
-    return fs.readFile(this.file(dest), 'utf8').then((t) => JSON.parse(t) as OutputRecord, () => null);
+    try {
+      return JSON.parse(fsSync.readFileSync(this.file(dest), 'utf8')) as OutputRecord;
+    } catch {
+      return null;
+    }
   }
 
   private file(dest: string): string {

@@ -2,6 +2,7 @@
 // directory's content store, as `docker build -t` keeps an image. One JSON file, `<root>/images.json`,
 // rewritten atomically; the blobs it names are in `<root>/content`.
 import fs from 'node:fs/promises';
+import fsSync from 'node:fs';
 import path from 'node:path';
 import type { Platform } from '../../solver/llb/ops.js';
 import type { ContentStore } from '../content/store.js';
@@ -77,7 +78,7 @@ export class ImageStore {
   private async read(): Promise<StoreState> {
     let text: string;
     try {
-      text = await fs.readFile(this.file, 'utf8');
+      text = fsSync.readFileSync(this.file, 'utf8');
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { images: [], dangling: [], repoDigests: {} };
       throw e;

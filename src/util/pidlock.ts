@@ -1,6 +1,7 @@
 // An exclusive lock as a file holding its owner's pid, created with O_EXCL. A lock whose owner died (or
 // that stayed empty too long: its writer died between creating and filling it) is taken over.
 import fs from 'node:fs/promises';
+import fsSync from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 /** How long a lock file may stay empty before it counts as abandoned. */
@@ -22,9 +23,13 @@ export class PidLock {
   static async tryAcquire(file: string): Promise<PidLock | null> {
     for (;;) {
       try {
-        const handle = await fs.open(file, 'wx');
-        await handle.writeFile(String(process.pid));
-        await handle.close();
+        // Synchronous: a few bytes, and every build takes locks (each trip through the threadpool is a turn).
+        const fd = fsSync.openSync(file, 'wx');
+        try {
+          fsSync.writeSync(fd, String(process.pid));
+        } finally {
+          fsSync.closeSync(fd);
+        }
         return new PidLock(file);
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
@@ -39,7 +44,7 @@ export class PidLock {
   }
 
   async release(): Promise<void> {
-    await fs.rm(this.file, { force: true });
+    fsSync.rmSync(this.file, { force: true });
   }
 }
 

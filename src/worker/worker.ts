@@ -734,7 +734,7 @@ async function unmountAll(mounts: Mounted[]): Promise<void> {
 
 async function readJSON<T>(file: string): Promise<T | null> {
   try {
-    return JSON.parse(await fs.readFile(file, 'utf8')) as T;
+    return JSON.parse(fsSync.readFileSync(file, 'utf8')) as T;
   } catch {
     return null;
   }

@@ -31,6 +31,23 @@ describe('ContentStore', () => {
     expect(await store.has(wrong)).toBe(false);
   });
 
+  it('replaces a damaged copy of a document it is asked to store, and says so', async () => {
+    const data = Buffer.from('{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}');
+    const digest: Digest = `sha256:${createHash('sha256').update(data).digest('hex')}`;
+    await new ContentStore(tmp).write(data);
+    // Same size, one byte flipped: only its content tells.
+    const damaged = Buffer.from(data);
+    damaged[5] ^= 1;
+    await fs.writeFile(path.join(tmp, 'blobs/sha256', digest.slice(7)), damaged);
+    const store = new ContentStore(tmp);
+    const corrupt: Digest[] = [];
+    store.onCorrupt = (d) => corrupt.push(d);
+    expect(await store.write(data)).toEqual({ digest, size: data.length });
+    expect(corrupt).toEqual([digest]);
+    expect((await fs.readFile(store.blobPath(digest))).equals(data)).toBe(true);
+    expect(await new ContentStore(tmp).verify(digest)).toBe(true);
+  });
+
   it('writes appended pieces in order while several are in flight, hashing them in order', async () => {
     const store = new ContentStore(tmp);
     // Pieces of varied sizes, so the jobs end out of order.

@@ -211,6 +211,31 @@ describe('layout tarball rewritten from what changed', () => {
     }
   });
 
+  it('keeps the start of a small archive too, copied rather than cut in place', async () => {
+    // One platform: about 1 MB of layer, under what is worth a cut in place.
+    const one = async (when: string) => {
+      const p = platforms[0];
+      const att = await writeAttestationManifest(store, p.manifest, p.platform, names, [
+        { predicateType: 'https://slsa.dev/provenance/v0.2', predicate: { metadata: { buildStartedOn: when, buildFinishedOn: when } } },
+      ]);
+      return writeImageIndex(store, [p], [att]);
+    };
+    const dest = path.join(tmp, 'small.tar');
+    const first = await one('2026-01-01T00:00:08Z');
+    await exportLayoutTar(store, first, { dest, names, record: { outputs, fingerprint: fingerprint(first) } });
+    const before = await fs.stat(dest);
+    expect(before.size).toBeLessThan(1 << 20);
+    const second = await one('2026-01-01T00:00:09Z');
+    const w = await exportLayoutTar(store, second, { dest, names, record: { outputs, fingerprint: fingerprint(second) } });
+    expect(w).toMatchObject({ inPlace: false });
+    expect(w.kept).toBeGreaterThan(900_000);
+    expect(w.written).toBeLessThan(16 * 1024);
+    expect((await fs.stat(dest)).ino).not.toBe(before.ino);
+    await exportLayoutTar(store, second, { dest: path.join(tmp, 'small-fresh.tar'), names });
+    expect(Buffer.compare(await fs.readFile(dest), await fs.readFile(path.join(tmp, 'small-fresh.tar')))).toBe(0);
+    JSON.parse(await sh('skopeo', ['inspect', '--raw', `oci-archive:${dest}:1`]));
+  });
+
   it('rewrites a docker archive from what changed too', async () => {
     const dest = path.join(tmp, 'docker.tar');
     // One image with both platforms' layers: 2 MB to keep.
