@@ -11,7 +11,7 @@ import { BuildSession } from '../client/lock.js';
 import { layerBlobs } from '../client/export.js';
 import { hostPlatform } from '../client/platform.js';
 import { writeImage } from '../exporter/image.js';
-import { findImage, imageID, openStores, platformImages, withImageLock, type PlatformImage } from '../image/images.js';
+import { findImage, imageID, openStores, platformImages, type PlatformImage } from '../image/images.js';
 import { isIndexType, platformString, platformsEqual, type HistoryEntry, type ImageConfig, type ImageConfigFile } from '../image/types.js';
 import type { OciMount } from '../executor/spec.js';
 import { parseReference } from '../registry/reference.js';
@@ -393,11 +393,11 @@ export async function commitContainer(root: string, arg: string, opts: CommitOpt
     };
     delete file.rootfs;
     const written = await writeImage(worker.store, { config: file, layers }, { oci: false });
-    await withImageLock(root, async () => {
-      const { images } = openStores(root);
-      if (opts.name) await images.put([parseReference(opts.name).toString()], written.manifest);
-      else await images.putDangling(written.manifest);
-    });
+    // Not under the state directory's lock: this session already keeps prune out, and a prune that holds
+    // the lock waits for this session to end (a deadlock). The image store locks its own updates.
+    const { images } = openStores(root);
+    if (opts.name) await images.put([parseReference(opts.name).toString()], written.manifest);
+    else await images.putDangling(written.manifest);
     return written.config.digest;
   } finally {
     await end();

@@ -7,6 +7,7 @@ import path from 'node:path';
 import type { Platform } from '../../solver/llb/ops.js';
 import type { ContentStore } from '../content/store.js';
 import { writeFileAtomic } from '../util/fs.js';
+import { PidLock } from '../util/pidlock.js';
 import { UserError } from '../util/errors.js';
 import { parseReference, type Reference } from '../registry/reference.js';
 import { isIndexType, normalizePlatform, platformString, platformsEqual, type Descriptor, type ImageConfigFile, type Index, type Manifest } from './types.js';
@@ -68,11 +69,28 @@ export class ImageStore {
 
   /** Records that the image was pushed to (or pulled from) these repositories (names; tags are dropped). */
   async addRepoDigests(digest: string, names: string[]): Promise<void> {
-    const state = await this.read();
-    const repos = new Set(state.repoDigests[digest] ?? []);
-    for (const n of names) repos.add(parseReference(n).name);
-    state.repoDigests[digest] = [...repos].sort();
-    await this.save(state);
+    return this.locked(async () => {
+      const state = await this.read();
+      const repos = new Set(state.repoDigests[digest] ?? []);
+      for (const n of names) repos.add(parseReference(n).name);
+      state.repoDigests[digest] = [...repos].sort();
+      await this.save(state);
+    });
+  }
+
+  /**
+   * Runs a read-modify-write of the file with no other writer (builds, commit, pull, load, rmi and prune
+   * may update it side by side: two at once lost one's names). Its own lock, held for the update only and
+   * taken last: never the state directory's lock, which a prune holds while it waits for builds to end.
+   */
+  private async locked<T>(fn: () => Promise<T>): Promise<T> {
+    fsSync.mkdirSync(path.dirname(this.file), { recursive: true, mode: 0o700 });
+    const lock = await PidLock.acquire(`${this.file}.lock`, { pollMs: 20 });
+    try {
+      return await fn();
+    } finally {
+      await lock.release();
+    }
   }
 
   private async read(): Promise<StoreState> {
@@ -132,48 +150,56 @@ export class ImageStore {
    * this way is kept as dangling, as Docker keeps the image a rebuild took the tag from.
    */
   async put(names: string[], target: Descriptor, opts: { created?: string; repoDigests?: string[] } = {}): Promise<void> {
-    const full = names.map(normalizeName);
-    const created = opts.created ?? new Date().toISOString();
-    const state = await this.read();
-    const { images: all, dangling } = state;
-    const images = all.filter((i) => !full.includes(i.name));
-    for (const name of full) {
-      images.push({ name, target: { mediaType: target.mediaType, digest: target.digest, size: target.size }, created });
-    }
-    for (const old of all) {
-      if (!full.includes(old.name) || old.target.digest === target.digest) continue;
-      if (!images.some((i) => i.target.digest === old.target.digest)) dangling.push({ target: old.target, created: old.created });
-    }
-    if (opts.repoDigests?.length) {
-      state.repoDigests[target.digest] = [...new Set([...(state.repoDigests[target.digest] ?? []), ...opts.repoDigests.map((n) => parseReference(n).name)])].sort();
-    }
-    await this.save({ ...state, images, dangling });
+    return this.locked(async () => {
+      const full = names.map(normalizeName);
+      const created = opts.created ?? new Date().toISOString();
+      const state = await this.read();
+      const { images: all, dangling } = state;
+      const images = all.filter((i) => !full.includes(i.name));
+      for (const name of full) {
+        images.push({ name, target: { mediaType: target.mediaType, digest: target.digest, size: target.size }, created });
+      }
+      for (const old of all) {
+        if (!full.includes(old.name) || old.target.digest === target.digest) continue;
+        if (!images.some((i) => i.target.digest === old.target.digest)) dangling.push({ target: old.target, created: old.created });
+      }
+      if (opts.repoDigests?.length) {
+        state.repoDigests[target.digest] = [...new Set([...(state.repoDigests[target.digest] ?? []), ...opts.repoDigests.map((n) => parseReference(n).name)])].sort();
+      }
+      await this.save({ ...state, images, dangling });
+    });
   }
 
   /** Removes a name; the blobs stay in the content store. */
   async remove(name: string): Promise<StoredImage> {
-    const full = normalizeName(name);
-    const state = await this.read();
-    const found = state.images.find((i) => i.name === full);
-    if (!found) throw new ImageNotInStoreError(name);
-    await this.save({ ...state, images: state.images.filter((i) => i !== found) });
-    return found;
+    return this.locked(async () => {
+      const full = normalizeName(name);
+      const state = await this.read();
+      const found = state.images.find((i) => i.name === full);
+      if (!found) throw new ImageNotInStoreError(name);
+      await this.save({ ...state, images: state.images.filter((i) => i !== found) });
+      return found;
+    });
   }
 
   /** Keeps an image without a name (a loaded archive that named none); nothing when it has a name. */
   async putDangling(target: Descriptor): Promise<void> {
-    const state = await this.read();
-    state.dangling.push({ target: { mediaType: target.mediaType, digest: target.digest, size: target.size }, created: new Date().toISOString() });
-    await this.save(state);
+    return this.locked(async () => {
+      const state = await this.read();
+      state.dangling.push({ target: { mediaType: target.mediaType, digest: target.digest, size: target.size }, created: new Date().toISOString() });
+      await this.save(state);
+    });
   }
 
   /** Forgets a dangling image (by its target digest); true when there was one. */
   async removeDangling(digest: string): Promise<boolean> {
-    const state = await this.read();
-    const left = state.dangling.filter((d) => d.target.digest !== digest);
-    if (left.length === state.dangling.length) return false;
-    await this.save({ ...state, dangling: left });
-    return true;
+    return this.locked(async () => {
+      const state = await this.read();
+      const left = state.dangling.filter((d) => d.target.digest !== digest);
+      if (left.length === state.dangling.length) return false;
+      await this.save({ ...state, dangling: left });
+      return true;
+    });
   }
 
   /**

@@ -34,6 +34,17 @@ describe('image store', () => {
     expect(await images.removeDangling(a.manifest.digest)).toBe(false);
   });
 
+  it('updates from several writers at once (builds, commit, pull side by side) all land', async () => {
+    const { root, content, image } = await setup();
+    const a = await image(1);
+    // Separate stores, as separate processes have: each reads the file, changes it and writes it back.
+    const writers = Array.from({ length: 6 }, () => new ImageStore(root, content));
+    await Promise.all(writers.map((w, i) => (i % 3 === 2 ? w.addRepoDigests(a.manifest.digest, ['reg.test/app']) : w.put([`app:${i}`], a.manifest))));
+    expect((await new ImageStore(root, content).list()).map((i) => i.name).sort()).toEqual(['app:0', 'app:1', 'app:3', 'app:4'].map((n) => `docker.io/library/${n}`));
+    expect(await new ImageStore(root, content).repoDigests(a.manifest.digest)).toEqual(['reg.test/app']);
+    expect((await fs.readdir(root)).filter((n) => n.includes('lock'))).toEqual([]);
+  });
+
   it('repository digests only from a push or pull; they stay while the image does (dangling too) and go with it', async () => {
     const { images, image } = await setup();
     const a = await image(1);
