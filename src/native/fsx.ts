@@ -401,12 +401,14 @@ export function fillSegment(
   const nums = new Float64Array(spans.length * 4);
   spans.forEach((s, i) => nums.set([s.bufOffset, s.fileOffset, s.length, s.end ? 1 : 0], i * 4));
   const { diff } = opts;
+  if (diff) diff.hash.keep(diff.ticket, buf);
   const job = addon().fillSegment(buf, spans.map((s) => s.path), nums, opts.hash, opts.fingerprint ?? false, diff?.hash.handle, diff?.ticket);
   return diff ? diff.hash.track(job, diff.ticket) : job;
 }
 
 /** Writes all of `buf` at `offset` of `fd` on the threadpool, then hands it to `piece`'s ordered hash. */
 export function writeAt(fd: number, buf: Buffer, offset: number, piece?: OrderedPiece): Promise<void> {
+  if (piece) piece.hash.keep(piece.ticket, buf);
   const job = addon().writeAt(fd, buf, offset, piece?.hash.handle, piece?.ticket).then((hashed) => ({ hashed }), (e: unknown) => { throw withErrnoCode(e); });
   return (piece ? piece.hash.track(job, piece.ticket) : job).then(() => undefined);
 }
@@ -439,6 +441,16 @@ export class OrderedSha256 {
     if (ticket < this.hashed) return Promise.resolve();
     if (ticket >= this.failedAt) return Promise.reject(this.failure);
     return new Promise((resolve, reject) => this.waiters.push({ ticket, resolve, reject }));
+  }
+
+  /**
+   * Keeps piece `ticket`'s buffer alive until the hash has passed it. The native side holds only a pointer
+   * to a piece that waits for an earlier one, and its job (which held the buffer) may end first: a buffer
+   * collected meanwhile was hashed as whatever took its memory, and the blob was named for bytes it did
+   * not hold (seen under load: a layer blob that did not hash to its name).
+   */
+  keep(ticket: number, buf: Buffer): void {
+    this.passed(ticket).then(() => buf, () => buf);
   }
 
   /** The digest of every piece handed out, once they are all hashed. */

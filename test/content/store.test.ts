@@ -2,6 +2,8 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ContentStore } from '../../src/content/store.js';
 import { OrderedSha256, writeAt } from '../../src/native/fsx.js';
@@ -75,6 +77,28 @@ describe('ContentStore', () => {
     const whole = Buffer.concat(pieces);
     expect((await hash.digest()).toString('hex')).toBe(createHash('sha256').update(whole).digest('hex'));
     expect((await fs.readFile(file)).equals(whole)).toBe(true);
+  });
+
+  it('hashes a piece that waited for an earlier one as it was, even after its write ended and its caller let it go', async () => {
+    v8.setFlagsFromString('--expose-gc');
+    const gc = vm.runInNewContext('gc') as () => void;
+    const file = path.join(tmp, 'late.bin');
+    const fd = await fs.open(file, 'w');
+    const hash = new OrderedSha256();
+    const first = hash.ticket();
+    const second = hash.ticket();
+    const size = 1 << 20;
+    // The second piece is written first and then only the native side's pointer names it.
+    await writeAt(fd.fd, Buffer.alloc(size, 'a'), size, { hash, ticket: second });
+    gc();
+    // Memory freed by a collection goes to the next buffers of its size.
+    const others = Array.from({ length: 64 }, () => Buffer.alloc(size, 'z'));
+    await writeAt(fd.fd, Buffer.alloc(size, 'b'), 0, { hash, ticket: first });
+    await fd.close();
+    const whole = Buffer.concat([Buffer.alloc(size, 'b'), Buffer.alloc(size, 'a')]);
+    expect((await fs.readFile(file)).equals(whole)).toBe(true);
+    expect((await hash.digest()).toString('hex')).toBe(createHash('sha256').update(whole).digest('hex'));
+    expect(others.length).toBe(64);
   });
 
   it('leaves nothing behind when a writer is dropped with pieces in flight', async () => {
