@@ -1,5 +1,8 @@
 // One registry for the whole run: Debian's docker-registry on a free 127.0.0.1 port, holding the
 // busybox test image (amd64 + arm64 index) that testdata/make-busybox.sh makes from Debian packages.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import type { TestProject } from 'vitest/node';
 import { startRegistry, pushBusybox } from './registry.js';
 import { installEmulators } from '../../src/executor/emulation.js';
@@ -12,6 +15,10 @@ declare module 'vitest' {
 }
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  // What the tests make under os.tmpdir() (thousands of directories: state roots, contexts, outputs, GBs
+  // in all) goes into one directory for the run, removed at its end. The test processes inherit TMPDIR.
+  const runTmp = fs.mkdtempSync(path.join(os.tmpdir(), 'builder-tests-'));
+  process.env.TMPDIR = runTmp;
   // Said once up front: the suites that need the corpus show as skipped, which is easy to miss.
   if (conformanceMissing) process.stderr.write(`conformance suites${conformanceMissing}\n`);
   // RUN steps for other platforms need QEMU registered with the fix-binary flag (tests run as root).
@@ -19,5 +26,18 @@ export default async function setup(project: TestProject): Promise<() => Promise
   const registry = await startRegistry();
   await pushBusybox(registry.host);
   project.provide('registry', registry.host);
-  return () => registry.stop();
+  return async () => {
+    await registry.stop();
+    removeRunTmp(runTmp);
+  };
+}
+
+/** Removes the run's temp directory, unless something is still mounted under it (then says so). */
+function removeRunTmp(dir: string): void {
+  const mounted = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')[4]).filter((m) => m?.startsWith(`${dir}/`));
+  if (mounted.length) {
+    process.stderr.write(`left ${dir}: still mounted under it: ${mounted.slice(0, 3).join(', ')}\n`);
+    return;
+  }
+  fs.rmSync(dir, { recursive: true, force: true });
 }
