@@ -1,5 +1,6 @@
 // One registry for the whole run: Debian's docker-registry on a free 127.0.0.1 port, holding the
 // busybox test image (amd64 + arm64 index) that testdata/make-busybox.sh makes from Debian packages.
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -32,11 +33,18 @@ export default async function setup(project: TestProject): Promise<() => Promise
   };
 }
 
-/** Removes the run's temp directory, unless something is still mounted under it (then says so). */
+/**
+ * Removes the run's temp directory. Mounts left under it (a test SIGKILLs a `builder serve` in the middle
+ * of a build, which has no chance to unmount) are detached first; if one stays, so does the directory.
+ */
 function removeRunTmp(dir: string): void {
-  const mounted = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')[4]).filter((m) => m?.startsWith(`${dir}/`));
-  if (mounted.length) {
-    process.stderr.write(`left ${dir}: still mounted under it: ${mounted.slice(0, 3).join(', ')}\n`);
+  const mountsUnder = () => fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')[4]).filter((m) => m?.startsWith(`${dir}/`));
+  for (const m of mountsUnder().sort((a, b) => b.length - a.length)) {
+    try { execFileSync('umount', ['-l', m], { stdio: 'ignore' }); } catch { /* said below */ }
+  }
+  const left = mountsUnder();
+  if (left.length) {
+    process.stderr.write(`left ${dir}: still mounted under it: ${left.slice(0, 3).join(', ')}\n`);
     return;
   }
   fs.rmSync(dir, { recursive: true, force: true });
