@@ -42,6 +42,11 @@ describe('CLI start', () => {
     await fs.rm(tree, { recursive: true, force: true });
   });
 
+  it('the bundle is ASCII: the bin reads it as Latin-1', async () => {
+    const bundle = await fs.readFile(path.join(projectRoot, 'dist/src/cli/builder.cjs'));
+    expect(bundle.findIndex((b) => b > 0x7f)).toBe(-1);
+  });
+
   it('writes the code cache after a build, reuses it, and replaces a bad or outdated one', async () => {
     expect((await run(path.join(cliDir, 'main.js'), ['--version'], path.join(tree, 'cache'))).code).toBe(0);
     expect(await caches()).toEqual([]);
