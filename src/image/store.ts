@@ -42,6 +42,9 @@ export class ImageNotInStoreError extends UserError {
   constructor(name: string) { super('IMAGE_NOT_FOUND', `no such image: ${name}`); }
 }
 
+/** The update of each images.json running or queued last in this process (see ImageStore.locked). */
+const updating = new Map<string, Promise<void>>();
+
 export class ImageStore {
   private readonly file: string;
 
@@ -83,14 +86,22 @@ export class ImageStore {
    * may update it side by side: two at once lost one's names). Its own lock, held for the update only and
    * taken last: never the state directory's lock, which a prune holds while it waits for builds to end.
    */
-  private async locked<T>(fn: () => Promise<T>): Promise<T> {
-    fsSync.mkdirSync(path.dirname(this.file), { recursive: true, mode: 0o700 });
-    const lock = await PidLock.acquire(`${this.file}.lock`, { pollMs: 20 });
-    try {
-      return await fn();
-    } finally {
-      await lock.release();
-    }
+  private locked<T>(fn: () => Promise<T>): Promise<T> {
+    // Writers in this process (a server's builds) queue here, in order, instead of polling the lock file.
+    const prev = updating.get(this.file) ?? Promise.resolve();
+    const run = prev.then(async () => {
+      fsSync.mkdirSync(path.dirname(this.file), { recursive: true, mode: 0o700 });
+      const lock = await PidLock.acquire(`${this.file}.lock`, { pollMs: 20 });
+      try {
+        return await fn();
+      } finally {
+        await lock.release();
+      }
+    });
+    const settled = run.then(() => undefined, () => undefined);
+    updating.set(this.file, settled);
+    void settled.then(() => { if (updating.get(this.file) === settled) updating.delete(this.file); });
+    return run;
   }
 
   private async read(): Promise<StoreState> {

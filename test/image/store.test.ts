@@ -1,5 +1,7 @@
 // The local image store's names and dangling images, and the lookups the image commands share.
 import { describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -8,6 +10,9 @@ import { ImageStore } from '../../src/image/store.js';
 import { findImage, imageRecords, referenceMatches } from '../../src/image/images.js';
 import { writeImage } from '../../src/exporter/image.js';
 import { parseReference } from '../../src/registry/reference.js';
+import { projectRoot } from '../helpers/cli.js';
+
+const run = promisify(execFile);
 
 async function setup() {
   const root = await fs.mkdtemp(path.join(os.tmpdir(), 'builder-images-'));
@@ -43,6 +48,21 @@ describe('image store', () => {
     expect((await new ImageStore(root, content).list()).map((i) => i.name).sort()).toEqual(['app:0', 'app:1', 'app:3', 'app:4'].map((n) => `docker.io/library/${n}`));
     expect(await new ImageStore(root, content).repoDigests(a.manifest.digest)).toEqual(['reg.test/app']);
     expect((await fs.readdir(root)).filter((n) => n.includes('lock'))).toEqual([]);
+  });
+
+  it('updates from several processes at once all land', async () => {
+    const { root, image } = await setup();
+    const a = await image(1);
+    // Each process (the built library, as the bin runs it) names the image ten times over.
+    const script = `
+      import { ContentStore } from ${JSON.stringify(path.join(projectRoot, 'dist/src/content/store.js'))};
+      import { ImageStore } from ${JSON.stringify(path.join(projectRoot, 'dist/src/image/store.js'))};
+      const [root, n, target] = process.argv.slice(1);
+      const images = new ImageStore(root, new ContentStore(root + '/content'));
+      for (let i = 0; i < 10; i++) await images.put(['p' + n + ':' + i], JSON.parse(target));`;
+    await Promise.all([0, 1, 2, 3].map((n) => run(process.execPath, ['--input-type=module', '-e', script, root, String(n), JSON.stringify(a.manifest)])));
+    const names = (await new ImageStore(root, new ContentStore(path.join(root, 'content'))).list()).map((i) => i.name);
+    expect(names.length).toBe(40);
   });
 
   it('repository digests only from a push or pull; they stay while the image does (dangling too) and go with it', async () => {
