@@ -15,7 +15,7 @@ import { UserError } from '../util/errors.js';
 import { Annotation, MediaType, isIndexType, isManifestType, type Descriptor, type Index, type Manifest } from '../image/types.js';
 import type { Reference } from '../registry/reference.js';
 import { encodeHeader } from '../archive/tar.js';
-import { copyFileAtomic, removeStaleTemps, tempBeside } from '../util/fs.js';
+import { copyFileAtomic, removeStaleTemps, tempBeside, writeAllSync } from '../util/fs.js';
 import { copyRange, exchange } from '../native/fsx.js';
 import type { ArchiveParts, RecordedOutput } from './uptodate.js';
 
@@ -197,7 +197,7 @@ async function writeArchiveFile(
     for (const part of rest) {
       if (failed) break;
       if (Buffer.isBuffer(part)) {
-        writeAll(fd, part);
+        writeAllSync(fd, part);
         continue;
       }
       // Blob bodies are copied inside the kernel, in chunks so the event loop gets a turn between them.
@@ -237,12 +237,6 @@ async function copyChunks(input: number, output: number, length: number, short: 
   }
 }
 
-function writeAll(fd: number, buf: Buffer, position?: number): void {
-  for (let off = 0; off < buf.length;) {
-    off += position === undefined ? fs.writeSync(fd, buf, off) : fs.writeSync(fd, buf, off, buf.length - off, position + off);
-  }
-}
-
 /**
  * The archive from part `keep` on (its first `kept` bytes already the old archive's) written into `fd`
  * in place; the file's stat after, or null (nothing changed but the times, reported to `restored`) when
@@ -268,12 +262,12 @@ async function rewriteInPlace(
       off += n;
     }
     let pos = appendAt;
-    writeAll(fd, head, pos);
+    writeAllSync(fd, head, pos);
     pos += head.length;
     const chunk = Buffer.allocUnsafe(1 << 20);
     for (const part of rest) {
       if (Buffer.isBuffer(part)) {
-        writeAll(fd, part, pos);
+        writeAllSync(fd, part, pos);
         pos += part.length;
         continue;
       }
@@ -282,7 +276,7 @@ async function rewriteInPlace(
         for (let left = part.size; left > 0;) {
           const n = fs.readSync(input, chunk, 0, Math.min(left, chunk.length), null);
           if (n === 0) throw new BlobSizeError(part);
-          writeAll(fd, chunk.subarray(0, n), pos);
+          writeAllSync(fd, chunk.subarray(0, n), pos);
           pos += n;
           left -= n;
           if (left > 0 && (part.size - left) % COPY_CHUNK < n) await new Promise((r) => setImmediate(r));

@@ -60,8 +60,11 @@ function openCreating(file: string, flags: string, mode?: number): number {
   }
 }
 
-function writeAllSync(fd: number, data: Uint8Array): void {
-  for (let off = 0; off < data.length;) off += fsSync.writeSync(fd, data, off, data.length - off);
+/** All of `data` to `fd`, at its position or at `position` when given. */
+export function writeAllSync(fd: number, data: Uint8Array, position?: number): void {
+  for (let off = 0; off < data.length;) {
+    off += position === undefined ? fsSync.writeSync(fd, data, off) : fsSync.writeSync(fd, data, off, data.length - off, position + off);
+  }
 }
 
 function fsyncAsync(fd: number): Promise<void> {
